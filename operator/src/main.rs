@@ -1,0 +1,2 @@
+//! Placeholder until the operator issue lands.
+fn main() {}
