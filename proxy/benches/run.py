@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: libzmq's zmq_proxy vs zmq-proxy vs no proxy, in one run.
+
+The load generator (zmqbench.c, on the system libzmq) is the same for all three, so ratios compare
+the devices in the middle. Each scenario runs REPEAT times per target and the median is reported;
+proxy CPU seconds and peak RSS are read from /proc for the proxy process of that run.
+
+    python3 proxy/benches/run.py            # needs gcc and libzmq3-dev; builds what it needs
+    python3 proxy/benches/run.py --quick    # fewer messages, one repeat (smoke run)
+
+Only 127.0.0.1 is used; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_DIR = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_ports(ports: list[int], proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(ports)
+    while pending and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"proxy exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", pending[0]), timeout=0.2):
+                pending.pop(0)
+        except OSError:
+            time.sleep(0.02)
+    if pending:
+        raise RuntimeError(f"ports {pending} never opened")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat; after the ")" split they are at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Scenario:
+    name: str
+    front_type: str
+    back_type: str
+    kind: str  # pipeline | reqrep | pubsub
+    args: list[str]  # scenario-specific numbers passed to zmqbench
+    messages: int  # messages crossing the device in one run, for CPU per million
+
+
+@dataclass
+class Result:
+    rate: float
+    extra: dict = field(default_factory=dict)
+    cpu_s: float = float("nan")
+    rss_mib: float = float("nan")
+
+
+def build(zmq_proxy: Path | None) -> tuple[Path, Path]:
+    out = ROOT / "target" / "zmqbench"
+    src = BENCH_DIR / "zmqbench.c"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["gcc", "-O2", "-Wall", "-o", str(out), str(src), "-lzmq", "-lpthread"], check=True
+        )
+    if zmq_proxy is None:
+        subprocess.run(
+            ["cargo", "build", "--release", "-q", "-p", "zmq-proxy", "--bin", "zmq-proxy"],
+            check=True,
+            cwd=ROOT,
+        )
+        zmq_proxy = ROOT / "target" / "release" / "zmq-proxy"
+    return out, zmq_proxy
+
+
+def start_proxy(target: str, sc: Scenario, bench: Path, zmq_proxy: Path):
+    fp, bp = free_port(), free_port()
+    front, back = f"tcp://127.0.0.1:{fp}", f"tcp://127.0.0.1:{bp}"
+    if target == "libzmq":
+        cmd = [str(bench), "proxy", sc.front_type, "@" + front, sc.back_type, "@" + back]
+    else:
+        cmd = [
+            str(zmq_proxy),
+            "--frontend-type", sc.front_type, "--frontend-bind", front,
+            "--backend-type", sc.back_type, "--backend-bind", back,
+        ]  # fmt: skip
+    env = dict(os.environ, RUST_LOG="warn")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    wait_for_ports([fp, bp], proc)
+    return proc, front, back
+
+
+def client_endpoints(sc: Scenario, front: str | None, back: str | None) -> tuple[str, str]:
+    """Endpoints for the two client roles: through a proxy both connect; without one, the
+    upstream role binds and the downstream role connects to it."""
+    if front is not None:
+        return ">" + front, ">" + back
+    if sc.kind == "reqrep":
+        ports = [f"tcp://127.0.0.1:{free_port()}" for _ in range(int(sc.args[1]))]
+        return ",".join(">" + p for p in ports), ",".join("@" + p for p in ports)
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    return "@" + ep, ">" + ep
+
+
+def run_once(target: str, sc: Scenario, bench: Path, zmq_proxy: Path) -> Result:
+    proc = None
+    front = back = None
+    if target != "ceiling":
+        proc, front, back = start_proxy(target, sc, bench, zmq_proxy)
+    try:
+        up, down = client_endpoints(sc, front, back)
+        cpu0 = proc_cpu_seconds(proc.pid) if proc else 0.0
+        out = subprocess.run(
+            [str(bench), sc.kind, up, down, *sc.args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if out.returncode != 0 and sc.kind != "pubsub":
+            raise RuntimeError(f"{target} {sc.name}: zmqbench failed: {out.stderr.strip()}")
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        res = Result(rate=data["rate"], extra=data)
+        if proc:
+            res.cpu_s = proc_cpu_seconds(proc.pid) - cpu0
+            res.rss_mib = proc_peak_rss_mib(proc.pid)
+        return res
+    finally:
+        if proc:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def median_result(results: list[Result]) -> Result:
+    results = sorted(results, key=lambda r: r.rate)
+    mid = results[len(results) // 2]
+    return mid
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    n = 100_000 if quick else 1_000_000
+    rr = 2_000 if quick else 20_000
+    ps = 50_000 if quick else 300_000
+    return [
+        Scenario("pipeline 16 B", "PULL", "PUSH", "pipeline", ["16", str(n)], n),
+        Scenario("pipeline 256 B", "PULL", "PUSH", "pipeline", ["256", str(n)], n),
+        Scenario("pipeline 4 KiB", "PULL", "PUSH", "pipeline", ["4096", str(n // 4)], n // 4),
+        # 4 REQ clients, 2 REP workers, 64-byte requests; each round trip is 2 messages through the
+        # proxy, so CPU per million counts both.
+        Scenario("req/rep 4x2 64 B", "ROUTER", "DEALER", "reqrep", ["4", "2", str(rr), "64"], 8 * rr),
+        Scenario("pub/sub 1x4 64 B", "XSUB", "XPUB", "pubsub", ["4", str(ps), "64"], ps),
+    ]  # fmt: skip
+
+
+def fmt_rate(r: float) -> str:
+    return f"{r / 1e6:.2f}M/s" if r >= 1e6 else f"{r / 1e3:.0f}k/s"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer messages, one repeat")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--zmq-proxy", type=Path, help="use this binary instead of building it")
+    ap.add_argument("--json", type=Path, help="also write the raw results here")
+    opts = ap.parse_args()
+    if shutil.which("gcc") is None or not Path("/usr/include/zmq.h").exists():
+        print("benchmark needs gcc and libzmq3-dev (apt-get install gcc libzmq3-dev)", file=sys.stderr)
+        return 2
+    bench, zmq_proxy = build(opts.zmq_proxy)
+    repeat = 1 if opts.quick else max(1, opts.repeat)
+    targets = ["libzmq", "zmq-proxy", "ceiling"]
+    rows, raw = [], {}
+    for sc in scenarios(opts.quick):
+        med = {}
+        for target in targets:
+            runs = [run_once(target, sc, bench, zmq_proxy) for _ in range(repeat)]
+            med[target] = median_result(runs)
+            raw[f"{sc.name}/{target}"] = [r.__dict__ for r in runs]
+        lib, ours, ceil = med["libzmq"], med["zmq-proxy"], med["ceiling"]
+        extra = ""
+        if sc.kind == "reqrep":
+            extra = (
+                f"p50 {ours.extra['p50_us']:.0f}/{lib.extra['p50_us']:.0f} us, "
+                f"p99 {ours.extra['p99_us']:.0f}/{lib.extra['p99_us']:.0f} us (ours/libzmq)"
+            )
+        if sc.kind == "pubsub":
+            extra = (
+                f"loss {ours.extra['loss']:.1%}/{lib.extra['loss']:.1%}/{ceil.extra['loss']:.1%}"
+                " (ours/libzmq/none)"
+            )
+        cpu = lambda r: r.cpu_s / (sc.messages / 1e6)  # noqa: E731
+        rows.append(
+            [
+                sc.name,
+                fmt_rate(lib.rate),
+                fmt_rate(ours.rate),
+                fmt_rate(ceil.rate),
+                f"{ours.rate / lib.rate:.2f}x",
+                f"{ours.rate / ceil.rate:.2f}x",
+                f"{cpu(ours):.2f} / {cpu(lib):.2f}",
+                f"{ours.rss_mib:.0f} / {lib.rss_mib:.0f}",
+                extra,
+            ]
+        )
+    head = [
+        "scenario", "libzmq", "zmq-proxy", "no proxy", "vs libzmq", "vs ceiling",
+        "CPU s/M msgs (ours / libzmq)", "peak RSS MiB (ours / libzmq)", "notes",
+    ]  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    print(line(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+    print(f"\n{os.cpu_count()} cores, median of {repeat} run(s) per cell; rates are messages/s at the receiver")
+    if opts.json:
+        opts.json.write_text(json.dumps(raw, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
