@@ -1,0 +1,110 @@
+{{/*
+Names, labels and the operator's RBAC rules, shared by every template.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "zmq-proxy-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of every object: fullnameOverride, or release-chart (just the release name when it
+already contains the chart name). Truncated to 63 characters, the limit of a DNS label.
+*/}}
+{{- define "zmq-proxy-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "zmq-proxy-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels. They differ from the proxy pods' labels (app.kubernetes.io/name: zmq-proxy),
+so the metrics Service never selects a proxy pod.
+*/}}
+{{- define "zmq-proxy-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "zmq-proxy-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "zmq-proxy-operator.labels" -}}
+helm.sh/chart: {{ include "zmq-proxy-operator.chart" . }}
+{{ include "zmq-proxy-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: zmq-proxy-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "zmq-proxy-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "zmq-proxy-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest is pinned. */}}
+{{- define "zmq-proxy-operator.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "zmq-proxy-operator.image" -}}
+{{- include "zmq-proxy-operator.imageRef" (dict "image" .Values.image "appVersion" .Chart.AppVersion) }}
+{{- end }}
+
+{{- define "zmq-proxy-operator.proxyImage" -}}
+{{- include "zmq-proxy-operator.imageRef" (dict "image" .Values.proxyImage "appVersion" .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+What the operator calls, and nothing more (operator/src/reconcile.rs, main.rs):
+- ZmqProxy objects: list and watch them (the controller and the start-up check); status is
+  written by server-side apply through the status subresource; finalizers/update is what the
+  OwnerReferencesPermissionEnforcement admission plugin requires before the operator may set
+  blockOwnerDeletion on the ownerReferences of the children it creates. The operator never
+  writes the objects themselves.
+- Deployments and Services: get, then server-side apply (create/patch), plus the watches on its
+  children. Services also need delete: the headless `<name>-pods` Service goes away when replicas
+  drop to one. Nothing else is deleted by the operator; children follow their owner through
+  garbage collection.
+- Events: events.k8s.io is what kube's Recorder writes (patch counts a repeated event); the core
+  group is granted too, for clients and tools that still record through it.
+*/}}
+{{- define "zmq-proxy-operator.rules" -}}
+- apiGroups: ["zmqproxy.io"]
+  resources: ["zmqproxies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["zmqproxy.io"]
+  resources: ["zmqproxies/status"]
+  verbs: ["patch"]
+- apiGroups: ["zmqproxy.io"]
+  resources: ["zmqproxies/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

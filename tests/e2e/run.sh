@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# End-to-end suite on a throw-away kind cluster: builds the operator and proxy images, loads them
+# into kind, installs the Helm chart, applies every example, waits for Ready, sends traffic
+# through each proxy's Service with zmq-proxy-probe in a Job (shared queue round trips, forwarder
+# with subscriptions, pipeline, capture), changes a port and checks the new one, deletes a
+# ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
+# refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
+#
+# Needs docker (with a running engine), kind, kubectl and helm. When one is missing it prints one
+# line naming what is missing and exits 0 as skipped; it never reports a pass it did not run.
+#
+# Environment:
+#   E2E_CLUSTER       kind cluster name (default zmq-proxy-e2e)
+#   E2E_NODE_IMAGE    kind node image (default kindest/node:v1.32.2)
+#   E2E_KEEP_CLUSTER  1: leave the cluster running at the end, for debugging
+#   E2E_SKIP_BUILD    1: use images zmq-proxy-operator:e2e and zmq-proxy:e2e already built
+#   E2E_COUNT         messages per probe (default 1000)
+#   E2E_ARTIFACTS     directory for diagnostics on failure (default ./e2e-artifacts)
+set -euo pipefail
+
+# Only shell builtins before the skip decision: the suite must be able to say what is missing
+# even on a machine with almost nothing on its PATH.
+HERE="${BASH_SOURCE[0]%/*}"
+[[ "$HERE" == "${BASH_SOURCE[0]}" ]] && HERE="."
+ROOT="$(cd "$HERE/../.." && pwd)"
+# chart-check.sh installs pinned helm and kubectl here; use them when the machine has none.
+[[ -d "$ROOT/.tools/bin" ]] && PATH="$PATH:$ROOT/.tools/bin"
+
+missing=()
+for tool in docker kind kubectl helm; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [[ " ${missing[*]} " != *" docker "* ]] && ! docker info >/dev/null 2>&1; then
+  missing+=("a running Docker engine")
+fi
+if ((${#missing[@]})); then
+  list=""
+  for m in "${missing[@]}"; do list+="${list:+, }$m"; done
+  echo "e2e: skipped: ${list} not available (needs docker with a running engine, kind, kubectl and helm)"
+  exit 0
+fi
+
+CLUSTER="${E2E_CLUSTER:-zmq-proxy-e2e}"
+NODE_IMAGE="${E2E_NODE_IMAGE:-kindest/node:v1.32.2}"
+COUNT="${E2E_COUNT:-1000}"
+ARTIFACTS="${E2E_ARTIFACTS:-$ROOT/e2e-artifacts}"
+OPERATOR_IMAGE="zmq-proxy-operator:e2e"
+PROXY_IMAGE="zmq-proxy:e2e"
+RELEASE="zmq-proxy-operator"
+SYSTEM_NS="zmq-system"
+NS="zmq-e2e"
+KCTX="kind-${CLUSTER}"
+
+PASSED=0
+FAILED=0
+CLUSTER_CREATED=0
+CHART_INSTALLED=0
+
+log() { printf '%s e2e: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+k() { kubectl --context "$KCTX" "$@"; }
+pass() { PASSED=$((PASSED + 1)); log "ok - $1"; }
+fail() { FAILED=$((FAILED + 1)); log "not ok - $1"; }
+
+diagnostics() {
+  mkdir -p "$ARTIFACTS"
+  log "collecting diagnostics into $ARTIFACTS"
+  {
+    k get nodes -o wide
+    k get all,zmqproxies,events -A -o wide
+  } >"$ARTIFACTS/cluster.txt" 2>&1 || true
+  k get zmqproxies -A -o yaml >"$ARTIFACTS/zmqproxies.yaml" 2>&1 || true
+  k -n "$SYSTEM_NS" logs -l app.kubernetes.io/name=zmq-proxy-operator --tail=-1 --prefix \
+    >"$ARTIFACTS/operator.log" 2>&1 || true
+  k -n "$NS" logs -l app.kubernetes.io/name=zmq-proxy --tail=500 --prefix \
+    >"$ARTIFACTS/proxies.log" 2>&1 || true
+  k -n "$NS" describe pods >"$ARTIFACTS/pods.txt" 2>&1 || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT
+  set +e
+  if ((FAILED)) || ((rc)); then
+    diagnostics
+  fi
+  if ((CHART_INSTALLED)); then
+    helm --kube-context "$KCTX" uninstall "$RELEASE" -n "$SYSTEM_NS" --wait --timeout 120s >/dev/null 2>&1
+  fi
+  if ((CLUSTER_CREATED)) && [[ "${E2E_KEEP_CLUSTER:-0}" != "1" ]]; then
+    log "deleting kind cluster $CLUSTER"
+    kind delete cluster --name "$CLUSTER" >/dev/null 2>&1
+  fi
+  echo "e2e: ${PASSED} passed, ${FAILED} failed"
+  if ((rc == 0 && FAILED > 0)); then rc=1; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# wait_for DESCRIPTION TIMEOUT_SECONDS COMMAND...: polls COMMAND once a second until it succeeds.
+wait_for() {
+  local what="$1" timeout="$2"; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+# ---- cluster, images, chart ------------------------------------------------------------------
+if [[ "${E2E_SKIP_BUILD:-0}" != "1" ]]; then
+  log "building $OPERATOR_IMAGE and $PROXY_IMAGE"
+  export DOCKER_BUILDKIT=1
+  revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+  docker build -f "$ROOT/docker/Dockerfile.operator" -t "$OPERATOR_IMAGE" \
+    --build-arg REVISION="$revision" "$ROOT"
+  docker build -f "$ROOT/docker/Dockerfile.proxy" -t "$PROXY_IMAGE" \
+    --build-arg REVISION="$revision" "$ROOT"
+fi
+
+if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  log "kind cluster $CLUSTER already exists; delete it first or set E2E_CLUSTER"
+  exit 1
+fi
+log "creating kind cluster $CLUSTER ($NODE_IMAGE)"
+CLUSTER_CREATED=1
+kind create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 180s
+kind load docker-image "$OPERATOR_IMAGE" "$PROXY_IMAGE" --name "$CLUSTER"
+
+log "installing the chart"
+# The operator's namespace enforces the restricted Pod Security Standard too: the chart's
+# hardened defaults must pass it.
+k create namespace "$SYSTEM_NS"
+k label namespace "$SYSTEM_NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
+CHART_INSTALLED=1
+helm --kube-context "$KCTX" install "$RELEASE" "$ROOT/charts/zmq-proxy-operator" \
+  --namespace "$SYSTEM_NS" \
+  --set image.repository=zmq-proxy-operator --set image.tag=e2e --set image.pullPolicy=Never \
+  --set proxyImage.repository=zmq-proxy --set proxyImage.tag=e2e \
+  --set logFormat=text \
+  --wait --timeout 180s
+pass "chart installed and the operator is available"
+
+if k get crd zmqproxies.zmqproxy.io >/dev/null; then
+  pass "CRD installed by the chart"
+else
+  fail "CRD installed by the chart"
+fi
+
+# The proxies' namespace enforces the restricted Pod Security Standard, so a proxy pod (or the
+# probe) that needs any privilege fails here rather than in a user's cluster.
+k create namespace "$NS"
+k label namespace "$NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
+
+# ---- every example becomes Ready ------------------------------------------------------------
+declare -A EXAMPLE_OF=(
+  [tasks]=shared-queue [events]=forwarder [jobs]=pipeline [audited]=with-capture [steered]=with-steering
+)
+for name in tasks events jobs audited steered; do
+  k -n "$NS" apply -f "$ROOT/examples/${EXAMPLE_OF[$name]}.yaml" >/dev/null
+done
+for name in tasks events jobs audited steered; do
+  if k -n "$NS" wait "zmqproxy/$name" --for=condition=Ready --timeout=180s >/dev/null; then
+    pass "examples/${EXAMPLE_OF[$name]}.yaml ($name) is Ready"
+  else
+    fail "examples/${EXAMPLE_OF[$name]}.yaml ($name) is Ready"
+  fi
+done
+
+endpoint() { # endpoint NAME ROLE: the endpoint the object's status reports for ROLE
+  k -n "$NS" get zmqproxy "$1" -o "jsonpath={.status.endpoints.$2}"
+}
+
+got="$(endpoint tasks frontend)"
+if [[ "$got" == "tcp://tasks.${NS}.svc:5555" ]]; then
+  pass "status.endpoints.frontend is tcp://tasks.${NS}.svc:5555"
+else
+  fail "status.endpoints.frontend is tcp://tasks.${NS}.svc:5555 (got '$got')"
+fi
+
+# The operator reports what it wrote as Events on the object.
+events="$(k -n "$NS" get events --field-selector involvedObject.kind=ZmqProxy,involvedObject.name=tasks \
+  -o 'jsonpath={.items[*].reason}')"
+if [[ " $events " == *" Created "* ]]; then
+  pass "the operator recorded Events on tasks ($events)"
+else
+  fail "the operator recorded Events on tasks (reasons: '$events')"
+fi
+
+# ---- traffic through each Service -----------------------------------------------------------
+# probe JOB ARGS...: runs zmq-proxy-probe in a Job and prints its JSON report; fails with the Job.
+probe() {
+  local job="$1"; shift
+  local args="" a
+  for a in "$@" --output json; do args+="            - \"${a}\""$'\n'; done
+  k -n "$NS" delete job "$job" --ignore-not-found --wait=true >/dev/null
+  k -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: ${job}
+  labels: {app.kubernetes.io/name: zmq-proxy-probe}
+spec:
+  backoffLimit: 0
+  activeDeadlineSeconds: 180
+  ttlSecondsAfterFinished: 600
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: zmq-proxy-probe}
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: probe
+          image: ${PROXY_IMAGE}
+          imagePullPolicy: Never
+          command: ["/usr/local/bin/zmq-proxy-probe"]
+          args:
+${args}          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+EOF
+  local succeeded=""
+  wait_for "job/$job to finish" 200 job_finished "$job" || true
+  succeeded="$(k -n "$NS" get job "$job" -o 'jsonpath={.status.succeeded}')"
+  k -n "$NS" logs "job/$job" 2>/dev/null | tail -1
+  [[ "$succeeded" == "1" ]]
+}
+job_finished() {
+  local s
+  s="$(k -n "$NS" get job "$1" -o 'jsonpath={.status.succeeded}{.status.failed}')"
+  [[ -n "$s" ]]
+}
+
+# assert_report NAME REPORT KEY=VALUE...: the probe's JSON report has each integer KEY=VALUE.
+assert_report() {
+  local name="$1" report="$2"; shift 2
+  local kv ok=1
+  [[ "$report" == *'"ok":true'* ]] || ok=0
+  for kv in "$@"; do
+    [[ "$report" == *"\"${kv%%=*}\":${kv#*=},"* || "$report" == *"\"${kv%%=*}\":${kv#*=}}"* ]] || ok=0
+  done
+  if ((ok)); then pass "$name"; else fail "$name: $report"; fi
+}
+
+report="$(probe probe-shared-queue --pattern shared-queue \
+  --frontend "$(endpoint tasks frontend)" --backend "$(endpoint tasks backend)" \
+  --count "$COUNT" --timeout 120s)" || true
+assert_report "shared queue: $COUNT REQ/REP round trips through tasks" "$report" \
+  "sent=$COUNT" "received=$COUNT" "intact=$COUNT"
+
+report="$(probe probe-forwarder --pattern forwarder \
+  --frontend "$(endpoint events frontend)" --backend "$(endpoint events backend)" \
+  --count "$COUNT" --timeout 120s)" || true
+assert_report "forwarder: subscribed topic delivered, unsubscribed topic filtered (events)" "$report" \
+  "sent=$COUNT" "received=$COUNT" "intact=$COUNT" "unexpected=0" "unsubscribed_sent=$COUNT"
+
+report="$(probe probe-pipeline --pattern pipeline \
+  --frontend "$(endpoint jobs frontend)" --backend "$(endpoint jobs backend)" \
+  --count "$COUNT" --timeout 120s)" || true
+assert_report "pipeline: every pushed message pulled once (jobs)" "$report" \
+  "sent=$COUNT" "received=$COUNT" "intact=$COUNT"
+
+report="$(probe probe-capture --pattern shared-queue \
+  --frontend "$(endpoint audited frontend)" --backend "$(endpoint audited backend)" \
+  --capture "$(endpoint audited capture)" --capture-socket sub \
+  --count "$COUNT" --timeout 120s)" || true
+assert_report "capture: every request and reply copied to the PUB capture (audited)" "$report" \
+  "sent=$COUNT" "received=$COUNT" "captured=$((2 * COUNT))" "capture_expected=$((2 * COUNT))"
+
+report="$(probe probe-steering --pattern pipeline \
+  --frontend "$(endpoint steered frontend)" --backend "$(endpoint steered backend)" \
+  --count "$COUNT" --timeout 120s)" || true
+assert_report "pipeline with a control socket forwards (steered)" "$report" \
+  "sent=$COUNT" "received=$COUNT" "intact=$COUNT"
+got="$(endpoint steered control)"
+if [[ "$got" == "tcp://steered.${NS}.svc:5558" ]]; then
+  pass "status.endpoints.control of steered is tcp://steered.${NS}.svc:5558"
+else
+  fail "status.endpoints.control of steered is tcp://steered.${NS}.svc:5558 (got '$got')"
+fi
+
+# ---- changing a port ------------------------------------------------------------------------
+service_ports() { # service_ports NAME: the Service's port numbers, space-separated and sorted
+  k -n "$NS" get service "$1" -o 'jsonpath={.spec.ports[*].port}' | tr ' ' '\n' | sort -n | tr '\n' ' '
+}
+status_port_is() { [[ "$(endpoint jobs backend)" == "tcp://jobs.${NS}.svc:$1" ]]; }
+observed_current() {
+  local gen obs ready
+  gen="$(k -n "$NS" get zmqproxy jobs -o 'jsonpath={.metadata.generation}')"
+  obs="$(k -n "$NS" get zmqproxy jobs -o 'jsonpath={.status.observedGeneration}')"
+  ready="$(k -n "$NS" get zmqproxy jobs -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')"
+  [[ -n "$gen" && "$gen" == "$obs" && "$ready" == "True" ]]
+}
+k -n "$NS" patch zmqproxy jobs --type merge -p '{"spec":{"backend":{"port":6556}}}' >/dev/null
+if wait_for "jobs to observe the new generation and be Ready" 180 observed_current \
+  && wait_for "status to report port 6556" 60 status_port_is 6556; then
+  pass "port change observed: jobs Ready at its new generation"
+else
+  fail "port change observed: jobs Ready at its new generation"
+fi
+deployment="$(k -n "$NS" get deployment -l app.kubernetes.io/instance=jobs -o name | head -1)"
+if [[ -n "$deployment" ]] && k -n "$NS" rollout status "$deployment" --timeout=180s >/dev/null; then
+  pass "the new proxy pod rolled out"
+else
+  fail "the new proxy pod rolled out"
+fi
+ports="$(service_ports jobs)"
+if [[ " $ports " == *" 6556 "* && " $ports " != *" 5556 "* ]]; then
+  pass "Service jobs exposes 6556 instead of 5556 (ports: $ports)"
+else
+  fail "Service jobs exposes 6556 instead of 5556 (ports: $ports)"
+fi
+report="$(probe probe-new-port --pattern pipeline \
+  --frontend "$(endpoint jobs frontend)" --backend "tcp://jobs.${NS}.svc:6556" \
+  --count "$COUNT" --timeout 120s)" || true
+assert_report "pipeline through the new backend port 6556" "$report" \
+  "sent=$COUNT" "received=$COUNT" "intact=$COUNT"
+
+# ---- deletion garbage-collects the children -------------------------------------------------
+children_of_tasks() {
+  k -n "$NS" get deployments,services,replicasets,pods -l app.kubernetes.io/instance=tasks -o name
+}
+no_children_of_tasks() { [[ -z "$(children_of_tasks 2>/dev/null)" ]]; }
+if [[ -n "$(children_of_tasks)" ]]; then
+  pass "tasks has children before deletion ($(children_of_tasks | tr '\n' ' '))"
+else
+  fail "tasks has children before deletion"
+fi
+k -n "$NS" delete zmqproxy tasks --wait=true --timeout=60s >/dev/null
+if wait_for "the children of tasks to be garbage-collected" 120 no_children_of_tasks; then
+  pass "deleting tasks garbage-collected its Deployment, Service and pods"
+else
+  fail "deleting tasks garbage-collected its Deployment, Service and pods: $(children_of_tasks | tr '\n' ' ')"
+fi
+
+# ---- the invalid example is refused by the API server ---------------------------------------
+if out="$(k -n "$NS" apply -f "$ROOT/examples/invalid-pair.yaml" 2>&1)"; then
+  fail "examples/invalid-pair.yaml is refused (it was accepted: $out)"
+elif [[ "$out" == *"unsupported socket pair ROUTER/PUSH"* ]]; then
+  pass "examples/invalid-pair.yaml is refused: unsupported socket pair ROUTER/PUSH"
+else
+  fail "examples/invalid-pair.yaml is refused with the pair message (got: $out)"
+fi
+if k -n "$NS" get zmqproxy broken >/dev/null 2>&1; then
+  fail "no ZmqProxy broken exists after the refusal"
+else
+  pass "no ZmqProxy broken exists after the refusal"
+fi
+
+# ---- the operator's metrics, through the API server's service proxy -------------------------
+metrics="$(k get --raw "/api/v1/namespaces/${SYSTEM_NS}/services/http:${RELEASE}-metrics:8080/proxy/metrics" 2>&1)" || true
+if [[ "$metrics" == *"# TYPE"* ]]; then
+  pass "operator /metrics is served through its metrics Service"
+else
+  fail "operator /metrics is served through its metrics Service (got: ${metrics:0:200})"
+fi
+
+# ---- uninstall ------------------------------------------------------------------------------
+for name in events jobs audited steered; do
+  k -n "$NS" delete zmqproxy "$name" --wait=true --timeout=60s >/dev/null || true
+done
+if helm --kube-context "$KCTX" uninstall "$RELEASE" -n "$SYSTEM_NS" --wait --timeout 120s >/dev/null; then
+  CHART_INSTALLED=0
+  pass "helm uninstall"
+else
+  fail "helm uninstall"
+fi
+operator_gone() { [[ -z "$(k -n "$SYSTEM_NS" get deployments,pods -l app.kubernetes.io/name=zmq-proxy-operator -o name)" ]]; }
+if wait_for "the operator to be removed" 120 operator_gone; then
+  pass "the operator's Deployment and pods are gone after uninstall"
+else
+  fail "the operator's Deployment and pods are gone after uninstall"
+fi
+# The cluster is deleted by the EXIT trap, which also prints the closing count.
