@@ -1,2 +1,194 @@
-//! Placeholder until the operator issue lands.
-fn main() {}
+//! zmq-proxy-operator: flags, logging, the HTTP endpoints, leader election and the controller,
+//! and a graceful stop on SIGTERM/SIGINT (in-flight reconciles finish, the lease is released).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, ValueEnum};
+use kube::Client;
+use kube::api::{Api, ListParams};
+use tokio::sync::watch;
+use tracing::{error, info};
+use zmq_proxy_operator::build::BuildOptions;
+use zmq_proxy_operator::crd::ZmqProxy;
+use zmq_proxy_operator::http::{self, HttpState};
+use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
+use zmq_proxy_operator::metrics::Metrics;
+use zmq_proxy_operator::reconcile::{self, Context};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Runs ZmqProxy objects as Deployments and Services")]
+struct Args {
+    /// Namespace to watch; all namespaces when unset.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Proxy image for ZmqProxy objects that do not name one.
+    #[arg(long, env = "PROXY_IMAGE", default_value = concat!("ghcr.io/zmq-proxy-operator/zmq-proxy:", env!("CARGO_PKG_VERSION")))]
+    proxy_image: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "HTTP_BIND", default_value = "0.0.0.0:8080")]
+    http_bind: SocketAddr,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Elect a leader on a Lease so only one replica runs the controller.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "zmq-proxy-operator")]
+    lease_name: String,
+    /// Namespace of the Lease; the operator's own namespace in a cluster.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Identity in the Lease; the pod name in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Resolves once `rx` holds true (or its sender is gone).
+async fn until_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "zmq-proxy-operator failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        stop_signal().await;
+        info!("stop signal received; shutting down");
+        stop_tx.send_replace(true);
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.http_bind).await?;
+    info!(addr = %args.http_bind, "serving /metrics /healthz /readyz");
+    let state = HttpState { metrics: metrics.clone(), ready: ready.clone() };
+    let http_task = tokio::spawn(http::serve(listener, state, until_true(stop_rx.clone())));
+
+    let client = Client::try_default().await?;
+    // Fail early, with a clear message, when the CRD is missing or RBAC forbids the watch.
+    let probe: Api<ZmqProxy> = match &args.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    probe.list(&ListParams::default().limit(1)).await.map_err(|e| {
+        format!("cannot list zmqproxies.zmqproxy.io (is crds/zmqproxy.yaml installed?): {e}")
+    })?;
+    ready.store(true, Ordering::Relaxed);
+
+    let ctx = Context::new(
+        client.clone(),
+        BuildOptions { default_image: args.proxy_image.clone() },
+        metrics.clone(),
+    );
+
+    if !args.leader_election {
+        metrics.set_leader(true);
+        reconcile::run(ctx, args.watch_namespace.clone(), until_true(stop_rx.clone())).await;
+    } else {
+        let identity = args
+            .identity
+            .clone()
+            .unwrap_or_else(|| format!("zmq-proxy-operator-{}", std::process::id()));
+        let config = LeaseConfig::new(&args.lease_name, &args.lease_namespace, &identity);
+        let (leading_tx, mut leading_rx) = watch::channel(false);
+        // The elector stops (and releases the lease) only after the controller has finished its
+        // in-flight reconciles, so a standby never overlaps with them.
+        let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
+        let elector = tokio::spawn(
+            LeaderElector::new(client.clone(), config).run(leading_tx, elector_stop_rx),
+        );
+        info!(%identity, lease = %args.lease_name, "waiting for leadership");
+        loop {
+            // Standby until we lead or stop.
+            let stop = stop_rx.clone();
+            tokio::select! {
+                led = leading_rx.wait_for(|leading| *leading) => {
+                    if led.is_err() { break; }
+                }
+                _ = until_true(stop) => break,
+            }
+            metrics.set_leader(true);
+            info!("leading: running the controller");
+            // The controller stops on shutdown or when leadership is lost, whichever comes first.
+            let (lost_tx, lost_rx) = futures::channel::oneshot::channel::<()>();
+            let mut watch_leading = leading_rx.clone();
+            let mut watch_stop = stop_rx.clone();
+            let stopper = tokio::spawn(async move {
+                tokio::select! {
+                    _ = watch_leading.wait_for(|leading| !*leading) => {}
+                    _ = watch_stop.wait_for(|stop| *stop) => {}
+                }
+                let _ = lost_tx.send(());
+            });
+            reconcile::run(ctx.clone(), args.watch_namespace.clone(), async move {
+                let _ = lost_rx.await;
+            })
+            .await;
+            stopper.abort();
+            metrics.set_leader(false);
+            if *stop_rx.borrow() {
+                break;
+            }
+            info!("leadership lost: controller stopped, back to standby");
+        }
+        elector_stop_tx.send_replace(true);
+        let _ = elector.await;
+    }
+    let _ = http_task.await;
+    info!("stopped");
+    Ok(())
+}

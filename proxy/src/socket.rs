@@ -131,11 +131,21 @@ pub fn pair_refusal(frontend: SocketType, backend: SocketType) -> Option<String>
     if is_allowed_pair(frontend, backend) {
         return None;
     }
+    Some(pair_refusal_text(&format!("{frontend}/{backend}")))
+}
+
+/// The words of [`pair_refusal`], shared with its CEL rendering in [`cel::pair_message_expression`].
+fn pair_refusal_text(pair: &str) -> String {
     let allowed: Vec<String> = allowed_pairs().map(|(a, b)| format!("{a}/{b}")).collect();
-    Some(format!(
-        "unsupported socket pair {frontend}/{backend} (frontend/backend); allowed pairs: {}",
+    format!(
+        "unsupported socket pair {pair} (frontend/backend); allowed pairs: {}",
         allowed.join(", ")
-    ))
+    )
+}
+
+/// The words of a port clash, shared with its CEL rendering in [`cel::distinct_port_rules`].
+fn port_clash_text(port: &str, other: &str) -> String {
+    format!("port {port} is already used by {other}; ports must be distinct")
 }
 
 fn list(types: &[SocketType]) -> String {
@@ -220,13 +230,155 @@ impl ProxySockets {
             if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
                 return Err(SocketSpecError {
                     field: field(&format!("{name}.port")),
-                    reason: format!(
-                        "port {port} is already used by {other}; ports must be distinct"
-                    ),
+                    reason: port_clash_text(&port.to_string(), other),
                 });
             }
         }
         Ok(())
+    }
+}
+
+/// The rules above rendered as Kubernetes CEL validation rules (`x-kubernetes-validations`) for a
+/// schema whose `self` is a manifest's `spec`. The operator's CRD carries these strings, so the API
+/// server refuses what [`ProxySockets::validate`] refuses, with the same words, and a rule is never
+/// written twice. Each rule comes with the spec-relative `fieldPath` it blames.
+pub mod cel {
+    use super::{
+        CAPTURE_TYPES, SocketType, allowed_pairs, capture_type_refusal, pair_refusal_text,
+        port_clash_text,
+    };
+
+    /// One CEL rule: `rule` must hold; otherwise `message_expression` is the error text and
+    /// `field_path` (relative to `spec`, e.g. `.backend.type`) the field the error names.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct CelRule {
+        pub rule: String,
+        pub message_expression: String,
+        pub field_path: String,
+    }
+
+    /// A CEL string literal. Single quotes and backslashes are the only characters that need
+    /// escaping in the texts rendered here.
+    pub fn quote(s: &str) -> String {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+
+    fn string_list<I: IntoIterator<Item = String>>(items: I) -> String {
+        format!("[{}]", items.into_iter().map(|s| quote(&s)).collect::<Vec<_>>().join(", "))
+    }
+
+    /// A CEL string expression that renders `text` with each placeholder replaced by its CEL
+    /// expression (concatenated, so the API server fills in the values the user wrote).
+    fn splice(text: &str, subs: &[(&str, &str)]) -> String {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some((at, (placeholder, expr))) = subs
+            .iter()
+            .filter_map(|sub| rest.find(sub.0).map(|at| (at, *sub)))
+            .min_by_key(|(at, _)| *at)
+        {
+            if at > 0 {
+                parts.push(quote(&rest[..at]));
+            }
+            parts.push(expr.to_string());
+            rest = &rest[at + placeholder.len()..];
+        }
+        if !rest.is_empty() || parts.is_empty() {
+            parts.push(quote(rest));
+        }
+        parts.join(" + ")
+    }
+
+    /// The frontend/backend pair must be one of [`allowed_pairs`] (blames `.backend.type`, as
+    /// [`ProxySockets::validate`](super::ProxySockets::validate) does).
+    pub fn pair_rule() -> CelRule {
+        let pairs = string_list(allowed_pairs().map(|(a, b)| format!("{a}/{b}")));
+        let pair = "self.frontend.type + '/' + self.backend.type";
+        const PLACEHOLDER: &str = "\u{0}";
+        CelRule {
+            rule: format!("({pair}) in {pairs}"),
+            message_expression: splice(&pair_refusal_text(PLACEHOLDER), &[(PLACEHOLDER, pair)]),
+            field_path: ".backend.type".to_string(),
+        }
+    }
+
+    /// The capture type, when there is a capture socket, must be one of [`CAPTURE_TYPES`]; the
+    /// message is [`capture_type_refusal`]'s for the type given (PAIR gets its own reason).
+    pub fn capture_rule() -> CelRule {
+        let allowed = string_list(CAPTURE_TYPES.iter().map(|t| t.to_string()));
+        let refusals: Vec<String> = SocketType::ALL
+            .into_iter()
+            .filter_map(|t| {
+                capture_type_refusal(t).map(|why| format!("{}: {}", quote(t.as_str()), quote(&why)))
+            })
+            .collect();
+        CelRule {
+            rule: format!("!has(self.capture) || self.capture.type in {allowed}"),
+            message_expression: format!("{{{}}}[self.capture.type]", refusals.join(", ")),
+            field_path: ".capture.type".to_string(),
+        }
+    }
+
+    /// A port-carrying field of the spec: its name as errors say it, the CEL expression of its
+    /// port, and the CEL test of its presence (`None` when it is always present).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct PortField {
+        pub name: String,
+        pub port: String,
+        pub present: Option<String>,
+        pub field_path: String,
+    }
+
+    /// The socket ports of a spec in [`ProxySockets::named_ports`](super::ProxySockets::named_ports)
+    /// order: frontend, backend, capture (optional), control (optional).
+    pub fn socket_port_fields() -> Vec<PortField> {
+        ["frontend", "backend", "capture", "control"]
+            .into_iter()
+            .map(|name| PortField {
+                name: name.to_string(),
+                port: format!("self.{name}.port"),
+                present: matches!(name, "capture" | "control").then(|| format!("has(self.{name})")),
+                field_path: format!(".{name}.port"),
+            })
+            .collect()
+    }
+
+    /// Every port must differ from the ports before it; a clash blames the later field and names
+    /// the earlier one, as [`ProxySockets::validate`](super::ProxySockets::validate) does.
+    /// `fields` is usually [`socket_port_fields`] plus ports the caller adds (a metrics port).
+    pub fn distinct_port_rules(fields: &[PortField]) -> Vec<CelRule> {
+        let guarded = |f: &PortField, cond: String| match &f.present {
+            Some(present) => format!("({present} && {cond})"),
+            None => format!("({cond})"),
+        };
+        fields
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, field)| {
+                let earlier = &fields[..i];
+                let clashes: Vec<String> = earlier
+                    .iter()
+                    .map(|e| guarded(e, format!("{} == {}", e.port, field.port)))
+                    .collect();
+                let rule = match &field.present {
+                    Some(present) => format!("!{present} || !({})", clashes.join(" || ")),
+                    None => format!("!({})", clashes.join(" || ")),
+                };
+                // The first earlier field that clashes names the clash; the last is the fallback
+                // because the message is only evaluated when some clash exists.
+                let mut other = quote(&earlier[i - 1].name);
+                for (e, clash) in earlier.iter().zip(&clashes).rev().skip(1) {
+                    other = format!("({clash} ? {} : {other})", quote(&e.name));
+                }
+                const PORT: &str = "\u{0}";
+                const OTHER: &str = "\u{1}";
+                let port = format!("string({})", field.port);
+                let message_expression =
+                    splice(&port_clash_text(PORT, OTHER), &[(PORT, &port), (OTHER, &other)]);
+                CelRule { rule, message_expression, field_path: field.field_path.clone() }
+            })
+            .collect()
     }
 }
 
@@ -286,6 +438,23 @@ mod tests {
         };
         let err = s.validate("spec").err().map(|e| e.field);
         assert_eq!(err.as_deref(), Some("spec.capture.port"));
+    }
+
+    #[test]
+    fn cel_renderings_reuse_the_refusal_words() {
+        let pair = cel::pair_rule();
+        assert!(pair.rule.contains("'ROUTER/DEALER'") && pair.rule.contains("'PUSH/PULL'"));
+        let words = pair_refusal(SocketType::Router, SocketType::Push).unwrap_or_default();
+        let allowed = words.split("; ").nth(1).unwrap_or_default();
+        assert!(pair.message_expression.contains(allowed), "{}", pair.message_expression);
+        let capture = cel::capture_rule();
+        let pair_words = capture_type_refusal(SocketType::Pair).unwrap_or_default();
+        assert!(capture.message_expression.contains(&pair_words));
+        assert!(!capture.message_expression.contains("'PUB':"), "accepted types need no message");
+        let ports = cel::distinct_port_rules(&cel::socket_port_fields());
+        let fields: Vec<&str> = ports.iter().map(|r| r.field_path.as_str()).collect();
+        assert_eq!(fields, [".backend.port", ".capture.port", ".control.port"]);
+        assert_eq!(cel::quote("it's"), "'it\\'s'");
     }
 
     #[test]

@@ -1,0 +1,14 @@
+//! The zmq-proxy operator as a library, so the binaries and the tests share one implementation:
+//! [`crd`] defines the `ZmqProxy` resource, [`build`] turns one into its children (pure),
+//! [`diff`] decides whether a child needs a write, [`status`] computes conditions,
+//! [`reconcile`] applies children and status, [`leader`] elects one active replica,
+//! [`metrics`] and [`http`] expose what the operator does.
+
+pub mod build;
+pub mod crd;
+pub mod diff;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;

@@ -1,0 +1,351 @@
+//! The status the operator reports: Ready, Progressing and Degraded conditions, each carrying the
+//! generation they describe, computed (purely) from the `ZmqProxy` and its observed Deployment.
+//! `lastTransitionTime` only moves when a condition's status flips, so recomputing the status of
+//! an unchanged object gives an equal value and the reconciler skips the write.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::build::{endpoints, headless_name};
+use crate::crd::{ZmqProxy, ZmqProxyStatus, selector_string};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// A reconcile failure to report in the conditions: a CamelCase reason and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    pub message: String,
+}
+
+/// Where the Deployment's rollout stands, read from its status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    pub replicas: i32,
+    pub ready: i32,
+    pub updated: i32,
+    /// The Deployment controller has seen the Deployment's latest generation.
+    pub observed: bool,
+    /// The Deployment reports a failure (ProgressDeadlineExceeded, ReplicaFailure): reason, message.
+    pub failure: Option<(String, String)>,
+}
+
+impl Rollout {
+    pub fn of(deployment: &Deployment) -> Rollout {
+        let status = deployment.status.clone().unwrap_or_default();
+        let generation = deployment.metadata.generation.unwrap_or(0);
+        let conditions = status.conditions.unwrap_or_default();
+        let failure = conditions
+            .iter()
+            .find(|c| {
+                (c.type_ == "Progressing"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+                    || (c.type_ == "ReplicaFailure" && c.status == "True")
+            })
+            .map(|c| {
+                (
+                    c.reason.clone().unwrap_or_else(|| c.type_.clone()),
+                    c.message.clone().unwrap_or_default(),
+                )
+            });
+        Rollout {
+            replicas: status.replicas.unwrap_or(0),
+            ready: status.ready_replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            observed: status.observed_generation.unwrap_or(0) >= generation,
+            failure,
+        }
+    }
+
+    /// Every wanted pod runs the current template, is ready, and no old pod is left.
+    fn complete(&self, want: i32) -> bool {
+        self.observed && self.updated >= want && self.ready >= want && self.replicas == want
+    }
+}
+
+/// The status of `zp` given its Deployment (None when it could not be read or applied) and the
+/// failure of this reconcile, if any. `now` stamps conditions whose status changed.
+pub fn compute(
+    zp: &ZmqProxy,
+    deployment: Option<&Deployment>,
+    failure: Option<&Failure>,
+    now: Timestamp,
+) -> ZmqProxyStatus {
+    let generation = zp.metadata.generation;
+    let want = zp.spec.replicas;
+    let rollout = deployment.map(Rollout::of);
+    let namespace = zp.namespace().unwrap_or_default();
+    let headless = (want > 1).then(|| format!("{}.{namespace}.svc", headless_name(&zp.name_any())));
+    // Each replica is its own proxy, so peers that reach one pod through the Service see only a
+    // share of the others: say how to reach them all wherever readiness is reported.
+    let fan_out = headless.as_ref().map(|h| {
+        format!(
+            "; each of the {want} replicas is a separate proxy: peers must connect to every pod, \
+             listed by the headless Service {h}"
+        )
+    });
+    let fan_out = fan_out.as_deref().unwrap_or("");
+    let ready_count = rollout.as_ref().map_or(0, |r| r.ready);
+
+    let cond = |type_: &str, ok: bool, reason: &str, message: String| Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(now),
+    };
+
+    let (ready, progressing, degraded) = match (failure, &rollout) {
+        (Some(f), _) => (
+            cond(READY, false, &f.reason, f.message.clone()),
+            cond(PROGRESSING, false, &f.reason, "the last reconcile failed".to_string()),
+            cond(DEGRADED, true, &f.reason, f.message.clone()),
+        ),
+        (None, None) => (
+            cond(READY, false, "Progressing", "the Deployment does not exist yet".to_string()),
+            cond(PROGRESSING, true, "Creating", "creating the Deployment".to_string()),
+            cond(DEGRADED, false, "AsExpected", String::new()),
+        ),
+        (None, Some(r)) => {
+            let degraded = match &r.failure {
+                Some((reason, message)) => cond(DEGRADED, true, reason, message.clone()),
+                None => cond(DEGRADED, false, "AsExpected", String::new()),
+            };
+            if want == 0 {
+                let done = r.replicas == 0;
+                (
+                    cond(READY, false, "ScaledToZero", "replicas is 0: no proxy runs".to_string()),
+                    cond(
+                        PROGRESSING,
+                        !done,
+                        if done { "ScaledToZero" } else { "ScalingDown" },
+                        format!("{} pods left", r.replicas),
+                    ),
+                    degraded,
+                )
+            } else if r.complete(want) {
+                (
+                    cond(
+                        READY,
+                        true,
+                        "AllReplicasReady",
+                        format!("{}/{want} replicas ready{fan_out}", r.ready),
+                    ),
+                    cond(
+                        PROGRESSING,
+                        false,
+                        "RolloutComplete",
+                        "the Deployment runs the current spec".to_string(),
+                    ),
+                    degraded,
+                )
+            } else {
+                let what = if r.observed {
+                    format!("{} of {want} pods updated, {} ready", r.updated, r.ready)
+                } else {
+                    "the Deployment controller has not seen the latest spec".to_string()
+                };
+                (
+                    cond(
+                        READY,
+                        false,
+                        "Progressing",
+                        format!("{}/{want} replicas ready, rollout in progress{fan_out}", r.ready),
+                    ),
+                    cond(PROGRESSING, true, "RollingOut", what),
+                    degraded,
+                )
+            }
+        }
+    };
+
+    ZmqProxyStatus {
+        observed_generation: generation,
+        replicas: rollout.as_ref().map_or(0, |r| r.replicas),
+        ready_replicas: ready_count,
+        selector: Some(selector_string(&zp.name_any())),
+        conditions: vec![ready, progressing, degraded],
+        endpoints: endpoints(zp),
+        headless_service: headless,
+    }
+}
+
+/// `new` with the `lastTransitionTime` of every condition whose status did not change taken
+/// from `old`, so a recomputed status of an unchanged object equals the stored one.
+pub fn carry_transition_times(
+    old: Option<&ZmqProxyStatus>,
+    mut new: ZmqProxyStatus,
+) -> ZmqProxyStatus {
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    for c in &mut new.conditions {
+        if let Some(prev) =
+            old_conditions.iter().find(|o| o.type_ == c.type_ && o.status == c.status)
+        {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
+    }
+    new
+}
+
+/// Now, truncated to the second as the API server stores it, so a stamped status round-trips.
+pub fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// The condition of `type_` in `status`, if any.
+pub fn condition<'a>(status: &'a ZmqProxyStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+
+    fn proxy(replicas: i32) -> ZmqProxy {
+        let mut zp: ZmqProxy = serde_yaml::from_str(
+            "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata: {name: tasks, namespace: q, generation: 4}\nspec:\n  frontend: {type: ROUTER, port: 5555}\n  backend: {type: DEALER, port: 5556}\n",
+        )
+        .expect("valid yaml");
+        zp.spec.replicas = replicas;
+        zp
+    }
+
+    fn deployment(generation: i64, status: DeploymentStatus) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(generation);
+        d.status = Some(status);
+        d
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    fn get<'a>(s: &'a ZmqProxyStatus, t: &str) -> (&'a str, &'a str) {
+        let c = condition(s, t).unwrap_or_else(|| panic!("no {t} condition"));
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn fresh_deployment_is_not_ready_and_progressing() {
+        let s = compute(&proxy(1), Some(&deployment(1, DeploymentStatus::default())), None, at(1));
+        assert_eq!(get(&s, READY), ("False", "Progressing"));
+        assert_eq!(get(&s, PROGRESSING), ("True", "RollingOut"));
+        assert_eq!(get(&s, DEGRADED), ("False", "AsExpected"));
+        assert!(s.conditions.iter().all(|c| c.observed_generation == Some(4)));
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(
+            s.endpoints.as_ref().map(|e| e.frontend.as_str()),
+            Some("tcp://tasks.q.svc:5555")
+        );
+        assert_eq!(
+            s.selector.as_deref(),
+            Some("app.kubernetes.io/instance=tasks,app.kubernetes.io/name=zmq-proxy")
+        );
+    }
+
+    #[test]
+    fn completed_rollout_is_ready() {
+        let st = DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(1),
+            ready_replicas: Some(1),
+            updated_replicas: Some(1),
+            ..DeploymentStatus::default()
+        };
+        let s = compute(&proxy(1), Some(&deployment(2, st)), None, at(1));
+        assert_eq!(get(&s, READY), ("True", "AllReplicasReady"));
+        assert_eq!(get(&s, PROGRESSING), ("False", "RolloutComplete"));
+        assert_eq!(s.ready_replicas, 1);
+        assert!(s.headless_service.is_none());
+    }
+
+    #[test]
+    fn stale_deployment_status_is_not_ready() {
+        // Ready pods of the previous generation: the controller has not seen the new spec.
+        let st = DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(1),
+            ready_replicas: Some(1),
+            updated_replicas: Some(1),
+            ..DeploymentStatus::default()
+        };
+        let s = compute(&proxy(1), Some(&deployment(2, st)), None, at(1));
+        assert_eq!(get(&s, READY), ("False", "Progressing"));
+    }
+
+    #[test]
+    fn several_replicas_say_peers_must_reach_every_pod() {
+        let st = DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(3),
+            ready_replicas: Some(3),
+            updated_replicas: Some(3),
+            ..DeploymentStatus::default()
+        };
+        let s = compute(&proxy(3), Some(&deployment(1, st)), None, at(1));
+        assert_eq!(get(&s, READY), ("True", "AllReplicasReady"));
+        let message = &condition(&s, READY).map(|c| c.message.clone()).unwrap_or_default();
+        assert!(message.contains("connect to every pod"), "{message}");
+        assert!(message.contains("tasks-pods.q.svc"), "{message}");
+        assert_eq!(s.headless_service.as_deref(), Some("tasks-pods.q.svc"));
+    }
+
+    #[test]
+    fn deadline_exceeded_is_degraded_and_failures_are_reported() {
+        let st = DeploymentStatus {
+            observed_generation: Some(1),
+            conditions: Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some("took too long".into()),
+                ..DeploymentCondition::default()
+            }]),
+            ..DeploymentStatus::default()
+        };
+        let s = compute(&proxy(1), Some(&deployment(1, st)), None, at(1));
+        assert_eq!(get(&s, DEGRADED), ("True", "ProgressDeadlineExceeded"));
+        let f = Failure { reason: "ApplyFailed".into(), message: "boom".into() };
+        let s = compute(&proxy(1), None, Some(&f), at(1));
+        assert_eq!(get(&s, READY), ("False", "ApplyFailed"));
+        assert_eq!(get(&s, DEGRADED), ("True", "ApplyFailed"));
+    }
+
+    #[test]
+    fn zero_replicas_is_reported_as_scaled_to_zero() {
+        let s = compute(&proxy(0), Some(&deployment(1, DeploymentStatus::default())), None, at(1));
+        assert_eq!(get(&s, READY), ("False", "ScaledToZero"));
+        assert_eq!(get(&s, PROGRESSING), ("False", "ScaledToZero"));
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let zp = proxy(1);
+        let d = deployment(1, DeploymentStatus::default());
+        let first = carry_transition_times(None, compute(&zp, Some(&d), None, at(10)));
+        let again = carry_transition_times(Some(&first), compute(&zp, Some(&d), None, at(20)));
+        assert_eq!(first, again, "recomputing an unchanged object gives the stored status");
+        let ready = deployment(
+            1,
+            DeploymentStatus {
+                observed_generation: Some(1),
+                replicas: Some(1),
+                ready_replicas: Some(1),
+                updated_replicas: Some(1),
+                ..DeploymentStatus::default()
+            },
+        );
+        let flipped =
+            carry_transition_times(Some(&first), compute(&zp, Some(&ready), None, at(30)));
+        let t = |s: &ZmqProxyStatus, c: &str| condition(s, c).map(|c| c.last_transition_time.0);
+        assert_eq!(t(&flipped, READY), Some(at(30)));
+        assert_eq!(t(&flipped, DEGRADED), Some(at(10)), "Degraded stayed False");
+    }
+}

@@ -1,0 +1,310 @@
+//! The CRD: the committed YAML is the generated one, the schema is structural, and the CEL rules
+//! (evaluated client-side by kube's `cel` feature, as the API server would) accept every valid
+//! object and refuse each invalid one with a message naming the field.
+
+use kube::CustomResourceExt;
+use kube::core::cel::Validator;
+use serde_json::{Value, json};
+use zmq_proxy::socket::{SocketType, allowed_pairs};
+use zmq_proxy_operator::crd::{ZmqProxy, spec_rules};
+
+fn committed_crd() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/zmqproxy.yaml");
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(ZmqProxy::crd()).expect("CRD serializes");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// The API server's CEL errors for `object` (an empty list when it would be accepted).
+fn cel_errors(object: &Value) -> Vec<(String, String)> {
+    match Validator::new().validate(&schema(), object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .into_vec()
+            .into_iter()
+            .map(|e| (e.field_path.clone(), e.message.clone()))
+            .collect(),
+    }
+}
+
+fn object(spec: Value) -> Value {
+    json!({
+        "apiVersion": "zmqproxy.io/v1alpha1",
+        "kind": "ZmqProxy",
+        "metadata": {"name": "tasks", "namespace": "default"},
+        "spec": spec,
+    })
+}
+
+fn queue() -> Value {
+    json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}})
+}
+
+#[test]
+fn committed_crd_is_the_generated_one() {
+    let generated = serde_yaml::to_string(&ZmqProxy::crd()).expect("CRD serializes");
+    assert!(
+        committed_crd() == generated,
+        "crds/zmqproxy.yaml is stale: run `cargo run -p zmq-proxy-operator --bin crdgen > crds/zmqproxy.yaml`"
+    );
+}
+
+#[test]
+fn crd_names_scope_and_subresources_match_the_api() {
+    let crd = ZmqProxy::crd();
+    assert_eq!(crd.metadata.name.as_deref(), Some("zmqproxies.zmqproxy.io"));
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["zp".to_string()]));
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    let sub = version.subresources.as_ref().expect("subresources");
+    assert!(sub.status.is_some());
+    let scale = sub.scale.as_ref().expect("scale subresource");
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+    let columns: Vec<&str> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.priority.unwrap_or(0) == 0)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["Frontend", "Backend", "Ready", "Age"]);
+}
+
+/// Walks every node of the schema and returns the structural-schema violations found.
+fn structural_violations(node: &Value, path: &str, out: &mut Vec<String>) {
+    let Some(obj) = node.as_object() else {
+        out.push(format!("{path}: not an object"));
+        return;
+    };
+    for forbidden in ["anyOf", "oneOf", "allOf", "not", "$ref", "definitions", "$defs"] {
+        if obj.contains_key(forbidden) {
+            out.push(format!("{path}: has {forbidden}"));
+        }
+    }
+    let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&json!(true));
+    let preserve = obj.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+    match obj.get("type").and_then(Value::as_str) {
+        Some("object" | "array" | "string" | "integer" | "number" | "boolean") => {}
+        Some(other) => out.push(format!("{path}: type {other}")),
+        None if int_or_string || preserve => {}
+        None => out.push(format!("{path}: no type")),
+    }
+    if let Some(format) = obj.get("format").and_then(Value::as_str)
+        && (format.starts_with("uint")
+            || format == "double" && obj.get("type") == Some(&json!("integer")))
+    {
+        out.push(format!("{path}: format {format}"));
+    }
+    if let Some(values) = obj.get("enum").and_then(Value::as_array)
+        && values.iter().any(Value::is_null)
+    {
+        out.push(format!("{path}: enum lists null"));
+    }
+    if obj.contains_key("properties") && obj.contains_key("additionalProperties") {
+        out.push(format!("{path}: both properties and additionalProperties"));
+    }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            structural_violations(child, &format!("{path}.{name}"), out);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        structural_violations(items, &format!("{path}[]"), out);
+    }
+    if let Some(additional) = obj.get("additionalProperties")
+        && additional.is_object()
+    {
+        structural_violations(additional, &format!("{path}{{}}"), out);
+    }
+}
+
+#[test]
+fn schema_is_structural() {
+    let mut violations = Vec::new();
+    structural_violations(&schema(), "", &mut violations);
+    assert!(violations.is_empty(), "non-structural schema nodes:\n{}", violations.join("\n"));
+    // The walker itself must find things, or it proves nothing.
+    let mut found = Vec::new();
+    structural_violations(
+        &json!({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}]}, "b": {"type": "integer", "format": "uint16"}}}),
+        "",
+        &mut found,
+    );
+    assert_eq!(found.len(), 3, "{found:?}");
+}
+
+#[test]
+fn schema_types_ports_replicas_and_socket_types() {
+    let s = schema();
+    let spec = &s["properties"]["spec"];
+    for socket in ["frontend", "backend", "capture"] {
+        let port = &spec["properties"][socket]["properties"]["port"];
+        assert_eq!(port["minimum"].as_f64(), Some(1.0), "{socket}");
+        assert_eq!(port["maximum"].as_f64(), Some(65535.0), "{socket}");
+        let types: Vec<&str> = spec["properties"][socket]["properties"]["type"]["enum"]
+            .as_array()
+            .expect("type enum")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let all: Vec<&str> = SocketType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(types, all, "{socket}");
+    }
+    assert_eq!(spec["properties"]["control"]["properties"]["port"]["minimum"].as_f64(), Some(1.0));
+    assert_eq!(spec["properties"]["metricsPort"]["maximum"].as_f64(), Some(65535.0));
+    assert_eq!(spec["properties"]["replicas"]["minimum"].as_f64(), Some(0.0));
+    assert_eq!(spec["properties"]["replicas"]["default"], json!(1));
+    assert_eq!(spec["required"], json!(["backend", "frontend"]));
+    let rules = spec["x-kubernetes-validations"].as_array().expect("CEL rules on spec");
+    assert_eq!(rules.len(), spec_rules().len());
+    assert!(rules.iter().all(|r| r["fieldPath"].as_str().is_some_and(|p| p.starts_with('.'))));
+    let status = &s["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(status["x-kubernetes-list-type"], json!("map"));
+    assert_eq!(status["x-kubernetes-list-map-keys"], json!(["type"]));
+}
+
+#[test]
+fn every_supported_pair_is_accepted() {
+    for (frontend, backend) in allowed_pairs() {
+        let spec = json!({"frontend": {"type": frontend, "port": 1}, "backend": {"type": backend, "port": 2}});
+        assert_eq!(
+            cel_errors(&object(spec)),
+            Vec::<(String, String)>::new(),
+            "{frontend}/{backend}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_pair_is_refused_on_backend_type_with_the_proxys_words() {
+    let spec =
+        json!({"frontend": {"type": "ROUTER", "port": 1}, "backend": {"type": "PUSH", "port": 2}});
+    let errors = cel_errors(&object(spec));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "spec.backend.type");
+    let expected = zmq_proxy::socket::pair_refusal(SocketType::Router, SocketType::Push);
+    assert_eq!(Some(errors[0].1.clone()), expected);
+}
+
+#[test]
+fn full_spec_with_capture_and_control_is_accepted() {
+    let mut spec = queue();
+    spec["capture"] = json!({"type": "PUB", "port": 5557});
+    spec["control"] = json!({"port": 5558});
+    spec["metricsPort"] = json!(9090);
+    spec["replicas"] = json!(3);
+    assert_eq!(cel_errors(&object(spec)), Vec::<(String, String)>::new());
+}
+
+#[test]
+fn every_capture_type_is_accepted_and_pair_is_refused_with_its_reason() {
+    for t in zmq_proxy::socket::CAPTURE_TYPES {
+        let mut spec = queue();
+        spec["capture"] = json!({"type": t, "port": 5557});
+        assert_eq!(cel_errors(&object(spec)), Vec::<(String, String)>::new(), "{t}");
+    }
+    let mut spec = queue();
+    spec["capture"] = json!({"type": "PAIR", "port": 5557});
+    let errors = cel_errors(&object(spec));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "spec.capture.type");
+    assert!(errors[0].1.contains("no PAIR socket"), "{}", errors[0].1);
+
+    let mut spec = queue();
+    spec["capture"] = json!({"type": "ROUTER", "port": 5557});
+    let errors = cel_errors(&object(spec));
+    assert_eq!(
+        errors,
+        vec![(
+            "spec.capture.type".to_string(),
+            "capture type ROUTER is not supported; use one of PUB, DEALER, PUSH".to_string()
+        )]
+    );
+}
+
+#[test]
+fn duplicate_ports_name_the_later_field_and_the_earlier_one() {
+    let cases = [
+        (json!({"backend": {"type": "DEALER", "port": 5555}}), "spec.backend.port", "frontend"),
+        (json!({"capture": {"type": "PUB", "port": 5556}}), "spec.capture.port", "backend"),
+        (json!({"control": {"port": 5555}}), "spec.control.port", "frontend"),
+        (json!({"metricsPort": 5556}), "spec.metricsPort", "backend"),
+    ];
+    for (patch, field, other) in cases {
+        let mut spec = queue();
+        for (k, v) in patch.as_object().expect("object") {
+            spec[k] = v.clone();
+        }
+        let errors = cel_errors(&object(spec));
+        assert_eq!(errors.len(), 1, "{field}: {errors:?}");
+        assert_eq!(errors[0].0, field);
+        let port = if other == "frontend" { 5555 } else { 5556 };
+        assert_eq!(
+            errors[0].1,
+            format!("port {port} is already used by {other}; ports must be distinct")
+        );
+    }
+    // capture and control clashing with each other, not with the main sockets.
+    let mut spec = queue();
+    spec["capture"] = json!({"type": "PUB", "port": 6000});
+    spec["control"] = json!({"port": 6000});
+    let errors = cel_errors(&object(spec));
+    assert_eq!(
+        errors,
+        vec![(
+            "spec.control.port".to_string(),
+            "port 6000 is already used by capture; ports must be distinct".to_string()
+        )]
+    );
+}
+
+#[test]
+fn default_metrics_port_clashing_with_a_socket_is_refused() {
+    // metricsPort is defaulted to 9090 before the rules run, as on the API server.
+    let spec =
+        json!({"frontend": {"type": "PULL", "port": 9090}, "backend": {"type": "PUSH", "port": 2}});
+    let errors = cel_errors(&object(spec));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "spec.metricsPort");
+}
+
+#[test]
+fn names_that_cannot_name_a_service_are_refused() {
+    let mut long = object(queue());
+    long["metadata"]["name"] = json!("a".repeat(59));
+    assert_eq!(cel_errors(&long).len(), 1);
+    let mut dotted = object(queue());
+    dotted["metadata"]["name"] = json!("tasks.v2");
+    let errors = cel_errors(&dotted);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].1.contains("metadata.name"), "{errors:?}");
+    let mut ok = object(queue());
+    ok["metadata"]["name"] = json!("a".repeat(58));
+    assert!(cel_errors(&ok).is_empty());
+}
+
+#[test]
+fn typed_objects_validate_through_the_derived_crd() {
+    let zp: ZmqProxy = serde_yaml::from_str(
+        "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata: {name: tasks}\nspec:\n  frontend: {type: XSUB, port: 5555}\n  backend: {type: XPUB, port: 5556}\n  capture: {type: PAIR, port: 5557}\n",
+    )
+    .expect("valid yaml");
+    let errors = kube::core::cel::validate_cel(&zp).expect_err("PAIR capture is refused");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].field_path, "spec.capture.type");
+}
+
+#[test]
+fn shared_queue_example_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/shared-queue.yaml");
+    let text = std::fs::read_to_string(path).expect("examples/shared-queue.yaml");
+    let zp: ZmqProxy = serde_yaml::from_str(&text).expect("the example parses as a ZmqProxy");
+    assert!(kube::core::cel::validate_cel(&zp).is_ok());
+    assert_eq!(zp.spec.sockets.frontend.port, 5555);
+}

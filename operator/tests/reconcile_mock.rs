@@ -1,0 +1,569 @@
+//! Reconcile against a mocked API server (tower-test): each scenario lists the exact requests
+//! the reconciler must make, in order, with the responses the API server gives. A request beyond
+//! the scenario fails the test, which is how "an unchanged resync makes no writes" is proven.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::core::v1::Service;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+use zmq_proxy_operator::build::{self, BuildOptions};
+use zmq_proxy_operator::crd::ZmqProxy;
+use zmq_proxy_operator::diff;
+use zmq_proxy_operator::metrics::Metrics;
+use zmq_proxy_operator::reconcile::{self, Context, Error, MANAGER};
+use zmq_proxy_operator::status;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:test";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/q/deployments";
+const SERVICES: &str = "/api/v1/namespaces/q/services";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/q/events";
+const ZMQPROXIES: &str = "/apis/zmqproxy.io/v1alpha1/namespaces/q/zmqproxies";
+
+/// How the mocked API server answers one expected request.
+enum Reply {
+    /// 404 NotFound.
+    NotFound,
+    /// 200 with this object.
+    Object(Value),
+    /// Echo the request body back (apply, create, status patch), as the API server does.
+    Echo,
+    /// An error Status with this code and reason.
+    Fail(u16, &'static str),
+    /// A status patch of this object: the object with the patch's status.
+    StatusOf(Box<ZmqProxy>),
+}
+
+struct Expect {
+    method: Method,
+    path: String,
+    reply: Reply,
+}
+
+fn expect(method: Method, path: impl Into<String>, reply: Reply) -> Expect {
+    Expect { method, path: path.into(), reply }
+}
+
+/// A request as the server saw it.
+#[derive(Debug)]
+struct Seen {
+    method: Method,
+    query: String,
+    body: Value,
+}
+
+fn status_body(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": format!("mocked {reason}"), "reason": reason, "code": code})
+}
+
+fn respond(code: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
+        .expect("response builds")
+}
+
+/// Serves `script` in order, asserting method and path of each request; returns what it saw.
+async fn serve(mut handle: Handle, script: Vec<Expect>) -> (Handle, Vec<Seen>) {
+    let mut seen = Vec::new();
+    for (i, step) in script.into_iter().enumerate() {
+        let (request, send) = handle.next_request().await.unwrap_or_else(|| {
+            panic!("step {i}: expected {} {}, got nothing", step.method, step.path)
+        });
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let bytes = request.into_body().collect_bytes().await.expect("request body");
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("json body")
+        };
+        assert_eq!(
+            (&method, path.as_str()),
+            (&step.method, step.path.as_str()),
+            "step {i}: unexpected request (query {query}, body {body})"
+        );
+        let response = match step.reply {
+            Reply::NotFound => respond(404, &status_body(404, "NotFound")),
+            Reply::Object(v) => respond(200, &v),
+            Reply::Echo => {
+                let mut v = body.clone();
+                if v["metadata"].is_object() {
+                    v["metadata"]["uid"] = json!("child-uid");
+                    v["metadata"]["resourceVersion"] = json!("1");
+                    v["metadata"]["generation"] = json!(1);
+                }
+                respond(if method == Method::POST { 201 } else { 200 }, &v)
+            }
+            Reply::Fail(code, reason) => respond(code, &status_body(code, reason)),
+            Reply::StatusOf(zp) => {
+                let mut v = serde_json::to_value(&*zp).expect("object serializes");
+                v["status"] = body["status"].clone();
+                respond(200, &v)
+            }
+        };
+        send.send_response(response);
+        seen.push(Seen { method, query, body });
+    }
+    (handle, seen)
+}
+
+/// Runs `reconcile` against `script`; fails if it makes a request the script does not list.
+async fn run(
+    zp: ZmqProxy,
+    script: Vec<Expect>,
+) -> (Result<Action, Error>, Vec<Seen>, Arc<Context>) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "q");
+    let ctx = Context::new(
+        client,
+        BuildOptions { default_image: IMAGE.into() },
+        Arc::new(Metrics::new()),
+    );
+    let server = tokio::spawn(serve(handle, script));
+    let reconciler = tokio::spawn(reconcile::reconcile(Arc::new(zp), ctx.clone()));
+    let (mut handle, seen) = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the scenario's requests were made within 10 s")
+        .expect("mock server task");
+    let result = tokio::select! {
+        r = reconciler => r.expect("reconcile task"),
+        extra = handle.next_request() => {
+            let (request, _) = extra.expect("client alive");
+            panic!("request beyond the scenario: {} {}", request.method(), request.uri());
+        }
+        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("reconcile did not finish"),
+    };
+    (result, seen, ctx)
+}
+
+/// A fixture moved to namespace `q`, where every scenario's paths point.
+fn fixture(name: &str) -> ZmqProxy {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut zp: ZmqProxy = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("fixture"))
+        .expect("fixture parses");
+    zp.metadata.namespace = Some("q".into());
+    zp
+}
+
+fn children(zp: &ZmqProxy) -> build::Children {
+    build::children(zp, &BuildOptions { default_image: IMAGE.into() }).expect("builds")
+}
+
+/// What the API server holds after an earlier apply of `obj`: the stamped object plus the
+/// fields the server adds (defaults, uid, resourceVersion, a revision annotation).
+fn server_view<T: serde::Serialize>(obj: &T) -> Value {
+    let mut v = diff::stamp(serde_json::to_value(obj).expect("serializes"));
+    v["metadata"]["uid"] = json!("child-uid");
+    v["metadata"]["resourceVersion"] = json!("7");
+    v["metadata"]["generation"] = json!(1);
+    v["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    if v["kind"] == "Deployment" {
+        v["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("1");
+        v["spec"]["progressDeadlineSeconds"] = json!(600);
+        v["spec"]["revisionHistoryLimit"] = json!(10);
+        let c = &mut v["spec"]["template"]["spec"]["containers"][0];
+        c["terminationMessagePath"] = json!("/dev/termination-log");
+        c["readinessProbe"]["httpGet"]["scheme"] = json!("HTTP");
+        c["readinessProbe"]["successThreshold"] = json!(1);
+        v["spec"]["template"]["spec"]["dnsPolicy"] = json!("ClusterFirst");
+    } else {
+        if v["spec"]["clusterIP"].is_null() {
+            v["spec"]["clusterIP"] = json!("10.0.0.12");
+        }
+        v["spec"]["sessionAffinity"] = json!("None");
+        v["spec"]["internalTrafficPolicy"] = json!("Cluster");
+    }
+    v
+}
+
+fn ready_status(replicas: i32) -> Value {
+    json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
+           "updatedReplicas": replicas, "availableReplicas": replicas})
+}
+
+/// `zp` carrying the status the operator computes for `deployment`, as after an earlier reconcile.
+fn with_status(mut zp: ZmqProxy, deployment: &Value) -> ZmqProxy {
+    let d: Deployment = serde_json::from_value(deployment.clone()).expect("deployment");
+    let at = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time");
+    zp.status = Some(status::compute(&zp, Some(&d), None, at));
+    zp
+}
+
+fn is_apply(seen: &Seen) -> bool {
+    seen.method == Method::PATCH
+        && seen.query.contains(&format!("fieldManager={MANAGER}"))
+        && seen.query.contains("force=true")
+}
+
+#[tokio::test]
+async fn create_path_applies_deployment_and_service_then_status() {
+    let zp = fixture("minimal.yaml");
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+    ];
+    let (result, seen, ctx) = run(zp, script).await;
+    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(reconcile::RESYNC));
+
+    let deployment = &seen[1];
+    assert!(is_apply(deployment), "{deployment:?}");
+    assert_eq!(deployment.body["kind"], "Deployment");
+    assert_eq!(deployment.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    assert!(deployment.body["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
+    assert_eq!(deployment.body["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
+
+    assert_eq!(seen[2].body["reason"], "Created");
+    assert_eq!(seen[2].body["type"], "Normal");
+    assert_eq!(seen[2].body["regarding"]["kind"], "ZmqProxy");
+    assert_eq!(seen[2].body["note"], "Created Deployment tasks");
+    assert!(is_apply(&seen[4]));
+    assert_eq!(seen[4].body["kind"], "Service");
+
+    let status = &seen[7];
+    assert!(is_apply(status));
+    assert_eq!(status.body["kind"], "ZmqProxy");
+    let conditions = status.body["status"]["conditions"].as_array().expect("conditions");
+    let types: Vec<&str> = conditions.iter().filter_map(|c| c["type"].as_str()).collect();
+    assert_eq!(types, ["Ready", "Progressing", "Degraded"]);
+    assert_eq!(conditions[0]["status"], "False");
+    assert!(conditions.iter().all(|c| c["observedGeneration"] == 1));
+    assert_eq!(status.body["status"]["endpoints"]["frontend"], "tcp://tasks.q.svc:5555");
+    assert_eq!(ctx.metrics.reconcile_count(), 1);
+}
+
+#[tokio::test]
+async fn unchanged_resync_makes_no_writes() {
+    let mut zp = fixture("full.yaml");
+    // The API server rewrites quantities to canonical form: 0.5 comes back as 500m.
+    if let Some(limits) = zp.spec.resources.as_mut().and_then(|r| r.limits.as_mut()) {
+        limits.insert(
+            "cpu".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("0.5".into()),
+        );
+    }
+    let c = children(&zp);
+    let mut deployment = server_view(&c.deployment);
+    deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] =
+        json!("500m");
+    deployment["status"] = ready_status(3);
+    let zp = with_status(zp, &deployment);
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(c.headless.as_ref().expect("headless"))),
+        ),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(seen.iter().all(|s| s.method == Method::GET), "only reads: {seen:?}");
+}
+
+#[tokio::test]
+async fn edited_deployment_is_reapplied_and_reported() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    let zp = with_status(zp, &deployment);
+    // Someone scaled the Deployment by hand.
+    deployment["spec"]["replicas"] = json!(4);
+    let mut repaired = server_view(&c.deployment);
+    repaired["status"] = ready_status(1);
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Object(repaired)),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+    ];
+    let (result, seen, ctx) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(is_apply(&seen[1]));
+    assert_eq!(seen[1].body["spec"]["replicas"], 1);
+    assert_eq!(seen[2].body["reason"], "Updated");
+    assert!(ctx.metrics.render().contains(
+        "zmq_proxy_operator_child_writes_total{kind=\"Deployment\",action=\"Updated\"} 1"
+    ));
+}
+
+#[tokio::test]
+async fn deleted_service_is_recreated() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    let zp = with_status(zp, &deployment);
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[3].body["reason"], "Created");
+    assert_eq!(seen[3].body["note"], "Created Service tasks");
+}
+
+#[tokio::test]
+async fn scaling_down_to_one_replica_deletes_the_headless_service() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let mut three = zp.clone();
+    three.spec.replicas = 3;
+    let old_headless = server_view(children(&three).headless.as_ref().expect("headless"));
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    let zp = with_status(zp, &deployment);
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless.clone())),
+        expect(Method::DELETE, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless)),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[4].body["reason"], "Deleted");
+}
+
+#[tokio::test]
+async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
+    let zp = fixture("minimal.yaml");
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Fail(403, "Forbidden")),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+    ];
+    let (result, seen, ctx) = run(zp.clone(), script).await;
+    let error = result.expect_err("the apply failed");
+    assert_eq!(error.reason(), "ApplyFailed");
+    assert_eq!(seen[2].body["type"], "Warning");
+    assert_eq!(seen[2].body["reason"], "ApplyFailed");
+    let conditions = seen[3].body["status"]["conditions"].as_array().expect("conditions").clone();
+    let degraded = conditions.iter().find(|c| c["type"] == "Degraded").expect("Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ApplyFailed");
+    assert_eq!(ctx.metrics.failure_count("ApplyFailed"), 1);
+
+    // Per-object exponential backoff, capped, and independent between objects.
+    let zp = Arc::new(zp);
+    let delays: Vec<Action> =
+        (0..8).map(|_| reconcile::error_policy(zp.clone(), &error, ctx.clone())).collect();
+    let secs = [5, 10, 20, 40, 80, 160, 300, 300];
+    assert_eq!(delays, secs.map(|s| Action::requeue(Duration::from_secs(s))));
+    let mut other = (*zp).clone();
+    other.metadata.name = Some("other".into());
+    assert_eq!(
+        reconcile::error_policy(Arc::new(other), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
+
+#[tokio::test]
+async fn success_resets_the_backoff() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    let zp = with_status(zp, &deployment);
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        Client::new(service, "q"),
+        BuildOptions { default_image: IMAGE.into() },
+        Arc::new(Metrics::new()),
+    );
+    let error = Error::InvalidSpec("x".into());
+    let zp = Arc::new(zp);
+    reconcile::error_policy(zp.clone(), &error, ctx.clone());
+    assert_eq!(
+        reconcile::error_policy(zp.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+    ];
+    let server = tokio::spawn(serve(handle, script));
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        reconcile::reconcile(zp.clone(), ctx.clone()),
+    )
+    .await
+    .expect("reconcile finishes");
+    assert!(result.is_ok(), "{result:?}");
+    let _ = server.await.expect("server");
+    assert_eq!(reconcile::error_policy(zp, &error, ctx), Action::requeue(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn a_service_of_someone_else_is_not_taken_over() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    let zp = with_status(zp, &deployment);
+    let mut foreign: Service = c.service.clone();
+    foreign.metadata.owner_references = None;
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&foreign))),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
+    assert_eq!(seen[2].body["reason"], "ChildNotOwned");
+    assert!(seen[2].body["note"].as_str().is_some_and(|n| n.contains("Service tasks")));
+}
+
+#[tokio::test]
+async fn invalid_spec_is_reported_without_touching_children() {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.sockets.backend.socket_type = zmq_proxy::socket::SocketType::Pub;
+    let script = vec![
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert_eq!(result.expect_err("invalid").reason(), "InvalidSpec");
+    let ready = &seen[1].body["status"]["conditions"][0];
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(ready["message"].as_str().is_some_and(|m| m.contains("spec.backend.type")), "{ready}");
+}
+
+#[tokio::test]
+async fn object_being_deleted_is_left_to_the_garbage_collector() {
+    let mut zp = fixture("minimal.yaml");
+    zp.meta_mut().deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    ));
+    let (result, seen, _) = run(zp, Vec::new()).await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+    assert!(seen.is_empty());
+}
+
+/// The status the mocked server returns must itself round-trip, or the unchanged scenario would
+/// pass for the wrong reason.
+#[test]
+fn server_view_parses_back_into_the_typed_objects() {
+    let zp = fixture("full.yaml");
+    let c = children(&zp);
+    let d: Deployment = serde_json::from_value(server_view(&c.deployment)).expect("deployment");
+    assert!(d.status.as_ref().is_none_or(|s: &DeploymentStatus| s.replicas.is_none()));
+    let s: Service = serde_json::from_value(server_view(&c.service)).expect("service");
+    assert_eq!(s.spec.and_then(|s| s.cluster_ip).as_deref(), Some("10.0.0.12"));
+}
+
+#[tokio::test]
+async fn scaling_to_three_replicas_adds_the_headless_service_and_says_so() {
+    let one = fixture("minimal.yaml");
+    let old = children(&one);
+    let mut deployment = server_view(&old.deployment);
+    deployment["status"] = ready_status(1);
+    let mut zp = with_status(one, &deployment);
+    zp.spec.replicas = 3;
+    zp.metadata.generation = Some(2);
+    let new = children(&zp);
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&new.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[1].body["spec"]["replicas"], 3);
+    assert_eq!(seen[1].body["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(seen[5].body["spec"]["clusterIP"], "None");
+    assert_eq!(seen[6].body["note"], "Created Service tasks-pods");
+    let status = &seen[7].body["status"];
+    assert_eq!(status["headlessService"], "tasks-pods.q.svc");
+    let ready = &status["conditions"][0];
+    assert_eq!(ready["observedGeneration"], 2);
+    assert!(
+        ready["message"].as_str().is_some_and(|m| m.contains("connect to every pod")),
+        "{ready}"
+    );
+}
+
+#[tokio::test]
+async fn scaling_back_to_one_replica_switches_to_recreate_clearing_rolling_update() {
+    let one = fixture("minimal.yaml");
+    let mut three = one.clone();
+    three.spec.replicas = 3;
+    let mut deployment = server_view(&children(&three).deployment);
+    deployment["status"] = ready_status(3);
+    let zp = with_status(one.clone(), &deployment);
+    let c = children(&one);
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        // Type and rollingUpdate change in one merge patch: the API server refuses either alone.
+        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(!is_apply(&seen[1]), "a merge patch, not an apply: {:?}", seen[1].query);
+    assert_eq!(
+        seen[1].body,
+        json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}})
+    );
+    assert!(is_apply(&seen[2]));
+    assert_eq!(seen[2].body["spec"]["strategy"], json!({"type": "Recreate"}));
+}
