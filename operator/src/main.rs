@@ -11,7 +11,7 @@ use kube::api::{Api, ListParams};
 use tokio::sync::watch;
 use tracing::{error, info};
 use zmq_proxy_operator::build::BuildOptions;
-use zmq_proxy_operator::crd::ZmqProxy;
+use zmq_proxy_operator::crd::{ImagePullPolicy, ZmqProxy};
 use zmq_proxy_operator::http::{self, HttpState};
 use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
 use zmq_proxy_operator::metrics::Metrics;
@@ -32,6 +32,10 @@ struct Args {
     /// Proxy image for ZmqProxy objects that do not name one.
     #[arg(long, env = "PROXY_IMAGE", default_value = concat!("ghcr.io/zmq-proxy-operator/zmq-proxy:", env!("CARGO_PKG_VERSION")))]
     proxy_image: String,
+    /// Pull policy of the proxy image for objects that do not set one (Kubernetes' default
+    /// when unset): Always, IfNotPresent or Never.
+    #[arg(long, env = "PROXY_IMAGE_PULL_POLICY", value_parser = parse_pull_policy)]
+    proxy_image_pull_policy: Option<ImagePullPolicy>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "HTTP_BIND", default_value = "0.0.0.0:8080")]
     http_bind: SocketAddr,
@@ -50,6 +54,11 @@ struct Args {
     /// Identity in the Lease; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+}
+
+fn parse_pull_policy(s: &str) -> Result<ImagePullPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?} is not one of Always, IfNotPresent, Never"))
 }
 
 fn init_logging(format: LogFormat) {
@@ -131,7 +140,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let ctx = Context::new(
         client.clone(),
-        BuildOptions { default_image: args.proxy_image.clone() },
+        BuildOptions {
+            default_image: args.proxy_image.clone(),
+            default_pull_policy: args.proxy_image_pull_policy,
+        },
         metrics.clone(),
     );
 

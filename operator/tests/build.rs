@@ -20,8 +20,11 @@ fn fixture(name: &str) -> ZmqProxy {
 }
 
 fn build(name: &str) -> Children {
-    build::children(&fixture(name), &BuildOptions { default_image: DEFAULT_IMAGE.to_string() })
-        .expect("fixture builds")
+    build::children(
+        &fixture(name),
+        &BuildOptions { default_image: DEFAULT_IMAGE.to_string(), ..Default::default() },
+    )
+    .expect("fixture builds")
 }
 
 fn pod(d: &Deployment) -> &PodSpec {
@@ -311,7 +314,10 @@ fn pipeline_scaled_to_zero_builds() {
 fn invalid_specs_are_refused_naming_the_field() {
     let mut zp = fixture("minimal.yaml");
     zp.spec.sockets.backend.socket_type = zmq_proxy::socket::SocketType::Push;
-    let err = build::children(&zp, &BuildOptions { default_image: DEFAULT_IMAGE.into() });
+    let err = build::children(
+        &zp,
+        &BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() },
+    );
     assert!(
         matches!(&err, Err(BuildError::InvalidSpec(m)) if m.starts_with("spec.backend.type")),
         "{err:?}"
@@ -319,7 +325,10 @@ fn invalid_specs_are_refused_naming_the_field() {
 
     let mut zp = fixture("minimal.yaml");
     zp.spec.metrics_port = 5555;
-    let err = build::children(&zp, &BuildOptions { default_image: DEFAULT_IMAGE.into() });
+    let err = build::children(
+        &zp,
+        &BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() },
+    );
     assert!(
         matches!(&err, Err(BuildError::InvalidSpec(m)) if m.starts_with("spec.metricsPort")),
         "{err:?}"
@@ -327,7 +336,10 @@ fn invalid_specs_are_refused_naming_the_field() {
 
     let mut zp = fixture("minimal.yaml");
     zp.metadata.uid = None;
-    let err = build::children(&zp, &BuildOptions { default_image: DEFAULT_IMAGE.into() });
+    let err = build::children(
+        &zp,
+        &BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() },
+    );
     assert_eq!(err.err(), Some(BuildError::MissingObjectKey("metadata.uid")));
 }
 
@@ -339,4 +351,26 @@ fn endpoints_name_the_service() {
     assert_eq!(e.backend, "tcp://tasks.work.svc:5556");
     assert_eq!(e.capture.as_deref(), Some("tcp://tasks.work.svc:5557"));
     assert_eq!(e.control.as_deref(), Some("tcp://tasks.work.svc:5558"));
+}
+
+/// The operator's `--proxy-image-pull-policy` fills in objects that say nothing, and an object's
+/// own `imagePullPolicy` wins: a cluster-wide default must not override a user's explicit choice.
+#[test]
+fn operator_pull_policy_applies_only_where_the_object_sets_none() {
+    use zmq_proxy_operator::crd::ImagePullPolicy;
+    let opts = BuildOptions {
+        default_image: DEFAULT_IMAGE.to_string(),
+        default_pull_policy: Some(ImagePullPolicy::Always),
+    };
+    let minimal = build::children(&fixture("minimal.yaml"), &opts).expect("builds");
+    assert_eq!(proxy(&minimal.deployment).image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(proxy(&minimal.deployment).image.as_deref(), Some(DEFAULT_IMAGE));
+
+    let mut own = fixture("minimal.yaml");
+    own.spec.image_pull_policy = Some(ImagePullPolicy::Never);
+    let own = build::children(&own, &opts).expect("builds");
+    assert_eq!(proxy(&own.deployment).image_pull_policy.as_deref(), Some("Never"));
+
+    let unset = build("minimal.yaml");
+    assert_eq!(proxy(&unset.deployment).image_pull_policy, None);
 }

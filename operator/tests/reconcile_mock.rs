@@ -127,7 +127,7 @@ async fn run(
     let client = Client::new(service, "q");
     let ctx = Context::new(
         client,
-        BuildOptions { default_image: IMAGE.into() },
+        BuildOptions { default_image: IMAGE.into(), ..Default::default() },
         Arc::new(Metrics::new()),
     );
     let server = tokio::spawn(serve(handle, script));
@@ -157,7 +157,8 @@ fn fixture(name: &str) -> ZmqProxy {
 }
 
 fn children(zp: &ZmqProxy) -> build::Children {
-    build::children(zp, &BuildOptions { default_image: IMAGE.into() }).expect("builds")
+    build::children(zp, &BuildOptions { default_image: IMAGE.into(), ..Default::default() })
+        .expect("builds")
 }
 
 /// What the API server holds after an earlier apply of `obj`: the stamped object plus the
@@ -400,7 +401,7 @@ async fn success_resets_the_backoff() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = Context::new(
         Client::new(service, "q"),
-        BuildOptions { default_image: IMAGE.into() },
+        BuildOptions { default_image: IMAGE.into(), ..Default::default() },
         Arc::new(Metrics::new()),
     );
     let error = Error::InvalidSpec("x".into());

@@ -503,8 +503,11 @@ async fn operator_against_a_real_api_server() {
     install_crd(&client).await;
 
     let metrics = Arc::new(Metrics::new());
-    let ctx =
-        Context::new(client.clone(), BuildOptions { default_image: IMAGE.into() }, metrics.clone());
+    let ctx = Context::new(
+        client.clone(),
+        BuildOptions { default_image: IMAGE.into(), ..Default::default() },
+        metrics.clone(),
+    );
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
     let controller = tokio::spawn(reconcile::run(ctx, None, async move {
         let _ = stop_rx.await;
