@@ -1,4 +1,24 @@
 //! zmq_proxy(3) as a library: the socket vocabulary shared with the operator, the validated
 //! configuration, and the forwarding loop the `zmq-proxy` binary runs.
+//!
+//! - [`socket`]: socket types, allowed pairs and the manifest's socket section (shared).
+//! - [`config`]: every default, the command line, the `--config` manifest, validation.
+//! - [`endpoint`]: `tcp://HOST:PORT` parsing.
+//! - [`zmtp`]: the ZMTP 3.0 wire protocol (greeting, READY, frames).
+//! - [`sockets`]: binding/connecting, one task per connection, per-socket-type send policy.
+//! - [`subscriptions`]: XPUB subscription refcounting.
+//! - [`forward`]: the pumps, capture tee, PAUSE state and drain ([`Proxy`]).
+//! - [`counters`]: the shared counters (STATISTICS order, contract names).
 
+pub mod config;
+pub mod counters;
+pub mod endpoint;
+pub mod forward;
 pub mod socket;
+pub mod sockets;
+pub mod subscriptions;
+pub mod zmtp;
+
+pub use config::ProxyConfig;
+pub use counters::{Counters, Snapshot};
+pub use forward::{Ending, Proxy, ProxyState};

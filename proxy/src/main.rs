@@ -1,1 +1,148 @@
-fn main() {}
+//! The `zmq-proxy` binary: command line, logging, signals, and exit codes around
+//! [`zmq_proxy::Proxy`]. Exit codes: 0 clean stop, 1 runtime failure (e.g. a bind), 2 bad
+//! flags or configuration, 130 second signal during the drain.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+use zmq_proxy::config::{Cli, LogFormat, ProxyConfig, RUNTIME_WORKER_THREADS};
+use zmq_proxy::{Ending, Proxy, Snapshot};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let cfg = match cli.into_config() {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    init_logging(cfg.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_WORKER_THREADS)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
+    };
+    let code = rt.block_on(run(cfg));
+    // Connection tasks may still hold sockets; do not wait for them.
+    rt.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// Prints clap's error as one line (no usage block, no tip) and exits 2; help and version
+/// go to stdout with 0 as usual.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let msg = first.trim().strip_prefix("error:").unwrap_or(first).trim();
+    // Keep clap's list of accepted words (e.g. for --log-format) on the same line.
+    match rendered.lines().map(str::trim).find(|l| l.starts_with("[possible values:")) {
+        Some(values) => fail(2, &format!("{msg} {values}")),
+        None => fail(2, msg),
+    }
+}
+
+fn fail(code: u8, msg: &str) -> ExitCode {
+    eprintln!("zmq-proxy: error: {msg}");
+    ExitCode::from(code)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+async fn run(cfg: ProxyConfig) -> u8 {
+    // Install the handlers before announcing "proxy running", so a signal sent right after
+    // that line is never the default (fatal) action.
+    let (mut term, mut int) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("zmq-proxy: error: cannot install signal handlers: {e}");
+                return 1;
+            }
+        };
+    let proxy = match Proxy::start(&cfg).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("zmq-proxy: error: {e}");
+            return 1;
+        }
+    };
+    let show = |s: &zmq_proxy::config::SocketConfig, addrs: &[std::net::SocketAddr]| {
+        let bound: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
+        format!("{} {} (listening on {})", s.socket_type, s.endpoints(), bound.join(" "))
+    };
+    let capture = cfg.capture.as_ref().map(|c| show(c, &proxy.capture_addrs)).unwrap_or_default();
+    if cfg.control_bind.is_some() || cfg.http_bind.is_some() {
+        tracing::warn!("--control-bind and --http-bind are accepted but not served by this build");
+    }
+    tracing::info!(
+        frontend = %show(&cfg.frontend, &proxy.frontend_addrs),
+        backend = %show(&cfg.backend, &proxy.backend_addrs),
+        capture = %capture,
+        drain_timeout_secs = cfg.drain_timeout.as_secs_f64(),
+        "proxy running"
+    );
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = proxy.terminated() => {}
+    }
+    tracing::info!(drain_timeout_secs = cfg.drain_timeout.as_secs_f64(), "draining");
+    let second = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    let (ending, s) = proxy.shutdown(cfg.drain_timeout, second).await;
+    log_stopped(ending, &s);
+    if ending == Ending::Aborted { 130 } else { 0 }
+}
+
+fn log_stopped(ending: Ending, s: &Snapshot) {
+    let ending = match ending {
+        Ending::Drained => "drained",
+        Ending::TimedOut => "drain timeout expired",
+        Ending::Aborted => "second signal",
+    };
+    tracing::info!(
+        ending,
+        frontend_recv_msgs = s.frontend_recv_msgs,
+        frontend_recv_bytes = s.frontend_recv_bytes,
+        frontend_sent_msgs = s.frontend_sent_msgs,
+        frontend_sent_bytes = s.frontend_sent_bytes,
+        backend_recv_msgs = s.backend_recv_msgs,
+        backend_recv_bytes = s.backend_recv_bytes,
+        backend_sent_msgs = s.backend_sent_msgs,
+        backend_sent_bytes = s.backend_sent_bytes,
+        capture_sent_msgs = s.capture_sent_msgs,
+        capture_sent_bytes = s.capture_sent_bytes,
+        dropped_msgs = s.dropped_msgs,
+        undelivered_msgs = s.undelivered_msgs,
+        dropped_unroutable = s.dropped_unroutable,
+        dropped_peer_full = s.dropped_peer_full,
+        dropped_peer_gone = s.dropped_peer_gone,
+        dropped_invalid = s.dropped_invalid,
+        dropped_capture = s.dropped_capture,
+        handshake_failures = s.handshake_failures,
+        protocol_errors = s.protocol_errors,
+        "proxy stopped"
+    );
+}

@@ -1,0 +1,407 @@
+//! The proxy's configuration: its defaults (every tunable constant lives here), the command
+//! line (clap derive, each flag also read from `ZMQ_PROXY_<FLAG>`), the `ZmqProxy` manifest
+//! read by `--config`, and the validation that turns either into one [`ProxyConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+use crate::endpoint::{Direction, Endpoint};
+use crate::socket::{ProxySockets, SocketType, capture_type_refusal, pair_refusal};
+
+/// How long a stopping proxy keeps delivering what it already read (`--drain-timeout`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest accepted `--drain-timeout`.
+pub const MAX_DRAIN_TIMEOUT_SECS: f64 = 3600.0;
+/// Messages queued towards one peer before it counts as full (libzmq's default ZMQ_SNDHWM).
+/// A full ROUTER client or subscriber has further messages dropped and counted; a full
+/// PUSH/DEALER peer is skipped by round-robin.
+pub const DEFAULT_PEER_HWM: usize = 1000;
+/// Read batches buffered between a socket's connections and its pump. Each batch is what one
+/// read of one connection decoded, so this bounds memory per socket, not per peer.
+pub const INBOUND_QUEUE_BATCHES: usize = 256;
+/// Largest message (all frames) a peer may send; a larger frame header drops that peer.
+/// libzmq's default is unlimited, but a peer must not be able to make the proxy allocate
+/// whatever a frame header claims.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// A connection that has not completed the ZMTP greeting and READY in this time is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Delay between attempts of a `--*-connect` endpoint (libzmq's ZMQ_RECONNECT_IVL).
+pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// Back-off after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Bytes read from a connection per system call, at most.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes encoded per write system call, at most (a larger single message is written whole).
+pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Messages a pump moves per wake-up before it yields.
+pub const PUMP_BURST: usize = 512;
+/// Runtime threads. libzmq's proxy uses two (its I/O thread and the proxy's own); more
+/// would mostly add cross-thread wake-ups on the small nodes a proxy pod gets.
+pub const RUNTIME_WORKER_THREADS: usize = 2;
+/// How often a draining proxy re-checks that every queue has been written out.
+pub const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Command line, exactly the contract's flags. Every flag may come from `ZMQ_PROXY_<FLAG>`;
+/// repeatable endpoint flags split the variable on commas.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "zmq-proxy",
+    version,
+    about = "zmq_proxy(3) as a standalone binary: shared queue, forwarder, pipeline, with capture"
+)]
+pub struct Cli {
+    #[arg(long, env = "ZMQ_PROXY_FRONTEND_TYPE", value_name = "T", value_parser = parse_type)]
+    pub frontend_type: Option<SocketType>,
+    #[arg(long, env = "ZMQ_PROXY_FRONTEND_BIND", value_name = "EP", value_delimiter = ',')]
+    pub frontend_bind: Vec<String>,
+    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CONNECT", value_name = "EP", value_delimiter = ',')]
+    pub frontend_connect: Vec<String>,
+    #[arg(long, env = "ZMQ_PROXY_BACKEND_TYPE", value_name = "T", value_parser = parse_type)]
+    pub backend_type: Option<SocketType>,
+    #[arg(long, env = "ZMQ_PROXY_BACKEND_BIND", value_name = "EP", value_delimiter = ',')]
+    pub backend_bind: Vec<String>,
+    #[arg(long, env = "ZMQ_PROXY_BACKEND_CONNECT", value_name = "EP", value_delimiter = ',')]
+    pub backend_connect: Vec<String>,
+    #[arg(long, env = "ZMQ_PROXY_CAPTURE_TYPE", value_name = "T", value_parser = parse_type)]
+    pub capture_type: Option<SocketType>,
+    #[arg(long, env = "ZMQ_PROXY_CAPTURE_BIND", value_name = "EP", value_delimiter = ',')]
+    pub capture_bind: Vec<String>,
+    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CONNECT", value_name = "EP", value_delimiter = ',')]
+    pub capture_connect: Vec<String>,
+    /// zmq_proxy_steerable's REP control socket (served by a later release; accepted now).
+    #[arg(long, env = "ZMQ_PROXY_CONTROL_BIND", value_name = "EP")]
+    pub control_bind: Option<String>,
+    /// /metrics, /healthz, /readyz listener, e.g. 0.0.0.0:9090 (served by a later release).
+    #[arg(long, env = "ZMQ_PROXY_HTTP_BIND", value_name = "ADDR:PORT")]
+    pub http_bind: Option<String>,
+    /// Seconds a stopping proxy keeps delivering what it already read [default: 5].
+    #[arg(long, env = "ZMQ_PROXY_DRAIN_TIMEOUT", value_name = "SECONDS")]
+    pub drain_timeout: Option<String>,
+    /// Log line format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "ZMQ_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// A ZmqProxy manifest: spec.frontend/backend/capture/control {type, port} are bound on
+    /// tcp://0.0.0.0:PORT; spec.drainTimeoutSeconds; other keys are ignored.
+    #[arg(long, env = "ZMQ_PROXY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+fn parse_type(s: &str) -> Result<SocketType, String> {
+    s.parse::<SocketType>().map_err(|e| e.to_string())
+}
+
+/// One proxy socket: its type and where it binds and connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketConfig {
+    pub socket_type: SocketType,
+    pub bind: Vec<Endpoint>,
+    pub connect: Vec<Endpoint>,
+}
+
+impl SocketConfig {
+    pub fn endpoints(&self) -> String {
+        let b = self.bind.iter().map(|e| format!("bind {e}"));
+        let c = self.connect.iter().map(|e| format!("connect {e}"));
+        b.chain(c).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A validated configuration: everything the proxy needs to start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyConfig {
+    pub frontend: SocketConfig,
+    pub backend: SocketConfig,
+    pub capture: Option<SocketConfig>,
+    pub control_bind: Option<Endpoint>,
+    pub http_bind: Option<String>,
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+    pub peer_hwm: usize,
+}
+
+impl ProxyConfig {
+    /// A configuration with defaults for everything but the two sockets.
+    pub fn new(frontend: SocketConfig, backend: SocketConfig) -> Self {
+        ProxyConfig {
+            frontend,
+            backend,
+            capture: None,
+            control_bind: None,
+            http_bind: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            log_format: LogFormat::Text,
+            peer_hwm: DEFAULT_PEER_HWM,
+        }
+    }
+}
+
+/// A configuration problem, worded for one line after `zmq-proxy: error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+impl Cli {
+    pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+        let drain = match &self.drain_timeout {
+            Some(s) => Some(parse_drain("--drain-timeout", s)?),
+            None => None,
+        };
+        let control_bind = match &self.control_bind {
+            Some(s) => Some(endpoint("--control-bind", s, Direction::Bind)?),
+            None => None,
+        };
+        let mut cfg = if let Some(path) = &self.config {
+            let socket_flags = [
+                ("--frontend-type", self.frontend_type.is_some()),
+                ("--frontend-bind", !self.frontend_bind.is_empty()),
+                ("--frontend-connect", !self.frontend_connect.is_empty()),
+                ("--backend-type", self.backend_type.is_some()),
+                ("--backend-bind", !self.backend_bind.is_empty()),
+                ("--backend-connect", !self.backend_connect.is_empty()),
+                ("--capture-type", self.capture_type.is_some()),
+                ("--capture-bind", !self.capture_bind.is_empty()),
+                ("--capture-connect", !self.capture_connect.is_empty()),
+            ];
+            if let Some((flag, _)) = socket_flags.iter().find(|(_, set)| *set) {
+                return err(format!(
+                    "--config cannot be combined with {flag}: the manifest defines the sockets"
+                ));
+            }
+            load_manifest(path)?
+        } else {
+            self.sockets_from_flags()?
+        };
+        if let Some(d) = drain {
+            cfg.drain_timeout = d;
+        }
+        if control_bind.is_some() {
+            cfg.control_bind = control_bind;
+        }
+        if let Some(h) = self.http_bind {
+            if h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return err(format!("--http-bind: expected ADDR:PORT, got {h:?}"));
+            }
+            cfg.http_bind = Some(h);
+        }
+        cfg.log_format = self.log_format;
+        Ok(cfg)
+    }
+
+    fn sockets_from_flags(&self) -> Result<ProxyConfig, ConfigError> {
+        let Some(ft) = self.frontend_type else {
+            return err("--frontend-type is required (or --config FILE)");
+        };
+        let Some(bt) = self.backend_type else {
+            return err("--backend-type is required (or --config FILE)");
+        };
+        if let Some(reason) = pair_refusal(ft, bt) {
+            return err(format!("--backend-type: {reason}"));
+        }
+        let frontend = socket("frontend", ft, &self.frontend_bind, &self.frontend_connect)?;
+        let backend = socket("backend", bt, &self.backend_bind, &self.backend_connect)?;
+        let capture = match self.capture_type {
+            Some(ct) => {
+                if let Some(reason) = capture_type_refusal(ct) {
+                    return err(format!("--capture-type: {reason}"));
+                }
+                Some(socket("capture", ct, &self.capture_bind, &self.capture_connect)?)
+            }
+            None if !self.capture_bind.is_empty() || !self.capture_connect.is_empty() => {
+                return err("--capture-bind/--capture-connect need --capture-type");
+            }
+            None => None,
+        };
+        let mut cfg = ProxyConfig::new(frontend, backend);
+        cfg.capture = capture;
+        Ok(cfg)
+    }
+}
+
+fn socket(
+    name: &str,
+    t: SocketType,
+    bind: &[String],
+    connect: &[String],
+) -> Result<SocketConfig, ConfigError> {
+    let bind: Vec<Endpoint> = bind
+        .iter()
+        .map(|s| endpoint(&format!("--{name}-bind"), s, Direction::Bind))
+        .collect::<Result<_, _>>()?;
+    let connect: Vec<Endpoint> = connect
+        .iter()
+        .map(|s| endpoint(&format!("--{name}-connect"), s, Direction::Connect))
+        .collect::<Result<_, _>>()?;
+    if bind.is_empty() && connect.is_empty() {
+        return err(format!("{name} needs at least one --{name}-bind or --{name}-connect"));
+    }
+    Ok(SocketConfig { socket_type: t, bind, connect })
+}
+
+fn endpoint(flag: &str, s: &str, dir: Direction) -> Result<Endpoint, ConfigError> {
+    Endpoint::parse(s, dir).map_err(|e| ConfigError(format!("{flag}: {e}")))
+}
+
+fn parse_drain(field: &str, s: &str) -> Result<Duration, ConfigError> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=MAX_DRAIN_TIMEOUT_SECS).contains(&v) => {
+            Ok(Duration::from_secs_f64(v))
+        }
+        _ => err(format!(
+            "{field}: expected seconds between 0 and {MAX_DRAIN_TIMEOUT_SECS}, got {s:?}"
+        )),
+    }
+}
+
+pub const MANIFEST_API_VERSION: &str = "zmqproxy.io/v1alpha1";
+pub const MANIFEST_KIND: &str = "ZmqProxy";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    api_version: Option<String>,
+    kind: Option<String>,
+    spec: Option<serde_yaml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestSpec {
+    #[serde(flatten)]
+    sockets: ProxySockets,
+    drain_timeout_seconds: Option<serde_yaml::Value>,
+}
+
+/// Reads a `ZmqProxy` manifest (one YAML document) into a configuration.
+pub fn load_manifest(path: &std::path::Path) -> Result<ProxyConfig, ConfigError> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("--config {shown}: cannot read: {e}")))?;
+    parse_manifest(&text).map_err(|e| ConfigError(format!("--config {shown}: {}", e.0)))
+}
+
+pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
+    let one_line = |e: serde_yaml::Error| e.to_string().replace('\n', " ");
+    let m: Manifest = serde_yaml::from_str(text).map_err(|e| ConfigError(one_line(e)))?;
+    match m.api_version.as_deref() {
+        Some(MANIFEST_API_VERSION) => {}
+        other => {
+            return err(format!("apiVersion: expected {MANIFEST_API_VERSION}, got {other:?}"));
+        }
+    }
+    match m.kind.as_deref() {
+        Some(MANIFEST_KIND) => {}
+        other => return err(format!("kind: expected {MANIFEST_KIND}, got {other:?}")),
+    }
+    let Some(spec) = m.spec else { return err("spec: missing") };
+    let spec: ManifestSpec =
+        serde_yaml::from_value(spec).map_err(|e| ConfigError(format!("spec: {}", one_line(e))))?;
+    spec.sockets.validate("spec").map_err(|e| ConfigError(e.to_string()))?;
+    let all = |port: i32| -> Vec<Endpoint> {
+        vec![Endpoint { host: "0.0.0.0".into(), port: u16::try_from(port).unwrap_or(0) }]
+    };
+    let sock = |s: &crate::socket::SocketSpec| SocketConfig {
+        socket_type: s.socket_type,
+        bind: all(s.port),
+        connect: vec![],
+    };
+    let mut cfg = ProxyConfig::new(sock(&spec.sockets.frontend), sock(&spec.sockets.backend));
+    cfg.capture = spec.sockets.capture.as_ref().map(sock);
+    cfg.control_bind = spec.sockets.control.as_ref().map(|c| all(c.port).remove(0));
+    if let Some(v) = spec.drain_timeout_seconds {
+        let s = match &v {
+            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::String(s) => s.clone(),
+            _ => return err("spec.drainTimeoutSeconds: expected a number of seconds"),
+        };
+        cfg.drain_timeout = parse_drain("spec.drainTimeoutSeconds", &s)?;
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<ProxyConfig, String> {
+        let mut all = vec!["zmq-proxy"];
+        all.extend_from_slice(args);
+        let c = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        c.into_config().map_err(|e| e.0)
+    }
+
+    #[test]
+    fn flags_build_a_config_with_defaults() {
+        let c = cli(&[
+            "--frontend-type=router",
+            "--frontend-bind=tcp://*:5555",
+            "--backend-type=DEALER",
+            "--backend-connect=tcp://127.0.0.1:5556",
+            "--backend-bind=tcp://127.0.0.1:5557",
+        ])
+        .expect("valid");
+        assert_eq!(c.frontend.socket_type, SocketType::Router);
+        assert_eq!(c.backend.bind.len() + c.backend.connect.len(), 2);
+        assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    }
+
+    #[test]
+    fn refusals_name_the_flag() {
+        let base = ["--frontend-type=ROUTER", "--frontend-bind=tcp://*:1", "--backend-type"];
+        let e = cli(&[&base[..], &["PUSH", "--backend-bind=tcp://*:2"]].concat()).unwrap_err();
+        assert!(e.starts_with("--backend-type: unsupported socket pair ROUTER/PUSH"), "{e}");
+        let e = cli(&[&base[..], &["DEALER", "--backend-bind=tcp://nohost"]].concat()).unwrap_err();
+        assert!(e.starts_with("--backend-bind: malformed endpoint"), "{e}");
+        let e = cli(&[&base[..], &["DEALER", "--backend-bind=udp://x:1"]].concat()).unwrap_err();
+        assert!(e.starts_with("--backend-bind: unsupported transport"), "{e}");
+        let e = cli(&[
+            &base[..],
+            &[
+                "DEALER",
+                "--backend-bind=tcp://*:2",
+                "--capture-type=PAIR",
+                "--capture-bind=tcp://*:3",
+            ],
+        ]
+        .concat())
+        .unwrap_err();
+        assert!(e.starts_with("--capture-type: capture type PAIR"), "{e}");
+        let e =
+            cli(&[&base[..], &["DEALER", "--drain-timeout=-1", "--backend-bind=tcp://*:2"]]
+                .concat())
+            .unwrap_err();
+        assert!(e.starts_with("--drain-timeout"), "{e}");
+        let e = cli(&["--frontend-type=ROUTER", "--backend-type=DEALER"]).unwrap_err();
+        assert!(e.contains("--frontend-bind"), "{e}");
+    }
+
+    #[test]
+    fn manifest_binds_every_port_on_all_interfaces_and_ignores_other_keys() {
+        let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata: {name: t}\n\
+                    spec:\n  frontend: {type: XSUB, port: 6000}\n  backend: {type: XPUB, port: 6001}\n\
+                    \x20 capture: {type: PUB, port: 6002}\n  replicas: 3\n  image: x\n\
+                    \x20 drainTimeoutSeconds: 2\n";
+        let c = parse_manifest(yaml).expect("valid");
+        assert_eq!(c.frontend.bind[0].to_string(), "tcp://0.0.0.0:6000");
+        assert_eq!(c.capture.map(|s| s.socket_type), Some(SocketType::Pub));
+        assert_eq!(c.drain_timeout, Duration::from_secs(2));
+        let bad = yaml.replace("XPUB", "PUSH");
+        let e = parse_manifest(&bad).unwrap_err().0;
+        assert!(e.starts_with("spec.backend.type: unsupported socket pair XSUB/PUSH"), "{e}");
+        let e = parse_manifest(&yaml.replace("v1alpha1", "v9")).unwrap_err().0;
+        assert!(e.starts_with("apiVersion"), "{e}");
+    }
+}

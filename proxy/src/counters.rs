@@ -1,0 +1,145 @@
+//! The proxy's counters, shared between the pumps that update them and whoever reports them
+//! (the "proxy stopped" log line now; a STATISTICS control command and /metrics later).
+//! Messages are counted per frame and bytes are payload bytes, as libzmq's STATISTICS does.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Traffic of one proxy socket (frontend or backend), as the proxy sees it.
+#[derive(Debug, Default)]
+pub struct SocketCounters {
+    pub recv_msgs: AtomicU64,
+    pub recv_bytes: AtomicU64,
+    pub sent_msgs: AtomicU64,
+    pub sent_bytes: AtomicU64,
+}
+
+impl SocketCounters {
+    pub fn add_recv(&self, frames: u64, bytes: u64) {
+        self.recv_msgs.fetch_add(frames, Relaxed);
+        self.recv_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn add_sent(&self, frames: u64, bytes: u64) {
+        self.sent_msgs.fetch_add(frames, Relaxed);
+        self.sent_bytes.fetch_add(bytes, Relaxed);
+    }
+}
+
+/// Why a message was dropped on purpose (each counted in frames).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A ROUTER reply whose routing id names no connected peer (the client vanished).
+    Unroutable,
+    /// The destination peer's queue was at its high-water mark (slow client or subscriber).
+    PeerFull,
+    /// A peer's connection died with messages still queued to it that cannot be re-routed
+    /// (a reply for that client, a publication for that subscriber).
+    PeerGone,
+    /// A message the destination socket type cannot carry (e.g. a ROUTER reply with no
+    /// routing-id frame).
+    Invalid,
+    /// A capture copy with no capture peer able to take it.
+    Capture,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frontend: SocketCounters,
+    pub backend: SocketCounters,
+    pub capture_sent_msgs: AtomicU64,
+    pub capture_sent_bytes: AtomicU64,
+    pub dropped_unroutable: AtomicU64,
+    pub dropped_peer_full: AtomicU64,
+    pub dropped_peer_gone: AtomicU64,
+    pub dropped_invalid: AtomicU64,
+    pub dropped_capture: AtomicU64,
+    /// Read but not delivered when the drain timeout expired (or at a second signal).
+    pub undelivered_msgs: AtomicU64,
+    /// Connections refused during the handshake (garbage, wrong socket type, timeout).
+    pub handshake_failures: AtomicU64,
+    /// Connections dropped after the handshake for a protocol violation (oversized message,
+    /// malformed command).
+    pub protocol_errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`Counters`], with the contract's names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub frontend_recv_msgs: u64,
+    pub frontend_recv_bytes: u64,
+    pub frontend_sent_msgs: u64,
+    pub frontend_sent_bytes: u64,
+    pub backend_recv_msgs: u64,
+    pub backend_recv_bytes: u64,
+    pub backend_sent_msgs: u64,
+    pub backend_sent_bytes: u64,
+    pub capture_sent_msgs: u64,
+    pub capture_sent_bytes: u64,
+    pub dropped_msgs: u64,
+    pub dropped_unroutable: u64,
+    pub dropped_peer_full: u64,
+    pub dropped_peer_gone: u64,
+    pub dropped_invalid: u64,
+    pub dropped_capture: u64,
+    pub undelivered_msgs: u64,
+    pub handshake_failures: u64,
+    pub protocol_errors: u64,
+}
+
+impl Counters {
+    pub fn dropped(&self, reason: DropReason, frames: u64) {
+        let c = match reason {
+            DropReason::Unroutable => &self.dropped_unroutable,
+            DropReason::PeerFull => &self.dropped_peer_full,
+            DropReason::PeerGone => &self.dropped_peer_gone,
+            DropReason::Invalid => &self.dropped_invalid,
+            DropReason::Capture => &self.dropped_capture,
+        };
+        c.fetch_add(frames, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        let mut s = Snapshot {
+            frontend_recv_msgs: g(&self.frontend.recv_msgs),
+            frontend_recv_bytes: g(&self.frontend.recv_bytes),
+            frontend_sent_msgs: g(&self.frontend.sent_msgs),
+            frontend_sent_bytes: g(&self.frontend.sent_bytes),
+            backend_recv_msgs: g(&self.backend.recv_msgs),
+            backend_recv_bytes: g(&self.backend.recv_bytes),
+            backend_sent_msgs: g(&self.backend.sent_msgs),
+            backend_sent_bytes: g(&self.backend.sent_bytes),
+            capture_sent_msgs: g(&self.capture_sent_msgs),
+            capture_sent_bytes: g(&self.capture_sent_bytes),
+            dropped_unroutable: g(&self.dropped_unroutable),
+            dropped_peer_full: g(&self.dropped_peer_full),
+            dropped_peer_gone: g(&self.dropped_peer_gone),
+            dropped_invalid: g(&self.dropped_invalid),
+            dropped_capture: g(&self.dropped_capture),
+            undelivered_msgs: g(&self.undelivered_msgs),
+            handshake_failures: g(&self.handshake_failures),
+            protocol_errors: g(&self.protocol_errors),
+            dropped_msgs: 0,
+        };
+        // Capture copies are not counted as dropped proxy traffic: the message itself went on.
+        s.dropped_msgs =
+            s.dropped_unroutable + s.dropped_peer_full + s.dropped_peer_gone + s.dropped_invalid;
+        s
+    }
+
+    /// libzmq's STATISTICS reply: frontend then backend, each msgs in, bytes in, msgs out,
+    /// bytes out.
+    pub fn statistics(&self) -> [u64; 8] {
+        let s = self.snapshot();
+        [
+            s.frontend_recv_msgs,
+            s.frontend_recv_bytes,
+            s.frontend_sent_msgs,
+            s.frontend_sent_bytes,
+            s.backend_recv_msgs,
+            s.backend_recv_bytes,
+            s.backend_sent_msgs,
+            s.backend_sent_bytes,
+        ]
+    }
+}

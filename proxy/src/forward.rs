@@ -1,0 +1,367 @@
+//! The forwarding loop: one pump task per direction, the capture tee, the counters, the
+//! Active/Paused/Terminated state, and the drain on stop.
+//!
+//! Each pump reads its source socket's inbound queue and hands every message to the
+//! destination socket's [`Outlet`]. The only places a pump waits are where libzmq's proxy
+//! would block (no PUSH/DEALER peer can take the message yet; an XSUB subscription to a
+//! publisher with a full queue). Because the two directions are separate tasks, a waiting
+//! request never holds up a reply.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{DRAIN_POLL_INTERVAL, PUMP_BURST, ProxyConfig};
+use crate::counters::{Counters, DropReason, Snapshot, SocketCounters};
+use crate::sockets::{
+    Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
+};
+use crate::subscriptions::SubscriptionTable;
+use crate::zmtp::subscription_message;
+
+/// libzmq's proxy states (zmq_proxy_steerable): PAUSE stops forwarding, RESUME restarts it,
+/// TERMINATE ends the proxy (with a drain, here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyState {
+    Active,
+    Paused,
+    Terminated,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    counters: Arc<Counters>,
+    state: watch::Sender<ProxyState>,
+    stop: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
+    pumps: Vec<JoinHandle<()>>,
+    frontend: SocketHandle,
+    backend: SocketHandle,
+    capture: Option<SocketHandle>,
+    pub frontend_addrs: Vec<std::net::SocketAddr>,
+    pub backend_addrs: Vec<std::net::SocketAddr>,
+    pub capture_addrs: Vec<std::net::SocketAddr>,
+}
+
+/// How a shutdown ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Everything read was delivered.
+    Drained,
+    /// The drain timeout expired; what was left is in `undelivered_msgs`.
+    TimedOut,
+    /// The caller's abort (a second signal) fired.
+    Aborted,
+}
+
+impl Proxy {
+    /// Binds and connects every socket and starts forwarding. Fails on the first endpoint
+    /// that cannot be bound.
+    pub async fn start(cfg: &ProxyConfig) -> Result<Proxy, OpenError> {
+        let counters = Arc::new(Counters::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let (kill, kill_rx) = watch::channel(false);
+        let (state, _) = watch::channel(ProxyState::Active);
+        let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
+        let hwm = cfg.peer_hwm;
+        let mut front =
+            ProxySocket::open(&cfg.frontend, false, hwm, counters.clone(), &life).await?;
+        let mut back = ProxySocket::open(&cfg.backend, false, hwm, counters.clone(), &life).await?;
+        let cap = match &cfg.capture {
+            Some(c) => Some(ProxySocket::open(c, true, hwm, counters.clone(), &life).await?),
+            None => None,
+        };
+        let frontend = front.outlet.handle();
+        let backend = back.outlet.handle();
+        let capture_addrs = cap.as_ref().map(|c| c.local_addrs.clone()).unwrap_or_default();
+        let capture_handle = cap.as_ref().map(|c| c.outlet.handle());
+        let capture = cap.map(|c| Arc::new(Mutex::new(c.outlet)));
+        let mut pumps = Vec::new();
+        let front_in = front.inbound.take();
+        let back_in = back.inbound.take();
+        let (front_addrs, back_addrs) = (front.local_addrs.clone(), back.local_addrs.clone());
+        let mut front_out = Some(front.outlet);
+        let mut back_out = Some(back.outlet);
+        if let (Some(rx), Some(dest)) = (front_in, back_out.take()) {
+            pumps.push(tokio::spawn(pump(
+                rx,
+                dest,
+                capture.clone(),
+                counters.clone(),
+                true,
+                state.subscribe(),
+                kill_rx.clone(),
+            )));
+        }
+        if let (Some(rx), Some(dest)) = (back_in, front_out.take()) {
+            pumps.push(tokio::spawn(pump(
+                rx,
+                dest,
+                capture.clone(),
+                counters.clone(),
+                false,
+                state.subscribe(),
+                kill_rx.clone(),
+            )));
+        }
+        // A socket no pump writes to (e.g. the PUSH frontend of a reversed pipeline) still
+        // needs its outlet alive, or its peers' queues would close under them.
+        let idle: Vec<Outlet> = front_out.into_iter().chain(back_out).collect();
+        if !idle.is_empty() {
+            let mut k = kill_rx.clone();
+            tokio::spawn(async move {
+                let _ = k.wait_for(|v| *v).await;
+                drop(idle);
+            });
+        }
+        Ok(Proxy {
+            counters,
+            state,
+            stop,
+            kill,
+            pumps,
+            frontend,
+            backend,
+            capture: capture_handle,
+            frontend_addrs: front_addrs,
+            backend_addrs: back_addrs,
+            capture_addrs,
+        })
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// The state channel a control socket drives (PAUSE/RESUME/TERMINATE).
+    pub fn state(&self) -> &watch::Sender<ProxyState> {
+        &self.state
+    }
+
+    pub fn frontend(&self) -> &SocketHandle {
+        &self.frontend
+    }
+
+    pub fn backend(&self) -> &SocketHandle {
+        &self.backend
+    }
+
+    pub fn capture(&self) -> Option<&SocketHandle> {
+        self.capture.as_ref()
+    }
+
+    /// Resolves when the state becomes Terminated.
+    pub async fn terminated(&self) {
+        let mut rx = self.state.subscribe();
+        let _ = rx.wait_for(|s| *s == ProxyState::Terminated).await;
+    }
+
+    /// Stops reading, delivers what was read for up to `drain`, then closes everything.
+    /// `abort` cuts the drain short (a second signal). Returns the final counters.
+    pub async fn shutdown(
+        mut self,
+        drain: Duration,
+        abort: impl std::future::Future<Output = ()>,
+    ) -> (Ending, Snapshot) {
+        self.stop.send_replace(true);
+        // A paused proxy still drains what it holds.
+        self.state.send_replace(ProxyState::Terminated);
+        let capture = self.capture.clone();
+        let ending = tokio::select! {
+            _ = drained(&mut self.pumps, capture.as_ref()) => Ending::Drained,
+            _ = tokio::time::sleep(drain) => Ending::TimedOut,
+            _ = abort => Ending::Aborted,
+        };
+        self.kill.send_replace(true);
+        if ending != Ending::Drained {
+            // Pumps count what they held and what was still queued to them.
+            for p in self.pumps.drain(..) {
+                let _ = p.await;
+            }
+            let left = self.frontend.backlog() + self.backend.backlog();
+            self.counters.undelivered_msgs.fetch_add(left.max(0) as u64, ORD);
+            // Capture copies are not proxy traffic: unwritten ones count as capture drops.
+            if let Some(c) = &self.capture {
+                self.counters.dropped(DropReason::Capture, c.backlog().max(0) as u64);
+            }
+        }
+        (ending, self.counters.snapshot())
+    }
+}
+
+const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
+
+/// Resolves once every pump has delivered its input and the capture socket has written its
+/// queue. Cancel-safe: a pump that finished is removed, so it is never awaited twice.
+async fn drained(pumps: &mut Vec<JoinHandle<()>>, capture: Option<&SocketHandle>) {
+    while let Some(p) = pumps.last_mut() {
+        let _ = p.await;
+        pumps.pop();
+    }
+    if let Some(c) = capture {
+        while c.backlog() > 0 {
+            tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
+        }
+    }
+}
+
+struct Pump {
+    dest: Outlet,
+    capture: Option<Arc<Mutex<Outlet>>>,
+    counters: Arc<Counters>,
+    front_to_back: bool,
+    kill: watch::Receiver<bool>,
+}
+
+impl Pump {
+    fn src(&self) -> &SocketCounters {
+        if self.front_to_back { &self.counters.frontend } else { &self.counters.backend }
+    }
+
+    fn dst(&self) -> &SocketCounters {
+        if self.front_to_back { &self.counters.backend } else { &self.counters.frontend }
+    }
+
+    fn tee(&self, msgs: &[Msg], frames: u64) {
+        let Some(cap) = &self.capture else { return };
+        let (sent, bytes) = cap.lock().unwrap_or_else(|p| p.into_inner()).send_capture(msgs);
+        self.counters.capture_sent_msgs.fetch_add(sent, ORD);
+        self.counters.capture_sent_bytes.fetch_add(bytes, ORD);
+        if sent < frames {
+            self.counters.dropped(DropReason::Capture, frames - sent);
+        }
+    }
+
+    /// Counts, captures and forwards messages read from the source. On a kill, returns the
+    /// messages that were not sent.
+    async fn forward(&mut self, msgs: Vec<Msg>) -> Result<(), Vec<Msg>> {
+        let (mut frames, mut bytes) = (0, 0);
+        for m in &msgs {
+            let (f, b) = size_of(m);
+            frames += f;
+            bytes += b;
+        }
+        self.src().add_recv(frames, bytes);
+        self.tee(&msgs, frames);
+        let d = self.dest.send(msgs, &mut self.kill).await;
+        self.dst().add_sent(d.sent_frames, d.sent_bytes);
+        if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
+    }
+
+    /// Re-sends messages closed PUSH/DEALER peers left queued (already counted as sent).
+    async fn resend_orphans(&mut self) -> Result<(), Vec<Msg>> {
+        let orphans = self.dest.take_orphans();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let d = self.dest.send(orphans, &mut self.kill).await;
+        if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
+    }
+
+    /// After a kill: what the pump held and everything still queued in the source count as
+    /// read and undelivered.
+    fn abandon(&self, rx: &mut mpsc::Receiver<Inbound>, held: &[Msg]) {
+        let mut frames: u64 = held.iter().map(|m| m.len() as u64).sum();
+        rx.close();
+        while let Ok(item) = rx.try_recv() {
+            if let Inbound::Batch(msgs) = item {
+                for m in &msgs {
+                    let (f, b) = size_of(m);
+                    self.src().add_recv(f, b);
+                    frames += f;
+                }
+            }
+        }
+        self.counters.undelivered_msgs.fetch_add(frames, ORD);
+    }
+}
+
+async fn pump(
+    mut rx: mpsc::Receiver<Inbound>,
+    dest: Outlet,
+    capture: Option<Arc<Mutex<Outlet>>>,
+    counters: Arc<Counters>,
+    front_to_back: bool,
+    mut state: watch::Receiver<ProxyState>,
+    kill: watch::Receiver<bool>,
+) {
+    let mut p = Pump { dest, capture, counters, front_to_back, kill };
+    let mut table = SubscriptionTable::default();
+    let mut moved = 0usize;
+    loop {
+        if let Err(held) = p.resend_orphans().await {
+            p.abandon(&mut rx, &held);
+            return;
+        }
+        if *state.borrow() == ProxyState::Paused {
+            let mut k = p.kill.clone();
+            tokio::select! {
+                _ = state.wait_for(|s| *s != ProxyState::Paused) => {}
+                _ = k.wait_for(|v| *v) => {}
+            }
+            continue;
+        }
+        if moved >= PUMP_BURST {
+            moved = 0;
+            tokio::task::yield_now().await;
+        }
+        let item = tokio::select! {
+            biased;
+            _ = wait_kill(p.kill.clone()) => {
+                p.abandon(&mut rx, &[]);
+                return;
+            }
+            _ = p.dest.orphaned() => continue,
+            // A PAUSE takes effect before the next read, not after it.
+            _ = state.changed() => continue,
+            it = rx.recv() => it,
+        };
+        let Some(item) = item else { break };
+        let msgs = match item {
+            Inbound::Batch(msgs) => msgs,
+            Inbound::Subscription { peer, subscribe, topic } => {
+                let first_or_last = if subscribe {
+                    table.subscribe(peer, topic.clone())
+                } else {
+                    table.unsubscribe(peer, &topic)
+                };
+                if !first_or_last {
+                    continue;
+                }
+                vec![subscription_message(subscribe, &topic)]
+            }
+            Inbound::PeerLeft(peer) => {
+                let released: Vec<Bytes> = table.remove_peer(peer);
+                released.iter().map(|t| subscription_message(false, t)).collect()
+            }
+        };
+        moved += msgs.len();
+        if let Err(held) = p.forward(msgs).await {
+            p.abandon(&mut rx, &held);
+            return;
+        }
+    }
+    // Input ended (the proxy is stopping): wait until the destination has written out
+    // everything, re-sending what closed peers hand back, until killed.
+    loop {
+        if let Err(held) = p.resend_orphans().await {
+            p.abandon(&mut rx, &held);
+            return;
+        }
+        if p.dest.backlog() <= 0 {
+            return;
+        }
+        tokio::select! {
+            _ = wait_kill(p.kill.clone()) => return,
+            _ = p.dest.changed() => {}
+            _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
+        }
+    }
+}
+
+async fn wait_kill(mut k: watch::Receiver<bool>) {
+    let _ = k.wait_for(|v| *v).await;
+}

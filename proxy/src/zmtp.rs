@@ -1,0 +1,387 @@
+//! The ZMTP 3.0 wire protocol (RFC 23, NULL mechanism) as the proxy speaks it: the greeting,
+//! the READY handshake, and a frame decoder/encoder over `bytes` buffers.
+//!
+//! The proxy speaks ZMTP itself instead of going through the `zeromq` crate's sockets because
+//! the crate hides what a proxy needs per connection (which subscriber sent an unsubscribe,
+//! when a PUSH peer's connection closes, whether a peer's queue is full) and lets one peer's
+//! frame header decide an allocation size. Here every connection is read continuously, frames
+//! are bounded by [`crate::config::MAX_MESSAGE_BYTES`], and buffers grow only with bytes that
+//! actually arrived.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::socket::SocketType;
+
+pub const GREETING_LEN: usize = 64;
+const FLAG_MORE: u8 = 0x01;
+const FLAG_LONG: u8 = 0x02;
+const FLAG_COMMAND: u8 = 0x04;
+
+/// Why a connection was refused or dropped; never fatal for the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a ZMTP 3 peer: {0}")]
+    BadGreeting(&'static str),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("peer socket type {peer} cannot talk to {ours}")]
+    Incompatible { ours: &'static str, peer: String },
+    #[error("message larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("malformed command")]
+    BadCommand,
+    #[error("handshake timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("peer closed the connection")]
+    Closed,
+}
+
+/// Our greeting: ZMTP 3.0, NULL mechanism. Advertising 3.0 (not 3.1) makes libzmq peers send
+/// subscriptions as `\x01topic` messages, the form every ZMTP 3 implementation understands.
+pub fn greeting() -> [u8; GREETING_LEN] {
+    let mut g = [0u8; GREETING_LEN];
+    g[0] = 0xff;
+    g[9] = 0x7f;
+    g[10] = 3;
+    g[11] = 0;
+    g[12..16].copy_from_slice(b"NULL");
+    g
+}
+
+pub fn check_greeting(g: &[u8]) -> Result<(), WireError> {
+    if g.len() < GREETING_LEN || g[0] != 0xff || g[9] & 0x01 != 0x01 {
+        return Err(WireError::BadGreeting("bad signature"));
+    }
+    if g[10] < 3 {
+        return Err(WireError::BadGreeting("ZMTP version below 3.0"));
+    }
+    let mech = &g[12..32];
+    let end = mech.iter().position(|&b| b == 0).unwrap_or(mech.len());
+    if &mech[..end] != b"NULL" {
+        return Err(WireError::BadGreeting("only the NULL mechanism is supported"));
+    }
+    Ok(())
+}
+
+/// Which peer socket types a socket of type `ours` may talk to (libzmq's compatibility table).
+pub fn compatible(ours: SocketType, peer: &[u8]) -> bool {
+    let allowed: &[&[u8]] = match ours {
+        SocketType::Router => &[b"REQ", b"DEALER", b"ROUTER"],
+        SocketType::Dealer => &[b"REP", b"DEALER", b"ROUTER"],
+        SocketType::Push => &[b"PULL"],
+        SocketType::Pull => &[b"PUSH"],
+        SocketType::Pub | SocketType::Xpub => &[b"SUB", b"XSUB"],
+        SocketType::Sub | SocketType::Xsub => &[b"PUB", b"XPUB"],
+        SocketType::Req => &[b"REP", b"ROUTER"],
+        SocketType::Rep => &[b"REQ", b"DEALER"],
+        SocketType::Pair => &[b"PAIR"],
+    };
+    allowed.contains(&peer)
+}
+
+/// The READY command frame (header included) announcing `socket_type`.
+pub fn ready_frame(socket_type: SocketType) -> BytesMut {
+    let mut body = BytesMut::with_capacity(64);
+    body.put_u8(5);
+    body.put_slice(b"READY");
+    put_property(&mut body, b"Socket-Type", socket_type.as_str().as_bytes());
+    if matches!(socket_type, SocketType::Router | SocketType::Dealer | SocketType::Req) {
+        put_property(&mut body, b"Identity", b"");
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 9);
+    put_header(&mut out, FLAG_COMMAND, body.len());
+    out.put_slice(&body);
+    out
+}
+
+fn put_property(body: &mut BytesMut, name: &[u8], value: &[u8]) {
+    body.put_u8(name.len() as u8);
+    body.put_slice(name);
+    body.put_u32(value.len() as u32);
+    body.put_slice(value);
+}
+
+fn put_header(out: &mut BytesMut, flags: u8, len: usize) {
+    if len > 255 {
+        out.put_u8(flags | FLAG_LONG);
+        out.put_u64(len as u64);
+    } else {
+        out.put_u8(flags);
+        out.put_u8(len as u8);
+    }
+}
+
+/// Appends one message (all frames) to `out` in ZMTP framing.
+pub fn encode_message(frames: &[Bytes], out: &mut BytesMut) {
+    let last = frames.len().saturating_sub(1);
+    for (i, f) in frames.iter().enumerate() {
+        let more = if i < last { FLAG_MORE } else { 0 };
+        put_header(out, more, f.len());
+        out.put_slice(f);
+    }
+}
+
+/// A command's name and body, split.
+pub struct Command {
+    pub name: Bytes,
+    pub body: Bytes,
+}
+
+pub fn parse_command(mut raw: Bytes) -> Result<Command, WireError> {
+    if raw.is_empty() {
+        return Err(WireError::BadCommand);
+    }
+    let n = raw[0] as usize;
+    if raw.len() < 1 + n {
+        return Err(WireError::BadCommand);
+    }
+    raw.advance(1);
+    let name = raw.split_to(n);
+    Ok(Command { name, body: raw })
+}
+
+pub fn parse_properties(mut body: Bytes) -> Result<HashMap<String, Bytes>, WireError> {
+    let mut props = HashMap::new();
+    while !body.is_empty() {
+        let n = body[0] as usize;
+        if body.len() < 1 + n + 4 {
+            return Err(WireError::BadCommand);
+        }
+        body.advance(1);
+        let name = String::from_utf8_lossy(&body.split_to(n)).into_owned();
+        let vlen = body.get_u32() as usize;
+        if body.len() < vlen {
+            return Err(WireError::BadCommand);
+        }
+        props.insert(name, body.split_to(vlen));
+    }
+    Ok(props)
+}
+
+/// One decoded unit of the stream.
+pub enum Item {
+    Message(Vec<Bytes>),
+    Command(Bytes),
+}
+
+/// Incremental frame decoder. Frames are split off the read buffer without copying; the
+/// buffer is never grown on the word of a frame header, only by bytes read.
+pub struct Decoder {
+    parts: Vec<Bytes>,
+    size: usize,
+    max: usize,
+}
+
+impl Decoder {
+    pub fn new(max: usize) -> Self {
+        Decoder { parts: Vec::new(), size: 0, max }
+    }
+
+    /// Starts the next message with `frame` (a ROUTER puts the peer's routing id first).
+    pub fn prefix(&mut self, frame: &Bytes) {
+        if self.parts.is_empty() {
+            self.parts.push(frame.clone());
+        }
+    }
+
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, WireError> {
+        loop {
+            if buf.len() < 2 {
+                return Ok(None);
+            }
+            let flags = buf[0];
+            let (hdr, len) = if flags & FLAG_LONG != 0 {
+                if buf.len() < 9 {
+                    return Ok(None);
+                }
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&buf[1..9]);
+                (9, u64::from_be_bytes(l))
+            } else {
+                (2, u64::from(buf[1]))
+            };
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            // Headers count too, so endless empty frames of one message are bounded as well.
+            if len > self.max || self.size.saturating_add(len + hdr) > self.max {
+                return Err(WireError::TooLarge { limit: self.max });
+            }
+            if buf.len() < hdr + len {
+                return Ok(None);
+            }
+            buf.advance(hdr);
+            let frame = buf.split_to(len).freeze();
+            if flags & FLAG_COMMAND != 0 {
+                return Ok(Some(Item::Command(frame)));
+            }
+            self.size += len + hdr;
+            self.parts.push(frame);
+            if flags & FLAG_MORE == 0 {
+                self.size = 0;
+                let cap = self.parts.len().max(1);
+                return Ok(Some(Item::Message(std::mem::replace(
+                    &mut self.parts,
+                    Vec::with_capacity(cap),
+                ))));
+            }
+        }
+    }
+}
+
+/// What the handshake learned about the peer.
+pub struct PeerInfo {
+    pub socket_type: Bytes,
+    pub identity: Bytes,
+}
+
+/// Greeting and READY exchange. `buf` keeps whatever the peer sent after its READY.
+pub async fn handshake<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    ours: SocketType,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<PeerInfo, WireError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    wr.write_all(&greeting()).await?;
+    let mut g = [0u8; GREETING_LEN];
+    // Check the signature as soon as its 10 bytes arrive, so garbage is refused without waiting.
+    rd.read_exact(&mut g[..10]).await.map_err(eof_is_closed)?;
+    if g[0] != 0xff || g[9] & 0x01 != 0x01 {
+        return Err(WireError::BadGreeting("bad signature"));
+    }
+    rd.read_exact(&mut g[10..]).await.map_err(eof_is_closed)?;
+    check_greeting(&g)?;
+    wr.write_all(&ready_frame(ours)).await?;
+    // The READY command is small; bound it well below the message limit.
+    let mut dec = Decoder::new(max.min(64 * 1024));
+    loop {
+        if let Some(item) = dec.decode(buf)? {
+            let Item::Command(raw) = item else {
+                return Err(WireError::Handshake("expected READY, got a message".into()));
+            };
+            let cmd = parse_command(raw)?;
+            if &cmd.name[..] != b"READY" {
+                return Err(WireError::Handshake(format!(
+                    "expected READY, got {}",
+                    String::from_utf8_lossy(&cmd.name)
+                )));
+            }
+            let props = parse_properties(cmd.body)?;
+            let socket_type = props.get("Socket-Type").cloned().unwrap_or_default();
+            if !compatible(ours, &socket_type) {
+                return Err(WireError::Incompatible {
+                    ours: ours.as_str(),
+                    peer: String::from_utf8_lossy(&socket_type).into_owned(),
+                });
+            }
+            let identity = props.get("Identity").cloned().unwrap_or_default();
+            return Ok(PeerInfo { socket_type, identity });
+        }
+        buf.reserve(4096);
+        if rd.read_buf(buf).await? == 0 {
+            return Err(WireError::Closed);
+        }
+    }
+}
+
+fn eof_is_closed(e: std::io::Error) -> WireError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof { WireError::Closed } else { WireError::Io(e) }
+}
+
+/// A subscription change carried by a message (`\x01topic` / `\x00topic`) or by a ZMTP 3.1
+/// SUBSCRIBE/CANCEL command.
+pub fn subscription_of_message(frames: &[Bytes]) -> Option<(bool, Bytes)> {
+    if frames.len() != 1 {
+        return None;
+    }
+    let f = &frames[0];
+    match f.first() {
+        Some(1) => Some((true, f.slice(1..))),
+        Some(0) => Some((false, f.slice(1..))),
+        _ => None,
+    }
+}
+
+pub fn subscription_of_command(cmd: &Command) -> Option<(bool, Bytes)> {
+    match &cmd.name[..] {
+        b"SUBSCRIBE" => Some((true, cmd.body.clone())),
+        b"CANCEL" => Some((false, cmd.body.clone())),
+        _ => None,
+    }
+}
+
+/// The PONG command frame answering a PING (RFC 37: PING carries a 2-byte TTL, then a
+/// context the PONG echoes).
+pub fn pong_for(cmd: &Command) -> Option<Bytes> {
+    if &cmd.name[..] != b"PING" {
+        return None;
+    }
+    let context = if cmd.body.len() > 2 { &cmd.body[2..] } else { &[][..] };
+    let context = &context[..context.len().min(16)];
+    let mut body = BytesMut::with_capacity(5 + context.len());
+    body.put_u8(4);
+    body.put_slice(b"PONG");
+    body.put_slice(context);
+    let mut out = BytesMut::with_capacity(body.len() + 9);
+    put_header(&mut out, FLAG_COMMAND, body.len());
+    out.put_slice(&body);
+    Some(out.freeze())
+}
+
+/// The `\x01topic` / `\x00topic` message for a subscription change.
+pub fn subscription_message(subscribe: bool, topic: &[u8]) -> Vec<Bytes> {
+    let mut f = BytesMut::with_capacity(topic.len() + 1);
+    f.put_u8(u8::from(subscribe));
+    f.put_slice(topic);
+    vec![f.freeze()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoder_splits_multipart_and_refuses_oversized_frames() {
+        let mut out = BytesMut::new();
+        encode_message(&[Bytes::from_static(b"a"), Bytes::from(vec![7u8; 300])], &mut out);
+        let mut dec = Decoder::new(1024);
+        match dec.decode(&mut out) {
+            Ok(Some(Item::Message(parts))) => {
+                assert_eq!(parts.len(), 2);
+                assert_eq!(parts[1].len(), 300);
+            }
+            _ => panic!("expected a message"),
+        }
+        // A header claiming 2^60 bytes is refused without allocating anything.
+        let mut huge = BytesMut::new();
+        huge.put_u8(FLAG_LONG);
+        huge.put_u64(1 << 60);
+        assert!(matches!(dec.decode(&mut huge), Err(WireError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn ready_round_trips_through_the_property_parser() {
+        let mut f = ready_frame(SocketType::Router);
+        let mut dec = Decoder::new(1024);
+        let Ok(Some(Item::Command(raw))) = dec.decode(&mut f) else { panic!("command") };
+        let cmd = parse_command(raw).expect("command");
+        assert_eq!(&cmd.name[..], b"READY");
+        let props = parse_properties(cmd.body).expect("props");
+        assert_eq!(props.get("Socket-Type").map(|b| &b[..]), Some(&b"ROUTER"[..]));
+    }
+
+    #[test]
+    fn garbage_greeting_is_refused() {
+        assert!(check_greeting(&[b'G'; 64]).is_err());
+        assert!(check_greeting(&greeting()).is_ok());
+    }
+}
