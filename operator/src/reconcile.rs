@@ -312,6 +312,24 @@ async fn write_status(zp: &ZmqProxy, ctx: &Context, computed: ZmqProxyStatus) ->
     Ok(())
 }
 
+/// The API server refuses an Event whose note is longer than this many bytes
+/// (`NoteLengthLimit` of Kubernetes' event validation).
+pub const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// `note` cut to [`EVENT_NOTE_LIMIT`] bytes at a character boundary, ending in `...` when cut:
+/// error messages that quote an API server's answer can be longer than an Event may carry.
+pub fn event_note(mut note: String) -> String {
+    if note.len() > EVENT_NOTE_LIMIT {
+        let mut end = EVENT_NOTE_LIMIT - 3;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
+}
+
 /// Events are best effort: a failure to publish one is logged, never fails the reconcile.
 async fn publish(
     ctx: &Context,
@@ -324,7 +342,7 @@ async fn publish(
     let event = Event {
         type_,
         reason: reason.to_string(),
-        note: Some(note),
+        note: Some(event_note(note)),
         action: "Reconcile".to_string(),
         secondary,
     };
@@ -363,4 +381,19 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_fit_the_api_servers_limit() {
+        assert_eq!(event_note("Created Service tasks".into()), "Created Service tasks");
+        let exact = "x".repeat(EVENT_NOTE_LIMIT);
+        assert_eq!(event_note(exact.clone()), exact);
+        let long = event_note("é".repeat(EVENT_NOTE_LIMIT));
+        assert!(long.len() <= EVENT_NOTE_LIMIT, "{}", long.len());
+        assert!(long.ends_with("...") && long.starts_with("éé"));
+    }
 }

@@ -67,12 +67,33 @@ impl Processes {
     }
 }
 
-/// A free port on 127.0.0.1. The port is released before the server binds it; the window is
-/// tiny and the servers fail loudly if someone took it.
-fn free_port() -> Result<u16, String> {
-    let listener =
-        TcpListener::bind((LOOPBACK, 0)).map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+/// `N` distinct free ports on 127.0.0.1. Every listener is held until all ports are picked, so
+/// the kernel cannot hand the same port out twice; they are released before the servers bind
+/// them, a tiny window in which the servers fail loudly if someone else took one.
+fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for port in &mut ports {
+        let listener =
+            TcpListener::bind((LOOPBACK, 0)).map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+        *port = listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())?;
+        listeners.push(listener);
+    }
+    Ok(ports)
+}
+
+/// Whether `binary --help` mentions `--flag` (how controller-runtime's envtest detects flags
+/// that only some versions have).
+fn has_flag(binary: &Path, flag: &str) -> bool {
+    Command::new(binary)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .map(|out| {
+            let text = [out.stdout, out.stderr].concat();
+            String::from_utf8_lossy(&text).contains(&format!("--{flag}"))
+        })
+        .unwrap_or(false)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
@@ -183,10 +204,11 @@ impl ControlPlane {
         let mut processes = Processes { children: Vec::new(), dir: dir.clone() };
         let pki = pki(&dir).map_err(|e| format!("certificates: {e}"))?;
 
-        let (client_port, peer_port, secure_port) = (free_port()?, free_port()?, free_port()?);
+        let [client_port, peer_port, secure_port] = free_ports::<3>()?;
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let etcd_args = vec![
+        let etcd = assets.join("etcd");
+        let mut etcd_args = vec![
             "--name=envtest".to_string(),
             format!("--data-dir={}", dir.join("etcd").display()),
             format!("--listen-client-urls={etcd_url}"),
@@ -194,8 +216,13 @@ impl ControlPlane {
             format!("--listen-peer-urls={peer_url}"),
             format!("--initial-advertise-peer-urls={peer_url}"),
             format!("--initial-cluster=envtest={peer_url}"),
+            "--initial-cluster-state=new".to_string(),
         ];
-        processes.spawn("etcd", &assets.join("etcd"), &etcd_args)?;
+        // etcd 3.5+: a throwaway store needs no fsync, which is most of etcd's latency on CI disks.
+        if has_flag(&etcd, "unsafe-no-fsync") {
+            etcd_args.push("--unsafe-no-fsync=true".to_string());
+        }
+        processes.spawn("etcd", &etcd, &etcd_args)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", client_port)).is_err() {
             processes.check_running()?;

@@ -1,12 +1,15 @@
 //! The integration tier: the operator against a real kube-apiserver and etcd found through
 //! `$KUBEBUILDER_ASSETS` (the envtest convention). It installs crds/zmqproxy.yaml, runs the
 //! controller in-process, applies the examples and checks what a cluster would show: children
-//! with owner references, status conditions, repaired drift, read-only resyncs, the API server
-//! refusing invalid objects with a message naming the field, and leader election on a Lease.
+//! with owner references, status conditions, the scale subresource, repaired drift, read-only
+//! resyncs, events, the API server refusing invalid objects (the `invalid-*.yaml` examples and
+//! one object per rule) with the field path and message each rule promises, and leader election
+//! on a Lease.
 //!
-//! No kubelet or controller-manager runs, so Deployments never get pods: the test first sees
-//! Ready=False (reason Progressing), then writes the Deployment's status itself to simulate a
-//! finished rollout and sees Ready=True.
+//! No kubelet or controller-manager runs, so Deployments never get pods and nothing is garbage
+//! collected: the test first sees Ready=False (reason Progressing), then writes the Deployment's
+//! status itself to simulate a finished rollout and sees Ready=True, and it only ever waits for
+//! deletions the operator makes itself.
 //!
 //! Skipped, with a printed reason, when KUBEBUILDER_ASSETS is unset.
 
@@ -24,12 +27,13 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::core::cel::Validator;
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use launcher::ControlPlane;
 use serde_json::{Value, json};
 use zmq_proxy_operator::build::BuildOptions;
-use zmq_proxy_operator::crd::ZmqProxy;
+use zmq_proxy_operator::crd::{DEFAULT_METRICS_PORT, MAX_NAME_LEN, ZmqProxy, selector_string};
 use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
 use zmq_proxy_operator::metrics::Metrics;
 use zmq_proxy_operator::reconcile::{self, Context};
@@ -82,8 +86,53 @@ async fn create_namespace(client: &Client, name: &str) {
     namespaces.create(&PostParams::default(), &ns).await.expect("namespace created");
 }
 
+/// A ZmqProxy document of examples/*.yaml.
+struct Example {
+    file: String,
+    manifest: Value,
+    /// For an example that exists to be refused (`invalid-*.yaml`): the field and the message
+    /// its comment promises the API server answers with.
+    refusal: Option<Refusal>,
+}
+
+/// What a refused write must name: the field path (None for a rule on the object itself, which
+/// the API server reports without a field) and text of that field's message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Refusal {
+    field: Option<String>,
+    message: String,
+}
+
+impl Refusal {
+    fn at(field: &str, message: &str) -> Refusal {
+        Refusal { field: Some(field.to_string()), message: message.to_string() }
+    }
+}
+
+/// The refusal an example's comment describes after `# The expected message:` (the indented
+/// comment lines that follow, joined), reduced to the field path and the message proper: the
+/// `Invalid value: "object": ` between them is the API server's rendering, not the promise.
+fn documented_refusal(text: &str) -> Option<Refusal> {
+    let mut lines = text.lines().skip_while(|l| !l.contains("The expected message:")).skip(1);
+    let mut quoted = Vec::new();
+    for line in lines.by_ref() {
+        match line.strip_prefix("#  ") {
+            Some(rest) if !rest.trim().is_empty() => quoted.push(rest.trim()),
+            _ => break,
+        }
+    }
+    let quoted = quoted.join(" ");
+    let (_, after) = quoted.split_once(" is invalid: ")?;
+    let (field, detail) = after.split_once(": ")?;
+    let message = match detail.strip_prefix("Invalid value: ") {
+        Some(valued) => valued.split_once(": ")?.1,
+        None => detail,
+    };
+    Some(Refusal::at(field, message))
+}
+
 /// Every ZmqProxy document of examples/*.yaml (other kinds and files are skipped).
-fn examples() -> Vec<(String, Value)> {
+fn examples() -> Vec<Example> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     let mut found = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -95,16 +144,66 @@ fn examples() -> Vec<(String, Value)> {
     entries.sort();
     for path in entries {
         let text = std::fs::read_to_string(&path).expect("example readable");
+        let file = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let refusal = file.starts_with("invalid").then(|| {
+            documented_refusal(&text).unwrap_or_else(|| {
+                panic!("{file}: an invalid example must quote the API server's refusal after `# The expected message:`")
+            })
+        });
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let Ok(value) = <Value as serde::Deserialize>::deserialize(doc) else { continue };
             if value["kind"] == "ZmqProxy" && value["apiVersion"] == "zmqproxy.io/v1alpha1" {
-                let file =
-                    path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
-                found.push((file, value));
+                found.push(Example {
+                    file: file.clone(),
+                    manifest: value,
+                    refusal: refusal.clone(),
+                });
             }
         }
     }
     found
+}
+
+/// Checks that `result` is the API server's refusal of an invalid object (422, reason Invalid)
+/// with a cause at `expected.field` whose message contains `expected.message`, whatever the
+/// server renders between them (`Invalid value: "object": `, `Invalid value: 0: `,
+/// `Unsupported value: "FOO": `). Ok holds the server's message, Err what is wrong.
+fn check_refused<T: std::fmt::Debug>(
+    result: Result<T, kube::Error>,
+    expected: &Refusal,
+) -> Result<String, String> {
+    let status = match result {
+        Ok(accepted) => return Err(format!("the API server accepted it: {accepted:?}")),
+        Err(kube::Error::Api(status)) => status,
+        Err(e) => return Err(format!("unexpected error {e}")),
+    };
+    let message = &status.message;
+    if status.code != 422 || status.reason != "Invalid" {
+        return Err(format!("{} {} instead of 422 Invalid: {message}", status.code, status.reason));
+    }
+    let causes = status.details.as_ref().map(|d| d.causes.clone()).unwrap_or_default();
+    let named = causes.iter().any(|c| {
+        expected.field.as_ref().is_none_or(|f| &c.field == f)
+            && c.message.contains(&expected.message)
+    });
+    let field_in_message =
+        expected.field.as_ref().is_none_or(|f| message.contains(&format!("{f}: ")));
+    if !named || !field_in_message || !message.contains(&expected.message) {
+        return Err(format!(
+            "no cause at {:?} saying {:?}; causes {causes:?}; message: {message}",
+            expected.field, expected.message
+        ));
+    }
+    Ok(message.clone())
+}
+
+/// [`check_refused`] as an assertion; returns the server's message.
+fn assert_refused<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, kube::Error>,
+    expected: &Refusal,
+) -> String {
+    check_refused(result, expected).unwrap_or_else(|problem| panic!("{what}: {problem}"))
 }
 
 fn condition(zp: &ZmqProxy, type_: &str) -> Option<(String, String, Option<i64>, String)> {
@@ -236,6 +335,13 @@ async fn example_lifecycle(
     .await;
     assert_eq!(zp.status.as_ref().map(|s| s.ready_replicas), Some(replicas));
     assert_eq!(zp.status.as_ref().map(|s| s.replicas), Some(replicas));
+    // The scale subresource (`kubectl scale`, a HorizontalPodAutoscaler) reads the paths the CRD
+    // names: .spec.replicas, .status.replicas and the selector string in .status.selector.
+    let scale = zps.get_scale(&name).await.expect("the scale subresource");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(replicas));
+    let scale_status = scale.status.expect("scale status");
+    assert_eq!(scale_status.replicas, replicas);
+    assert_eq!(scale_status.selector, Some(selector_string(&name)));
 
     // A resync of an unchanged object writes nothing: touch the ZmqProxy's metadata (a watch
     // event, so a reconcile) and compare the children's resourceVersions afterwards.
@@ -284,7 +390,9 @@ async fn example_lifecycle(
             &name,
             &PatchParams::apply("someone-else").force(),
             &Patch::Apply(&json!({
-                "apiVersion": "apps/v1", "kind": "Deployment", "spec": scale["spec"],
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": scale["spec"],
             })),
         )
         .await
@@ -295,19 +403,19 @@ async fn example_lifecycle(
     })
     .await;
 
-    // Scaling out adds the headless Service and says so; scaling back removes it.
+    // Scaling out (through the scale subresource, as `kubectl scale` does) adds the headless
+    // Service and says so; scaling back (an apply of the manifest) removes it.
     let headless = format!("{name}-pods");
-    zps.patch(
-        &name,
-        &field_manager(),
-        &Patch::Apply(&{
-            let mut m = manifest.clone();
-            m["spec"]["replicas"] = json!(3);
-            m
-        }),
-    )
-    .await
-    .expect("scaled to 3");
+    let scaled = zps
+        .patch_scale(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scaled to 3 through the scale subresource");
+    assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(3));
+    assert_eq!(zps.get(&name).await.expect("zmqproxy").spec.replicas, 3);
     let hs = eventually("the headless Service", || async {
         services.get_opt(&headless).await.map_err(|e| e.to_string())
     })
@@ -362,8 +470,8 @@ async fn example_lifecycle(
     }
 }
 
-/// (what is wrong, the spec, text the API server's message must contain)
-fn invalid_specs() -> Vec<(&'static str, Value, &'static str)> {
+/// (what is wrong, the spec, the field the API server must name and text of its message)
+fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
     let q = |extra: Value| {
         let mut spec = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
@@ -371,80 +479,136 @@ fn invalid_specs() -> Vec<(&'static str, Value, &'static str)> {
         }
         spec
     };
+    let clash = |port: i32, other: &str| {
+        format!("port {port} is already used by {other}; ports must be distinct")
+    };
     vec![
+        // CEL rules of the spec, each with its fieldPath and messageExpression.
         (
             "unsupported pair",
             q(json!({"backend": {"type": "PUSH", "port": 5556}})),
-            "spec.backend.type",
+            Refusal::at(
+                "spec.backend.type",
+                "unsupported socket pair ROUTER/PUSH (frontend/backend); allowed pairs: ROUTER/DEALER, DEALER/ROUTER, XSUB/XPUB, XPUB/XSUB, SUB/PUB, PUB/SUB, PULL/PUSH, PUSH/PULL",
+            ),
         ),
-        ("PAIR capture", q(json!({"capture": {"type": "PAIR", "port": 5557}})), "no PAIR socket"),
         (
-            "PAIR capture field",
+            "PAIR capture",
             q(json!({"capture": {"type": "PAIR", "port": 5557}})),
-            "spec.capture.type",
+            Refusal::at(
+                "spec.capture.type",
+                "capture type PAIR is not supported: the zeromq crate has no PAIR socket; use one of PUB, DEALER, PUSH",
+            ),
         ),
         (
             "ROUTER capture",
             q(json!({"capture": {"type": "ROUTER", "port": 5557}})),
-            "spec.capture.type",
-        ),
-        (
-            "unknown socket type",
-            q(json!({"frontend": {"type": "STREAM", "port": 5555}})),
-            "spec.frontend.type",
-        ),
-        ("port 0", q(json!({"frontend": {"type": "ROUTER", "port": 0}})), "spec.frontend.port"),
-        (
-            "port 65536",
-            q(json!({"backend": {"type": "DEALER", "port": 65536}})),
-            "spec.backend.port",
+            Refusal::at(
+                "spec.capture.type",
+                "capture type ROUTER is not supported; use one of PUB, DEALER, PUSH",
+            ),
         ),
         (
             "duplicate port",
             q(json!({"backend": {"type": "DEALER", "port": 5555}})),
-            "spec.backend.port",
+            Refusal::at("spec.backend.port", &clash(5555, "frontend")),
         ),
-        ("control on a socket port", q(json!({"control": {"port": 5556}})), "spec.control.port"),
-        ("metrics on a socket port", q(json!({"metricsPort": 5555})), "spec.metricsPort"),
-        ("negative replicas", q(json!({"replicas": -1})), "spec.replicas"),
-        ("missing backend", json!({"frontend": {"type": "ROUTER", "port": 5555}}), "spec.backend"),
-        ("bad service type", q(json!({"serviceType": "ExternalName"})), "spec.serviceType"),
+        (
+            "capture on a socket port",
+            q(json!({"capture": {"type": "PUB", "port": 5556}})),
+            Refusal::at("spec.capture.port", &clash(5556, "backend")),
+        ),
+        (
+            "control on a socket port",
+            q(json!({"control": {"port": 5556}})),
+            Refusal::at("spec.control.port", &clash(5556, "backend")),
+        ),
+        (
+            "metrics on a socket port",
+            q(json!({"metricsPort": 5555})),
+            Refusal::at("spec.metricsPort", &clash(5555, "frontend")),
+        ),
+        (
+            "default metrics port on a socket",
+            q(json!({"frontend": {"type": "ROUTER", "port": 9090}})),
+            Refusal::at("spec.metricsPort", &clash(9090, "frontend")),
+        ),
+        // The OpenAPI schema: enums, ranges, required fields.
+        (
+            "unknown socket type",
+            q(json!({"frontend": {"type": "STREAM", "port": 5555}})),
+            Refusal::at("spec.frontend.type", "Unsupported value: \"STREAM\""),
+        ),
+        (
+            "port 0",
+            q(json!({"frontend": {"type": "ROUTER", "port": 0}})),
+            Refusal::at("spec.frontend.port", "should be greater than or equal to 1"),
+        ),
+        (
+            "port 65536",
+            q(json!({"backend": {"type": "DEALER", "port": 65536}})),
+            Refusal::at("spec.backend.port", "should be less than or equal to 65535"),
+        ),
+        (
+            "negative replicas",
+            q(json!({"replicas": -1})),
+            Refusal::at("spec.replicas", "should be greater than or equal to 0"),
+        ),
+        (
+            "drain timeout above an hour",
+            q(json!({"drainTimeoutSeconds": 3601})),
+            Refusal::at("spec.drainTimeoutSeconds", "should be less than or equal to 3600"),
+        ),
+        (
+            "missing backend",
+            json!({"frontend": {"type": "ROUTER", "port": 5555}}),
+            Refusal::at("spec.backend", "Required value"),
+        ),
+        (
+            "bad service type",
+            q(json!({"serviceType": "ExternalName"})),
+            Refusal::at("spec.serviceType", "Unsupported value: \"ExternalName\""),
+        ),
     ]
 }
 
 async fn invalid_objects_are_refused(client: &Client, namespace: &str) {
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    for (i, (what, spec, needle)) in invalid_specs().into_iter().enumerate() {
+    for (i, (what, spec, expected)) in invalid_specs().into_iter().enumerate() {
         let manifest = json!({
             "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
             "metadata": {"name": format!("bad-{i}"), "namespace": namespace},
             "spec": spec,
         });
-        match zps.patch(&format!("bad-{i}"), &field_manager(), &Patch::Apply(&manifest)).await {
-            Ok(_) => panic!("{what}: the API server accepted an invalid object"),
-            Err(kube::Error::Api(status)) => {
-                assert_eq!(status.code, 422, "{what}: {}", status.message);
-                assert!(
-                    status.message.contains(needle),
-                    "{what}: message lacks {needle:?}: {}",
-                    status.message
-                );
-                eprintln!("refused ({what}): {}", status.message);
-            }
-            Err(e) => panic!("{what}: unexpected error {e}"),
-        }
+        let result =
+            zps.patch(&format!("bad-{i}"), &field_manager(), &Patch::Apply(&manifest)).await;
+        let message = assert_refused(what, result, &expected);
+        eprintln!("refused ({what}): {message}");
     }
-    let dotted = json!({
+    // The rule on the object itself (`self.metadata.name`): a valid object name that cannot name
+    // a Service. The API server reports root rules without a field path.
+    let name_refusal =
+        Refusal { field: None, message: "metadata.name must be a DNS-1035 label".to_string() };
+    for name in ["tasks.v2", &"a".repeat(MAX_NAME_LEN + 1)] {
+        let manifest = json!({
+            "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}},
+        });
+        let result = zps.patch(name, &field_manager(), &Patch::Apply(&manifest)).await;
+        let message = assert_refused(&format!("name {name}"), result, &name_refusal);
+        eprintln!("refused (name {name}): {message}");
+    }
+    // The longest name that leaves room for `-pods` is accepted.
+    let longest = "a".repeat(MAX_NAME_LEN);
+    let manifest = json!({
         "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
-        "metadata": {"name": "tasks.v2", "namespace": namespace},
+        "metadata": {"name": longest, "namespace": namespace},
         "spec": {"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}},
     });
-    match zps.patch("tasks.v2", &field_manager(), &Patch::Apply(&dotted)).await {
-        Err(kube::Error::Api(status)) => {
-            assert!(status.message.contains("metadata.name"), "{}", status.message)
-        }
-        other => panic!("a dotted name must be refused: {other:?}"),
-    }
+    zps.patch(&longest, &field_manager(), &Patch::Apply(&manifest))
+        .await
+        .unwrap_or_else(|e| panic!("a {MAX_NAME_LEN}-character name is accepted: {e}"));
 }
 
 async fn leader_election_hands_over(client: &Client, namespace: &str) {
@@ -513,14 +677,28 @@ async fn operator_against_a_real_api_server() {
         let _ = stop_rx.await;
     }));
 
-    let mut examples = examples();
-    assert!(!examples.is_empty(), "examples/*.yaml holds no ZmqProxy");
+    let (refused, mut examples): (Vec<Example>, Vec<Example>) =
+        examples().into_iter().partition(|e| e.refusal.is_some());
+    assert!(!examples.is_empty(), "examples/*.yaml holds no valid ZmqProxy");
     // The shared queue is the example every user starts from: run it first.
-    examples.sort_by_key(|(file, _)| file != "shared-queue.yaml");
-    for (i, (file, manifest)) in examples.into_iter().enumerate() {
+    examples.sort_by_key(|e| e.file != "shared-queue.yaml");
+    for (i, example) in examples.into_iter().enumerate() {
         let namespace = format!("example-{i}");
         create_namespace(&client, &namespace).await;
-        example_lifecycle(&client, &metrics, &namespace, &file, manifest).await;
+        example_lifecycle(&client, &metrics, &namespace, &example.file, example.manifest).await;
+    }
+
+    // The examples that exist to be refused are refused with the message their comment quotes.
+    create_namespace(&client, "refused-examples").await;
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), "refused-examples");
+    for example in refused {
+        let mut manifest = example.manifest;
+        manifest["metadata"]["namespace"] = json!("refused-examples");
+        let name = manifest["metadata"]["name"].as_str().expect("example has a name").to_string();
+        let result = zps.patch(&name, &field_manager(), &Patch::Apply(&manifest)).await;
+        let expected = example.refusal.expect("partitioned on the refusal");
+        let message = assert_refused(&example.file, result, &expected);
+        eprintln!("refused ({}): {message}", example.file);
     }
 
     create_namespace(&client, "invalid").await;
@@ -535,4 +713,118 @@ async fn operator_against_a_real_api_server() {
         .expect("the controller stops on shutdown")
         .expect("controller task");
     drop(plane);
+}
+
+// The parts of this tier that need no API server run everywhere, so a mistake in what the
+// integration run expects shows here first.
+
+fn crd_schema() -> Value {
+    let crd = serde_json::to_value(ZmqProxy::crd()).expect("CRD serializes");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// Client-side CEL verdict on `spec` (field path, message), with the schema default the API
+/// server would have filled in before its rules ran.
+fn cel_verdict(name: &str, mut spec: Value) -> Vec<(String, String)> {
+    if spec.get("metricsPort").is_none() {
+        spec["metricsPort"] = json!(DEFAULT_METRICS_PORT);
+    }
+    let object = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": name, "namespace": "offline"}, "spec": spec,
+    });
+    match Validator::new().validate(&crd_schema(), &object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .into_vec()
+            .into_iter()
+            .map(|e| (e.field_path.clone(), e.message.clone()))
+            .collect(),
+    }
+}
+
+#[test]
+fn refused_examples_quote_what_the_crd_rules_say() {
+    let refused: Vec<Example> = examples().into_iter().filter(|e| e.refusal.is_some()).collect();
+    let pair = refused.iter().find(|e| e.file == "invalid-pair.yaml").expect("invalid-pair.yaml");
+    assert_eq!(
+        pair.refusal,
+        Some(Refusal::at(
+            "spec.backend.type",
+            "unsupported socket pair ROUTER/PUSH (frontend/backend); allowed pairs: ROUTER/DEALER, DEALER/ROUTER, XSUB/XPUB, XPUB/XSUB, SUB/PUB, PUB/SUB, PULL/PUSH, PUSH/PULL"
+        ))
+    );
+    for example in &refused {
+        let expected = example.refusal.clone().expect("refused");
+        let errors = cel_verdict("offline", example.manifest["spec"].clone());
+        assert!(
+            errors
+                .iter()
+                .any(|(f, m)| Some(f) == expected.field.as_ref() && m == &expected.message),
+            "{}: the CRD's rules say {errors:?}, the comment {expected:?}",
+            example.file
+        );
+    }
+    assert!(examples().iter().any(|e| e.refusal.is_none()), "no valid example");
+}
+
+#[test]
+fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
+    let schema_refusal = |m: &str| {
+        ["Unsupported value", "should be", "Required value"].iter().any(|s| m.contains(s))
+    };
+    let mut checked = 0;
+    for (what, spec, expected) in invalid_specs() {
+        if schema_refusal(&expected.message) {
+            continue;
+        }
+        let errors = cel_verdict("offline", spec);
+        assert!(
+            errors
+                .iter()
+                .any(|(f, m)| Some(f) == expected.field.as_ref() && m == &expected.message),
+            "{what}: the CRD's rules say {errors:?}, the test expects {expected:?}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 8, "every CEL rule of the spec is exercised");
+    let queue = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
+    let errors = cel_verdict("tasks.v2", queue.clone());
+    assert!(
+        errors.iter().any(|(_, m)| m.starts_with("metadata.name must be a DNS-1035 label")),
+        "{errors:?}"
+    );
+    assert!(cel_verdict(&"a".repeat(MAX_NAME_LEN), queue).is_empty());
+}
+
+#[test]
+fn refusal_check_reads_the_api_servers_status() {
+    let status = |field: &str, body: &str| -> Result<(), kube::Error> {
+        let status: kube::core::Status = serde_json::from_value(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("ZmqProxy.zmqproxy.io \"bad-0\" is invalid: {field}: {body}"),
+            "reason": "Invalid",
+            "details": {"name": "bad-0", "group": "zmqproxy.io", "kind": "ZmqProxy",
+                "causes": [{"reason": "FieldValueInvalid", "message": body, "field": field}]},
+            "code": 422,
+        }))
+        .expect("a Status");
+        Err(kube::Error::Api(Box::new(status)))
+    };
+    let pair = Refusal::at("spec.backend.type", "unsupported socket pair ROUTER/PUSH");
+    for rendered in ["\"object\"", "\"string\""] {
+        let body = format!("Invalid value: {rendered}: unsupported socket pair ROUTER/PUSH");
+        assert!(check_refused(status("spec.backend.type", &body), &pair).is_ok(), "{body}");
+        assert!(
+            check_refused(status("spec.frontend.type", &body), &pair).is_err(),
+            "the right words at another field are not the refusal"
+        );
+    }
+    let range = "Invalid value: 0: spec.frontend.port in body should be greater than or equal to 1";
+    let expected = Refusal::at("spec.frontend.port", "should be greater than or equal to 1");
+    assert!(check_refused(status("spec.frontend.port", range), &expected).is_ok());
+    let root = Refusal { field: None, message: "metadata.name must be".to_string() };
+    let body = "Invalid value: \"object\": metadata.name must be a DNS-1035 label";
+    assert!(check_refused(status("<nil>", body), &root).is_ok());
+    assert!(check_refused(Ok(()), &pair).is_err(), "an accepted object is not a refusal");
 }
