@@ -193,6 +193,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--zmq-proxy", type=Path, help="use this binary instead of building it")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--only", help="run only the scenarios whose name contains this text")
     opts = ap.parse_args()
     if shutil.which("gcc") is None or not Path("/usr/include/zmq.h").exists():
         print("benchmark needs gcc and libzmq3-dev (apt-get install gcc libzmq3-dev)", file=sys.stderr)
@@ -202,6 +203,8 @@ def main() -> int:
     targets = ["libzmq", "zmq-proxy", "ceiling"]
     rows, raw = [], {}
     for sc in scenarios(opts.quick):
+        if opts.only and opts.only not in sc.name:
+            continue
         med = {}
         for target in targets:
             runs = [run_once(target, sc, bench, zmq_proxy) for _ in range(repeat)]

@@ -11,6 +11,10 @@ use serde::Deserialize;
 use crate::endpoint::{Direction, Endpoint};
 use crate::socket::{ProxySockets, SocketType, capture_type_refusal, pair_refusal};
 
+/// How long a timed-out drain waits for connection writers to stop after the kill, so what
+/// they managed to write is counted as delivered and the rest, once, as undelivered.
+pub const WRITER_SETTLE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How long a stopping proxy keeps delivering what it already read (`--drain-timeout`).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest accepted `--drain-timeout`.
@@ -43,6 +47,14 @@ pub const PUMP_BURST: usize = 512;
 pub const RUNTIME_WORKER_THREADS: usize = 2;
 /// How often a draining proxy re-checks that every queue has been written out.
 pub const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How often drops are summarised in one log line (only when something was dropped), instead
+/// of one line per dropped message.
+pub const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest the control socket waits to hand a reply to a requester that does not read; a
+/// stuck control client must not stall the control socket for the others.
+pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause after a failed control receive (e.g. a requester vanished) so the loop cannot spin.
+pub const CONTROL_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -78,10 +90,10 @@ pub struct Cli {
     pub capture_bind: Vec<String>,
     #[arg(long, env = "ZMQ_PROXY_CAPTURE_CONNECT", value_name = "EP", value_delimiter = ',')]
     pub capture_connect: Vec<String>,
-    /// zmq_proxy_steerable's REP control socket (served by a later release; accepted now).
+    /// zmq_proxy_steerable's REP control socket: PAUSE, RESUME, TERMINATE, STATISTICS.
     #[arg(long, env = "ZMQ_PROXY_CONTROL_BIND", value_name = "EP")]
     pub control_bind: Option<String>,
-    /// /metrics, /healthz, /readyz listener, e.g. 0.0.0.0:9090 (served by a later release).
+    /// /metrics, /healthz, /readyz listener, e.g. 0.0.0.0:9090.
     #[arg(long, env = "ZMQ_PROXY_HTTP_BIND", value_name = "ADDR:PORT")]
     pub http_bind: Option<String>,
     /// Seconds a stopping proxy keeps delivering what it already read [default: 5].

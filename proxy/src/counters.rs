@@ -23,6 +23,15 @@ impl SocketCounters {
         self.sent_msgs.fetch_add(frames, Relaxed);
         self.sent_bytes.fetch_add(bytes, Relaxed);
     }
+
+    /// Un-counts messages that were queued (and so counted as sent) but never written.
+    pub fn take_back_sent(&self, frames: u64, bytes: u64) {
+        let sub = |c: &AtomicU64, n: u64| {
+            let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+        };
+        sub(&self.sent_msgs, frames);
+        sub(&self.sent_bytes, bytes);
+    }
 }
 
 /// Why a message was dropped on purpose (each counted in frames).

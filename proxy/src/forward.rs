@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{DRAIN_POLL_INTERVAL, PUMP_BURST, ProxyConfig};
+use crate::config::{DRAIN_POLL_INTERVAL, PUMP_BURST, ProxyConfig, WRITER_SETTLE_TIMEOUT};
 use crate::counters::{Counters, DropReason, Snapshot, SocketCounters};
 use crate::sockets::{
     Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
@@ -136,6 +136,12 @@ impl Proxy {
         self.counters.clone()
     }
 
+    /// Handles on the pump tasks, for the liveness probe: a pump that ended before the
+    /// drain (e.g. it panicked) means one direction no longer forwards.
+    pub fn pump_handles(&self) -> Vec<tokio::task::AbortHandle> {
+        self.pumps.iter().map(|p| p.abort_handle()).collect()
+    }
+
     /// The state channel a control socket drives (PAUSE/RESUME/TERMINATE).
     pub fn state(&self) -> &watch::Sender<ProxyState> {
         &self.state
@@ -181,11 +187,33 @@ impl Proxy {
             for p in self.pumps.drain(..) {
                 let _ = p.await;
             }
-            let left = self.frontend.backlog() + self.backend.backlog();
-            self.counters.undelivered_msgs.fetch_add(left.max(0) as u64, ORD);
+            let sockets = [Some(&self.frontend), Some(&self.backend), self.capture.as_ref()];
+            let settled = async {
+                for s in sockets.into_iter().flatten() {
+                    s.writers_stopped().await;
+                }
+            };
+            let _ = tokio::time::timeout(WRITER_SETTLE_TIMEOUT, settled).await;
+            // What is still queued to peers was counted as sent when it was queued; it was
+            // not, so it moves from "sent" to "undelivered" and recv = sent + dropped +
+            // undelivered holds.
+            for (handle, counts) in
+                [(&self.frontend, &self.counters.frontend), (&self.backend, &self.counters.backend)]
+            {
+                let (frames, bytes) = (handle.backlog().max(0) as u64, handle.backlog_bytes());
+                counts.take_back_sent(frames, bytes.max(0) as u64);
+                self.counters.undelivered_msgs.fetch_add(frames, ORD);
+            }
             // Capture copies are not proxy traffic: unwritten ones count as capture drops.
             if let Some(c) = &self.capture {
-                self.counters.dropped(DropReason::Capture, c.backlog().max(0) as u64);
+                let (frames, bytes) = (c.backlog().max(0) as u64, c.backlog_bytes().max(0) as u64);
+                for (counter, n) in [
+                    (&self.counters.capture_sent_msgs, frames),
+                    (&self.counters.capture_sent_bytes, bytes),
+                ] {
+                    let _ = counter.fetch_update(ORD, ORD, |v| Some(v.saturating_sub(n)));
+                }
+                self.counters.dropped(DropReason::Capture, frames);
             }
         }
         (ending, self.counters.snapshot())

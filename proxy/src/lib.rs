@@ -9,13 +9,20 @@
 //! - [`subscriptions`]: XPUB subscription refcounting.
 //! - [`forward`]: the pumps, capture tee, PAUSE state and drain ([`Proxy`]).
 //! - [`counters`]: the shared counters (STATISTICS order, contract names).
+//! - [`steer`]: the zmq_proxy_steerable control socket (`--control-bind`).
+//! - [`metrics`], [`http`]: /metrics, /healthz, /readyz (`--http-bind`), the drop summary.
+//! - [`ops`]: starts the control socket, HTTP listener and drop summary beside a [`Proxy`].
 
 pub mod config;
 pub mod counters;
 pub mod endpoint;
 pub mod forward;
+pub mod http;
+pub mod metrics;
+pub mod ops;
 pub mod socket;
 pub mod sockets;
+pub mod steer;
 pub mod subscriptions;
 pub mod zmtp;
 

@@ -89,14 +89,23 @@ async fn run(cfg: ProxyConfig) -> u8 {
         format!("{} {} (listening on {})", s.socket_type, s.endpoints(), bound.join(" "))
     };
     let capture = cfg.capture.as_ref().map(|c| show(c, &proxy.capture_addrs)).unwrap_or_default();
-    if cfg.control_bind.is_some() || cfg.http_bind.is_some() {
-        tracing::warn!("--control-bind and --http-bind are accepted but not served by this build");
-    }
+    let ops = match zmq_proxy::ops::Ops::start(&cfg, &proxy).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("zmq-proxy: error: {e}");
+            return 1;
+        }
+    };
+    let or_none = |a: Option<String>| a.unwrap_or_else(|| "none".into());
     tracing::info!(
         frontend = %show(&cfg.frontend, &proxy.frontend_addrs),
         backend = %show(&cfg.backend, &proxy.backend_addrs),
         capture = %capture,
+        control = %or_none(ops.control_addr().map(|a| format!("tcp://{a}"))),
+        http = %or_none(ops.http_addr().map(|a| a.to_string())),
         drain_timeout_secs = cfg.drain_timeout.as_secs_f64(),
+        peer_hwm = cfg.peer_hwm,
+        log_format = ?cfg.log_format,
         "proxy running"
     );
     tokio::select! {
@@ -104,6 +113,7 @@ async fn run(cfg: ProxyConfig) -> u8 {
         _ = int.recv() => {}
         _ = proxy.terminated() => {}
     }
+    ops.set_draining();
     tracing::info!(drain_timeout_secs = cfg.drain_timeout.as_secs_f64(), "draining");
     let second = async {
         tokio::select! {

@@ -68,6 +68,10 @@ impl Out {
         }
     }
 
+    fn payload_len(&self) -> usize {
+        self.frames().iter().map(Bytes::len).sum()
+    }
+
     fn encode(&self, out: &mut BytesMut) {
         match self {
             Out::Command(c) => out.extend_from_slice(c),
@@ -133,6 +137,12 @@ struct Shared {
     has_orphans: AtomicBool,
     /// Frames accepted into peer queues and not yet written to the kernel.
     pending_out: AtomicI64,
+    /// Payload bytes of those frames: a drain that times out takes them back out of "sent".
+    pending_out_bytes: AtomicI64,
+    /// Connection writers still running; a timed-out drain counts the backlog only once every
+    /// writer has settled what it wrote, or a message could be both delivered and undelivered.
+    live_writers: AtomicUsize,
+    writers_gone: Notify,
     next_peer: AtomicU64,
     next_routing: AtomicU32,
 }
@@ -200,13 +210,16 @@ impl Shared {
         let n = batch.len();
         let frames: usize =
             if frames_each == 1 { n } else { batch.iter().map(|m| m.frames().len()).sum() };
+        let bytes: usize = batch.iter().map(Out::payload_len).sum();
         q.queued.fetch_add(n, Ordering::AcqRel);
         self.pending_out.fetch_add(frames as i64, Ordering::AcqRel);
+        self.pending_out_bytes.fetch_add(bytes as i64, Ordering::AcqRel);
         match q.tx.send(batch) {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(batch)) => {
                 q.queued.fetch_sub(n, Ordering::AcqRel);
                 self.pending_out.fetch_sub(frames as i64, Ordering::AcqRel);
+                self.pending_out_bytes.fetch_sub(bytes as i64, Ordering::AcqRel);
                 Err(batch)
             }
         }
@@ -333,6 +346,9 @@ impl ProxySocket {
             orphans: Mutex::new(VecDeque::new()),
             has_orphans: AtomicBool::new(false),
             pending_out: AtomicI64::new(0),
+            pending_out_bytes: AtomicI64::new(0),
+            live_writers: AtomicUsize::new(0),
+            writers_gone: Notify::new(),
             next_peer: AtomicU64::new(1),
             next_routing: AtomicU32::new(rand_u32()),
         });
@@ -476,6 +492,7 @@ async fn connection(
     };
     tracing::debug!(peer = ?peer_addr, id = entry.id, "peer connected");
     let dead = Arc::new(watch::channel(false).0);
+    shared.live_writers.fetch_add(1, Ordering::AcqRel);
     let writer = tokio::spawn(write_loop(
         shared.clone(),
         entry.queue.clone(),
@@ -521,6 +538,7 @@ async fn connection(
     while let Ok(batch) = out_rx.try_recv() {
         for m in batch {
             shared.pending_out.fetch_sub(m.frames().len() as i64, Ordering::AcqRel);
+            shared.pending_out_bytes.fetch_sub(m.payload_len() as i64, Ordering::AcqRel);
             left.extend(m.into_msg());
         }
     }
@@ -640,8 +658,10 @@ async fn write_loop(
     dead: Arc<watch::Sender<bool>>,
     kill: watch::Receiver<bool>,
 ) -> mpsc::UnboundedReceiver<Vec<Out>> {
+    let _live = LiveWriter(shared.clone());
     let mut dead_rx = dead.subscribe();
     let mut out = BytesMut::with_capacity(WRITE_BATCH_BYTES);
+    let mut ends: Vec<WrittenUpTo> = Vec::new();
     loop {
         let first = tokio::select! {
             biased;
@@ -651,12 +671,17 @@ async fn write_loop(
             },
             _ = raised(&mut dead_rx) => break,
         };
-        let (mut msgs, mut frames) = (0usize, 0i64);
+        // Where each message ends in `out`, so a write cut short by a kill releases exactly the
+        // messages the kernel took whole.
+        ends.clear();
         let mut encode = |batch: Vec<Out>, out: &mut BytesMut| {
             for m in batch {
-                msgs += 1;
-                frames += m.frames().len() as i64;
                 m.encode(out);
+                ends.push(WrittenUpTo {
+                    end: out.len(),
+                    frames: m.frames().len() as i64,
+                    bytes: m.payload_len() as i64,
+                });
             }
         };
         encode(first, &mut out);
@@ -666,17 +691,29 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        let mut written = 0usize;
         let r = tokio::select! {
-            r = wr.write_all(&out) => r,
+            r = write_counting(&mut wr, &out, &mut written) => r,
             _ = raised(&mut dead_rx) => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
-        if r.is_err() && *kill.borrow() {
-            // Killed mid-write: the batch stays in the backlog the shutdown counts as
-            // undelivered.
-            break;
-        }
+        // Written whole: every message on success; on a kill, those the kernel took whole (the
+        // live peer still reads them); when the peer died, none: the batch went down with it.
+        let done = match &r {
+            Ok(()) => ends.len(),
+            Err(_) if *kill.borrow() => ends.partition_point(|e| e.end <= written),
+            Err(_) => 0,
+        };
+        let (msgs, frames, bytes) = ends[..done]
+            .iter()
+            .fold((0usize, 0i64, 0i64), |(m, f, b), e| (m + 1, f + e.frames, b + e.bytes));
         queue.queued.fetch_sub(msgs, Ordering::AcqRel);
         shared.pending_out.fetch_sub(frames, Ordering::AcqRel);
+        shared.pending_out_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if r.is_err() && *kill.borrow() {
+            // Killed mid-write: the messages not fully written stay in the backlog that the
+            // shutdown counts as undelivered.
+            break;
+        }
         if out.capacity() > 4 * WRITE_BATCH_BYTES {
             out = BytesMut::with_capacity(WRITE_BATCH_BYTES);
         } else {
@@ -684,12 +721,51 @@ async fn write_loop(
         }
         shared.changed.notify_waiters();
         if r.is_err() {
-            shared.counters.dropped(shared.lost_reason(), frames.max(0) as u64);
+            let (lost_frames, lost_bytes) =
+                ends[done..].iter().fold((0i64, 0i64), |(f, b), e| (f + e.frames, b + e.bytes));
+            queue.queued.fetch_sub(ends.len() - done, Ordering::AcqRel);
+            shared.pending_out.fetch_sub(lost_frames, Ordering::AcqRel);
+            shared.pending_out_bytes.fetch_sub(lost_bytes, Ordering::AcqRel);
+            shared.counters.dropped(shared.lost_reason(), lost_frames.max(0) as u64);
             dead.send_replace(true);
             break;
         }
     }
     rx
+}
+
+/// Counts a running writer; dropping it (return, panic or abort) signals the drain.
+struct LiveWriter(Arc<Shared>);
+
+impl Drop for LiveWriter {
+    fn drop(&mut self) {
+        self.0.live_writers.fetch_sub(1, Ordering::AcqRel);
+        self.0.writers_gone.notify_waiters();
+    }
+}
+
+/// The end of one encoded message in a write batch, with what it counts for.
+struct WrittenUpTo {
+    end: usize,
+    frames: i64,
+    bytes: i64,
+}
+
+/// `write_all` that records how far it got, so a cancelled or failed write still tells how
+/// many bytes the kernel accepted.
+async fn write_counting(
+    wr: &mut OwnedWriteHalf,
+    buf: &[u8],
+    written: &mut usize,
+) -> std::io::Result<()> {
+    while *written < buf.len() {
+        match wr.write(&buf[*written..]).await {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Read-only view of a socket for the coordinator, tests and (later) health checks.
@@ -703,6 +779,28 @@ impl SocketHandle {
     pub fn backlog(&self) -> i64 {
         let orphans: i64 = lock(&self.shared.orphans).iter().map(|m| m.len() as i64).sum();
         self.shared.pending_out.load(Ordering::Acquire).max(0) + orphans
+    }
+
+    /// Resolves once no connection writer of this socket is running.
+    pub async fn writers_stopped(&self) {
+        loop {
+            let gone = self.shared.writers_gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.shared.live_writers.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            gone.await;
+        }
+    }
+
+    /// Payload bytes of [`SocketHandle::backlog`].
+    pub fn backlog_bytes(&self) -> i64 {
+        let orphans: i64 = lock(&self.shared.orphans)
+            .iter()
+            .map(|m| m.iter().map(|f| f.len() as i64).sum::<i64>())
+            .sum();
+        self.shared.pending_out_bytes.load(Ordering::Acquire).max(0) + orphans
     }
 
     /// Peers connected (handshake completed) right now.

@@ -1,0 +1,99 @@
+//! The `--http-bind` listener: `GET /metrics` (Prometheus text, rendered from the counters on
+//! each scrape), `GET /healthz` (200 while the forwarding loop runs) and `GET /readyz` (200
+//! once every bind is up, 503 from the moment the drain starts so a Kubernetes Service stops
+//! sending new peers here).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+
+use crate::metrics::Observed;
+use crate::sockets::OpenError;
+
+#[derive(Clone)]
+struct HttpState {
+    observed: Arc<Observed>,
+    registry: Arc<Registry>,
+}
+
+pub fn router(observed: Arc<Observed>) -> Router {
+    let registry = Arc::new(observed.registry());
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(HttpState { observed, registry })
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    use prometheus_client::encoding::prometheus_text::{CONTENT_TYPE, encode};
+    let mut body = String::with_capacity(4096);
+    match encode(&mut body, &s.registry) {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "cannot encode metrics\n".to_string(),
+        ),
+    }
+}
+
+async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
+    if s.observed.live() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "forwarding stopped\n")
+    }
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    if s.observed.ready() {
+        (StatusCode::OK, "ready\n")
+    } else if s.observed.draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// The running listener; dropping it stops serving.
+pub struct HttpServer {
+    pub local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HttpServer {
+    /// Binds `addr` (`ADDR:PORT`, e.g. `0.0.0.0:9090`) and starts serving.
+    pub async fn bind(addr: &str, observed: Arc<Observed>) -> Result<HttpServer, OpenError> {
+        let open_err = |reason: String| OpenError { endpoint: format!("http://{addr}"), reason };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            open_err(match e.kind() {
+                std::io::ErrorKind::AddrInUse => "address in use".into(),
+                std::io::ErrorKind::AddrNotAvailable => "address not available".into(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+                _ => e.to_string(),
+            })
+        })?;
+        let local_addr = listener.local_addr().map_err(|e| open_err(e.to_string()))?;
+        let app = router(observed);
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "http listener failed");
+            }
+        });
+        Ok(HttpServer { local_addr, task })
+    }
+}

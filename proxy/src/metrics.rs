@@ -1,0 +1,267 @@
+//! What the proxy reports about itself: the [`Observed`] view (counters, sockets, pump
+//! liveness, readiness and drain flags), the Prometheus collector that reads it on each
+//! scrape (the forwarding path only bumps atomics), and the periodic drop summary log line.
+//!
+//! Metric names (Prometheus text; counters end in `_total`):
+//! - `zmq_proxy_received_messages_total{socket}` / `zmq_proxy_received_bytes_total{socket}`:
+//!   frontend, backend (the first four STATISTICS values of each).
+//! - `zmq_proxy_sent_messages_total{socket}` / `zmq_proxy_sent_bytes_total{socket}`:
+//!   frontend, backend, capture.
+//! - `zmq_proxy_dropped_messages_total{reason}`: unroutable, peer_full, peer_gone, invalid,
+//!   capture; `zmq_proxy_undelivered_messages_total` (left when a drain timed out).
+//! - `zmq_proxy_handshake_failures_total`, `zmq_proxy_protocol_errors_total`.
+//! - gauges `zmq_proxy_connected_peers{socket}`, `zmq_proxy_queued_frames{socket}`,
+//!   `zmq_proxy_paused`, `zmq_proxy_draining`, `zmq_proxy_ready`,
+//!   `zmq_proxy_build_info{version}` (always 1).
+//!
+//! Messages are frames, as in STATISTICS.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::counters::{Counters, Snapshot};
+use crate::forward::{Proxy, ProxyState};
+use crate::sockets::SocketHandle;
+
+/// Everything the probes, the metrics and the drop summary read, shared with the HTTP task.
+pub struct Observed {
+    counters: Arc<Counters>,
+    state: watch::Receiver<ProxyState>,
+    sockets: Vec<(&'static str, SocketHandle)>,
+    pumps: Vec<AbortHandle>,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Observed {
+    pub fn of(proxy: &Proxy) -> Arc<Observed> {
+        let mut sockets = vec![("frontend", proxy.frontend().clone())];
+        sockets.push(("backend", proxy.backend().clone()));
+        if let Some(c) = proxy.capture() {
+            sockets.push(("capture", c.clone()));
+        }
+        Arc::new(Observed {
+            counters: proxy.counters(),
+            state: proxy.state().subscribe(),
+            sockets,
+            pumps: proxy.pump_handles(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Every bind is up: from now on /readyz says 200 (until the drain starts).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The drain started: /readyz says 503 from now on, so no new peer is sent here.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// The forwarding loop runs: every pump is alive, or the proxy is draining (pumps end
+    /// normally once they delivered everything).
+    pub fn live(&self) -> bool {
+        self.draining() || self.pumps.iter().all(|p| !p.is_finished())
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining() && self.live()
+    }
+
+    pub fn paused(&self) -> bool {
+        *self.state.borrow() == ProxyState::Paused
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// A registry holding one collector that reads this view on each scrape.
+    pub fn registry(self: &Arc<Self>) -> Registry {
+        let mut r = Registry::default();
+        r.register_collector(Box::new(ProxyCollector(self.clone())));
+        r
+    }
+}
+
+struct ProxyCollector(Arc<Observed>);
+
+impl std::fmt::Debug for ProxyCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyCollector")
+    }
+}
+
+fn family<V: Copy>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    key: &str,
+    values: &[(&str, V)],
+    one: impl Fn(V, prometheus_client::encoding::MetricEncoder) -> std::fmt::Result,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (label, v) in values {
+        let labels = [(key, *label)];
+        one(*v, m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(v: u64, m: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
+    ConstCounter::new(v).encode(m)
+}
+
+fn gauge(v: i64, m: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
+    ConstGauge::new(v).encode(m)
+}
+
+fn single(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    counter(v, m)
+}
+
+fn flag(enc: &mut DescriptorEncoder, name: &str, help: &str, on: bool) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    gauge(i64::from(on), m)
+}
+
+impl Collector for ProxyCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let o = &self.0;
+        let s = o.counters.snapshot();
+        let (c, g) = (MetricType::Counter, MetricType::Gauge);
+        let fb = |f: u64, b: u64| [("frontend", f), ("backend", b)];
+        let recv_m = fb(s.frontend_recv_msgs, s.backend_recv_msgs);
+        let recv_b = fb(s.frontend_recv_bytes, s.backend_recv_bytes);
+        let mut sent_m = fb(s.frontend_sent_msgs, s.backend_sent_msgs).to_vec();
+        let mut sent_b = fb(s.frontend_sent_bytes, s.backend_sent_bytes).to_vec();
+        if o.sockets.iter().any(|(n, _)| *n == "capture") {
+            sent_m.push(("capture", s.capture_sent_msgs));
+            sent_b.push(("capture", s.capture_sent_bytes));
+        }
+        let e = &mut enc;
+        let sock = "socket";
+        family(e, "zmq_proxy_received_messages", "Frames received", c, sock, &recv_m, counter)?;
+        family(e, "zmq_proxy_received_bytes", "Payload bytes received", c, sock, &recv_b, counter)?;
+        family(e, "zmq_proxy_sent_messages", "Frames sent", c, sock, &sent_m, counter)?;
+        family(e, "zmq_proxy_sent_bytes", "Payload bytes sent", c, sock, &sent_b, counter)?;
+        let dropped = [
+            ("unroutable", s.dropped_unroutable),
+            ("peer_full", s.dropped_peer_full),
+            ("peer_gone", s.dropped_peer_gone),
+            ("invalid", s.dropped_invalid),
+            ("capture", s.dropped_capture),
+        ];
+        let help = "Frames dropped on purpose, by reason";
+        family(e, "zmq_proxy_dropped_messages", help, c, "reason", &dropped, counter)?;
+        let help = "Frames read but not delivered when the drain timeout expired";
+        single(e, "zmq_proxy_undelivered_messages", help, s.undelivered_msgs)?;
+        let help = "Connections refused during the ZMTP handshake";
+        single(e, "zmq_proxy_handshake_failures", help, s.handshake_failures)?;
+        let help = "Connections dropped for a ZMTP protocol violation";
+        single(e, "zmq_proxy_protocol_errors", help, s.protocol_errors)?;
+        let peers: Vec<(&str, i64)> =
+            o.sockets.iter().map(|(n, h)| (*n, h.peer_count() as i64)).collect();
+        family(e, "zmq_proxy_connected_peers", "Peers connected", g, sock, &peers, gauge)?;
+        let queued: Vec<(&str, i64)> = o.sockets.iter().map(|(n, h)| (*n, h.backlog())).collect();
+        let help = "Frames queued to peers and not yet written";
+        family(e, "zmq_proxy_queued_frames", help, g, sock, &queued, gauge)?;
+        flag(e, "zmq_proxy_paused", "1 while paused by a PAUSE command", o.paused())?;
+        flag(e, "zmq_proxy_draining", "1 once the drain started", o.draining())?;
+        flag(e, "zmq_proxy_ready", "1 while /readyz answers 200", o.ready())?;
+        let version = [(env!("CARGO_PKG_VERSION"), 1)];
+        let help = "Build of this proxy (always 1)";
+        family(e, "zmq_proxy_build_info", help, g, "version", &version, gauge)?;
+        Ok(())
+    }
+}
+
+/// Drops since the previous summary, by reason; `None` when nothing was dropped or refused.
+pub fn drop_delta(prev: &Snapshot, now: &Snapshot) -> Option<[(&'static str, u64); 7]> {
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    let delta = [
+        ("unroutable", d(prev.dropped_unroutable, now.dropped_unroutable)),
+        ("peer_full", d(prev.dropped_peer_full, now.dropped_peer_full)),
+        ("peer_gone", d(prev.dropped_peer_gone, now.dropped_peer_gone)),
+        ("invalid", d(prev.dropped_invalid, now.dropped_invalid)),
+        ("capture", d(prev.dropped_capture, now.dropped_capture)),
+        ("handshake_failures", d(prev.handshake_failures, now.handshake_failures)),
+        ("protocol_errors", d(prev.protocol_errors, now.protocol_errors)),
+    ];
+    delta.iter().any(|(_, v)| *v > 0).then_some(delta)
+}
+
+/// Logs one "messages dropped" line per `every` in which something was dropped (or a
+/// connection refused), with the counts since the previous line and the totals.
+/// The first snapshot is taken on the call, not when the task first runs, so drops in between
+/// are not missed.
+pub fn drop_summary(
+    observed: Arc<Observed>,
+    every: Duration,
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut prev = observed.counters.snapshot();
+    async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = observed.counters.snapshot();
+            if let Some(d) = drop_delta(&prev, &now) {
+                let [unroutable, peer_full, peer_gone, invalid, capture, handshake, protocol] =
+                    d.map(|(_, v)| v);
+                tracing::warn!(
+                    interval_secs = every.as_secs_f64(),
+                    unroutable,
+                    peer_full,
+                    peer_gone,
+                    invalid,
+                    capture,
+                    handshake_failures = handshake,
+                    protocol_errors = protocol,
+                    total_dropped_msgs = now.dropped_msgs,
+                    total_dropped_capture = now.dropped_capture,
+                    "messages dropped"
+                );
+            }
+            prev = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_delta_is_none_without_drops_and_counts_each_reason() {
+        let a = Snapshot::default();
+        let mut b = a;
+        b.frontend_recv_msgs = 10;
+        assert!(drop_delta(&a, &b).is_none(), "traffic alone is not a drop");
+        b.dropped_peer_full = 7;
+        b.dropped_unroutable = 2;
+        let d = drop_delta(&a, &b).expect("drops");
+        assert_eq!(d[0], ("unroutable", 2));
+        assert_eq!(d[1], ("peer_full", 7));
+        assert_eq!(drop_delta(&b, &b), None);
+    }
+}

@@ -1,0 +1,70 @@
+//! Everything around a running [`Proxy`] that is not forwarding: the control socket
+//! ([`steer`](crate::steer)), the HTTP listener ([`http`](crate::http)) and the drop summary
+//! ([`metrics`](crate::metrics)), started together once the data sockets are up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::config::{DROP_SUMMARY_INTERVAL, ProxyConfig};
+use crate::forward::Proxy;
+use crate::http::HttpServer;
+use crate::metrics::{Observed, drop_summary};
+use crate::sockets::OpenError;
+use crate::steer::Control;
+
+pub struct Ops {
+    pub observed: Arc<Observed>,
+    pub control: Option<Control>,
+    pub http: Option<HttpServer>,
+    summary: JoinHandle<()>,
+}
+
+impl Drop for Ops {
+    fn drop(&mut self) {
+        self.summary.abort();
+    }
+}
+
+impl Ops {
+    /// Binds `--control-bind` and `--http-bind` (failing on the first that cannot be bound)
+    /// and marks the proxy ready: every bind is up by then.
+    pub async fn start(cfg: &ProxyConfig, proxy: &Proxy) -> Result<Ops, OpenError> {
+        Self::start_with(cfg, proxy, DROP_SUMMARY_INTERVAL).await
+    }
+
+    /// [`Ops::start`] with another drop-summary interval (for tests).
+    pub async fn start_with(
+        cfg: &ProxyConfig,
+        proxy: &Proxy,
+        summary_every: Duration,
+    ) -> Result<Ops, OpenError> {
+        let observed = Observed::of(proxy);
+        let control = match &cfg.control_bind {
+            Some(ep) => Some(Control::bind(ep, proxy.state().clone(), proxy.counters()).await?),
+            None => None,
+        };
+        let http = match &cfg.http_bind {
+            Some(addr) => Some(HttpServer::bind(addr, observed.clone()).await?),
+            None => None,
+        };
+        let summary = tokio::spawn(drop_summary(observed.clone(), summary_every));
+        observed.set_ready();
+        Ok(Ops { observed, control, http, summary })
+    }
+
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control.as_ref().map(|c| c.local_addr)
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.local_addr)
+    }
+
+    /// The drain starts: /readyz turns 503 (call before [`Proxy::shutdown`]).
+    pub fn set_draining(&self) {
+        self.observed.set_draining();
+    }
+}
