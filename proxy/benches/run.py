@@ -190,7 +190,7 @@ def fmt_rate(r: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer messages, one repeat")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--zmq-proxy", type=Path, help="use this binary instead of building it")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--only", help="run only the scenarios whose name contains this text")
@@ -205,11 +205,15 @@ def main() -> int:
     for sc in scenarios(opts.quick):
         if opts.only and opts.only not in sc.name:
             continue
-        med = {}
-        for target in targets:
-            runs = [run_once(target, sc, bench, zmq_proxy) for _ in range(repeat)]
-            med[target] = median_result(runs)
-            raw[f"{sc.name}/{target}"] = [r.__dict__ for r in runs]
+        # Targets alternate within each repeat, so a slow patch of the machine hits all three
+        # instead of one.
+        runs: dict[str, list[Result]] = {t: [] for t in targets}
+        for _ in range(repeat):
+            for target in targets:
+                runs[target].append(run_once(target, sc, bench, zmq_proxy))
+        med = {t: median_result(runs[t]) for t in targets}
+        for t in targets:
+            raw[f"{sc.name}/{t}"] = [r.__dict__ for r in runs[t]]
         lib, ours, ceil = med["libzmq"], med["zmq-proxy"], med["ceiling"]
         extra = ""
         if sc.kind == "reqrep":

@@ -53,8 +53,10 @@ pub const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest the control socket waits to hand a reply to a requester that does not read; a
 /// stuck control client must not stall the control socket for the others.
 pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
-/// Pause after a failed control receive (e.g. a requester vanished) so the loop cannot spin.
-pub const CONTROL_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+/// Largest control request (the commands are a few bytes; this only bounds garbage).
+pub const CONTROL_MAX_BYTES: usize = 64 * 1024;
+/// Control requesters connected at once; more are closed on accept.
+pub const CONTROL_MAX_CONNECTIONS: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {

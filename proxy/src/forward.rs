@@ -38,6 +38,8 @@ pub struct Proxy {
     stop: watch::Sender<bool>,
     kill: watch::Sender<bool>,
     pumps: Vec<JoinHandle<()>>,
+    /// Raised when any pump ends, however it ends (a panic included).
+    pump_ended: watch::Sender<bool>,
     frontend: SocketHandle,
     backend: SocketHandle,
     capture: Option<SocketHandle>,
@@ -80,32 +82,39 @@ impl Proxy {
         let capture_handle = cap.as_ref().map(|c| c.outlet.handle());
         let capture = cap.map(|c| Arc::new(Mutex::new(c.outlet)));
         let mut pumps = Vec::new();
+        let pump_ended = watch::channel(false).0;
         let front_in = front.inbound.take();
         let back_in = back.inbound.take();
         let (front_addrs, back_addrs) = (front.local_addrs.clone(), back.local_addrs.clone());
         let mut front_out = Some(front.outlet);
         let mut back_out = Some(back.outlet);
         if let (Some(rx), Some(dest)) = (front_in, back_out.take()) {
-            pumps.push(tokio::spawn(pump(
-                rx,
-                dest,
-                capture.clone(),
-                counters.clone(),
-                true,
-                state.subscribe(),
-                kill_rx.clone(),
-            )));
+            pumps.push(spawn_watched(
+                &pump_ended,
+                pump(
+                    rx,
+                    dest,
+                    capture.clone(),
+                    counters.clone(),
+                    true,
+                    state.subscribe(),
+                    kill_rx.clone(),
+                ),
+            ));
         }
         if let (Some(rx), Some(dest)) = (back_in, front_out.take()) {
-            pumps.push(tokio::spawn(pump(
-                rx,
-                dest,
-                capture.clone(),
-                counters.clone(),
-                false,
-                state.subscribe(),
-                kill_rx.clone(),
-            )));
+            pumps.push(spawn_watched(
+                &pump_ended,
+                pump(
+                    rx,
+                    dest,
+                    capture.clone(),
+                    counters.clone(),
+                    false,
+                    state.subscribe(),
+                    kill_rx.clone(),
+                ),
+            ));
         }
         // A socket no pump writes to (e.g. the PUSH frontend of a reversed pipeline) still
         // needs its outlet alive, or its peers' queues would close under them.
@@ -123,6 +132,7 @@ impl Proxy {
             stop,
             kill,
             pumps,
+            pump_ended,
             frontend,
             backend,
             capture: capture_handle,
@@ -157,6 +167,14 @@ impl Proxy {
 
     pub fn capture(&self) -> Option<&SocketHandle> {
         self.capture.as_ref()
+    }
+
+    /// Resolves when a pump has ended. Pumps only end on stop or kill, so before a shutdown
+    /// this means the forwarding loop died (a bug): the process should exit and be restarted
+    /// rather than serve one direction only.
+    pub async fn pump_died(&self) {
+        let mut rx = self.pump_ended.subscribe();
+        let _ = rx.wait_for(|ended| *ended).await;
     }
 
     /// Resolves when the state becomes Terminated.
@@ -388,6 +406,24 @@ async fn pump(
             _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
         }
     }
+}
+
+/// Spawns a pump whose end, even by panic, raises `ended`.
+fn spawn_watched(
+    ended: &watch::Sender<bool>,
+    pump: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    struct RaiseOnDrop(watch::Sender<bool>);
+    impl Drop for RaiseOnDrop {
+        fn drop(&mut self) {
+            self.0.send_replace(true);
+        }
+    }
+    let guard = RaiseOnDrop(ended.clone());
+    tokio::spawn(async move {
+        let _guard = guard;
+        pump.await;
+    })
 }
 
 async fn wait_kill(mut k: watch::Receiver<bool>) {

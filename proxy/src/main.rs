@@ -112,6 +112,13 @@ async fn run(cfg: ProxyConfig) -> u8 {
         _ = term.recv() => {}
         _ = int.recv() => {}
         _ = proxy.terminated() => {}
+        _ = proxy.pump_died() => {
+            // Serving one direction only would look healthy to peers; exit so the pod restarts.
+            tracing::error!("a forwarding pump ended unexpectedly; exiting");
+            let (_, s) = proxy.shutdown(std::time::Duration::ZERO, std::future::pending()).await;
+            log_stopped(Ending::Aborted, &s);
+            return 1;
+        }
     }
     ops.set_draining();
     tracing::info!(drain_timeout_secs = cfg.drain_timeout.as_secs_f64(), "draining");

@@ -660,7 +660,9 @@ async fn write_loop(
 ) -> mpsc::UnboundedReceiver<Vec<Out>> {
     let _live = LiveWriter(shared.clone());
     let mut dead_rx = dead.subscribe();
-    let mut out = BytesMut::with_capacity(WRITE_BATCH_BYTES);
+    // Grown on demand: reserving a full batch per connection up front cost idle and
+    // short-lived peers 256 KiB each and fragmented the heap under connection churn.
+    let mut out = BytesMut::new();
     let mut ends: Vec<WrittenUpTo> = Vec::new();
     loop {
         let first = tokio::select! {
@@ -715,7 +717,7 @@ async fn write_loop(
             break;
         }
         if out.capacity() > 4 * WRITE_BATCH_BYTES {
-            out = BytesMut::with_capacity(WRITE_BATCH_BYTES);
+            out = BytesMut::new();
         } else {
             out.clear();
         }

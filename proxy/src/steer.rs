@@ -9,22 +9,31 @@
 //!   one frame starting `ERROR` and changes nothing. libzmq replies with an empty frame there;
 //!   an explicit error is what tells an operator that a script sent a typo.
 //!
-//! The socket is the `zeromq` crate's RepSocket: one requester at a time, no per-peer policy
-//! to control, so none of the reasons the data sockets have their own engine apply here.
+//! The socket speaks ZMTP through the proxy's own [`crate::zmtp`] layer, like the data
+//! sockets: the `zeromq` crate's RepSocket sizes its buffer from a peer's frame header, so a
+//! single packet claiming a 2^46-byte frame aborted the whole proxy (measured). Here frames are
+//! bounded by [`CONTROL_MAX_BYTES`], each requester is its own task, and a bad requester only
+//! ever loses its own connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::sync::watch;
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-use zeromq::{RepSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
-use crate::config::{CONTROL_ERROR_BACKOFF, CONTROL_REPLY_TIMEOUT};
+use crate::config::{
+    CONTROL_MAX_BYTES, CONTROL_MAX_CONNECTIONS, CONTROL_REPLY_TIMEOUT, HANDSHAKE_TIMEOUT,
+    READ_CHUNK_BYTES,
+};
 use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::forward::ProxyState;
+use crate::socket::SocketType;
 use crate::sockets::OpenError;
+use crate::zmtp::{self, Item};
 
 /// A command of the zmq_proxy_steerable protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,9 +123,8 @@ impl Control {
             .map_err(|e| open_err(describe(&e)))?;
         let local_addr = listener.local_addr().map_err(|e| open_err(e.to_string()))?;
         listener.set_nonblocking(true).map_err(|e| open_err(e.to_string()))?;
-        let mut rep = RepSocket::new();
-        rep.bind_listener(listener).await.map_err(|e| open_err(e.to_string()))?;
-        let task = tokio::spawn(serve(rep, state, counters));
+        let listener = TcpListener::from_std(listener).map_err(|e| open_err(e.to_string()))?;
+        let task = tokio::spawn(serve(listener, state, counters));
         Ok(Control { local_addr, task })
     }
 }
@@ -130,41 +138,96 @@ fn describe(e: &std::io::Error) -> String {
     }
 }
 
-async fn serve(mut rep: RepSocket, state: watch::Sender<ProxyState>, counters: Arc<Counters>) {
+async fn serve(listener: TcpListener, state: watch::Sender<ProxyState>, counters: Arc<Counters>) {
     // Runs for the life of the process (STATISTICS stays available during a drain); the
-    // task is aborted when the proxy exits.
+    // task is aborted when the proxy exits. The semaphore bounds what idle or hostile
+    // requesters can hold.
+    let slots = Arc::new(Semaphore::new(CONTROL_MAX_CONNECTIONS));
     loop {
-        let request = match rep.recv().await {
-            Ok(m) => m,
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
             Err(e) => {
-                // A requester that vanished or sent something REP cannot parse: that
-                // requester's problem, not the socket's.
-                tracing::debug!(error = %e, "control request failed");
-                tokio::time::sleep(CONTROL_ERROR_BACKOFF).await;
+                tracing::debug!(error = %e, "control accept failed");
+                tokio::time::sleep(crate::config::ACCEPT_ERROR_BACKOFF).await;
                 continue;
             }
         };
-        let frames = request.into_vec();
-        let (cmd, reply) = apply(&frames, &state, &counters);
-        match cmd {
-            // Monitoring polls STATISTICS; only state changes are worth an info line.
-            Some(Command::Statistics) => tracing::debug!("control command STATISTICS"),
-            Some(c) => tracing::info!(command = ?c, "control command"),
-            None => tracing::warn!(
-                reply = %String::from_utf8_lossy(&reply[0]),
-                "control command refused"
-            ),
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "control connection refused: too many requesters");
+            continue;
+        };
+        let (state, counters) = (state.clone(), counters.clone());
+        tokio::spawn(async move {
+            if let Err(e) = requester(stream, &state, &counters).await {
+                tracing::debug!(%peer, error = %e, "control requester dropped");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One REQ (or DEALER) requester: REP semantics per connection, so each request's reply goes
+/// back with the envelope it came with.
+async fn requester(
+    stream: TcpStream,
+    state: &watch::Sender<ProxyState>,
+    counters: &Counters,
+) -> Result<(), zmtp::WireError> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(1024);
+    let shake = zmtp::handshake(&mut rd, &mut wr, SocketType::Rep, &mut buf, CONTROL_MAX_BYTES);
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, shake)
+        .await
+        .map_err(|_| zmtp::WireError::Handshake("handshake timed out".into()))??;
+    let mut dec = zmtp::Decoder::new(CONTROL_MAX_BYTES);
+    loop {
+        while let Some(item) = dec.decode(&mut buf)? {
+            let frames = match item {
+                Item::Command(raw) => {
+                    let cmd = zmtp::parse_command(raw)?;
+                    if let Some(pong) = zmtp::pong_for(&cmd) {
+                        wr.write_all(&pong).await?;
+                    }
+                    continue;
+                }
+                Item::Message(frames) => frames,
+            };
+            // The envelope runs up to the empty delimiter; without one the request is not
+            // REQ-shaped and, as libzmq's REP does, is discarded.
+            let Some(delim) = frames.iter().position(Bytes::is_empty) else { continue };
+            let (envelope, body) = frames.split_at(delim + 1);
+            let (cmd, reply) = apply(body, state, counters);
+            log_command(cmd, &reply);
+            let mut out = BytesMut::new();
+            let frames: Vec<Bytes> = envelope.iter().cloned().chain(reply).collect();
+            zmtp::encode_message(&frames, &mut out);
+            // A requester that stops reading loses its reply, not the proxy's attention.
+            let sent = tokio::time::timeout(CONTROL_REPLY_TIMEOUT, wr.write_all(&out)).await;
+            if cmd == Some(Command::Terminate) {
+                state.send_replace(ProxyState::Terminated);
+            }
+            match sent {
+                Ok(r) => r?,
+                Err(_) => return Err(zmtp::WireError::Handshake("reply timed out".into())),
+            }
         }
-        // Never empty: `apply` always returns at least one frame.
-        let Ok(msg) = ZmqMessage::try_from(reply) else { continue };
-        match tokio::time::timeout(CONTROL_REPLY_TIMEOUT, rep.send(msg)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "control reply not delivered"),
-            Err(_) => tracing::debug!("control reply timed out"),
+        buf.reserve(READ_CHUNK_BYTES.min(CONTROL_MAX_BYTES));
+        if tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf).await? == 0 {
+            return Ok(());
         }
-        if cmd == Some(Command::Terminate) {
-            state.send_replace(ProxyState::Terminated);
-        }
+    }
+}
+
+fn log_command(cmd: Option<Command>, reply: &[Bytes]) {
+    match cmd {
+        // Monitoring polls STATISTICS; only state changes are worth an info line.
+        Some(Command::Statistics) => tracing::debug!("control command STATISTICS"),
+        Some(c) => tracing::info!(command = ?c, "control command"),
+        None => tracing::warn!(
+            reply = %reply.first().map(|r| String::from_utf8_lossy(r)).unwrap_or_default(),
+            "control command refused"
+        ),
     }
 }
 

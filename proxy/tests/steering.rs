@@ -110,3 +110,19 @@ async fn control_bind_failure_names_the_endpoint() {
     let Err(e) = Ops::start(&cfg, &proxy).await else { panic!("bind must fail") };
     assert_eq!(e.to_string(), format!("cannot bind tcp://127.0.0.1:{port}: address in use"));
 }
+
+/// A requester that claims a 2^46-byte frame (the packet that aborts the `zeromq` crate's
+/// sockets) loses its own connection; the control socket keeps answering everyone else.
+#[tokio::test]
+async fn oversized_control_frame_drops_only_that_requester() {
+    let mut r = rig().await;
+    let addr = r.ops.control_addr().expect("control bound");
+    let mut hostile = RawPeer::handshake(&format!("tcp://{addr}"), SocketType::Req).await;
+    let mut header = vec![0x02u8];
+    header.extend_from_slice(&(1u64 << 46).to_be_bytes());
+    header.extend_from_slice(b"abc");
+    hostile.write(&header).await;
+    assert_eq!(request(&mut r.control, "PAUSE").await, vec![Vec::<u8>::new()]);
+    assert_eq!(*r.proxy.state().borrow(), ProxyState::Paused);
+    assert_eq!(request(&mut r.control, "STATISTICS").await.len(), 8);
+}
