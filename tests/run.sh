@@ -53,21 +53,16 @@ tier cargo-test cargo test --workspace
 # Real libzmq peers (pyzmq) against the release binary over 127.0.0.1.
 tier peers env PYTHONDONTWRITEBYTECODE=1 python3 -m pytest proxy/tests/peers
 
-# ---- later tiers -------------------------------------------------------------------------
-# Operations tier (control socket, /metrics /healthz /readyz), once it exists: its own
-# pytest.ini, so its own run.
-if [ -d proxy/tests/peers_ops ]; then
-    tier peers-ops env PYTHONDONTWRITEBYTECODE=1 python3 -m pytest proxy/tests/peers_ops
-fi
+# Operations with real libzmq peers: control socket, /metrics /healthz /readyz, churn, memory
+# bound (its own pytest.ini, so its own run).
+tier peers-ops env PYTHONDONTWRITEBYTECODE=1 python3 -m pytest proxy/tests/peers_ops
 
-# Helm chart checks (lint, render, CRD bytes identical to crds/): owned by the packaging helper.
-if [ -f .ci/chart-check.sh ]; then
-    tier chart bash .ci/chart-check.sh
-else
-    echo
-    echo "=== tier chart: not present yet (.ci/chart-check.sh)"
-fi
-# ------------------------------------------------------------------------------------------
+# Helm chart checks: lint, render, schema validation, RBAC, CRD bytes identical to crds/.
+tier chart bash .ci/chart-check.sh
+
+# The whole product in a kind cluster; prints one line and passes as skipped where docker (with
+# a running engine), kind, kubectl or helm is missing.
+tier e2e bash tests/e2e/run.sh
 
 echo
 echo "=== tiers passed: ${passed[*]:-none}"
