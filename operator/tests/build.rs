@@ -374,3 +374,49 @@ fn operator_pull_policy_applies_only_where_the_object_sets_none() {
     let unset = build("minimal.yaml");
     assert_eq!(proxy(&unset.deployment).image_pull_policy, None);
 }
+
+/// The flags the operator renders are the proxy's own command line: every valid example, built
+/// into a Deployment, parses with the proxy's parser into the same proxy that `zmq-proxy
+/// --config` makes of the file, plus the metrics listener on `metricsPort`. A flag renamed on
+/// either side fails here instead of in a crash-looping pod.
+#[test]
+fn rendered_args_run_the_same_proxy_as_the_manifest() {
+    use clap::Parser;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).expect("examples/") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if !name.ends_with(".yaml") || name.starts_with("invalid") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable example");
+        let mut zp: ZmqProxy = serde_yaml::from_str(&text).expect("example parses");
+        zp.metadata.namespace = Some("apps".into());
+        zp.metadata.uid = Some("0000".into());
+        let children = build::children(
+            &zp,
+            &BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let args = proxy(&children.deployment).args.clone().unwrap_or_default();
+        let cli = zmq_proxy::config::Cli::try_parse_from(
+            std::iter::once("zmq-proxy".to_string()).chain(args.iter().cloned()),
+        )
+        .unwrap_or_else(|e| panic!("{name}: the proxy refuses {args:?}: {e}"));
+        let from_flags = cli.into_config().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let from_file = zmq_proxy::config::parse_manifest(&text)
+            .unwrap_or_else(|e| panic!("{name}: --config refuses it: {e}"));
+        let metrics_port = zp.spec.metrics_port;
+        assert_eq!(from_flags.http_bind, Some(format!("0.0.0.0:{metrics_port}")), "{name}");
+        let comparable = |c: &zmq_proxy::ProxyConfig| {
+            let mut c = c.clone();
+            c.http_bind = None;
+            c.log_format = Default::default();
+            c
+        };
+        assert_eq!(comparable(&from_flags), comparable(&from_file), "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} examples checked");
+}
