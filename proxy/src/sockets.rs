@@ -153,6 +153,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// What log lines call this socket: its type, or "capture" (which may share a type with
+    /// the frontend or backend).
+    fn label(&self) -> &'static str {
+        if self.capture { "capture" } else { self.kind.as_str() }
+    }
+
     fn bump(&self) {
         self.version.fetch_add(1, Ordering::Release);
         self.changed.notify_waiters();
@@ -481,16 +487,16 @@ async fn connection(
         Ok(info) => info,
         Err(e) => {
             shared.counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = ?peer_addr, error = %e, "connection refused during handshake");
+            tracing::debug!(socket = shared.label(), peer = ?peer_addr, error = %e, "connection refused during handshake");
             return Some(inbound);
         }
     };
     let Some((entry, out_rx)) = shared.register(&info) else {
         shared.counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(peer = ?peer_addr, "duplicate routing id; connection refused");
+        tracing::debug!(socket = shared.label(), peer = ?peer_addr, "duplicate routing id; connection refused");
         return Some(inbound);
     };
-    tracing::debug!(peer = ?peer_addr, id = entry.id, "peer connected");
+    tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer connected");
     let dead = Arc::new(watch::channel(false).0);
     shared.live_writers.fetch_add(1, Ordering::AcqRel);
     let writer = tokio::spawn(write_loop(
@@ -528,7 +534,7 @@ async fn connection(
     }
     dead.send_replace(true);
     shared.deregister(&entry);
-    tracing::debug!(peer = ?peer_addr, id = entry.id, "peer disconnected");
+    tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer disconnected");
     let Ok(mut out_rx) = writer.await else { return None };
     if *life.kill.borrow() {
         return None;
