@@ -88,33 +88,24 @@ impl Proxy {
         let (front_addrs, back_addrs) = (front.local_addrs.clone(), back.local_addrs.clone());
         let mut front_out = Some(front.outlet);
         let mut back_out = Some(back.outlet);
+        // One pump per direction; `from_frontend` picks which counters each side uses.
+        let mut spawn_pump = |rx, dest, from_frontend| {
+            let p = pump(
+                rx,
+                dest,
+                capture.clone(),
+                counters.clone(),
+                from_frontend,
+                state.subscribe(),
+                kill_rx.clone(),
+            );
+            pumps.push(spawn_watched(&pump_ended, p));
+        };
         if let (Some(rx), Some(dest)) = (front_in, back_out.take()) {
-            pumps.push(spawn_watched(
-                &pump_ended,
-                pump(
-                    rx,
-                    dest,
-                    capture.clone(),
-                    counters.clone(),
-                    true,
-                    state.subscribe(),
-                    kill_rx.clone(),
-                ),
-            ));
+            spawn_pump(rx, dest, true);
         }
         if let (Some(rx), Some(dest)) = (back_in, front_out.take()) {
-            pumps.push(spawn_watched(
-                &pump_ended,
-                pump(
-                    rx,
-                    dest,
-                    capture.clone(),
-                    counters.clone(),
-                    false,
-                    state.subscribe(),
-                    kill_rx.clone(),
-                ),
-            ));
+            spawn_pump(rx, dest, false);
         }
         // A socket no pump writes to (e.g. the PUSH frontend of a reversed pipeline) still
         // needs its outlet alive, or its peers' queues would close under them.

@@ -26,27 +26,20 @@ start_proxy = _peers.start_proxy
 from zmqpeers import ep, free_ports  # noqa: E402
 
 
+proxy_pair = _peers.proxy_pair
+
+
 @pytest.fixture
-def ops_proxy(start_proxy):
-    """ops_proxy(front, back, capture=None, extra=()) -> Proxy with .frontend/.backend/
-    .capture/.control endpoints and .http ("127.0.0.1:PORT") set."""
+def ops_proxy(proxy_pair):
+    """ops_proxy(front, back, capture=None, extra=()) -> the real-peer tier's proxy_pair with a
+    control socket and the HTTP listener added; .control and .http ("127.0.0.1:PORT") are set."""
 
     def _ops(front: str, back: str, capture: str | None = None, extra: tuple = (), env: dict | None = None):
-        ports = free_ports(5)
-        args = [
-            "--frontend-type", front, "--frontend-bind", ep(ports[0]),
-            "--backend-type", back, "--backend-bind", ep(ports[1]),
-            "--control-bind", ep(ports[3]),
-            "--http-bind", f"127.0.0.1:{ports[4]}",
-            "--log-format", "json",
-        ]
-        if capture:
-            args += ["--capture-type", capture, "--capture-bind", ep(ports[2])]
-        p = start_proxy(args + list(extra), env=env)
-        p.frontend, p.backend = ep(ports[0]), ep(ports[1])
-        p.capture = ep(ports[2]) if capture else None
-        p.control = ep(ports[3])
-        p.http = f"127.0.0.1:{ports[4]}"
+        control, http = free_ports(2)
+        ops_args = ("--control-bind", ep(control), "--http-bind", f"127.0.0.1:{http}")
+        p = proxy_pair(front, back, capture, extra=ops_args + tuple(extra), env=env)
+        p.control = ep(control)
+        p.http = f"127.0.0.1:{http}"
         return p
 
     return _ops

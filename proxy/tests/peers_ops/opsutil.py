@@ -10,18 +10,10 @@ import time
 
 import zmq
 
-from zmqpeers import until
+from zmqpeers import COUNTERS, until
 
-STATISTICS_ORDER = (
-    "frontend_recv_msgs",
-    "frontend_recv_bytes",
-    "frontend_sent_msgs",
-    "frontend_sent_bytes",
-    "backend_recv_msgs",
-    "backend_recv_bytes",
-    "backend_sent_msgs",
-    "backend_sent_bytes",
-)
+# STATISTICS replies in the order of the first eight "proxy stopped" counters.
+STATISTICS_ORDER = COUNTERS[:8]
 
 
 class Control:
