@@ -53,6 +53,14 @@ pub const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest the control socket waits to hand a reply to a requester that does not read; a
 /// stuck control client must not stall the control socket for the others.
 pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+/// TCP keepalive on every peer connection: a peer whose host vanished without a FIN or RST
+/// (a node lost, a pod's network torn down) is closed after about idle + interval x retries
+/// (60 s) instead of holding its routing id, its subscriptions upstream and its queue
+/// forever. Keepalive only probes idle connections, so a slow peer that is simply not reading
+/// is never cut off by it.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
 /// Largest control request (the commands are a few bytes; this only bounds garbage).
 pub const CONTROL_MAX_BYTES: usize = 64 * 1024;
 /// Control requesters connected at once; more are closed on accept.

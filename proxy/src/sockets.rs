@@ -25,7 +25,8 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{
     ACCEPT_ERROR_BACKOFF, HANDSHAKE_TIMEOUT, INBOUND_QUEUE_BATCHES, MAX_MESSAGE_BYTES,
-    READ_CHUNK_BYTES, RECONNECT_INTERVAL, SocketConfig, WRITE_BATCH_BYTES,
+    READ_CHUNK_BYTES, RECONNECT_INTERVAL, SocketConfig, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
+    TCP_KEEPALIVE_RETRIES, WRITE_BATCH_BYTES,
 };
 use crate::counters::{Counters, DropReason};
 use crate::socket::SocketType;
@@ -466,13 +467,24 @@ enum ReadEnd {
     Closed,
 }
 
+/// Per-connection TCP options: no Nagle delay (ZeroMQ batches itself) and keepalive probes
+/// (see [`TCP_KEEPALIVE_IDLE`]). Best effort: a refused option leaves a working connection.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
 async fn connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
 ) -> Option<mpsc::Sender<Inbound>> {
-    let _ = stream.set_nodelay(true);
+    tune(&stream);
     let peer_addr = stream.peer_addr().ok();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -1127,5 +1139,27 @@ impl Outlet {
             }
         }
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vanished host is only noticed through keepalive; without it, its subscriptions and
+    /// routing id would outlive it forever.
+    #[tokio::test]
+    async fn peer_connections_get_nodelay_and_keepalive_probes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_client, (stream, _)) = (client.expect("connect"), accepted.expect("accept"));
+        tune(&stream);
+        let sock = socket2::SockRef::from(&stream);
+        assert!(stream.nodelay().expect("nodelay"));
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(sock.tcp_keepalive_time().expect("idle"), TCP_KEEPALIVE_IDLE);
+        assert_eq!(sock.tcp_keepalive_interval().expect("interval"), TCP_KEEPALIVE_INTERVAL);
+        assert_eq!(sock.tcp_keepalive_retries().expect("retries"), TCP_KEEPALIVE_RETRIES);
     }
 }

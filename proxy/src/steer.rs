@@ -173,7 +173,7 @@ async fn requester(
     state: &watch::Sender<ProxyState>,
     counters: &Counters,
 ) -> Result<(), zmtp::WireError> {
-    let _ = stream.set_nodelay(true);
+    crate::sockets::tune(&stream);
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(1024);
     let shake = zmtp::handshake(&mut rd, &mut wr, SocketType::Rep, &mut buf, CONTROL_MAX_BYTES);

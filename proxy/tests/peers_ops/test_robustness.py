@@ -220,3 +220,37 @@ def test_memory_is_bounded_under_a_stalled_consumer(ops_proxy, ctx):
         consumer.recv()
         got += 1
     assert got == sent, f"the consumer got {got} of {sent} once it read"
+
+
+def test_peer_connections_carry_keepalive_probes(ctx, ops_proxy):
+    """Every connection the proxy accepts has TCP keepalive armed (`ss` shows its timer), so
+    a peer whose host vanished without a FIN is closed and its subscriptions released instead
+    of living on forever."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ss") is None:
+        import pytest
+
+        pytest.skip("ss (iproute2) is not installed: cannot read the proxy's socket timers")
+    p = ops_proxy("XSUB", "XPUB")
+    sub = ctx.socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        connect_wait(sub, p.backend)
+        port = int(p.backend.rsplit(":", 1)[1])
+        seen = ""
+        for _ in until(5.0):
+            seen = subprocess.run(
+                ["ss", "-tno", "state", "established", f"( sport = :{port} )"],
+                capture_output=True, text=True, timeout=5,
+            ).stdout
+            if "127.0.0.1" in seen:
+                break
+            time.sleep(0.05)
+        timers = re.findall(r"timer:\((\w+),(\d+)sec", seen)
+        assert timers, f"no established connection on the backend port:\n{seen}"
+        kind, secs = timers[0]
+        assert kind == "keepalive" and 0 < int(secs) <= 30, seen
+    finally:
+        sub.close(0)
