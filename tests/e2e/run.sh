@@ -11,7 +11,8 @@
 #
 # Environment:
 #   E2E_CLUSTER       kind cluster name (default zmq-proxy-e2e)
-#   E2E_NODE_IMAGE    kind node image (default kindest/node:v1.32.2)
+#   E2E_NODE_IMAGE    kind node image (default: the v1.32.2 image of kind v0.27.0, pinned by digest
+#                     as kind's release notes ask; another kind release wants its own node image)
 #   E2E_KEEP_CLUSTER  1: leave the cluster running at the end, for debugging
 #   E2E_SKIP_BUILD    1: use images zmq-proxy-operator:e2e and zmq-proxy:e2e already built
 #   E2E_COUNT         messages per probe (default 1000)
@@ -41,7 +42,7 @@ if ((${#missing[@]})); then
 fi
 
 CLUSTER="${E2E_CLUSTER:-zmq-proxy-e2e}"
-NODE_IMAGE="${E2E_NODE_IMAGE:-kindest/node:v1.32.2}"
+NODE_IMAGE="${E2E_NODE_IMAGE:-kindest/node:v1.32.2@sha256:f226345927d7e348497136874b6d207e0b32cc52154ad8323129352923a3142f}"
 COUNT="${E2E_COUNT:-1000}"
 ARTIFACTS="${E2E_ARTIFACTS:-$ROOT/e2e-artifacts}"
 OPERATOR_IMAGE="zmq-proxy-operator:e2e"
@@ -64,31 +65,50 @@ fail() { FAILED=$((FAILED + 1)); log "not ok - $1"; }
 diagnostics() {
   mkdir -p "$ARTIFACTS"
   log "collecting diagnostics into $ARTIFACTS"
+  # One command per file: a missing resource type (the CRD never installed) must not hide the rest.
   {
     k get nodes -o wide
-    k get all,zmqproxies,events -A -o wide
-  } >"$ARTIFACTS/cluster.txt" 2>&1 || true
-  k get zmqproxies -A -o yaml >"$ARTIFACTS/zmqproxies.yaml" 2>&1 || true
-  k -n "$SYSTEM_NS" logs -l app.kubernetes.io/name=zmq-proxy-operator --tail=-1 --prefix \
-    >"$ARTIFACTS/operator.log" 2>&1 || true
+    k get all -A -o wide
+    k get zmqproxies -A -o wide
+    k get jobs -A -o wide
+  } >"$ARTIFACTS/cluster.txt" 2>&1
+  k get events -A --sort-by=.lastTimestamp >"$ARTIFACTS/events.txt" 2>&1
+  k get zmqproxies -A -o yaml >"$ARTIFACTS/zmqproxies.yaml" 2>&1
+  k -n "$NS" get deployments,services,replicasets -o yaml >"$ARTIFACTS/children.yaml" 2>&1
+  helm --kube-context "$KCTX" status "$RELEASE" -n "$SYSTEM_NS" --show-resources \
+    >"$ARTIFACTS/helm-status.txt" 2>&1
+  k -n "$SYSTEM_NS" describe pods >"$ARTIFACTS/operator-pods.txt" 2>&1
+  k -n "$SYSTEM_NS" logs -l app.kubernetes.io/name=zmq-proxy-operator --all-containers \
+    --tail=-1 --prefix >"$ARTIFACTS/operator.log" 2>&1
+  k -n "$SYSTEM_NS" logs -l app.kubernetes.io/name=zmq-proxy-operator --all-containers \
+    --tail=-1 --prefix --previous >"$ARTIFACTS/operator-previous.log" 2>&1
   k -n "$NS" logs -l app.kubernetes.io/name=zmq-proxy --tail=500 --prefix \
-    >"$ARTIFACTS/proxies.log" 2>&1 || true
-  k -n "$NS" describe pods >"$ARTIFACTS/pods.txt" 2>&1 || true
+    >"$ARTIFACTS/proxies.log" 2>&1
+  k -n "$NS" logs -l app.kubernetes.io/name=zmq-proxy-probe --tail=100 --prefix \
+    >"$ARTIFACTS/probes.log" 2>&1
+  k -n "$NS" describe pods >"$ARTIFACTS/pods.txt" 2>&1
+  # Node-level logs (kubelet, containerd, control plane): image loading and admission problems.
+  kind export logs "$ARTIFACTS/kind" --name "$CLUSTER" >/dev/null 2>&1
+  return 0
 }
 
 cleanup() {
   local rc=$?
   trap - EXIT
   set +e
-  if ((FAILED)) || ((rc)); then
+  if ((CLUSTER_CREATED)) && { ((FAILED)) || ((rc)); }; then
     diagnostics
   fi
-  if ((CHART_INSTALLED)); then
-    helm --kube-context "$KCTX" uninstall "$RELEASE" -n "$SYSTEM_NS" --wait --timeout 120s >/dev/null 2>&1
-  fi
-  if ((CLUSTER_CREATED)) && [[ "${E2E_KEEP_CLUSTER:-0}" != "1" ]]; then
-    log "deleting kind cluster $CLUSTER"
-    kind delete cluster --name "$CLUSTER" >/dev/null 2>&1
+  if ((CLUSTER_CREATED)); then
+    if [[ "${E2E_KEEP_CLUSTER:-0}" == "1" ]]; then
+      # Kept for debugging: the chart stays too, exactly as the failure left it.
+      log "keeping kind cluster $CLUSTER (context $KCTX); remove it with: kind delete cluster --name $CLUSTER"
+    else
+      # Deleting the cluster removes the release with it; the run's own `helm uninstall` step is
+      # what checks uninstalling, so a failed run does not wait for a second one here.
+      log "deleting kind cluster $CLUSTER"
+      kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || log "could not delete kind cluster $CLUSTER"
+    fi
   fi
   echo "e2e: ${PASSED} passed, ${FAILED} failed"
   if ((rc == 0 && FAILED > 0)); then rc=1; fi
@@ -110,24 +130,58 @@ wait_for() {
 }
 
 # ---- cluster, images, chart ------------------------------------------------------------------
+# build_image DOCKERFILE TAG: builds into the local image store, where `kind load` reads it.
+build_image() {
+  local revision
+  revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+  if docker buildx version >/dev/null 2>&1; then
+    # --load: a docker-container builder (docker/setup-buildx-action's default, Docker Desktop's
+    # own builders) keeps the result in its cache otherwise and `kind load` finds no image.
+    # No provenance or SBOM attestations: with Docker's containerd image store they make the image
+    # an index whose attestation manifest `docker save` leaves out, and the node's
+    # `ctr import --all-platforms` then fails with "content digest ... not found" (kind#3795).
+    docker buildx build --load --provenance=false --sbom=false \
+      -f "$1" -t "$2" --build-arg REVISION="$revision" "$ROOT"
+  else
+    DOCKER_BUILDKIT=1 docker build -f "$1" -t "$2" --build-arg REVISION="$revision" "$ROOT"
+  fi
+}
+
 if [[ "${E2E_SKIP_BUILD:-0}" != "1" ]]; then
   log "building $OPERATOR_IMAGE and $PROXY_IMAGE"
-  export DOCKER_BUILDKIT=1
-  revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
-  docker build -f "$ROOT/docker/Dockerfile.operator" -t "$OPERATOR_IMAGE" \
-    --build-arg REVISION="$revision" "$ROOT"
-  docker build -f "$ROOT/docker/Dockerfile.proxy" -t "$PROXY_IMAGE" \
-    --build-arg REVISION="$revision" "$ROOT"
+  build_image "$ROOT/docker/Dockerfile.operator" "$OPERATOR_IMAGE"
+  build_image "$ROOT/docker/Dockerfile.proxy" "$PROXY_IMAGE"
 fi
+for image in "$OPERATOR_IMAGE" "$PROXY_IMAGE"; do
+  if ! docker image inspect "$image" >/dev/null 2>&1; then
+    log "image $image is not in the local Docker image store (E2E_SKIP_BUILD=1 needs both built)"
+    exit 1
+  fi
+done
 
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+# Captured first: `kind get clusters | grep -q` under pipefail can report a SIGPIPE'd kind as
+# "not found", and the run would then take over (and finally delete) someone's cluster.
+existing="$(kind get clusters 2>/dev/null || true)"
+if grep -qx -- "$CLUSTER" <<<"$existing"; then
   log "kind cluster $CLUSTER already exists; delete it first or set E2E_CLUSTER"
   exit 1
 fi
 log "creating kind cluster $CLUSTER ($NODE_IMAGE)"
 CLUSTER_CREATED=1
 kind create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 180s
+log "loading $OPERATOR_IMAGE and $PROXY_IMAGE into the nodes"
 kind load docker-image "$OPERATOR_IMAGE" "$PROXY_IMAGE" --name "$CLUSTER"
+# Pods use imagePullPolicy Never: an image the node's containerd does not hold fails here, by
+# name, rather than later as ErrImageNeverPull behind a Ready timeout.
+for node in $(kind get nodes --name "$CLUSTER"); do
+  for image in "$OPERATOR_IMAGE" "$PROXY_IMAGE"; do
+    if ! docker exec "$node" crictl inspecti "docker.io/library/$image" >/dev/null 2>&1; then
+      log "image docker.io/library/$image is not on node $node after kind load"
+      docker exec "$node" crictl images >&2 || true
+      exit 1
+    fi
+  done
+done
 
 log "installing the chart"
 # The operator's namespace enforces the restricted Pod Security Standard too: the chart's
@@ -138,7 +192,7 @@ CHART_INSTALLED=1
 helm --kube-context "$KCTX" install "$RELEASE" "$ROOT/charts/zmq-proxy-operator" \
   --namespace "$SYSTEM_NS" \
   --set image.repository=zmq-proxy-operator --set image.tag=e2e --set image.pullPolicy=Never \
-  --set proxyImage.repository=zmq-proxy --set proxyImage.tag=e2e \
+  --set proxyImage.repository=zmq-proxy --set proxyImage.tag=e2e --set proxyImage.pullPolicy=Never \
   --set logFormat=text \
   --wait --timeout 180s
 pass "chart installed and the operator is available"
