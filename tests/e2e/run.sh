@@ -13,7 +13,8 @@
 #   E2E_CLUSTER       kind cluster name (default zmq-proxy-e2e)
 #   E2E_NODE_IMAGE    kind node image (default: the v1.32.2 image of kind v0.27.0, pinned by digest
 #                     as kind's release notes ask; another kind release wants its own node image)
-#   E2E_KEEP_CLUSTER  1: leave the cluster running at the end, for debugging
+#   E2E_KEEP_CLUSTER  1: leave the cluster running at the end, for debugging (after a failure with
+#                     the chart and the proxies as the failure left them)
 #   E2E_SKIP_BUILD    1: use images zmq-proxy-operator:e2e and zmq-proxy:e2e already built
 #   E2E_COUNT         messages per probe (default 1000)
 #   E2E_ARTIFACTS     directory for diagnostics on failure (default ./e2e-artifacts)
@@ -55,7 +56,6 @@ KCTX="kind-${CLUSTER}"
 PASSED=0
 FAILED=0
 CLUSTER_CREATED=0
-CHART_INSTALLED=0
 
 log() { printf '%s e2e: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 k() { kubectl --context "$KCTX" "$@"; }
@@ -147,6 +147,15 @@ build_image() {
   fi
 }
 
+# Checked before the builds, which take minutes. The list is captured first: `kind get clusters |
+# grep -q` under pipefail can report a SIGPIPE'd kind as "not found", and the run would then take
+# over (and finally delete) someone's cluster.
+existing="$(kind get clusters 2>/dev/null || true)"
+if grep -qx -- "$CLUSTER" <<<"$existing"; then
+  log "kind cluster $CLUSTER already exists; delete it first or set E2E_CLUSTER"
+  exit 1
+fi
+
 if [[ "${E2E_SKIP_BUILD:-0}" != "1" ]]; then
   log "building $OPERATOR_IMAGE and $PROXY_IMAGE"
   build_image "$ROOT/docker/Dockerfile.operator" "$OPERATOR_IMAGE"
@@ -159,13 +168,6 @@ for image in "$OPERATOR_IMAGE" "$PROXY_IMAGE"; do
   fi
 done
 
-# Captured first: `kind get clusters | grep -q` under pipefail can report a SIGPIPE'd kind as
-# "not found", and the run would then take over (and finally delete) someone's cluster.
-existing="$(kind get clusters 2>/dev/null || true)"
-if grep -qx -- "$CLUSTER" <<<"$existing"; then
-  log "kind cluster $CLUSTER already exists; delete it first or set E2E_CLUSTER"
-  exit 1
-fi
 log "creating kind cluster $CLUSTER ($NODE_IMAGE)"
 CLUSTER_CREATED=1
 kind create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 180s
@@ -188,7 +190,6 @@ log "installing the chart"
 # hardened defaults must pass it.
 k create namespace "$SYSTEM_NS"
 k label namespace "$SYSTEM_NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
-CHART_INSTALLED=1
 helm --kube-context "$KCTX" install "$RELEASE" "$ROOT/charts/zmq-proxy-operator" \
   --namespace "$SYSTEM_NS" \
   --set image.repository=zmq-proxy-operator --set image.tag=e2e --set image.pullPolicy=Never \
@@ -215,11 +216,19 @@ declare -A EXAMPLE_OF=(
 for name in tasks events jobs audited steered; do
   k -n "$NS" apply -f "$ROOT/examples/${EXAMPLE_OF[$name]}.yaml" >/dev/null
 done
+conditions() { # conditions NAME: type=status(reason: message) of each condition, for failures
+  k -n "$NS" get zmqproxy "$1" \
+    -o 'jsonpath={range .status.conditions[*]}{.type}={.status}({.reason}: {.message}) {end}' 2>&1 || true
+}
+# One deadline for all five: they start together, and a cluster where none comes up must not
+# wait five full timeouts in a row.
+ready_deadline=$((SECONDS + 240))
 for name in tasks events jobs audited steered; do
-  if k -n "$NS" wait "zmqproxy/$name" --for=condition=Ready --timeout=180s >/dev/null; then
+  left=$((ready_deadline - SECONDS)); ((left > 10)) || left=10
+  if k -n "$NS" wait "zmqproxy/$name" --for=condition=Ready --timeout="${left}s" >/dev/null; then
     pass "examples/${EXAMPLE_OF[$name]}.yaml ($name) is Ready"
   else
-    fail "examples/${EXAMPLE_OF[$name]}.yaml ($name) is Ready"
+    fail "examples/${EXAMPLE_OF[$name]}.yaml ($name) is Ready: $(conditions "$name")"
   fi
 done
 
@@ -227,7 +236,7 @@ endpoint() { # endpoint NAME ROLE: the endpoint the object's status reports for 
   k -n "$NS" get zmqproxy "$1" -o "jsonpath={.status.endpoints.$2}"
 }
 
-got="$(endpoint tasks frontend)"
+got="$(endpoint tasks frontend)" || got=""
 if [[ "$got" == "tcp://tasks.${NS}.svc:5555" ]]; then
   pass "status.endpoints.frontend is tcp://tasks.${NS}.svc:5555"
 else
@@ -236,7 +245,7 @@ fi
 
 # The operator reports what it wrote as Events on the object.
 events="$(k -n "$NS" get events --field-selector involvedObject.kind=ZmqProxy,involvedObject.name=tasks \
-  -o 'jsonpath={.items[*].reason}')"
+  -o 'jsonpath={.items[*].reason}')" || events=""
 if [[ " $events " == *" Created "* ]]; then
   pass "the operator recorded Events on tasks ($events)"
 else
@@ -244,13 +253,16 @@ else
 fi
 
 # ---- traffic through each Service -----------------------------------------------------------
-# probe JOB ARGS...: runs zmq-proxy-probe in a Job and prints its JSON report; fails with the Job.
+# probe JOB ARGS...: runs zmq-proxy-probe in a Job and prints its JSON report on stdout (the
+# caller captures it); progress and the Job's pod status on failure go to stderr. Fails with the Job.
 probe() {
   local job="$1"; shift
   local args="" a
   for a in "$@" --output json; do args+="            - \"${a}\""$'\n'; done
-  k -n "$NS" delete job "$job" --ignore-not-found --wait=true >/dev/null
-  k -n "$NS" apply -f - >/dev/null <<EOF
+  k -n "$NS" delete job "$job" --ignore-not-found --wait=true >/dev/null || return 1
+  # The pod passes the restricted Pod Security Standard the namespace enforces: non-root with
+  # the image's numeric user, RuntimeDefault seccomp, no privilege escalation, no capabilities.
+  if ! k -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: batch/v1
 kind: Job
 metadata:
@@ -269,6 +281,7 @@ spec:
       securityContext:
         runAsNonRoot: true
         runAsUser: 65532
+        runAsGroup: 65532
         seccompProfile: {type: RuntimeDefault}
       containers:
         - name: probe
@@ -279,13 +292,26 @@ spec:
 ${args}          securityContext:
             allowPrivilegeEscalation: false
             readOnlyRootFilesystem: true
+            runAsNonRoot: true
             capabilities: {drop: [ALL]}
 EOF
+  then
+    log "cannot create job/$job" >&2
+    return 1
+  fi
   local succeeded=""
-  wait_for "job/$job to finish" 200 job_finished "$job" || true
-  succeeded="$(k -n "$NS" get job "$job" -o 'jsonpath={.status.succeeded}')"
-  k -n "$NS" logs "job/$job" 2>/dev/null | tail -1
-  [[ "$succeeded" == "1" ]]
+  # Bounded twice: the probe's own --timeout, then the Job's activeDeadlineSeconds (180s).
+  wait_for "job/$job to finish" 200 job_finished "$job" >&2 || true
+  succeeded="$(k -n "$NS" get job "$job" -o 'jsonpath={.status.succeeded}' 2>/dev/null)" || true
+  if [[ "$succeeded" != "1" ]]; then
+    log "job/$job did not succeed; its pod:" >&2
+    k -n "$NS" get pods -l "job-name=$job" -o wide >&2 || true
+    k -n "$NS" get pods -l "job-name=$job" \
+      -o 'jsonpath={range .items[*].status.containerStatuses[*]}{.state}{"\n"}{end}' >&2 || true
+  fi
+  # The report is the probe's one JSON line; anything else in the log stays out of it.
+  k -n "$NS" logs "job/$job" 2>/dev/null | grep '^{' | tail -1 || true
+  [[ "$succeeded" == "1" ]] || { echo " (job/$job did not succeed)"; return 1; }
 }
 job_finished() {
   local s
@@ -297,7 +323,7 @@ job_finished() {
 assert_report() {
   local name="$1" report="$2"; shift 2
   local kv ok=1
-  [[ "$report" == *'"ok":true'* ]] || ok=0
+  [[ "$report" == *'"ok":true'* && "$report" != *"did not succeed"* ]] || ok=0
   for kv in "$@"; do
     [[ "$report" == *"\"${kv%%=*}\":${kv#*=},"* || "$report" == *"\"${kv%%=*}\":${kv#*=}}"* ]] || ok=0
   done
@@ -334,7 +360,7 @@ report="$(probe probe-steering --pattern pipeline \
   --count "$COUNT" --timeout 120s)" || true
 assert_report "pipeline with a control socket forwards (steered)" "$report" \
   "sent=$COUNT" "received=$COUNT" "intact=$COUNT"
-got="$(endpoint steered control)"
+got="$(endpoint steered control)" || got=""
 if [[ "$got" == "tcp://steered.${NS}.svc:5558" ]]; then
   pass "status.endpoints.control of steered is tcp://steered.${NS}.svc:5558"
 else
@@ -360,13 +386,14 @@ if wait_for "jobs to observe the new generation and be Ready" 180 observed_curre
 else
   fail "port change observed: jobs Ready at its new generation"
 fi
-deployment="$(k -n "$NS" get deployment -l app.kubernetes.io/instance=jobs -o name | head -1)"
+deployment="$(k -n "$NS" get deployment -l app.kubernetes.io/instance=jobs -o name)" || deployment=""
+deployment="${deployment%%$'\n'*}"
 if [[ -n "$deployment" ]] && k -n "$NS" rollout status "$deployment" --timeout=180s >/dev/null; then
   pass "the new proxy pod rolled out"
 else
   fail "the new proxy pod rolled out"
 fi
-ports="$(service_ports jobs)"
+ports="$(service_ports jobs)" || ports=""
 if [[ " $ports " == *" 6556 "* && " $ports " != *" 5556 "* ]]; then
   pass "Service jobs exposes 6556 instead of 5556 (ports: $ports)"
 else
@@ -388,7 +415,8 @@ if [[ -n "$(children_of_tasks)" ]]; then
 else
   fail "tasks has children before deletion"
 fi
-k -n "$NS" delete zmqproxy tasks --wait=true --timeout=60s >/dev/null
+k -n "$NS" delete zmqproxy tasks --wait=true --timeout=60s >/dev/null \
+  || log "deleting zmqproxy/tasks did not finish in 60s"
 if wait_for "the children of tasks to be garbage-collected" 120 no_children_of_tasks; then
   pass "deleting tasks garbage-collected its Deployment, Service and pods"
 else
@@ -410,7 +438,8 @@ else
 fi
 
 # ---- the operator's metrics, through the API server's service proxy -------------------------
-metrics="$(k get --raw "/api/v1/namespaces/${SYSTEM_NS}/services/http:${RELEASE}-metrics:8080/proxy/metrics" 2>&1)" || true
+# scheme:service:port-name, the port being the chart's metrics Service port "http".
+metrics="$(k get --raw "/api/v1/namespaces/${SYSTEM_NS}/services/http:${RELEASE}-metrics:http/proxy/metrics" 2>&1)" || true
 if [[ "$metrics" == *"# TYPE"* ]]; then
   pass "operator /metrics is served through its metrics Service"
 else
@@ -422,7 +451,6 @@ for name in events jobs audited steered; do
   k -n "$NS" delete zmqproxy "$name" --wait=true --timeout=60s >/dev/null || true
 done
 if helm --kube-context "$KCTX" uninstall "$RELEASE" -n "$SYSTEM_NS" --wait --timeout 120s >/dev/null; then
-  CHART_INSTALLED=0
   pass "helm uninstall"
 else
   fail "helm uninstall"
