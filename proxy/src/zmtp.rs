@@ -349,6 +349,78 @@ pub fn subscription_message(subscribe: bool, topic: &[u8]) -> Vec<Bytes> {
 mod tests {
     use super::*;
 
+    /// xorshift64*: a fixed-seed generator, so the garbage below is the same on every run.
+    fn garbage(seed: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed >> 12;
+                *seed ^= *seed << 25;
+                *seed ^= *seed >> 27;
+                (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect()
+    }
+
+    /// Whatever bytes a peer sends, the decoder ends in a message, a command, "need more" or an
+    /// error: it never panics, never yields more than its limit, and never grows the buffer.
+    /// Valid frames are mixed in so the garbage also lands mid-message.
+    #[test]
+    fn random_bytes_never_panic_or_exceed_the_limit() {
+        const LIMIT: usize = 4096;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..20_000 {
+            let mut buf = BytesMut::new();
+            if round % 3 == 0 {
+                encode_message(&[Bytes::from_static(b"ok"), Bytes::new()], &mut buf);
+            }
+            let len = (round % 97) + 1;
+            buf.extend_from_slice(&garbage(&mut seed, len));
+            let before = buf.capacity();
+            let mut dec = Decoder::new(LIMIT);
+            for _ in 0..len + 2 {
+                match dec.decode(&mut buf) {
+                    Ok(Some(Item::Message(parts))) => {
+                        assert!(parts.iter().map(Bytes::len).sum::<usize>() <= LIMIT);
+                    }
+                    Ok(Some(Item::Command(c))) => assert!(c.len() <= LIMIT),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            assert!(buf.capacity() <= before, "the decoder grew the buffer on a header's word");
+        }
+    }
+
+    /// Command and property parsing see whatever a peer put in a command frame: random bytes
+    /// are an error or a parse, never a panic or an out-of-bounds read.
+    #[test]
+    fn random_command_bodies_never_panic() {
+        let mut seed = 0xdead_beef_cafe_f00du64;
+        for round in 0..20_000 {
+            let raw = Bytes::from(garbage(&mut seed, round % 64));
+            if let Ok(cmd) = parse_command(raw.clone()) {
+                let _ = parse_properties(cmd.body.clone());
+                let _ = pong_for(&cmd);
+                let _ = subscription_of_command(&cmd);
+            }
+            let _ = parse_properties(raw);
+        }
+    }
+
+    /// Random greetings are refused with an error, never accepted and never a panic; a
+    /// truncated real greeting is refused too.
+    #[test]
+    fn random_and_truncated_greetings_are_refused() {
+        let mut seed = 0x0123_4567_89ab_cdefu64;
+        for _ in 0..5_000 {
+            let g = garbage(&mut seed, GREETING_LEN);
+            assert!(check_greeting(&g).is_err() || g[..] == greeting()[..]);
+        }
+        let real = greeting();
+        for cut in 0..GREETING_LEN {
+            assert!(check_greeting(&real[..cut]).is_err(), "accepted {cut} bytes");
+        }
+    }
+
     #[test]
     fn decoder_splits_multipart_and_refuses_oversized_frames() {
         let mut out = BytesMut::new();
