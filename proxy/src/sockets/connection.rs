@@ -1,0 +1,390 @@
+//! One task per connection: accepting and connecting (with retries), the ZMTP handshake, the
+//! read loop that hands messages and subscription changes to the pump, and the write loop that
+//! drains the peer's queue in batches. Whatever a peer does costs only its own connection.
+
+use super::*;
+
+pub(super) async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    inbound: mpsc::Sender<Inbound>,
+    mut life: Lifecycle,
+) {
+    loop {
+        tokio::select! {
+            _ = raised(&mut life.stop) => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let conn = connection(shared.clone(), stream, inbound.clone(), life.clone());
+                    tokio::spawn(async move {
+                        conn.await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = raised(&mut life.stop) => break,
+                        _ = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn connect_loop(
+    shared: Arc<Shared>,
+    target: (String, u16),
+    mut inbound: mpsc::Sender<Inbound>,
+    mut life: Lifecycle,
+) {
+    loop {
+        let attempt = tokio::select! {
+            _ = raised(&mut life.stop) => return,
+            r = TcpStream::connect((target.0.as_str(), target.1)) => r,
+        };
+        match attempt {
+            // The connection hands the inbound sender back only if the proxy still runs:
+            // holding a copy here during a drain would keep the pump from seeing its end.
+            Ok(stream) => match connection(shared.clone(), stream, inbound, life.clone()).await {
+                Some(tx) => inbound = tx,
+                None => return,
+            },
+            Err(e) => {
+                tracing::debug!(host = %target.0, port = target.1, error = %e, "connect failed")
+            }
+        }
+        tokio::select! {
+            _ = raised(&mut life.stop) => return,
+            _ = tokio::time::sleep(RECONNECT_INTERVAL) => {}
+        }
+    }
+}
+
+enum ReadEnd {
+    /// The proxy stopped reading (drain); the connection stays up for writing.
+    Stopped,
+    /// The peer closed, reset, broke the protocol, or the writer failed.
+    Closed,
+}
+
+/// Per-connection TCP options: no Nagle delay (ZeroMQ batches itself) and keepalive probes
+/// (see [`TCP_KEEPALIVE_IDLE`]). Best effort: a refused option leaves a working connection.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    inbound: mpsc::Sender<Inbound>,
+    mut life: Lifecycle,
+) -> Option<mpsc::Sender<Inbound>> {
+    tune(&stream);
+    let peer_addr = stream.peer_addr().ok();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let hs = tokio::select! {
+        _ = raised(&mut life.stop) => return None,
+        r = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            zmtp::handshake(&mut rd, &mut wr, shared.kind, &mut buf, MAX_MESSAGE_BYTES),
+        ) => r.unwrap_or(Err(WireError::Timeout(HANDSHAKE_TIMEOUT))),
+    };
+    let info = match hs {
+        Ok(info) => info,
+        Err(e) => {
+            shared.counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(socket = shared.label(), peer = ?peer_addr, error = %e, "connection refused during handshake");
+            return Some(inbound);
+        }
+    };
+    let Some((entry, out_rx)) = shared.register(&info) else {
+        shared.counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(socket = shared.label(), peer = ?peer_addr, "duplicate routing id; connection refused");
+        return Some(inbound);
+    };
+    tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer connected");
+    let dead = Arc::new(watch::channel(false).0);
+    shared.live_writers.fetch_add(1, Ordering::AcqRel);
+    let writer = tokio::spawn(write_loop(
+        shared.clone(),
+        entry.queue.clone(),
+        wr,
+        out_rx,
+        dead.clone(),
+        life.kill.clone(),
+    ));
+    let mut inbound = Some(inbound);
+    let end = {
+        let tx = inbound.as_ref()?;
+        tokio::select! {
+            end = read_loop(&shared, &entry, &mut rd, &mut buf, tx, &mut life.stop, dead.subscribe()) => Some(end),
+            _ = raised(&mut life.kill) => None,
+        }
+    };
+    match end {
+        None => {
+            dead.send_replace(true);
+            return None;
+        }
+        Some(ReadEnd::Stopped) => {
+            // Drain: stop feeding the pump (so it sees the end of input) but keep writing
+            // what is queued to this peer until the proxy closes.
+            inbound = None;
+            let mut done = dead.subscribe();
+            tokio::select! {
+                _ = raised(&mut life.kill) => {}
+                _ = raised(&mut done) => {}
+            }
+        }
+        Some(ReadEnd::Closed) => {}
+    }
+    dead.send_replace(true);
+    shared.deregister(&entry);
+    tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer disconnected");
+    let Ok(mut out_rx) = writer.await else { return None };
+    if *life.kill.borrow() {
+        return None;
+    }
+    out_rx.close();
+    let mut left: Vec<Msg> = Vec::new();
+    while let Ok(batch) = out_rx.try_recv() {
+        for m in batch {
+            shared.pending_out.fetch_sub(m.frames().len() as i64, Ordering::AcqRel);
+            shared.pending_out_bytes.fetch_sub(m.payload_len() as i64, Ordering::AcqRel);
+            left.extend(m.into_msg());
+        }
+    }
+    if !left.is_empty() {
+        tracing::debug!(count = left.len(), "messages queued to a closed peer");
+        shared.undeliverable(left);
+        shared.changed.notify_waiters();
+    }
+    if shared.kind == SocketType::Xpub
+        && shared.delivers
+        && let Some(tx) = &inbound
+    {
+        tokio::select! {
+            _ = tx.send(Inbound::PeerLeft(entry.id)) => {}
+            _ = raised(&mut life.kill) => {}
+        }
+    }
+    inbound
+}
+
+async fn read_loop(
+    shared: &Shared,
+    entry: &PeerEntry,
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    inbound: &mpsc::Sender<Inbound>,
+    stop: &mut watch::Receiver<bool>,
+    mut dead: watch::Receiver<bool>,
+) -> ReadEnd {
+    use tokio::io::AsyncReadExt;
+    let mut dec = zmtp::Decoder::new(MAX_MESSAGE_BYTES);
+    let router = shared.kind == SocketType::Router;
+    let subscriptions = matches!(shared.kind, SocketType::Xpub | SocketType::Pub);
+    loop {
+        let mut batch: Vec<Msg> = Vec::new();
+        loop {
+            if router {
+                dec.prefix(&entry.routing_id);
+            }
+            let change = match dec.decode(buf) {
+                Ok(None) => break,
+                Ok(Some(Item::Message(m))) => {
+                    let sub = if subscriptions { zmtp::subscription_of_message(&m) } else { None };
+                    match sub {
+                        Some(s) => s,
+                        None => {
+                            if shared.delivers {
+                                batch.push(m);
+                            }
+                            continue;
+                        }
+                    }
+                }
+                Ok(Some(Item::Command(raw))) => {
+                    let Ok(cmd) = zmtp::parse_command(raw) else {
+                        shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        return ReadEnd::Closed;
+                    };
+                    if &cmd.name[..] == b"ERROR" {
+                        return ReadEnd::Closed;
+                    }
+                    if let Some(pong) = zmtp::pong_for(&cmd) {
+                        // Heartbeats (ZMQ_HEARTBEAT_IVL on the peer) are answered whatever
+                        // the queue's fill level; a PONG is not a message.
+                        let _ = shared.enqueue(&entry.queue, vec![Out::Command(pong)], 0);
+                        continue;
+                    }
+                    match zmtp::subscription_of_command(&cmd) {
+                        Some(s) if subscriptions => s,
+                        _ => continue,
+                    }
+                }
+                Err(e) => {
+                    shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(id = entry.id, error = %e, "dropping peer");
+                    return ReadEnd::Closed;
+                }
+            };
+            let (subscribe, topic) = change;
+            shared.update_topics(entry.id, subscribe, &topic);
+            if shared.kind == SocketType::Xpub && shared.delivers {
+                if !batch.is_empty() && inbound.send(Inbound::Batch(batch)).await.is_err() {
+                    return ReadEnd::Stopped;
+                }
+                batch = Vec::new();
+                let ev = Inbound::Subscription { peer: entry.id, subscribe, topic };
+                if inbound.send(ev).await.is_err() {
+                    return ReadEnd::Stopped;
+                }
+            }
+        }
+        if !batch.is_empty() && inbound.send(Inbound::Batch(batch)).await.is_err() {
+            return ReadEnd::Stopped;
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        tokio::select! {
+            biased;
+            // A socket the pump does not read (PUSH, PUB, capture) keeps reading during a
+            // drain: that is how a peer that closed is noticed before more is written to it.
+            _ = raised(stop), if shared.delivers => return ReadEnd::Stopped,
+            _ = raised(&mut dead) => return ReadEnd::Closed,
+            r = rd.read_buf(buf) => match r {
+                Ok(0) | Err(_) => return ReadEnd::Closed,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+async fn write_loop(
+    shared: Arc<Shared>,
+    queue: Arc<PeerQueue>,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<Out>>,
+    dead: Arc<watch::Sender<bool>>,
+    kill: watch::Receiver<bool>,
+) -> mpsc::UnboundedReceiver<Vec<Out>> {
+    let _live = LiveWriter(shared.clone());
+    let mut dead_rx = dead.subscribe();
+    // Grown on demand: reserving a full batch per connection up front cost idle and
+    // short-lived peers 256 KiB each and fragmented the heap under connection churn.
+    let mut out = BytesMut::new();
+    let mut ends: Vec<WrittenUpTo> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            _ = raised(&mut dead_rx) => break,
+        };
+        // Where each message ends in `out`, so a write cut short by a kill releases exactly the
+        // messages the kernel took whole.
+        ends.clear();
+        let mut encode = |batch: Vec<Out>, out: &mut BytesMut| {
+            for m in batch {
+                m.encode(out);
+                ends.push(WrittenUpTo {
+                    end: out.len(),
+                    frames: m.frames().len() as i64,
+                    bytes: m.payload_len() as i64,
+                });
+            }
+        };
+        encode(first, &mut out);
+        while out.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(batch) => encode(batch, &mut out),
+                Err(_) => break,
+            }
+        }
+        let mut written = 0usize;
+        let r = tokio::select! {
+            r = write_counting(&mut wr, &out, &mut written) => r,
+            _ = raised(&mut dead_rx) => Err(std::io::ErrorKind::ConnectionAborted.into()),
+        };
+        // Written whole: every message on success; on a kill, those the kernel took whole (the
+        // live peer still reads them); when the peer died, none: the batch went down with it.
+        let done = match &r {
+            Ok(()) => ends.len(),
+            Err(_) if *kill.borrow() => ends.partition_point(|e| e.end <= written),
+            Err(_) => 0,
+        };
+        let (msgs, frames, bytes) = ends[..done]
+            .iter()
+            .fold((0usize, 0i64, 0i64), |(m, f, b), e| (m + 1, f + e.frames, b + e.bytes));
+        queue.queued.fetch_sub(msgs, Ordering::AcqRel);
+        shared.pending_out.fetch_sub(frames, Ordering::AcqRel);
+        shared.pending_out_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if r.is_err() && *kill.borrow() {
+            // Killed mid-write: the messages not fully written stay in the backlog that the
+            // shutdown counts as undelivered.
+            break;
+        }
+        if out.capacity() > 4 * WRITE_BATCH_BYTES {
+            out = BytesMut::new();
+        } else {
+            out.clear();
+        }
+        shared.changed.notify_waiters();
+        if r.is_err() {
+            let (lost_frames, lost_bytes) =
+                ends[done..].iter().fold((0i64, 0i64), |(f, b), e| (f + e.frames, b + e.bytes));
+            queue.queued.fetch_sub(ends.len() - done, Ordering::AcqRel);
+            shared.pending_out.fetch_sub(lost_frames, Ordering::AcqRel);
+            shared.pending_out_bytes.fetch_sub(lost_bytes, Ordering::AcqRel);
+            shared.counters.dropped(shared.lost_reason(), lost_frames.max(0) as u64);
+            dead.send_replace(true);
+            break;
+        }
+    }
+    rx
+}
+
+/// Counts a running writer; dropping it (return, panic or abort) signals the drain.
+struct LiveWriter(Arc<Shared>);
+
+impl Drop for LiveWriter {
+    fn drop(&mut self) {
+        self.0.live_writers.fetch_sub(1, Ordering::AcqRel);
+        self.0.writers_gone.notify_waiters();
+    }
+}
+
+/// The end of one encoded message in a write batch, with what it counts for.
+struct WrittenUpTo {
+    end: usize,
+    frames: i64,
+    bytes: i64,
+}
+
+/// `write_all` that records how far it got, so a cancelled or failed write still tells how
+/// many bytes the kernel accepted.
+async fn write_counting(
+    wr: &mut OwnedWriteHalf,
+    buf: &[u8],
+    written: &mut usize,
+) -> std::io::Result<()> {
+    while *written < buf.len() {
+        match wr.write(&buf[*written..]).await {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

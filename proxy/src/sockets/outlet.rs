@@ -1,0 +1,309 @@
+//! The sending side of a socket: the send policy of each socket type (ROUTER by routing id,
+//! PUSH/DEALER round-robin over peers with room, PUB/XPUB fan-out to matching subscribers, XSUB
+//! subscriptions to every publisher) and what became of each batch.
+
+use super::*;
+
+/// What became of a batch handed to a socket.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Accepted by the socket (queued to a peer, or fanned out to zero or more subscribers).
+    pub sent_frames: u64,
+    pub sent_bytes: u64,
+    /// Not sent because the proxy is being killed (drops are counted by the socket itself).
+    pub cancelled: Vec<Msg>,
+}
+
+impl Delivery {
+    fn sent(&mut self, m: &Msg) {
+        let (f, b) = size_of(m);
+        self.sent_frames += f;
+        self.sent_bytes += b;
+    }
+}
+
+/// The sending side of a socket, owned by the one pump that writes to it. It caches the
+/// peer list and refreshes it only when a peer joins, leaves or changes its topics, and it
+/// collects each batch per peer so a peer's queue is touched once per batch.
+pub struct Outlet {
+    shared: Arc<Shared>,
+    version: u64,
+    peers: Vec<PeerEntry>,
+    by_routing: HashMap<Bytes, usize>,
+    /// Per cached peer: messages collected for it in this batch, and its remaining room.
+    staged: Vec<Vec<Out>>,
+    room: Vec<usize>,
+    next: usize,
+}
+
+impl Outlet {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        let mut o = Outlet {
+            shared,
+            version: u64::MAX,
+            peers: Vec::new(),
+            by_routing: HashMap::new(),
+            staged: Vec::new(),
+            room: Vec::new(),
+            next: 0,
+        };
+        o.refresh();
+        o
+    }
+
+    pub fn socket_type(&self) -> SocketType {
+        self.shared.kind
+    }
+
+    /// Picks up peer changes (only between batches, after a flush) and re-reads each peer's
+    /// room.
+    fn refresh(&mut self) {
+        let v = self.shared.version.load(Ordering::Acquire);
+        if v != self.version {
+            let reg = lock(&self.shared.registry);
+            self.peers.clone_from(&reg.peers);
+            drop(reg);
+            self.version = v;
+            self.by_routing.clear();
+            if self.shared.kind == SocketType::Router {
+                for (i, p) in self.peers.iter().enumerate() {
+                    self.by_routing.insert(p.routing_id.clone(), i);
+                }
+            }
+            self.staged.resize_with(self.peers.len(), Vec::new);
+            self.staged.truncate(self.peers.len());
+        }
+        let hwm = self.shared.hwm.max(1);
+        self.room.clear();
+        self.room.extend(self.peers.iter().map(|p| p.queue.room(hwm)));
+    }
+
+    /// Hands every staged message to its peer's queue.
+    fn flush(&mut self) {
+        for (i, batch) in self.staged.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(batch);
+            if let Err(back) = self.shared.enqueue(&self.peers[i].queue, batch, 0) {
+                // The peer closed since the last refresh.
+                self.shared.undeliverable(back.into_iter().filter_map(Out::into_msg).collect());
+            }
+        }
+    }
+
+    pub fn backlog(&self) -> i64 {
+        self.handle().backlog()
+    }
+
+    /// Messages handed back by closed PUSH/DEALER peers, to be re-sent first.
+    pub fn take_orphans(&self) -> Vec<Msg> {
+        if !self.shared.has_orphans.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut o = lock(&self.shared.orphans);
+        self.shared.has_orphans.store(false, Ordering::Release);
+        o.drain(..).collect()
+    }
+
+    /// Resolves when the peer set or a queue's fill level may have changed.
+    pub async fn changed(&self) {
+        self.shared.changed.notified().await;
+    }
+
+    /// Resolves when messages of a closed peer are waiting to be re-sent.
+    pub async fn orphaned(&self) {
+        self.shared.orphaned.notified().await;
+    }
+
+    /// A handle for watching this socket from outside its pump.
+    pub fn handle(&self) -> SocketHandle {
+        SocketHandle { shared: self.shared.clone() }
+    }
+
+    /// Sends a batch according to the socket type. Waits only where libzmq would block:
+    /// PUSH/DEALER with no peer able to take the next message.
+    pub async fn send(&mut self, msgs: Vec<Msg>, kill: &mut watch::Receiver<bool>) -> Delivery {
+        self.refresh();
+        let mut d = Delivery::default();
+        match self.shared.kind {
+            SocketType::Router => self.send_routed(msgs, &mut d),
+            SocketType::Pub | SocketType::Xpub => self.fan_out(msgs, &mut d, DropReason::PeerFull),
+            SocketType::Xsub | SocketType::Sub => self.send_upstream(msgs, &mut d),
+            _ => self.send_balanced(msgs, &mut d, kill).await,
+        }
+        d
+    }
+
+    /// Capture copies: never waits. Returns how many frames a capture peer took (a PUB
+    /// takes everything, as a PUB socket with no subscriber does); the rest are dropped.
+    pub fn send_capture(&mut self, msgs: &[Msg]) -> (u64, u64) {
+        self.refresh();
+        let mut d = Delivery::default();
+        let copies: Vec<Msg> = msgs.to_vec();
+        match self.shared.kind {
+            SocketType::Pub | SocketType::Xpub => self.fan_out(copies, &mut d, DropReason::Capture),
+            _ => {
+                for m in copies {
+                    if let Some(i) = self.pick_balanced() {
+                        d.sent(&m);
+                        self.staged[i].push(Out::Owned(m));
+                    }
+                }
+                self.flush();
+            }
+        }
+        (d.sent_frames, d.sent_bytes)
+    }
+
+    fn send_routed(&mut self, msgs: Vec<Msg>, d: &mut Delivery) {
+        let counters = &self.shared.counters;
+        for mut m in msgs {
+            let frames = m.len() as u64;
+            if m.len() < 2 {
+                counters.dropped(DropReason::Invalid, frames);
+                continue;
+            }
+            let Some(&i) = self.by_routing.get(&m[0]) else {
+                counters.dropped(DropReason::Unroutable, frames);
+                continue;
+            };
+            if self.room[i] == 0 {
+                counters.dropped(DropReason::PeerFull, frames);
+                continue;
+            }
+            self.room[i] -= 1;
+            d.sent(&m);
+            m.remove(0);
+            self.staged[i].push(Out::Owned(m));
+        }
+        self.flush();
+    }
+
+    fn fan_out(&mut self, msgs: Vec<Msg>, d: &mut Delivery, full_reason: DropReason) {
+        let mut full = 0u64;
+        let mut targets: Vec<usize> = Vec::with_capacity(self.peers.len());
+        for m in msgs {
+            d.sent(&m);
+            let Some(first) = m.first() else { continue };
+            targets.clear();
+            for (i, p) in self.peers.iter().enumerate() {
+                if p.topics.iter().any(|t| first.starts_with(t)) {
+                    if self.room[i] > 0 {
+                        targets.push(i);
+                    } else {
+                        full += m.len() as u64;
+                    }
+                }
+            }
+            match targets[..] {
+                [] => {}
+                // One subscriber takes the message itself; more share one allocation.
+                [a] => {
+                    self.room[a] -= 1;
+                    self.staged[a].push(Out::Owned(m));
+                }
+                _ => {
+                    let shared = Arc::new(m);
+                    for &i in &targets {
+                        self.room[i] -= 1;
+                        self.staged[i].push(Out::Shared(shared.clone()));
+                    }
+                }
+            }
+        }
+        if full > 0 {
+            self.shared.counters.dropped(full_reason, full);
+        }
+        self.flush();
+    }
+
+    fn pick_balanced(&mut self) -> Option<usize> {
+        let n = self.peers.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if self.room[i] > 0 {
+                self.room[i] -= 1;
+                self.next = i + 1;
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    async fn send_balanced(
+        &mut self,
+        msgs: Vec<Msg>,
+        d: &mut Delivery,
+        kill: &mut watch::Receiver<bool>,
+    ) {
+        let mut it = msgs.into_iter();
+        let mut held = None;
+        loop {
+            let Some(m) = held.take().or_else(|| it.next()) else { break };
+            if let Some(i) = self.pick_balanced() {
+                d.sent(&m);
+                self.staged[i].push(Out::Owned(m));
+                continue;
+            }
+            // Nobody can take it: hand over what is staged, then wait for room or a peer.
+            self.flush();
+            let shared = self.shared.clone();
+            let notified = shared.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.refresh();
+            if self.room.iter().any(|r| *r > 0) {
+                held = Some(m);
+                continue;
+            }
+            tokio::select! {
+                _ = &mut notified => held = Some(m),
+                _ = raised(kill) => {
+                    d.cancelled.push(m);
+                    d.cancelled.extend(it);
+                    return;
+                }
+            }
+            self.refresh();
+        }
+        self.flush();
+    }
+
+    /// XSUB/SUB: subscriptions go to every publisher, past the high-water mark if need be
+    /// (they are small and must not be lost), and are remembered for publishers that connect
+    /// later; other messages go to every publisher with room.
+    fn send_upstream(&mut self, msgs: Vec<Msg>, d: &mut Delivery) {
+        for m in msgs {
+            d.sent(&m);
+            if let Some((subscribe, topic)) = zmtp::subscription_of_message(&m) {
+                self.flush();
+                let mut reg = lock(&self.shared.registry);
+                if subscribe {
+                    reg.upstream.insert(topic);
+                } else {
+                    reg.upstream.remove(&topic);
+                }
+                for p in &reg.peers {
+                    // A publisher that just closed needs no subscription.
+                    let _ = self.shared.enqueue(&p.queue, vec![Out::Owned(m.clone())], 1);
+                }
+                continue;
+            }
+            let shared = Arc::new(m);
+            let mut full = 0;
+            for i in 0..self.peers.len() {
+                if self.room[i] == 0 {
+                    full += shared.len() as u64;
+                    continue;
+                }
+                self.room[i] -= 1;
+                self.staged[i].push(Out::Shared(shared.clone()));
+            }
+            if full > 0 {
+                self.shared.counters.dropped(DropReason::PeerFull, full);
+            }
+        }
+        self.flush();
+    }
+}
