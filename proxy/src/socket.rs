@@ -9,10 +9,9 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A ZeroMQ socket type, spelled as in libzmq (`ZMQ_ROUTER` is `ROUTER`).
-///
-/// PAIR is listed because `zmq_proxy(3)` names it for the capture socket; it is refused with a
-/// reason (the `zeromq` crate has no PAIR socket) rather than being an unknown word.
+// PAIR is a known word because zmq_proxy(3) names it for the capture socket, so a manifest
+// that asks for it is refused with a reason rather than as an unknown word.
+/// A ZeroMQ socket type, spelled as in libzmq (ZMQ_ROUTER is ROUTER).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum SocketType {
@@ -116,7 +115,7 @@ pub fn capture_type_refusal(t: SocketType) -> Option<String> {
     match t {
         _ if CAPTURE_TYPES.contains(&t) => None,
         SocketType::Pair => Some(format!(
-            "capture type PAIR is not supported: the zeromq crate has no PAIR socket; use one of {}",
+            "capture type PAIR is not supported: PAIR talks to exactly one peer and this proxy has no PAIR socket; use one of {}",
             list(&CAPTURE_TYPES)
         )),
         other => Some(format!(
@@ -152,10 +151,9 @@ fn list(types: &[SocketType]) -> String {
     types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// One socket of a manifest: its type and the TCP port it binds on all interfaces.
-///
-/// The port is an `i32` with an explicit range rather than a `u16`, because a `u16` would put
-/// `format: uint16` in the CRD schema, which the API server does not know.
+// The port is an i32 with an explicit range rather than a u16: a u16 would put
+// `format: uint16` in the CRD schema, which the API server does not know.
+/// One socket of a proxy: its type and the TCP port it binds on all interfaces.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SocketSpec {
     #[serde(rename = "type")]
@@ -164,7 +162,8 @@ pub struct SocketSpec {
     pub port: i32,
 }
 
-/// The steering socket of a manifest (`zmq_proxy_steerable`'s control socket, a REP).
+/// The steering socket (zmq_proxy_steerable's control socket, a REP): PAUSE, RESUME,
+/// TERMINATE and STATISTICS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ControlSpec {
     #[schemars(range(min = 1, max = 65535))]
@@ -176,10 +175,17 @@ pub struct ControlSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxySockets {
+    /// The frontend socket: clients (shared queue), publishers (forwarder) or producers
+    /// (pipeline) connect here.
     pub frontend: SocketSpec,
+    /// The backend socket: workers, subscribers or consumers connect here. With the frontend
+    /// it must form ROUTER/DEALER, XSUB/XPUB, SUB/PUB or PULL/PUSH, either way round.
     pub backend: SocketSpec,
+    /// Optional capture socket (PUB, DEALER or PUSH): a copy of every message, all frames,
+    /// in both directions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<SocketSpec>,
+    /// Optional steering socket (zmq_proxy_steerable): PAUSE, RESUME, TERMINATE, STATISTICS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlSpec>,
 }

@@ -497,7 +497,7 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             q(json!({"capture": {"type": "PAIR", "port": 5557}})),
             Refusal::at(
                 "spec.capture.type",
-                "capture type PAIR is not supported: the zeromq crate has no PAIR socket; use one of PUB, DEALER, PUSH",
+                "capture type PAIR is not supported: PAIR talks to exactly one peer and this proxy has no PAIR socket; use one of PUB, DEALER, PUSH",
             ),
         ),
         (

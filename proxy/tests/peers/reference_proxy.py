@@ -108,7 +108,7 @@ def parse() -> dict:
         )
     if "capture_type" in cfg:
         if cfg["capture_type"] not in CAPTURE:
-            extra = ": the zeromq crate has no PAIR socket" if cfg["capture_type"] == "PAIR" else ""
+            extra = ": PAIR talks to exactly one peer and this proxy has no PAIR socket" if cfg["capture_type"] == "PAIR" else ""
             fail(f"--capture-type: capture type {cfg['capture_type']} is not supported{extra}; use one of {', '.join(CAPTURE)}")
         if not cfg.get("capture_eps"):
             fail("--capture-bind or --capture-connect is required with --capture-type")
