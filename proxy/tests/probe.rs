@@ -71,6 +71,15 @@ fn start_proxy(args: &[String], ports: &[u16]) -> Proxy {
     proxy
 }
 
+/// A proxy binding `front` and `back` on fresh ports: (frontend port, backend port, proxy).
+fn start_pair(front: &str, back: &str) -> (u16, u16, Proxy) {
+    let (f, b) = (free_port(), free_port());
+    let mut args = socket_args("frontend", front, f);
+    args.extend(socket_args("backend", back, b));
+    let proxy = start_proxy(&args, &[f, b]);
+    (f, b, proxy)
+}
+
 fn socket_args(role: &str, kind: &str, port: u16) -> Vec<String> {
     vec![format!("--{role}-type"), kind.to_string(), format!("--{role}-bind"), ep(port)]
 }
@@ -140,10 +149,7 @@ fn probe_args(pattern: &str, frontend: u16, backend: u16, count: u64) -> Vec<Str
 
 #[test]
 fn shared_queue_round_trips_come_back_to_their_sender_intact() {
-    let (f, b) = (free_port(), free_port());
-    let mut args = socket_args("frontend", "ROUTER", f);
-    args.extend(socket_args("backend", "DEALER", b));
-    let _proxy = start_proxy(&args, &[f, b]);
+    let (f, b, _proxy) = start_pair("ROUTER", "DEALER");
 
     let (output, report) = run_probe(&probe_args("shared-queue", f, b, 1000));
     assert_passed(&output, &report, 1000);
@@ -151,10 +157,7 @@ fn shared_queue_round_trips_come_back_to_their_sender_intact() {
 
 #[test]
 fn forwarder_delivers_the_subscribed_topic_and_nothing_else() {
-    let (f, b) = (free_port(), free_port());
-    let mut args = socket_args("frontend", "XSUB", f);
-    args.extend(socket_args("backend", "XPUB", b));
-    let _proxy = start_proxy(&args, &[f, b]);
+    let (f, b, _proxy) = start_pair("XSUB", "XPUB");
 
     let (output, report) = run_probe(&probe_args("forwarder", f, b, 1000));
     assert_passed(&output, &report, 1000);
@@ -164,10 +167,7 @@ fn forwarder_delivers_the_subscribed_topic_and_nothing_else() {
 
 #[test]
 fn pipeline_delivers_every_pushed_message_once() {
-    let (f, b) = (free_port(), free_port());
-    let mut args = socket_args("frontend", "PULL", f);
-    args.extend(socket_args("backend", "PUSH", b));
-    let _proxy = start_proxy(&args, &[f, b]);
+    let (f, b, _proxy) = start_pair("PULL", "PUSH");
 
     let (output, report) = run_probe(&probe_args("pipeline", f, b, 2000));
     assert_passed(&output, &report, 2000);
