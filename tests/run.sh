@@ -47,8 +47,20 @@ if [ -z "${ZMQ_PROXY_BIN:-}" ]; then
     export ZMQ_PROXY_BIN="${target_dir:-target}/release/zmq-proxy"
 fi
 
-# Unit, integration and mocked-API tests of every crate (the operator's included).
-tier cargo-test cargo test --workspace
+# The envtest tier's real kube-apiserver and etcd: $KUBEBUILDER_ASSETS when set, else the envtest
+# convention's default location when it holds both binaries. Nothing here builds or fetches them.
+if [ -z "${KUBEBUILDER_ASSETS:-}" ] && [ -x /usr/local/kubebuilder/bin/kube-apiserver ] &&
+    [ -x /usr/local/kubebuilder/bin/etcd ]; then
+    export KUBEBUILDER_ASSETS=/usr/local/kubebuilder/bin
+fi
+
+# Unit, integration and mocked-API tests of every crate (the operator's included); the envtest
+# target skips here and runs as its own tier below, so its result shows by name.
+tier cargo-test env -u KUBEBUILDER_ASSETS cargo test --workspace
+
+# The operator against a real kube-apiserver and etcd: CRD admission (the API server's CEL cost
+# estimate included), reconcile, status, events, refusals. Prints its skip reason without them.
+tier envtest cargo test -p zmq-proxy-operator --test envtest -- --nocapture
 
 # Real libzmq peers (pyzmq) against the release binary over 127.0.0.1.
 tier peers env PYTHONDONTWRITEBYTECODE=1 python3 -m pytest proxy/tests/peers

@@ -244,11 +244,7 @@ fn duplicate_ports_name_the_later_field_and_the_earlier_one() {
         let errors = cel_errors(&object(spec));
         assert_eq!(errors.len(), 1, "{field}: {errors:?}");
         assert_eq!(errors[0].0, field);
-        let port = if other == "frontend" { 5555 } else { 5556 };
-        assert_eq!(
-            errors[0].1,
-            format!("port {port} is already used by {other}; ports must be distinct")
-        );
+        assert_eq!(errors[0].1, format!("port is already used by {other}; ports must be distinct"));
     }
     // capture and control clashing with each other, not with the main sockets.
     let mut spec = queue();
@@ -259,7 +255,7 @@ fn duplicate_ports_name_the_later_field_and_the_earlier_one() {
         errors,
         vec![(
             "spec.control.port".to_string(),
-            "port 6000 is already used by capture; ports must be distinct".to_string()
+            "port is already used by capture; ports must be distinct".to_string()
         )]
     );
 }

@@ -143,8 +143,13 @@ fn pair_refusal_text(pair: &str) -> String {
 }
 
 /// The words of a port clash, shared with its CEL rendering in [`cel::distinct_port_rules`].
-fn port_clash_text(port: &str, other: &str) -> String {
-    format!("port {port} is already used by {other}; ports must be distinct")
+/// The CEL rendering passes no port: the API server's cost estimator treats `string()` of an
+/// integer as unbounded and refuses the whole CRD, so its messages are static per clash.
+fn port_clash_text(port: Option<i32>, other: &str) -> String {
+    match port {
+        Some(port) => format!("port {port} is already used by {other}; ports must be distinct"),
+        None => format!("port is already used by {other}; ports must be distinct"),
+    }
 }
 
 fn list(types: &[SocketType]) -> String {
@@ -236,7 +241,7 @@ impl ProxySockets {
             if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
                 return Err(SocketSpecError {
                     field: field(&format!("{name}.port")),
-                    reason: port_clash_text(&port.to_string(), other),
+                    reason: port_clash_text(Some(*port), other),
                 });
             }
         }
@@ -372,16 +377,13 @@ pub mod cel {
                     None => format!("!({})", clashes.join(" || ")),
                 };
                 // The first earlier field that clashes names the clash; the last is the fallback
-                // because the message is only evaluated when some clash exists.
-                let mut other = quote(&earlier[i - 1].name);
+                // because the message is only evaluated when some clash exists. Every branch is
+                // a literal, so the estimated cost stays that of the comparisons.
+                let words = |e: &PortField| quote(&port_clash_text(None, &e.name));
+                let mut message_expression = words(&earlier[i - 1]);
                 for (e, clash) in earlier.iter().zip(&clashes).rev().skip(1) {
-                    other = format!("({clash} ? {} : {other})", quote(&e.name));
+                    message_expression = format!("({clash} ? {} : {message_expression})", words(e));
                 }
-                const PORT: &str = "\u{0}";
-                const OTHER: &str = "\u{1}";
-                let port = format!("string({})", field.port);
-                let message_expression =
-                    splice(&port_clash_text(PORT, OTHER), &[(PORT, &port), (OTHER, &other)]);
                 CelRule { rule, message_expression, field_path: field.field_path.clone() }
             })
             .collect()

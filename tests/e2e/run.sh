@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# End-to-end suite on a throw-away kind cluster: builds the operator and proxy images, loads them
-# into kind, installs the Helm chart, applies every example, waits for Ready, sends traffic
+# End-to-end suite, on a throw-away kind cluster (the default) or on an existing cluster
+# (E2E_EXISTING_CLUSTER=1). On kind it builds the operator and proxy images, loads them into kind,
+# creates the cluster and deletes it at the end. Either way it installs the Helm chart, applies every example, waits for Ready, sends traffic
 # through each proxy's Service with zmq-proxy-probe in a Job (shared queue round trips, forwarder
 # with subscriptions, pipeline, capture), changes a port and checks the new one, deletes a
 # ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
 # refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
 #
-# Needs docker (with a running engine), kind, kubectl and helm. When one is missing it prints one
-# line naming what is missing and exits 0 as skipped; it never reports a pass it did not run.
+# kind mode needs docker (with a running engine), kind, kubectl and helm; existing-cluster mode
+# needs kubectl and helm. When one is missing it prints one line naming what is missing and exits 0
+# as skipped; it never reports a pass it did not run. One line per check, then `N passed, N
+# failed`; the exit status is non-zero on any failure.
 #
-# Environment:
+# Existing-cluster mode (E2E_EXISTING_CLUSTER=1) uses the current context of $KUBECONFIG, never
+# creates or deletes a cluster, builds and loads no images, and removes only what it created: its
+# two namespaces, its Helm release, and the CRD only when the CRD was not there before the run.
+# Proxy pods and the probe Jobs use the images as given, which the nodes must be able to get:
+#   E2E_OPERATOR_IMAGE     operator image, repository:tag or repository@sha256:... (required)
+#   E2E_PROXY_IMAGE        proxy image, likewise (required)
+#   E2E_IMAGE_PULL_POLICY  pull policy of every pod the suite starts (default IfNotPresent)
+#   E2E_NAMESPACE_PREFIX   prefix of its namespaces <prefix>-system and <prefix> (default zmq-e2e)
+#
+# kind mode environment:
 #   E2E_CLUSTER       kind cluster name (default zmq-proxy-e2e)
 #   E2E_NODE_IMAGE    kind node image (default: the v1.32.2 image of kind v0.27.0, pinned by digest
 #                     as kind's release notes ask; another kind release wants its own node image)
@@ -28,17 +40,29 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 # chart-check.sh installs pinned helm and kubectl here; use them when the machine has none.
 [[ -d "$ROOT/.tools/bin" ]] && PATH="$PATH:$ROOT/.tools/bin"
 
+EXISTING="${E2E_EXISTING_CLUSTER:-0}"
 missing=()
-for tool in docker kind kubectl helm; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [[ " ${missing[*]} " != *" docker "* ]] && ! docker info >/dev/null 2>&1; then
-  missing+=("a running Docker engine")
+if [[ "$EXISTING" == "1" ]]; then
+  needs="kubectl and helm, and a current kubectl context"
+  for tool in kubectl helm; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if [[ " ${missing[*]} " != *" kubectl "* ]] && ! kubectl config current-context >/dev/null 2>&1; then
+    missing+=("a current kubectl context")
+  fi
+else
+  needs="docker with a running engine, kind, kubectl and helm; or E2E_EXISTING_CLUSTER=1 with kubectl and helm"
+  for tool in docker kind kubectl helm; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if [[ " ${missing[*]} " != *" docker "* ]] && ! docker info >/dev/null 2>&1; then
+    missing+=("a running Docker engine")
+  fi
 fi
 if ((${#missing[@]})); then
   list=""
   for m in "${missing[@]}"; do list+="${list:+, }$m"; done
-  echo "e2e: skipped: ${list} not available (needs docker with a running engine, kind, kubectl and helm)"
+  echo "e2e: skipped: ${list} not available (needs ${needs})"
   exit 0
 fi
 
@@ -46,16 +70,31 @@ CLUSTER="${E2E_CLUSTER:-zmq-proxy-e2e}"
 NODE_IMAGE="${E2E_NODE_IMAGE:-kindest/node:v1.32.2@sha256:f226345927d7e348497136874b6d207e0b32cc52154ad8323129352923a3142f}"
 COUNT="${E2E_COUNT:-1000}"
 ARTIFACTS="${E2E_ARTIFACTS:-$ROOT/e2e-artifacts}"
-OPERATOR_IMAGE="zmq-proxy-operator:e2e"
-PROXY_IMAGE="zmq-proxy:e2e"
 RELEASE="zmq-proxy-operator"
-SYSTEM_NS="zmq-system"
-NS="zmq-e2e"
-KCTX="kind-${CLUSTER}"
+if [[ "$EXISTING" == "1" ]]; then
+  OPERATOR_IMAGE="${E2E_OPERATOR_IMAGE:-}"
+  PROXY_IMAGE="${E2E_PROXY_IMAGE:-}"
+  PULL_POLICY="${E2E_IMAGE_PULL_POLICY:-IfNotPresent}"
+  NS="${E2E_NAMESPACE_PREFIX:-zmq-e2e}"
+  SYSTEM_NS="${NS}-system"
+  RELEASE="${NS}-operator"
+  KCTX="$(kubectl config current-context)"
+else
+  OPERATOR_IMAGE="zmq-proxy-operator:e2e"
+  PROXY_IMAGE="zmq-proxy:e2e"
+  PULL_POLICY="Never"
+  SYSTEM_NS="zmq-system"
+  NS="zmq-e2e"
+  KCTX="kind-${CLUSTER}"
+fi
 
 PASSED=0
 FAILED=0
 CLUSTER_CREATED=0
+# What this run made on an existing cluster, so cleanup removes that and nothing else.
+MADE_NAMESPACES=()
+MADE_RELEASE=0
+MADE_CRD=0
 
 log() { printf '%s e2e: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 k() { kubectl --context "$KCTX" "$@"; }
@@ -88,16 +127,40 @@ diagnostics() {
     >"$ARTIFACTS/probes.log" 2>&1
   k -n "$NS" describe pods >"$ARTIFACTS/pods.txt" 2>&1
   # Node-level logs (kubelet, containerd, control plane): image loading and admission problems.
-  kind export logs "$ARTIFACTS/kind" --name "$CLUSTER" >/dev/null 2>&1
+  ((CLUSTER_CREATED)) && kind export logs "$ARTIFACTS/kind" --name "$CLUSTER" >/dev/null 2>&1
   return 0
+}
+
+# Existing cluster: removes what the run created, in reverse order, and reports what it could not.
+remove_what_was_made() {
+  if ((MADE_RELEASE)) && helm --kube-context "$KCTX" status "$RELEASE" -n "$SYSTEM_NS" >/dev/null 2>&1; then
+    helm --kube-context "$KCTX" uninstall "$RELEASE" -n "$SYSTEM_NS" --wait --timeout 120s >/dev/null 2>&1 \
+      || log "could not uninstall release $RELEASE"
+  fi
+  local ns
+  for ns in "${MADE_NAMESPACES[@]}"; do
+    k delete namespace "$ns" --ignore-not-found --wait=true --timeout=180s >/dev/null 2>&1 \
+      || log "could not delete namespace $ns"
+  done
+  if ((MADE_CRD)); then
+    k delete crd zmqproxies.zmqproxy.io --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 \
+      || log "could not delete crd zmqproxies.zmqproxy.io"
+  fi
 }
 
 cleanup() {
   local rc=$?
   trap - EXIT
   set +e
-  if ((CLUSTER_CREATED)) && { ((FAILED)) || ((rc)); }; then
+  if { ((CLUSTER_CREATED)) || [[ "$EXISTING" == "1" ]]; } && { ((FAILED)) || ((rc)); }; then
     diagnostics
+  fi
+  if [[ "$EXISTING" == "1" ]]; then
+    if [[ "${E2E_KEEP_CLUSTER:-0}" == "1" ]]; then
+      log "keeping what the run created (namespaces ${MADE_NAMESPACES[*]:-none}, release $RELEASE)"
+    else
+      remove_what_was_made
+    fi
   fi
   if ((CLUSTER_CREATED)); then
     if [[ "${E2E_KEEP_CLUSTER:-0}" == "1" ]]; then
@@ -147,6 +210,38 @@ build_image() {
   fi
 }
 
+# image_parts IMAGE: "repository tag digest" of repository:tag or repository@sha256:... (a
+# registry's :port stays in the repository).
+image_parts() {
+  local image="$1" repo tag="" digest=""
+  if [[ "$image" == *@* ]]; then
+    repo="${image%%@*}" digest="${image#*@}"
+  elif [[ "${image##*/}" == *:* ]]; then
+    repo="${image%:*}" tag="${image##*:}"
+  else
+    repo="$image"
+  fi
+  echo "$repo ${tag:-latest} $digest"
+}
+
+if [[ "$EXISTING" == "1" ]]; then
+  if [[ -z "$OPERATOR_IMAGE" || -z "$PROXY_IMAGE" ]]; then
+    log "E2E_EXISTING_CLUSTER=1 needs E2E_OPERATOR_IMAGE and E2E_PROXY_IMAGE (images the nodes can get)"
+    exit 1
+  fi
+  for ns in "$SYSTEM_NS" "$NS"; do
+    if k get namespace "$ns" >/dev/null 2>&1; then
+      log "namespace $ns already exists on $KCTX; delete it or set E2E_NAMESPACE_PREFIX"
+      exit 1
+    fi
+  done
+  if k get crd zmqproxies.zmqproxy.io >/dev/null 2>&1; then
+    log "the ZmqProxy CRD is already installed on $KCTX: it is used as it is and left in place"
+  else
+    MADE_CRD=1
+  fi
+  log "existing cluster: context $KCTX, operator $OPERATOR_IMAGE, proxy $PROXY_IMAGE, pull policy $PULL_POLICY"
+else
 # Checked before the builds, which take minutes. The list is captured first: `kind get clusters |
 # grep -q` under pipefail can report a SIGPIPE'd kind as "not found", and the run would then take
 # over (and finally delete) someone's cluster.
@@ -185,15 +280,23 @@ for node in $(kind get nodes --name "$CLUSTER"); do
   done
 done
 
+fi
+
 log "installing the chart"
 # The operator's namespace enforces the restricted Pod Security Standard too: the chart's
 # hardened defaults must pass it.
 k create namespace "$SYSTEM_NS"
+MADE_NAMESPACES+=("$SYSTEM_NS")
 k label namespace "$SYSTEM_NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
+read -r op_repo op_tag op_digest <<<"$(image_parts "$OPERATOR_IMAGE")"
+read -r px_repo px_tag px_digest <<<"$(image_parts "$PROXY_IMAGE")"
+MADE_RELEASE=1
 helm --kube-context "$KCTX" install "$RELEASE" "$ROOT/charts/zmq-proxy-operator" \
   --namespace "$SYSTEM_NS" \
-  --set image.repository=zmq-proxy-operator --set image.tag=e2e --set image.pullPolicy=Never \
-  --set proxyImage.repository=zmq-proxy --set proxyImage.tag=e2e --set proxyImage.pullPolicy=Never \
+  --set-string image.repository="$op_repo",image.tag="$op_tag",image.digest="$op_digest" \
+  --set image.pullPolicy="$PULL_POLICY" \
+  --set-string proxyImage.repository="$px_repo",proxyImage.tag="$px_tag",proxyImage.digest="$px_digest" \
+  --set proxyImage.pullPolicy="$PULL_POLICY" \
   --set logFormat=text \
   --wait --timeout 180s
 pass "chart installed and the operator is available"
@@ -207,6 +310,7 @@ fi
 # The proxies' namespace enforces the restricted Pod Security Standard, so a proxy pod (or the
 # probe) that needs any privilege fails here rather than in a user's cluster.
 k create namespace "$NS"
+MADE_NAMESPACES=("$NS" "${MADE_NAMESPACES[@]}")
 k label namespace "$NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
 
 # ---- every example becomes Ready ------------------------------------------------------------
@@ -286,7 +390,7 @@ spec:
       containers:
         - name: probe
           image: ${PROXY_IMAGE}
-          imagePullPolicy: Never
+          imagePullPolicy: ${PULL_POLICY}
           command: ["/usr/local/bin/zmq-proxy-probe"]
           args:
 ${args}          securityContext:
@@ -461,4 +565,14 @@ if wait_for "the operator to be removed" 120 operator_gone; then
 else
   fail "the operator's Deployment and pods are gone after uninstall"
 fi
-# The cluster is deleted by the EXIT trap, which also prints the closing count.
+if ((MADE_CRD)) || [[ "$EXISTING" != "1" ]]; then
+  # The README's last uninstall step: Helm leaves CRDs (and so every ZmqProxy) in place.
+  if k delete crd zmqproxies.zmqproxy.io --wait=true --timeout=120s >/dev/null; then
+    pass "kubectl delete crd zmqproxies.zmqproxy.io"
+  else
+    fail "kubectl delete crd zmqproxies.zmqproxy.io"
+  fi
+  MADE_CRD=0
+fi
+# The EXIT trap deletes the kind cluster or, on an existing cluster, what the run created, and
+# prints the closing count.
