@@ -26,8 +26,9 @@ pub const CONTAINER: &str = "proxy";
 pub const PROXY_BINARY: &str = "zmq-proxy";
 /// Name of the HTTP port (/metrics, /healthz, /readyz).
 pub const METRICS_PORT_NAME: &str = "metrics";
-/// Seconds between the end of the drain timeout and the kubelet's SIGKILL, so the proxy's own
-/// shutdown (flushing counters, the final log line) is never cut short.
+/// Seconds between the end of the lame-duck period plus the drain timeout and the kubelet's
+/// SIGKILL, so the proxy's own shutdown (the final counters, the last log line) is never cut
+/// short. No preStop hook is needed: the proxy itself stays up, unready, for the lame duck.
 pub const GRACE_MARGIN_SECONDS: i64 = 10;
 /// User and group the proxy runs as when the image does not say (distroless' `nonroot`).
 pub const RUN_AS_USER: i64 = 65532;
@@ -88,6 +89,12 @@ pub fn validate(spec: &ZmqProxySpec) -> Result<(), BuildError> {
             spec.drain_timeout_seconds
         )));
     }
+    if spec.lame_duck_seconds < 0 {
+        return Err(BuildError::InvalidSpec(format!(
+            "spec.lameDuckSeconds: {} is negative",
+            spec.lame_duck_seconds
+        )));
+    }
     Ok(())
 }
 
@@ -121,6 +128,8 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
         format!("0.0.0.0:{}", spec.metrics_port),
         "--drain-timeout".to_string(),
         spec.drain_timeout_seconds.to_string(),
+        "--lame-duck".to_string(),
+        spec.lame_duck_seconds.to_string(),
         "--log-format".to_string(),
         "json".to_string(),
     ]);
@@ -257,7 +266,9 @@ fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
                 // The proxy never talks to the API server.
                 automount_service_account_token: Some(false),
                 termination_grace_period_seconds: Some(
-                    i64::from(spec.drain_timeout_seconds) + GRACE_MARGIN_SECONDS,
+                    i64::from(spec.lame_duck_seconds)
+                        + i64::from(spec.drain_timeout_seconds)
+                        + GRACE_MARGIN_SECONDS,
                 ),
                 security_context: Some(PodSecurityContext {
                     run_as_non_root: Some(true),

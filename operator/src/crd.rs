@@ -20,6 +20,8 @@ pub const GROUP: &str = "zmqproxy.io";
 pub const DEFAULT_METRICS_PORT: i32 = 9090;
 /// The default drain timeout, as the proxy's own default.
 pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: i32 = 5;
+/// The default lame-duck period of proxy pods (why five seconds: the proxy's config module).
+pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy::config::KUBERNETES_LAME_DUCK_SECS;
 
 /// A ZeroMQ proxy (`zmq_proxy(3)`) run as a Deployment and reached through a Service.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -75,10 +77,20 @@ pub struct ZmqProxySpec {
     #[schemars(range(min = 0))]
     pub replicas: i32,
 
-    /// Seconds the proxy keeps forwarding after SIGTERM before it exits.
+    /// Seconds the proxy may take, after its lame-duck period, to deliver what it read and
+    /// close every connection (each peer is sent end of stream when nothing more is owed to it,
+    /// and the proxy reads on until the peer closes); whatever is left then is counted as
+    /// undelivered.
     #[serde(default = "default_drain_timeout")]
     #[schemars(range(min = 0, max = 3600))]
     pub drain_timeout_seconds: i32,
+
+    /// Seconds a terminating proxy pod keeps serving as usual, unready, before it drains: long
+    /// enough for its removal from the Service to reach every node, so peers that reconnect
+    /// never reach an address that no longer answers. 0 drains at once.
+    #[serde(default = "default_lame_duck")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub lame_duck_seconds: i32,
 
     /// Port of the proxy's HTTP server (/metrics, /healthz, /readyz); distinct from the sockets.
     #[serde(default = "default_metrics_port")]
@@ -138,6 +150,10 @@ fn default_replicas() -> i32 {
 
 fn default_drain_timeout() -> i32 {
     DEFAULT_DRAIN_TIMEOUT_SECONDS
+}
+
+fn default_lame_duck() -> i32 {
+    DEFAULT_LAME_DUCK_SECONDS
 }
 
 fn default_metrics_port() -> i32 {

@@ -78,6 +78,8 @@ fn proxy_flags_carry_every_socket_and_setting() {
         "0.0.0.0:9191",
         "--drain-timeout",
         "20",
+        "--lame-duck",
+        "3",
         "--log-format",
         "json",
     ];
@@ -94,6 +96,7 @@ fn optional_sockets_are_left_out_when_unset() {
     }
     assert_eq!(arg_after(proxy, "--http-bind"), Some("0.0.0.0:9090"));
     assert_eq!(arg_after(proxy, "--drain-timeout"), Some("5"));
+    assert_eq!(arg_after(proxy, "--lame-duck"), Some("5"));
     assert_eq!(proxy.image.as_deref(), Some(DEFAULT_IMAGE));
     let names: Vec<String> = ports(&c.service).into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["frontend", "backend"]);
@@ -130,14 +133,15 @@ fn container_ports_are_named_and_probes_use_the_metrics_port() {
     assert_eq!(live.port, IntOrString::String("metrics".to_string()));
 }
 
-/// The kubelet must not SIGKILL the proxy before its drain timeout has run out.
+/// The kubelet must not SIGKILL the proxy before its lame-duck period and drain timeout have
+/// run out.
 #[test]
-fn grace_period_exceeds_the_drain_timeout() {
+fn grace_period_covers_the_lame_duck_and_the_drain_timeout() {
     let full = build("full.yaml");
-    assert_eq!(pod(&full.deployment).termination_grace_period_seconds, Some(30));
+    assert_eq!(pod(&full.deployment).termination_grace_period_seconds, Some(3 + 20 + 10));
     let minimal = build("minimal.yaml");
     let grace = pod(&minimal.deployment).termination_grace_period_seconds.unwrap_or(0);
-    assert!(grace > 5, "{grace}");
+    assert!(grace > 5 + 5, "{grace}");
 }
 
 /// Restricted Pod Security: non-root, read-only root, no capabilities, RuntimeDefault seccomp.
@@ -409,10 +413,16 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
             .unwrap_or_else(|e| panic!("{name}: --config refuses it: {e}"));
         let metrics_port = zp.spec.metrics_port;
         assert_eq!(from_flags.http_bind, Some(format!("0.0.0.0:{metrics_port}")), "{name}");
+        // The pods get the spec's lame duck (default 5 s); a manifest run locally without one
+        // has none, as nothing there needs to learn that the proxy is going away.
+        let lame_duck =
+            std::time::Duration::from_secs(u64::try_from(zp.spec.lame_duck_seconds).unwrap_or(0));
+        assert_eq!(from_flags.lame_duck, lame_duck, "{name}");
         let comparable = |c: &zmq_proxy::ProxyConfig| {
             let mut c = c.clone();
             c.http_bind = None;
             c.log_format = Default::default();
+            c.lame_duck = Default::default();
             c
         };
         assert_eq!(comparable(&from_flags), comparable(&from_file), "{name}");

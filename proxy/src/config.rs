@@ -19,6 +19,18 @@ pub const WRITER_SETTLE_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest accepted `--drain-timeout`.
 pub const MAX_DRAIN_TIMEOUT_SECS: f64 = 3600.0;
+/// How long a stopping proxy first keeps serving as usual, unready (`--lame-duck`). Zero for
+/// the binary: on a laptop no load balancer needs to learn that it is going away.
+pub const DEFAULT_LAME_DUCK: Duration = Duration::ZERO;
+/// The lame-duck period of the operator's pods (`spec.lameDuckSeconds`). Kubernetes removes a
+/// terminating pod from its Services at the same moment it sends SIGTERM, and each node's
+/// kube-proxy applies that within about a second (iptables min-sync-period 1 s) or a few on a
+/// busy cluster. A proxy that closed before then would see its peers reconnect to the vanished
+/// pod's address, where libzmq, which has no connect timeout, waits out TCP's SYN retries
+/// (tens of seconds). Five seconds covers a typical cluster with margin.
+pub const KUBERNETES_LAME_DUCK_SECS: i32 = 5;
+/// Longest accepted `--lame-duck`.
+pub const MAX_LAME_DUCK_SECS: f64 = 3600.0;
 /// Messages queued towards one peer before it counts as full (libzmq's default ZMQ_SNDHWM).
 /// A full ROUTER client or subscriber has further messages dropped and counted; a full
 /// PUSH/DEALER peer is skipped by round-robin.
@@ -45,6 +57,13 @@ pub const PUMP_BURST: usize = 512;
 /// Runtime threads. libzmq's proxy uses two (its I/O thread and the proxy's own); more
 /// would mostly add cross-thread wake-ups on the small nodes a proxy pod gets.
 pub const RUNTIME_WORKER_THREADS: usize = 2;
+/// A draining ROUTER closes a client with no request outstanding only once it has sent none for
+/// this long: a request already on the wire then arrives, is answered, and the FIN follows
+/// its reply (a busy client is always closed that way).
+pub const DRAIN_IDLE_CLIENT: Duration = Duration::from_millis(50);
+/// How long a draining proxy waits for a receiving peer (consumer, subscriber, worker, answered
+/// client) to close after its FIN before it drops the connection (libzmq peers close at once).
+pub const DRAIN_PEER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How often a draining proxy re-checks that every queue has been written out.
 pub const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// How often drops are summarised in one log line (only when something was dropped), instead
@@ -109,11 +128,16 @@ pub struct Cli {
     /// Seconds a stopping proxy keeps delivering what it already read [default: 5].
     #[arg(long, env = "ZMQ_PROXY_DRAIN_TIMEOUT", value_name = "SECONDS")]
     pub drain_timeout: Option<String>,
+    /// Seconds a stopping proxy first keeps serving as usual (/readyz answers 503), so load
+    /// balancers stop sending new connections before it drains [default: 0].
+    #[arg(long, env = "ZMQ_PROXY_LAME_DUCK", value_name = "SECONDS")]
+    pub lame_duck: Option<String>,
     /// Log line format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "ZMQ_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// A ZmqProxy manifest: spec.frontend/backend/capture/control {type, port} are bound on
-    /// tcp://0.0.0.0:PORT; spec.drainTimeoutSeconds; other keys are ignored.
+    /// tcp://0.0.0.0:PORT; spec.drainTimeoutSeconds, spec.lameDuckSeconds; other keys are
+    /// ignored.
     #[arg(long, env = "ZMQ_PROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -147,6 +171,7 @@ pub struct ProxyConfig {
     pub control_bind: Option<Endpoint>,
     pub http_bind: Option<String>,
     pub drain_timeout: Duration,
+    pub lame_duck: Duration,
     pub log_format: LogFormat,
     pub peer_hwm: usize,
 }
@@ -161,6 +186,7 @@ impl ProxyConfig {
             control_bind: None,
             http_bind: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            lame_duck: DEFAULT_LAME_DUCK,
             log_format: LogFormat::Text,
             peer_hwm: DEFAULT_PEER_HWM,
         }
@@ -180,6 +206,10 @@ impl Cli {
     pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
         let drain = match &self.drain_timeout {
             Some(s) => Some(parse_drain("--drain-timeout", s)?),
+            None => None,
+        };
+        let lame_duck = match &self.lame_duck {
+            Some(s) => Some(parse_lame_duck("--lame-duck", s)?),
             None => None,
         };
         let control_bind = match &self.control_bind {
@@ -209,6 +239,9 @@ impl Cli {
         };
         if let Some(d) = drain {
             cfg.drain_timeout = d;
+        }
+        if let Some(d) = lame_duck {
+            cfg.lame_duck = d;
         }
         if control_bind.is_some() {
             cfg.control_bind = control_bind;
@@ -278,13 +311,26 @@ fn endpoint(flag: &str, s: &str, dir: Direction) -> Result<Endpoint, ConfigError
 }
 
 fn parse_drain(field: &str, s: &str) -> Result<Duration, ConfigError> {
+    parse_seconds(field, s, MAX_DRAIN_TIMEOUT_SECS)
+}
+
+fn parse_lame_duck(field: &str, s: &str) -> Result<Duration, ConfigError> {
+    parse_seconds(field, s, MAX_LAME_DUCK_SECS)
+}
+
+fn parse_seconds(field: &str, s: &str, max: f64) -> Result<Duration, ConfigError> {
     match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && (0.0..=MAX_DRAIN_TIMEOUT_SECS).contains(&v) => {
-            Ok(Duration::from_secs_f64(v))
-        }
-        _ => err(format!(
-            "{field}: expected seconds between 0 and {MAX_DRAIN_TIMEOUT_SECS}, got {s:?}"
-        )),
+        Ok(v) if v.is_finite() && (0.0..=max).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => err(format!("{field}: expected seconds between 0 and {max}, got {s:?}")),
+    }
+}
+
+/// A manifest's number of seconds (YAML number or string) as the text the parsers take.
+fn seconds_text(field: &str, v: &serde_yaml::Value) -> Result<String, ConfigError> {
+    match v {
+        serde_yaml::Value::Number(n) => Ok(n.to_string()),
+        serde_yaml::Value::String(s) => Ok(s.clone()),
+        _ => err(format!("{field}: expected a number of seconds")),
     }
 }
 
@@ -305,6 +351,7 @@ struct ManifestSpec {
     #[serde(flatten)]
     sockets: ProxySockets,
     drain_timeout_seconds: Option<serde_yaml::Value>,
+    lame_duck_seconds: Option<serde_yaml::Value>,
 }
 
 /// Reads a `ZmqProxy` manifest (one YAML document) into a configuration.
@@ -344,12 +391,13 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
     cfg.capture = spec.sockets.capture.as_ref().map(sock);
     cfg.control_bind = spec.sockets.control.as_ref().map(|c| all(c.port).remove(0));
     if let Some(v) = spec.drain_timeout_seconds {
-        let s = match &v {
-            serde_yaml::Value::Number(n) => n.to_string(),
-            serde_yaml::Value::String(s) => s.clone(),
-            _ => return err("spec.drainTimeoutSeconds: expected a number of seconds"),
-        };
-        cfg.drain_timeout = parse_drain("spec.drainTimeoutSeconds", &s)?;
+        let field = "spec.drainTimeoutSeconds";
+        cfg.drain_timeout = parse_drain(field, &seconds_text(field, &v)?)?;
+    }
+    // Unset in a manifest run locally means the binary's default (0), not the operator's.
+    if let Some(v) = spec.lame_duck_seconds {
+        let field = "spec.lameDuckSeconds";
+        cfg.lame_duck = parse_lame_duck(field, &seconds_text(field, &v)?)?;
     }
     Ok(cfg)
 }
@@ -408,6 +456,26 @@ mod tests {
         assert!(e.starts_with("--drain-timeout"), "{e}");
         let e = cli(&["--frontend-type=ROUTER", "--backend-type=DEALER"]).unwrap_err();
         assert!(e.contains("--frontend-bind"), "{e}");
+    }
+
+    #[test]
+    fn lame_duck_comes_from_the_flag_or_the_manifest_and_defaults_to_zero() {
+        let base = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
+        let c = cli(&[&base[..], &["--backend-bind=tcp://*:2"]].concat()).expect("valid");
+        assert_eq!(c.lame_duck, Duration::ZERO);
+        let c = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--lame-duck=2.5"]].concat())
+            .expect("valid");
+        assert_eq!(c.lame_duck, Duration::from_millis(2500));
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--lame-duck=soon"]].concat())
+            .unwrap_err();
+        assert!(e.starts_with("--lame-duck: expected seconds between 0 and 3600"), "{e}");
+        let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: PULL, port: 6000}\n  backend: {type: PUSH, port: 6001}\n";
+        assert_eq!(parse_manifest(yaml).expect("valid").lame_duck, Duration::ZERO);
+        let with = format!("{yaml}  lameDuckSeconds: 7\n");
+        assert_eq!(parse_manifest(&with).expect("valid").lame_duck, Duration::from_secs(7));
+        let bad = format!("{yaml}  lameDuckSeconds: [1]\n");
+        let e = parse_manifest(&bad).unwrap_err().0;
+        assert_eq!(e, "spec.lameDuckSeconds: expected a number of seconds");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Proxy {
     frontend: SocketHandle,
     backend: SocketHandle,
     capture: Option<SocketHandle>,
+    /// Sockets no pump writes to: their input has ended as soon as a drain begins.
+    unfed: Vec<SocketHandle>,
     pub frontend_addrs: Vec<std::net::SocketAddr>,
     pub backend_addrs: Vec<std::net::SocketAddr>,
     pub capture_addrs: Vec<std::net::SocketAddr>,
@@ -110,6 +112,7 @@ impl Proxy {
         // A socket no pump writes to (e.g. the PUSH frontend of a reversed pipeline) still
         // needs its outlet alive, or its peers' queues would close under them.
         let idle: Vec<Outlet> = front_out.into_iter().chain(back_out).collect();
+        let unfed = idle.iter().map(Outlet::handle).collect();
         if !idle.is_empty() {
             let mut k = kill_rx.clone();
             tokio::spawn(async move {
@@ -127,6 +130,7 @@ impl Proxy {
             frontend,
             backend,
             capture: capture_handle,
+            unfed,
             frontend_addrs: front_addrs,
             backend_addrs: back_addrs,
             capture_addrs,
@@ -174,19 +178,30 @@ impl Proxy {
         let _ = rx.wait_for(|s| *s == ProxyState::Terminated).await;
     }
 
-    /// Stops reading, delivers what was read for up to `drain`, then closes everything.
+    /// Drains, for up to `drain`: stops accepting, closes each connection at the moment its
+    /// socket type allows (see `sockets/drain.rs`) while still reading and delivering what its
+    /// peer sent, and ends once every connection is closed; then kills whatever is left.
     /// `abort` cuts the drain short (a second signal). Returns the final counters.
     pub async fn shutdown(
         mut self,
         drain: Duration,
         abort: impl std::future::Future<Output = ()>,
     ) -> (Ending, Snapshot) {
+        for s in
+            [Some(&self.frontend), Some(&self.backend), self.capture.as_ref()].into_iter().flatten()
+        {
+            s.begin_drain();
+        }
         self.stop.send_replace(true);
+        for s in &self.unfed {
+            s.end_input();
+        }
         // A paused proxy still drains what it holds.
         self.state.send_replace(ProxyState::Terminated);
         let capture = self.capture.clone();
+        let sockets = [self.frontend.clone(), self.backend.clone()];
         let ending = tokio::select! {
-            _ = drained(&mut self.pumps, capture.as_ref()) => Ending::Drained,
+            _ = drained(&mut self.pumps, &sockets, capture.as_ref()) => Ending::Drained,
             _ = tokio::time::sleep(drain) => Ending::TimedOut,
             _ = abort => Ending::Aborted,
         };
@@ -231,9 +246,14 @@ impl Proxy {
 
 const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
 
-/// Resolves once every pump has delivered its input and the capture socket has written its
-/// queue. Cancel-safe: a pump that finished is removed, so it is never awaited twice.
-async fn drained(pumps: &mut Vec<JoinHandle<()>>, capture: Option<&SocketHandle>) {
+/// Resolves once every pump has delivered its input, the capture socket has written its
+/// queue, and every connection has been closed by both sides. Cancel-safe: a pump that
+/// finished is removed, so it is never awaited twice.
+async fn drained(
+    pumps: &mut Vec<JoinHandle<()>>,
+    sockets: &[SocketHandle],
+    capture: Option<&SocketHandle>,
+) {
     while let Some(p) = pumps.last_mut() {
         let _ = p.await;
         pumps.pop();
@@ -242,6 +262,11 @@ async fn drained(pumps: &mut Vec<JoinHandle<()>>, capture: Option<&SocketHandle>
         while c.backlog() > 0 {
             tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
         }
+        c.end_input();
+        c.connections_closed().await;
+    }
+    for s in sockets {
+        s.connections_closed().await;
     }
 }
 
@@ -288,6 +313,15 @@ impl Pump {
         if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
     }
 
+    /// Requests read from a ROUTER peer that can no longer be answered: read, and dropped.
+    fn unanswerable(&self, msgs: &[Msg]) {
+        for m in msgs {
+            let (f, b) = size_of(m);
+            self.src().add_recv(f, b);
+            self.counters.dropped(DropReason::PeerGone, f);
+        }
+    }
+
     /// Re-sends messages closed PUSH/DEALER peers left queued (already counted as sent).
     async fn resend_orphans(&mut self) -> Result<(), Vec<Msg>> {
         let orphans = self.dest.take_orphans();
@@ -304,12 +338,16 @@ impl Pump {
         let mut frames: u64 = held.iter().map(|m| m.len() as u64).sum();
         rx.close();
         while let Ok(item) = rx.try_recv() {
-            if let Inbound::Batch(msgs) = item {
-                for m in &msgs {
-                    let (f, b) = size_of(m);
-                    self.src().add_recv(f, b);
-                    frames += f;
+            match item {
+                Inbound::Batch(msgs) => {
+                    for m in &msgs {
+                        let (f, b) = size_of(m);
+                        self.src().add_recv(f, b);
+                        frames += f;
+                    }
                 }
+                Inbound::Unanswerable(msgs) => self.unanswerable(&msgs),
+                Inbound::Subscription { .. } | Inbound::PeerLeft(_) => {}
             }
         }
         self.counters.undelivered_msgs.fetch_add(frames, ORD);
@@ -374,6 +412,10 @@ async fn pump(
                 let released: Vec<Bytes> = table.remove_peer(peer);
                 released.iter().map(|t| subscription_message(false, t)).collect()
             }
+            Inbound::Unanswerable(msgs) => {
+                p.unanswerable(&msgs);
+                continue;
+            }
         };
         moved += msgs.len();
         if let Err(held) = p.forward(msgs).await {
@@ -389,6 +431,8 @@ async fn pump(
             return;
         }
         if p.dest.backlog() <= 0 {
+            // Its peers may now close (see `sockets/drain.rs`).
+            p.dest.handle().end_input();
             return;
         }
         tokio::select! {

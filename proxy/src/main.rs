@@ -104,14 +104,16 @@ async fn run(cfg: ProxyConfig) -> u8 {
         control = %or_none(ops.control_addr().map(|a| format!("tcp://{a}"))),
         http = %or_none(ops.http_addr().map(|a| a.to_string())),
         drain_timeout_secs = cfg.drain_timeout.as_secs_f64(),
+        lame_duck_secs = cfg.lame_duck.as_secs_f64(),
         peer_hwm = cfg.peer_hwm,
         log_format = ?cfg.log_format,
         "proxy running"
     );
+    let mut was_terminated = false;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-        _ = proxy.terminated() => {}
+        _ = proxy.terminated() => was_terminated = true,
         _ = proxy.pump_died() => {
             // Serving one direction only would look healthy to peers; exit so the pod restarts.
             tracing::error!("a forwarding pump ended unexpectedly; exiting");
@@ -120,14 +122,33 @@ async fn run(cfg: ProxyConfig) -> u8 {
             return 1;
         }
     }
+    // Unready from the first instant, so the endpoint controller and every kube-proxy stop
+    // sending new connections here; until they have, this proxy serves as usual, or peers that
+    // reconnect would be sent to an address that no longer answers.
     ops.set_draining();
-    tracing::info!(drain_timeout_secs = cfg.drain_timeout.as_secs_f64(), "draining");
-    let second = async {
+    let mut second = Box::pin(async {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-    };
+    });
+    // TERMINATE on the control socket is an explicit stop of a pod that stays where it is
+    // (its container restarts, its address keeps answering): no lame duck.
+    if !cfg.lame_duck.is_zero() && !was_terminated {
+        tracing::info!(
+            lame_duck_secs = cfg.lame_duck.as_secs_f64(),
+            "lame duck: unready, still serving"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.lame_duck) => {}
+            _ = &mut second => {
+                let (_, s) = proxy.shutdown(std::time::Duration::ZERO, std::future::ready(())).await;
+                log_stopped(Ending::Aborted, &s);
+                return 130;
+            }
+        }
+    }
+    tracing::info!(drain_timeout_secs = cfg.drain_timeout.as_secs_f64(), "draining");
     let (ending, s) = proxy.shutdown(cfg.drain_timeout, second).await;
     log_stopped(ending, &s);
     if ending == Ending::Aborted { 130 } else { 0 }

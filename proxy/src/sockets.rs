@@ -38,6 +38,7 @@ use crate::subscriptions::PeerId;
 use crate::zmtp::{self, Item, WireError};
 
 mod connection;
+mod drain;
 mod outlet;
 
 pub use connection::tune;
@@ -57,6 +58,10 @@ pub enum Inbound {
     Subscription { peer: PeerId, subscribe: bool, topic: Bytes },
     /// A subscriber disconnected (XPUB only); its topics are released.
     PeerLeft(PeerId),
+    /// Requests a draining ROUTER read from a peer after its write side was shut: no reply can
+    /// reach that peer any more, so they are counted (read, dropped as `peer_gone`) and not
+    /// handed to a worker.
+    Unanswerable(Vec<Msg>),
 }
 
 /// Total frames of a message (the unit of libzmq's message counters) and payload bytes.
@@ -70,6 +75,9 @@ pub enum Out {
     Shared(Arc<Msg>),
     /// An encoded ZMTP command (PONG); not a message.
     Command(Bytes),
+    /// Drain: after everything queued before it is written, shut down the write side (a FIN),
+    /// and keep reading until the peer closes too (see `sockets/drain.rs`).
+    Close,
 }
 
 impl Out {
@@ -77,7 +85,7 @@ impl Out {
         match self {
             Out::Owned(m) => m,
             Out::Shared(m) => m,
-            Out::Command(_) => &[],
+            Out::Command(_) | Out::Close => &[],
         }
     }
 
@@ -88,6 +96,7 @@ impl Out {
     fn encode(&self, out: &mut BytesMut) {
         match self {
             Out::Command(c) => out.extend_from_slice(c),
+            Out::Close => {}
             m => zmtp::encode_message(m.frames(), out),
         }
     }
@@ -96,7 +105,7 @@ impl Out {
         match self {
             Out::Owned(m) => Some(m),
             Out::Shared(m) => Some(Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone())),
-            Out::Command(_) => None,
+            Out::Command(_) | Out::Close => None,
         }
     }
 }
@@ -106,6 +115,14 @@ impl Out {
 struct PeerQueue {
     tx: mpsc::UnboundedSender<Vec<Out>>,
     queued: AtomicUsize,
+    /// ROUTER: messages read from this peer minus messages routed back to it. A draining
+    /// ROUTER keeps a peer's connection open while this is above zero, so every request the
+    /// proxy read can still have its reply delivered.
+    outstanding: AtomicI64,
+    /// The drain has shut (or is shutting) this peer's write side; set once.
+    closing: AtomicBool,
+    /// ROUTER: messages read from this peer, ever (a draining proxy's idleness test).
+    reads: AtomicU64,
 }
 
 impl PeerQueue {
@@ -156,6 +173,15 @@ struct Shared {
     /// writer has settled what it wrote, or a message could be both delivered and undelivered.
     live_writers: AtomicUsize,
     writers_gone: Notify,
+    /// Connections open (from accept or connect until both directions are closed); a drain
+    /// ends when every socket has none left.
+    live_conns: AtomicUsize,
+    conns_gone: Notify,
+    /// Nothing more will be written to this socket: the pump that feeds it has delivered its
+    /// last message (or no pump feeds it). A draining peer that is only written to closes then.
+    input_ended: AtomicBool,
+    /// A drain has begun: a ROUTER peer whose last reply is routed closes right behind it.
+    draining: AtomicBool,
     next_peer: AtomicU64,
     next_routing: AtomicU32,
 }
@@ -198,7 +224,13 @@ impl Shared {
             Bytes::new()
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let queue = Arc::new(PeerQueue { tx, queued: AtomicUsize::new(0) });
+        let queue = Arc::new(PeerQueue {
+            tx,
+            queued: AtomicUsize::new(0),
+            outstanding: AtomicI64::new(0),
+            closing: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
+        });
         // A publisher that connects later gets every current subscription first. This is
         // done under the registry lock, so no subscription change can slip in between.
         let replay: Vec<Out> =
@@ -368,6 +400,10 @@ impl ProxySocket {
             pending_out_bytes: AtomicI64::new(0),
             live_writers: AtomicUsize::new(0),
             writers_gone: Notify::new(),
+            live_conns: AtomicUsize::new(0),
+            conns_gone: Notify::new(),
+            input_ended: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             next_peer: AtomicU64::new(1),
             next_routing: AtomicU32::new(rand_u32()),
         });
@@ -439,6 +475,36 @@ impl SocketHandle {
             }
             gone.await;
         }
+    }
+
+    /// Resolves once no connection of this socket is open (a drain's last step).
+    pub async fn connections_closed(&self) {
+        loop {
+            let gone = self.shared.conns_gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.shared.live_conns.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            gone.await;
+        }
+    }
+
+    /// Connections open right now, handshaking ones included.
+    pub fn connection_count(&self) -> usize {
+        self.shared.live_conns.load(Ordering::Acquire)
+    }
+
+    /// Marks the start of a drain (before the connections learn it from the stop signal).
+    pub fn begin_drain(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+    }
+
+    /// Declares that nothing more will be written to this socket, so its draining peers may
+    /// close once their queues are written.
+    pub fn end_input(&self) {
+        self.shared.input_ended.store(true, Ordering::Release);
+        self.shared.changed.notify_waiters();
     }
 
     /// Payload bytes of [`SocketHandle::backlog`].

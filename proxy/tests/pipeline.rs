@@ -148,6 +148,11 @@ async fn connect_endpoints_reach_bound_peers_and_drain_completes() {
     for i in 0..50u32 {
         assert_eq!(frames(&recv(&mut w).await), vec![i.to_be_bytes().to_vec()]);
     }
+    // The crate's PUSH never reads, so it would not see the drain's FIN and would hold the
+    // drain to its timeout (as any sender that ignores the FIN does): it leaves first.
+    drop(producer);
+    common::wait_until("the producer's connection closed", || p.frontend().connection_count() == 0)
+        .await;
     let started = std::time::Instant::now();
     let (ending, s) = p.shutdown(Duration::from_secs(5), std::future::pending()).await;
     assert_eq!(ending, zmq_proxy::Ending::Drained);

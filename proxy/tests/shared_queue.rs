@@ -242,7 +242,7 @@ async fn drain_timeout_counts_what_could_not_be_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_delivers_what_was_read_and_ends_drained() {
+async fn stop_answers_every_request_it_read_and_ends_drained() {
     let p = shared_queue().await;
     let counters = p.counters();
     let mut w = worker(&p).await;
@@ -255,10 +255,19 @@ async fn stop_delivers_what_was_read_and_ends_drained() {
         counters.frontend.recv_msgs.load(Relaxed) == 2 + 400
     })
     .await;
-    let (ending, s) = p.shutdown(Duration::from_secs(5), std::future::pending()).await;
-    assert_eq!(ending, zmq_proxy::Ending::Drained);
-    assert_eq!(s.undelivered_msgs, 0);
+    // The drain keeps the client's connection and the worker's open until every request it
+    // read has its reply, which the worker sends only now.
+    let drain = tokio::spawn(p.shutdown(Duration::from_secs(5), std::future::pending()));
     for i in 0..200u32 {
-        assert_eq!(frames(&recv(&mut w).await)[1], i.to_be_bytes());
+        let f = frames(&recv(&mut w).await);
+        assert_eq!(f[1], i.to_be_bytes());
+        w.send(msg(&[&f[0], b"re:", &f[1]])).await.expect("reply");
     }
+    for i in 0..200u32 {
+        assert_eq!(frames(&recv(&mut c).await), vec![b"re:".to_vec(), i.to_be_bytes().to_vec()]);
+    }
+    let (ending, s) = drain.await.expect("drain task");
+    assert_eq!(ending, zmq_proxy::Ending::Drained);
+    assert_eq!((s.undelivered_msgs, s.dropped_msgs), (0, 0));
+    assert_eq!(s.frontend_sent_msgs, 3 + 600, "every reply went out: {s:?}");
 }

@@ -62,7 +62,7 @@ pub(super) async fn connect_loop(
 }
 
 enum ReadEnd {
-    /// The proxy stopped reading (drain); the connection stays up for writing.
+    /// The pump that reads this socket is gone (the proxy is being killed).
     Stopped,
     /// The peer closed, reset, broke the protocol, or the writer failed.
     Closed,
@@ -85,6 +85,7 @@ async fn connection(
     inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
 ) -> Option<mpsc::Sender<Inbound>> {
+    let _open = drain::OpenConnection::new(&shared);
     tune(&stream);
     let peer_addr = stream.peer_addr().ok();
     let (mut rd, mut wr) = stream.into_split();
@@ -112,20 +113,39 @@ async fn connection(
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer connected");
     let dead = Arc::new(watch::channel(false).0);
     shared.live_writers.fetch_add(1, Ordering::AcqRel);
+    // Raised by the writer once the drain's FIN has gone out behind everything queued.
+    let fin = Arc::new(watch::channel(false).0);
     let writer = tokio::spawn(write_loop(
         shared.clone(),
         entry.queue.clone(),
         wr,
         out_rx,
         dead.clone(),
+        fin.clone(),
         life.kill.clone(),
     ));
     let mut inbound = Some(inbound);
     let end = {
         let tx = inbound.as_ref()?;
-        tokio::select! {
-            end = read_loop(&shared, &entry, &mut rd, &mut buf, tx, &mut life.stop, dead.subscribe()) => Some(end),
-            _ = raised(&mut life.kill) => None,
+        let read = read_loop(&shared, &entry, &mut rd, &mut buf, tx, dead.subscribe());
+        tokio::pin!(read);
+        let mut closing = false;
+        let mut fin_rx = fin.subscribe();
+        // Reading goes on through a drain until the peer closes (see `sockets/drain.rs`).
+        loop {
+            tokio::select! {
+                end = &mut read => break Some(end),
+                _ = raised(&mut life.kill) => break None,
+                _ = drain::peer_close_wait(&shared, &mut fin_rx), if closing => {
+                    tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: peer did not close after the FIN");
+                    break Some(ReadEnd::Closed);
+                }
+                _ = drain::close_due(&shared, &entry, &mut life.stop), if !closing => {
+                    closing = true;
+                    tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: closing the write side");
+                    drain::begin_close(&shared, &entry);
+                }
+            }
         }
     };
     match end {
@@ -133,16 +153,7 @@ async fn connection(
             dead.send_replace(true);
             return None;
         }
-        Some(ReadEnd::Stopped) => {
-            // Drain: stop feeding the pump (so it sees the end of input) but keep writing
-            // what is queued to this peer until the proxy closes.
-            inbound = None;
-            let mut done = dead.subscribe();
-            tokio::select! {
-                _ = raised(&mut life.kill) => {}
-                _ = raised(&mut done) => {}
-            }
-        }
+        Some(ReadEnd::Stopped) => inbound = None,
         Some(ReadEnd::Closed) => {}
     }
     dead.send_replace(true);
@@ -184,7 +195,6 @@ async fn read_loop(
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     inbound: &mpsc::Sender<Inbound>,
-    stop: &mut watch::Receiver<bool>,
     mut dead: watch::Receiver<bool>,
 ) -> ReadEnd {
     use tokio::io::AsyncReadExt;
@@ -193,6 +203,7 @@ async fn read_loop(
     let subscriptions = matches!(shared.kind, SocketType::Xpub | SocketType::Pub);
     loop {
         let mut batch: Vec<Msg> = Vec::new();
+        let mut unanswerable: Vec<Msg> = Vec::new();
         loop {
             if router {
                 dec.prefix(&entry.routing_id);
@@ -204,8 +215,14 @@ async fn read_loop(
                     match sub {
                         Some(s) => s,
                         None => {
-                            if shared.delivers {
+                            if router && entry.queue.closing.load(Ordering::Acquire) {
+                                unanswerable.push(m);
+                            } else if shared.delivers {
                                 batch.push(m);
+                                if router {
+                                    entry.queue.outstanding.fetch_add(1, Ordering::AcqRel);
+                                    entry.queue.reads.fetch_add(1, Ordering::AcqRel);
+                                }
                             }
                             continue;
                         }
@@ -252,14 +269,16 @@ async fn read_loop(
         if !batch.is_empty() && inbound.send(Inbound::Batch(batch)).await.is_err() {
             return ReadEnd::Stopped;
         }
+        if !unanswerable.is_empty()
+            && inbound.send(Inbound::Unanswerable(unanswerable)).await.is_err()
+        {
+            return ReadEnd::Stopped;
+        }
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
         tokio::select! {
             biased;
-            // A socket the pump does not read (PUSH, PUB, capture) keeps reading during a
-            // drain: that is how a peer that closed is noticed before more is written to it.
-            _ = raised(stop), if shared.delivers => return ReadEnd::Stopped,
             _ = raised(&mut dead) => return ReadEnd::Closed,
             r = rd.read_buf(buf) => match r {
                 Ok(0) | Err(_) => return ReadEnd::Closed,
@@ -275,6 +294,7 @@ async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Vec<Out>>,
     dead: Arc<watch::Sender<bool>>,
+    fin: Arc<watch::Sender<bool>>,
     kill: watch::Receiver<bool>,
 ) -> mpsc::UnboundedReceiver<Vec<Out>> {
     let _live = LiveWriter(shared.clone());
@@ -295,8 +315,11 @@ async fn write_loop(
         // Where each message ends in `out`, so a write cut short by a kill releases exactly the
         // messages the kernel took whole.
         ends.clear();
+        // Returns whether the batch held the drain's Close: nothing after it joins this write.
         let mut encode = |batch: Vec<Out>, out: &mut BytesMut| {
+            let mut close = false;
             for m in batch {
+                close |= matches!(m, Out::Close);
                 m.encode(out);
                 ends.push(WrittenUpTo {
                     end: out.len(),
@@ -304,13 +327,20 @@ async fn write_loop(
                     bytes: m.payload_len() as i64,
                 });
             }
+            close
         };
-        encode(first, &mut out);
-        while out.len() < WRITE_BATCH_BYTES {
+        let mut close = encode(first, &mut out);
+        while out.len() < WRITE_BATCH_BYTES && !close {
             match rx.try_recv() {
-                Ok(batch) => encode(batch, &mut out),
+                Ok(batch) => close = encode(batch, &mut out),
                 Err(_) => break,
             }
+        }
+        if close {
+            // The last bytes and the FIN leave in one segment, so the peer's kernel holds the
+            // end of stream as soon as it holds the reply (see `drain::after_reply`).
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            let _ = socket2::SockRef::from(wr.as_ref()).set_tcp_cork(true);
         }
         let mut written = 0usize;
         let r = tokio::select! {
@@ -341,6 +371,13 @@ async fn write_loop(
             out.clear();
         }
         shared.changed.notify_waiters();
+        if r.is_ok() && close {
+            // Drain: the FIN follows everything written; the reader goes on until the peer's
+            // own FIN. A failed shutdown means the peer is gone, which the reader sees too.
+            let _ = wr.shutdown().await;
+            fin.send_replace(true);
+            break;
+        }
         if r.is_err() {
             let (lost_frames, lost_bytes) =
                 ends[done..].iter().fold((0i64, 0i64), |(f, b), e| (f + e.frames, b + e.bytes));

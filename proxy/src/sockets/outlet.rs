@@ -85,9 +85,20 @@ impl Outlet {
                 continue;
             }
             let batch = std::mem::take(batch);
-            if let Err(back) = self.shared.enqueue(&self.peers[i].queue, batch, 0) {
+            let n = batch.len() as i64;
+            let queue = &self.peers[i].queue;
+            match self.shared.enqueue(queue, batch, 0) {
+                // Only once the replies are in the queue: a draining ROUTER peer whose count
+                // reaches zero queues its FIN next, and it must come after them.
+                Ok(()) if self.shared.kind == SocketType::Router => {
+                    let now = queue.outstanding.fetch_sub(n, Ordering::AcqRel) - n;
+                    drain::after_reply(&self.shared, &self.peers[i], now);
+                }
+                Ok(()) => {}
                 // The peer closed since the last refresh.
-                self.shared.undeliverable(back.into_iter().filter_map(Out::into_msg).collect());
+                Err(back) => {
+                    self.shared.undeliverable(back.into_iter().filter_map(Out::into_msg).collect())
+                }
             }
         }
     }
@@ -170,6 +181,8 @@ impl Outlet {
             };
             if self.room[i] == 0 {
                 counters.dropped(DropReason::PeerFull, frames);
+                // No reply is coming for that request now.
+                self.peers[i].queue.outstanding.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
             self.room[i] -= 1;

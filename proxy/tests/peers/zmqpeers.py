@@ -94,8 +94,10 @@ def log_fields(event: dict) -> dict:
 class Proxy:
     """One running zmq-proxy process; stdout and stderr are read by threads so it never blocks."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None):
-        self.argv = [proxy_bin(), *args]
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, program: list[str] | None = None):
+        # `program` runs another implementation of the same command line (libzmq's proxy, for
+        # side-by-side measurements); the zmq-proxy binary by default.
+        self.argv = [*(program or [proxy_bin()]), *args]
         full_env = dict(os.environ)
         full_env.setdefault("RUST_LOG", "info")
         if env:
