@@ -21,6 +21,10 @@
 #   E2E_IMAGE_PULL_POLICY  pull policy of every pod the suite starts (default IfNotPresent)
 #   E2E_NAMESPACE_PREFIX   prefix of its namespaces <prefix>-system and <prefix> (default zmq-e2e)
 #
+# Both modes:
+#   E2E_PYTHON_IMAGE  image of the restart check's libzmq peers (default python:3.12-slim; pyzmq
+#                     is installed into /tmp when the image lacks it)
+#
 # kind mode environment:
 #   E2E_CLUSTER       kind cluster name (default zmq-proxy-e2e)
 #   E2E_NODE_IMAGE    kind node image (default: the v1.32.2 image of kind v0.27.0, pinned by digest
@@ -471,6 +475,85 @@ else
   fail "status.endpoints.control of steered is tcp://steered.${NS}.svc:5558 (got '$got')"
 fi
 
+# ---- a pod restart under load loses nothing -------------------------------------------------
+# Real libzmq peers (pyzmq) stream through the jobs pipeline while its pod is deleted: the old
+# pod stays up, unready, for its lame-duck period, then closes each connection so the peers
+# reconnect to the replacement, which by then is behind the Service.
+PYTHON_IMAGE="${E2E_PYTHON_IMAGE:-python:3.12-slim}"
+# A stock image is pulled when missing even on kind; an image of the suite's own is not.
+PYTHON_PULL_POLICY="IfNotPresent"
+[[ "$EXISTING" == "1" ]] && PYTHON_PULL_POLICY="$PULL_POLICY"
+restart_check() {
+  k -n "$NS" delete job restart-peers --ignore-not-found --wait=true >/dev/null 2>&1
+  k -n "$NS" delete configmap restart-peers --ignore-not-found >/dev/null 2>&1
+  k -n "$NS" create configmap restart-peers --from-file="$ROOT/tests/e2e/restart_peers.py" >/dev/null || return 1
+  local front back
+  front="$(endpoint jobs frontend)" && back="$(endpoint jobs backend)" || return 1
+  k -n "$NS" apply -f - >/dev/null <<JOB || return 1
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: restart-peers
+  labels: {app.kubernetes.io/name: zmq-proxy-probe}
+spec:
+  backoffLimit: 0
+  activeDeadlineSeconds: 240
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: zmq-proxy-probe}
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: peers
+          image: ${PYTHON_IMAGE}
+          imagePullPolicy: ${PYTHON_PULL_POLICY}
+          command: ["python3", "/scripts/restart_peers.py", "--frontend", "${front}", "--backend", "${back}"]
+          env: [{name: HOME, value: /tmp}]
+          volumeMounts: [{name: scripts, mountPath: /scripts}, {name: tmp, mountPath: /tmp}]
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            runAsNonRoot: true
+            capabilities: {drop: [ALL]}
+      volumes:
+        - {name: scripts, configMap: {name: restart-peers}}
+        - {name: tmp, emptyDir: {}}
+JOB
+  streaming() { k -n "$NS" logs job/restart-peers 2>/dev/null | grep -qx streaming; }
+  wait_for "the restart peers to stream" 180 streaming || return 1
+  local old t0
+  old="$(k -n "$NS" get pods -l app.kubernetes.io/instance=jobs -o jsonpath='{.items[0].metadata.name}')" || return 1
+  t0=$SECONDS
+  k -n "$NS" delete pod "$old" --wait=false >/dev/null || return 1
+  replacement_ready() {
+    k -n "$NS" get pods -l app.kubernetes.io/instance=jobs \
+      -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+      grep -v "^$old " | grep -q " True$"
+  }
+  wait_for "the replacement pod to be Ready" 120 replacement_ready || return 1
+  echo "ready_s=$((SECONDS - t0))"
+  wait_for "job/restart-peers to finish" 240 job_finished restart-peers || return 1
+  k -n "$NS" logs job/restart-peers | grep '^{' | tail -1
+}
+report="$(restart_check)" || report="${report:-} (the restart check did not complete)"
+ready_s="$(sed -n 's/^ready_s=\([0-9]*\)$/\1/p' <<<"$report")"
+report="$(grep -v '^ready_s=' <<<"$report" | tr '\n' ' ')"
+json_num() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" <<<"$report"; }
+# Nothing lost, and the longest gap no longer than the replacement's start (polled once a
+# second) plus about a second.
+if [[ "$(json_num lost)" == "0" && "$(json_num duplicated)" == "0" && -n "$(json_num outage_s)" && -n "$ready_s" ]] &&
+  awk -v o="$(json_num outage_s)" -v r="$ready_s" 'BEGIN { exit !(o <= r + 2) }'; then
+  pass "pod deleted under load: nothing lost, longest gap $(json_num outage_s)s, replacement Ready within ${ready_s}s ($report)"
+else
+  fail "pod deleted under load: nothing lost, gap within the replacement's start + 2s (Ready within ${ready_s:-?}s): $report"
+fi
+
 # ---- changing a port ------------------------------------------------------------------------
 service_ports() { # service_ports NAME: the Service's port numbers, space-separated and sorted
   k -n "$NS" get service "$1" -o 'jsonpath={.spec.ports[*].port}' | tr ' ' '\n' | sort -n | tr '\n' ' '
@@ -543,7 +626,10 @@ fi
 
 # ---- the operator's metrics, through the API server's service proxy -------------------------
 # scheme:service:port-name, the port being the chart's metrics Service port "http".
-metrics="$(k get --raw "/api/v1/namespaces/${SYSTEM_NS}/services/http:${RELEASE}-metrics:http/proxy/metrics" 2>&1)" || true
+# The Service is named after the chart's full name, which depends on the release name: find it.
+metrics_service="$(k -n "$SYSTEM_NS" get services -l "app.kubernetes.io/instance=${RELEASE}" -o name |
+  sed -n 's|^service/\(.*-metrics\)$|\1|p' | head -1)" || metrics_service=""
+metrics="$(k get --raw "/api/v1/namespaces/${SYSTEM_NS}/services/http:${metrics_service:-${RELEASE}-metrics}:http/proxy/metrics" 2>&1)" || true
 if [[ "$metrics" == *"# TYPE"* ]]; then
   pass "operator /metrics is served through its metrics Service"
 else
