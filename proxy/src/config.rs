@@ -61,9 +61,6 @@ pub const RUNTIME_WORKER_THREADS: usize = 2;
 /// this long: a request already on the wire then arrives, is answered, and the FIN follows
 /// its reply (a busy client is always closed that way).
 pub const DRAIN_IDLE_CLIENT: Duration = Duration::from_millis(50);
-/// How long a draining proxy waits for a receiving peer (consumer, subscriber, worker, answered
-/// client) to close after its FIN before it drops the connection (libzmq peers close at once).
-pub const DRAIN_PEER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How often a draining proxy re-checks that every queue has been written out.
 pub const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// How often drops are summarised in one log line (only when something was dropped), instead

@@ -113,15 +113,12 @@ async fn connection(
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer connected");
     let dead = Arc::new(watch::channel(false).0);
     shared.live_writers.fetch_add(1, Ordering::AcqRel);
-    // Raised by the writer once the drain's FIN has gone out behind everything queued.
-    let fin = Arc::new(watch::channel(false).0);
     let writer = tokio::spawn(write_loop(
         shared.clone(),
         entry.queue.clone(),
         wr,
         out_rx,
         dead.clone(),
-        fin.clone(),
         life.kill.clone(),
     ));
     let mut inbound = Some(inbound);
@@ -130,16 +127,11 @@ async fn connection(
         let read = read_loop(&shared, &entry, &mut rd, &mut buf, tx, dead.subscribe());
         tokio::pin!(read);
         let mut closing = false;
-        let mut fin_rx = fin.subscribe();
         // Reading goes on through a drain until the peer closes (see `sockets/drain.rs`).
         loop {
             tokio::select! {
                 end = &mut read => break Some(end),
                 _ = raised(&mut life.kill) => break None,
-                _ = drain::peer_close_wait(&shared, &mut fin_rx), if closing => {
-                    tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: peer did not close after the FIN");
-                    break Some(ReadEnd::Closed);
-                }
                 _ = drain::close_due(&shared, &entry, &mut life.stop), if !closing => {
                     closing = true;
                     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: closing the write side");
@@ -294,7 +286,6 @@ async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Vec<Out>>,
     dead: Arc<watch::Sender<bool>>,
-    fin: Arc<watch::Sender<bool>>,
     kill: watch::Receiver<bool>,
 ) -> mpsc::UnboundedReceiver<Vec<Out>> {
     let _live = LiveWriter(shared.clone());
@@ -375,7 +366,6 @@ async fn write_loop(
             // Drain: the FIN follows everything written; the reader goes on until the peer's
             // own FIN. A failed shutdown means the peer is gone, which the reader sees too.
             let _ = wr.shutdown().await;
-            fin.send_replace(true);
             break;
         }
         if r.is_err() {

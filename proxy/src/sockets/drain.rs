@@ -6,6 +6,12 @@
 //! side (a FIN after everything queued to the peer), keeps reading and forwarding until the peer
 //! closes its side too, and only then drops the connection.
 //!
+//! The proxy lets go of a connection only at the peer's own FIN (or the drain timeout), never
+//! right after its FIN went out: a receiver that has not read everything yet would otherwise
+//! lose what sat in the socket buffers once the process exits and the pod's network namespace
+//! is torn down. libzmq reads to the end of stream before it closes, so its FIN proves it holds
+//! everything.
+//!
 //! This works with libzmq peers because of what libzmq does at end of stream: its stream engine
 //! treats a read of 0 bytes as a connection error, closes the socket (the kernel still sends
 //! what the engine had written, then a FIN) and, on a connecting socket, reconnects after
@@ -31,7 +37,7 @@
 //!   stay connected until every ROUTER client is done, and can still send their replies.
 
 use super::*;
-use crate::config::{DRAIN_IDLE_CLIENT, DRAIN_PEER_CLOSE_WAIT, DRAIN_POLL_INTERVAL};
+use crate::config::{DRAIN_IDLE_CLIENT, DRAIN_POLL_INTERVAL};
 
 /// Whether a draining connection of this socket may shut down its write side now.
 fn may_close(shared: &Shared, entry: &PeerEntry) -> bool {
@@ -78,21 +84,6 @@ pub(super) async fn close_due(
             _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
         }
     }
-}
-
-/// Resolves [`DRAIN_PEER_CLOSE_WAIT`] after the FIN went out to a peer that only receives from
-/// this socket (never, for a peer that sends the data: it is read until its own FIN or the drain
-/// timeout). Everything for that peer is in the kernel by then, and there is nothing to read
-/// from it; waiting for its FIN only avoids answering a late packet of its with a reset, so a
-/// peer that ignores the FIN (the `zeromq` crate's PUSH never reads) does not hold the drain.
-pub(super) async fn peer_close_wait(shared: &Shared, fin: &mut watch::Receiver<bool>) {
-    if !shared.capture
-        && matches!(shared.kind, SocketType::Pull | SocketType::Xsub | SocketType::Sub)
-    {
-        return std::future::pending().await;
-    }
-    raised(fin).await;
-    tokio::time::sleep(DRAIN_PEER_CLOSE_WAIT).await;
 }
 
 /// Resolves once a draining ROUTER peer has no request outstanding and sent none for

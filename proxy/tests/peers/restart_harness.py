@@ -71,9 +71,12 @@ class Deliveries:
         with self.lock:
             self.times.append(t)
 
-    def longest_gap(self, since: float) -> float:
+    def longest_gap(self, since: float, complete: bool = True) -> float:
+        """`complete` False: the stream never finished, so its last gap lasts until now."""
         with self.lock:
             ts = sorted(t for t in self.times if t >= since)
+        if not complete:
+            ts.append(time.monotonic())
         return max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
 
 
@@ -157,8 +160,10 @@ def run_pipeline(impl: str, per_sender: int = 20_000) -> Result:
                     time.sleep(0.001)  # bursts of 50, as a steady producer
         except zmq.Again:
             errors.append(f"sender {i} blocked for 20 s")
-        # Linger: what is still queued here goes out to whichever proxy is up.
-        s.close(linger=10_000)
+        # Open until everything arrived: a closed libzmq socket no longer reconnects, so what its
+        # queue held would be lost if its connection ended now, whatever the proxy does.
+        wait_for(lambda: len(got[0]) + len(got[1]) >= res.sent, 20)
+        s.close(linger=0)
 
     receivers = [threading.Thread(target=receiver, args=(i,)) for i in range(2)]
     senders = [threading.Thread(target=sender, args=(i,)) for i in range(2)]
@@ -176,7 +181,7 @@ def run_pipeline(impl: str, per_sender: int = 20_000) -> Result:
         stop.set()
         for t in receivers:
             t.join(timeout=10)
-        res.outage = deliveries.longest_gap(t0)
+        res.outage = deliveries.longest_gap(t0, len(set(got[0] + got[1])) >= res.sent)
     finally:
         stop.set()
         ctx.destroy(linger=0)
@@ -340,7 +345,7 @@ def run_shared_queue(impl: str, per_client: int = 120) -> Result:
         stop.set()
         for t in workers:
             t.join(timeout=10)
-        res.outage = deliveries.longest_gap(t0)
+        res.outage = deliveries.longest_gap(t0, sum(replies) >= res.sent)
     finally:
         stop.set()
         ctx.destroy(linger=0)
