@@ -6,7 +6,7 @@
 # failed (or if setup failed, in which case no tier runs).
 set -uo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 failed=()
 passed=()

@@ -483,6 +483,12 @@ PYTHON_IMAGE="${E2E_PYTHON_IMAGE:-python:3.12-slim}"
 # A stock image is pulled when missing even on kind; an image of the suite's own is not.
 PYTHON_PULL_POLICY="IfNotPresent"
 [[ "$EXISTING" == "1" ]] && PYTHON_PULL_POLICY="$PULL_POLICY"
+restart_peers_streaming() { k -n "$NS" logs job/restart-peers 2>/dev/null | grep -qx streaming; }
+replacement_ready() { # replacement_ready OLD_POD: a jobs pod other than OLD_POD is Ready
+  k -n "$NS" get pods -l app.kubernetes.io/instance=jobs \
+    -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    grep -v "^$1 " | grep -q " True$"
+}
 restart_check() {
   k -n "$NS" delete job restart-peers --ignore-not-found --wait=true >/dev/null 2>&1
   k -n "$NS" delete configmap restart-peers --ignore-not-found >/dev/null 2>&1
@@ -525,18 +531,12 @@ spec:
         - {name: scripts, configMap: {name: restart-peers}}
         - {name: tmp, emptyDir: {}}
 JOB
-  streaming() { k -n "$NS" logs job/restart-peers 2>/dev/null | grep -qx streaming; }
-  wait_for "the restart peers to stream" 180 streaming || return 1
+  wait_for "the restart peers to stream" 180 restart_peers_streaming || return 1
   local old t0
   old="$(k -n "$NS" get pods -l app.kubernetes.io/instance=jobs -o jsonpath='{.items[0].metadata.name}')" || return 1
   t0=$SECONDS
   k -n "$NS" delete pod "$old" --wait=false >/dev/null || return 1
-  replacement_ready() {
-    k -n "$NS" get pods -l app.kubernetes.io/instance=jobs \
-      -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
-      grep -v "^$old " | grep -q " True$"
-  }
-  wait_for "the replacement pod to be Ready" 120 replacement_ready || return 1
+  wait_for "the replacement pod to be Ready" 120 replacement_ready "$old" || return 1
   echo "ready_s=$((SECONDS - t0))"
   wait_for "job/restart-peers to finish" 240 job_finished restart-peers || return 1
   k -n "$NS" logs job/restart-peers | grep '^{' | tail -1
