@@ -451,6 +451,20 @@ fn rand_u32() -> u32 {
     h.finish() as u32
 }
 
+/// Resolves once `count` is zero; whoever lowers it calls `changed.notify_waiters()`. The
+/// waiter is registered before the check, so a decrement between the two is never missed.
+async fn until_zero(count: &AtomicUsize, changed: &Notify) {
+    loop {
+        let gone = changed.notified();
+        tokio::pin!(gone);
+        gone.as_mut().enable();
+        if count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        gone.await;
+    }
+}
+
 /// Read-only view of a socket for the coordinator, tests and (later) health checks.
 #[derive(Clone)]
 pub struct SocketHandle {
@@ -466,28 +480,12 @@ impl SocketHandle {
 
     /// Resolves once no connection writer of this socket is running.
     pub async fn writers_stopped(&self) {
-        loop {
-            let gone = self.shared.writers_gone.notified();
-            tokio::pin!(gone);
-            gone.as_mut().enable();
-            if self.shared.live_writers.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            gone.await;
-        }
+        until_zero(&self.shared.live_writers, &self.shared.writers_gone).await;
     }
 
     /// Resolves once no connection of this socket is open (a drain's last step).
     pub async fn connections_closed(&self) {
-        loop {
-            let gone = self.shared.conns_gone.notified();
-            tokio::pin!(gone);
-            gone.as_mut().enable();
-            if self.shared.live_conns.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            gone.await;
-        }
+        until_zero(&self.shared.live_conns, &self.shared.conns_gone).await;
     }
 
     /// Connections open right now, handshaking ones included.
