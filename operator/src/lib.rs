@@ -2,7 +2,8 @@
 //! [`crd`] defines the `ZmqProxy` resource, [`build`] turns one into its children (pure),
 //! [`diff`] decides whether a child needs a write, [`status`] computes conditions,
 //! [`reconcile`] applies children and status, [`leader`] elects one active replica,
-//! [`metrics`] and [`http`] expose what the operator does.
+//! [`watches`] feeds the controller and caches the children it reads, [`metrics`] and [`http`]
+//! expose what the operator does.
 
 pub mod build;
 pub mod crd;
@@ -12,3 +13,4 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
+pub mod watches;

@@ -1,5 +1,6 @@
 //! The operator's Prometheus metrics: reconcile count, failures by error reason, reconcile
-//! duration, child writes by kind and action, and whether this replica leads.
+//! duration, child writes by kind and action, API requests by kind and verb, and whether this
+//! replica leads.
 
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub struct Metrics {
     failures: Family<Labels, Counter>,
     duration: Histogram,
     writes: Family<Labels, Counter>,
+    requests: Family<Labels, Counter>,
     leader: Gauge<i64, AtomicI64>,
 }
 
@@ -36,6 +38,7 @@ impl Metrics {
         // 1 ms .. ~16 s: a reconcile is a handful of API round trips.
         let duration = Histogram::new([0.001, 0.004, 0.016, 0.064, 0.256, 1.024, 4.096, 16.384]);
         let writes = Family::<Labels, Counter>::default();
+        let requests = Family::<Labels, Counter>::default();
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register("reconciles", "Reconciles of ZmqProxy objects", reconciles.clone());
         registry.register(
@@ -53,8 +56,13 @@ impl Metrics {
             "API writes to children, by kind and action (Created, Updated, Deleted)",
             writes.clone(),
         );
+        registry.register(
+            "api_requests",
+            "Requests of reconciles to the API server, by kind and verb (watches not included)",
+            requests.clone(),
+        );
         registry.register("leader", "1 while this replica runs the controller", leader.clone());
-        Metrics { registry, reconciles, failures, duration, writes, leader }
+        Metrics { registry, reconciles, failures, duration, writes, requests, leader }
     }
 
     pub fn reconciled(&self, took: Duration) {
@@ -73,6 +81,30 @@ impl Metrics {
                 ("action".to_string(), action.to_string()),
             ])
             .inc();
+    }
+
+    pub fn requested(&self, kind: &str, verb: &str) {
+        self.requests
+            .get_or_create(&vec![
+                ("kind".to_string(), kind.to_string()),
+                ("verb".to_string(), verb.to_string()),
+            ])
+            .inc();
+    }
+
+    /// Requests made so far with `verb` (all kinds).
+    pub fn request_count(&self, verb: &str) -> u64 {
+        ["Deployment", "Service", "ZmqProxy", "Event"]
+            .iter()
+            .map(|kind| {
+                self.requests
+                    .get_or_create(&vec![
+                        ("kind".to_string(), kind.to_string()),
+                        ("verb".to_string(), verb.to_string()),
+                    ])
+                    .get()
+            })
+            .sum()
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -2,19 +2,23 @@
 //! each child with server-side apply only when it differs from what the API server holds
 //! ([`crate::diff`]), compute the status ([`crate::status`]) and write it only when it changed,
 //! publish events for what was written or what failed, and back off per object on errors.
-//! A resync of an unchanged object therefore only reads.
+//! Children are read from the controller's own watches ([`crate::watches`]); the API server is
+//! asked only when the cache cannot answer (not listed yet, no such child, or a child that looks
+//! out of date, which is read again before it is written). A resync of an unchanged object
+//! therefore makes no request at all, and one that changed makes one event per kind of change.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -26,6 +30,7 @@ use crate::crd::{MANAGED_BY, ZmqProxy, ZmqProxyStatus};
 use crate::diff;
 use crate::metrics::Metrics;
 use crate::status::{self, Failure};
+use crate::watches::{self, Cached, ChildCaches, Trigger};
 
 /// The one field manager of every write, so ownership of each field is the operator's alone.
 pub const MANAGER: &str = "zmq-proxy-operator";
@@ -34,6 +39,14 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// First retry after a failure; doubled per consecutive failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Reconciles running at once. Measured with `benches/scale.rs` on a 2-core API server: the
+/// cold start of 1000 objects took 65 s unbounded (requests queued in the API server's
+/// priority-and-fairness seats and timed out into backoff) and the least time at this bound.
+pub const CONCURRENCY: u16 = 16;
+/// Triggers of one object arriving this close together make one reconcile: creating a child or
+/// writing the status triggers the object again, and the children's watch events come in a
+/// burst. Short enough that a user's change is applied at once.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Why a reconcile failed. [`Error::reason`] is the metric label, the event reason and the
 /// condition reason.
@@ -89,6 +102,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object (namespace/name), for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The children's caches of the running controller; None outside [`run`] (every child is
+    /// then read from the API server).
+    caches: RwLock<Option<ChildCaches>>,
 }
 
 impl Context {
@@ -101,7 +117,17 @@ impl Context {
             options,
             metrics,
             failures: Mutex::default(),
+            caches: RwLock::default(),
         })
+    }
+
+    /// Reconciles read children from `caches` (None: from the API server).
+    pub fn use_caches(&self, caches: Option<ChildCaches>) {
+        *self.caches.write().unwrap_or_else(std::sync::PoisonError::into_inner) = caches;
+    }
+
+    fn caches(&self) -> Option<ChildCaches> {
+        self.caches.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -135,8 +161,10 @@ pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::await_change());
     }
     let started = Instant::now();
-    let result = apply_all(&zp, &ctx).await;
+    let mut changes = Vec::new();
+    let result = apply_all(&zp, &ctx, &mut changes).await;
     ctx.metrics.reconciled(started.elapsed());
+    publish_changes(&ctx, &zp, changes).await;
     match &result {
         Ok(_) => ctx.reset_backoff(&zp),
         Err(e) => {
@@ -162,20 +190,36 @@ pub fn error_policy(zp: Arc<ZmqProxy>, _error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(ctx.next_backoff(&zp))
 }
 
-async fn apply_all(zp: &ZmqProxy, ctx: &Context) -> Result<Action, Error> {
+async fn apply_all(
+    zp: &ZmqProxy,
+    ctx: &Context,
+    changes: &mut Vec<Change>,
+) -> Result<Action, Error> {
     let namespace = zp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let children = build::children(zp, &ctx.options)?;
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let caches = ctx.caches();
+    let deployments = Child {
+        api: Api::<Deployment>::namespaced(ctx.client.clone(), &namespace),
+        cache: caches.as_ref().map(|c| c.deployments.clone()),
+        namespace: &namespace,
+    };
+    let services = Child {
+        api: Api::<Service>::namespaced(ctx.client.clone(), &namespace),
+        cache: caches.as_ref().map(|c| c.services.clone()),
+        namespace: &namespace,
+    };
 
     let deployment =
-        apply_child(&deployments, &children.deployment, zp, ctx, recreate_fixup).await?;
-    apply_child(&services, &children.service, zp, ctx, no_fixup).await?;
+        apply_child(&deployments, &children.deployment, zp, ctx, recreate_fixup, changes).await?;
+    apply_child(&services, &children.service, zp, ctx, no_fixup, changes).await?;
     match &children.headless {
         Some(headless) => {
-            apply_child(&services, headless, zp, ctx, no_fixup).await?;
+            apply_child(&services, headless, zp, ctx, no_fixup, changes).await?;
         }
-        None => delete_owned(&services, &build::headless_name(&zp.name_any()), zp, ctx).await?,
+        None => {
+            let name = build::headless_name(&zp.name_any());
+            delete_owned(&services, &name, zp, ctx, changes).await?;
+        }
     }
 
     let status = status::compute(zp, Some(&deployment), None, status::now());
@@ -213,14 +257,54 @@ fn recreate_fixup(desired: &Deployment, observed: &Deployment) -> Option<serde_j
     )
 }
 
+/// One kind of child in one namespace: where to write it and the cache to read it from.
+struct Child<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
+    api: Api<K>,
+    cache: Option<Store<K>>,
+    namespace: &'a str,
+}
+
+impl<K> Child<'_, K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + 'static,
+{
+    /// The cache's answer for `name` (Unknown without a cache).
+    fn cached(&self, name: &str) -> Cached<K> {
+        match &self.cache {
+            Some(store) => watches::lookup(store, self.namespace, name),
+            None => Cached::Unknown,
+        }
+    }
+
+    /// `name` as the API server holds it now.
+    async fn get(&self, name: &str, ctx: &Context) -> Result<Option<K>, Error> {
+        let kind = K::kind(&()).to_string();
+        ctx.metrics.requested(&kind, "get");
+        self.api.get_opt(name).await.map_err(|source| Error::Get {
+            kind,
+            name: name.to_string(),
+            source,
+        })
+    }
+}
+
+/// A write made by a reconcile, reported in an event once the reconcile is done.
+struct Change {
+    action: &'static str,
+    kind: String,
+    name: String,
+    reference: Option<ObjectReference>,
+}
+
 /// Reads the child and applies `desired` only when the child is missing or differs; returns the
 /// child as the API server holds it afterwards.
 async fn apply_child<K>(
-    api: &Api<K>,
+    child: &Child<'_, K>,
     desired_object: &K,
     zp: &ZmqProxy,
     ctx: &Context,
     fixup: Fixup<K>,
+    changes: &mut Vec<Change>,
 ) -> Result<K, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
@@ -228,22 +312,32 @@ where
     let kind = K::kind(&()).to_string();
     let name = desired_object.meta().name.clone().unwrap_or_default();
     let desired = diff::stamp(serde_json::to_value(desired_object)?);
-    let observed = api.get_opt(&name).await.map_err(|source| Error::Get {
-        kind: kind.clone(),
-        name: name.clone(),
-        source,
-    })?;
-    let change = match &observed {
+    let up_to_date = |current: &K| -> Result<bool, Error> {
+        Ok(controlled_by(current, zp)
+            && !diff::needs_apply(&desired, &serde_json::to_value(current)?))
+    };
+    if let Cached::Found(current) = child.cached(&name)
+        && up_to_date(&current)?
+    {
+        debug!(object = %key(zp), %kind, %name, "child up to date (cache)");
+        return Ok((*current).clone());
+    }
+    // Not cached, or cached but different: the cache may be a moment behind, so decide on what
+    // the API server holds.
+    let observed = child.get(&name, ctx).await?;
+    let api = &child.api;
+    let action = match &observed {
         None => "Created",
         Some(current) => {
             if !controlled_by(current, zp) {
                 return Err(Error::ChildNotOwned { kind, name });
             }
-            if !diff::needs_apply(&desired, &serde_json::to_value(current)?) {
+            if up_to_date(current)? {
                 debug!(object = %key(zp), %kind, %name, "child up to date");
                 return Ok(current.clone());
             }
             if let Some(patch) = fixup(desired_object, current) {
+                ctx.metrics.requested(&kind, "patch");
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(
                     |source| Error::Apply { kind: kind.clone(), name: name.clone(), source },
                 )?;
@@ -251,45 +345,51 @@ where
             "Updated"
         }
     };
+    ctx.metrics.requested(&kind, "apply");
     let applied = api
         .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired))
         .await
         .map_err(|source| Error::Apply { kind: kind.clone(), name: name.clone(), source })?;
-    info!(object = %key(zp), %kind, %name, change, "applied child");
-    ctx.metrics.wrote(&kind, change);
-    let note = format!("{change} {kind} {name}");
-    publish(ctx, zp, EventType::Normal, change, note, Some(applied.object_ref(&()))).await;
+    info!(object = %key(zp), %kind, %name, change = action, "applied child");
+    ctx.metrics.wrote(&kind, action);
+    changes.push(Change { action, kind, name, reference: Some(applied.object_ref(&())) });
     Ok(applied)
 }
 
 /// Deletes the child `name` if it exists and this `ZmqProxy` controls it.
 async fn delete_owned<K>(
-    api: &Api<K>,
+    child: &Child<'_, K>,
     name: &str,
     zp: &ZmqProxy,
     ctx: &Context,
+    changes: &mut Vec<Change>,
 ) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
     let kind = K::kind(&()).to_string();
-    let observed = api.get_opt(name).await.map_err(|source| Error::Get {
-        kind: kind.clone(),
-        name: name.to_string(),
-        source,
-    })?;
-    let Some(current) = observed else { return Ok(()) };
+    let current = match child.cached(name) {
+        // A complete cache of the operator's children without it: nothing of ours to delete.
+        Cached::NotOwned => return Ok(()),
+        Cached::Found(current) => Some((*current).clone()),
+        Cached::Unknown => child.get(name, ctx).await?,
+    };
+    let Some(current) = current else { return Ok(()) };
     if !controlled_by(&current, zp) {
         return Ok(());
     }
-    api.delete(name, &DeleteParams::background()).await.map_err(|source| Error::Delete {
-        kind: kind.clone(),
-        name: name.to_string(),
-        source,
-    })?;
+    ctx.metrics.requested(&kind, "delete");
+    match child.api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        // Already gone (the cache was a moment behind).
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(source) => {
+            return Err(Error::Delete { kind, name: name.to_string(), source });
+        }
+    }
     info!(object = %key(zp), %kind, %name, "deleted child");
     ctx.metrics.wrote(&kind, "Deleted");
-    publish(ctx, zp, EventType::Normal, "Deleted", format!("Deleted {kind} {name}"), None).await;
+    changes.push(Change { action: "Deleted", kind, name: name.to_string(), reference: None });
     Ok(())
 }
 
@@ -301,6 +401,7 @@ async fn write_status(zp: &ZmqProxy, ctx: &Context, computed: ZmqProxyStatus) ->
     }
     let namespace = zp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let api: Api<ZmqProxy> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics.requested("ZmqProxy", "apply_status");
     let patch = serde_json::json!({
         "apiVersion": ZmqProxy::api_version(&()),
         "kind": ZmqProxy::kind(&()),
@@ -330,6 +431,24 @@ pub fn event_note(mut note: String) -> String {
     note
 }
 
+/// One Normal event per kind of change a reconcile made ("Created Deployment tasks, Service
+/// tasks"), naming the child as the event's related object when there is only one.
+async fn publish_changes(ctx: &Context, zp: &ZmqProxy, changes: Vec<Change>) {
+    let mut actions: Vec<&'static str> = changes.iter().map(|c| c.action).collect();
+    actions.dedup();
+    for action in actions {
+        let group: Vec<&Change> = changes.iter().filter(|c| c.action == action).collect();
+        let children: Vec<String> =
+            group.iter().map(|c| format!("{} {}", c.kind, c.name)).collect();
+        let note = format!("{action} {}", children.join(", "));
+        let secondary = match group.as_slice() {
+            [only] => only.reference.clone(),
+            _ => None,
+        };
+        publish(ctx, zp, EventType::Normal, action, note, secondary).await;
+    }
+}
+
 /// Events are best effort: a failure to publish one is logged, never fails the reconcile.
 async fn publish(
     ctx: &Context,
@@ -346,6 +465,7 @@ async fn publish(
         action: "Reconcile".to_string(),
         secondary,
     };
+    ctx.metrics.requested("Event", "create");
     if let Err(e) = ctx.recorder.publish(&event, &zp.object_ref(&())).await {
         warn!(object = %key(zp), error = %e, "cannot publish event");
     }
@@ -369,11 +489,28 @@ pub async fn run(
     };
     // Only children carry the managed-by label, so the owned watches skip every other object.
     let owned = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    Controller::new(zps, watcher::Config::default().any_semantic())
-        .owns(deployments, owned.clone())
-        .owns(services, owned)
+    let zp_writer = Writer::<ZmqProxy>::default();
+    let zp_store = zp_writer.as_reader();
+    let deployment_writer = Writer::<Deployment>::default();
+    let service_writer = Writer::<Service>::default();
+    ctx.use_caches(Some(ChildCaches {
+        deployments: deployment_writer.as_reader(),
+        services: service_writer.as_reader(),
+    }));
+    let config = controller::Config::default().concurrency(CONCURRENCY).debounce(DEBOUNCE);
+    let main =
+        watches::watch(zps, watcher::Config::default().any_semantic(), zp_writer, Trigger::Applied);
+    Controller::for_stream(main, zp_store)
+        .with_config(config)
+        .owns_stream(watches::watch(
+            deployments,
+            owned.clone(),
+            deployment_writer,
+            Trigger::Touched,
+        ))
+        .owns_stream(watches::watch(services, owned, service_writer, Trigger::Touched))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(object = %object, "reconciled"),
@@ -381,6 +518,7 @@ pub async fn run(
             }
         })
         .await;
+    ctx.use_caches(None);
 }
 
 #[cfg(test)]

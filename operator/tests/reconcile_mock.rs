@@ -10,6 +10,8 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
 use kube::client::Body;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{Store, store::Writer};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 use zmq_proxy_operator::build::{self, BuildOptions};
@@ -18,6 +20,7 @@ use zmq_proxy_operator::diff;
 use zmq_proxy_operator::metrics::Metrics;
 use zmq_proxy_operator::reconcile::{self, Context, Error, MANAGER};
 use zmq_proxy_operator::status;
+use zmq_proxy_operator::watches::ChildCaches;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -123,6 +126,33 @@ async fn run(
     zp: ZmqProxy,
     script: Vec<Expect>,
 ) -> (Result<Action, Error>, Vec<Seen>, Arc<Context>) {
+    run_cached(zp, None, script).await
+}
+
+/// Caches as the controller's watches fill them: listed (complete) and holding `objects`.
+fn caches(deployments: &[Value], services: &[Value]) -> ChildCaches {
+    fn listed<K>(objects: &[Value]) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+    {
+        let mut writer = Writer::<K>::default();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for o in objects {
+            let object: K = serde_json::from_value(o.clone()).expect("cached object");
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        writer.as_reader()
+    }
+    ChildCaches { deployments: listed(deployments), services: listed(services) }
+}
+
+/// [`run`] with the reconciler reading children from `caches` first.
+async fn run_cached(
+    zp: ZmqProxy,
+    caches: Option<ChildCaches>,
+    script: Vec<Expect>,
+) -> (Result<Action, Error>, Vec<Seen>, Arc<Context>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "q");
     let ctx = Context::new(
@@ -130,6 +160,7 @@ async fn run(
         BuildOptions { default_image: IMAGE.into(), ..Default::default() },
         Arc::new(Metrics::new()),
     );
+    ctx.use_caches(caches);
     let server = tokio::spawn(serve(handle, script));
     let reconciler = tokio::spawn(reconcile::reconcile(Arc::new(zp), ctx.clone()));
     let (mut handle, seen) = tokio::time::timeout(Duration::from_secs(10), server)
@@ -213,16 +244,16 @@ async fn create_path_applies_deployment_and_service_then_status() {
     let script = vec![
         expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
         expect(
             Method::PATCH,
             format!("{ZMQPROXIES}/tasks/status"),
             Reply::StatusOf(Box::new(zp.clone())),
         ),
+        // One event for both children, after the status.
+        expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, ctx) = run(zp, script).await;
     assert_eq!(result.expect("reconcile succeeds"), Action::requeue(reconcile::RESYNC));
@@ -234,14 +265,16 @@ async fn create_path_applies_deployment_and_service_then_status() {
     assert!(deployment.body["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
     assert_eq!(deployment.body["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
 
-    assert_eq!(seen[2].body["reason"], "Created");
-    assert_eq!(seen[2].body["type"], "Normal");
-    assert_eq!(seen[2].body["regarding"]["kind"], "ZmqProxy");
-    assert_eq!(seen[2].body["note"], "Created Deployment tasks");
-    assert!(is_apply(&seen[4]));
-    assert_eq!(seen[4].body["kind"], "Service");
+    assert!(is_apply(&seen[3]));
+    assert_eq!(seen[3].body["kind"], "Service");
 
-    let status = &seen[7];
+    let event = &seen[6].body;
+    assert_eq!(event["reason"], "Created");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["regarding"]["kind"], "ZmqProxy");
+    assert_eq!(event["note"], "Created Deployment tasks, Service tasks");
+
+    let status = &seen[5];
     assert!(is_apply(status));
     assert_eq!(status.body["kind"], "ZmqProxy");
     let conditions = status.body["status"]["conditions"].as_array().expect("conditions");
@@ -297,15 +330,16 @@ async fn edited_deployment_is_reapplied_and_reported() {
     let script = vec![
         expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
         expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Object(repaired)),
-        expect(Method::POST, EVENTS, Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(is_apply(&seen[1]));
     assert_eq!(seen[1].body["spec"]["replicas"], 1);
-    assert_eq!(seen[2].body["reason"], "Updated");
+    assert_eq!(seen[4].body["reason"], "Updated");
+    assert_eq!(seen[4].body["related"]["kind"], "Deployment", "one child: named as related");
     assert!(ctx.metrics.render().contains(
         "zmq_proxy_operator_child_writes_total{kind=\"Deployment\",action=\"Updated\"} 1"
     ));
@@ -322,13 +356,13 @@ async fn deleted_service_is_recreated() {
         expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[3].body["reason"], "Created");
-    assert_eq!(seen[3].body["note"], "Created Service tasks");
+    assert_eq!(seen[4].body["reason"], "Created");
+    assert_eq!(seen[4].body["note"], "Created Service tasks");
 }
 
 #[tokio::test]
@@ -508,24 +542,26 @@ async fn scaling_to_three_replicas_adds_the_headless_service_and_says_so() {
     let script = vec![
         expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
         expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&new.service))),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
         expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
         expect(
             Method::PATCH,
             format!("{ZMQPROXIES}/tasks/status"),
             Reply::StatusOf(Box::new(zp.clone())),
         ),
+        // One event per kind of change.
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[1].body["spec"]["replicas"], 3);
     assert_eq!(seen[1].body["spec"]["strategy"]["type"], "RollingUpdate");
-    assert_eq!(seen[5].body["spec"]["clusterIP"], "None");
-    assert_eq!(seen[6].body["note"], "Created Service tasks-pods");
-    let status = &seen[7].body["status"];
+    assert_eq!(seen[4].body["spec"]["clusterIP"], "None");
+    assert_eq!(seen[6].body["note"], "Updated Deployment tasks");
+    assert_eq!(seen[7].body["note"], "Created Service tasks-pods");
+    let status = &seen[5].body["status"];
     assert_eq!(status["headlessService"], "tasks-pods.q.svc");
     let ready = &status["conditions"][0];
     assert_eq!(ready["observedGeneration"], 2);
@@ -549,7 +585,6 @@ async fn scaling_back_to_one_replica_switches_to_recreate_clearing_rolling_updat
         // Type and rollingUpdate change in one merge patch: the API server refuses either alone.
         expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
         expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
         expect(
@@ -557,6 +592,7 @@ async fn scaling_back_to_one_replica_switches_to_recreate_clearing_rolling_updat
             format!("{ZMQPROXIES}/tasks/status"),
             Reply::StatusOf(Box::new(zp.clone())),
         ),
+        expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
@@ -567,4 +603,83 @@ async fn scaling_back_to_one_replica_switches_to_recreate_clearing_rolling_updat
     );
     assert!(is_apply(&seen[2]));
     assert_eq!(seen[2].body["spec"]["strategy"], json!({"type": "Recreate"}));
+}
+
+// With the controller's caches: what a resync and a cold start cost.
+
+#[tokio::test]
+async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
+    let zp = fixture("full.yaml");
+    let c = children(&zp);
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(3);
+    let zp = with_status(zp, &deployment);
+    let headless = server_view(c.headless.as_ref().expect("headless"));
+    let cached = caches(&[deployment], &[server_view(&c.service), headless]);
+    let (result, seen, ctx) = run_cached(zp, Some(cached), Vec::new()).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(seen.is_empty(), "{seen:?}");
+    assert_eq!(ctx.metrics.request_count("get"), 0);
+}
+
+#[tokio::test]
+async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
+    let zp = fixture("minimal.yaml");
+    // A complete, empty cache: each child is read once before it is created (an object of that
+    // name without the operator's label would not be in the cache), and the headless Service,
+    // which is not wanted, is not asked for.
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[])), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[5].body["note"], "Created Deployment tasks, Service tasks");
+}
+
+#[tokio::test]
+async fn a_stale_cache_entry_is_read_again_before_anything_is_written() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    let zp = with_status(zp, &deployment);
+    // The cache still holds a version from before someone's edit was repaired.
+    let mut stale = deployment.clone();
+    stale["spec"]["replicas"] = json!(4);
+    let cached = caches(&[stale], &[server_view(&c.service)]);
+    let script =
+        vec![expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment))];
+    let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen.len(), 1, "one read, no write: {seen:?}");
+    assert_eq!(ctx.metrics.request_count("apply"), 0);
+}
+
+#[tokio::test]
+async fn a_cached_headless_service_that_is_no_longer_wanted_is_deleted() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let mut three = zp.clone();
+    three.spec.replicas = 3;
+    let old_headless = server_view(children(&three).headless.as_ref().expect("headless"));
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    let zp = with_status(zp, &deployment);
+    let cached = caches(&[deployment], &[server_view(&c.service), old_headless.clone()]);
+    let script = vec![
+        expect(Method::DELETE, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless)),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[1].body["note"], "Deleted Service tasks-pods");
 }

@@ -24,6 +24,10 @@ pub struct ControlPlane {
     processes: Processes,
     pub client: Client,
     pub url: String,
+    /// How to start kube-apiserver again on the same port and etcd (see [`ControlPlane::restart_apiserver`]).
+    apiserver: (PathBuf, Vec<String>),
+    #[allow(dead_code)] // read by kubeconfig(), which only benches/scale.rs calls
+    pki: Pki,
 }
 
 /// The started processes and their directory: killed and removed however the start or the test
@@ -51,6 +55,15 @@ impl Processes {
         let child = spawn(&self.dir, name, binary, args)?;
         self.children.push((name, child));
         Ok(())
+    }
+
+    /// Kills `name` and waits for it to exit; its log stays.
+    fn stop(&mut self, name: &str) {
+        if let Some(i) = self.children.iter().position(|(n, _)| *n == name) {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// An error naming the first process that exited, with the end of its log.
@@ -168,7 +181,12 @@ fn generate_pki(dir: &Path) -> Result<Result<Pki, String>, rcgen::Error> {
 }
 
 fn spawn(dir: &Path, name: &'static str, binary: &Path, args: &[String]) -> Result<Child, String> {
-    let log = fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+    // Appended, so a restarted component keeps the log of its first run.
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .map_err(|e| e.to_string())?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
     Command::new(binary)
         .args(args)
@@ -252,7 +270,8 @@ impl ControlPlane {
             "--disable-admission-plugins=ServiceAccount".to_string(),
             "--allow-privileged=true".to_string(),
         ];
-        processes.spawn("kube-apiserver", &assets.join("kube-apiserver"), &apiserver_args)?;
+        let apiserver = (assets.join("kube-apiserver"), apiserver_args);
+        processes.spawn("kube-apiserver", &apiserver.0, &apiserver.1)?;
 
         let mut config = Config::new(url.parse().map_err(|e| format!("{url}: {e}"))?);
         config.root_cert = Some(vec![pki.ca_der.clone()]);
@@ -261,29 +280,8 @@ impl ControlPlane {
         config.default_namespace = "default".to_string();
         config.connect_timeout = Some(Duration::from_secs(5));
         let client = Client::try_from(config).map_err(|e| format!("client: {e}"))?;
-        let mut plane = ControlPlane { processes, client, url };
-
-        // Ready means /readyz answers ok (storage, RBAC bootstrap, CRD informers all started).
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let mut last_error: String;
-        loop {
-            plane.processes.check_running()?;
-            let request =
-                http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
-            match plane.client.request_text(request).await {
-                Ok(text) if text.trim() == "ok" => break,
-                Ok(text) => last_error = text,
-                Err(e) => last_error = e.to_string(),
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "kube-apiserver at {} not ready within 90 s: {last_error}\n{}",
-                    plane.url,
-                    plane.logs()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let mut plane = ControlPlane { processes, client, url, apiserver, pki };
+        plane.wait_ready().await?;
         // The bootstrap controller creates the `kubernetes` Service once the service IP allocator
         // works; Services created before may be refused for a moment (the operator retries).
         // Waiting here keeps those retries out of the test's deadlines; not finding it is not an
@@ -298,5 +296,57 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         Ok(plane)
+    }
+
+    /// Waits until /readyz answers ok (storage, RBAC bootstrap, CRD informers all started).
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last_error: String;
+        loop {
+            self.processes.check_running()?;
+            let request =
+                http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
+            match self.client.request_text(request).await {
+                Ok(text) if text.trim() == "ok" => return Ok(()),
+                Ok(text) => last_error = text,
+                Err(e) => last_error = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kube-apiserver at {} not ready within 90 s: {last_error}\n{}",
+                    self.url,
+                    self.logs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Kills kube-apiserver (etcd keeps the data), keeps it down until `down` resolves, starts it
+    /// again on the same address and waits until it is ready: an API-server outage as clients see
+    /// one. Returns when the server answers /readyz again.
+    pub async fn restart_apiserver(
+        &mut self,
+        down: impl std::future::Future<Output = ()>,
+    ) -> Result<(), String> {
+        self.processes.stop("kube-apiserver");
+        down.await;
+        let (binary, args) = self.apiserver.clone();
+        self.processes.spawn("kube-apiserver", &binary, &args)?;
+        self.wait_ready().await
+    }
+
+    /// A kubeconfig file for this control plane's admin, for clients run as separate processes.
+    #[allow(dead_code)] // used by benches/scale.rs, not by the envtest tier
+    pub fn kubeconfig(&self) -> Result<PathBuf, String> {
+        let path = |p: &PathBuf| p.display().to_string();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: admin\n    namespace: default\ncurrent-context: envtest\n",
+            url = self.url,
+            ca = path(&self.pki.ca),
+            cert = path(&self.pki.client_cert),
+            key = path(&self.pki.client_key),
+        );
+        write(&self.processes.dir, "kubeconfig", &text)
     }
 }

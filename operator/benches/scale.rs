@@ -1,0 +1,509 @@
+//! The operator at scale against a real kube-apiserver and etcd (the envtest tier's binaries):
+//!
+//! 1. **Raw client**: one client applies, one request after another, the same children the
+//!    operator would write for N objects (a Deployment and a Service each), in its own
+//!    namespace. This is the floor the operator is compared with.
+//! 2. **Cold start**: N `ZmqProxy` objects exist, then the operator binary starts; the clock
+//!    stops when every object has its Deployment, its Service and `status.observedGeneration`
+//!    equal to its generation.
+//! 3. **Restart resync**: the operator restarts; once it has reconciled every object again, the
+//!    resourceVersions of all objects and children and the Events are compared with before.
+//! 4. **API-server outage**: kube-apiserver is killed, stays down, comes back; a spec change is
+//!    made as soon as it answers, and the clock runs until the Deployment shows the change.
+//! 5. The operator's peak RSS (VmHWM) and its own count of API requests by kind and verb.
+//!
+//! `cargo bench -p zmq-proxy-operator --bench scale [-- --quick | --objects N | --outage S]`
+//! (1000 objects by default, `--quick` 100). Skips with a printed reason without
+//! `$KUBEBUILDER_ASSETS` (or /usr/local/kubebuilder/bin) holding kube-apiserver and etcd.
+
+#[path = "../tests/envtest/launcher.rs"]
+#[allow(dead_code)]
+mod launcher;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use launcher::ControlPlane;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zmq_proxy_operator::build::{self, BuildOptions};
+use zmq_proxy_operator::crd::ZmqProxy;
+use zmq_proxy_operator::diff;
+
+const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:bench";
+/// Every wait of the benchmark gives up after this long.
+const PHASE_LIMIT: Duration = Duration::from_secs(600);
+const POLL: Duration = Duration::from_millis(50);
+
+struct Args {
+    objects: usize,
+    outage: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { objects: 1000, outage: Duration::from_secs(20) };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => args.objects = 100,
+            "--objects" => {
+                args.objects =
+                    it.next().and_then(|v| v.parse().ok()).ok_or("--objects needs a number")?;
+            }
+            "--outage" => {
+                let secs: u64 =
+                    it.next().and_then(|v| v.parse().ok()).ok_or("--outage needs seconds")?;
+                args.outage = Duration::from_secs(secs);
+            }
+            // cargo bench passes --bench to every harness=false target.
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn assets() -> Option<PathBuf> {
+    let dir = std::env::var_os("KUBEBUILDER_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/local/kubebuilder/bin"));
+    (dir.join("kube-apiserver").is_file() && dir.join("etcd").is_file()).then_some(dir)
+}
+
+/// Polls `probe` every [`POLL`] until it holds; errors after [`PHASE_LIMIT`] naming `what`.
+async fn until<F, Fut>(what: &str, mut probe: F) -> Result<Duration, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !probe().await {
+        if started.elapsed() > PHASE_LIMIT {
+            return Err(format!("timed out after {PHASE_LIMIT:?} waiting for {what}"));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(started.elapsed())
+}
+
+async fn install_crd(client: &Client) -> Result<(), String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/zmqproxy.yaml");
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd).await.map_err(|e| format!("CRD: {e}"))?;
+    let established =
+        await_condition(crds, "zmqproxies.zmqproxy.io", conditions::is_crd_established());
+    tokio::time::timeout(PHASE_LIMIT, established)
+        .await
+        .map_err(|_| "CRD not established".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn create_namespace(client: &Client, name: &str) -> Result<(), String> {
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .map_err(|e| format!("namespace {name}: {e}"))?;
+    Ok(())
+}
+
+/// The `i`th object: a shared queue, as most users run.
+fn manifest(namespace: &str, i: usize) -> Value {
+    json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": format!("zp-{i:05}"), "namespace": namespace},
+        "spec": {
+            "frontend": {"type": "ROUTER", "port": 5555},
+            "backend": {"type": "DEALER", "port": 5556},
+            "replicas": 1,
+        },
+    })
+}
+
+/// Phase 1: the same children the operator writes, applied one after another by one client.
+async fn raw_client(client: &Client, namespace: &str, n: usize) -> Result<Duration, String> {
+    let options = BuildOptions { default_image: IMAGE.into(), ..Default::default() };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let apply = PatchParams::apply("bench-raw-client").force();
+    let started = Instant::now();
+    for i in 0..n {
+        let mut zp: ZmqProxy =
+            serde_json::from_value(manifest(namespace, i)).map_err(|e| e.to_string())?;
+        zp.meta_mut().uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
+        let children = build::children(&zp, &options).map_err(|e| e.to_string())?;
+        let name = zp.name_any();
+        let deployment =
+            diff::stamp(serde_json::to_value(&children.deployment).map_err(|e| e.to_string())?);
+        deployments
+            .patch(&name, &apply, &Patch::Apply(&deployment))
+            .await
+            .map_err(|e| e.to_string())?;
+        let service =
+            diff::stamp(serde_json::to_value(&children.service).map_err(|e| e.to_string())?);
+        services.patch(&name, &apply, &Patch::Apply(&service)).await.map_err(|e| e.to_string())?;
+    }
+    let took = started.elapsed();
+    // Out of the operator's caches before it starts (no garbage collector runs here).
+    let all = DeleteParams::default();
+    deployments.delete_collection(&all, &ListParams::default()).await.map_err(|e| e.to_string())?;
+    services.delete_collection(&all, &ListParams::default()).await.map_err(|e| e.to_string())?;
+    Ok(took)
+}
+
+async fn create_objects(client: &Client, namespace: &str, n: usize) -> Result<(), String> {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let zps = zps.clone();
+            async move {
+                let zp: ZmqProxy =
+                    serde_json::from_value(manifest(namespace, i)).map_err(|e| e.to_string())?;
+                zps.create(&PostParams::default(), &zp).await.map_err(|e| e.to_string())?;
+                Ok::<(), String>(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// The benchmark's own view of a namespace, from watches (polling lists of N objects would load
+/// the server the operator is measured on).
+struct Mirror {
+    zps: Store<ZmqProxy>,
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn mirror<K>(api: Api<K>, tasks: &mut Vec<tokio::task::JoinHandle<()>>) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    tasks.push(tokio::spawn(stream.for_each(|_| async {})));
+    reader
+}
+
+impl Mirror {
+    fn of(client: &Client, namespace: &str) -> Mirror {
+        let mut tasks = Vec::new();
+        Mirror {
+            zps: mirror(Api::namespaced(client.clone(), namespace), &mut tasks),
+            deployments: mirror(Api::namespaced(client.clone(), namespace), &mut tasks),
+            services: mirror(Api::namespaced(client.clone(), namespace), &mut tasks),
+            tasks,
+        }
+    }
+
+    /// Every object reconciled: children present and status observed at the current generation.
+    fn all_reconciled(&self, n: usize) -> bool {
+        let observed = self
+            .zps
+            .state()
+            .iter()
+            .filter(|zp| {
+                zp.status.as_ref().and_then(|s| s.observed_generation) == zp.metadata.generation
+            })
+            .count();
+        observed == n && self.deployments.len() == n && self.services.len() >= n
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// resourceVersion of every ZmqProxy, Deployment and Service in `namespace`, plus the Events.
+async fn versions(client: &Client, namespace: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    let lp = ListParams::default();
+    let e = |e: kube::Error| e.to_string();
+    for m in Api::<ZmqProxy>::namespaced(client.clone(), namespace)
+        .list_metadata(&lp)
+        .await
+        .map_err(e)?
+    {
+        out.insert(format!("ZmqProxy/{}", m.name_any()), m.resource_version().unwrap_or_default());
+    }
+    for m in Api::<Deployment>::namespaced(client.clone(), namespace)
+        .list_metadata(&lp)
+        .await
+        .map_err(e)?
+    {
+        out.insert(
+            format!("Deployment/{}", m.name_any()),
+            m.resource_version().unwrap_or_default(),
+        );
+    }
+    for m in
+        Api::<Service>::namespaced(client.clone(), namespace).list_metadata(&lp).await.map_err(e)?
+    {
+        out.insert(format!("Service/{}", m.name_any()), m.resource_version().unwrap_or_default());
+    }
+    for m in
+        Api::<Event>::namespaced(client.clone(), namespace).list_metadata(&lp).await.map_err(e)?
+    {
+        out.insert(format!("Event/{}", m.name_any()), m.resource_version().unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// The operator binary, run as in a cluster but against the benchmark's API server.
+struct Operator {
+    child: Child,
+    http_port: u16,
+}
+
+impl Operator {
+    fn start(kubeconfig: &Path, log: &Path) -> Result<Operator, String> {
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| e.to_string())?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(env!("CARGO_BIN_EXE_zmq-proxy-operator"))
+            .args(["--leader-election=false", "--proxy-image", IMAGE])
+            .arg(format!("--http-bind=127.0.0.1:{http_port}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start the operator: {e}"))?;
+        Ok(Operator { child, http_port })
+    }
+
+    /// A `/proc/<pid>/status` field in kB (VmRSS, VmHWM).
+    fn memory_kb(&self, field: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = text.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    async fn metrics(&self) -> Option<String> {
+        let mut stream =
+            tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await.ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    /// Sum of every sample of `name` whose labels contain `label` (all samples when empty).
+    async fn counter(&self, name: &str, label: &str) -> Option<f64> {
+        let text = self.metrics().await?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with(name) && l.contains(label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit.
+    fn stop(mut self) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Err("the operator did not stop within 30 s of SIGTERM".into());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the operator's reconcile counter reaches `at_least` and then stays unchanged for
+/// a second, i.e. the work queue is empty.
+async fn settled(op: &Operator, at_least: f64) -> Result<f64, String> {
+    let mut last = -1.0;
+    let mut stable_since = Instant::now();
+    let started = Instant::now();
+    loop {
+        let now = op.counter("zmq_proxy_operator_reconciles_total", "").await.unwrap_or(-1.0);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if now >= at_least && stable_since.elapsed() >= Duration::from_secs(1) {
+            return Ok(now);
+        }
+        if started.elapsed() > PHASE_LIMIT {
+            return Err(format!("the operator did not settle: {now} reconciles, want {at_least}"));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn requests_line(op: &Operator) -> String {
+    let text = op.metrics().await.unwrap_or_default();
+    let mut parts: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("zmq_proxy_operator_api_requests_total{"))
+        .map(|l| l.trim_start_matches("zmq_proxy_operator_api_requests_total").to_string())
+        .collect();
+    parts.sort();
+    if parts.is_empty() { "(no api_requests_total metric)".into() } else { parts.join(" ") }
+}
+
+async fn run(args: Args, assets: &Path) -> Result<(), String> {
+    let mut plane = ControlPlane::start(assets).await?;
+    let client = plane.client.clone();
+    let version = client.apiserver_version().await.map_err(|e| e.to_string())?;
+    let n = args.objects;
+    println!(
+        "kube-apiserver {} (etcd from {}); {n} objects",
+        version.git_version,
+        assets.display()
+    );
+    install_crd(&client).await?;
+    let kubeconfig = plane.kubeconfig()?;
+    let log =
+        std::env::temp_dir().join(format!("zmq-proxy-operator-bench-{}.log", std::process::id()));
+
+    create_namespace(&client, "raw").await?;
+    let raw = raw_client(&client, "raw", n).await?;
+    println!("raw client, sequential:  {:>7.1} s for {} children", raw.as_secs_f64(), 2 * n);
+
+    create_namespace(&client, "scale").await?;
+    create_objects(&client, "scale", n).await?;
+    let view = Mirror::of(&client, "scale");
+    until("the benchmark's watches listed", || async { view.zps.len() == n }).await?;
+    let operator = Operator::start(&kubeconfig, &log)?;
+    let cold = until("every object reconciled", || async { view.all_reconciled(n) }).await?;
+    drop(view);
+    println!(
+        "operator, cold start:    {:>7.1} s  ({:.2}x the raw client's time; goal <= 30 s and <= 1.0x)",
+        cold.as_secs_f64(),
+        cold.as_secs_f64() / raw.as_secs_f64()
+    );
+    settled(&operator, n as f64).await?;
+    println!("  requests: {}", requests_line(&operator).await);
+    let rss_cold = operator.memory_kb("VmHWM:").unwrap_or(0);
+
+    let before = versions(&client, "scale").await?;
+    operator.stop()?;
+    let operator = Operator::start(&kubeconfig, &log)?;
+    let reconciles = settled(&operator, n as f64).await?;
+    let after = versions(&client, "scale").await?;
+    let changed: Vec<&String> =
+        after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, _)| k).collect();
+    println!(
+        "restart resync:          {} writes ({} reconciles, {} objects compared; goal 0)",
+        changed.len(),
+        reconciles,
+        before.len()
+    );
+    if !changed.is_empty() {
+        println!("  changed: {:?}", changed.iter().take(10).collect::<Vec<_>>());
+    }
+    println!("  requests: {}", requests_line(&operator).await);
+
+    let outage = args.outage;
+    plane.restart_apiserver(tokio::time::sleep(outage)).await?;
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), "scale");
+    let target = "zp-00000";
+    let new_image = format!("{IMAGE}-after-outage");
+    let patch = json!({"spec": {"image": new_image}});
+    until("the spec change accepted", || async {
+        zps.patch(target, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok()
+    })
+    .await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "scale");
+    let applied = until("the change applied to the Deployment", || async {
+        let image = deployments
+            .get(target)
+            .await
+            .ok()
+            .and_then(|d| d.spec?.template.spec?.containers.first()?.image.clone());
+        image.as_deref() == Some(new_image.as_str())
+    })
+    .await?;
+    println!(
+        "after a {:.0} s API-server outage: change applied {:.1} s after the server was back (goal <= 5 s)",
+        outage.as_secs_f64(),
+        applied.as_secs_f64()
+    );
+    let rss = operator.memory_kb("VmHWM:").unwrap_or(0).max(rss_cold);
+    println!("operator peak RSS:       {:>7.1} MiB at {n} objects", rss as f64 / 1024.0);
+    operator.stop()?;
+    println!("operator log: {}", log.display());
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("scale: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let Some(assets) = assets() else {
+        println!(
+            "skipped: no kube-apiserver and etcd in $KUBEBUILDER_ASSETS or /usr/local/kubebuilder/bin"
+        );
+        return std::process::ExitCode::SUCCESS;
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("scale: tokio: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, &assets)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scale: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
