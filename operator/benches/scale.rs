@@ -285,7 +285,7 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(kubeconfig: &Path, log: &Path) -> Result<Operator, String> {
+    fn start(kubeconfig: &Path, log: &Path, namespace: Option<&str>) -> Result<Operator, String> {
         let http_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -296,9 +296,14 @@ impl Operator {
             .open(log)
             .map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(env!("CARGO_BIN_EXE_zmq-proxy-operator"))
+        // BENCH_OPERATOR_BIN runs another build (an older commit) against the same benchmark.
+        let binary = std::env::var_os("BENCH_OPERATOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_zmq-proxy-operator")));
+        let child = Command::new(binary)
             .args(["--leader-election=false", "--proxy-image", IMAGE])
             .arg(format!("--http-bind=127.0.0.1:{http_port}"))
+            .args(namespace.map(|ns| format!("--watch-namespace={ns}")))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
@@ -393,30 +398,62 @@ async fn requests_line(op: &Operator) -> String {
     if parts.is_empty() { "(no api_requests_total metric)".into() } else { parts.join(" ") }
 }
 
-async fn run(args: Args, assets: &Path) -> Result<(), String> {
-    let mut plane = ControlPlane::start(assets).await?;
-    let client = plane.client.clone();
+/// Where the benchmark runs: a control plane it starts (every phase), or an existing cluster
+/// from `$BENCH_KUBECONFIG` (no outage phase; the operator watches only the benchmark's
+/// namespace, so an operator already installed there must not watch it too).
+enum Target {
+    Launched(Box<ControlPlane>),
+    Existing { client: Client, kubeconfig: PathBuf },
+}
+
+fn report_memory(operator: &Operator, rss_cold: u64, n: usize) {
+    let rss = operator.memory_kb("VmHWM:").unwrap_or(0).max(rss_cold);
+    let now = operator.memory_kb("VmRSS:").unwrap_or(0);
+    println!(
+        "operator RSS:            {:>7.1} MiB peak, {:.1} MiB now, at {n} objects",
+        rss as f64 / 1024.0,
+        now as f64 / 1024.0
+    );
+}
+
+async fn run(args: Args, mut target: Target) -> Result<(), String> {
+    let (client, kubeconfig) = match &target {
+        Target::Launched(plane) => (plane.client.clone(), plane.kubeconfig()?),
+        Target::Existing { client, kubeconfig } => (client.clone(), kubeconfig.clone()),
+    };
     let version = client.apiserver_version().await.map_err(|e| e.to_string())?;
     let n = args.objects;
-    println!(
-        "kube-apiserver {} (etcd from {}); {n} objects",
-        version.git_version,
-        assets.display()
-    );
-    install_crd(&client).await?;
-    let kubeconfig = plane.kubeconfig()?;
-    let log =
-        std::env::temp_dir().join(format!("zmq-proxy-operator-bench-{}.log", std::process::id()));
+    println!("kube-apiserver {}; {n} objects", version.git_version);
+    let stamp = std::process::id();
+    let (raw_ns, ns, scope) = match &target {
+        Target::Launched(_) => ("raw".to_string(), "scale".to_string(), None),
+        Target::Existing { .. } => {
+            let ns = format!("bench-scale-{stamp}");
+            (format!("bench-raw-{stamp}"), ns.clone(), Some(ns))
+        }
+    };
+    match &target {
+        Target::Launched(_) => install_crd(&client).await?,
+        Target::Existing { .. } => {
+            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+            if crds.get_opt("zmqproxies.zmqproxy.io").await.map_err(|e| e.to_string())?.is_none() {
+                install_crd(&client).await?;
+            }
+        }
+    }
+    let log = std::env::temp_dir().join(format!("zmq-proxy-operator-bench-{stamp}.log"));
+    let (raw_ns, ns) = (raw_ns.as_str(), ns.as_str());
+    let start_operator = || Operator::start(&kubeconfig, &log, scope.as_deref());
 
-    create_namespace(&client, "raw").await?;
-    let raw = raw_client(&client, "raw", n).await?;
+    create_namespace(&client, raw_ns).await?;
+    let raw = raw_client(&client, raw_ns, n).await?;
     println!("raw client, sequential:  {:>7.1} s for {} children", raw.as_secs_f64(), 2 * n);
 
-    create_namespace(&client, "scale").await?;
-    create_objects(&client, "scale", n).await?;
-    let view = Mirror::of(&client, "scale");
+    create_namespace(&client, ns).await?;
+    create_objects(&client, ns, n).await?;
+    let view = Mirror::of(&client, ns);
     until("the benchmark's watches listed", || async { view.zps.len() == n }).await?;
-    let operator = Operator::start(&kubeconfig, &log)?;
+    let operator = start_operator()?;
     let cold = until("every object reconciled", || async { view.all_reconciled(n) }).await?;
     drop(view);
     println!(
@@ -428,11 +465,11 @@ async fn run(args: Args, assets: &Path) -> Result<(), String> {
     println!("  requests: {}", requests_line(&operator).await);
     let rss_cold = operator.memory_kb("VmHWM:").unwrap_or(0);
 
-    let before = versions(&client, "scale").await?;
+    let before = versions(&client, ns).await?;
     operator.stop()?;
-    let operator = Operator::start(&kubeconfig, &log)?;
+    let operator = start_operator()?;
     let reconciles = settled(&operator, n as f64).await?;
-    let after = versions(&client, "scale").await?;
+    let after = versions(&client, ns).await?;
     let changed: Vec<&String> =
         after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, _)| k).collect();
     println!(
@@ -446,9 +483,19 @@ async fn run(args: Args, assets: &Path) -> Result<(), String> {
     }
     println!("  requests: {}", requests_line(&operator).await);
 
+    let Target::Launched(plane) = &mut target else {
+        report_memory(&operator, rss_cold, n);
+        operator.stop()?;
+        println!("existing cluster: no API-server outage phase; operator log: {}", log.display());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        for name in [raw_ns, ns] {
+            let _ = namespaces.delete(name, &DeleteParams::background()).await;
+        }
+        return Ok(());
+    };
     let outage = args.outage;
     plane.restart_apiserver(tokio::time::sleep(outage)).await?;
-    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), "scale");
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), ns);
     let target = "zp-00000";
     let new_image = format!("{IMAGE}-after-outage");
     let patch = json!({"spec": {"image": new_image}});
@@ -456,7 +503,7 @@ async fn run(args: Args, assets: &Path) -> Result<(), String> {
         zps.patch(target, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok()
     })
     .await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "scale");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let applied = until("the change applied to the Deployment", || async {
         let image = deployments
             .get(target)
@@ -471,8 +518,7 @@ async fn run(args: Args, assets: &Path) -> Result<(), String> {
         outage.as_secs_f64(),
         applied.as_secs_f64()
     );
-    let rss = operator.memory_kb("VmHWM:").unwrap_or(0).max(rss_cold);
-    println!("operator peak RSS:       {:>7.1} MiB at {n} objects", rss as f64 / 1024.0);
+    report_memory(&operator, rss_cold, n);
     operator.stop()?;
     println!("operator log: {}", log.display());
     Ok(())
@@ -486,12 +532,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let Some(assets) = assets() else {
+    let existing = std::env::var_os("BENCH_KUBECONFIG").map(PathBuf::from);
+    let assets = assets();
+    if existing.is_none() && assets.is_none() {
         println!(
-            "skipped: no kube-apiserver and etcd in $KUBEBUILDER_ASSETS or /usr/local/kubebuilder/bin"
+            "skipped: no kube-apiserver and etcd in $KUBEBUILDER_ASSETS or /usr/local/kubebuilder/bin (or set BENCH_KUBECONFIG)"
         );
         return std::process::ExitCode::SUCCESS;
-    };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -499,7 +547,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, &assets)) {
+    let result = runtime.block_on(async {
+        let target = match (existing, assets) {
+            (Some(kubeconfig), _) => {
+                let text = kube::config::Kubeconfig::read_from(&kubeconfig)
+                    .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+                let config = kube::Config::from_custom_kubeconfig(text, &Default::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let client = Client::try_from(config).map_err(|e| e.to_string())?;
+                Target::Existing { client, kubeconfig }
+            }
+            (None, Some(assets)) => Target::Launched(Box::new(ControlPlane::start(&assets).await?)),
+            (None, None) => return Err("no target".to_string()),
+        };
+        run(args, target).await
+    });
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("scale: {e}");
