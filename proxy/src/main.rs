@@ -140,7 +140,8 @@ async fn run(cfg: ProxyConfig) -> u8 {
     };
     let show = |s: &zmq_proxy::config::SocketConfig, addrs: &[std::net::SocketAddr]| {
         let bound: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
-        format!("{} {} (listening on {})", s.socket_type, s.endpoints(), bound.join(" "))
+        let mech = if s.security.is_curve() { " CURVE" } else { "" };
+        format!("{}{mech} {} (listening on {})", s.socket_type, s.endpoints(), bound.join(" "))
     };
     let capture = cfg.capture.as_ref().map(|c| show(c, &proxy.capture_addrs)).unwrap_or_default();
     let ops = match zmq_proxy::ops::Ops::start(&cfg, &proxy).await {
