@@ -891,4 +891,113 @@ mod tests {
         let e = parse_manifest(&yaml.replace("v1alpha1", "v9")).unwrap_err().0;
         assert!(e.starts_with("apiVersion"), "{e}");
     }
+
+    fn key_files(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("zmq-proxy-cfg-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let secret = dir.join("server.key");
+        std::fs::write(&secret, "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6\n").expect("write");
+        let allow = dir.join("allow");
+        std::fs::write(&allow, "# clients\nYne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID\n")
+            .expect("write");
+        (secret, allow)
+    }
+
+    #[test]
+    fn curve_flags_build_servers_and_clients_and_bad_combinations_name_the_flag() {
+        let (secret, allow) = key_files("flags");
+        let (secret, allow) = (secret.to_string_lossy(), allow.to_string_lossy());
+        let base = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
+        let server = format!("--frontend-curve-server-key-file={secret}");
+        let c = cli(&[
+            &base[..],
+            &[
+                "--backend-bind=tcp://*:2",
+                &server,
+                &format!("--frontend-curve-authorized-keys={allow}"),
+            ],
+        ]
+        .concat())
+        .expect("valid");
+        assert!(matches!(c.frontend.security.accepted, Mechanism::Server(_)));
+        assert_eq!(c.backend.security, Security::default());
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", &server]].concat()).unwrap_err();
+        assert!(e.starts_with("--frontend-curve-authorized-keys: required for a CURVE server socket (or --curve-allow-any"), "{e}");
+        let c =
+            cli(&[&base[..], &["--backend-bind=tcp://*:2", &server, "--curve-allow-any"]].concat())
+                .expect("valid");
+        assert!(matches!(c.frontend.security.accepted, Mechanism::Server(_)));
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--curve-allow-any"]].concat())
+            .unwrap_err();
+        assert!(e.starts_with("--curve-allow-any: no socket is a CURVE server"), "{e}");
+        let connect = "--backend-connect=tcp://127.0.0.1:2";
+        let e =
+            cli(&[&base[..], &[connect, &format!("--backend-curve-client-key-file={secret}")]]
+                .concat())
+            .unwrap_err();
+        assert!(
+            e.starts_with(
+                "--backend-curve-client-key-file: needs --backend-curve-server-public-key"
+            ),
+            "{e}"
+        );
+        let pk = "--backend-curve-server-public-key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+        let c = cli(&[&base[..], &[connect, pk]].concat()).expect("valid");
+        let Mechanism::Client(cl) = &c.backend.security.connected else { panic!("client") };
+        assert!(cl.ephemeral);
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", pk]].concat()).unwrap_err();
+        assert!(
+            e.starts_with("--backend-curve-server-public-key: backend has no --backend-connect"),
+            "{e}"
+        );
+        let e = cli(&[
+            &base[..],
+            &[
+                "--backend-bind=tcp://*:2",
+                &format!("--backend-curve-server-key-file={secret}"),
+                connect,
+                "--curve-allow-any",
+            ],
+        ]
+        .concat())
+        .unwrap_err();
+        assert!(e.starts_with("--backend-curve-server-public-key: required"), "{e}");
+        let e = cli(&[
+            &base[..],
+            &[
+                "--backend-bind=tcp://*:2",
+                "--frontend-curve-server-key-file=/nonexistent",
+                "--curve-allow-any",
+            ],
+        ]
+        .concat())
+        .unwrap_err();
+        assert!(e.starts_with("--frontend-curve-server-key-file: /nonexistent:"), "{e}");
+    }
+
+    #[test]
+    fn manifest_curve_sections_name_their_fields() {
+        let (secret, allow) = key_files("manifest");
+        let yaml = format!(
+            "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {{type: PULL, port: 6000, curve: {{serverKeyFile: {}, authorizedKeys: {}}}}}\n  backend: {{type: PUSH, port: 6001}}\n",
+            secret.display(),
+            allow.display()
+        );
+        let c = parse_manifest(&yaml).expect("valid");
+        assert!(matches!(c.frontend.security.accepted, Mechanism::Server(_)));
+        assert!(!c.backend.security.is_curve());
+        let no_list = yaml.replace(&format!(", authorizedKeys: {}", allow.display()), "");
+        let e = parse_manifest(&no_list).unwrap_err().0;
+        assert!(e.starts_with("spec.frontend.curve.authorizedKeys: required"), "{e}");
+        let any = format!("{no_list}  curveAllowAny: true\n");
+        assert!(parse_manifest(&any).is_ok());
+        let client = yaml.replace("backend: {type: PUSH, port: 6001}", "backend: {type: PUSH, port: 6001, curve: {serverPublicKey: \"rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7\"}}");
+        let e = parse_manifest(&client).unwrap_err().0;
+        assert!(
+            e.starts_with(
+                "spec.backend.curve.serverPublicKey: backend has no backend connect endpoints"
+            ),
+            "{e}"
+        );
+    }
 }

@@ -281,15 +281,19 @@ async fn read_loop(
                         _ => continue,
                     }
                 }
-                Err(e @ WireError::Curve(_)) => {
-                    // Nothing of the offending message is forwarded: its frames so far were
-                    // only collected in the decoder, which goes down with the connection.
-                    shared.refused(mech, &e, rd.peer_addr().ok());
-                    return ReadEnd::Closed;
-                }
                 Err(e) => {
-                    shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(id = entry.id, error = %e, "dropping peer");
+                    if let WireError::Curve(_) = e {
+                        shared.refused(mech, &e, rd.peer_addr().ok());
+                    } else {
+                        shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(id = entry.id, error = %e, "dropping peer");
+                    }
+                    // The complete messages read before the bad frame go on (for CURVE each
+                    // was authenticated); nothing of the offending message does: its frames
+                    // so far were only collected in the decoder, which goes down here.
+                    if !batch.is_empty() && inbound.send(Inbound::Batch(batch)).await.is_err() {
+                        return ReadEnd::Stopped;
+                    }
                     return ReadEnd::Closed;
                 }
             };
