@@ -73,6 +73,34 @@ class Scenario:
     kind: str  # pipeline | reqrep | pubsub
     args: list[str]  # scenario-specific numbers passed to zmqbench
     messages: int  # messages crossing the device in one run, for CPU per million
+    curve: bool = False  # CURVE on every connection (clients, both proxy sides, the ceiling)
+
+
+# One keypair per role for the CURVE scenarios (the zmq_curve(7) test keys): the same for
+# libzmq's proxy, zmq-proxy and the brokerless ceiling, so only the device in the middle differs.
+CURVE_KEYS = {
+    "ZMQBENCH_CURVE_SERVER_PUBLIC": "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",
+    "ZMQBENCH_CURVE_SERVER_SECRET": "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6",
+    "ZMQBENCH_CURVE_CLIENT_PUBLIC": "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID",
+    "ZMQBENCH_CURVE_CLIENT_SECRET": "D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs",
+}
+
+
+def bench_env(sc: Scenario) -> dict:
+    return dict(os.environ, RUST_LOG="warn", **(CURVE_KEYS if sc.curve else {}))
+
+
+def curve_flags(sc: Scenario) -> list[str]:
+    if not sc.curve:
+        return []
+    key = ROOT / "target" / "zmqbench-server.key"
+    key.write_text(CURVE_KEYS["ZMQBENCH_CURVE_SERVER_SECRET"] + "\n")
+    allow = ROOT / "target" / "zmqbench-clients"
+    allow.write_text(CURVE_KEYS["ZMQBENCH_CURVE_CLIENT_PUBLIC"] + "\n")
+    flags = []
+    for side in ("frontend", "backend"):
+        flags += [f"--{side}-curve-server-key-file", str(key), f"--{side}-curve-authorized-keys", str(allow)]
+    return flags
 
 
 @dataclass
@@ -111,8 +139,8 @@ def start_proxy(target: str, sc: Scenario, bench: Path, zmq_proxy: Path):
             str(zmq_proxy),
             "--frontend-type", sc.front_type, "--frontend-bind", front,
             "--backend-type", sc.back_type, "--backend-bind", back,
-        ]  # fmt: skip
-    env = dict(os.environ, RUST_LOG="warn")
+        ] + curve_flags(sc)  # fmt: skip
+    env = bench_env(sc)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     wait_for_ports([fp, bp], proc)
     return proc, front, back
@@ -143,6 +171,7 @@ def run_once(target: str, sc: Scenario, bench: Path, zmq_proxy: Path) -> Result:
             capture_output=True,
             text=True,
             timeout=120,
+            env=bench_env(sc),
         )
         if out.returncode != 0 and sc.kind != "pubsub":
             raise RuntimeError(f"{target} {sc.name}: zmqbench failed: {out.stderr.strip()}")
@@ -180,6 +209,12 @@ def scenarios(quick: bool) -> list[Scenario]:
         # proxy, so CPU per million counts both.
         Scenario("req/rep 4x2 64 B", "ROUTER", "DEALER", "reqrep", ["4", "2", str(rr), "64"], 8 * rr),
         Scenario("pub/sub 1x4 64 B", "XSUB", "XPUB", "pubsub", ["4", str(ps), "64"], ps),
+        # The same clients with CURVE on every connection: both proxies are CURVE servers on
+        # both sides (ours with an allow-list, libzmq's without a ZAP handler).
+        Scenario("CURVE pipeline 256 B", "PULL", "PUSH", "pipeline", ["256", str(n // 2)], n // 2, True),
+        Scenario("CURVE pipeline 4 KiB", "PULL", "PUSH", "pipeline", ["4096", str(n // 8)], n // 8, True),
+        Scenario("CURVE req/rep 4x2 64 B", "ROUTER", "DEALER", "reqrep", ["4", "2", str(rr), "64"], 8 * rr, True),
+        Scenario("CURVE pub/sub 1x4 64 B", "XSUB", "XPUB", "pubsub", ["4", str(ps), "64"], ps, True),
     ]  # fmt: skip
 
 

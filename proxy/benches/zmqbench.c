@@ -9,6 +9,10 @@
  *   zmqbench pipeline PUSH_EPS PULL_EPS SIZE COUNT
  *   zmqbench reqrep   CLIENT_EPS WORKER_EPS CLIENTS WORKERS COUNT_PER_CLIENT SIZE
  *   zmqbench pubsub   PUB_EPS SUB_EPS SUBSCRIBERS COUNT SIZE
+ *
+ * With ZMQBENCH_CURVE_SERVER_PUBLIC/_SECRET and ZMQBENCH_CURVE_CLIENT_PUBLIC/_SECRET set (Z85),
+ * every socket is CURVE: a socket that binds is a CURVE server, one that connects a client of
+ * that server. The proxy mode then runs libzmq's zmq_proxy with CURVE on both sides.
  */
 #include <zmq.h>
 #include <pthread.h>
@@ -58,6 +62,24 @@ static void attach(void *sock, const char *list, int index) {
     }
 }
 
+/* CURVE options from the environment (see the header), before the socket binds or connects. */
+static void curve_options(void *s, const char *list) {
+    const char *spub = getenv("ZMQBENCH_CURVE_SERVER_PUBLIC");
+    const char *ssec = getenv("ZMQBENCH_CURVE_SERVER_SECRET");
+    const char *cpub = getenv("ZMQBENCH_CURVE_CLIENT_PUBLIC");
+    const char *csec = getenv("ZMQBENCH_CURVE_CLIENT_SECRET");
+    if (!spub || !ssec || !cpub || !csec) return;
+    if (list[0] == '@') {
+        int on = 1;
+        if (zmq_setsockopt(s, ZMQ_CURVE_SERVER, &on, sizeof on) != 0) die("ZMQ_CURVE_SERVER");
+        if (zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, ssec, 40) != 0) die("ZMQ_CURVE_SECRETKEY");
+    } else {
+        if (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, spub, 40) != 0) die("ZMQ_CURVE_SERVERKEY");
+        if (zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, cpub, 40) != 0) die("ZMQ_CURVE_PUBLICKEY");
+        if (zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, csec, 40) != 0) die("ZMQ_CURVE_SECRETKEY");
+    }
+}
+
 /* hwm >= 0 sets both high-water marks before attaching (they only apply to later connections). */
 static void *open_socket_hwm(int type, const char *list, int index, int hwm) {
     void *s = zmq_socket(ctx, type);
@@ -70,6 +92,7 @@ static void *open_socket_hwm(int type, const char *list, int index, int hwm) {
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
     zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+    curve_options(s, list);
     attach(s, list, index);
     return s;
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use crate::curve::{Mechanism, Security};
 use crate::endpoint::{Direction, Endpoint};
 use crate::socket::{ProxySockets, SocketType, capture_type_refusal, pair_refusal};
 
@@ -77,6 +78,13 @@ pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// How often a CURVE allow-list file or directory is re-read. Content decides, not mtime:
+/// the kubelet swaps a mounted Secret's `..data` symlink, so only reading shows a change.
+pub const ALLOW_LIST_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// A refused peer (same address, same reason) is logged at most once in this time.
+pub const REFUSAL_LOG_QUIET: Duration = Duration::from_secs(60);
+/// Peers remembered for that (bounded memory under a flood of refusals).
+pub const REFUSAL_LOG_PEERS: usize = 1024;
 /// Largest control request (the commands are a few bytes; this only bounds garbage).
 pub const CONTROL_MAX_BYTES: usize = 64 * 1024;
 /// Control requesters connected at once; more are closed on accept.
@@ -132,26 +140,322 @@ pub struct Cli {
     /// Log line format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "ZMQ_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// A ZmqProxy manifest: spec.frontend/backend/capture/control {type, port} are bound on
-    /// tcp://0.0.0.0:PORT; spec.drainTimeoutSeconds, spec.lameDuckSeconds; other keys are
-    /// ignored.
+    /// A ZmqProxy manifest: spec.frontend/backend/capture/control {type, port, curve} are bound
+    /// on tcp://0.0.0.0:PORT; spec.curveAllowAny, spec.drainTimeoutSeconds,
+    /// spec.lameDuckSeconds; other keys are ignored.
     #[arg(long, env = "ZMQ_PROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// frontend: the CURVE server's secret key file (Z85 or zcert secret) for its binds.
+    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_SERVER_KEY_FILE", value_name = "FILE")]
+    pub frontend_curve_server_key_file: Option<PathBuf>,
+    /// frontend: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory.
+    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_AUTHORIZED_KEYS", value_name = "PATH")]
+    pub frontend_curve_authorized_keys: Option<PathBuf>,
+    /// frontend: the CURVE server public key (Z85) of its connect endpoints.
+    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_SERVER_PUBLIC_KEY", value_name = "Z85")]
+    pub frontend_curve_server_public_key: Option<String>,
+    /// frontend: a file holding that public key (Z85 or zcert).
+    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_SERVER_PUBLIC_KEY_FILE", value_name = "FILE")]
+    pub frontend_curve_server_public_key_file: Option<PathBuf>,
+    /// frontend: this proxy's CURVE client secret key file for its connects [default: ephemeral].
+    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_CLIENT_KEY_FILE", value_name = "FILE")]
+    pub frontend_curve_client_key_file: Option<PathBuf>,
+    /// backend: the CURVE server's secret key file (Z85 or zcert secret) for its binds.
+    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_SERVER_KEY_FILE", value_name = "FILE")]
+    pub backend_curve_server_key_file: Option<PathBuf>,
+    /// backend: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory.
+    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_AUTHORIZED_KEYS", value_name = "PATH")]
+    pub backend_curve_authorized_keys: Option<PathBuf>,
+    /// backend: the CURVE server public key (Z85) of its connect endpoints.
+    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_SERVER_PUBLIC_KEY", value_name = "Z85")]
+    pub backend_curve_server_public_key: Option<String>,
+    /// backend: a file holding that public key (Z85 or zcert).
+    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_SERVER_PUBLIC_KEY_FILE", value_name = "FILE")]
+    pub backend_curve_server_public_key_file: Option<PathBuf>,
+    /// backend: this proxy's CURVE client secret key file for its connects [default: ephemeral].
+    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_CLIENT_KEY_FILE", value_name = "FILE")]
+    pub backend_curve_client_key_file: Option<PathBuf>,
+    /// capture: the CURVE server's secret key file (Z85 or zcert secret) for its binds.
+    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_SERVER_KEY_FILE", value_name = "FILE")]
+    pub capture_curve_server_key_file: Option<PathBuf>,
+    /// capture: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory.
+    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_AUTHORIZED_KEYS", value_name = "PATH")]
+    pub capture_curve_authorized_keys: Option<PathBuf>,
+    /// capture: the CURVE server public key (Z85) of its connect endpoints.
+    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_SERVER_PUBLIC_KEY", value_name = "Z85")]
+    pub capture_curve_server_public_key: Option<String>,
+    /// capture: a file holding that public key (Z85 or zcert).
+    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_SERVER_PUBLIC_KEY_FILE", value_name = "FILE")]
+    pub capture_curve_server_public_key_file: Option<PathBuf>,
+    /// capture: this proxy's CURVE client secret key file for its connects [default: ephemeral].
+    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_CLIENT_KEY_FILE", value_name = "FILE")]
+    pub capture_curve_client_key_file: Option<PathBuf>,
+    /// control: the CURVE server's secret key file (Z85 or zcert secret) for its binds.
+    #[arg(long, env = "ZMQ_PROXY_CONTROL_CURVE_SERVER_KEY_FILE", value_name = "FILE")]
+    pub control_curve_server_key_file: Option<PathBuf>,
+    /// control: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory.
+    #[arg(long, env = "ZMQ_PROXY_CONTROL_CURVE_AUTHORIZED_KEYS", value_name = "PATH")]
+    pub control_curve_authorized_keys: Option<PathBuf>,
+    /// CURVE server sockets without an allow-list accept any client that knows the server key.
+    #[arg(long, env = "ZMQ_PROXY_CURVE_ALLOW_ANY")]
+    pub curve_allow_any: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands beside running the proxy.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Print a new CURVE keypair (Z85 public and secret lines), or write a zcert pair.
+    Keygen {
+        /// Write PATH (public zcert) and PATH_secret (secret zcert, mode 0600) instead.
+        #[arg(long, value_name = "PATH")]
+        zcert: Option<PathBuf>,
+    },
+}
+
+/// One socket's CURVE settings as given (flags or manifest), before validation.
+#[derive(Clone, Debug, Default)]
+pub struct CurveSettings {
+    pub server_key_file: Option<PathBuf>,
+    pub authorized_keys: Option<PathBuf>,
+    pub server_public_key: Option<String>,
+    pub server_public_key_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl CurveSettings {
+    fn is_empty(&self) -> bool {
+        self.server_key_file.is_none()
+            && self.authorized_keys.is_none()
+            && self.server_public_key.is_none()
+            && self.server_public_key_file.is_none()
+            && self.client_key_file.is_none()
+    }
+
+    fn from_spec(spec: &crate::security::CurveSpec) -> Self {
+        CurveSettings {
+            server_key_file: spec.server_key_file.as_ref().map(PathBuf::from),
+            authorized_keys: spec.authorized_keys.as_ref().map(PathBuf::from),
+            server_public_key: spec.server_public_key.clone(),
+            server_public_key_file: spec.server_public_key_file.as_ref().map(PathBuf::from),
+            client_key_file: spec.client_key_file.as_ref().map(PathBuf::from),
+        }
+    }
+}
+
+/// How a socket's CURVE settings are spelled, so refusals name the flag or the manifest field.
+struct CurveNames {
+    socket: &'static str,
+    server_key_file: String,
+    authorized_keys: String,
+    server_public_key: String,
+    server_public_key_file: String,
+    client_key_file: String,
+    allow_any: &'static str,
+    bind: String,
+    connect: String,
+}
+
+impl CurveNames {
+    fn flags(socket: &'static str) -> Self {
+        CurveNames {
+            socket,
+            server_key_file: format!("--{socket}-curve-server-key-file"),
+            authorized_keys: format!("--{socket}-curve-authorized-keys"),
+            server_public_key: format!("--{socket}-curve-server-public-key"),
+            server_public_key_file: format!("--{socket}-curve-server-public-key-file"),
+            client_key_file: format!("--{socket}-curve-client-key-file"),
+            allow_any: "--curve-allow-any",
+            bind: format!("--{socket}-bind"),
+            connect: format!("--{socket}-connect"),
+        }
+    }
+
+    fn manifest(socket: &'static str) -> Self {
+        let f = |field: &str| format!("spec.{socket}.curve.{field}");
+        CurveNames {
+            socket,
+            server_key_file: f("serverKeyFile"),
+            authorized_keys: f("authorizedKeys"),
+            server_public_key: f("serverPublicKey"),
+            server_public_key_file: f("serverPublicKeyFile"),
+            client_key_file: f("clientKeyFile"),
+            allow_any: "spec.curveAllowAny",
+            bind: format!("spec.{socket}.port"),
+            connect: format!("{socket} connect endpoints (a manifest's sockets only bind)"),
+        }
+    }
+}
+
+/// Turns one socket's CURVE settings into what its accepted and outgoing connections speak,
+/// loading every key (and the allow-list) now, so a bad file stops the start with exit 2.
+fn curve_security(
+    names: &CurveNames,
+    c: &CurveSettings,
+    binds: bool,
+    connects: bool,
+    allow_any: bool,
+) -> Result<Security, ConfigError> {
+    use crate::curve::{
+        Allow, AllowList, CurveClient, CurveServer, PublicKey, SecretKey, load_public_key_file,
+        load_secret_key_file,
+    };
+    if c.is_empty() {
+        return Ok(Security::default());
+    }
+    let n = names;
+    let socket = n.socket;
+    if c.authorized_keys.is_some() && c.server_key_file.is_none() {
+        return err(format!("{}: needs {}", n.authorized_keys, n.server_key_file));
+    }
+    let server_key_given = c.server_public_key.is_some() || c.server_public_key_file.is_some();
+    if c.server_public_key.is_some() && c.server_public_key_file.is_some() {
+        return err(format!(
+            "{}: give either it or {}, not both",
+            n.server_public_key_file, n.server_public_key
+        ));
+    }
+    if c.client_key_file.is_some() && !server_key_given {
+        return err(format!(
+            "{}: needs {} (or {}): a CURVE client must know its server's key",
+            n.client_key_file, n.server_public_key, n.server_public_key_file
+        ));
+    }
+    if c.server_key_file.is_some() && !binds {
+        return err(format!(
+            "{}: {socket} does not bind (no {}); a connecting socket is a CURVE client: use {}",
+            n.server_key_file, n.bind, n.server_public_key
+        ));
+    }
+    if server_key_given && !connects {
+        let flag = if c.server_public_key.is_some() {
+            &n.server_public_key
+        } else {
+            &n.server_public_key_file
+        };
+        return err(format!("{flag}: {socket} has no {}", n.connect));
+    }
+    // A CURVE socket is CURVE on every endpoint: a NULL bind beside CURVE connects (or the
+    // reverse) would be an open door nobody asked for.
+    if binds && c.server_key_file.is_none() {
+        return err(format!(
+            "{}: required, {socket} is a CURVE socket and binds (its binds are the CURVE server)",
+            n.server_key_file
+        ));
+    }
+    if connects && !server_key_given {
+        return err(format!(
+            "{}: required, {socket} is a CURVE socket and connects (its connects are CURVE clients)",
+            n.server_public_key
+        ));
+    }
+    let mut security = Security::default();
+    if let Some(path) = &c.server_key_file {
+        let secret = load_secret_key_file(path)
+            .map_err(|e| ConfigError(format!("{}: {e}", n.server_key_file)))?;
+        let allow = match &c.authorized_keys {
+            Some(p) => Allow::List(
+                AllowList::load(p)
+                    .map_err(|e| ConfigError(format!("{}: {e}", n.authorized_keys)))?,
+            ),
+            None if allow_any => Allow::Any,
+            None => {
+                return err(format!(
+                    "{}: required for a CURVE server socket (or {} to accept any client that knows the server key)",
+                    n.authorized_keys, n.allow_any
+                ));
+            }
+        };
+        security.accepted = Mechanism::Server(std::sync::Arc::new(CurveServer {
+            public: secret.public_key(),
+            secret,
+            allow,
+        }));
+    }
+    if server_key_given {
+        let server = match (&c.server_public_key, &c.server_public_key_file) {
+            (Some(z), _) => PublicKey::from_z85(z)
+                .map_err(|e| ConfigError(format!("{}: {e}", n.server_public_key)))?,
+            (None, Some(p)) => load_public_key_file(p)
+                .map_err(|e| ConfigError(format!("{}: {e}", n.server_public_key_file)))?,
+            (None, None) => unreachable_key(),
+        };
+        let (secret, ephemeral) = match &c.client_key_file {
+            Some(p) => (
+                load_secret_key_file(p)
+                    .map_err(|e| ConfigError(format!("{}: {e}", n.client_key_file)))?,
+                false,
+            ),
+            None => (SecretKey::generate(), true),
+        };
+        security.connected = Mechanism::Client(std::sync::Arc::new(CurveClient {
+            public: secret.public_key(),
+            secret,
+            server,
+            ephemeral,
+        }));
+    }
+    Ok(security)
+}
+
+/// `server_key_given` was checked just before; kept out of line so no panic sits in the path.
+fn unreachable_key() -> crate::curve::PublicKey {
+    crate::curve::PublicKey::from_bytes([0; 32])
+}
+
+impl Cli {
+    fn curve_settings(&self, socket: &str) -> CurveSettings {
+        match socket {
+            "frontend" => CurveSettings {
+                server_key_file: self.frontend_curve_server_key_file.clone(),
+                authorized_keys: self.frontend_curve_authorized_keys.clone(),
+                server_public_key: self.frontend_curve_server_public_key.clone(),
+                server_public_key_file: self.frontend_curve_server_public_key_file.clone(),
+                client_key_file: self.frontend_curve_client_key_file.clone(),
+            },
+            "backend" => CurveSettings {
+                server_key_file: self.backend_curve_server_key_file.clone(),
+                authorized_keys: self.backend_curve_authorized_keys.clone(),
+                server_public_key: self.backend_curve_server_public_key.clone(),
+                server_public_key_file: self.backend_curve_server_public_key_file.clone(),
+                client_key_file: self.backend_curve_client_key_file.clone(),
+            },
+            "capture" => CurveSettings {
+                server_key_file: self.capture_curve_server_key_file.clone(),
+                authorized_keys: self.capture_curve_authorized_keys.clone(),
+                server_public_key: self.capture_curve_server_public_key.clone(),
+                server_public_key_file: self.capture_curve_server_public_key_file.clone(),
+                client_key_file: self.capture_curve_client_key_file.clone(),
+            },
+            _ => CurveSettings {
+                server_key_file: self.control_curve_server_key_file.clone(),
+                authorized_keys: self.control_curve_authorized_keys.clone(),
+                ..CurveSettings::default()
+            },
+        }
+    }
 }
 
 fn parse_type(s: &str) -> Result<SocketType, String> {
     s.parse::<SocketType>().map_err(|e| e.to_string())
 }
 
-/// One proxy socket: its type and where it binds and connects.
+/// One proxy socket: its type, where it binds and connects, and what it speaks on each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketConfig {
     pub socket_type: SocketType,
     pub bind: Vec<Endpoint>,
     pub connect: Vec<Endpoint>,
+    pub security: Security,
 }
 
 impl SocketConfig {
+    /// A NULL-mechanism socket.
+    pub fn new(socket_type: SocketType, bind: Vec<Endpoint>, connect: Vec<Endpoint>) -> Self {
+        SocketConfig { socket_type, bind, connect, security: Security::default() }
+    }
+
     pub fn endpoints(&self) -> String {
         let b = self.bind.iter().map(|e| format!("bind {e}"));
         let c = self.connect.iter().map(|e| format!("connect {e}"));
@@ -166,6 +470,8 @@ pub struct ProxyConfig {
     pub backend: SocketConfig,
     pub capture: Option<SocketConfig>,
     pub control_bind: Option<Endpoint>,
+    /// What the control socket speaks (it only binds: NULL or a CURVE server).
+    pub control_security: Mechanism,
     pub http_bind: Option<String>,
     pub drain_timeout: Duration,
     pub lame_duck: Duration,
@@ -181,6 +487,7 @@ impl ProxyConfig {
             backend,
             capture: None,
             control_bind: None,
+            control_security: Mechanism::Null,
             http_bind: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             lame_duck: DEFAULT_LAME_DUCK,
@@ -230,6 +537,18 @@ impl Cli {
                     "--config cannot be combined with {flag}: the manifest defines the sockets"
                 ));
             }
+            for socket in ["frontend", "backend", "capture", "control"] {
+                if !self.curve_settings(socket).is_empty() {
+                    return err(format!(
+                        "--config cannot be combined with --{socket}-curve-* flags: the manifest's spec.{socket}.curve defines them"
+                    ));
+                }
+            }
+            if self.curve_allow_any {
+                return err(
+                    "--config cannot be combined with --curve-allow-any: use spec.curveAllowAny",
+                );
+            }
             load_manifest(path)?
         } else {
             self.sockets_from_flags()?
@@ -243,6 +562,9 @@ impl Cli {
         if control_bind.is_some() {
             cfg.control_bind = control_bind;
         }
+        if self.config.is_none() {
+            self.apply_curve_flags(&mut cfg)?;
+        }
         if let Some(h) = self.http_bind {
             if h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
                 return err(format!("--http-bind: expected ADDR:PORT, got {h:?}"));
@@ -251,6 +573,31 @@ impl Cli {
         }
         cfg.log_format = self.log_format;
         Ok(cfg)
+    }
+
+    fn apply_curve_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+        let any = self.curve_allow_any;
+        let mut sockets: Vec<(&'static str, &mut SocketConfig)> =
+            vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        if let Some(c) = cfg.capture.as_mut() {
+            sockets.push(("capture", c));
+        } else if !self.curve_settings("capture").is_empty() {
+            return err("--capture-curve-* flags need --capture-type");
+        }
+        for (name, sock) in sockets {
+            let (binds, connects) = (!sock.bind.is_empty(), !sock.connect.is_empty());
+            let names = CurveNames::flags(name);
+            sock.security =
+                curve_security(&names, &self.curve_settings(name), binds, connects, any)?;
+        }
+        let control = self.curve_settings("control");
+        if cfg.control_bind.is_none() && !control.is_empty() {
+            return err("--control-curve-server-key-file needs --control-bind");
+        }
+        let names = CurveNames::flags("control");
+        let binds = cfg.control_bind.is_some();
+        cfg.control_security = curve_security(&names, &control, binds, false, any)?.accepted;
+        check_allow_any(cfg, any, "--curve-allow-any")
     }
 
     fn sockets_from_flags(&self) -> Result<ProxyConfig, ConfigError> {
@@ -300,7 +647,7 @@ fn socket(
     if bind.is_empty() && connect.is_empty() {
         return err(format!("{name} needs at least one --{name}-bind or --{name}-connect"));
     }
-    Ok(SocketConfig { socket_type: t, bind, connect })
+    Ok(SocketConfig::new(t, bind, connect))
 }
 
 fn endpoint(flag: &str, s: &str, dir: Direction) -> Result<Endpoint, ConfigError> {
@@ -349,6 +696,41 @@ struct ManifestSpec {
     sockets: ProxySockets,
     drain_timeout_seconds: Option<serde_yaml::Value>,
     lame_duck_seconds: Option<serde_yaml::Value>,
+    #[serde(default)]
+    curve_allow_any: Option<bool>,
+}
+
+/// The `curve` section of each socket in a manifest, read beside [`ProxySockets`] (whose
+/// socket types ignore it).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ManifestSecurity {
+    frontend: Option<SocketCurve>,
+    backend: Option<SocketCurve>,
+    capture: Option<SocketCurve>,
+    control: Option<SocketCurve>,
+}
+
+#[derive(Deserialize, Default)]
+struct SocketCurve {
+    curve: Option<crate::security::CurveSpec>,
+}
+
+fn spec_curve(s: &Option<SocketCurve>) -> CurveSettings {
+    s.as_ref().and_then(|s| s.curve.as_ref()).map(CurveSettings::from_spec).unwrap_or_default()
+}
+
+/// `--curve-allow-any` (or `spec.curveAllowAny`) without any CURVE server socket is a mistake
+/// worth stopping for: whoever set it believed some socket was secured.
+fn check_allow_any(cfg: &ProxyConfig, any: bool, name: &str) -> Result<(), ConfigError> {
+    let server = |m: &Mechanism| matches!(m, Mechanism::Server(_));
+    let mut all = vec![&cfg.frontend, &cfg.backend];
+    all.extend(cfg.capture.as_ref());
+    let some = all.iter().any(|s| server(&s.security.accepted)) || server(&cfg.control_security);
+    if any && !some {
+        return err(format!("{name}: no socket is a CURVE server (no server key file given)"));
+    }
+    Ok(())
 }
 
 /// Reads a `ZmqProxy` manifest (one YAML document) into a configuration.
@@ -373,20 +755,38 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
         other => return err(format!("kind: expected {MANIFEST_KIND}, got {other:?}")),
     }
     let Some(spec) = m.spec else { return err("spec: missing") };
-    let spec: ManifestSpec =
+    let parsed: ManifestSpec = serde_yaml::from_value(spec.clone())
+        .map_err(|e| ConfigError(format!("spec: {}", one_line(e))))?;
+    let security: ManifestSecurity =
         serde_yaml::from_value(spec).map_err(|e| ConfigError(format!("spec: {}", one_line(e))))?;
+    let spec = parsed;
     spec.sockets.validate("spec").map_err(|e| ConfigError(e.to_string()))?;
     let all = |port: i32| -> Vec<Endpoint> {
         vec![Endpoint { host: "0.0.0.0".into(), port: u16::try_from(port).unwrap_or(0) }]
     };
-    let sock = |s: &crate::socket::SocketSpec| SocketConfig {
-        socket_type: s.socket_type,
-        bind: all(s.port),
-        connect: vec![],
-    };
+    let sock =
+        |s: &crate::socket::SocketSpec| SocketConfig::new(s.socket_type, all(s.port), vec![]);
     let mut cfg = ProxyConfig::new(sock(&spec.sockets.frontend), sock(&spec.sockets.backend));
     cfg.capture = spec.sockets.capture.as_ref().map(sock);
     cfg.control_bind = spec.sockets.control.as_ref().map(|c| all(c.port).remove(0));
+    let any = spec.curve_allow_any.unwrap_or(false);
+    let mut sockets = vec![
+        ("frontend", &mut cfg.frontend, &security.frontend),
+        ("backend", &mut cfg.backend, &security.backend),
+    ];
+    if let Some(c) = cfg.capture.as_mut() {
+        sockets.push(("capture", c, &security.capture));
+    }
+    for (name, sock, curve) in sockets {
+        let names = CurveNames::manifest(name);
+        sock.security = curve_security(&names, &spec_curve(curve), true, false, any)?;
+    }
+    if cfg.control_bind.is_some() {
+        let names = CurveNames::manifest("control");
+        let control = spec_curve(&security.control);
+        cfg.control_security = curve_security(&names, &control, true, false, any)?.accepted;
+    }
+    check_allow_any(&cfg, any, "spec.curveAllowAny")?;
     if let Some(v) = spec.drain_timeout_seconds {
         let field = "spec.drainTimeoutSeconds";
         cfg.drain_timeout = parse_drain(field, &seconds_text(field, &v)?)?;
@@ -490,5 +890,114 @@ mod tests {
         assert!(e.starts_with("spec.backend.type: unsupported socket pair XSUB/PUSH"), "{e}");
         let e = parse_manifest(&yaml.replace("v1alpha1", "v9")).unwrap_err().0;
         assert!(e.starts_with("apiVersion"), "{e}");
+    }
+
+    fn key_files(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("zmq-proxy-cfg-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let secret = dir.join("server.key");
+        std::fs::write(&secret, "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6\n").expect("write");
+        let allow = dir.join("allow");
+        std::fs::write(&allow, "# clients\nYne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID\n")
+            .expect("write");
+        (secret, allow)
+    }
+
+    #[test]
+    fn curve_flags_build_servers_and_clients_and_bad_combinations_name_the_flag() {
+        let (secret, allow) = key_files("flags");
+        let (secret, allow) = (secret.to_string_lossy(), allow.to_string_lossy());
+        let base = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
+        let server = format!("--frontend-curve-server-key-file={secret}");
+        let c = cli(&[
+            &base[..],
+            &[
+                "--backend-bind=tcp://*:2",
+                &server,
+                &format!("--frontend-curve-authorized-keys={allow}"),
+            ],
+        ]
+        .concat())
+        .expect("valid");
+        assert!(matches!(c.frontend.security.accepted, Mechanism::Server(_)));
+        assert_eq!(c.backend.security, Security::default());
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", &server]].concat()).unwrap_err();
+        assert!(e.starts_with("--frontend-curve-authorized-keys: required for a CURVE server socket (or --curve-allow-any"), "{e}");
+        let c =
+            cli(&[&base[..], &["--backend-bind=tcp://*:2", &server, "--curve-allow-any"]].concat())
+                .expect("valid");
+        assert!(matches!(c.frontend.security.accepted, Mechanism::Server(_)));
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--curve-allow-any"]].concat())
+            .unwrap_err();
+        assert!(e.starts_with("--curve-allow-any: no socket is a CURVE server"), "{e}");
+        let connect = "--backend-connect=tcp://127.0.0.1:2";
+        let e =
+            cli(&[&base[..], &[connect, &format!("--backend-curve-client-key-file={secret}")]]
+                .concat())
+            .unwrap_err();
+        assert!(
+            e.starts_with(
+                "--backend-curve-client-key-file: needs --backend-curve-server-public-key"
+            ),
+            "{e}"
+        );
+        let pk = "--backend-curve-server-public-key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+        let c = cli(&[&base[..], &[connect, pk]].concat()).expect("valid");
+        let Mechanism::Client(cl) = &c.backend.security.connected else { panic!("client") };
+        assert!(cl.ephemeral);
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", pk]].concat()).unwrap_err();
+        assert!(
+            e.starts_with("--backend-curve-server-public-key: backend has no --backend-connect"),
+            "{e}"
+        );
+        let e = cli(&[
+            &base[..],
+            &[
+                "--backend-bind=tcp://*:2",
+                &format!("--backend-curve-server-key-file={secret}"),
+                connect,
+                "--curve-allow-any",
+            ],
+        ]
+        .concat())
+        .unwrap_err();
+        assert!(e.starts_with("--backend-curve-server-public-key: required"), "{e}");
+        let e = cli(&[
+            &base[..],
+            &[
+                "--backend-bind=tcp://*:2",
+                "--frontend-curve-server-key-file=/nonexistent",
+                "--curve-allow-any",
+            ],
+        ]
+        .concat())
+        .unwrap_err();
+        assert!(e.starts_with("--frontend-curve-server-key-file: /nonexistent:"), "{e}");
+    }
+
+    #[test]
+    fn manifest_curve_sections_name_their_fields() {
+        let (secret, allow) = key_files("manifest");
+        let yaml = format!(
+            "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {{type: PULL, port: 6000, curve: {{serverKeyFile: {}, authorizedKeys: {}}}}}\n  backend: {{type: PUSH, port: 6001}}\n",
+            secret.display(),
+            allow.display()
+        );
+        let c = parse_manifest(&yaml).expect("valid");
+        assert!(matches!(c.frontend.security.accepted, Mechanism::Server(_)));
+        assert!(!c.backend.security.is_curve());
+        let no_list = yaml.replace(&format!(", authorizedKeys: {}", allow.display()), "");
+        let e = parse_manifest(&no_list).unwrap_err().0;
+        assert!(e.starts_with("spec.frontend.curve.authorizedKeys: required"), "{e}");
+        let any = format!("{no_list}  curveAllowAny: true\n");
+        assert!(parse_manifest(&any).is_ok());
+        let client = yaml.replace("backend: {type: PUSH, port: 6001}", "backend: {type: PUSH, port: 6001, curve: {serverPublicKey: \"rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7\"}}");
+        let e = parse_manifest(&client).unwrap_err().0;
+        assert!(
+            e.starts_with(
+                "spec.backend.curve.serverPublicKey: backend has no backend connect endpoints"
+            ),
+            "{e}"
+        );
     }
 }

@@ -2,7 +2,11 @@
 //! (the "proxy stopped" log line now; a STATISTICS control command and /metrics later).
 //! Messages are counted per frame and bytes are payload bytes, as libzmq's STATISTICS does.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 /// Traffic of one proxy socket (frontend or backend), as the proxy sees it.
 #[derive(Debug, Default)]
@@ -64,8 +68,13 @@ pub struct Counters {
     pub dropped_capture: AtomicU64,
     /// Read but not delivered when the drain timeout expired (or at a second signal).
     pub undelivered_msgs: AtomicU64,
-    /// Connections refused during the handshake (garbage, wrong socket type, timeout).
+    /// Connections refused during the handshake (garbage, wrong socket type, timeout, a CURVE
+    /// refusal), or dropped afterwards by the security mechanism (a CURVE MESSAGE that fails
+    /// authentication or repeats a nonce): the sum of [`Counters::handshake_failures_by`].
     pub handshake_failures: AtomicU64,
+    /// The same, by (socket, mechanism, reason): the labels of
+    /// `zmq_proxy_handshake_failures_total`.
+    handshake_by: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     /// Connections dropped after the handshake for a protocol violation (oversized message,
     /// malformed command).
     pub protocol_errors: AtomicU64,
@@ -96,6 +105,24 @@ pub struct Snapshot {
 }
 
 impl Counters {
+    /// Counts one refused connection of `socket` (frontend, backend, capture, control).
+    pub fn handshake_failed(
+        &self,
+        socket: &'static str,
+        mechanism: &'static str,
+        reason: &'static str,
+    ) {
+        self.handshake_failures.fetch_add(1, Relaxed);
+        let mut m = self.handshake_by.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((socket, mechanism, reason)).or_insert(0) += 1;
+    }
+
+    /// Every (socket, mechanism, reason) with a refusal so far, and its count.
+    pub fn handshake_failures_by(&self) -> Vec<((&'static str, &'static str, &'static str), u64)> {
+        let m = self.handshake_by.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     pub fn dropped(&self, reason: DropReason, frames: u64) {
         let c = match reason {
             DropReason::Unroutable => &self.dropped_unroutable,
@@ -150,5 +177,39 @@ impl Counters {
             s.backend_sent_msgs,
             s.backend_sent_bytes,
         ]
+    }
+}
+
+/// Remembers which peers a refusal was logged for, so a client that reconnects every 100 ms
+/// with the wrong key costs one log line per [`OncePerPeer::quiet`], not one per attempt.
+/// Bounded: when full, the oldest half is forgotten.
+pub struct OncePerPeer {
+    seen: Mutex<HashMap<(IpAddr, &'static str), Instant>>,
+    quiet: Duration,
+    cap: usize,
+}
+
+impl OncePerPeer {
+    pub fn new(quiet: Duration, cap: usize) -> Self {
+        OncePerPeer { seen: Mutex::new(HashMap::new()), quiet, cap }
+    }
+
+    /// Whether this (peer, reason) should be logged now.
+    pub fn first(&self, peer: IpAddr, reason: &'static str) -> bool {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = seen.get(&(peer, reason))
+            && now.duration_since(*at) < self.quiet
+        {
+            return false;
+        }
+        if seen.len() >= self.cap {
+            let mut times: Vec<Instant> = seen.values().copied().collect();
+            times.sort();
+            let cut = times[times.len() / 2];
+            seen.retain(|_, t| *t > cut);
+        }
+        seen.insert((peer, reason), now);
+        true
     }
 }

@@ -72,10 +72,11 @@ impl Proxy {
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
         let hwm = cfg.peer_hwm;
         let mut front =
-            ProxySocket::open(&cfg.frontend, false, hwm, counters.clone(), &life).await?;
-        let mut back = ProxySocket::open(&cfg.backend, false, hwm, counters.clone(), &life).await?;
+            ProxySocket::open(&cfg.frontend, "frontend", hwm, counters.clone(), &life).await?;
+        let mut back =
+            ProxySocket::open(&cfg.backend, "backend", hwm, counters.clone(), &life).await?;
         let cap = match &cfg.capture {
-            Some(c) => Some(ProxySocket::open(c, true, hwm, counters.clone(), &life).await?),
+            Some(c) => Some(ProxySocket::open(c, "capture", hwm, counters.clone(), &life).await?),
             None => None,
         };
         let frontend = front.outlet.handle();

@@ -5,21 +5,25 @@
 //! - [`config`]: every default, the command line, the `--config` manifest, validation.
 //! - [`endpoint`]: `tcp://HOST:PORT` parsing.
 //! - [`zmtp`]: the ZMTP 3.0 wire protocol (greeting, READY, frames).
+//! - [`curve`]: the CurveZMQ mechanism (RFC 26): keys, allow-lists, handshakes, MESSAGE boxes.
 //! - [`sockets`]: binding/connecting, one task per connection, per-socket-type send policy.
 //! - [`subscriptions`]: XPUB subscription refcounting.
 //! - [`forward`]: the pumps, capture tee, PAUSE state and drain ([`Proxy`]).
 //! - [`counters`]: the shared counters (STATISTICS order, contract names).
+//! - [`security`]: the manifest's per-socket `curve` section (shared with the CRD).
 //! - [`steer`]: the zmq_proxy_steerable control socket (`--control-bind`).
 //! - [`metrics`], [`http`]: /metrics, /healthz, /readyz (`--http-bind`), the drop summary.
 //! - [`ops`]: starts the control socket, HTTP listener and drop summary beside a [`Proxy`].
 
 pub mod config;
 pub mod counters;
+pub mod curve;
 pub mod endpoint;
 pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod security;
 pub mod socket;
 pub mod sockets;
 pub mod steer;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
-use zmq_proxy::config::{Cli, LogFormat, ProxyConfig, RUNTIME_WORKER_THREADS};
+use zmq_proxy::config::{Cli, Command, LogFormat, ProxyConfig, RUNTIME_WORKER_THREADS};
+use zmq_proxy::curve::Mechanism;
 use zmq_proxy::{Ending, Proxy, Snapshot};
 
 fn main() -> ExitCode {
@@ -15,11 +16,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
+    if let Some(Command::Keygen { zcert }) = &cli.command {
+        return keygen(zcert.as_deref());
+    }
     let cfg = match cli.into_config() {
         Ok(cfg) => cfg,
         Err(e) => return fail(2, &e.to_string()),
     };
     init_logging(cfg.log_format);
+    log_ephemeral_keys(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(RUNTIME_WORKER_THREADS)
         .enable_all()
@@ -49,6 +54,55 @@ fn clap_error(e: clap::Error) -> ExitCode {
     match rendered.lines().map(str::trim).find(|l| l.starts_with("[possible values:")) {
         Some(values) => fail(2, &format!("{msg} {values}")),
         None => fail(2, msg),
+    }
+}
+
+/// `zmq-proxy keygen`: a new keypair as two Z85 lines, or a zcert pair on disk (the secret
+/// file created with mode 0600, never wider).
+fn keygen(zcert: Option<&std::path::Path>) -> ExitCode {
+    use std::io::Write;
+    let secret = zmq_proxy::curve::SecretKey::generate();
+    let public = secret.public_key();
+    let Some(path) = zcert else {
+        let z = secret.to_z85();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "public-key = {public}");
+        let _ = writeln!(out, "secret-key = {}", z.as_str());
+        return ExitCode::SUCCESS;
+    };
+    let mut secret_path = path.as_os_str().to_owned();
+    secret_path.push("_secret");
+    let secret_path = std::path::PathBuf::from(secret_path);
+    let write_secret = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_path)?;
+        f.write_all(zmq_proxy::curve::zcert_secret_text(&secret).as_bytes())
+    };
+    if let Err(e) = write_secret() {
+        return fail(1, &format!("cannot write {}: {e}", secret_path.display()));
+    }
+    if let Err(e) = std::fs::write(path, zmq_proxy::curve::zcert_public_text(&public)) {
+        return fail(1, &format!("cannot write {}: {e}", path.display()));
+    }
+    println!("public-key = {public}");
+    println!("wrote {} and {}", path.display(), secret_path.display());
+    ExitCode::SUCCESS
+}
+
+/// Logs the public key of every ephemeral CURVE client keypair, so a server can list it.
+fn log_ephemeral_keys(cfg: &ProxyConfig) {
+    let mut sockets = vec![("frontend", &cfg.frontend), ("backend", &cfg.backend)];
+    sockets.extend(cfg.capture.as_ref().map(|c| ("capture", c)));
+    for (name, s) in sockets {
+        if let Mechanism::Client(c) = &s.security.connected
+            && c.ephemeral
+        {
+            tracing::info!(socket = name, public_key = %c.public, "CURVE client uses an ephemeral keypair");
+        }
     }
 }
 
@@ -86,7 +140,8 @@ async fn run(cfg: ProxyConfig) -> u8 {
     };
     let show = |s: &zmq_proxy::config::SocketConfig, addrs: &[std::net::SocketAddr]| {
         let bound: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
-        format!("{} {} (listening on {})", s.socket_type, s.endpoints(), bound.join(" "))
+        let mech = if s.security.is_curve() { " CURVE" } else { "" };
+        format!("{}{mech} {} (listening on {})", s.socket_type, s.endpoints(), bound.join(" "))
     };
     let capture = cfg.capture.as_ref().map(|c| show(c, &proxy.capture_addrs)).unwrap_or_default();
     let ops = match zmq_proxy::ops::Ops::start(&cfg, &proxy).await {

@@ -9,7 +9,13 @@
 //!   frontend, backend, capture.
 //! - `zmq_proxy_dropped_messages_total{reason}`: unroutable, peer_full, peer_gone, invalid,
 //!   capture; `zmq_proxy_undelivered_messages_total` (left when a drain timed out).
-//! - `zmq_proxy_handshake_failures_total`, `zmq_proxy_protocol_errors_total`.
+//! - `zmq_proxy_handshake_failures_total{socket, mechanism, reason}`: socket frontend, backend,
+//!   capture or control; mechanism NULL or CURVE; reason e.g. bad_greeting, timeout, closed,
+//!   incompatible_socket_type, mechanism_mismatch, wrong_server_key, unknown_client_key,
+//!   malformed_hello, malformed_initiate, bad_cookie, bad_vouch, bad_nonce,
+//!   message_auth_failed (see `WireError::reason` and `CurveError::reason`). Only series that
+//!   counted something are present.
+//! - `zmq_proxy_protocol_errors_total`.
 //! - gauges `zmq_proxy_connected_peers{socket}`, `zmq_proxy_queued_frames{socket}`,
 //!   `zmq_proxy_paused`, `zmq_proxy_draining`, `zmq_proxy_ready`,
 //!   `zmq_proxy_build_info{version}` (always 1).
@@ -174,8 +180,12 @@ impl Collector for ProxyCollector {
         family(e, "zmq_proxy_dropped_messages", help, c, "reason", &dropped, counter)?;
         let help = "Frames read but not delivered when the drain timeout expired";
         single(e, "zmq_proxy_undelivered_messages", help, s.undelivered_msgs)?;
-        let help = "Connections refused during the ZMTP handshake";
-        single(e, "zmq_proxy_handshake_failures", help, s.handshake_failures)?;
+        let help = "Connections refused in the ZMTP handshake or dropped by the security mechanism, by socket, mechanism and reason";
+        let mut m = e.encode_descriptor("zmq_proxy_handshake_failures", help, None, c)?;
+        for ((socket, mechanism, reason), v) in o.counters.handshake_failures_by() {
+            let labels = [("socket", socket), ("mechanism", mechanism), ("reason", reason)];
+            counter(v, m.encode_family(&labels)?)?;
+        }
         let help = "Connections dropped for a ZMTP protocol violation";
         single(e, "zmq_proxy_protocol_errors", help, s.protocol_errors)?;
         let peers: Vec<(&str, i64)> =

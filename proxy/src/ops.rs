@@ -43,7 +43,10 @@ impl Ops {
     ) -> Result<Ops, OpenError> {
         let observed = Observed::of(proxy);
         let control = match &cfg.control_bind {
-            Some(ep) => Some(Control::bind(ep, proxy.state().clone(), proxy.counters()).await?),
+            Some(ep) => {
+                let mech = cfg.control_security.clone();
+                Some(Control::bind(ep, mech, proxy.state().clone(), proxy.counters()).await?)
+            }
             None => None,
         };
         let http = match &cfg.http_bind {

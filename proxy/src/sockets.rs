@@ -28,11 +28,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{
-    ACCEPT_ERROR_BACKOFF, HANDSHAKE_TIMEOUT, INBOUND_QUEUE_BATCHES, MAX_MESSAGE_BYTES,
-    READ_CHUNK_BYTES, RECONNECT_INTERVAL, SocketConfig, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
-    TCP_KEEPALIVE_RETRIES, WRITE_BATCH_BYTES,
+    ACCEPT_ERROR_BACKOFF, ALLOW_LIST_POLL_INTERVAL, HANDSHAKE_TIMEOUT, INBOUND_QUEUE_BATCHES,
+    MAX_MESSAGE_BYTES, READ_CHUNK_BYTES, RECONNECT_INTERVAL, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET,
+    SocketConfig, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES,
+    WRITE_BATCH_BYTES,
 };
-use crate::counters::{Counters, DropReason};
+use crate::counters::{Counters, DropReason, OncePerPeer};
+use crate::curve::{self, Mechanism, Sealer, Security};
 use crate::socket::SocketType;
 use crate::subscriptions::PeerId;
 use crate::zmtp::{self, Item, WireError};
@@ -73,7 +75,8 @@ pub fn size_of(msg: &Msg) -> (u64, u64) {
 pub enum Out {
     Owned(Msg),
     Shared(Arc<Msg>),
-    /// An encoded ZMTP command (PONG); not a message.
+    /// A ZMTP command's body (PONG: name length, name, data), framed (or sealed) when written;
+    /// not a message.
     Command(Bytes),
     /// Drain: after everything queued before it is written, shut down the write side (a FIN),
     /// and keep reading until the peer closes too (see `sockets/drain.rs`).
@@ -95,9 +98,22 @@ impl Out {
 
     fn encode(&self, out: &mut BytesMut) {
         match self {
-            Out::Command(c) => out.extend_from_slice(c),
+            Out::Command(c) => zmtp::encode_command(c, out),
             Out::Close => {}
             m => zmtp::encode_message(m.frames(), out),
+        }
+    }
+
+    /// [`Out::encode`] for a CURVE connection: every frame in its own MESSAGE box.
+    fn encode_sealed(
+        &self,
+        out: &mut BytesMut,
+        sealer: &mut Sealer,
+    ) -> Result<(), curve::CurveError> {
+        match self {
+            Out::Command(c) => sealer.seal_command(c, out),
+            Out::Close => Ok(()),
+            m => sealer.seal_message(m.frames(), out),
         }
     }
 
@@ -151,6 +167,12 @@ struct Registry {
 
 struct Shared {
     kind: SocketType,
+    /// frontend, backend or capture: the `socket` label of metrics and refusal logs.
+    name: &'static str,
+    /// NULL or CURVE, for accepted and for outgoing connections.
+    security: Security,
+    /// Refusals already logged, per peer address and reason.
+    refusals: OncePerPeer,
     /// The capture socket: its losses are capture drops, never proxy traffic.
     capture: bool,
     /// Whether the pump reads this socket (false for capture and send-only types).
@@ -196,6 +218,15 @@ impl Shared {
     /// the frontend or backend).
     fn label(&self) -> &'static str {
         if self.capture { "capture" } else { self.kind.as_str() }
+    }
+
+    /// Counts a connection refused (or dropped) by the handshake or the security mechanism, and
+    /// logs it: CURVE refusals once per peer at info (address and reason, never a key),
+    /// anything else at debug as before.
+    fn refused(&self, mech: &Mechanism, e: &WireError, peer: Option<SocketAddr>) {
+        let reason = e.reason();
+        self.counters.handshake_failed(self.name, mech.name(), reason);
+        log_refusal(&self.refusals, self.name, mech, e, peer);
     }
 
     fn bump(&self) {
@@ -363,11 +394,12 @@ impl ProxySocket {
     /// connecting every connect endpoint (retried in the background, as zmq_connect does).
     pub async fn open(
         cfg: &SocketConfig,
-        is_capture: bool,
+        name: &'static str,
         hwm: usize,
         counters: Arc<Counters>,
         life: &Lifecycle,
     ) -> Result<ProxySocket, OpenError> {
+        let is_capture = name == "capture";
         let kind = cfg.socket_type;
         let delivers = !is_capture
             && matches!(
@@ -386,6 +418,9 @@ impl ProxySocket {
         }
         let shared = Arc::new(Shared {
             kind,
+            name,
+            security: cfg.security.clone(),
+            refusals: OncePerPeer::new(REFUSAL_LOG_QUIET, REFUSAL_LOG_PEERS),
             capture: is_capture,
             delivers,
             hwm,
@@ -423,6 +458,9 @@ impl ProxySocket {
         for l in listeners {
             tokio::spawn(accept_loop(shared.clone(), l, tx.clone(), life.clone()));
         }
+        if let Some(list) = cfg.security.allow_list() {
+            tokio::spawn(list.watch(ALLOW_LIST_POLL_INTERVAL, life.kill.clone()));
+        }
         for ep in &cfg.connect {
             let target = (ep.host.clone(), ep.port);
             tokio::spawn(connect_loop(shared.clone(), target, tx.clone(), life.clone()));
@@ -432,6 +470,24 @@ impl ProxySocket {
             inbound: delivers.then_some(rx),
             local_addrs,
         })
+    }
+}
+
+/// The refusal log line of [`Shared::refused`], shared with the control socket.
+pub(crate) fn log_refusal(
+    once: &OncePerPeer,
+    socket: &'static str,
+    mech: &Mechanism,
+    e: &WireError,
+    peer: Option<SocketAddr>,
+) {
+    let reason = e.reason();
+    let curve = mech.name() == "CURVE" || matches!(e, WireError::MechanismMismatch { .. });
+    let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+    if !curve || matches!(e, WireError::Closed) {
+        tracing::debug!(socket, peer = %shown, error = %e, reason, "connection refused during handshake");
+    } else if peer.is_none_or(|p| once.first(p.ip(), reason)) {
+        tracing::info!(socket, peer = %shown, mechanism = mech.name(), reason, error = %e, "connection refused");
     }
 }
 

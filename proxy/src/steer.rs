@@ -28,7 +28,9 @@ use crate::config::{
     CONTROL_MAX_BYTES, CONTROL_MAX_CONNECTIONS, CONTROL_REPLY_TIMEOUT, HANDSHAKE_TIMEOUT,
     READ_CHUNK_BYTES,
 };
-use crate::counters::Counters;
+use crate::config::{REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET};
+use crate::counters::{Counters, OncePerPeer};
+use crate::curve::{self, Mechanism};
 use crate::endpoint::Endpoint;
 use crate::forward::ProxyState;
 use crate::socket::SocketType;
@@ -113,6 +115,7 @@ impl Control {
     /// starts answering requests.
     pub async fn bind(
         ep: &Endpoint,
+        mech: Mechanism,
         state: watch::Sender<ProxyState>,
         counters: Arc<Counters>,
     ) -> Result<Control, OpenError> {
@@ -124,7 +127,7 @@ impl Control {
         let local_addr = listener.local_addr().map_err(|e| open_err(e.to_string()))?;
         listener.set_nonblocking(true).map_err(|e| open_err(e.to_string()))?;
         let listener = TcpListener::from_std(listener).map_err(|e| open_err(e.to_string()))?;
-        let task = tokio::spawn(serve(listener, state, counters));
+        let task = tokio::spawn(serve(listener, mech, state, counters));
         Ok(Control { local_addr, task })
     }
 }
@@ -138,11 +141,24 @@ fn describe(e: &std::io::Error) -> String {
     }
 }
 
-async fn serve(listener: TcpListener, state: watch::Sender<ProxyState>, counters: Arc<Counters>) {
+async fn serve(
+    listener: TcpListener,
+    mech: Mechanism,
+    state: watch::Sender<ProxyState>,
+    counters: Arc<Counters>,
+) {
     // Runs for the life of the process (STATISTICS stays available during a drain); the
     // task is aborted when the proxy exits. The semaphore bounds what idle or hostile
     // requesters can hold.
     let slots = Arc::new(Semaphore::new(CONTROL_MAX_CONNECTIONS));
+    let once = Arc::new(OncePerPeer::new(REFUSAL_LOG_QUIET, REFUSAL_LOG_PEERS));
+    // The allow-list watcher ends when this task does (its stop sender is dropped).
+    let (_stop, stopped) = watch::channel(false);
+    if let Mechanism::Server(s) = &mech
+        && let curve::Allow::List(l) = &s.allow
+    {
+        tokio::spawn(l.clone().watch(crate::config::ALLOW_LIST_POLL_INTERVAL, stopped));
+    }
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -156,13 +172,37 @@ async fn serve(listener: TcpListener, state: watch::Sender<ProxyState>, counters
             tracing::debug!(%peer, "control connection refused: too many requesters");
             continue;
         };
-        let (state, counters) = (state.clone(), counters.clone());
+        let (state, counters, mech, once) =
+            (state.clone(), counters.clone(), mech.clone(), once.clone());
         tokio::spawn(async move {
-            if let Err(e) = requester(stream, &state, &counters).await {
-                tracing::debug!(%peer, error = %e, "control requester dropped");
+            match requester(stream, &mech, &state, &counters).await {
+                Err(Refusal::Handshake(e)) => {
+                    counters.handshake_failed("control", mech.name(), e.reason());
+                    crate::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
+                }
+                Err(Refusal::After(e @ zmtp::WireError::Curve(_))) => {
+                    counters.handshake_failed("control", mech.name(), e.reason());
+                    crate::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
+                }
+                Err(Refusal::After(e)) => {
+                    tracing::debug!(%peer, error = %e, "control requester dropped")
+                }
+                Ok(()) => {}
             }
             drop(slot);
         });
+    }
+}
+
+/// How a requester's connection ended badly: in its handshake (a refusal, counted), or later.
+enum Refusal {
+    Handshake(zmtp::WireError),
+    After(zmtp::WireError),
+}
+
+impl From<zmtp::WireError> for Refusal {
+    fn from(e: zmtp::WireError) -> Self {
+        Refusal::After(e)
     }
 }
 
@@ -170,24 +210,39 @@ async fn serve(listener: TcpListener, state: watch::Sender<ProxyState>, counters
 /// back with the envelope it came with.
 async fn requester(
     stream: TcpStream,
+    mech: &Mechanism,
     state: &watch::Sender<ProxyState>,
     counters: &Counters,
-) -> Result<(), zmtp::WireError> {
+) -> Result<(), Refusal> {
     crate::sockets::tune(&stream);
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(1024);
-    let shake = zmtp::handshake(&mut rd, &mut wr, SocketType::Rep, &mut buf, CONTROL_MAX_BYTES);
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, shake)
+    let shake =
+        curve::handshake(mech, &mut rd, &mut wr, SocketType::Rep, &mut buf, CONTROL_MAX_BYTES);
+    let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, shake)
         .await
-        .map_err(|_| zmtp::WireError::Handshake("handshake timed out".into()))??;
+        .unwrap_or(Err(zmtp::WireError::Timeout(HANDSHAKE_TIMEOUT)))
+        .map_err(Refusal::Handshake)?;
     let mut dec = zmtp::Decoder::new(CONTROL_MAX_BYTES);
+    let mut sealer = None;
+    if let Some(session) = done.session {
+        dec.set_opener(Box::new(session.opener));
+        sealer = Some(session.sealer);
+    }
     loop {
         while let Some(item) = dec.decode(&mut buf)? {
             let frames = match item {
                 Item::Command(raw) => {
                     let cmd = zmtp::parse_command(raw)?;
-                    if let Some(pong) = zmtp::pong_for(&cmd) {
-                        wr.write_all(&pong).await?;
+                    if let Some(pong) = zmtp::pong_body(&cmd) {
+                        let mut out = BytesMut::new();
+                        match &mut sealer {
+                            None => zmtp::encode_command(&pong, &mut out),
+                            Some(s) => {
+                                s.seal_command(&pong, &mut out).map_err(zmtp::WireError::from)?
+                            }
+                        }
+                        wr.write_all(&out).await.map_err(zmtp::WireError::from)?;
                     }
                     continue;
                 }
@@ -201,19 +256,25 @@ async fn requester(
             log_command(cmd, &reply);
             let mut out = BytesMut::new();
             let frames: Vec<Bytes> = envelope.iter().cloned().chain(reply).collect();
-            zmtp::encode_message(&frames, &mut out);
+            match &mut sealer {
+                None => zmtp::encode_message(&frames, &mut out),
+                Some(s) => s.seal_message(&frames, &mut out).map_err(zmtp::WireError::from)?,
+            }
             // A requester that stops reading loses its reply, not the proxy's attention.
             let sent = tokio::time::timeout(CONTROL_REPLY_TIMEOUT, wr.write_all(&out)).await;
             if cmd == Some(Command::Terminate) {
                 state.send_replace(ProxyState::Terminated);
             }
             match sent {
-                Ok(r) => r?,
-                Err(_) => return Err(zmtp::WireError::Handshake("reply timed out".into())),
+                Ok(r) => r.map_err(zmtp::WireError::from)?,
+                Err(_) => return Err(zmtp::WireError::Handshake("reply timed out".into()).into()),
             }
         }
         buf.reserve(READ_CHUNK_BYTES.min(CONTROL_MAX_BYTES));
-        if tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf).await? == 0 {
+        let n = tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf)
+            .await
+            .map_err(zmtp::WireError::from)?;
+        if n == 0 {
             return Ok(());
         }
     }

@@ -1,5 +1,8 @@
-//! The ZMTP 3.0 wire protocol (RFC 23, NULL mechanism) as the proxy speaks it: the greeting,
-//! the READY handshake, and a frame decoder/encoder over `bytes` buffers.
+//! The ZMTP 3.0 wire protocol (RFC 23) as the proxy speaks it: the greeting (NULL or CURVE),
+//! the NULL mechanism's READY handshake, and a frame decoder/encoder over `bytes` buffers. The
+//! CURVE mechanism (RFC 26) lives in [`crate::curve`]; after its handshake the decoder hands
+//! every wire frame to a [`FrameOpener`] and the writers seal frames through it, so this module
+//! knows nothing of cryptography.
 //!
 //! The proxy speaks ZMTP itself instead of going through the `zeromq` crate's sockets because
 //! the crate hides what a proxy needs per connection (which subscriber sent an unsubscribe,
@@ -17,9 +20,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::socket::SocketType;
 
 pub const GREETING_LEN: usize = 64;
-const FLAG_MORE: u8 = 0x01;
+pub(crate) const FLAG_MORE: u8 = 0x01;
 const FLAG_LONG: u8 = 0x02;
-const FLAG_COMMAND: u8 = 0x04;
+pub(crate) const FLAG_COMMAND: u8 = 0x04;
+/// Largest handshake command accepted (READY, HELLO, INITIATE with metadata): far below the
+/// message limit, so a peer that never finishes its handshake holds little memory.
+pub const HANDSHAKE_MAX_BYTES: usize = 64 * 1024;
 
 /// Why a connection was refused or dropped; never fatal for the proxy.
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +46,60 @@ pub enum WireError {
     Timeout(Duration),
     #[error("peer closed the connection")]
     Closed,
+    #[error("security mechanism mismatch: this socket speaks {ours}, the peer {peer}")]
+    MechanismMismatch { ours: &'static str, peer: String },
+    #[error("CURVE: {0}")]
+    Curve(#[from] crate::curve::CurveError),
+}
+
+impl WireError {
+    /// The `reason` label of `zmq_proxy_handshake_failures_total` for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::Io(_) => "io",
+            WireError::BadGreeting(_) => "bad_greeting",
+            WireError::Handshake(_) => "protocol_error",
+            WireError::Incompatible { .. } => "incompatible_socket_type",
+            WireError::TooLarge { .. } => "too_large",
+            WireError::BadCommand => "malformed_command",
+            WireError::Timeout(_) => "timeout",
+            WireError::Closed => "closed",
+            WireError::MechanismMismatch { .. } => "mechanism_mismatch",
+            WireError::Curve(e) => e.reason(),
+        }
+    }
+}
+
+/// Unwraps the frames of a secured connection: given one wire frame's body, returns the ZMTP
+/// flags (MORE, COMMAND) and payload it carries, or why the frame is refused.
+pub trait FrameOpener: Send {
+    fn open(&mut self, frame: BytesMut) -> Result<(u8, Bytes), WireError>;
 }
 
 /// Our greeting: ZMTP 3.0, NULL mechanism. Advertising 3.0 (not 3.1) makes libzmq peers send
 /// subscriptions as `\x01topic` messages, the form every ZMTP 3 implementation understands.
 pub fn greeting() -> [u8; GREETING_LEN] {
+    greeting_for(b"NULL", false)
+}
+
+/// A ZMTP 3.0 greeting for `mechanism` (at most 20 bytes), with the as-server bit.
+pub fn greeting_for(mechanism: &[u8], as_server: bool) -> [u8; GREETING_LEN] {
     let mut g = [0u8; GREETING_LEN];
     g[0] = 0xff;
     g[9] = 0x7f;
     g[10] = 3;
     g[11] = 0;
-    g[12..16].copy_from_slice(b"NULL");
+    let n = mechanism.len().min(20);
+    g[12..12 + n].copy_from_slice(&mechanism[..n]);
+    g[32] = u8::from(as_server);
     g
+}
+
+/// The mechanism name a greeting announces (without its zero padding).
+pub fn greeting_mechanism(g: &[u8]) -> &[u8] {
+    let mech = g.get(12..32).unwrap_or(&[]);
+    let end = mech.iter().position(|&b| b == 0).unwrap_or(mech.len());
+    &mech[..end]
 }
 
 pub fn check_greeting(g: &[u8]) -> Result<(), WireError> {
@@ -61,9 +109,7 @@ pub fn check_greeting(g: &[u8]) -> Result<(), WireError> {
     if g[10] < 3 {
         return Err(WireError::BadGreeting("ZMTP version below 3.0"));
     }
-    let mech = &g[12..32];
-    let end = mech.iter().position(|&b| b == 0).unwrap_or(mech.len());
-    if &mech[..end] != b"NULL" {
+    if greeting_mechanism(g) != b"NULL" {
         return Err(WireError::BadGreeting("only the NULL mechanism is supported"));
     }
     Ok(())
@@ -90,13 +136,26 @@ pub fn ready_frame(socket_type: SocketType) -> BytesMut {
     let mut body = BytesMut::with_capacity(64);
     body.put_u8(5);
     body.put_slice(b"READY");
+    body.put_slice(&metadata(socket_type));
+    command_frame(&body)
+}
+
+/// The metadata properties a socket of `socket_type` announces (in READY, or inside CURVE's
+/// INITIATE and READY boxes).
+pub fn metadata(socket_type: SocketType) -> BytesMut {
+    let mut body = BytesMut::with_capacity(48);
     put_property(&mut body, b"Socket-Type", socket_type.as_str().as_bytes());
     if matches!(socket_type, SocketType::Router | SocketType::Dealer | SocketType::Req) {
         put_property(&mut body, b"Identity", b"");
     }
+    body
+}
+
+/// One command frame: header, then `body` (name length, name, data).
+pub fn command_frame(body: &[u8]) -> BytesMut {
     let mut out = BytesMut::with_capacity(body.len() + 9);
     put_header(&mut out, FLAG_COMMAND, body.len());
-    out.put_slice(&body);
+    out.put_slice(body);
     out
 }
 
@@ -107,7 +166,7 @@ fn put_property(body: &mut BytesMut, name: &[u8], value: &[u8]) {
     body.put_slice(value);
 }
 
-fn put_header(out: &mut BytesMut, flags: u8, len: usize) {
+pub(crate) fn put_header(out: &mut BytesMut, flags: u8, len: usize) {
     if len > 255 {
         out.put_u8(flags | FLAG_LONG);
         out.put_u64(len as u64);
@@ -125,6 +184,12 @@ pub fn encode_message(frames: &[Bytes], out: &mut BytesMut) {
         put_header(out, more, f.len());
         out.put_slice(f);
     }
+}
+
+/// Appends one command frame (`body`: name length, name, data).
+pub fn encode_command(body: &[u8], out: &mut BytesMut) {
+    put_header(out, FLAG_COMMAND, body.len());
+    out.put_slice(body);
 }
 
 /// A command's name and body, split.
@@ -176,11 +241,18 @@ pub struct Decoder {
     parts: Vec<Bytes>,
     size: usize,
     max: usize,
+    /// Set after a CURVE handshake: every wire frame is a MESSAGE to open.
+    opener: Option<Box<dyn FrameOpener>>,
 }
 
 impl Decoder {
     pub fn new(max: usize) -> Self {
-        Decoder { parts: Vec::new(), size: 0, max }
+        Decoder { parts: Vec::new(), size: 0, max, opener: None }
+    }
+
+    /// From now on, every frame is unwrapped by `opener` before it is interpreted.
+    pub fn set_opener(&mut self, opener: Box<dyn FrameOpener>) {
+        self.opener = Some(opener);
     }
 
     /// Starts the next message with `frame` (a ROUTER puts the peer's routing id first).
@@ -215,7 +287,10 @@ impl Decoder {
                 return Ok(None);
             }
             buf.advance(hdr);
-            let frame = buf.split_to(len).freeze();
+            let (flags, frame) = match &mut self.opener {
+                None => (flags, buf.split_to(len).freeze()),
+                Some(opener) => opener.open(buf.split_to(len))?,
+            };
             if flags & FLAG_COMMAND != 0 {
                 return Ok(Some(Item::Command(frame)));
             }
@@ -239,7 +314,8 @@ pub struct PeerInfo {
     pub identity: Bytes,
 }
 
-/// Greeting and READY exchange. `buf` keeps whatever the peer sent after its READY.
+/// Greeting and READY exchange (NULL mechanism). `buf` keeps whatever the peer sent after its
+/// READY.
 pub async fn handshake<R, W>(
     rd: &mut R,
     wr: &mut W,
@@ -251,46 +327,96 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    wr.write_all(&greeting()).await?;
+    greet(rd, wr, b"NULL", false).await?;
+    wr.write_all(&ready_frame(ours)).await?;
+    // The READY command is small; bound it well below the message limit.
+    let mut dec = Decoder::new(max.min(HANDSHAKE_MAX_BYTES));
+    let raw = read_command(rd, buf, &mut dec).await?;
+    let cmd = parse_command(raw)?;
+    if &cmd.name[..] != b"READY" {
+        return Err(WireError::Handshake(format!(
+            "expected READY, got {}",
+            String::from_utf8_lossy(&cmd.name)
+        )));
+    }
+    peer_info(ours, cmd.body)
+}
+
+/// Exchanges greetings announcing `mechanism`; a peer announcing another one is refused
+/// (libzmq refuses a mismatch the same way, whatever the as-server bits say).
+pub async fn greet<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    mechanism: &'static [u8],
+    as_server: bool,
+) -> Result<(), WireError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // Signature and major version first, the rest once the peer's have arrived, as libzmq
+    // does. A libzmq peer sends the rest of its greeting as soon as it reads our major version,
+    // before it sees our mechanism; so its mechanism reaches us even when a mismatch makes it
+    // close at once, and the refusal is counted as a mismatch rather than as a closed peer.
+    let ours = greeting_for(mechanism, as_server);
+    wr.write_all(&ours[..11]).await?;
     let mut g = [0u8; GREETING_LEN];
     // Check the signature as soon as its 10 bytes arrive, so garbage is refused without waiting.
     rd.read_exact(&mut g[..10]).await.map_err(eof_is_closed)?;
     if g[0] != 0xff || g[9] & 0x01 != 0x01 {
         return Err(WireError::BadGreeting("bad signature"));
     }
-    rd.read_exact(&mut g[10..]).await.map_err(eof_is_closed)?;
-    check_greeting(&g)?;
-    wr.write_all(&ready_frame(ours)).await?;
-    // The READY command is small; bound it well below the message limit.
-    let mut dec = Decoder::new(max.min(64 * 1024));
+    rd.read_exact(&mut g[10..11]).await.map_err(eof_is_closed)?;
+    if g[10] < 3 {
+        return Err(WireError::BadGreeting("ZMTP version below 3.0"));
+    }
+    wr.write_all(&ours[11..]).await?;
+    rd.read_exact(&mut g[11..]).await.map_err(eof_is_closed)?;
+    let peer = greeting_mechanism(&g);
+    if peer != mechanism {
+        return Err(WireError::MechanismMismatch {
+            ours: std::str::from_utf8(mechanism).unwrap_or("?"),
+            peer: String::from_utf8_lossy(peer).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the next handshake command (name length, name, body); a message is refused.
+pub async fn read_command<R>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    dec: &mut Decoder,
+) -> Result<Bytes, WireError>
+where
+    R: AsyncRead + Unpin,
+{
     loop {
         if let Some(item) = dec.decode(buf)? {
             let Item::Command(raw) = item else {
-                return Err(WireError::Handshake("expected READY, got a message".into()));
+                return Err(WireError::Handshake("expected a command, got a message".into()));
             };
-            let cmd = parse_command(raw)?;
-            if &cmd.name[..] != b"READY" {
-                return Err(WireError::Handshake(format!(
-                    "expected READY, got {}",
-                    String::from_utf8_lossy(&cmd.name)
-                )));
-            }
-            let props = parse_properties(cmd.body)?;
-            let socket_type = props.get("Socket-Type").cloned().unwrap_or_default();
-            if !compatible(ours, &socket_type) {
-                return Err(WireError::Incompatible {
-                    ours: ours.as_str(),
-                    peer: String::from_utf8_lossy(&socket_type).into_owned(),
-                });
-            }
-            let identity = props.get("Identity").cloned().unwrap_or_default();
-            return Ok(PeerInfo { socket_type, identity });
+            return Ok(raw);
         }
         buf.reserve(4096);
         if rd.read_buf(buf).await? == 0 {
             return Err(WireError::Closed);
         }
     }
+}
+
+/// The peer's socket type and identity from its metadata, refused when the types cannot talk.
+pub fn peer_info(ours: SocketType, metadata: Bytes) -> Result<PeerInfo, WireError> {
+    let props = parse_properties(metadata)?;
+    let socket_type = props.get("Socket-Type").cloned().unwrap_or_default();
+    if !compatible(ours, &socket_type) {
+        return Err(WireError::Incompatible {
+            ours: ours.as_str(),
+            peer: String::from_utf8_lossy(&socket_type).into_owned(),
+        });
+    }
+    let identity = props.get("Identity").cloned().unwrap_or_default();
+    Ok(PeerInfo { socket_type, identity })
 }
 
 fn eof_is_closed(e: std::io::Error) -> WireError {
@@ -322,6 +448,12 @@ pub fn subscription_of_command(cmd: &Command) -> Option<(bool, Bytes)> {
 /// The PONG command frame answering a PING (RFC 37: PING carries a 2-byte TTL, then a
 /// context the PONG echoes).
 pub fn pong_for(cmd: &Command) -> Option<Bytes> {
+    pong_body(cmd).map(|b| command_frame(&b).freeze())
+}
+
+/// The PONG command's body (name length, name, context), unframed: a secured connection
+/// seals it like a message.
+pub fn pong_body(cmd: &Command) -> Option<Bytes> {
     if &cmd.name[..] != b"PING" {
         return None;
     }
@@ -331,10 +463,7 @@ pub fn pong_for(cmd: &Command) -> Option<Bytes> {
     body.put_u8(4);
     body.put_slice(b"PONG");
     body.put_slice(context);
-    let mut out = BytesMut::with_capacity(body.len() + 9);
-    put_header(&mut out, FLAG_COMMAND, body.len());
-    out.put_slice(&body);
-    Some(out.freeze())
+    Some(body.freeze())
 }
 
 /// The `\x01topic` / `\x00topic` message for a subscription change.

@@ -15,7 +15,8 @@ pub(super) async fn accept_loop(
             _ = raised(&mut life.stop) => break,
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
-                    let conn = connection(shared.clone(), stream, inbound.clone(), life.clone());
+                    let mech = shared.security.accepted.clone();
+                    let conn = connection(shared.clone(), stream, mech, inbound.clone(), life.clone());
                     tokio::spawn(async move {
                         conn.await;
                     });
@@ -46,7 +47,15 @@ pub(super) async fn connect_loop(
         match attempt {
             // The connection hands the inbound sender back only if the proxy still runs:
             // holding a copy here during a drain would keep the pump from seeing its end.
-            Ok(stream) => match connection(shared.clone(), stream, inbound, life.clone()).await {
+            Ok(stream) => match connection(
+                shared.clone(),
+                stream,
+                shared.security.connected.clone(),
+                inbound,
+                life.clone(),
+            )
+            .await
+            {
                 Some(tx) => inbound = tx,
                 None => return,
             },
@@ -82,6 +91,7 @@ pub fn tune(stream: &TcpStream) {
 async fn connection(
     shared: Arc<Shared>,
     stream: TcpStream,
+    mech: Mechanism,
     inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
 ) -> Option<mpsc::Sender<Inbound>> {
@@ -94,21 +104,24 @@ async fn connection(
         _ = raised(&mut life.stop) => return None,
         r = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            zmtp::handshake(&mut rd, &mut wr, shared.kind, &mut buf, MAX_MESSAGE_BYTES),
+            curve::handshake(&mech, &mut rd, &mut wr, shared.kind, &mut buf, MAX_MESSAGE_BYTES),
         ) => r.unwrap_or(Err(WireError::Timeout(HANDSHAKE_TIMEOUT))),
     };
-    let info = match hs {
-        Ok(info) => info,
+    let (info, session) = match hs {
+        Ok(done) => (done.peer, done.session),
         Err(e) => {
-            shared.counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(socket = shared.label(), peer = ?peer_addr, error = %e, "connection refused during handshake");
+            shared.refused(&mech, &e, peer_addr);
             return Some(inbound);
         }
     };
     let Some((entry, out_rx)) = shared.register(&info) else {
-        shared.counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
+        shared.counters.handshake_failed(shared.name, mech.name(), "duplicate_identity");
         tracing::debug!(socket = shared.label(), peer = ?peer_addr, "duplicate routing id; connection refused");
         return Some(inbound);
+    };
+    let (sealer, opener, listed) = match session {
+        Some(s) => (Some(s.sealer), Some(s.opener), s.client_key),
+        None => (None, None, None),
     };
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer connected");
     let dead = Arc::new(watch::channel(false).0);
@@ -117,6 +130,7 @@ async fn connection(
         shared.clone(),
         entry.queue.clone(),
         wr,
+        sealer,
         out_rx,
         dead.clone(),
         life.kill.clone(),
@@ -124,14 +138,21 @@ async fn connection(
     let mut inbound = Some(inbound);
     let end = {
         let tx = inbound.as_ref()?;
-        let read = read_loop(&shared, &entry, &mut rd, &mut buf, tx, dead.subscribe());
+        let read =
+            read_loop(&shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead.subscribe());
         tokio::pin!(read);
+        let revoked = revoked(listed);
+        tokio::pin!(revoked);
         let mut closing = false;
         // Reading goes on through a drain until the peer closes (see `sockets/drain.rs`).
         loop {
             tokio::select! {
                 end = &mut read => break Some(end),
                 _ = raised(&mut life.kill) => break None,
+                _ = &mut revoked => {
+                    tracing::info!(socket = shared.name, peer = ?peer_addr, id = entry.id, "CURVE client key removed from the allow-list; disconnecting");
+                    break Some(ReadEnd::Closed);
+                }
                 _ = drain::close_due(&shared, &entry, &mut life.stop), if !closing => {
                     closing = true;
                     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: closing the write side");
@@ -181,16 +202,37 @@ async fn connection(
     inbound
 }
 
+/// Resolves when the allow-list that admitted this client no longer lists its key; never for
+/// NULL connections, clients of `--curve-allow-any` servers, or outgoing connections.
+async fn revoked(listed: Option<(curve::PublicKey, Arc<curve::AllowList>)>) {
+    let Some((key, list)) = listed else { return std::future::pending().await };
+    let mut changes = list.subscribe();
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !list.contains(&key) {
+            return;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     shared: &Shared,
     entry: &PeerEntry,
+    mech: &Mechanism,
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
+    opener: Option<curve::Opener>,
     inbound: &mpsc::Sender<Inbound>,
     mut dead: watch::Receiver<bool>,
 ) -> ReadEnd {
     use tokio::io::AsyncReadExt;
     let mut dec = zmtp::Decoder::new(MAX_MESSAGE_BYTES);
+    if let Some(o) = opener {
+        dec.set_opener(Box::new(o));
+    }
     let router = shared.kind == SocketType::Router;
     let subscriptions = matches!(shared.kind, SocketType::Xpub | SocketType::Pub);
     loop {
@@ -228,7 +270,7 @@ async fn read_loop(
                     if &cmd.name[..] == b"ERROR" {
                         return ReadEnd::Closed;
                     }
-                    if let Some(pong) = zmtp::pong_for(&cmd) {
+                    if let Some(pong) = zmtp::pong_body(&cmd) {
                         // Heartbeats (ZMQ_HEARTBEAT_IVL on the peer) are answered whatever
                         // the queue's fill level; a PONG is not a message.
                         let _ = shared.enqueue(&entry.queue, vec![Out::Command(pong)], 0);
@@ -240,8 +282,18 @@ async fn read_loop(
                     }
                 }
                 Err(e) => {
-                    shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(id = entry.id, error = %e, "dropping peer");
+                    if let WireError::Curve(_) = e {
+                        shared.refused(mech, &e, rd.peer_addr().ok());
+                    } else {
+                        shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(id = entry.id, error = %e, "dropping peer");
+                    }
+                    // The complete messages read before the bad frame go on (for CURVE each
+                    // was authenticated); nothing of the offending message does: its frames
+                    // so far were only collected in the decoder, which goes down here.
+                    if !batch.is_empty() && inbound.send(Inbound::Batch(batch)).await.is_err() {
+                        return ReadEnd::Stopped;
+                    }
                     return ReadEnd::Closed;
                 }
             };
@@ -284,6 +336,7 @@ async fn write_loop(
     shared: Arc<Shared>,
     queue: Arc<PeerQueue>,
     mut wr: OwnedWriteHalf,
+    mut sealer: Option<Sealer>,
     mut rx: mpsc::UnboundedReceiver<Vec<Out>>,
     dead: Arc<watch::Sender<bool>>,
     kill: watch::Receiver<bool>,
@@ -307,11 +360,19 @@ async fn write_loop(
         // messages the kernel took whole.
         ends.clear();
         // Returns whether the batch held the drain's Close: nothing after it joins this write.
+        let mut sealed = Ok(());
         let mut encode = |batch: Vec<Out>, out: &mut BytesMut| {
             let mut close = false;
             for m in batch {
                 close |= matches!(m, Out::Close);
-                m.encode(out);
+                match &mut sealer {
+                    None => m.encode(out),
+                    Some(s) => {
+                        if sealed.is_ok() {
+                            sealed = m.encode_sealed(out, s);
+                        }
+                    }
+                }
                 ends.push(WrittenUpTo {
                     end: out.len(),
                     frames: m.frames().len() as i64,

@@ -20,11 +20,7 @@ use zmq_proxy::{Proxy, zmtp};
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
 pub fn local_socket(t: SocketType) -> SocketConfig {
-    SocketConfig {
-        socket_type: t,
-        bind: vec![Endpoint { host: "127.0.0.1".into(), port: 0 }],
-        connect: vec![],
-    }
+    SocketConfig::new(t, vec![Endpoint { host: "127.0.0.1".into(), port: 0 }], vec![])
 }
 
 pub fn config(front: SocketType, back: SocketType) -> ProxyConfig {
