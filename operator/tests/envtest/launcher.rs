@@ -265,7 +265,8 @@ impl ControlPlane {
             format!("--service-account-issuer={url}"),
             format!("--service-account-key-file={}", path(&pki.sa_public)),
             format!("--service-account-signing-key-file={}", path(&pki.sa_private)),
-            "--service-cluster-ip-range=10.0.0.0/24".to_string(),
+            // Room for the scale benchmark's thousands of Services.
+            "--service-cluster-ip-range=10.0.0.0/16".to_string(),
             // No controller-manager creates service-account tokens, so pods could not be admitted.
             "--disable-admission-plugins=ServiceAccount".to_string(),
             "--allow-privileged=true".to_string(),
