@@ -15,7 +15,8 @@ real Prometheus parser, Debian package `prometheus`) then checks the files this 
 - every metric listed here exists in the source that exports it (proxy/src/metrics.rs,
   operator/src/metrics.rs), so a renamed metric fails here instead of leaving a blank panel;
 - OUTDIR/rules.yaml is the PrometheusRule's spec and OUTDIR/dashboard-rules.yaml the dashboard's
-  queries as recording rules, both for `promtool check rules`.
+  queries as recording rules, both for `promtool check rules`; OUTDIR/rules-bare.yaml is the spec
+  without annotations, for the unit tests of prometheusrule-tests.yaml (`promtool test rules`).
 Prints each problem and exits 1 if there was one.
 """
 import json
@@ -248,6 +249,9 @@ def check_rules(docs, out):
                 err(f"{where}: the runbook names no kubectl command to run")
             inspect(rule["expr"], allowed, where)
     (out / "rules.yaml").write_text(yaml.safe_dump(pr["spec"], sort_keys=False))
+    bare = {"groups": [{**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
+                       for g in pr["spec"]["groups"]]}
+    (out / "rules-bare.yaml").write_text(yaml.safe_dump(bare, sort_keys=False))
     print(f"PrometheusRule: alerts {alerts}")
 
 
