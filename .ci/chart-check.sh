@@ -114,8 +114,11 @@ install_promtool() {
   mkdir -p "$TOOLS/deb" "$TOOLS/bin" || return 1
   rm -rf "$TOOLS/deb"/* || return 1
   if ! (cd "$TOOLS/deb" && apt-get download -qq prometheus >&2); then
-    # An image without package lists: only root can fetch them.
-    [[ "$(id -u)" == 0 ]] && apt-get update -qq >&2 && (cd "$TOOLS/deb" && apt-get download -qq prometheus >&2) || return 1
+    # An image without package lists: only root (or passwordless sudo, as on CI runners) fetches them.
+    local root=()
+    [[ "$(id -u)" == 0 ]] || { sudo -n true 2>/dev/null && root=(sudo -n); } || return 1
+    "${root[@]}" apt-get update -qq >&2 || return 1
+    (cd "$TOOLS/deb" && apt-get download -qq prometheus >&2) || return 1
   fi
   dpkg-deb -x "$TOOLS"/deb/prometheus_*.deb "$TOOLS/deb/root" || return 1
   install -m 0755 "$TOOLS/deb/root/usr/bin/promtool" "$TOOLS/bin/promtool" || return 1
