@@ -8,8 +8,9 @@ real Prometheus parser, Debian package `prometheus`) then checks the files this 
 - the dashboard ConfigMap is there, carries the grafana_dashboard label, and its JSON parses;
   panels have unique ids, fit the 24-column grid, read the ${datasource} variable; every panel
   and variable query parses as PromQL (Grafana's $__rate_interval and $variables replaced) and
-  names only metrics of PROXY_METRICS / OPERATOR_METRICS, with labels of LABELS only; the panels
-  cover what the chart promises (REQUIRED_IN_DASHBOARD);
+  names only metrics of PROXY_METRICS / OPERATOR_METRICS and labels they or the scrape have; every
+  legend shows only labels the query keeps; the panels cover what the chart promises
+  (REQUIRED_IN_DASHBOARD);
 - every alert of the PrometheusRule has severity, summary, description and runbook, and its
   expression names only those metrics plus the kube-state-metrics ones of KSM_METRICS;
 - every metric listed here exists in the source that exports it (proxy/src/metrics.rs,
@@ -143,6 +144,22 @@ def inspect(expr, allowed, where):
     return names
 
 
+def by_labels(expr):
+    """Labels of the expression's outermost `sum by (...)`-style aggregation: what a legend can show."""
+    node = pp.parse(expr)
+    while isinstance(node, (pp.ParenExpr, pp.Call, pp.BinaryExpr)):
+        if isinstance(node, pp.ParenExpr):
+            node = node.expr
+        elif isinstance(node, pp.Call):
+            # histogram_quantile(q, sum by (...) (...)): the vector argument.
+            node = next((a for a in node.args if not isinstance(a, (pp.NumberLiteral, pp.StringLiteral))), None)
+        else:
+            node = node.lhs
+    if isinstance(node, pp.AggregateExpr) and node.modifier is not None and node.modifier.type == pp.AggModifierType.By:
+        return set(node.modifier.labels)
+    return None  # not an aggregation: every label of the series is there
+
+
 def check_dashboard(docs, out):
     allowed = {**PROXY_METRICS, **OPERATOR_METRICS}
     cms = [d for d in docs if d.get("kind") == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})]
@@ -211,6 +228,13 @@ def check_dashboard(docs, out):
                 err(f"{where} {t.get('refId')}: empty expr")
                 continue
             add(t["expr"], f"{where} {t.get('refId')}")
+            try:
+                shown = by_labels(grafana_to_promql(t["expr"]))
+            except Exception:  # noqa: BLE001 - add() reported it
+                continue
+            legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", "")))
+            if shown is not None and legend - shown:
+                err(f"{where} {t.get('refId')}: legend shows {sorted(legend - shown)}, which the query aggregates away")
     for part, metrics in REQUIRED_IN_DASHBOARD.items():
         if not set(metrics) <= used:
             err(f"{key}: no panel shows {part} ({', '.join(sorted(set(metrics) - used))})")
