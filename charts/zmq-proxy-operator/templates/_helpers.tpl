@@ -108,3 +108,18 @@ What the operator calls, and nothing more (operator/src/reconcile.rs, main.rs):
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/* Labels of every alert: its severity, then metrics.prometheusRule.alertLabels. */}}
+{{- define "zmq-proxy-operator.alertLabels" -}}
+severity: {{ .severity }}
+{{- with .rule.alertLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* runbook_url of an alert: the README's anchor under metrics.prometheusRule.runbookBaseUrl. */}}
+{{- define "zmq-proxy-operator.runbookUrl" -}}
+{{- with .rule.runbookBaseUrl }}
+runbook_url: {{ printf "%s#%s" . $.anchor }}
+{{- end }}
+{{- end }}
