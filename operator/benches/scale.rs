@@ -15,6 +15,11 @@
 //! `cargo bench -p zmq-proxy-operator --bench scale [-- --quick | --objects N | --outage S]`
 //! (1000 objects by default, `--quick` 100). Skips with a printed reason without
 //! `$KUBEBUILDER_ASSETS` (or /usr/local/kubebuilder/bin) holding kube-apiserver and etcd.
+//!
+//! Environment: `BENCH_KUBECONFIG` runs it against an existing cluster instead (no outage
+//! phase); `BENCH_OPERATOR_BIN` another operator build; `BENCH_CONCURRENCY` the operator's
+//! `--concurrency`; `BENCH_PROXY_IMAGE` / `BENCH_PROXY_PULL_POLICY` what its pods run (an image
+//! the cluster has, where pods really start); `BENCH_OPERATOR_LOG` its `RUST_LOG`.
 
 #[path = "../tests/envtest/launcher.rs"]
 #[allow(dead_code)]
@@ -301,9 +306,19 @@ impl Operator {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_zmq-proxy-operator")));
         let child = Command::new(binary)
-            .args(["--leader-election=false", "--proxy-image", IMAGE])
+            .arg("--leader-election=false")
+            .arg(format!(
+                "--proxy-image={}",
+                std::env::var("BENCH_PROXY_IMAGE").unwrap_or_else(|_| IMAGE.into())
+            ))
+            .args(
+                std::env::var("BENCH_PROXY_PULL_POLICY")
+                    .ok()
+                    .map(|p| format!("--proxy-image-pull-policy={p}")),
+            )
             .arg(format!("--http-bind=127.0.0.1:{http_port}"))
             .args(namespace.map(|ns| format!("--watch-namespace={ns}")))
+            .args(std::env::var("BENCH_CONCURRENCY").ok().map(|c| format!("--concurrency={c}")))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())

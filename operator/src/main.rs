@@ -54,6 +54,9 @@ struct Args {
     /// Identity in the Lease; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Reconciles running at once (0: unbounded).
+    #[arg(long, env = "CONCURRENCY", default_value_t = reconcile::CONCURRENCY)]
+    concurrency: u16,
 }
 
 fn parse_pull_policy(s: &str) -> Result<ImagePullPolicy, String> {
@@ -151,7 +154,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     if !args.leader_election {
         metrics.set_leader(true);
-        reconcile::run(ctx, args.watch_namespace.clone(), until_true(stop_rx.clone())).await;
+        let stop = until_true(stop_rx.clone());
+        reconcile::run_with(ctx, args.watch_namespace.clone(), args.concurrency, stop).await;
     } else {
         let identity = args
             .identity
@@ -188,10 +192,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 let _ = lost_tx.send(());
             });
-            reconcile::run(ctx.clone(), args.watch_namespace.clone(), async move {
+            let lost = async move {
                 let _ = lost_rx.await;
-            })
-            .await;
+            };
+            reconcile::run_with(ctx.clone(), args.watch_namespace.clone(), args.concurrency, lost)
+                .await;
             stopper.abort();
             metrics.set_leader(false);
             if *stop_rx.borrow() {

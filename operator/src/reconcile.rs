@@ -478,6 +478,16 @@ pub async fn run(
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    run_with(ctx, namespace, CONCURRENCY, shutdown).await;
+}
+
+/// [`run`] with at most `concurrency` reconciles at once (0: unbounded).
+pub async fn run_with(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let (zps, deployments, services) = match &namespace {
         Some(ns) => (
@@ -497,7 +507,7 @@ pub async fn run(
         deployments: deployment_writer.as_reader(),
         services: service_writer.as_reader(),
     }));
-    let config = controller::Config::default().concurrency(CONCURRENCY).debounce(DEBOUNCE);
+    let config = controller::Config::default().concurrency(concurrency).debounce(DEBOUNCE);
     let main =
         watches::watch(zps, watcher::Config::default().any_semantic(), zp_writer, Trigger::Applied);
     Controller::for_stream(main, zp_store)
