@@ -12,7 +12,7 @@
 //!    made as soon as it answers, and the clock runs until the Deployment shows the change.
 //! 5. The operator's peak RSS (VmHWM) and its own count of API requests by kind and verb.
 //!
-//! `cargo bench -p zmq-proxy-operator --bench scale [-- --quick | --objects N | --outage S]`
+//! `cargo bench -p zmq-proxy-operator --bench scale [-- --quick | --objects N | --outage S | --cold-only]`
 //! (1000 objects by default, `--quick` 100). Skips with a printed reason without
 //! `$KUBEBUILDER_ASSETS` (or /usr/local/kubebuilder/bin) holding kube-apiserver and etcd.
 //!
@@ -55,14 +55,17 @@ const POLL: Duration = Duration::from_millis(50);
 struct Args {
     objects: usize,
     outage: Duration,
+    /// Only the raw client and the cold start (for sweeps of the operator's settings).
+    cold_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { objects: 1000, outage: Duration::from_secs(20) };
+    let mut args = Args { objects: 1000, outage: Duration::from_secs(20), cold_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.objects = 100,
+            "--cold-only" => args.cold_only = true,
             "--objects" => {
                 args.objects =
                     it.next().and_then(|v| v.parse().ok()).ok_or("--objects needs a number")?;
@@ -479,6 +482,10 @@ async fn run(args: Args, mut target: Target) -> Result<(), String> {
     settled(&operator, n as f64).await?;
     println!("  requests: {}", requests_line(&operator).await);
     let rss_cold = operator.memory_kb("VmHWM:").unwrap_or(0);
+    if args.cold_only {
+        report_memory(&operator, rss_cold, n);
+        return operator.stop();
+    }
 
     let before = versions(&client, ns).await?;
     operator.stop()?;
