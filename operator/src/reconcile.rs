@@ -508,8 +508,7 @@ pub async fn run_with(
         services: service_writer.as_reader(),
     }));
     let config = controller::Config::default().concurrency(concurrency).debounce(DEBOUNCE);
-    let main =
-        watches::watch(zps, watcher::Config::default().any_semantic(), zp_writer, Trigger::Applied);
+    let main = watches::watch(zps, watcher::Config::default(), zp_writer, Trigger::Applied);
     Controller::for_stream(main, zp_store)
         .with_config(config)
         .owns_stream(watches::watch(

@@ -109,9 +109,11 @@ where
     // Pausing before an error is passed on is what delays the watcher's retry (it is not polled
     // meanwhile), as kube-runtime's StreamBackoff does; but a 410 Gone is not a reason to wait
     // (unless the fresh list that follows it is refused the same way).
-    let paced = watcher(api, config).then(move |item| {
+    let paced = relisting_watcher(api, config).then(move |item| {
         let gone = item.as_ref().err().is_some_and(is_gone);
         let pause = match &item {
+            // A fresh watcher yields Init before it asks anything: that proves nothing.
+            Ok(watcher::Event::Init) => None,
             Ok(_) => {
                 backoff.reset();
                 None
@@ -142,6 +144,41 @@ where
         };
         std::future::ready(out)
     })
+}
+
+/// kube-runtime's watcher, started over with a fresh list whenever the server could not be
+/// reached. The plain watcher resumes from its last resourceVersion, and a restarted API server
+/// holds such a watch until its watch cache is up, only to answer 410 Gone; a list is answered
+/// at once, so a change made during or right after an outage triggers its reconcile from there.
+fn relisting_watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let start =
+        move |api: &Api<K>, config: &watcher::Config| watcher(api.clone(), config.clone()).boxed();
+    let first = start(&api, &config);
+    futures::stream::unfold((first, api, config), move |(mut current, api, config)| async move {
+        let item = current.next().await?;
+        let next = if item.as_ref().err().is_some_and(is_unreachable) {
+            start(&api, &config)
+        } else {
+            current
+        };
+        Some((item, (next, api, config)))
+    })
+}
+
+/// The request never got an answer from the API server (refused, reset, timed out).
+fn is_unreachable(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchStartFailed(err)
+        | watcher::Error::WatchFailed(err)
+        | watcher::Error::InitialListFailed(err) => !matches!(err, kube::Error::Api(_)),
+        _ => false,
+    }
 }
 
 /// The watch must start over from a list (its resourceVersion is gone from the server's cache).
