@@ -39,10 +39,10 @@ pub const CURVE_MOUNT_ROOT: &str = "/etc/zmq-proxy/curve";
 pub const SERVER_KEY_FILE: &str = "server_secret";
 /// File name of the allow-list inside its mount when `authorizedKeys.key` picks one entry.
 pub const ALLOW_LIST_FILE: &str = "authorized_keys";
-/// Mode of the mounted key files: read for their owner (root) and group. The pod's fsGroup is
-/// the proxy's group ([`RUN_AS_USER`]), which the kubelet makes the files' group, so the proxy
-/// reads them and nobody else in the pod's other users does. 0400 would leave them readable by
-/// root only: the kubelet does not chown Secret files to runAsUser.
+/// Mode of the mounted key files: read for their owner (root) and group, nothing for others.
+/// The pod's fsGroup is the proxy's group ([`RUN_AS_USER`]), which the kubelet makes the files'
+/// group, so the proxy can read them. 0400 would leave them readable by root only: the kubelet
+/// does not chown Secret files to runAsUser.
 pub const KEY_FILE_MODE: i32 = 0o440;
 
 /// What the operator adds to every proxy: its default image and pull policy, each used where
