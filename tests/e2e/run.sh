@@ -570,9 +570,8 @@ zmq_proxy_bin() {
 }
 secure_events_security() { k -n "$NS" get zmqproxy secure-events -o 'jsonpath={.status.security}'; }
 curve_check() {
-  local bin keys front back
+  local bin keys="$CURVE_KEYS" front back
   bin="$(zmq_proxy_bin)" || { echo "no zmq-proxy binary for keygen (set E2E_ZMQ_PROXY)"; return 1; }
-  keys="$(mktemp -d)"
   for who in server alice bob mallory; do
     "$bin" keygen --zcert "$keys/$who" >/dev/null || return 1
   done
@@ -585,7 +584,6 @@ curve_check() {
   k -n "$NS" create secret generic curve-peers --from-file="$keys/server" \
     --from-file="$keys/alice_secret" --from-file="$keys/bob_secret" \
     --from-file="$keys/mallory_secret" >/dev/null || return 1
-  rm -rf "$keys"
   k -n "$NS" create configmap curve-peers --from-file="$ROOT/tests/e2e/curve_peers.py" >/dev/null || return 1
   k -n "$NS" apply -f "$ROOT/examples/secure-forwarder.yaml" >/dev/null || return 1
   k -n "$NS" wait zmqproxy/secure-events --for=condition=Ready --timeout=180s >/dev/null || return 1
@@ -636,6 +634,7 @@ JOB
   k -n "$NS" logs job/curve-peers | grep '^{' | tail -1
 }
 ARTIFACTS_TMP="$(mktemp -d)"
+CURVE_KEYS="$(mktemp -d)"
 report="$(curve_check 2>&1)" || report="${report:-} (the CURVE check did not complete)"
 security="$(secure_events_security 2>/dev/null)" || security=""
 if [[ "$security" == *'"frontend":"CURVE"'* && "$security" == *'"backend":"CURVE"'* ]]; then
@@ -665,6 +664,21 @@ if [[ "$refusals" == *unknown_client_key* && "$refusals" == *mechanism_mismatch*
 else
   fail "the proxy counted unknown_client_key and mechanism_mismatch refusals (got: ${refusals:-${proxy_metrics:0:200}})"
 fi
+# The allow-list is mounted as a directory (no subPath), so a changed ConfigMap reaches the
+# running proxy: the kubelet swaps the files (within its sync period, about a minute) and the
+# proxy's once-a-second re-read logs the reload.
+allow_list_reloaded() {
+  k -n "$NS" logs "$pod" 2>/dev/null | grep 'allow-list reloaded' | grep -q '"added":1'
+}
+if [[ -n "$pod" && -f "$CURVE_KEYS/mallory" ]] \
+  && k -n "$NS" create configmap secure-events-publishers --from-file="$CURVE_KEYS/alice" \
+    --from-file="$CURVE_KEYS/mallory" --dry-run=client -o yaml | k -n "$NS" apply -f - >/dev/null \
+  && wait_for "the proxy to reload its allow-list" 180 allow_list_reloaded; then
+  pass "a key added to the publishers' ConfigMap reached the running proxy ($(k -n "$NS" logs "$pod" | grep 'allow-list reloaded' | tail -1))"
+else
+  fail "a key added to the publishers' ConfigMap reached the running proxy (no reload logged by ${pod:-?})"
+fi
+rm -rf "$CURVE_KEYS"
 server_z85="$(cat "$ARTIFACTS_TMP/server.z85" 2>/dev/null)"
 rm -rf "$ARTIFACTS_TMP"
 logs="$(k -n "$NS" logs "$pod" 2>/dev/null; k -n "$SYSTEM_NS" logs -l app.kubernetes.io/name=zmq-proxy-operator --tail=-1 2>/dev/null)"
