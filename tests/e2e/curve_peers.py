@@ -1,6 +1,7 @@
 """CURVE peers of the e2e suite's secured forwarder (examples/secure-forwarder.yaml).
 
-Real libzmq peers (pyzmq), keys from zcert files written by `zmq-proxy keygen --zcert`:
+Real libzmq peers (pyzmq; on a stock python image pyzmq==27.3.0 is installed into /tmp first),
+keys from zcert files written by `zmq-proxy keygen --zcert`:
 - alice (on the frontend's allow-list) publishes, bob (on the backend's) subscribes: bob must
   receive alice's messages;
 - mallory (on neither list) publishes on the frontend and subscribes on the backend, and a NULL
@@ -13,10 +14,20 @@ Prints one JSON line: {"good_received", "good_sent", "evil_sent", "evil_delivere
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 
-import zmq
+try:
+    import zmq
+except ImportError:
+    # A stock python image: install pyzmq (its wheel carries libzmq) into the writable /tmp.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--target", "/tmp/py", "pyzmq==27.3.0"],
+        check=True,
+    )
+    sys.path.insert(0, "/tmp/py")
+    import zmq
 import zmq.auth
 
 

@@ -23,8 +23,10 @@
 #   E2E_NAMESPACE_PREFIX   prefix of its namespaces <prefix>-system and <prefix> (default zmq-e2e)
 #
 # Both modes:
-#   E2E_PYTHON_IMAGE  image of the restart check's libzmq peers (default python:3.12-slim; pyzmq
-#                     is installed into /tmp when the image lacks it)
+#   E2E_PYTHON_IMAGE  image of the restart and CURVE checks' libzmq peers (default
+#                     python:3.12-slim; pyzmq is installed into /tmp when the image lacks it)
+#   E2E_ZMQ_PROXY     a zmq-proxy binary for `keygen` (default: zmq-proxy on PATH, then
+#                     target/release or target/debug; kind mode falls back to the proxy image)
 #
 # kind mode environment:
 #   E2E_CLUSTER       kind cluster name (default zmq-proxy-e2e)
@@ -557,7 +559,8 @@ fi
 
 # ---- CURVE: a secured forwarder with its keys in a Secret and ConfigMaps ---------------------
 # Keys from `zmq-proxy keygen --zcert` (a local binary: E2E_ZMQ_PROXY, else zmq-proxy on PATH,
-# else target/{release,debug}/zmq-proxy), stored as the example's header says; then real pyzmq
+# else target/{release,debug}/zmq-proxy; in kind mode else the proxy image under docker), stored
+# as the example's header says; then real pyzmq
 # CURVE peers: an allowed publisher and subscriber get messages through, a client with an unknown
 # key and a NULL client get nothing and deliver nothing.
 zmq_proxy_bin() {
@@ -568,12 +571,23 @@ zmq_proxy_bin() {
   done
   return 1
 }
+# keygen DIR NAME: writes the zcert pair DIR/NAME and DIR/NAME_secret.
+keygen() {
+  local bin
+  if bin="$(zmq_proxy_bin)"; then
+    "$bin" keygen --zcert "$1/$2" >/dev/null
+  elif [[ "$EXISTING" != "1" ]]; then
+    docker run --rm --user "$(id -u):$(id -g)" -v "$1:/keys" "$PROXY_IMAGE" keygen --zcert "/keys/$2" >/dev/null
+  else
+    echo "no zmq-proxy binary for keygen (set E2E_ZMQ_PROXY)"
+    return 1
+  fi
+}
 secure_events_security() { k -n "$NS" get zmqproxy secure-events -o 'jsonpath={.status.security}'; }
 curve_check() {
-  local bin keys="$CURVE_KEYS" front back
-  bin="$(zmq_proxy_bin)" || { echo "no zmq-proxy binary for keygen (set E2E_ZMQ_PROXY)"; return 1; }
+  local keys="$CURVE_KEYS" front back who
   for who in server alice bob mallory; do
-    "$bin" keygen --zcert "$keys/$who" >/dev/null || return 1
+    keygen "$keys" "$who" || return 1
   done
   # The server's secret key, to check below that it never shows in a log.
   sed -n 's/^ *secret-key = "\(.*\)"$/\1/p' "$keys/server_secret" >"$ARTIFACTS_TMP/server.z85"
