@@ -783,6 +783,29 @@ install_with_crd_renders_it() {
   grep -q '^kind: CustomResourceDefinition' "$out"
 }
 
+# The operator mounts CURVE keys (Secrets) and allow-lists (Secrets, ConfigMaps) into proxy pods
+# and never reads them: no Role or ClusterRole of the chart may grant anything on either.
+rbac_has_no_secrets() {
+  render "$WORK/rbac-cluster.yaml" || return 1
+  render "$WORK/rbac-namespaced.yaml" --set watchNamespace=apps || return 1
+  "$PY" - "$WORK/rbac-cluster.yaml" "$WORK/rbac-namespaced.yaml" <<'PY'
+import sys
+import yaml
+
+bad, roles = [], 0
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc or doc.get("kind") not in ("Role", "ClusterRole"):
+            continue
+        roles += 1
+        for rule in doc.get("rules", []):
+            if set(rule.get("resources", [])) & {"secrets", "configmaps", "*"}:
+                bad.append(f"{doc['kind']} {doc['metadata']['name']}: {rule}")
+print("\n".join(bad) or f"{roles} roles, none on secrets or configmaps")
+sys.exit(1 if bad or roles < 2 else 0)
+PY
+}
+
 e2e_skips_without_a_cluster_toolchain() {
   # A PATH without kind and docker: the suite must say what is missing and exit 0 as skipped.
   local bin="$WORK/nokind-bin" out rc=0
@@ -838,6 +861,8 @@ done
 refuse "the chart refuses Kubernetes older than its kubeVersion" "incompatible with Kubernetes" \
   "$HELM" template zmq-proxy-operator "$CHART" --kube-version 1.28.0
 check "helm template --include-crds renders the CRD" install_with_crd_renders_it
+check "the operator's RBAC grants nothing on Secrets or ConfigMaps (it mounts CURVE keys, never reads them)" \
+  rbac_has_no_secrets
 check "helm package carries the CRD bytes and leaves ci/ out" packaged_chart_has_crd
 
 # ---- the dashboard and the PrometheusRule -----------------------------------------------------

@@ -8,9 +8,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, HTTPGetAction, LocalObjectReference,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, KeyToPath,
+    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -32,6 +32,18 @@ pub const METRICS_PORT_NAME: &str = "metrics";
 pub const GRACE_MARGIN_SECONDS: i64 = 10;
 /// User and group the proxy runs as when the image does not say (distroless' `nonroot`).
 pub const RUN_AS_USER: i64 = 65532;
+/// Where a socket's CURVE Secrets and ConfigMaps are mounted: `<root>/<socket>/server-key` and
+/// `<root>/<socket>/authorized-keys`.
+pub const CURVE_MOUNT_ROOT: &str = "/etc/zmq-proxy/curve";
+/// File name of the server's secret key inside its mount (whatever the Secret's key is).
+pub const SERVER_KEY_FILE: &str = "server_secret";
+/// File name of the allow-list inside its mount when `authorizedKeys.key` picks one entry.
+pub const ALLOW_LIST_FILE: &str = "authorized_keys";
+/// Mode of the mounted key files: read for their owner (root) and group, nothing for others.
+/// The pod's fsGroup is the proxy's group ([`RUN_AS_USER`]), which the kubelet makes the files'
+/// group, so the proxy can read them. 0400 would leave them readable by root only: the kubelet
+/// does not chown Secret files to runAsUser.
+pub const KEY_FILE_MODE: i32 = 0o440;
 
 /// What the operator adds to every proxy: its default image and pull policy, each used where
 /// the object does not set its own.
@@ -123,6 +135,7 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
     if let Some(control) = &s.control {
         args.extend(["--control-bind".to_string(), bind(control.port)]);
     }
+    args.extend(curve_args(spec));
     args.extend([
         "--http-bind".to_string(),
         format!("0.0.0.0:{}", spec.metrics_port),
@@ -133,6 +146,109 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
         "--log-format".to_string(),
         "json".to_string(),
     ]);
+    args
+}
+
+/// One socket's CURVE mounts: the Secret with the server's key (a file) and the Secret or
+/// ConfigMap with the allow-list (a directory, so the kubelet's updates reach the proxy; a
+/// subPath mount would never change).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CurveMounts {
+    pub socket: &'static str,
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+    /// The flags that pass the mounted paths to the proxy.
+    pub args: Vec<String>,
+}
+
+/// The mounts and flags of every CURVE socket of `spec`, in socket order (none without security).
+pub fn curve_mounts(spec: &ZmqProxySpec) -> Vec<CurveMounts> {
+    spec.sockets
+        .named_security()
+        .into_iter()
+        .filter_map(|(socket, security)| Some((socket, &security?.curve)))
+        .map(|(socket, curve)| {
+            let server_volume = format!("curve-{socket}-server-key");
+            let server_dir = format!("{CURVE_MOUNT_ROOT}/{socket}/server-key");
+            let mut volumes = vec![Volume {
+                name: server_volume.clone(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(curve.server_key.secret_name.clone()),
+                    items: Some(vec![KeyToPath {
+                        key: curve.server_key.key.clone(),
+                        path: SERVER_KEY_FILE.to_string(),
+                        mode: None,
+                    }]),
+                    default_mode: Some(KEY_FILE_MODE),
+                    optional: None,
+                }),
+                ..Volume::default()
+            }];
+            let mount = |name: String, path: String| VolumeMount {
+                name,
+                mount_path: path,
+                read_only: Some(true),
+                ..VolumeMount::default()
+            };
+            let mut mounts = vec![mount(server_volume, server_dir.clone())];
+            let mut args = vec![
+                format!("--{socket}-curve-server-key-file"),
+                format!("{server_dir}/{SERVER_KEY_FILE}"),
+            ];
+            if let Some(list) = &curve.authorized_keys {
+                let list_volume = format!("curve-{socket}-authorized-keys");
+                let list_dir = format!("{CURVE_MOUNT_ROOT}/{socket}/authorized-keys");
+                // One entry under a fixed name: a key starting with `.` or ending in `_secret`
+                // would otherwise be skipped by the proxy's directory reader.
+                let items = list.key.as_ref().map(|key| {
+                    vec![KeyToPath {
+                        key: key.clone(),
+                        path: ALLOW_LIST_FILE.to_string(),
+                        mode: None,
+                    }]
+                });
+                let mut volume = Volume { name: list_volume.clone(), ..Volume::default() };
+                match (&list.secret_name, &list.config_map_name) {
+                    (Some(secret), _) => {
+                        volume.secret = Some(SecretVolumeSource {
+                            secret_name: Some(secret.clone()),
+                            items,
+                            default_mode: Some(KEY_FILE_MODE),
+                            optional: None,
+                        });
+                    }
+                    (None, config_map) => {
+                        volume.config_map = Some(ConfigMapVolumeSource {
+                            name: config_map.clone().unwrap_or_default(),
+                            items,
+                            default_mode: Some(KEY_FILE_MODE),
+                            optional: None,
+                        });
+                    }
+                }
+                volumes.push(volume);
+                mounts.push(mount(list_volume, list_dir.clone()));
+                args.extend([format!("--{socket}-curve-authorized-keys"), list_dir]);
+            }
+            CurveMounts { socket, volumes, mounts, args }
+        })
+        .collect()
+}
+
+/// The CURVE flags: each socket's key file and allow-list, then `--curve-allow-any` when a
+/// socket accepts any client. The proxy's flag is global, but it applies only to CURVE sockets
+/// without an allow-list, and every CURVE socket here has exactly one of the two (the CRD's
+/// rules and [`validate`]), so each socket gets what its own section says.
+fn curve_args(spec: &ZmqProxySpec) -> Vec<String> {
+    let mut args: Vec<String> = curve_mounts(spec).into_iter().flat_map(|m| m.args).collect();
+    let any = spec
+        .sockets
+        .named_security()
+        .into_iter()
+        .any(|(_, s)| s.is_some_and(|s| s.curve.allow_any_client));
+    if any {
+        args.push("--curve-allow-any".to_string());
+    }
     args
 }
 
@@ -248,6 +364,10 @@ fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(child_labels(&name));
     let non_empty = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
+    let curve = curve_mounts(spec);
+    let volumes: Vec<Volume> = curve.iter().flat_map(|m| m.volumes.clone()).collect();
+    // Only with CURVE: an unsecured proxy's pod stays exactly as before (no rollout).
+    let fs_group = (!curve.is_empty()).then_some(RUN_AS_USER);
     DeploymentSpec {
         replicas: Some(spec.replicas),
         selector: LabelSelector {
@@ -263,6 +383,7 @@ fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
             }),
             spec: Some(PodSpec {
                 containers: vec![container(spec, opts)],
+                volumes: (!volumes.is_empty()).then_some(volumes),
                 // The proxy never talks to the API server.
                 automount_service_account_token: Some(false),
                 termination_grace_period_seconds: Some(
@@ -274,6 +395,7 @@ fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
                     run_as_non_root: Some(true),
                     run_as_user: Some(RUN_AS_USER),
                     run_as_group: Some(RUN_AS_USER),
+                    fs_group,
                     seccomp_profile: Some(runtime_default()),
                     ..PodSecurityContext::default()
                 }),
@@ -341,6 +463,11 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
         // /healthz only fails when the proxy is wedged; three misses before a restart.
         liveness_probe: Some(probe("/healthz", 10, 3)),
         resources: spec.resources.clone(),
+        volume_mounts: {
+            let mounts: Vec<VolumeMount> =
+                curve_mounts(spec).into_iter().flat_map(|m| m.mounts).collect();
+            (!mounts.is_empty()).then_some(mounts)
+        },
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),

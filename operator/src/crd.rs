@@ -62,6 +62,12 @@ pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy::config::KUBERNETES_LAME_DU
         json_path = ".status.endpoints.frontend",
         priority = 1
     ),
+    printcolumn(
+        name = "Frontend-Security",
+        type_ = "string",
+        json_path = ".status.security.frontend",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -233,6 +239,32 @@ pub struct ZmqProxyStatus {
     /// With more than one replica: the headless Service whose DNS name lists every proxy pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headless_service: Option<String>,
+    /// The security mechanism of each socket (NULL or CURVE), as the observed generation's
+    /// spec configures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SocketMechanisms>,
+}
+
+/// A socket's ZMTP security mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Mechanism {
+    /// No security: anyone who reaches the port may connect.
+    Null,
+    /// CurveZMQ: encrypted, and only clients on the allow-list (or any, if so configured).
+    Curve,
+}
+
+/// The mechanism of every socket of the proxy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketMechanisms {
+    pub frontend: Mechanism,
+    pub backend: Mechanism,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Mechanism>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<Mechanism>,
 }
 
 /// ZeroMQ endpoints of the Service, as peers write them in `connect`.

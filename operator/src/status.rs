@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::build::{endpoints, headless_name};
-use crate::crd::{ZmqProxy, ZmqProxyStatus, selector_string};
+use crate::crd::{Mechanism, SocketMechanisms, ZmqProxy, ZmqProxyStatus, selector_string};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -172,6 +172,22 @@ pub fn compute(
         conditions: vec![ready, progressing, degraded],
         endpoints: endpoints(zp),
         headless_service: headless,
+        security: Some(mechanisms(zp)),
+    }
+}
+
+/// Which sockets are CURVE and which NULL, from the spec.
+pub fn mechanisms(zp: &ZmqProxy) -> SocketMechanisms {
+    let of = |s: Option<&zmq_proxy::security::SocketSecurity>| match s {
+        Some(_) => Mechanism::Curve,
+        None => Mechanism::Null,
+    };
+    let s = &zp.spec.sockets;
+    SocketMechanisms {
+        frontend: of(s.frontend.security.as_ref()),
+        backend: of(s.backend.security.as_ref()),
+        capture: s.capture.as_ref().map(|c| of(c.security.as_ref())),
+        control: s.control.as_ref().map(|c| of(c.security.as_ref())),
     }
 }
 
@@ -316,6 +332,35 @@ mod tests {
         let s = compute(&proxy(1), None, Some(&f), at(1));
         assert_eq!(get(&s, READY), ("False", "ApplyFailed"));
         assert_eq!(get(&s, DEGRADED), ("True", "ApplyFailed"));
+    }
+
+    #[test]
+    fn security_says_which_sockets_are_curve() {
+        let s = compute(&proxy(1), None, None, at(1));
+        let null = SocketMechanisms {
+            frontend: Mechanism::Null,
+            backend: Mechanism::Null,
+            capture: None,
+            control: None,
+        };
+        assert_eq!(s.security, Some(null));
+        let secured: ZmqProxy = serde_yaml::from_str(
+            "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata: {name: t, namespace: q}\nspec:\n  frontend: {type: XSUB, port: 1, security: {curve: {serverKey: {secretName: k}, allowAnyClient: true}}}\n  backend: {type: XPUB, port: 2}\n  control: {port: 3, security: {curve: {serverKey: {secretName: k}, authorizedKeys: {secretName: ops}}}}\n",
+        )
+        .expect("valid yaml");
+        let s = compute(&secured, None, None, at(1));
+        let expected = SocketMechanisms {
+            frontend: Mechanism::Curve,
+            backend: Mechanism::Null,
+            capture: None,
+            control: Some(Mechanism::Curve),
+        };
+        assert_eq!(s.security, Some(expected));
+        let json = serde_json::to_value(&s.security).unwrap_or_default();
+        assert_eq!(
+            json,
+            serde_json::json!({"frontend": "CURVE", "backend": "NULL", "control": "CURVE"})
+        );
     }
 
     #[test]

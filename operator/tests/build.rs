@@ -347,6 +347,172 @@ fn invalid_specs_are_refused_naming_the_field() {
     assert_eq!(err.err(), Some(BuildError::MissingObjectKey("metadata.uid")));
 }
 
+/// The children of the fixtures without security are exactly what the operator rendered before
+/// CURVE existed (`fixtures/golden/*.json`, written by the previous commit's build), so an
+/// upgrade rolls out no existing proxy: same Deployment, same fingerprint.
+#[test]
+fn unsecured_children_are_byte_identical_to_before_curve() {
+    for name in ["minimal", "full", "pipeline-scaled-to-zero"] {
+        let c = build(&format!("{name}.yaml"));
+        let rendered = serde_json::to_string_pretty(&serde_json::json!({
+            "deployment": c.deployment, "service": c.service, "headless": c.headless,
+        }))
+        .expect("children serialize")
+            + "\n";
+        let path = format!("{}/tests/fixtures/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(rendered == golden, "{name}: the children changed:\n{rendered}");
+    }
+}
+
+fn volume<'a>(pod: &'a PodSpec, name: &str) -> &'a k8s_openapi::api::core::v1::Volume {
+    pod.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no volume {name}: {:?}", pod.volumes))
+}
+
+/// Each CURVE socket gets its server key from its Secret and its allow-list from its Secret or
+/// ConfigMap, mounted read-only at a path of its own, with files the proxy's group can read and
+/// nobody else; a NULL socket (capture here) gets nothing.
+#[test]
+fn curve_sockets_mount_their_secrets_read_only_with_group_readable_files() {
+    let c = build("secured.yaml");
+    let pod = pod(&c.deployment);
+    let names: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "curve-frontend-server-key",
+            "curve-frontend-authorized-keys",
+            "curve-backend-server-key",
+            "curve-control-server-key",
+            "curve-control-authorized-keys",
+        ]
+    );
+    let secret = |name: &str| volume(pod, name).secret.clone().expect("a Secret volume");
+    let fk = secret("curve-frontend-server-key");
+    assert_eq!(fk.secret_name.as_deref(), Some("events-curve"));
+    let item = |key: &str, path: &str| k8s_openapi::api::core::v1::KeyToPath {
+        key: key.into(),
+        path: path.into(),
+        mode: None,
+    };
+    assert_eq!(fk.items, Some(vec![item("server_secret", "server_secret")]), "default key");
+    assert_eq!(fk.default_mode, Some(0o440));
+    let bk = secret("curve-backend-server-key");
+    assert_eq!(bk.items, Some(vec![item("backend_secret", "server_secret")]));
+    let fa = volume(pod, "curve-frontend-authorized-keys").config_map.clone().expect("ConfigMap");
+    assert_eq!(fa.name, "events-publishers");
+    assert_eq!(fa.items, Some(vec![item("publishers.txt", "authorized_keys")]));
+    assert_eq!(fa.default_mode, Some(0o440));
+    let ca = secret("curve-control-authorized-keys");
+    assert_eq!(ca.secret_name.as_deref(), Some("events-operators"));
+    assert_eq!(ca.items, None, "without a key every entry of the Secret is a file");
+    // Files are root-owned; fsGroup makes them the proxy's group, which 0440 lets read.
+    let psc = pod.security_context.as_ref().expect("pod security context");
+    assert_eq!(psc.fs_group, Some(65532));
+    assert_eq!(psc.run_as_group, Some(65532));
+
+    let mounts: Vec<(String, String, Option<bool>, Option<String>)> = proxy(&c.deployment)
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.clone(), m.mount_path.clone(), m.read_only, m.sub_path.clone()))
+        .collect();
+    let m = |n: &str, p: &str| (n.to_string(), p.to_string(), Some(true), None);
+    assert_eq!(
+        mounts,
+        [
+            m("curve-frontend-server-key", "/etc/zmq-proxy/curve/frontend/server-key"),
+            m("curve-frontend-authorized-keys", "/etc/zmq-proxy/curve/frontend/authorized-keys"),
+            m("curve-backend-server-key", "/etc/zmq-proxy/curve/backend/server-key"),
+            m("curve-control-server-key", "/etc/zmq-proxy/curve/control/server-key"),
+            m("curve-control-authorized-keys", "/etc/zmq-proxy/curve/control/authorized-keys"),
+        ],
+        "read-only, whole volumes (a subPath mount never sees the kubelet's updates)"
+    );
+}
+
+/// The proxy gets the mounted paths: the key file, the allow-list directory (what the kubelet
+/// updates in place), and `--curve-allow-any` once, for the socket that asked for it.
+#[test]
+fn curve_flags_pass_the_mounted_paths() {
+    let c = build("secured.yaml");
+    let proxy = proxy(&c.deployment);
+    let args = proxy.args.clone().unwrap_or_default();
+    let curve: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .skip_while(|a| *a != "--frontend-curve-server-key-file")
+        .take_while(|a| *a != "--http-bind")
+        .collect();
+    assert_eq!(
+        curve,
+        [
+            "--frontend-curve-server-key-file",
+            "/etc/zmq-proxy/curve/frontend/server-key/server_secret",
+            "--frontend-curve-authorized-keys",
+            "/etc/zmq-proxy/curve/frontend/authorized-keys",
+            "--backend-curve-server-key-file",
+            "/etc/zmq-proxy/curve/backend/server-key/server_secret",
+            "--control-curve-server-key-file",
+            "/etc/zmq-proxy/curve/control/server-key/server_secret",
+            "--control-curve-authorized-keys",
+            "/etc/zmq-proxy/curve/control/authorized-keys",
+            "--curve-allow-any",
+        ]
+    );
+    assert_eq!(arg_after(proxy, "--capture-curve-server-key-file"), None, "capture is NULL");
+    // Every path passed is inside a mount of the container.
+    let mounts: Vec<String> =
+        proxy.volume_mounts.iter().flatten().map(|m| m.mount_path.clone()).collect();
+    for path in curve.iter().filter(|a| a.starts_with('/')) {
+        assert!(mounts.iter().any(|m| path.starts_with(m.as_str())), "{path} is not mounted");
+    }
+}
+
+/// A security section that bypassed the CRD's rules is refused before anything is built, naming
+/// the field as the CEL rules do.
+#[test]
+fn inconsistent_security_is_refused_naming_the_field() {
+    use zmq_proxy::security::words;
+    let opts = BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() };
+    // The frontend's curve section of secured.yaml, edited; the refusal's message.
+    let refused = |edit: &dyn Fn(&mut zmq_proxy::security::CurveSecurity)| {
+        let mut zp = fixture("secured.yaml");
+        if let Some(security) = zp.spec.sockets.frontend.security.as_mut() {
+            edit(&mut security.curve);
+        }
+        match build::children(&zp, &opts) {
+            Err(BuildError::InvalidSpec(m)) => m,
+            other => panic!("accepted: {other:?}"),
+        }
+    };
+    let field = "spec.frontend.security.curve";
+    let m = refused(&|c| c.authorized_keys = None);
+    assert_eq!(m, format!("{field}.authorizedKeys: {}", words::ALLOW_LIST_REQUIRED));
+    let m = refused(&|c| c.allow_any_client = true);
+    assert_eq!(m, format!("{field}.allowAnyClient: {}", words::ALLOW_LIST_AND_ANY));
+    let m = refused(&|c| {
+        if let Some(l) = c.authorized_keys.as_mut() {
+            l.secret_name = Some("also".into());
+        }
+    });
+    assert_eq!(m, format!("{field}.authorizedKeys.configMapName: {}", words::SOURCE_BOTH));
+    let m = refused(&|c| {
+        if let Some(l) = c.authorized_keys.as_mut() {
+            l.config_map_name = None;
+        }
+    });
+    assert_eq!(m, format!("{field}.authorizedKeys: {}", words::SOURCE_REQUIRED));
+    let m = refused(&|c| c.server_key.secret_name = "Not_A_Name".into());
+    assert!(m.starts_with(&format!("{field}.serverKey.secretName")), "{m}");
+    let m = refused(&|c| c.server_key.key = "..data".into());
+    assert!(m.starts_with(&format!("{field}.serverKey.key")), "{m}");
+}
+
 /// Endpoints use the Service's cluster DNS name and every socket's port.
 #[test]
 fn endpoints_name_the_service() {
@@ -379,17 +545,72 @@ fn operator_pull_policy_applies_only_where_the_object_sets_none() {
     assert_eq!(proxy(&unset.deployment).image_pull_policy, None);
 }
 
-/// The flags the operator renders are the proxy's own command line: every valid example, built
-/// into a Deployment, parses with the proxy's parser into the same proxy that `zmq-proxy
-/// --config` makes of the file, plus the metrics listener on `metricsPort`. A flag renamed on
-/// either side fails here instead of in a crash-looping pod.
+/// The files a CURVE proxy's mounts would hold, written under `root` (the mount paths with
+/// `root` before them): a server key, and an allow-list with one client key.
+fn write_mounted_keys(root: &std::path::Path, zp: &ZmqProxy) {
+    use zmq_proxy::curve::{SecretKey, zcert_public_text, zcert_secret_text};
+    for m in build::curve_mounts(&zp.spec) {
+        for mount in &m.mounts {
+            let dir = root.join(mount.mount_path.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).expect("mount dir");
+            if mount.name.ends_with("server-key") {
+                let text = zcert_secret_text(&SecretKey::generate());
+                std::fs::write(dir.join(build::SERVER_KEY_FILE), text.as_bytes()).expect("key");
+            } else {
+                let client = SecretKey::generate().public_key();
+                std::fs::write(dir.join("alice"), zcert_public_text(&client)).expect("list");
+            }
+        }
+    }
+}
+
+/// The local `--config` form of a Kubernetes example: each `security.curve` section replaced by
+/// the `curve` file paths the operator mounts (under `root`), `allowAnyClient` by
+/// `spec.curveAllowAny`. What the operator's flags must amount to, written independently of them.
+fn local_form(text: &str, root: &std::path::Path) -> String {
+    let mut doc: serde_json::Value = serde_yaml::from_str(text).expect("example parses");
+    let root = root.display();
+    let mut any = false;
+    for socket in ["frontend", "backend", "capture", "control"] {
+        let Some(sock) = doc["spec"].get_mut(socket).and_then(|s| s.as_object_mut()) else {
+            continue;
+        };
+        let Some(security) = sock.remove("security") else { continue };
+        let curve = &security["curve"];
+        let dir = format!("{root}/etc/zmq-proxy/curve/{socket}");
+        let mut local =
+            serde_json::json!({"serverKeyFile": format!("{dir}/server-key/server_secret")});
+        if curve.get("authorizedKeys").is_some() {
+            local["authorizedKeys"] = format!("{dir}/authorized-keys").into();
+        }
+        any |= curve["allowAnyClient"] == true;
+        sock.insert("curve".into(), local);
+    }
+    if any {
+        doc["spec"]["curveAllowAny"] = true.into();
+    }
+    serde_yaml::to_string(&doc).expect("yaml")
+}
+
+/// The flags the operator renders are the proxy's own command line: every valid example (and
+/// the secured fixture), built into a Deployment, parses with the proxy's parser into the same
+/// proxy that `zmq-proxy --config` makes of the file, plus the metrics listener on
+/// `metricsPort`. A flag renamed on either side fails here instead of in a crash-looping pod.
+/// With CURVE, the mounted files are written under a temporary root and the flags' paths moved
+/// there; the manifest side is the example's local form (file paths in `curve`), and each
+/// socket must come out as its section says: NULL, a CURVE server with that allow-list
+/// directory, or a CURVE server accepting any client.
 #[test]
 fn rendered_args_run_the_same_proxy_as_the_manifest() {
     use clap::Parser;
+    use zmq_proxy::curve::{Allow, Mechanism};
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut files: Vec<std::path::PathBuf> =
+        std::fs::read_dir(dir).expect("examples/").map(|e| e.expect("entry").path()).collect();
+    files.push(format!("{}/tests/fixtures/secured.yaml", env!("CARGO_MANIFEST_DIR")).into());
     let mut checked = 0;
-    for entry in std::fs::read_dir(dir).expect("examples/") {
-        let path = entry.expect("entry").path();
+    let mut secured = 0;
+    for path in files {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if !name.ends_with(".yaml") || name.starts_with("invalid") {
             continue;
@@ -403,13 +624,29 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
             &BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() },
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let args = proxy(&children.deployment).args.clone().unwrap_or_default();
+        let mut args = proxy(&children.deployment).args.clone().unwrap_or_default();
+        let root = std::env::temp_dir()
+            .join(format!("zmq-proxy-operator-args-{}-{checked}", std::process::id()));
+        let curve = !build::curve_mounts(&zp.spec).is_empty();
+        let manifest = if curve {
+            write_mounted_keys(&root, &zp);
+            let moved = format!("{}{}", root.display(), build::CURVE_MOUNT_ROOT);
+            for a in &mut args {
+                if let Some(rest) = a.strip_prefix(build::CURVE_MOUNT_ROOT) {
+                    *a = format!("{moved}{rest}");
+                }
+            }
+            secured += 1;
+            local_form(&text, &root)
+        } else {
+            text.clone()
+        };
         let cli = zmq_proxy::config::Cli::try_parse_from(
             std::iter::once("zmq-proxy".to_string()).chain(args.iter().cloned()),
         )
         .unwrap_or_else(|e| panic!("{name}: the proxy refuses {args:?}: {e}"));
         let from_flags = cli.into_config().unwrap_or_else(|e| panic!("{name}: {e}"));
-        let from_file = zmq_proxy::config::parse_manifest(&text)
+        let from_file = zmq_proxy::config::parse_manifest(&manifest)
             .unwrap_or_else(|e| panic!("{name}: --config refuses it: {e}"));
         let metrics_port = zp.spec.metrics_port;
         assert_eq!(from_flags.http_bind, Some(format!("0.0.0.0:{metrics_port}")), "{name}");
@@ -426,7 +663,44 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
             c
         };
         assert_eq!(comparable(&from_flags), comparable(&from_file), "{name}");
+        // Each socket as its own section says, whatever the proxy's global allow-any flag.
+        let mut accepted = vec![
+            ("frontend", from_flags.frontend.security.accepted.clone()),
+            ("backend", from_flags.backend.security.accepted.clone()),
+        ];
+        if let Some(c) = &from_flags.capture {
+            accepted.push(("capture", c.security.accepted.clone()));
+        }
+        if from_flags.control_bind.is_some() {
+            accepted.push(("control", from_flags.control_security.clone()));
+        }
+        let sections = zp.spec.sockets.named_security();
+        assert_eq!(accepted.len(), sections.len(), "{name}");
+        for ((socket, mechanism), (_, section)) in accepted.iter().zip(sections) {
+            let list_dir =
+                format!("{}{}/{socket}/authorized-keys", root.display(), build::CURVE_MOUNT_ROOT);
+            match (section.map(|s| &s.curve), mechanism) {
+                (None, Mechanism::Null) => {}
+                (Some(c), Mechanism::Server(server)) => match &server.allow {
+                    Allow::Any => assert!(c.allow_any_client, "{name}: {socket} accepts any"),
+                    Allow::List(list) => {
+                        assert!(c.authorized_keys.is_some(), "{name}: {socket}");
+                        assert_eq!(
+                            list.path(),
+                            std::path::Path::new(&list_dir),
+                            "{name}: {socket}"
+                        );
+                        assert_eq!(list.len(), 1, "{name}: {socket}: the mounted key is read");
+                    }
+                },
+                (section, _) => panic!("{name}: {socket} is not what {section:?} asks"),
+            }
+        }
+        if curve {
+            let _ = std::fs::remove_dir_all(&root);
+        }
         checked += 1;
     }
-    assert!(checked >= 5, "only {checked} examples checked");
+    assert!(checked >= 6, "only {checked} examples checked");
+    assert!(secured >= 2, "the secured example and fixture: {secured}");
 }

@@ -304,3 +304,52 @@ fn shared_queue_example_is_valid() {
     assert!(kube::core::cel::validate_cel(&zp).is_ok());
     assert_eq!(zp.spec.sockets.frontend.port, 5555);
 }
+
+#[test]
+fn every_form_of_security_is_accepted() {
+    let curve = |c: Value| json!({"security": {"curve": c}});
+    let key = json!({"secretName": "events-curve"});
+    let forms = [
+        json!({"serverKey": key, "authorizedKeys": {"configMapName": "clients", "key": "clients.txt"}}),
+        json!({"serverKey": key, "authorizedKeys": {"secretName": "clients"}}),
+        json!({"serverKey": {"secretName": "k.v2", "key": ".hidden-key"}, "allowAnyClient": true}),
+        json!({"serverKey": key, "authorizedKeys": {"secretName": "c"}, "allowAnyClient": false}),
+    ];
+    for form in forms {
+        let mut spec = queue();
+        for socket in ["frontend", "backend"] {
+            let extra = curve(form.clone());
+            spec[socket]["security"] = extra["security"].clone();
+        }
+        spec["capture"] =
+            json!({"type": "PUB", "port": 5557, "security": curve(form.clone())["security"]});
+        spec["control"] = json!({"port": 5558, "security": curve(form.clone())["security"]});
+        assert_eq!(cel_errors(&object(spec)), Vec::<(String, String)>::new(), "{form}");
+    }
+}
+
+#[test]
+fn security_rules_sit_on_their_sections_and_read_no_string() {
+    let s = schema();
+    let curve = &s["properties"]["spec"]["properties"]["control"]["properties"]["security"]["properties"]
+        ["curve"];
+    assert_eq!(curve["required"], json!(["serverKey"]));
+    let rules = curve["x-kubernetes-validations"].as_array().expect("rules on curve");
+    assert_eq!(rules.len(), 2);
+    let list = &curve["properties"]["authorizedKeys"]["x-kubernetes-validations"];
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    let name = &curve["properties"]["serverKey"]["properties"]["secretName"];
+    assert_eq!(name["maxLength"], json!(253));
+    assert_eq!(
+        curve["properties"]["serverKey"]["properties"]["key"]["default"],
+        json!("server_secret")
+    );
+    // The secured example is valid as it stands.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/secure-forwarder.yaml");
+    let zp: ZmqProxy = serde_yaml::from_str(&std::fs::read_to_string(path).expect("example"))
+        .expect("parses as a ZmqProxy");
+    assert!(kube::core::cel::validate_cel(&zp).is_ok());
+    assert!(
+        zp.spec.sockets.frontend.security.is_some() && zp.spec.sockets.backend.security.is_some()
+    );
+}

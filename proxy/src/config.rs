@@ -760,6 +760,13 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
     let security: ManifestSecurity =
         serde_yaml::from_value(spec).map_err(|e| ConfigError(format!("spec: {}", one_line(e))))?;
     let spec = parsed;
+    // The Kubernetes form names Secrets that only the operator mounts: running NULL instead,
+    // because nothing here can read them, would open a socket its author meant to secure.
+    if let Some((name, _)) = spec.sockets.named_security().into_iter().find(|(_, s)| s.is_some()) {
+        return err(format!(
+            "spec.{name}.security: names Kubernetes Secrets, which only the operator mounts; with --config give file paths in spec.{name}.curve (see examples/local/secure-forwarder.yaml)"
+        ));
+    }
     spec.sockets.validate("spec").map_err(|e| ConfigError(e.to_string()))?;
     let all = |port: i32| -> Vec<Endpoint> {
         vec![Endpoint { host: "0.0.0.0".into(), port: u16::try_from(port).unwrap_or(0) }]
@@ -999,5 +1006,11 @@ mod tests {
             ),
             "{e}"
         );
+        let kubernetes = yaml.replace(
+            "backend: {type: PUSH, port: 6001}",
+            "backend: {type: PUSH, port: 6001, security: {curve: {serverKey: {secretName: k}, allowAnyClient: true}}}",
+        );
+        let e = parse_manifest(&kubernetes).unwrap_err().0;
+        assert!(e.starts_with("spec.backend.security: names Kubernetes Secrets"), "{e}");
     }
 }

@@ -1,10 +1,18 @@
-//! The security section of a `ZmqProxy` manifest: CurveZMQ per socket, as file paths. The
-//! operator mounts Secrets (the server's key, a client key) and a Secret or ConfigMap (the
-//! allow-list) read-only into the pod and fills these paths; `zmq-proxy --config` reads the
-//! same fields from a local manifest. The types are the CRD's too, so they stay CRD-friendly:
-//! camelCase, optional fields, bounded strings, no untagged enums.
+//! The security sections of a `ZmqProxy`: CurveZMQ per socket, in two forms.
 //!
-//! In a manifest each socket carries its own section, beside `type` and `port`:
+//! - [`CurveSpec`]: file paths, for `zmq-proxy --config` on a laptop (`spec.<socket>.curve`, with
+//!   `spec.curveAllowAny`). The operator never writes this form.
+//! - [`SocketSecurity`]: Kubernetes references (`spec.<socket>.security`), the CRD's form. The
+//!   operator mounts the Secret holding the server's key and the Secret or ConfigMap holding the
+//!   allow-list read-only into the pod and passes their paths as the `--<socket>-curve-*` flags;
+//!   it never reads either. `zmq-proxy --config` refuses this form: on a laptop nothing mounts
+//!   Secrets, and a proxy that silently ran NULL instead would be an open door.
+//!
+//! The types are the CRD's too, so they stay CRD-friendly: camelCase, optional fields, bounded
+//! strings, no untagged enums. The CEL rules of [`SocketSecurity`] are rendered here, next to
+//! [`SocketSecurity::validate`], from the same words.
+//!
+//! In a local manifest each socket carries its own section, beside `type` and `port`:
 //!
 //! ```yaml
 //! spec:
@@ -16,9 +24,26 @@
 //!       authorizedKeys: /etc/zmq-proxy/frontend/clients        # file or zcert directory
 //!   curveAllowAny: false    # true: accept any client that knows the server key
 //! ```
+//!
+//! In a `ZmqProxy` applied to a cluster:
+//!
+//! ```yaml
+//! spec:
+//!   frontend:
+//!     type: XSUB
+//!     port: 5555
+//!     security:
+//!       curve:
+//!         serverKey: {secretName: events-curve}             # key defaults to server_secret
+//!         authorizedKeys: {configMapName: events-clients}   # or secretName; key optional
+//!         # allowAnyClient: true                            # instead of authorizedKeys
+//! ```
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::socket::SocketSpecError;
 
 /// CurveZMQ (RFC 26) for one socket. A socket that binds is the CURVE server
 /// (`serverKeyFile`, plus `authorizedKeys` unless `curveAllowAny`); a socket that connects is a
@@ -56,5 +81,225 @@ pub struct CurveSpec {
 impl CurveSpec {
     pub fn is_empty(&self) -> bool {
         self == &CurveSpec::default()
+    }
+}
+
+/// Longest Secret or ConfigMap name (a DNS-1123 subdomain).
+pub const MAX_OBJECT_NAME_LEN: usize = 253;
+/// Longest key of a Secret or ConfigMap.
+pub const MAX_DATA_KEY_LEN: usize = 253;
+/// A DNS-1123 subdomain, as Kubernetes names Secrets and ConfigMaps.
+pub const OBJECT_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A Secret or ConfigMap key: `[-._a-zA-Z0-9]+`, and neither `.`, `..` nor starting with `..`
+/// (Kubernetes' IsConfigMapKey), written without look-ahead for RE2.
+pub const DATA_KEY_PATTERN: &str = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$";
+/// The key of the server's Secret read when `serverKey.key` is not given: the file name
+/// `zmq-proxy keygen --zcert server` writes the secret certificate to.
+pub const DEFAULT_SERVER_KEY_KEY: &str = "server_secret";
+
+/// Security of one socket on Kubernetes. Without it the socket speaks NULL (no security).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketSecurity {
+    /// CurveZMQ (RFC 26): the socket's binds are CURVE servers with the key in `serverKey`,
+    /// accepting the clients in `authorizedKeys` (or any client, with `allowAnyClient: true`).
+    pub curve: CurveSecurity,
+}
+
+/// A CURVE server socket's key and who may connect to it. Exactly one of `authorizedKeys` and
+/// `allowAnyClient: true`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = curve_rules)]
+pub struct CurveSecurity {
+    /// The Secret holding the server's secret key: a zcert secret file (as `zmq-proxy keygen
+    /// --zcert` writes) or the 40-character Z85 secret. Read at start; the public key is
+    /// derived from it. Mounted read-only; the operator never reads it.
+    pub server_key: SecretKeyRef,
+    /// The Secret or ConfigMap listing the client public keys allowed to connect: with `key`,
+    /// that one entry (one Z85 key per line, `#` comments, or a zcert public file); without,
+    /// every entry (each a zcert public file or a list of Z85 keys; names starting with `.`
+    /// or ending in `_secret` are skipped). Mounted as a directory, so the kubelet's updates
+    /// reach the proxy, which re-reads it every second: removed clients are disconnected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_keys: Option<AllowListRef>,
+    /// Accept any client that knows the server's public key (libzmq's behaviour without a ZAP
+    /// handler). An explicit opt-in, instead of `authorizedKeys`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_any_client: bool,
+}
+
+/// One entry of a Secret: `secretName` and `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the ZmqProxy's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub secret_name: String,
+    /// Key of the Secret holding the server's secret key.
+    #[serde(default = "default_server_key_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY_PATTERN))]
+    pub key: String,
+}
+
+fn default_server_key_key() -> String {
+    DEFAULT_SERVER_KEY_KEY.to_string()
+}
+
+/// A Secret or a ConfigMap (exactly one of `secretName` and `configMapName`), optionally one
+/// `key` of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = allow_list_rules)]
+pub struct AllowListRef {
+    /// Name of a Secret in the ZmqProxy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub secret_name: Option<String>,
+    /// Name of a ConfigMap in the ZmqProxy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub config_map_name: Option<String>,
+    /// Only this key of it (without: every key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY_PATTERN))]
+    pub key: Option<String>,
+}
+
+/// The words of every refusal of a security section, shared by [`SocketSecurity::validate`]
+/// and the CEL rules, so the API server and the operator say the same.
+pub mod words {
+    pub const ALLOW_LIST_REQUIRED: &str = "authorizedKeys is required: name the Secret or ConfigMap listing the client public keys allowed to connect, or set allowAnyClient: true to accept any client that knows the server key";
+    pub const ALLOW_LIST_AND_ANY: &str = "allowAnyClient: true cannot be combined with authorizedKeys: either the listed clients or any client may connect; remove one";
+    pub const SOURCE_REQUIRED: &str =
+        "secretName or configMapName is required: the Secret or ConfigMap holding the allow-list";
+    pub const SOURCE_BOTH: &str = "secretName and configMapName exclude each other: the allow-list comes from one Secret or one ConfigMap";
+}
+
+/// One CEL rule in the CRD's JSON: `rule`, a static `message`, `fieldPath` (relative to the
+/// object the rule sits on; `None` blames the object itself) and `reason`.
+fn cel_rule(rule: &str, message: &str, field_path: Option<&str>, reason: &str) -> Value {
+    let mut r = json!({"rule": rule, "message": message, "reason": reason});
+    if let Some(path) = field_path {
+        r["fieldPath"] = json!(path);
+    }
+    r
+}
+
+/// The CEL rules on a `curve` section (`self` is the section). Only `has()` and booleans: no
+/// string is read, so the API server's cost estimate stays constant.
+pub fn curve_cel_rules() -> Vec<Value> {
+    let any = "(has(self.allowAnyClient) && self.allowAnyClient)";
+    vec![
+        cel_rule(
+            &format!("has(self.authorizedKeys) || {any}"),
+            words::ALLOW_LIST_REQUIRED,
+            Some(".authorizedKeys"),
+            "FieldValueRequired",
+        ),
+        cel_rule(
+            &format!("!(has(self.authorizedKeys) && {any})"),
+            words::ALLOW_LIST_AND_ANY,
+            Some(".allowAnyClient"),
+            "FieldValueForbidden",
+        ),
+    ]
+}
+
+/// The CEL rules on an `authorizedKeys` reference (`self` is the reference).
+pub fn allow_list_cel_rules() -> Vec<Value> {
+    vec![
+        cel_rule(
+            "has(self.secretName) || has(self.configMapName)",
+            words::SOURCE_REQUIRED,
+            None,
+            "FieldValueRequired",
+        ),
+        cel_rule(
+            "!(has(self.secretName) && has(self.configMapName))",
+            words::SOURCE_BOTH,
+            Some(".configMapName"),
+            "FieldValueForbidden",
+        ),
+    ]
+}
+
+fn add_rules(schema: &mut schemars::Schema, rules: Vec<Value>) {
+    schema.insert("x-kubernetes-validations".to_string(), Value::Array(rules));
+}
+
+fn curve_rules(schema: &mut schemars::Schema) {
+    add_rules(schema, curve_cel_rules());
+}
+
+fn allow_list_rules(schema: &mut schemars::Schema) {
+    add_rules(schema, allow_list_cel_rules());
+}
+
+/// `name` is a DNS-1123 subdomain of at most [`MAX_OBJECT_NAME_LEN`] characters.
+pub fn is_object_name(name: &str) -> bool {
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    name.len() <= MAX_OBJECT_NAME_LEN && name.split('.').all(label)
+}
+
+/// `key` is a valid Secret or ConfigMap key (see [`DATA_KEY_PATTERN`]).
+pub fn is_data_key(key: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    !key.is_empty()
+        && key.len() <= MAX_DATA_KEY_LEN
+        && key.chars().all(allowed)
+        && key != "."
+        && !key.starts_with("..")
+}
+
+impl SocketSecurity {
+    /// Every rule of the CRD's schema and CEL again, for an object that bypassed them.
+    /// `prefix` is where the section sits (`spec.frontend.security`), so errors name the field.
+    pub fn validate(&self, prefix: &str) -> Result<(), SocketSpecError> {
+        let fail = |field: String, reason: &str| {
+            Err(SocketSpecError { field: format!("{prefix}.curve.{field}"), reason: reason.into() })
+        };
+        let c = &self.curve;
+        if !is_object_name(&c.server_key.secret_name) {
+            return fail("serverKey.secretName".into(), "not a DNS-1123 subdomain name");
+        }
+        if !is_data_key(&c.server_key.key) {
+            return fail("serverKey.key".into(), "not a valid Secret key");
+        }
+        match (&c.authorized_keys, c.allow_any_client) {
+            (None, false) => return fail("authorizedKeys".into(), words::ALLOW_LIST_REQUIRED),
+            (Some(_), true) => return fail("allowAnyClient".into(), words::ALLOW_LIST_AND_ANY),
+            _ => {}
+        }
+        if let Some(list) = &c.authorized_keys {
+            match (&list.secret_name, &list.config_map_name) {
+                (None, None) => return fail("authorizedKeys".into(), words::SOURCE_REQUIRED),
+                (Some(_), Some(_)) => {
+                    return fail("authorizedKeys.configMapName".into(), words::SOURCE_BOTH);
+                }
+                (Some(name), None) | (None, Some(name)) if !is_object_name(name) => {
+                    let field =
+                        if list.secret_name.is_some() { "secretName" } else { "configMapName" };
+                    return fail(
+                        format!("authorizedKeys.{field}"),
+                        "not a DNS-1123 subdomain name",
+                    );
+                }
+                _ => {}
+            }
+            if let Some(key) = &list.key
+                && !is_data_key(key)
+            {
+                return fail("authorizedKeys.key".into(), "not a valid Secret or ConfigMap key");
+            }
+        }
+        Ok(())
     }
 }

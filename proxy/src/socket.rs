@@ -9,6 +9,8 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::security::SocketSecurity;
+
 // PAIR is a known word because zmq_proxy(3) names it for the capture socket, so a manifest
 // that asks for it is refused with a reason rather than as an unknown word.
 /// A ZeroMQ socket type, spelled as in libzmq (ZMQ_ROUTER is ROUTER).
@@ -158,13 +160,25 @@ fn list(types: &[SocketType]) -> String {
 
 // The port is an i32 with an explicit range rather than a u16: a u16 would put
 // `format: uint16` in the CRD schema, which the API server does not know.
-/// One socket of a proxy: its type and the TCP port it binds on all interfaces.
+/// One socket of a proxy: its type, the TCP port it binds on all interfaces and, on
+/// Kubernetes, its security (NULL when unset).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SocketSpec {
     #[serde(rename = "type")]
     pub socket_type: SocketType,
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// CurveZMQ for this socket, from a Secret (the server's key) and a Secret or ConfigMap
+    /// (the allowed clients) that the operator mounts into the pod. Unset: NULL, no security.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SocketSecurity>,
+}
+
+impl SocketSpec {
+    /// A socket without security.
+    pub fn new(socket_type: SocketType, port: i32) -> Self {
+        SocketSpec { socket_type, port, security: None }
+    }
 }
 
 /// The steering socket (zmq_proxy_steerable's control socket, a REP): PAUSE, RESUME,
@@ -173,6 +187,10 @@ pub struct SocketSpec {
 pub struct ControlSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// CurveZMQ for the control socket; give it its own allow-list (whoever may connect here
+    /// can PAUSE and TERMINATE the proxy). Unset: NULL, no security.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SocketSecurity>,
 }
 
 /// The socket section of a `ZmqProxy` manifest's `spec`. The operator flattens it into the
@@ -216,6 +234,22 @@ impl ProxySockets {
         ports
     }
 
+    /// The security section of each socket, in [`ProxySockets::named_ports`] order (capture and
+    /// control only when present); `None` is NULL.
+    pub fn named_security(&self) -> Vec<(&'static str, Option<&SocketSecurity>)> {
+        let mut all = vec![
+            ("frontend", self.frontend.security.as_ref()),
+            ("backend", self.backend.security.as_ref()),
+        ];
+        if let Some(c) = &self.capture {
+            all.push(("capture", c.security.as_ref()));
+        }
+        if let Some(c) = &self.control {
+            all.push(("control", c.security.as_ref()));
+        }
+        all
+    }
+
     /// Every rule the proxy enforces on a socket section. `field_prefix` is where the section
     /// sits in the document (`spec` for a manifest), so errors name the field a user wrote.
     pub fn validate(&self, field_prefix: &str) -> Result<(), SocketSpecError> {
@@ -243,6 +277,11 @@ impl ProxySockets {
                     field: field(&format!("{name}.port")),
                     reason: port_clash_text(Some(*port), other),
                 });
+            }
+        }
+        for (name, security) in self.named_security() {
+            if let Some(security) = security {
+                security.validate(&field(&format!("{name}.security")))?;
             }
         }
         Ok(())
@@ -439,9 +478,9 @@ mod tests {
     #[test]
     fn duplicate_ports_name_the_second_field() {
         let s = ProxySockets {
-            frontend: SocketSpec { socket_type: SocketType::Pull, port: 5000 },
-            backend: SocketSpec { socket_type: SocketType::Push, port: 5001 },
-            capture: Some(SocketSpec { socket_type: SocketType::Pub, port: 5000 }),
+            frontend: SocketSpec::new(SocketType::Pull, 5000),
+            backend: SocketSpec::new(SocketType::Push, 5001),
+            capture: Some(SocketSpec::new(SocketType::Pub, 5000)),
             control: None,
         };
         let err = s.validate("spec").err().map(|e| e.field);
@@ -468,8 +507,8 @@ mod tests {
     #[test]
     fn out_of_range_port_is_refused() {
         let s = ProxySockets {
-            frontend: SocketSpec { socket_type: SocketType::Pull, port: 0 },
-            backend: SocketSpec { socket_type: SocketType::Push, port: 5001 },
+            frontend: SocketSpec::new(SocketType::Pull, 0),
+            backend: SocketSpec::new(SocketType::Push, 5001),
             capture: None,
             control: None,
         };

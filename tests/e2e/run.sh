@@ -3,7 +3,8 @@
 # (E2E_EXISTING_CLUSTER=1). On kind it builds the operator and proxy images, loads them into kind,
 # creates the cluster and deletes it at the end. Either way it installs the Helm chart, applies every example, waits for Ready, sends traffic
 # through each proxy's Service with zmq-proxy-probe in a Job (shared queue round trips, forwarder
-# with subscriptions, pipeline, capture), changes a port and checks the new one, deletes a
+# with subscriptions, pipeline, capture), runs a CURVE forwarder with keys in Secrets against
+# allowed, unknown-key and NULL pyzmq peers, changes a port and checks the new one, deletes a
 # ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
 # refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
 #
@@ -22,8 +23,10 @@
 #   E2E_NAMESPACE_PREFIX   prefix of its namespaces <prefix>-system and <prefix> (default zmq-e2e)
 #
 # Both modes:
-#   E2E_PYTHON_IMAGE  image of the restart check's libzmq peers (default python:3.12-slim; pyzmq
-#                     is installed into /tmp when the image lacks it)
+#   E2E_PYTHON_IMAGE  image of the restart and CURVE checks' libzmq peers (default
+#                     python:3.12-slim; pyzmq is installed into /tmp when the image lacks it)
+#   E2E_ZMQ_PROXY     a zmq-proxy binary for `keygen` (default: zmq-proxy on PATH, then
+#                     target/release or target/debug; kind mode falls back to the proxy image)
 #
 # kind mode environment:
 #   E2E_CLUSTER       kind cluster name (default zmq-proxy-e2e)
@@ -554,6 +557,159 @@ else
   fail "pod deleted under load: nothing lost, gap within the replacement's start + 2s (Ready within ${ready_s:-?}s): $report"
 fi
 
+# ---- CURVE: a secured forwarder with its keys in a Secret and ConfigMaps ---------------------
+# Keys from `zmq-proxy keygen --zcert` (a local binary: E2E_ZMQ_PROXY, else zmq-proxy on PATH,
+# else target/{release,debug}/zmq-proxy; in kind mode else the proxy image under docker), stored
+# as the example's header says; then real pyzmq
+# CURVE peers: an allowed publisher and subscriber get messages through, a client with an unknown
+# key and a NULL client get nothing and deliver nothing.
+zmq_proxy_bin() {
+  local c
+  for c in "${E2E_ZMQ_PROXY:-}" "$(command -v zmq-proxy 2>/dev/null || true)" \
+    "$ROOT/target/release/zmq-proxy" "$ROOT/target/debug/zmq-proxy"; do
+    [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
+  done
+  return 1
+}
+# keygen DIR NAME: writes the zcert pair DIR/NAME and DIR/NAME_secret.
+keygen() {
+  local bin
+  if bin="$(zmq_proxy_bin)"; then
+    "$bin" keygen --zcert "$1/$2" >/dev/null
+  elif [[ "$EXISTING" != "1" ]]; then
+    docker run --rm --user "$(id -u):$(id -g)" -v "$1:/keys" "$PROXY_IMAGE" keygen --zcert "/keys/$2" >/dev/null
+  else
+    echo "no zmq-proxy binary for keygen (set E2E_ZMQ_PROXY)"
+    return 1
+  fi
+}
+secure_events_security() { k -n "$NS" get zmqproxy secure-events -o 'jsonpath={.status.security}'; }
+curve_check() {
+  local keys="$CURVE_KEYS" front back who
+  for who in server alice bob mallory; do
+    keygen "$keys" "$who" || return 1
+  done
+  # The server's secret key, to check below that it never shows in a log.
+  sed -n 's/^ *secret-key = "\(.*\)"$/\1/p' "$keys/server_secret" >"$ARTIFACTS_TMP/server.z85"
+  k -n "$NS" create secret generic secure-events-curve --from-file="$keys/server_secret" >/dev/null || return 1
+  k -n "$NS" create configmap secure-events-publishers --from-file="$keys/alice" >/dev/null || return 1
+  k -n "$NS" create configmap secure-events-subscribers --from-file="$keys/bob" >/dev/null || return 1
+  # The peers' own keys and the server's public certificate, for the peers' Job only.
+  k -n "$NS" create secret generic curve-peers --from-file="$keys/server" \
+    --from-file="$keys/alice_secret" --from-file="$keys/bob_secret" \
+    --from-file="$keys/mallory_secret" >/dev/null || return 1
+  k -n "$NS" create configmap curve-peers --from-file="$ROOT/tests/e2e/curve_peers.py" >/dev/null || return 1
+  k -n "$NS" apply -f "$ROOT/examples/secure-forwarder.yaml" >/dev/null || return 1
+  k -n "$NS" wait zmqproxy/secure-events --for=condition=Ready --timeout=180s >/dev/null || return 1
+  echo "ready security=$(secure_events_security)"
+  front="$(endpoint secure-events frontend)" && back="$(endpoint secure-events backend)" || return 1
+  k -n "$NS" apply -f - >/dev/null <<JOB || return 1
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: curve-peers
+  labels: {app.kubernetes.io/name: zmq-proxy-probe}
+spec:
+  backoffLimit: 0
+  activeDeadlineSeconds: 180
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: zmq-proxy-probe}
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        fsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: peers
+          image: ${PYTHON_IMAGE}
+          imagePullPolicy: ${PYTHON_PULL_POLICY}
+          command: ["python3", "/scripts/curve_peers.py", "--frontend", "${front}", "--backend", "${back}", "--keys", "/keys"]
+          env: [{name: HOME, value: /tmp}]
+          volumeMounts:
+            - {name: scripts, mountPath: /scripts, readOnly: true}
+            - {name: keys, mountPath: /keys, readOnly: true}
+            - {name: tmp, mountPath: /tmp}
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            runAsNonRoot: true
+            capabilities: {drop: [ALL]}
+      volumes:
+        - {name: scripts, configMap: {name: curve-peers}}
+        - {name: keys, secret: {secretName: curve-peers, defaultMode: 0440}}
+        - {name: tmp, emptyDir: {}}
+JOB
+  wait_for "job/curve-peers to finish" 200 job_finished curve-peers || return 1
+  k -n "$NS" logs job/curve-peers | grep '^{' | tail -1
+}
+ARTIFACTS_TMP="$(mktemp -d)"
+CURVE_KEYS="$(mktemp -d)"
+report="$(curve_check 2>&1)" || report="${report:-} (the CURVE check did not complete)"
+security="$(secure_events_security 2>/dev/null)" || security=""
+if [[ "$security" == *'"frontend":"CURVE"'* && "$security" == *'"backend":"CURVE"'* ]]; then
+  pass "examples/secure-forwarder.yaml (secure-events) is Ready with status.security $security"
+else
+  fail "examples/secure-forwarder.yaml (secure-events) is Ready with CURVE sockets: $(conditions secure-events) security='$security' ($report)"
+fi
+mounts="$(k -n "$NS" get pods -l app.kubernetes.io/instance=secure-events \
+  -o 'jsonpath={range .items[0].spec.containers[0].volumeMounts[*]}{.mountPath}:{.readOnly}:{.subPath};{end}' 2>/dev/null)" || mounts=""
+if [[ "$mounts" == *"/etc/zmq-proxy/curve/frontend/server-key:true:;"* \
+  && "$mounts" == *"/etc/zmq-proxy/curve/backend/authorized-keys:true:;"* ]]; then
+  pass "the secure-events pod mounts its key Secret and allow-lists read-only, without subPath ($mounts)"
+else
+  fail "the secure-events pod mounts its key Secret and allow-lists read-only, without subPath ($mounts)"
+fi
+peers="$(grep '^{' <<<"$report" | tail -1)"
+if [[ "$peers" == *'"ok": true'* ]]; then
+  pass "CURVE: allowed pyzmq peers get messages through; unknown-key and NULL peers get and deliver nothing ($peers)"
+else
+  fail "CURVE: allowed peers get messages through, unknown and NULL peers nothing: $report"
+fi
+pod="$(k -n "$NS" get pods -l app.kubernetes.io/instance=secure-events -o 'jsonpath={.items[0].metadata.name}' 2>/dev/null)" || pod=""
+proxy_metrics="$(k get --raw "/api/v1/namespaces/${NS}/pods/${pod}:9090/proxy/metrics" 2>&1)" || proxy_metrics=""
+refusals="$(grep '^zmq_proxy_handshake_failures_total' <<<"$proxy_metrics" | grep -E 'unknown_client_key|mechanism_mismatch' | tr '\n' ' ')"
+if [[ "$refusals" == *unknown_client_key* && "$refusals" == *mechanism_mismatch* ]]; then
+  pass "the proxy counted the refusals: $refusals"
+else
+  fail "the proxy counted unknown_client_key and mechanism_mismatch refusals (got: ${refusals:-${proxy_metrics:0:200}})"
+fi
+# The allow-list is mounted as a directory (no subPath), so a changed ConfigMap reaches the
+# running proxy: the kubelet swaps the files (within its sync period, about a minute) and the
+# proxy's once-a-second re-read logs the reload.
+allow_list_reloaded() {
+  k -n "$NS" logs "$pod" 2>/dev/null | grep 'allow-list reloaded' | grep -q '"added":1'
+}
+if [[ -n "$pod" && -f "$CURVE_KEYS/mallory" ]] \
+  && k -n "$NS" create configmap secure-events-publishers --from-file="$CURVE_KEYS/alice" \
+    --from-file="$CURVE_KEYS/mallory" --dry-run=client -o yaml | k -n "$NS" apply -f - >/dev/null \
+  && wait_for "the proxy to reload its allow-list" 180 allow_list_reloaded; then
+  pass "a key added to the publishers' ConfigMap reached the running proxy ($(k -n "$NS" logs "$pod" | grep 'allow-list reloaded' | tail -1))"
+else
+  fail "a key added to the publishers' ConfigMap reached the running proxy (no reload logged by ${pod:-?})"
+fi
+rm -rf "$CURVE_KEYS"
+server_z85="$(cat "$ARTIFACTS_TMP/server.z85" 2>/dev/null)"
+rm -rf "$ARTIFACTS_TMP"
+logs="$(k -n "$NS" logs "$pod" 2>/dev/null; k -n "$SYSTEM_NS" logs -l app.kubernetes.io/name=zmq-proxy-operator --tail=-1 2>/dev/null)"
+if [[ -n "$server_z85" && -n "$logs" && "$logs" != *"$server_z85"* ]]; then
+  pass "the server's secret key is in no proxy or operator log"
+else
+  fail "the server's secret key is in no proxy or operator log (key known: ${#server_z85} chars, log ${#logs} bytes)"
+fi
+operator_sa="$(k -n "$SYSTEM_NS" get deployments -l app.kubernetes.io/name=zmq-proxy-operator \
+  -o 'jsonpath={.items[0].spec.template.spec.serviceAccountName}' 2>/dev/null)" || operator_sa=""
+can_read="$(k auth can-i get secrets -n "$NS" --as="system:serviceaccount:${SYSTEM_NS}:${operator_sa}" 2>/dev/null)" || true
+if [[ -n "$operator_sa" && "$can_read" == "no" ]]; then
+  pass "the operator's ServiceAccount ($operator_sa) cannot read Secrets"
+else
+  fail "the operator's ServiceAccount (${operator_sa:-?}) cannot read Secrets (can-i: ${can_read:-?})"
+fi
+
 # ---- changing a port ------------------------------------------------------------------------
 service_ports() { # service_ports NAME: the Service's port numbers, space-separated and sorted
   k -n "$NS" get service "$1" -o 'jsonpath={.spec.ports[*].port}' | tr ' ' '\n' | sort -n | tr '\n' ' '
@@ -637,7 +793,7 @@ else
 fi
 
 # ---- uninstall ------------------------------------------------------------------------------
-for name in events jobs audited steered; do
+for name in events jobs audited steered secure-events; do
   k -n "$NS" delete zmqproxy "$name" --wait=true --timeout=60s >/dev/null || true
 done
 if helm --kube-context "$KCTX" uninstall "$RELEASE" -n "$SYSTEM_NS" --wait --timeout 120s >/dev/null; then

@@ -32,6 +32,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use launcher::ControlPlane;
 use serde_json::{Value, json};
+use zmq_proxy::security::words;
 use zmq_proxy_operator::build::BuildOptions;
 use zmq_proxy_operator::crd::{DEFAULT_METRICS_PORT, MAX_NAME_LEN, ZmqProxy, selector_string};
 use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
@@ -282,6 +283,7 @@ async fn example_lifecycle(
         assert_eq!(owners[0].kind, "ZmqProxy");
     }
     let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod spec");
+    secured_pod_mounts_its_keys(file, &manifest, &pod);
     let args = pod.containers[0].args.clone().unwrap_or_default();
     let frontend_type = manifest["spec"]["frontend"]["type"].as_str().expect("frontend type");
     let frontend_port = manifest["spec"]["frontend"]["port"].as_i64().expect("frontend port");
@@ -321,6 +323,12 @@ async fn example_lifecycle(
     .await;
     let status = zp.status.clone().expect("status");
     assert_eq!(status.observed_generation, generation);
+    let mechanism = |socket: &str| {
+        if manifest["spec"][socket].get("security").is_some() { "CURVE" } else { "NULL" }
+    };
+    let reported = serde_json::to_value(&status.security).expect("status.security");
+    assert_eq!(reported["frontend"], mechanism("frontend"), "{file}: {reported}");
+    assert_eq!(reported["backend"], mechanism("backend"), "{file}: {reported}");
     assert_eq!(condition(&zp, DEGRADED).map(|c| c.0), Some("False".to_string()));
     assert_eq!(
         status.endpoints.as_ref().map(|e| e.frontend.clone()),
@@ -472,6 +480,79 @@ async fn example_lifecycle(
     .await;
 }
 
+/// A secured example's Deployment, as the API server stored it: for every socket with a
+/// `security.curve` section, its key Secret and allow-list mounted read-only as whole volumes
+/// (no subPath), group-readable files, the pod's fsGroup the proxy's group, and the flags naming
+/// the mounted paths. Nothing for an example without security.
+fn secured_pod_mounts_its_keys(
+    file: &str,
+    manifest: &Value,
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+) {
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap_or_default();
+    let mut secured = 0;
+    for socket in ["frontend", "backend", "capture", "control"] {
+        let Some(curve) = manifest["spec"][socket].get("security").map(|s| &s["curve"]) else {
+            assert!(
+                !args.iter().any(|a| a.starts_with(&format!("--{socket}-curve"))),
+                "{file}: {socket} is NULL: {args:?}"
+            );
+            continue;
+        };
+        secured += 1;
+        let volume = |name: &str| {
+            pod.volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == name)
+                .unwrap_or_else(|| panic!("{file}: no volume {name}"))
+                .clone()
+        };
+        let key = volume(&format!("curve-{socket}-server-key")).secret.expect("a Secret volume");
+        assert_eq!(key.secret_name.as_deref(), curve["serverKey"]["secretName"].as_str());
+        assert_eq!(key.default_mode, Some(0o440), "{file}");
+        let dir = format!("/etc/zmq-proxy/curve/{socket}");
+        assert!(
+            args.windows(2).any(|w| w[0] == format!("--{socket}-curve-server-key-file")
+                && w[1] == format!("{dir}/server-key/server_secret")),
+            "{file}: {args:?}"
+        );
+        if let Some(list) = curve.get("authorizedKeys") {
+            let v = volume(&format!("curve-{socket}-authorized-keys"));
+            let name = match (v.secret, v.config_map) {
+                (Some(s), None) => s.secret_name,
+                (None, Some(c)) => Some(c.name),
+                other => panic!("{file}: allow-list volume {other:?}"),
+            };
+            let wanted =
+                list.get("configMapName").or(list.get("secretName")).and_then(Value::as_str);
+            assert_eq!(name.as_deref(), wanted, "{file}: {socket} allow-list");
+            assert!(
+                args.windows(2).any(|w| w[0] == format!("--{socket}-curve-authorized-keys")
+                    && w[1] == format!("{dir}/authorized-keys")),
+                "{file}: {args:?}"
+            );
+        }
+        for m in container.volume_mounts.iter().flatten().filter(|m| m.mount_path.starts_with(&dir))
+        {
+            assert_eq!(m.read_only, Some(true), "{file}: {m:?}");
+            assert_eq!(m.sub_path, None, "{file}: a subPath mount never sees updates: {m:?}");
+        }
+    }
+    let fs_group = pod.security_context.as_ref().and_then(|c| c.fs_group);
+    if secured > 0 {
+        assert_eq!(fs_group, Some(65532), "{file}: the mounted keys' group is the proxy's");
+        eprintln!(
+            "{file}: {secured} CURVE socket(s), volumes {:?}",
+            pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect::<Vec<_>>()
+        );
+    } else {
+        assert_eq!(fs_group, None, "{file}: an unsecured pod is as before");
+        assert!(pod.volumes.is_none() && container.volume_mounts.is_none(), "{file}");
+    }
+}
+
 /// (what is wrong, the spec, the field the API server must name and text of its message)
 fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
     let q = |extra: Value| {
@@ -571,7 +652,113 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             q(json!({"serviceType": "ExternalName"})),
             Refusal::at("spec.serviceType", "Unsupported value: \"ExternalName\""),
         ),
+        // Security (issue 10): CEL rules of the curve and authorizedKeys sections, each blaming
+        // its field, then the schema's required fields and the bounds of every new string.
+        (
+            "CURVE with neither an allow-list nor allowAnyClient",
+            secured("frontend", json!({"serverKey": {"secretName": "k"}})),
+            Refusal::at("spec.frontend.security.curve.authorizedKeys", words::ALLOW_LIST_REQUIRED),
+        ),
+        (
+            "CURVE control socket with neither an allow-list nor allowAnyClient",
+            q(
+                json!({"control": {"port": 5558, "security": {"curve": {"serverKey": {"secretName": "k"}, "allowAnyClient": false}}}}),
+            ),
+            Refusal::at("spec.control.security.curve.authorizedKeys", words::ALLOW_LIST_REQUIRED),
+        ),
+        (
+            "CURVE with an allow-list and allowAnyClient",
+            secured(
+                "backend",
+                json!({"serverKey": {"secretName": "k"}, "allowAnyClient": true, "authorizedKeys": {"configMapName": "c"}}),
+            ),
+            Refusal::at("spec.backend.security.curve.allowAnyClient", words::ALLOW_LIST_AND_ANY),
+        ),
+        (
+            "allow-list naming neither a Secret nor a ConfigMap",
+            secured(
+                "frontend",
+                json!({"serverKey": {"secretName": "k"}, "authorizedKeys": {"key": "clients.txt"}}),
+            ),
+            Refusal::at("spec.frontend.security.curve.authorizedKeys", words::SOURCE_REQUIRED),
+        ),
+        (
+            "allow-list naming a Secret and a ConfigMap",
+            secured(
+                "frontend",
+                json!({"serverKey": {"secretName": "k"}, "authorizedKeys": {"secretName": "s", "configMapName": "c"}}),
+            ),
+            Refusal::at(
+                "spec.frontend.security.curve.authorizedKeys.configMapName",
+                words::SOURCE_BOTH,
+            ),
+        ),
+        (
+            "CURVE without a key Secret",
+            secured("frontend", json!({"allowAnyClient": true})),
+            Refusal::at("spec.frontend.security.curve.serverKey", "Required value"),
+        ),
+        (
+            "key Secret without a name",
+            secured(
+                "frontend",
+                json!({"serverKey": {"key": "server_secret"}, "allowAnyClient": true}),
+            ),
+            Refusal::at("spec.frontend.security.curve.serverKey.secretName", "Required value"),
+        ),
+        (
+            "security without a mechanism",
+            q(json!({"frontend": {"type": "ROUTER", "port": 5555, "security": {}}})),
+            Refusal::at("spec.frontend.security.curve", "Required value"),
+        ),
+        (
+            "Secret name that is not a DNS-1123 subdomain",
+            secured(
+                "frontend",
+                json!({"serverKey": {"secretName": "Server_Key"}, "allowAnyClient": true}),
+            ),
+            Refusal::at("spec.frontend.security.curve.serverKey.secretName", "should match"),
+        ),
+        (
+            "Secret name over 253 characters",
+            secured(
+                "frontend",
+                json!({"serverKey": {"secretName": "a".repeat(254)}, "allowAnyClient": true}),
+            ),
+            Refusal::at("spec.frontend.security.curve.serverKey.secretName", "Too long"),
+        ),
+        (
+            "Secret key starting with ..",
+            secured(
+                "frontend",
+                json!({"serverKey": {"secretName": "k", "key": "..data"}, "allowAnyClient": true}),
+            ),
+            Refusal::at("spec.frontend.security.curve.serverKey.key", "should match"),
+        ),
+        (
+            "ConfigMap key with a slash",
+            secured(
+                "frontend",
+                json!({"serverKey": {"secretName": "k"}, "authorizedKeys": {"configMapName": "c", "key": "a/b"}}),
+            ),
+            Refusal::at("spec.frontend.security.curve.authorizedKeys.key", "should match"),
+        ),
+        (
+            "ConfigMap name over 253 characters",
+            secured(
+                "backend",
+                json!({"serverKey": {"secretName": "k"}, "authorizedKeys": {"configMapName": "c".repeat(254)}}),
+            ),
+            Refusal::at("spec.backend.security.curve.authorizedKeys.configMapName", "Too long"),
+        ),
     ]
+}
+
+/// A shared-queue spec whose `socket` (frontend or backend) has the CURVE section `curve`.
+fn secured(socket: &str, curve: Value) -> Value {
+    let mut spec = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
+    spec[socket]["security"] = json!({"curve": curve});
+    spec
 }
 
 async fn invalid_objects_are_refused(client: &Client, namespace: &str) {
@@ -824,7 +1011,9 @@ fn refused_examples_quote_what_the_crd_rules_say() {
 #[test]
 fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
     let schema_refusal = |m: &str| {
-        ["Unsupported value", "should be", "Required value"].iter().any(|s| m.contains(s))
+        ["Unsupported value", "should be", "Required value", "should match", "Too long"]
+            .iter()
+            .any(|s| m.contains(s))
     };
     let mut checked = 0;
     for (what, spec, expected) in invalid_specs() {
@@ -840,7 +1029,7 @@ fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 8, "every CEL rule of the spec is exercised");
+    assert_eq!(checked, 8 + 5, "every CEL rule of the spec and of its security is exercised");
     let queue = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
     let errors = cel_verdict("tasks.v2", queue.clone());
     assert!(
