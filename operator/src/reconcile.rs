@@ -39,10 +39,12 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// First retry after a failure; doubled per consecutive failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Reconciles running at once. Measured with `benches/scale.rs` on a 2-core API server: the
-/// cold start of 1000 objects took 65 s unbounded (requests queued in the API server's
-/// priority-and-fairness seats and timed out into backoff) and the least time at this bound.
-pub const CONCURRENCY: u16 = 16;
+/// Reconciles running at once (`--concurrency`). Measured with `benches/scale.rs` on a 2-core
+/// machine running kube-apiserver, etcd and the operator (1000 objects, cold start): 19.5 s at
+/// 16, 17.1 s at 64; at 500 objects 4, 16, 64 and unbounded were within noise of each other
+/// (6.7-7.7 s). Bounded so that a large cluster's first pass cannot put thousands of requests
+/// in flight at once, which the API server's priority and fairness answers with 429s.
+pub const CONCURRENCY: u16 = 64;
 /// Triggers of one object arriving this close together make one reconcile: creating a child or
 /// writing the status triggers the object again, and the children's watch events come in a
 /// burst. Short enough that a user's change is applied at once.
