@@ -1106,6 +1106,34 @@ mod tests {
         assert_eq!(e.0, "line 2: not a 40-character Z85 public key");
     }
 
+    /// A HELLO from a low-order transient key (all zeros: every shared secret with it is zero,
+    /// so anyone can make its box) opens, but libsodium refuses to derive a session key from
+    /// it, and the server stops there instead of answering with a WELCOME.
+    #[tokio::test]
+    async fn a_low_order_client_transient_key_is_refused() {
+        let server_secret = SecretKey::from_z85(SERVER_SECRET).expect("secret");
+        let srv = CurveServer {
+            public: server_secret.public_key(),
+            secret: server_secret,
+            allow: Allow::Any,
+        };
+        let zero = crypto_box::PublicKey::from([0u8; KEY_BYTES]);
+        let anyone = SalsaBox::new(&zero, &crypto_box::SecretKey::generate(&mut OsRng));
+        let signature = seal(&anyone, &nonce(b"CurveZMQHELLO---", 1), &[0u8; 64]).expect("seal");
+        let mut hello = BytesMut::with_capacity(HELLO_LEN);
+        hello.put_slice(b"\x05HELLO\x01\x00");
+        hello.put_bytes(0, 72);
+        hello.put_slice(zero.as_bytes());
+        hello.put_u64(1);
+        hello.put_slice(&signature);
+        let wire = zmtp::command_frame(&hello);
+        let (mut rd, mut wr) = (&wire[..], Vec::new());
+        let mut buf = BytesMut::new();
+        let r = server_handshake(&srv, &mut rd, &mut wr, SocketType::Pull, &mut buf).await;
+        assert!(matches!(r, Err(WireError::Curve(CurveError::MalformedHello))));
+        assert!(wr.is_empty(), "no WELCOME for a low-order key");
+    }
+
     /// Both handshakes against each other over an in-memory pipe, then frames both ways,
     /// then the refusals an attacker can cause from the wire.
     #[tokio::test]
