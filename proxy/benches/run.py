@@ -7,6 +7,11 @@ proxy CPU seconds and peak RSS are read from /proc for the proxy process of that
 
     python3 proxy/benches/run.py            # needs gcc and libzmq3-dev; builds what it needs
     python3 proxy/benches/run.py --quick    # fewer messages, one repeat (smoke run)
+    python3 proxy/benches/run.py --skip CURVE --other-proxy /tmp/old/zmq-proxy   # two builds, A/B
+
+With --other-proxy, a second zmq-proxy build runs as a fourth target in the same alternation,
+with its own columns (rate, ratio to libzmq, CPU per million), so two builds are compared
+under the same machine load.
 
 Only 127.0.0.1 is used; every wait is bounded.
 """
@@ -129,14 +134,14 @@ def build(zmq_proxy: Path | None) -> tuple[Path, Path]:
     return out, zmq_proxy
 
 
-def start_proxy(target: str, sc: Scenario, bench: Path, zmq_proxy: Path):
+def start_proxy(target: str, sc: Scenario, bench: Path, zmq_proxy: Path, other: Path | None):
     fp, bp = free_port(), free_port()
     front, back = f"tcp://127.0.0.1:{fp}", f"tcp://127.0.0.1:{bp}"
     if target == "libzmq":
         cmd = [str(bench), "proxy", sc.front_type, "@" + front, sc.back_type, "@" + back]
     else:
         cmd = [
-            str(zmq_proxy),
+            str(other if target == "other" and other else zmq_proxy),
             "--frontend-type", sc.front_type, "--frontend-bind", front,
             "--backend-type", sc.back_type, "--backend-bind", back,
         ] + curve_flags(sc)  # fmt: skip
@@ -158,11 +163,13 @@ def client_endpoints(sc: Scenario, front: str | None, back: str | None) -> tuple
     return "@" + ep, ">" + ep
 
 
-def run_once(target: str, sc: Scenario, bench: Path, zmq_proxy: Path) -> Result:
+def run_once(
+    target: str, sc: Scenario, bench: Path, zmq_proxy: Path, other: Path | None = None
+) -> Result:
     proc = None
     front = back = None
     if target != "ceiling":
-        proc, front, back = start_proxy(target, sc, bench, zmq_proxy)
+        proc, front, back = start_proxy(target, sc, bench, zmq_proxy, other)
     try:
         up, down = client_endpoints(sc, front, back)
         cpu0 = proc_cpu_seconds(proc.pid) if proc else 0.0
@@ -219,6 +226,8 @@ def scenarios(quick: bool) -> list[Scenario]:
 
 
 def fmt_rate(r: float) -> str:
+    if r != r:  # not run (--no-ceiling)
+        return "-"
     return f"{r / 1e6:.2f}M/s" if r >= 1e6 else f"{r / 1e3:.0f}k/s"
 
 
@@ -229,27 +238,37 @@ def main() -> int:
     ap.add_argument("--zmq-proxy", type=Path, help="use this binary instead of building it")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--only", help="run only the scenarios whose name contains this text")
+    ap.add_argument("--skip", help="skip the scenarios whose name contains this text")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the brokerless runs")
+    ap.add_argument(
+        "--other-proxy", type=Path, help="a second zmq-proxy binary, run as a fourth target"
+    )
     opts = ap.parse_args()
     if shutil.which("gcc") is None or not Path("/usr/include/zmq.h").exists():
         print("benchmark needs gcc and libzmq3-dev (apt-get install gcc libzmq3-dev)", file=sys.stderr)
         return 2
     bench, zmq_proxy = build(opts.zmq_proxy)
     repeat = 1 if opts.quick else max(1, opts.repeat)
-    targets = ["libzmq", "zmq-proxy", "ceiling"]
+    targets = ["libzmq", "zmq-proxy"] + ([] if opts.no_ceiling else ["ceiling"])
+    if opts.other_proxy:
+        targets.append("other")
     rows, raw = [], {}
     for sc in scenarios(opts.quick):
         if opts.only and opts.only not in sc.name:
+            continue
+        if opts.skip and opts.skip in sc.name:
             continue
         # Targets alternate within each repeat, so a slow patch of the machine hits all three
         # instead of one.
         runs: dict[str, list[Result]] = {t: [] for t in targets}
         for _ in range(repeat):
             for target in targets:
-                runs[target].append(run_once(target, sc, bench, zmq_proxy))
+                runs[target].append(run_once(target, sc, bench, zmq_proxy, opts.other_proxy))
         med = {t: median_result(runs[t]) for t in targets}
         for t in targets:
             raw[f"{sc.name}/{t}"] = [r.__dict__ for r in runs[t]]
-        lib, ours, ceil = med["libzmq"], med["zmq-proxy"], med["ceiling"]
+        lib, ours = med["libzmq"], med["zmq-proxy"]
+        ceil = med.get("ceiling", Result(rate=float("nan"), extra={"loss": float("nan")}))
         extra = ""
         if sc.kind == "reqrep":
             extra = (
@@ -262,6 +281,10 @@ def main() -> int:
                 " (ours/libzmq/none)"
             )
         cpu = lambda r: r.cpu_s / (sc.messages / 1e6)  # noqa: E731
+        other = []
+        if "other" in med:
+            o = med["other"]
+            other = [fmt_rate(o.rate), f"{o.rate / lib.rate:.2f}x", f"{cpu(o):.2f}"]
         rows.append(
             [
                 sc.name,
@@ -272,13 +295,14 @@ def main() -> int:
                 f"{ours.rate / ceil.rate:.2f}x",
                 f"{cpu(ours):.2f} / {cpu(lib):.2f}",
                 f"{ours.rss_mib:.0f} / {lib.rss_mib:.0f}",
+                *other,
                 extra,
             ]
         )
     head = [
         "scenario", "libzmq", "zmq-proxy", "no proxy", "vs libzmq", "vs ceiling",
-        "CPU s/M msgs (ours / libzmq)", "peak RSS MiB (ours / libzmq)", "notes",
-    ]  # fmt: skip
+        "CPU s/M msgs (ours / libzmq)", "peak RSS MiB (ours / libzmq)",
+    ] + (["other", "other vs libzmq", "other CPU s/M"] if opts.other_proxy else []) + ["notes"]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     print(line(head))
