@@ -110,23 +110,20 @@ async fn stalled_subscriber_does_not_stall_others() {
     while recv_within(&mut live, Duration::from_millis(20)).await.is_some() {}
 
     // Lock-step 64 KiB publications: the live subscriber gets every one, in order, while the
-    // stalled one's buffers and queue fill and its copies are dropped.
+    // stalled one's buffers and queue fill and its copies are dropped. Counted on the counter,
+    // not per publication: the stalled peer's socket buffers drain in bursts (the zeromq crate
+    // reads into its own channel), so not every publication after the first drop is dropped.
     let body = vec![1u8; 64 * 1024];
     let mut i = 0u32;
-    let mut extra = 0;
-    while extra < 20 {
-        assert!(i < 5000, "the stalled subscriber's queue never filled");
+    while counters.dropped_peer_full.load(Relaxed) < 20 {
+        assert!(i < 5000, "the stalled subscriber's copies were never dropped 20 times");
         let mut m = i.to_be_bytes().to_vec();
         m.extend_from_slice(&body);
         up.send(msg(&[&m])).await.expect("publish");
         let got = frames(&recv(&mut live).await);
         assert_eq!(got[0][..4], i.to_be_bytes(), "live subscriber got message {i}");
         i += 1;
-        if counters.dropped_peer_full.load(Relaxed) > 0 {
-            extra += 1;
-        }
     }
-    assert!(counters.dropped_peer_full.load(Relaxed) >= 20);
     up.send(msg(&[b"still serving"])).await.expect("publish");
     assert_eq!(frames(&recv(&mut live).await), vec![b"still serving".to_vec()]);
 }
