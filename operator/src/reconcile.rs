@@ -6,6 +6,8 @@
 //! asked only when the cache cannot answer (not listed yet, no such child, or a child that looks
 //! out of date, which is read again before it is written). A resync of an unchanged object
 //! therefore makes no request at all, and one that changed makes one event per kind of change.
+//! An object annotated `zmqproxy.io/pause-reconciliation: "true"` gets only its
+//! ReconciliationPaused condition written.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -160,6 +162,11 @@ fn key(zp: &ZmqProxy) -> String {
 pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Children carry owner references, so the garbage collector removes them: nothing to do.
     if zp.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    if status::reconciliation_paused(&zp) {
+        debug!(object = %key(&zp), "reconciliation paused by annotation");
+        write_status(&zp, &ctx, status::paused(&zp, status::now())).await?;
         return Ok(Action::await_change());
     }
     let started = Instant::now();

@@ -14,6 +14,38 @@ use crate::crd::{Mechanism, SocketMechanisms, ZmqProxy, ZmqProxyStatus, selector
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// Present, True, only while the object carries [`PAUSE_RECONCILIATION`] = "true".
+pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
+/// The annotation that stops the operator from writing an object's children (maintenance,
+/// debugging); removing it resumes.
+pub const PAUSE_RECONCILIATION: &str = "zmqproxy.io/pause-reconciliation";
+
+/// Whether `zp` asks the operator to leave its children alone.
+pub fn reconciliation_paused(zp: &ZmqProxy) -> bool {
+    zp.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSE_RECONCILIATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// The status of a paused object: what it last said, plus ReconciliationPaused=True observed at
+/// the current generation. `observedGeneration` stays where it was: the spec is not applied.
+pub fn paused(zp: &ZmqProxy, now: Timestamp) -> ZmqProxyStatus {
+    let mut status = zp.status.clone().unwrap_or_default();
+    status.conditions.retain(|c| c.type_ != RECONCILIATION_PAUSED);
+    status.conditions.push(Condition {
+        type_: RECONCILIATION_PAUSED.to_string(),
+        status: "True".to_string(),
+        reason: "AnnotationSet".to_string(),
+        message: format!(
+            "{PAUSE_RECONCILIATION} is \"true\": the operator writes none of this object's children; remove the annotation to resume"
+        ),
+        observed_generation: zp.metadata.generation,
+        last_transition_time: Time(now),
+    });
+    status
+}
 
 /// A reconcile failure to report in the conditions: a CamelCase reason and a message.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -683,3 +683,32 @@ async fn a_cached_headless_service_that_is_no_longer_wanted_is_deleted() {
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[1].body["note"], "Deleted Service tasks-pods");
 }
+
+#[tokio::test]
+async fn pause_reconciliation_annotation_writes_only_the_condition() {
+    let mut zp = fixture("minimal.yaml");
+    zp.metadata.annotations =
+        Some([(status::PAUSE_RECONCILIATION.to_string(), "true".to_string())].into());
+    let script = vec![expect(
+        Method::PATCH,
+        format!("{ZMQPROXIES}/tasks/status"),
+        Reply::StatusOf(Box::new(zp.clone())),
+    )];
+    // Caches that would make the Deployment and Service look missing: nothing is created.
+    let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[])), script).await;
+    assert_eq!(result.expect("paused"), Action::await_change());
+    let conditions = seen[0].body["status"]["conditions"].as_array().expect("conditions");
+    let paused = conditions
+        .iter()
+        .find(|c| c["type"] == status::RECONCILIATION_PAUSED)
+        .expect("ReconciliationPaused");
+    assert_eq!(paused["status"], "True");
+    assert_eq!(paused["observedGeneration"], 1);
+    assert_eq!(ctx.metrics.request_count("apply"), 0);
+
+    // Already reported: a resync of the paused object makes no request.
+    let mut reported = zp;
+    reported.status = Some(status::paused(&reported, status::now()));
+    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[])), Vec::new()).await;
+    assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
+}

@@ -800,6 +800,59 @@ async fn invalid_objects_are_refused(client: &Client, namespace: &str) {
         .unwrap_or_else(|e| panic!("a {MAX_NAME_LEN}-character name is accepted: {e}"));
 }
 
+/// `zmqproxy.io/pause-reconciliation: "true"` stops the operator from writing children (a spec
+/// change waits) and says so in a condition; removing it applies the change.
+async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let image_of =
+        |d: Deployment| d.spec.and_then(|s| s.template.spec?.containers.first()?.image.clone());
+    let mut manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "held", "namespace": namespace},
+        "spec": {"frontend": {"type": "ROUTER", "port": 5555},
+                 "backend": {"type": "DEALER", "port": 5556}},
+    });
+    zps.patch("held", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    let before = eventually("the Deployment", || async {
+        Ok(deployments.get_opt("held").await.map_err(|e| e.to_string())?.and_then(image_of))
+    })
+    .await;
+
+    let changed = "ghcr.io/zmq-proxy-operator/zmq-proxy:while-paused";
+    manifest["metadata"]["annotations"] = json!({status::PAUSE_RECONCILIATION: "true"});
+    manifest["spec"]["image"] = json!(changed);
+    zps.patch("held", &field_manager(), &Patch::Apply(&manifest)).await.expect("paused");
+    let paused = wait_for_status(&zps, "held", "ReconciliationPaused=True", |zp| {
+        let c =
+            zp.status.as_ref().and_then(|s| status::condition(s, status::RECONCILIATION_PAUSED));
+        c.is_some_and(|c| c.status == "True" && c.observed_generation == zp.metadata.generation)
+    })
+    .await;
+    // The condition was written by the reconcile of the changed generation, which applied nothing.
+    let held = deployments.get("held").await.map(image_of).expect("deployment");
+    assert_eq!(held, Some(before.clone()), "a paused object's Deployment was written");
+    assert_ne!(
+        paused.status.as_ref().and_then(|s| s.observed_generation),
+        paused.metadata.generation,
+        "observedGeneration moved while paused"
+    );
+
+    manifest["metadata"].as_object_mut().expect("metadata").remove("annotations");
+    zps.patch("held", &field_manager(), &Patch::Apply(&manifest)).await.expect("resumed");
+    eventually("the held change applied after resuming", || async {
+        let image = deployments.get("held").await.map_err(|e| e.to_string())?;
+        Ok((image_of(image).as_deref() == Some(changed)).then_some(()))
+    })
+    .await;
+    wait_for_status(&zps, "held", "no ReconciliationPaused condition", |zp| {
+        zp.status
+            .as_ref()
+            .is_some_and(|s| status::condition(s, status::RECONCILIATION_PAUSED).is_none())
+    })
+    .await;
+}
+
 /// The API server goes away for a few seconds and comes back with a new watch cache (every
 /// watch then fails with 410 Gone first). A change made as soon as it answers again is applied
 /// promptly: each watch retries on its own capped backoff, so none waits for the others'.
@@ -943,6 +996,9 @@ async fn operator_against_a_real_api_server() {
 
     create_namespace(&client, "leases").await;
     leader_election_hands_over(&client, "leases").await;
+
+    create_namespace(&client, "paused").await;
+    pause_reconciliation_holds_the_children(&client, "paused").await;
 
     create_namespace(&client, "outage").await;
     recovers_from_an_api_server_restart(&mut plane, "outage").await;
