@@ -390,6 +390,8 @@ EXPECTED_GRANTS = {
 } | {
     ("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")
 } | {
+    ("policy", "poddisruptionbudgets", v) for v in ("get", "list", "watch", "create", "patch", "delete")
+} | {
     (g, "events", v) for g in ("events.k8s.io", "") for v in ("create", "patch")
 } | {
     ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")

@@ -1,6 +1,8 @@
-//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, Deployment and Service(s) out.
-//! No client and no clock, so every property is tested from YAML fixtures; the reconciler only
-//! applies what this module returns.
+//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, Deployment, Service(s) and
+//! PodDisruptionBudget out. No client and no clock, so every property is tested from YAML
+//! fixtures; the reconciler only applies what this module returns. The pod template is built by
+//! one function, [`pod_template`] (the operator's pod, then `spec.podTemplate` merged over it by
+//! [`crate::overrides`]), whatever workload carries it.
 
 use std::collections::BTreeMap;
 
@@ -12,13 +14,16 @@ use k8s_openapi::api::core::v1::{
     LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{
-    HEADLESS_SUFFIX, ImagePullPolicy, MANAGED_BY, ZmqProxy, ZmqProxySpec, selector_labels,
+    GRACE_PERIOD_TOO_SHORT, HEADLESS_SUFFIX, ImagePullPolicy, MANAGED_BY, PDB_BOTH_BOUNDS,
+    PodTemplateOverride, ZmqProxy, ZmqProxySpec, selector_labels,
 };
+use crate::overrides;
 
 /// Name of the proxy container.
 pub const CONTAINER: &str = "proxy";
@@ -60,6 +65,8 @@ pub struct Children {
     pub service: Service,
     /// The headless Service `<name>-pods`, only with more than one replica.
     pub headless: Option<Service>,
+    /// The PodDisruptionBudget `<name>`, only with two replicas or more and unless disabled.
+    pub pdb: Option<PodDisruptionBudget>,
 }
 
 /// Why a `ZmqProxy` cannot be built; each names the field to fix.
@@ -107,7 +114,54 @@ pub fn validate(spec: &ZmqProxySpec) -> Result<(), BuildError> {
             spec.lame_duck_seconds
         )));
     }
+    if spec.termination_grace_period_seconds.is_some_and(|g| g < drain_period(spec)) {
+        return Err(BuildError::InvalidSpec(format!(
+            "spec.terminationGracePeriodSeconds: {GRACE_PERIOD_TOO_SHORT}"
+        )));
+    }
+    if let Some(pdb) = &spec.pod_disruption_budget {
+        if pdb.max_unavailable.is_some() && pdb.min_available.is_some() {
+            return Err(BuildError::InvalidSpec(format!(
+                "spec.podDisruptionBudget.minAvailable: {PDB_BOTH_BOUNDS}"
+            )));
+        }
+        let bounds =
+            [("maxUnavailable", &pdb.max_unavailable), ("minAvailable", &pdb.min_available)];
+        for (field, value) in bounds {
+            if let Some(value) = value
+                && !is_count_or_percent(value)
+            {
+                return Err(BuildError::InvalidSpec(format!(
+                    "spec.podDisruptionBudget.{field}: must be a count of 0 or more or a percentage from 0% to 100%"
+                )));
+            }
+        }
+    }
     Ok(())
+}
+
+/// A PDB bound as the CRD's schema allows it: an integer of 0 or more, or "0%" to "100%".
+fn is_count_or_percent(value: &IntOrString) -> bool {
+    match value {
+        IntOrString::Int(n) => *n >= 0,
+        IntOrString::String(s) => s
+            .strip_suffix('%')
+            .filter(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|n| n.len() == 1 || !n.starts_with('0'))
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n <= 100),
+    }
+}
+
+/// Seconds from SIGTERM to the end of the drain at the latest: the lame duck, then the drain
+/// timeout. A grace period shorter than this kills the proxy mid-drain.
+pub fn drain_period(spec: &ZmqProxySpec) -> i64 {
+    i64::from(spec.lame_duck_seconds) + i64::from(spec.drain_timeout_seconds)
+}
+
+/// The pods' grace period: the spec's, or the drain period plus [`GRACE_MARGIN_SECONDS`].
+pub fn termination_grace_period(spec: &ZmqProxySpec) -> i64 {
+    spec.termination_grace_period_seconds.unwrap_or(drain_period(spec) + GRACE_MARGIN_SECONDS)
 }
 
 /// The proxy's command-line flags, as in the shared contract.
@@ -280,13 +334,22 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
     };
     let deployment = Deployment {
         metadata: meta(name.clone(), None),
-        spec: Some(deployment_spec(zp, opts)),
+        spec: Some(deployment_spec(zp, opts)?),
         status: None,
     };
     let service_annotations =
         (!zp.spec.service_annotations.is_empty()).then(|| zp.spec.service_annotations.clone());
+    // User labels first so the operator's win: the watches find their children by the
+    // managed-by label.
+    let service_meta = |name: String, annotations: Option<BTreeMap<String, String>>| {
+        let mut m = meta(name, annotations);
+        let mut labels = zp.spec.service_labels.clone();
+        labels.extend(m.labels.take().unwrap_or_default());
+        m.labels = Some(labels);
+        m
+    };
     let service = Service {
-        metadata: meta(name.clone(), service_annotations),
+        metadata: service_meta(name.clone(), service_annotations),
         spec: Some(ServiceSpec {
             type_: Some(zp.spec.service_type.as_str().to_string()),
             selector: Some(selector_labels(&name)),
@@ -298,7 +361,7 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
     // One proxy per pod: peers that must reach every replica look the pods up through this
     // Service's DNS name, which returns one address per ready pod.
     let headless = (zp.spec.replicas > 1).then(|| Service {
-        metadata: meta(headless_name(&name), None),
+        metadata: service_meta(headless_name(&name), None),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_string()),
             selector: Some(selector_labels(&name)),
@@ -307,7 +370,43 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
         }),
         status: None,
     });
-    Ok(Children { deployment, service, headless })
+    let pdb = pod_disruption_budget_spec(zp).map(|spec| PodDisruptionBudget {
+        metadata: meta(name.clone(), None),
+        spec: Some(spec),
+        status: None,
+    });
+    Ok(Children { deployment, service, headless, pdb })
+}
+
+/// Name of the PodDisruptionBudget of a `ZmqProxy` (the object's own name, as the Deployment).
+pub fn pdb_name(name: &str) -> String {
+    name.to_string()
+}
+
+/// The PodDisruptionBudget's spec for two replicas or more (none below, or when disabled): one
+/// proxy at a time by default, so a node drain never takes every proxy at once (the peers of the
+/// others keep being served while the evicted one drains).
+pub fn pod_disruption_budget_spec(zp: &ZmqProxy) -> Option<PodDisruptionBudgetSpec> {
+    let settings = zp.spec.pod_disruption_budget.clone().unwrap_or_default();
+    if zp.spec.replicas < 2 || !settings.enabled {
+        return None;
+    }
+    let max_unavailable = match (&settings.max_unavailable, &settings.min_available) {
+        (_, Some(_)) => settings.max_unavailable.clone(),
+        (Some(max), None) => Some(max.clone()),
+        (None, None) => Some(IntOrString::Int(1)),
+    };
+    Some(PodDisruptionBudgetSpec {
+        max_unavailable,
+        min_available: settings.min_available,
+        selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(&zp.name_any())),
+            match_expressions: None,
+        }),
+        // A pod that is not ready serves nobody, so evicting it costs nothing; with the default
+        // (IfHealthyBudget) one crash-looping proxy would block every node drain.
+        unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_string()),
+    })
 }
 
 fn owner_reference(zp: &ZmqProxy) -> Result<OwnerReference, BuildError> {
@@ -356,7 +455,67 @@ pub fn strategy(replicas: i32) -> DeploymentStrategy {
     }
 }
 
-fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
+fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> Result<DeploymentSpec, BuildError> {
+    let spec = &zp.spec;
+    Ok(DeploymentSpec {
+        replicas: Some(spec.replicas),
+        selector: LabelSelector {
+            match_labels: Some(selector_labels(&zp.name_any())),
+            match_expressions: None,
+        },
+        strategy: Some(strategy(spec.replicas)),
+        template: pod_template(zp, opts)?,
+        ..DeploymentSpec::default()
+    })
+}
+
+/// The proxy pods' template, as any workload that runs them carries it: the pod the operator
+/// builds from the spec, with `spec.podTemplate` merged over it. Refused (naming the field) when
+/// the merge would change what the operator needs ([`overrides::check_required`]) or holds a
+/// field a pod template does not have.
+pub fn pod_template(zp: &ZmqProxy, opts: &BuildOptions) -> Result<PodTemplateSpec, BuildError> {
+    let built = operator_pod_template(zp, opts);
+    match &zp.spec.pod_template {
+        None => Ok(built),
+        Some(overlay) => apply_pod_template_override(zp, built, overlay),
+    }
+}
+
+fn apply_pod_template_override(
+    zp: &ZmqProxy,
+    built: PodTemplateSpec,
+    overlay: &PodTemplateOverride,
+) -> Result<PodTemplateSpec, BuildError> {
+    const AT: &str = "spec.podTemplate";
+    let invalid = |why: String| BuildError::InvalidSpec(why);
+    let serialize = |e: serde_json::Error| invalid(format!("{AT}: {e}"));
+    let built = serde_json::to_value(&built).map_err(serialize)?;
+    let merged =
+        overrides::merge_pod_template(&built, &serde_json::to_value(overlay).map_err(serialize)?);
+    let required = overrides::Required {
+        labels: selector_labels(&zp.name_any()).into_iter().collect(),
+        container: CONTAINER.to_string(),
+        volumes: curve_mounts(&zp.spec)
+            .into_iter()
+            .flat_map(|m| m.volumes.into_iter().map(|v| v.name))
+            .collect(),
+    };
+    if let Some(why) = overrides::check_required(&built, &merged, &required) {
+        return Err(invalid(why));
+    }
+    let typed: PodTemplateSpec = serde_json::from_value(merged.clone())
+        .map_err(|e| invalid(format!("{AT}: not a pod template: {e}")))?;
+    let parsed = serde_json::to_value(&typed).map_err(serialize)?;
+    if let Some(path) = overrides::first_dropped(&merged, &parsed, AT) {
+        return Err(invalid(format!(
+            "{path}: not a field of a Kubernetes pod template (as of the operator's API version, 1.33)"
+        )));
+    }
+    Ok(typed)
+}
+
+/// The pod as the operator builds it from the spec, before `spec.podTemplate`.
+fn operator_pod_template(zp: &ZmqProxy, opts: &BuildOptions) -> PodTemplateSpec {
     let name = zp.name_any();
     let spec = &zp.spec;
     // User labels first so the selector labels win: a pod that lost them would leave the
@@ -368,50 +527,41 @@ fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
     let volumes: Vec<Volume> = curve.iter().flat_map(|m| m.volumes.clone()).collect();
     // Only with CURVE: an unsecured proxy's pod stays exactly as before (no rollout).
     let fs_group = (!curve.is_empty()).then_some(RUN_AS_USER);
-    DeploymentSpec {
-        replicas: Some(spec.replicas),
-        selector: LabelSelector {
-            match_labels: Some(selector_labels(&name)),
-            match_expressions: None,
-        },
-        strategy: Some(strategy(spec.replicas)),
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(pod_labels),
-                annotations: non_empty(&spec.pod_annotations),
-                ..ObjectMeta::default()
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: non_empty(&spec.pod_annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(spec, opts)],
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            // The proxy never talks to the API server.
+            automount_service_account_token: Some(false),
+            termination_grace_period_seconds: Some(termination_grace_period(spec)),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS_USER),
+                run_as_group: Some(RUN_AS_USER),
+                fs_group,
+                seccomp_profile: Some(runtime_default()),
+                ..PodSecurityContext::default()
             }),
-            spec: Some(PodSpec {
-                containers: vec![container(spec, opts)],
-                volumes: (!volumes.is_empty()).then_some(volumes),
-                // The proxy never talks to the API server.
-                automount_service_account_token: Some(false),
-                termination_grace_period_seconds: Some(
-                    i64::from(spec.lame_duck_seconds)
-                        + i64::from(spec.drain_timeout_seconds)
-                        + GRACE_MARGIN_SECONDS,
-                ),
-                security_context: Some(PodSecurityContext {
-                    run_as_non_root: Some(true),
-                    run_as_user: Some(RUN_AS_USER),
-                    run_as_group: Some(RUN_AS_USER),
-                    fs_group,
-                    seccomp_profile: Some(runtime_default()),
-                    ..PodSecurityContext::default()
-                }),
-                node_selector: non_empty(&spec.node_selector),
-                tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
-                affinity: spec.affinity.clone(),
-                image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| {
-                    spec.image_pull_secrets
-                        .iter()
-                        .map(|name| LocalObjectReference { name: name.clone() })
-                        .collect()
-                }),
-                ..PodSpec::default()
+            node_selector: non_empty(&spec.node_selector),
+            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+            affinity: spec.affinity.clone(),
+            topology_spread_constraints: (!spec.topology_spread_constraints.is_empty())
+                .then(|| spec.topology_spread_constraints.clone()),
+            priority_class_name: spec.priority_class_name.clone(),
+            service_account_name: spec.service_account_name.clone(),
+            image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| {
+                spec.image_pull_secrets
+                    .iter()
+                    .map(|name| LocalObjectReference { name: name.clone() })
+                    .collect()
             }),
-        },
-        ..DeploymentSpec::default()
+            ..PodSpec::default()
+        }),
     }
 }
 

@@ -5,8 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use kube::core::{Message, Reason, Rule};
 use schemars::JsonSchema;
@@ -148,6 +151,128 @@ pub struct ZmqProxySpec {
     /// Affinity of the proxy pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+
+    /// How the proxy pods spread over zones or nodes (the pod's `topologySpreadConstraints`);
+    /// select the pods with the labels `app.kubernetes.io/name: zmq-proxy` and
+    /// `app.kubernetes.io/instance: <name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the proxy pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+
+    /// ServiceAccount the proxy pods run as (the namespace's `default` when unset). Its token is
+    /// still not mounted: the proxy never talks to the API server (`podTemplate` can set
+    /// `automountServiceAccountToken: true` for a sidecar that does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+
+    /// Seconds between SIGTERM and SIGKILL of a proxy pod; at least `lameDuckSeconds +
+    /// drainTimeoutSeconds`, or the kubelet would kill the proxy in the middle of its drain.
+    /// Unset: that sum plus a margin for the proxy's last words (ten seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub termination_grace_period_seconds: Option<i64>,
+
+    /// Extra labels of the Services (`<name>` and `<name>-pods`); the operator's own labels win
+    /// on a clash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_labels: BTreeMap<String, String>,
+
+    /// The PodDisruptionBudget the operator keeps for two replicas or more (`maxUnavailable: 1`
+    /// unless this says otherwise), so a node drain never takes every proxy at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<PodDisruptionBudgetSpec>,
+
+    /// A partial pod template merged over the one the operator builds, last, the way `kubectl
+    /// patch --type strategic` merges (containers, volumes, env and the like matched by their
+    /// key, maps merged, everything else replaced): a sidecar, a volume mounted into the
+    /// `proxy` container, an env var, a securityContext field the spec does not model. The
+    /// operator's own fields (the selector labels, the proxy container's command, args, ports
+    /// and CURVE mounts) cannot be changed here: an object that tries is refused with a
+    /// Degraded condition naming the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverride>,
+}
+
+/// `spec.podDisruptionBudget`: on by default, at most one of the two bounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudgetSpec {
+    /// false: no PodDisruptionBudget, whatever the replicas.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Pods a voluntary disruption may take at once: a count or a percentage ("50%"). 1 unless
+    /// `minAvailable` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "int_or_percent_schema")]
+    pub max_unavailable: Option<IntOrString>,
+    /// Pods that must stay up through a voluntary disruption, instead of `maxUnavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "int_or_percent_schema")]
+    pub min_available: Option<IntOrString>,
+}
+
+impl Default for PodDisruptionBudgetSpec {
+    fn default() -> Self {
+        PodDisruptionBudgetSpec { enabled: true, max_unavailable: None, min_available: None }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A count (0 or more) or a whole percentage: schema bounds only, no CEL, so the API server's
+/// cost estimator has nothing to weigh (`pattern` applies to the string form, `minimum` to the
+/// integer one).
+fn int_or_percent_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "minimum": 0,
+        "maxLength": 4,
+        "pattern": "^(100|[1-9]?[0-9])%$",
+        "description": "A number of pods (0 or more) or a percentage of the replicas (\"0%\" to \"100%\")."
+    })
+}
+
+/// `spec.podTemplate`: labels, annotations and a partial pod spec. The pod spec's schema keeps
+/// unknown fields instead of embedding the full PodSpec schema: that schema is most of a
+/// megabyte, marks `containers` required (so a partial template could not leave it out, as
+/// RabbitMQ's override users found), and would add to every CEL cost estimate. What the merge
+/// produces is parsed as a PodSpec by the operator, which refuses a field it does not know, and
+/// validated by the API server when the Deployment is written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<PodTemplateOverrideMeta>,
+    /// Pod spec fields, merged over the operator's pod spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "partial_pod_spec_schema")]
+    pub spec: Option<serde_json::Value>,
+}
+
+/// Labels and annotations of the pod template, merged over the operator's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrideMeta {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn partial_pod_spec_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "Pod spec fields, merged over the operator's pod spec (containers, initContainers, volumes, env, volumeMounts and ports matched by their Kubernetes merge keys)."
+    })
 }
 
 fn default_replicas() -> i32 {
@@ -296,7 +421,37 @@ fn port_fields() -> Vec<PortField> {
 pub fn spec_rules() -> Vec<Rule> {
     let mut rules = vec![cel::pair_rule(), cel::capture_rule()];
     rules.extend(cel::distinct_port_rules(&port_fields()));
-    rules.into_iter().map(to_rule).collect()
+    let mut rules: Vec<Rule> = rules.into_iter().map(to_rule).collect();
+    rules.extend([grace_period_rule(), disruption_budget_rule()]);
+    rules
+}
+
+/// Refusal of a grace period shorter than the drain; static, since a number in the message would
+/// need `string()`, which the API server's cost estimator refuses.
+pub const GRACE_PERIOD_TOO_SHORT: &str = "terminationGracePeriodSeconds must be at least lameDuckSeconds + drainTimeoutSeconds: a shorter grace period kills the proxy before its drain ends";
+
+/// `terminationGracePeriodSeconds` covers the lame duck and the drain. Both are defaulted in the
+/// schema, so they are present when the rule runs.
+fn grace_period_rule() -> Rule {
+    Rule::new(
+        "!has(self.terminationGracePeriodSeconds) || self.terminationGracePeriodSeconds >= self.lameDuckSeconds + self.drainTimeoutSeconds",
+    )
+    .message(Message::Message(GRACE_PERIOD_TOO_SHORT.to_string()))
+    .field_path(".terminationGracePeriodSeconds".to_string())
+    .reason(Reason::FieldValueInvalid)
+}
+
+/// Refusal of a PodDisruptionBudget with both bounds (the API server refuses such a PDB).
+pub const PDB_BOTH_BOUNDS: &str =
+    "podDisruptionBudget: set maxUnavailable or minAvailable, not both";
+
+fn disruption_budget_rule() -> Rule {
+    Rule::new(
+        "!has(self.podDisruptionBudget) || !has(self.podDisruptionBudget.maxUnavailable) || !has(self.podDisruptionBudget.minAvailable)",
+    )
+    .message(Message::Message(PDB_BOTH_BOUNDS.to_string()))
+    .field_path(".podDisruptionBudget.minAvailable".to_string())
+    .reason(Reason::FieldValueInvalid)
 }
 
 /// Longest object name whose headless Service `<name>-pods` is still a valid Service name.

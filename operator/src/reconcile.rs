@@ -1,5 +1,6 @@
 //! The reconcile pipeline of one `ZmqProxy`: validate and build (pure, [`crate::build`]), apply
-//! each child with server-side apply only when it differs from what the API server holds
+//! each child (Deployment, Service, headless Service and PodDisruptionBudget when wanted, each
+//! deleted when no longer wanted and ours) with server-side apply only when it differs from what the API server holds
 //! ([`crate::diff`]), compute the status ([`crate::status`]) and write it only when it changed,
 //! publish events for what was written or what failed, and back off per object on errors.
 //! Children are read from the controller's own watches ([`crate::watches`]); the API server is
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -217,6 +219,11 @@ async fn apply_all(
         cache: caches.as_ref().map(|c| c.services.clone()),
         namespace: &namespace,
     };
+    let pdbs = Child {
+        api: Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace),
+        cache: caches.as_ref().map(|c| c.pod_disruption_budgets.clone()),
+        namespace: &namespace,
+    };
 
     let deployment =
         apply_child(&deployments, &children.deployment, zp, ctx, recreate_fixup, changes).await?;
@@ -228,6 +235,15 @@ async fn apply_all(
         None => {
             let name = build::headless_name(&zp.name_any());
             delete_owned(&services, &name, zp, ctx, changes).await?;
+        }
+    }
+    match &children.pdb {
+        Some(pdb) => {
+            apply_child(&pdbs, pdb, zp, ctx, no_fixup, changes).await?;
+        }
+        None => {
+            let name = build::pdb_name(&zp.name_any());
+            delete_owned(&pdbs, &name, zp, ctx, changes).await?;
         }
     }
 
@@ -498,13 +514,19 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (zps, deployments, services) = match &namespace {
+    let (zps, deployments, services, pdbs) = match &namespace {
         Some(ns) => (
             Api::<ZmqProxy>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
-            Api::<Service>::namespaced(client, ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+            Api::<PodDisruptionBudget>::namespaced(client, ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
     };
     // Only children carry the managed-by label, so the owned watches skip every other object.
     let owned = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
@@ -512,9 +534,11 @@ pub async fn run_with(
     let zp_store = zp_writer.as_reader();
     let deployment_writer = Writer::<Deployment>::default();
     let service_writer = Writer::<Service>::default();
+    let pdb_writer = Writer::<PodDisruptionBudget>::default();
     ctx.use_caches(Some(ChildCaches {
         deployments: deployment_writer.as_reader(),
         services: service_writer.as_reader(),
+        pod_disruption_budgets: pdb_writer.as_reader(),
     }));
     let config = controller::Config::default().concurrency(concurrency).debounce(DEBOUNCE);
     let main = watches::watch(zps, watcher::Config::default(), zp_writer, Trigger::Applied);
@@ -526,7 +550,8 @@ pub async fn run_with(
             deployment_writer,
             Trigger::Touched,
         ))
-        .owns_stream(watches::watch(services, owned, service_writer, Trigger::Touched))
+        .owns_stream(watches::watch(services, owned.clone(), service_writer, Trigger::Touched))
+        .owns_stream(watches::watch(pdbs, owned, pdb_writer, Trigger::Touched))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {

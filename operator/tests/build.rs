@@ -704,3 +704,244 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
     assert!(checked >= 6, "only {checked} examples checked");
     assert!(secured >= 2, "the secured example and fixture: {secured}");
 }
+
+// Placement and overrides (issue 12): `fixtures/placement.yaml` sets every one of them.
+
+fn opts() -> BuildOptions {
+    BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() }
+}
+
+fn refusal(zp: &ZmqProxy) -> String {
+    match build::children(zp, &opts()) {
+        Err(BuildError::InvalidSpec(m)) => m,
+        other => panic!("accepted: {other:?}"),
+    }
+}
+
+/// Placement is the scheduler's: the spread over zones, the priority that decides who is
+/// preempted, and the ServiceAccount (for image pull secrets or a cloud identity) must reach the
+/// pod as written. The ServiceAccount's token stays unmounted: the proxy never calls the API.
+#[test]
+fn placement_fields_reach_the_pod() {
+    let c = build("placement.yaml");
+    let pod = pod(&c.deployment);
+    let spread = pod.topology_spread_constraints.as_ref().expect("topologySpreadConstraints");
+    assert_eq!(spread.len(), 1);
+    assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+    assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
+    assert_eq!(spread[0].max_skew, 1);
+    assert_eq!(pod.priority_class_name.as_deref(), Some("messaging-critical"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("zmq-proxy"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    // Unset, none of them is rendered (the scheduler's and the namespace's defaults apply).
+    let minimal = build("minimal.yaml");
+    let pod = self::pod(&minimal.deployment);
+    assert!(pod.topology_spread_constraints.is_none());
+    assert!(pod.priority_class_name.is_none() && pod.service_account_name.is_none());
+}
+
+/// A longer grace period (a sidecar that flushes, a slow preStop) is taken as written; one
+/// shorter than the lame duck plus the drain would SIGKILL the proxy mid-drain and lose what it
+/// still owes its peers, so an object that bypassed the CRD's rule is refused naming the field.
+#[test]
+fn explicit_grace_period_is_used_and_never_shorter_than_the_drain() {
+    let c = build("placement.yaml");
+    assert_eq!(pod(&c.deployment).termination_grace_period_seconds, Some(120));
+    let mut zp = fixture("placement.yaml");
+    zp.spec.termination_grace_period_seconds = Some(25);
+    let exact = build::children(&zp, &opts()).expect("the drain period itself is enough");
+    assert_eq!(pod(&exact.deployment).termination_grace_period_seconds, Some(25));
+    zp.spec.termination_grace_period_seconds = Some(24);
+    let m = refusal(&zp);
+    assert!(m.starts_with("spec.terminationGracePeriodSeconds: "), "{m}");
+    assert!(m.contains("lameDuckSeconds + drainTimeoutSeconds"), "{m}");
+}
+
+/// Service labels are for the user's tooling (cost allocation, a service mesh's selectors);
+/// both Services carry them, but the operator's own labels win, as its watches find their
+/// children by the managed-by label.
+#[test]
+fn service_labels_reach_both_services_and_the_operators_win() {
+    let c = build("placement.yaml");
+    let headless = c.headless.as_ref().expect("two replicas: headless Service");
+    for svc in [&c.service, headless] {
+        let labels = svc.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("team").map(String::as_str), Some("queues"), "{svc:?}");
+        assert_eq!(
+            labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+            Some("zmq-proxy-operator")
+        );
+        assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
+    }
+    // The pods do not get them.
+    let pod_labels = c.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone());
+    assert!(pod_labels.and_then(|m| m.labels).is_some_and(|l| !l.contains_key("team")));
+}
+
+/// The escape hatch: a sidecar, a volume mounted into the proxy, an env var on the proxy and a
+/// pod securityContext field the spec does not model all land in the pod, merged by their keys,
+/// while everything the operator set (args, ports, probes, hardening) stays.
+#[test]
+fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
+    let c = build("placement.yaml");
+    let plain = {
+        let mut zp = fixture("placement.yaml");
+        zp.spec.pod_template = None;
+        build::children(&zp, &opts()).expect("builds")
+    };
+    let pod = pod(&c.deployment);
+    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["proxy", "log-shipper"]);
+    assert_eq!(pod.containers[1].image.as_deref(), Some("fluent/fluent-bit:3.2"));
+    let proxy = proxy(&c.deployment);
+    let before = self::proxy(&plain.deployment);
+    assert_eq!(proxy.args, before.args);
+    assert_eq!(proxy.ports, before.ports);
+    assert_eq!(proxy.readiness_probe, before.readiness_probe);
+    assert_eq!(proxy.security_context, before.security_context);
+    let env: Vec<(String, Option<String>)> =
+        proxy.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone())).collect();
+    assert_eq!(env, [("RUST_LOG".to_string(), Some("debug".to_string()))]);
+    let mounts: Vec<&str> =
+        proxy.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+    assert_eq!(mounts, ["/scratch"]);
+    assert!(volume(pod, "scratch").empty_dir.is_some());
+    let psc = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(psc.supplemental_groups, Some(vec![4000]));
+    assert_eq!(psc.run_as_non_root, Some(true), "the operator's fields are merged, not replaced");
+    assert_eq!(
+        psc.seccomp_profile,
+        pod_of(&plain).security_context.clone().and_then(|s| s.seccomp_profile)
+    );
+    let meta = c.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone()).expect("meta");
+    let labels = meta.labels.unwrap_or_default();
+    assert_eq!(labels.get("sidecar.istio.io/inject").map(String::as_str), Some("false"));
+    assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
+    assert_eq!(
+        meta.annotations.unwrap_or_default().get("example.com/owner").map(String::as_str),
+        Some("queues")
+    );
+}
+
+fn pod_of(c: &Children) -> &PodSpec {
+    pod(&c.deployment)
+}
+
+/// The override may add to the proxy container, never change what makes it the proxy of this
+/// spec: its args and ports come from the spec and its CURVE mounts hold the keys, and a pod
+/// without the selector labels would leave its Deployment. Such an object is refused, naming
+/// the field, rather than silently undone or written as a broken pod.
+#[test]
+fn pod_template_cannot_override_what_the_operator_needs() {
+    let with = |template: serde_json::Value| {
+        let mut zp = fixture("secured.yaml");
+        zp.spec.pod_template = Some(serde_json::from_value(template).expect("podTemplate"));
+        zp
+    };
+    let m = refusal(&with(serde_json::json!({"spec": {"containers": [
+        {"name": "proxy", "args": ["--frontend-type", "PUB"]}]}})));
+    assert!(m.starts_with("spec.podTemplate.spec.containers[proxy].args: "), "{m}");
+    let m = refusal(&with(serde_json::json!({"spec": {"containers": [
+        {"name": "proxy", "ports": [{"containerPort": 5555, "name": "other"}]}]}})));
+    assert!(m.starts_with("spec.podTemplate.spec.containers[proxy].ports: "), "{m}");
+    let m = refusal(&with(serde_json::json!({"spec": {"volumes": [
+        {"name": "curve-frontend-server-key", "emptyDir": {}}]}})));
+    assert!(m.starts_with("spec.podTemplate.spec.volumes[curve-frontend-server-key]: "), "{m}");
+    let m = refusal(&with(serde_json::json!({"spec": {"containers": [{"name": "proxy",
+        "volumeMounts": [{"name": "x", "mountPath": "/etc/zmq-proxy/curve/backend/server-key"}]}]}})));
+    assert!(m.starts_with("spec.podTemplate.spec.containers[proxy].volumeMounts: "), "{m}");
+    let m = refusal(&with(
+        serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/name": "mine"}}}),
+    ));
+    assert!(m.starts_with("spec.podTemplate.metadata.labels.app.kubernetes.io/name: "), "{m}");
+    // CURVE volumes and mounts stay usable next to the user's own.
+    let ok = build::children(
+        &with(serde_json::json!({"spec": {"volumes": [{"name": "tmp", "emptyDir": {}}],
+            "containers": [{"name": "proxy", "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}]}})),
+        &opts(),
+    )
+    .expect("adding a mount is fine");
+    assert_eq!(proxy(&ok.deployment).volume_mounts.as_ref().map(Vec::len), Some(6));
+}
+
+/// A misspelt field would otherwise vanish when the merged template is read into Kubernetes'
+/// types, and the user would never learn why the pod ignores it; so it is refused by its path,
+/// as is a value of the wrong type.
+#[test]
+fn pod_template_fields_a_pod_does_not_have_are_refused() {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.pod_template = Some(
+        serde_json::from_value(serde_json::json!({"spec": {"securityContext": {"fsgroup": 1}}}))
+            .expect("podTemplate"),
+    );
+    assert_eq!(
+        refusal(&zp),
+        "spec.podTemplate.spec.securityContext.fsgroup: not a field of a Kubernetes pod template (as of the operator's API version, 1.33)"
+    );
+    zp.spec.pod_template = Some(
+        serde_json::from_value(serde_json::json!({"spec": {"hostNetwork": "yes"}}))
+            .expect("podTemplate"),
+    );
+    assert!(refusal(&zp).starts_with("spec.podTemplate: not a pod template: "));
+}
+
+/// Two replicas or more get a PodDisruptionBudget so a node drain never evicts every proxy at
+/// once: one at a time by default, over exactly the Deployment's pods, owned by the ZmqProxy
+/// (garbage-collected with it, watched by the operator), with unhealthy pods evictable so one
+/// crash-looping proxy cannot block a drain.
+#[test]
+fn two_replicas_get_a_pod_disruption_budget_of_one() {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.replicas = 2;
+    let c = build::children(&zp, &opts()).expect("builds");
+    let pdb = c.pdb.as_ref().expect("a PDB at two replicas");
+    assert_eq!(pdb.metadata.name.as_deref(), Some("tasks"));
+    let owner = &pdb.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("ZmqProxy", Some(true)));
+    assert_eq!(
+        pdb.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/managed-by")).cloned(),
+        Some("zmq-proxy-operator".to_string())
+    );
+    let spec = pdb.spec.as_ref().expect("spec");
+    assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(spec.min_available, None);
+    assert_eq!(spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
+    let selector = spec.selector.as_ref().and_then(|s| s.match_labels.clone());
+    assert_eq!(selector, c.deployment.spec.as_ref().and_then(|s| s.selector.match_labels.clone()));
+    // One replica: a PDB of one would block every drain of that node, so none.
+    assert!(build("minimal.yaml").pdb.is_none());
+}
+
+/// The spec's bound replaces the default one (both at once is refused by the API server), and
+/// `enabled: false` means no PDB at any scale.
+#[test]
+fn pod_disruption_budget_follows_the_spec() {
+    let c = build("placement.yaml");
+    let spec = c.pdb.and_then(|p| p.spec).expect("PDB");
+    assert_eq!(spec.max_unavailable, Some(IntOrString::String("50%".into())));
+    let mut zp = fixture("placement.yaml");
+    zp.spec.pod_disruption_budget = Some(zmq_proxy_operator::crd::PodDisruptionBudgetSpec {
+        min_available: Some(IntOrString::Int(1)),
+        ..Default::default()
+    });
+    let spec = build::children(&zp, &opts()).expect("builds").pdb.and_then(|p| p.spec);
+    let spec = spec.expect("PDB");
+    assert_eq!((spec.min_available, spec.max_unavailable), (Some(IntOrString::Int(1)), None));
+    zp.spec.pod_disruption_budget = Some(zmq_proxy_operator::crd::PodDisruptionBudgetSpec {
+        enabled: false,
+        ..Default::default()
+    });
+    assert!(build::children(&zp, &opts()).expect("builds").pdb.is_none());
+    // Bypassing the CRD: both bounds, or a percentage above 100, are refused naming the field.
+    zp.spec.pod_disruption_budget = Some(zmq_proxy_operator::crd::PodDisruptionBudgetSpec {
+        max_unavailable: Some(IntOrString::Int(1)),
+        min_available: Some(IntOrString::Int(1)),
+        enabled: true,
+    });
+    assert!(refusal(&zp).starts_with("spec.podDisruptionBudget.minAvailable: "));
+    zp.spec.pod_disruption_budget = Some(zmq_proxy_operator::crd::PodDisruptionBudgetSpec {
+        max_unavailable: Some(IntOrString::String("150%".into())),
+        ..Default::default()
+    });
+    assert!(refusal(&zp).starts_with("spec.podDisruptionBudget.maxUnavailable: "));
+}

@@ -353,3 +353,42 @@ fn security_rules_sit_on_their_sections_and_read_no_string() {
         zp.spec.sockets.frontend.security.is_some() && zp.spec.sockets.backend.security.is_some()
     );
 }
+
+/// Placement and overrides (issue 12): every new field at once is valid; a grace period shorter
+/// than the lame duck plus the drain (defaulted ones included) is refused on its own field, as is
+/// a PodDisruptionBudget with both bounds.
+#[test]
+fn placement_fields_are_accepted_and_a_short_grace_period_is_refused() {
+    let mut spec = queue();
+    spec["replicas"] = json!(2);
+    spec["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}]);
+    spec["priorityClassName"] = json!("messaging");
+    spec["serviceAccountName"] = json!("zmq-proxy");
+    spec["terminationGracePeriodSeconds"] = json!(10);
+    spec["serviceLabels"] = json!({"team": "queues"});
+    spec["podDisruptionBudget"] = json!({"maxUnavailable": "50%"});
+    spec["podTemplate"] = json!({"metadata": {"labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "sidecar", "image": "busybox"}]}});
+    assert_eq!(cel_errors(&object(spec.clone())), Vec::<(String, String)>::new());
+
+    let expected = vec![(
+        "spec.terminationGracePeriodSeconds".to_string(),
+        zmq_proxy_operator::crd::GRACE_PERIOD_TOO_SHORT.to_string(),
+    )];
+    // The defaults (5 s lame duck, 5 s drain) count.
+    spec["terminationGracePeriodSeconds"] = json!(9);
+    assert_eq!(cel_errors(&object(spec.clone())), expected);
+    spec["terminationGracePeriodSeconds"] = json!(30);
+    spec["drainTimeoutSeconds"] = json!(30);
+    assert_eq!(cel_errors(&object(spec.clone())), expected);
+
+    spec["terminationGracePeriodSeconds"] = json!(60);
+    spec["podDisruptionBudget"] = json!({"maxUnavailable": 1, "minAvailable": 1});
+    assert_eq!(
+        cel_errors(&object(spec)),
+        vec![(
+            "spec.podDisruptionBudget.minAvailable".to_string(),
+            zmq_proxy_operator::crd::PDB_BOTH_BOUNDS.to_string()
+        )]
+    );
+}

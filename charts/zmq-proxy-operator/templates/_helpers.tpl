@@ -80,8 +80,9 @@ What the operator calls, and nothing more (operator/src/reconcile.rs, main.rs):
   writes the objects themselves.
 - Deployments and Services: get, then server-side apply (create/patch), plus the watches on its
   children. Services also need delete: the headless `<name>-pods` Service goes away when replicas
-  drop to one. Nothing else is deleted by the operator; children follow their owner through
-  garbage collection.
+  drop to one. PodDisruptionBudgets likewise (get, apply, watch), with delete: the PDB goes away
+  when replicas drop below two or spec.podDisruptionBudget.enabled is false. Nothing else is
+  deleted by the operator; children follow their owner through garbage collection.
 - Events: events.k8s.io is what kube's Recorder writes (patch counts a repeated event); the core
   group is granted too, for clients and tools that still record through it.
 */}}
@@ -100,6 +101,9 @@ What the operator calls, and nothing more (operator/src/reconcile.rs, main.rs):
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
