@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{Store, store::Writer};
@@ -27,6 +28,7 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:test";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/q/deployments";
 const SERVICES: &str = "/api/v1/namespaces/q/services";
+const PDBS: &str = "/apis/policy/v1/namespaces/q/poddisruptionbudgets";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/q/events";
 const ZMQPROXIES: &str = "/apis/zmqproxy.io/v1alpha1/namespaces/q/zmqproxies";
 
@@ -130,7 +132,7 @@ async fn run(
 }
 
 /// Caches as the controller's watches fill them: listed (complete) and holding `objects`.
-fn caches(deployments: &[Value], services: &[Value]) -> ChildCaches {
+fn caches(deployments: &[Value], services: &[Value], pdbs: &[Value]) -> ChildCaches {
     fn listed<K>(objects: &[Value]) -> Store<K>
     where
         K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
@@ -144,7 +146,11 @@ fn caches(deployments: &[Value], services: &[Value]) -> ChildCaches {
         writer.apply_watcher_event(&watcher::Event::InitDone);
         writer.as_reader()
     }
-    ChildCaches { deployments: listed(deployments), services: listed(services) }
+    ChildCaches {
+        deployments: listed(deployments),
+        services: listed(services),
+        pod_disruption_budgets: listed(pdbs),
+    }
 }
 
 /// [`run`] with the reconciler reading children from `caches` first.
@@ -209,6 +215,9 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
         c["readinessProbe"]["httpGet"]["scheme"] = json!("HTTP");
         c["readinessProbe"]["successThreshold"] = json!(1);
         v["spec"]["template"]["spec"]["dnsPolicy"] = json!("ClusterFirst");
+    } else if v["kind"] == "PodDisruptionBudget" {
+        v["status"] = json!({"currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0,
+            "expectedPods": 0, "observedGeneration": 1});
     } else {
         if v["spec"]["clusterIP"].is_null() {
             v["spec"]["clusterIP"] = json!("10.0.0.12");
@@ -247,6 +256,7 @@ async fn create_path_applies_deployment_and_service_then_status() {
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
         expect(
             Method::PATCH,
             format!("{ZMQPROXIES}/tasks/status"),
@@ -268,13 +278,13 @@ async fn create_path_applies_deployment_and_service_then_status() {
     assert!(is_apply(&seen[3]));
     assert_eq!(seen[3].body["kind"], "Service");
 
-    let event = &seen[6].body;
+    let event = &seen[7].body;
     assert_eq!(event["reason"], "Created");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["kind"], "ZmqProxy");
     assert_eq!(event["note"], "Created Deployment tasks, Service tasks");
 
-    let status = &seen[5];
+    let status = &seen[6];
     assert!(is_apply(status));
     assert_eq!(status.body["kind"], "ZmqProxy");
     let conditions = status.body["status"]["conditions"].as_array().expect("conditions");
@@ -310,6 +320,11 @@ async fn unchanged_resync_makes_no_writes() {
             format!("{SERVICES}/tasks-pods"),
             Reply::Object(server_view(c.headless.as_ref().expect("headless"))),
         ),
+        expect(
+            Method::GET,
+            format!("{PDBS}/tasks"),
+            Reply::Object(server_view(c.pdb.as_ref().expect("PDB"))),
+        ),
     ];
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
@@ -332,14 +347,15 @@ async fn edited_deployment_is_reapplied_and_reported() {
         expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Object(repaired)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
         expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(is_apply(&seen[1]));
     assert_eq!(seen[1].body["spec"]["replicas"], 1);
-    assert_eq!(seen[4].body["reason"], "Updated");
-    assert_eq!(seen[4].body["related"]["kind"], "Deployment", "one child: named as related");
+    assert_eq!(seen[5].body["reason"], "Updated");
+    assert_eq!(seen[5].body["related"]["kind"], "Deployment", "one child: named as related");
     assert!(ctx.metrics.render().contains(
         "zmq_proxy_operator_child_writes_total{kind=\"Deployment\",action=\"Updated\"} 1"
     ));
@@ -357,21 +373,23 @@ async fn deleted_service_is_recreated() {
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
         expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[4].body["reason"], "Created");
-    assert_eq!(seen[4].body["note"], "Created Service tasks");
+    assert_eq!(seen[5].body["reason"], "Created");
+    assert_eq!(seen[5].body["note"], "Created Service tasks");
 }
 
 #[tokio::test]
-async fn scaling_down_to_one_replica_deletes_the_headless_service() {
+async fn scaling_down_to_one_replica_deletes_the_headless_service_and_the_pdb() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
     let mut three = zp.clone();
     three.spec.replicas = 3;
     let old_headless = server_view(children(&three).headless.as_ref().expect("headless"));
+    let old_pdb = server_view(children(&three).pdb.as_ref().expect("PDB"));
     let mut deployment = server_view(&c.deployment);
     deployment["status"] = ready_status(1);
     let zp = with_status(zp, &deployment);
@@ -380,11 +398,14 @@ async fn scaling_down_to_one_replica_deletes_the_headless_service() {
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless.clone())),
         expect(Method::DELETE, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless)),
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(old_pdb.clone())),
+        expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old_pdb)),
         expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[4].body["reason"], "Deleted");
+    assert_eq!(seen[6].body["reason"], "Deleted");
+    assert_eq!(seen[6].body["note"], "Deleted Service tasks-pods, PodDisruptionBudget tasks");
 }
 
 #[tokio::test]
@@ -449,6 +470,7 @@ async fn success_resets_the_backoff() {
         expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
     ];
     let server = tokio::spawn(serve(handle, script));
     let result = tokio::time::timeout(
@@ -545,6 +567,8 @@ async fn scaling_to_three_replicas_adds_the_headless_service_and_says_so() {
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&new.service))),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
         expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{PDBS}/tasks"), Reply::Echo),
         expect(
             Method::PATCH,
             format!("{ZMQPROXIES}/tasks/status"),
@@ -559,9 +583,11 @@ async fn scaling_to_three_replicas_adds_the_headless_service_and_says_so() {
     assert_eq!(seen[1].body["spec"]["replicas"], 3);
     assert_eq!(seen[1].body["spec"]["strategy"]["type"], "RollingUpdate");
     assert_eq!(seen[4].body["spec"]["clusterIP"], "None");
-    assert_eq!(seen[6].body["note"], "Updated Deployment tasks");
-    assert_eq!(seen[7].body["note"], "Created Service tasks-pods");
-    let status = &seen[5].body["status"];
+    assert!(is_apply(&seen[6]));
+    assert_eq!(seen[6].body["spec"]["maxUnavailable"], 1);
+    assert_eq!(seen[8].body["note"], "Updated Deployment tasks");
+    assert_eq!(seen[9].body["note"], "Created Service tasks-pods, PodDisruptionBudget tasks");
+    let status = &seen[7].body["status"];
     assert_eq!(status["headlessService"], "tasks-pods.q.svc");
     let ready = &status["conditions"][0];
     assert_eq!(ready["observedGeneration"], 2);
@@ -587,6 +613,7 @@ async fn scaling_back_to_one_replica_switches_to_recreate_clearing_rolling_updat
         expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
         expect(
             Method::PATCH,
             format!("{ZMQPROXIES}/tasks/status"),
@@ -615,7 +642,8 @@ async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
     deployment["status"] = ready_status(3);
     let zp = with_status(zp, &deployment);
     let headless = server_view(c.headless.as_ref().expect("headless"));
-    let cached = caches(&[deployment], &[server_view(&c.service), headless]);
+    let pdb = server_view(c.pdb.as_ref().expect("three replicas: a PDB"));
+    let cached = caches(&[deployment], &[server_view(&c.service), headless], &[pdb]);
     let (result, seen, ctx) = run_cached(zp, Some(cached), Vec::new()).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.is_empty(), "{seen:?}");
@@ -640,7 +668,7 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
         ),
         expect(Method::POST, EVENTS, Reply::Echo),
     ];
-    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[])), script).await;
+    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[5].body["note"], "Created Deployment tasks, Service tasks");
 }
@@ -655,7 +683,7 @@ async fn a_stale_cache_entry_is_read_again_before_anything_is_written() {
     // The cache still holds a version from before someone's edit was repaired.
     let mut stale = deployment.clone();
     stale["spec"]["replicas"] = json!(4);
-    let cached = caches(&[stale], &[server_view(&c.service)]);
+    let cached = caches(&[stale], &[server_view(&c.service)], &[]);
     let script =
         vec![expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment))];
     let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
@@ -674,7 +702,7 @@ async fn a_cached_headless_service_that_is_no_longer_wanted_is_deleted() {
     let mut deployment = server_view(&c.deployment);
     deployment["status"] = ready_status(1);
     let zp = with_status(zp, &deployment);
-    let cached = caches(&[deployment], &[server_view(&c.service), old_headless.clone()]);
+    let cached = caches(&[deployment], &[server_view(&c.service), old_headless.clone()], &[]);
     let script = vec![
         expect(Method::DELETE, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless)),
         expect(Method::POST, EVENTS, Reply::Echo),
@@ -695,7 +723,7 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
         Reply::StatusOf(Box::new(zp.clone())),
     )];
     // Caches that would make the Deployment and Service look missing: nothing is created.
-    let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[])), script).await;
+    let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[], &[])), script).await;
     assert_eq!(result.expect("paused"), Action::await_change());
     let conditions = seen[0].body["status"]["conditions"].as_array().expect("conditions");
     let paused = conditions
@@ -709,6 +737,163 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
     // Already reported: a resync of the paused object makes no request.
     let mut reported = zp;
     reported.status = Some(status::paused(&reported, status::now()));
-    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[])), Vec::new()).await;
+    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[], &[])), Vec::new()).await;
     assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
+}
+
+// The PodDisruptionBudget (issue 12): created at two replicas, deleted below, only ours.
+
+/// `zp` at `replicas`, with the Deployment and Services it wants already in the caches and its
+/// status as computed for them, so a scenario's requests are the PDB's alone.
+fn settled_at(replicas: i32, pdbs: &[Value]) -> (ZmqProxy, ChildCaches, build::Children) {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.replicas = replicas;
+    let c = children(&zp);
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(replicas);
+    let zp = with_status(zp, &deployment);
+    let mut services = vec![server_view(&c.service)];
+    services.extend(c.headless.as_ref().map(server_view));
+    (zp, caches(&[deployment], &services, pdbs), c)
+}
+
+#[tokio::test]
+async fn two_replicas_create_a_pod_disruption_budget_of_one_over_the_proxy_pods() {
+    let (zp, cached, c) = settled_at(2, &[]);
+    let script = vec![
+        // Not in the complete cache: read once (an unlabelled one of that name would be missed).
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{PDBS}/tasks"), Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    let pdb = &seen[1];
+    assert!(is_apply(pdb), "{pdb:?}");
+    assert_eq!(pdb.body["apiVersion"], "policy/v1");
+    assert_eq!(pdb.body["kind"], "PodDisruptionBudget");
+    assert_eq!(pdb.body["spec"]["maxUnavailable"], 1);
+    let selector =
+        serde_json::to_value(c.deployment.spec.as_ref().map(|s| s.selector.match_labels.clone()))
+            .expect("selector");
+    assert_eq!(pdb.body["spec"]["selector"]["matchLabels"], selector);
+    assert_eq!(pdb.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    assert_eq!(pdb.body["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(seen[2].body["note"], "Created PodDisruptionBudget tasks");
+    assert_eq!(seen[2].body["related"]["kind"], "PodDisruptionBudget");
+    assert!(ctx.metrics.render().contains(
+        "zmq_proxy_operator_child_writes_total{kind=\"PodDisruptionBudget\",action=\"Created\"} 1"
+    ));
+
+    // Once it is in the cache, a resync asks nothing.
+    let (zp, _, c) = settled_at(2, &[]);
+    let pdb = server_view(c.pdb.as_ref().expect("PDB"));
+    let (_, cached, _) = settled_at(2, &[pdb]);
+    let (result, seen, _) = run_cached(zp, Some(cached), Vec::new()).await;
+    assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
+}
+
+#[tokio::test]
+async fn one_replica_deletes_the_cached_pod_disruption_budget() {
+    let (two, _, c) = settled_at(2, &[]);
+    let old = server_view(c.pdb.as_ref().expect("PDB at two replicas"));
+    let (zp, cached, _) = settled_at(1, std::slice::from_ref(&old));
+    assert!(two.spec.replicas == 2 && zp.spec.replicas == 1);
+    let script = vec![
+        expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old)),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[1].body["note"], "Deleted PodDisruptionBudget tasks");
+}
+
+#[tokio::test]
+async fn a_disabled_pod_disruption_budget_is_deleted_at_any_scale() {
+    let (_, _, c) = settled_at(3, &[]);
+    let old = server_view(c.pdb.as_ref().expect("PDB"));
+    let (mut zp, cached, _) = settled_at(3, std::slice::from_ref(&old));
+    zp.spec.pod_disruption_budget = Some(zmq_proxy_operator::crd::PodDisruptionBudgetSpec {
+        enabled: false,
+        ..Default::default()
+    });
+    let script = vec![
+        expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old)),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[1].body["note"], "Deleted PodDisruptionBudget tasks");
+}
+
+#[tokio::test]
+async fn a_pod_disruption_budget_of_someone_else_is_never_deleted_nor_taken_over() {
+    // Without caches the operator reads it, sees another owner, and leaves it.
+    let (zp, _, c) = settled_at(1, &[]);
+    let mut foreign: PodDisruptionBudget = {
+        let mut two = zp.clone();
+        two.spec.replicas = 2;
+        children(&two).pdb.expect("PDB")
+    };
+    foreign.metadata.owner_references = None;
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(server_view(&foreign))),
+    ];
+    let (result, seen, ctx) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen.len(), 4);
+    assert_eq!(ctx.metrics.request_count("delete"), 0);
+
+    // At two replicas the operator would have to write it: refused, as for a Service.
+    let (zp, cached, _) = settled_at(2, &[]);
+    let script = vec![
+        expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(server_view(&foreign))),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+    ];
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    assert_eq!(result.expect_err("not ours").reason(), "ChildNotOwned");
+    assert!(seen[1].body["note"].as_str().is_some_and(|n| n.contains("PodDisruptionBudget tasks")));
+}
+
+/// An override that would change the proxy's args is refused before anything is written: a
+/// Warning event and a Degraded condition name the field, so `kubectl describe` says what to fix.
+#[tokio::test]
+async fn a_pod_template_overriding_the_proxy_args_is_refused_naming_the_field() {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.pod_template = Some(
+        serde_json::from_value(
+            json!({"spec": {"containers": [{"name": "proxy", "args": ["--help"]}]}}),
+        )
+        .expect("podTemplate"),
+    );
+    let script = vec![
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+    ];
+    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
+    assert_eq!(result.expect_err("refused").reason(), "InvalidSpec");
+    let field = "spec.podTemplate.spec.containers[proxy].args";
+    assert_eq!(seen[0].body["type"], "Warning");
+    assert!(seen[0].body["note"].as_str().is_some_and(|n| n.contains(field)), "{}", seen[0].body);
+    let conditions = seen[1].body["status"]["conditions"].as_array().expect("conditions").clone();
+    let degraded = conditions.iter().find(|c| c["type"] == "Degraded").expect("Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(degraded["message"].as_str().is_some_and(|m| m.contains(field)), "{degraded}");
+    let ready = conditions.iter().find(|c| c["type"] == "Ready").expect("Ready");
+    assert_eq!(ready["status"], "False");
 }
