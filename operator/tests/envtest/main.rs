@@ -3,8 +3,8 @@
 //! controller in-process, applies the examples and checks what a cluster would show: children
 //! with owner references, status conditions, the scale subresource, repaired drift, read-only
 //! resyncs, events, the API server refusing invalid objects (the `invalid-*.yaml` examples and
-//! one object per rule) with the field path and message each rule promises, and leader election
-//! on a Lease.
+//! one object per rule) with the field path and message each rule promises, leader election
+//! on a Lease, and the placement fields, `spec.podTemplate` and the PodDisruptionBudget.
 //!
 //! No kubelet or controller-manager runs, so Deployments never get pods and nothing is garbage
 //! collected: the test first sees Ready=False (reason Progressing), then writes the Deployment's
@@ -25,6 +25,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::cel::Validator;
@@ -34,7 +35,10 @@ use launcher::ControlPlane;
 use serde_json::{Value, json};
 use zmq_proxy::security::words;
 use zmq_proxy_operator::build::BuildOptions;
-use zmq_proxy_operator::crd::{DEFAULT_METRICS_PORT, MAX_NAME_LEN, ZmqProxy, selector_string};
+use zmq_proxy_operator::crd::{
+    DEFAULT_METRICS_PORT, GRACE_PERIOD_TOO_SHORT, MAX_NAME_LEN, PDB_BOTH_BOUNDS, ZmqProxy,
+    selector_string,
+};
 use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
 use zmq_proxy_operator::metrics::Metrics;
 use zmq_proxy_operator::reconcile::{self, Context};
@@ -751,6 +755,42 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             ),
             Refusal::at("spec.backend.security.curve.authorizedKeys.configMapName", "Too long"),
         ),
+        // Placement and overrides (issue 12).
+        (
+            "grace period shorter than the default lame duck and drain",
+            q(json!({"terminationGracePeriodSeconds": 9})),
+            Refusal::at("spec.terminationGracePeriodSeconds", GRACE_PERIOD_TOO_SHORT),
+        ),
+        (
+            "grace period shorter than a long drain",
+            q(json!({"drainTimeoutSeconds": 60, "terminationGracePeriodSeconds": 30})),
+            Refusal::at("spec.terminationGracePeriodSeconds", GRACE_PERIOD_TOO_SHORT),
+        ),
+        (
+            "PodDisruptionBudget with both bounds",
+            q(
+                json!({"replicas": 2, "podDisruptionBudget": {"maxUnavailable": 1, "minAvailable": 1}}),
+            ),
+            Refusal::at("spec.podDisruptionBudget.minAvailable", PDB_BOTH_BOUNDS),
+        ),
+        (
+            "PodDisruptionBudget percentage above 100",
+            q(json!({"podDisruptionBudget": {"maxUnavailable": "150%"}})),
+            Refusal::at("spec.podDisruptionBudget.maxUnavailable", "should match"),
+        ),
+        (
+            "negative PodDisruptionBudget count",
+            q(json!({"podDisruptionBudget": {"minAvailable": -1}})),
+            Refusal::at(
+                "spec.podDisruptionBudget.minAvailable",
+                "should be greater than or equal to 0",
+            ),
+        ),
+        (
+            "PriorityClass name over 253 characters",
+            q(json!({"priorityClassName": "p".repeat(254)})),
+            Refusal::at("spec.priorityClassName", "Too long"),
+        ),
     ]
 }
 
@@ -851,6 +891,129 @@ async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &st
             .is_some_and(|s| status::condition(s, status::RECONCILIATION_PAUSED).is_none())
     })
     .await;
+}
+
+/// Every placement field and a `spec.podTemplate` with a sidecar, a volume, env and a pod
+/// securityContext field are accepted by the API server, and so is the Deployment the merge
+/// makes of them; two replicas get a PodDisruptionBudget of one, owned by the object, deleted
+/// when it scales to one; an override of the proxy's args is refused with a Degraded condition
+/// naming the field while the Deployment stays as it was.
+async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+    let mut manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "placed", "namespace": namespace},
+        "spec": {
+            "frontend": {"type": "ROUTER", "port": 5555},
+            "backend": {"type": "DEALER", "port": 5556},
+            "replicas": 2,
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "placed"}}}],
+            "priorityClassName": "messaging-critical",
+            "serviceAccountName": "zmq-proxy",
+            "terminationGracePeriodSeconds": 10,
+            "serviceLabels": {"team": "queues"},
+            "podDisruptionBudget": {"enabled": true},
+            "podTemplate": {
+                "metadata": {"annotations": {"example.com/owner": "queues"}},
+                "spec": {
+                    "securityContext": {"supplementalGroups": [4000]},
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                    "containers": [
+                        {"name": "proxy", "env": [{"name": "RUST_LOG", "value": "debug"}],
+                         "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+                        {"name": "log-shipper", "image": "fluent/fluent-bit:3.2"},
+                    ],
+                },
+            },
+        },
+    });
+    zps.patch("placed", &field_manager(), &Patch::Apply(&manifest))
+        .await
+        .unwrap_or_else(|e| panic!("every placement field is accepted: {e}"));
+    let stored = zps.get("placed").await.expect("stored");
+    assert_eq!(
+        stored
+            .spec
+            .pod_template
+            .as_ref()
+            .and_then(|t| t.spec.clone())
+            .map(|s| s["volumes"][0]["name"].clone()),
+        Some(json!("scratch")),
+        "the partial pod spec is kept, not pruned"
+    );
+
+    let deployment = eventually("the merged Deployment", || async {
+        deployments.get_opt("placed").await.map_err(|e| e.to_string())
+    })
+    .await;
+    let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["proxy", "log-shipper"]);
+    assert_eq!(pod.priority_class_name.as_deref(), Some("messaging-critical"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("zmq-proxy"));
+    assert_eq!(pod.termination_grace_period_seconds, Some(10));
+    assert_eq!(pod.topology_spread_constraints.as_ref().map(Vec::len), Some(1));
+    assert_eq!(
+        pod.security_context.as_ref().and_then(|s| s.supplemental_groups.clone()),
+        Some(vec![4000])
+    );
+    let proxy = &pod.containers[0];
+    assert_eq!(proxy.env.as_ref().map(|e| e[0].name.as_str()), Some("RUST_LOG"));
+    assert!(proxy.volume_mounts.iter().flatten().any(|m| m.mount_path == "/scratch"));
+    let service = services.get("placed").await.expect("service");
+    assert_eq!(service.labels().get("team").map(String::as_str), Some("queues"));
+
+    let pdb = eventually("the PodDisruptionBudget", || async {
+        pdbs.get_opt("placed").await.map_err(|e| e.to_string())
+    })
+    .await;
+    let owners = pdb.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(
+        (owners[0].uid.as_str(), owners[0].controller),
+        (stored.uid().as_deref().unwrap_or(""), Some(true))
+    );
+    let spec = pdb.spec.expect("PDB spec");
+    assert_eq!(
+        spec.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let selector = spec.selector.and_then(|s| s.match_labels).unwrap_or_default();
+    let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(pairs.join(","), selector_string("placed"));
+
+    // One replica: the operator deletes the PDB itself (no garbage collector runs here).
+    manifest["spec"]["replicas"] = json!(1);
+    zps.patch("placed", &field_manager(), &Patch::Apply(&manifest)).await.expect("scaled to one");
+    eventually("the PodDisruptionBudget deleted at one replica", || async {
+        let gone = pdbs.get_opt("placed").await.map_err(|e| e.to_string())?.is_none();
+        Ok(gone.then_some(()))
+    })
+    .await;
+
+    // An override of the proxy's args: refused with Degraded naming the field, nothing written.
+    manifest["spec"]["podTemplate"]["spec"]["containers"][0]["args"] = json!(["--help"]);
+    zps.patch("placed", &field_manager(), &Patch::Apply(&manifest)).await.expect("admitted");
+    let field = "spec.podTemplate.spec.containers[proxy].args";
+    let refused = wait_for_status(&zps, "placed", "Degraded naming the overridden field", |zp| {
+        condition(zp, DEGRADED).is_some_and(|(s, r, g, m)| {
+            s == "True" && r == "InvalidSpec" && g == zp.metadata.generation && m.contains(field)
+        })
+    })
+    .await;
+    eprintln!("refused override: {:?}", condition(&refused, DEGRADED));
+    let args = deployments.get("placed").await.expect("deployment").spec.and_then(|s| {
+        s.template.spec.and_then(|p| p.containers.first().and_then(|c| c.args.clone()))
+    });
+    assert!(
+        args.is_some_and(|a| a.iter().any(|x| x == "--frontend-type")),
+        "the proxy's args stayed"
+    );
 }
 
 /// The API server goes away for a few seconds and comes back with a new watch cache (every
@@ -1000,6 +1163,9 @@ async fn operator_against_a_real_api_server() {
     create_namespace(&client, "paused").await;
     pause_reconciliation_holds_the_children(&client, "paused").await;
 
+    create_namespace(&client, "placement").await;
+    placement_overrides_and_disruption_budget(&client, "placement").await;
+
     create_namespace(&client, "outage").await;
     recovers_from_an_api_server_restart(&mut plane, "outage").await;
 
@@ -1085,7 +1251,7 @@ fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 8 + 5, "every CEL rule of the spec and of its security is exercised");
+    assert_eq!(checked, 8 + 5 + 3, "every CEL rule of the spec and of its security is exercised");
     let queue = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
     let errors = cel_verdict("tasks.v2", queue.clone());
     assert!(
