@@ -1,12 +1,18 @@
-//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, Deployment and Service(s) out.
+//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, StatefulSet and Services out.
 //! No client and no clock, so every property is tested from YAML fixtures; the reconciler only
 //! applies what this module returns.
+//!
+//! Why a StatefulSet, for every replica count: each replica is a separate proxy, and libzmq
+//! connects only to the first address a hostname resolves to (libzmq#2297), so with more than
+//! one replica peers must list every pod. A StatefulSet whose `serviceName` is the headless
+//! Service gives each pod a stable DNS name, `<name>-<ordinal>.<name>-pods.<namespace>.svc`,
+//! that survives the pod's replacement. Its rollout also keeps the one-replica rule (see
+//! [`stateful_set_spec`]). Earlier versions of the operator ran a Deployment; the reconciler
+//! replaces it once (`crate::reconcile`).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, KeyToPath,
     LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
@@ -56,10 +62,10 @@ pub struct BuildOptions {
 /// The children of one `ZmqProxy`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
-    pub deployment: Deployment,
+    pub stateful_set: StatefulSet,
     pub service: Service,
-    /// The headless Service `<name>-pods`, only with more than one replica.
-    pub headless: Option<Service>,
+    /// The headless Service `<name>-pods`: the StatefulSet's `serviceName`.
+    pub headless: Service,
 }
 
 /// Why a `ZmqProxy` cannot be built; each names the field to fix.
@@ -259,7 +265,7 @@ pub fn child_labels(name: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// Name of the headless Service of a `ZmqProxy` with more than one replica.
+/// Name of the headless Service of a `ZmqProxy`, under which each pod has its DNS name.
 pub fn headless_name(name: &str) -> String {
     format!("{name}{HEADLESS_SUFFIX}")
 }
@@ -278,9 +284,9 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
         owner_references: Some(vec![owner.clone()]),
         ..ObjectMeta::default()
     };
-    let deployment = Deployment {
+    let stateful_set = StatefulSet {
         metadata: meta(name.clone(), None),
-        spec: Some(deployment_spec(zp, opts)),
+        spec: Some(stateful_set_spec(zp, opts)),
         status: None,
     };
     let service_annotations =
@@ -295,19 +301,21 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
         }),
         status: None,
     };
-    // One proxy per pod: peers that must reach every replica look the pods up through this
-    // Service's DNS name, which returns one address per ready pod.
-    let headless = (zp.spec.replicas > 1).then(|| Service {
+    // One proxy per pod: this Service's DNS name returns one address per ready pod, and gives
+    // each pod its own name. Only ready pods (publishNotReadyAddresses false): a pod is named
+    // once it serves, and drops out as its drain starts.
+    let headless = Service {
         metadata: meta(headless_name(&name), None),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_string()),
             selector: Some(selector_labels(&name)),
             ports: Some(service_ports(&zp.spec)),
+            publish_not_ready_addresses: Some(false),
             ..ServiceSpec::default()
         }),
         status: None,
-    });
-    Ok(Children { deployment, service, headless })
+    };
+    Ok(Children { stateful_set, service, headless })
 }
 
 fn owner_reference(zp: &ZmqProxy) -> Result<OwnerReference, BuildError> {
@@ -335,32 +343,43 @@ fn service_ports(spec: &ZmqProxySpec) -> Vec<ServicePort> {
         .collect()
 }
 
-/// With one replica the rollout must never run two proxies at once: ZeroMQ peers hold
+/// The StatefulSet around [`pod_template`].
+///
+/// The rollout must never run two proxies for one replica at once: ZeroMQ peers hold
 /// long-lived connections and reconnect to whatever answers, so an overlap splits them (a client
 /// on the old pod, workers on the new one) and ROUTER replies go back only through the proxy
-/// that saw the request. `Recreate` waits until the old pod has terminated, drain included;
-/// RollingUpdate with maxSurge 0 would not, since it does not count terminating pods.
-/// With more replicas peers connect to every pod anyway, so pods are replaced one at a time and
-/// the count never exceeds `replicas`.
-pub fn strategy(replicas: i32) -> DeploymentStrategy {
-    if replicas <= 1 {
-        DeploymentStrategy { type_: Some("Recreate".to_string()), rolling_update: None }
-    } else {
-        DeploymentStrategy {
+/// that saw the request. A StatefulSet's rolling update deletes a pod and waits until it has
+/// terminated, drain included, before it creates the replacement under the same name (a
+/// Deployment needs `Recreate` for that; RollingUpdate with maxSurge 0 does not count terminating
+/// pods). `OrderedReady`: scaling up starts pod N+1 only once pod N is ready, scaling down removes
+/// the highest ordinal first, one at a time, each draining within its grace period.
+/// `selector`, `serviceName` and `podManagementPolicy` are immutable in a StatefulSet: they
+/// depend on the object's name only, so they never change.
+pub fn stateful_set_spec(zp: &ZmqProxy, opts: &BuildOptions) -> StatefulSetSpec {
+    let name = zp.name_any();
+    StatefulSetSpec {
+        replicas: Some(zp.spec.replicas),
+        selector: LabelSelector {
+            match_labels: Some(selector_labels(&name)),
+            match_expressions: None,
+        },
+        service_name: Some(headless_name(&name)),
+        pod_management_policy: Some("OrderedReady".to_string()),
+        update_strategy: Some(StatefulSetUpdateStrategy {
             type_: Some("RollingUpdate".to_string()),
-            rolling_update: Some(RollingUpdateDeployment {
-                max_surge: Some(IntOrString::Int(0)),
-                max_unavailable: Some(IntOrString::Int(1)),
-            }),
-        }
+            rolling_update: None,
+        }),
+        template: pod_template(zp, opts),
+        ..StatefulSetSpec::default()
     }
 }
 
-fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
+/// The proxy pod, exactly as the Deployment of earlier operators ran it.
+pub fn pod_template(zp: &ZmqProxy, opts: &BuildOptions) -> PodTemplateSpec {
     let name = zp.name_any();
     let spec = &zp.spec;
     // User labels first so the selector labels win: a pod that lost them would leave the
-    // Deployment's selector and be orphaned.
+    // StatefulSet's selector and be orphaned.
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(child_labels(&name));
     let non_empty = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
@@ -368,50 +387,41 @@ fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
     let volumes: Vec<Volume> = curve.iter().flat_map(|m| m.volumes.clone()).collect();
     // Only with CURVE: an unsecured proxy's pod stays exactly as before (no rollout).
     let fs_group = (!curve.is_empty()).then_some(RUN_AS_USER);
-    DeploymentSpec {
-        replicas: Some(spec.replicas),
-        selector: LabelSelector {
-            match_labels: Some(selector_labels(&name)),
-            match_expressions: None,
-        },
-        strategy: Some(strategy(spec.replicas)),
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(pod_labels),
-                annotations: non_empty(&spec.pod_annotations),
-                ..ObjectMeta::default()
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: non_empty(&spec.pod_annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(spec, opts)],
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            // The proxy never talks to the API server.
+            automount_service_account_token: Some(false),
+            termination_grace_period_seconds: Some(
+                i64::from(spec.lame_duck_seconds)
+                    + i64::from(spec.drain_timeout_seconds)
+                    + GRACE_MARGIN_SECONDS,
+            ),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS_USER),
+                run_as_group: Some(RUN_AS_USER),
+                fs_group,
+                seccomp_profile: Some(runtime_default()),
+                ..PodSecurityContext::default()
             }),
-            spec: Some(PodSpec {
-                containers: vec![container(spec, opts)],
-                volumes: (!volumes.is_empty()).then_some(volumes),
-                // The proxy never talks to the API server.
-                automount_service_account_token: Some(false),
-                termination_grace_period_seconds: Some(
-                    i64::from(spec.lame_duck_seconds)
-                        + i64::from(spec.drain_timeout_seconds)
-                        + GRACE_MARGIN_SECONDS,
-                ),
-                security_context: Some(PodSecurityContext {
-                    run_as_non_root: Some(true),
-                    run_as_user: Some(RUN_AS_USER),
-                    run_as_group: Some(RUN_AS_USER),
-                    fs_group,
-                    seccomp_profile: Some(runtime_default()),
-                    ..PodSecurityContext::default()
-                }),
-                node_selector: non_empty(&spec.node_selector),
-                tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
-                affinity: spec.affinity.clone(),
-                image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| {
-                    spec.image_pull_secrets
-                        .iter()
-                        .map(|name| LocalObjectReference { name: name.clone() })
-                        .collect()
-                }),
-                ..PodSpec::default()
+            node_selector: non_empty(&spec.node_selector),
+            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+            affinity: spec.affinity.clone(),
+            image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| {
+                spec.image_pull_secrets
+                    .iter()
+                    .map(|name| LocalObjectReference { name: name.clone() })
+                    .collect()
             }),
-        },
-        ..DeploymentSpec::default()
+            ..PodSpec::default()
+        }),
     }
 }
 
@@ -483,13 +493,22 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
 /// The endpoints peers connect to, through the Service's cluster DNS name.
 pub fn endpoints(zp: &ZmqProxy) -> Option<crate::crd::Endpoints> {
     let namespace = zp.namespace()?;
-    let host = format!("{}.{namespace}.svc", zp.name_any());
+    Some(endpoints_at(zp, &format!("{}.{namespace}.svc", zp.name_any())))
+}
+
+/// Every socket's `tcp://<host>:<port>`.
+pub fn endpoints_at(zp: &ZmqProxy, host: &str) -> crate::crd::Endpoints {
     let ep = |port: i32| format!("tcp://{host}:{port}");
     let s = &zp.spec.sockets;
-    Some(crate::crd::Endpoints {
+    crate::crd::Endpoints {
         frontend: ep(s.frontend.port),
         backend: ep(s.backend.port),
         capture: s.capture.as_ref().map(|c| ep(c.port)),
         control: s.control.as_ref().map(|c| ep(c.port)),
-    })
+    }
+}
+
+/// The stable DNS name of replica `ordinal`: `<name>-<ordinal>.<name>-pods.<namespace>.svc`.
+pub fn replica_host(name: &str, namespace: &str, ordinal: u32) -> String {
+    format!("{name}-{ordinal}.{}.{namespace}.svc", headless_name(name))
 }
