@@ -247,8 +247,7 @@ async fn apply_all(
     apply_child(&services, &children.service, zp, ctx, no_fixup, changes).await?;
     apply_child(&services, &children.headless, zp, ctx, no_fixup, changes).await?;
 
-    let status =
-        status::compute(zp, Some(&stateful_set), pods.as_deref(), None, status::now());
+    let status = status::compute(zp, Some(&stateful_set), pods.as_deref(), None, status::now());
     write_status(zp, ctx, status).await?;
     Ok(Action::requeue(RESYNC))
 }
@@ -470,11 +469,16 @@ pub fn event_note(mut note: String) -> String {
     note
 }
 
-/// One Normal event per kind of change a reconcile made ("Created Deployment tasks, Service
+/// One Normal event per kind of change a reconcile made ("Created StatefulSet tasks, Service
 /// tasks"), naming the child as the event's related object when there is only one.
 async fn publish_changes(ctx: &Context, zp: &ZmqProxy, changes: Vec<Change>) {
-    let mut actions: Vec<&'static str> = changes.iter().map(|c| c.action).collect();
-    actions.dedup();
+    // In order of first appearance: a migration deletes the Deployment between two creations.
+    let mut actions: Vec<&'static str> = Vec::new();
+    for change in &changes {
+        if !actions.contains(&change.action) {
+            actions.push(change.action);
+        }
+    }
     for action in actions {
         let group: Vec<&Change> = changes.iter().filter(|c| c.action == action).collect();
         let children: Vec<String> =

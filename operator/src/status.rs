@@ -14,8 +14,8 @@ use kube::ResourceExt;
 
 use crate::build::{endpoints, endpoints_at, headless_name, replica_host};
 use crate::crd::{
-    Endpoints, INSTANCE_LABEL, MAX_LISTED_REPLICAS, Mechanism, ReplicaEndpoints,
-    SocketMechanisms, ZmqProxy, ZmqProxyStatus, selector_string,
+    Endpoints, INSTANCE_LABEL, MAX_LISTED_REPLICAS, Mechanism, ReplicaEndpoints, SocketMechanisms,
+    ZmqProxy, ZmqProxyStatus, selector_string,
 };
 
 /// The label the StatefulSet controller sets to a pod's ordinal (Kubernetes 1.28 and later).
@@ -426,7 +426,8 @@ mod tests {
         let st = StatefulSetStatus { replicas: 4, ..rolled_out(1, 3) };
         assert_eq!(get(&of(&proxy(3), st), READY), ("False", "Progressing"));
         // Without revisions (an older API server) the counts decide.
-        let st = StatefulSetStatus { current_revision: None, update_revision: None, ..rolled_out(1, 3) };
+        let st =
+            StatefulSetStatus { current_revision: None, update_revision: None, ..rolled_out(1, 3) };
         assert_eq!(get(&of(&proxy(3), st), READY), ("True", "AllReplicasReady"));
     }
 
@@ -466,10 +467,7 @@ mod tests {
         assert_eq!(e.ready, 2);
         assert_eq!(
             e.frontend,
-            [
-                "tcp://tasks-0.tasks-pods.q.svc:5555",
-                "tcp://tasks-2.tasks-pods.q.svc:5555"
-            ]
+            ["tcp://tasks-0.tasks-pods.q.svc:5555", "tcp://tasks-2.tasks-pods.q.svc:5555"]
         );
         assert_eq!(e.backend[1], "tcp://tasks-2.tasks-pods.q.svc:5556");
         assert_eq!((e.capture, e.control), (None, None));
@@ -489,7 +487,10 @@ mod tests {
         assert_eq!(e.ready, 250);
         assert_eq!(e.frontend.len(), MAX_LISTED_REPLICAS);
         assert_eq!(e.control.as_ref().map(Vec::len), Some(MAX_LISTED_REPLICAS));
-        assert_eq!(e.frontend.last().map(String::as_str), Some("tcp://tasks-99.tasks-pods.q.svc:5555"));
+        assert_eq!(
+            e.frontend.last().map(String::as_str),
+            Some("tcp://tasks-99.tasks-pods.q.svc:5555")
+        );
     }
 
     #[test]
@@ -565,7 +566,8 @@ mod tests {
         let zp = proxy(1);
         let d = stateful_set(1, StatefulSetStatus::default());
         let first = carry_transition_times(None, compute(&zp, Some(&d), None, None, at(10)));
-        let again = carry_transition_times(Some(&first), compute(&zp, Some(&d), None, None, at(20)));
+        let again =
+            carry_transition_times(Some(&first), compute(&zp, Some(&d), None, None, at(20)));
         assert_eq!(first, again, "recomputing an unchanged object gives the stored status");
         let ready = stateful_set(1, rolled_out(1, 1));
         let flipped =

@@ -239,7 +239,11 @@ pub struct ChildCaches {
 
 /// The cached pods of the `ZmqProxy` `name` in `namespace` (by its instance label); None while
 /// the cache has not finished its first list.
-pub fn pods_of(store: &Store<Pod>, namespace: &str, name: &str) -> Option<Vec<std::sync::Arc<Pod>>> {
+pub fn pods_of(
+    store: &Store<Pod>,
+    namespace: &str,
+    name: &str,
+) -> Option<Vec<std::sync::Arc<Pod>>> {
     if !is_ready(store) {
         return None;
     }
