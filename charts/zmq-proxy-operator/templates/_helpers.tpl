@@ -96,8 +96,16 @@ What the operator calls, and nothing more (operator/src/reconcile.rs, main.rs):
   resources: ["zmqproxies/finalizers"]
   verbs: ["update"]
 - apiGroups: ["apps"]
-  resources: ["deployments"]
+  resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+{{- /* Only to replace the Deployments an older operator created (one delete each). */}}
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "delete"]
+{{- /* Read-only: each pod's readiness lists it in status.replicaEndpoints. */}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
