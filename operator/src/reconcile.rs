@@ -234,10 +234,11 @@ async fn apply_all(
     let pods: Option<Vec<&Pod>> = pods.as_ref().map(|p| p.iter().map(|pod| &**pod).collect());
 
     let old_deployment = owned(&deployments, &name, zp, ctx).await?;
-    if old_deployment.is_some() || pods.as_deref().is_some_and(deployment_pods_remain) {
-        if let Some(spec) = children.stateful_set.spec.as_mut() {
-            spec.replicas = Some(0);
-        }
+    // Migrating: no new proxy until the old ones have terminated (drain included).
+    if (old_deployment.is_some() || pods.as_deref().is_some_and(deployment_pods_remain))
+        && let Some(spec) = children.stateful_set.spec.as_mut()
+    {
+        spec.replicas = Some(0);
     }
     let stateful_set =
         apply_child(&stateful_sets, &children.stateful_set, zp, ctx, no_fixup, changes).await?;

@@ -447,7 +447,7 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
         &[],
         &[server_view(&c.service)],
         &[pod("tasks-6f9c8d-x2k4q", true, "ReplicaSet")],
-        &[deployment.clone()],
+        std::slice::from_ref(&deployment),
     );
     let script = vec![
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),

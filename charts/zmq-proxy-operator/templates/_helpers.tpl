@@ -108,7 +108,7 @@ What the operator calls, and nothing more (operator/src/reconcile.rs, main.rs):
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
