@@ -296,15 +296,19 @@ pub const MAX_LISTED_REPLICAS: usize = 100;
 pub struct ReplicaEndpoints {
     /// How many replicas are ready, in all; each list holds the first 100 of them by ordinal.
     pub ready: i32,
-    #[schemars(length(max = 100))]
+    /// Each listed replica's frontend endpoint.
+    #[schemars(length(max = MAX_LISTED_REPLICAS))]
     pub frontend: Vec<String>,
-    #[schemars(length(max = 100))]
+    /// Each listed replica's backend endpoint.
+    #[schemars(length(max = MAX_LISTED_REPLICAS))]
     pub backend: Vec<String>,
+    /// Each listed replica's capture endpoint, with a capture socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = MAX_LISTED_REPLICAS))]
     pub capture: Option<Vec<String>>,
+    /// Each listed replica's control endpoint, with a control socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = MAX_LISTED_REPLICAS))]
     pub control: Option<Vec<String>>,
 }
 
