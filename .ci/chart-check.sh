@@ -386,9 +386,13 @@ EXPECTED_GRANTS = {
     ("zmqproxy.io", "zmqproxies/status", "patch"),
     ("zmqproxy.io", "zmqproxies/finalizers", "update"),
 } | {
-    ("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch")
+    ("apps", "statefulsets", v) for v in ("get", "list", "watch", "create", "patch")
 } | {
-    ("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")
+    ("apps", "deployments", v) for v in ("get", "list", "watch", "delete")
+} | {
+    ("", "pods", v) for v in ("get", "list", "watch")
+} | {
+    ("", "services", v) for v in ("get", "list", "watch", "create", "patch")
 } | {
     ("policy", "poddisruptionbudgets", v) for v in ("get", "list", "watch", "create", "patch", "delete")
 } | {

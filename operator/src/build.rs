@@ -1,14 +1,20 @@
-//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, Deployment, Service(s) and
+//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, StatefulSet, Services and
 //! PodDisruptionBudget out. No client and no clock, so every property is tested from YAML
 //! fixtures; the reconciler only applies what this module returns. The pod template is built by
 //! one function, [`pod_template`] (the operator's pod, then `spec.podTemplate` merged over it by
-//! [`crate::overrides`]), whatever workload carries it.
+//! [`crate::overrides`]).
+//!
+//! Why a StatefulSet, for every replica count: each replica is a separate proxy, and libzmq
+//! connects only to the first address a hostname resolves to (libzmq#2297), so with more than
+//! one replica peers must list every pod. A StatefulSet whose `serviceName` is the headless
+//! Service gives each pod a stable DNS name, `<name>-<ordinal>.<name>-pods.<namespace>.svc`,
+//! that survives the pod's replacement. Its rollout also keeps the one-replica rule (see
+//! [`stateful_set_spec`]). Earlier versions of the operator ran a Deployment; the reconciler
+//! replaces it once (`crate::reconcile`).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, KeyToPath,
     LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
@@ -61,10 +67,10 @@ pub struct BuildOptions {
 /// The children of one `ZmqProxy`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
-    pub deployment: Deployment,
+    pub stateful_set: StatefulSet,
     pub service: Service,
-    /// The headless Service `<name>-pods`, only with more than one replica.
-    pub headless: Option<Service>,
+    /// The headless Service `<name>-pods`: the StatefulSet's `serviceName`.
+    pub headless: Service,
     /// The PodDisruptionBudget `<name>`, only with two replicas or more and unless disabled.
     pub pdb: Option<PodDisruptionBudget>,
 }
@@ -313,7 +319,7 @@ pub fn child_labels(name: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// Name of the headless Service of a `ZmqProxy` with more than one replica.
+/// Name of the headless Service of a `ZmqProxy`, under which each pod has its DNS name.
 pub fn headless_name(name: &str) -> String {
     format!("{name}{HEADLESS_SUFFIX}")
 }
@@ -332,9 +338,9 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
         owner_references: Some(vec![owner.clone()]),
         ..ObjectMeta::default()
     };
-    let deployment = Deployment {
+    let stateful_set = StatefulSet {
         metadata: meta(name.clone(), None),
-        spec: Some(deployment_spec(zp, opts)?),
+        spec: Some(stateful_set_spec(zp, opts)?),
         status: None,
     };
     let service_annotations =
@@ -358,27 +364,29 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
         }),
         status: None,
     };
-    // One proxy per pod: peers that must reach every replica look the pods up through this
-    // Service's DNS name, which returns one address per ready pod.
-    let headless = (zp.spec.replicas > 1).then(|| Service {
+    // One proxy per pod: this Service's DNS name returns one address per ready pod, and gives
+    // each pod its own name. Only ready pods (publishNotReadyAddresses false): a pod is named
+    // once it serves, and drops out as its drain starts.
+    let headless = Service {
         metadata: service_meta(headless_name(&name), None),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_string()),
             selector: Some(selector_labels(&name)),
             ports: Some(service_ports(&zp.spec)),
+            publish_not_ready_addresses: Some(false),
             ..ServiceSpec::default()
         }),
         status: None,
-    });
+    };
     let pdb = pod_disruption_budget_spec(zp).map(|spec| PodDisruptionBudget {
         metadata: meta(name.clone(), None),
         spec: Some(spec),
         status: None,
     });
-    Ok(Children { deployment, service, headless, pdb })
+    Ok(Children { stateful_set, service, headless, pdb })
 }
 
-/// Name of the PodDisruptionBudget of a `ZmqProxy` (the object's own name, as the Deployment).
+/// Name of the PodDisruptionBudget of a `ZmqProxy` (the object's own name, as the StatefulSet).
 pub fn pdb_name(name: &str) -> String {
     name.to_string()
 }
@@ -434,38 +442,37 @@ fn service_ports(spec: &ZmqProxySpec) -> Vec<ServicePort> {
         .collect()
 }
 
-/// With one replica the rollout must never run two proxies at once: ZeroMQ peers hold
+/// The StatefulSet around [`pod_template`].
+///
+/// The rollout must never run two proxies for one replica at once: ZeroMQ peers hold
 /// long-lived connections and reconnect to whatever answers, so an overlap splits them (a client
 /// on the old pod, workers on the new one) and ROUTER replies go back only through the proxy
-/// that saw the request. `Recreate` waits until the old pod has terminated, drain included;
-/// RollingUpdate with maxSurge 0 would not, since it does not count terminating pods.
-/// With more replicas peers connect to every pod anyway, so pods are replaced one at a time and
-/// the count never exceeds `replicas`.
-pub fn strategy(replicas: i32) -> DeploymentStrategy {
-    if replicas <= 1 {
-        DeploymentStrategy { type_: Some("Recreate".to_string()), rolling_update: None }
-    } else {
-        DeploymentStrategy {
-            type_: Some("RollingUpdate".to_string()),
-            rolling_update: Some(RollingUpdateDeployment {
-                max_surge: Some(IntOrString::Int(0)),
-                max_unavailable: Some(IntOrString::Int(1)),
-            }),
-        }
-    }
-}
-
-fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> Result<DeploymentSpec, BuildError> {
-    let spec = &zp.spec;
-    Ok(DeploymentSpec {
-        replicas: Some(spec.replicas),
+/// that saw the request. A StatefulSet's rolling update deletes a pod and waits until it has
+/// terminated, drain included, before it creates the replacement under the same name (a
+/// Deployment needs `Recreate` for that; RollingUpdate with maxSurge 0 does not count terminating
+/// pods). `OrderedReady`: scaling up starts pod N+1 only once pod N is ready, scaling down removes
+/// the highest ordinal first, one at a time, each draining within its grace period.
+/// `selector`, `serviceName` and `podManagementPolicy` are immutable in a StatefulSet: they
+/// depend on the object's name only, so they never change.
+pub fn stateful_set_spec(
+    zp: &ZmqProxy,
+    opts: &BuildOptions,
+) -> Result<StatefulSetSpec, BuildError> {
+    let name = zp.name_any();
+    Ok(StatefulSetSpec {
+        replicas: Some(zp.spec.replicas),
         selector: LabelSelector {
-            match_labels: Some(selector_labels(&zp.name_any())),
+            match_labels: Some(selector_labels(&name)),
             match_expressions: None,
         },
-        strategy: Some(strategy(spec.replicas)),
+        service_name: Some(headless_name(&name)),
+        pod_management_policy: Some("OrderedReady".to_string()),
+        update_strategy: Some(StatefulSetUpdateStrategy {
+            type_: Some("RollingUpdate".to_string()),
+            rolling_update: None,
+        }),
         template: pod_template(zp, opts)?,
-        ..DeploymentSpec::default()
+        ..StatefulSetSpec::default()
     })
 }
 
@@ -514,12 +521,13 @@ fn apply_pod_template_override(
     Ok(typed)
 }
 
-/// The pod as the operator builds it from the spec, before `spec.podTemplate`.
+/// The pod as the operator builds it from the spec, before `spec.podTemplate`: exactly the
+/// pod the Deployment of earlier operators ran.
 fn operator_pod_template(zp: &ZmqProxy, opts: &BuildOptions) -> PodTemplateSpec {
     let name = zp.name_any();
     let spec = &zp.spec;
     // User labels first so the selector labels win: a pod that lost them would leave the
-    // Deployment's selector and be orphaned.
+    // StatefulSet's selector and be orphaned.
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(child_labels(&name));
     let non_empty = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
@@ -633,13 +641,22 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
 /// The endpoints peers connect to, through the Service's cluster DNS name.
 pub fn endpoints(zp: &ZmqProxy) -> Option<crate::crd::Endpoints> {
     let namespace = zp.namespace()?;
-    let host = format!("{}.{namespace}.svc", zp.name_any());
+    Some(endpoints_at(zp, &format!("{}.{namespace}.svc", zp.name_any())))
+}
+
+/// Every socket's `tcp://<host>:<port>`.
+pub fn endpoints_at(zp: &ZmqProxy, host: &str) -> crate::crd::Endpoints {
     let ep = |port: i32| format!("tcp://{host}:{port}");
     let s = &zp.spec.sockets;
-    Some(crate::crd::Endpoints {
+    crate::crd::Endpoints {
         frontend: ep(s.frontend.port),
         backend: ep(s.backend.port),
         capture: s.capture.as_ref().map(|c| ep(c.port)),
         control: s.control.as_ref().map(|c| ep(c.port)),
-    })
+    }
+}
+
+/// The stable DNS name of replica `ordinal`: `<name>-<ordinal>.<name>-pods.<namespace>.svc`.
+pub fn replica_host(name: &str, namespace: &str, ordinal: u32) -> String {
+    format!("{name}-{ordinal}.{}.{namespace}.svc", headless_name(name))
 }

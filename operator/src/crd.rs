@@ -26,7 +26,7 @@ pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: i32 = 5;
 /// The default lame-duck period of proxy pods (why five seconds: the proxy's config module).
 pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy::config::KUBERNETES_LAME_DUCK_SECS;
 
-/// A ZeroMQ proxy (`zmq_proxy(3)`) run as a Deployment and reached through a Service.
+/// A ZeroMQ proxy (`zmq_proxy(3)`) run as a StatefulSet and reached through a Service.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "zmqproxy.io",
@@ -38,7 +38,7 @@ pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy::config::KUBERNETES_LAME_DU
     namespaced,
     status = "ZmqProxyStatus",
     derive = "PartialEq",
-    doc = "A ZeroMQ proxy (zmq_proxy) run as a Deployment and reached through a Service",
+    doc = "A ZeroMQ proxy (zmq_proxy) run as a StatefulSet and reached through a Service",
     validation = name_rule(),
     scale(
         spec_replicas_path = ".spec.replicas",
@@ -81,7 +81,8 @@ pub struct ZmqProxySpec {
     pub sockets: ProxySockets,
 
     /// Number of proxy pods. Each replica is a separate proxy: with more than one, peers must
-    /// connect to every pod (listed by the headless Service `<name>-pods`).
+    /// connect to every pod, each at `<name>-<ordinal>.<name>-pods.<namespace>.svc`
+    /// (listed in `status.replicaEndpoints`).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
@@ -345,7 +346,7 @@ pub struct ZmqProxyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Pods of the current Deployment (the scale subresource's status replicas).
+    /// Pods of the StatefulSet (the scale subresource's status replicas).
     #[serde(default)]
     pub replicas: i32,
     /// Pods that pass /readyz.
@@ -361,9 +362,14 @@ pub struct ZmqProxyStatus {
     /// Addresses peers connect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
-    /// With more than one replica: the headless Service whose DNS name lists every proxy pod.
+    /// The headless Service whose DNS name lists every ready proxy pod, and under which each
+    /// pod has its own name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headless_service: Option<String>,
+    /// Each ready replica's own endpoints, per socket, for peers that must connect to every
+    /// proxy (libzmq connects to the first address a name resolves to only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_endpoints: Option<ReplicaEndpoints>,
     /// The security mechanism of each socket (NULL or CURVE), as the observed generation's
     /// spec configures it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -402,6 +408,33 @@ pub struct Endpoints {
     pub capture: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<String>,
+}
+
+/// Most replicas [`ReplicaEndpoints`] lists per socket; `ready` counts them all.
+pub const MAX_LISTED_REPLICAS: usize = 100;
+
+/// Per socket, `tcp://<name>-<ordinal>.<name>-pods.<namespace>.svc:<port>` of every ready
+/// replica whose ordinal is below `spec.replicas`, in ordinal order: a new pod is listed once it
+/// is ready, a pod removed by scaling down is unlisted as soon as `spec.replicas` drops.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaEndpoints {
+    /// How many replicas are ready, in all; each list holds the first 100 of them by ordinal.
+    pub ready: i32,
+    /// Each listed replica's frontend endpoint.
+    #[schemars(length(max = MAX_LISTED_REPLICAS))]
+    pub frontend: Vec<String>,
+    /// Each listed replica's backend endpoint.
+    #[schemars(length(max = MAX_LISTED_REPLICAS))]
+    pub backend: Vec<String>,
+    /// Each listed replica's capture endpoint, with a capture socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_LISTED_REPLICAS))]
+    pub capture: Option<Vec<String>>,
+    /// Each listed replica's control endpoint, with a control socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_LISTED_REPLICAS))]
+    pub control: Option<Vec<String>>,
 }
 
 /// The port fields of the spec in the order clashes are reported: the proxy's sockets, then the
@@ -454,19 +487,22 @@ fn disruption_budget_rule() -> Rule {
     .reason(Reason::FieldValueInvalid)
 }
 
-/// Longest object name whose headless Service `<name>-pods` is still a valid Service name.
-pub const MAX_NAME_LEN: usize = 63 - HEADLESS_SUFFIX.len();
-/// Suffix of the headless Service created for more than one replica.
+/// Longest object name the StatefulSet's pods can carry: the StatefulSet controller labels each
+/// pod `controller-revision-hash: <name>-<hash>` (a hash of up to 10 characters), and a label
+/// value has at most 63 characters (so has the pod's hostname `<name>-<ordinal>`). It also leaves
+/// room for the headless Service `<name>-pods`.
+pub const MAX_NAME_LEN: usize = 63 - 11;
+/// Suffix of the headless Service, the StatefulSet's `serviceName`.
 pub const HEADLESS_SUFFIX: &str = "-pods";
 
 /// The object's name becomes the Service's name, which must be a DNS-1035 label (no dots, starts
-/// with a letter) short enough to leave room for [`HEADLESS_SUFFIX`].
+/// with a letter) of at most [`MAX_NAME_LEN`] characters.
 pub fn name_rule() -> Rule {
     Rule::new(format!(
         "self.metadata.name.size() <= {MAX_NAME_LEN} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
     ))
     .message(Message::Message(format!(
-        "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most {MAX_NAME_LEN} characters: it names the proxy's Services"
+        "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most {MAX_NAME_LEN} characters: it names the proxy's StatefulSet, pods and Services"
     )))
     .reason(Reason::FieldValueInvalid)
 }
@@ -486,11 +522,14 @@ fn add_spec_rules(schema: &mut schemars::Schema) {
     }
 }
 
+/// The selector label naming the `ZmqProxy` a child or pod belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
 /// Labels every child object carries; the first two are the pod selector.
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "zmq-proxy".to_string()),
-        ("app.kubernetes.io/instance".to_string(), name.to_string()),
+        (INSTANCE_LABEL.to_string(), name.to_string()),
     ])
 }
 

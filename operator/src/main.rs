@@ -24,7 +24,7 @@ enum LogFormat {
 }
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Runs ZmqProxy objects as Deployments and Services")]
+#[command(version, about = "Runs ZmqProxy objects as StatefulSets and Services")]
 struct Args {
     /// Namespace to watch; all namespaces when unset.
     #[arg(long, env = "WATCH_NAMESPACE")]

@@ -9,6 +9,12 @@
 //! therefore makes no request at all, and one that changed makes one event per kind of change.
 //! An object annotated `zmqproxy.io/pause-reconciliation: "true"` gets only its
 //! ReconciliationPaused condition written.
+//!
+//! Migration: an older operator ran each proxy as a Deployment `<name>`. When one controlled by
+//! the object exists, the StatefulSet is applied with no replicas, the Deployment is deleted
+//! (background propagation) and the StatefulSet gets its replicas only once the Pod watch shows
+//! none of the Deployment's pods left: like a Recreate rollout, the old pods drain within their
+//! grace period before the new ones start, so a single-replica proxy never runs twice.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -16,8 +22,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{Future, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -183,7 +189,7 @@ pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, E
             ctx.metrics.failed(e.reason());
             publish(&ctx, &zp, EventType::Warning, e.reason(), e.to_string(), None).await;
             let failure = Failure { reason: e.reason().to_string(), message: e.to_string() };
-            let mut status = status::compute(&zp, None, Some(&failure), status::now());
+            let mut status = status::compute(&zp, None, None, Some(&failure), status::now());
             if let Some(old) = &zp.status {
                 status.replicas = old.replicas;
                 status.ready_replicas = old.ready_replicas;
@@ -207,11 +213,11 @@ async fn apply_all(
     changes: &mut Vec<Change>,
 ) -> Result<Action, Error> {
     let namespace = zp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let children = build::children(zp, &ctx.options)?;
+    let mut children = build::children(zp, &ctx.options)?;
     let caches = ctx.caches();
-    let deployments = Child {
-        api: Api::<Deployment>::namespaced(ctx.client.clone(), &namespace),
-        cache: caches.as_ref().map(|c| c.deployments.clone()),
+    let stateful_sets = Child {
+        api: Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace),
+        cache: caches.as_ref().map(|c| c.stateful_sets.clone()),
         namespace: &namespace,
     };
     let services = Child {
@@ -224,19 +230,30 @@ async fn apply_all(
         cache: caches.as_ref().map(|c| c.pod_disruption_budgets.clone()),
         namespace: &namespace,
     };
+    let deployments = Child {
+        api: Api::<Deployment>::namespaced(ctx.client.clone(), &namespace),
+        cache: caches.as_ref().map(|c| c.deployments.clone()),
+        namespace: &namespace,
+    };
+    let name = zp.name_any();
+    // None until the Pod watch has listed: the listed replicas then stay as they were.
+    let pods = caches.as_ref().and_then(|c| watches::pods_of(&c.pods, &namespace, &name));
+    let pods: Option<Vec<&Pod>> = pods.as_ref().map(|p| p.iter().map(|pod| &**pod).collect());
 
-    let deployment =
-        apply_child(&deployments, &children.deployment, zp, ctx, recreate_fixup, changes).await?;
-    apply_child(&services, &children.service, zp, ctx, no_fixup, changes).await?;
-    match &children.headless {
-        Some(headless) => {
-            apply_child(&services, headless, zp, ctx, no_fixup, changes).await?;
-        }
-        None => {
-            let name = build::headless_name(&zp.name_any());
-            delete_owned(&services, &name, zp, ctx, changes).await?;
-        }
+    let old_deployment = owned(&deployments, &name, zp, ctx).await?;
+    // Migrating: no new proxy until the old ones have terminated (drain included).
+    if (old_deployment.is_some() || pods.as_deref().is_some_and(deployment_pods_remain))
+        && let Some(spec) = children.stateful_set.spec.as_mut()
+    {
+        spec.replicas = Some(0);
     }
+    let stateful_set =
+        apply_child(&stateful_sets, &children.stateful_set, zp, ctx, no_fixup, changes).await?;
+    if old_deployment.is_some_and(|d| d.metadata.deletion_timestamp.is_none()) {
+        delete_owned(&deployments, &name, zp, ctx, changes).await?;
+    }
+    apply_child(&services, &children.service, zp, ctx, no_fixup, changes).await?;
+    apply_child(&services, &children.headless, zp, ctx, no_fixup, changes).await?;
     match &children.pdb {
         Some(pdb) => {
             apply_child(&pdbs, pdb, zp, ctx, no_fixup, changes).await?;
@@ -247,9 +264,21 @@ async fn apply_all(
         }
     }
 
-    let status = status::compute(zp, Some(&deployment), None, status::now());
+    let status = status::compute(zp, Some(&stateful_set), pods.as_deref(), None, status::now());
     write_status(zp, ctx, status).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Pods of the Deployment an older operator ran (their controller is one of its ReplicaSets) are
+/// still there, terminating or not.
+fn deployment_pods_remain(pods: &[&Pod]) -> bool {
+    pods.iter().any(|pod| {
+        pod.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
+    })
 }
 
 fn controlled_by(child: &impl Resource, zp: &ZmqProxy) -> bool {
@@ -268,18 +297,6 @@ type Fixup<K> = fn(desired: &K, observed: &K) -> Option<serde_json::Value>;
 
 fn no_fixup<K>(_: &K, _: &K) -> Option<serde_json::Value> {
     None
-}
-
-/// The API server refuses `rollingUpdate` next to `type: Recreate`, and when the operator stops
-/// setting `rollingUpdate` server-side apply may leave an empty one behind; so the switch to
-/// Recreate (scaling down to one replica) clears it in the same write that changes the type.
-fn recreate_fixup(desired: &Deployment, observed: &Deployment) -> Option<serde_json::Value> {
-    let strategy = |d: &Deployment| d.spec.as_ref().and_then(|s| s.strategy.clone());
-    let wants_recreate = strategy(desired).and_then(|s| s.type_).as_deref() == Some("Recreate");
-    let has_rolling_update = strategy(observed).is_some_and(|s| s.rolling_update.is_some());
-    (wants_recreate && has_rolling_update).then(
-        || serde_json::json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}}),
-    )
 }
 
 /// One kind of child in one namespace: where to write it and the cache to read it from.
@@ -381,6 +398,26 @@ where
     Ok(applied)
 }
 
+/// The child `name` if it exists and this `ZmqProxy` controls it (from the cache when it can
+/// tell).
+async fn owned<K>(
+    child: &Child<'_, K>,
+    name: &str,
+    zp: &ZmqProxy,
+    ctx: &Context,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let current = match child.cached(name) {
+        // A complete cache of the operator's children without it: nothing of ours.
+        Cached::NotOwned => return Ok(None),
+        Cached::Found(current) => Some((*current).clone()),
+        Cached::Unknown => child.get(name, ctx).await?,
+    };
+    Ok(current.filter(|c| controlled_by(c, zp)))
+}
+
 /// Deletes the child `name` if it exists and this `ZmqProxy` controls it.
 async fn delete_owned<K>(
     child: &Child<'_, K>,
@@ -393,14 +430,7 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
     let kind = K::kind(&()).to_string();
-    let current = match child.cached(name) {
-        // A complete cache of the operator's children without it: nothing of ours to delete.
-        Cached::NotOwned => return Ok(()),
-        Cached::Found(current) => Some((*current).clone()),
-        Cached::Unknown => child.get(name, ctx).await?,
-    };
-    let Some(current) = current else { return Ok(()) };
-    if !controlled_by(&current, zp) {
+    if owned(child, name, zp, ctx).await?.is_none() {
         return Ok(());
     }
     ctx.metrics.requested(&kind, "delete");
@@ -456,11 +486,16 @@ pub fn event_note(mut note: String) -> String {
     note
 }
 
-/// One Normal event per kind of change a reconcile made ("Created Deployment tasks, Service
+/// One Normal event per kind of change a reconcile made ("Created StatefulSet tasks, Service
 /// tasks"), naming the child as the event's related object when there is only one.
 async fn publish_changes(ctx: &Context, zp: &ZmqProxy, changes: Vec<Change>) {
-    let mut actions: Vec<&'static str> = changes.iter().map(|c| c.action).collect();
-    actions.dedup();
+    // In order of first appearance: a migration deletes the Deployment between two creations.
+    let mut actions: Vec<&'static str> = Vec::new();
+    for change in &changes {
+        if !actions.contains(&change.action) {
+            actions.push(change.action);
+        }
+    }
     for action in actions {
         let group: Vec<&Change> = changes.iter().filter(|c| c.action == action).collect();
         let children: Vec<String> =
@@ -514,44 +549,54 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (zps, deployments, services, pdbs) = match &namespace {
-        Some(ns) => (
-            Api::<ZmqProxy>::namespaced(client.clone(), ns),
-            Api::<Deployment>::namespaced(client.clone(), ns),
-            Api::<Service>::namespaced(client.clone(), ns),
-            Api::<PodDisruptionBudget>::namespaced(client, ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
-    };
-    // Only children carry the managed-by label, so the owned watches skip every other object.
+    let (zps, stateful_sets, services, pdbs, pods, deployments) = (
+        scoped(&client, &namespace),
+        scoped::<StatefulSet>(&client, &namespace),
+        scoped::<Service>(&client, &namespace),
+        scoped::<PodDisruptionBudget>(&client, &namespace),
+        scoped::<Pod>(&client, &namespace),
+        scoped::<Deployment>(&client, &namespace),
+    );
+    // Only children and proxy pods carry the managed-by label, so the owned watches skip every
+    // other object.
     let owned = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let zp_writer = Writer::<ZmqProxy>::default();
     let zp_store = zp_writer.as_reader();
-    let deployment_writer = Writer::<Deployment>::default();
+    let stateful_set_writer = Writer::<StatefulSet>::default();
     let service_writer = Writer::<Service>::default();
     let pdb_writer = Writer::<PodDisruptionBudget>::default();
+    let pod_writer = Writer::<Pod>::default();
+    let deployment_writer = Writer::<Deployment>::default();
     ctx.use_caches(Some(ChildCaches {
-        deployments: deployment_writer.as_reader(),
+        stateful_sets: stateful_set_writer.as_reader(),
         services: service_writer.as_reader(),
         pod_disruption_budgets: pdb_writer.as_reader(),
+        pods: pod_writer.as_reader(),
+        deployments: deployment_writer.as_reader(),
     }));
     let config = controller::Config::default().concurrency(concurrency).debounce(DEBOUNCE);
     let main = watches::watch(zps, watcher::Config::default(), zp_writer, Trigger::Applied);
     Controller::for_stream(main, zp_store)
         .with_config(config)
         .owns_stream(watches::watch(
+            stateful_sets,
+            owned.clone(),
+            stateful_set_writer,
+            Trigger::Touched,
+        ))
+        .owns_stream(watches::watch(services, owned.clone(), service_writer, Trigger::Touched))
+        .owns_stream(watches::watch(
             deployments,
             owned.clone(),
             deployment_writer,
             Trigger::Touched,
         ))
-        .owns_stream(watches::watch(services, owned.clone(), service_writer, Trigger::Touched))
-        .owns_stream(watches::watch(pdbs, owned, pdb_writer, Trigger::Touched))
+        .owns_stream(watches::watch(pdbs, owned.clone(), pdb_writer, Trigger::Touched))
+        // Pods are the StatefulSet's, not the object's: mapped by their instance label.
+        .watches_stream(
+            watches::watch_slimmed(pods, owned, pod_writer, Trigger::Touched, watches::slim_pod),
+            |pod| watches::owner_of_pod(&pod),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -562,6 +607,17 @@ pub async fn run_with(
         })
         .await;
     ctx.use_caches(None);
+}
+
+/// An Api of `K` in `namespace` (every namespace when None).
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 #[cfg(test)]

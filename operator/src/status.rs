@@ -1,15 +1,25 @@
 //! The status the operator reports: Ready, Progressing and Degraded conditions, each carrying the
-//! generation they describe, computed (purely) from the `ZmqProxy` and its observed Deployment.
+//! generation they describe, and the endpoints of every ready replica, computed (purely) from the
+//! `ZmqProxy`, its observed StatefulSet and the pods the Pod watch saw.
 //! `lastTransitionTime` only moves when a condition's status flips, so recomputing the status of
 //! an unchanged object gives an equal value and the reconciler skips the write.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::build::{endpoints, headless_name};
-use crate::crd::{Mechanism, SocketMechanisms, ZmqProxy, ZmqProxyStatus, selector_string};
+use crate::build::{endpoints, endpoints_at, headless_name, replica_host};
+use crate::crd::{
+    Endpoints, INSTANCE_LABEL, MAX_LISTED_REPLICAS, Mechanism, ReplicaEndpoints, SocketMechanisms,
+    ZmqProxy, ZmqProxyStatus, selector_string,
+};
+
+/// The label the StatefulSet controller sets to a pod's ordinal (Kubernetes 1.28 and later).
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -54,73 +64,132 @@ pub struct Failure {
     pub message: String,
 }
 
-/// Where the Deployment's rollout stands, read from its status.
+/// Where the StatefulSet's rollout stands, read from its status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rollout {
     pub replicas: i32,
     pub ready: i32,
     pub updated: i32,
-    /// The Deployment controller has seen the Deployment's latest generation.
+    /// The StatefulSet controller has seen the StatefulSet's latest generation.
     pub observed: bool,
-    /// The Deployment reports a failure (ProgressDeadlineExceeded, ReplicaFailure): reason, message.
-    pub failure: Option<(String, String)>,
+    /// Every pod runs the update revision (`currentRevision == updateRevision`, when set).
+    pub one_revision: bool,
 }
 
 impl Rollout {
-    pub fn of(deployment: &Deployment) -> Rollout {
-        let status = deployment.status.clone().unwrap_or_default();
-        let generation = deployment.metadata.generation.unwrap_or(0);
-        let conditions = status.conditions.unwrap_or_default();
-        let failure = conditions
-            .iter()
-            .find(|c| {
-                (c.type_ == "Progressing"
-                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
-                    || (c.type_ == "ReplicaFailure" && c.status == "True")
-            })
-            .map(|c| {
-                (
-                    c.reason.clone().unwrap_or_else(|| c.type_.clone()),
-                    c.message.clone().unwrap_or_default(),
-                )
-            });
+    pub fn of(stateful_set: &StatefulSet) -> Rollout {
+        let status = stateful_set.status.clone().unwrap_or_default();
+        let generation = stateful_set.metadata.generation.unwrap_or(0);
+        let one_revision = match (&status.current_revision, &status.update_revision) {
+            (Some(current), Some(update)) => current == update,
+            _ => true,
+        };
         Rollout {
-            replicas: status.replicas.unwrap_or(0),
+            replicas: status.replicas,
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             observed: status.observed_generation.unwrap_or(0) >= generation,
-            failure,
+            one_revision,
         }
     }
 
-    /// Every wanted pod runs the current template, is ready, and no old pod is left.
+    /// Every wanted pod runs the current template and is ready, and no other pod is left. (A
+    /// StatefulSet has no progress deadline, so a stuck rollout stays Progressing.)
     fn complete(&self, want: i32) -> bool {
-        self.observed && self.updated >= want && self.ready >= want && self.replicas == want
+        self.observed
+            && self.one_revision
+            && self.replicas == want
+            && self.updated == want
+            && self.ready == want
     }
 }
 
-/// The status of `zp` given its Deployment (None when it could not be read or applied) and the
-/// failure of this reconcile, if any. `now` stamps conditions whose status changed.
+/// The ordinal of `pod` when it is replica `<name>-<ordinal>` of `zp`: its name says so (the
+/// StatefulSet's `apps.kubernetes.io/pod-index` label, where set, must agree), and it carries the
+/// object's instance label.
+pub fn ordinal(zp: &ZmqProxy, pod: &Pod) -> Option<u32> {
+    let name = zp.name_any();
+    let labels = pod.metadata.labels.as_ref()?;
+    if labels.get(INSTANCE_LABEL) != Some(&name) {
+        return None;
+    }
+    let suffix = pod.metadata.name.as_deref()?.strip_prefix(&name)?.strip_prefix('-')?;
+    if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ordinal: u32 = suffix.parse().ok()?;
+    match labels.get(POD_INDEX_LABEL) {
+        Some(index) if index.parse::<u32>().ok() != Some(ordinal) => None,
+        _ => Some(ordinal),
+    }
+}
+
+/// Ready (condition Ready=True) and not terminating: a pod's drain starts with its deletion, and
+/// it is unlisted then.
+fn serving(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {
+            conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+/// `status.replicaEndpoints` from the pods the watch saw: every serving replica with an ordinal
+/// below `spec.replicas`, in ordinal order, at most [`MAX_LISTED_REPLICAS`] per socket.
+pub fn replica_endpoints<'a>(
+    zp: &ZmqProxy,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Option<ReplicaEndpoints> {
+    let namespace = zp.namespace()?;
+    let name = zp.name_any();
+    let want = u32::try_from(zp.spec.replicas).unwrap_or(0);
+    let ready: BTreeSet<u32> = pods
+        .into_iter()
+        .filter(|pod| serving(pod))
+        .filter_map(|pod| ordinal(zp, pod))
+        .filter(|i| *i < want)
+        .collect();
+    let listed: Vec<Endpoints> = ready
+        .iter()
+        .take(MAX_LISTED_REPLICAS)
+        .map(|i| endpoints_at(zp, &replica_host(&name, &namespace, *i)))
+        .collect();
+    let of = |pick: fn(&Endpoints) -> Option<&String>| -> Vec<String> {
+        listed.iter().filter_map(|e| pick(e).cloned()).collect()
+    };
+    Some(ReplicaEndpoints {
+        ready: i32::try_from(ready.len()).unwrap_or(i32::MAX),
+        frontend: of(|e| Some(&e.frontend)),
+        backend: of(|e| Some(&e.backend)),
+        capture: zp.spec.sockets.capture.as_ref().map(|_| of(|e| e.capture.as_ref())),
+        control: zp.spec.sockets.control.as_ref().map(|_| of(|e| e.control.as_ref())),
+    })
+}
+
+/// The status of `zp` given its StatefulSet (None when it could not be read or applied), its
+/// pods (None when not known yet: the listed replicas stay as they were) and the failure of this
+/// reconcile, if any. `now` stamps conditions whose status changed.
 pub fn compute(
     zp: &ZmqProxy,
-    deployment: Option<&Deployment>,
+    stateful_set: Option<&StatefulSet>,
+    pods: Option<&[&Pod]>,
     failure: Option<&Failure>,
     now: Timestamp,
 ) -> ZmqProxyStatus {
     let generation = zp.metadata.generation;
     let want = zp.spec.replicas;
-    let rollout = deployment.map(Rollout::of);
+    let rollout = stateful_set.map(Rollout::of);
     let namespace = zp.namespace().unwrap_or_default();
-    let headless = (want > 1).then(|| format!("{}.{namespace}.svc", headless_name(&zp.name_any())));
+    let headless = format!("{}.{namespace}.svc", headless_name(&zp.name_any()));
     // Each replica is its own proxy, so peers that reach one pod through the Service see only a
     // share of the others: say how to reach them all wherever readiness is reported.
-    let fan_out = headless.as_ref().map(|h| {
+    let fan_out = if want > 1 {
         format!(
             "; each of the {want} replicas is a separate proxy: peers must connect to every pod, \
-             listed by the headless Service {h}"
+             listed in status.replicaEndpoints"
         )
-    });
-    let fan_out = fan_out.as_deref().unwrap_or("");
+    } else {
+        String::new()
+    };
     let ready_count = rollout.as_ref().map_or(0, |r| r.ready);
 
     let cond = |type_: &str, ok: bool, reason: &str, message: String| Condition {
@@ -131,6 +200,7 @@ pub fn compute(
         observed_generation: generation,
         last_transition_time: Time(now),
     };
+    let as_expected = || cond(DEGRADED, false, "AsExpected", String::new());
 
     let (ready, progressing, degraded) = match (failure, &rollout) {
         (Some(f), _) => (
@@ -139,15 +209,11 @@ pub fn compute(
             cond(DEGRADED, true, &f.reason, f.message.clone()),
         ),
         (None, None) => (
-            cond(READY, false, "Progressing", "the Deployment does not exist yet".to_string()),
-            cond(PROGRESSING, true, "Creating", "creating the Deployment".to_string()),
-            cond(DEGRADED, false, "AsExpected", String::new()),
+            cond(READY, false, "Progressing", "the StatefulSet does not exist yet".to_string()),
+            cond(PROGRESSING, true, "Creating", "creating the StatefulSet".to_string()),
+            as_expected(),
         ),
         (None, Some(r)) => {
-            let degraded = match &r.failure {
-                Some((reason, message)) => cond(DEGRADED, true, reason, message.clone()),
-                None => cond(DEGRADED, false, "AsExpected", String::new()),
-            };
             if want == 0 {
                 let done = r.replicas == 0;
                 (
@@ -158,7 +224,7 @@ pub fn compute(
                         if done { "ScaledToZero" } else { "ScalingDown" },
                         format!("{} pods left", r.replicas),
                     ),
-                    degraded,
+                    as_expected(),
                 )
             } else if r.complete(want) {
                 (
@@ -172,15 +238,15 @@ pub fn compute(
                         PROGRESSING,
                         false,
                         "RolloutComplete",
-                        "the Deployment runs the current spec".to_string(),
+                        "the StatefulSet runs the current spec".to_string(),
                     ),
-                    degraded,
+                    as_expected(),
                 )
             } else {
                 let what = if r.observed {
                     format!("{} of {want} pods updated, {} ready", r.updated, r.ready)
                 } else {
-                    "the Deployment controller has not seen the latest spec".to_string()
+                    "the StatefulSet controller has not seen the latest spec".to_string()
                 };
                 (
                     cond(
@@ -190,12 +256,16 @@ pub fn compute(
                         format!("{}/{want} replicas ready, rollout in progress{fan_out}", r.ready),
                     ),
                     cond(PROGRESSING, true, "RollingOut", what),
-                    degraded,
+                    as_expected(),
                 )
             }
         }
     };
 
+    let replica_endpoints = match pods {
+        Some(pods) => replica_endpoints(zp, pods.iter().copied()),
+        None => zp.status.as_ref().and_then(|s| s.replica_endpoints.clone()),
+    };
     ZmqProxyStatus {
         observed_generation: generation,
         replicas: rollout.as_ref().map_or(0, |r| r.replicas),
@@ -203,7 +273,8 @@ pub fn compute(
         selector: Some(selector_string(&zp.name_any())),
         conditions: vec![ready, progressing, degraded],
         endpoints: endpoints(zp),
-        headless_service: headless,
+        headless_service: Some(headless),
+        replica_endpoints,
         security: Some(mechanisms(zp)),
     }
 }
@@ -253,7 +324,7 @@ pub fn condition<'a>(status: &'a ZmqProxyStatus, type_: &str) -> Option<&'a Cond
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
 
     fn proxy(replicas: i32) -> ZmqProxy {
         let mut zp: ZmqProxy = serde_yaml::from_str(
@@ -264,11 +335,24 @@ mod tests {
         zp
     }
 
-    fn deployment(generation: i64, status: DeploymentStatus) -> Deployment {
-        let mut d = Deployment::default();
+    fn stateful_set(generation: i64, status: StatefulSetStatus) -> StatefulSet {
+        let mut d = StatefulSet::default();
         d.metadata.generation = Some(generation);
         d.status = Some(status);
         d
+    }
+
+    /// A rolled-out StatefulSet status: `n` pods, all ready, all of the update revision.
+    fn rolled_out(generation: i64, n: i32) -> StatefulSetStatus {
+        StatefulSetStatus {
+            observed_generation: Some(generation),
+            replicas: n,
+            ready_replicas: Some(n),
+            updated_replicas: Some(n),
+            current_revision: Some("tasks-7d9f".into()),
+            update_revision: Some("tasks-7d9f".into()),
+            ..StatefulSetStatus::default()
+        }
     }
 
     fn at(s: i64) -> Timestamp {
@@ -280,9 +364,28 @@ mod tests {
         (c.status.as_str(), c.reason.as_str())
     }
 
+    fn of(zp: &ZmqProxy, st: StatefulSetStatus) -> ZmqProxyStatus {
+        compute(zp, Some(&stateful_set(1, st)), None, None, at(1))
+    }
+
+    /// Pod `name` of the object `instance`, Ready or not, terminating or not.
+    fn pod(instance: &str, name: &str, ready: bool, terminating: bool) -> Pod {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "q",
+                "labels": {"app.kubernetes.io/instance": instance}},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+        .expect("pod");
+        if terminating {
+            pod.metadata.deletion_timestamp = Some(Time(at(5)));
+        }
+        pod
+    }
+
     #[test]
-    fn fresh_deployment_is_not_ready_and_progressing() {
-        let s = compute(&proxy(1), Some(&deployment(1, DeploymentStatus::default())), None, at(1));
+    fn fresh_stateful_set_is_not_ready_and_progressing() {
+        let st = StatefulSetStatus { observed_generation: Some(1), ..Default::default() };
+        let s = of(&proxy(1), st);
         assert_eq!(get(&s, READY), ("False", "Progressing"));
         assert_eq!(get(&s, PROGRESSING), ("True", "RollingOut"));
         assert_eq!(get(&s, DEGRADED), ("False", "AsExpected"));
@@ -296,79 +399,133 @@ mod tests {
             s.selector.as_deref(),
             Some("app.kubernetes.io/instance=tasks,app.kubernetes.io/name=zmq-proxy")
         );
-    }
-
-    #[test]
-    fn completed_rollout_is_ready() {
-        let st = DeploymentStatus {
-            observed_generation: Some(2),
-            replicas: Some(1),
-            ready_replicas: Some(1),
-            updated_replicas: Some(1),
-            ..DeploymentStatus::default()
-        };
-        let s = compute(&proxy(1), Some(&deployment(2, st)), None, at(1));
-        assert_eq!(get(&s, READY), ("True", "AllReplicasReady"));
-        assert_eq!(get(&s, PROGRESSING), ("False", "RolloutComplete"));
-        assert_eq!(s.ready_replicas, 1);
-        assert!(s.headless_service.is_none());
-    }
-
-    #[test]
-    fn stale_deployment_status_is_not_ready() {
-        // Ready pods of the previous generation: the controller has not seen the new spec.
-        let st = DeploymentStatus {
-            observed_generation: Some(1),
-            replicas: Some(1),
-            ready_replicas: Some(1),
-            updated_replicas: Some(1),
-            ..DeploymentStatus::default()
-        };
-        let s = compute(&proxy(1), Some(&deployment(2, st)), None, at(1));
-        assert_eq!(get(&s, READY), ("False", "Progressing"));
-    }
-
-    #[test]
-    fn several_replicas_say_peers_must_reach_every_pod() {
-        let st = DeploymentStatus {
-            observed_generation: Some(1),
-            replicas: Some(3),
-            ready_replicas: Some(3),
-            updated_replicas: Some(3),
-            ..DeploymentStatus::default()
-        };
-        let s = compute(&proxy(3), Some(&deployment(1, st)), None, at(1));
-        assert_eq!(get(&s, READY), ("True", "AllReplicasReady"));
-        let message = &condition(&s, READY).map(|c| c.message.clone()).unwrap_or_default();
-        assert!(message.contains("connect to every pod"), "{message}");
-        assert!(message.contains("tasks-pods.q.svc"), "{message}");
         assert_eq!(s.headless_service.as_deref(), Some("tasks-pods.q.svc"));
     }
 
     #[test]
-    fn deadline_exceeded_is_degraded_and_failures_are_reported() {
-        let st = DeploymentStatus {
-            observed_generation: Some(1),
-            conditions: Some(vec![DeploymentCondition {
-                type_: "Progressing".into(),
-                status: "False".into(),
-                reason: Some("ProgressDeadlineExceeded".into()),
-                message: Some("took too long".into()),
-                ..DeploymentCondition::default()
-            }]),
-            ..DeploymentStatus::default()
-        };
-        let s = compute(&proxy(1), Some(&deployment(1, st)), None, at(1));
-        assert_eq!(get(&s, DEGRADED), ("True", "ProgressDeadlineExceeded"));
+    fn completed_rollout_is_ready() {
+        let s = compute(&proxy(1), Some(&stateful_set(2, rolled_out(2, 1))), None, None, at(1));
+        assert_eq!(get(&s, READY), ("True", "AllReplicasReady"));
+        assert_eq!(get(&s, PROGRESSING), ("False", "RolloutComplete"));
+        assert_eq!((s.replicas, s.ready_replicas), (1, 1));
+    }
+
+    #[test]
+    fn stale_or_half_updated_stateful_set_is_not_ready() {
+        // Ready pods of the previous generation: the controller has not seen the new spec.
+        let s = compute(&proxy(1), Some(&stateful_set(2, rolled_out(1, 1))), None, None, at(1));
+        assert_eq!(get(&s, READY), ("False", "Progressing"));
+        assert!(condition(&s, PROGRESSING).is_some_and(|c| c.message.contains("not seen")));
+        // Seen, but one of three pods still runs the old revision.
+        let st = StatefulSetStatus { updated_replicas: Some(2), ..rolled_out(1, 3) };
+        assert_eq!(get(&of(&proxy(3), st), PROGRESSING), ("True", "RollingOut"));
+        // Every count right, revisions not yet swapped (the controller's last step).
+        let st = StatefulSetStatus { current_revision: Some("old".into()), ..rolled_out(1, 3) };
+        assert_eq!(get(&of(&proxy(3), st), READY), ("False", "Progressing"));
+        // An extra pod left over from a scale-down in progress.
+        let st = StatefulSetStatus { replicas: 4, ..rolled_out(1, 3) };
+        assert_eq!(get(&of(&proxy(3), st), READY), ("False", "Progressing"));
+        // Without revisions (an older API server) the counts decide.
+        let st =
+            StatefulSetStatus { current_revision: None, update_revision: None, ..rolled_out(1, 3) };
+        assert_eq!(get(&of(&proxy(3), st), READY), ("True", "AllReplicasReady"));
+    }
+
+    #[test]
+    fn several_replicas_say_peers_must_reach_every_pod() {
+        let s = of(&proxy(3), rolled_out(1, 3));
+        assert_eq!(get(&s, READY), ("True", "AllReplicasReady"));
+        let message = &condition(&s, READY).map(|c| c.message.clone()).unwrap_or_default();
+        assert!(message.contains("connect to every pod"), "{message}");
+        assert!(message.contains("status.replicaEndpoints"), "{message}");
+    }
+
+    #[test]
+    fn failures_are_degraded_and_a_stuck_rollout_is_progressing() {
         let f = Failure { reason: "ApplyFailed".into(), message: "boom".into() };
-        let s = compute(&proxy(1), None, Some(&f), at(1));
+        let s = compute(&proxy(1), None, None, Some(&f), at(1));
         assert_eq!(get(&s, READY), ("False", "ApplyFailed"));
         assert_eq!(get(&s, DEGRADED), ("True", "ApplyFailed"));
+        let st = StatefulSetStatus { ready_replicas: Some(0), ..rolled_out(1, 1) };
+        let s = of(&proxy(1), st);
+        assert_eq!(get(&s, PROGRESSING), ("True", "RollingOut"));
+        assert_eq!(get(&s, DEGRADED), ("False", "AsExpected"));
+    }
+
+    #[test]
+    fn replica_endpoints_list_ready_pods_below_the_replica_count_in_order() {
+        let zp = proxy(3);
+        let pods = [
+            pod("tasks", "tasks-2", true, false),
+            pod("tasks", "tasks-0", true, false),
+            pod("tasks", "tasks-1", false, false), // starting: not listed yet
+            pod("tasks", "tasks-3", true, false),  // beyond replicas: being scaled down
+            pod("tasks", "tasks-7d9f-x2", true, false), // an old Deployment's pod
+            pod("other", "tasks-4", true, false),  // another object's label
+        ];
+        let e = replica_endpoints(&zp, &pods).expect("endpoints");
+        assert_eq!(e.ready, 2);
+        assert_eq!(
+            e.frontend,
+            ["tcp://tasks-0.tasks-pods.q.svc:5555", "tcp://tasks-2.tasks-pods.q.svc:5555"]
+        );
+        assert_eq!(e.backend[1], "tcp://tasks-2.tasks-pods.q.svc:5556");
+        assert_eq!((e.capture, e.control), (None, None));
+        // A draining pod is unlisted at once, ready or not.
+        let draining = [pod("tasks", "tasks-0", true, true), pod("tasks", "tasks-1", true, false)];
+        let e = replica_endpoints(&zp, &draining).expect("endpoints");
+        assert_eq!(e.frontend, ["tcp://tasks-1.tasks-pods.q.svc:5555"]);
+    }
+
+    #[test]
+    fn replica_endpoints_are_bounded_and_count_them_all() {
+        let mut zp = proxy(250);
+        zp.spec.sockets.control = Some(serde_yaml::from_str("{port: 5558}").expect("control"));
+        let pods: Vec<Pod> =
+            (0..250).map(|i| pod("tasks", &format!("tasks-{i}"), true, false)).collect();
+        let e = replica_endpoints(&zp, &pods).expect("endpoints");
+        assert_eq!(e.ready, 250);
+        assert_eq!(e.frontend.len(), MAX_LISTED_REPLICAS);
+        assert_eq!(e.control.as_ref().map(Vec::len), Some(MAX_LISTED_REPLICAS));
+        assert_eq!(
+            e.frontend.last().map(String::as_str),
+            Some("tcp://tasks-99.tasks-pods.q.svc:5555")
+        );
+    }
+
+    #[test]
+    fn ordinals_come_from_the_name_and_agree_with_the_pod_index_label() {
+        let zp = proxy(3);
+        assert_eq!(ordinal(&zp, &pod("tasks", "tasks-12", true, false)), Some(12));
+        for name in ["tasks-", "tasks-+1", "tasks-a", "tasks1", "task-1", "tasks-1-0"] {
+            assert_eq!(ordinal(&zp, &pod("tasks", name, true, false)), None, "{name}");
+        }
+        let mut labelled = pod("tasks", "tasks-1", true, false);
+        let labels = labelled.metadata.labels.get_or_insert_default();
+        labels.insert(POD_INDEX_LABEL.into(), "1".into());
+        assert_eq!(ordinal(&zp, &labelled), Some(1));
+        labelled.metadata.labels.get_or_insert_default().insert(POD_INDEX_LABEL.into(), "2".into());
+        assert_eq!(ordinal(&zp, &labelled), None);
+    }
+
+    #[test]
+    fn unknown_pods_keep_the_listed_replicas_and_known_pods_replace_them() {
+        let mut zp = proxy(1);
+        let ready = [pod("tasks", "tasks-0", true, false)];
+        let refs: Vec<&Pod> = ready.iter().collect();
+        let st = stateful_set(1, rolled_out(1, 1));
+        let s = compute(&zp, Some(&st), Some(&refs), None, at(1));
+        assert_eq!(s.replica_endpoints.as_ref().map(|e| e.ready), Some(1));
+        zp.status = Some(s.clone());
+        let kept = compute(&zp, Some(&st), None, None, at(2));
+        assert_eq!(kept.replica_endpoints, s.replica_endpoints);
+        let none = compute(&zp, Some(&st), Some(&[]), None, at(2));
+        assert_eq!(none.replica_endpoints.map(|e| (e.ready, e.frontend.len())), Some((0, 0)));
     }
 
     #[test]
     fn security_says_which_sockets_are_curve() {
-        let s = compute(&proxy(1), None, None, at(1));
+        let s = compute(&proxy(1), None, None, None, at(1));
         let null = SocketMechanisms {
             frontend: Mechanism::Null,
             backend: Mechanism::Null,
@@ -380,7 +537,7 @@ mod tests {
             "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata: {name: t, namespace: q}\nspec:\n  frontend: {type: XSUB, port: 1, security: {curve: {serverKey: {secretName: k}, allowAnyClient: true}}}\n  backend: {type: XPUB, port: 2}\n  control: {port: 3, security: {curve: {serverKey: {secretName: k}, authorizedKeys: {secretName: ops}}}}\n",
         )
         .expect("valid yaml");
-        let s = compute(&secured, None, None, at(1));
+        let s = compute(&secured, None, None, None, at(1));
         let expected = SocketMechanisms {
             frontend: Mechanism::Curve,
             backend: Mechanism::Null,
@@ -397,30 +554,24 @@ mod tests {
 
     #[test]
     fn zero_replicas_is_reported_as_scaled_to_zero() {
-        let s = compute(&proxy(0), Some(&deployment(1, DeploymentStatus::default())), None, at(1));
+        let s = of(&proxy(0), StatefulSetStatus::default());
         assert_eq!(get(&s, READY), ("False", "ScaledToZero"));
         assert_eq!(get(&s, PROGRESSING), ("False", "ScaledToZero"));
+        let s = of(&proxy(0), StatefulSetStatus { replicas: 2, ..Default::default() });
+        assert_eq!(get(&s, PROGRESSING), ("True", "ScalingDown"));
     }
 
     #[test]
     fn transition_time_moves_only_when_the_status_flips() {
         let zp = proxy(1);
-        let d = deployment(1, DeploymentStatus::default());
-        let first = carry_transition_times(None, compute(&zp, Some(&d), None, at(10)));
-        let again = carry_transition_times(Some(&first), compute(&zp, Some(&d), None, at(20)));
+        let d = stateful_set(1, StatefulSetStatus::default());
+        let first = carry_transition_times(None, compute(&zp, Some(&d), None, None, at(10)));
+        let again =
+            carry_transition_times(Some(&first), compute(&zp, Some(&d), None, None, at(20)));
         assert_eq!(first, again, "recomputing an unchanged object gives the stored status");
-        let ready = deployment(
-            1,
-            DeploymentStatus {
-                observed_generation: Some(1),
-                replicas: Some(1),
-                ready_replicas: Some(1),
-                updated_replicas: Some(1),
-                ..DeploymentStatus::default()
-            },
-        );
+        let ready = stateful_set(1, rolled_out(1, 1));
         let flipped =
-            carry_transition_times(Some(&first), compute(&zp, Some(&ready), None, at(30)));
+            carry_transition_times(Some(&first), compute(&zp, Some(&ready), None, None, at(30)));
         let t = |s: &ZmqProxyStatus, c: &str| condition(s, c).map(|c| c.last_transition_time.0);
         assert_eq!(t(&flipped, READY), Some(at(30)));
         assert_eq!(t(&flipped, DEGRADED), Some(at(10)), "Degraded stayed False");

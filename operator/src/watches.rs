@@ -1,7 +1,14 @@
-//! The controller's watches and the caches they fill: one watch per kind (ZmqProxy, and the
-//! Deployments, Services and PodDisruptionBudgets the operator owns), each with its own short, capped backoff, objects
-//! stored without what the reconciler never reads, and [`ChildCaches`], from which a reconcile
-//! reads children instead of asking the API server.
+//! The controller's watches and the caches they fill: one watch per kind (ZmqProxy, the
+//! StatefulSets, Services and PodDisruptionBudgets the operator owns, the proxy pods, and
+//! Deployments, which only an older operator created and which are watched only to be
+//! replaced), each with its own short, capped backoff, objects stored without what the
+//! reconciler never reads, and [`ChildCaches`], from which a reconcile reads children instead of
+//! asking the API server.
+//!
+//! Pods are watched so that a replica turning ready (or starting to drain) updates
+//! `status.replicaEndpoints` without a request: they carry the operator's managed-by label (the
+//! pod template has it), and each maps to its `ZmqProxy` by the instance label. A cached pod keeps
+//! only its metadata and its Ready condition ([`slim_pod`]).
 //!
 //! Why each watch backs off on its own: kube-runtime's `Controller` merges every trigger stream
 //! and pauses all of them with one backoff whenever any yields an error. After an API-server
@@ -16,8 +23,8 @@ use std::hash::{Hash, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, PodStatus, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::Api;
@@ -26,6 +33,8 @@ use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tracing::warn;
+
+use crate::crd::{INSTANCE_LABEL, ZmqProxy};
 
 /// First retry of a failed watch or list.
 pub const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -84,6 +93,19 @@ pub fn slim<K: Resource>(object: &mut K) {
     }
 }
 
+/// [`slim`], and of a pod's spec and status all but the Ready condition: what the replica
+/// endpoints are computed from. Pods are the largest and most numerous objects watched.
+pub fn slim_pod(pod: &mut Pod) {
+    slim(pod);
+    pod.spec = None;
+    let ready = pod
+        .status
+        .take()
+        .and_then(|s| s.conditions)
+        .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect::<Vec<_>>());
+    pod.status = Some(PodStatus { conditions: ready, ..PodStatus::default() });
+}
+
 /// Which objects of a watch trigger a reconcile.
 #[derive(Clone, Copy, Debug)]
 pub enum Trigger {
@@ -100,6 +122,20 @@ pub fn watch<K>(
     config: watcher::Config,
     writer: Writer<K>,
     trigger: Trigger,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    watch_slimmed(api, config, writer, trigger, slim::<K>)
+}
+
+/// [`watch`] with `slim_object` instead of [`slim`].
+pub fn watch_slimmed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    trigger: Trigger,
+    slim_object: fn(&mut K),
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -130,7 +166,7 @@ where
             item
         }
     });
-    let events = paced.modify(slim).reflect(writer);
+    let events = paced.modify(slim_object).reflect(writer);
     let objects = match trigger {
         Trigger::Applied => events.applied_objects().boxed(),
         Trigger::Touched => events.touched_objects().boxed(),
@@ -195,9 +231,36 @@ fn is_gone(e: &watcher::Error) -> bool {
 /// The operator's own children as its watches last saw them.
 #[derive(Clone)]
 pub struct ChildCaches {
-    pub deployments: Store<Deployment>,
+    pub stateful_sets: Store<StatefulSet>,
     pub services: Store<Service>,
     pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    /// The proxy pods (slimmed, [`slim_pod`]).
+    pub pods: Store<Pod>,
+    /// Deployments an older operator created, to be replaced by StatefulSets.
+    pub deployments: Store<Deployment>,
+}
+
+/// The cached pods of the `ZmqProxy` `name` in `namespace` (by its instance label); None while
+/// the cache has not finished its first list.
+pub fn pods_of(
+    store: &Store<Pod>,
+    namespace: &str,
+    name: &str,
+) -> Option<Vec<std::sync::Arc<Pod>>> {
+    if !is_ready(store) {
+        return None;
+    }
+    Some(store.state_filter(|pod| {
+        pod.metadata.namespace.as_deref() == Some(namespace)
+            && pod.metadata.labels.as_ref().and_then(|l| l.get(INSTANCE_LABEL)).map(String::as_str)
+                == Some(name)
+    }))
+}
+
+/// The `ZmqProxy` a watched pod belongs to, by its instance label.
+pub fn owner_of_pod(pod: &Pod) -> Option<ObjectRef<ZmqProxy>> {
+    let name = pod.metadata.labels.as_ref()?.get(INSTANCE_LABEL)?;
+    Some(ObjectRef::new(name).within(pod.metadata.namespace.as_deref()?))
 }
 
 /// What a cache can say about a child.
@@ -249,6 +312,27 @@ mod tests {
         assert!(delays[11] >= WATCH_BACKOFF_MAX - quarter(WATCH_BACKOFF_MAX), "{delays:?}");
         b.reset();
         assert!(b.next().is_some_and(|d| d <= WATCH_BACKOFF_MIN + quarter(WATCH_BACKOFF_MIN)));
+    }
+
+    #[test]
+    fn slim_pod_keeps_the_metadata_and_the_ready_condition_only() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "tasks-0", "namespace": "q",
+                "labels": {"app.kubernetes.io/instance": "tasks"},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+            "spec": {"containers": [{"name": "proxy", "image": "x"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [
+                {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]},
+        }))
+        .expect("pod");
+        slim_pod(&mut pod);
+        assert!(pod.spec.is_none() && pod.metadata.managed_fields.is_none());
+        let status = pod.status.clone().expect("status");
+        assert_eq!(status.phase, None);
+        let types: Vec<String> =
+            status.conditions.unwrap_or_default().into_iter().map(|c| c.type_).collect();
+        assert_eq!(types, ["Ready"]);
+        assert_eq!(owner_of_pod(&pod), Some(ObjectRef::new("tasks").within("q")));
     }
 
     #[test]

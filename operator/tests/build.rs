@@ -1,10 +1,10 @@
-//! "ZmqProxy in, Deployment/Service out": pure tests of `build::children` from YAML fixtures.
+//! "ZmqProxy in, StatefulSet/Service out": pure tests of `build::children` from YAML fixtures.
 //! `fixtures/full.yaml` sets every spec field to a non-default value; each test finds one
 //! group of them where Kubernetes needs it, and says why that placement matters.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -27,11 +27,11 @@ fn build(name: &str) -> Children {
     .expect("fixture builds")
 }
 
-fn pod(d: &Deployment) -> &PodSpec {
+fn pod(d: &StatefulSet) -> &PodSpec {
     d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec")
 }
 
-fn proxy(d: &Deployment) -> &Container {
+fn proxy(d: &StatefulSet) -> &Container {
     &pod(d).containers[0]
 }
 
@@ -55,7 +55,7 @@ fn ports(s: &Service) -> Vec<(String, i32, Option<IntOrString>)> {
 #[test]
 fn proxy_flags_carry_every_socket_and_setting() {
     let c = build("full.yaml");
-    let proxy = proxy(&c.deployment);
+    let proxy = proxy(&c.stateful_set);
     assert_eq!(proxy.name, "proxy");
     assert_eq!(proxy.command.as_deref(), Some(&["zmq-proxy".to_string()][..]));
     let args = proxy.args.clone().unwrap_or_default();
@@ -90,7 +90,7 @@ fn proxy_flags_carry_every_socket_and_setting() {
 #[test]
 fn optional_sockets_are_left_out_when_unset() {
     let c = build("minimal.yaml");
-    let proxy = proxy(&c.deployment);
+    let proxy = proxy(&c.stateful_set);
     for flag in ["--capture-type", "--capture-bind", "--control-bind"] {
         assert_eq!(arg_after(proxy, flag), None, "{flag}");
     }
@@ -100,14 +100,13 @@ fn optional_sockets_are_left_out_when_unset() {
     assert_eq!(proxy.image.as_deref(), Some(DEFAULT_IMAGE));
     let names: Vec<String> = ports(&c.service).into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["frontend", "backend"]);
-    assert!(c.headless.is_none(), "one replica needs no headless Service");
 }
 
 /// Probes and Services refer to ports by name, so the names must be on the container.
 #[test]
 fn container_ports_are_named_and_probes_use_the_metrics_port() {
     let c = build("full.yaml");
-    let proxy = proxy(&c.deployment);
+    let proxy = proxy(&c.stateful_set);
     let named: Vec<(String, i32)> = proxy
         .ports
         .iter()
@@ -138,9 +137,9 @@ fn container_ports_are_named_and_probes_use_the_metrics_port() {
 #[test]
 fn grace_period_covers_the_lame_duck_and_the_drain_timeout() {
     let full = build("full.yaml");
-    assert_eq!(pod(&full.deployment).termination_grace_period_seconds, Some(3 + 20 + 10));
+    assert_eq!(pod(&full.stateful_set).termination_grace_period_seconds, Some(3 + 20 + 10));
     let minimal = build("minimal.yaml");
-    let grace = pod(&minimal.deployment).termination_grace_period_seconds.unwrap_or(0);
+    let grace = pod(&minimal.stateful_set).termination_grace_period_seconds.unwrap_or(0);
     assert!(grace > 5 + 5, "{grace}");
 }
 
@@ -148,12 +147,12 @@ fn grace_period_covers_the_lame_duck_and_the_drain_timeout() {
 #[test]
 fn pod_is_hardened() {
     let c = build("minimal.yaml");
-    let pod = pod(&c.deployment);
+    let pod = pod(&c.stateful_set);
     let psc = pod.security_context.as_ref().expect("pod security context");
     assert_eq!(psc.run_as_non_root, Some(true));
     assert_eq!(psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
     assert_eq!(pod.automount_service_account_token, Some(false));
-    let sc = proxy(&c.deployment).security_context.as_ref().expect("container security context");
+    let sc = proxy(&c.stateful_set).security_context.as_ref().expect("container security context");
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -164,29 +163,43 @@ fn pod_is_hardened() {
     assert_eq!(sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
 }
 
-/// One replica: Recreate, so a rollout never runs two proxies (peers would split between them).
-/// More: one pod at a time and never more than `replicas`.
+/// A StatefulSet for every replica count: its rolling update replaces a pod only once the old one
+/// has terminated (never two proxies for one replica), OrderedReady scales one pod at a time,
+/// and `serviceName` is the headless Service that gives each pod its DNS name.
 #[test]
-fn rollout_strategy_never_runs_two_proxies_for_one_replica() {
-    let one = build("minimal.yaml");
-    let strategy = one.deployment.spec.as_ref().and_then(|s| s.strategy.clone()).expect("strategy");
-    assert_eq!(strategy.type_.as_deref(), Some("Recreate"));
-    assert!(strategy.rolling_update.is_none());
-    let three = build("full.yaml");
-    let strategy =
-        three.deployment.spec.as_ref().and_then(|s| s.strategy.clone()).expect("strategy");
-    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
-    let ru = strategy.rolling_update.expect("rollingUpdate");
-    assert_eq!(ru.max_surge, Some(IntOrString::Int(0)));
-    assert_eq!(ru.max_unavailable, Some(IntOrString::Int(1)));
-    assert_eq!(three.deployment.spec.as_ref().and_then(|s| s.replicas), Some(3));
+fn stateful_set_names_its_pods_through_the_headless_service_and_rolls_one_at_a_time() {
+    for (fixture, replicas) in [("minimal.yaml", 1), ("full.yaml", 3)] {
+        let c = build(fixture);
+        let spec = c.stateful_set.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(replicas));
+        assert_eq!(spec.service_name.as_deref(), c.headless.metadata.name.as_deref());
+        assert_eq!(spec.service_name.as_deref(), Some("tasks-pods"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("OrderedReady"));
+        let strategy = spec.update_strategy.as_ref().expect("updateStrategy");
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        // No partition and no maxUnavailable: every pod updated, one at a time.
+        assert!(strategy.rolling_update.is_none());
+        assert!(spec.volume_claim_templates.is_none(), "a proxy keeps no state on disk");
+        let selector = spec.selector.match_labels.clone().unwrap_or_default();
+        assert_eq!(
+            selector.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["app.kubernetes.io/instance", "app.kubernetes.io/name"]
+        );
+        assert_eq!(c.stateful_set.metadata.name.as_deref(), Some("tasks"));
+    }
+    // The immutable fields depend on the name only: another spec gives the same ones.
+    let immutable = |c: &Children| {
+        let s = c.stateful_set.spec.clone().expect("spec");
+        (s.selector, s.service_name, s.pod_management_policy)
+    };
+    assert_eq!(immutable(&build("minimal.yaml")), immutable(&build("full.yaml")));
 }
 
 /// Image, pull policy and secrets, resources, scheduling: what users set reaches the pod.
 #[test]
 fn image_resources_and_scheduling_reach_the_pod() {
     let c = build("full.yaml");
-    let proxy = proxy(&c.deployment);
+    let proxy = proxy(&c.stateful_set);
     assert_eq!(proxy.image.as_deref(), Some("registry.example/zmq-proxy:custom"));
     assert_eq!(proxy.image_pull_policy.as_deref(), Some("Always"));
     let resources = proxy.resources.as_ref().expect("resources");
@@ -198,7 +211,7 @@ fn image_resources_and_scheduling_reach_the_pod() {
         resources.requests.as_ref().and_then(|l| l.get("cpu")),
         Some(&Quantity("100m".to_string()))
     );
-    let pod = pod(&c.deployment);
+    let pod = pod(&c.stateful_set);
     assert_eq!(
         pod.image_pull_secrets.as_ref().map(|s| s[0].name.clone()),
         Some("regcred".to_string())
@@ -218,11 +231,11 @@ fn image_resources_and_scheduling_reach_the_pod() {
 }
 
 /// User pod labels are added, but the selector labels win: a pod without them would fall out of
-/// the Deployment's selector.
+/// the StatefulSet's selector.
 #[test]
 fn pod_labels_and_annotations_keep_the_selector() {
     let c = build("full.yaml");
-    let spec = c.deployment.spec.as_ref().expect("spec");
+    let spec = c.stateful_set.spec.as_ref().expect("spec");
     let meta = spec.template.metadata.as_ref().expect("template metadata");
     let labels = meta.labels.clone().unwrap_or_default();
     assert_eq!(labels.get("team").map(String::as_str), Some("queues"));
@@ -236,7 +249,7 @@ fn pod_labels_and_annotations_keep_the_selector() {
 }
 
 /// Service: the spec's type and annotations, the socket ports (not metrics) targeting the named
-/// container ports, and the same selector as the Deployment.
+/// container ports, and the same selector as the StatefulSet.
 #[test]
 fn service_exposes_the_sockets_with_the_spec_type() {
     let c = build("full.yaml");
@@ -258,20 +271,24 @@ fn service_exposes_the_sockets_with_the_spec_type() {
             .map(|(n, p)| (n.to_string(), p, Some(IntOrString::String(n.to_string()))))
             .collect();
     assert_eq!(ports(&c.service), expected);
-    let deployment_selector =
-        c.deployment.spec.as_ref().and_then(|s| s.selector.match_labels.clone());
-    assert_eq!(svc.selector, deployment_selector);
+    let workload_selector =
+        c.stateful_set.spec.as_ref().and_then(|s| s.selector.match_labels.clone());
+    assert_eq!(svc.selector, workload_selector);
 }
 
-/// With several replicas each pod is a proxy of its own; the headless Service makes each one
-/// addressable through DNS.
+/// Each pod is a proxy of its own; the headless Service (the StatefulSet's serviceName) makes
+/// each one addressable through DNS, whatever the replica count.
 #[test]
-fn several_replicas_get_a_headless_service() {
+fn every_proxy_gets_a_headless_service_of_ready_pods() {
+    let one = build("minimal.yaml");
+    assert_eq!(one.headless.metadata.name.as_deref(), Some("tasks-pods"));
     let c = build("full.yaml");
-    let headless = c.headless.expect("headless Service");
+    let headless = c.headless;
     assert_eq!(headless.metadata.name.as_deref(), Some("tasks-pods"));
     let spec = headless.spec.as_ref().expect("spec");
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    // A pod is named in DNS only once it serves, and drops out when its drain starts.
+    assert_eq!(spec.publish_not_ready_addresses, Some(false));
     assert_eq!(spec.selector, c.service.spec.as_ref().and_then(|s| s.selector.clone()));
     assert_eq!(ports(&headless).len(), 4);
 }
@@ -281,11 +298,7 @@ fn several_replicas_get_a_headless_service() {
 #[test]
 fn every_child_has_a_controller_owner_reference_and_labels() {
     let c = build("full.yaml");
-    let metas = [
-        &c.deployment.metadata,
-        &c.service.metadata,
-        &c.headless.as_ref().expect("headless").metadata,
-    ];
+    let metas = [&c.stateful_set.metadata, &c.service.metadata, &c.headless.metadata];
     for meta in metas {
         assert_eq!(meta.namespace.as_deref(), Some("work"));
         let owners = meta.owner_references.clone().unwrap_or_default();
@@ -304,13 +317,13 @@ fn every_child_has_a_controller_owner_reference_and_labels() {
     }
 }
 
-/// Zero replicas still builds (the Deployment scales to 0) and a PUSH capture is rendered.
+/// Zero replicas still builds (the StatefulSet scales to 0) and a PUSH capture is rendered.
 #[test]
 fn pipeline_scaled_to_zero_builds() {
     let c = build("pipeline-scaled-to-zero.yaml");
-    assert_eq!(c.deployment.spec.as_ref().and_then(|s| s.replicas), Some(0));
-    assert_eq!(arg_after(proxy(&c.deployment), "--capture-type"), Some("PUSH"));
-    assert_eq!(arg_after(proxy(&c.deployment), "--frontend-type"), Some("PULL"));
+    assert_eq!(c.stateful_set.spec.as_ref().and_then(|s| s.replicas), Some(0));
+    assert_eq!(arg_after(proxy(&c.stateful_set), "--capture-type"), Some("PUSH"));
+    assert_eq!(arg_after(proxy(&c.stateful_set), "--frontend-type"), Some("PULL"));
 }
 
 /// An object that bypassed the CRD's rules is refused before anything is built.
@@ -347,21 +360,36 @@ fn invalid_specs_are_refused_naming_the_field() {
     assert_eq!(err.err(), Some(BuildError::MissingObjectKey("metadata.uid")));
 }
 
-/// The children of the fixtures without security are exactly what the operator rendered before
-/// CURVE existed (`fixtures/golden/*.json`, written by the previous commit's build), so an
-/// upgrade rolls out no existing proxy: same Deployment, same fingerprint.
+/// The pod template and the Services of the fixtures without security are exactly what the
+/// operator rendered before CURVE and before the StatefulSet (`fixtures/golden/*.json`, the
+/// Deployment and Services of an older build): the move to a StatefulSet changes the workload
+/// around the pods, never the pods. The headless Service only gains
+/// `publishNotReadyAddresses: false`, the default, written out.
 #[test]
-fn unsecured_children_are_byte_identical_to_before_curve() {
+fn unsecured_pod_template_and_services_are_byte_identical_to_before() {
     for name in ["minimal", "full", "pipeline-scaled-to-zero"] {
         let c = build(&format!("{name}.yaml"));
-        let rendered = serde_json::to_string_pretty(&serde_json::json!({
-            "deployment": c.deployment, "service": c.service, "headless": c.headless,
-        }))
-        .expect("children serialize")
-            + "\n";
         let path = format!("{}/tests/fixtures/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
-        let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        assert!(rendered == golden, "{name}: the children changed:\n{rendered}");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let golden: serde_json::Value = serde_json::from_str(&text).expect("golden parses");
+        let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("serializes");
+        let template = serde_json::to_value(&c.stateful_set.spec.as_ref().expect("spec").template)
+            .expect("template serializes");
+        let golden_template = &golden["deployment"]["spec"]["template"];
+        assert!(
+            pretty(&template) == pretty(golden_template),
+            "{name}: the pod template changed:\n{}",
+            pretty(&template)
+        );
+        let service = serde_json::to_value(&c.service).expect("service serializes");
+        assert!(pretty(&service) == pretty(&golden["service"]), "{name}: the Service changed");
+        let mut headless = serde_json::to_value(&c.headless).expect("headless serializes");
+        if let Some(spec) = headless["spec"].as_object_mut() {
+            assert_eq!(spec.remove("publishNotReadyAddresses"), Some(serde_json::json!(false)));
+        }
+        if !golden["headless"].is_null() {
+            assert!(pretty(&headless) == pretty(&golden["headless"]), "{name}: headless changed");
+        }
     }
 }
 
@@ -379,7 +407,7 @@ fn volume<'a>(pod: &'a PodSpec, name: &str) -> &'a k8s_openapi::api::core::v1::V
 #[test]
 fn curve_sockets_mount_their_secrets_read_only_with_group_readable_files() {
     let c = build("secured.yaml");
-    let pod = pod(&c.deployment);
+    let pod = pod(&c.stateful_set);
     let names: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
     assert_eq!(
         names,
@@ -415,7 +443,7 @@ fn curve_sockets_mount_their_secrets_read_only_with_group_readable_files() {
     assert_eq!(psc.fs_group, Some(65532));
     assert_eq!(psc.run_as_group, Some(65532));
 
-    let mounts: Vec<(String, String, Option<bool>, Option<String>)> = proxy(&c.deployment)
+    let mounts: Vec<(String, String, Option<bool>, Option<String>)> = proxy(&c.stateful_set)
         .volume_mounts
         .iter()
         .flatten()
@@ -440,7 +468,7 @@ fn curve_sockets_mount_their_secrets_read_only_with_group_readable_files() {
 #[test]
 fn curve_flags_pass_the_mounted_paths() {
     let c = build("secured.yaml");
-    let proxy = proxy(&c.deployment);
+    let proxy = proxy(&c.stateful_set);
     let args = proxy.args.clone().unwrap_or_default();
     let curve: Vec<&str> = args
         .iter()
@@ -533,16 +561,16 @@ fn operator_pull_policy_applies_only_where_the_object_sets_none() {
         default_pull_policy: Some(ImagePullPolicy::Always),
     };
     let minimal = build::children(&fixture("minimal.yaml"), &opts).expect("builds");
-    assert_eq!(proxy(&minimal.deployment).image_pull_policy.as_deref(), Some("Always"));
-    assert_eq!(proxy(&minimal.deployment).image.as_deref(), Some(DEFAULT_IMAGE));
+    assert_eq!(proxy(&minimal.stateful_set).image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(proxy(&minimal.stateful_set).image.as_deref(), Some(DEFAULT_IMAGE));
 
     let mut own = fixture("minimal.yaml");
     own.spec.image_pull_policy = Some(ImagePullPolicy::Never);
     let own = build::children(&own, &opts).expect("builds");
-    assert_eq!(proxy(&own.deployment).image_pull_policy.as_deref(), Some("Never"));
+    assert_eq!(proxy(&own.stateful_set).image_pull_policy.as_deref(), Some("Never"));
 
     let unset = build("minimal.yaml");
-    assert_eq!(proxy(&unset.deployment).image_pull_policy, None);
+    assert_eq!(proxy(&unset.stateful_set).image_pull_policy, None);
 }
 
 /// The files a CURVE proxy's mounts would hold, written under `root` (the mount paths with
@@ -593,7 +621,7 @@ fn local_form(text: &str, root: &std::path::Path) -> String {
 }
 
 /// The flags the operator renders are the proxy's own command line: every valid example (and
-/// the secured fixture), built into a Deployment, parses with the proxy's parser into the same
+/// the secured fixture), built into a StatefulSet, parses with the proxy's parser into the same
 /// proxy that `zmq-proxy --config` makes of the file, plus the metrics listener on
 /// `metricsPort`. A flag renamed on either side fails here instead of in a crash-looping pod.
 /// With CURVE, the mounted files are written under a temporary root and the flags' paths moved
@@ -624,7 +652,7 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
             &BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() },
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut args = proxy(&children.deployment).args.clone().unwrap_or_default();
+        let mut args = proxy(&children.stateful_set).args.clone().unwrap_or_default();
         let root = std::env::temp_dir()
             .join(format!("zmq-proxy-operator-args-{}-{checked}", std::process::id()));
         let curve = !build::curve_mounts(&zp.spec).is_empty();
@@ -724,7 +752,7 @@ fn refusal(zp: &ZmqProxy) -> String {
 #[test]
 fn placement_fields_reach_the_pod() {
     let c = build("placement.yaml");
-    let pod = pod(&c.deployment);
+    let pod = pod(&c.stateful_set);
     let spread = pod.topology_spread_constraints.as_ref().expect("topologySpreadConstraints");
     assert_eq!(spread.len(), 1);
     assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
@@ -735,7 +763,7 @@ fn placement_fields_reach_the_pod() {
     assert_eq!(pod.automount_service_account_token, Some(false));
     // Unset, none of them is rendered (the scheduler's and the namespace's defaults apply).
     let minimal = build("minimal.yaml");
-    let pod = self::pod(&minimal.deployment);
+    let pod = self::pod(&minimal.stateful_set);
     assert!(pod.topology_spread_constraints.is_none());
     assert!(pod.priority_class_name.is_none() && pod.service_account_name.is_none());
 }
@@ -746,11 +774,11 @@ fn placement_fields_reach_the_pod() {
 #[test]
 fn explicit_grace_period_is_used_and_never_shorter_than_the_drain() {
     let c = build("placement.yaml");
-    assert_eq!(pod(&c.deployment).termination_grace_period_seconds, Some(120));
+    assert_eq!(pod(&c.stateful_set).termination_grace_period_seconds, Some(120));
     let mut zp = fixture("placement.yaml");
     zp.spec.termination_grace_period_seconds = Some(25);
     let exact = build::children(&zp, &opts()).expect("the drain period itself is enough");
-    assert_eq!(pod(&exact.deployment).termination_grace_period_seconds, Some(25));
+    assert_eq!(pod(&exact.stateful_set).termination_grace_period_seconds, Some(25));
     zp.spec.termination_grace_period_seconds = Some(24);
     let m = refusal(&zp);
     assert!(m.starts_with("spec.terminationGracePeriodSeconds: "), "{m}");
@@ -763,7 +791,7 @@ fn explicit_grace_period_is_used_and_never_shorter_than_the_drain() {
 #[test]
 fn service_labels_reach_both_services_and_the_operators_win() {
     let c = build("placement.yaml");
-    let headless = c.headless.as_ref().expect("two replicas: headless Service");
+    let headless = &c.headless;
     for svc in [&c.service, headless] {
         let labels = svc.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels.get("team").map(String::as_str), Some("queues"), "{svc:?}");
@@ -774,7 +802,7 @@ fn service_labels_reach_both_services_and_the_operators_win() {
         assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
     }
     // The pods do not get them.
-    let pod_labels = c.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone());
+    let pod_labels = c.stateful_set.spec.as_ref().and_then(|s| s.template.metadata.clone());
     assert!(pod_labels.and_then(|m| m.labels).is_some_and(|l| !l.contains_key("team")));
 }
 
@@ -789,12 +817,12 @@ fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
         zp.spec.pod_template = None;
         build::children(&zp, &opts()).expect("builds")
     };
-    let pod = pod(&c.deployment);
+    let pod = pod(&c.stateful_set);
     let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["proxy", "log-shipper"]);
     assert_eq!(pod.containers[1].image.as_deref(), Some("fluent/fluent-bit:3.2"));
-    let proxy = proxy(&c.deployment);
-    let before = self::proxy(&plain.deployment);
+    let proxy = proxy(&c.stateful_set);
+    let before = self::proxy(&plain.stateful_set);
     assert_eq!(proxy.args, before.args);
     assert_eq!(proxy.ports, before.ports);
     assert_eq!(proxy.readiness_probe, before.readiness_probe);
@@ -813,7 +841,8 @@ fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
         psc.seccomp_profile,
         pod_of(&plain).security_context.clone().and_then(|s| s.seccomp_profile)
     );
-    let meta = c.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone()).expect("meta");
+    let meta =
+        c.stateful_set.spec.as_ref().and_then(|s| s.template.metadata.clone()).expect("meta");
     let labels = meta.labels.unwrap_or_default();
     assert_eq!(labels.get("sidecar.istio.io/inject").map(String::as_str), Some("false"));
     assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
@@ -824,7 +853,7 @@ fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
 }
 
 fn pod_of(c: &Children) -> &PodSpec {
-    pod(&c.deployment)
+    pod(&c.stateful_set)
 }
 
 /// The override may add to the proxy container, never change what makes it the proxy of this
@@ -861,7 +890,7 @@ fn pod_template_cannot_override_what_the_operator_needs() {
         &opts(),
     )
     .expect("adding a mount is fine");
-    assert_eq!(proxy(&ok.deployment).volume_mounts.as_ref().map(Vec::len), Some(6));
+    assert_eq!(proxy(&ok.stateful_set).volume_mounts.as_ref().map(Vec::len), Some(6));
 }
 
 /// A misspelt field would otherwise vanish when the merged template is read into Kubernetes'
@@ -907,7 +936,10 @@ fn two_replicas_get_a_pod_disruption_budget_of_one() {
     assert_eq!(spec.min_available, None);
     assert_eq!(spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
     let selector = spec.selector.as_ref().and_then(|s| s.match_labels.clone());
-    assert_eq!(selector, c.deployment.spec.as_ref().and_then(|s| s.selector.match_labels.clone()));
+    assert_eq!(
+        selector,
+        c.stateful_set.spec.as_ref().and_then(|s| s.selector.match_labels.clone())
+    );
     // One replica: a PDB of one would block every drain of that node, so none.
     assert!(build("minimal.yaml").pdb.is_none());
 }

@@ -271,9 +271,10 @@ fn default_metrics_port_clashing_with_a_socket_is_refused() {
 }
 
 #[test]
-fn names_that_cannot_name_a_service_are_refused() {
+fn names_that_cannot_name_a_service_or_label_a_pod_are_refused() {
+    // The StatefulSet labels its pods `controller-revision-hash: <name>-<10-character hash>`.
     let mut long = object(queue());
-    long["metadata"]["name"] = json!("a".repeat(59));
+    long["metadata"]["name"] = json!("a".repeat(53));
     assert_eq!(cel_errors(&long).len(), 1);
     let mut dotted = object(queue());
     dotted["metadata"]["name"] = json!("tasks.v2");
@@ -281,7 +282,7 @@ fn names_that_cannot_name_a_service_are_refused() {
     assert_eq!(errors.len(), 1);
     assert!(errors[0].1.contains("metadata.name"), "{errors:?}");
     let mut ok = object(queue());
-    ok["metadata"]["name"] = json!("a".repeat(58));
+    ok["metadata"]["name"] = json!("a".repeat(52));
     assert!(cel_errors(&ok).is_empty());
 }
 

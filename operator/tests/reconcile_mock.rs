@@ -1,13 +1,15 @@
 //! Reconcile against a mocked API server (tower-test): each scenario lists the exact requests
 //! the reconciler must make, in order, with the responses the API server gives. A request beyond
 //! the scenario fails the test, which is how "an unchanged resync makes no writes" is proven.
+//! Without caches every child is read from the server, the Deployment an older operator may have
+//! left first (the migration's check).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
 use kube::runtime::controller::Action;
@@ -27,6 +29,7 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:test";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/q/deployments";
+const STATEFULSETS: &str = "/apis/apps/v1/namespaces/q/statefulsets";
 const SERVICES: &str = "/api/v1/namespaces/q/services";
 const PDBS: &str = "/apis/policy/v1/namespaces/q/poddisruptionbudgets";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/q/events";
@@ -131,8 +134,30 @@ async fn run(
     run_cached(zp, None, script).await
 }
 
-/// Caches as the controller's watches fill them: listed (complete) and holding `objects`.
-fn caches(deployments: &[Value], services: &[Value], pdbs: &[Value]) -> ChildCaches {
+/// Caches as the controller's watches fill them: listed (complete), holding these StatefulSets
+/// and Services, no pods and no Deployments.
+fn caches(stateful_sets: &[Value], services: &[Value]) -> ChildCaches {
+    caches_with(stateful_sets, services, &[], &[])
+}
+
+/// [`caches`] with pods and Deployments too.
+fn caches_with(
+    stateful_sets: &[Value],
+    services: &[Value],
+    pods: &[Value],
+    deployments: &[Value],
+) -> ChildCaches {
+    caches_all(stateful_sets, services, &[], pods, deployments)
+}
+
+/// [`caches_with`] with PodDisruptionBudgets too.
+fn caches_all(
+    stateful_sets: &[Value],
+    services: &[Value],
+    pdbs: &[Value],
+    pods: &[Value],
+    deployments: &[Value],
+) -> ChildCaches {
     fn listed<K>(objects: &[Value]) -> Store<K>
     where
         K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
@@ -147,8 +172,10 @@ fn caches(deployments: &[Value], services: &[Value], pdbs: &[Value]) -> ChildCac
         writer.as_reader()
     }
     ChildCaches {
-        deployments: listed(deployments),
+        stateful_sets: listed(stateful_sets),
         services: listed(services),
+        pods: listed(pods),
+        deployments: listed(deployments),
         pod_disruption_budgets: listed(pdbs),
     }
 }
@@ -206,10 +233,11 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
     v["metadata"]["resourceVersion"] = json!("7");
     v["metadata"]["generation"] = json!(1);
     v["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-    if v["kind"] == "Deployment" {
-        v["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("1");
-        v["spec"]["progressDeadlineSeconds"] = json!(600);
+    if v["kind"] == "StatefulSet" {
         v["spec"]["revisionHistoryLimit"] = json!(10);
+        v["spec"]["updateStrategy"]["rollingUpdate"] = json!({"partition": 0});
+        v["spec"]["persistentVolumeClaimRetentionPolicy"] =
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"});
         let c = &mut v["spec"]["template"]["spec"]["containers"][0];
         c["terminationMessagePath"] = json!("/dev/termination-log");
         c["readinessProbe"]["httpGet"]["scheme"] = json!("HTTP");
@@ -230,15 +258,35 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
 
 fn ready_status(replicas: i32) -> Value {
     json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
-           "updatedReplicas": replicas, "availableReplicas": replicas})
+           "updatedReplicas": replicas, "currentReplicas": replicas,
+           "availableReplicas": replicas, "currentRevision": "tasks-5b7d", "updateRevision": "tasks-5b7d"})
 }
 
-/// `zp` carrying the status the operator computes for `deployment`, as after an earlier reconcile.
-fn with_status(mut zp: ZmqProxy, deployment: &Value) -> ZmqProxy {
-    let d: Deployment = serde_json::from_value(deployment.clone()).expect("deployment");
+/// `zp` carrying the status the operator computes for `stateful_set` and no ready pod, as after
+/// an earlier reconcile.
+fn with_status(zp: ZmqProxy, stateful_set: &Value) -> ZmqProxy {
+    with_status_pods(zp, stateful_set, &[])
+}
+
+/// [`with_status`] with these pods seen.
+fn with_status_pods(mut zp: ZmqProxy, stateful_set: &Value, pods: &[Value]) -> ZmqProxy {
+    let d: StatefulSet = serde_json::from_value(stateful_set.clone()).expect("statefulset");
+    let pods: Vec<Pod> =
+        pods.iter().map(|p| serde_json::from_value(p.clone()).expect("pod")).collect();
+    let pods: Vec<&Pod> = pods.iter().collect();
     let at = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time");
-    zp.status = Some(status::compute(&zp, Some(&d), None, at));
+    zp.status = Some(status::compute(&zp, Some(&d), Some(&pods), None, at));
     zp
+}
+
+/// Pod `name` of the object `tasks`, with its Ready condition, owned by `owner_kind`.
+fn pod(name: &str, ready: bool, owner_kind: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "q",
+               "labels": {"app.kubernetes.io/instance": "tasks",
+                          "app.kubernetes.io/managed-by": "zmq-proxy-operator"},
+               "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": "tasks",
+                                    "uid": "owner-uid", "controller": true}]},
+           "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
 }
 
 fn is_apply(seen: &Seen) -> bool {
@@ -247,44 +295,61 @@ fn is_apply(seen: &Seen) -> bool {
         && seen.query.contains("force=true")
 }
 
+/// Without caches: the Deployment an older operator may have left is looked up first.
+fn no_old_deployment() -> Expect {
+    expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound)
+}
+
+/// Without caches and below two replicas: the PDB that is not wanted is looked up (to delete it
+/// if this object owns one) after the Services.
+fn no_pdb() -> Expect {
+    expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound)
+}
+
 #[tokio::test]
-async fn create_path_applies_deployment_and_service_then_status() {
+async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     let zp = fixture("minimal.yaml");
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
+        no_pdb(),
         expect(
             Method::PATCH,
             format!("{ZMQPROXIES}/tasks/status"),
             Reply::StatusOf(Box::new(zp.clone())),
         ),
-        // One event for both children, after the status.
+        // One event for every child, after the status.
         expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, ctx) = run(zp, script).await;
     assert_eq!(result.expect("reconcile succeeds"), Action::requeue(reconcile::RESYNC));
 
-    let deployment = &seen[1];
-    assert!(is_apply(deployment), "{deployment:?}");
-    assert_eq!(deployment.body["kind"], "Deployment");
-    assert_eq!(deployment.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
-    assert!(deployment.body["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
-    assert_eq!(deployment.body["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
+    let sts = &seen[2];
+    assert!(is_apply(sts), "{sts:?}");
+    assert_eq!(sts.body["kind"], "StatefulSet");
+    assert_eq!(sts.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    assert!(sts.body["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
+    assert_eq!(sts.body["spec"]["serviceName"], "tasks-pods");
+    assert_eq!(sts.body["spec"]["podManagementPolicy"], "OrderedReady");
+    assert_eq!(sts.body["spec"]["replicas"], 1);
+    assert_eq!(sts.body["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
 
-    assert!(is_apply(&seen[3]));
-    assert_eq!(seen[3].body["kind"], "Service");
+    assert!(is_apply(&seen[4]));
+    assert_eq!(seen[4].body["kind"], "Service");
+    assert_eq!(seen[6].body["spec"]["clusterIP"], "None");
 
-    let event = &seen[7].body;
+    let event = &seen[9].body;
     assert_eq!(event["reason"], "Created");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["kind"], "ZmqProxy");
-    assert_eq!(event["note"], "Created Deployment tasks, Service tasks");
+    assert_eq!(event["note"], "Created StatefulSet tasks, Service tasks, Service tasks-pods");
 
-    let status = &seen[6];
+    let status = &seen[8];
     assert!(is_apply(status));
     assert_eq!(status.body["kind"], "ZmqProxy");
     let conditions = status.body["status"]["conditions"].as_array().expect("conditions");
@@ -293,6 +358,7 @@ async fn create_path_applies_deployment_and_service_then_status() {
     assert_eq!(conditions[0]["status"], "False");
     assert!(conditions.iter().all(|c| c["observedGeneration"] == 1));
     assert_eq!(status.body["status"]["endpoints"]["frontend"], "tcp://tasks.q.svc:5555");
+    assert_eq!(status.body["status"]["headlessService"], "tasks-pods.q.svc");
     assert_eq!(ctx.metrics.reconcile_count(), 1);
 }
 
@@ -307,18 +373,18 @@ async fn unchanged_resync_makes_no_writes() {
         );
     }
     let c = children(&zp);
-    let mut deployment = server_view(&c.deployment);
-    deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] =
-        json!("500m");
-    deployment["status"] = ready_status(3);
-    let zp = with_status(zp, &deployment);
+    let mut sts = server_view(&c.stateful_set);
+    sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("500m");
+    sts["status"] = ready_status(3);
+    let zp = with_status(zp, &sts);
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
         expect(
             Method::GET,
             format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(c.headless.as_ref().expect("headless"))),
+            Reply::Object(server_view(&c.headless)),
         ),
         expect(
             Method::GET,
@@ -332,32 +398,37 @@ async fn unchanged_resync_makes_no_writes() {
 }
 
 #[tokio::test]
-async fn edited_deployment_is_reapplied_and_reported() {
+async fn edited_stateful_set_is_reapplied_and_reported() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(1);
-    let zp = with_status(zp, &deployment);
-    // Someone scaled the Deployment by hand.
-    deployment["spec"]["replicas"] = json!(4);
-    let mut repaired = server_view(&c.deployment);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
+    let zp = with_status(zp, &sts);
+    // Someone scaled the StatefulSet by hand.
+    sts["spec"]["replicas"] = json!(4);
+    let mut repaired = server_view(&c.stateful_set);
     repaired["status"] = ready_status(1);
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Object(repaired)),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Object(repaired)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(&c.headless)),
+        ),
+        no_pdb(),
         expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(is_apply(&seen[1]));
-    assert_eq!(seen[1].body["spec"]["replicas"], 1);
-    assert_eq!(seen[5].body["reason"], "Updated");
-    assert_eq!(seen[5].body["related"]["kind"], "Deployment", "one child: named as related");
+    assert!(is_apply(&seen[2]));
+    assert_eq!(seen[2].body["spec"]["replicas"], 1);
+    assert_eq!(seen[6].body["reason"], "Updated");
+    assert_eq!(seen[6].body["related"]["kind"], "StatefulSet", "one child: named as related");
     assert!(ctx.metrics.render().contains(
-        "zmq_proxy_operator_child_writes_total{kind=\"Deployment\",action=\"Updated\"} 1"
+        "zmq_proxy_operator_child_writes_total{kind=\"StatefulSet\",action=\"Updated\"} 1"
     ));
 }
 
@@ -365,39 +436,47 @@ async fn edited_deployment_is_reapplied_and_reported() {
 async fn deleted_service_is_recreated() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(1);
-    let zp = with_status(zp, &deployment);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
+    let zp = with_status(zp, &sts);
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(&c.headless)),
+        ),
+        no_pdb(),
         expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[5].body["reason"], "Created");
-    assert_eq!(seen[5].body["note"], "Created Service tasks");
+    assert_eq!(seen[6].body["reason"], "Created");
+    assert_eq!(seen[6].body["note"], "Created Service tasks");
 }
 
 #[tokio::test]
-async fn scaling_down_to_one_replica_deletes_the_headless_service_and_the_pdb() {
+async fn scaling_down_to_one_replica_deletes_the_pdb_and_keeps_the_headless_service() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
     let mut three = zp.clone();
     three.spec.replicas = 3;
-    let old_headless = server_view(children(&three).headless.as_ref().expect("headless"));
     let old_pdb = server_view(children(&three).pdb.as_ref().expect("PDB"));
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(1);
-    let zp = with_status(zp, &deployment);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
+    let zp = with_status(zp, &sts);
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless.clone())),
-        expect(Method::DELETE, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless)),
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(&c.headless)),
+        ),
         expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(old_pdb.clone())),
         expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old_pdb)),
         expect(Method::POST, EVENTS, Reply::Echo),
@@ -405,15 +484,152 @@ async fn scaling_down_to_one_replica_deletes_the_headless_service_and_the_pdb() 
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[6].body["reason"], "Deleted");
-    assert_eq!(seen[6].body["note"], "Deleted Service tasks-pods, PodDisruptionBudget tasks");
+    assert_eq!(seen[6].body["note"], "Deleted PodDisruptionBudget tasks");
+}
+
+/// What an older operator left: a Deployment `tasks` controlled by the object, with its pod.
+fn old_deployment(zp: &ZmqProxy) -> Value {
+    let owner = zp.controller_owner_ref(&()).expect("owner reference");
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "tasks", "namespace": "q", "uid": "old-uid", "resourceVersion": "3",
+                        "labels": {"app.kubernetes.io/managed-by": "zmq-proxy-operator"},
+                        "ownerReferences": [owner]},
+           "spec": {"selector": {"matchLabels": {"app.kubernetes.io/instance": "tasks"}},
+                    "template": {"spec": {"containers": [{"name": "proxy"}]}}}})
+}
+
+#[tokio::test]
+async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_says_so() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let deployment = old_deployment(&zp);
+    let cached = caches_with(
+        &[],
+        &[server_view(&c.service)],
+        &[pod("tasks-6f9c8d-x2k4q", true, "ReplicaSet")],
+        std::slice::from_ref(&deployment),
+    );
+    let script = vec![
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
+        // The Deployment is in the cache: deleted without reading it again.
+        expect(Method::DELETE, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+        // One event per kind of change, the creations in one.
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, _) = run_cached(zp.clone(), Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    // No new proxy while the old one runs: like a Recreate rollout.
+    assert_eq!(seen[1].body["spec"]["replicas"], 0);
+    assert_eq!(seen[2].body["propagationPolicy"], "Background", "{:?}", seen[2].body);
+    assert_eq!(seen[6].body["note"], "Created StatefulSet tasks, Service tasks-pods");
+    assert_eq!(seen[7].body["reason"], "Deleted");
+    assert_eq!(seen[7].body["note"], "Deleted Deployment tasks");
+
+    // The Deployment is gone, its pod still drains: the StatefulSet stays at zero, no request.
+    let mut held = children(&zp).stateful_set;
+    if let Some(spec) = held.spec.as_mut() {
+        spec.replicas = Some(0);
+    }
+    let mut held = server_view(&held);
+    held["status"] = ready_status(0);
+    let services = [server_view(&c.service), server_view(&c.headless)];
+    let zp = with_status(zp, &held);
+    let draining = pod("tasks-6f9c8d-x2k4q", false, "ReplicaSet");
+    let cached = caches_with(&[held.clone()], &services, &[draining], &[]);
+    let (result, seen, _) = run_cached(zp.clone(), Some(cached), Vec::new()).await;
+    assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
+
+    // The old pod has terminated: the StatefulSet gets its replica.
+    let cached = caches_with(&[held.clone()], &services, &[], &[]);
+    let script = vec![
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(held)),
+        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[1].body["spec"]["replicas"], 1);
+    assert_eq!(seen[3].body["note"], "Updated StatefulSet tasks");
+}
+
+#[tokio::test]
+async fn migration_without_caches_reads_then_deletes_the_deployment_and_a_404_is_gone() {
+    let zp = fixture("minimal.yaml");
+    let deployment = old_deployment(&zp);
+    let c = children(&zp);
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        // Deleted meanwhile by someone else: nothing to report.
+        expect(Method::DELETE, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(&c.headless)),
+        ),
+        no_pdb(),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[2].body["spec"]["replicas"], 0);
+    assert_eq!(seen[9].body["note"], "Created StatefulSet tasks");
+}
+
+#[tokio::test]
+async fn a_deployment_of_someone_else_is_left_alone() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let mut foreign = old_deployment(&zp);
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
+    let zp = with_status(zp, &sts);
+    let script = vec![
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(foreign)),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(&c.headless)),
+        ),
+        no_pdb(),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(seen.iter().all(|s| s.method == Method::GET), "{seen:?}");
 }
 
 #[tokio::test]
 async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
     let zp = fixture("minimal.yaml");
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Fail(403, "Forbidden")),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Fail(403, "Forbidden")),
         expect(Method::POST, EVENTS, Reply::Echo),
         expect(
             Method::PATCH,
@@ -424,9 +640,9 @@ async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
     let (result, seen, ctx) = run(zp.clone(), script).await;
     let error = result.expect_err("the apply failed");
     assert_eq!(error.reason(), "ApplyFailed");
-    assert_eq!(seen[2].body["type"], "Warning");
-    assert_eq!(seen[2].body["reason"], "ApplyFailed");
-    let conditions = seen[3].body["status"]["conditions"].as_array().expect("conditions").clone();
+    assert_eq!(seen[3].body["type"], "Warning");
+    assert_eq!(seen[3].body["reason"], "ApplyFailed");
+    let conditions = seen[4].body["status"]["conditions"].as_array().expect("conditions").clone();
     let degraded = conditions.iter().find(|c| c["type"] == "Degraded").expect("Degraded");
     assert_eq!(degraded["status"], "True");
     assert_eq!(degraded["reason"], "ApplyFailed");
@@ -450,9 +666,9 @@ async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
 async fn success_resets_the_backoff() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(1);
-    let zp = with_status(zp, &deployment);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
+    let zp = with_status(zp, &sts);
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = Context::new(
         Client::new(service, "q"),
@@ -467,10 +683,15 @@ async fn success_resets_the_backoff() {
         Action::requeue(Duration::from_secs(10))
     );
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(&c.headless)),
+        ),
+        no_pdb(),
     ];
     let server = tokio::spawn(serve(handle, script));
     let result = tokio::time::timeout(
@@ -488,13 +709,14 @@ async fn success_resets_the_backoff() {
 async fn a_service_of_someone_else_is_not_taken_over() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(1);
-    let zp = with_status(zp, &deployment);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
+    let zp = with_status(zp, &sts);
     let mut foreign: Service = c.service.clone();
     foreign.metadata.owner_references = None;
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&foreign))),
         expect(Method::POST, EVENTS, Reply::Echo),
         expect(
@@ -505,8 +727,8 @@ async fn a_service_of_someone_else_is_not_taken_over() {
     ];
     let (result, seen, _) = run(zp, script).await;
     assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
-    assert_eq!(seen[2].body["reason"], "ChildNotOwned");
-    assert!(seen[2].body["note"].as_str().is_some_and(|n| n.contains("Service tasks")));
+    assert_eq!(seen[3].body["reason"], "ChildNotOwned");
+    assert!(seen[3].body["note"].as_str().is_some_and(|n| n.contains("Service tasks")));
 }
 
 #[tokio::test]
@@ -545,28 +767,34 @@ async fn object_being_deleted_is_left_to_the_garbage_collector() {
 fn server_view_parses_back_into_the_typed_objects() {
     let zp = fixture("full.yaml");
     let c = children(&zp);
-    let d: Deployment = serde_json::from_value(server_view(&c.deployment)).expect("deployment");
-    assert!(d.status.as_ref().is_none_or(|s: &DeploymentStatus| s.replicas.is_none()));
+    let d: StatefulSet = serde_json::from_value(server_view(&c.stateful_set)).expect("statefulset");
+    assert!(d.status.as_ref().is_none_or(|s: &StatefulSetStatus| s.replicas == 0));
+    assert_eq!(d.spec.and_then(|s| s.revision_history_limit), Some(10));
     let s: Service = serde_json::from_value(server_view(&c.service)).expect("service");
     assert_eq!(s.spec.and_then(|s| s.cluster_ip).as_deref(), Some("10.0.0.12"));
 }
 
 #[tokio::test]
-async fn scaling_to_three_replicas_adds_the_headless_service_and_says_so() {
+async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
     let one = fixture("minimal.yaml");
     let old = children(&one);
-    let mut deployment = server_view(&old.deployment);
-    deployment["status"] = ready_status(1);
-    let mut zp = with_status(one, &deployment);
+    let mut sts = server_view(&old.stateful_set);
+    sts["status"] = ready_status(1);
+    let mut zp = with_status(one, &sts);
     zp.spec.replicas = 3;
     zp.metadata.generation = Some(2);
     let new = children(&zp);
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&new.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
+        // The headless Service does not depend on the replica count.
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(&old.headless)),
+        ),
         expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{PDBS}/tasks"), Reply::Echo),
         expect(
@@ -574,19 +802,17 @@ async fn scaling_to_three_replicas_adds_the_headless_service_and_says_so() {
             format!("{ZMQPROXIES}/tasks/status"),
             Reply::StatusOf(Box::new(zp.clone())),
         ),
-        // One event per kind of change.
         expect(Method::POST, EVENTS, Reply::Echo),
         expect(Method::POST, EVENTS, Reply::Echo),
     ];
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[1].body["spec"]["replicas"], 3);
-    assert_eq!(seen[1].body["spec"]["strategy"]["type"], "RollingUpdate");
-    assert_eq!(seen[4].body["spec"]["clusterIP"], "None");
+    assert_eq!(seen[2].body["spec"]["replicas"], 3);
+    assert_eq!(seen[2].body["spec"]["serviceName"], "tasks-pods", "immutable: unchanged");
     assert!(is_apply(&seen[6]));
     assert_eq!(seen[6].body["spec"]["maxUnavailable"], 1);
-    assert_eq!(seen[8].body["note"], "Updated Deployment tasks");
-    assert_eq!(seen[9].body["note"], "Created Service tasks-pods, PodDisruptionBudget tasks");
+    assert_eq!(seen[8].body["note"], "Updated StatefulSet tasks");
+    assert_eq!(seen[9].body["note"], "Created PodDisruptionBudget tasks");
     let status = &seen[7].body["status"];
     assert_eq!(status["headlessService"], "tasks-pods.q.svc");
     let ready = &status["conditions"][0];
@@ -597,53 +823,24 @@ async fn scaling_to_three_replicas_adds_the_headless_service_and_says_so() {
     );
 }
 
-#[tokio::test]
-async fn scaling_back_to_one_replica_switches_to_recreate_clearing_rolling_update() {
-    let one = fixture("minimal.yaml");
-    let mut three = one.clone();
-    three.spec.replicas = 3;
-    let mut deployment = server_view(&children(&three).deployment);
-    deployment["status"] = ready_status(3);
-    let zp = with_status(one.clone(), &deployment);
-    let c = children(&one);
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        // Type and rollingUpdate change in one merge patch: the API server refuses either alone.
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
-    let (result, seen, _) = run(zp, script).await;
-    assert!(result.is_ok(), "{result:?}");
-    assert!(!is_apply(&seen[1]), "a merge patch, not an apply: {:?}", seen[1].query);
-    assert_eq!(
-        seen[1].body,
-        json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}})
-    );
-    assert!(is_apply(&seen[2]));
-    assert_eq!(seen[2].body["spec"]["strategy"], json!({"type": "Recreate"}));
-}
-
 // With the controller's caches: what a resync and a cold start cost.
 
 #[tokio::test]
 async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
     let zp = fixture("full.yaml");
     let c = children(&zp);
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(3);
-    let zp = with_status(zp, &deployment);
-    let headless = server_view(c.headless.as_ref().expect("headless"));
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(3);
     let pdb = server_view(c.pdb.as_ref().expect("three replicas: a PDB"));
-    let cached = caches(&[deployment], &[server_view(&c.service), headless], &[pdb]);
+    let pods: Vec<Value> =
+        (0..3).map(|i| pod(&format!("tasks-{i}"), true, "StatefulSet")).collect();
+    let zp = with_status_pods(zp, &sts, &pods);
+    assert_eq!(
+        zp.status.as_ref().and_then(|s| s.replica_endpoints.as_ref()).map(|e| e.ready),
+        Some(3)
+    );
+    let services = [server_view(&c.service), server_view(&c.headless)];
+    let cached = caches_all(&[sts], &services, &[pdb], &pods, &[]);
     let (result, seen, ctx) = run_cached(zp, Some(cached), Vec::new()).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.is_empty(), "{seen:?}");
@@ -651,16 +848,47 @@ async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
 }
 
 #[tokio::test]
+async fn a_pod_turning_ready_lists_it_with_one_status_write() {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.replicas = 2;
+    let c = children(&zp);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(2);
+    let starting = [pod("tasks-0", true, "StatefulSet"), pod("tasks-1", false, "StatefulSet")];
+    let zp = with_status_pods(zp, &sts, &starting);
+    let ready = [pod("tasks-0", true, "StatefulSet"), pod("tasks-1", true, "StatefulSet")];
+    let services = [server_view(&c.service), server_view(&c.headless)];
+    let pdb = server_view(c.pdb.as_ref().expect("two replicas: a PDB"));
+    let cached = caches_all(&[sts], &services, &[pdb], &ready, &[]);
+    let script = vec![expect(
+        Method::PATCH,
+        format!("{ZMQPROXIES}/tasks/status"),
+        Reply::StatusOf(Box::new(zp.clone())),
+    )];
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    let listed = &seen[0].body["status"]["replicaEndpoints"];
+    assert_eq!(listed["ready"], 2);
+    assert_eq!(
+        listed["frontend"],
+        json!(["tcp://tasks-0.tasks-pods.q.svc:5555", "tcp://tasks-1.tasks-pods.q.svc:5555"])
+    );
+    assert_eq!(listed["backend"][1], "tcp://tasks-1.tasks-pods.q.svc:5556");
+}
+
+#[tokio::test]
 async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
     let zp = fixture("minimal.yaml");
     // A complete, empty cache: each child is read once before it is created (an object of that
-    // name without the operator's label would not be in the cache), and the headless Service,
-    // which is not wanted, is not asked for.
+    // name without the operator's label would not be in the cache), and no Deployment is asked
+    // for (the cache of labelled Deployments is empty).
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
         expect(
             Method::PATCH,
             format!("{ZMQPROXIES}/tasks/status"),
@@ -668,48 +896,30 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
         ),
         expect(Method::POST, EVENTS, Reply::Echo),
     ];
-    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
+    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[])), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[5].body["note"], "Created Deployment tasks, Service tasks");
+    assert_eq!(
+        seen[7].body["note"],
+        "Created StatefulSet tasks, Service tasks, Service tasks-pods"
+    );
 }
 
 #[tokio::test]
 async fn a_stale_cache_entry_is_read_again_before_anything_is_written() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(1);
-    let zp = with_status(zp, &deployment);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
+    let zp = with_status(zp, &sts);
     // The cache still holds a version from before someone's edit was repaired.
-    let mut stale = deployment.clone();
+    let mut stale = sts.clone();
     stale["spec"]["replicas"] = json!(4);
-    let cached = caches(&[stale], &[server_view(&c.service)], &[]);
-    let script =
-        vec![expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment))];
+    let cached = caches(&[stale], &[server_view(&c.service), server_view(&c.headless)]);
+    let script = vec![expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts))];
     let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen.len(), 1, "one read, no write: {seen:?}");
     assert_eq!(ctx.metrics.request_count("apply"), 0);
-}
-
-#[tokio::test]
-async fn a_cached_headless_service_that_is_no_longer_wanted_is_deleted() {
-    let zp = fixture("minimal.yaml");
-    let c = children(&zp);
-    let mut three = zp.clone();
-    three.spec.replicas = 3;
-    let old_headless = server_view(children(&three).headless.as_ref().expect("headless"));
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(1);
-    let zp = with_status(zp, &deployment);
-    let cached = caches(&[deployment], &[server_view(&c.service), old_headless.clone()], &[]);
-    let script = vec![
-        expect(Method::DELETE, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless)),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
-    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
-    assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[1].body["note"], "Deleted Service tasks-pods");
 }
 
 #[tokio::test]
@@ -722,8 +932,8 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
         format!("{ZMQPROXIES}/tasks/status"),
         Reply::StatusOf(Box::new(zp.clone())),
     )];
-    // Caches that would make the Deployment and Service look missing: nothing is created.
-    let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[], &[])), script).await;
+    // Caches that would make the StatefulSet and Services look missing: nothing is created.
+    let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[])), script).await;
     assert_eq!(result.expect("paused"), Action::await_change());
     let conditions = seen[0].body["status"]["conditions"].as_array().expect("conditions");
     let paused = conditions
@@ -737,24 +947,23 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
     // Already reported: a resync of the paused object makes no request.
     let mut reported = zp;
     reported.status = Some(status::paused(&reported, status::now()));
-    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[], &[])), Vec::new()).await;
+    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[])), Vec::new()).await;
     assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
 }
 
 // The PodDisruptionBudget (issue 12): created at two replicas, deleted below, only ours.
 
-/// `zp` at `replicas`, with the Deployment and Services it wants already in the caches and its
+/// `zp` at `replicas`, with the StatefulSet and Services it wants already in the caches and its
 /// status as computed for them, so a scenario's requests are the PDB's alone.
 fn settled_at(replicas: i32, pdbs: &[Value]) -> (ZmqProxy, ChildCaches, build::Children) {
     let mut zp = fixture("minimal.yaml");
     zp.spec.replicas = replicas;
     let c = children(&zp);
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(replicas);
-    let zp = with_status(zp, &deployment);
-    let mut services = vec![server_view(&c.service)];
-    services.extend(c.headless.as_ref().map(server_view));
-    (zp, caches(&[deployment], &services, pdbs), c)
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(replicas);
+    let zp = with_status(zp, &sts);
+    let services = [server_view(&c.service), server_view(&c.headless)];
+    (zp, caches_all(&[sts], &services, pdbs, &[], &[]), c)
 }
 
 #[tokio::test]
@@ -774,7 +983,7 @@ async fn two_replicas_create_a_pod_disruption_budget_of_one_over_the_proxy_pods(
     assert_eq!(pdb.body["kind"], "PodDisruptionBudget");
     assert_eq!(pdb.body["spec"]["maxUnavailable"], 1);
     let selector =
-        serde_json::to_value(c.deployment.spec.as_ref().map(|s| s.selector.match_labels.clone()))
+        serde_json::to_value(c.stateful_set.spec.as_ref().map(|s| s.selector.match_labels.clone()))
             .expect("selector");
     assert_eq!(pdb.body["spec"]["selector"]["matchLabels"], selector);
     assert_eq!(pdb.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
@@ -836,17 +1045,22 @@ async fn a_pod_disruption_budget_of_someone_else_is_never_deleted_nor_taken_over
         children(&two).pdb.expect("PDB")
     };
     foreign.metadata.owner_references = None;
-    let mut deployment = server_view(&c.deployment);
-    deployment["status"] = ready_status(1);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
     let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(&c.headless)),
+        ),
         expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(server_view(&foreign))),
     ];
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.len(), 5);
     assert_eq!(ctx.metrics.request_count("delete"), 0);
 
     // At two replicas the operator would have to write it: refused, as for a Service.
@@ -884,7 +1098,7 @@ async fn a_pod_template_overriding_the_proxy_args_is_refused_naming_the_field() 
             Reply::StatusOf(Box::new(zp.clone())),
         ),
     ];
-    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
+    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[])), script).await;
     assert_eq!(result.expect_err("refused").reason(), "InvalidSpec");
     let field = "spec.podTemplate.spec.containers[proxy].args";
     assert_eq!(seen[0].body["type"], "Warning");

@@ -5,6 +5,8 @@
 # through each proxy's Service with zmq-proxy-probe in a Job (shared queue round trips, forwarder
 # with subscriptions, pipeline, capture), runs a CURVE forwarder with keys in Secrets against
 # allowed, unknown-key and NULL pyzmq peers, changes a port and checks the new one, deletes a
+# scales the shared queue to 3 and passes messages through each replica's own endpoint from
+# status.replicaEndpoints, deletes a replica's pod and checks it comes back under its name, deletes a
 # ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
 # refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
 #
@@ -120,7 +122,7 @@ diagnostics() {
   } >"$ARTIFACTS/cluster.txt" 2>&1
   k get events -A --sort-by=.lastTimestamp >"$ARTIFACTS/events.txt" 2>&1
   k get zmqproxies -A -o yaml >"$ARTIFACTS/zmqproxies.yaml" 2>&1
-  k -n "$NS" get deployments,services,replicasets -o yaml >"$ARTIFACTS/children.yaml" 2>&1
+  k -n "$NS" get statefulsets,services,controllerrevisions -o yaml >"$ARTIFACTS/children.yaml" 2>&1
   helm --kube-context "$KCTX" status "$RELEASE" -n "$SYSTEM_NS" --show-resources \
     >"$ARTIFACTS/helm-status.txt" 2>&1
   k -n "$SYSTEM_NS" describe pods >"$ARTIFACTS/operator-pods.txt" 2>&1
@@ -487,9 +489,10 @@ PYTHON_IMAGE="${E2E_PYTHON_IMAGE:-python:3.12-slim}"
 PYTHON_PULL_POLICY="IfNotPresent"
 [[ "$EXISTING" == "1" ]] && PYTHON_PULL_POLICY="$PULL_POLICY"
 restart_peers_streaming() { k -n "$NS" logs job/restart-peers 2>/dev/null | grep -qx streaming; }
-replacement_ready() { # replacement_ready OLD_POD: a jobs pod other than OLD_POD is Ready
+replacement_ready() { # replacement_ready OLD_UID: a jobs pod other than OLD_UID is Ready
+  # By uid: the StatefulSet's replacement has the old pod's name.
   k -n "$NS" get pods -l app.kubernetes.io/instance=jobs \
-    -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    -o jsonpath='{range .items[*]}{.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
     grep -v "^$1 " | grep -q " True$"
 }
 restart_check() {
@@ -535,11 +538,12 @@ spec:
         - {name: tmp, emptyDir: {}}
 JOB
   wait_for "the restart peers to stream" 180 restart_peers_streaming || return 1
-  local old t0
+  local old old_uid t0
   old="$(k -n "$NS" get pods -l app.kubernetes.io/instance=jobs -o jsonpath='{.items[0].metadata.name}')" || return 1
+  old_uid="$(k -n "$NS" get pod "$old" -o jsonpath='{.metadata.uid}')" || return 1
   t0=$SECONDS
   k -n "$NS" delete pod "$old" --wait=false >/dev/null || return 1
-  wait_for "the replacement pod to be Ready" 120 replacement_ready "$old" || return 1
+  wait_for "the replacement pod to be Ready" 120 replacement_ready "$old_uid" || return 1
   echo "ready_s=$((SECONDS - t0))"
   wait_for "job/restart-peers to finish" 240 job_finished restart-peers || return 1
   k -n "$NS" logs job/restart-peers | grep '^{' | tail -1
@@ -729,9 +733,9 @@ if wait_for "jobs to observe the new generation and be Ready" 180 observed_curre
 else
   fail "port change observed: jobs Ready at its new generation"
 fi
-deployment="$(k -n "$NS" get deployment -l app.kubernetes.io/instance=jobs -o name)" || deployment=""
-deployment="${deployment%%$'\n'*}"
-if [[ -n "$deployment" ]] && k -n "$NS" rollout status "$deployment" --timeout=180s >/dev/null; then
+workload="$(k -n "$NS" get statefulset -l app.kubernetes.io/instance=jobs -o name)" || workload=""
+workload="${workload%%$'\n'*}"
+if [[ -n "$workload" ]] && k -n "$NS" rollout status "$workload" --timeout=180s >/dev/null; then
   pass "the new proxy pod rolled out"
 else
   fail "the new proxy pod rolled out"
@@ -748,9 +752,105 @@ report="$(probe probe-new-port --pattern pipeline \
 assert_report "pipeline through the new backend port 6556" "$report" \
   "sent=$COUNT" "received=$COUNT" "intact=$COUNT"
 
+# ---- replicas peers can find: every replica by its own name --------------------------------
+# libzmq connects to the first address a name resolves to, so peers of a scaled proxy list every
+# replica: status.replicaEndpoints names each ready pod under the headless Service.
+replica_list() { # replica_list NAME ROLE: the listed endpoints of ROLE, comma-separated
+  k -n "$NS" get zmqproxy "$1" -o "jsonpath={.status.replicaEndpoints.$2[*]}" | tr ' ' ','
+}
+listed_count() { # listed_count NAME: how many replicas status.replicaEndpoints lists
+  local list
+  list="$(replica_list "$1" frontend)" || return 1
+  [[ -n "$list" ]] || { echo 0; return 0; }
+  tr ',' '\n' <<<"$list" | grep -c .
+}
+lists_replicas() { [[ "$(listed_count "$1")" == "$2" ]]; }
+replica_check() {
+  k -n "$NS" delete job replica-peers --ignore-not-found --wait=true >/dev/null 2>&1
+  k -n "$NS" delete configmap replica-peers --ignore-not-found >/dev/null 2>&1
+  k -n "$NS" create configmap replica-peers --from-file="$ROOT/tests/e2e/replica_peers.py" >/dev/null || return 1
+  local fronts backs
+  fronts="$(replica_list tasks frontend)" && backs="$(replica_list tasks backend)" || return 1
+  echo "frontends=$fronts"
+  k -n "$NS" apply -f - >/dev/null <<JOB || return 1
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: replica-peers
+  labels: {app.kubernetes.io/name: zmq-proxy-probe}
+spec:
+  backoffLimit: 0
+  activeDeadlineSeconds: 240
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: zmq-proxy-probe}
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: peers
+          image: ${PYTHON_IMAGE}
+          imagePullPolicy: ${PYTHON_PULL_POLICY}
+          command: ["python3", "/scripts/replica_peers.py", "--frontends", "${fronts}", "--backends", "${backs}", "--count", "200"]
+          env: [{name: HOME, value: /tmp}]
+          volumeMounts: [{name: scripts, mountPath: /scripts}, {name: tmp, mountPath: /tmp}]
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            runAsNonRoot: true
+            capabilities: {drop: [ALL]}
+      volumes:
+        - {name: scripts, configMap: {name: replica-peers}}
+        - {name: tmp, emptyDir: {}}
+JOB
+  wait_for "job/replica-peers to finish" 240 job_finished replica-peers || return 1
+  k -n "$NS" logs job/replica-peers | grep '^{' | tail -1
+}
+k -n "$NS" scale zmqproxy tasks --replicas=3 >/dev/null || log "cannot scale zmqproxy/tasks"
+if wait_for "tasks to list 3 replicas in status.replicaEndpoints" 240 lists_replicas tasks 3; then
+  pass "tasks scaled to 3 lists 3 replica endpoints per socket ($(replica_list tasks frontend))"
+else
+  fail "tasks scaled to 3 lists 3 replica endpoints per socket (listed: '$(replica_list tasks frontend 2>&1)', $(conditions tasks))"
+fi
+expected_front="tcp://tasks-0.tasks-pods.${NS}.svc:5555,tcp://tasks-1.tasks-pods.${NS}.svc:5555,tcp://tasks-2.tasks-pods.${NS}.svc:5555"
+got="$(replica_list tasks frontend 2>/dev/null)" || got=""
+if [[ "$got" == "$expected_front" && "$(replica_list tasks backend 2>/dev/null)" == "${expected_front//5555/5556}" ]]; then
+  pass "the replica endpoints are the pods' stable names under tasks-pods, in ordinal order"
+else
+  fail "the replica endpoints are the pods' stable names under tasks-pods (got '$got')"
+fi
+report="$(replica_check 2>&1)" || report="${report:-} (the replica check did not complete)"
+peers="$(grep '^{' <<<"$report" | tail -1)"
+if [[ "$peers" == *'"ok": true'* && "$peers" == *'"replicas": 3'* ]]; then
+  pass "a pyzmq client and worker per listed replica pass 200 requests through each, none through another ($peers)"
+else
+  fail "a pyzmq client and worker per listed replica pass requests through each: $report"
+fi
+# A deleted replica comes back under the same name (a new pod, so a new uid) and is listed again.
+pod_uid() { k -n "$NS" get pod "$1" -o jsonpath='{.metadata.uid}' 2>/dev/null; }
+old_uid="$(pod_uid tasks-1)" || old_uid=""
+back_under_its_name() {
+  local uid ready
+  uid="$(pod_uid tasks-1)" || return 1
+  ready="$(k -n "$NS" get pod tasks-1 -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" || return 1
+  [[ -n "$uid" && "$uid" != "$old_uid" && "$ready" == "True" ]]
+}
+if [[ -n "$old_uid" ]] && k -n "$NS" delete pod tasks-1 --wait=false >/dev/null \
+  && wait_for "tasks-1 to come back Ready under its name" 180 back_under_its_name \
+  && wait_for "tasks to list 3 replicas again" 60 lists_replicas tasks 3; then
+  pass "a deleted replica pod came back as tasks-1 (new uid) and is listed again"
+else
+  fail "a deleted replica pod came back as tasks-1 and is listed again (uid before '${old_uid:-?}', now '$(pod_uid tasks-1)')"
+fi
+
 # ---- deletion garbage-collects the children -------------------------------------------------
 children_of_tasks() {
-  k -n "$NS" get deployments,services,replicasets,pods -l app.kubernetes.io/instance=tasks -o name
+  k -n "$NS" get statefulsets,services,pods -l app.kubernetes.io/instance=tasks -o name
 }
 no_children_of_tasks() { [[ -z "$(children_of_tasks 2>/dev/null)" ]]; }
 if [[ -n "$(children_of_tasks)" ]]; then
@@ -761,9 +861,9 @@ fi
 k -n "$NS" delete zmqproxy tasks --wait=true --timeout=60s >/dev/null \
   || log "deleting zmqproxy/tasks did not finish in 60s"
 if wait_for "the children of tasks to be garbage-collected" 120 no_children_of_tasks; then
-  pass "deleting tasks garbage-collected its Deployment, Service and pods"
+  pass "deleting tasks garbage-collected its StatefulSet, Services and pods"
 else
-  fail "deleting tasks garbage-collected its Deployment, Service and pods: $(children_of_tasks | tr '\n' ' ')"
+  fail "deleting tasks garbage-collected its StatefulSet, Services and pods: $(children_of_tasks | tr '\n' ' ')"
 fi
 
 # ---- the invalid example is refused by the API server ---------------------------------------

@@ -6,10 +6,12 @@
 //! one object per rule) with the field path and message each rule promises, leader election
 //! on a Lease, and the placement fields, `spec.podTemplate` and the PodDisruptionBudget.
 //!
-//! No kubelet or controller-manager runs, so Deployments never get pods and nothing is garbage
-//! collected: the test first sees Ready=False (reason Progressing), then writes the Deployment's
-//! status itself to simulate a finished rollout and sees Ready=True, and it only ever waits for
-//! deletions the operator makes itself.
+//! No kubelet or controller-manager runs, so StatefulSets never get pods and nothing is garbage
+//! collected: the test first sees Ready=False (reason Progressing), then writes the StatefulSet's
+//! status itself to simulate a finished rollout and sees Ready=True, creates the pods a
+//! StatefulSet would and marks them Ready through their status subresource (as a kubelet does) to
+//! see `status.replicaEndpoints` follow, and it only ever waits for deletions the operator makes
+//! itself (the Deployment an older operator left).
 //!
 //! Skipped, with a printed reason, when KUBEBUILDER_ASSETS is unset.
 
@@ -21,9 +23,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -220,19 +222,53 @@ fn field_manager() -> PatchParams {
     PatchParams::apply("envtest-user").force()
 }
 
-/// Simulates the Deployment controller and kubelet: every pod of the current generation ready.
-async fn simulate_ready_rollout(deployments: &Api<Deployment>, name: &str) {
-    let d = deployments.get(name).await.expect("deployment");
+/// Simulates the StatefulSet controller and kubelet: every pod of the current revision ready.
+async fn simulate_ready_rollout(stateful_sets: &Api<StatefulSet>, name: &str) {
+    let d = stateful_sets.get(name).await.expect("statefulset");
     let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = json!({"status": {
         "observedGeneration": d.metadata.generation,
-        "replicas": replicas, "updatedReplicas": replicas,
+        "replicas": replicas, "updatedReplicas": replicas, "currentReplicas": replicas,
         "readyReplicas": replicas, "availableReplicas": replicas,
+        "currentRevision": format!("{name}-1"), "updateRevision": format!("{name}-1"),
     }});
-    deployments
+    stateful_sets
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
-        .expect("deployment status patched");
+        .expect("statefulset status patched");
+}
+
+/// Creates pod `pod` of the ZmqProxy `name` as its StatefulSet would (labels, owner kind), not
+/// ready; `ready` then sets its Ready condition as a kubelet does.
+async fn create_pod(pods: &Api<Pod>, name: &str, pod: &str, owner_kind: &str) {
+    let object = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod, "labels": {
+            "app.kubernetes.io/name": "zmq-proxy", "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/managed-by": "zmq-proxy-operator"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": name,
+                "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]},
+        "spec": {"containers": [{"name": "proxy", "image": IMAGE}]},
+    });
+    let object: Pod = serde_json::from_value(object).expect("pod");
+    pods.create(&PostParams::default(), &object).await.unwrap_or_else(|e| panic!("pod {pod}: {e}"));
+}
+
+async fn set_ready(pods: &Api<Pod>, pod: &str, ready: bool) {
+    let status = json!({"status": {"conditions": [{"type": "Ready",
+        "status": if ready { "True" } else { "False" }}]}});
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap_or_else(|e| panic!("pod {pod} status: {e}"));
+}
+
+/// The frontend endpoints `status.replicaEndpoints` lists.
+fn listed_frontends(zp: &ZmqProxy) -> Vec<String> {
+    zp.status
+        .as_ref()
+        .and_then(|s| s.replica_endpoints.as_ref())
+        .map(|e| e.frontend.clone())
+        .unwrap_or_default()
 }
 
 async fn wait_for_status(
@@ -261,7 +297,7 @@ async fn example_lifecycle(
     manifest["metadata"]["namespace"] = json!(namespace);
     let name = manifest["metadata"]["name"].as_str().expect("example has a name").to_string();
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let zp = zps
         .patch(&name, &field_manager(), &Patch::Apply(&manifest))
@@ -271,22 +307,41 @@ async fn example_lifecycle(
     let generation = zp.metadata.generation;
 
     // Children with a controller owner reference to the ZmqProxy.
-    let deployment = eventually("the Deployment", || async {
-        deployments.get_opt(&name).await.map_err(|e| e.to_string())
+    let stateful_set = eventually("the StatefulSet", || async {
+        stateful_sets.get_opt(&name).await.map_err(|e| e.to_string())
     })
     .await;
     let service = eventually("the Service", || async {
         services.get_opt(&name).await.map_err(|e| e.to_string())
     })
     .await;
-    for (kind, meta) in [("Deployment", deployment.meta()), ("Service", service.meta())] {
+    let headless = format!("{name}-pods");
+    let headless_service = eventually("the headless Service", || async {
+        services.get_opt(&headless).await.map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(
+        headless_service.spec.as_ref().and_then(|s| s.cluster_ip.clone()).as_deref(),
+        Some("None")
+    );
+    // The pods' DNS names live under the headless Service; the API server accepted the
+    // StatefulSet with it, OrderedReady and a rolling update.
+    let sts_spec = stateful_set.spec.clone().expect("statefulset spec");
+    assert_eq!(sts_spec.service_name.as_deref(), Some(headless.as_str()));
+    assert_eq!(sts_spec.pod_management_policy.as_deref(), Some("OrderedReady"));
+    assert_eq!(sts_spec.update_strategy.and_then(|u| u.type_).as_deref(), Some("RollingUpdate"));
+    for (kind, meta) in [
+        ("StatefulSet", stateful_set.meta()),
+        ("Service", service.meta()),
+        ("Service", headless_service.meta()),
+    ] {
         let owners = meta.owner_references.clone().unwrap_or_default();
         assert_eq!(owners.len(), 1, "{kind} owners");
         assert_eq!(owners[0].uid, uid, "{kind} is owned by the ZmqProxy");
         assert_eq!(owners[0].controller, Some(true), "{kind} is controlled by the ZmqProxy");
         assert_eq!(owners[0].kind, "ZmqProxy");
     }
-    let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod spec");
+    let pod = stateful_set.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod spec");
     secured_pod_mounts_its_keys(file, &manifest, &pod);
     let args = pod.containers[0].args.clone().unwrap_or_default();
     let frontend_type = manifest["spec"]["frontend"]["type"].as_str().expect("frontend type");
@@ -340,7 +395,7 @@ async fn example_lifecycle(
     );
 
     // A finished rollout makes it Ready, which is what `kubectl wait --for=condition=Ready` reads.
-    simulate_ready_rollout(&deployments, &name).await;
+    simulate_ready_rollout(&stateful_sets, &name).await;
     let zp = wait_for_status(&zps, &name, "Ready=True", |zp| {
         condition(zp, READY).is_some_and(|(s, r, ..)| s == "True" && r == "AllReplicasReady")
     })
@@ -358,7 +413,7 @@ async fn example_lifecycle(
     // A resync of an unchanged object writes nothing: touch the ZmqProxy's metadata (a watch
     // event, so a reconcile) and compare the children's resourceVersions afterwards.
     let before = (
-        deployments.get(&name).await.expect("deployment").resource_version(),
+        stateful_sets.get(&name).await.expect("statefulset").resource_version(),
         services.get(&name).await.expect("service").resource_version(),
         zps.get(&name).await.expect("zmqproxy").status,
     );
@@ -382,13 +437,13 @@ async fn example_lifecycle(
     })
     .await;
     let after = (
-        deployments.get(&name).await.expect("deployment").resource_version(),
+        stateful_sets.get(&name).await.expect("statefulset").resource_version(),
         services.get(&name).await.expect("service").resource_version(),
         zps.get(&name).await.expect("zmqproxy").status,
     );
     assert_eq!(before, after, "an unchanged resync must not write children or status");
 
-    // Drift: a deleted Service comes back; a hand-scaled Deployment is scaled back.
+    // Drift: a deleted Service comes back; a hand-scaled StatefulSet is scaled back.
     let old_uid = services.get(&name).await.expect("service").uid();
     services.delete(&name, &Default::default()).await.expect("service deleted");
     eventually("the Service to be recreated", || async {
@@ -397,27 +452,26 @@ async fn example_lifecycle(
     })
     .await;
     let scale = json!({"spec": {"replicas": replicas + 4}});
-    deployments
+    stateful_sets
         .patch(
             &name,
             &PatchParams::apply("someone-else").force(),
             &Patch::Apply(&json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
                 "metadata": {"name": name, "namespace": namespace},
                 "spec": scale["spec"],
             })),
         )
         .await
-        .expect("deployment scaled by someone else");
-    eventually("the Deployment to be scaled back", || async {
-        let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
+        .expect("statefulset scaled by someone else");
+    eventually("the StatefulSet to be scaled back", || async {
+        let d = stateful_sets.get(&name).await.map_err(|e| e.to_string())?;
         Ok((d.spec.and_then(|s| s.replicas) == Some(replicas)).then_some(()))
     })
     .await;
 
-    // Scaling out (through the scale subresource, as `kubectl scale` does) adds the headless
-    // Service and says so; scaling back (an apply of the manifest) removes it.
-    let headless = format!("{name}-pods");
+    // Scaling out (through the scale subresource, as `kubectl scale` does) scales the
+    // StatefulSet and says peers must reach every pod; each pod is listed once it is ready.
     let scaled = zps
         .patch_scale(
             &name,
@@ -428,19 +482,37 @@ async fn example_lifecycle(
         .expect("scaled to 3 through the scale subresource");
     assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(3));
     assert_eq!(zps.get(&name).await.expect("zmqproxy").spec.replicas, 3);
-    let hs = eventually("the headless Service", || async {
-        services.get_opt(&headless).await.map_err(|e| e.to_string())
+    eventually("the StatefulSet scaled to 3", || async {
+        let d = stateful_sets.get(&name).await.map_err(|e| e.to_string())?;
+        Ok((d.spec.and_then(|s| s.replicas) == Some(3)).then_some(()))
     })
     .await;
-    assert_eq!(hs.spec.as_ref().and_then(|s| s.cluster_ip.clone()).as_deref(), Some("None"));
-    wait_for_status(&zps, &name, "the Ready message to name the headless Service", |zp| {
+    wait_for_status(&zps, &name, "the Ready message to point at status.replicaEndpoints", |zp| {
         condition(zp, READY).is_some_and(|(_, _, g, m)| {
-            g == zp.metadata.generation && m.contains(&format!("{headless}.{namespace}.svc"))
+            g == zp.metadata.generation && m.contains("status.replicaEndpoints")
         })
     })
     .await;
-    let strategy = deployments.get(&name).await.expect("deployment").spec.and_then(|s| s.strategy);
-    assert_eq!(strategy.and_then(|s| s.type_).as_deref(), Some("RollingUpdate"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let replica = |i: u32| format!("tcp://{name}-{i}.{headless}.{namespace}.svc:{frontend_port}");
+    for i in 0..3 {
+        create_pod(&pods, &name, &format!("{name}-{i}"), "StatefulSet").await;
+    }
+    // Not ready yet: nothing listed. Then 0 and 2 ready: those two, in order.
+    set_ready(&pods, &format!("{name}-0"), true).await;
+    set_ready(&pods, &format!("{name}-2"), true).await;
+    wait_for_status(&zps, &name, "replicaEndpoints to list pods 0 and 2", |zp| {
+        listed_frontends(zp) == [replica(0), replica(2)]
+    })
+    .await;
+    set_ready(&pods, &format!("{name}-1"), true).await;
+    let zp = wait_for_status(&zps, &name, "replicaEndpoints to list 3", |zp| {
+        listed_frontends(zp) == [replica(0), replica(1), replica(2)]
+    })
+    .await;
+    let listed = zp.status.and_then(|s| s.replica_endpoints).expect("replicaEndpoints");
+    assert_eq!(listed.ready, 3);
+    assert_eq!(listed.backend.len(), 3);
     zps.patch(
         &name,
         &field_manager(),
@@ -452,25 +524,20 @@ async fn example_lifecycle(
     )
     .await
     .expect("scaled back to 1");
-    eventually("the headless Service to be deleted", || async {
-        let s = services.get_opt(&headless).await.map_err(|e| e.to_string())?;
-        // No garbage collector here, but the operator deletes it itself.
-        Ok(s.is_none().then_some(()))
+    // Pods 1 and 2 still run (they drain), but are unlisted as soon as the spec drops them; the
+    // headless Service stays (the StatefulSet's serviceName).
+    wait_for_status(&zps, &name, "replicaEndpoints to list pod 0 only", |zp| {
+        listed_frontends(zp) == [replica(0)]
     })
     .await;
-    // RollingUpdate -> Recreate through server-side apply must be accepted by validation.
-    eventually("the Recreate strategy", || async {
-        let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
-        let s = d.spec.and_then(|s| s.strategy);
-        Ok((s.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate")
-            && s.as_ref().is_some_and(|s| s.rolling_update.is_none()))
-        .then_some(()))
-    })
-    .await;
+    assert!(services.get_opt(&headless).await.expect("headless").is_some());
+    for i in 0..3 {
+        pods.delete(&format!("{name}-{i}"), &Default::default()).await.expect("pod deleted");
+    }
 
     // Events tell what the operator did; a reconcile publishes them after its writes.
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    eventually("Created, Updated and Deleted events", || async {
+    eventually("Created and Updated events", || async {
         let listed = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
         let reasons: Vec<String> = listed
             .items
@@ -478,13 +545,13 @@ async fn example_lifecycle(
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()))
             .filter_map(|e| e.reason.clone())
             .collect();
-        let all = ["Created", "Updated", "Deleted"].iter().all(|r| reasons.iter().any(|x| x == r));
+        let all = ["Created", "Updated"].iter().all(|r| reasons.iter().any(|x| x == r));
         if all { Ok(Some(())) } else { Err(format!("reasons so far: {reasons:?}")) }
     })
     .await;
 }
 
-/// A secured example's Deployment, as the API server stored it: for every socket with a
+/// A secured example's StatefulSet, as the API server stored it: for every socket with a
 /// `security.curve` section, its key Secret and allow-list mounted read-only as whole volumes
 /// (no subPath), group-readable files, the pod's fsGroup the proxy's group, and the flags naming
 /// the mounted paths. Nothing for an example without security.
@@ -844,9 +911,9 @@ async fn invalid_objects_are_refused(client: &Client, namespace: &str) {
 /// change waits) and says so in a condition; removing it applies the change.
 async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &str) {
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let image_of =
-        |d: Deployment| d.spec.and_then(|s| s.template.spec?.containers.first()?.image.clone());
+        |d: StatefulSet| d.spec.and_then(|s| s.template.spec?.containers.first()?.image.clone());
     let mut manifest = json!({
         "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
         "metadata": {"name": "held", "namespace": namespace},
@@ -854,8 +921,8 @@ async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &st
                  "backend": {"type": "DEALER", "port": 5556}},
     });
     zps.patch("held", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
-    let before = eventually("the Deployment", || async {
-        Ok(deployments.get_opt("held").await.map_err(|e| e.to_string())?.and_then(image_of))
+    let before = eventually("the StatefulSet", || async {
+        Ok(stateful_sets.get_opt("held").await.map_err(|e| e.to_string())?.and_then(image_of))
     })
     .await;
 
@@ -870,8 +937,8 @@ async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &st
     })
     .await;
     // The condition was written by the reconcile of the changed generation, which applied nothing.
-    let held = deployments.get("held").await.map(image_of).expect("deployment");
-    assert_eq!(held, Some(before.clone()), "a paused object's Deployment was written");
+    let held = stateful_sets.get("held").await.map(image_of).expect("statefulset");
+    assert_eq!(held, Some(before.clone()), "a paused object's StatefulSet was written");
     assert_ne!(
         paused.status.as_ref().and_then(|s| s.observed_generation),
         paused.metadata.generation,
@@ -881,7 +948,7 @@ async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &st
     manifest["metadata"].as_object_mut().expect("metadata").remove("annotations");
     zps.patch("held", &field_manager(), &Patch::Apply(&manifest)).await.expect("resumed");
     eventually("the held change applied after resuming", || async {
-        let image = deployments.get("held").await.map_err(|e| e.to_string())?;
+        let image = stateful_sets.get("held").await.map_err(|e| e.to_string())?;
         Ok((image_of(image).as_deref() == Some(changed)).then_some(()))
     })
     .await;
@@ -894,13 +961,13 @@ async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &st
 }
 
 /// Every placement field and a `spec.podTemplate` with a sidecar, a volume, env and a pod
-/// securityContext field are accepted by the API server, and so is the Deployment the merge
+/// securityContext field are accepted by the API server, and so is the StatefulSet the merge
 /// makes of them; two replicas get a PodDisruptionBudget of one, owned by the object, deleted
 /// when it scales to one; an override of the proxy's args is refused with a Degraded condition
-/// naming the field while the Deployment stays as it was.
+/// naming the field while the StatefulSet stays as it was.
 async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &str) {
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
     let mut manifest = json!({
@@ -947,11 +1014,11 @@ async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &
         "the partial pod spec is kept, not pruned"
     );
 
-    let deployment = eventually("the merged Deployment", || async {
-        deployments.get_opt("placed").await.map_err(|e| e.to_string())
+    let stateful_set = eventually("the merged StatefulSet", || async {
+        stateful_sets.get_opt("placed").await.map_err(|e| e.to_string())
     })
     .await;
-    let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let pod = stateful_set.spec.and_then(|s| s.template.spec).expect("pod spec");
     let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["proxy", "log-shipper"]);
     assert_eq!(pod.priority_class_name.as_deref(), Some("messaging-critical"));
@@ -1007,7 +1074,7 @@ async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &
     })
     .await;
     eprintln!("refused override: {:?}", condition(&refused, DEGRADED));
-    let args = deployments.get("placed").await.expect("deployment").spec.and_then(|s| {
+    let args = stateful_sets.get("placed").await.expect("stateful set").spec.and_then(|s| {
         s.template.spec.and_then(|p| p.containers.first().and_then(|c| c.args.clone()))
     });
     assert!(
@@ -1016,13 +1083,75 @@ async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &
     );
 }
 
+/// An older operator's Deployment `<name>`, controlled by the object, with a pod of one of its
+/// ReplicaSets: the operator creates the StatefulSet with no replicas, deletes the Deployment and
+/// says so, and gives the StatefulSet its replica only once the old pod is gone.
+async fn migration_replaces_an_owned_deployment(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "migrated", "namespace": namespace,
+                     "annotations": {status::PAUSE_RECONCILIATION: "true"}},
+        "spec": {"frontend": {"type": "ROUTER", "port": 5555},
+                 "backend": {"type": "DEALER", "port": 5556}},
+    });
+    // Paused while the old operator's children are put in place.
+    let zp =
+        zps.patch("migrated", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    let owner = zp.controller_owner_ref(&()).expect("owner reference");
+    let labels = json!({"app.kubernetes.io/name": "zmq-proxy",
+        "app.kubernetes.io/instance": "migrated", "app.kubernetes.io/managed-by": "zmq-proxy-operator"});
+    let old = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "migrated", "labels": labels, "ownerReferences": [owner]},
+        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "zmq-proxy",
+                                              "app.kubernetes.io/instance": "migrated"}},
+                 "strategy": {"type": "Recreate"},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "proxy", "image": IMAGE}]}}},
+    });
+    let old: Deployment = serde_json::from_value(old).expect("deployment");
+    deployments.create(&PostParams::default(), &old).await.expect("old Deployment created");
+    let old_pod = "migrated-6f9c8d7b5-x2k4q";
+    create_pod(&pods, "migrated", old_pod, "ReplicaSet").await;
+    set_ready(&pods, old_pod, true).await;
+
+    manifest["metadata"].as_object_mut().expect("metadata").remove("annotations");
+    zps.patch("migrated", &field_manager(), &Patch::Apply(&manifest)).await.expect("resumed");
+    eventually("the old Deployment to be deleted", || async {
+        let d = deployments.get_opt("migrated").await.map_err(|e| e.to_string())?;
+        Ok(d.is_none().then_some(()))
+    })
+    .await;
+    let sts = stateful_sets.get("migrated").await.expect("the StatefulSet exists");
+    assert_eq!(sts.spec.as_ref().and_then(|s| s.replicas), Some(0), "held while the old pod runs");
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    eventually("the Deleted event", || async {
+        let listed = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let notes: Vec<String> = listed.items.iter().filter_map(|e| e.note.clone()).collect();
+        Ok(notes.iter().any(|n| n == "Deleted Deployment migrated").then_some(()))
+    })
+    .await;
+
+    // The old pod is gone (unscheduled pods are deleted at once): the replica comes.
+    pods.delete(old_pod, &Default::default()).await.expect("old pod deleted");
+    eventually("the StatefulSet to get its replica", || async {
+        let d = stateful_sets.get("migrated").await.map_err(|e| e.to_string())?;
+        Ok((d.spec.and_then(|s| s.replicas) == Some(1)).then_some(()))
+    })
+    .await;
+}
+
 /// The API server goes away for a few seconds and comes back with a new watch cache (every
 /// watch then fails with 410 Gone first). A change made as soon as it answers again is applied
 /// promptly: each watch retries on its own capped backoff, so none waits for the others'.
 async fn recovers_from_an_api_server_restart(plane: &mut ControlPlane, namespace: &str) {
     let client = plane.client.clone();
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let manifest = json!({
         "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
         "metadata": {"name": "survivor", "namespace": namespace},
@@ -1030,8 +1159,8 @@ async fn recovers_from_an_api_server_restart(plane: &mut ControlPlane, namespace
                  "backend": {"type": "DEALER", "port": 5556}},
     });
     zps.patch("survivor", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
-    eventually("the Deployment before the outage", || async {
-        deployments.get_opt("survivor").await.map_err(|e| e.to_string())
+    eventually("the StatefulSet before the outage", || async {
+        stateful_sets.get_opt("survivor").await.map_err(|e| e.to_string())
     })
     .await;
 
@@ -1048,8 +1177,8 @@ async fn recovers_from_an_api_server_restart(plane: &mut ControlPlane, namespace
         }
     })
     .await;
-    eventually("the change in the Deployment", || async {
-        let d = deployments.get("survivor").await.map_err(|e| e.to_string())?;
+    eventually("the change in the StatefulSet", || async {
+        let d = stateful_sets.get("survivor").await.map_err(|e| e.to_string())?;
         let current = d.spec.and_then(|s| s.template.spec?.containers.first()?.image.clone());
         Ok((current.as_deref() == Some(image)).then_some(()))
     })
@@ -1165,6 +1294,8 @@ async fn operator_against_a_real_api_server() {
 
     create_namespace(&client, "placement").await;
     placement_overrides_and_disruption_budget(&client, "placement").await;
+    create_namespace(&client, "migration").await;
+    migration_replaces_an_owned_deployment(&client, "migration").await;
 
     create_namespace(&client, "outage").await;
     recovers_from_an_api_server_restart(&mut plane, "outage").await;
