@@ -3,8 +3,9 @@
 //!
 //! - [`socket`]: socket types, allowed pairs and the manifest's socket section (shared).
 //! - [`config`]: every default, the command line, the `--config` manifest, validation.
-//! - [`endpoint`]: `tcp://HOST:PORT` parsing.
-//! - [`zmtp`]: the ZMTP 3.0 wire protocol (greeting, READY, frames).
+//! - [`endpoint`]: `tcp://HOST:PORT` parsing (IPv4, `[IPv6]`, host names, `*`).
+//! - [`listen`]: listening sockets: dual stack for `*` and `[::]`, IPv4 fallback, bind errors.
+//! - [`zmtp`]: the ZMTP 3.1 wire protocol (greeting, READY, frames, subscriptions in both forms).
 //! - [`curve`]: the CurveZMQ mechanism (RFC 26): keys, allow-lists, handshakes, MESSAGE boxes.
 //! - [`sockets`]: binding/connecting, one task per connection, per-socket-type send policy.
 //! - [`subscriptions`]: XPUB subscription refcounting.
@@ -21,6 +22,7 @@ pub mod curve;
 pub mod endpoint;
 pub mod forward;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod ops;
 pub mod security;
