@@ -139,7 +139,7 @@ pub struct ZmqProxySpec {
     /// IP families of the Services, in order of preference (IPv4, IPv6, or both); the
     /// cluster's default when unset.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 2), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(length(max = 2))]
     pub ip_families: Vec<IpFamily>,
 
     /// Extra labels of the proxy pods; the operator's selector labels win on a clash.
@@ -265,6 +265,18 @@ fn ip_family_rule() -> Rule {
     .reason(Reason::FieldValueInvalid)
 }
 
+/// Each family at most once. A CEL rule rather than `x-kubernetes-list-type: set`: with a set,
+/// a server-side apply of a duplicate fails with a 500 before validation instead of a 422
+/// naming the field.
+fn distinct_ip_families_rule() -> Rule {
+    Rule::new(
+        "!has(self.ipFamilies) || size(self.ipFamilies) < 2 || self.ipFamilies[0] != self.ipFamilies[1]",
+    )
+    .message(Message::Message("an IP family is listed twice".into()))
+    .field_path(".ipFamilies".to_string())
+    .reason(Reason::FieldValueInvalid)
+}
+
 /// A plain string enum: schemars renders `Option<enum>` as an enum that lists `null`, which a
 /// structural schema should not carry; the field is omitted rather than null when unset.
 fn image_pull_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -377,7 +389,7 @@ pub fn spec_rules() -> Vec<Rule> {
     let mut rules = vec![cel::pair_rule(), cel::capture_rule()];
     rules.extend(cel::distinct_port_rules(&port_fields()));
     let mut rules: Vec<Rule> = rules.into_iter().map(to_rule).collect();
-    rules.push(ip_family_rule());
+    rules.extend([ip_family_rule(), distinct_ip_families_rule()]);
     rules
 }
 

@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
 use crate::endpoint::{Direction, Endpoint};
-use crate::listen;
+use crate::net;
 use crate::metrics::Observed;
 use crate::sockets::OpenError;
 
@@ -79,12 +79,12 @@ impl Drop for HttpServer {
 
 impl HttpServer {
     /// Binds `addr` (`HOST:PORT`: `*:9090` or `[::]:9090` dual stack, `0.0.0.0:9090`,
-    /// `[::1]:9090`; see [`crate::listen`]) and starts serving.
+    /// `[::1]:9090`; see [`crate::net`]) and starts serving.
     pub async fn bind(addr: &str, observed: Arc<Observed>) -> Result<HttpServer, OpenError> {
         let open_err = |reason: String| OpenError { endpoint: format!("http://{addr}"), reason };
         let ep = Endpoint::parse_host_port(addr, Direction::Bind).map_err(open_err)?;
         let (listener, _) =
-            listen::bind(&ep).await.map_err(|e| open_err(listen::describe_bind_error(&e)))?;
+            net::bind(&ep).await.map_err(|e| open_err(net::describe_bind_error(&e)))?;
         let local_addr = listener.local_addr().map_err(|e| open_err(e.to_string()))?;
         let app = router(observed);
         let task = tokio::spawn(async move {

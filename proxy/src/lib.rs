@@ -4,7 +4,8 @@
 //! - [`socket`]: socket types, allowed pairs and the manifest's socket section (shared).
 //! - [`config`]: every default, the command line, the `--config` manifest, validation.
 //! - [`endpoint`]: `tcp://HOST:PORT` parsing (IPv4, `[IPv6]`, host names, `*`).
-//! - [`listen`]: listening sockets: dual stack for `*` and `[::]`, IPv4 fallback, bind errors.
+//! - [`net`]: TCP for endpoints: dual-stack listeners for `*`/`[::]` (IPv4 fallback), connects
+//!   that try each resolved address, bind errors.
 //! - [`zmtp`]: the ZMTP 3.1 wire protocol (greeting, READY, frames, subscriptions in both forms).
 //! - [`curve`]: the CurveZMQ mechanism (RFC 26): keys, allow-lists, handshakes, MESSAGE boxes.
 //! - [`sockets`]: binding/connecting, one task per connection, per-socket-type send policy.
@@ -22,8 +23,8 @@ pub mod curve;
 pub mod endpoint;
 pub mod forward;
 pub mod http;
-pub mod listen;
 pub mod metrics;
+pub mod net;
 pub mod ops;
 pub mod security;
 pub mod socket;

@@ -35,7 +35,7 @@ use crate::config::{
 };
 use crate::counters::{Counters, DropReason, OncePerPeer};
 use crate::curve::{self, Mechanism, Sealer, Security};
-use crate::listen;
+use crate::net;
 use crate::socket::SocketType;
 use crate::subscriptions::PeerId;
 use crate::zmtp::{self, Item, WireError};
@@ -466,9 +466,9 @@ impl ProxySocket {
         let mut local_addrs = Vec::new();
         let mut listeners = Vec::new();
         for ep in &cfg.bind {
-            let (l, _) = listen::bind(ep).await.map_err(|e| OpenError {
+            let (l, _) = net::bind(ep).await.map_err(|e| OpenError {
                 endpoint: ep.to_string(),
-                reason: listen::describe_bind_error(&e),
+                reason: net::describe_bind_error(&e),
             })?;
             local_addrs.push(
                 l.local_addr()

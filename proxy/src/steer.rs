@@ -32,7 +32,7 @@ use crate::config::{REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET};
 use crate::counters::{Counters, OncePerPeer};
 use crate::curve::{self, Mechanism};
 use crate::endpoint::Endpoint;
-use crate::listen;
+use crate::net;
 use crate::forward::ProxyState;
 use crate::socket::SocketType;
 use crate::sockets::OpenError;
@@ -124,7 +124,7 @@ impl Control {
         // Bound here rather than by the crate so a failure reads like the data sockets' and
         // the port-0 address is known.
         let (listener, _) =
-            listen::bind(ep).await.map_err(|e| open_err(listen::describe_bind_error(&e)))?;
+            net::bind(ep).await.map_err(|e| open_err(net::describe_bind_error(&e)))?;
         let local_addr = listener.local_addr().map_err(|e| open_err(e.to_string()))?;
         let task = tokio::spawn(serve(listener, mech, state, counters));
         Ok(Control { local_addr, task })

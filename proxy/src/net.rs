@@ -1,5 +1,5 @@
-//! Binding a listening TCP socket for a bind endpoint, the same way for the data sockets, the
-//! control socket and `--http-bind`:
+//! TCP for endpoints. Listening sockets for bind endpoints, the same way for the data sockets,
+//! the control socket and `--http-bind`:
 //!
 //! - `*` and `[::]`: one IPv6 socket with `IPV6_V6ONLY` off, so IPv4 peers (as `::ffff:a.b.c.d`)
 //!   and IPv6 peers reach the same port on IPv4-only, IPv6-only and dual-stack hosts alike. A
@@ -9,13 +9,16 @@
 //! - `0.0.0.0`: IPv4 only; an IPv6 literal (`[::1]`): that address only.
 //! - a host name: its first resolved address that can be bound, as `zmq_bind` takes the first.
 //!
-//! Also owns the wording of bind failures.
+//! Connect endpoints resolve on every attempt (so a reconnect follows DNS) and try each address
+//! in the resolver's order until one answers: a host name with AAAA and A records reaches a
+//! peer listening on either family. (libzmq takes only the first address.) Also owns the
+//! wording of bind failures.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::endpoint::Endpoint;
 
@@ -98,6 +101,29 @@ fn listen_on(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpList
     s.listen(LISTEN_BACKLOG)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
+}
+
+/// Connects to `host:port`: resolved now, each address tried in order; the last failure is
+/// returned when none answers.
+pub async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    connect_first(&addrs).await
+}
+
+async fn connect_first(addrs: &[SocketAddr]) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "connect failed; trying the next address");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::AddrNotAvailable, "host resolved to no address")
+    }))
 }
 
 /// A bind failure in a few words, for `cannot bind ENDPOINT: REASON`.
@@ -187,6 +213,31 @@ mod tests {
         for kind in [io::ErrorKind::AddrInUse, io::ErrorKind::PermissionDenied] {
             let e = bind_wildcard(0, refuse_v6(kind)).expect_err("no fallback");
             assert_eq!(e.kind(), kind);
+        }
+    }
+
+    /// A name with several addresses (AAAA and A records) reaches the peer on whichever one
+    /// answers: a refused address is skipped, in order, and IPv6 literals connect as they are.
+    #[tokio::test]
+    async fn connect_tries_each_address_in_order() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let live = v4.local_addr().expect("addr");
+        // A port nobody listens on: bound, read, and closed again.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let s = connect_first(&[dead, live]).await.expect("the second address answers");
+        assert_eq!(s.peer_addr().expect("peer"), live);
+        assert!(connect_first(&[dead]).await.is_err());
+        assert!(connect_first(&[]).await.is_err());
+        let s = connect("127.0.0.1", live.port()).await.expect("IPv4 literal");
+        assert_eq!(s.peer_addr().expect("peer"), live);
+        if has_ipv6_loopback() {
+            let v6 = std::net::TcpListener::bind("[::1]:0").expect("bind");
+            let live6 = v6.local_addr().expect("addr");
+            let dead6 = SocketAddr::from((Ipv6Addr::LOCALHOST, dead.port()));
+            let s = connect_first(&[dead6, live6]).await.expect("the IPv6 address answers");
+            assert_eq!(s.peer_addr().expect("peer"), live6);
+            let s = connect("::1", live6.port()).await.expect("IPv6 literal");
+            assert_eq!(s.peer_addr().expect("peer"), live6);
         }
     }
 
