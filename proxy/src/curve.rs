@@ -1132,7 +1132,15 @@ mod tests {
         let wire = zmtp::command_frame(&hello);
         let (mut rd, mut wr) = (&wire[..], Vec::new());
         let mut buf = BytesMut::new();
-        let r = server_handshake(&srv, &mut rd, &mut wr, SocketType::Pull, &mut buf, zmtp::Revision::V3_1).await;
+        let r = server_handshake(
+            &srv,
+            &mut rd,
+            &mut wr,
+            SocketType::Pull,
+            &mut buf,
+            zmtp::Revision::V3_1,
+        )
+        .await;
         assert!(matches!(r, Err(WireError::Curve(CurveError::MalformedHello))));
         assert!(wr.is_empty(), "no WELCOME for a low-order key");
     }
@@ -1170,6 +1178,12 @@ mod tests {
         let (s, c) = (s.expect("server side"), c.expect("client side"));
         assert_eq!(&s.peer.socket_type[..], b"DEALER");
         assert_eq!(&c.peer.socket_type[..], b"ROUTER");
+        // Both ends greeted as 3.1, and each remembers it: subscriptions to a CURVE peer take
+        // the command form too (sealed like the PONG below).
+        assert_eq!(
+            (s.peer.revision, c.peer.revision),
+            (zmtp::Revision::V3_1, zmtp::Revision::V3_1)
+        );
         let (mut ss, mut cs) = (s.session.expect("session"), c.session.expect("session"));
         let mut wire = BytesMut::new();
         let big = Bytes::from(vec![7u8; 300]);

@@ -63,8 +63,7 @@ impl Endpoint {
                 None => return Err("expected HOST:PORT".into()),
             }
         };
-        if host.is_empty() || host.contains(['/', '[', ']']) || host.contains(char::is_whitespace)
-        {
+        if host.is_empty() || host.contains(['/', '[', ']']) || host.contains(char::is_whitespace) {
             return Err("missing or invalid host".into());
         }
         let Ok(port) = port.parse::<u16>() else {

@@ -15,8 +15,8 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
 use crate::endpoint::{Direction, Endpoint};
-use crate::net;
 use crate::metrics::Observed;
+use crate::net;
 use crate::sockets::OpenError;
 
 #[derive(Clone)]

@@ -42,8 +42,12 @@ pub async fn bind(ep: &Endpoint) -> io::Result<(TcpListener, Family)> {
     let (listener, family) = if ep.is_wildcard() {
         let (l, family) = bind_wildcard(ep.port, listen_on)?;
         match family {
-            Family::Ipv4Fallback => tracing::warn!(endpoint = %ep, "IPv6 unavailable on this host: listening on IPv4 0.0.0.0 only"),
-            _ => tracing::info!(endpoint = %ep, "listening on every IPv6 and IPv4 address (dual stack)"),
+            Family::Ipv4Fallback => {
+                tracing::warn!(endpoint = %ep, "IPv6 unavailable on this host: listening on IPv4 0.0.0.0 only")
+            }
+            _ => {
+                tracing::info!(endpoint = %ep, "listening on every IPv6 and IPv4 address (dual stack)")
+            }
         }
         (l, family)
     } else {
@@ -207,7 +211,11 @@ mod tests {
         }
         // EAFNOSUPPORT, as a kernel without IPv6 answers socket(AF_INET6).
         let eafnosupport = |addr: SocketAddr, dual: bool| {
-            if addr.is_ipv6() { Err(io::Error::from_raw_os_error(97)) } else { listen_on(addr, dual) }
+            if addr.is_ipv6() {
+                Err(io::Error::from_raw_os_error(97))
+            } else {
+                listen_on(addr, dual)
+            }
         };
         assert_eq!(bind_wildcard(0, eafnosupport).expect("fallback").1, Family::Ipv4Fallback);
         for kind in [io::ErrorKind::AddrInUse, io::ErrorKind::PermissionDenied] {
@@ -223,7 +231,8 @@ mod tests {
         let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let live = v4.local_addr().expect("addr");
         // A port nobody listens on: bound, read, and closed again.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let dead =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
         let s = connect_first(&[dead, live]).await.expect("the second address answers");
         assert_eq!(s.peer_addr().expect("peer"), live);
         assert!(connect_first(&[dead]).await.is_err());

@@ -109,7 +109,9 @@ impl Out {
     fn encode(&self, out: &mut BytesMut) {
         match self {
             Out::Command(c) => zmtp::encode_command(c, out),
-            Out::Subscription(m) => m.iter().for_each(|f| zmtp::encode_subscription_command(f, out)),
+            Out::Subscription(m) => {
+                m.iter().for_each(|f| zmtp::encode_subscription_command(f, out))
+            }
             Out::Close => {}
             m => zmtp::encode_message(m.frames(), out),
         }

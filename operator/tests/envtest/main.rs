@@ -853,12 +853,17 @@ async fn service_ip_families_follow_the_spec(client: &Client, namespace: &str) {
         json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6", "IPv4"]}),
     );
     zps.patch("dual", &field_manager(), &Patch::Apply(&dual)).await.expect("dual-stack spec");
-    zps.patch("default-families", &field_manager(), &Patch::Apply(&manifest("default-families", json!({}))))
-        .await
-        .expect("spec without families");
+    zps.patch(
+        "default-families",
+        &field_manager(),
+        &Patch::Apply(&manifest("default-families", json!({}))),
+    )
+    .await
+    .expect("spec without families");
     for name in ["dual", "dual-pods"] {
-        let svc = eventually(name, || async { services.get_opt(name).await.map_err(|e| e.to_string()) })
-            .await;
+        let svc =
+            eventually(name, || async { services.get_opt(name).await.map_err(|e| e.to_string()) })
+                .await;
         let (policy, fams, ips) = families(&svc);
         eprintln!("Service {name}: {policy:?} {fams:?} clusterIPs {ips:?}");
         assert_eq!(policy.as_deref(), Some("RequireDualStack"), "{name}");
