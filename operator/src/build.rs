@@ -26,8 +26,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{
-    GRACE_PERIOD_TOO_SHORT, HEADLESS_SUFFIX, ImagePullPolicy, MANAGED_BY, PDB_BOTH_BOUNDS,
-    PodTemplateOverride, ZmqProxy, ZmqProxySpec, selector_labels,
+    GRACE_PERIOD_TOO_SHORT, HEADLESS_SUFFIX, ImagePullPolicy, IpFamilyPolicy, MANAGED_BY,
+    PDB_BOTH_BOUNDS, PodTemplateOverride, ZmqProxy, ZmqProxySpec, selector_labels,
 };
 use crate::overrides;
 
@@ -114,6 +114,22 @@ pub fn validate(spec: &ZmqProxySpec) -> Result<(), BuildError> {
             spec.drain_timeout_seconds
         )));
     }
+    if spec.ip_families.len() > 2 {
+        return Err(BuildError::InvalidSpec(
+            "spec.ipFamilies: at most two families (IPv4, IPv6)".to_string(),
+        ));
+    }
+    if spec.ip_families.len() == 2 && spec.ip_families[0] == spec.ip_families[1] {
+        return Err(BuildError::InvalidSpec(format!(
+            "spec.ipFamilies: {} is listed twice",
+            spec.ip_families[0].as_str()
+        )));
+    }
+    if spec.ip_family_policy == Some(IpFamilyPolicy::SingleStack) && spec.ip_families.len() == 2 {
+        return Err(BuildError::InvalidSpec(
+            "spec.ipFamilies: a SingleStack Service has one IP family; use PreferDualStack or RequireDualStack for two".to_string(),
+        ));
+    }
     if spec.lame_duck_seconds < 0 {
         return Err(BuildError::InvalidSpec(format!(
             "spec.lameDuckSeconds: {} is negative",
@@ -170,9 +186,11 @@ pub fn termination_grace_period(spec: &ZmqProxySpec) -> i64 {
     spec.termination_grace_period_seconds.unwrap_or(drain_period(spec) + GRACE_MARGIN_SECONDS)
 }
 
-/// The proxy's command-line flags, as in the shared contract.
+/// The proxy's command-line flags, as in the shared contract. Every listener binds `*`: IPv6
+/// and IPv4 on one dual-stack socket, IPv4 alone where the pod has no IPv6, so the same pod
+/// serves IPv4-only, IPv6-only and dual-stack clusters (and `--config` binds the same way).
 pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
-    let bind = |port: i32| format!("tcp://0.0.0.0:{port}");
+    let bind = |port: i32| format!("tcp://*:{port}");
     let s = &spec.sockets;
     let mut args = vec![
         "--frontend-type".to_string(),
@@ -198,7 +216,7 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
     args.extend(curve_args(spec));
     args.extend([
         "--http-bind".to_string(),
-        format!("0.0.0.0:{}", spec.metrics_port),
+        format!("*:{}", spec.metrics_port),
         "--drain-timeout".to_string(),
         spec.drain_timeout_seconds.to_string(),
         "--lame-duck".to_string(),
@@ -360,7 +378,7 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
             type_: Some(zp.spec.service_type.as_str().to_string()),
             selector: Some(selector_labels(&name)),
             ports: Some(service_ports(&zp.spec)),
-            ..ServiceSpec::default()
+            ..ip_families(&zp.spec)
         }),
         status: None,
     };
@@ -374,7 +392,7 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
             selector: Some(selector_labels(&name)),
             ports: Some(service_ports(&zp.spec)),
             publish_not_ready_addresses: Some(false),
-            ..ServiceSpec::default()
+            ..ip_families(&zp.spec)
         }),
         status: None,
     };
@@ -426,6 +444,19 @@ fn owner_reference(zp: &ZmqProxy) -> Result<OwnerReference, BuildError> {
     // As controller-runtime's SetControllerReference: a foreground deletion of the ZmqProxy
     // waits for its children.
     Ok(OwnerReference { block_owner_deletion: Some(true), ..owner })
+}
+
+/// The spec's IP family policy and families on a Service (both Services alike: the headless
+/// one's DNS name then lists the pods' addresses of the same families). Unset fields stay
+/// unset, so the API server applies the cluster's defaults and the object is unchanged for
+/// specs that set neither.
+fn ip_families(spec: &ZmqProxySpec) -> ServiceSpec {
+    ServiceSpec {
+        ip_family_policy: spec.ip_family_policy.map(|p| p.as_str().to_string()),
+        ip_families: (!spec.ip_families.is_empty())
+            .then(|| spec.ip_families.iter().map(|f| f.as_str().to_string()).collect()),
+        ..ServiceSpec::default()
+    }
 }
 
 fn service_ports(spec: &ZmqProxySpec) -> Vec<ServicePort> {

@@ -19,7 +19,7 @@ use zmq_proxy::socket::cel::{self, CelRule, PortField};
 
 /// API group of the resource.
 pub const GROUP: &str = "zmqproxy.io";
-/// The default metrics/health port of the proxy (`--http-bind 0.0.0.0:<port>`).
+/// The default metrics/health port of the proxy (`--http-bind *:<port>`, dual stack).
 pub const DEFAULT_METRICS_PORT: i32 = 9090;
 /// The default drain timeout, as the proxy's own default.
 pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: i32 = 5;
@@ -132,6 +132,19 @@ pub struct ZmqProxySpec {
     /// Annotations of the Service (for example a cloud load balancer's settings).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_annotations: BTreeMap<String, String>,
+
+    /// IP family policy of the Services (`<name>` and the headless `<name>-pods`): SingleStack,
+    /// PreferDualStack or RequireDualStack; the cluster's default (SingleStack) when unset. The
+    /// proxy listens on IPv6 and IPv4 either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "ip_family_policy_schema")]
+    pub ip_family_policy: Option<IpFamilyPolicy>,
+
+    /// IP families of the Services, in order of preference (IPv4, IPv6, or both); the
+    /// cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub ip_families: Vec<IpFamily>,
 
     /// Extra labels of the proxy pods; the operator's selector labels win on a clash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -311,6 +324,85 @@ impl ServiceType {
     }
 }
 
+/// Kubernetes Service IP family policies (`spec.ipFamilyPolicy` of a Service).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum IpFamilyPolicy {
+    SingleStack,
+    PreferDualStack,
+    RequireDualStack,
+}
+
+impl IpFamilyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamilyPolicy::SingleStack => "SingleStack",
+            IpFamilyPolicy::PreferDualStack => "PreferDualStack",
+            IpFamilyPolicy::RequireDualStack => "RequireDualStack",
+        }
+    }
+}
+
+/// As [`image_pull_policy_schema`]: a plain string enum, omitted rather than null when unset;
+/// its length bound lets the API server price the rule that reads it.
+fn ip_family_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["SingleStack", "PreferDualStack", "RequireDualStack"],
+        "maxLength": 16
+    })
+}
+
+/// A Service IP family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpFamily {
+    IPv4,
+    IPv6,
+}
+
+impl IpFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::IPv4 => "IPv4",
+            IpFamily::IPv6 => "IPv6",
+        }
+    }
+}
+
+impl JsonSchema for IpFamily {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IpFamily".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "enum": ["IPv4", "IPv6"], "maxLength": 4 })
+    }
+}
+
+/// Kubernetes refuses a SingleStack Service with two families; refused at admission instead,
+/// naming the field, rather than on every reconcile.
+fn ip_family_rule() -> Rule {
+    Rule::new(
+        "!has(self.ipFamilyPolicy) || self.ipFamilyPolicy != 'SingleStack' || !has(self.ipFamilies) || size(self.ipFamilies) < 2",
+    )
+    .message(Message::Message(
+        "a SingleStack Service has one IP family; use PreferDualStack or RequireDualStack for two".into(),
+    ))
+    .field_path(".ipFamilies".to_string())
+    .reason(Reason::FieldValueInvalid)
+}
+
+/// Each family at most once. A CEL rule rather than `x-kubernetes-list-type: set`: with a set,
+/// a server-side apply of a duplicate fails with a 500 before validation instead of a 422
+/// naming the field.
+fn distinct_ip_families_rule() -> Rule {
+    Rule::new(
+        "!has(self.ipFamilies) || size(self.ipFamilies) < 2 || self.ipFamilies[0] != self.ipFamilies[1]",
+    )
+    .message(Message::Message("an IP family is listed twice".into()))
+    .field_path(".ipFamilies".to_string())
+    .reason(Reason::FieldValueInvalid)
+}
+
 /// A plain string enum: schemars renders `Option<enum>` as an enum that lists `null`, which a
 /// structural schema should not carry; the field is omitted rather than null when unset.
 fn image_pull_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -456,6 +548,7 @@ pub fn spec_rules() -> Vec<Rule> {
     rules.extend(cel::distinct_port_rules(&port_fields()));
     let mut rules: Vec<Rule> = rules.into_iter().map(to_rule).collect();
     rules.extend([grace_period_rule(), disruption_budget_rule()]);
+    rules.extend([ip_family_rule(), distinct_ip_families_rule()]);
     rules
 }
 

@@ -1,7 +1,6 @@
 //! zmq-proxy-operator: flags, logging, the HTTP endpoints, leader election and the controller,
 //! and a graceful stop on SIGTERM/SIGINT (in-flight reconciles finish, the lease is released).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,6 +9,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use tokio::sync::watch;
 use tracing::{error, info};
+use zmq_proxy::endpoint::{Direction, Endpoint};
 use zmq_proxy_operator::build::BuildOptions;
 use zmq_proxy_operator::crd::{ImagePullPolicy, ZmqProxy};
 use zmq_proxy_operator::http::{self, HttpState};
@@ -36,9 +36,11 @@ struct Args {
     /// when unset): Always, IfNotPresent or Never.
     #[arg(long, env = "PROXY_IMAGE_PULL_POLICY", value_parser = parse_pull_policy)]
     proxy_image_pull_policy: Option<ImagePullPolicy>,
-    /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "HTTP_BIND", default_value = "0.0.0.0:8080")]
-    http_bind: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz: HOST:PORT, `*` for every IPv6 and IPv4
+    /// address (dual stack, IPv4 alone without IPv6), as the proxy binds, so the kubelet's
+    /// probes reach the operator on IPv6-only clusters too.
+    #[arg(long, env = "HTTP_BIND", default_value = "*:8080", value_parser = parse_http_bind)]
+    http_bind: Endpoint,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -57,6 +59,11 @@ struct Args {
     /// Reconciles running at once (0: unbounded).
     #[arg(long, env = "CONCURRENCY", default_value_t = reconcile::CONCURRENCY)]
     concurrency: u16,
+}
+
+/// `--http-bind`: the proxy's `HOST:PORT` syntax (`*:8080`, `[::]:8080`, `0.0.0.0:8080`).
+fn parse_http_bind(s: &str) -> Result<Endpoint, String> {
+    Endpoint::parse_host_port(s, Direction::Bind)
 }
 
 fn parse_pull_policy(s: &str) -> Result<ImagePullPolicy, String> {
@@ -127,8 +134,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         stop_tx.send_replace(true);
     });
 
-    let listener = tokio::net::TcpListener::bind(args.http_bind).await?;
-    info!(addr = %args.http_bind, "serving /metrics /healthz /readyz");
+    let (listener, _) = zmq_proxy::net::bind(&args.http_bind).await?;
+    info!(addr = %listener.local_addr()?, "serving /metrics /healthz /readyz");
     let state = HttpState { metrics: metrics.clone(), ready: ready.clone() };
     let http_task = tokio::spawn(http::serve(listener, state, until_true(stop_rx.clone())));
 

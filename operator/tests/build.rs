@@ -51,7 +51,10 @@ fn ports(s: &Service) -> Vec<(String, i32, Option<IntOrString>)> {
         .collect()
 }
 
-/// The proxy must bind exactly the sockets of the spec, with the contract's flags.
+/// The proxy must bind exactly the sockets of the spec, with the contract's flags. Every bind is
+/// `*`: dual stack where the pod has IPv6, IPv4 where it has not, so one rendering serves
+/// IPv4-only, IPv6-only and dual-stack clusters (`0.0.0.0` would leave an IPv6-only cluster's
+/// peers nothing to reach).
 #[test]
 fn proxy_flags_carry_every_socket_and_setting() {
     let c = build("full.yaml");
@@ -63,19 +66,19 @@ fn proxy_flags_carry_every_socket_and_setting() {
         "--frontend-type",
         "ROUTER",
         "--frontend-bind",
-        "tcp://0.0.0.0:5555",
+        "tcp://*:5555",
         "--backend-type",
         "DEALER",
         "--backend-bind",
-        "tcp://0.0.0.0:5556",
+        "tcp://*:5556",
         "--capture-type",
         "PUB",
         "--capture-bind",
-        "tcp://0.0.0.0:5557",
+        "tcp://*:5557",
         "--control-bind",
-        "tcp://0.0.0.0:5558",
+        "tcp://*:5558",
         "--http-bind",
-        "0.0.0.0:9191",
+        "*:9191",
         "--drain-timeout",
         "20",
         "--lame-duck",
@@ -94,7 +97,7 @@ fn optional_sockets_are_left_out_when_unset() {
     for flag in ["--capture-type", "--capture-bind", "--control-bind"] {
         assert_eq!(arg_after(proxy, flag), None, "{flag}");
     }
-    assert_eq!(arg_after(proxy, "--http-bind"), Some("0.0.0.0:9090"));
+    assert_eq!(arg_after(proxy, "--http-bind"), Some("*:9090"));
     assert_eq!(arg_after(proxy, "--drain-timeout"), Some("5"));
     assert_eq!(arg_after(proxy, "--lame-duck"), Some("5"));
     assert_eq!(proxy.image.as_deref(), Some(DEFAULT_IMAGE));
@@ -276,6 +279,63 @@ fn service_exposes_the_sockets_with_the_spec_type() {
     assert_eq!(svc.selector, workload_selector);
 }
 
+/// The spec's IP family policy and families reach both Services as written, so a dual-stack
+/// cluster gives peers of either family a Service address and the headless name lists the pods'
+/// addresses of both families.
+#[test]
+fn ip_family_policy_and_families_reach_both_services() {
+    let c = build("full.yaml");
+    for svc in [&c.service, &c.headless] {
+        let spec = svc.spec.as_ref().expect("spec");
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        assert_eq!(spec.ip_family_policy.as_deref(), Some("PreferDualStack"), "{name}");
+        assert_eq!(
+            spec.ip_families.as_deref(),
+            Some(&["IPv6".to_string(), "IPv4".to_string()][..]),
+            "{name}"
+        );
+    }
+}
+
+/// Unset, both fields are left out (not null, not SingleStack), so the API server applies the
+/// cluster's defaults and existing Services are applied unchanged.
+#[test]
+fn ip_families_are_left_to_the_cluster_when_unset() {
+    let c = build("minimal.yaml");
+    let json = serde_json::to_value(&c.service).expect("serializes");
+    assert!(json["spec"].get("ipFamilyPolicy").is_none(), "{json}");
+    assert!(json["spec"].get("ipFamilies").is_none(), "{json}");
+}
+
+/// Families Kubernetes would refuse on the Service are refused before anything is applied.
+#[test]
+fn impossible_ip_families_are_refused_naming_the_field() {
+    use zmq_proxy_operator::crd::{IpFamily, IpFamilyPolicy};
+    let refused = |policy: Option<IpFamilyPolicy>, families: Vec<IpFamily>| {
+        let mut zp = fixture("minimal.yaml");
+        zp.spec.ip_family_policy = policy;
+        zp.spec.ip_families = families;
+        match build::children(
+            &zp,
+            &BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() },
+        ) {
+            Err(BuildError::InvalidSpec(m)) => Some(m),
+            _ => None,
+        }
+    };
+    let single = Some(IpFamilyPolicy::SingleStack);
+    let both = vec![IpFamily::IPv4, IpFamily::IPv6];
+    let m = refused(single, both.clone()).expect("SingleStack with two families");
+    assert!(m.starts_with("spec.ipFamilies: a SingleStack Service has one IP family"), "{m}");
+    let m = refused(None, vec![IpFamily::IPv6, IpFamily::IPv6]).expect("twice the same");
+    assert_eq!(m, "spec.ipFamilies: IPv6 is listed twice");
+    let m = refused(None, vec![IpFamily::IPv4; 3]).expect("three");
+    assert!(m.starts_with("spec.ipFamilies: at most two"), "{m}");
+    assert_eq!(refused(single, vec![IpFamily::IPv6]), None);
+    assert_eq!(refused(Some(IpFamilyPolicy::RequireDualStack), both.clone()), None);
+    assert_eq!(refused(None, both), None);
+}
+
 /// Each pod is a proxy of its own; the headless Service (the StatefulSet's serviceName) makes
 /// each one addressable through DNS, whatever the replica count.
 #[test]
@@ -361,7 +421,9 @@ fn invalid_specs_are_refused_naming_the_field() {
 }
 
 /// The pod template and the Services of the fixtures without security are exactly what the
-/// operator rendered before CURVE and before the StatefulSet (`fixtures/golden/*.json`, the
+/// operator rendered before CURVE and before the StatefulSet, with the dual-stack binds (`*`
+/// instead of `0.0.0.0`, which an IPv6-only cluster cannot reach; that upgrade restarts each
+/// proxy once) and `full.yaml`'s IP families (`fixtures/golden/*.json`, the
 /// Deployment and Services of an older build): the move to a StatefulSet changes the workload
 /// around the pods, never the pods. The headless Service only gains
 /// `publishNotReadyAddresses: false`, the default, written out.
@@ -677,7 +739,7 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
         let from_file = zmq_proxy::config::parse_manifest(&manifest)
             .unwrap_or_else(|e| panic!("{name}: --config refuses it: {e}"));
         let metrics_port = zp.spec.metrics_port;
-        assert_eq!(from_flags.http_bind, Some(format!("0.0.0.0:{metrics_port}")), "{name}");
+        assert_eq!(from_flags.http_bind, Some(format!("*:{metrics_port}")), "{name}");
         // The pods get the spec's lame duck (default 5 s); a manifest run locally without one
         // has none, as nothing there needs to learn that the proxy is going away.
         let lame_duck =

@@ -393,3 +393,51 @@ fn placement_fields_are_accepted_and_a_short_grace_period_is_refused() {
         )]
     );
 }
+
+/// The Service IP fields: enums with the Kubernetes spellings, at most two distinct families,
+/// length bounds the API server can price, and SingleStack with two families refused on
+/// `spec.ipFamilies`.
+#[test]
+fn ip_family_fields_are_bounded_enums_and_single_stack_takes_one_family() {
+    let s = schema();
+    let spec = &s["properties"]["spec"]["properties"];
+    assert_eq!(
+        spec["ipFamilyPolicy"]["enum"],
+        json!(["SingleStack", "PreferDualStack", "RequireDualStack"])
+    );
+    assert!(spec["ipFamilyPolicy"]["maxLength"].as_u64().is_some());
+    assert_eq!(spec["ipFamilies"]["maxItems"], json!(2));
+    assert_eq!(spec["ipFamilies"]["items"]["enum"], json!(["IPv4", "IPv6"]));
+    assert!(spec["ipFamilies"]["items"]["maxLength"].as_u64().is_some());
+    let with = |policy: Option<&str>, families: Option<Value>| {
+        let mut spec = queue();
+        if let Some(p) = policy {
+            spec["ipFamilyPolicy"] = json!(p);
+        }
+        if let Some(f) = families {
+            spec["ipFamilies"] = f;
+        }
+        cel_errors(&object(spec))
+    };
+    assert_eq!(
+        with(Some("SingleStack"), Some(json!(["IPv4", "IPv6"]))),
+        vec![(
+            "spec.ipFamilies".to_string(),
+            "a SingleStack Service has one IP family; use PreferDualStack or RequireDualStack for two"
+                .to_string()
+        )]
+    );
+    assert_eq!(
+        with(None, Some(json!(["IPv6", "IPv6"]))),
+        vec![("spec.ipFamilies".to_string(), "an IP family is listed twice".to_string())]
+    );
+    for (policy, families) in [
+        (None, None),
+        (Some("SingleStack"), Some(json!(["IPv6"]))),
+        (Some("PreferDualStack"), Some(json!(["IPv6", "IPv4"]))),
+        (Some("RequireDualStack"), None),
+        (None, Some(json!(["IPv4", "IPv6"]))),
+    ] {
+        assert_eq!(with(policy, families.clone()), Vec::new(), "{policy:?} {families:?}");
+    }
+}

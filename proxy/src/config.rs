@@ -127,8 +127,8 @@ pub struct Cli {
     /// zmq_proxy_steerable's REP control socket: PAUSE, RESUME, TERMINATE, STATISTICS.
     #[arg(long, env = "ZMQ_PROXY_CONTROL_BIND", value_name = "EP")]
     pub control_bind: Option<String>,
-    /// /metrics, /healthz, /readyz listener, e.g. 0.0.0.0:9090.
-    #[arg(long, env = "ZMQ_PROXY_HTTP_BIND", value_name = "ADDR:PORT")]
+    /// /metrics, /healthz, /readyz listener, e.g. *:9090 (IPv6 and IPv4), 0.0.0.0:9090, [::1]:9090.
+    #[arg(long, env = "ZMQ_PROXY_HTTP_BIND", value_name = "HOST:PORT")]
     pub http_bind: Option<String>,
     /// Seconds a stopping proxy keeps delivering what it already read [default: 5].
     #[arg(long, env = "ZMQ_PROXY_DRAIN_TIMEOUT", value_name = "SECONDS")]
@@ -141,7 +141,7 @@ pub struct Cli {
     #[arg(long, env = "ZMQ_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// A ZmqProxy manifest: spec.frontend/backend/capture/control {type, port, curve} are bound
-    /// on tcp://0.0.0.0:PORT; spec.curveAllowAny, spec.drainTimeoutSeconds,
+    /// on tcp://*:PORT (dual stack); spec.curveAllowAny, spec.drainTimeoutSeconds,
     /// spec.lameDuckSeconds; other keys are ignored.
     #[arg(long, env = "ZMQ_PROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -566,8 +566,8 @@ impl Cli {
             self.apply_curve_flags(&mut cfg)?;
         }
         if let Some(h) = self.http_bind {
-            if h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                return err(format!("--http-bind: expected ADDR:PORT, got {h:?}"));
+            if let Err(e) = Endpoint::parse_host_port(&h, Direction::Bind) {
+                return err(format!("--http-bind: {e}: expected HOST:PORT, e.g. *:9090"));
             }
             cfg.http_bind = Some(h);
         }
@@ -768,8 +768,10 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
         ));
     }
     spec.sockets.validate("spec").map_err(|e| ConfigError(e.to_string()))?;
+    // Every address, IPv6 and IPv4 (dual stack, IPv4 alone where the host has no IPv6), as
+    // the operator's pods bind: the same manifest works on any cluster's address families.
     let all = |port: i32| -> Vec<Endpoint> {
-        vec![Endpoint { host: "0.0.0.0".into(), port: u16::try_from(port).unwrap_or(0) }]
+        vec![Endpoint { host: "*".into(), port: u16::try_from(port).unwrap_or(0) }]
     };
     let sock =
         |s: &crate::socket::SocketSpec| SocketConfig::new(s.socket_type, all(s.port), vec![]);
@@ -889,7 +891,8 @@ mod tests {
                     \x20 capture: {type: PUB, port: 6002}\n  replicas: 3\n  image: x\n\
                     \x20 drainTimeoutSeconds: 2\n";
         let c = parse_manifest(yaml).expect("valid");
-        assert_eq!(c.frontend.bind[0].to_string(), "tcp://0.0.0.0:6000");
+        assert_eq!(c.frontend.bind[0].to_string(), "tcp://*:6000");
+        assert!(c.frontend.bind[0].is_wildcard(), "dual stack, as the operator's pods");
         assert_eq!(c.capture.map(|s| s.socket_type), Some(SocketType::Pub));
         assert_eq!(c.drain_timeout, Duration::from_secs(2));
         let bad = yaml.replace("XPUB", "PUSH");

@@ -626,12 +626,12 @@ where
             Ok(Established { peer, session: None })
         }
         Mechanism::Server(s) => {
-            zmtp::greet(rd, wr, b"CURVE", true).await?;
-            server_handshake(s, rd, wr, ours, buf).await
+            let revision = zmtp::greet(rd, wr, b"CURVE", true).await?;
+            server_handshake(s, rd, wr, ours, buf, revision).await
         }
         Mechanism::Client(c) => {
-            zmtp::greet(rd, wr, b"CURVE", false).await?;
-            client_handshake(c, rd, wr, ours, buf).await
+            let revision = zmtp::greet(rd, wr, b"CURVE", false).await?;
+            client_handshake(c, rd, wr, ours, buf, revision).await
         }
     }
 }
@@ -724,6 +724,7 @@ async fn server_handshake<R, W>(
     wr: &mut W,
     ours: SocketType,
     buf: &mut BytesMut,
+    revision: zmtp::Revision,
 ) -> Result<Established, WireError>
 where
     R: AsyncRead + Unpin,
@@ -825,7 +826,7 @@ where
             Some((client_key, list.clone()))
         }
     };
-    let peer = zmtp::peer_info(ours, Bytes::copy_from_slice(&plain[128..]))?;
+    let peer = zmtp::peer_info(ours, Bytes::copy_from_slice(&plain[128..]), revision)?;
 
     let boxed = seal(&session, &nonce(b"CurveZMQREADY---", 1), &zmtp::metadata(ours))?;
     let mut ready = BytesMut::with_capacity(14 + boxed.len());
@@ -849,6 +850,7 @@ async fn client_handshake<R, W>(
     wr: &mut W,
     ours: SocketType,
     buf: &mut BytesMut,
+    revision: zmtp::Revision,
 ) -> Result<Established, WireError>
 where
     R: AsyncRead + Unpin,
@@ -922,7 +924,7 @@ where
     if !open_into(&session, &nonce(b"CurveZMQREADY---", ready_nonce), &ready[14..], &mut metadata) {
         return Err(CurveError::BadReady.into());
     }
-    let peer = zmtp::peer_info(ours, Bytes::from(metadata))?;
+    let peer = zmtp::peer_info(ours, Bytes::from(metadata), revision)?;
     Ok(Established {
         peer,
         session: Some(Session {
@@ -1130,7 +1132,15 @@ mod tests {
         let wire = zmtp::command_frame(&hello);
         let (mut rd, mut wr) = (&wire[..], Vec::new());
         let mut buf = BytesMut::new();
-        let r = server_handshake(&srv, &mut rd, &mut wr, SocketType::Pull, &mut buf).await;
+        let r = server_handshake(
+            &srv,
+            &mut rd,
+            &mut wr,
+            SocketType::Pull,
+            &mut buf,
+            zmtp::Revision::V3_1,
+        )
+        .await;
         assert!(matches!(r, Err(WireError::Curve(CurveError::MalformedHello))));
         assert!(wr.is_empty(), "no WELCOME for a low-order key");
     }
@@ -1168,6 +1178,12 @@ mod tests {
         let (s, c) = (s.expect("server side"), c.expect("client side"));
         assert_eq!(&s.peer.socket_type[..], b"DEALER");
         assert_eq!(&c.peer.socket_type[..], b"ROUTER");
+        // Both ends greeted as 3.1, and each remembers it: subscriptions to a CURVE peer take
+        // the command form too (sealed like the PONG below).
+        assert_eq!(
+            (s.peer.revision, c.peer.revision),
+            (zmtp::Revision::V3_1, zmtp::Revision::V3_1)
+        );
         let (mut ss, mut cs) = (s.session.expect("session"), c.session.expect("session"));
         let mut wire = BytesMut::new();
         let big = Bytes::from(vec![7u8; 300]);

@@ -14,7 +14,9 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
+use crate::endpoint::{Direction, Endpoint};
 use crate::metrics::Observed;
+use crate::net;
 use crate::sockets::OpenError;
 
 #[derive(Clone)]
@@ -76,17 +78,13 @@ impl Drop for HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` (`ADDR:PORT`, e.g. `0.0.0.0:9090`) and starts serving.
+    /// Binds `addr` (`HOST:PORT`: `*:9090` or `[::]:9090` dual stack, `0.0.0.0:9090`,
+    /// `[::1]:9090`; see [`crate::net`]) and starts serving.
     pub async fn bind(addr: &str, observed: Arc<Observed>) -> Result<HttpServer, OpenError> {
         let open_err = |reason: String| OpenError { endpoint: format!("http://{addr}"), reason };
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            open_err(match e.kind() {
-                std::io::ErrorKind::AddrInUse => "address in use".into(),
-                std::io::ErrorKind::AddrNotAvailable => "address not available".into(),
-                std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-                _ => e.to_string(),
-            })
-        })?;
+        let ep = Endpoint::parse_host_port(addr, Direction::Bind).map_err(open_err)?;
+        let (listener, _) =
+            net::bind(&ep).await.map_err(|e| open_err(net::describe_bind_error(&e)))?;
         let local_addr = listener.local_addr().map_err(|e| open_err(e.to_string()))?;
         let app = router(observed);
         let task = tokio::spawn(async move {

@@ -3,8 +3,10 @@
 //!
 //! - [`socket`]: socket types, allowed pairs and the manifest's socket section (shared).
 //! - [`config`]: every default, the command line, the `--config` manifest, validation.
-//! - [`endpoint`]: `tcp://HOST:PORT` parsing.
-//! - [`zmtp`]: the ZMTP 3.0 wire protocol (greeting, READY, frames).
+//! - [`endpoint`]: `tcp://HOST:PORT` parsing (IPv4, `[IPv6]`, host names, `*`).
+//! - [`net`]: TCP for endpoints: dual-stack listeners for `*`/`[::]` (IPv4 fallback), connects
+//!   that try each resolved address, bind errors.
+//! - [`zmtp`]: the ZMTP 3.1 wire protocol (greeting, READY, frames, subscriptions in both forms).
 //! - [`curve`]: the CurveZMQ mechanism (RFC 26): keys, allow-lists, handshakes, MESSAGE boxes.
 //! - [`sockets`]: binding/connecting, one task per connection, per-socket-type send policy.
 //! - [`subscriptions`]: XPUB subscription refcounting.
@@ -22,6 +24,7 @@ pub mod endpoint;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod ops;
 pub mod security;
 pub mod socket;

@@ -35,6 +35,7 @@ use crate::config::{
 };
 use crate::counters::{Counters, DropReason, OncePerPeer};
 use crate::curve::{self, Mechanism, Sealer, Security};
+use crate::net;
 use crate::socket::SocketType;
 use crate::subscriptions::PeerId;
 use crate::zmtp::{self, Item, WireError};
@@ -78,6 +79,10 @@ pub enum Out {
     /// A ZMTP command's body (PONG: name length, name, data), framed (or sealed) when written;
     /// not a message.
     Command(Bytes),
+    /// A subscription message (`\x01topic` / `\x00topic`, one frame) to a publisher that
+    /// greeted ZMTP 3.1: written as the SUBSCRIBE/CANCEL command of that revision, counted as
+    /// the message it stands for (see [`Out::subscription`]).
+    Subscription(Msg),
     /// Drain: after everything queued before it is written, shut down the write side (a FIN),
     /// and keep reading until the peer closes too (see `sockets/drain.rs`).
     Close,
@@ -86,10 +91,15 @@ pub enum Out {
 impl Out {
     fn frames(&self) -> &[Bytes] {
         match self {
-            Out::Owned(m) => m,
+            Out::Owned(m) | Out::Subscription(m) => m,
             Out::Shared(m) => m,
             Out::Command(_) | Out::Close => &[],
         }
+    }
+
+    /// The subscription message `m` in the form the peer's revision speaks.
+    fn subscription(m: Msg, to: zmtp::Revision) -> Out {
+        if to.subscription_commands() { Out::Subscription(m) } else { Out::Owned(m) }
     }
 
     fn payload_len(&self) -> usize {
@@ -99,6 +109,9 @@ impl Out {
     fn encode(&self, out: &mut BytesMut) {
         match self {
             Out::Command(c) => zmtp::encode_command(c, out),
+            Out::Subscription(m) => {
+                m.iter().for_each(|f| zmtp::encode_subscription_command(f, out))
+            }
             Out::Close => {}
             m => zmtp::encode_message(m.frames(), out),
         }
@@ -112,6 +125,9 @@ impl Out {
     ) -> Result<(), curve::CurveError> {
         match self {
             Out::Command(c) => sealer.seal_command(c, out),
+            Out::Subscription(m) => m
+                .iter()
+                .try_for_each(|f| sealer.seal_command(&zmtp::subscription_command_body(f), out)),
             Out::Close => Ok(()),
             m => sealer.seal_message(m.frames(), out),
         }
@@ -119,7 +135,7 @@ impl Out {
 
     fn into_msg(self) -> Option<Msg> {
         match self {
-            Out::Owned(m) => Some(m),
+            Out::Owned(m) | Out::Subscription(m) => Some(m),
             Out::Shared(m) => Some(Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone())),
             Out::Command(_) | Out::Close => None,
         }
@@ -155,6 +171,8 @@ struct PeerEntry {
     /// The subscriber's own topics (PUB/XPUB), replaced whole on change so senders read a
     /// snapshot without locking per message.
     topics: Arc<Vec<Bytes>>,
+    /// The ZMTP revision the peer greeted with: the form its subscriptions are sent in.
+    revision: zmtp::Revision,
 }
 
 #[derive(Default)]
@@ -264,8 +282,11 @@ impl Shared {
         });
         // A publisher that connects later gets every current subscription first. This is
         // done under the registry lock, so no subscription change can slip in between.
-        let replay: Vec<Out> =
-            reg.upstream.iter().map(|t| Out::Owned(zmtp::subscription_message(true, t))).collect();
+        let replay: Vec<Out> = reg
+            .upstream
+            .iter()
+            .map(|t| Out::subscription(zmtp::subscription_message(true, t), info.revision))
+            .collect();
         if !replay.is_empty() {
             // The receiver is alive (it was created just above).
             let _ = self.enqueue(&queue, replay, 1);
@@ -275,6 +296,7 @@ impl Shared {
             routing_id: routing_id.clone(),
             queue,
             topics: Arc::new(Vec::new()),
+            revision: info.revision,
         };
         reg.peers.push(entry.clone());
         if self.kind == SocketType::Router {
@@ -446,8 +468,9 @@ impl ProxySocket {
         let mut local_addrs = Vec::new();
         let mut listeners = Vec::new();
         for ep in &cfg.bind {
-            let l = TcpListener::bind((ep.socket_host(), ep.port)).await.map_err(|e| {
-                OpenError { endpoint: ep.to_string(), reason: describe_bind_error(&e) }
+            let (l, _) = net::bind(ep).await.map_err(|e| OpenError {
+                endpoint: ep.to_string(),
+                reason: net::describe_bind_error(&e),
             })?;
             local_addrs.push(
                 l.local_addr()
@@ -488,15 +511,6 @@ pub(crate) fn log_refusal(
         tracing::debug!(socket, peer = %shown, error = %e, reason, "connection refused during handshake");
     } else if peer.is_none_or(|p| once.first(p.ip(), reason)) {
         tracing::info!(socket, peer = %shown, mechanism = mech.name(), reason, error = %e, "connection refused");
-    }
-}
-
-fn describe_bind_error(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::AddrInUse => "address in use".into(),
-        std::io::ErrorKind::AddrNotAvailable => "address not available".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
     }
 }
 
@@ -588,6 +602,25 @@ impl SocketHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A publisher is sent its subscriptions in the form of the revision it greeted with: the
+    /// one-byte message to 3.0 peers (which have no SUBSCRIBE command), the command to 3.1.
+    #[test]
+    fn subscriptions_take_the_form_of_the_peers_revision() {
+        let encoded = |m: Msg, to| {
+            let mut out = BytesMut::new();
+            let o = Out::subscription(m, to);
+            assert_eq!((o.frames().len(), o.payload_len()), (1, 4), "counted as the message");
+            o.encode(&mut out);
+            out
+        };
+        let sub = zmtp::subscription_message(true, b"abc");
+        assert_eq!(&encoded(sub.clone(), zmtp::Revision::V3_0)[..], b"\x00\x04\x01abc");
+        assert_eq!(&encoded(sub, zmtp::Revision::V3_1)[..], b"\x04\x0d\x09SUBSCRIBEabc");
+        let cancel = zmtp::subscription_message(false, b"abc");
+        assert_eq!(&encoded(cancel.clone(), zmtp::Revision::V3_0)[..], b"\x00\x04\x00abc");
+        assert_eq!(&encoded(cancel, zmtp::Revision::V3_1)[..], b"\x04\x0a\x06CANCELabc");
+    }
 
     /// A vanished host is only noticed through keepalive; without it, its subscriptions and
     /// routing id would outlive it forever.

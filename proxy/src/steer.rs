@@ -33,6 +33,7 @@ use crate::counters::{Counters, OncePerPeer};
 use crate::curve::{self, Mechanism};
 use crate::endpoint::Endpoint;
 use crate::forward::ProxyState;
+use crate::net;
 use crate::socket::SocketType;
 use crate::sockets::OpenError;
 use crate::zmtp::{self, Item};
@@ -122,22 +123,11 @@ impl Control {
         let open_err = |reason: String| OpenError { endpoint: ep.to_string(), reason };
         // Bound here rather than by the crate so a failure reads like the data sockets' and
         // the port-0 address is known.
-        let listener = std::net::TcpListener::bind((ep.socket_host(), ep.port))
-            .map_err(|e| open_err(describe(&e)))?;
+        let (listener, _) =
+            net::bind(ep).await.map_err(|e| open_err(net::describe_bind_error(&e)))?;
         let local_addr = listener.local_addr().map_err(|e| open_err(e.to_string()))?;
-        listener.set_nonblocking(true).map_err(|e| open_err(e.to_string()))?;
-        let listener = TcpListener::from_std(listener).map_err(|e| open_err(e.to_string()))?;
         let task = tokio::spawn(serve(listener, mech, state, counters));
         Ok(Control { local_addr, task })
-    }
-}
-
-fn describe(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::AddrInUse => "address in use".into(),
-        std::io::ErrorKind::AddrNotAvailable => "address not available".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
     }
 }
 

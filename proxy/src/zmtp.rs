@@ -1,5 +1,9 @@
-//! The ZMTP 3.0 wire protocol (RFC 23) as the proxy speaks it: the greeting (NULL or CURVE),
-//! the NULL mechanism's READY handshake, and a frame decoder/encoder over `bytes` buffers. The
+//! The ZMTP 3.1 wire protocol (RFC 37, and RFC 23's 3.0 for older peers) as the proxy speaks
+//! it: the greeting (NULL or CURVE), the NULL mechanism's READY handshake, a frame
+//! decoder/encoder over `bytes` buffers, and subscriptions in both of their forms: the
+//! SUBSCRIBE/CANCEL commands of 3.1 and the `\x01topic`/`\x00topic` messages of 3.0. Each
+//! connection remembers the revision its peer greeted with ([`Revision`]); the proxy sends a
+//! peer the form of its revision and accepts either form from anyone, as libzmq 4.3 does. The
 //! CURVE mechanism (RFC 26) lives in [`crate::curve`]; after its handshake the decoder hands
 //! every wire frame to a [`FrameOpener`] and the writers seal frames through it, so this module
 //! knows nothing of cryptography.
@@ -76,19 +80,44 @@ pub trait FrameOpener: Send {
     fn open(&mut self, frame: BytesMut) -> Result<(u8, Bytes), WireError>;
 }
 
-/// Our greeting: ZMTP 3.0, NULL mechanism. Advertising 3.0 (not 3.1) makes libzmq peers send
-/// subscriptions as `\x01topic` messages, the form every ZMTP 3 implementation understands.
+/// The ZMTP revision a peer greeted with. Peers settle on the lower of the two revisions, and
+/// we greet as 3.1, so this is what the connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Revision {
+    pub major: u8,
+    pub minor: u8,
+}
+
+impl Revision {
+    pub const V3_0: Revision = Revision { major: 3, minor: 0 };
+    pub const V3_1: Revision = Revision { major: 3, minor: 1 };
+    /// What we greet as.
+    pub const OURS: Revision = Revision::V3_1;
+
+    /// Whether subscriptions go to this peer as SUBSCRIBE/CANCEL commands (3.1 and later)
+    /// rather than as `\x01topic`/`\x00topic` messages (3.0, which has no such commands).
+    pub fn subscription_commands(self) -> bool {
+        self >= Revision::V3_1
+    }
+}
+
+/// Our greeting: ZMTP 3.1, NULL mechanism.
 pub fn greeting() -> [u8; GREETING_LEN] {
     greeting_for(b"NULL", false)
 }
 
-/// A ZMTP 3.0 greeting for `mechanism` (at most 20 bytes), with the as-server bit.
+/// Our ZMTP 3.1 greeting for `mechanism` (at most 20 bytes), with the as-server bit.
 pub fn greeting_for(mechanism: &[u8], as_server: bool) -> [u8; GREETING_LEN] {
+    greeting_as(Revision::OURS, mechanism, as_server)
+}
+
+/// A greeting announcing `revision` (tests play 3.0 peers with it).
+pub fn greeting_as(revision: Revision, mechanism: &[u8], as_server: bool) -> [u8; GREETING_LEN] {
     let mut g = [0u8; GREETING_LEN];
     g[0] = 0xff;
     g[9] = 0x7f;
-    g[10] = 3;
-    g[11] = 0;
+    g[10] = revision.major;
+    g[11] = revision.minor;
     let n = mechanism.len().min(20);
     g[12..12 + n].copy_from_slice(&mechanism[..n]);
     g[32] = u8::from(as_server);
@@ -312,6 +341,8 @@ impl Decoder {
 pub struct PeerInfo {
     pub socket_type: Bytes,
     pub identity: Bytes,
+    /// The revision the peer greeted with: which form of subscriptions it is sent.
+    pub revision: Revision,
 }
 
 /// Greeting and READY exchange (NULL mechanism). `buf` keeps whatever the peer sent after its
@@ -327,7 +358,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    greet(rd, wr, b"NULL", false).await?;
+    let revision = greet(rd, wr, b"NULL", false).await?;
     wr.write_all(&ready_frame(ours)).await?;
     // The READY command is small; bound it well below the message limit.
     let mut dec = Decoder::new(max.min(HANDSHAKE_MAX_BYTES));
@@ -339,17 +370,18 @@ where
             String::from_utf8_lossy(&cmd.name)
         )));
     }
-    peer_info(ours, cmd.body)
+    peer_info(ours, cmd.body, revision)
 }
 
-/// Exchanges greetings announcing `mechanism`; a peer announcing another one is refused
-/// (libzmq refuses a mismatch the same way, whatever the as-server bits say).
+/// Exchanges greetings announcing `mechanism` and returns the peer's revision; a peer
+/// announcing another mechanism is refused (libzmq refuses a mismatch the same way, whatever
+/// the as-server bits say).
 pub async fn greet<R, W>(
     rd: &mut R,
     wr: &mut W,
     mechanism: &'static [u8],
     as_server: bool,
-) -> Result<(), WireError>
+) -> Result<Revision, WireError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -379,7 +411,7 @@ where
             peer: String::from_utf8_lossy(peer).into_owned(),
         });
     }
-    Ok(())
+    Ok(Revision { major: g[10], minor: g[11] })
 }
 
 /// Reads the next handshake command (name length, name, body); a message is refused.
@@ -405,8 +437,13 @@ where
     }
 }
 
-/// The peer's socket type and identity from its metadata, refused when the types cannot talk.
-pub fn peer_info(ours: SocketType, metadata: Bytes) -> Result<PeerInfo, WireError> {
+/// The peer's socket type and identity from its metadata, refused when the types cannot talk;
+/// `revision` is what it greeted with.
+pub fn peer_info(
+    ours: SocketType,
+    metadata: Bytes,
+    revision: Revision,
+) -> Result<PeerInfo, WireError> {
     let props = parse_properties(metadata)?;
     let socket_type = props.get("Socket-Type").cloned().unwrap_or_default();
     if !compatible(ours, &socket_type) {
@@ -416,7 +453,7 @@ pub fn peer_info(ours: SocketType, metadata: Bytes) -> Result<PeerInfo, WireErro
         });
     }
     let identity = props.get("Identity").cloned().unwrap_or_default();
-    Ok(PeerInfo { socket_type, identity })
+    Ok(PeerInfo { socket_type, identity, revision })
 }
 
 fn eof_is_closed(e: std::io::Error) -> WireError {
@@ -439,8 +476,8 @@ pub fn subscription_of_message(frames: &[Bytes]) -> Option<(bool, Bytes)> {
 
 pub fn subscription_of_command(cmd: &Command) -> Option<(bool, Bytes)> {
     match &cmd.name[..] {
-        b"SUBSCRIBE" => Some((true, cmd.body.clone())),
-        b"CANCEL" => Some((false, cmd.body.clone())),
+        SUBSCRIBE => Some((true, cmd.body.clone())),
+        CANCEL => Some((false, cmd.body.clone())),
         _ => None,
     }
 }
@@ -466,12 +503,46 @@ pub fn pong_body(cmd: &Command) -> Option<Bytes> {
     Some(body.freeze())
 }
 
-/// The `\x01topic` / `\x00topic` message for a subscription change.
+/// The `\x01topic` / `\x00topic` message for a subscription change: how subscriptions travel
+/// inside the proxy, and on the wire to ZMTP 3.0 peers.
 pub fn subscription_message(subscribe: bool, topic: &[u8]) -> Vec<Bytes> {
     let mut f = BytesMut::with_capacity(topic.len() + 1);
     f.put_u8(u8::from(subscribe));
     f.put_slice(topic);
     vec![f.freeze()]
+}
+
+const SUBSCRIBE: &[u8] = b"SUBSCRIBE";
+const CANCEL: &[u8] = b"CANCEL";
+
+/// The ZMTP 3.1 command name for the subscription message frame `\x01topic` / `\x00topic`
+/// (the first byte says which), and the topic after it.
+fn command_of_subscription(frame: &[u8]) -> (&'static [u8], &[u8]) {
+    match frame.split_first() {
+        Some((1, topic)) => (SUBSCRIBE, topic),
+        Some((_, topic)) => (CANCEL, topic),
+        None => (CANCEL, &[]),
+    }
+}
+
+/// Appends the SUBSCRIBE/CANCEL command frame (ZMTP 3.1) that carries the subscription message
+/// frame `\x01topic` / `\x00topic`.
+pub fn encode_subscription_command(frame: &[u8], out: &mut BytesMut) {
+    let (name, topic) = command_of_subscription(frame);
+    put_header(out, FLAG_COMMAND, 1 + name.len() + topic.len());
+    out.put_u8(name.len() as u8);
+    out.put_slice(name);
+    out.put_slice(topic);
+}
+
+/// That command's body (name length, name, topic), unframed: a secured connection seals it.
+pub fn subscription_command_body(frame: &[u8]) -> Bytes {
+    let (name, topic) = command_of_subscription(frame);
+    let mut body = BytesMut::with_capacity(1 + name.len() + topic.len());
+    body.put_u8(name.len() as u8);
+    body.put_slice(name);
+    body.put_slice(topic);
+    body.freeze()
 }
 
 #[cfg(test)]
@@ -578,6 +649,58 @@ mod tests {
         assert_eq!(&cmd.name[..], b"READY");
         let props = parse_properties(cmd.body).expect("props");
         assert_eq!(props.get("Socket-Type").map(|b| &b[..]), Some(&b"ROUTER"[..]));
+    }
+
+    /// We greet as 3.1 (RFC 37), so libzmq 4.3 peers speak 3.1 to us; the greeting is otherwise
+    /// the 3.0 one.
+    #[test]
+    fn the_greeting_announces_zmtp_3_1() {
+        let g = greeting();
+        assert_eq!(&g[..12], b"\xff\0\0\0\0\0\0\0\0\x7f\x03\x01");
+        assert_eq!(greeting_mechanism(&g), b"NULL");
+        let old = greeting_as(Revision::V3_0, b"CURVE", true);
+        assert_eq!((old[10], old[11], old[32]), (3, 0, 1));
+        assert_eq!(greeting_mechanism(&old), b"CURVE");
+    }
+
+    /// The peer's revision is what it greeted with, whatever ours; only from 3.1 on does it get
+    /// subscriptions as commands (later revisions keep them).
+    #[tokio::test]
+    async fn greet_returns_the_peers_revision() {
+        for (major, minor, commands) in [(3, 0, false), (3, 1, true), (3, 2, true), (4, 0, true)] {
+            let peer = greeting_as(Revision { major, minor }, b"NULL", false);
+            let (mut rd, mut wr) = (&peer[..], Vec::new());
+            let got = greet(&mut rd, &mut wr, b"NULL", false).await.expect("greeting accepted");
+            assert_eq!(got, Revision { major, minor });
+            assert_eq!(got.subscription_commands(), commands, "{major}.{minor}");
+            assert_eq!(wr, greeting().to_vec(), "we greet as 3.1 whatever the peer says");
+        }
+    }
+
+    /// The exact bytes of RFC 37's SUBSCRIBE and CANCEL commands, and that our decoder reads
+    /// them back as the subscription message they carry.
+    #[test]
+    fn subscription_commands_encode_as_rfc_37_and_read_back() {
+        let mut out = BytesMut::new();
+        encode_subscription_command(&subscription_message(true, b"weather")[0], &mut out);
+        assert_eq!(&out[..], b"\x04\x11\x09SUBSCRIBEweather");
+        out.clear();
+        encode_subscription_command(&subscription_message(false, b"")[0], &mut out);
+        assert_eq!(&out[..], b"\x04\x07\x06CANCEL");
+        // A topic longer than a short frame takes the long header.
+        let topic = vec![b't'; 300];
+        out.clear();
+        encode_subscription_command(&subscription_message(true, &topic)[0], &mut out);
+        assert_eq!(out[0], FLAG_COMMAND | FLAG_LONG);
+        let mut dec = Decoder::new(1024);
+        let Ok(Some(Item::Command(raw))) = dec.decode(&mut out) else { panic!("a command") };
+        assert_eq!(raw, subscription_command_body(&subscription_message(true, &topic)[0]));
+        let cmd = parse_command(raw).expect("command");
+        assert_eq!(subscription_of_command(&cmd), Some((true, Bytes::from(topic))));
+        // The 3.0 form, as a message, reads back the same way.
+        let old = subscription_message(false, b"x");
+        assert_eq!(&old[0][..], b"\x00x");
+        assert_eq!(subscription_of_message(&old), Some((false, Bytes::from_static(b"x"))));
     }
 
     #[test]

@@ -265,8 +265,9 @@ impl ControlPlane {
             format!("--service-account-issuer={url}"),
             format!("--service-account-key-file={}", path(&pki.sa_public)),
             format!("--service-account-signing-key-file={}", path(&pki.sa_private)),
-            // Room for the scale benchmark's thousands of Services.
-            "--service-cluster-ip-range=10.0.0.0/16".to_string(),
+            // Room for the scale benchmark's thousands of Services; dual stack (IPv4 first, the
+            // default family) so Services asking for IPv6 or both families can be created.
+            "--service-cluster-ip-range=10.0.0.0/16,fd00:10:96::/108".to_string(),
             // No controller-manager creates service-account tokens, so pods could not be admitted.
             "--disable-admission-plugins=ServiceAccount".to_string(),
             "--allow-privileged=true".to_string(),

@@ -352,7 +352,7 @@ async fn example_lifecycle(
     );
     assert!(
         args.windows(2)
-            .any(|w| w[0] == "--frontend-bind" && w[1] == format!("tcp://0.0.0.0:{frontend_port}")),
+            .any(|w| w[0] == "--frontend-bind" && w[1] == format!("tcp://*:{frontend_port}")),
         "{args:?}"
     );
     let service_ports: Vec<i32> = service
@@ -723,6 +723,35 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             q(json!({"serviceType": "ExternalName"})),
             Refusal::at("spec.serviceType", "Unsupported value: \"ExternalName\""),
         ),
+        // Service IP families: the CEL rule, the enums and the list bounds.
+        (
+            "SingleStack with two IP families",
+            q(json!({"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4", "IPv6"]})),
+            Refusal::at(
+                "spec.ipFamilies",
+                "a SingleStack Service has one IP family; use PreferDualStack or RequireDualStack for two",
+            ),
+        ),
+        (
+            "unknown IP family policy",
+            q(json!({"ipFamilyPolicy": "DualStack"})),
+            Refusal::at("spec.ipFamilyPolicy", "Unsupported value: \"DualStack\""),
+        ),
+        (
+            "unknown IP family",
+            q(json!({"ipFamilies": ["IPv5"]})),
+            Refusal::at("spec.ipFamilies[0]", "Unsupported value: \"IPv5\""),
+        ),
+        (
+            "the same IP family twice",
+            q(json!({"ipFamilies": ["IPv6", "IPv6"]})),
+            Refusal::at("spec.ipFamilies", "an IP family is listed twice"),
+        ),
+        (
+            "three IP families",
+            q(json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6", "IPv4"]})),
+            Refusal::at("spec.ipFamilies", "Too many"),
+        ),
         // Security (issue 10): CEL rules of the curve and authorizedKeys sections, each blaming
         // its field, then the schema's required fields and the bounds of every new string.
         (
@@ -905,6 +934,59 @@ async fn invalid_objects_are_refused(client: &Client, namespace: &str) {
     zps.patch(&longest, &field_manager(), &Patch::Apply(&manifest))
         .await
         .unwrap_or_else(|e| panic!("a {MAX_NAME_LEN}-character name is accepted: {e}"));
+}
+
+/// `spec.ipFamilyPolicy` / `spec.ipFamilies` reach both Services, and the (dual-stack) API
+/// server allocates what they ask: IPv6 first, then IPv4, on the Service and, as families, on
+/// the headless `<name>-pods`. Without them the cluster's default (SingleStack, its first family).
+async fn service_ip_families_follow_the_spec(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let manifest = |name: &str, extra: Value| {
+        let mut spec = json!({"frontend": {"type": "XSUB", "port": 5555},
+                              "backend": {"type": "XPUB", "port": 5556}, "replicas": 2});
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            spec[k] = v;
+        }
+        json!({"apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+               "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    };
+    let families = |s: &Service| {
+        let spec = s.spec.clone().unwrap_or_default();
+        (spec.ip_family_policy, spec.ip_families.unwrap_or_default(), spec.cluster_ips)
+    };
+    let dual = manifest(
+        "dual",
+        json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6", "IPv4"]}),
+    );
+    zps.patch("dual", &field_manager(), &Patch::Apply(&dual)).await.expect("dual-stack spec");
+    zps.patch(
+        "default-families",
+        &field_manager(),
+        &Patch::Apply(&manifest("default-families", json!({}))),
+    )
+    .await
+    .expect("spec without families");
+    for name in ["dual", "dual-pods"] {
+        let svc =
+            eventually(name, || async { services.get_opt(name).await.map_err(|e| e.to_string()) })
+                .await;
+        let (policy, fams, ips) = families(&svc);
+        eprintln!("Service {name}: {policy:?} {fams:?} clusterIPs {ips:?}");
+        assert_eq!(policy.as_deref(), Some("RequireDualStack"), "{name}");
+        assert_eq!(fams, ["IPv6", "IPv4"], "{name}");
+        if name == "dual" {
+            let ips = ips.unwrap_or_default();
+            assert_eq!(ips.len(), 2, "{name}: one cluster IP per family: {ips:?}");
+            assert!(ips[0].contains(':') && !ips[1].contains(':'), "{name}: IPv6 first: {ips:?}");
+        }
+    }
+    let svc = eventually("default-families", || async {
+        services.get_opt("default-families").await.map_err(|e| e.to_string())
+    })
+    .await;
+    let (policy, fams, _) = families(&svc);
+    assert_eq!((policy.as_deref(), fams), (Some("SingleStack"), vec!["IPv4".to_string()]));
 }
 
 /// `zmqproxy.io/pause-reconciliation: "true"` stops the operator from writing children (a spec
@@ -1289,6 +1371,9 @@ async fn operator_against_a_real_api_server() {
     create_namespace(&client, "leases").await;
     leader_election_hands_over(&client, "leases").await;
 
+    create_namespace(&client, "families").await;
+    service_ip_families_follow_the_spec(&client, "families").await;
+
     create_namespace(&client, "paused").await;
     pause_reconciliation_holds_the_children(&client, "paused").await;
 
@@ -1364,7 +1449,7 @@ fn refused_examples_quote_what_the_crd_rules_say() {
 #[test]
 fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
     let schema_refusal = |m: &str| {
-        ["Unsupported value", "should be", "Required value", "should match", "Too long"]
+        ["Unsupported value", "should be", "Required value", "should match", "Too long", "Too many"]
             .iter()
             .any(|s| m.contains(s))
     };
@@ -1382,7 +1467,11 @@ fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 8 + 5 + 3, "every CEL rule of the spec and of its security is exercised");
+    assert_eq!(
+        checked,
+        8 + 5 + 3 + 2,
+        "every CEL rule of the spec and of its security is exercised"
+    );
     let queue = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
     let errors = cel_verdict("tasks.v2", queue.clone());
     assert!(

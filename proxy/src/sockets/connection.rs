@@ -42,7 +42,7 @@ pub(super) async fn connect_loop(
     loop {
         let attempt = tokio::select! {
             _ = raised(&mut life.stop) => return,
-            r = TcpStream::connect((target.0.as_str(), target.1)) => r,
+            r = crate::net::connect(&target.0, target.1) => r,
         };
         match attempt {
             // The connection hands the inbound sender back only if the proxy still runs:

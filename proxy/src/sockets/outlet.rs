@@ -1,6 +1,7 @@
 //! The sending side of a socket: the send policy of each socket type (ROUTER by routing id,
 //! PUSH/DEALER round-robin over peers with room, PUB/XPUB fan-out to matching subscribers, XSUB
-//! subscriptions to every publisher) and what became of each batch.
+//! subscriptions to every publisher, each in the form its ZMTP revision speaks) and what became
+//! of each batch.
 
 use super::*;
 
@@ -299,7 +300,8 @@ impl Outlet {
                 }
                 for p in &reg.peers {
                     // A publisher that just closed needs no subscription.
-                    let _ = self.shared.enqueue(&p.queue, vec![Out::Owned(m.clone())], 1);
+                    let out = Out::subscription(m.clone(), p.revision);
+                    let _ = self.shared.enqueue(&p.queue, vec![out], 1);
                 }
                 continue;
             }
