@@ -1114,7 +1114,11 @@ async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &
     let proxy = &pod.containers[0];
     assert_eq!(proxy.env.as_ref().map(|e| e[0].name.as_str()), Some("RUST_LOG"));
     assert!(proxy.volume_mounts.iter().flatten().any(|m| m.mount_path == "/scratch"));
-    let service = services.get("placed").await.expect("service");
+    // Applied after the StatefulSet, maybe a moment later.
+    let service = eventually("the Service", || async {
+        services.get_opt("placed").await.map_err(|e| e.to_string())
+    })
+    .await;
     assert_eq!(service.labels().get("team").map(String::as_str), Some("queues"));
 
     let pdb = eventually("the PodDisruptionBudget", || async {
