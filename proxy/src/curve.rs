@@ -607,6 +607,21 @@ pub struct Session {
     pub client_key: Option<(PublicKey, Arc<AllowList>)>,
 }
 
+/// Resolves when the allow-list that admitted this client no longer lists its key; never for
+/// NULL connections, clients of `--curve-allow-any` servers, or outgoing connections.
+pub async fn revoked(listed: Option<(PublicKey, Arc<AllowList>)>) {
+    let Some((key, list)) = listed else { return std::future::pending().await };
+    let mut changes = list.subscribe();
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !list.contains(&key) {
+            return;
+        }
+    }
+}
+
 /// Greeting, then the mechanism's handshake. `buf` keeps what the peer sent after it.
 pub async fn handshake<R, W>(
     mech: &Mechanism,

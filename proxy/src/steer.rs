@@ -215,57 +215,72 @@ async fn requester(
         .map_err(Refusal::Handshake)?;
     let mut dec = zmtp::Decoder::new(CONTROL_MAX_BYTES);
     let mut sealer = None;
+    let mut listed = None;
     if let Some(session) = done.session {
         dec.set_opener(Box::new(session.opener));
         sealer = Some(session.sealer);
+        listed = session.client_key;
     }
-    loop {
-        while let Some(item) = dec.decode(&mut buf)? {
-            let frames = match item {
-                Item::Command(raw) => {
-                    let cmd = zmtp::parse_command(raw)?;
-                    if let Some(pong) = zmtp::pong_body(&cmd) {
-                        let mut out = BytesMut::new();
-                        match &mut sealer {
-                            None => zmtp::encode_command(&pong, &mut out),
-                            Some(s) => {
-                                s.seal_command(&pong, &mut out).map_err(zmtp::WireError::from)?
+    // Whoever may connect here can PAUSE and TERMINATE the proxy: a requester whose key leaves
+    // the allow-list is cut off at once, as on the data sockets.
+    let serve = async {
+        loop {
+            while let Some(item) = dec.decode(&mut buf)? {
+                let frames = match item {
+                    Item::Command(raw) => {
+                        let cmd = zmtp::parse_command(raw)?;
+                        if let Some(pong) = zmtp::pong_body(&cmd) {
+                            let mut out = BytesMut::new();
+                            match &mut sealer {
+                                None => zmtp::encode_command(&pong, &mut out),
+                                Some(s) => s
+                                    .seal_command(&pong, &mut out)
+                                    .map_err(zmtp::WireError::from)?,
                             }
+                            wr.write_all(&out).await.map_err(zmtp::WireError::from)?;
                         }
-                        wr.write_all(&out).await.map_err(zmtp::WireError::from)?;
+                        continue;
                     }
-                    continue;
+                    Item::Message(frames) => frames,
+                };
+                // The envelope runs up to the empty delimiter; without one the request is not
+                // REQ-shaped and, as libzmq's REP does, is discarded.
+                let Some(delim) = frames.iter().position(Bytes::is_empty) else { continue };
+                let (envelope, body) = frames.split_at(delim + 1);
+                let (cmd, reply) = apply(body, state, counters);
+                log_command(cmd, &reply);
+                let mut out = BytesMut::new();
+                let frames: Vec<Bytes> = envelope.iter().cloned().chain(reply).collect();
+                match &mut sealer {
+                    None => zmtp::encode_message(&frames, &mut out),
+                    Some(s) => s.seal_message(&frames, &mut out).map_err(zmtp::WireError::from)?,
                 }
-                Item::Message(frames) => frames,
-            };
-            // The envelope runs up to the empty delimiter; without one the request is not
-            // REQ-shaped and, as libzmq's REP does, is discarded.
-            let Some(delim) = frames.iter().position(Bytes::is_empty) else { continue };
-            let (envelope, body) = frames.split_at(delim + 1);
-            let (cmd, reply) = apply(body, state, counters);
-            log_command(cmd, &reply);
-            let mut out = BytesMut::new();
-            let frames: Vec<Bytes> = envelope.iter().cloned().chain(reply).collect();
-            match &mut sealer {
-                None => zmtp::encode_message(&frames, &mut out),
-                Some(s) => s.seal_message(&frames, &mut out).map_err(zmtp::WireError::from)?,
+                // A requester that stops reading loses its reply, not the proxy's attention.
+                let sent = tokio::time::timeout(CONTROL_REPLY_TIMEOUT, wr.write_all(&out)).await;
+                if cmd == Some(Command::Terminate) {
+                    state.send_replace(ProxyState::Terminated);
+                }
+                match sent {
+                    Ok(r) => r.map_err(zmtp::WireError::from)?,
+                    Err(_) => {
+                        return Err(zmtp::WireError::Handshake("reply timed out".into()).into());
+                    }
+                }
             }
-            // A requester that stops reading loses its reply, not the proxy's attention.
-            let sent = tokio::time::timeout(CONTROL_REPLY_TIMEOUT, wr.write_all(&out)).await;
-            if cmd == Some(Command::Terminate) {
-                state.send_replace(ProxyState::Terminated);
-            }
-            match sent {
-                Ok(r) => r.map_err(zmtp::WireError::from)?,
-                Err(_) => return Err(zmtp::WireError::Handshake("reply timed out".into()).into()),
+            buf.reserve(READ_CHUNK_BYTES.min(CONTROL_MAX_BYTES));
+            let n = tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf)
+                .await
+                .map_err(zmtp::WireError::from)?;
+            if n == 0 {
+                return Ok(());
             }
         }
-        buf.reserve(READ_CHUNK_BYTES.min(CONTROL_MAX_BYTES));
-        let n = tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf)
-            .await
-            .map_err(zmtp::WireError::from)?;
-        if n == 0 {
-            return Ok(());
+    };
+    tokio::select! {
+        served = serve => served,
+        _ = curve::revoked(listed) => {
+            tracing::info!("control requester's CURVE key removed from the allow-list; disconnecting");
+            Ok(())
         }
     }
 }

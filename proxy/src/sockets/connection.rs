@@ -141,7 +141,7 @@ async fn connection(
         let read =
             read_loop(&shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead.subscribe());
         tokio::pin!(read);
-        let revoked = revoked(listed);
+        let revoked = curve::revoked(listed);
         tokio::pin!(revoked);
         let mut closing = false;
         // Reading goes on through a drain until the peer closes (see `sockets/drain.rs`).
@@ -200,21 +200,6 @@ async fn connection(
         }
     }
     inbound
-}
-
-/// Resolves when the allow-list that admitted this client no longer lists its key; never for
-/// NULL connections, clients of `--curve-allow-any` servers, or outgoing connections.
-async fn revoked(listed: Option<(curve::PublicKey, Arc<curve::AllowList>)>) {
-    let Some((key, list)) = listed else { return std::future::pending().await };
-    let mut changes = list.subscribe();
-    loop {
-        if changes.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        if !list.contains(&key) {
-            return;
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -358,6 +358,31 @@ def test_allow_list_reload_adds_and_removes_clients_live(ctx, curve_proxy, tmp_p
         p2.close()
 
 
+def test_control_requester_removed_from_the_allow_list_is_disconnected(ctx, curve_proxy):
+    """Whoever may connect to the control socket can PAUSE and TERMINATE the proxy: a requester
+    whose key leaves the allow-list loses its connection at the next re-read, while a kept
+    requester goes on over its own."""
+    proxy, keys, http = curve_proxy("PULL", "PUSH", secure=("control",))
+    a, b, _ = keys.clients
+    kept = curve_client(ctx, zmq.REQ, keys.public, a)
+    connect_wait(kept, proxy.control)
+    removed = curve_client(ctx, zmq.REQ, keys.public, b)
+    connect_wait(removed, proxy.control)
+    removed_mon = removed.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    kept_mon = kept.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    for s in (kept, removed):
+        s.send(b"STATISTICS")
+        assert s.poll(5000), "no STATISTICS reply before the change"
+        assert len(s.recv_multipart()) == 8
+    keys.allow_only(a)
+    assert removed_mon.poll(10_000), "the removed requester was never disconnected"
+    assert recv_monitor_message(removed_mon)["event"] == zmq.EVENT_DISCONNECTED
+    kept.send(b"STATISTICS")
+    assert kept.poll(5000), "the kept requester lost the control socket"
+    assert len(kept.recv_multipart()) == 8
+    assert not kept_mon.poll(100), "the kept requester was disconnected"
+
+
 def _lcg(seed: int):
     r = random.Random(seed)
     return lambda n: bytes(r.getrandbits(8) for _ in range(n))
