@@ -1,4 +1,5 @@
-//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, Deployment and Service(s) out.
+//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, Deployment, Service(s) and the
+//! steering ConfigMap out (the PodMonitor: [`crate::monitoring`]).
 //! No client and no clock, so every property is tested from YAML fixtures; the reconciler only
 //! applies what this module returns.
 
@@ -8,9 +9,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, KeyToPath,
-    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -44,6 +46,15 @@ pub const ALLOW_LIST_FILE: &str = "authorized_keys";
 /// group, so the proxy can read them. 0400 would leave them readable by root only: the kubelet
 /// does not chown Secret files to runAsUser.
 pub const KEY_FILE_MODE: i32 = 0o440;
+/// Suffix of the ConfigMap that carries `spec.paused` to the pods (`<name>-steering`).
+pub const STEERING_SUFFIX: &str = "-steering";
+/// Key of that ConfigMap (and file name in its mount) holding "true" or "false".
+pub const PAUSED_KEY: &str = "paused";
+/// Where the steering ConfigMap is mounted: a whole directory, no subPath, so the kubelet
+/// updates the file in place and the proxy's `--pause-file` sees each change.
+pub const STEERING_MOUNT: &str = "/etc/zmq-proxy/steering";
+/// Name of the steering volume in the pod.
+pub const STEERING_VOLUME: &str = "steering";
 
 /// What the operator adds to every proxy: its default image and pull policy, each used where
 /// the object does not set its own.
@@ -51,6 +62,8 @@ pub const KEY_FILE_MODE: i32 = 0o440;
 pub struct BuildOptions {
     pub default_image: String,
     pub default_pull_policy: Option<ImagePullPolicy>,
+    /// Whether objects that do not set `spec.monitoring.podMonitor` get a PodMonitor.
+    pub pod_monitor_default: bool,
 }
 
 /// The children of one `ZmqProxy`.
@@ -60,6 +73,8 @@ pub struct Children {
     pub service: Service,
     /// The headless Service `<name>-pods`, only with more than one replica.
     pub headless: Option<Service>,
+    /// `<name>-steering`: `paused` = "true"/"false", mounted by every pod ([`STEERING_MOUNT`]).
+    pub steering: ConfigMap,
 }
 
 /// Why a `ZmqProxy` cannot be built; each names the field to fix.
@@ -136,6 +151,7 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
         args.extend(["--control-bind".to_string(), bind(control.port)]);
     }
     args.extend(curve_args(spec));
+    args.extend(["--pause-file".to_string(), format!("{STEERING_MOUNT}/{PAUSED_KEY}")]);
     args.extend([
         "--http-bind".to_string(),
         format!("0.0.0.0:{}", spec.metrics_port),
@@ -264,6 +280,24 @@ pub fn headless_name(name: &str) -> String {
     format!("{name}{HEADLESS_SUFFIX}")
 }
 
+/// Name of the steering ConfigMap of a `ZmqProxy`.
+pub fn steering_name(name: &str) -> String {
+    format!("{name}{STEERING_SUFFIX}")
+}
+
+/// The steering volume: the whole ConfigMap, required (a pod never starts without knowing
+/// whether it is paused).
+fn steering_volume(name: &str) -> Volume {
+    Volume {
+        name: STEERING_VOLUME.to_string(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: steering_name(name),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
 /// Builds every child of `zp`.
 pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildError> {
     validate(&zp.spec)?;
@@ -307,10 +341,17 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
         }),
         status: None,
     });
-    Ok(Children { deployment, service, headless })
+    // Only the ConfigMap carries `paused`: the pod template never changes with it (no restart).
+    let steering = ConfigMap {
+        metadata: meta(steering_name(&name), None),
+        data: Some(BTreeMap::from([(PAUSED_KEY.to_string(), zp.spec.paused.to_string())])),
+        ..ConfigMap::default()
+    };
+    Ok(Children { deployment, service, headless, steering })
 }
 
-fn owner_reference(zp: &ZmqProxy) -> Result<OwnerReference, BuildError> {
+/// The controller owner reference every child carries.
+pub fn owner_reference(zp: &ZmqProxy) -> Result<OwnerReference, BuildError> {
     if zp.meta().uid.is_none() {
         return Err(BuildError::MissingObjectKey("metadata.uid"));
     }
@@ -365,7 +406,8 @@ fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
     pod_labels.extend(child_labels(&name));
     let non_empty = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
     let curve = curve_mounts(spec);
-    let volumes: Vec<Volume> = curve.iter().flat_map(|m| m.volumes.clone()).collect();
+    let mut volumes: Vec<Volume> = curve.iter().flat_map(|m| m.volumes.clone()).collect();
+    volumes.push(steering_volume(&name));
     // Only with CURVE: an unsecured proxy's pod stays exactly as before (no rollout).
     let fs_group = (!curve.is_empty()).then_some(RUN_AS_USER);
     DeploymentSpec {
@@ -383,7 +425,7 @@ fn deployment_spec(zp: &ZmqProxy, opts: &BuildOptions) -> DeploymentSpec {
             }),
             spec: Some(PodSpec {
                 containers: vec![container(spec, opts)],
-                volumes: (!volumes.is_empty()).then_some(volumes),
+                volumes: Some(volumes),
                 // The proxy never talks to the API server.
                 automount_service_account_token: Some(false),
                 termination_grace_period_seconds: Some(
@@ -464,9 +506,15 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
         liveness_probe: Some(probe("/healthz", 10, 3)),
         resources: spec.resources.clone(),
         volume_mounts: {
-            let mounts: Vec<VolumeMount> =
+            let mut mounts: Vec<VolumeMount> =
                 curve_mounts(spec).into_iter().flat_map(|m| m.mounts).collect();
-            (!mounts.is_empty()).then_some(mounts)
+            mounts.push(VolumeMount {
+                name: STEERING_VOLUME.to_string(),
+                mount_path: STEERING_MOUNT.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            Some(mounts)
         },
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),

@@ -2,7 +2,8 @@
 //! [`crd`] defines the `ZmqProxy` resource, [`build`] turns one into its children (pure),
 //! [`diff`] decides whether a child needs a write, [`status`] computes conditions,
 //! [`reconcile`] applies children and status, [`leader`] elects one active replica,
-//! [`watches`] feeds the controller and caches the children it reads, [`metrics`] and [`http`]
+//! [`watches`] feeds the controller and caches the children it reads, [`monitoring`] makes the
+//! optional PodMonitor, [`metrics`] and [`http`]
 //! expose what the operator does.
 
 pub mod build;
@@ -11,6 +12,7 @@ pub mod diff;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod monitoring;
 pub mod reconcile;
 pub mod status;
 pub mod watches;

@@ -8,6 +8,13 @@
 //! therefore makes no request at all, and one that changed makes one event per kind of change.
 //! An object annotated `zmqproxy.io/pause-reconciliation: "true"` gets only its
 //! ReconciliationPaused condition written.
+//!
+//! `spec.paused` reaches the proxies through the steering ConfigMap each pod mounts (why:
+//! [`zmq_proxy::pause_file`]); when its value changes, every running pod of the object is
+//! nudged with a `zmqproxy.io/steering-generation` annotation, because a pod update makes the
+//! kubelet sync that pod and refresh its ConfigMap volumes at once instead of on its periodic
+//! sync (up to about a minute). The nudge is best effort: a failure is logged and only makes
+//! the pause slower. The PodMonitor is [`crate::monitoring`]'s.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -16,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{Store, store::Writer};
@@ -28,14 +35,18 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::build::{self, BuildError, BuildOptions};
-use crate::crd::{MANAGED_BY, ZmqProxy, ZmqProxyStatus};
+use crate::crd::{MANAGED_BY, ZmqProxy, ZmqProxyStatus, selector_string};
 use crate::diff;
 use crate::metrics::Metrics;
-use crate::status::{self, Failure};
+use crate::monitoring::{self, Discovery};
+use crate::status::{self, Failure, MONITORING_READY, PAUSED};
 use crate::watches::{self, Cached, ChildCaches, Trigger};
 
 /// The one field manager of every write, so ownership of each field is the operator's alone.
 pub const MANAGER: &str = "zmq-proxy-operator";
+/// Pod annotation patched when `spec.paused` changes (the value: the object's generation), so
+/// the kubelet refreshes the pod's steering volume at once.
+pub const STEERING_GENERATION: &str = "zmqproxy.io/steering-generation";
 /// Periodic resync of a healthy object; read-only when nothing changed.
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// First retry after a failure; doubled per consecutive failure up to [`BACKOFF_MAX`].
@@ -104,6 +115,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub options: BuildOptions,
     pub metrics: Arc<Metrics>,
+    /// Whether the cluster serves PodMonitors (asked lazily, cached).
+    pub monitoring: Discovery,
     /// Consecutive failures per object (namespace/name), for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// The children's caches of the running controller; None outside [`run`] (every child is
@@ -120,6 +133,7 @@ impl Context {
             client,
             options,
             metrics,
+            monitoring: Discovery::default(),
             failures: Mutex::default(),
             caches: RwLock::default(),
         })
@@ -182,6 +196,7 @@ pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, E
             publish(&ctx, &zp, EventType::Warning, e.reason(), e.to_string(), None).await;
             let failure = Failure { reason: e.reason().to_string(), message: e.to_string() };
             let mut status = status::compute(&zp, None, Some(&failure), status::now());
+            status::keep_previous(zp.status.as_ref(), &mut status, &[PAUSED, MONITORING_READY]);
             if let Some(old) = &zp.status {
                 status.replicas = old.replicas;
                 status.ready_replicas = old.ready_replicas;
@@ -217,6 +232,18 @@ async fn apply_all(
         cache: caches.as_ref().map(|c| c.services.clone()),
         namespace: &namespace,
     };
+    let config_maps = Child {
+        api: Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace),
+        cache: caches.as_ref().map(|c| c.config_maps.clone()),
+        namespace: &namespace,
+    };
+
+    // Before the Deployment, so a new pod mounts the current value and starts in it.
+    let before = changes.len();
+    apply_child(&config_maps, &children.steering, zp, ctx, no_fixup, changes).await?;
+    if changes[before..].iter().any(|c| c.action == "Updated") {
+        nudge_pods(zp, ctx, &namespace).await;
+    }
 
     let deployment =
         apply_child(&deployments, &children.deployment, zp, ctx, recreate_fixup, changes).await?;
@@ -231,9 +258,40 @@ async fn apply_all(
         }
     }
 
-    let status = status::compute(zp, Some(&deployment), None, status::now());
+    let had_pod_monitor =
+        zp.status.as_ref().is_some_and(|s| status::condition(s, MONITORING_READY).is_some());
+    let (report, retry) = monitoring::reconcile(zp, ctx, had_pod_monitor, changes).await;
+    let now = status::now();
+    let mut status = status::compute(zp, Some(&deployment), None, now);
+    if let Some(r) = report {
+        let c = status::condition_of(zp, MONITORING_READY, r.ready, r.reason, r.message, now);
+        status.conditions.push(c);
+    }
     write_status(zp, ctx, status).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(retry.map_or(RESYNC, |r| r.min(RESYNC))))
+}
+
+/// Patches [`STEERING_GENERATION`] onto every pod of `zp` (best effort, see the module docs).
+async fn nudge_pods(zp: &ZmqProxy, ctx: &Context, namespace: &str) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let generation = zp.metadata.generation.unwrap_or_default().to_string();
+    ctx.metrics.requested("Pod", "list");
+    let selector = ListParams::default().labels(&selector_string(&zp.name_any()));
+    let listed = match pods.list_metadata(&selector).await {
+        Ok(list) => list,
+        Err(e) => {
+            warn!(object = %key(zp), error = %e, "cannot list pods to nudge; the pause reaches them on the kubelet's next sync");
+            return;
+        }
+    };
+    let patch = serde_json::json!({"metadata": {"annotations": {STEERING_GENERATION: generation}}});
+    for pod in listed.items {
+        let name = pod.name_any();
+        ctx.metrics.requested("Pod", "patch");
+        if let Err(e) = pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            warn!(object = %key(zp), pod = %name, error = %e, "cannot nudge pod; the pause reaches it on the kubelet's next sync");
+        }
+    }
 }
 
 fn controlled_by(child: &impl Resource, zp: &ZmqProxy) -> bool {
@@ -298,11 +356,22 @@ where
 }
 
 /// A write made by a reconcile, reported in an event once the reconcile is done.
-struct Change {
+pub struct Change {
     action: &'static str,
     kind: String,
     name: String,
     reference: Option<ObjectReference>,
+}
+
+impl Change {
+    pub fn new(
+        action: &'static str,
+        kind: &str,
+        name: &str,
+        reference: Option<ObjectReference>,
+    ) -> Change {
+        Change { action, kind: kind.to_string(), name: name.to_string(), reference }
+    }
 }
 
 /// Reads the child and applies `desired` only when the child is missing or differs; returns the
@@ -498,23 +567,33 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (zps, deployments, services) = match &namespace {
+    let (zps, deployments, services, config_maps) = match &namespace {
         Some(ns) => (
             Api::<ZmqProxy>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
-            Api::<Service>::namespaced(client, ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+            Api::<ConfigMap>::namespaced(client, ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
     };
+    // Asked once at startup, so the log says at once whether PodMonitors can be made.
+    let _ = ctx.monitoring.lookup(&ctx.client).await;
     // Only children carry the managed-by label, so the owned watches skip every other object.
     let owned = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let zp_writer = Writer::<ZmqProxy>::default();
     let zp_store = zp_writer.as_reader();
     let deployment_writer = Writer::<Deployment>::default();
     let service_writer = Writer::<Service>::default();
+    let config_map_writer = Writer::<ConfigMap>::default();
     ctx.use_caches(Some(ChildCaches {
         deployments: deployment_writer.as_reader(),
         services: service_writer.as_reader(),
+        config_maps: config_map_writer.as_reader(),
     }));
     let config = controller::Config::default().concurrency(concurrency).debounce(DEBOUNCE);
     let main = watches::watch(zps, watcher::Config::default(), zp_writer, Trigger::Applied);
@@ -526,7 +605,8 @@ pub async fn run_with(
             deployment_writer,
             Trigger::Touched,
         ))
-        .owns_stream(watches::watch(services, owned, service_writer, Trigger::Touched))
+        .owns_stream(watches::watch(services, owned.clone(), service_writer, Trigger::Touched))
+        .owns_stream(watches::watch(config_maps, owned, config_map_writer, Trigger::Touched))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {

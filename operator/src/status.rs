@@ -1,5 +1,6 @@
-//! The status the operator reports: Ready, Progressing and Degraded conditions, each carrying the
-//! generation they describe, computed (purely) from the `ZmqProxy` and its observed Deployment.
+//! The status the operator reports: Ready, Progressing, Degraded and Paused conditions (plus
+//! MonitoringReady with a PodMonitor, [`crate::monitoring`]), each carrying the generation they
+//! describe, computed (purely) from the `ZmqProxy` and its observed Deployment.
 //! `lastTransitionTime` only moves when a condition's status flips, so recomputing the status of
 //! an unchanged object gives an equal value and the reconciler skips the write.
 
@@ -14,6 +15,11 @@ use crate::crd::{Mechanism, SocketMechanisms, ZmqProxy, ZmqProxyStatus, selector
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// True while `spec.paused` is: every replica has been told to pause (through the steering
+/// ConfigMap, see [`crate::build::STEERING_SUFFIX`]).
+pub const PAUSED: &str = "Paused";
+/// With a PodMonitor wanted: whether it exists (False, with the reason, when its API is missing).
+pub const MONITORING_READY: &str = "MonitoringReady";
 /// Present, True, only while the object carries [`PAUSE_RECONCILIATION`] = "true".
 pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
 /// The annotation that stops the operator from writing an object's children (maintenance,
@@ -123,13 +129,8 @@ pub fn compute(
     let fan_out = fan_out.as_deref().unwrap_or("");
     let ready_count = rollout.as_ref().map_or(0, |r| r.ready);
 
-    let cond = |type_: &str, ok: bool, reason: &str, message: String| Condition {
-        type_: type_.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(now),
+    let cond = |type_: &str, ok: bool, reason: &str, message: String| {
+        condition_of(zp, type_, ok, reason, message, now)
     };
 
     let (ready, progressing, degraded) = match (failure, &rollout) {
@@ -201,11 +202,59 @@ pub fn compute(
         replicas: rollout.as_ref().map_or(0, |r| r.replicas),
         ready_replicas: ready_count,
         selector: Some(selector_string(&zp.name_any())),
-        conditions: vec![ready, progressing, degraded],
+        conditions: vec![ready, progressing, degraded, paused_condition(zp, now)],
         endpoints: endpoints(zp),
         headless_service: headless,
         security: Some(mechanisms(zp)),
     }
+}
+
+/// Paused: True with `spec.paused` (PauseRequested); False otherwise, reason Resumed once the
+/// object has been paused before (NotPaused if never), so a resume is visible in the reason.
+fn paused_condition(zp: &ZmqProxy, now: Timestamp) -> Condition {
+    let steering = crate::build::steering_name(&zp.name_any());
+    let delivery = format!(
+        "delivered to every replica through the ConfigMap {steering}, applies within seconds"
+    );
+    let (ok, reason, message) = if zp.spec.paused {
+        let m = format!(
+            "spec.paused is true: forwarding paused, sockets stay connected and messages wait; {delivery}"
+        );
+        (true, "PauseRequested", m)
+    } else {
+        let was = zp.status.as_ref().and_then(|s| condition(s, PAUSED));
+        let resumed = was.is_some_and(|c| c.reason == "PauseRequested" || c.reason == "Resumed");
+        let reason = if resumed { "Resumed" } else { "NotPaused" };
+        (false, reason, format!("spec.paused is false: forwarding; {delivery}"))
+    };
+    condition_of(zp, PAUSED, ok, reason, message, now)
+}
+
+/// A condition of `zp` observed at its current generation.
+pub fn condition_of(
+    zp: &ZmqProxy,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: zp.metadata.generation,
+        last_transition_time: Time(now),
+    }
+}
+
+/// `status` with the conditions of `types` as `old` had them (none if it had none): what a
+/// failed reconcile could not find out again.
+pub fn keep_previous(old: Option<&ZmqProxyStatus>, status: &mut ZmqProxyStatus, types: &[&str]) {
+    status.conditions.retain(|c| !types.contains(&c.type_.as_str()));
+    let kept = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    status.conditions.extend(kept.iter().filter(|c| types.contains(&c.type_.as_str())).cloned());
 }
 
 /// Which sockets are CURVE and which NULL, from the spec.

@@ -1,5 +1,5 @@
 //! The controller's watches and the caches they fill: one watch per kind (ZmqProxy, and the
-//! Deployments and Services the operator owns), each with its own short, capped backoff, objects
+//! Deployments, Services and steering ConfigMaps the operator owns), each with its own short, capped backoff, objects
 //! stored without what the reconciler never reads, and [`ChildCaches`], from which a reconcile
 //! reads children instead of asking the API server.
 //!
@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
@@ -196,6 +196,7 @@ fn is_gone(e: &watcher::Error) -> bool {
 pub struct ChildCaches {
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
+    pub config_maps: Store<ConfigMap>,
 }
 
 /// What a cache can say about a child.
