@@ -27,6 +27,7 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:test";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/q/deployments";
 const SERVICES: &str = "/api/v1/namespaces/q/services";
+const CONFIGMAPS: &str = "/api/v1/namespaces/q/configmaps";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/q/events";
 const ZMQPROXIES: &str = "/apis/zmqproxy.io/v1alpha1/namespaces/q/zmqproxies";
 
@@ -130,7 +131,7 @@ async fn run(
 }
 
 /// Caches as the controller's watches fill them: listed (complete) and holding `objects`.
-fn caches(deployments: &[Value], services: &[Value]) -> ChildCaches {
+fn caches(deployments: &[Value], services: &[Value], config_maps: &[Value]) -> ChildCaches {
     fn listed<K>(objects: &[Value]) -> Store<K>
     where
         K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
@@ -144,7 +145,11 @@ fn caches(deployments: &[Value], services: &[Value]) -> ChildCaches {
         writer.apply_watcher_event(&watcher::Event::InitDone);
         writer.as_reader()
     }
-    ChildCaches { deployments: listed(deployments), services: listed(services) }
+    ChildCaches {
+        deployments: listed(deployments),
+        services: listed(services),
+        config_maps: listed(config_maps),
+    }
 }
 
 /// [`run`] with the reconciler reading children from `caches` first.
@@ -209,7 +214,7 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
         c["readinessProbe"]["httpGet"]["scheme"] = json!("HTTP");
         c["readinessProbe"]["successThreshold"] = json!(1);
         v["spec"]["template"]["spec"]["dnsPolicy"] = json!("ClusterFirst");
-    } else {
+    } else if v["kind"] == "Service" {
         if v["spec"]["clusterIP"].is_null() {
             v["spec"]["clusterIP"] = json!("10.0.0.12");
         }
@@ -217,6 +222,22 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
         v["spec"]["internalTrafficPolicy"] = json!("Cluster");
     }
     v
+}
+
+/// The steering ConfigMap's steps of a reconcile without caches, before the Deployment's: read
+/// and found as `zp` wants it, or (`None`) missing and created.
+fn steering(zp: &ZmqProxy, existing: bool, rest: Vec<Expect>) -> Vec<Expect> {
+    let path = format!("{CONFIGMAPS}/{}-steering", zp.metadata.name.as_deref().unwrap_or(""));
+    let mut steps = if existing {
+        vec![expect(Method::GET, path, Reply::Object(server_view(&children(zp).steering)))]
+    } else {
+        vec![
+            expect(Method::GET, path.clone(), Reply::NotFound),
+            expect(Method::PATCH, path, Reply::Echo),
+        ]
+    };
+    steps.extend(rest);
+    steps
 }
 
 fn ready_status(replicas: i32) -> Value {
@@ -241,45 +262,49 @@ fn is_apply(seen: &Seen) -> bool {
 #[tokio::test]
 async fn create_path_applies_deployment_and_service_then_status() {
     let zp = fixture("minimal.yaml");
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        // One event for both children, after the status.
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    let script = steering(
+        &zp,
+        false,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            // One event for both children, after the status.
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, ctx) = run(zp, script).await;
     assert_eq!(result.expect("reconcile succeeds"), Action::requeue(reconcile::RESYNC));
 
-    let deployment = &seen[1];
+    let deployment = &seen[3];
     assert!(is_apply(deployment), "{deployment:?}");
     assert_eq!(deployment.body["kind"], "Deployment");
     assert_eq!(deployment.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
     assert!(deployment.body["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
     assert_eq!(deployment.body["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
 
-    assert!(is_apply(&seen[3]));
-    assert_eq!(seen[3].body["kind"], "Service");
+    assert!(is_apply(&seen[5]));
+    assert_eq!(seen[5].body["kind"], "Service");
 
-    let event = &seen[6].body;
+    let event = &seen[8].body;
     assert_eq!(event["reason"], "Created");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["kind"], "ZmqProxy");
-    assert_eq!(event["note"], "Created Deployment tasks, Service tasks");
+    assert_eq!(event["note"], "Created ConfigMap tasks-steering, Deployment tasks, Service tasks");
 
-    let status = &seen[5];
+    let status = &seen[7];
     assert!(is_apply(status));
     assert_eq!(status.body["kind"], "ZmqProxy");
     let conditions = status.body["status"]["conditions"].as_array().expect("conditions");
     let types: Vec<&str> = conditions.iter().filter_map(|c| c["type"].as_str()).collect();
-    assert_eq!(types, ["Ready", "Progressing", "Degraded"]);
+    assert_eq!(types, ["Ready", "Progressing", "Degraded", "Paused"]);
     assert_eq!(conditions[0]["status"], "False");
     assert!(conditions.iter().all(|c| c["observedGeneration"] == 1));
     assert_eq!(status.body["status"]["endpoints"]["frontend"], "tcp://tasks.q.svc:5555");
@@ -302,15 +327,23 @@ async fn unchanged_resync_makes_no_writes() {
         json!("500m");
     deployment["status"] = ready_status(3);
     let zp = with_status(zp, &deployment);
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(c.headless.as_ref().expect("headless"))),
-        ),
-    ];
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(server_view(c.headless.as_ref().expect("headless"))),
+            ),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.iter().all(|s| s.method == Method::GET), "only reads: {seen:?}");
@@ -327,19 +360,27 @@ async fn edited_deployment_is_reapplied_and_reported() {
     deployment["spec"]["replicas"] = json!(4);
     let mut repaired = server_view(&c.deployment);
     repaired["status"] = ready_status(1);
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Object(repaired)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+            expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Object(repaired)),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(is_apply(&seen[1]));
-    assert_eq!(seen[1].body["spec"]["replicas"], 1);
-    assert_eq!(seen[4].body["reason"], "Updated");
-    assert_eq!(seen[4].body["related"]["kind"], "Deployment", "one child: named as related");
+    assert!(is_apply(&seen[2]));
+    assert_eq!(seen[2].body["spec"]["replicas"], 1);
+    assert_eq!(seen[5].body["reason"], "Updated");
+    assert_eq!(seen[5].body["related"]["kind"], "Deployment", "one child: named as related");
     assert!(ctx.metrics.render().contains(
         "zmq_proxy_operator_child_writes_total{kind=\"Deployment\",action=\"Updated\"} 1"
     ));
@@ -352,17 +393,21 @@ async fn deleted_service_is_recreated() {
     let mut deployment = server_view(&c.deployment);
     deployment["status"] = ready_status(1);
     let zp = with_status(zp, &deployment);
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[4].body["reason"], "Created");
-    assert_eq!(seen[4].body["note"], "Created Service tasks");
+    assert_eq!(seen[5].body["reason"], "Created");
+    assert_eq!(seen[5].body["note"], "Created Service tasks");
 }
 
 #[tokio::test]
@@ -375,37 +420,53 @@ async fn scaling_down_to_one_replica_deletes_the_headless_service() {
     let mut deployment = server_view(&c.deployment);
     deployment["status"] = ready_status(1);
     let zp = with_status(zp, &deployment);
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless.clone())),
-        expect(Method::DELETE, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless)),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(old_headless.clone()),
+            ),
+            expect(Method::DELETE, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless)),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[4].body["reason"], "Deleted");
+    assert_eq!(seen[5].body["reason"], "Deleted");
 }
 
 #[tokio::test]
 async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
     let zp = fixture("minimal.yaml");
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Fail(403, "Forbidden")),
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-    ];
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Fail(403, "Forbidden")),
+            expect(Method::POST, EVENTS, Reply::Echo),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+        ],
+    );
     let (result, seen, ctx) = run(zp.clone(), script).await;
     let error = result.expect_err("the apply failed");
     assert_eq!(error.reason(), "ApplyFailed");
-    assert_eq!(seen[2].body["type"], "Warning");
-    assert_eq!(seen[2].body["reason"], "ApplyFailed");
-    let conditions = seen[3].body["status"]["conditions"].as_array().expect("conditions").clone();
+    assert_eq!(seen[3].body["type"], "Warning");
+    assert_eq!(seen[3].body["reason"], "ApplyFailed");
+    let conditions = seen[4].body["status"]["conditions"].as_array().expect("conditions").clone();
     let degraded = conditions.iter().find(|c| c["type"] == "Degraded").expect("Degraded");
     assert_eq!(degraded["status"], "True");
     assert_eq!(degraded["reason"], "ApplyFailed");
@@ -445,11 +506,19 @@ async fn success_resets_the_backoff() {
         reconcile::error_policy(zp.clone(), &error, ctx.clone()),
         Action::requeue(Duration::from_secs(10))
     );
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-    ];
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        ],
+    );
     let server = tokio::spawn(serve(handle, script));
     let result = tokio::time::timeout(
         Duration::from_secs(10),
@@ -471,20 +540,24 @@ async fn a_service_of_someone_else_is_not_taken_over() {
     let zp = with_status(zp, &deployment);
     let mut foreign: Service = c.service.clone();
     foreign.metadata.owner_references = None;
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&foreign))),
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-    ];
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&foreign))),
+            expect(Method::POST, EVENTS, Reply::Echo),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
-    assert_eq!(seen[2].body["reason"], "ChildNotOwned");
-    assert!(seen[2].body["note"].as_str().is_some_and(|n| n.contains("Service tasks")));
+    assert_eq!(seen[3].body["reason"], "ChildNotOwned");
+    assert!(seen[3].body["note"].as_str().is_some_and(|n| n.contains("Service tasks")));
 }
 
 #[tokio::test]
@@ -539,29 +612,37 @@ async fn scaling_to_three_replicas_adds_the_headless_service_and_says_so() {
     zp.spec.replicas = 3;
     zp.metadata.generation = Some(2);
     let new = children(&zp);
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&new.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        // One event per kind of change.
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+            expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&new.service)),
+            ),
+            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+            expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            // One event per kind of change.
+            expect(Method::POST, EVENTS, Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[1].body["spec"]["replicas"], 3);
-    assert_eq!(seen[1].body["spec"]["strategy"]["type"], "RollingUpdate");
-    assert_eq!(seen[4].body["spec"]["clusterIP"], "None");
-    assert_eq!(seen[6].body["note"], "Updated Deployment tasks");
-    assert_eq!(seen[7].body["note"], "Created Service tasks-pods");
-    let status = &seen[5].body["status"];
+    assert_eq!(seen[2].body["spec"]["replicas"], 3);
+    assert_eq!(seen[2].body["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(seen[5].body["spec"]["clusterIP"], "None");
+    assert_eq!(seen[7].body["note"], "Updated Deployment tasks");
+    assert_eq!(seen[8].body["note"], "Created Service tasks-pods");
+    let status = &seen[6].body["status"];
     assert_eq!(status["headlessService"], "tasks-pods.q.svc");
     let ready = &status["conditions"][0];
     assert_eq!(ready["observedGeneration"], 2);
@@ -580,29 +661,37 @@ async fn scaling_back_to_one_replica_switches_to_recreate_clearing_rolling_updat
     deployment["status"] = ready_status(3);
     let zp = with_status(one.clone(), &deployment);
     let c = children(&one);
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        // Type and rollingUpdate change in one merge patch: the API server refuses either alone.
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+            // Type and rollingUpdate change in one merge patch: the API server refuses either alone.
+            expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+            expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(!is_apply(&seen[1]), "a merge patch, not an apply: {:?}", seen[1].query);
+    assert!(!is_apply(&seen[2]), "a merge patch, not an apply: {:?}", seen[2].query);
     assert_eq!(
-        seen[1].body,
+        seen[2].body,
         json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}})
     );
-    assert!(is_apply(&seen[2]));
-    assert_eq!(seen[2].body["spec"]["strategy"], json!({"type": "Recreate"}));
+    assert!(is_apply(&seen[3]));
+    assert_eq!(seen[3].body["spec"]["strategy"], json!({"type": "Recreate"}));
 }
 
 // With the controller's caches: what a resync and a cold start cost.
@@ -615,7 +704,8 @@ async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
     deployment["status"] = ready_status(3);
     let zp = with_status(zp, &deployment);
     let headless = server_view(c.headless.as_ref().expect("headless"));
-    let cached = caches(&[deployment], &[server_view(&c.service), headless]);
+    let steering = server_view(&c.steering);
+    let cached = caches(&[deployment], &[server_view(&c.service), headless], &[steering]);
     let (result, seen, ctx) = run_cached(zp, Some(cached), Vec::new()).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.is_empty(), "{seen:?}");
@@ -628,21 +718,28 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
     // A complete, empty cache: each child is read once before it is created (an object of that
     // name without the operator's label would not be in the cache), and the headless Service,
     // which is not wanted, is not asked for.
-    let script = vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
-    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[])), script).await;
+    let script = steering(
+        &zp,
+        false,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{DEPLOYMENTS}/tasks"), Reply::Echo),
+            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
+    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[5].body["note"], "Created Deployment tasks, Service tasks");
+    assert_eq!(
+        seen[7].body["note"],
+        "Created ConfigMap tasks-steering, Deployment tasks, Service tasks"
+    );
 }
 
 #[tokio::test]
@@ -655,7 +752,7 @@ async fn a_stale_cache_entry_is_read_again_before_anything_is_written() {
     // The cache still holds a version from before someone's edit was repaired.
     let mut stale = deployment.clone();
     stale["spec"]["replicas"] = json!(4);
-    let cached = caches(&[stale], &[server_view(&c.service)]);
+    let cached = caches(&[stale], &[server_view(&c.service)], &[server_view(&c.steering)]);
     let script =
         vec![expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment))];
     let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
@@ -674,7 +771,8 @@ async fn a_cached_headless_service_that_is_no_longer_wanted_is_deleted() {
     let mut deployment = server_view(&c.deployment);
     deployment["status"] = ready_status(1);
     let zp = with_status(zp, &deployment);
-    let cached = caches(&[deployment], &[server_view(&c.service), old_headless.clone()]);
+    let services = [server_view(&c.service), old_headless.clone()];
+    let cached = caches(&[deployment], &services, &[server_view(&c.steering)]);
     let script = vec![
         expect(Method::DELETE, format!("{SERVICES}/tasks-pods"), Reply::Object(old_headless)),
         expect(Method::POST, EVENTS, Reply::Echo),
@@ -695,7 +793,7 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
         Reply::StatusOf(Box::new(zp.clone())),
     )];
     // Caches that would make the Deployment and Service look missing: nothing is created.
-    let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[])), script).await;
+    let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[], &[])), script).await;
     assert_eq!(result.expect("paused"), Action::await_change());
     let conditions = seen[0].body["status"]["conditions"].as_array().expect("conditions");
     let paused = conditions
@@ -709,6 +807,327 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
     // Already reported: a resync of the paused object makes no request.
     let mut reported = zp;
     reported.status = Some(status::paused(&reported, status::now()));
-    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[])), Vec::new()).await;
+    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[], &[])), Vec::new()).await;
     assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
+}
+
+// spec.paused: the steering ConfigMap, the pods' nudge, the Paused condition.
+
+const PODS: &str = "/api/v1/namespaces/q/pods";
+
+fn pod_list(names: &[&str]) -> Value {
+    let items: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": {"name": n, "namespace": "q"}})
+        })
+        .collect();
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+           "metadata": {"resourceVersion": "9"}, "items": items})
+}
+
+/// A reconciled, ready `minimal.yaml` at `generation`, as the server holds it, and its children.
+fn reconciled(mut zp: ZmqProxy, generation: i64) -> (ZmqProxy, Value, build::Children) {
+    zp.metadata.generation = Some(generation);
+    let c = children(&zp);
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    (with_status(zp, &deployment), deployment, c)
+}
+
+#[tokio::test]
+async fn pausing_rewrites_the_steering_config_map_nudges_every_pod_and_reports_paused() {
+    let (before, deployment, c) = reconciled(fixture("minimal.yaml"), 1);
+    let mut zp = before.clone();
+    zp.spec.paused = true;
+    zp.metadata.generation = Some(2);
+    let script = vec![
+        expect(
+            Method::GET,
+            format!("{CONFIGMAPS}/tasks-steering"),
+            Reply::Object(server_view(&c.steering)),
+        ),
+        expect(Method::PATCH, format!("{CONFIGMAPS}/tasks-steering"), Reply::Echo),
+        expect(Method::GET, PODS, Reply::Object(pod_list(&["tasks-a", "tasks-b"]))),
+        // A failed nudge is logged and skipped: the next pod is still nudged.
+        expect(Method::PATCH, format!("{PODS}/tasks-a"), Reply::Fail(500, "InternalError")),
+        expect(Method::PATCH, format!("{PODS}/tasks-b"), Reply::Echo),
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, ctx) = run(zp.clone(), script).await;
+    assert!(result.is_ok(), "a failed nudge is not a failed reconcile: {result:?}");
+    assert!(is_apply(&seen[1]));
+    assert_eq!(seen[1].body["data"], json!({"paused": "true"}));
+    assert!(
+        seen[2].query.contains("labelSelector=app.kubernetes.io%2Finstance%3Dtasks"),
+        "{}",
+        seen[2].query
+    );
+    for nudge in &seen[3..5] {
+        assert!(!is_apply(nudge), "a merge patch of one annotation, not an apply");
+        assert_eq!(
+            nudge.body,
+            json!({"metadata": {"annotations": {reconcile::STEERING_GENERATION: "2"}}})
+        );
+    }
+    assert_eq!(ctx.metrics.request_count("apply"), 1, "the Deployment is not rewritten");
+    let conditions = seen[8].body["status"]["conditions"].as_array().expect("conditions").clone();
+    let paused = conditions.iter().find(|c| c["type"] == status::PAUSED).expect("Paused");
+    assert_eq!((&paused["status"], &paused["reason"]), (&json!("True"), &json!("PauseRequested")));
+    assert_eq!(paused["observedGeneration"], 2);
+    assert!(
+        paused["message"].as_str().is_some_and(|m| m.contains("ConfigMap tasks-steering")),
+        "{paused}"
+    );
+    assert_eq!(seen[9].body["note"], "Updated ConfigMap tasks-steering");
+
+    // Resume: the ConfigMap goes back to false, the pods are nudged again, reason Resumed.
+    let mut paused_zp = zp.clone();
+    let status_seen: ZmqProxy = {
+        let mut v = serde_json::to_value(&zp).expect("serializes");
+        v["status"] = seen[8].body["status"].clone();
+        serde_json::from_value(v).expect("object")
+    };
+    paused_zp.status = status_seen.status;
+    let mut resumed = paused_zp.clone();
+    resumed.spec.paused = false;
+    resumed.metadata.generation = Some(3);
+    let script = vec![
+        expect(
+            Method::GET,
+            format!("{CONFIGMAPS}/tasks-steering"),
+            Reply::Object(server_view(&children(&paused_zp).steering)),
+        ),
+        expect(Method::PATCH, format!("{CONFIGMAPS}/tasks-steering"), Reply::Echo),
+        expect(Method::GET, PODS, Reply::Object(pod_list(&["tasks-a"]))),
+        expect(Method::PATCH, format!("{PODS}/tasks-a"), Reply::Echo),
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(resumed.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ];
+    let (result, seen, _) = run(resumed, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[1].body["data"], json!({"paused": "false"}));
+    assert_eq!(seen[3].body["metadata"]["annotations"][reconcile::STEERING_GENERATION], "3");
+    let conditions = seen[7].body["status"]["conditions"].as_array().expect("conditions").clone();
+    let paused = conditions.iter().find(|c| c["type"] == status::PAUSED).expect("Paused");
+    assert_eq!((&paused["status"], &paused["reason"]), (&json!("False"), &json!("Resumed")));
+    assert_eq!(paused["observedGeneration"], 3);
+}
+
+#[tokio::test]
+async fn an_unchanged_pause_nudges_nobody() {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.paused = true;
+    let (zp, deployment, c) = reconciled(zp, 1);
+    let script = vec![
+        expect(
+            Method::GET,
+            format!("{CONFIGMAPS}/tasks-steering"),
+            Reply::Object(server_view(&c.steering)),
+        ),
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+    ];
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(seen.iter().all(|s| s.method == Method::GET), "{seen:?}");
+}
+
+// The PodMonitor, with and without the monitoring.coreos.com API (discovery asked of the mock).
+
+const MONITORING_V1: &str = "/apis/monitoring.coreos.com/v1";
+const PODMONITORS: &str = "/apis/monitoring.coreos.com/v1/namespaces/q/podmonitors";
+
+fn monitoring_resources() -> Value {
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
+           "resources": [{"name": "podmonitors", "singularName": "podmonitor", "namespaced": true,
+                          "kind": "PodMonitor",
+                          "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]})
+}
+
+fn monitored() -> ZmqProxy {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.monitoring = Some(zmq_proxy_operator::crd::Monitoring { pod_monitor: Some(true) });
+    zp
+}
+
+/// The steps of a reconcile of an up-to-date `reconciled` object up to the monitoring part.
+fn children_unchanged(deployment: &Value, c: &build::Children, rest: Vec<Expect>) -> Vec<Expect> {
+    let mut steps = vec![
+        expect(
+            Method::GET,
+            format!("{CONFIGMAPS}/tasks-steering"),
+            Reply::Object(server_view(&c.steering)),
+        ),
+        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+    ];
+    steps.extend(rest);
+    steps
+}
+
+fn monitoring_ready(body: &Value) -> Option<Value> {
+    body["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == status::MONITORING_READY)
+        .cloned()
+}
+
+#[tokio::test]
+async fn without_the_monitoring_api_the_condition_says_so_and_nothing_fails() {
+    let (zp, deployment, c) = reconciled(monitored(), 1);
+    let script = children_unchanged(
+        &deployment,
+        &c,
+        vec![
+            expect(Method::GET, MONITORING_V1, Reply::NotFound),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+        ],
+    );
+    let (result, seen, ctx) = run(zp, script).await;
+    // Looked at again within the recheck interval, not the 5-minute resync.
+    assert_eq!(result.expect("not a failure"), Action::requeue(ctx.monitoring.recheck()));
+    let ready = monitoring_ready(&seen[5].body).expect("MonitoringReady");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("PodMonitorAPIMissing"))
+    );
+    assert_eq!(ready["observedGeneration"], 1);
+    assert!(
+        ready["message"].as_str().is_some_and(|m| m.contains("monitoring.coreos.com/v1")),
+        "{ready}"
+    );
+    assert_eq!(ctx.metrics.failure_count("ApplyFailed"), 0);
+    let degraded = seen[5].body["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded").cloned())
+        .expect("Degraded");
+    assert_eq!(degraded["status"], "False", "a missing monitoring API does not degrade the proxy");
+}
+
+#[tokio::test]
+async fn with_the_monitoring_api_the_pod_monitor_is_applied_and_reported() {
+    let (zp, deployment, c) = reconciled(monitored(), 1);
+    let script = children_unchanged(
+        &deployment,
+        &c,
+        vec![
+            expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
+            expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{PODMONITORS}/tasks"), Reply::Echo),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
+    let (result, seen, ctx) = run(zp.clone(), script).await;
+    assert_eq!(result.expect("reconciled"), Action::requeue(reconcile::RESYNC));
+    let applied = &seen[6];
+    assert!(is_apply(applied), "{applied:?}");
+    assert_eq!(applied.body["kind"], "PodMonitor");
+    assert_eq!(applied.body["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    assert_eq!(applied.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    let ready = monitoring_ready(&seen[7].body).expect("MonitoringReady");
+    assert_eq!((&ready["status"], &ready["reason"]), (&json!("True"), &json!("PodMonitorReady")));
+    assert_eq!(seen[8].body["note"], "Created PodMonitor tasks");
+    assert_eq!(ctx.metrics.request_count("apply"), 1);
+}
+
+#[tokio::test]
+async fn turning_monitoring_off_deletes_our_pod_monitor_and_the_condition() {
+    let (mut zp, deployment, c) = reconciled(monitored(), 1);
+    let pm = monitoring_pod_monitor(&zp);
+    // An earlier reconcile made it.
+    let at = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time");
+    let made = status::condition_of(
+        &zp,
+        status::MONITORING_READY,
+        true,
+        "PodMonitorReady",
+        String::new(),
+        at,
+    );
+    if let Some(s) = zp.status.as_mut() {
+        s.conditions.push(made);
+    }
+    zp.spec.monitoring = None;
+    let script = children_unchanged(
+        &deployment,
+        &c,
+        vec![
+            expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
+            expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::Object(pm.clone())),
+            expect(Method::DELETE, format!("{PODMONITORS}/tasks"), Reply::Object(pm)),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(monitoring_ready(&seen[7].body), None, "the condition goes with the PodMonitor");
+    assert_eq!(seen[8].body["note"], "Deleted PodMonitor tasks");
+}
+
+#[tokio::test]
+async fn a_pod_monitor_of_someone_else_is_left_alone_and_reported() {
+    let (zp, deployment, c) = reconciled(monitored(), 1);
+    let mut foreign = monitoring_pod_monitor(&zp);
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    let script = children_unchanged(
+        &deployment,
+        &c,
+        vec![
+            expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
+            expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::Object(foreign)),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+        ],
+    );
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    let ready = monitoring_ready(&seen[6].body).expect("MonitoringReady");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("PodMonitorNotOwned"))
+    );
+}
+
+fn monitoring_pod_monitor(zp: &ZmqProxy) -> Value {
+    let mut pm = diff::stamp(zmq_proxy_operator::monitoring::pod_monitor(zp).expect("builds"));
+    pm["metadata"]["uid"] = json!("pm-uid");
+    pm["metadata"]["resourceVersion"] = json!("3");
+    pm
 }
