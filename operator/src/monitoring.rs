@@ -203,7 +203,7 @@ pub async fn reconcile(
             ctx.monitoring.forget();
             let message = format!("{GROUP}/{VERSION} podmonitors disappeared from the API server");
             (
-                wanted.then(|| Report { ready: false, reason: "PodMonitorAPIMissing", message }),
+                wanted.then_some(Report { ready: false, reason: "PodMonitorAPIMissing", message }),
                 Some(ctx.monitoring.recheck()),
             )
         }
@@ -211,7 +211,7 @@ pub async fn reconcile(
             let message = format!(
                 "PodMonitor {name} exists and is not controlled by this ZmqProxy; rename or delete it"
             );
-            (wanted.then(|| Report { ready: false, reason: "PodMonitorNotOwned", message }), None)
+            (wanted.then_some(Report { ready: false, reason: "PodMonitorNotOwned", message }), None)
         }
         Err(Failure::Api(e)) => {
             warn!(object = %format!("{namespace}/{name}"), error = %e, "PodMonitor write failed");

@@ -474,4 +474,50 @@ mod tests {
         assert_eq!(t(&flipped, READY), Some(at(30)));
         assert_eq!(t(&flipped, DEGRADED), Some(at(10)), "Degraded stayed False");
     }
+
+    #[test]
+    fn paused_follows_the_spec_and_a_resume_stays_resumed() {
+        let mut zp = proxy(1);
+        let s = compute(&zp, None, None, at(1));
+        assert_eq!(get(&s, PAUSED), ("False", "NotPaused"));
+        zp.spec.paused = true;
+        zp.status = Some(s);
+        let s = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, at(2)));
+        assert_eq!(get(&s, PAUSED), ("True", "PauseRequested"));
+        let message = condition(&s, PAUSED).map(|c| c.message.clone()).unwrap_or_default();
+        assert!(message.contains("ConfigMap tasks-steering"), "{message}");
+        zp.spec.paused = false;
+        zp.status = Some(s);
+        let resumed = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, at(3)));
+        assert_eq!(get(&resumed, PAUSED), ("False", "Resumed"));
+        // Recomputed later: the same status, so no write and no flapping reason.
+        zp.status = Some(resumed.clone());
+        let again = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, at(4)));
+        assert_eq!(again, resumed);
+    }
+
+    #[test]
+    fn a_failed_reconcile_keeps_what_it_could_not_find_out_again() {
+        let mut zp = proxy(1);
+        zp.spec.paused = true;
+        let mut old = compute(&zp, None, None, at(1));
+        old.conditions.push(condition_of(
+            &zp,
+            MONITORING_READY,
+            true,
+            "PodMonitorReady",
+            String::new(),
+            at(1),
+        ));
+        let f = Failure { reason: "ApplyFailed".into(), message: "boom".into() };
+        let mut failed = compute(&zp, None, Some(&f), at(2));
+        keep_previous(Some(&old), &mut failed, &[PAUSED, MONITORING_READY]);
+        assert_eq!(get(&failed, PAUSED), ("True", "PauseRequested"));
+        assert_eq!(get(&failed, MONITORING_READY), ("True", "PodMonitorReady"));
+        let mut fresh = compute(&zp, None, Some(&f), at(2));
+        keep_previous(None, &mut fresh, &[PAUSED, MONITORING_READY]);
+        assert!(
+            condition(&fresh, PAUSED).is_none() && condition(&fresh, MONITORING_READY).is_none()
+        );
+    }
 }

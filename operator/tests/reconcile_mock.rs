@@ -166,20 +166,7 @@ async fn run_cached(
         Arc::new(Metrics::new()),
     );
     ctx.use_caches(caches);
-    let server = tokio::spawn(serve(handle, script));
-    let reconciler = tokio::spawn(reconcile::reconcile(Arc::new(zp), ctx.clone()));
-    let (mut handle, seen) = tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the scenario's requests were made within 10 s")
-        .expect("mock server task");
-    let result = tokio::select! {
-        r = reconciler => r.expect("reconcile task"),
-        extra = handle.next_request() => {
-            let (request, _) = extra.expect("client alive");
-            panic!("request beyond the scenario: {} {}", request.method(), request.uri());
-        }
-        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("reconcile did not finish"),
-    };
+    let (result, seen, _) = run_on(&ctx, handle, zp, script).await;
     (result, seen, ctx)
 }
 
@@ -984,6 +971,21 @@ fn children_unchanged(deployment: &Value, c: &build::Children, rest: Vec<Expect>
     steps
 }
 
+/// Discovery finds the API, the PodMonitor is missing and applied, the status and the event.
+fn pod_monitor_created(zp: &ZmqProxy) -> Vec<Expect> {
+    vec![
+        expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
+        expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{PODMONITORS}/tasks"), Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ]
+}
+
 fn monitoring_ready(body: &Value) -> Option<Value> {
     body["status"]["conditions"]
         .as_array()?
@@ -1031,21 +1033,7 @@ async fn without_the_monitoring_api_the_condition_says_so_and_nothing_fails() {
 #[tokio::test]
 async fn with_the_monitoring_api_the_pod_monitor_is_applied_and_reported() {
     let (zp, deployment, c) = reconciled(monitored(), 1);
-    let script = children_unchanged(
-        &deployment,
-        &c,
-        vec![
-            expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
-            expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::NotFound),
-            expect(Method::PATCH, format!("{PODMONITORS}/tasks"), Reply::Echo),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-            expect(Method::POST, EVENTS, Reply::Echo),
-        ],
-    );
+    let script = children_unchanged(&deployment, &c, pod_monitor_created(&zp));
     let (result, seen, ctx) = run(zp.clone(), script).await;
     assert_eq!(result.expect("reconciled"), Action::requeue(reconcile::RESYNC));
     let applied = &seen[6];
@@ -1130,4 +1118,76 @@ fn monitoring_pod_monitor(zp: &ZmqProxy) -> Value {
     pm["metadata"]["uid"] = json!("pm-uid");
     pm["metadata"]["resourceVersion"] = json!("3");
     pm
+}
+
+/// Runs `reconcile` of `zp` on an existing context whose client is served by `handle`.
+async fn run_on(
+    ctx: &Arc<Context>,
+    handle: Handle,
+    zp: ZmqProxy,
+    script: Vec<Expect>,
+) -> (Result<Action, Error>, Vec<Seen>, Handle) {
+    let server = tokio::spawn(serve(handle, script));
+    let reconciler = tokio::spawn(reconcile::reconcile(Arc::new(zp), ctx.clone()));
+    let (mut handle, seen) = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the scenario's requests were made within 10 s")
+        .expect("mock server task");
+    let result = tokio::select! {
+        r = reconciler => r.expect("reconcile task"),
+        extra = handle.next_request() => {
+            let (request, _) = extra.expect("client alive");
+            panic!("request beyond the scenario: {} {}", request.method(), request.uri());
+        }
+        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("reconcile did not finish"),
+    };
+    (result, seen, handle)
+}
+
+/// A missing monitoring API is believed for the recheck interval (no discovery request per
+/// reconcile), then asked again: prometheus-operator installed later is found without a restart.
+#[tokio::test]
+async fn a_missing_monitoring_api_is_asked_again_after_the_recheck_interval() {
+    let (zp, deployment, c) = reconciled(monitored(), 1);
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        Client::new(service, "q"),
+        BuildOptions { default_image: IMAGE.into(), ..Default::default() },
+        Arc::new(Metrics::new()),
+    );
+    let status_step = |zp: &ZmqProxy| {
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        )
+    };
+    let first = children_unchanged(
+        &deployment,
+        &c,
+        vec![expect(Method::GET, MONITORING_V1, Reply::NotFound), status_step(&zp)],
+    );
+    let (result, seen, handle) = run_on(&ctx, handle, zp.clone(), first).await;
+    assert!(result.is_ok(), "{result:?}");
+    let mut missing = zp.clone();
+    let mut v = serde_json::to_value(&missing).expect("serializes");
+    v["status"] = seen[5].body["status"].clone();
+    missing = serde_json::from_value(v).expect("object");
+
+    // Within the interval: the cached answer, and nothing written (the status is unchanged).
+    let (result, seen, handle) =
+        run_on(&ctx, handle, missing.clone(), children_unchanged(&deployment, &c, vec![])).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        seen.iter().all(|s| s.method == Method::GET && !s.query.contains("monitoring")),
+        "{seen:?}"
+    );
+
+    // After it: asked again, found, and the PodMonitor is made.
+    ctx.monitoring.set_recheck(Duration::ZERO);
+    let third = children_unchanged(&deployment, &c, pod_monitor_created(&missing));
+    let (result, seen, _) = run_on(&ctx, handle, missing, third).await;
+    assert_eq!(result.expect("reconciled"), Action::requeue(reconcile::RESYNC));
+    let ready = monitoring_ready(&seen[7].body).expect("MonitoringReady");
+    assert_eq!(ready["status"], "True");
 }
