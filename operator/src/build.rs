@@ -1,5 +1,5 @@
-//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, StatefulSet, Services and
-//! PodDisruptionBudget out. No client and no clock, so every property is tested from YAML
+//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, StatefulSet, Services,
+//! PodDisruptionBudget and the steering ConfigMap out (the PodMonitor: [`crate::monitoring`]). No client and no clock, so every property is tested from YAML
 //! fixtures; the reconciler only applies what this module returns. The pod template is built by
 //! one function, [`pod_template`] (the operator's pod, then `spec.podTemplate` merged over it by
 //! [`crate::overrides`]).
@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, KeyToPath,
-    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -55,6 +56,15 @@ pub const ALLOW_LIST_FILE: &str = "authorized_keys";
 /// group, so the proxy can read them. 0400 would leave them readable by root only: the kubelet
 /// does not chown Secret files to runAsUser.
 pub const KEY_FILE_MODE: i32 = 0o440;
+/// Suffix of the ConfigMap that carries `spec.paused` to the pods (`<name>-steering`).
+pub const STEERING_SUFFIX: &str = "-steering";
+/// Key of that ConfigMap (and file name in its mount) holding "true" or "false".
+pub const PAUSED_KEY: &str = "paused";
+/// Where the steering ConfigMap is mounted: a whole directory, no subPath, so the kubelet
+/// updates the file in place and the proxy's `--pause-file` sees each change.
+pub const STEERING_MOUNT: &str = "/etc/zmq-proxy/steering";
+/// Name of the steering volume in the pod.
+pub const STEERING_VOLUME: &str = "steering";
 
 /// What the operator adds to every proxy: its default image and pull policy, each used where
 /// the object does not set its own.
@@ -62,6 +72,8 @@ pub const KEY_FILE_MODE: i32 = 0o440;
 pub struct BuildOptions {
     pub default_image: String,
     pub default_pull_policy: Option<ImagePullPolicy>,
+    /// Whether objects that do not set `spec.monitoring.podMonitor` get a PodMonitor.
+    pub pod_monitor_default: bool,
 }
 
 /// The children of one `ZmqProxy`.
@@ -73,6 +85,8 @@ pub struct Children {
     pub headless: Service,
     /// The PodDisruptionBudget `<name>`, only with two replicas or more and unless disabled.
     pub pdb: Option<PodDisruptionBudget>,
+    /// `<name>-steering`: `paused` = "true"/"false", mounted by every pod ([`STEERING_MOUNT`]).
+    pub steering: ConfigMap,
 }
 
 /// Why a `ZmqProxy` cannot be built; each names the field to fix.
@@ -214,6 +228,7 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
         args.extend(["--control-bind".to_string(), bind(control.port)]);
     }
     args.extend(curve_args(spec));
+    args.extend(["--pause-file".to_string(), format!("{STEERING_MOUNT}/{PAUSED_KEY}")]);
     args.extend([
         "--http-bind".to_string(),
         format!("*:{}", spec.metrics_port),
@@ -342,6 +357,24 @@ pub fn headless_name(name: &str) -> String {
     format!("{name}{HEADLESS_SUFFIX}")
 }
 
+/// Name of the steering ConfigMap of a `ZmqProxy`.
+pub fn steering_name(name: &str) -> String {
+    format!("{name}{STEERING_SUFFIX}")
+}
+
+/// The steering volume: the whole ConfigMap, required (a pod never starts without knowing
+/// whether it is paused).
+fn steering_volume(name: &str) -> Volume {
+    Volume {
+        name: STEERING_VOLUME.to_string(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: steering_name(name),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
 /// Builds every child of `zp`.
 pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildError> {
     validate(&zp.spec)?;
@@ -401,7 +434,13 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
         spec: Some(spec),
         status: None,
     });
-    Ok(Children { stateful_set, service, headless, pdb })
+    // Only the ConfigMap carries `paused`: the pod template never changes with it (no restart).
+    let steering = ConfigMap {
+        metadata: meta(steering_name(&name), None),
+        data: Some(BTreeMap::from([(PAUSED_KEY.to_string(), zp.spec.paused.to_string())])),
+        ..ConfigMap::default()
+    };
+    Ok(Children { stateful_set, service, headless, pdb, steering })
 }
 
 /// Name of the PodDisruptionBudget of a `ZmqProxy` (the object's own name, as the StatefulSet).
@@ -435,7 +474,8 @@ pub fn pod_disruption_budget_spec(zp: &ZmqProxy) -> Option<PodDisruptionBudgetSp
     })
 }
 
-fn owner_reference(zp: &ZmqProxy) -> Result<OwnerReference, BuildError> {
+/// The controller owner reference every child carries.
+pub fn owner_reference(zp: &ZmqProxy) -> Result<OwnerReference, BuildError> {
     if zp.meta().uid.is_none() {
         return Err(BuildError::MissingObjectKey("metadata.uid"));
     }
@@ -536,6 +576,7 @@ fn apply_pod_template_override(
         volumes: curve_mounts(&zp.spec)
             .into_iter()
             .flat_map(|m| m.volumes.into_iter().map(|v| v.name))
+            .chain([STEERING_VOLUME.to_string()])
             .collect(),
     };
     if let Some(why) = overrides::check_required(&built, &merged, &required) {
@@ -563,7 +604,8 @@ fn operator_pod_template(zp: &ZmqProxy, opts: &BuildOptions) -> PodTemplateSpec 
     pod_labels.extend(child_labels(&name));
     let non_empty = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
     let curve = curve_mounts(spec);
-    let volumes: Vec<Volume> = curve.iter().flat_map(|m| m.volumes.clone()).collect();
+    let mut volumes: Vec<Volume> = curve.iter().flat_map(|m| m.volumes.clone()).collect();
+    volumes.push(steering_volume(&name));
     // Only with CURVE: an unsecured proxy's pod stays exactly as before (no rollout).
     let fs_group = (!curve.is_empty()).then_some(RUN_AS_USER);
     PodTemplateSpec {
@@ -653,9 +695,15 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
         liveness_probe: Some(probe("/healthz", 10, 3)),
         resources: spec.resources.clone(),
         volume_mounts: {
-            let mounts: Vec<VolumeMount> =
+            let mut mounts: Vec<VolumeMount> =
                 curve_mounts(spec).into_iter().flat_map(|m| m.mounts).collect();
-            (!mounts.is_empty()).then_some(mounts)
+            mounts.push(VolumeMount {
+                name: STEERING_VOLUME.to_string(),
+                mount_path: STEERING_MOUNT.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            Some(mounts)
         },
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),

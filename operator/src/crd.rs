@@ -71,6 +71,12 @@ pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy::config::KUBERNETES_LAME_DU
         json_path = ".status.security.frontend",
         priority = 1
     ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Paused\")].status",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -211,7 +217,28 @@ pub struct ZmqProxySpec {
     /// Degraded condition naming the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplateOverride>,
+
+    /// Pause forwarding in every replica (libzmq's PAUSE: sockets stay connected, messages
+    /// wait in the peers' queues); false resumes. No pod restarts: the value reaches the
+    /// proxies through the ConfigMap `<name>-steering`, within seconds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+
+    /// What the operator creates for monitoring the proxy pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<Monitoring>,
 }
+
+/// Monitoring objects of one `ZmqProxy`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// A prometheus-operator PodMonitor scraping every proxy pod's /metrics (created only when
+    /// the monitoring.coreos.com API exists); the operator's `--pod-monitor-default` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_monitor: Option<bool>,
+}
+
 
 /// `spec.podDisruptionBudget`: on by default, at most one of the two bounds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

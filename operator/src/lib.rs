@@ -3,7 +3,8 @@
 //! [`overrides`] merges `spec.podTemplate` into the pod),
 //! [`diff`] decides whether a child needs a write, [`status`] computes conditions,
 //! [`reconcile`] applies children and status, [`leader`] elects one active replica,
-//! [`watches`] feeds the controller and caches the children it reads, [`metrics`] and [`http`]
+//! [`watches`] feeds the controller and caches the children it reads, [`monitoring`] makes the
+//! optional PodMonitor, [`metrics`] and [`http`]
 //! expose what the operator does.
 
 pub mod build;
@@ -12,6 +13,7 @@ pub mod diff;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod monitoring;
 pub mod overrides;
 pub mod reconcile;
 pub mod status;

@@ -56,6 +56,10 @@ struct Args {
     /// Identity in the Lease; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Give a prometheus-operator PodMonitor to every ZmqProxy that does not set
+    /// spec.monitoring.podMonitor (made only where the cluster serves podmonitors).
+    #[arg(long, env = "POD_MONITOR_DEFAULT", default_value_t = false, action = clap::ArgAction::Set)]
+    pod_monitor_default: bool,
     /// Reconciles running at once (0: unbounded).
     #[arg(long, env = "CONCURRENCY", default_value_t = reconcile::CONCURRENCY)]
     concurrency: u16,
@@ -155,6 +159,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         BuildOptions {
             default_image: args.proxy_image.clone(),
             default_pull_policy: args.proxy_image_pull_policy,
+            pod_monitor_default: args.pod_monitor_default,
         },
         metrics.clone(),
     );

@@ -94,7 +94,7 @@ impl Metrics {
 
     /// Requests made so far with `verb` (all kinds).
     pub fn request_count(&self, verb: &str) -> u64 {
-        ["StatefulSet", "Deployment", "Service", "ZmqProxy", "Event"]
+        ["StatefulSet", "Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "PodMonitor", "Pod", "ZmqProxy", "Event"]
             .iter()
             .map(|kind| {
                 self.requests

@@ -115,7 +115,8 @@ pub struct Required {
     pub labels: Vec<(String, String)>,
     /// The proxy container's name.
     pub container: String,
-    /// Names of the operator's volumes that must stay as built (the CURVE mounts).
+    /// Names of the operator's volumes that must stay as built (the CURVE mounts, the steering
+    /// ConfigMap).
     pub volumes: Vec<String>,
 }
 

@@ -15,6 +15,13 @@
 //! (background propagation) and the StatefulSet gets its replicas only once the Pod watch shows
 //! none of the Deployment's pods left: like a Recreate rollout, the old pods drain within their
 //! grace period before the new ones start, so a single-replica proxy never runs twice.
+//!
+//! `spec.paused` reaches the proxies through the steering ConfigMap each pod mounts (why:
+//! [`zmq_proxy::pause_file`]); when its value changes, every running pod of the object is
+//! nudged with a `zmqproxy.io/steering-generation` annotation, because a pod update makes the
+//! kubelet sync that pod and refresh its ConfigMap volumes at once instead of on its periodic
+//! sync (up to about a minute). The nudge is best effort: a failure is logged and only makes
+//! the pause slower. The PodMonitor is [`crate::monitoring`]'s.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -23,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{Store, store::Writer};
@@ -36,14 +43,18 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use crate::build::{self, BuildError, BuildOptions};
-use crate::crd::{MANAGED_BY, ZmqProxy, ZmqProxyStatus};
+use crate::crd::{MANAGED_BY, ZmqProxy, ZmqProxyStatus, selector_string};
 use crate::diff;
 use crate::metrics::Metrics;
-use crate::status::{self, Failure};
+use crate::monitoring::{self, Discovery};
+use crate::status::{self, Failure, MONITORING_READY, PAUSED};
 use crate::watches::{self, Cached, ChildCaches, Trigger};
 
 /// The one field manager of every write, so ownership of each field is the operator's alone.
 pub const MANAGER: &str = "zmq-proxy-operator";
+/// Pod annotation patched when `spec.paused` changes (the value: the object's generation), so
+/// the kubelet refreshes the pod's steering volume at once.
+pub const STEERING_GENERATION: &str = "zmqproxy.io/steering-generation";
 /// Periodic resync of a healthy object; read-only when nothing changed.
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// First retry after a failure; doubled per consecutive failure up to [`BACKOFF_MAX`].
@@ -112,6 +123,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub options: BuildOptions,
     pub metrics: Arc<Metrics>,
+    /// Whether the cluster serves PodMonitors (asked lazily, cached).
+    pub monitoring: Discovery,
     /// Consecutive failures per object (namespace/name), for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// The children's caches of the running controller; None outside [`run`] (every child is
@@ -128,6 +141,7 @@ impl Context {
             client,
             options,
             metrics,
+            monitoring: Discovery::default(),
             failures: Mutex::default(),
             caches: RwLock::default(),
         })
@@ -190,6 +204,7 @@ pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, E
             publish(&ctx, &zp, EventType::Warning, e.reason(), e.to_string(), None).await;
             let failure = Failure { reason: e.reason().to_string(), message: e.to_string() };
             let mut status = status::compute(&zp, None, None, Some(&failure), status::now());
+            status::keep_previous(zp.status.as_ref(), &mut status, &[PAUSED, MONITORING_READY]);
             if let Some(old) = &zp.status {
                 status.replicas = old.replicas;
                 status.ready_replicas = old.ready_replicas;
@@ -239,6 +254,18 @@ async fn apply_all(
     // None until the Pod watch has listed: the listed replicas then stay as they were.
     let pods = caches.as_ref().and_then(|c| watches::pods_of(&c.pods, &namespace, &name));
     let pods: Option<Vec<&Pod>> = pods.as_ref().map(|p| p.iter().map(|pod| &**pod).collect());
+    let config_maps = Child {
+        api: Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace),
+        cache: caches.as_ref().map(|c| c.config_maps.clone()),
+        namespace: &namespace,
+    };
+
+    // Before the StatefulSet, so a new pod mounts the current value and starts in it.
+    let before = changes.len();
+    apply_child(&config_maps, &children.steering, zp, ctx, no_fixup, changes).await?;
+    if changes[before..].iter().any(|c| c.action == "Updated") {
+        nudge_pods(zp, ctx, &namespace).await;
+    }
 
     let old_deployment = owned(&deployments, &name, zp, ctx).await?;
     // Migrating: no new proxy until the old ones have terminated (drain included).
@@ -264,9 +291,40 @@ async fn apply_all(
         }
     }
 
-    let status = status::compute(zp, Some(&stateful_set), pods.as_deref(), None, status::now());
+    let had_pod_monitor =
+        zp.status.as_ref().is_some_and(|s| status::condition(s, MONITORING_READY).is_some());
+    let (report, retry) = monitoring::reconcile(zp, ctx, had_pod_monitor, changes).await;
+    let now = status::now();
+    let mut status = status::compute(zp, Some(&stateful_set), pods.as_deref(), None, now);
+    if let Some(r) = report {
+        let c = status::condition_of(zp, MONITORING_READY, r.ready, r.reason, r.message, now);
+        status.conditions.push(c);
+    }
     write_status(zp, ctx, status).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(retry.map_or(RESYNC, |r| r.min(RESYNC))))
+}
+
+/// Patches [`STEERING_GENERATION`] onto every pod of `zp` (best effort, see the module docs).
+async fn nudge_pods(zp: &ZmqProxy, ctx: &Context, namespace: &str) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let generation = zp.metadata.generation.unwrap_or_default().to_string();
+    ctx.metrics.requested("Pod", "list");
+    let selector = ListParams::default().labels(&selector_string(&zp.name_any()));
+    let listed = match pods.list_metadata(&selector).await {
+        Ok(list) => list,
+        Err(e) => {
+            warn!(object = %key(zp), error = %e, "cannot list pods to nudge; the pause reaches them on the kubelet's next sync");
+            return;
+        }
+    };
+    let patch = serde_json::json!({"metadata": {"annotations": {STEERING_GENERATION: generation}}});
+    for pod in listed.items {
+        let name = pod.name_any();
+        ctx.metrics.requested("Pod", "patch");
+        if let Err(e) = pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            warn!(object = %key(zp), pod = %name, error = %e, "cannot nudge pod; the pause reaches it on the kubelet's next sync");
+        }
+    }
 }
 
 /// Pods of the Deployment an older operator ran (their controller is one of its ReplicaSets) are
@@ -331,11 +389,22 @@ where
 }
 
 /// A write made by a reconcile, reported in an event once the reconcile is done.
-struct Change {
+pub struct Change {
     action: &'static str,
     kind: String,
     name: String,
     reference: Option<ObjectReference>,
+}
+
+impl Change {
+    pub fn new(
+        action: &'static str,
+        kind: &str,
+        name: &str,
+        reference: Option<ObjectReference>,
+    ) -> Change {
+        Change { action, kind: kind.to_string(), name: name.to_string(), reference }
+    }
 }
 
 /// Reads the child and applies `desired` only when the child is missing or differs; returns the
@@ -549,16 +618,19 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (zps, stateful_sets, services, pdbs, pods, deployments) = (
+    let (zps, stateful_sets, services, pdbs, pods, deployments, config_maps) = (
         scoped(&client, &namespace),
         scoped::<StatefulSet>(&client, &namespace),
         scoped::<Service>(&client, &namespace),
         scoped::<PodDisruptionBudget>(&client, &namespace),
         scoped::<Pod>(&client, &namespace),
         scoped::<Deployment>(&client, &namespace),
+        scoped::<ConfigMap>(&client, &namespace),
     );
     // Only children and proxy pods carry the managed-by label, so the owned watches skip every
     // other object.
+    // Asked once at startup, so the log says at once whether PodMonitors can be made.
+    let _ = ctx.monitoring.lookup(&ctx.client).await;
     let owned = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let zp_writer = Writer::<ZmqProxy>::default();
     let zp_store = zp_writer.as_reader();
@@ -567,12 +639,14 @@ pub async fn run_with(
     let pdb_writer = Writer::<PodDisruptionBudget>::default();
     let pod_writer = Writer::<Pod>::default();
     let deployment_writer = Writer::<Deployment>::default();
+    let config_map_writer = Writer::<ConfigMap>::default();
     ctx.use_caches(Some(ChildCaches {
         stateful_sets: stateful_set_writer.as_reader(),
         services: service_writer.as_reader(),
         pod_disruption_budgets: pdb_writer.as_reader(),
         pods: pod_writer.as_reader(),
         deployments: deployment_writer.as_reader(),
+        config_maps: config_map_writer.as_reader(),
     }));
     let config = controller::Config::default().concurrency(concurrency).debounce(DEBOUNCE);
     let main = watches::watch(zps, watcher::Config::default(), zp_writer, Trigger::Applied);
@@ -592,6 +666,12 @@ pub async fn run_with(
             Trigger::Touched,
         ))
         .owns_stream(watches::watch(pdbs, owned.clone(), pdb_writer, Trigger::Touched))
+        .owns_stream(watches::watch(
+            config_maps,
+            owned.clone(),
+            config_map_writer,
+            Trigger::Touched,
+        ))
         // Pods are the StatefulSet's, not the object's: mapped by their instance label.
         .watches_stream(
             watches::watch_slimmed(pods, owned, pod_writer, Trigger::Touched, watches::slim_pod),

@@ -1,6 +1,7 @@
-//! The status the operator reports: Ready, Progressing and Degraded conditions, each carrying the
-//! generation they describe, and the endpoints of every ready replica, computed (purely) from the
-//! `ZmqProxy`, its observed StatefulSet and the pods the Pod watch saw.
+//! The status the operator reports: Ready, Progressing, Degraded and Paused conditions (plus
+//! MonitoringReady with a PodMonitor, [`crate::monitoring`]), each carrying the generation they
+//! describe, and the endpoints of every ready replica, computed (purely) from the `ZmqProxy`, its
+//! observed StatefulSet and the pods the Pod watch saw.
 //! `lastTransitionTime` only moves when a condition's status flips, so recomputing the status of
 //! an unchanged object gives an equal value and the reconciler skips the write.
 
@@ -24,6 +25,11 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// True while `spec.paused` is: every replica has been told to pause (through the steering
+/// ConfigMap, see [`crate::build::STEERING_SUFFIX`]).
+pub const PAUSED: &str = "Paused";
+/// With a PodMonitor wanted: whether it exists (False, with the reason, when its API is missing).
+pub const MONITORING_READY: &str = "MonitoringReady";
 /// Present, True, only while the object carries [`PAUSE_RECONCILIATION`] = "true".
 pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
 /// The annotation that stops the operator from writing an object's children (maintenance,
@@ -192,13 +198,8 @@ pub fn compute(
     };
     let ready_count = rollout.as_ref().map_or(0, |r| r.ready);
 
-    let cond = |type_: &str, ok: bool, reason: &str, message: String| Condition {
-        type_: type_.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(now),
+    let cond = |type_: &str, ok: bool, reason: &str, message: String| {
+        condition_of(zp, type_, ok, reason, message, now)
     };
     let as_expected = || cond(DEGRADED, false, "AsExpected", String::new());
 
@@ -271,12 +272,60 @@ pub fn compute(
         replicas: rollout.as_ref().map_or(0, |r| r.replicas),
         ready_replicas: ready_count,
         selector: Some(selector_string(&zp.name_any())),
-        conditions: vec![ready, progressing, degraded],
+        conditions: vec![ready, progressing, degraded, paused_condition(zp, now)],
         endpoints: endpoints(zp),
         headless_service: Some(headless),
         replica_endpoints,
         security: Some(mechanisms(zp)),
     }
+}
+
+/// Paused: True with `spec.paused` (PauseRequested); False otherwise, reason Resumed once the
+/// object has been paused before (NotPaused if never), so a resume is visible in the reason.
+fn paused_condition(zp: &ZmqProxy, now: Timestamp) -> Condition {
+    let steering = crate::build::steering_name(&zp.name_any());
+    let delivery = format!(
+        "delivered to every replica through the ConfigMap {steering}, applies within seconds"
+    );
+    let (ok, reason, message) = if zp.spec.paused {
+        let m = format!(
+            "spec.paused is true: forwarding paused, sockets stay connected and messages wait; {delivery}"
+        );
+        (true, "PauseRequested", m)
+    } else {
+        let was = zp.status.as_ref().and_then(|s| condition(s, PAUSED));
+        let resumed = was.is_some_and(|c| c.reason == "PauseRequested" || c.reason == "Resumed");
+        let reason = if resumed { "Resumed" } else { "NotPaused" };
+        (false, reason, format!("spec.paused is false: forwarding; {delivery}"))
+    };
+    condition_of(zp, PAUSED, ok, reason, message, now)
+}
+
+/// A condition of `zp` observed at its current generation.
+pub fn condition_of(
+    zp: &ZmqProxy,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: zp.metadata.generation,
+        last_transition_time: Time(now),
+    }
+}
+
+/// `status` with the conditions of `types` as `old` had them (none if it had none): what a
+/// failed reconcile could not find out again.
+pub fn keep_previous(old: Option<&ZmqProxyStatus>, status: &mut ZmqProxyStatus, types: &[&str]) {
+    status.conditions.retain(|c| !types.contains(&c.type_.as_str()));
+    let kept = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    status.conditions.extend(kept.iter().filter(|c| types.contains(&c.type_.as_str())).cloned());
 }
 
 /// Which sockets are CURVE and which NULL, from the spec.
@@ -575,5 +624,51 @@ mod tests {
         let t = |s: &ZmqProxyStatus, c: &str| condition(s, c).map(|c| c.last_transition_time.0);
         assert_eq!(t(&flipped, READY), Some(at(30)));
         assert_eq!(t(&flipped, DEGRADED), Some(at(10)), "Degraded stayed False");
+    }
+
+    #[test]
+    fn paused_follows_the_spec_and_a_resume_stays_resumed() {
+        let mut zp = proxy(1);
+        let s = compute(&zp, None, None, None, at(1));
+        assert_eq!(get(&s, PAUSED), ("False", "NotPaused"));
+        zp.spec.paused = true;
+        zp.status = Some(s);
+        let s = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(2)));
+        assert_eq!(get(&s, PAUSED), ("True", "PauseRequested"));
+        let message = condition(&s, PAUSED).map(|c| c.message.clone()).unwrap_or_default();
+        assert!(message.contains("ConfigMap tasks-steering"), "{message}");
+        zp.spec.paused = false;
+        zp.status = Some(s);
+        let resumed = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(3)));
+        assert_eq!(get(&resumed, PAUSED), ("False", "Resumed"));
+        // Recomputed later: the same status, so no write and no flapping reason.
+        zp.status = Some(resumed.clone());
+        let again = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(4)));
+        assert_eq!(again, resumed);
+    }
+
+    #[test]
+    fn a_failed_reconcile_keeps_what_it_could_not_find_out_again() {
+        let mut zp = proxy(1);
+        zp.spec.paused = true;
+        let mut old = compute(&zp, None, None, None, at(1));
+        old.conditions.push(condition_of(
+            &zp,
+            MONITORING_READY,
+            true,
+            "PodMonitorReady",
+            String::new(),
+            at(1),
+        ));
+        let f = Failure { reason: "ApplyFailed".into(), message: "boom".into() };
+        let mut failed = compute(&zp, None, None, Some(&f), at(2));
+        keep_previous(Some(&old), &mut failed, &[PAUSED, MONITORING_READY]);
+        assert_eq!(get(&failed, PAUSED), ("True", "PauseRequested"));
+        assert_eq!(get(&failed, MONITORING_READY), ("True", "PodMonitorReady"));
+        let mut fresh = compute(&zp, None, None, Some(&f), at(2));
+        keep_previous(None, &mut fresh, &[PAUSED, MONITORING_READY]);
+        assert!(
+            condition(&fresh, PAUSED).is_none() && condition(&fresh, MONITORING_READY).is_none()
+        );
     }
 }

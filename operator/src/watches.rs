@@ -1,5 +1,5 @@
 //! The controller's watches and the caches they fill: one watch per kind (ZmqProxy, the
-//! StatefulSets, Services and PodDisruptionBudgets the operator owns, the proxy pods, and
+//! StatefulSets, Services, PodDisruptionBudgets and steering ConfigMaps the operator owns, the proxy pods, and
 //! Deployments, which only an older operator created and which are watched only to be
 //! replaced), each with its own short, capped backoff, objects stored without what the
 //! reconciler never reads, and [`ChildCaches`], from which a reconcile reads children instead of
@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, PodStatus, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::Api;
@@ -234,6 +234,7 @@ pub struct ChildCaches {
     pub stateful_sets: Store<StatefulSet>,
     pub services: Store<Service>,
     pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    pub config_maps: Store<ConfigMap>,
     /// The proxy pods (slimmed, [`slim_pod`]).
     pub pods: Store<Pod>,
     /// Deployments an older operator created, to be replaced by StatefulSets.

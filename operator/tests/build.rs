@@ -77,6 +77,8 @@ fn proxy_flags_carry_every_socket_and_setting() {
         "tcp://*:5557",
         "--control-bind",
         "tcp://*:5558",
+        "--pause-file",
+        "/etc/zmq-proxy/steering/paused",
         "--http-bind",
         "*:9191",
         "--drain-timeout",
@@ -420,38 +422,29 @@ fn invalid_specs_are_refused_naming_the_field() {
     assert_eq!(err.err(), Some(BuildError::MissingObjectKey("metadata.uid")));
 }
 
-/// The pod template and the Services of the fixtures without security are exactly what the
-/// operator rendered before CURVE and before the StatefulSet, with the dual-stack binds (`*`
-/// instead of `0.0.0.0`, which an IPv6-only cluster cannot reach; that upgrade restarts each
-/// proxy once) and `full.yaml`'s IP families (`fixtures/golden/*.json`, the
-/// Deployment and Services of an older build): the move to a StatefulSet changes the workload
-/// around the pods, never the pods. The headless Service only gains
-/// `publishNotReadyAddresses: false`, the default, written out.
+/// The children of the fixtures without security are exactly `fixtures/golden/*.json`, so a
+/// change that would roll out every existing proxy on upgrade shows here. Last changed when the
+/// workload became a StatefulSet (with the always-present headless Service and the PDB), the
+/// binds dual stack (`*` instead of `0.0.0.0`, which an IPv6-only cluster cannot reach) and every
+/// pod mounted its steering ConfigMap with `--pause-file`: one replacement of each proxy on
+/// upgrade; pausing and resuming afterwards change only the ConfigMap, never the pods.
 #[test]
-fn unsecured_pod_template_and_services_are_byte_identical_to_before() {
+fn unsecured_children_are_byte_identical_to_the_golden_files() {
     for name in ["minimal", "full", "pipeline-scaled-to-zero"] {
         let c = build(&format!("{name}.yaml"));
+        let rendered = serde_json::to_string_pretty(&serde_json::json!({
+            "statefulSet": c.stateful_set, "service": c.service, "headless": c.headless,
+            "podDisruptionBudget": c.pdb, "steering": c.steering,
+        }))
+        .expect("children serialize")
+            + "\n";
         let path = format!("{}/tests/fixtures/golden/{name}.json", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let golden: serde_json::Value = serde_json::from_str(&text).expect("golden parses");
-        let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("serializes");
-        let template = serde_json::to_value(&c.stateful_set.spec.as_ref().expect("spec").template)
-            .expect("template serializes");
-        let golden_template = &golden["deployment"]["spec"]["template"];
-        assert!(
-            pretty(&template) == pretty(golden_template),
-            "{name}: the pod template changed:\n{}",
-            pretty(&template)
-        );
-        let service = serde_json::to_value(&c.service).expect("service serializes");
-        assert!(pretty(&service) == pretty(&golden["service"]), "{name}: the Service changed");
-        let mut headless = serde_json::to_value(&c.headless).expect("headless serializes");
-        if let Some(spec) = headless["spec"].as_object_mut() {
-            assert_eq!(spec.remove("publishNotReadyAddresses"), Some(serde_json::json!(false)));
+        // UPDATE_GOLDEN=1 rewrites them: for a change meant to roll out every proxy.
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &rendered).unwrap_or_else(|e| panic!("{path}: {e}"));
         }
-        if !golden["headless"].is_null() {
-            assert!(pretty(&headless) == pretty(&golden["headless"]), "{name}: headless changed");
-        }
+        let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(rendered == golden, "{name}: the children changed:\n{rendered}");
     }
 }
 
@@ -479,6 +472,7 @@ fn curve_sockets_mount_their_secrets_read_only_with_group_readable_files() {
             "curve-backend-server-key",
             "curve-control-server-key",
             "curve-control-authorized-keys",
+            "steering",
         ]
     );
     let secret = |name: &str| volume(pod, name).secret.clone().expect("a Secret volume");
@@ -520,6 +514,7 @@ fn curve_sockets_mount_their_secrets_read_only_with_group_readable_files() {
             m("curve-backend-server-key", "/etc/zmq-proxy/curve/backend/server-key"),
             m("curve-control-server-key", "/etc/zmq-proxy/curve/control/server-key"),
             m("curve-control-authorized-keys", "/etc/zmq-proxy/curve/control/authorized-keys"),
+            m("steering", "/etc/zmq-proxy/steering"),
         ],
         "read-only, whole volumes (a subPath mount never sees the kubelet's updates)"
     );
@@ -536,7 +531,7 @@ fn curve_flags_pass_the_mounted_paths() {
         .iter()
         .map(String::as_str)
         .skip_while(|a| *a != "--frontend-curve-server-key-file")
-        .take_while(|a| *a != "--http-bind")
+        .take_while(|a| *a != "--pause-file")
         .collect();
     assert_eq!(
         curve,
@@ -621,6 +616,7 @@ fn operator_pull_policy_applies_only_where_the_object_sets_none() {
     let opts = BuildOptions {
         default_image: DEFAULT_IMAGE.to_string(),
         default_pull_policy: Some(ImagePullPolicy::Always),
+        ..Default::default()
     };
     let minimal = build::children(&fixture("minimal.yaml"), &opts).expect("builds");
     assert_eq!(proxy(&minimal.stateful_set).image_pull_policy.as_deref(), Some("Always"));
@@ -750,8 +746,11 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
             c.http_bind = None;
             c.log_format = Default::default();
             c.lame_duck = Default::default();
+            c.pause_file = None;
             c
         };
+        let pause_file = format!("{}/{}", build::STEERING_MOUNT, build::PAUSED_KEY);
+        assert_eq!(from_flags.pause_file, Some(pause_file.into()), "{name}");
         assert_eq!(comparable(&from_flags), comparable(&from_file), "{name}");
         // Each socket as its own section says, whatever the proxy's global allow-any flag.
         let mut accepted = vec![
@@ -1038,4 +1037,128 @@ fn pod_disruption_budget_follows_the_spec() {
         ..Default::default()
     });
     assert!(refusal(&zp).starts_with("spec.podDisruptionBudget.maxUnavailable: "));
+}
+
+/// `spec.paused` lives in the steering ConfigMap only: every pod mounts `<name>-steering` as a
+/// whole directory (the kubelet updates it in place) and reads it with `--pause-file`, and the
+/// pod template is the same paused or not, so pausing and resuming restart no pod.
+#[test]
+fn paused_reaches_the_pods_through_the_steering_config_map_without_changing_the_pods() {
+    let paused = build("paused-monitored.yaml");
+    let cm = &paused.steering;
+    assert_eq!(cm.metadata.name.as_deref(), Some("jobs-steering"));
+    assert_eq!(cm.metadata.namespace.as_deref(), Some("batch"));
+    let data = cm.data.clone().unwrap_or_default();
+    assert_eq!(data, BTreeMap::from([("paused".to_string(), "true".to_string())]));
+    let labels = cm.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("zmq-proxy-operator")
+    );
+    let owner = &cm.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("ZmqProxy", Some(true)));
+
+    let pod = pod(&paused.stateful_set);
+    let steering = volume(pod, "steering").config_map.clone().expect("a ConfigMap volume");
+    assert_eq!(steering.name, "jobs-steering");
+    assert_eq!(steering.optional, None, "required: a pod never starts not knowing it is paused");
+    assert_eq!(steering.items, None, "the whole ConfigMap: the file name is the key");
+    let mount = proxy(&paused.stateful_set)
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "steering")
+        .expect("steering mount");
+    assert_eq!(mount.mount_path, "/etc/zmq-proxy/steering");
+    assert_eq!((mount.read_only, mount.sub_path.as_deref()), (Some(true), None), "no subPath");
+    assert_eq!(
+        arg_after(proxy(&paused.stateful_set), "--pause-file"),
+        Some("/etc/zmq-proxy/steering/paused")
+    );
+
+    let mut resumed = fixture("paused-monitored.yaml");
+    resumed.spec.paused = false;
+    let resumed = build::children(
+        &resumed,
+        &BuildOptions { default_image: DEFAULT_IMAGE.to_string(), ..Default::default() },
+    )
+    .expect("builds");
+    assert_eq!(
+        resumed.steering.data.as_ref().and_then(|d| d.get("paused")).map(String::as_str),
+        Some("false")
+    );
+    assert_eq!(resumed.stateful_set, paused.stateful_set, "pausing changes no pod");
+    let minimal = build("minimal.yaml");
+    let value = minimal.steering.data.as_ref().and_then(|d| d.get("paused")).cloned();
+    assert_eq!(value.as_deref(), Some("false"), "unset means not paused");
+}
+
+/// The PodMonitor selects exactly the StatefulSet's pods, scrapes their `metrics` port, and
+/// labels every series with what the chart's dashboard and alerts aggregate by: `zmqproxy`
+/// (the object's name, from the pod label), `namespace` and `pod`.
+#[test]
+fn pod_monitor_scrapes_the_metrics_port_of_every_pod_with_the_dashboards_labels() {
+    use zmq_proxy_operator::monitoring;
+    let zp = fixture("paused-monitored.yaml");
+    let pm = monitoring::pod_monitor(&zp).expect("builds");
+    assert_eq!(pm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(pm["kind"], "PodMonitor");
+    assert_eq!(pm["metadata"]["name"], "jobs");
+    assert_eq!(pm["metadata"]["namespace"], "batch");
+    assert_eq!(pm["metadata"]["ownerReferences"][0]["uid"], "0a0b0c0d-0000-0000-0000-000000000042");
+    assert_eq!(pm["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(pm["metadata"]["labels"]["app.kubernetes.io/managed-by"], "zmq-proxy-operator");
+    let children = build("paused-monitored.yaml");
+    let selector = children.stateful_set.spec.as_ref().map(|s| s.selector.clone()).expect("spec");
+    assert_eq!(pm["spec"]["selector"], serde_json::to_value(&selector).expect("selector"));
+    let endpoints = pm["spec"]["podMetricsEndpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints.len(), 1);
+    let port_name = proxy(&children.stateful_set)
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.container_port == 9300)
+        .and_then(|p| p.name.clone());
+    assert_eq!(endpoints[0]["port"].as_str(), port_name.as_deref(), "the pod's metrics port");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    let targets: Vec<(&str, &str)> = endpoints[0]["relabelings"]
+        .as_array()
+        .expect("relabelings")
+        .iter()
+        .map(|r| {
+            (r["sourceLabels"][0].as_str().unwrap_or(""), r["targetLabel"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("__meta_kubernetes_pod_label_app_kubernetes_io_instance", "zmqproxy"),
+            ("__meta_kubernetes_namespace", "namespace"),
+            ("__meta_kubernetes_pod_name", "pod"),
+        ]
+    );
+    // The pod label the zmqproxy label comes from is on every pod, set to the object's name.
+    let template_labels =
+        children.stateful_set.spec.as_ref().and_then(|s| s.template.metadata.clone());
+    let labels = template_labels.and_then(|m| m.labels).unwrap_or_default();
+    assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("jobs"));
+    // The chart's dashboard aggregates by the label this PodMonitor writes.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/zmq-proxy-operator/dashboards/zmq-proxy.json"
+    ))
+    .expect("dashboard");
+    assert!(dashboard.contains("by (namespace, zmqproxy"), "the dashboard's label changed");
+
+    // Wanted: the object's own setting wins over the operator's default.
+    let on = BuildOptions { pod_monitor_default: true, ..Default::default() };
+    let off = BuildOptions::default();
+    assert!(monitoring::wanted(&zp, &off));
+    let mut unset = zp.clone();
+    unset.spec.monitoring = None;
+    assert!(!monitoring::wanted(&unset, &off) && monitoring::wanted(&unset, &on));
+    let mut refused = zp;
+    refused.spec.monitoring =
+        Some(zmq_proxy_operator::crd::Monitoring { pod_monitor: Some(false) });
+    assert!(!monitoring::wanted(&refused, &on));
 }

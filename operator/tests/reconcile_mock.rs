@@ -194,20 +194,7 @@ async fn run_cached(
         Arc::new(Metrics::new()),
     );
     ctx.use_caches(caches);
-    let server = tokio::spawn(serve(handle, script));
-    let reconciler = tokio::spawn(reconcile::reconcile(Arc::new(zp), ctx.clone()));
-    let (mut handle, seen) = tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the scenario's requests were made within 10 s")
-        .expect("mock server task");
-    let result = tokio::select! {
-        r = reconciler => r.expect("reconcile task"),
-        extra = handle.next_request() => {
-            let (request, _) = extra.expect("client alive");
-            panic!("request beyond the scenario: {} {}", request.method(), request.uri());
-        }
-        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("reconcile did not finish"),
-    };
+    let (result, seen, _) = run_on(&ctx, handle, zp, script).await;
     (result, seen, ctx)
 }
 
@@ -254,6 +241,22 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
         v["spec"]["internalTrafficPolicy"] = json!("Cluster");
     }
     v
+}
+
+/// The steering ConfigMap's steps of a reconcile without caches, before the Deployment's: read
+/// and found as `zp` wants it, or (`None`) missing and created.
+fn steering(zp: &ZmqProxy, existing: bool, rest: Vec<Expect>) -> Vec<Expect> {
+    let path = format!("{CONFIGMAPS}/{}-steering", zp.metadata.name.as_deref().unwrap_or(""));
+    let mut steps = if existing {
+        vec![expect(Method::GET, path, Reply::Object(server_view(&children(zp).steering)))]
+    } else {
+        vec![
+            expect(Method::GET, path.clone(), Reply::NotFound),
+            expect(Method::PATCH, path, Reply::Echo),
+        ]
+    };
+    steps.extend(rest);
+    steps
 }
 
 fn ready_status(replicas: i32) -> Value {
@@ -354,7 +357,7 @@ async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     assert_eq!(status.body["kind"], "ZmqProxy");
     let conditions = status.body["status"]["conditions"].as_array().expect("conditions");
     let types: Vec<&str> = conditions.iter().filter_map(|c| c["type"].as_str()).collect();
-    assert_eq!(types, ["Ready", "Progressing", "Degraded"]);
+    assert_eq!(types, ["Ready", "Progressing", "Degraded", "Paused"]);
     assert_eq!(conditions[0]["status"], "False");
     assert!(conditions.iter().all(|c| c["observedGeneration"] == 1));
     assert_eq!(status.body["status"]["endpoints"]["frontend"], "tcp://tasks.q.svc:5555");
@@ -947,7 +950,7 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
     // Already reported: a resync of the paused object makes no request.
     let mut reported = zp;
     reported.status = Some(status::paused(&reported, status::now()));
-    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[])), Vec::new()).await;
+    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[], &[])), Vec::new()).await;
     assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
 }
 

@@ -81,6 +81,9 @@ pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
 /// How often a CURVE allow-list file or directory is re-read. Content decides, not mtime:
 /// the kubelet swaps a mounted Secret's `..data` symlink, so only reading shows a change.
 pub const ALLOW_LIST_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often `--pause-file` is re-read (content decides, as for the allow-list): a change of
+/// `spec.paused` reaches the proxy this long after the kubelet has swapped the file.
+pub const PAUSE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// A refused peer (same address, same reason) is logged at most once in this time.
 pub const REFUSAL_LOG_QUIET: Duration = Duration::from_secs(60);
 /// Peers remembered for that (bounded memory under a flood of refusals).
@@ -137,6 +140,10 @@ pub struct Cli {
     /// balancers stop sending new connections before it drains [default: 0].
     #[arg(long, env = "ZMQ_PROXY_LAME_DUCK", value_name = "SECONDS")]
     pub lame_duck: Option<String>,
+    /// A file holding `true` (PAUSE) or `false` (RESUME), re-read while the proxy runs; the
+    /// proxy starts in the state it says (how the operator delivers `spec.paused`).
+    #[arg(long, env = "ZMQ_PROXY_PAUSE_FILE", value_name = "FILE")]
+    pub pause_file: Option<PathBuf>,
     /// Log line format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "ZMQ_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -475,6 +482,8 @@ pub struct ProxyConfig {
     pub http_bind: Option<String>,
     pub drain_timeout: Duration,
     pub lame_duck: Duration,
+    /// `--pause-file`: PAUSE/RESUME from a file's content ([`crate::pause_file`]).
+    pub pause_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub peer_hwm: usize,
 }
@@ -491,6 +500,7 @@ impl ProxyConfig {
             http_bind: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             lame_duck: DEFAULT_LAME_DUCK,
+            pause_file: None,
             log_format: LogFormat::Text,
             peer_hwm: DEFAULT_PEER_HWM,
         }
@@ -571,6 +581,7 @@ impl Cli {
             }
             cfg.http_bind = Some(h);
         }
+        cfg.pause_file = self.pause_file;
         cfg.log_format = self.log_format;
         Ok(cfg)
     }

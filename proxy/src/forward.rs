@@ -68,7 +68,9 @@ impl Proxy {
         let counters = Arc::new(Counters::default());
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
-        let (state, _) = watch::channel(ProxyState::Active);
+        // Read before any pump runs, so a pod created while paused never forwards a message.
+        let (state, _) =
+            watch::channel(crate::pause_file::initial_state(cfg.pause_file.as_deref()));
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
         let hwm = cfg.peer_hwm;
         let mut front =

@@ -14,6 +14,8 @@
 //! - [`counters`]: the shared counters (STATISTICS order, contract names).
 //! - [`security`]: the manifest's per-socket `curve` section (shared with the CRD).
 //! - [`steer`]: the zmq_proxy_steerable control socket (`--control-bind`).
+//! - [`pause_file`]: PAUSE/RESUME from a file's content (`--pause-file`, the operator's
+//!   `spec.paused`).
 //! - [`metrics`], [`http`]: /metrics, /healthz, /readyz (`--http-bind`), the drop summary.
 //! - [`ops`]: starts the control socket, HTTP listener and drop summary beside a [`Proxy`].
 
@@ -26,6 +28,7 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod ops;
+pub mod pause_file;
 pub mod security;
 pub mod socket;
 pub mod sockets;

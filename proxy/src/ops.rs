@@ -1,5 +1,6 @@
 //! Everything around a running [`Proxy`] that is not forwarding: the control socket
-//! ([`steer`](crate::steer)), the HTTP listener ([`http`](crate::http)) and the drop summary
+//! ([`steer`](crate::steer)), the pause-file watcher ([`pause_file`](crate::pause_file)), the
+//! HTTP listener ([`http`](crate::http)) and the drop summary
 //! ([`metrics`](crate::metrics)), started together once the data sockets are up.
 
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::config::{DROP_SUMMARY_INTERVAL, ProxyConfig};
+use crate::config::{DROP_SUMMARY_INTERVAL, PAUSE_FILE_POLL_INTERVAL, ProxyConfig};
 use crate::forward::Proxy;
 use crate::http::HttpServer;
 use crate::metrics::{Observed, drop_summary};
@@ -20,11 +21,15 @@ pub struct Ops {
     pub control: Option<Control>,
     pub http: Option<HttpServer>,
     summary: JoinHandle<()>,
+    pause_watch: Option<JoinHandle<()>>,
 }
 
 impl Drop for Ops {
     fn drop(&mut self) {
         self.summary.abort();
+        if let Some(w) = &self.pause_watch {
+            w.abort();
+        }
     }
 }
 
@@ -54,8 +59,12 @@ impl Ops {
             None => None,
         };
         let summary = tokio::spawn(drop_summary(observed.clone(), summary_every));
+        let pause_watch = cfg.pause_file.clone().map(|path| {
+            let every = PAUSE_FILE_POLL_INTERVAL;
+            tokio::spawn(crate::pause_file::watch(path, every, proxy.state().clone()))
+        });
         observed.set_ready();
-        Ok(Ops { observed, control, http, summary })
+        Ok(Ops { observed, control, http, summary, pause_watch })
     }
 
     pub fn control_addr(&self) -> Option<SocketAddr> {

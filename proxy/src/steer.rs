@@ -89,14 +89,21 @@ pub fn apply(
         // Set by the caller once the reply is out, so the requester gets it before the exit.
         Command::Terminate => return (Some(cmd), vec![Bytes::new()]),
     };
+    set(state, to);
+    (Some(cmd), vec![Bytes::new()])
+}
+
+/// PAUSE (`to` = Paused) or RESUME (Active) as the control socket applies it, for every way the
+/// proxy is steered (this socket, [`crate::pause_file`]). Returns whether the state changed: a
+/// stopping proxy stays stopping, and a repeated command changes nothing.
+pub fn set(state: &watch::Sender<ProxyState>, to: ProxyState) -> bool {
     state.send_if_modified(|s| {
         if *s == ProxyState::Terminated || *s == to {
             return false;
         }
         *s = to;
         true
-    });
-    (Some(cmd), vec![Bytes::new()])
+    })
 }
 
 /// The running control socket; dropping it stops serving.

@@ -113,6 +113,18 @@ What the operator calls, and nothing more (operator/src/reconcile.rs, main.rs):
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- /* <name>-steering, which carries spec.paused to the pods. */}}
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+{{- /* The nudge after a pause or resume: an annotation, so the kubelet refreshes the mount. */}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
+{{- /* The optional PodMonitor per ZmqProxy (not watched: read when reconciled). */}}
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["podmonitors"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

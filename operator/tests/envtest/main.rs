@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -620,7 +620,16 @@ fn secured_pod_mounts_its_keys(
         );
     } else {
         assert_eq!(fs_group, None, "{file}: an unsecured pod is as before");
-        assert!(pod.volumes.is_none() && container.volume_mounts.is_none(), "{file}");
+        // Only the steering ConfigMap (spec.paused), mounted whole.
+        let volumes: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+        assert_eq!(volumes, ["steering"], "{file}");
+        let mounts: Vec<(&str, Option<&str>)> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.mount_path.as_str(), m.sub_path.as_deref()))
+            .collect();
+        assert_eq!(mounts, [("/etc/zmq-proxy/steering", None)], "{file}");
     }
 }
 
@@ -1231,6 +1240,157 @@ async fn migration_replaces_an_owned_deployment(client: &Client, namespace: &str
     .await;
 }
 
+/// `spec.paused` is written into the ConfigMap `<name>-steering` every pod mounts, reported in
+/// the Paused condition at the object's generation, and each existing pod of the object is
+/// nudged with the generation (no kubelet here: the pod is created by hand, never runs).
+async fn paused_is_delivered_through_the_steering_config_map(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "steered", "namespace": namespace},
+        "spec": {"frontend": {"type": "PULL", "port": 5555},
+                 "backend": {"type": "PUSH", "port": 5556}, "paused": true},
+    });
+    let zp =
+        zps.patch("steered", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    let paused_value = |cm: &ConfigMap| cm.data.as_ref().and_then(|d| d.get("paused")).cloned();
+    let cm = eventually("the steering ConfigMap", || async {
+        config_maps.get_opt("steered-steering").await.map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(paused_value(&cm).as_deref(), Some("true"));
+    let owners = cm.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(
+        owners.first().map(|o| (o.uid.as_str(), o.controller)),
+        Some((zp.uid().as_deref().unwrap_or(""), Some(true)))
+    );
+    let generation = zp.metadata.generation;
+    wait_for_status(&zps, "steered", "Paused=True at the object's generation", |zp| {
+        condition(zp, status::PAUSED)
+            .is_some_and(|(s, r, g, _)| s == "True" && r == "PauseRequested" && g == generation)
+    })
+    .await;
+
+    // A running pod of the object (as the Deployment controller would have made it).
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "steered-abc", "labels": zmq_proxy_operator::crd::selector_labels("steered")},
+        "spec": {"containers": [{"name": "proxy", "image": IMAGE}]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod).await.expect("pod created");
+    manifest["spec"]["paused"] = json!(false);
+    let zp =
+        zps.patch("steered", &field_manager(), &Patch::Apply(&manifest)).await.expect("resumed");
+    let generation = zp.metadata.generation;
+    eventually("the ConfigMap to say false", || async {
+        let cm = config_maps.get("steered-steering").await.map_err(|e| e.to_string())?;
+        Ok((paused_value(&cm).as_deref() == Some("false")).then_some(()))
+    })
+    .await;
+    let nudged = eventually("the pod nudged with the new generation", || async {
+        let p = pods.get("steered-abc").await.map_err(|e| e.to_string())?;
+        let value = p.annotations().get(reconcile::STEERING_GENERATION).cloned();
+        Ok(value.filter(|v| Some(v.as_str()) == generation.map(|g| g.to_string()).as_deref()))
+    })
+    .await;
+    eprintln!("pod nudged with {}={nudged}", reconcile::STEERING_GENERATION);
+    wait_for_status(&zps, "steered", "Paused=False/Resumed at the new generation", |zp| {
+        condition(zp, status::PAUSED)
+            .is_some_and(|(s, r, g, _)| s == "False" && r == "Resumed" && g == generation)
+    })
+    .await;
+}
+
+/// A prometheus-operator PodMonitor CRD cut down to what the operator writes (the real one is
+/// 1000+ lines; its schema is not what is tested here).
+fn pod_monitor_crd() -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "podmonitors.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {"kind": "PodMonitor", "listKind": "PodMonitorList",
+                      "plural": "podmonitors", "singular": "podmonitor"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}],
+        },
+    }))
+    .expect("PodMonitor CRD")
+}
+
+/// `spec.monitoring.podMonitor: true` without the monitoring API: the MonitoringReady condition
+/// says the API is missing and the proxy is still reconciled. The CRD installed later (the
+/// operator keeps running) makes the PodMonitor appear; turning monitoring off deletes it.
+async fn pod_monitor_follows_the_monitoring_api(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let mut manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "watched", "namespace": namespace},
+        "spec": {"frontend": {"type": "ROUTER", "port": 5555},
+                 "backend": {"type": "DEALER", "port": 5556},
+                 "monitoring": {"podMonitor": true}},
+    });
+    let zp =
+        zps.patch("watched", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    let generation = zp.metadata.generation;
+    let missing =
+        wait_for_status(&zps, "watched", "MonitoringReady=False/PodMonitorAPIMissing", |zp| {
+            condition(zp, status::MONITORING_READY).is_some_and(|(s, r, g, _)| {
+                s == "False" && r == "PodMonitorAPIMissing" && g == generation
+            })
+        })
+        .await;
+    assert_eq!(condition(&missing, DEGRADED).map(|c| c.0).as_deref(), Some("False"));
+    eventually("the proxy reconciled all the same", || async {
+        stateful_sets.get_opt("watched").await.map_err(|e| e.to_string())
+    })
+    .await;
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &pod_monitor_crd()).await.expect("PodMonitor CRD accepted");
+    let installed = Instant::now();
+    let resource = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "monitoring.coreos.com",
+        "v1",
+        "PodMonitor",
+    ));
+    let monitors: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &resource);
+    let pm = eventually("the PodMonitor, once its API exists", || async {
+        monitors.get_opt("watched").await.map_err(|e| e.to_string())
+    })
+    .await;
+    eprintln!("PodMonitor created {:?} after its CRD was installed", installed.elapsed());
+    let owners = pm.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.first().map(|o| o.uid.as_str()), zp.uid().as_deref());
+    let endpoint = &pm.data["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "metrics");
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "zmqproxy");
+    assert_eq!(pm.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"], "watched");
+    wait_for_status(&zps, "watched", "MonitoringReady=True", |zp| {
+        condition(zp, status::MONITORING_READY)
+            .is_some_and(|(s, r, ..)| s == "True" && r == "PodMonitorReady")
+    })
+    .await;
+
+    manifest["spec"]["monitoring"]["podMonitor"] = json!(false);
+    zps.patch("watched", &field_manager(), &Patch::Apply(&manifest)).await.expect("turned off");
+    eventually("the PodMonitor deleted by the operator", || async {
+        let pm = monitors.get_opt("watched").await.map_err(|e| e.to_string())?;
+        Ok(pm.is_none().then_some(()))
+    })
+    .await;
+    wait_for_status(&zps, "watched", "no MonitoringReady condition", |zp| {
+        condition(zp, status::MONITORING_READY).is_none()
+    })
+    .await;
+}
+
 /// The API server goes away for a few seconds and comes back with a new watch cache (every
 /// watch then fails with 410 Gone first). A change made as soon as it answers again is applied
 /// promptly: each watch retries on its own capped backoff, so none waits for the others'.
@@ -1340,6 +1500,8 @@ async fn operator_against_a_real_api_server() {
         BuildOptions { default_image: IMAGE.into(), ..Default::default() },
         metrics.clone(),
     );
+    // A missing PodMonitor API is looked for again this often (60 s in production).
+    ctx.monitoring.set_recheck(Duration::from_secs(2));
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
     let controller = tokio::spawn(reconcile::run(ctx, None, async move {
         let _ = stop_rx.await;
@@ -1385,6 +1547,12 @@ async fn operator_against_a_real_api_server() {
     placement_overrides_and_disruption_budget(&client, "placement").await;
     create_namespace(&client, "migration").await;
     migration_replaces_an_owned_deployment(&client, "migration").await;
+
+    create_namespace(&client, "steering").await;
+    paused_is_delivered_through_the_steering_config_map(&client, "steering").await;
+
+    create_namespace(&client, "monitoring").await;
+    pod_monitor_follows_the_monitoring_api(&client, "monitoring").await;
 
     create_namespace(&client, "outage").await;
     recovers_from_an_api_server_restart(&mut plane, "outage").await;
