@@ -1,8 +1,9 @@
 //! Reconcile against a mocked API server (tower-test): each scenario lists the exact requests
 //! the reconciler must make, in order, with the responses the API server gives. A request beyond
 //! the scenario fails the test, which is how "an unchanged resync makes no writes" is proven.
-//! Without caches every child is read from the server, the Deployment an older operator may have
-//! left first (the migration's check).
+//! Without caches every child is read from the server: the steering ConfigMap first (a new pod
+//! must mount the current `spec.paused`), then the Deployment an older operator may have left (the
+//! migration's check), the StatefulSet, both Services and the PodDisruptionBudget.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,7 @@ const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:test";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/q/deployments";
 const STATEFULSETS: &str = "/apis/apps/v1/namespaces/q/statefulsets";
 const SERVICES: &str = "/api/v1/namespaces/q/services";
+const CONFIGMAPS: &str = "/api/v1/namespaces/q/configmaps";
 const PDBS: &str = "/apis/policy/v1/namespaces/q/poddisruptionbudgets";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/q/events";
 const ZMQPROXIES: &str = "/apis/zmqproxy.io/v1alpha1/namespaces/q/zmqproxies";
@@ -134,26 +136,28 @@ async fn run(
     run_cached(zp, None, script).await
 }
 
-/// Caches as the controller's watches fill them: listed (complete), holding these StatefulSets
-/// and Services, no pods and no Deployments.
-fn caches(stateful_sets: &[Value], services: &[Value]) -> ChildCaches {
-    caches_with(stateful_sets, services, &[], &[])
+/// Caches as the controller's watches fill them: listed (complete), holding these StatefulSets,
+/// Services and ConfigMaps, no pods and no Deployments.
+fn caches(stateful_sets: &[Value], services: &[Value], config_maps: &[Value]) -> ChildCaches {
+    caches_with(stateful_sets, services, config_maps, &[], &[])
 }
 
 /// [`caches`] with pods and Deployments too.
 fn caches_with(
     stateful_sets: &[Value],
     services: &[Value],
+    config_maps: &[Value],
     pods: &[Value],
     deployments: &[Value],
 ) -> ChildCaches {
-    caches_all(stateful_sets, services, &[], pods, deployments)
+    caches_all(stateful_sets, services, config_maps, &[], pods, deployments)
 }
 
 /// [`caches_with`] with PodDisruptionBudgets too.
 fn caches_all(
     stateful_sets: &[Value],
     services: &[Value],
+    config_maps: &[Value],
     pdbs: &[Value],
     pods: &[Value],
     deployments: &[Value],
@@ -177,6 +181,7 @@ fn caches_all(
         pods: listed(pods),
         deployments: listed(deployments),
         pod_disruption_budgets: listed(pdbs),
+        config_maps: listed(config_maps),
     }
 }
 
@@ -233,7 +238,7 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
     } else if v["kind"] == "PodDisruptionBudget" {
         v["status"] = json!({"currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0,
             "expectedPods": 0, "observedGeneration": 1});
-    } else {
+    } else if v["kind"] == "Service" {
         if v["spec"]["clusterIP"].is_null() {
             v["spec"]["clusterIP"] = json!("10.0.0.12");
         }
@@ -243,8 +248,8 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
     v
 }
 
-/// The steering ConfigMap's steps of a reconcile without caches, before the Deployment's: read
-/// and found as `zp` wants it, or (`None`) missing and created.
+/// The steering ConfigMap's steps of a reconcile without caches, before every other child's: read
+/// and found as `zp` wants it (`existing`), or missing and created.
 fn steering(zp: &ZmqProxy, existing: bool, rest: Vec<Expect>) -> Vec<Expect> {
     let path = format!("{CONFIGMAPS}/{}-steering", zp.metadata.name.as_deref().unwrap_or(""));
     let mut steps = if existing {
@@ -312,7 +317,7 @@ fn no_pdb() -> Expect {
 #[tokio::test]
 async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     let zp = fixture("minimal.yaml");
-    let script = vec![
+    let script = steering(&zp, false, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
@@ -328,11 +333,17 @@ async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
         ),
         // One event for every child, after the status.
         expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    ]);
     let (result, seen, ctx) = run(zp, script).await;
     assert_eq!(result.expect("reconcile succeeds"), Action::requeue(reconcile::RESYNC));
 
-    let sts = &seen[2];
+    let steering = &seen[1];
+    assert!(is_apply(steering), "{steering:?}");
+    assert_eq!(steering.body["kind"], "ConfigMap");
+    assert_eq!(steering.body["data"], json!({"paused": "false"}));
+    assert_eq!(steering.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+
+    let sts = &seen[4];
     assert!(is_apply(sts), "{sts:?}");
     assert_eq!(sts.body["kind"], "StatefulSet");
     assert_eq!(sts.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
@@ -342,17 +353,20 @@ async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     assert_eq!(sts.body["spec"]["replicas"], 1);
     assert_eq!(sts.body["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
 
-    assert!(is_apply(&seen[4]));
-    assert_eq!(seen[4].body["kind"], "Service");
-    assert_eq!(seen[6].body["spec"]["clusterIP"], "None");
+    assert!(is_apply(&seen[6]));
+    assert_eq!(seen[6].body["kind"], "Service");
+    assert_eq!(seen[8].body["spec"]["clusterIP"], "None");
 
-    let event = &seen[9].body;
+    let event = &seen[11].body;
     assert_eq!(event["reason"], "Created");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["kind"], "ZmqProxy");
-    assert_eq!(event["note"], "Created StatefulSet tasks, Service tasks, Service tasks-pods");
+    assert_eq!(
+        event["note"],
+        "Created ConfigMap tasks-steering, StatefulSet tasks, Service tasks, Service tasks-pods"
+    );
 
-    let status = &seen[8];
+    let status = &seen[10];
     assert!(is_apply(status));
     assert_eq!(status.body["kind"], "ZmqProxy");
     let conditions = status.body["status"]["conditions"].as_array().expect("conditions");
@@ -380,7 +394,7 @@ async fn unchanged_resync_makes_no_writes() {
     sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("500m");
     sts["status"] = ready_status(3);
     let zp = with_status(zp, &sts);
-    let script = vec![
+    let script = steering(&zp, true, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
@@ -394,7 +408,7 @@ async fn unchanged_resync_makes_no_writes() {
             format!("{PDBS}/tasks"),
             Reply::Object(server_view(c.pdb.as_ref().expect("PDB"))),
         ),
-    ];
+    ]);
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.iter().all(|s| s.method == Method::GET), "only reads: {seen:?}");
@@ -411,7 +425,7 @@ async fn edited_stateful_set_is_reapplied_and_reported() {
     sts["spec"]["replicas"] = json!(4);
     let mut repaired = server_view(&c.stateful_set);
     repaired["status"] = ready_status(1);
-    let script = vec![
+    let script = steering(&zp, true, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Object(repaired)),
@@ -423,13 +437,13 @@ async fn edited_stateful_set_is_reapplied_and_reported() {
         ),
         no_pdb(),
         expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    ]);
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(is_apply(&seen[2]));
-    assert_eq!(seen[2].body["spec"]["replicas"], 1);
-    assert_eq!(seen[6].body["reason"], "Updated");
-    assert_eq!(seen[6].body["related"]["kind"], "StatefulSet", "one child: named as related");
+    assert!(is_apply(&seen[3]));
+    assert_eq!(seen[3].body["spec"]["replicas"], 1);
+    assert_eq!(seen[7].body["reason"], "Updated");
+    assert_eq!(seen[7].body["related"]["kind"], "StatefulSet", "one child: named as related");
     assert!(ctx.metrics.render().contains(
         "zmq_proxy_operator_child_writes_total{kind=\"StatefulSet\",action=\"Updated\"} 1"
     ));
@@ -442,7 +456,7 @@ async fn deleted_service_is_recreated() {
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let script = vec![
+    let script = steering(&zp, true, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
@@ -454,11 +468,11 @@ async fn deleted_service_is_recreated() {
         ),
         no_pdb(),
         expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    ]);
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[6].body["reason"], "Created");
-    assert_eq!(seen[6].body["note"], "Created Service tasks");
+    assert_eq!(seen[7].body["reason"], "Created");
+    assert_eq!(seen[7].body["note"], "Created Service tasks");
 }
 
 #[tokio::test]
@@ -471,7 +485,7 @@ async fn scaling_down_to_one_replica_deletes_the_pdb_and_keeps_the_headless_serv
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let script = vec![
+    let script = steering(&zp, true, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
@@ -483,11 +497,11 @@ async fn scaling_down_to_one_replica_deletes_the_pdb_and_keeps_the_headless_serv
         expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(old_pdb.clone())),
         expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old_pdb)),
         expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    ]);
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[6].body["reason"], "Deleted");
-    assert_eq!(seen[6].body["note"], "Deleted PodDisruptionBudget tasks");
+    assert_eq!(seen[7].body["reason"], "Deleted");
+    assert_eq!(seen[7].body["note"], "Deleted PodDisruptionBudget tasks");
 }
 
 /// What an older operator left: a Deployment `tasks` controlled by the object, with its pod.
@@ -506,9 +520,11 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
     let deployment = old_deployment(&zp);
+    let steering = [server_view(&c.steering)];
     let cached = caches_with(
         &[],
         &[server_view(&c.service)],
+        &steering,
         &[pod("tasks-6f9c8d-x2k4q", true, "ReplicaSet")],
         std::slice::from_ref(&deployment),
     );
@@ -547,12 +563,12 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
     let services = [server_view(&c.service), server_view(&c.headless)];
     let zp = with_status(zp, &held);
     let draining = pod("tasks-6f9c8d-x2k4q", false, "ReplicaSet");
-    let cached = caches_with(&[held.clone()], &services, &[draining], &[]);
+    let cached = caches_with(&[held.clone()], &services, &steering, &[draining], &[]);
     let (result, seen, _) = run_cached(zp.clone(), Some(cached), Vec::new()).await;
     assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
 
     // The old pod has terminated: the StatefulSet gets its replica.
-    let cached = caches_with(&[held.clone()], &services, &[], &[]);
+    let cached = caches_with(&[held.clone()], &services, &steering, &[], &[]);
     let script = vec![
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(held)),
         expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
@@ -574,7 +590,7 @@ async fn migration_without_caches_reads_then_deletes_the_deployment_and_a_404_is
     let zp = fixture("minimal.yaml");
     let deployment = old_deployment(&zp);
     let c = children(&zp);
-    let script = vec![
+    let script = steering(&zp, true, vec![
         expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
@@ -594,11 +610,11 @@ async fn migration_without_caches_reads_then_deletes_the_deployment_and_a_404_is
             Reply::StatusOf(Box::new(zp.clone())),
         ),
         expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    ]);
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[2].body["spec"]["replicas"], 0);
-    assert_eq!(seen[9].body["note"], "Created StatefulSet tasks");
+    assert_eq!(seen[3].body["spec"]["replicas"], 0);
+    assert_eq!(seen[10].body["note"], "Created StatefulSet tasks");
 }
 
 #[tokio::test]
@@ -610,7 +626,7 @@ async fn a_deployment_of_someone_else_is_left_alone() {
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let script = vec![
+    let script = steering(&zp, true, vec![
         expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(foreign)),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
@@ -620,7 +636,7 @@ async fn a_deployment_of_someone_else_is_left_alone() {
             Reply::Object(server_view(&c.headless)),
         ),
         no_pdb(),
-    ];
+    ]);
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.iter().all(|s| s.method == Method::GET), "{seen:?}");
@@ -629,7 +645,7 @@ async fn a_deployment_of_someone_else_is_left_alone() {
 #[tokio::test]
 async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
     let zp = fixture("minimal.yaml");
-    let script = vec![
+    let script = steering(&zp, true, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Fail(403, "Forbidden")),
@@ -639,13 +655,13 @@ async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
             format!("{ZMQPROXIES}/tasks/status"),
             Reply::StatusOf(Box::new(zp.clone())),
         ),
-    ];
+    ]);
     let (result, seen, ctx) = run(zp.clone(), script).await;
     let error = result.expect_err("the apply failed");
     assert_eq!(error.reason(), "ApplyFailed");
-    assert_eq!(seen[3].body["type"], "Warning");
-    assert_eq!(seen[3].body["reason"], "ApplyFailed");
-    let conditions = seen[4].body["status"]["conditions"].as_array().expect("conditions").clone();
+    assert_eq!(seen[4].body["type"], "Warning");
+    assert_eq!(seen[4].body["reason"], "ApplyFailed");
+    let conditions = seen[5].body["status"]["conditions"].as_array().expect("conditions").clone();
     let degraded = conditions.iter().find(|c| c["type"] == "Degraded").expect("Degraded");
     assert_eq!(degraded["status"], "True");
     assert_eq!(degraded["reason"], "ApplyFailed");
@@ -685,7 +701,7 @@ async fn success_resets_the_backoff() {
         reconcile::error_policy(zp.clone(), &error, ctx.clone()),
         Action::requeue(Duration::from_secs(10))
     );
-    let script = vec![
+    let script = steering(&zp, true, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
@@ -695,7 +711,7 @@ async fn success_resets_the_backoff() {
             Reply::Object(server_view(&c.headless)),
         ),
         no_pdb(),
-    ];
+    ]);
     let server = tokio::spawn(serve(handle, script));
     let result = tokio::time::timeout(
         Duration::from_secs(10),
@@ -717,7 +733,7 @@ async fn a_service_of_someone_else_is_not_taken_over() {
     let zp = with_status(zp, &sts);
     let mut foreign: Service = c.service.clone();
     foreign.metadata.owner_references = None;
-    let script = vec![
+    let script = steering(&zp, true, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&foreign))),
@@ -727,11 +743,11 @@ async fn a_service_of_someone_else_is_not_taken_over() {
             format!("{ZMQPROXIES}/tasks/status"),
             Reply::StatusOf(Box::new(zp.clone())),
         ),
-    ];
+    ]);
     let (result, seen, _) = run(zp, script).await;
     assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
-    assert_eq!(seen[3].body["reason"], "ChildNotOwned");
-    assert!(seen[3].body["note"].as_str().is_some_and(|n| n.contains("Service tasks")));
+    assert_eq!(seen[4].body["reason"], "ChildNotOwned");
+    assert!(seen[4].body["note"].as_str().is_some_and(|n| n.contains("Service tasks")));
 }
 
 #[tokio::test]
@@ -787,7 +803,7 @@ async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
     zp.spec.replicas = 3;
     zp.metadata.generation = Some(2);
     let new = children(&zp);
-    let script = vec![
+    let script = steering(&zp, true, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
@@ -807,16 +823,16 @@ async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
         ),
         expect(Method::POST, EVENTS, Reply::Echo),
         expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    ]);
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[2].body["spec"]["replicas"], 3);
-    assert_eq!(seen[2].body["spec"]["serviceName"], "tasks-pods", "immutable: unchanged");
-    assert!(is_apply(&seen[6]));
-    assert_eq!(seen[6].body["spec"]["maxUnavailable"], 1);
-    assert_eq!(seen[8].body["note"], "Updated StatefulSet tasks");
-    assert_eq!(seen[9].body["note"], "Created PodDisruptionBudget tasks");
-    let status = &seen[7].body["status"];
+    assert_eq!(seen[3].body["spec"]["replicas"], 3);
+    assert_eq!(seen[3].body["spec"]["serviceName"], "tasks-pods", "immutable: unchanged");
+    assert!(is_apply(&seen[7]));
+    assert_eq!(seen[7].body["spec"]["maxUnavailable"], 1);
+    assert_eq!(seen[9].body["note"], "Updated StatefulSet tasks");
+    assert_eq!(seen[10].body["note"], "Created PodDisruptionBudget tasks");
+    let status = &seen[8].body["status"];
     assert_eq!(status["headlessService"], "tasks-pods.q.svc");
     let ready = &status["conditions"][0];
     assert_eq!(ready["observedGeneration"], 2);
@@ -843,7 +859,8 @@ async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
         Some(3)
     );
     let services = [server_view(&c.service), server_view(&c.headless)];
-    let cached = caches_all(&[sts], &services, &[pdb], &pods, &[]);
+    let steering = [server_view(&c.steering)];
+    let cached = caches_all(&[sts], &services, &steering, &[pdb], &pods, &[]);
     let (result, seen, ctx) = run_cached(zp, Some(cached), Vec::new()).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.is_empty(), "{seen:?}");
@@ -862,7 +879,8 @@ async fn a_pod_turning_ready_lists_it_with_one_status_write() {
     let ready = [pod("tasks-0", true, "StatefulSet"), pod("tasks-1", true, "StatefulSet")];
     let services = [server_view(&c.service), server_view(&c.headless)];
     let pdb = server_view(c.pdb.as_ref().expect("two replicas: a PDB"));
-    let cached = caches_all(&[sts], &services, &[pdb], &ready, &[]);
+    let steering = [server_view(&c.steering)];
+    let cached = caches_all(&[sts], &services, &steering, &[pdb], &ready, &[]);
     let script = vec![expect(
         Method::PATCH,
         format!("{ZMQPROXIES}/tasks/status"),
@@ -885,7 +903,7 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
     // A complete, empty cache: each child is read once before it is created (an object of that
     // name without the operator's label would not be in the cache), and no Deployment is asked
     // for (the cache of labelled Deployments is empty).
-    let script = vec![
+    let script = steering(&zp, false, vec![
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
         expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
@@ -898,12 +916,12 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
             Reply::StatusOf(Box::new(zp.clone())),
         ),
         expect(Method::POST, EVENTS, Reply::Echo),
-    ];
-    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[])), script).await;
+    ]);
+    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(
-        seen[7].body["note"],
-        "Created StatefulSet tasks, Service tasks, Service tasks-pods"
+        seen[9].body["note"],
+        "Created ConfigMap tasks-steering, StatefulSet tasks, Service tasks, Service tasks-pods"
     );
 }
 
@@ -917,7 +935,8 @@ async fn a_stale_cache_entry_is_read_again_before_anything_is_written() {
     // The cache still holds a version from before someone's edit was repaired.
     let mut stale = sts.clone();
     stale["spec"]["replicas"] = json!(4);
-    let cached = caches(&[stale], &[server_view(&c.service), server_view(&c.headless)]);
+    let services = [server_view(&c.service), server_view(&c.headless)];
+    let cached = caches(&[stale], &services, &[server_view(&c.steering)]);
     let script = vec![expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts))];
     let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
@@ -935,8 +954,8 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
         format!("{ZMQPROXIES}/tasks/status"),
         Reply::StatusOf(Box::new(zp.clone())),
     )];
-    // Caches that would make the StatefulSet and Services look missing: nothing is created.
-    let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[])), script).await;
+    // Caches that would make every child look missing: nothing is created.
+    let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[], &[])), script).await;
     assert_eq!(result.expect("paused"), Action::await_change());
     let conditions = seen[0].body["status"]["conditions"].as_array().expect("conditions");
     let paused = conditions
@@ -956,7 +975,7 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
 
 // The PodDisruptionBudget (issue 12): created at two replicas, deleted below, only ours.
 
-/// `zp` at `replicas`, with the StatefulSet and Services it wants already in the caches and its
+/// `zp` at `replicas`, with the steering ConfigMap, StatefulSet and Services it wants already in the caches and its
 /// status as computed for them, so a scenario's requests are the PDB's alone.
 fn settled_at(replicas: i32, pdbs: &[Value]) -> (ZmqProxy, ChildCaches, build::Children) {
     let mut zp = fixture("minimal.yaml");
@@ -966,7 +985,8 @@ fn settled_at(replicas: i32, pdbs: &[Value]) -> (ZmqProxy, ChildCaches, build::C
     sts["status"] = ready_status(replicas);
     let zp = with_status(zp, &sts);
     let services = [server_view(&c.service), server_view(&c.headless)];
-    (zp, caches_all(&[sts], &services, pdbs, &[], &[]), c)
+    let steering = [server_view(&c.steering)];
+    (zp, caches_all(&[sts], &services, &steering, pdbs, &[], &[]), c)
 }
 
 #[tokio::test]
@@ -1050,7 +1070,7 @@ async fn a_pod_disruption_budget_of_someone_else_is_never_deleted_nor_taken_over
     foreign.metadata.owner_references = None;
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
-    let script = vec![
+    let script = steering(&zp, true, vec![
         no_old_deployment(),
         expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
         expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
@@ -1060,10 +1080,10 @@ async fn a_pod_disruption_budget_of_someone_else_is_never_deleted_nor_taken_over
             Reply::Object(server_view(&c.headless)),
         ),
         expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(server_view(&foreign))),
-    ];
+    ]);
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.len(), 5);
+    assert_eq!(seen.len(), 6);
     assert_eq!(ctx.metrics.request_count("delete"), 0);
 
     // At two replicas the operator would have to write it: refused, as for a Service.
@@ -1101,7 +1121,7 @@ async fn a_pod_template_overriding_the_proxy_args_is_refused_naming_the_field() 
             Reply::StatusOf(Box::new(zp.clone())),
         ),
     ];
-    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[])), script).await;
+    let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
     assert_eq!(result.expect_err("refused").reason(), "InvalidSpec");
     let field = "spec.podTemplate.spec.containers[proxy].args";
     assert_eq!(seen[0].body["type"], "Warning");
@@ -1113,4 +1133,403 @@ async fn a_pod_template_overriding_the_proxy_args_is_refused_naming_the_field() 
     assert!(degraded["message"].as_str().is_some_and(|m| m.contains(field)), "{degraded}");
     let ready = conditions.iter().find(|c| c["type"] == "Ready").expect("Ready");
     assert_eq!(ready["status"], "False");
+}
+
+/// Runs `reconcile` of `zp` on an existing context whose client is served by `handle`.
+async fn run_on(
+    ctx: &Arc<Context>,
+    handle: Handle,
+    zp: ZmqProxy,
+    script: Vec<Expect>,
+) -> (Result<Action, Error>, Vec<Seen>, Handle) {
+    let server = tokio::spawn(serve(handle, script));
+    let reconciler = tokio::spawn(reconcile::reconcile(Arc::new(zp), ctx.clone()));
+    let (mut handle, seen) = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the scenario's requests were made within 10 s")
+        .expect("mock server task");
+    let result = tokio::select! {
+        r = reconciler => r.expect("reconcile task"),
+        extra = handle.next_request() => {
+            let (request, _) = extra.expect("client alive");
+            panic!("request beyond the scenario: {} {}", request.method(), request.uri());
+        }
+        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("reconcile did not finish"),
+    };
+    (result, seen, handle)
+}
+
+// spec.paused: the steering ConfigMap, the pods' nudge, the Paused condition.
+
+const PODS: &str = "/api/v1/namespaces/q/pods";
+
+fn pod_list(names: &[&str]) -> Value {
+    let items: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": {"name": n, "namespace": "q"}})
+        })
+        .collect();
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+           "metadata": {"resourceVersion": "9"}, "items": items})
+}
+
+/// A reconciled, ready one-replica `zp` at `generation`: the object with its status, its
+/// StatefulSet as the server holds it, and its children.
+fn reconciled(mut zp: ZmqProxy, generation: i64) -> (ZmqProxy, Value, build::Children) {
+    zp.metadata.generation = Some(generation);
+    let c = children(&zp);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
+    (with_status(zp, &sts), sts, c)
+}
+
+/// Without caches, after the steering ConfigMap (and any nudge): the other children of a
+/// reconciled one-replica object, each found as wanted (no PDB below two replicas).
+fn other_children_unchanged(sts: &Value, c: &build::Children) -> Vec<Expect> {
+    vec![
+        no_old_deployment(),
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts.clone())),
+        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
+        expect(
+            Method::GET,
+            format!("{SERVICES}/tasks-pods"),
+            Reply::Object(server_view(&c.headless)),
+        ),
+        no_pdb(),
+    ]
+}
+
+#[tokio::test]
+async fn pausing_rewrites_the_steering_config_map_nudges_every_pod_and_reports_paused() {
+    let (before, sts, c) = reconciled(fixture("minimal.yaml"), 1);
+    let mut zp = before.clone();
+    zp.spec.paused = true;
+    zp.metadata.generation = Some(2);
+    let mut script = vec![
+        expect(
+            Method::GET,
+            format!("{CONFIGMAPS}/tasks-steering"),
+            Reply::Object(server_view(&c.steering)),
+        ),
+        expect(Method::PATCH, format!("{CONFIGMAPS}/tasks-steering"), Reply::Echo),
+        expect(Method::GET, PODS, Reply::Object(pod_list(&["tasks-0", "tasks-1"]))),
+        // A failed nudge is logged and skipped: the next pod is still nudged.
+        expect(Method::PATCH, format!("{PODS}/tasks-0"), Reply::Fail(500, "InternalError")),
+        expect(Method::PATCH, format!("{PODS}/tasks-1"), Reply::Echo),
+    ];
+    script.extend(other_children_unchanged(&sts, &c));
+    script.extend([
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ]);
+    let (result, seen, ctx) = run(zp.clone(), script).await;
+    assert!(result.is_ok(), "a failed nudge is not a failed reconcile: {result:?}");
+    assert!(is_apply(&seen[1]));
+    assert_eq!(seen[1].body["data"], json!({"paused": "true"}));
+    assert!(
+        seen[2].query.contains("labelSelector=app.kubernetes.io%2Finstance%3Dtasks"),
+        "{}",
+        seen[2].query
+    );
+    for nudge in &seen[3..5] {
+        assert!(!is_apply(nudge), "a merge patch of one annotation, not an apply");
+        assert_eq!(
+            nudge.body,
+            json!({"metadata": {"annotations": {reconcile::STEERING_GENERATION: "2"}}})
+        );
+    }
+    assert_eq!(ctx.metrics.request_count("apply"), 1, "the StatefulSet is not rewritten");
+    let conditions = seen[10].body["status"]["conditions"].as_array().expect("conditions").clone();
+    let paused = conditions.iter().find(|c| c["type"] == status::PAUSED).expect("Paused");
+    assert_eq!((&paused["status"], &paused["reason"]), (&json!("True"), &json!("PauseRequested")));
+    assert_eq!(paused["observedGeneration"], 2);
+    assert!(
+        paused["message"].as_str().is_some_and(|m| m.contains("ConfigMap tasks-steering")),
+        "{paused}"
+    );
+    assert_eq!(seen[11].body["note"], "Updated ConfigMap tasks-steering");
+
+    // Resume: the ConfigMap goes back to false, the pods are nudged again, reason Resumed.
+    let mut paused_zp = zp.clone();
+    let status_seen: ZmqProxy = {
+        let mut v = serde_json::to_value(&zp).expect("serializes");
+        v["status"] = seen[10].body["status"].clone();
+        serde_json::from_value(v).expect("object")
+    };
+    paused_zp.status = status_seen.status;
+    let mut resumed = paused_zp.clone();
+    resumed.spec.paused = false;
+    resumed.metadata.generation = Some(3);
+    let mut script = vec![
+        expect(
+            Method::GET,
+            format!("{CONFIGMAPS}/tasks-steering"),
+            Reply::Object(server_view(&children(&paused_zp).steering)),
+        ),
+        expect(Method::PATCH, format!("{CONFIGMAPS}/tasks-steering"), Reply::Echo),
+        expect(Method::GET, PODS, Reply::Object(pod_list(&["tasks-0"]))),
+        expect(Method::PATCH, format!("{PODS}/tasks-0"), Reply::Echo),
+    ];
+    script.extend(other_children_unchanged(&sts, &c));
+    script.extend([
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(resumed.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ]);
+    let (result, seen, _) = run(resumed, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[1].body["data"], json!({"paused": "false"}));
+    assert_eq!(seen[3].body["metadata"]["annotations"][reconcile::STEERING_GENERATION], "3");
+    let conditions = seen[9].body["status"]["conditions"].as_array().expect("conditions").clone();
+    let paused = conditions.iter().find(|c| c["type"] == status::PAUSED).expect("Paused");
+    assert_eq!((&paused["status"], &paused["reason"]), (&json!("False"), &json!("Resumed")));
+    assert_eq!(paused["observedGeneration"], 3);
+}
+
+#[tokio::test]
+async fn an_unchanged_pause_nudges_nobody() {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.paused = true;
+    let (zp, sts, c) = reconciled(zp, 1);
+    let script = steering(&zp, true, other_children_unchanged(&sts, &c));
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(seen.iter().all(|s| s.method == Method::GET), "{seen:?}");
+}
+
+// The PodMonitor, with and without the monitoring.coreos.com API (discovery asked of the mock).
+
+const MONITORING_V1: &str = "/apis/monitoring.coreos.com/v1";
+const PODMONITORS: &str = "/apis/monitoring.coreos.com/v1/namespaces/q/podmonitors";
+
+fn monitoring_resources() -> Value {
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
+           "resources": [{"name": "podmonitors", "singularName": "podmonitor", "namespaced": true,
+                          "kind": "PodMonitor",
+                          "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]})
+}
+
+fn monitored() -> ZmqProxy {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.monitoring = Some(zmq_proxy_operator::crd::Monitoring { pod_monitor: Some(true) });
+    zp
+}
+
+/// The steps of a reconcile of an up-to-date `reconciled` object up to the monitoring part
+/// (six: the steering ConfigMap and [`other_children_unchanged`]), then `rest`.
+fn children_unchanged(sts: &Value, c: &build::Children, rest: Vec<Expect>) -> Vec<Expect> {
+    let mut steps = vec![expect(
+        Method::GET,
+        format!("{CONFIGMAPS}/tasks-steering"),
+        Reply::Object(server_view(&c.steering)),
+    )];
+    steps.extend(other_children_unchanged(sts, c));
+    steps.extend(rest);
+    steps
+}
+
+/// Discovery finds the API, the PodMonitor is missing and applied, the status and the event.
+fn pod_monitor_created(zp: &ZmqProxy) -> Vec<Expect> {
+    vec![
+        expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
+        expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{PODMONITORS}/tasks"), Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ]
+}
+
+fn monitoring_ready(body: &Value) -> Option<Value> {
+    body["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == status::MONITORING_READY)
+        .cloned()
+}
+
+fn monitoring_pod_monitor(zp: &ZmqProxy) -> Value {
+    let mut pm = diff::stamp(zmq_proxy_operator::monitoring::pod_monitor(zp).expect("builds"));
+    pm["metadata"]["uid"] = json!("pm-uid");
+    pm["metadata"]["resourceVersion"] = json!("3");
+    pm
+}
+
+#[tokio::test]
+async fn without_the_monitoring_api_the_condition_says_so_and_nothing_fails() {
+    let (zp, sts, c) = reconciled(monitored(), 1);
+    let script = children_unchanged(
+        &sts,
+        &c,
+        vec![
+            expect(Method::GET, MONITORING_V1, Reply::NotFound),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+        ],
+    );
+    let (result, seen, ctx) = run(zp, script).await;
+    // Looked at again within the recheck interval, not the 5-minute resync.
+    assert_eq!(result.expect("not a failure"), Action::requeue(ctx.monitoring.recheck()));
+    let ready = monitoring_ready(&seen[7].body).expect("MonitoringReady");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("PodMonitorAPIMissing"))
+    );
+    assert_eq!(ready["observedGeneration"], 1);
+    assert!(
+        ready["message"].as_str().is_some_and(|m| m.contains("monitoring.coreos.com/v1")),
+        "{ready}"
+    );
+    assert_eq!(ctx.metrics.failure_count("ApplyFailed"), 0);
+    let degraded = seen[7].body["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded").cloned())
+        .expect("Degraded");
+    assert_eq!(degraded["status"], "False", "a missing monitoring API does not degrade the proxy");
+}
+
+#[tokio::test]
+async fn with_the_monitoring_api_the_pod_monitor_is_applied_and_reported() {
+    let (zp, sts, c) = reconciled(monitored(), 1);
+    let script = children_unchanged(&sts, &c, pod_monitor_created(&zp));
+    let (result, seen, ctx) = run(zp.clone(), script).await;
+    assert_eq!(result.expect("reconciled"), Action::requeue(reconcile::RESYNC));
+    let applied = &seen[8];
+    assert!(is_apply(applied), "{applied:?}");
+    assert_eq!(applied.body["kind"], "PodMonitor");
+    assert_eq!(applied.body["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    assert_eq!(applied.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    let ready = monitoring_ready(&seen[9].body).expect("MonitoringReady");
+    assert_eq!((&ready["status"], &ready["reason"]), (&json!("True"), &json!("PodMonitorReady")));
+    assert_eq!(seen[10].body["note"], "Created PodMonitor tasks");
+    assert_eq!(ctx.metrics.request_count("apply"), 1);
+}
+
+#[tokio::test]
+async fn turning_monitoring_off_deletes_our_pod_monitor_and_the_condition() {
+    let (mut zp, sts, c) = reconciled(monitored(), 1);
+    let pm = monitoring_pod_monitor(&zp);
+    // An earlier reconcile made it.
+    let at = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time");
+    let made = status::condition_of(
+        &zp,
+        status::MONITORING_READY,
+        true,
+        "PodMonitorReady",
+        String::new(),
+        at,
+    );
+    if let Some(s) = zp.status.as_mut() {
+        s.conditions.push(made);
+    }
+    zp.spec.monitoring = None;
+    let script = children_unchanged(
+        &sts,
+        &c,
+        vec![
+            expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
+            expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::Object(pm.clone())),
+            expect(Method::DELETE, format!("{PODMONITORS}/tasks"), Reply::Object(pm)),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(monitoring_ready(&seen[9].body), None, "the condition goes with the PodMonitor");
+    assert_eq!(seen[10].body["note"], "Deleted PodMonitor tasks");
+}
+
+#[tokio::test]
+async fn a_pod_monitor_of_someone_else_is_left_alone_and_reported() {
+    let (zp, sts, c) = reconciled(monitored(), 1);
+    let mut foreign = monitoring_pod_monitor(&zp);
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    let script = children_unchanged(
+        &sts,
+        &c,
+        vec![
+            expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
+            expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::Object(foreign)),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+        ],
+    );
+    let (result, seen, _) = run(zp, script).await;
+    assert!(result.is_ok(), "{result:?}");
+    let ready = monitoring_ready(&seen[8].body).expect("MonitoringReady");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("PodMonitorNotOwned"))
+    );
+}
+
+/// A missing monitoring API is believed for the recheck interval (no discovery request per
+/// reconcile), then asked again: prometheus-operator installed later is found without a restart.
+#[tokio::test]
+async fn a_missing_monitoring_api_is_asked_again_after_the_recheck_interval() {
+    let (zp, sts, c) = reconciled(monitored(), 1);
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        Client::new(service, "q"),
+        BuildOptions { default_image: IMAGE.into(), ..Default::default() },
+        Arc::new(Metrics::new()),
+    );
+    let status_step = |zp: &ZmqProxy| {
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        )
+    };
+    let first = children_unchanged(
+        &sts,
+        &c,
+        vec![expect(Method::GET, MONITORING_V1, Reply::NotFound), status_step(&zp)],
+    );
+    let (result, seen, handle) = run_on(&ctx, handle, zp.clone(), first).await;
+    assert!(result.is_ok(), "{result:?}");
+    let mut missing = zp.clone();
+    let mut v = serde_json::to_value(&missing).expect("serializes");
+    v["status"] = seen[7].body["status"].clone();
+    missing = serde_json::from_value(v).expect("object");
+
+    // Within the interval: the cached answer, and nothing written (the status is unchanged).
+    let (result, seen, handle) =
+        run_on(&ctx, handle, missing.clone(), children_unchanged(&sts, &c, vec![])).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        seen.iter().all(|s| s.method == Method::GET && !s.query.contains("monitoring")),
+        "{seen:?}"
+    );
+
+    // After it: asked again, found, and the PodMonitor is made.
+    ctx.monitoring.set_recheck(Duration::ZERO);
+    let third = children_unchanged(&sts, &c, pod_monitor_created(&missing));
+    let (result, seen, _) = run_on(&ctx, handle, missing, third).await;
+    assert_eq!(result.expect("reconciled"), Action::requeue(reconcile::RESYNC));
+    let ready = monitoring_ready(&seen[9].body).expect("MonitoringReady");
+    assert_eq!(ready["status"], "True");
 }
