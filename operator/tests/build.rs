@@ -891,9 +891,9 @@ fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
     let env: Vec<(String, Option<String>)> =
         proxy.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone())).collect();
     assert_eq!(env, [("RUST_LOG".to_string(), Some("debug".to_string()))]);
-    let mounts: Vec<&str> =
-        proxy.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
-    assert_eq!(mounts, ["/scratch"]);
+    // The user's mount comes after the operator's (the steering ConfigMap), which stays.
+    assert_eq!(mount_paths(&before), ["/etc/zmq-proxy/steering"]);
+    assert_eq!(mount_paths(proxy), ["/etc/zmq-proxy/steering", "/scratch"]);
     assert!(volume(pod, "scratch").empty_dir.is_some());
     let psc = pod.security_context.as_ref().expect("pod securityContext");
     assert_eq!(psc.supplemental_groups, Some(vec![4000]));
@@ -951,7 +951,14 @@ fn pod_template_cannot_override_what_the_operator_needs() {
         &opts(),
     )
     .expect("adding a mount is fine");
-    assert_eq!(proxy(&ok.stateful_set).volume_mounts.as_ref().map(Vec::len), Some(6));
+    let mut expected = mount_paths(proxy(&build("secured.yaml").stateful_set));
+    assert_eq!(expected.len(), 6, "five CURVE key mounts and the steering mount: {expected:?}");
+    expected.push("/tmp".to_string());
+    assert_eq!(mount_paths(proxy(&ok.stateful_set)), expected);
+}
+
+fn mount_paths(container: &Container) -> Vec<String> {
+    container.volume_mounts.iter().flatten().map(|m| m.mount_path.clone()).collect()
 }
 
 /// A misspelt field would otherwise vanish when the merged template is read into Kubernetes'
