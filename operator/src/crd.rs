@@ -239,7 +239,6 @@ pub struct Monitoring {
     pub pod_monitor: Option<bool>,
 }
 
-
 /// `spec.podDisruptionBudget`: on by default, at most one of the two bounds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

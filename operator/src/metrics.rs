@@ -94,17 +94,27 @@ impl Metrics {
 
     /// Requests made so far with `verb` (all kinds).
     pub fn request_count(&self, verb: &str) -> u64 {
-        ["StatefulSet", "Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "PodMonitor", "Pod", "ZmqProxy", "Event"]
-            .iter()
-            .map(|kind| {
-                self.requests
-                    .get_or_create(&vec![
-                        ("kind".to_string(), kind.to_string()),
-                        ("verb".to_string(), verb.to_string()),
-                    ])
-                    .get()
-            })
-            .sum()
+        [
+            "StatefulSet",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+            "ConfigMap",
+            "PodMonitor",
+            "Pod",
+            "ZmqProxy",
+            "Event",
+        ]
+        .iter()
+        .map(|kind| {
+            self.requests
+                .get_or_create(&vec![
+                    ("kind".to_string(), kind.to_string()),
+                    ("verb".to_string(), verb.to_string()),
+                ])
+                .get()
+        })
+        .sum()
     }
 
     pub fn set_leader(&self, leading: bool) {

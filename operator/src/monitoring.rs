@@ -39,7 +39,7 @@ pub fn wanted(zp: &ZmqProxy, opts: &BuildOptions) -> bool {
 }
 
 /// The PodMonitor of `zp` (named as the object, in its namespace, owned by it): every proxy pod
-/// (the Deployment's selector) scraped on its `metrics` port, each series labelled with
+/// (the StatefulSet's selector) scraped on its `metrics` port, each series labelled with
 /// `zmqproxy`, `namespace` and `pod`.
 pub fn pod_monitor(zp: &ZmqProxy) -> Result<Value, BuildError> {
     let owner = owner_reference(zp)?;

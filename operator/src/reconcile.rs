@@ -1,6 +1,7 @@
 //! The reconcile pipeline of one `ZmqProxy`: validate and build (pure, [`crate::build`]), apply
-//! each child (Deployment, Service, headless Service and PodDisruptionBudget when wanted, each
-//! deleted when no longer wanted and ours) with server-side apply only when it differs from what the API server holds
+//! each child (the steering ConfigMap, StatefulSet, Service, headless Service, and the
+//! PodDisruptionBudget when wanted, deleted when no longer wanted and ours) with server-side
+//! apply only when it differs from what the API server holds
 //! ([`crate::diff`]), compute the status ([`crate::status`]) and write it only when it changed,
 //! publish events for what was written or what failed, and back off per object on errors.
 //! Children are read from the controller's own watches ([`crate::watches`]); the API server is

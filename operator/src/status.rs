@@ -639,11 +639,13 @@ mod tests {
         assert!(message.contains("ConfigMap tasks-steering"), "{message}");
         zp.spec.paused = false;
         zp.status = Some(s);
-        let resumed = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(3)));
+        let resumed =
+            carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(3)));
         assert_eq!(get(&resumed, PAUSED), ("False", "Resumed"));
         // Recomputed later: the same status, so no write and no flapping reason.
         zp.status = Some(resumed.clone());
-        let again = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(4)));
+        let again =
+            carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(4)));
         assert_eq!(again, resumed);
     }
 

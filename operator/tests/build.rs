@@ -892,7 +892,7 @@ fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
         proxy.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone())).collect();
     assert_eq!(env, [("RUST_LOG".to_string(), Some("debug".to_string()))]);
     // The user's mount comes after the operator's (the steering ConfigMap), which stays.
-    assert_eq!(mount_paths(&before), ["/etc/zmq-proxy/steering"]);
+    assert_eq!(mount_paths(before), ["/etc/zmq-proxy/steering"]);
     assert_eq!(mount_paths(proxy), ["/etc/zmq-proxy/steering", "/scratch"]);
     assert!(volume(pod, "scratch").empty_dir.is_some());
     let psc = pod.security_context.as_ref().expect("pod securityContext");
@@ -939,6 +939,14 @@ fn pod_template_cannot_override_what_the_operator_needs() {
     assert!(m.starts_with("spec.podTemplate.spec.volumes[curve-frontend-server-key]: "), "{m}");
     let m = refusal(&with(serde_json::json!({"spec": {"containers": [{"name": "proxy",
         "volumeMounts": [{"name": "x", "mountPath": "/etc/zmq-proxy/curve/backend/server-key"}]}]}})));
+    assert!(m.starts_with("spec.podTemplate.spec.containers[proxy].volumeMounts: "), "{m}");
+    // The steering ConfigMap's volume and mount carry spec.paused: replacing them would leave
+    // the proxy deaf to a pause.
+    let m = refusal(&with(serde_json::json!({"spec": {"volumes": [
+        {"name": "steering", "emptyDir": {}}]}})));
+    assert!(m.starts_with("spec.podTemplate.spec.volumes[steering]: "), "{m}");
+    let m = refusal(&with(serde_json::json!({"spec": {"containers": [{"name": "proxy",
+        "volumeMounts": [{"name": "x", "mountPath": "/etc/zmq-proxy/steering"}]}]}})));
     assert!(m.starts_with("spec.podTemplate.spec.containers[proxy].volumeMounts: "), "{m}");
     let m = refusal(&with(
         serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/name": "mine"}}}),

@@ -317,23 +317,27 @@ fn no_pdb() -> Expect {
 #[tokio::test]
 async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     let zp = fixture("minimal.yaml");
-    let script = steering(&zp, false, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
-        no_pdb(),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        // One event for every child, after the status.
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]);
+    let script = steering(
+        &zp,
+        false,
+        vec![
+            no_old_deployment(),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
+            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+            expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
+            no_pdb(),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            // One event for every child, after the status.
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, ctx) = run(zp, script).await;
     assert_eq!(result.expect("reconcile succeeds"), Action::requeue(reconcile::RESYNC));
 
@@ -394,21 +398,29 @@ async fn unchanged_resync_makes_no_writes() {
     sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("500m");
     sts["status"] = ready_status(3);
     let zp = with_status(zp, &sts);
-    let script = steering(&zp, true, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&c.headless)),
-        ),
-        expect(
-            Method::GET,
-            format!("{PDBS}/tasks"),
-            Reply::Object(server_view(c.pdb.as_ref().expect("PDB"))),
-        ),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            no_old_deployment(),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(server_view(&c.headless)),
+            ),
+            expect(
+                Method::GET,
+                format!("{PDBS}/tasks"),
+                Reply::Object(server_view(c.pdb.as_ref().expect("PDB"))),
+            ),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.iter().all(|s| s.method == Method::GET), "only reads: {seen:?}");
@@ -425,19 +437,27 @@ async fn edited_stateful_set_is_reapplied_and_reported() {
     sts["spec"]["replicas"] = json!(4);
     let mut repaired = server_view(&c.stateful_set);
     repaired["status"] = ready_status(1);
-    let script = steering(&zp, true, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Object(repaired)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&c.headless)),
-        ),
-        no_pdb(),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            no_old_deployment(),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Object(repaired)),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(server_view(&c.headless)),
+            ),
+            no_pdb(),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(is_apply(&seen[3]));
@@ -456,19 +476,23 @@ async fn deleted_service_is_recreated() {
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let script = steering(&zp, true, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&c.headless)),
-        ),
-        no_pdb(),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            no_old_deployment(),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(server_view(&c.headless)),
+            ),
+            no_pdb(),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[7].body["reason"], "Created");
@@ -485,19 +509,27 @@ async fn scaling_down_to_one_replica_deletes_the_pdb_and_keeps_the_headless_serv
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let script = steering(&zp, true, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&c.headless)),
-        ),
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(old_pdb.clone())),
-        expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old_pdb)),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            no_old_deployment(),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(server_view(&c.headless)),
+            ),
+            expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(old_pdb.clone())),
+            expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old_pdb)),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[7].body["reason"], "Deleted");
@@ -590,27 +622,35 @@ async fn migration_without_caches_reads_then_deletes_the_deployment_and_a_404_is
     let zp = fixture("minimal.yaml");
     let deployment = old_deployment(&zp);
     let c = children(&zp);
-    let script = steering(&zp, true, vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        // Deleted meanwhile by someone else: nothing to report.
-        expect(Method::DELETE, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&c.headless)),
-        ),
-        no_pdb(),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+            // Deleted meanwhile by someone else: nothing to report.
+            expect(Method::DELETE, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(server_view(&c.headless)),
+            ),
+            no_pdb(),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[3].body["spec"]["replicas"], 0);
@@ -626,17 +666,25 @@ async fn a_deployment_of_someone_else_is_left_alone() {
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let script = steering(&zp, true, vec![
-        expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(foreign)),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&c.headless)),
-        ),
-        no_pdb(),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(foreign)),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(server_view(&c.headless)),
+            ),
+            no_pdb(),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.iter().all(|s| s.method == Method::GET), "{seen:?}");
@@ -645,17 +693,21 @@ async fn a_deployment_of_someone_else_is_left_alone() {
 #[tokio::test]
 async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
     let zp = fixture("minimal.yaml");
-    let script = steering(&zp, true, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Fail(403, "Forbidden")),
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            no_old_deployment(),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Fail(403, "Forbidden")),
+            expect(Method::POST, EVENTS, Reply::Echo),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+        ],
+    );
     let (result, seen, ctx) = run(zp.clone(), script).await;
     let error = result.expect_err("the apply failed");
     assert_eq!(error.reason(), "ApplyFailed");
@@ -701,17 +753,7 @@ async fn success_resets_the_backoff() {
         reconcile::error_policy(zp.clone(), &error, ctx.clone()),
         Action::requeue(Duration::from_secs(10))
     );
-    let script = steering(&zp, true, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&c.headless)),
-        ),
-        no_pdb(),
-    ]);
+    let script = children_unchanged(&sts, &c, Vec::new());
     let server = tokio::spawn(serve(handle, script));
     let result = tokio::time::timeout(
         Duration::from_secs(10),
@@ -733,17 +775,21 @@ async fn a_service_of_someone_else_is_not_taken_over() {
     let zp = with_status(zp, &sts);
     let mut foreign: Service = c.service.clone();
     foreign.metadata.owner_references = None;
-    let script = steering(&zp, true, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&foreign))),
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            no_old_deployment(),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&foreign))),
+            expect(Method::POST, EVENTS, Reply::Echo),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
     assert_eq!(seen[4].body["reason"], "ChildNotOwned");
@@ -803,27 +849,35 @@ async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
     zp.spec.replicas = 3;
     zp.metadata.generation = Some(2);
     let new = children(&zp);
-    let script = steering(&zp, true, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&new.service))),
-        // The headless Service does not depend on the replica count.
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&old.headless)),
-        ),
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{PDBS}/tasks"), Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            no_old_deployment(),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&new.service)),
+            ),
+            // The headless Service does not depend on the replica count.
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(server_view(&old.headless)),
+            ),
+            expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{PDBS}/tasks"), Reply::Echo),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            expect(Method::POST, EVENTS, Reply::Echo),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[3].body["spec"]["replicas"], 3);
@@ -903,20 +957,24 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
     // A complete, empty cache: each child is read once before it is created (an object of that
     // name without the operator's label would not be in the cache), and no Deployment is asked
     // for (the cache of labelled Deployments is empty).
-    let script = steering(&zp, false, vec![
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]);
+    let script = steering(
+        &zp,
+        false,
+        vec![
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
+            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
+            expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
+            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+            expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
+            expect(
+                Method::PATCH,
+                format!("{ZMQPROXIES}/tasks/status"),
+                Reply::StatusOf(Box::new(zp.clone())),
+            ),
+            expect(Method::POST, EVENTS, Reply::Echo),
+        ],
+    );
     let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(
@@ -1070,17 +1128,25 @@ async fn a_pod_disruption_budget_of_someone_else_is_never_deleted_nor_taken_over
     foreign.metadata.owner_references = None;
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
-    let script = steering(&zp, true, vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&c.headless)),
-        ),
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(server_view(&foreign))),
-    ]);
+    let script = steering(
+        &zp,
+        true,
+        vec![
+            no_old_deployment(),
+            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks"),
+                Reply::Object(server_view(&c.service)),
+            ),
+            expect(
+                Method::GET,
+                format!("{SERVICES}/tasks-pods"),
+                Reply::Object(server_view(&c.headless)),
+            ),
+            expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(server_view(&foreign))),
+        ],
+    );
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen.len(), 6);
@@ -1306,8 +1372,7 @@ async fn pausing_from_the_caches_touches_only_the_config_map_and_the_pods() {
     zp.spec.paused = true;
     zp.metadata.generation = Some(2);
     let services = [server_view(&c.service), server_view(&c.headless)];
-    let cached =
-        caches_with(&[sts], &services, &[server_view(&c.steering)], &pods, &[]);
+    let cached = caches_with(&[sts], &services, &[server_view(&c.steering)], &pods, &[]);
     let script = vec![
         expect(
             Method::GET,
