@@ -107,7 +107,7 @@ fn without_nulls(value: &Value) -> Value {
 }
 
 /// What the operator's pod must keep whatever the override says: the pod labels the
-/// Deployment's selector matches, and in the container named `container` the command, the
+/// StatefulSet's selector matches, and in the container named `container` the command, the
 /// args, every port and every volume mount the operator set, with the volumes behind them.
 #[derive(Clone, Debug, Default)]
 pub struct Required {
@@ -128,7 +128,7 @@ pub fn check_required(built: &Value, merged: &Value, required: &Required) -> Opt
     for (key, value) in &required.labels {
         if labels.get(key).and_then(Value::as_str) != Some(value.as_str()) {
             return Some(format!(
-                "{at}.metadata.labels.{key}: the operator's selector label must stay \"{value}\", or the pods would leave the Deployment"
+                "{at}.metadata.labels.{key}: the operator's selector label must stay \"{value}\", or the pods would leave the StatefulSet"
             ));
         }
     }
