@@ -6,7 +6,8 @@
 # with subscriptions, pipeline, capture), runs a CURVE forwarder with keys in Secrets against
 # allowed, unknown-key and NULL pyzmq peers, changes a port and checks the new one, deletes a
 # scales the shared queue to 3 and passes messages through each replica's own endpoint from
-# status.replicaEndpoints, deletes a replica's pod and checks it comes back under its name, deletes a
+# status.replicaEndpoints, deletes a replica's pod and checks it comes back under its name, pauses
+# and resumes the pipeline through spec.paused with pyzmq peers streaming through it, deletes a
 # ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
 # refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
 #
@@ -847,6 +848,85 @@ if [[ -n "$old_uid" ]] && k -n "$NS" delete pod tasks-1 --wait=false >/dev/null 
 else
   fail "a deleted replica pod came back as tasks-1 and is listed again (uid before '${old_uid:-?}', now '$(pod_uid tasks-1)')"
 fi
+
+# ---- pause and resume through the spec -------------------------------------------------------
+# spec.paused reaches every replica through the steering ConfigMap the pods mount (the operator
+# nudges the running pods so the kubelet refreshes it at once): forwarding stops without a pod
+# restart or a dropped connection, the messages wait, and resuming delivers all of them in order.
+pause_peers_say() { k -n "$NS" logs job/pause-peers 2>/dev/null | grep -qx "$1"; }
+paused_condition_is() {
+  [[ "$(k -n "$NS" get zmqproxy jobs -o 'jsonpath={.status.conditions[?(@.type=="Paused")].status}')" == "$1" ]]
+}
+jobs_pod_uids() { k -n "$NS" get pods -l app.kubernetes.io/instance=jobs -o 'jsonpath={.items[*].metadata.uid}'; }
+pause_check() {
+  k -n "$NS" delete job pause-peers --ignore-not-found --wait=true >/dev/null 2>&1
+  k -n "$NS" delete configmap pause-peers --ignore-not-found >/dev/null 2>&1
+  k -n "$NS" create configmap pause-peers --from-file="$ROOT/tests/e2e/pause_peers.py" >/dev/null || return 1
+  local front back
+  front="$(endpoint jobs frontend)" && back="$(endpoint jobs backend)" || return 1
+  k -n "$NS" apply -f - >/dev/null <<JOB || return 1
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: pause-peers
+  labels: {app.kubernetes.io/name: zmq-proxy-probe}
+spec:
+  backoffLimit: 0
+  activeDeadlineSeconds: 330
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: zmq-proxy-probe}
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: peers
+          image: ${PYTHON_IMAGE}
+          imagePullPolicy: ${PYTHON_PULL_POLICY}
+          command: ["python3", "/scripts/pause_peers.py", "--frontend", "${front}", "--backend", "${back}"]
+          env: [{name: HOME, value: /tmp}]
+          volumeMounts: [{name: scripts, mountPath: /scripts}, {name: tmp, mountPath: /tmp}]
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            runAsNonRoot: true
+            capabilities: {drop: [ALL]}
+      volumes:
+        - {name: scripts, configMap: {name: pause-peers}}
+        - {name: tmp, emptyDir: {}}
+JOB
+  wait_for "the pause peers to stream" 180 pause_peers_say streaming || return 1
+  local uids t0
+  uids="$(jobs_pod_uids)"
+  t0=$SECONDS
+  k -n "$NS" patch zmqproxy jobs --type merge -p '{"spec":{"paused":true}}' >/dev/null || return 1
+  wait_for "the Paused condition" 60 paused_condition_is True || return 1
+  wait_for "forwarding to stop" 150 pause_peers_say stalled || return 1
+  echo "pause_s=$((SECONDS - t0))"
+  t0=$SECONDS
+  k -n "$NS" patch zmqproxy jobs --type merge -p '{"spec":{"paused":false}}' >/dev/null || return 1
+  wait_for "forwarding to resume" 150 pause_peers_say resumed || return 1
+  echo "resume_s=$((SECONDS - t0))"
+  [[ "$(jobs_pod_uids)" == "$uids" ]] && echo "same_pods=yes"
+  wait_for "job/pause-peers to finish" 240 job_finished pause-peers || return 1
+  k -n "$NS" logs job/pause-peers | grep '^{' | tail -1
+}
+report="$(pause_check 2>&1)" || report="${report:-} (the pause check did not complete)"
+peers="$(grep '^{' <<<"$report" | tail -1)"
+pause_s="$(sed -n 's/^pause_s=\([0-9]*\)$/\1/p' <<<"$report")"
+resume_s="$(sed -n 's/^resume_s=\([0-9]*\)$/\1/p' <<<"$report")"
+if [[ "$peers" == *'"lost": 0,'* && "$peers" == *'"duplicated": 0,'* && "$peers" == *'"reordered": 0,'* \
+  && "$peers" == *'"disconnects": 0,'* && "$peers" == *'"phase": "resumed"'* && "$report" == *same_pods=yes* ]]; then
+  pass "spec.paused stopped forwarding within ${pause_s}s and resuming delivered everything within ${resume_s}s, same pods, no reconnect ($peers)"
+else
+  fail "spec.paused pauses and resumes without loss or reconnects: $(tr '\n' ' ' <<<"$report")"
+fi
+k -n "$NS" patch zmqproxy jobs --type merge -p '{"spec":{"paused":false}}' >/dev/null 2>&1 || true
 
 # ---- deletion garbage-collects the children -------------------------------------------------
 children_of_tasks() {
