@@ -4,7 +4,7 @@
 # creates the cluster and deletes it at the end. Either way it installs the Helm chart, applies every example, waits for Ready, sends traffic
 # through each proxy's Service with zmq-proxy-probe in a Job (shared queue round trips, forwarder
 # with subscriptions, pipeline, capture), runs a CURVE forwarder with keys in Secrets against
-# allowed, unknown-key and NULL pyzmq peers, changes a port and checks the new one, deletes a
+# allowed, unknown-key and NULL pyzmq peers, changes a port and checks the new one, deletes a pod under load and checks nothing is lost,
 # scales the shared queue to 3 and passes messages through each replica's own endpoint from
 # status.replicaEndpoints, deletes a replica's pod and checks it comes back under its name, pauses
 # and resumes the pipeline through spec.paused with pyzmq peers streaming through it, deletes a
