@@ -70,13 +70,11 @@ impl Proxy {
         let (kill, kill_rx) = watch::channel(false);
         let (state, _) = watch::channel(ProxyState::Active);
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
-        let hwm = cfg.peer_hwm;
         let mut front =
-            ProxySocket::open(&cfg.frontend, "frontend", hwm, counters.clone(), &life).await?;
-        let mut back =
-            ProxySocket::open(&cfg.backend, "backend", hwm, counters.clone(), &life).await?;
+            ProxySocket::open(&cfg.frontend, "frontend", counters.clone(), &life).await?;
+        let mut back = ProxySocket::open(&cfg.backend, "backend", counters.clone(), &life).await?;
         let cap = match &cfg.capture {
-            Some(c) => Some(ProxySocket::open(c, "capture", hwm, counters.clone(), &life).await?),
+            Some(c) => Some(ProxySocket::open(c, "capture", counters.clone(), &life).await?),
             None => None,
         };
         let frontend = front.outlet.handle();
@@ -340,7 +338,7 @@ impl Pump {
         rx.close();
         while let Ok(item) = rx.try_recv() {
             match item {
-                Inbound::Batch(msgs) => {
+                Inbound::Batch(msgs, _credit) => {
                     for m in &msgs {
                         let (f, b) = size_of(m);
                         self.src().add_recv(f, b);
@@ -396,8 +394,14 @@ async fn pump(
             it = rx.recv() => it,
         };
         let Some(item) = item else { break };
+        // A batch's credit is given back to its peer once the batch is forwarded (dropped at
+        // the end of this iteration), so a destination that waits stops that peer's reads.
+        let mut _credit = None;
         let msgs = match item {
-            Inbound::Batch(msgs) => msgs,
+            Inbound::Batch(msgs, credit) => {
+                _credit = Some(credit);
+                msgs
+            }
             Inbound::Subscription { peer, subscribe, topic } => {
                 let first_or_last = if subscribe {
                     table.subscribe(peer, topic.clone())

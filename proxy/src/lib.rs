@@ -13,6 +13,7 @@
 //! - [`security`]: the manifest's per-socket `curve` section (shared with the CRD).
 //! - [`steer`]: the zmq_proxy_steerable control socket (`--control-bind`).
 //! - [`metrics`], [`http`]: /metrics, /healthz, /readyz (`--http-bind`), the drop summary.
+//! - [`options`]: the per-socket libzmq options (HWMs, message size, keepalive, reconnect, nodrop).
 //! - [`ops`]: starts the control socket, HTTP listener and drop summary beside a [`Proxy`].
 
 pub mod config;
@@ -23,6 +24,7 @@ pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod options;
 pub mod security;
 pub mod socket;
 pub mod sockets;

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::options::SocketOptionsSpec;
 use crate::security::SocketSecurity;
 
 // PAIR is a known word because zmq_proxy(3) names it for the capture socket, so a manifest
@@ -172,12 +173,15 @@ pub struct SocketSpec {
     /// (the allowed clients) that the operator mounts into the pod. Unset: NULL, no security.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SocketSecurity>,
+    /// libzmq's per-socket options (`sndhwm`, `maxMsgSize`, ...; see `options.rs`).
+    #[serde(flatten)]
+    pub options: SocketOptionsSpec,
 }
 
 impl SocketSpec {
-    /// A socket without security.
+    /// A socket without security, with default options.
     pub fn new(socket_type: SocketType, port: i32) -> Self {
-        SocketSpec { socket_type, port, security: None }
+        SocketSpec { socket_type, port, security: None, options: SocketOptionsSpec::default() }
     }
 }
 
@@ -284,7 +288,26 @@ impl ProxySockets {
                 security.validate(&field(&format!("{name}.security")))?;
             }
         }
+        self.socket_options(field_prefix)?;
         Ok(())
+    }
+
+    /// Each socket's options, validated, in [`ProxySockets::named_ports`] order (frontend,
+    /// backend, capture when present; the control socket has none).
+    pub fn socket_options(
+        &self,
+        field_prefix: &str,
+    ) -> Result<Vec<crate::options::SocketOptions>, SocketSpecError> {
+        let mut all = vec![("frontend", &self.frontend), ("backend", &self.backend)];
+        all.extend(self.capture.iter().map(|c| ("capture", c)));
+        all.into_iter()
+            .map(|(name, s)| {
+                let spelling = crate::options::Spelling::Manifest(field_prefix, name);
+                s.options
+                    .resolve(spelling, s.socket_type, name == "capture")
+                    .map_err(|e| SocketSpecError { field: e.field, reason: e.reason })
+            })
+            .collect()
     }
 }
 

@@ -8,8 +8,8 @@
 //! the crate hides what a proxy needs per connection (which subscriber sent an unsubscribe,
 //! when a PUSH peer's connection closes, whether a peer's queue is full) and lets one peer's
 //! frame header decide an allocation size. Here every connection is read continuously, frames
-//! are bounded by [`crate::config::MAX_MESSAGE_BYTES`], and buffers grow only with bytes that
-//! actually arrived.
+//! are bounded by the socket's maxMsgSize (default [`crate::config::MAX_MESSAGE_BYTES`]), and
+//! buffers grow only with bytes that actually arrived.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -280,7 +280,7 @@ impl Decoder {
             };
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             // Headers count too, so endless empty frames of one message are bounded as well.
-            if len > self.max || self.size.saturating_add(len + hdr) > self.max {
+            if len > self.max || self.size.saturating_add(len.saturating_add(hdr)) > self.max {
                 return Err(WireError::TooLarge { limit: self.max });
             }
             if buf.len() < hdr + len {
