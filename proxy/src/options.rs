@@ -257,6 +257,17 @@ impl Spelling<'_> {
     }
 }
 
+/// The socket types that have `nodrop` (ZMQ_XPUB_NODROP applies to PUB and XPUB).
+pub const NODROP_TYPES: [SocketType; 2] = [SocketType::Pub, SocketType::Xpub];
+/// Why the capture socket refuses `nodrop` (shared with the CRD's CEL rule).
+pub const NODROP_CAPTURE_REFUSAL: &str =
+    "the capture socket never waits (a slow capture reader must not stall the proxy)";
+
+/// Why `nodrop` is refused on a socket of `socket_type` (shared with the CRD's CEL rule).
+pub fn nodrop_type_refusal(socket_type: &str) -> String {
+    format!("only a PUB or XPUB socket has it, not {socket_type}")
+}
+
 /// A refused option value: the field or flag as the user spelled it, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -337,11 +348,10 @@ impl SocketOptionsSpec {
         if self.nodrop == Some(true) {
             let field = spelling.of(&FIELDS[10]);
             if capture {
-                let reason = "the capture socket never waits (a slow capture reader must not stall the proxy)".to_string();
-                return Err(OptionError { field, reason });
+                return Err(OptionError { field, reason: NODROP_CAPTURE_REFUSAL.to_string() });
             }
-            if !matches!(socket_type, SocketType::Pub | SocketType::Xpub) {
-                let reason = format!("only a PUB or XPUB socket has it, not {socket_type}");
+            if !NODROP_TYPES.contains(&socket_type) {
+                let reason = nodrop_type_refusal(socket_type.as_str());
                 return Err(OptionError { field, reason });
             }
         }

@@ -392,6 +392,36 @@ pub mod cel {
         }
     }
 
+    /// `nodrop` only on a PUB/XPUB frontend or backend and never on the capture socket, with
+    /// the words of [`crate::options::SocketOptionsSpec::resolve`].
+    pub fn nodrop_rules() -> Vec<CelRule> {
+        use crate::options::{NODROP_CAPTURE_REFUSAL, NODROP_TYPES, nodrop_type_refusal};
+        let types = string_list(NODROP_TYPES.iter().map(|t| t.to_string()));
+        const PLACEHOLDER: &str = "\u{0}";
+        let mut rules: Vec<CelRule> = ["frontend", "backend"]
+            .into_iter()
+            .map(|name| {
+                let s = format!("self.{name}");
+                let ty = format!("{s}.type");
+                CelRule {
+                    rule: format!("!has({s}.nodrop) || !{s}.nodrop || {ty} in {types}"),
+                    message_expression: splice(
+                        &nodrop_type_refusal(PLACEHOLDER),
+                        &[(PLACEHOLDER, ty.as_str())],
+                    ),
+                    field_path: format!(".{name}.nodrop"),
+                }
+            })
+            .collect();
+        rules.push(CelRule {
+            rule: "!has(self.capture) || !has(self.capture.nodrop) || !self.capture.nodrop"
+                .to_string(),
+            message_expression: quote(NODROP_CAPTURE_REFUSAL),
+            field_path: ".capture.nodrop".to_string(),
+        });
+        rules
+    }
+
     /// A port-carrying field of the spec: its name as errors say it, the CEL expression of its
     /// port, and the CEL test of its presence (`None` when it is always present).
     #[derive(Debug, Clone, PartialEq, Eq)]
