@@ -270,39 +270,43 @@ impl Outlet {
         let nodrop = self.shared.options.nodrop;
         let mut full = 0u64;
         let mut targets: Vec<usize> = Vec::with_capacity(self.peers.len());
+        let must_wait = |(full, any_room): (usize, bool)| full > 0 && (nodrop || !any_room);
         let mut it = msgs.into_iter();
         while let Some(m) = it.next() {
-            let Some(first) = m.first().cloned() else {
+            if m.is_empty() {
                 d.sent(&m);
                 continue;
-            };
-            loop {
-                // Registered before the room is re-read, so a write in between is not missed.
-                let shared = self.shared.clone();
-                let notified = shared.changed.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let (n, any_room) = self.route(&first, &mut targets);
-                if n == 0 || (!nodrop && any_room) {
-                    full += (n * m.len()) as u64;
-                    break;
-                }
+            }
+            let mut routed = self.route(&m[0], &mut targets);
+            if must_wait(routed) {
                 // Hand over what is staged, then wait for a subscriber to make room (or leave,
-                // or unsubscribe).
+                // or unsubscribe). The waiter is registered before the room is re-read, so a
+                // write in between is not missed.
                 self.flush();
-                tokio::select! {
-                    _ = &mut notified => {}
-                    _ = raised(kill) => {
-                        d.cancelled.push(m);
-                        d.cancelled.extend(it);
-                        if full > 0 {
-                            self.shared.counters.dropped(DropReason::PeerFull, full);
+                loop {
+                    let shared = self.shared.clone();
+                    let notified = shared.changed.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    self.refresh();
+                    routed = self.route(&m[0], &mut targets);
+                    if !must_wait(routed) {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = raised(kill) => {
+                            d.cancelled.push(m);
+                            d.cancelled.extend(it);
+                            if full > 0 {
+                                self.shared.counters.dropped(DropReason::PeerFull, full);
+                            }
+                            return;
                         }
-                        return;
                     }
                 }
-                self.refresh();
             }
+            full += (routed.0 * m.len()) as u64;
             d.sent(&m);
             self.stage(m, &targets);
         }
