@@ -39,7 +39,7 @@ pub const MAX_LAME_DUCK_SECS: f64 = 3600.0;
 /// Default high-water mark, per peer, both ways (libzmq's default ZMQ_SNDHWM and ZMQ_RCVHWM;
 /// `--<socket>-sndhwm`/`-rcvhwm`, see `options.rs`). Out: a full ROUTER client or subscriber
 /// has further messages dropped and counted; a full PUSH/DEALER peer is skipped by
-/// round-robin. In: a peer with this many messages read and not yet forwarded is not read
+/// round-robin. In: a peer with this many messages read and waiting to be forwarded is not read
 /// further until the pump takes them.
 pub const DEFAULT_PEER_HWM: usize = 1000;
 /// Read batches buffered between a socket's connections and its pump. Each batch is what one

@@ -394,12 +394,12 @@ async fn pump(
             it = rx.recv() => it,
         };
         let Some(item) = item else { break };
-        // A batch's credit is given back to its peer once the batch is forwarded (dropped at
-        // the end of this iteration), so a destination that waits stops that peer's reads.
-        let mut _credit = None;
         let msgs = match item {
+            // The batch's credit goes back to its peer as the pump takes it, so that peer's
+            // connection reads the next batch while this one is forwarded; a destination that
+            // waits holds this batch, and the peer is read no further than its rcvhwm beyond.
             Inbound::Batch(msgs, credit) => {
-                _credit = Some(credit);
+                drop(credit);
                 msgs
             }
             Inbound::Subscription { peer, subscribe, topic } => {

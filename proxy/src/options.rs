@@ -36,8 +36,8 @@ pub const MAX_KEEPALIVE_COUNT: i64 = 127;
 pub struct SocketOptions {
     /// Messages queued towards one peer before it counts as full (0 = unlimited).
     pub sndhwm: u64,
-    /// Messages read from one peer and not yet forwarded before the proxy stops reading that
-    /// peer (0 = unlimited).
+    /// Messages read from one peer and waiting to be forwarded before the proxy stops reading
+    /// that peer (0 = unlimited).
     pub rcvhwm: u64,
     /// Largest message a peer may send, bytes (-1 = no limit); a larger frame drops the peer.
     pub max_msg_size: i64,
@@ -133,8 +133,8 @@ pub struct SocketOptionsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2147483647))]
     pub sndhwm: Option<i64>,
-    /// ZMQ_RCVHWM: messages read from one peer and not yet forwarded before the proxy stops
-    /// reading that peer (the rest waits in the peer, as with libzmq). 0 = unlimited.
+    /// ZMQ_RCVHWM: messages read from one peer and waiting to be forwarded before the proxy
+    /// stops reading that peer (the rest waits in the peer, as with libzmq). 0 = unlimited.
     /// Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2147483647))]
@@ -424,7 +424,7 @@ macro_rules! socket_option_flags {
             /// ZMQ_SNDHWM: messages queued per peer before it is full; 0 = unlimited [default: 1000]
             #[arg(id = concat!($sock, "-sndhwm"), long = concat!($sock, "-sndhwm"), env = concat!("ZMQ_PROXY_", $env, "_SNDHWM"), value_name = "MSGS", allow_hyphen_values = true)]
             pub sndhwm: Option<String>,
-            /// ZMQ_RCVHWM: messages read per peer, not yet forwarded, before reading it pauses; 0 = unlimited [default: 1000]
+            /// ZMQ_RCVHWM: messages read per peer and waiting to be forwarded before reading it pauses; 0 = unlimited [default: 1000]
             #[arg(id = concat!($sock, "-rcvhwm"), long = concat!($sock, "-rcvhwm"), env = concat!("ZMQ_PROXY_", $env, "_RCVHWM"), value_name = "MSGS", allow_hyphen_values = true)]
             pub rcvhwm: Option<String>,
             /// ZMQ_MAXMSGSIZE: largest message in bytes, a larger frame drops the peer; -1 = no limit [default: 268435456]

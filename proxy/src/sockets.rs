@@ -13,8 +13,8 @@
 //!   each subscribe/unsubscribe and when a subscriber left (see `subscriptions.rs`).
 //!
 //! This file holds a socket's shared state (peer registry, per-peer queues, backlog counts) and
-//! its opening; `sockets/connection.rs` runs each peer's tasks and `sockets/outlet.rs` applies the
-//! send policy.
+//! its opening; `sockets/connection.rs` runs each peer's tasks, `sockets/outlet.rs` applies the
+//! send policy and `sockets/window.rs` bounds what is read from each peer (the rcvhwm).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -56,7 +56,7 @@ pub type Msg = Vec<Bytes>;
 #[derive(Debug)]
 pub enum Inbound {
     /// Messages decoded from one read of one connection, with the credit they hold against
-    /// that peer's receive high-water mark (released when the pump drops it).
+    /// that peer's receive high-water mark (released when the pump takes the batch).
     Batch(Vec<Msg>, Credit),
     /// A subscriber's subscribe (`true`) or unsubscribe (XPUB only).
     Subscription { peer: PeerId, subscribe: bool, topic: Bytes },

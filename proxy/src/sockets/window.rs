@@ -1,8 +1,9 @@
 //! The receive high-water mark (ZMQ_RCVHWM) of one peer: how many messages read from it are
-//! still waiting for, or held by, the pump. A connection stops decoding and reading its peer
-//! once the window is full, so a destination that cannot keep up pushes back to the peer (whose
-//! own send high-water mark then decides, as between libzmq sockets) instead of the proxy
-//! reading, decoding (decrypting, with CURVE) and queueing without bound.
+//! still waiting for the pump (beside the one batch the pump may be forwarding). A connection
+//! stops decoding and reading its peer once the window is full, so a destination that cannot
+//! keep up pushes back to the peer (whose own send high-water mark then decides, as between
+//! libzmq sockets) instead of the proxy reading, decoding (decrypting, with CURVE) and queueing
+//! without bound.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +27,7 @@ impl ReadWindow {
     /// Takes credit for `n` messages about to be handed to the pump.
     pub(super) fn take(self: &Arc<Self>, n: usize) -> Credit {
         self.held.fetch_add(n, Ordering::AcqRel);
-        Credit { window: Some(self.clone()), n }
+        Credit { window: self.clone(), n }
     }
 
     /// Resolves once there is room under `limit`, or when `dead` is raised (then `false`).
@@ -49,18 +50,11 @@ impl ReadWindow {
     }
 }
 
-/// Credit a batch holds against its peer's receive window; dropping it (the pump forwarded the
+/// Credit a batch holds against its peer's receive window; dropping it (the pump took the
 /// batch, or discarded it at a kill) gives the room back and wakes the connection.
 pub struct Credit {
-    window: Option<Arc<ReadWindow>>,
+    window: Arc<ReadWindow>,
     n: usize,
-}
-
-impl Credit {
-    /// Credit of no peer (tests, and batches the proxy makes itself).
-    pub fn none() -> Credit {
-        Credit { window: None, n: 0 }
-    }
 }
 
 impl std::fmt::Debug for Credit {
@@ -71,10 +65,8 @@ impl std::fmt::Debug for Credit {
 
 impl Drop for Credit {
     fn drop(&mut self) {
-        if let Some(w) = self.window.take() {
-            w.held.fetch_sub(self.n, Ordering::AcqRel);
-            w.freed.notify_one();
-        }
+        self.window.held.fetch_sub(self.n, Ordering::AcqRel);
+        self.window.freed.notify_one();
     }
 }
 

@@ -16,7 +16,16 @@ import urllib.request
 import pytest
 import zmq
 
-from zmqpeers import connect_wait, ep, free_ports, probe_until, recv_until_quiet, until
+from zmqpeers import (
+    connect_wait,
+    ep,
+    free_ports,
+    probe_until,
+    recv_until_quiet,
+    tcp_queues,
+    until,
+    wait_proxy_read_everything,
+)
 
 
 def metrics(port: int) -> dict[str, int]:
@@ -73,6 +82,32 @@ def test_push_sndhwm_10_makes_the_11th_message_wait_and_loses_nothing(ctx, proxy
     got = [int(m[0][:8]) for m in recv_until_quiet(consumer, quiet=1.0, total=30)]
     assert got == list(range(n)), f"got {len(got)} of {n}, first gaps {sorted(set(range(n)) - set(got))[:5]}"
     assert metrics(http).get(DROPPED_FULL, 0) == 0
+
+
+@pytest.mark.parametrize("rcvhwm", ["10", None])
+def test_rcvhwm_10_stops_reading_a_producer_whose_messages_cannot_go_on(ctx, proxy_pair, rcvhwm):
+    """PULL/PUSH with no consumer yet, so nothing can be forwarded; a producer sends 200 tasks of
+    1 KiB. With --frontend-rcvhwm 10 the proxy reads no further than its window: bytes stay
+    unread in its kernel receive queue (seen in /proc/net/tcp). With the default (1000) it reads
+    all 200 KiB. Either way, a consumer that connects gets every task, in order."""
+    proxy = proxy_pair("PULL", "PUSH", extra=("--frontend-rcvhwm", rcvhwm) if rcvhwm else ())
+    producer = ctx.socket(zmq.PUSH)
+    connect_wait(producer, proxy.frontend)
+    n = 200
+    for i in range(n):
+        producer.send(b"%08d" % i + b"t" * 1016)
+    port = int(proxy.frontend.rsplit(":", 1)[1])
+    read_all = wait_proxy_read_everything(port, 3.0)
+    if rcvhwm:
+        assert not read_all, "the proxy read everything although none of it could be forwarded"
+        unread = [r for r in tcp_queues(port) if r[0] == port and r[4] > 0]
+        assert unread, f"no unread bytes at the proxy's end: {tcp_queues(port)}"
+    else:
+        assert read_all, "with the default rcvhwm the proxy reads the 200 tasks"
+    consumer = ctx.socket(zmq.PULL)
+    connect_wait(consumer, proxy.backend)
+    got = [int(m[0][:8]) for m in recv_until_quiet(consumer, quiet=1.0, total=20)]
+    assert got == list(range(n)), f"got {len(got)} of {n}"
 
 
 @pytest.mark.parametrize("hwm", ["10", None])
