@@ -32,6 +32,10 @@ impl ReadWindow {
 
     /// Resolves once there is room under `limit`, or when `dead` is raised (then `false`).
     pub(super) async fn wait_room(&self, limit: usize, dead: &mut watch::Receiver<bool>) -> bool {
+        // The usual case, checked before registering a waiter (which takes the Notify's lock).
+        if self.room(limit) > 0 {
+            return true;
+        }
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
