@@ -228,6 +228,12 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
         args.extend(["--control-bind".to_string(), bind(control.port)]);
     }
     args.extend(curve_args(spec));
+    // Only the options a spec sets: unset ones keep the proxy's defaults (one place).
+    args.extend(s.frontend.options.to_flags("frontend"));
+    args.extend(s.backend.options.to_flags("backend"));
+    if let Some(capture) = &s.capture {
+        args.extend(capture.options.to_flags("capture"));
+    }
     args.extend(["--pause-file".to_string(), format!("{STEERING_MOUNT}/{PAUSED_KEY}")]);
     args.extend([
         "--http-bind".to_string(),

@@ -571,6 +571,7 @@ fn port_fields() -> Vec<PortField> {
 /// Every CEL rule of the spec (`self` is `spec`), in the order they are written to the schema.
 pub fn spec_rules() -> Vec<Rule> {
     let mut rules = vec![cel::pair_rule(), cel::capture_rule()];
+    rules.extend(cel::nodrop_rules());
     rules.extend(cel::distinct_port_rules(&port_fields()));
     let mut rules: Vec<Rule> = rules.into_iter().map(to_rule).collect();
     rules.extend([grace_period_rule(), disruption_budget_rule()]);

@@ -693,9 +693,12 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     let mut files: Vec<std::path::PathBuf> =
         std::fs::read_dir(dir).expect("examples/").map(|e| e.expect("entry").path()).collect();
-    files.push(format!("{}/tests/fixtures/secured.yaml", env!("CARGO_MANIFEST_DIR")).into());
+    for fixture in ["secured.yaml", "tuned.yaml"] {
+        files.push(format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR")).into());
+    }
     let mut checked = 0;
     let mut secured = 0;
+    let mut tuned = false;
     for path in files {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if !name.ends_with(".yaml") || name.starts_with("invalid") {
@@ -752,6 +755,27 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
         let pause_file = format!("{}/{}", build::STEERING_MOUNT, build::PAUSED_KEY);
         assert_eq!(from_flags.pause_file, Some(pause_file.into()), "{name}");
         assert_eq!(comparable(&from_flags), comparable(&from_file), "{name}");
+        // Every option the spec sets reaches the proxy (the tuned fixture sets them all): the
+        // flags parse into what the spec's own validation makes of its fields, and none is
+        // left at its default by accident.
+        let expected = zp.spec.sockets.socket_options("spec").expect("valid options");
+        let got: Vec<_> =
+            from_flags.named_sockets().into_iter().map(|(_, s)| s.options.clone()).collect();
+        assert_eq!(got, expected, "{name}");
+        if name == "tuned.yaml" {
+            let defaults = zmq_proxy::options::SocketOptions::default();
+            let f = &from_flags.frontend.options;
+            let b = &from_flags.backend.options;
+            assert_ne!(f, &defaults, "{name}");
+            assert_eq!(
+                (f.sndhwm, f.rcvhwm, f.max_msg_size, f.tcp_keepalive),
+                (50000, 0, -1, false)
+            );
+            assert_eq!(f.connect_timeout, std::time::Duration::from_millis(1500));
+            assert_eq!((b.sndhwm, b.rcvhwm, b.tcp_keepalive_count, b.nodrop), (10, 20, 5, true));
+            assert_eq!(from_flags.capture.as_ref().map(|c| c.options.sndhwm), Some(100000));
+            tuned = true;
+        }
         // Each socket as its own section says, whatever the proxy's global allow-any flag.
         let mut accepted = vec![
             ("frontend", from_flags.frontend.security.accepted.clone()),
@@ -792,6 +816,7 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
     }
     assert!(checked >= 6, "only {checked} examples checked");
     assert!(secured >= 2, "the secured example and fixture: {secured}");
+    assert!(tuned, "the tuned fixture was checked");
 }
 
 // Placement and overrides (issue 12): `fixtures/placement.yaml` sets every one of them.

@@ -260,6 +260,29 @@ fn duplicate_ports_name_the_later_field_and_the_earlier_one() {
     );
 }
 
+/// `nodrop` is refused where the proxy refuses it, with the proxy's words; every other option is
+/// bounded by the schema alone (no CEL).
+#[test]
+fn nodrop_is_refused_off_pub_and_xpub_and_on_the_capture_with_the_proxys_words() {
+    use zmq_proxy::options::{NODROP_CAPTURE_REFUSAL, nodrop_type_refusal};
+    let forwarder = || json!({"frontend": {"type": "XSUB", "port": 1}, "backend": {"type": "XPUB", "port": 2, "nodrop": true, "sndhwm": 10}});
+    assert_eq!(cel_errors(&object(forwarder())), Vec::<(String, String)>::new());
+    let mut spec = forwarder();
+    spec["frontend"]["nodrop"] = json!(true);
+    let errors = cel_errors(&object(spec));
+    assert_eq!(errors, vec![("spec.frontend.nodrop".to_string(), nodrop_type_refusal("XSUB"))]);
+    let mut spec = forwarder();
+    spec["frontend"]["nodrop"] = json!(false);
+    assert!(cel_errors(&object(spec)).is_empty(), "false is allowed anywhere");
+    let mut spec = forwarder();
+    spec["capture"] = json!({"type": "PUB", "port": 3, "nodrop": true});
+    let errors = cel_errors(&object(spec));
+    assert_eq!(
+        errors,
+        vec![("spec.capture.nodrop".to_string(), NODROP_CAPTURE_REFUSAL.to_string())]
+    );
+}
+
 #[test]
 fn default_metrics_port_clashing_with_a_socket_is_refused() {
     // metricsPort is defaulted to 9090 before the rules run, as on the API server.

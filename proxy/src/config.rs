@@ -10,6 +10,10 @@ use serde::Deserialize;
 
 use crate::curve::{Mechanism, Security};
 use crate::endpoint::{Direction, Endpoint};
+use crate::options::{
+    BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags, SocketOptions, Spelling,
+    spec_from_flag_texts,
+};
 use crate::socket::{ProxySockets, SocketType, capture_type_refusal, pair_refusal};
 
 /// How long a timed-out drain waits for connection writers to stop after the kill, so what
@@ -32,21 +36,30 @@ pub const DEFAULT_LAME_DUCK: Duration = Duration::ZERO;
 pub const KUBERNETES_LAME_DUCK_SECS: i32 = 5;
 /// Longest accepted `--lame-duck`.
 pub const MAX_LAME_DUCK_SECS: f64 = 3600.0;
-/// Messages queued towards one peer before it counts as full (libzmq's default ZMQ_SNDHWM).
-/// A full ROUTER client or subscriber has further messages dropped and counted; a full
-/// PUSH/DEALER peer is skipped by round-robin.
+/// Default high-water mark, per peer, both ways (libzmq's default ZMQ_SNDHWM and ZMQ_RCVHWM;
+/// `--<socket>-sndhwm`/`-rcvhwm`, see `options.rs`). Out: a full ROUTER client or subscriber
+/// has further messages dropped and counted; a full PUSH/DEALER peer is skipped by
+/// round-robin. In: a peer with this many messages read and waiting to be forwarded is not read
+/// further until the pump takes them.
 pub const DEFAULT_PEER_HWM: usize = 1000;
 /// Read batches buffered between a socket's connections and its pump. Each batch is what one
 /// read of one connection decoded, so this bounds memory per socket, not per peer.
 pub const INBOUND_QUEUE_BATCHES: usize = 256;
-/// Largest message (all frames) a peer may send; a larger frame header drops that peer.
-/// libzmq's default is unlimited, but a peer must not be able to make the proxy allocate
-/// whatever a frame header claims.
+/// Default largest message (all frames) a peer may send (`--<socket>-max-msg-size`); a larger
+/// frame header drops that peer. libzmq's default is unlimited, but a peer must not be able to
+/// make the proxy allocate whatever a frame header claims.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// A connection that has not completed the ZMTP greeting and READY in this time is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Delay between attempts of a `--*-connect` endpoint (libzmq's ZMQ_RECONNECT_IVL).
+/// Default delay between attempts of a `--*-connect` endpoint (libzmq's ZMQ_RECONNECT_IVL).
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// Default cap of the doubling reconnect backoff; zero: none, every attempt waits
+/// [`RECONNECT_INTERVAL`] (libzmq's ZMQ_RECONNECT_IVL_MAX default).
+pub const RECONNECT_INTERVAL_MAX: Duration = Duration::ZERO;
+/// Default TCP connect timeout; zero: the kernel's (libzmq's ZMQ_CONNECT_TIMEOUT default).
+pub const CONNECT_TIMEOUT: Duration = Duration::ZERO;
+/// Default of `--<socket>-nodrop` (ZMQ_XPUB_NODROP): subscribers that are full lose messages.
+pub const XPUB_NODROP: bool = false;
 /// Back-off after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Bytes read from a connection per system call, at most.
@@ -74,7 +87,8 @@ pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// (a node lost, a pod's network torn down) is closed after about idle + interval x retries
 /// (60 s) instead of holding its routing id, its subscriptions upstream and its queue
 /// forever. Keepalive only probes idle connections, so a slow peer that is simply not reading
-/// is never cut off by it.
+/// is never cut off by it. These are the defaults of `--<socket>-tcp-keepalive*`.
+pub const TCP_KEEPALIVE: bool = true;
 pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
@@ -148,8 +162,9 @@ pub struct Cli {
     #[arg(long, env = "ZMQ_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// A ZmqProxy manifest: spec.frontend/backend/capture/control {type, port, curve} are bound
-    /// on tcp://*:PORT (dual stack); spec.curveAllowAny, spec.drainTimeoutSeconds,
-    /// spec.lameDuckSeconds; other keys are ignored.
+    /// on tcp://*:PORT (dual stack), with each socket's options (sndhwm, rcvhwm, maxMsgSize,
+    /// ...); spec.curveAllowAny, spec.drainTimeoutSeconds, spec.lameDuckSeconds; other keys are
+    /// ignored.
     #[arg(long, env = "ZMQ_PROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// frontend: the CURVE server's secret key file (Z85 or zcert secret) for its binds.
@@ -206,6 +221,12 @@ pub struct Cli {
     /// CURVE server sockets without an allow-list accept any client that knows the server key.
     #[arg(long, env = "ZMQ_PROXY_CURVE_ALLOW_ANY")]
     pub curve_allow_any: bool,
+    #[command(flatten)]
+    pub frontend_options: FrontendOptionFlags,
+    #[command(flatten)]
+    pub backend_options: BackendOptionFlags,
+    #[command(flatten)]
+    pub capture_options: CaptureOptionFlags,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -448,19 +469,22 @@ fn parse_type(s: &str) -> Result<SocketType, String> {
     s.parse::<SocketType>().map_err(|e| e.to_string())
 }
 
-/// One proxy socket: its type, where it binds and connects, and what it speaks on each.
+/// One proxy socket: its type, where it binds and connects, what it speaks on each, and its
+/// libzmq options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketConfig {
     pub socket_type: SocketType,
     pub bind: Vec<Endpoint>,
     pub connect: Vec<Endpoint>,
     pub security: Security,
+    pub options: SocketOptions,
 }
 
 impl SocketConfig {
-    /// A NULL-mechanism socket.
+    /// A NULL-mechanism socket with default options.
     pub fn new(socket_type: SocketType, bind: Vec<Endpoint>, connect: Vec<Endpoint>) -> Self {
-        SocketConfig { socket_type, bind, connect, security: Security::default() }
+        let (security, options) = (Security::default(), SocketOptions::default());
+        SocketConfig { socket_type, bind, connect, security, options }
     }
 
     pub fn endpoints(&self) -> String {
@@ -485,7 +509,6 @@ pub struct ProxyConfig {
     /// `--pause-file`: PAUSE/RESUME from a file's content ([`crate::pause_file`]).
     pub pause_file: Option<PathBuf>,
     pub log_format: LogFormat,
-    pub peer_hwm: usize,
 }
 
 impl ProxyConfig {
@@ -502,8 +525,14 @@ impl ProxyConfig {
             lame_duck: DEFAULT_LAME_DUCK,
             pause_file: None,
             log_format: LogFormat::Text,
-            peer_hwm: DEFAULT_PEER_HWM,
         }
+    }
+
+    /// The frontend, backend and capture sockets with their names.
+    pub fn named_sockets(&self) -> Vec<(&'static str, &SocketConfig)> {
+        let mut all = vec![("frontend", &self.frontend), ("backend", &self.backend)];
+        all.extend(self.capture.iter().map(|c| ("capture", c)));
+        all
     }
 }
 
@@ -559,6 +588,13 @@ impl Cli {
                     "--config cannot be combined with --curve-allow-any: use spec.curveAllowAny",
                 );
             }
+            for socket in ["frontend", "backend", "capture"] {
+                if self.option_texts(socket).iter().any(Option::is_some) {
+                    return err(format!(
+                        "--config cannot be combined with --{socket}-<option> flags (sndhwm, maxMsgSize, ...): set them in spec.{socket}"
+                    ));
+                }
+            }
             load_manifest(path)?
         } else {
             self.sockets_from_flags()?
@@ -574,6 +610,7 @@ impl Cli {
         }
         if self.config.is_none() {
             self.apply_curve_flags(&mut cfg)?;
+            self.apply_option_flags(&mut cfg)?;
         }
         if let Some(h) = self.http_bind {
             if let Err(e) = Endpoint::parse_host_port(&h, Direction::Bind) {
@@ -609,6 +646,33 @@ impl Cli {
         let binds = cfg.control_bind.is_some();
         cfg.control_security = curve_security(&names, &control, binds, false, any)?.accepted;
         check_allow_any(cfg, any, "--curve-allow-any")
+    }
+
+    fn option_texts(&self, socket: &str) -> [Option<&str>; 11] {
+        match socket {
+            "frontend" => self.frontend_options.texts(),
+            "backend" => self.backend_options.texts(),
+            _ => self.capture_options.texts(),
+        }
+    }
+
+    fn apply_option_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+        let mut sockets = vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        match cfg.capture.as_mut() {
+            Some(c) => sockets.push(("capture", c)),
+            None if self.option_texts("capture").iter().any(Option::is_some) => {
+                return err("--capture-<option> flags need --capture-type");
+            }
+            None => {}
+        }
+        for (name, sock) in sockets {
+            let spec = spec_from_flag_texts(name, self.option_texts(name)).map_err(ConfigError)?;
+            let capture = name == "capture";
+            sock.options = spec
+                .resolve(Spelling::Flags(name), sock.socket_type, capture)
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn sockets_from_flags(&self) -> Result<ProxyConfig, ConfigError> {
@@ -779,14 +843,21 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
         ));
     }
     spec.sockets.validate("spec").map_err(|e| ConfigError(e.to_string()))?;
+    let options = spec.sockets.socket_options("spec").map_err(|e| ConfigError(e.to_string()))?;
     // Every address, IPv6 and IPv4 (dual stack, IPv4 alone where the host has no IPv6), as
     // the operator's pods bind: the same manifest works on any cluster's address families.
     let all = |port: i32| -> Vec<Endpoint> {
         vec![Endpoint { host: "*".into(), port: u16::try_from(port).unwrap_or(0) }]
     };
-    let sock =
-        |s: &crate::socket::SocketSpec| SocketConfig::new(s.socket_type, all(s.port), vec![]);
-    let mut cfg = ProxyConfig::new(sock(&spec.sockets.frontend), sock(&spec.sockets.backend));
+    let mut options = options.into_iter();
+    let mut sock = |s: &crate::socket::SocketSpec| {
+        let mut c = SocketConfig::new(s.socket_type, all(s.port), vec![]);
+        c.options = options.next().unwrap_or_default();
+        c
+    };
+    let frontend = sock(&spec.sockets.frontend);
+    let backend = sock(&spec.sockets.backend);
+    let mut cfg = ProxyConfig::new(frontend, backend);
     cfg.capture = spec.sockets.capture.as_ref().map(sock);
     cfg.control_bind = spec.sockets.control.as_ref().map(|c| all(c.port).remove(0));
     let any = spec.curve_allow_any.unwrap_or(false);
@@ -911,6 +982,108 @@ mod tests {
         assert!(e.starts_with("spec.backend.type: unsupported socket pair XSUB/PUSH"), "{e}");
         let e = parse_manifest(&yaml.replace("v1alpha1", "v9")).unwrap_err().0;
         assert!(e.starts_with("apiVersion"), "{e}");
+    }
+
+    #[test]
+    fn socket_options_come_from_flags_and_the_manifest_and_name_their_source() {
+        let base = ["--frontend-type=XSUB", "--frontend-bind=tcp://*:1", "--backend-type=XPUB"];
+        let c = cli(&[&base[..], &["--backend-bind=tcp://*:2"]].concat()).expect("valid");
+        assert_eq!(c.frontend.options, SocketOptions::default());
+        assert_eq!(c.backend.options.sndhwm, DEFAULT_PEER_HWM as u64);
+        let c = cli(&[
+            &base[..],
+            &[
+                "--backend-bind=tcp://*:2",
+                "--backend-sndhwm=10",
+                "--backend-nodrop=true",
+                "--frontend-rcvhwm",
+                "0",
+                "--frontend-max-msg-size",
+                "-1",
+                "--frontend-tcp-keepalive=off",
+                "--frontend-reconnect-interval=250",
+                "--frontend-reconnect-interval-max=8000",
+            ],
+        ]
+        .concat())
+        .expect("valid");
+        assert_eq!((c.backend.options.sndhwm, c.backend.options.nodrop), (10, true));
+        assert_eq!(c.backend.options.rcvhwm, DEFAULT_PEER_HWM as u64, "per socket");
+        let f = &c.frontend.options;
+        assert_eq!((f.rcvhwm, f.max_msg_size, f.tcp_keepalive), (0, -1, false));
+        assert_eq!(f.reconnect_interval_max, Duration::from_secs(8));
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--frontend-nodrop=1"]].concat())
+            .unwrap_err();
+        assert_eq!(e, "--frontend-nodrop: only a PUB or XPUB socket has it, not XSUB");
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--backend-sndhwm=-3"]].concat())
+            .unwrap_err();
+        assert!(e.starts_with("--backend-sndhwm: expected messages between 0"), "{e}");
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--capture-sndhwm=3"]].concat())
+            .unwrap_err();
+        assert_eq!(e, "--capture-<option> flags need --capture-type");
+        let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: XSUB, port: 6000, rcvhwm: 20, tcpKeepaliveIdle: 7}\n  backend: {type: XPUB, port: 6001, sndhwm: 10, nodrop: true}\n";
+        let m = parse_manifest(yaml).expect("valid");
+        assert_eq!((m.backend.options.sndhwm, m.backend.options.nodrop), (10, true));
+        assert_eq!(m.frontend.options.rcvhwm, 20);
+        assert_eq!(m.frontend.options.tcp_keepalive_idle, Duration::from_secs(7));
+        let e = parse_manifest(&yaml.replace("rcvhwm: 20", "rcvhwm: -1")).unwrap_err().0;
+        assert!(e.starts_with("spec.frontend.rcvhwm: expected messages between 0"), "{e}");
+        let e = parse_manifest(&yaml.replace("sndhwm: 10", "sndhwm: lots")).unwrap_err().0;
+        assert!(e.starts_with("spec: "), "a type error from the parser: {e}");
+        let path = std::env::temp_dir().join(format!("zmq-proxy-opts-{}.yaml", std::process::id()));
+        std::fs::write(&path, yaml).expect("write");
+        let config = format!("--config={}", path.display());
+        let e = cli(&[&config, "--backend-sndhwm=5"]).unwrap_err();
+        assert!(e.starts_with("--config cannot be combined with --backend-<option> flags"), "{e}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// What the operator renders from a spec is what the proxy parses back.
+    #[test]
+    fn rendered_option_flags_parse_back_into_the_same_options() {
+        let spec = crate::options::SocketOptionsSpec {
+            sndhwm: Some(10),
+            rcvhwm: Some(0),
+            max_msg_size: Some(-1),
+            tcp_keepalive: Some(true),
+            tcp_keepalive_idle: Some(5),
+            tcp_keepalive_interval: Some(6),
+            tcp_keepalive_count: Some(7),
+            reconnect_interval: Some(50),
+            reconnect_interval_max: Some(900),
+            connect_timeout: Some(300),
+            nodrop: Some(true),
+        };
+        let mut args = vec!["--frontend-type=XSUB", "--frontend-bind=tcp://*:1"];
+        args.extend(["--backend-type=XPUB", "--backend-bind=tcp://*:2"]);
+        let rendered = spec.to_flags("backend");
+        args.extend(rendered.iter().map(String::as_str));
+        let c = cli(&args).expect("valid");
+        let expected = spec.resolve(Spelling::Flags("backend"), SocketType::Xpub, false);
+        assert_eq!(Ok(c.backend.options), expected);
+    }
+
+    #[test]
+    fn option_flags_are_read_from_the_environment() {
+        // Clap reads the variable named in the flag's definition; checking the definitions
+        // (not setting process-wide variables, which would race other tests) pins the names.
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let env_of = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+        };
+        assert_eq!(env_of("frontend-sndhwm").as_deref(), Some("ZMQ_PROXY_FRONTEND_SNDHWM"));
+        assert_eq!(
+            env_of("capture-tcp-keepalive-interval").as_deref(),
+            Some("ZMQ_PROXY_CAPTURE_TCP_KEEPALIVE_INTERVAL")
+        );
+        assert_eq!(
+            env_of("backend-max-msg-size").as_deref(),
+            Some("ZMQ_PROXY_BACKEND_MAX_MSG_SIZE")
+        );
     }
 
     fn key_files(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {

@@ -72,13 +72,11 @@ impl Proxy {
         let (state, _) =
             watch::channel(crate::pause_file::initial_state(cfg.pause_file.as_deref()));
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
-        let hwm = cfg.peer_hwm;
         let mut front =
-            ProxySocket::open(&cfg.frontend, "frontend", hwm, counters.clone(), &life).await?;
-        let mut back =
-            ProxySocket::open(&cfg.backend, "backend", hwm, counters.clone(), &life).await?;
+            ProxySocket::open(&cfg.frontend, "frontend", counters.clone(), &life).await?;
+        let mut back = ProxySocket::open(&cfg.backend, "backend", counters.clone(), &life).await?;
         let cap = match &cfg.capture {
-            Some(c) => Some(ProxySocket::open(c, "capture", hwm, counters.clone(), &life).await?),
+            Some(c) => Some(ProxySocket::open(c, "capture", counters.clone(), &life).await?),
             None => None,
         };
         let frontend = front.outlet.handle();
@@ -342,7 +340,7 @@ impl Pump {
         rx.close();
         while let Ok(item) = rx.try_recv() {
             match item {
-                Inbound::Batch(msgs) => {
+                Inbound::Batch(msgs, _credit) => {
                     for m in &msgs {
                         let (f, b) = size_of(m);
                         self.src().add_recv(f, b);
@@ -399,7 +397,13 @@ async fn pump(
         };
         let Some(item) = item else { break };
         let msgs = match item {
-            Inbound::Batch(msgs) => msgs,
+            // The batch's credit goes back to its peer as the pump takes it, so that peer's
+            // connection reads the next batch while this one is forwarded; a destination that
+            // waits holds this batch, and the peer is read no further than its rcvhwm beyond.
+            Inbound::Batch(msgs, credit) => {
+                drop(credit);
+                msgs
+            }
             Inbound::Subscription { peer, subscribe, topic } => {
                 let first_or_last = if subscribe {
                     table.subscribe(peer, topic.clone())

@@ -17,6 +17,7 @@
 //! - [`pause_file`]: PAUSE/RESUME from a file's content (`--pause-file`, the operator's
 //!   `spec.paused`).
 //! - [`metrics`], [`http`]: /metrics, /healthz, /readyz (`--http-bind`), the drop summary.
+//! - [`options`]: the per-socket libzmq options (HWMs, message size, keepalive, reconnect, nodrop).
 //! - [`ops`]: starts the control socket, HTTP listener and drop summary beside a [`Proxy`].
 
 pub mod config;
@@ -28,6 +29,7 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod ops;
+pub mod options;
 pub mod pause_file;
 pub mod security;
 pub mod socket;

@@ -120,6 +120,12 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// One option of every socket for the "proxy running" line, e.g. `frontend=1000 backend=10`.
+fn hwms(cfg: &ProxyConfig, pick: impl Fn(&zmq_proxy::options::SocketOptions) -> u64) -> String {
+    let each = cfg.named_sockets().into_iter().map(|(n, s)| format!("{n}={}", pick(&s.options)));
+    each.collect::<Vec<_>>().join(" ")
+}
+
 async fn run(cfg: ProxyConfig) -> u8 {
     // Install the handlers before announcing "proxy running", so a signal sent right after
     // that line is never the default (fatal) action.
@@ -131,6 +137,11 @@ async fn run(cfg: ProxyConfig) -> u8 {
                 return 1;
             }
         };
+    for (name, s) in cfg.named_sockets() {
+        for w in s.options.warnings(name) {
+            tracing::warn!("{w}");
+        }
+    }
     let proxy = match Proxy::start(&cfg).await {
         Ok(p) => p,
         Err(e) => {
@@ -160,7 +171,8 @@ async fn run(cfg: ProxyConfig) -> u8 {
         http = %or_none(ops.http_addr().map(|a| a.to_string())),
         drain_timeout_secs = cfg.drain_timeout.as_secs_f64(),
         lame_duck_secs = cfg.lame_duck.as_secs_f64(),
-        peer_hwm = cfg.peer_hwm,
+        sndhwm = %hwms(&cfg, |o| o.sndhwm),
+        rcvhwm = %hwms(&cfg, |o| o.rcvhwm),
         log_format = ?cfg.log_format,
         "proxy running"
     );

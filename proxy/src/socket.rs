@@ -9,6 +9,7 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::options::SocketOptionsSpec;
 use crate::security::SocketSecurity;
 
 // PAIR is a known word because zmq_proxy(3) names it for the capture socket, so a manifest
@@ -172,12 +173,15 @@ pub struct SocketSpec {
     /// (the allowed clients) that the operator mounts into the pod. Unset: NULL, no security.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SocketSecurity>,
+    /// libzmq's per-socket options (`sndhwm`, `maxMsgSize`, ...; see `options.rs`).
+    #[serde(flatten)]
+    pub options: SocketOptionsSpec,
 }
 
 impl SocketSpec {
-    /// A socket without security.
+    /// A socket without security, with default options.
     pub fn new(socket_type: SocketType, port: i32) -> Self {
-        SocketSpec { socket_type, port, security: None }
+        SocketSpec { socket_type, port, security: None, options: SocketOptionsSpec::default() }
     }
 }
 
@@ -284,7 +288,26 @@ impl ProxySockets {
                 security.validate(&field(&format!("{name}.security")))?;
             }
         }
+        self.socket_options(field_prefix)?;
         Ok(())
+    }
+
+    /// Each socket's options, validated, in [`ProxySockets::named_ports`] order (frontend,
+    /// backend, capture when present; the control socket has none).
+    pub fn socket_options(
+        &self,
+        field_prefix: &str,
+    ) -> Result<Vec<crate::options::SocketOptions>, SocketSpecError> {
+        let mut all = vec![("frontend", &self.frontend), ("backend", &self.backend)];
+        all.extend(self.capture.iter().map(|c| ("capture", c)));
+        all.into_iter()
+            .map(|(name, s)| {
+                let spelling = crate::options::Spelling::Manifest(field_prefix, name);
+                s.options
+                    .resolve(spelling, s.socket_type, name == "capture")
+                    .map_err(|e| SocketSpecError { field: e.field, reason: e.reason })
+            })
+            .collect()
     }
 }
 
@@ -367,6 +390,36 @@ pub mod cel {
             message_expression: format!("{{{}}}[self.capture.type]", refusals.join(", ")),
             field_path: ".capture.type".to_string(),
         }
+    }
+
+    /// `nodrop` only on a PUB/XPUB frontend or backend and never on the capture socket, with
+    /// the words of [`crate::options::SocketOptionsSpec::resolve`].
+    pub fn nodrop_rules() -> Vec<CelRule> {
+        use crate::options::{NODROP_CAPTURE_REFUSAL, NODROP_TYPES, nodrop_type_refusal};
+        let types = string_list(NODROP_TYPES.iter().map(|t| t.to_string()));
+        const PLACEHOLDER: &str = "\u{0}";
+        let mut rules: Vec<CelRule> = ["frontend", "backend"]
+            .into_iter()
+            .map(|name| {
+                let s = format!("self.{name}");
+                let ty = format!("{s}.type");
+                CelRule {
+                    rule: format!("!has({s}.nodrop) || !{s}.nodrop || {ty} in {types}"),
+                    message_expression: splice(
+                        &nodrop_type_refusal(PLACEHOLDER),
+                        &[(PLACEHOLDER, ty.as_str())],
+                    ),
+                    field_path: format!(".{name}.nodrop"),
+                }
+            })
+            .collect();
+        rules.push(CelRule {
+            rule: "!has(self.capture) || !has(self.capture.nodrop) || !self.capture.nodrop"
+                .to_string(),
+            message_expression: quote(NODROP_CAPTURE_REFUSAL),
+            field_path: ".capture.nodrop".to_string(),
+        });
+        rules
     }
 
     /// A port-carrying field of the spec: its name as errors say it, the CEL expression of its

@@ -13,8 +13,8 @@
 //!   each subscribe/unsubscribe and when a subscriber left (see `subscriptions.rs`).
 //!
 //! This file holds a socket's shared state (peer registry, per-peer queues, backlog counts) and
-//! its opening; `sockets/connection.rs` runs each peer's tasks and `sockets/outlet.rs` applies the
-//! send policy.
+//! its opening; `sockets/connection.rs` runs each peer's tasks, `sockets/outlet.rs` applies the
+//! send policy and `sockets/window.rs` bounds what is read from each peer (the rcvhwm).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -29,13 +29,12 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{
     ACCEPT_ERROR_BACKOFF, ALLOW_LIST_POLL_INTERVAL, HANDSHAKE_TIMEOUT, INBOUND_QUEUE_BATCHES,
-    MAX_MESSAGE_BYTES, READ_CHUNK_BYTES, RECONNECT_INTERVAL, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET,
-    SocketConfig, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES,
-    WRITE_BATCH_BYTES,
+    READ_CHUNK_BYTES, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET, SocketConfig, WRITE_BATCH_BYTES,
 };
 use crate::counters::{Counters, DropReason, OncePerPeer};
 use crate::curve::{self, Mechanism, Sealer, Security};
 use crate::net;
+use crate::options::SocketOptions;
 use crate::socket::SocketType;
 use crate::subscriptions::PeerId;
 use crate::zmtp::{self, Item, WireError};
@@ -43,9 +42,11 @@ use crate::zmtp::{self, Item, WireError};
 mod connection;
 mod drain;
 mod outlet;
+mod window;
 
 pub use connection::tune;
 pub use outlet::{Delivery, Outlet};
+pub use window::Credit;
 
 use connection::{accept_loop, connect_loop};
 
@@ -55,8 +56,9 @@ pub type Msg = Vec<Bytes>;
 /// What a socket's connections hand to the pump that reads the socket, in arrival order.
 #[derive(Debug)]
 pub enum Inbound {
-    /// Messages decoded from one read of one connection.
-    Batch(Vec<Msg>),
+    /// Messages decoded from one read of one connection, with the credit they hold against
+    /// that peer's receive high-water mark (released when the pump takes the batch).
+    Batch(Vec<Msg>, Credit),
     /// A subscriber's subscribe (`true`) or unsubscribe (XPUB only).
     Subscription { peer: PeerId, subscribe: bool, topic: Bytes },
     /// A subscriber disconnected (XPUB only); its topics are released.
@@ -195,7 +197,8 @@ struct Shared {
     capture: bool,
     /// Whether the pump reads this socket (false for capture and send-only types).
     delivers: bool,
-    hwm: usize,
+    /// This socket's libzmq options (high-water marks, message size, keepalive, reconnect).
+    options: SocketOptions,
     counters: Arc<Counters>,
     registry: Mutex<Registry>,
     version: AtomicU64,
@@ -417,7 +420,6 @@ impl ProxySocket {
     pub async fn open(
         cfg: &SocketConfig,
         name: &'static str,
-        hwm: usize,
         counters: Arc<Counters>,
         life: &Lifecycle,
     ) -> Result<ProxySocket, OpenError> {
@@ -445,7 +447,7 @@ impl ProxySocket {
             refusals: OncePerPeer::new(REFUSAL_LOG_QUIET, REFUSAL_LOG_PEERS),
             capture: is_capture,
             delivers,
-            hwm,
+            options: cfg.options.clone(),
             counters,
             registry: Mutex::new(registry),
             version: AtomicU64::new(0),
@@ -602,6 +604,8 @@ impl SocketHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES};
+    use std::time::Duration;
 
     /// A publisher is sent its subscriptions in the form of the revision it greeted with: the
     /// one-byte message to 3.0 peers (which have no SUBSCRIBE command), the command to 3.1.
@@ -630,12 +634,25 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (_client, (stream, _)) = (client.expect("connect"), accepted.expect("accept"));
-        tune(&stream);
+        tune(&stream, &SocketOptions::default());
         let sock = socket2::SockRef::from(&stream);
         assert!(stream.nodelay().expect("nodelay"));
         assert!(sock.keepalive().expect("keepalive"));
         assert_eq!(sock.tcp_keepalive_time().expect("idle"), TCP_KEEPALIVE_IDLE);
         assert_eq!(sock.tcp_keepalive_interval().expect("interval"), TCP_KEEPALIVE_INTERVAL);
         assert_eq!(sock.tcp_keepalive_retries().expect("retries"), TCP_KEEPALIVE_RETRIES);
+        // The options given win over the defaults, and off means off.
+        let tuned = SocketOptions {
+            tcp_keepalive_idle: Duration::from_secs(7),
+            tcp_keepalive_interval: Duration::from_secs(2),
+            tcp_keepalive_count: 5,
+            ..SocketOptions::default()
+        };
+        tune(&stream, &tuned);
+        assert_eq!(sock.tcp_keepalive_time().expect("idle"), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_interval().expect("interval"), Duration::from_secs(2));
+        assert_eq!(sock.tcp_keepalive_retries().expect("retries"), 5);
+        tune(&stream, &SocketOptions { tcp_keepalive: false, ..tuned });
+        assert!(!sock.keepalive().expect("keepalive"));
     }
 }

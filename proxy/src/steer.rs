@@ -211,7 +211,7 @@ async fn requester(
     state: &watch::Sender<ProxyState>,
     counters: &Counters,
 ) -> Result<(), Refusal> {
-    crate::sockets::tune(&stream);
+    crate::sockets::tune(&stream, &crate::options::SocketOptions::default());
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(1024);
     let shake =

@@ -12,8 +12,8 @@
 //! the crate hides what a proxy needs per connection (which subscriber sent an unsubscribe,
 //! when a PUSH peer's connection closes, whether a peer's queue is full) and lets one peer's
 //! frame header decide an allocation size. Here every connection is read continuously, frames
-//! are bounded by [`crate::config::MAX_MESSAGE_BYTES`], and buffers grow only with bytes that
-//! actually arrived.
+//! are bounded by the socket's maxMsgSize (default [`crate::config::MAX_MESSAGE_BYTES`]), and
+//! buffers grow only with bytes that actually arrived.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -264,11 +264,17 @@ pub enum Item {
     Command(Bytes),
 }
 
+/// Header bytes one message may carry even under a small maxMsgSize (a few thousand frames).
+const MIN_HEADER_ALLOWANCE: usize = 64 * 1024;
+
 /// Incremental frame decoder. Frames are split off the read buffer without copying; the
 /// buffer is never grown on the word of a frame header, only by bytes read.
 pub struct Decoder {
     parts: Vec<Bytes>,
+    /// Payload bytes of the message so far (what maxMsgSize limits, as libzmq's MAXMSGSIZE).
     size: usize,
+    /// Header bytes of the message so far, bounded too, so endless empty frames are refused.
+    headers: usize,
     max: usize,
     /// Set after a CURVE handshake: every wire frame is a MESSAGE to open.
     opener: Option<Box<dyn FrameOpener>>,
@@ -276,7 +282,7 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(max: usize) -> Self {
-        Decoder { parts: Vec::new(), size: 0, max, opener: None }
+        Decoder { parts: Vec::new(), size: 0, headers: 0, max, opener: None }
     }
 
     /// From now on, every frame is unwrapped by `opener` before it is interpreted.
@@ -308,11 +314,16 @@ impl Decoder {
                 (2, u64::from(buf[1]))
             };
             let len = usize::try_from(len).unwrap_or(usize::MAX);
-            // Headers count too, so endless empty frames of one message are bounded as well.
-            if len > self.max || self.size.saturating_add(len + hdr) > self.max {
+            // The payload is what the limit is about (a frame of exactly maxMsgSize bytes passes);
+            // headers are bounded separately, so endless empty frames of one message are too.
+            let headers = self.headers + hdr;
+            if len > self.max
+                || self.size.saturating_add(len) > self.max
+                || headers > self.max.max(MIN_HEADER_ALLOWANCE)
+            {
                 return Err(WireError::TooLarge { limit: self.max });
             }
-            if buf.len() < hdr + len {
+            if buf.len() < hdr.saturating_add(len) {
                 return Ok(None);
             }
             buf.advance(hdr);
@@ -323,10 +334,12 @@ impl Decoder {
             if flags & FLAG_COMMAND != 0 {
                 return Ok(Some(Item::Command(frame)));
             }
-            self.size += len + hdr;
+            self.size += len;
+            self.headers = headers;
             self.parts.push(frame);
             if flags & FLAG_MORE == 0 {
                 self.size = 0;
+                self.headers = 0;
                 let cap = self.parts.len().max(1);
                 return Ok(Some(Item::Message(std::mem::replace(
                     &mut self.parts,
@@ -638,6 +651,35 @@ mod tests {
         huge.put_u8(FLAG_LONG);
         huge.put_u64(1 << 60);
         assert!(matches!(dec.decode(&mut huge), Err(WireError::TooLarge { .. })));
+    }
+
+    /// maxMsgSize limits payload bytes, as libzmq's MAXMSGSIZE: exactly the limit passes, one
+    /// byte more (in any frame of the message) drops the peer; "unlimited" cannot overflow.
+    #[test]
+    fn max_msg_size_counts_payload_and_unlimited_has_no_overflow() {
+        let frames = |sizes: &[usize]| {
+            let mut out = BytesMut::new();
+            let parts: Vec<Bytes> = sizes.iter().map(|n| Bytes::from(vec![1u8; *n])).collect();
+            encode_message(&parts, &mut out);
+            out
+        };
+        let mut dec = Decoder::new(1000);
+        assert!(matches!(dec.decode(&mut frames(&[1000])), Ok(Some(Item::Message(_)))));
+        assert!(matches!(dec.decode(&mut frames(&[600, 400])), Ok(Some(Item::Message(_)))));
+        let mut dec = Decoder::new(1000);
+        assert!(matches!(dec.decode(&mut frames(&[600, 401])), Err(WireError::TooLarge { .. })));
+        let mut dec = Decoder::new(1000);
+        assert!(matches!(dec.decode(&mut frames(&[1001])), Err(WireError::TooLarge { .. })));
+        let mut unlimited = Decoder::new(usize::MAX);
+        let mut huge = BytesMut::new();
+        huge.put_u8(FLAG_LONG);
+        huge.put_u64(u64::MAX);
+        assert!(matches!(unlimited.decode(&mut huge), Ok(None)), "waits for bytes, allocates none");
+        assert!(huge.capacity() < 1024);
+        let mut empties = Decoder::new(10);
+        let many = frames(&vec![0; MIN_HEADER_ALLOWANCE]);
+        let mut many = many;
+        assert!(matches!(empties.decode(&mut many), Err(WireError::TooLarge { .. })));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use zmq_proxy::socket::SocketType;
 
 async fn pipeline(hwm: usize) -> Proxy {
     let mut cfg = config(SocketType::Pull, SocketType::Push);
-    cfg.peer_hwm = hwm;
+    set_sndhwm(&mut cfg, hwm as u64);
     start(cfg).await
 }
 

@@ -14,7 +14,7 @@ use zmq_proxy::socket::SocketType;
 
 async fn forwarder(hwm: usize) -> Proxy {
     let mut cfg = config(SocketType::Xsub, SocketType::Xpub);
-    cfg.peer_hwm = hwm;
+    set_sndhwm(&mut cfg, hwm as u64);
     start(cfg).await
 }
 

@@ -111,7 +111,7 @@ async fn peer_reset_mid_message_does_not_stop_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_flow_while_requests_are_backpressured() {
     let mut cfg = config(SocketType::Router, SocketType::Dealer);
-    cfg.peer_hwm = 4;
+    set_sndhwm(&mut cfg, 4);
     let p = start(cfg).await;
     let counters = p.counters();
     let mut w = worker(&p).await;

@@ -896,6 +896,32 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             q(json!({"priorityClassName": "p".repeat(254)})),
             Refusal::at("spec.priorityClassName", "Too long"),
         ),
+        // Socket options (issue 11): nodrop by CEL with the proxy's words, bounds by schema.
+        (
+            "nodrop on a DEALER",
+            q(json!({"backend": {"type": "DEALER", "port": 5556, "nodrop": true}})),
+            Refusal::at("spec.backend.nodrop", &zmq_proxy::options::nodrop_type_refusal("DEALER")),
+        ),
+        (
+            "nodrop on a ROUTER",
+            q(json!({"frontend": {"type": "ROUTER", "port": 5555, "nodrop": true}})),
+            Refusal::at("spec.frontend.nodrop", &zmq_proxy::options::nodrop_type_refusal("ROUTER")),
+        ),
+        (
+            "nodrop on the capture",
+            q(json!({"capture": {"type": "PUB", "port": 5557, "nodrop": true}})),
+            Refusal::at("spec.capture.nodrop", zmq_proxy::options::NODROP_CAPTURE_REFUSAL),
+        ),
+        (
+            "negative sndhwm",
+            q(json!({"frontend": {"type": "ROUTER", "port": 5555, "sndhwm": -1}})),
+            Refusal::at("spec.frontend.sndhwm", "should be greater than or equal to 0"),
+        ),
+        (
+            "keepalive count over Linux's 127",
+            q(json!({"backend": {"type": "DEALER", "port": 5556, "tcpKeepaliveCount": 128}})),
+            Refusal::at("spec.backend.tcpKeepaliveCount", "should be less than or equal to 127"),
+        ),
     ]
 }
 
@@ -943,6 +969,18 @@ async fn invalid_objects_are_refused(client: &Client, namespace: &str) {
     zps.patch(&longest, &field_manager(), &Patch::Apply(&manifest))
         .await
         .unwrap_or_else(|e| panic!("a {MAX_NAME_LEN}-character name is accepted: {e}"));
+    // Every socket option set (the tuned fixture) is accepted and stored as written.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tuned.yaml");
+    let text = std::fs::read_to_string(path).expect("tuned fixture");
+    let mut tuned: Value = serde_yaml::from_str(&text).expect("fixture parses");
+    tuned["metadata"]["namespace"] = json!(namespace);
+    let stored = zps
+        .patch("tuned", &field_manager(), &Patch::Apply(&tuned))
+        .await
+        .unwrap_or_else(|e| panic!("every socket option is accepted: {e}"));
+    assert_eq!(stored.spec.sockets.backend.options.sndhwm, Some(10));
+    assert_eq!(stored.spec.sockets.frontend.options.max_msg_size, Some(-1));
+    assert_eq!(stored.spec.sockets.backend.options.nodrop, Some(true));
 }
 
 /// `spec.ipFamilyPolicy` / `spec.ipFamilies` reach both Services, and the (dual-stack) API
@@ -1641,8 +1679,8 @@ fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
     }
     assert_eq!(
         checked,
-        8 + 5 + 3 + 2,
-        "every CEL rule of the spec and of its security is exercised"
+        8 + 5 + 3 + 2 + 3,
+        "every CEL rule of the spec, its security and nodrop is exercised"
     );
     let queue = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
     let errors = cel_verdict("tasks.v2", queue.clone());

@@ -18,7 +18,7 @@ pub(super) async fn accept_loop(
                     let mech = shared.security.accepted.clone();
                     let conn = connection(shared.clone(), stream, mech, inbound.clone(), life.clone());
                     tokio::spawn(async move {
-                        conn.await;
+                        let _ = conn.await;
                     });
                 }
                 Err(e) => {
@@ -33,41 +33,63 @@ pub(super) async fn accept_loop(
     }
 }
 
+/// Connects `target` and reconnects whenever the connection ends, as zmq_connect does: after
+/// each attempt that did not complete a handshake the delay doubles (from reconnectInterval up
+/// to reconnectIntervalMax, when set); a connection that was served starts over at the
+/// interval. The host name is resolved again on every attempt, so a Service or a pod whose
+/// address changed is found.
 pub(super) async fn connect_loop(
     shared: Arc<Shared>,
     target: (String, u16),
     mut inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
 ) {
+    let opts = &shared.options;
+    let mut failures = 0u32;
     loop {
+        // Resolved again on every attempt, each address tried in order (`crate::net`).
+        let connect = crate::net::connect(&target.0, target.1);
         let attempt = tokio::select! {
             _ = raised(&mut life.stop) => return,
-            r = crate::net::connect(&target.0, target.1) => r,
+            r = async {
+                if opts.connect_timeout.is_zero() {
+                    return connect.await;
+                }
+                match tokio::time::timeout(opts.connect_timeout, connect).await {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                }
+            } => r,
         };
         match attempt {
             // The connection hands the inbound sender back only if the proxy still runs:
             // holding a copy here during a drain would keep the pump from seeing its end.
-            Ok(stream) => match connection(
-                shared.clone(),
-                stream,
-                shared.security.connected.clone(),
-                inbound,
-                life.clone(),
-            )
-            .await
-            {
-                Some(tx) => inbound = tx,
-                None => return,
-            },
+            Ok(stream) => {
+                let mech = shared.security.connected.clone();
+                let end = connection(shared.clone(), stream, mech, inbound, life.clone()).await;
+                let Some(tx) = end.inbound else { return };
+                inbound = tx;
+                failures = if end.served { 0 } else { failures.saturating_add(1) };
+            }
             Err(e) => {
+                failures = failures.saturating_add(1);
                 tracing::debug!(host = %target.0, port = target.1, error = %e, "connect failed")
             }
         }
+        let jitter = f64::from(rand_u32()) / f64::from(u32::MAX);
+        let delay = opts.reconnect_delay(failures.saturating_sub(1), jitter);
         tokio::select! {
             _ = raised(&mut life.stop) => return,
-            _ = tokio::time::sleep(RECONNECT_INTERVAL) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// How a connection ended: the inbound sender back (unless the proxy is being killed or its
+/// pump is gone), and whether the handshake completed (a served peer resets the backoff).
+struct ConnectionEnd {
+    inbound: Option<mpsc::Sender<Inbound>>,
+    served: bool,
 }
 
 enum ReadEnd {
@@ -77,15 +99,21 @@ enum ReadEnd {
     Closed,
 }
 
-/// Per-connection TCP options: no Nagle delay (ZeroMQ batches itself) and keepalive probes
-/// (see [`TCP_KEEPALIVE_IDLE`]). Best effort: a refused option leaves a working connection.
-pub fn tune(stream: &TcpStream) {
+/// Per-connection TCP options: no Nagle delay (ZeroMQ batches itself) and the socket's
+/// keepalive probes (see `config::TCP_KEEPALIVE_IDLE`). Best effort: a refused option leaves a
+/// working connection.
+pub fn tune(stream: &TcpStream, opts: &SocketOptions) {
     let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    if !opts.tcp_keepalive {
+        let _ = sock.set_keepalive(false);
+        return;
+    }
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(TCP_KEEPALIVE_IDLE)
-        .with_interval(TCP_KEEPALIVE_INTERVAL)
-        .with_retries(TCP_KEEPALIVE_RETRIES);
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+        .with_time(opts.tcp_keepalive_idle)
+        .with_interval(opts.tcp_keepalive_interval)
+        .with_retries(opts.tcp_keepalive_count);
+    let _ = sock.set_tcp_keepalive(&keepalive);
 }
 
 async fn connection(
@@ -93,18 +121,33 @@ async fn connection(
     stream: TcpStream,
     mech: Mechanism,
     inbound: mpsc::Sender<Inbound>,
+    life: Lifecycle,
+) -> ConnectionEnd {
+    let mut served = false;
+    let inbound = serve(shared, stream, mech, inbound, life, &mut served).await;
+    ConnectionEnd { inbound, served }
+}
+
+/// One connection from handshake to close; `served` is set once the handshake completed.
+async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    mech: Mechanism,
+    inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
+    served: &mut bool,
 ) -> Option<mpsc::Sender<Inbound>> {
     let _open = drain::OpenConnection::new(&shared);
-    tune(&stream);
+    tune(&stream, &shared.options);
     let peer_addr = stream.peer_addr().ok();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let max_bytes = shared.options.max_message_bytes();
     let hs = tokio::select! {
         _ = raised(&mut life.stop) => return None,
         r = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            curve::handshake(&mech, &mut rd, &mut wr, shared.kind, &mut buf, MAX_MESSAGE_BYTES),
+            curve::handshake(&mech, &mut rd, &mut wr, shared.kind, &mut buf, max_bytes),
         ) => r.unwrap_or(Err(WireError::Timeout(HANDSHAKE_TIMEOUT))),
     };
     let (info, session) = match hs {
@@ -119,6 +162,7 @@ async fn connection(
         tracing::debug!(socket = shared.label(), peer = ?peer_addr, "duplicate routing id; connection refused");
         return Some(inbound);
     };
+    *served = true;
     let (sealer, opener, listed) = match session {
         Some(s) => (Some(s.sealer), Some(s.opener), s.client_key),
         None => (None, None, None),
@@ -214,16 +258,34 @@ async fn read_loop(
     mut dead: watch::Receiver<bool>,
 ) -> ReadEnd {
     use tokio::io::AsyncReadExt;
-    let mut dec = zmtp::Decoder::new(MAX_MESSAGE_BYTES);
+    let mut dec = zmtp::Decoder::new(shared.options.max_message_bytes());
     if let Some(o) = opener {
         dec.set_opener(Box::new(o));
     }
     let router = shared.kind == SocketType::Router;
     let subscriptions = matches!(shared.kind, SocketType::Xpub | SocketType::Pub);
+    // The receive high-water mark: at most this many messages of this peer wait for the pump.
+    let limit = shared.options.receive_limit();
+    let window = Arc::new(window::ReadWindow::default());
+    let hand_over = |batch: Vec<Msg>| {
+        let credit = window.take(batch.len());
+        Inbound::Batch(batch, credit)
+    };
     loop {
+        if !window.wait_room(limit, &mut dead).await {
+            return ReadEnd::Closed;
+        }
+        let mut budget = window.room(limit);
+        // Set when the window filled before the buffer was decoded: decode the rest once the
+        // pump made room, before reading more.
+        let mut window_full = false;
         let mut batch: Vec<Msg> = Vec::new();
         let mut unanswerable: Vec<Msg> = Vec::new();
         loop {
+            if batch.len() >= budget {
+                window_full = true;
+                break;
+            }
             if router {
                 dec.prefix(&entry.routing_id);
             }
@@ -276,7 +338,7 @@ async fn read_loop(
                     // The complete messages read before the bad frame go on (for CURVE each
                     // was authenticated); nothing of the offending message does: its frames
                     // so far were only collected in the decoder, which goes down here.
-                    if !batch.is_empty() && inbound.send(Inbound::Batch(batch)).await.is_err() {
+                    if !batch.is_empty() && inbound.send(hand_over(batch)).await.is_err() {
                         return ReadEnd::Stopped;
                     }
                     return ReadEnd::Closed;
@@ -285,7 +347,8 @@ async fn read_loop(
             let (subscribe, topic) = change;
             shared.update_topics(entry.id, subscribe, &topic);
             if shared.kind == SocketType::Xpub && shared.delivers {
-                if !batch.is_empty() && inbound.send(Inbound::Batch(batch)).await.is_err() {
+                budget -= batch.len();
+                if !batch.is_empty() && inbound.send(hand_over(batch)).await.is_err() {
                     return ReadEnd::Stopped;
                 }
                 batch = Vec::new();
@@ -295,13 +358,16 @@ async fn read_loop(
                 }
             }
         }
-        if !batch.is_empty() && inbound.send(Inbound::Batch(batch)).await.is_err() {
+        if !batch.is_empty() && inbound.send(hand_over(batch)).await.is_err() {
             return ReadEnd::Stopped;
         }
         if !unanswerable.is_empty()
             && inbound.send(Inbound::Unanswerable(unanswerable)).await.is_err()
         {
             return ReadEnd::Stopped;
+        }
+        if window_full {
+            continue;
         }
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);

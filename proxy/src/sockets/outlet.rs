@@ -2,6 +2,14 @@
 //! PUSH/DEALER round-robin over peers with room, PUB/XPUB fan-out to matching subscribers, XSUB
 //! subscriptions to every publisher, each in the form its ZMTP revision speaks) and what became
 //! of each batch.
+//!
+//! PUB/XPUB wait, instead of dropping, in two cases: with `nodrop` (ZMQ_XPUB_NODROP) at any
+//! full subscriber the message is for; and always when every subscriber is full. In the second
+//! case nobody would get the message, so the pump stops taking from the frontend, the
+//! publishers' connections stop being read at their rcvhwm, and the backlog stays in the
+//! publishers (whose own high-water mark drops before they encode or encrypt anything, as
+//! behind a libzmq proxy) rather than being read, decoded and dropped here. A subscriber
+//! that stalls while another still has room never makes the pump wait.
 
 use super::*;
 
@@ -74,7 +82,7 @@ impl Outlet {
             self.staged.resize_with(self.peers.len(), Vec::new);
             self.staged.truncate(self.peers.len());
         }
-        let hwm = self.shared.hwm.max(1);
+        let hwm = self.shared.options.send_limit().max(1);
         self.room.clear();
         self.room.extend(self.peers.iter().map(|p| p.queue.room(hwm)));
     }
@@ -140,7 +148,7 @@ impl Outlet {
         let mut d = Delivery::default();
         match self.shared.kind {
             SocketType::Router => self.send_routed(msgs, &mut d),
-            SocketType::Pub | SocketType::Xpub => self.fan_out(msgs, &mut d, DropReason::PeerFull),
+            SocketType::Pub | SocketType::Xpub => self.publish(msgs, &mut d, kill).await,
             SocketType::Xsub | SocketType::Sub => self.send_upstream(msgs, &mut d),
             _ => self.send_balanced(msgs, &mut d, kill).await,
         }
@@ -194,40 +202,117 @@ impl Outlet {
         self.flush();
     }
 
+    /// Where one publication goes: the matching subscribers with room into `targets`; returns
+    /// how many matching subscribers are full and whether any subscriber at all has room.
+    fn route(&self, first: &Bytes, targets: &mut Vec<usize>) -> (usize, bool) {
+        targets.clear();
+        let (mut full, mut any_room) = (0, false);
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.topics.is_empty() {
+                continue;
+            }
+            any_room |= self.room[i] > 0;
+            if p.topics.iter().any(|t| first.starts_with(t)) {
+                if self.room[i] > 0 {
+                    targets.push(i);
+                } else {
+                    full += 1;
+                }
+            }
+        }
+        (full, any_room)
+    }
+
+    /// Stages one publication for `targets` (one subscriber takes the message itself; more
+    /// share one allocation).
+    fn stage(&mut self, m: Msg, targets: &[usize]) {
+        match targets {
+            [] => {}
+            [a] => {
+                self.room[*a] -= 1;
+                self.staged[*a].push(Out::Owned(m));
+            }
+            _ => {
+                let shared = Arc::new(m);
+                for &i in targets {
+                    self.room[i] -= 1;
+                    self.staged[i].push(Out::Shared(shared.clone()));
+                }
+            }
+        }
+    }
+
+    /// Capture fan-out: never waits; full capture subscribers lose their copy.
     fn fan_out(&mut self, msgs: Vec<Msg>, d: &mut Delivery, full_reason: DropReason) {
         let mut full = 0u64;
         let mut targets: Vec<usize> = Vec::with_capacity(self.peers.len());
         for m in msgs {
             d.sent(&m);
             let Some(first) = m.first() else { continue };
-            targets.clear();
-            for (i, p) in self.peers.iter().enumerate() {
-                if p.topics.iter().any(|t| first.starts_with(t)) {
-                    if self.room[i] > 0 {
-                        targets.push(i);
-                    } else {
-                        full += m.len() as u64;
-                    }
-                }
-            }
-            match targets[..] {
-                [] => {}
-                // One subscriber takes the message itself; more share one allocation.
-                [a] => {
-                    self.room[a] -= 1;
-                    self.staged[a].push(Out::Owned(m));
-                }
-                _ => {
-                    let shared = Arc::new(m);
-                    for &i in &targets {
-                        self.room[i] -= 1;
-                        self.staged[i].push(Out::Shared(shared.clone()));
-                    }
-                }
-            }
+            let (n, _) = self.route(first, &mut targets);
+            full += (n * m.len()) as u64;
+            self.stage(m, &targets);
         }
         if full > 0 {
             self.shared.counters.dropped(full_reason, full);
+        }
+        self.flush();
+    }
+
+    /// PUB/XPUB fan-out of proxy traffic: full subscribers lose the message, except that the
+    /// pump waits (see the module doc) with `nodrop` at any full subscriber it is for, and
+    /// whenever every subscriber is full.
+    async fn publish(
+        &mut self,
+        msgs: Vec<Msg>,
+        d: &mut Delivery,
+        kill: &mut watch::Receiver<bool>,
+    ) {
+        let nodrop = self.shared.options.nodrop;
+        let mut full = 0u64;
+        let mut targets: Vec<usize> = Vec::with_capacity(self.peers.len());
+        let must_wait = |(full, any_room): (usize, bool)| full > 0 && (nodrop || !any_room);
+        let mut it = msgs.into_iter();
+        while let Some(m) = it.next() {
+            if m.is_empty() {
+                d.sent(&m);
+                continue;
+            }
+            let mut routed = self.route(&m[0], &mut targets);
+            if must_wait(routed) {
+                // Hand over what is staged, then wait for a subscriber to make room (or leave,
+                // or unsubscribe). The waiter is registered before the room is re-read, so a
+                // write in between is not missed.
+                self.flush();
+                loop {
+                    let shared = self.shared.clone();
+                    let notified = shared.changed.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    self.refresh();
+                    routed = self.route(&m[0], &mut targets);
+                    if !must_wait(routed) {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = raised(kill) => {
+                            d.cancelled.push(m);
+                            d.cancelled.extend(it);
+                            if full > 0 {
+                                self.shared.counters.dropped(DropReason::PeerFull, full);
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
+            full += (routed.0 * m.len()) as u64;
+            d.sent(&m);
+            self.stage(m, &targets);
+        }
+        if full > 0 {
+            self.shared.counters.dropped(DropReason::PeerFull, full);
         }
         self.flush();
     }

@@ -27,6 +27,12 @@ pub fn config(front: SocketType, back: SocketType) -> ProxyConfig {
     ProxyConfig::new(local_socket(front), local_socket(back))
 }
 
+/// The send high-water mark of the frontend and the backend (`--*-sndhwm`).
+pub fn set_sndhwm(cfg: &mut ProxyConfig, hwm: u64) {
+    cfg.frontend.options.sndhwm = hwm;
+    cfg.backend.options.sndhwm = hwm;
+}
+
 pub async fn start(cfg: ProxyConfig) -> Proxy {
     Proxy::start(&cfg).await.expect("proxy starts")
 }
