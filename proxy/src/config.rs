@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::curve::{Mechanism, Security};
 use crate::endpoint::{Direction, Endpoint};
+use crate::heartbeat::{FieldNames, Heartbeat, HeartbeatFlags, HeartbeatSpec};
 use crate::socket::{ProxySockets, SocketType, capture_type_refusal, pair_refusal};
 
 /// How long a timed-out drain waits for connection writers to stop after the kill, so what
@@ -78,6 +79,28 @@ pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// Heartbeats of the binary: none, as libzmq (no PINGs sent; PINGs from peers are answered, and a
+/// peer's PING TTL is honoured). Longest accepted interval and timeout: an hour.
+pub const MAX_HEARTBEAT_MS: i32 = 3_600_000;
+/// Longest accepted heartbeat TTL: libzmq peers turn the TTL's deciseconds back into
+/// milliseconds in 16 bits, so 655 deciseconds is the most they read right (more wraps round).
+pub const MAX_HEARTBEAT_TTL_MS: i32 = 65_500;
+/// Heartbeats of the operator's pods, on each data socket whose spec sets no `heartbeat*` field
+/// (a socket that sets any gets exactly what it sets, libzmq's defaults for the rest): a PING
+/// every 10 s announcing a 30 s TTL, and a peer silent for 30 s after a PING is dropped.
+/// In a cluster, connections die without a FIN or RST (a node lost, a NAT or conntrack entry
+/// expired or flushed), and the TTL is what lets *unconfigured* libzmq peers notice: libzmq
+/// drops a connection that stays silent for the TTL of the last PING it received, whatever its
+/// own options, so a SUB or a worker reconnects to a live proxy within about 30 s instead of
+/// hanging forever (a SUB never writes, so its kernel never learns the connection is gone). Our
+/// side drops a peer whose host vanished while data was queued to it (where TCP keepalive
+/// never probes and retransmissions go on for minutes), releasing its routing id and
+/// subscriptions. 10 s keeps idle connections well inside the shortest common idle timeouts
+/// (Azure's load balancers: 4 minutes); three PINGs may be lost before anyone gives up, and the
+/// cost is one 9-byte PING and PONG per connection per 10 s. Off in the binary, as in libzmq: a
+/// proxy on a laptop talks to peers that expect libzmq's defaults.
+pub const KUBERNETES_HEARTBEAT: HeartbeatSpec =
+    HeartbeatSpec { interval: Some(10_000), ttl: Some(30_000), timeout: Some(30_000) };
 /// How often a CURVE allow-list file or directory is re-read. Content decides, not mtime:
 /// the kubelet swaps a mounted Secret's `..data` symlink, so only reading shows a change.
 pub const ALLOW_LIST_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -199,6 +222,8 @@ pub struct Cli {
     /// CURVE server sockets without an allow-list accept any client that knows the server key.
     #[arg(long, env = "ZMQ_PROXY_CURVE_ALLOW_ANY")]
     pub curve_allow_any: bool,
+    #[command(flatten)]
+    pub heartbeat: HeartbeatFlags,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -448,12 +473,14 @@ pub struct SocketConfig {
     pub bind: Vec<Endpoint>,
     pub connect: Vec<Endpoint>,
     pub security: Security,
+    pub heartbeat: Heartbeat,
 }
 
 impl SocketConfig {
-    /// A NULL-mechanism socket.
+    /// A NULL-mechanism socket without heartbeats.
     pub fn new(socket_type: SocketType, bind: Vec<Endpoint>, connect: Vec<Endpoint>) -> Self {
-        SocketConfig { socket_type, bind, connect, security: Security::default() }
+        let (security, heartbeat) = Default::default();
+        SocketConfig { socket_type, bind, connect, security, heartbeat }
     }
 
     pub fn endpoints(&self) -> String {
@@ -549,6 +576,11 @@ impl Cli {
                     "--config cannot be combined with --curve-allow-any: use spec.curveAllowAny",
                 );
             }
+            if let Some(flag) = self.heartbeat.first_given() {
+                return err(format!(
+                    "--config cannot be combined with {flag}: the manifest's spec.<socket>.heartbeat* fields define heartbeats"
+                ));
+            }
             load_manifest(path)?
         } else {
             self.sockets_from_flags()?
@@ -564,6 +596,7 @@ impl Cli {
         }
         if self.config.is_none() {
             self.apply_curve_flags(&mut cfg)?;
+            self.apply_heartbeat_flags(&mut cfg)?;
         }
         if let Some(h) = self.http_bind {
             if h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
@@ -598,6 +631,22 @@ impl Cli {
         let binds = cfg.control_bind.is_some();
         cfg.control_security = curve_security(&names, &control, binds, false, any)?.accepted;
         check_allow_any(cfg, any, "--curve-allow-any")
+    }
+
+    fn apply_heartbeat_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+        let mut sockets = vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        match cfg.capture.as_mut() {
+            Some(c) => sockets.push(("capture", c)),
+            None if !self.heartbeat.spec("capture").is_ok_and(|s| s.is_empty()) => {
+                return err("--capture-heartbeat-* flags need --capture-type");
+            }
+            None => {}
+        }
+        for (name, sock) in sockets {
+            let spec = self.heartbeat.spec(name).map_err(ConfigError)?;
+            sock.heartbeat = spec.resolve(&FieldNames::flags(name)).map_err(ConfigError)?;
+        }
+        Ok(())
     }
 
     fn sockets_from_flags(&self) -> Result<ProxyConfig, ConfigError> {
@@ -771,10 +820,15 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
     let all = |port: i32| -> Vec<Endpoint> {
         vec![Endpoint { host: "0.0.0.0".into(), port: u16::try_from(port).unwrap_or(0) }]
     };
-    let sock =
-        |s: &crate::socket::SocketSpec| SocketConfig::new(s.socket_type, all(s.port), vec![]);
-    let mut cfg = ProxyConfig::new(sock(&spec.sockets.frontend), sock(&spec.sockets.backend));
-    cfg.capture = spec.sockets.capture.as_ref().map(sock);
+    let sock = |name: &str, s: &crate::socket::SocketSpec| {
+        let mut c = SocketConfig::new(s.socket_type, all(s.port), vec![]);
+        c.heartbeat = s.heartbeat.resolve(&FieldNames::manifest(name)).map_err(ConfigError)?;
+        Ok::<_, ConfigError>(c)
+    };
+    let (frontend, backend) =
+        (sock("frontend", &spec.sockets.frontend)?, sock("backend", &spec.sockets.backend)?);
+    let mut cfg = ProxyConfig::new(frontend, backend);
+    cfg.capture = spec.sockets.capture.as_ref().map(|c| sock("capture", c)).transpose()?;
     cfg.control_bind = spec.sockets.control.as_ref().map(|c| all(c.port).remove(0));
     let any = spec.curve_allow_any.unwrap_or(false);
     let mut sockets = vec![

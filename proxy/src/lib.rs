@@ -5,6 +5,7 @@
 //! - [`config`]: every default, the command line, the `--config` manifest, validation.
 //! - [`endpoint`]: `tcp://HOST:PORT` parsing.
 //! - [`zmtp`]: the ZMTP 3.0 wire protocol (greeting, READY, frames).
+//! - [`heartbeat`]: ZMTP heartbeats (PING/PONG): settings, wire form, per-connection clock.
 //! - [`curve`]: the CurveZMQ mechanism (RFC 26): keys, allow-lists, handshakes, MESSAGE boxes.
 //! - [`sockets`]: binding/connecting, one task per connection, per-socket-type send policy.
 //! - [`subscriptions`]: XPUB subscription refcounting.
@@ -20,6 +21,7 @@ pub mod counters;
 pub mod curve;
 pub mod endpoint;
 pub mod forward;
+pub mod heartbeat;
 pub mod http;
 pub mod metrics;
 pub mod ops;

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::heartbeat::HeartbeatSpec;
 use crate::security::SocketSecurity;
 
 // PAIR is a known word because zmq_proxy(3) names it for the capture socket, so a manifest
@@ -172,12 +173,15 @@ pub struct SocketSpec {
     /// (the allowed clients) that the operator mounts into the pod. Unset: NULL, no security.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SocketSecurity>,
+    /// ZMTP heartbeats: `heartbeatInterval`, `heartbeatTtl`, `heartbeatTimeout`.
+    #[serde(flatten)]
+    pub heartbeat: HeartbeatSpec,
 }
 
 impl SocketSpec {
-    /// A socket without security.
+    /// A socket without security or heartbeats.
     pub fn new(socket_type: SocketType, port: i32) -> Self {
-        SocketSpec { socket_type, port, security: None }
+        SocketSpec { socket_type, port, security: None, heartbeat: HeartbeatSpec::default() }
     }
 }
 

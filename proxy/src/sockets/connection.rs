@@ -1,8 +1,11 @@
 //! One task per connection: accepting and connecting (with retries), the ZMTP handshake, the
 //! read loop that hands messages and subscription changes to the pump, and the write loop that
-//! drains the peer's queue in batches. Whatever a peer does costs only its own connection.
+//! drains the peer's queue in batches, and the heartbeat clock beside them (see
+//! [`crate::heartbeat`]). Whatever a peer does costs only its own connection.
 
 use super::*;
+use heartbeat::{Clock, Liveness};
+use tokio::time::Instant;
 
 pub(super) async fn accept_loop(
     shared: Arc<Shared>,
@@ -136,16 +139,19 @@ async fn connection(
         life.kill.clone(),
     ));
     let mut inbound = Some(inbound);
+    let live = Liveness::default();
+    let mut clock = Clock::new(shared.heartbeat, Instant::now());
     let end = {
         let tx = inbound.as_ref()?;
-        let read =
-            read_loop(&shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead.subscribe());
+        let (dead_rx, live) = (dead.subscribe(), &live);
+        let read = read_loop(&shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead_rx, live);
         tokio::pin!(read);
         let revoked = revoked(listed);
         tokio::pin!(revoked);
         let mut closing = false;
         // Reading goes on through a drain until the peer closes (see `sockets/drain.rs`).
         loop {
+            let wake = clock.wake_at();
             tokio::select! {
                 end = &mut read => break Some(end),
                 _ = raised(&mut life.kill) => break None,
@@ -157,6 +163,12 @@ async fn connection(
                     closing = true;
                     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: closing the write side");
                     drain::begin_close(&shared, &entry);
+                }
+                _ = live.peer_pinged() => clock.take_peer_ping(live, Instant::now()),
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                    if heartbeat_due(&shared, &entry, &mut clock, live, peer_addr) {
+                        break Some(ReadEnd::Closed);
+                    }
                 }
             }
         }
@@ -202,6 +214,32 @@ async fn connection(
     inbound
 }
 
+/// The connection's heartbeat clock is due: sends the PING, or tells that the peer was silent
+/// too long (counted, and logged once per peer address and reason per minute).
+fn heartbeat_due(
+    shared: &Shared,
+    entry: &PeerEntry,
+    clock: &mut Clock,
+    live: &Liveness,
+    peer: Option<SocketAddr>,
+) -> bool {
+    let due = clock.due(Instant::now(), live.seen());
+    if let Some(expiry) = due.expired {
+        let reason = expiry.reason();
+        shared.counters.heartbeat_expired(shared.name, reason);
+        if peer.is_none_or(|p| shared.refusals.first(p.ip(), expiry.log_key())) {
+            let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+            tracing::info!(socket = shared.name, peer = %shown, id = entry.id, reason, "peer silent past its heartbeat deadline; disconnecting");
+        }
+        return true;
+    }
+    // A closing connection's write side is shut or about to be: nothing more goes out.
+    if due.ping && !entry.queue.closing.load(Ordering::Acquire) {
+        let _ = shared.enqueue(&entry.queue, vec![Out::Command(clock.ping())], 0);
+    }
+    false
+}
+
 /// Resolves when the allow-list that admitted this client no longer lists its key; never for
 /// NULL connections, clients of `--curve-allow-any` servers, or outgoing connections.
 async fn revoked(listed: Option<(curve::PublicKey, Arc<curve::AllowList>)>) {
@@ -227,6 +265,7 @@ async fn read_loop(
     opener: Option<curve::Opener>,
     inbound: &mpsc::Sender<Inbound>,
     mut dead: watch::Receiver<bool>,
+    live: &Liveness,
 ) -> ReadEnd {
     use tokio::io::AsyncReadExt;
     let mut dec = zmtp::Decoder::new(MAX_MESSAGE_BYTES);
@@ -271,6 +310,7 @@ async fn read_loop(
                         return ReadEnd::Closed;
                     }
                     if let Some(pong) = zmtp::pong_body(&cmd) {
+                        live.pinged(heartbeat::ping_ttl(&cmd).unwrap_or_default());
                         // Heartbeats (ZMQ_HEARTBEAT_IVL on the peer) are answered whatever
                         // the queue's fill level; a PONG is not a message.
                         let _ = shared.enqueue(&entry.queue, vec![Out::Command(pong)], 0);
@@ -321,12 +361,13 @@ async fn read_loop(
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
+        live.waiting();
         tokio::select! {
             biased;
             _ = raised(&mut dead) => return ReadEnd::Closed,
             r = rd.read_buf(buf) => match r {
                 Ok(0) | Err(_) => return ReadEnd::Closed,
-                Ok(_) => {}
+                Ok(_) => live.arrived(),
             },
         }
     }
