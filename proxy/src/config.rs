@@ -953,6 +953,29 @@ mod tests {
         assert!(e.starts_with("apiVersion"), "{e}");
     }
 
+    #[test]
+    fn heartbeats_come_from_flags_or_the_manifest_per_socket() {
+        let base = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
+        let c = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--backend-heartbeat-interval=1000"]]
+            .concat())
+        .expect("valid");
+        let second = Some(Duration::from_secs(1));
+        assert_eq!((c.backend.heartbeat.interval, c.backend.heartbeat.timeout), (second, second));
+        assert_eq!(c.frontend.heartbeat, Heartbeat::default(), "off unless asked, as libzmq");
+        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--capture-heartbeat-ttl=100"]]
+            .concat())
+        .unwrap_err();
+        assert_eq!(e, "--capture-heartbeat-* flags need --capture-type");
+        let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: PULL, port: 6000, heartbeatInterval: 500, heartbeatTtl: 2000}\n  backend: {type: PUSH, port: 6001}\n";
+        let c = parse_manifest(yaml).expect("valid");
+        assert_eq!(c.frontend.heartbeat.ttl_deciseconds, 20);
+        assert_eq!(c.frontend.heartbeat.timeout, Some(Duration::from_millis(500)));
+        let e = parse_manifest(&yaml.replace("2000", "2050")).unwrap_err().0;
+        assert!(e.starts_with("spec.frontend.heartbeatTtl: 2050 is not a multiple of 100"), "{e}");
+        let e = parse_manifest(&yaml.replace("500", "soon")).unwrap_err().0;
+        assert!(e.starts_with("spec:") && e.contains("i32"), "{e}");
+    }
+
     fn key_files(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("zmq-proxy-cfg-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");

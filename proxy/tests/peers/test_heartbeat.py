@@ -25,6 +25,7 @@ from zmqpeers import (
     free_ports,
     raw_connect,
     recv_exact,
+    run_proxy_to_exit,
     until,
     zmtp_greeting,
     zmtp_ready,
@@ -303,3 +304,50 @@ def test_raw_peer_that_sent_a_ping_with_a_ttl_and_went_silent_is_dropped(ctx, pr
     assert closed_at is not None, "the peer was never dropped after its TTL"
     assert 0.5 <= closed_at - sent < 5.0, f"dropped after {closed_at - sent:.2f}s (TTL 0.5 s)"
     wait_drops(http, ("frontend", "peer_ttl"))
+
+
+def _refused(args, needle, env=None):
+    rc, _out, err = run_proxy_to_exit(args, env=env)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1, f"exit {rc}, stderr {err!r}"
+    assert lines[0].startswith("zmq-proxy: error: ") and needle in lines[0], lines[0]
+
+
+def test_bad_heartbeat_values_exit_2_naming_the_flag_env_or_field(tmp_path):
+    """A TTL that is no multiple of 100 ms, a negative interval from the environment, an
+    out-of-range timeout in a manifest, and heartbeat flags beside --config: each exits 2 with one
+    line naming what was wrong."""
+    p = free_ports(2)
+    base = ["--frontend-type", "PULL", "--frontend-bind", ep(p[0]), "--backend-type", "PUSH", "--backend-bind", ep(p[1])]
+    _refused(base + ["--backend-heartbeat-ttl", "150"], "--backend-heartbeat-ttl: 150 is not a multiple of 100")
+    _refused(base, "--frontend-heartbeat-interval: expected milliseconds", env={"ZMQ_PROXY_FRONTEND_HEARTBEAT_INTERVAL": "-5"})
+    manifest = tmp_path / "p.yaml"
+    manifest.write_text(
+        "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n"
+        f"  frontend: {{type: PULL, port: {p[0]}}}\n"
+        f"  backend: {{type: PUSH, port: {p[1]}, heartbeatInterval: 1000, heartbeatTimeout: 4000000}}\n"
+    )
+    _refused(["--config", str(manifest)], "spec.backend.heartbeatTimeout: expected milliseconds between 0 and 3600000")
+    _refused(["--config", str(manifest), "--capture-heartbeat-ttl", "100"], "--capture-heartbeat-ttl")
+
+
+def test_heartbeats_from_the_environment_reach_the_wire(ctx, proxy_pair):
+    """ZMQ_PROXY_FRONTEND_HEARTBEAT_INTERVAL / _TTL set PINGs on the frontend: a raw PUSH peer
+    receives them with the TTL in deciseconds."""
+    env = {"ZMQ_PROXY_FRONTEND_HEARTBEAT_INTERVAL": "100", "ZMQ_PROXY_FRONTEND_HEARTBEAT_TTL": "25600"}
+    proxy = proxy_pair("PULL", "PUSH", env=env)
+    s = raw_peer(_port(proxy.frontend), b"PUSH")
+    try:
+        got = b""
+        s.settimeout(0.05)
+        for _ in until(5.0, 100_000):
+            if PING_NO_CONTEXT.search(got):
+                break
+            try:
+                got += s.recv(4096)
+            except socket.timeout:
+                continue
+        m = PING_NO_CONTEXT.search(got)
+        assert m and m[1] == b"\x01\x00", f"no PING with 256 deciseconds: {got!r}"
+    finally:
+        s.close()
