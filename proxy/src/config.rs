@@ -956,14 +956,16 @@ mod tests {
     #[test]
     fn heartbeats_come_from_flags_or_the_manifest_per_socket() {
         let base = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
-        let c = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--backend-heartbeat-interval=1000"]]
-            .concat())
-        .expect("valid");
+        let c =
+            cli(&[&base[..], &["--backend-bind=tcp://*:2", "--backend-heartbeat-interval=1000"]]
+                .concat())
+            .expect("valid");
         let second = Some(Duration::from_secs(1));
         assert_eq!((c.backend.heartbeat.interval, c.backend.heartbeat.timeout), (second, second));
         assert_eq!(c.frontend.heartbeat, Heartbeat::default(), "off unless asked, as libzmq");
-        let e = cli(&[&base[..], &["--backend-bind=tcp://*:2", "--capture-heartbeat-ttl=100"]]
-            .concat())
+        let e = cli(
+            &[&base[..], &["--backend-bind=tcp://*:2", "--capture-heartbeat-ttl=100"]].concat()
+        )
         .unwrap_err();
         assert_eq!(e, "--capture-heartbeat-* flags need --capture-type");
         let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: PULL, port: 6000, heartbeatInterval: 500, heartbeatTtl: 2000}\n  backend: {type: PUSH, port: 6001}\n";

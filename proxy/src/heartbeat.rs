@@ -34,11 +34,14 @@ const TTL_UNIT_MS: i32 = 100;
 pub const MAX_PING_CONTEXT: usize = 16;
 
 /// One socket's heartbeat fields in a manifest or the CRD (flattened into the socket's section:
-/// `spec.frontend.heartbeatInterval`, ...). Unset fields take libzmq's defaults.
+/// `spec.frontend.heartbeatInterval`, ...). Unset fields take libzmq's defaults; on Kubernetes a
+/// data socket that sets none of them gets [`crate::config::KUBERNETES_HEARTBEAT`] instead.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HeartbeatSpec {
     /// Milliseconds between the ZMTP PINGs sent on each connection of this socket (libzmq's
-    /// ZMQ_HEARTBEAT_IVL). 0 or unset: no PINGs (PINGs from peers are still answered).
+    /// ZMQ_HEARTBEAT_IVL); 0: none (PINGs from peers are still answered). When a socket sets
+    /// none of the heartbeat fields, the operator's pods PING every 10000 ms with a 30000 ms
+    /// TTL and timeout, and `zmq-proxy --config` sends no PINGs.
     #[serde(rename = "heartbeatInterval", default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MAX_HEARTBEAT_MS))]
     pub interval: Option<i32>,
@@ -525,6 +528,18 @@ mod tests {
         assert_eq!(ping_ttl(&short), Some(Duration::ZERO));
         let pong = parse_command(Bytes::from_static(b"\x04PONG")).expect("command");
         assert_eq!(ping_ttl(&pong), None);
+    }
+
+    /// The CRD's description of the pods' default quotes the constant's values.
+    #[test]
+    fn the_documented_pod_default_is_the_constant() {
+        let schema = serde_json::to_value(schemars::schema_for!(HeartbeatSpec)).expect("json");
+        let text = schema["properties"]["heartbeatInterval"]["description"].to_string();
+        let k = crate::config::KUBERNETES_HEARTBEAT;
+        for (what, v) in [("interval", k.interval), ("ttl", k.ttl), ("timeout", k.timeout)] {
+            let v = v.unwrap_or_default();
+            assert!(text.contains(&format!("{v} ms")), "{what} {v} not in {text}");
+        }
     }
 
     fn waiting(arrivals: u64) -> Seen {
