@@ -132,6 +132,15 @@ impl Heartbeat {
         Duration::from_millis(u64::from(self.ttl_deciseconds) * TTL_UNIT_MS as u64)
     }
 
+    /// For the start-up log line: empty without PINGs, else `, heartbeat every 10000 ms (TTL
+    /// 30000 ms, timeout 30000 ms)`.
+    pub fn describe(&self) -> String {
+        let Some(every) = self.interval else { return String::new() };
+        let timeout = self.timeout.map_or("none".to_string(), |t| format!("{} ms", t.as_millis()));
+        let (every, ttl) = (every.as_millis(), self.ttl().as_millis());
+        format!(", heartbeat every {every} ms (TTL {ttl} ms, timeout {timeout})")
+    }
+
     /// A combination that works but hardly does what its author meant, worded for a warning
     /// at start.
     pub fn doubts(&self) -> Option<&'static str> {
