@@ -11,7 +11,7 @@
 //! - Any inbound bytes count as life, not only PONG: a busy peer is never dropped for having
 //!   its PONG queued behind data.
 //!
-//! The connection task pays one relaxed store per read batch ([`Liveness`]); the timers run
+//! The connection task pays two relaxed stores per read batch ([`Liveness`]); the timers run
 //! beside the read loop, never per message. While the read loop is not waiting for bytes
 //! (decoding, or held back by a full pump), silence cannot be judged and a deadline that falls
 //! then is not a drop: bytes the peer sent meanwhile sit in the socket buffer and are read next.
