@@ -11,18 +11,20 @@
 //! - Any inbound bytes count as life, not only PONG: a busy peer is never dropped for having
 //!   its PONG queued behind data.
 //!
-//! The connection task pays two relaxed stores per read batch ([`Liveness`]); the timers run
-//! beside the read loop, never per message. While the read loop is not waiting for bytes
-//! (decoding, or held back by a full pump), silence cannot be judged and a deadline that falls
-//! then is not a drop: bytes the peer sent meanwhile sit in the socket buffer and are read next.
+//! The read loop pays two relaxed stores per read batch ([`Liveness`]), never anything per
+//! message; with heartbeats off and a peer that announces no TTL, no timer exists at all. Our
+//! PINGs and their timeout ([`Clock`]) run beside the read loop, so PINGs go out even while it
+//! is held back by a full pump; the peer's TTL ([`PeerTtl`]) is watched inside it. While the
+//! read loop is not waiting for bytes (decoding, or held back), silence cannot be judged and a
+//! deadline that falls then is not a drop: what the peer sent meanwhile sits in the socket
+//! buffer and is read next.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{MAX_HEARTBEAT_MS, MAX_HEARTBEAT_TTL_MS};
@@ -183,16 +185,13 @@ pub fn ping_ttl(cmd: &Command) -> Option<Duration> {
 }
 
 /// What the read loop tells the connection's [`Clock`], shared within the connection's task:
-/// inbound bytes, whether it is waiting for them, and the TTL of the peer's last PING.
+/// inbound bytes, and whether it is waiting for them.
 #[derive(Default)]
 pub struct Liveness {
     /// Reads that returned bytes.
     arrivals: AtomicU64,
     /// The read loop waits for bytes right now (silence can be judged).
     waiting: AtomicBool,
-    /// Milliseconds of the TTL in the peer's latest PING, not yet taken by the clock (0: none).
-    peer_ttl_ms: AtomicU32,
-    peer_pinged: Notify,
 }
 
 impl Liveness {
@@ -207,24 +206,6 @@ impl Liveness {
     pub fn arrived(&self) {
         self.waiting.store(false, Relaxed);
         self.arrivals.store(self.arrivals.load(Relaxed).wrapping_add(1), Relaxed);
-    }
-
-    /// The peer sent a PING announcing `ttl` (zero: none).
-    pub fn pinged(&self, ttl: Duration) {
-        if !ttl.is_zero() {
-            self.peer_ttl_ms.store(u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX), Relaxed);
-            self.peer_pinged.notify_one();
-        }
-    }
-
-    /// Resolves when the peer sent a PING with a TTL since the last call.
-    pub async fn peer_pinged(&self) {
-        self.peer_pinged.notified().await
-    }
-
-    fn take_peer_ttl(&self) -> Option<Duration> {
-        let ms = self.peer_ttl_ms.swap(0, Relaxed);
-        (ms > 0).then(|| Duration::from_millis(u64::from(ms)))
     }
 
     pub fn seen(&self) -> Seen {
@@ -290,59 +271,74 @@ pub struct Due {
     pub expired: Option<Expiry>,
 }
 
-/// One connection's heartbeat timers: the next PING, the timeout after our PING, the peer's
-/// TTL. Pure (time and [`Seen`] are passed in), so the rules are tested without sockets.
+/// The peer's TTL: set by each of its PINGs that announces one, cancelled by any bytes after it
+/// (libzmq cancels the TTL timer on any traffic, the PING included, then sets it again).
+/// Pure, like [`Clock`].
+#[derive(Debug, Default)]
+pub struct PeerTtl {
+    watch: Option<Watch>,
+}
+
+impl PeerTtl {
+    /// The peer's PING announced `ttl`: silence for that long from `now` drops it. Returns the
+    /// new deadline (`None` for a PING without a TTL, which sets nothing).
+    pub fn pinged(&mut self, ttl: Duration, now: Instant, seen: Seen) -> Option<Instant> {
+        if ttl.is_zero() {
+            return None;
+        }
+        let at = now + ttl;
+        self.watch = Some(Watch { at, arrivals: seen.arrivals });
+        Some(at)
+    }
+
+    /// Whether a deadline is being watched.
+    pub fn armed(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    /// At or after the deadline: whether the peer stayed silent (drop it); otherwise the watch
+    /// ends until the next PING.
+    pub fn expired(&mut self, now: Instant, seen: Seen) -> bool {
+        match self.watch {
+            Some(w) if w.at <= now => {
+                self.watch = None;
+                w.silent(seen)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One connection's own heartbeat timers: the next PING and the timeout after it. Pure (time and
+/// [`Seen`] are passed in), so the rules are tested without sockets.
 #[derive(Debug)]
 pub struct Clock {
     cfg: Heartbeat,
     next_ping: Option<Instant>,
     timeout: Option<Watch>,
-    peer_ttl: Option<Watch>,
 }
 
 impl Clock {
     pub fn new(cfg: Heartbeat, now: Instant) -> Self {
-        Clock { cfg, next_ping: cfg.interval.map(|i| now + i), timeout: None, peer_ttl: None }
+        Clock { cfg, next_ping: cfg.interval.map(|i| now + i), timeout: None }
     }
 
-    /// When [`Clock::due`] next has something to do (`None`: nothing is scheduled).
+    /// When [`Clock::due`] next has something to do (`None`: heartbeats are off).
     pub fn wake_at(&self) -> Option<Instant> {
-        [self.next_ping, self.timeout.map(|w| w.at), self.peer_ttl.map(|w| w.at)]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.next_ping, self.timeout.map(|w| w.at)].into_iter().flatten().min()
     }
 
-    /// The peer's PING announced `ttl`: silence for that long from now drops it. Each PING
-    /// restarts the watch (libzmq cancels it on any traffic, the PING included, then sets it).
-    pub fn peer_pinged(&mut self, ttl: Duration, now: Instant, seen: Seen) {
-        if !ttl.is_zero() {
-            self.peer_ttl = Some(Watch { at: now + ttl, arrivals: seen.arrivals });
-        }
-    }
-
-    /// Takes a PING's TTL from the read loop's [`Liveness`], if one arrived.
-    pub fn take_peer_ping(&mut self, live: &Liveness, now: Instant) {
-        if let Some(ttl) = live.take_peer_ttl() {
-            self.peer_pinged(ttl, now, live.seen());
-        }
-    }
-
-    /// What is due at `now`: expired watches first (a silent peer gets no further PING), then
-    /// the PING, which (re)starts the timeout unless one already runs in silence (libzmq does
-    /// not restart a running timeout timer; traffic would have cancelled it).
+    /// What is due at `now`: an expired timeout first (a silent peer gets no further PING),
+    /// then the PING, which (re)starts the timeout unless one already runs in silence (libzmq
+    /// does not restart a running timeout timer; traffic would have cancelled it).
     pub fn due(&mut self, now: Instant, seen: Seen) -> Due {
-        for (watch, expiry) in
-            [(&mut self.timeout, Expiry::Timeout), (&mut self.peer_ttl, Expiry::PeerTtl)]
+        if let Some(w) = self.timeout
+            && w.at <= now
         {
-            if let Some(w) = *watch
-                && w.at <= now
-            {
-                if w.silent(seen) {
-                    return Due { ping: false, expired: Some(expiry) };
-                }
-                *watch = None;
+            if w.silent(seen) {
+                return Due { ping: false, expired: Some(Expiry::Timeout) };
             }
+            self.timeout = None;
         }
         let mut due = Due::default();
         if let (Some(at), Some(interval)) = (self.next_ping, self.cfg.interval)
@@ -620,39 +616,31 @@ mod tests {
     #[test]
     fn the_peers_ttl_drops_it_when_silent_and_each_ping_restarts_the_watch() {
         let t0 = Instant::now();
-        let mut c = Clock::new(Heartbeat::default(), t0);
-        assert_eq!(c.wake_at(), None, "no heartbeats: nothing scheduled");
-        c.peer_pinged(MS(3000), t0, waiting(1));
-        assert_eq!(c.wake_at(), Some(t0 + MS(3000)));
-        c.peer_pinged(MS(3000), t0 + MS(1000), waiting(2));
-        assert_eq!(c.wake_at(), Some(t0 + MS(4000)));
+        assert_eq!(Clock::new(Heartbeat::default(), t0).wake_at(), None, "heartbeats off");
+        let mut ttl = PeerTtl::default();
+        assert_eq!(ttl.pinged(MS(3000), t0, waiting(1)), Some(t0 + MS(3000)));
+        assert_eq!(ttl.pinged(MS(3000), t0 + MS(1000), waiting(2)), Some(t0 + MS(4000)));
+        assert!(!ttl.expired(t0 + MS(3999), waiting(2)), "before the deadline");
         // Traffic after the PING cancels the watch (until the next PING).
-        let mut d = c.due(t0 + MS(4000), waiting(3));
-        assert_eq!(d, Due::default());
-        assert_eq!(c.wake_at(), None);
-        c.peer_pinged(MS(3000), t0 + MS(5000), waiting(4));
-        d = c.due(t0 + MS(8000), waiting(4));
-        assert_eq!(d.expired, Some(Expiry::PeerTtl));
+        assert!(!ttl.expired(t0 + MS(4000), waiting(3)));
+        assert!(!ttl.armed());
+        ttl.pinged(MS(3000), t0 + MS(5000), waiting(4));
+        // Not waiting for bytes (held back by the pump): not judged, and not dropped.
+        assert!(!ttl.expired(t0 + MS(8000), Seen { arrivals: 4, waiting: false }));
+        ttl.pinged(MS(3000), t0 + MS(9000), waiting(5));
+        assert!(ttl.expired(t0 + MS(12_000), waiting(5)));
         // A PING without a TTL starts nothing.
-        let mut c = Clock::new(Heartbeat::default(), t0);
-        c.peer_pinged(Duration::ZERO, t0, waiting(0));
-        assert_eq!(c.wake_at(), None);
+        let mut ttl = PeerTtl::default();
+        assert_eq!(ttl.pinged(Duration::ZERO, t0, waiting(0)), None);
+        assert!(!ttl.armed());
     }
 
     #[test]
-    fn liveness_hands_the_peers_ttl_to_the_clock_once() {
-        let t0 = Instant::now();
+    fn liveness_counts_arrivals_and_knows_when_the_read_loop_waits() {
         let live = Liveness::default();
-        let mut c = Clock::new(Heartbeat::default(), t0);
-        live.arrived();
-        live.pinged(Duration::ZERO);
-        c.take_peer_ping(&live, t0);
-        assert_eq!(c.wake_at(), None);
-        live.pinged(MS(2000));
         live.waiting();
-        c.take_peer_ping(&live, t0);
-        assert_eq!(c.wake_at(), Some(t0 + MS(2000)));
-        assert_eq!(live.take_peer_ttl(), None, "taken once");
-        assert_eq!(c.due(t0 + MS(2000), live.seen()).expired, Some(Expiry::PeerTtl));
+        assert_eq!(live.seen(), Seen { arrivals: 0, waiting: true });
+        live.arrived();
+        assert_eq!(live.seen(), Seen { arrivals: 1, waiting: false });
     }
 }

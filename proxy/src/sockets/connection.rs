@@ -4,8 +4,9 @@
 //! [`crate::heartbeat`]). Whatever a peer does costs only its own connection.
 
 use super::*;
-use heartbeat::{Clock, Liveness};
-use tokio::time::Instant;
+use heartbeat::{Clock, Expiry, Liveness, PeerTtl};
+use std::pin::Pin;
+use tokio::time::{Instant, Sleep};
 
 pub(super) async fn accept_loop(
     shared: Arc<Shared>,
@@ -78,6 +79,8 @@ enum ReadEnd {
     Stopped,
     /// The peer closed, reset, broke the protocol, or the writer failed.
     Closed,
+    /// The peer was silent past a heartbeat deadline (ours or its own TTL).
+    Silent(Expiry),
 }
 
 /// Per-connection TCP options: no Nagle delay (ZeroMQ batches itself) and keepalive probes
@@ -164,10 +167,9 @@ async fn connection(
                     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: closing the write side");
                     drain::begin_close(&shared, &entry);
                 }
-                _ = live.peer_pinged() => clock.take_peer_ping(live, Instant::now()),
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
-                    if heartbeat_due(&shared, &entry, &mut clock, live, peer_addr) {
-                        break Some(ReadEnd::Closed);
+                    if let Some(expiry) = heartbeat_due(&shared, &entry, &mut clock, live) {
+                        break Some(ReadEnd::Silent(expiry));
                     }
                 }
             }
@@ -180,6 +182,7 @@ async fn connection(
         }
         Some(ReadEnd::Stopped) => inbound = None,
         Some(ReadEnd::Closed) => {}
+        Some(ReadEnd::Silent(expiry)) => silent(&shared, &entry, expiry, peer_addr),
     }
     dead.send_replace(true);
     shared.deregister(&entry);
@@ -215,29 +218,29 @@ async fn connection(
 }
 
 /// The connection's heartbeat clock is due: sends the PING, or tells that the peer was silent
-/// too long (counted, and logged once per peer address and reason per minute).
+/// past our timeout.
 fn heartbeat_due(
     shared: &Shared,
     entry: &PeerEntry,
     clock: &mut Clock,
     live: &Liveness,
-    peer: Option<SocketAddr>,
-) -> bool {
+) -> Option<Expiry> {
     let due = clock.due(Instant::now(), live.seen());
-    if let Some(expiry) = due.expired {
-        let reason = expiry.reason();
-        shared.counters.heartbeat_expired(shared.name, reason);
-        if peer.is_none_or(|p| shared.refusals.first(p.ip(), expiry.log_key())) {
-            let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
-            tracing::info!(socket = shared.name, peer = %shown, id = entry.id, reason, "peer silent past its heartbeat deadline; disconnecting");
-        }
-        return true;
-    }
     // A closing connection's write side is shut or about to be: nothing more goes out.
     if due.ping && !entry.queue.closing.load(Ordering::Acquire) {
         let _ = shared.enqueue(&entry.queue, vec![Out::Command(clock.ping())], 0);
     }
-    false
+    due.expired
+}
+
+/// Counts a connection dropped by a heartbeat, logged once per peer address and reason a minute.
+fn silent(shared: &Shared, entry: &PeerEntry, expiry: Expiry, peer: Option<SocketAddr>) {
+    let reason = expiry.reason();
+    shared.counters.heartbeat_expired(shared.name, reason);
+    if peer.is_none_or(|p| shared.refusals.first(p.ip(), expiry.log_key())) {
+        let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+        tracing::info!(socket = shared.name, peer = %shown, id = entry.id, reason, "peer silent past its heartbeat deadline; disconnecting");
+    }
 }
 
 /// Resolves when the allow-list that admitted this client no longer lists its key; never for
@@ -252,6 +255,14 @@ async fn revoked(listed: Option<(curve::PublicKey, Arc<curve::AllowList>)>) {
         if !list.contains(&key) {
             return;
         }
+    }
+}
+
+/// Resolves when the timer is set and has elapsed; never without one.
+async fn elapsed(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -274,6 +285,9 @@ async fn read_loop(
     }
     let router = shared.kind == SocketType::Router;
     let subscriptions = matches!(shared.kind, SocketType::Xpub | SocketType::Pub);
+    // The TTL of the peer's own PINGs; its timer exists only once a PING announced one.
+    let mut peer_ttl = PeerTtl::default();
+    let mut ttl_due: Option<Pin<Box<Sleep>>> = None;
     loop {
         let mut batch: Vec<Msg> = Vec::new();
         let mut unanswerable: Vec<Msg> = Vec::new();
@@ -310,7 +324,13 @@ async fn read_loop(
                         return ReadEnd::Closed;
                     }
                     if let Some(pong) = zmtp::pong_body(&cmd) {
-                        live.pinged(heartbeat::ping_ttl(&cmd).unwrap_or_default());
+                        let ttl = heartbeat::ping_ttl(&cmd).unwrap_or_default();
+                        if let Some(at) = peer_ttl.pinged(ttl, Instant::now(), live.seen()) {
+                            match &mut ttl_due {
+                                Some(timer) => timer.as_mut().reset(at),
+                                None => ttl_due = Some(Box::pin(tokio::time::sleep_until(at))),
+                            }
+                        }
                         // Heartbeats (ZMQ_HEARTBEAT_IVL on the peer) are answered whatever
                         // the queue's fill level; a PONG is not a message.
                         let _ = shared.enqueue(&entry.queue, vec![Out::Command(pong)], 0);
@@ -369,6 +389,11 @@ async fn read_loop(
                 Ok(0) | Err(_) => return ReadEnd::Closed,
                 Ok(_) => live.arrived(),
             },
+            _ = elapsed(&mut ttl_due), if peer_ttl.armed() => {
+                if peer_ttl.expired(Instant::now(), live.seen()) {
+                    return ReadEnd::Silent(Expiry::PeerTtl);
+                }
+            }
         }
     }
 }
