@@ -132,17 +132,18 @@ async fn connection(
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer connected");
     let dead = Arc::new(watch::channel(false).0);
     shared.live_writers.fetch_add(1, Ordering::AcqRel);
+    let live = Liveness::default();
     let writer = tokio::spawn(write_loop(
         shared.clone(),
         entry.queue.clone(),
         wr,
+        live.progress(),
         sealer,
         out_rx,
         dead.clone(),
         life.kill.clone(),
     ));
     let mut inbound = Some(inbound);
-    let live = Liveness::default();
     let mut clock = Clock::new(shared.heartbeat, Instant::now());
     let end = {
         let tx = inbound.as_ref()?;
@@ -398,10 +399,12 @@ async fn read_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_loop(
     shared: Arc<Shared>,
     queue: Arc<PeerQueue>,
     mut wr: OwnedWriteHalf,
+    progress: heartbeat::Progress,
     mut sealer: Option<Sealer>,
     mut rx: mpsc::UnboundedReceiver<Vec<Out>>,
     dead: Arc<watch::Sender<bool>>,
@@ -461,8 +464,12 @@ async fn write_loop(
             let _ = socket2::SockRef::from(wr.as_ref()).set_tcp_cork(true);
         }
         let mut written = 0usize;
+        // The peer taking messages shows it is alive (a heartbeat PONG may be queued behind
+        // them there); our own PINGs and PONGs entering the kernel show nothing. Usually
+        // decided by the first entry.
+        let carries_data = ends.iter().any(|e| e.frames > 0).then_some(&progress);
         let r = tokio::select! {
-            r = write_counting(&mut wr, &out, &mut written) => r,
+            r = write_counting(&mut wr, &out, &mut written, carries_data) => r,
             _ = raised(&mut dead_rx) => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
         // Written whole: every message on success; on a kill, those the kernel took whole (the
@@ -532,11 +539,17 @@ async fn write_counting(
     wr: &mut OwnedWriteHalf,
     buf: &[u8],
     written: &mut usize,
+    progress: Option<&heartbeat::Progress>,
 ) -> std::io::Result<()> {
     while *written < buf.len() {
         match wr.write(&buf[*written..]).await {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => *written += n,
+            Ok(n) => {
+                *written += n;
+                if let Some(p) = progress {
+                    p.wrote();
+                }
+            }
             Err(e) => return Err(e),
         }
     }
