@@ -304,12 +304,26 @@ pub struct Due {
     pub expired: Option<Expiry>,
 }
 
-/// The peer's TTL: set by each of its PINGs that announces one, cancelled by any bytes after it
-/// (libzmq cancels the TTL timer on any traffic, the PING included, then sets it again).
+/// The peer's TTL: set by each of its PINGs that announces one, cancelled by any bytes from the
+/// peer after it (libzmq cancels the TTL timer on any traffic, the PING included, then sets it
+/// again). The peer taking our messages, or a read loop too busy to judge, only postpones it by
+/// another TTL: otherwise a peer that froze while we were still writing to it would escape.
 /// Pure, like [`Clock`].
 #[derive(Debug, Default)]
 pub struct PeerTtl {
     watch: Option<Watch>,
+    ttl: Duration,
+}
+
+/// What the peer's TTL watch says at its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TtlDue {
+    /// Not yet, or the peer spoke since its PING: nothing to do until the next PING.
+    Nothing,
+    /// Silent for the whole TTL: drop the peer.
+    Expired,
+    /// Not silent, but not heard from either: look again at this deadline.
+    Again(Instant),
 }
 
 impl PeerTtl {
@@ -321,6 +335,7 @@ impl PeerTtl {
         }
         let at = now + ttl;
         self.watch = Some(Watch { at, set: seen });
+        self.ttl = ttl;
         Some(at)
     }
 
@@ -329,16 +344,20 @@ impl PeerTtl {
         self.watch.is_some()
     }
 
-    /// At or after the deadline: whether the peer stayed silent (drop it); otherwise the watch
-    /// ends until the next PING.
-    pub fn expired(&mut self, now: Instant, seen: Seen) -> bool {
-        match self.watch {
-            Some(w) if w.at <= now => {
-                self.watch = None;
-                w.silent(seen)
-            }
-            _ => false,
+    /// What is due at `now` (see [`TtlDue`]).
+    pub fn due(&mut self, now: Instant, seen: Seen) -> TtlDue {
+        let Some(w) = self.watch.filter(|w| w.at <= now) else { return TtlDue::Nothing };
+        if w.silent(seen) {
+            self.watch = None;
+            return TtlDue::Expired;
         }
+        if seen.arrivals != w.set.arrivals {
+            self.watch = None;
+            return TtlDue::Nothing;
+        }
+        let at = now + self.ttl;
+        self.watch = Some(Watch { at, set: seen });
+        TtlDue::Again(at)
     }
 }
 
@@ -653,15 +672,21 @@ mod tests {
         let mut ttl = PeerTtl::default();
         assert_eq!(ttl.pinged(MS(3000), t0, waiting(1)), Some(t0 + MS(3000)));
         assert_eq!(ttl.pinged(MS(3000), t0 + MS(1000), waiting(2)), Some(t0 + MS(4000)));
-        assert!(!ttl.expired(t0 + MS(3999), waiting(2)), "before the deadline");
+        assert_eq!(ttl.due(t0 + MS(3999), waiting(2)), TtlDue::Nothing, "before the deadline");
         // Traffic after the PING cancels the watch (until the next PING).
-        assert!(!ttl.expired(t0 + MS(4000), waiting(3)));
+        assert_eq!(ttl.due(t0 + MS(4000), waiting(3)), TtlDue::Nothing);
         assert!(!ttl.armed());
         ttl.pinged(MS(3000), t0 + MS(5000), waiting(4));
-        // Not waiting for bytes (held back by the pump): not judged, and not dropped.
-        assert!(!ttl.expired(t0 + MS(8000), Seen { arrivals: 4, written: 0, waiting: false }));
-        ttl.pinged(MS(3000), t0 + MS(9000), waiting(5));
-        assert!(ttl.expired(t0 + MS(12_000), waiting(5)));
+        // Not waiting for bytes (held back by the pump): not judged yet, looked at again.
+        let busy = Seen { arrivals: 4, written: 0, waiting: false };
+        assert_eq!(ttl.due(t0 + MS(8000), busy), TtlDue::Again(t0 + MS(11_000)));
+        // Taking our messages postpones it too, but a peer that then stops is dropped.
+        let took = Seen { arrivals: 4, written: 9, waiting: true };
+        assert_eq!(ttl.due(t0 + MS(11_000), took), TtlDue::Again(t0 + MS(14_000)));
+        assert_eq!(ttl.due(t0 + MS(14_000), took), TtlDue::Expired);
+        assert!(!ttl.armed());
+        ttl.pinged(MS(3000), t0 + MS(15_000), waiting(5));
+        assert_eq!(ttl.due(t0 + MS(18_000), waiting(5)), TtlDue::Expired);
         // A PING without a TTL starts nothing.
         let mut ttl = PeerTtl::default();
         assert_eq!(ttl.pinged(Duration::ZERO, t0, waiting(0)), None);

@@ -4,7 +4,7 @@
 //! [`crate::heartbeat`]). Whatever a peer does costs only its own connection.
 
 use super::*;
-use heartbeat::{Clock, Expiry, Liveness, PeerTtl};
+use heartbeat::{Clock, Expiry, Liveness, PeerTtl, TtlDue};
 use std::pin::Pin;
 use tokio::time::{Instant, Sleep};
 
@@ -391,8 +391,14 @@ async fn read_loop(
                 Ok(_) => live.arrived(),
             },
             _ = elapsed(&mut ttl_due), if peer_ttl.armed() => {
-                if peer_ttl.expired(Instant::now(), live.seen()) {
-                    return ReadEnd::Silent(Expiry::PeerTtl);
+                match peer_ttl.due(Instant::now(), live.seen()) {
+                    TtlDue::Expired => return ReadEnd::Silent(Expiry::PeerTtl),
+                    TtlDue::Again(at) => {
+                        if let Some(timer) = &mut ttl_due {
+                            timer.as_mut().reset(at);
+                        }
+                    }
+                    TtlDue::Nothing => {}
                 }
             }
         }
