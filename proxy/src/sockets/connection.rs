@@ -182,11 +182,14 @@ async fn connection(
             return None;
         }
         Some(ReadEnd::Stopped) => inbound = None,
-        Some(ReadEnd::Closed) => {}
-        Some(ReadEnd::Silent(expiry)) => silent(&shared, &entry, expiry, peer_addr),
+        Some(ReadEnd::Closed | ReadEnd::Silent(_)) => {}
     }
     dead.send_replace(true);
     shared.deregister(&entry);
+    // Counted once its routing id is free again, so whoever sees the count may reuse it.
+    if let Some(ReadEnd::Silent(expiry)) = end {
+        silent(&shared, &entry, expiry, peer_addr);
+    }
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer disconnected");
     let Ok(mut out_rx) = writer.await else { return None };
     if *life.kill.borrow() {

@@ -274,6 +274,11 @@ def test_peer_that_announced_a_ttl_and_froze_is_dropped_after_that_ttl(ctx, prox
     try:
         ready, _, _ = select.select([child.stdout], [], [], 10)
         assert ready and child.stdout.readline().strip() == b"connected", "the child worker never connected"
+        # The child's handshake can complete before the proxy has read its READY.
+        for _ in until(5.0, 10_000):
+            if connected_peers(http, "backend") == 1:
+                break
+            time.sleep(0.01)  # poll interval of a condition with a deadline, not a fixed wait
         # Several of its PINGs (and our PONGs) cross while it is alive: it is not dropped.
         for _ in until(0.6, 1000):
             assert connected_peers(http, "backend") == 1, "the heartbeating worker was dropped while alive"
