@@ -26,6 +26,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use zmq_proxy::config::KUBERNETES_HEARTBEAT;
+use zmq_proxy::socket::ProxySockets;
+
 use crate::crd::{
     GRACE_PERIOD_TOO_SHORT, HEADLESS_SUFFIX, ImagePullPolicy, IpFamilyPolicy, MANAGED_BY,
     PDB_BOTH_BOUNDS, PodTemplateOverride, ZmqProxy, ZmqProxySpec, selector_labels,
@@ -227,6 +230,7 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
     if let Some(control) = &s.control {
         args.extend(["--control-bind".to_string(), bind(control.port)]);
     }
+    args.extend(heartbeat_args(&spec.sockets));
     args.extend(curve_args(spec));
     // Only the options a spec sets: unset ones keep the proxy's defaults (one place).
     args.extend(s.frontend.options.to_flags("frontend"));
@@ -245,6 +249,25 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
         "--log-format".to_string(),
         "json".to_string(),
     ]);
+    args
+}
+
+/// `--<socket>-heartbeat-*` of each data socket: the fields its spec sets, or, when it sets
+/// none, the pods' default [`KUBERNETES_HEARTBEAT`] (why it is on: the proxy's config module).
+/// The control socket has no heartbeats.
+pub fn heartbeat_args(sockets: &ProxySockets) -> Vec<String> {
+    let mut all = vec![("frontend", &sockets.frontend), ("backend", &sockets.backend)];
+    all.extend(sockets.capture.as_ref().map(|c| ("capture", c)));
+    let mut args = Vec::new();
+    for (socket, spec) in all {
+        let hb = if spec.heartbeat.is_empty() { KUBERNETES_HEARTBEAT } else { spec.heartbeat };
+        for (field, value) in [("interval", hb.interval), ("ttl", hb.ttl), ("timeout", hb.timeout)]
+        {
+            if let Some(v) = value {
+                args.extend([format!("--{socket}-heartbeat-{field}"), v.to_string()]);
+            }
+        }
+    }
     args
 }
 

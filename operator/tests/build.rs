@@ -77,6 +77,25 @@ fn proxy_flags_carry_every_socket_and_setting() {
         "tcp://*:5557",
         "--control-bind",
         "tcp://*:5558",
+        // The frontend's own heartbeat fields; the others the pods' default.
+        "--frontend-heartbeat-interval",
+        "2000",
+        "--frontend-heartbeat-ttl",
+        "6000",
+        "--frontend-heartbeat-timeout",
+        "4000",
+        "--backend-heartbeat-interval",
+        "10000",
+        "--backend-heartbeat-ttl",
+        "30000",
+        "--backend-heartbeat-timeout",
+        "30000",
+        "--capture-heartbeat-interval",
+        "10000",
+        "--capture-heartbeat-ttl",
+        "30000",
+        "--capture-heartbeat-timeout",
+        "30000",
         "--pause-file",
         "/etc/zmq-proxy/steering/paused",
         "--http-bind",
@@ -102,6 +121,7 @@ fn optional_sockets_are_left_out_when_unset() {
     assert_eq!(arg_after(proxy, "--http-bind"), Some("*:9090"));
     assert_eq!(arg_after(proxy, "--drain-timeout"), Some("5"));
     assert_eq!(arg_after(proxy, "--lame-duck"), Some("5"));
+    assert_eq!(arg_after(proxy, "--capture-heartbeat-interval"), None);
     assert_eq!(proxy.image.as_deref(), Some(DEFAULT_IMAGE));
     let names: Vec<String> = ports(&c.service).into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["frontend", "backend"]);
@@ -426,8 +446,8 @@ fn invalid_specs_are_refused_naming_the_field() {
 /// change that would roll out every existing proxy on upgrade shows here. Last changed when the
 /// workload became a StatefulSet (with the always-present headless Service and the PDB), the
 /// binds dual stack (`*` instead of `0.0.0.0`, which an IPv6-only cluster cannot reach) and every
-/// pod mounted its steering ConfigMap with `--pause-file`: one replacement of each proxy on
-/// upgrade; pausing and resuming afterwards change only the ConfigMap, never the pods.
+/// pod mounted its steering ConfigMap with `--pause-file`, and the pods got their default
+/// heartbeat flags (issue 11): one replacement of each proxy on upgrade; pausing and resuming afterwards change only the ConfigMap, never the pods.
 #[test]
 fn unsecured_children_are_byte_identical_to_the_golden_files() {
     for name in ["minimal", "full", "pipeline-scaled-to-zero"] {
@@ -689,7 +709,9 @@ fn local_form(text: &str, root: &std::path::Path) -> String {
 #[test]
 fn rendered_args_run_the_same_proxy_as_the_manifest() {
     use clap::Parser;
+    use zmq_proxy::config::KUBERNETES_HEARTBEAT;
     use zmq_proxy::curve::{Allow, Mechanism};
+    use zmq_proxy::heartbeat::FieldNames;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     let mut files: Vec<std::path::PathBuf> =
         std::fs::read_dir(dir).expect("examples/").map(|e| e.expect("entry").path()).collect();
@@ -699,6 +721,7 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
     let mut checked = 0;
     let mut secured = 0;
     let mut tuned = false;
+    let mut with_heartbeat = 0;
     for path in files {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if !name.ends_with(".yaml") || name.starts_with("invalid") {
@@ -744,12 +767,33 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
         let lame_duck =
             std::time::Duration::from_secs(u64::try_from(zp.spec.lame_duck_seconds).unwrap_or(0));
         assert_eq!(from_flags.lame_duck, lame_duck, "{name}");
+        // Each data socket's heartbeat fields reach the pods as flags; a socket that sets none
+        // gets the pods' default there, and libzmq's (none) from a manifest run locally.
+        let sockets = &zp.spec.sockets;
+        let mut specs = vec![(&from_flags.frontend, &sockets.frontend)];
+        specs.push((&from_flags.backend, &sockets.backend));
+        specs.extend(from_flags.capture.as_ref().zip(sockets.capture.as_ref()));
+        for (flags, spec) in specs {
+            with_heartbeat += usize::from(!spec.heartbeat.is_empty());
+            let set = if spec.heartbeat.is_empty() { KUBERNETES_HEARTBEAT } else { spec.heartbeat };
+            let pods = set.resolve(&FieldNames::manifest("frontend")).expect("valid heartbeats");
+            assert_eq!(flags.heartbeat, pods, "{name}");
+            assert!(pods.interval.is_some(), "{name}: every example socket sends PINGs in a pod");
+        }
         let comparable = |c: &zmq_proxy::ProxyConfig| {
             let mut c = c.clone();
             c.http_bind = None;
             c.log_format = Default::default();
             c.lame_duck = Default::default();
             c.pause_file = None;
+            let mut all =
+                vec![(&mut c.frontend, &sockets.frontend), (&mut c.backend, &sockets.backend)];
+            all.extend(c.capture.as_mut().zip(sockets.capture.as_ref()));
+            for (sock, spec) in all {
+                if spec.heartbeat.is_empty() {
+                    sock.heartbeat = Default::default();
+                }
+            }
             c
         };
         let pause_file = format!("{}/{}", build::STEERING_MOUNT, build::PAUSED_KEY);
@@ -815,6 +859,7 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
         checked += 1;
     }
     assert!(checked >= 6, "only {checked} examples checked");
+    assert!(with_heartbeat >= 1, "no example sets heartbeat fields");
     assert!(secured >= 2, "the secured example and fixture: {secured}");
     assert!(tuned, "the tuned fixture was checked");
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::curve::{Mechanism, Security};
 use crate::endpoint::{Direction, Endpoint};
+use crate::heartbeat::{FieldNames, Heartbeat, HeartbeatFlags, HeartbeatSpec};
 use crate::options::{
     BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags, SocketOptions, Spelling,
     spec_from_flag_texts,
@@ -92,6 +93,28 @@ pub const TCP_KEEPALIVE: bool = true;
 pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// Heartbeats of the binary: none, as libzmq (no PINGs sent; PINGs from peers are answered, and a
+/// peer's PING TTL is honoured). Longest accepted interval and timeout: an hour.
+pub const MAX_HEARTBEAT_MS: i32 = 3_600_000;
+/// Longest accepted heartbeat TTL: libzmq peers turn the TTL's deciseconds back into
+/// milliseconds in 16 bits, so 655 deciseconds is the most they read right (more wraps round).
+pub const MAX_HEARTBEAT_TTL_MS: i32 = 65_500;
+/// Heartbeats of the operator's pods, on each data socket whose spec sets no `heartbeat*` field
+/// (a socket that sets any gets exactly what it sets, libzmq's defaults for the rest): a PING
+/// every 10 s announcing a 30 s TTL, and a peer silent for 30 s after a PING is dropped.
+/// In a cluster, connections die without a FIN or RST (a node lost, a NAT or conntrack entry
+/// expired or flushed), and the TTL is what lets *unconfigured* libzmq peers notice: libzmq
+/// drops a connection that stays silent for the TTL of the last PING it received, whatever its
+/// own options, so a SUB or a worker reconnects to a live proxy within about 30 s instead of
+/// hanging forever (a SUB never writes, so its kernel never learns the connection is gone). Our
+/// side drops a peer whose host vanished while data was queued to it (where TCP keepalive
+/// never probes and retransmissions go on for minutes), releasing its routing id and
+/// subscriptions. 10 s keeps idle connections well inside the shortest common idle timeouts
+/// (Azure's load balancers: 4 minutes); three PINGs may be lost before anyone gives up, and the
+/// cost is one 9-byte PING and PONG per connection per 10 s. Off in the binary, as in libzmq: a
+/// proxy on a laptop talks to peers that expect libzmq's defaults.
+pub const KUBERNETES_HEARTBEAT: HeartbeatSpec =
+    HeartbeatSpec { interval: Some(10_000), ttl: Some(30_000), timeout: Some(30_000) };
 /// How often a CURVE allow-list file or directory is re-read. Content decides, not mtime:
 /// the kubelet swaps a mounted Secret's `..data` symlink, so only reading shows a change.
 pub const ALLOW_LIST_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -227,6 +250,8 @@ pub struct Cli {
     pub backend_options: BackendOptionFlags,
     #[command(flatten)]
     pub capture_options: CaptureOptionFlags,
+    #[command(flatten)]
+    pub heartbeat: HeartbeatFlags,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -478,13 +503,14 @@ pub struct SocketConfig {
     pub connect: Vec<Endpoint>,
     pub security: Security,
     pub options: SocketOptions,
+    pub heartbeat: Heartbeat,
 }
 
 impl SocketConfig {
-    /// A NULL-mechanism socket with default options.
+    /// A NULL-mechanism socket with default options, without heartbeats.
     pub fn new(socket_type: SocketType, bind: Vec<Endpoint>, connect: Vec<Endpoint>) -> Self {
-        let (security, options) = (Security::default(), SocketOptions::default());
-        SocketConfig { socket_type, bind, connect, security, options }
+        let (security, options, heartbeat) = Default::default();
+        SocketConfig { socket_type, bind, connect, security, options, heartbeat }
     }
 
     pub fn endpoints(&self) -> String {
@@ -595,6 +621,11 @@ impl Cli {
                     ));
                 }
             }
+            if let Some(flag) = self.heartbeat.first_given() {
+                return err(format!(
+                    "--config cannot be combined with {flag}: the manifest's spec.<socket>.heartbeat* fields define heartbeats"
+                ));
+            }
             load_manifest(path)?
         } else {
             self.sockets_from_flags()?
@@ -611,6 +642,7 @@ impl Cli {
         if self.config.is_none() {
             self.apply_curve_flags(&mut cfg)?;
             self.apply_option_flags(&mut cfg)?;
+            self.apply_heartbeat_flags(&mut cfg)?;
         }
         if let Some(h) = self.http_bind {
             if let Err(e) = Endpoint::parse_host_port(&h, Direction::Bind) {
@@ -671,6 +703,22 @@ impl Cli {
             sock.options = spec
                 .resolve(Spelling::Flags(name), sock.socket_type, capture)
                 .map_err(|e| ConfigError(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn apply_heartbeat_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+        let mut sockets = vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        match cfg.capture.as_mut() {
+            Some(c) => sockets.push(("capture", c)),
+            None if !self.heartbeat.spec("capture").is_ok_and(|s| s.is_empty()) => {
+                return err("--capture-heartbeat-* flags need --capture-type");
+            }
+            None => {}
+        }
+        for (name, sock) in sockets {
+            let spec = self.heartbeat.spec(name).map_err(ConfigError)?;
+            sock.heartbeat = spec.resolve(&FieldNames::flags(name)).map_err(ConfigError)?;
         }
         Ok(())
     }
@@ -850,15 +898,16 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
         vec![Endpoint { host: "*".into(), port: u16::try_from(port).unwrap_or(0) }]
     };
     let mut options = options.into_iter();
-    let mut sock = |s: &crate::socket::SocketSpec| {
+    let mut sock = |name: &str, s: &crate::socket::SocketSpec| {
         let mut c = SocketConfig::new(s.socket_type, all(s.port), vec![]);
         c.options = options.next().unwrap_or_default();
-        c
+        c.heartbeat = s.heartbeat.resolve(&FieldNames::manifest(name)).map_err(ConfigError)?;
+        Ok::<_, ConfigError>(c)
     };
-    let frontend = sock(&spec.sockets.frontend);
-    let backend = sock(&spec.sockets.backend);
+    let frontend = sock("frontend", &spec.sockets.frontend)?;
+    let backend = sock("backend", &spec.sockets.backend)?;
     let mut cfg = ProxyConfig::new(frontend, backend);
-    cfg.capture = spec.sockets.capture.as_ref().map(sock);
+    cfg.capture = spec.sockets.capture.as_ref().map(|c| sock("capture", c)).transpose()?;
     cfg.control_bind = spec.sockets.control.as_ref().map(|c| all(c.port).remove(0));
     let any = spec.curve_allow_any.unwrap_or(false);
     let mut sockets = vec![
@@ -1084,6 +1133,31 @@ mod tests {
             env_of("backend-max-msg-size").as_deref(),
             Some("ZMQ_PROXY_BACKEND_MAX_MSG_SIZE")
         );
+    }
+
+    #[test]
+    fn heartbeats_come_from_flags_or_the_manifest_per_socket() {
+        let base = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
+        let c =
+            cli(&[&base[..], &["--backend-bind=tcp://*:2", "--backend-heartbeat-interval=1000"]]
+                .concat())
+            .expect("valid");
+        let second = Some(Duration::from_secs(1));
+        assert_eq!((c.backend.heartbeat.interval, c.backend.heartbeat.timeout), (second, second));
+        assert_eq!(c.frontend.heartbeat, Heartbeat::default(), "off unless asked, as libzmq");
+        let e = cli(
+            &[&base[..], &["--backend-bind=tcp://*:2", "--capture-heartbeat-ttl=100"]].concat()
+        )
+        .unwrap_err();
+        assert_eq!(e, "--capture-heartbeat-* flags need --capture-type");
+        let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: PULL, port: 6000, heartbeatInterval: 500, heartbeatTtl: 2000}\n  backend: {type: PUSH, port: 6001}\n";
+        let c = parse_manifest(yaml).expect("valid");
+        assert_eq!(c.frontend.heartbeat.ttl_deciseconds, 20);
+        assert_eq!(c.frontend.heartbeat.timeout, Some(Duration::from_millis(500)));
+        let e = parse_manifest(&yaml.replace("2000", "2050")).unwrap_err().0;
+        assert!(e.starts_with("spec.frontend.heartbeatTtl: 2050 is not a multiple of 100"), "{e}");
+        let e = parse_manifest(&yaml.replace("500", "soon")).unwrap_err().0;
+        assert!(e.starts_with("spec:") && e.contains("i32"), "{e}");
     }
 
     fn key_files(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {

@@ -78,6 +78,11 @@ pub struct Counters {
     /// Connections dropped after the handshake for a protocol violation (oversized message,
     /// malformed command).
     pub protocol_errors: AtomicU64,
+    /// Connections dropped by heartbeats (silent past our timeout or the peer's own TTL): the
+    /// sum of [`Counters::heartbeat_timeouts_by`].
+    pub heartbeat_timeouts: AtomicU64,
+    /// The same, by (socket, reason): the labels of `zmq_proxy_heartbeat_timeouts_total`.
+    heartbeat_by: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// A point-in-time copy of [`Counters`], with the contract's names.
@@ -102,6 +107,7 @@ pub struct Snapshot {
     pub undelivered_msgs: u64,
     pub handshake_failures: u64,
     pub protocol_errors: u64,
+    pub heartbeat_timeouts: u64,
 }
 
 impl Counters {
@@ -120,6 +126,19 @@ impl Counters {
     /// Every (socket, mechanism, reason) with a refusal so far, and its count.
     pub fn handshake_failures_by(&self) -> Vec<((&'static str, &'static str, &'static str), u64)> {
         let m = self.handshake_by.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Counts one connection of `socket` dropped by a heartbeat (`reason`: timeout, peer_ttl).
+    pub fn heartbeat_expired(&self, socket: &'static str, reason: &'static str) {
+        self.heartbeat_timeouts.fetch_add(1, Relaxed);
+        let mut m = self.heartbeat_by.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((socket, reason)).or_insert(0) += 1;
+    }
+
+    /// Every (socket, reason) with a heartbeat drop so far, and its count.
+    pub fn heartbeat_timeouts_by(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let m = self.heartbeat_by.lock().unwrap_or_else(|p| p.into_inner());
         m.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
@@ -155,6 +174,7 @@ impl Counters {
             undelivered_msgs: g(&self.undelivered_msgs),
             handshake_failures: g(&self.handshake_failures),
             protocol_errors: g(&self.protocol_errors),
+            heartbeat_timeouts: g(&self.heartbeat_timeouts),
             dropped_msgs: 0,
         };
         // Capture copies are not counted as dropped proxy traffic: the message itself went on.

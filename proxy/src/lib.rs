@@ -7,6 +7,7 @@
 //! - [`net`]: TCP for endpoints: dual-stack listeners for `*`/`[::]` (IPv4 fallback), connects
 //!   that try each resolved address, bind errors.
 //! - [`zmtp`]: the ZMTP 3.1 wire protocol (greeting, READY, frames, subscriptions in both forms).
+//! - [`heartbeat`]: ZMTP heartbeats (PING/PONG): settings, wire form, per-connection clock.
 //! - [`curve`]: the CurveZMQ mechanism (RFC 26): keys, allow-lists, handshakes, MESSAGE boxes.
 //! - [`sockets`]: binding/connecting, one task per connection, per-socket-type send policy.
 //! - [`subscriptions`]: XPUB subscription refcounting.
@@ -25,6 +26,7 @@ pub mod counters;
 pub mod curve;
 pub mod endpoint;
 pub mod forward;
+pub mod heartbeat;
 pub mod http;
 pub mod metrics;
 pub mod net;

@@ -152,7 +152,8 @@ async fn run(cfg: ProxyConfig) -> u8 {
     let show = |s: &zmq_proxy::config::SocketConfig, addrs: &[std::net::SocketAddr]| {
         let bound: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
         let mech = if s.security.is_curve() { " CURVE" } else { "" };
-        format!("{}{mech} {} (listening on {})", s.socket_type, s.endpoints(), bound.join(" "))
+        let (t, ep, at) = (s.socket_type, s.endpoints(), bound.join(" "));
+        format!("{t}{mech} {ep} (listening on {at}){}", s.heartbeat.describe())
     };
     let capture = cfg.capture.as_ref().map(|c| show(c, &proxy.capture_addrs)).unwrap_or_default();
     let ops = match zmq_proxy::ops::Ops::start(&cfg, &proxy).await {
@@ -248,6 +249,7 @@ fn log_stopped(ending: Ending, s: &Snapshot) {
         dropped_capture = s.dropped_capture,
         handshake_failures = s.handshake_failures,
         protocol_errors = s.protocol_errors,
+        heartbeat_timeouts = s.heartbeat_timeouts,
         "proxy stopped"
     );
 }

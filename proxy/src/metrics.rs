@@ -16,6 +16,9 @@
 //!   message_auth_failed (see `WireError::reason` and `CurveError::reason`). Only series that
 //!   counted something are present.
 //! - `zmq_proxy_protocol_errors_total`.
+//! - `zmq_proxy_heartbeat_timeouts_total{socket, reason}`: connections dropped by heartbeats,
+//!   reason `timeout` (silent past our heartbeat timeout after a PING) or `peer_ttl` (silent past
+//!   the TTL of the peer's own PING). Only series that counted something are present.
 //! - gauges `zmq_proxy_connected_peers{socket}`, `zmq_proxy_queued_frames{socket}`,
 //!   `zmq_proxy_paused`, `zmq_proxy_draining`, `zmq_proxy_ready`,
 //!   `zmq_proxy_build_info{version}` (always 1).
@@ -188,6 +191,12 @@ impl Collector for ProxyCollector {
         }
         let help = "Connections dropped for a ZMTP protocol violation";
         single(e, "zmq_proxy_protocol_errors", help, s.protocol_errors)?;
+        let help =
+            "Connections dropped by ZMTP heartbeats (no traffic in time), by socket and reason";
+        let mut m = e.encode_descriptor("zmq_proxy_heartbeat_timeouts", help, None, c)?;
+        for ((socket, reason), v) in o.counters.heartbeat_timeouts_by() {
+            counter(v, m.encode_family(&[("socket", socket), ("reason", reason)])?)?;
+        }
         let peers: Vec<(&str, i64)> =
             o.sockets.iter().map(|(n, h)| (*n, h.peer_count() as i64)).collect();
         family(e, "zmq_proxy_connected_peers", "Peers connected", g, sock, &peers, gauge)?;

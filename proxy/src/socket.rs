@@ -9,6 +9,7 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::heartbeat::HeartbeatSpec;
 use crate::options::SocketOptionsSpec;
 use crate::security::SocketSecurity;
 
@@ -176,12 +177,21 @@ pub struct SocketSpec {
     /// libzmq's per-socket options (`sndhwm`, `maxMsgSize`, ...; see `options.rs`).
     #[serde(flatten)]
     pub options: SocketOptionsSpec,
+    /// ZMTP heartbeats: `heartbeatInterval`, `heartbeatTtl`, `heartbeatTimeout`.
+    #[serde(flatten)]
+    pub heartbeat: HeartbeatSpec,
 }
 
 impl SocketSpec {
-    /// A socket without security, with default options.
+    /// A socket without security or heartbeats, with default options.
     pub fn new(socket_type: SocketType, port: i32) -> Self {
-        SocketSpec { socket_type, port, security: None, options: SocketOptionsSpec::default() }
+        SocketSpec {
+            socket_type,
+            port,
+            security: None,
+            options: SocketOptionsSpec::default(),
+            heartbeat: HeartbeatSpec::default(),
+        }
     }
 }
 

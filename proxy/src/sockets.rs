@@ -33,6 +33,7 @@ use crate::config::{
 };
 use crate::counters::{Counters, DropReason, OncePerPeer};
 use crate::curve::{self, Mechanism, Sealer, Security};
+use crate::heartbeat::{self, Heartbeat};
 use crate::net;
 use crate::options::SocketOptions;
 use crate::socket::SocketType;
@@ -78,8 +79,8 @@ pub fn size_of(msg: &Msg) -> (u64, u64) {
 pub enum Out {
     Owned(Msg),
     Shared(Arc<Msg>),
-    /// A ZMTP command's body (PONG: name length, name, data), framed (or sealed) when written;
-    /// not a message.
+    /// A ZMTP command's body (PING, PONG: name length, name, data), framed (or sealed) when
+    /// written; not a message.
     Command(Bytes),
     /// A subscription message (`\x01topic` / `\x00topic`, one frame) to a publisher that
     /// greeted ZMTP 3.1: written as the SUBSCRIBE/CANCEL command of that revision, counted as
@@ -191,6 +192,8 @@ struct Shared {
     name: &'static str,
     /// NULL or CURVE, for accepted and for outgoing connections.
     security: Security,
+    /// What each connection's heartbeat clock applies.
+    heartbeat: Heartbeat,
     /// Refusals already logged, per peer address and reason.
     refusals: OncePerPeer,
     /// The capture socket: its losses are capture drops, never proxy traffic.
@@ -444,6 +447,7 @@ impl ProxySocket {
             kind,
             name,
             security: cfg.security.clone(),
+            heartbeat: cfg.heartbeat,
             refusals: OncePerPeer::new(REFUSAL_LOG_QUIET, REFUSAL_LOG_PEERS),
             capture: is_capture,
             delivers,
@@ -466,6 +470,9 @@ impl ProxySocket {
             next_peer: AtomicU64::new(1),
             next_routing: AtomicU32::new(rand_u32()),
         });
+        if let Some(doubt) = cfg.heartbeat.doubts() {
+            tracing::warn!(socket = name, "{doubt}");
+        }
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
         let mut local_addrs = Vec::new();
         let mut listeners = Vec::new();

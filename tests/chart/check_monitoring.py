@@ -41,6 +41,7 @@ PROXY_METRICS = {
     "zmq_proxy_undelivered_messages_total": set(),
     "zmq_proxy_handshake_failures_total": {"socket", "mechanism", "reason"},
     "zmq_proxy_protocol_errors_total": set(),
+    "zmq_proxy_heartbeat_timeouts_total": {"socket", "reason"},
     "zmq_proxy_connected_peers": {"socket"},
     "zmq_proxy_queued_frames": {"socket"},
     "zmq_proxy_paused": set(),

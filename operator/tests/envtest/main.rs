@@ -713,6 +713,21 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             Refusal::at("spec.backend.port", "should be less than or equal to 65535"),
         ),
         (
+            "heartbeat TTL not in deciseconds",
+            q(json!({"frontend": {"type": "ROUTER", "port": 5555, "heartbeatTtl": 150}})),
+            Refusal::at("spec.frontend.heartbeatTtl", "should be a multiple of 100"),
+        ),
+        (
+            "heartbeat TTL past libzmq's 16-bit wrap",
+            q(json!({"backend": {"type": "DEALER", "port": 5556, "heartbeatTtl": 65600}})),
+            Refusal::at("spec.backend.heartbeatTtl", "should be less than or equal to 65500"),
+        ),
+        (
+            "negative heartbeat interval",
+            q(json!({"frontend": {"type": "ROUTER", "port": 5555, "heartbeatInterval": -1}})),
+            Refusal::at("spec.frontend.heartbeatInterval", "should be greater than or equal to 0"),
+        ),
+        (
             "negative replicas",
             q(json!({"replicas": -1})),
             Refusal::at("spec.replicas", "should be greater than or equal to 0"),

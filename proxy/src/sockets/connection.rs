@@ -1,8 +1,12 @@
 //! One task per connection: accepting and connecting (with retries), the ZMTP handshake, the
 //! read loop that hands messages and subscription changes to the pump, and the write loop that
-//! drains the peer's queue in batches. Whatever a peer does costs only its own connection.
+//! drains the peer's queue in batches, and the heartbeat clock beside them (see
+//! [`crate::heartbeat`]). Whatever a peer does costs only its own connection.
 
 use super::*;
+use heartbeat::{Clock, Expiry, Liveness, PeerTtl, TtlDue};
+use std::pin::Pin;
+use tokio::time::{Instant, Sleep};
 
 pub(super) async fn accept_loop(
     shared: Arc<Shared>,
@@ -97,6 +101,8 @@ enum ReadEnd {
     Stopped,
     /// The peer closed, reset, broke the protocol, or the writer failed.
     Closed,
+    /// The peer was silent past a heartbeat deadline (ours or its own TTL).
+    Silent(Expiry),
 }
 
 /// Per-connection TCP options: no Nagle delay (ZeroMQ batches itself) and the socket's
@@ -170,26 +176,30 @@ async fn serve(
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer connected");
     let dead = Arc::new(watch::channel(false).0);
     shared.live_writers.fetch_add(1, Ordering::AcqRel);
+    let live = Liveness::default();
     let writer = tokio::spawn(write_loop(
         shared.clone(),
         entry.queue.clone(),
         wr,
+        live.progress(),
         sealer,
         out_rx,
         dead.clone(),
         life.kill.clone(),
     ));
     let mut inbound = Some(inbound);
+    let mut clock = Clock::new(shared.heartbeat, Instant::now());
     let end = {
         let tx = inbound.as_ref()?;
-        let read =
-            read_loop(&shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead.subscribe());
+        let (dead_rx, live) = (dead.subscribe(), &live);
+        let read = read_loop(&shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead_rx, live);
         tokio::pin!(read);
         let revoked = curve::revoked(listed);
         tokio::pin!(revoked);
         let mut closing = false;
         // Reading goes on through a drain until the peer closes (see `sockets/drain.rs`).
         loop {
+            let wake = clock.wake_at();
             tokio::select! {
                 end = &mut read => break Some(end),
                 _ = raised(&mut life.kill) => break None,
@@ -202,6 +212,11 @@ async fn serve(
                     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: closing the write side");
                     drain::begin_close(&shared, &entry);
                 }
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                    if let Some(expiry) = heartbeat_due(&shared, &entry, &mut clock, live) {
+                        break Some(ReadEnd::Silent(expiry));
+                    }
+                }
             }
         }
     };
@@ -211,10 +226,14 @@ async fn serve(
             return None;
         }
         Some(ReadEnd::Stopped) => inbound = None,
-        Some(ReadEnd::Closed) => {}
+        Some(ReadEnd::Closed | ReadEnd::Silent(_)) => {}
     }
     dead.send_replace(true);
     shared.deregister(&entry);
+    // Counted once its routing id is free again, so whoever sees the count may reuse it.
+    if let Some(ReadEnd::Silent(expiry)) = end {
+        silent(&shared, &entry, expiry, peer_addr);
+    }
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer disconnected");
     let Ok(mut out_rx) = writer.await else { return None };
     if *life.kill.borrow() {
@@ -246,6 +265,40 @@ async fn serve(
     inbound
 }
 
+/// The connection's heartbeat clock is due: sends the PING, or tells that the peer was silent
+/// past our timeout.
+fn heartbeat_due(
+    shared: &Shared,
+    entry: &PeerEntry,
+    clock: &mut Clock,
+    live: &Liveness,
+) -> Option<Expiry> {
+    let due = clock.due(Instant::now(), live.seen());
+    // A closing connection's write side is shut or about to be: nothing more goes out.
+    if due.ping && !entry.queue.closing.load(Ordering::Acquire) {
+        let _ = shared.enqueue(&entry.queue, vec![Out::Command(clock.ping())], 0);
+    }
+    due.expired
+}
+
+/// Counts a connection dropped by a heartbeat, logged once per peer address and reason a minute.
+fn silent(shared: &Shared, entry: &PeerEntry, expiry: Expiry, peer: Option<SocketAddr>) {
+    let reason = expiry.reason();
+    shared.counters.heartbeat_expired(shared.name, reason);
+    if peer.is_none_or(|p| shared.refusals.first(p.ip(), expiry.log_key())) {
+        let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+        tracing::info!(socket = shared.name, peer = %shown, id = entry.id, reason, "peer silent past its heartbeat deadline; disconnecting");
+    }
+}
+
+/// Resolves when the timer is set and has elapsed; never without one.
+async fn elapsed(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn read_loop(
     shared: &Shared,
@@ -256,6 +309,7 @@ async fn read_loop(
     opener: Option<curve::Opener>,
     inbound: &mpsc::Sender<Inbound>,
     mut dead: watch::Receiver<bool>,
+    live: &Liveness,
 ) -> ReadEnd {
     use tokio::io::AsyncReadExt;
     let mut dec = zmtp::Decoder::new(shared.options.max_message_bytes());
@@ -271,6 +325,9 @@ async fn read_loop(
         let credit = window.take(batch.len());
         Inbound::Batch(batch, credit)
     };
+    // The TTL of the peer's own PINGs; its timer exists only once a PING announced one.
+    let mut peer_ttl = PeerTtl::default();
+    let mut ttl_due: Option<Pin<Box<Sleep>>> = None;
     loop {
         if !window.wait_room(limit, &mut dead).await {
             return ReadEnd::Closed;
@@ -318,6 +375,13 @@ async fn read_loop(
                         return ReadEnd::Closed;
                     }
                     if let Some(pong) = zmtp::pong_body(&cmd) {
+                        let ttl = heartbeat::ping_ttl(&cmd).unwrap_or_default();
+                        if let Some(at) = peer_ttl.pinged(ttl, Instant::now(), live.seen()) {
+                            match &mut ttl_due {
+                                Some(timer) => timer.as_mut().reset(at),
+                                None => ttl_due = Some(Box::pin(tokio::time::sleep_until(at))),
+                            }
+                        }
                         // Heartbeats (ZMQ_HEARTBEAT_IVL on the peer) are answered whatever
                         // the queue's fill level; a PONG is not a message.
                         let _ = shared.enqueue(&entry.queue, vec![Out::Command(pong)], 0);
@@ -372,21 +436,35 @@ async fn read_loop(
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
+        live.waiting();
         tokio::select! {
             biased;
             _ = raised(&mut dead) => return ReadEnd::Closed,
             r = rd.read_buf(buf) => match r {
                 Ok(0) | Err(_) => return ReadEnd::Closed,
-                Ok(_) => {}
+                Ok(_) => live.arrived(),
             },
+            _ = elapsed(&mut ttl_due), if peer_ttl.armed() => {
+                match peer_ttl.due(Instant::now(), live.seen()) {
+                    TtlDue::Expired => return ReadEnd::Silent(Expiry::PeerTtl),
+                    TtlDue::Again(at) => {
+                        if let Some(timer) = &mut ttl_due {
+                            timer.as_mut().reset(at);
+                        }
+                    }
+                    TtlDue::Nothing => {}
+                }
+            }
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_loop(
     shared: Arc<Shared>,
     queue: Arc<PeerQueue>,
     mut wr: OwnedWriteHalf,
+    progress: heartbeat::Progress,
     mut sealer: Option<Sealer>,
     mut rx: mpsc::UnboundedReceiver<Vec<Out>>,
     dead: Arc<watch::Sender<bool>>,
@@ -446,8 +524,12 @@ async fn write_loop(
             let _ = socket2::SockRef::from(wr.as_ref()).set_tcp_cork(true);
         }
         let mut written = 0usize;
+        // The peer taking messages shows it is alive (a heartbeat PONG may be queued behind
+        // them there); our own PINGs and PONGs entering the kernel show nothing. Usually
+        // decided by the first entry.
+        let carries_data = ends.iter().any(|e| e.frames > 0).then_some(&progress);
         let r = tokio::select! {
-            r = write_counting(&mut wr, &out, &mut written) => r,
+            r = write_counting(&mut wr, &out, &mut written, carries_data) => r,
             _ = raised(&mut dead_rx) => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
         // Written whole: every message on success; on a kill, those the kernel took whole (the
@@ -517,11 +599,17 @@ async fn write_counting(
     wr: &mut OwnedWriteHalf,
     buf: &[u8],
     written: &mut usize,
+    progress: Option<&heartbeat::Progress>,
 ) -> std::io::Result<()> {
     while *written < buf.len() {
         match wr.write(&buf[*written..]).await {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => *written += n,
+            Ok(n) => {
+                *written += n;
+                if let Some(p) = progress {
+                    p.wrote();
+                }
+            }
             Err(e) => return Err(e),
         }
     }
