@@ -489,28 +489,24 @@ PYTHON_IMAGE="${E2E_PYTHON_IMAGE:-python:3.12-slim}"
 # A stock image is pulled when missing even on kind; an image of the suite's own is not.
 PYTHON_PULL_POLICY="IfNotPresent"
 [[ "$EXISTING" == "1" ]] && PYTHON_PULL_POLICY="$PULL_POLICY"
-restart_peers_streaming() { k -n "$NS" logs job/restart-peers 2>/dev/null | grep -qx streaming; }
-replacement_ready() { # replacement_ready OLD_UID: a jobs pod other than OLD_UID is Ready
-  # By uid: the StatefulSet's replacement has the old pod's name.
-  k -n "$NS" get pods -l app.kubernetes.io/instance=jobs \
-    -o jsonpath='{range .items[*]}{.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
-    grep -v "^$1 " | grep -q " True$"
-}
-restart_check() {
-  k -n "$NS" delete job restart-peers --ignore-not-found --wait=true >/dev/null 2>&1
-  k -n "$NS" delete configmap restart-peers --ignore-not-found >/dev/null 2>&1
-  k -n "$NS" create configmap restart-peers --from-file="$ROOT/tests/e2e/restart_peers.py" >/dev/null || return 1
-  local front back
-  front="$(endpoint jobs frontend)" && back="$(endpoint jobs backend)" || return 1
-  k -n "$NS" apply -f - >/dev/null <<JOB || return 1
+# peers_job NAME DEADLINE_S SCRIPT ARG...: runs tests/e2e/SCRIPT ARG... in the python image as
+# the Job NAME (the script comes from a ConfigMap of the same name), hardened like the probes.
+peers_job() {
+  local name="$1" deadline="$2" script="$3" args="" a
+  shift 3
+  for a in "$@"; do args+=", \"$a\""; done
+  k -n "$NS" delete job "$name" --ignore-not-found --wait=true >/dev/null 2>&1
+  k -n "$NS" delete configmap "$name" --ignore-not-found >/dev/null 2>&1
+  k -n "$NS" create configmap "$name" --from-file="$ROOT/tests/e2e/$script" >/dev/null || return 1
+  k -n "$NS" apply -f - >/dev/null <<JOB
 apiVersion: batch/v1
 kind: Job
 metadata:
-  name: restart-peers
+  name: ${name}
   labels: {app.kubernetes.io/name: zmq-proxy-probe}
 spec:
   backoffLimit: 0
-  activeDeadlineSeconds: 240
+  activeDeadlineSeconds: ${deadline}
   template:
     metadata:
       labels: {app.kubernetes.io/name: zmq-proxy-probe}
@@ -526,7 +522,7 @@ spec:
         - name: peers
           image: ${PYTHON_IMAGE}
           imagePullPolicy: ${PYTHON_PULL_POLICY}
-          command: ["python3", "/scripts/restart_peers.py", "--frontend", "${front}", "--backend", "${back}"]
+          command: ["python3", "/scripts/${script}"${args}]
           env: [{name: HOME, value: /tmp}]
           volumeMounts: [{name: scripts, mountPath: /scripts}, {name: tmp, mountPath: /tmp}]
           securityContext:
@@ -535,9 +531,21 @@ spec:
             runAsNonRoot: true
             capabilities: {drop: [ALL]}
       volumes:
-        - {name: scripts, configMap: {name: restart-peers}}
+        - {name: scripts, configMap: {name: ${name}}}
         - {name: tmp, emptyDir: {}}
 JOB
+}
+restart_peers_streaming() { k -n "$NS" logs job/restart-peers 2>/dev/null | grep -qx streaming; }
+replacement_ready() { # replacement_ready OLD_UID: a jobs pod other than OLD_UID is Ready
+  # By uid: the StatefulSet's replacement has the old pod's name.
+  k -n "$NS" get pods -l app.kubernetes.io/instance=jobs \
+    -o jsonpath='{range .items[*]}{.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    grep -v "^$1 " | grep -q " True$"
+}
+restart_check() {
+  local front back
+  front="$(endpoint jobs frontend)" && back="$(endpoint jobs backend)" || return 1
+  peers_job restart-peers 240 restart_peers.py --frontend "$front" --backend "$back" || return 1
   wait_for "the restart peers to stream" 180 restart_peers_streaming || return 1
   local old old_uid t0
   old="$(k -n "$NS" get pods -l app.kubernetes.io/instance=jobs -o jsonpath='{.items[0].metadata.name}')" || return 1
@@ -767,48 +775,10 @@ listed_count() { # listed_count NAME: how many replicas status.replicaEndpoints 
 }
 lists_replicas() { [[ "$(listed_count "$1")" == "$2" ]]; }
 replica_check() {
-  k -n "$NS" delete job replica-peers --ignore-not-found --wait=true >/dev/null 2>&1
-  k -n "$NS" delete configmap replica-peers --ignore-not-found >/dev/null 2>&1
-  k -n "$NS" create configmap replica-peers --from-file="$ROOT/tests/e2e/replica_peers.py" >/dev/null || return 1
   local fronts backs
   fronts="$(replica_list tasks frontend)" && backs="$(replica_list tasks backend)" || return 1
   echo "frontends=$fronts"
-  k -n "$NS" apply -f - >/dev/null <<JOB || return 1
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: replica-peers
-  labels: {app.kubernetes.io/name: zmq-proxy-probe}
-spec:
-  backoffLimit: 0
-  activeDeadlineSeconds: 240
-  template:
-    metadata:
-      labels: {app.kubernetes.io/name: zmq-proxy-probe}
-    spec:
-      restartPolicy: Never
-      automountServiceAccountToken: false
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 65532
-        runAsGroup: 65532
-        seccompProfile: {type: RuntimeDefault}
-      containers:
-        - name: peers
-          image: ${PYTHON_IMAGE}
-          imagePullPolicy: ${PYTHON_PULL_POLICY}
-          command: ["python3", "/scripts/replica_peers.py", "--frontends", "${fronts}", "--backends", "${backs}", "--count", "200"]
-          env: [{name: HOME, value: /tmp}]
-          volumeMounts: [{name: scripts, mountPath: /scripts}, {name: tmp, mountPath: /tmp}]
-          securityContext:
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            runAsNonRoot: true
-            capabilities: {drop: [ALL]}
-      volumes:
-        - {name: scripts, configMap: {name: replica-peers}}
-        - {name: tmp, emptyDir: {}}
-JOB
+  peers_job replica-peers 240 replica_peers.py --frontends "$fronts" --backends "$backs" --count 200 || return 1
   wait_for "job/replica-peers to finish" 240 job_finished replica-peers || return 1
   k -n "$NS" logs job/replica-peers | grep '^{' | tail -1
 }
@@ -859,47 +829,9 @@ paused_condition_is() {
 }
 jobs_pod_uids() { k -n "$NS" get pods -l app.kubernetes.io/instance=jobs -o 'jsonpath={.items[*].metadata.uid}'; }
 pause_check() {
-  k -n "$NS" delete job pause-peers --ignore-not-found --wait=true >/dev/null 2>&1
-  k -n "$NS" delete configmap pause-peers --ignore-not-found >/dev/null 2>&1
-  k -n "$NS" create configmap pause-peers --from-file="$ROOT/tests/e2e/pause_peers.py" >/dev/null || return 1
   local front back
   front="$(endpoint jobs frontend)" && back="$(endpoint jobs backend)" || return 1
-  k -n "$NS" apply -f - >/dev/null <<JOB || return 1
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: pause-peers
-  labels: {app.kubernetes.io/name: zmq-proxy-probe}
-spec:
-  backoffLimit: 0
-  activeDeadlineSeconds: 330
-  template:
-    metadata:
-      labels: {app.kubernetes.io/name: zmq-proxy-probe}
-    spec:
-      restartPolicy: Never
-      automountServiceAccountToken: false
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 65532
-        runAsGroup: 65532
-        seccompProfile: {type: RuntimeDefault}
-      containers:
-        - name: peers
-          image: ${PYTHON_IMAGE}
-          imagePullPolicy: ${PYTHON_PULL_POLICY}
-          command: ["python3", "/scripts/pause_peers.py", "--frontend", "${front}", "--backend", "${back}"]
-          env: [{name: HOME, value: /tmp}]
-          volumeMounts: [{name: scripts, mountPath: /scripts}, {name: tmp, mountPath: /tmp}]
-          securityContext:
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            runAsNonRoot: true
-            capabilities: {drop: [ALL]}
-      volumes:
-        - {name: scripts, configMap: {name: pause-peers}}
-        - {name: tmp, emptyDir: {}}
-JOB
+  peers_job pause-peers 330 pause_peers.py --frontend "$front" --backend "$back" || return 1
   wait_for "the pause peers to stream" 180 pause_peers_say streaming || return 1
   local uids t0
   uids="$(jobs_pod_uids)"
