@@ -18,7 +18,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from zmqpeers import connect_wait, ep, free_ports, probe_until, recv_until_quiet, until, zmtp_greeting
+from zmqpeers import connect_wait, ep, free_ports, monitor, probe_until, recv_until_quiet, until, zmtp_greeting
 
 
 class Keys:
@@ -329,8 +329,8 @@ def test_allow_list_reload_adds_and_removes_clients_live(ctx, curve_proxy, tmp_p
         connect_wait(kept, ep(ports[0]))
         removed = curve_client(ctx, zmq.PUSH, keys.public, b)
         connect_wait(removed, ep(ports[0]))
-        kept_mon = kept.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        removed_mon = removed.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        kept_mon = monitor(kept, zmq.EVENT_DISCONNECTED)
+        removed_mon = monitor(removed, zmq.EVENT_DISCONNECTED)
         added = curve_client(ctx, zmq.PUSH, keys.public, c)
         added.connect(ep(ports[0]))
         wait_refused(ports[2], ("frontend", "CURVE", "unknown_client_key"))
@@ -368,8 +368,8 @@ def test_control_requester_removed_from_the_allow_list_is_disconnected(ctx, curv
     connect_wait(kept, proxy.control)
     removed = curve_client(ctx, zmq.REQ, keys.public, b)
     connect_wait(removed, proxy.control)
-    removed_mon = removed.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-    kept_mon = kept.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    removed_mon = monitor(removed, zmq.EVENT_DISCONNECTED)
+    kept_mon = monitor(kept, zmq.EVENT_DISCONNECTED)
     for s in (kept, removed):
         s.send(b"STATISTICS")
         assert s.poll(5000), "no STATISTICS reply before the change"

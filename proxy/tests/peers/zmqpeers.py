@@ -6,6 +6,7 @@ Every wait here is a condition polled against a deadline; none of them sleeps bl
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -276,10 +277,21 @@ def run_proxy_to_exit(args: list[str], timeout: float = 10.0, env: dict | None =
 
 
 # ---- libzmq peers ---------------------------------------------------------------------------
+_monitor_ids = itertools.count()
+
+
+def monitor(sock: zmq.Socket, events: int) -> zmq.Socket:
+    """A monitor of `sock` on an inproc address of its own. pyzmq's default address is derived
+    from the socket, and libzmq releases an inproc endpoint only some time after its monitor is
+    closed, so a second monitor of the same socket (connect_wait's, then a test's) could find
+    the address still taken (EADDRINUSE)."""
+    return sock.get_monitor_socket(events, addr=f"inproc://zmqpeers-monitor-{next(_monitor_ids)}")
+
+
 def connect_wait(sock: zmq.Socket, endpoint: str, timeout: float = 5.0) -> None:
     """Connects and returns once the ZMTP handshake with the proxy has completed, so messages
     sent next are not racing the connection (and round-robin sees this peer)."""
-    mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    mon = monitor(sock, zmq.EVENT_HANDSHAKE_SUCCEEDED)
     try:
         sock.connect(endpoint)
         deadline = time.monotonic() + timeout
