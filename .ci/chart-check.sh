@@ -427,7 +427,7 @@ def cmd_expect(case, path):
     expect(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", "liveness probe on /healthz", errors)
     expect(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", "readiness probe on /readyz", errors)
     expect(any(a.startswith("--proxy-image=") for a in args), "--proxy-image is passed", errors)
-    expect(any(a.startswith("--http-bind=0.0.0.0:") for a in args), "--http-bind is passed", errors)
+    expect(any(a.startswith("--http-bind=*:") for a in args), "--http-bind is passed (dual stack: *)", errors)
     all_rules = rules_of(objs, {"ClusterRole", "Role"})
     if case == "no-rbac":
         all_rules = None
