@@ -4,9 +4,10 @@
 # creates the cluster and deletes it at the end. Either way it installs the Helm chart, applies every example, waits for Ready, sends traffic
 # through each proxy's Service with zmq-proxy-probe in a Job (shared queue round trips, forwarder
 # with subscriptions, pipeline, capture), runs a CURVE forwarder with keys in Secrets against
-# allowed, unknown-key and NULL pyzmq peers, changes a port and checks the new one, deletes a
+# allowed, unknown-key and NULL pyzmq peers, changes a port and checks the new one,
 # scales the shared queue to 3 and passes messages through each replica's own endpoint from
-# status.replicaEndpoints, deletes a replica's pod and checks it comes back under its name, deletes a
+# status.replicaEndpoints, deletes a replica's pod and checks it comes back under its name, checks
+# the PodDisruptionBudget grants one eviction and refuses a second (429), deletes a
 # ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
 # refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
 #
@@ -833,19 +834,57 @@ else
 fi
 # A deleted replica comes back under the same name (a new pod, so a new uid) and is listed again.
 pod_uid() { k -n "$NS" get pod "$1" -o jsonpath='{.metadata.uid}' 2>/dev/null; }
-old_uid="$(pod_uid tasks-1)" || old_uid=""
-back_under_its_name() {
+back_ready() { # back_ready POD OLD_UID: POD is Ready under a new uid (the StatefulSet's replacement)
   local uid ready
-  uid="$(pod_uid tasks-1)" || return 1
-  ready="$(k -n "$NS" get pod tasks-1 -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" || return 1
-  [[ -n "$uid" && "$uid" != "$old_uid" && "$ready" == "True" ]]
+  uid="$(pod_uid "$1")" || return 1
+  ready="$(k -n "$NS" get pod "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" || return 1
+  [[ -n "$uid" && "$uid" != "$2" && "$ready" == "True" ]]
 }
+old_uid="$(pod_uid tasks-1)" || old_uid=""
 if [[ -n "$old_uid" ]] && k -n "$NS" delete pod tasks-1 --wait=false >/dev/null \
-  && wait_for "tasks-1 to come back Ready under its name" 180 back_under_its_name \
+  && wait_for "tasks-1 to come back Ready under its name" 180 back_ready tasks-1 "$old_uid" \
   && wait_for "tasks to list 3 replicas again" 60 lists_replicas tasks 3; then
   pass "a deleted replica pod came back as tasks-1 (new uid) and is listed again"
 else
   fail "a deleted replica pod came back as tasks-1 and is listed again (uid before '${old_uid:-?}', now '$(pod_uid tasks-1)')"
+fi
+
+# ---- the PodDisruptionBudget lets one replica go at a time ---------------------------------
+# At 3 replicas the operator keeps PodDisruptionBudget tasks with maxUnavailable 1. An eviction
+# (what `kubectl drain` sends) of one Ready replica is granted; another while the first is still
+# away is refused with 429 Too Many Requests: the budget is spent until the first is Ready again.
+pdb_field() { k -n "$NS" get poddisruptionbudget tasks -o "jsonpath=$1" 2>/dev/null; }
+pdb_allows_one() { [[ "$(pdb_field '{.status.disruptionsAllowed}')" == "1" ]]; }
+# evict POD: prints the HTTP status of a policy/v1 Eviction of POD (kubectl -v=6 logs it), then
+# the API server's message when it refused.
+evict() {
+  local out code
+  out="$(printf '{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"%s","namespace":"%s"}}' "$1" "$NS" |
+    k -v=6 create --raw "/api/v1/namespaces/${NS}/pods/$1/eviction" -f - 2>&1)" || true
+  code="$(grep -i 'eviction' <<<"$out" | grep -oE '(status="| )[0-9]{3} [A-Z][a-zA-Z ]+' | grep -oE '[0-9]{3}' | tail -1)"
+  echo "${code:-none} $(grep -i '^error' <<<"$out" | tail -1)"
+}
+pdb_spec="$(pdb_field '{.spec.maxUnavailable}/{.spec.selector.matchLabels.app\.kubernetes\.io/instance}')" || pdb_spec=""
+if [[ "$pdb_spec" == "1/tasks" ]] && wait_for "PodDisruptionBudget tasks to allow 1 disruption" 60 pdb_allows_one; then
+  pass "PodDisruptionBudget tasks: maxUnavailable 1 over the tasks pods, 1 disruption allowed at 3 Ready replicas"
+else
+  fail "PodDisruptionBudget tasks: maxUnavailable 1, 1 disruption allowed (spec '$pdb_spec', allowed '$(pdb_field '{.status.disruptionsAllowed}')')"
+fi
+old_uid="$(pod_uid tasks-0)" || old_uid=""
+kept_uid="$(pod_uid tasks-2)" || kept_uid=""
+first="$(evict tasks-0)"
+second="$(evict tasks-2)"
+if [[ "$first" == "201 "* && "$second" == "429 "* ]]; then
+  pass "eviction of tasks-0 granted (201), of tasks-2 while tasks-0 is away refused: ${second}"
+else
+  fail "eviction of tasks-0 granted (201), of tasks-2 refused with 429 (got: first '$first', second '$second')"
+fi
+if [[ -n "$old_uid" ]] && wait_for "tasks-0 to come back Ready" 180 back_ready tasks-0 "$old_uid" \
+  && wait_for "PodDisruptionBudget tasks to allow 1 disruption again" 60 pdb_allows_one \
+  && [[ -n "$kept_uid" && "$(pod_uid tasks-2)" == "$kept_uid" ]]; then
+  pass "the evicted tasks-0 came back and the budget allows 1 disruption again; tasks-2 was never evicted"
+else
+  fail "the evicted tasks-0 came back and the budget recovered (allowed '$(pdb_field '{.status.disruptionsAllowed}')')"
 fi
 
 # ---- deletion garbage-collects the children -------------------------------------------------
