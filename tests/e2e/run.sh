@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # End-to-end suite, on a throw-away kind cluster (the default) or on an existing cluster
 # (E2E_EXISTING_CLUSTER=1). On kind it builds the operator and proxy images, loads them into kind,
-# creates the cluster and deletes it at the end. Either way it installs the Helm chart, applies every example, waits for Ready, sends traffic
-# through each proxy's Service with zmq-proxy-probe in a Job (shared queue round trips, forwarder
-# with subscriptions, pipeline, capture), runs a CURVE forwarder with keys in Secrets against
-# allowed, unknown-key and NULL pyzmq peers, changes a port and checks the new one,
-# scales the shared queue to 3 and passes messages through each replica's own endpoint from
-# status.replicaEndpoints, deletes a replica's pod and checks it comes back under its name, checks
-# the PodDisruptionBudget grants one eviction and refuses a second (429), deletes a
-# ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
-# refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
+# creates the cluster and deletes it at the end. Either way it installs the Helm chart, applies
+# every example, waits for Ready, checks the proxy logged which family its wildcard binds got (dual
+# stack or the IPv4 fallback), sends traffic through each proxy's Service with zmq-proxy-probe in a
+# Job (shared queue round trips, forwarder with subscriptions, pipeline, capture), runs a CURVE
+# forwarder with keys in Secrets against allowed, unknown-key and NULL pyzmq peers, changes a port
+# and checks the new one, scales the shared queue to 3 and passes messages through each replica's
+# own endpoint from status.replicaEndpoints (each name resolving to its own pod's IP), deletes a
+# replica's pod and checks it comes back under its name, checks the PodDisruptionBudget grants one
+# eviction and refuses a second (429), deletes a ZmqProxy and checks its children are
+# garbage-collected, checks that the invalid example is refused, reads the operator's metrics,
+# uninstalls the chart and deletes the cluster.
 #
 # kind mode needs docker (with a running engine), kind, kubectl and helm; existing-cluster mode
 # needs kubectl and helm. When one is missing it prints one line naming what is missing and exits 0
@@ -364,6 +366,22 @@ if [[ " $events " == *" Created "* ]]; then
   pass "the operator recorded Events on tasks ($events)"
 else
   fail "the operator recorded Events on tasks (reasons: '$events')"
+fi
+
+# ---- which addresses the proxy listens on ---------------------------------------------------
+# A wildcard bind (`tcp://*:PORT`) is one dual-stack IPv6 socket where the pod has IPv6 and IPv4
+# 0.0.0.0 where it has not; the proxy logs which it got for each listener. Either is a pass: the
+# line says which one this cluster's pods get.
+bind_families() { # bind_families POD: "ENDPOINT: MESSAGE; " for each wildcard bind POD logged
+  k -n "$NS" logs "$1" 2>/dev/null |
+    grep -E 'listening on every IPv6 and IPv4 address|IPv6 unavailable on this host' |
+    sed -n 's/.*"message":"\([^"]*\)","endpoint":"\([^"]*\)".*/\2: \1; /p' | tr -d '\n'
+}
+binds="$(bind_families tasks-0)" || binds=""
+if [[ "$binds" == *":5555: "* && "$binds" == *":5556: "* ]]; then
+  pass "tasks-0 logged the family of its wildcard binds: $binds"
+else
+  fail "tasks-0 logged the family of its wildcard binds 5555 and 5556 (got: '${binds}'; $(k -n "$NS" logs tasks-0 2>&1 | head -5 | tr '\n' ' '))"
 fi
 
 # ---- traffic through each Service -----------------------------------------------------------
@@ -831,6 +849,20 @@ if [[ "$peers" == *'"ok": true'* && "$peers" == *'"replicas": 3'* ]]; then
   pass "a pyzmq client and worker per listed replica pass 200 requests through each, none through another ($peers)"
 else
   fail "a pyzmq client and worker per listed replica pass requests through each: $report"
+fi
+# Each listed name resolves, in the peers' pod (the cluster's DNS), to that replica's pod IP.
+resolution="" resolved_ok=1
+for i in 0 1 2; do
+  ip="$(k -n "$NS" get pod "tasks-$i" -o jsonpath='{.status.podIP}' 2>/dev/null)" || ip=""
+  addresses="$(grep -oE "\"replica\": $i, \"endpoint\": \"[^\"]*\", \"addresses\": \[[^]]*\]" <<<"$peers" |
+    sed 's/.*"addresses": //')"
+  resolution+="tasks-$i.tasks-pods -> ${addresses:-?} (pod IP ${ip:-?}); "
+  [[ -n "$ip" && "$addresses" == *"\"$ip\""* ]] || resolved_ok=0
+done
+if ((resolved_ok)); then
+  pass "each replica's name resolves to its own pod's IP: $resolution"
+else
+  fail "each replica's name resolves to its own pod's IP: $resolution"
 fi
 # A deleted replica comes back under the same name (a new pod, so a new uid) and is listed again.
 pod_uid() { k -n "$NS" get pod "$1" -o jsonpath='{.metadata.uid}' 2>/dev/null; }
