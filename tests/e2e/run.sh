@@ -9,7 +9,8 @@
 # and checks the new one, scales the shared queue to 3 and passes messages through each replica's
 # own endpoint from status.replicaEndpoints (each name resolving to its own pod's IP), deletes a
 # replica's pod and checks it comes back under its name, checks the PodDisruptionBudget grants one
-# eviction and refuses a second (429), deletes a ZmqProxy and checks its children are
+# eviction and refuses a second (429), replaces an older operator's Deployment (made by hand) by
+# the StatefulSet without running both, deletes a ZmqProxy and checks its children are
 # garbage-collected, checks that the invalid example is refused, reads the operator's metrics,
 # uninstalls the chart and deletes the cluster.
 #
@@ -918,6 +919,95 @@ if [[ -n "$old_uid" ]] && wait_for "tasks-0 to come back Ready" 180 back_ready t
 else
   fail "the evicted tasks-0 came back and the budget recovered (allowed '$(pdb_field '{.status.disruptionsAllowed}')')"
 fi
+
+# ---- migration from an older operator's Deployment ----------------------------------------
+# Operators before the StatefulSet ran each proxy as a Deployment <name> controlled by the object.
+# That state, made by hand with the operator stopped: the object's StatefulSet deleted and a
+# Deployment with the same pod template, owned by the object, running. The operator, started again,
+# deletes the Deployment and starts the StatefulSet's pod only once the Deployment's pod is gone
+# (sampled once a second: never both at once), and the proxy serves through its Service again.
+operator_deployment="$(k -n "$SYSTEM_NS" get deployments -l app.kubernetes.io/name=zmq-proxy-operator -o name 2>/dev/null)" || operator_deployment=""
+operator_deployment="${operator_deployment%%$'\n'*}"
+operator_pods_gone() { [[ -z "$(k -n "$SYSTEM_NS" get pods -l app.kubernetes.io/name=zmq-proxy-operator -o name)" ]]; }
+pod_owner_kinds() { # pod_owner_kinds NAME: the controller kind of each of NAME's pods, sorted
+  k -n "$NS" get pods -l "app.kubernetes.io/instance=$1" \
+    -o 'jsonpath={range .items[*]}{.metadata.ownerReferences[?(@.controller==true)].kind}{"\n"}{end}' | sort | tr '\n' ' '
+}
+make_legacy_state() { # make_legacy_state NAME: NAME's StatefulSet swapped for an owned Deployment
+  local uid labels selector template
+  k -n "$NS" apply -f - >/dev/null <<EOF || return 1
+apiVersion: zmqproxy.io/v1alpha1
+kind: ZmqProxy
+metadata: {name: $1}
+spec:
+  frontend: {type: ROUTER, port: 5555}
+  backend: {type: DEALER, port: 5556}
+EOF
+  k -n "$NS" wait "zmqproxy/$1" --for=condition=Ready --timeout=120s >/dev/null || return 1
+  uid="$(k -n "$NS" get zmqproxy "$1" -o jsonpath='{.metadata.uid}')" || return 1
+  # The StatefulSet's labels are the ones older operators gave their Deployments too (the
+  # selector labels and app.kubernetes.io/managed-by, which the operator's watches select on).
+  labels="$(k -n "$NS" get statefulset "$1" -o jsonpath='{.metadata.labels}')" || return 1
+  selector="$(k -n "$NS" get statefulset "$1" -o jsonpath='{.spec.selector}')" || return 1
+  template="$(k -n "$NS" get statefulset "$1" -o jsonpath='{.spec.template}')" || return 1
+  [[ -n "$operator_deployment" && -n "$uid" && "$labels" == *managed-by* && -n "$selector" && -n "$template" ]] || return 1
+  k -n "$SYSTEM_NS" scale "$operator_deployment" --replicas=0 >/dev/null || return 1
+  wait_for "the operator to stop" 120 operator_pods_gone || return 1
+  k -n "$NS" delete statefulset "$1" --wait=true --timeout=60s >/dev/null || return 1
+  wait_for "the pods of $1 to be gone" 120 no_pods_of "$1" || return 1
+  k -n "$NS" apply -f - >/dev/null <<EOF || return 1
+{"apiVersion": "apps/v1", "kind": "Deployment",
+ "metadata": {"name": "$1", "labels": $labels,
+   "ownerReferences": [{"apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy", "name": "$1", "uid": "$uid",
+     "controller": true, "blockOwnerDeletion": true}]},
+ "spec": {"replicas": 1, "selector": $selector, "template": $template}}
+EOF
+  k -n "$NS" rollout status "deployment/$1" --timeout=120s >/dev/null || return 1
+  echo "legacy pods: $(pod_owner_kinds "$1")"
+}
+no_pods_of() { [[ -z "$(k -n "$NS" get pods -l "app.kubernetes.io/instance=$1" -o name)" ]]; }
+# migrate NAME: starts the operator and samples NAME's pods until only a Ready StatefulSet pod is
+# left (bounded); prints "overlap" if a sample held pods of both controllers.
+migrate() {
+  local deadline=$((SECONDS + 180)) kinds ready overlap=0
+  k -n "$SYSTEM_NS" scale "$operator_deployment" --replicas=1 >/dev/null || return 1
+  while ((SECONDS < deadline)); do
+    kinds="$(pod_owner_kinds "$1" 2>/dev/null)" || kinds=""
+    [[ "$kinds" == *ReplicaSet* && "$kinds" == *StatefulSet* ]] && overlap=1
+    ready="$(k -n "$NS" get pod "$1-0" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" || ready=""
+    if [[ "$kinds" == "StatefulSet " && "$ready" == "True" ]]; then
+      ((overlap)) && echo overlap
+      echo migrated
+      return 0
+    fi
+    sleep 1
+  done
+  echo "timed out (pods: $kinds)"
+  return 1
+}
+legacy="$(make_legacy_state migrated 2>&1)" || legacy="${legacy:-} (could not make the legacy state)"
+if [[ "$legacy" == "legacy pods: ReplicaSet " ]]; then
+  pass "an older operator's state made by hand: migrated runs as an owned Deployment"
+else
+  fail "an older operator's state made by hand: migrated runs as an owned Deployment ($legacy)"
+  k -n "$SYSTEM_NS" scale "$operator_deployment" --replicas=1 >/dev/null 2>&1 || true
+fi
+migration="$(migrate migrated 2>&1)" || migration="${migration:-} (the migration did not finish)"
+deployment_left="$(k -n "$NS" get deployment migrated -o name 2>/dev/null)" || deployment_left=""
+if [[ "$migration" == "migrated" && -z "$deployment_left" ]] \
+  && k -n "$NS" wait zmqproxy/migrated --for=condition=Ready --timeout=60s >/dev/null; then
+  pass "the operator replaced the Deployment of migrated by its StatefulSet, never both pods at once"
+else
+  fail "the operator replaced the Deployment of migrated by its StatefulSet, never both at once ($(tr '\n' ' ' <<<"$migration") ${deployment_left:+$deployment_left still there} $(conditions migrated))"
+fi
+k -n "$SYSTEM_NS" rollout status "$operator_deployment" --timeout=120s >/dev/null \
+  || log "the operator did not become available again after the migration"
+report="$(probe probe-migrated --pattern shared-queue \
+  --frontend "$(endpoint migrated frontend)" --backend "$(endpoint migrated backend)" \
+  --count "$COUNT" --timeout 120s)" || true
+assert_report "shared queue through migrated after the migration" "$report" \
+  "sent=$COUNT" "received=$COUNT" "intact=$COUNT"
+k -n "$NS" delete zmqproxy migrated --wait=true --timeout=60s >/dev/null || log "deleting zmqproxy/migrated did not finish in 60s"
 
 # ---- deletion garbage-collects the children -------------------------------------------------
 children_of_tasks() {
