@@ -15,7 +15,8 @@
 //! the object exists, the StatefulSet is applied with no replicas, the Deployment is deleted
 //! (background propagation) and the StatefulSet gets its replicas only once the Pod watch shows
 //! none of the Deployment's pods left: like a Recreate rollout, the old pods drain within their
-//! grace period before the new ones start, so a single-replica proxy never runs twice.
+//! grace period before the new ones start, so a single-replica proxy never runs twice. While such
+//! pods remain, a Deployment the labeled watch does not show is looked up at the server.
 //!
 //! `spec.paused` reaches the proxies through the steering ConfigMap each pod mounts (why:
 //! [`zmq_proxy::pause_file`]); when its value changes, every running pod of the object is
@@ -268,9 +269,10 @@ async fn apply_all(
         nudge_pods(zp, ctx, &namespace).await;
     }
 
-    let old_deployment = owned(&deployments, &name, zp, ctx).await?;
+    let old_pods_remain = pods.as_deref().is_some_and(deployment_pods_remain);
+    let old_deployment = old_deployment(&deployments, &name, zp, ctx, old_pods_remain).await?;
     // Migrating: no new proxy until the old ones have terminated (drain included).
-    if (old_deployment.is_some() || pods.as_deref().is_some_and(deployment_pods_remain))
+    if (old_deployment.is_some() || old_pods_remain)
         && let Some(spec) = children.stateful_set.spec.as_mut()
     {
         spec.replicas = Some(0);
@@ -278,7 +280,7 @@ async fn apply_all(
     let stateful_set =
         apply_child(&stateful_sets, &children.stateful_set, zp, ctx, no_fixup, changes).await?;
     if old_deployment.is_some_and(|d| d.metadata.deletion_timestamp.is_none()) {
-        delete_owned(&deployments, &name, zp, ctx, changes).await?;
+        delete_child(&deployments, &name, zp, ctx, changes).await?;
     }
     apply_child(&services, &children.service, zp, ctx, no_fixup, changes).await?;
     apply_child(&services, &children.headless, zp, ctx, no_fixup, changes).await?;
@@ -338,6 +340,26 @@ fn deployment_pods_remain(pods: &[&Pod]) -> bool {
             .flatten()
             .any(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
     })
+}
+
+/// The Deployment `name` an older operator ran, if this object controls it. The watch sees only
+/// Deployments with the managed-by label, the Pod watch sees their pods by the template's label:
+/// while such pods remain and the watch has no Deployment, the server is asked, so a Deployment
+/// whose label was taken off is still deleted rather than holding the StatefulSet at zero for
+/// good. (Once it is gone that costs a read per reconcile until its pods have terminated.)
+async fn old_deployment(
+    deployments: &Child<'_, Deployment>,
+    name: &str,
+    zp: &ZmqProxy,
+    ctx: &Context,
+    old_pods_remain: bool,
+) -> Result<Option<Deployment>, Error> {
+    match deployments.cached(name) {
+        Cached::NotOwned if old_pods_remain => {
+            Ok(deployments.get(name, ctx).await?.filter(|d| controlled_by(d, zp)))
+        }
+        _ => owned(deployments, name, zp, ctx).await,
+    }
 }
 
 fn controlled_by(child: &impl Resource, zp: &ZmqProxy) -> bool {
@@ -499,10 +521,24 @@ async fn delete_owned<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
-    let kind = K::kind(&()).to_string();
     if owned(child, name, zp, ctx).await?.is_none() {
         return Ok(());
     }
+    delete_child(child, name, zp, ctx, changes).await
+}
+
+/// Deletes the child `name`, which the caller found controlled by this `ZmqProxy`.
+async fn delete_child<K>(
+    child: &Child<'_, K>,
+    name: &str,
+    zp: &ZmqProxy,
+    ctx: &Context,
+    changes: &mut Vec<Change>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let kind = K::kind(&()).to_string();
     ctx.metrics.requested(&kind, "delete");
     match child.api.delete(name, &DeleteParams::background()).await {
         Ok(_) => {}

@@ -547,6 +547,26 @@ fn old_deployment(zp: &ZmqProxy) -> Value {
                     "template": {"spec": {"containers": [{"name": "proxy"}]}}}})
 }
 
+/// The requests of a migration's first reconcile with the service `tasks` cached: the StatefulSet
+/// created at zero replicas, `deployment` deleted, the headless Service created, the status, one
+/// event for the creations and one for the deletion.
+fn first_migration_pass(zp: &ZmqProxy, deployment: Value) -> Vec<Expect> {
+    vec![
+        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
+        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
+        expect(Method::DELETE, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
+        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
+        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
+        expect(
+            Method::PATCH,
+            format!("{ZMQPROXIES}/tasks/status"),
+            Reply::StatusOf(Box::new(zp.clone())),
+        ),
+        expect(Method::POST, EVENTS, Reply::Echo),
+        expect(Method::POST, EVENTS, Reply::Echo),
+    ]
+}
+
 #[tokio::test]
 async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_says_so() {
     let zp = fixture("minimal.yaml");
@@ -560,22 +580,8 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
         &[pod("tasks-6f9c8d-x2k4q", true, "ReplicaSet")],
         std::slice::from_ref(&deployment),
     );
-    let script = vec![
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-        // The Deployment is in the cache: deleted without reading it again.
-        expect(Method::DELETE, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        // One event per kind of change, the creations in one.
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    // The Deployment is in the cache: deleted without reading it again.
+    let script = first_migration_pass(&zp, deployment.clone());
     let (result, seen, _) = run_cached(zp.clone(), Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
     // No new proxy while the old one runs: like a Recreate rollout.
@@ -585,7 +591,8 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
     assert_eq!(seen[7].body["reason"], "Deleted");
     assert_eq!(seen[7].body["note"], "Deleted Deployment tasks");
 
-    // The Deployment is gone, its pod still drains: the StatefulSet stays at zero, no request.
+    // The Deployment is gone, its pod still drains: the StatefulSet stays at zero; the one
+    // request asks whether the Deployment is really gone (the watch sees only labeled ones).
     let mut held = children(&zp).stateful_set;
     if let Some(spec) = held.spec.as_mut() {
         spec.replicas = Some(0);
@@ -596,8 +603,9 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
     let zp = with_status(zp, &held);
     let draining = pod("tasks-6f9c8d-x2k4q", false, "ReplicaSet");
     let cached = caches_with(&[held.clone()], &services, &steering, &[draining], &[]);
-    let (result, seen, _) = run_cached(zp.clone(), Some(cached), Vec::new()).await;
-    assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
+    let script = vec![no_old_deployment()];
+    let (result, seen, _) = run_cached(zp.clone(), Some(cached), script).await;
+    assert!(result.is_ok() && seen.len() == 1, "{seen:?}");
 
     // The old pod has terminated: the StatefulSet gets its replica.
     let cached = caches_with(&[held.clone()], &services, &steering, &[], &[]);
@@ -629,7 +637,6 @@ async fn migration_without_caches_reads_then_deletes_the_deployment_and_a_404_is
             expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
             expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
             expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
             // Deleted meanwhile by someone else: nothing to report.
             expect(Method::DELETE, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
             expect(
@@ -654,7 +661,34 @@ async fn migration_without_caches_reads_then_deletes_the_deployment_and_a_404_is
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[3].body["spec"]["replicas"], 0);
-    assert_eq!(seen[10].body["note"], "Created StatefulSet tasks");
+    assert_eq!(seen[9].body["note"], "Created StatefulSet tasks");
+}
+
+/// An owned Deployment whose managed-by label was taken off is not in the labeled watch, but its
+/// pods (labeled by the template) are: the server is asked and the Deployment deleted, rather than
+/// the StatefulSet held at zero for good (seen on a real cluster with a hand-made Deployment).
+#[tokio::test]
+async fn migration_finds_an_owned_deployment_the_labeled_watch_cannot_see() {
+    let zp = fixture("minimal.yaml");
+    let c = children(&zp);
+    let mut unlabeled = old_deployment(&zp);
+    unlabeled["metadata"]["labels"] = json!({"app.kubernetes.io/instance": "tasks"});
+    let steering = [server_view(&c.steering)];
+    let cached = caches_with(
+        &[],
+        &[server_view(&c.service)],
+        &steering,
+        &[pod("tasks-6f9c8d-x2k4q", true, "ReplicaSet")],
+        &[],
+    );
+    // Read first, then the same pass as for a Deployment the watch shows.
+    let mut script =
+        vec![expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(unlabeled.clone()))];
+    script.extend(first_migration_pass(&zp, unlabeled));
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[2].body["spec"]["replicas"], 0);
+    assert_eq!(seen[8].body["note"], "Deleted Deployment tasks");
 }
 
 #[tokio::test]

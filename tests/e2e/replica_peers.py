@@ -7,7 +7,8 @@ connects to that replica's own frontend endpoint and one REP worker to its own b
 client sends --count numbered requests; its worker answers with the replica's index, so every
 reply proves the request went through that replica and no other. Prints one JSON line: ok, and
 per replica the requests sent, the replies received and the replies that came from another
-worker. Exits 0 whatever the counts: the suite asserts them. On an image without pyzmq it
+worker, and the addresses its endpoint's host name resolves to (the suite compares them with the
+pod's IP). Exits 0 whatever the counts: the suite asserts them. On an image without pyzmq it
 installs pyzmq==27.3.0 into /tmp first.
 
     replica_peers.py --frontends tcp://a-0...:5555,tcp://a-1...:5555 --backends ...:5556,...
@@ -15,6 +16,7 @@ installs pyzmq==27.3.0 into /tmp first.
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +46,15 @@ def worker(ctx: "zmq.Context", endpoint: str, index: int, stop: threading.Event)
             continue
         sock.send(b"%d:" % index + request)
     sock.close()
+
+
+def resolved(endpoint: str) -> list[str]:
+    """The addresses the host of tcp://HOST:PORT resolves to here, sorted; [] when it does not."""
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+    except socket.gaierror:
+        return []
 
 
 def client(ctx: "zmq.Context", endpoint: str, index: int, count: int, deadline: float) -> dict:
@@ -76,7 +87,14 @@ def client(ctx: "zmq.Context", endpoint: str, index: int, count: int, deadline: 
         n += 1
     if sock is not None:
         sock.close()
-    return {"replica": index, "endpoint": endpoint, "sent": sent, "received": received, "foreign": foreign}
+    return {
+        "replica": index,
+        "endpoint": endpoint,
+        "addresses": resolved(endpoint),
+        "sent": sent,
+        "received": received,
+        "foreign": foreign,
+    }
 
 
 def main() -> None:

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # End-to-end suite, on a throw-away kind cluster (the default) or on an existing cluster
 # (E2E_EXISTING_CLUSTER=1). On kind it builds the operator and proxy images, loads them into kind,
-# creates the cluster and deletes it at the end. Either way it installs the Helm chart, applies every example, waits for Ready, sends traffic
-# through each proxy's Service with zmq-proxy-probe in a Job (shared queue round trips, forwarder
-# with subscriptions, pipeline, capture), runs a CURVE forwarder with keys in Secrets against
-# allowed, unknown-key and NULL pyzmq peers, changes a port and checks the new one, deletes a pod under load and checks nothing is lost,
-# scales the shared queue to 3 and passes messages through each replica's own endpoint from
-# status.replicaEndpoints, deletes a replica's pod and checks it comes back under its name, pauses
-# and resumes the pipeline through spec.paused with pyzmq peers streaming through it, deletes a
+# creates the cluster and deletes it at the end. Either way it installs the Helm chart, applies
+# every example, waits for Ready, checks the proxy logged which family its wildcard binds got (dual
+# stack or the IPv4 fallback), sends traffic through each proxy's Service with zmq-proxy-probe in a
+# Job (shared queue round trips, forwarder with subscriptions, pipeline, capture), runs a CURVE
+# forwarder with keys in Secrets against allowed, unknown-key and NULL pyzmq peers, changes a port
+# and checks the new one, deletes a pod under load and checks nothing is lost, scales the shared
+# queue to 3 and passes messages through each replica's own endpoint from status.replicaEndpoints
+# (each name resolving to its own pod's IP), deletes a replica's pod and checks it comes back under
+# its name, checks the PodDisruptionBudget grants one eviction and refuses a second (429), pauses
+# and resumes the pipeline through spec.paused with pyzmq peers streaming through it, replaces an
+# older operator's Deployment (made by hand) by the StatefulSet without running both, deletes a
 # ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
 # refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
 #
@@ -364,6 +368,22 @@ if [[ " $events " == *" Created "* ]]; then
   pass "the operator recorded Events on tasks ($events)"
 else
   fail "the operator recorded Events on tasks (reasons: '$events')"
+fi
+
+# ---- which addresses the proxy listens on ---------------------------------------------------
+# A wildcard bind (`tcp://*:PORT`) is one dual-stack IPv6 socket where the pod has IPv6 and IPv4
+# 0.0.0.0 where it has not; the proxy logs which it got for each listener. Either is a pass: the
+# line says which one this cluster's pods get.
+bind_families() { # bind_families POD: "ENDPOINT: MESSAGE; " for each wildcard bind POD logged
+  k -n "$NS" logs "$1" 2>/dev/null |
+    grep -E 'listening on every IPv6 and IPv4 address|IPv6 unavailable on this host' |
+    sed -n 's/.*"message":"\([^"]*\)","endpoint":"\([^"]*\)".*/\2: \1; /p' | tr -d '\n'
+}
+binds="$(bind_families tasks-0)" || binds=""
+if [[ "$binds" == *":5555: "* && "$binds" == *":5556: "* ]]; then
+  pass "tasks-0 logged the family of its wildcard binds: $binds"
+else
+  fail "tasks-0 logged the family of its wildcard binds 5555 and 5556 (got: '${binds}'; $(k -n "$NS" logs tasks-0 2>&1 | head -5 | tr '\n' ' '))"
 fi
 
 # ---- traffic through each Service -----------------------------------------------------------
@@ -802,22 +822,163 @@ if [[ "$peers" == *'"ok": true'* && "$peers" == *'"replicas": 3'* ]]; then
 else
   fail "a pyzmq client and worker per listed replica pass requests through each: $report"
 fi
+# Each listed name resolves, in the peers' pod (the cluster's DNS), to that replica's pod IP.
+resolution="" resolved_ok=1
+for i in 0 1 2; do
+  ip="$(k -n "$NS" get pod "tasks-$i" -o jsonpath='{.status.podIP}' 2>/dev/null)" || ip=""
+  addresses="$(grep -oE "\"replica\": $i, \"endpoint\": \"[^\"]*\", \"addresses\": \[[^]]*\]" <<<"$peers" |
+    sed 's/.*"addresses": //')"
+  resolution+="tasks-$i.tasks-pods -> ${addresses:-?} (pod IP ${ip:-?}); "
+  [[ -n "$ip" && "$addresses" == *"\"$ip\""* ]] || resolved_ok=0
+done
+if ((resolved_ok)); then
+  pass "each replica's name resolves to its own pod's IP: $resolution"
+else
+  fail "each replica's name resolves to its own pod's IP: $resolution"
+fi
 # A deleted replica comes back under the same name (a new pod, so a new uid) and is listed again.
 pod_uid() { k -n "$NS" get pod "$1" -o jsonpath='{.metadata.uid}' 2>/dev/null; }
-old_uid="$(pod_uid tasks-1)" || old_uid=""
-back_under_its_name() {
+back_ready() { # back_ready POD OLD_UID: POD is Ready under a new uid (the StatefulSet's replacement)
   local uid ready
-  uid="$(pod_uid tasks-1)" || return 1
-  ready="$(k -n "$NS" get pod tasks-1 -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" || return 1
-  [[ -n "$uid" && "$uid" != "$old_uid" && "$ready" == "True" ]]
+  uid="$(pod_uid "$1")" || return 1
+  ready="$(k -n "$NS" get pod "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" || return 1
+  [[ -n "$uid" && "$uid" != "$2" && "$ready" == "True" ]]
 }
+old_uid="$(pod_uid tasks-1)" || old_uid=""
 if [[ -n "$old_uid" ]] && k -n "$NS" delete pod tasks-1 --wait=false >/dev/null \
-  && wait_for "tasks-1 to come back Ready under its name" 180 back_under_its_name \
+  && wait_for "tasks-1 to come back Ready under its name" 180 back_ready tasks-1 "$old_uid" \
   && wait_for "tasks to list 3 replicas again" 60 lists_replicas tasks 3; then
   pass "a deleted replica pod came back as tasks-1 (new uid) and is listed again"
 else
   fail "a deleted replica pod came back as tasks-1 and is listed again (uid before '${old_uid:-?}', now '$(pod_uid tasks-1)')"
 fi
+
+# ---- the PodDisruptionBudget lets one replica go at a time ---------------------------------
+# At 3 replicas the operator keeps PodDisruptionBudget tasks with maxUnavailable 1. An eviction
+# (what `kubectl drain` sends) of one Ready replica is granted; another while the first is still
+# away is refused with 429 Too Many Requests: the budget is spent until the first is Ready again.
+pdb_field() { k -n "$NS" get poddisruptionbudget tasks -o "jsonpath=$1" 2>/dev/null; }
+pdb_allows_one() { [[ "$(pdb_field '{.status.disruptionsAllowed}')" == "1" ]]; }
+# evict POD: prints the HTTP status of a policy/v1 Eviction of POD (kubectl -v=6 logs it), then
+# the API server's message when it refused.
+evict() {
+  local out code
+  out="$(printf '{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"%s","namespace":"%s"}}' "$1" "$NS" |
+    k -v=6 create --raw "/api/v1/namespaces/${NS}/pods/$1/eviction" -f - 2>&1)" || true
+  code="$(grep -i 'eviction' <<<"$out" | grep -oE '(status="| )[0-9]{3} [A-Z][a-zA-Z ]+' | grep -oE '[0-9]{3}' | tail -1)"
+  echo "${code:-none} $(grep -i '^error' <<<"$out" | tail -1)"
+}
+pdb_spec="$(pdb_field '{.spec.maxUnavailable}/{.spec.selector.matchLabels.app\.kubernetes\.io/instance}')" || pdb_spec=""
+if [[ "$pdb_spec" == "1/tasks" ]] && wait_for "PodDisruptionBudget tasks to allow 1 disruption" 60 pdb_allows_one; then
+  pass "PodDisruptionBudget tasks: maxUnavailable 1 over the tasks pods, 1 disruption allowed at 3 Ready replicas"
+else
+  fail "PodDisruptionBudget tasks: maxUnavailable 1, 1 disruption allowed (spec '$pdb_spec', allowed '$(pdb_field '{.status.disruptionsAllowed}')')"
+fi
+old_uid="$(pod_uid tasks-0)" || old_uid=""
+kept_uid="$(pod_uid tasks-2)" || kept_uid=""
+first="$(evict tasks-0)"
+second="$(evict tasks-2)"
+if [[ "$first" == "201 "* && "$second" == "429 "* ]]; then
+  pass "eviction of tasks-0 granted (201), of tasks-2 while tasks-0 is away refused: ${second}"
+else
+  fail "eviction of tasks-0 granted (201), of tasks-2 refused with 429 (got: first '$first', second '$second')"
+fi
+if [[ -n "$old_uid" ]] && wait_for "tasks-0 to come back Ready" 180 back_ready tasks-0 "$old_uid" \
+  && wait_for "PodDisruptionBudget tasks to allow 1 disruption again" 60 pdb_allows_one \
+  && [[ -n "$kept_uid" && "$(pod_uid tasks-2)" == "$kept_uid" ]]; then
+  pass "the evicted tasks-0 came back and the budget allows 1 disruption again; tasks-2 was never evicted"
+else
+  fail "the evicted tasks-0 came back and the budget recovered (allowed '$(pdb_field '{.status.disruptionsAllowed}')')"
+fi
+
+# ---- migration from an older operator's Deployment ----------------------------------------
+# Operators before the StatefulSet ran each proxy as a Deployment <name> controlled by the object.
+# That state, made by hand with the operator stopped: the object's StatefulSet deleted and a
+# Deployment with the same pod template, owned by the object, running. The operator, started again,
+# deletes the Deployment and starts the StatefulSet's pod only once the Deployment's pod is gone
+# (sampled once a second: never both at once), and the proxy serves through its Service again.
+operator_deployment="$(k -n "$SYSTEM_NS" get deployments -l app.kubernetes.io/name=zmq-proxy-operator -o name 2>/dev/null)" || operator_deployment=""
+operator_deployment="${operator_deployment%%$'\n'*}"
+operator_pods_gone() { [[ -z "$(k -n "$SYSTEM_NS" get pods -l app.kubernetes.io/name=zmq-proxy-operator -o name)" ]]; }
+pod_owner_kinds() { # pod_owner_kinds NAME: the controller kind of each of NAME's pods, sorted
+  k -n "$NS" get pods -l "app.kubernetes.io/instance=$1" \
+    -o 'jsonpath={range .items[*]}{.metadata.ownerReferences[?(@.controller==true)].kind}{"\n"}{end}' | sort | tr '\n' ' '
+}
+make_legacy_state() { # make_legacy_state NAME: NAME's StatefulSet swapped for an owned Deployment
+  local uid labels selector template
+  k -n "$NS" apply -f - >/dev/null <<EOF || return 1
+apiVersion: zmqproxy.io/v1alpha1
+kind: ZmqProxy
+metadata: {name: $1}
+spec:
+  frontend: {type: ROUTER, port: 5555}
+  backend: {type: DEALER, port: 5556}
+EOF
+  k -n "$NS" wait "zmqproxy/$1" --for=condition=Ready --timeout=120s >/dev/null || return 1
+  uid="$(k -n "$NS" get zmqproxy "$1" -o jsonpath='{.metadata.uid}')" || return 1
+  # The StatefulSet's labels are the ones older operators gave their Deployments too (the
+  # selector labels and app.kubernetes.io/managed-by, which the operator's watches select on).
+  labels="$(k -n "$NS" get statefulset "$1" -o jsonpath='{.metadata.labels}')" || return 1
+  selector="$(k -n "$NS" get statefulset "$1" -o jsonpath='{.spec.selector}')" || return 1
+  template="$(k -n "$NS" get statefulset "$1" -o jsonpath='{.spec.template}')" || return 1
+  [[ -n "$operator_deployment" && -n "$uid" && "$labels" == *managed-by* && -n "$selector" && -n "$template" ]] || return 1
+  k -n "$SYSTEM_NS" scale "$operator_deployment" --replicas=0 >/dev/null || return 1
+  wait_for "the operator to stop" 120 operator_pods_gone || return 1
+  k -n "$NS" delete statefulset "$1" --wait=true --timeout=60s >/dev/null || return 1
+  wait_for "the pods of $1 to be gone" 120 no_pods_of "$1" || return 1
+  k -n "$NS" apply -f - >/dev/null <<EOF || return 1
+{"apiVersion": "apps/v1", "kind": "Deployment",
+ "metadata": {"name": "$1", "labels": $labels,
+   "ownerReferences": [{"apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy", "name": "$1", "uid": "$uid",
+     "controller": true, "blockOwnerDeletion": true}]},
+ "spec": {"replicas": 1, "selector": $selector, "template": $template}}
+EOF
+  k -n "$NS" rollout status "deployment/$1" --timeout=120s >/dev/null || return 1
+  echo "legacy pods: $(pod_owner_kinds "$1")"
+}
+no_pods_of() { [[ -z "$(k -n "$NS" get pods -l "app.kubernetes.io/instance=$1" -o name)" ]]; }
+# migrate NAME: starts the operator and samples NAME's pods until only a Ready StatefulSet pod is
+# left (bounded); prints "overlap" if a sample held pods of both controllers.
+migrate() {
+  local deadline=$((SECONDS + 180)) kinds ready overlap=0
+  k -n "$SYSTEM_NS" scale "$operator_deployment" --replicas=1 >/dev/null || return 1
+  while ((SECONDS < deadline)); do
+    kinds="$(pod_owner_kinds "$1" 2>/dev/null)" || kinds=""
+    [[ "$kinds" == *ReplicaSet* && "$kinds" == *StatefulSet* ]] && overlap=1
+    ready="$(k -n "$NS" get pod "$1-0" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" || ready=""
+    if [[ "$kinds" == "StatefulSet " && "$ready" == "True" ]]; then
+      ((overlap)) && echo overlap
+      echo migrated
+      return 0
+    fi
+    sleep 1
+  done
+  echo "timed out (pods: $kinds)"
+  return 1
+}
+legacy="$(make_legacy_state migrated 2>&1)" || legacy="${legacy:-} (could not make the legacy state)"
+if [[ "$legacy" == "legacy pods: ReplicaSet " ]]; then
+  pass "an older operator's state made by hand: migrated runs as an owned Deployment"
+else
+  fail "an older operator's state made by hand: migrated runs as an owned Deployment ($legacy)"
+  k -n "$SYSTEM_NS" scale "$operator_deployment" --replicas=1 >/dev/null 2>&1 || true
+fi
+migration="$(migrate migrated 2>&1)" || migration="${migration:-} (the migration did not finish)"
+deployment_left="$(k -n "$NS" get deployment migrated -o name 2>/dev/null)" || deployment_left=""
+if [[ "$migration" == "migrated" && -z "$deployment_left" ]] \
+  && k -n "$NS" wait zmqproxy/migrated --for=condition=Ready --timeout=60s >/dev/null; then
+  pass "the operator replaced the Deployment of migrated by its StatefulSet, never both pods at once"
+else
+  fail "the operator replaced the Deployment of migrated by its StatefulSet, never both at once ($(tr '\n' ' ' <<<"$migration") ${deployment_left:+$deployment_left still there} $(conditions migrated))"
+fi
+k -n "$SYSTEM_NS" rollout status "$operator_deployment" --timeout=120s >/dev/null \
+  || log "the operator did not become available again after the migration"
+report="$(probe probe-migrated --pattern shared-queue \
+  --frontend "$(endpoint migrated frontend)" --backend "$(endpoint migrated backend)" \
+  --count "$COUNT" --timeout 120s)" || true
+assert_report "shared queue through migrated after the migration" "$report" \
+  "sent=$COUNT" "received=$COUNT" "intact=$COUNT"
+k -n "$NS" delete zmqproxy migrated --wait=true --timeout=60s >/dev/null || log "deleting zmqproxy/migrated did not finish in 60s"
 
 # ---- pause and resume through the spec -------------------------------------------------------
 # spec.paused reaches every replica through the steering ConfigMap the pods mount (the operator
