@@ -159,7 +159,8 @@ def test_nodrop_slows_the_publisher_instead_of_dropping_for_a_slow_subscriber(ct
     XPUB_NODROP (so it waits rather than drops when the proxy stops reading it). With
     --backend-nodrop the slow subscriber gets all 1000 messages, nothing is dropped, and the
     publisher is held back to the slow subscriber's pace; without it, the slow one loses copies
-    (counted) and the publisher is not held back."""
+    (counted; the fast one may too, when the machine is loaded) and the publisher is not held
+    back."""
     http = free_ports(1)[0]
     extra = ["--backend-sndhwm", "10", "--frontend-rcvhwm", "10", "--http-bind", f"127.0.0.1:{http}"]
     if nodrop:
@@ -211,14 +212,19 @@ def test_nodrop_slows_the_publisher_instead_of_dropping_for_a_slow_subscriber(ct
         t.join(timeout=90)
     slow_done = time.monotonic() - t0
     dropped = metrics(http).get(DROPPED_FULL, 0)
-    assert got["fast"] == list(range(n)), f"fast subscriber got {len(got['fast'])}"
     if nodrop:
+        assert got["fast"] == list(range(n)), f"fast subscriber got {len(got['fast'])}"
         assert got["slow"] == list(range(n)), f"slow subscriber got {len(got['slow'])} of {n}"
         assert dropped == 0
         assert published >= 0.5 * slow_done, (
             f"publisher done in {published:.2f}s, slow subscriber in {slow_done:.2f}s: it was not held back"
         )
     else:
+        # Without nodrop whichever subscriber falls more than its 10-message HWM behind loses
+        # copies: the slow one always, the fast one too on a loaded machine. What arrives is in
+        # order and unduplicated, and the fast one gets more than the slow one.
+        fast = got["fast"]
+        assert fast == sorted(set(fast)) and len(fast) > len(got["slow"]), f"fast got {len(fast)}"
         assert len(got["slow"]) < n and dropped > 0, f"slow got {len(got['slow'])}, dropped {dropped}"
         assert published < 0.5 * slow_done, f"publisher {published:.2f}s vs slow subscriber {slow_done:.2f}s"
 
