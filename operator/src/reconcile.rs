@@ -232,35 +232,26 @@ async fn apply_all(
     let namespace = zp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let mut children = build::children(zp, &ctx.options)?;
     let caches = ctx.caches();
-    let stateful_sets = Child {
-        api: Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace),
-        cache: caches.as_ref().map(|c| c.stateful_sets.clone()),
-        namespace: &namespace,
-    };
-    let services = Child {
-        api: Api::<Service>::namespaced(ctx.client.clone(), &namespace),
-        cache: caches.as_ref().map(|c| c.services.clone()),
-        namespace: &namespace,
-    };
-    let pdbs = Child {
-        api: Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace),
-        cache: caches.as_ref().map(|c| c.pod_disruption_budgets.clone()),
-        namespace: &namespace,
-    };
-    let deployments = Child {
-        api: Api::<Deployment>::namespaced(ctx.client.clone(), &namespace),
-        cache: caches.as_ref().map(|c| c.deployments.clone()),
-        namespace: &namespace,
-    };
+    let stateful_sets = Child::<StatefulSet>::new(
+        ctx,
+        &namespace,
+        caches.as_ref().map(|c| c.stateful_sets.clone()),
+    );
+    let services =
+        Child::<Service>::new(ctx, &namespace, caches.as_ref().map(|c| c.services.clone()));
+    let pdbs = Child::<PodDisruptionBudget>::new(
+        ctx,
+        &namespace,
+        caches.as_ref().map(|c| c.pod_disruption_budgets.clone()),
+    );
+    let deployments =
+        Child::<Deployment>::new(ctx, &namespace, caches.as_ref().map(|c| c.deployments.clone()));
     let name = zp.name_any();
     // None until the Pod watch has listed: the listed replicas then stay as they were.
     let pods = caches.as_ref().and_then(|c| watches::pods_of(&c.pods, &namespace, &name));
     let pods: Option<Vec<&Pod>> = pods.as_ref().map(|p| p.iter().map(|pod| &**pod).collect());
-    let config_maps = Child {
-        api: Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace),
-        cache: caches.as_ref().map(|c| c.config_maps.clone()),
-        namespace: &namespace,
-    };
+    let config_maps =
+        Child::<ConfigMap>::new(ctx, &namespace, caches.as_ref().map(|c| c.config_maps.clone()));
 
     // Before the StatefulSet, so a new pod mounts the current value and starts in it.
     let before = changes.len();
@@ -387,10 +378,18 @@ struct Child<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
     namespace: &'a str,
 }
 
-impl<K> Child<'_, K>
+impl<'a, K> Child<'a, K>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + 'static,
 {
+    /// The children of kind `K` in `namespace`, read from `cache` when there is one.
+    fn new(ctx: &Context, namespace: &'a str, cache: Option<Store<K>>) -> Self
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Child { api: Api::namespaced(ctx.client.clone(), namespace), cache, namespace }
+    }
+
     /// The cache's answer for `name` (Unknown without a cache).
     fn cached(&self, name: &str) -> Cached<K> {
         match &self.cache {
