@@ -255,7 +255,7 @@ async fn apply_all(
 
     // Before the StatefulSet, so a new pod mounts the current value and starts in it.
     let before = changes.len();
-    apply_child(&config_maps, &children.steering, zp, ctx, no_fixup, changes).await?;
+    apply_child(&config_maps, &children.steering, zp, ctx, changes).await?;
     if changes[before..].iter().any(|c| c.action == "Updated") {
         nudge_pods(zp, ctx, &namespace).await;
     }
@@ -269,15 +269,15 @@ async fn apply_all(
         spec.replicas = Some(0);
     }
     let stateful_set =
-        apply_child(&stateful_sets, &children.stateful_set, zp, ctx, no_fixup, changes).await?;
+        apply_child(&stateful_sets, &children.stateful_set, zp, ctx, changes).await?;
     if old_deployment.is_some_and(|d| d.metadata.deletion_timestamp.is_none()) {
         delete_child(&deployments, &name, zp, ctx, changes).await?;
     }
-    apply_child(&services, &children.service, zp, ctx, no_fixup, changes).await?;
-    apply_child(&services, &children.headless, zp, ctx, no_fixup, changes).await?;
+    apply_child(&services, &children.service, zp, ctx, changes).await?;
+    apply_child(&services, &children.headless, zp, ctx, changes).await?;
     match &children.pdb {
         Some(pdb) => {
-            apply_child(&pdbs, pdb, zp, ctx, no_fixup, changes).await?;
+            apply_child(&pdbs, pdb, zp, ctx, changes).await?;
         }
         None => {
             let name = build::pdb_name(&zp.name_any());
@@ -363,14 +363,6 @@ fn controlled_by(child: &impl Resource, zp: &ZmqProxy) -> bool {
         .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
 }
 
-/// A merge patch to send before applying `desired` over `observed`, for changes server-side
-/// apply cannot make in one step.
-type Fixup<K> = fn(desired: &K, observed: &K) -> Option<serde_json::Value>;
-
-fn no_fixup<K>(_: &K, _: &K) -> Option<serde_json::Value> {
-    None
-}
-
 /// One kind of child in one namespace: where to write it and the cache to read it from.
 struct Child<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
     api: Api<K>,
@@ -436,7 +428,6 @@ async fn apply_child<K>(
     desired_object: &K,
     zp: &ZmqProxy,
     ctx: &Context,
-    fixup: Fixup<K>,
     changes: &mut Vec<Change>,
 ) -> Result<K, Error>
 where
@@ -468,12 +459,6 @@ where
             if up_to_date(current)? {
                 debug!(object = %key(zp), %kind, %name, "child up to date");
                 return Ok(current.clone());
-            }
-            if let Some(patch) = fixup(desired_object, current) {
-                ctx.metrics.requested(&kind, "patch");
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(
-                    |source| Error::Apply { kind: kind.clone(), name: name.clone(), source },
-                )?;
             }
             "Updated"
         }
