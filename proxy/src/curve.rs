@@ -5,7 +5,8 @@
 //! cookie). The MESSAGE boxes after it are libsodium's, through `libsodium-rs` (built from the
 //! source the crate ships, linked statically), exactly as libzmq does it: the session's shared
 //! key is precomputed once per connection (`crypto_box_beforenm`) and every frame is one
-//! `crypto_box_detached_afternm` / `crypto_box_open_detached_afternm`. A frame sealed and
+//! `crypto_box_detached_afternm` / `crypto_box_open_detached_afternm`, in place in the frame
+//! buffer ([`crate::sodium_box`]). A frame sealed and
 //! opened costs 2.5-3.7x less than with RustCrypto's XSalsa20-Poly1305 (0.94 / 1.71 / 5.8 us
 //! against 3.5 / 4.2 / 17.8 us for 64 B / 256 B / 4 KiB, `cargo bench -p zmq-proxy --bench
 //! curve_frames`): `poly1305`'s runtime-detected AVX2 backend costs about 1 us per short frame
@@ -45,6 +46,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::socket::SocketType;
+use crate::sodium_box;
 use crate::zmtp::{self, FLAG_COMMAND, FLAG_MORE, PeerInfo, WireError};
 
 pub const KEY_BYTES: usize = 32;
@@ -963,8 +965,7 @@ pub struct Sealer {
 
 impl Sealer {
     /// Appends one sealed frame to `out`: header, `\x07MESSAGE`, short nonce, tag, then the
-    /// flags byte and payload encrypted (libsodium writes the ciphertext beside the plaintext,
-    /// which is then copied over it).
+    /// flags byte and payload, encrypted where they were written.
     pub fn seal_frame(
         &mut self,
         more: bool,
@@ -979,22 +980,17 @@ impl Sealer {
         out.put_slice(MESSAGE_PREFIX);
         out.put_u64(n);
         let tag_at = out.len();
-        out.put_bytes(0, 16);
-        let plain_at = out.len();
+        out.put_bytes(0, sodium_box::TAG_BYTES);
         out.put_u8(if more { INNER_MORE } else { 0 } | if command { INNER_COMMAND } else { 0 });
         out.put_slice(payload);
-        let n = sodium::Nonce::from_bytes_exact(nonce_bytes(self.prefix, n));
-        match sodium::seal_detached_afternm(&out[plain_at..], &n, &self.key) {
-            Ok((cipher, tag)) if cipher.len() == out.len() - plain_at && tag.len() == 16 => {
-                out[plain_at..].copy_from_slice(&cipher);
-                out[tag_at..plain_at].copy_from_slice(&tag);
-                Ok(())
-            }
-            _ => {
-                out.truncate(start);
-                Err(CurveError::Seal)
-            }
+        let (head, plain) = out[tag_at..].split_at_mut(sodium_box::TAG_BYTES);
+        let tag: &mut [u8; sodium_box::TAG_BYTES] =
+            head.try_into().map_err(|_| CurveError::Seal)?;
+        if sodium_box::seal(plain, tag, &nonce_bytes(self.prefix, n), &self.key).is_err() {
+            out.truncate(start);
+            return Err(CurveError::Seal);
         }
+        Ok(())
     }
 
     /// Appends every frame of one message.
@@ -1021,7 +1017,7 @@ pub struct Opener {
 }
 
 impl zmtp::FrameOpener for Opener {
-    fn open(&mut self, frame: BytesMut) -> Result<(u8, Bytes), WireError> {
+    fn open(&mut self, mut frame: BytesMut) -> Result<(u8, Bytes), WireError> {
         if frame.len() < MESSAGE_OVERHEAD || &frame[..8] != MESSAGE_PREFIX {
             return Err(CurveError::MalformedMessage.into());
         }
@@ -1029,10 +1025,12 @@ impl zmtp::FrameOpener for Opener {
         if n <= self.last {
             return Err(CurveError::BadNonce.into());
         }
-        let nonce = sodium::Nonce::from_bytes_exact(nonce_bytes(self.prefix, n));
-        let plain = sodium::open_detached_afternm(&frame[32..], &frame[16..32], &nonce, &self.key)
+        let (head, boxed) = frame.split_at_mut(32);
+        let tag: &[u8; sodium_box::TAG_BYTES] =
+            head[16..32].try_into().map_err(|_| CurveError::MalformedMessage)?;
+        sodium_box::open(boxed, tag, &nonce_bytes(self.prefix, n), &self.key)
             .map_err(|_| CurveError::MessageAuth)?;
-        let Some(&inner) = plain.first() else {
+        let Some(&inner) = boxed.first() else {
             return Err(CurveError::MalformedMessage.into());
         };
         self.last = n;
@@ -1043,7 +1041,7 @@ impl zmtp::FrameOpener for Opener {
         if inner & INNER_COMMAND != 0 {
             flags |= FLAG_COMMAND;
         }
-        Ok((flags, Bytes::from(plain).slice(1..)))
+        Ok((flags, frame.freeze().slice(33..)))
     }
 }
 

@@ -36,6 +36,7 @@ pub mod pause_file;
 pub mod security;
 pub mod socket;
 pub mod sockets;
+pub mod sodium_box;
 pub mod steer;
 pub mod subscriptions;
 pub mod zmtp;
