@@ -79,6 +79,11 @@ class Scenario:
     args: list[str]  # scenario-specific numbers passed to zmqbench
     messages: int  # messages crossing the device in one run, for CPU per million
     curve: bool = False  # CURVE on every connection (clients, both proxy sides, the ceiling)
+    # I/O threads of the client process (zmqbench). libzmq encodes and, with CURVE, seals and
+    # opens in its I/O threads; in pub/sub one thread would carry the publisher and all four
+    # subscribers, and with one the brokerless ceiling measured below both proxies: the clients,
+    # not the device, set the rate. The proxies keep their own defaults (--libzmq-io-threads).
+    client_io_threads: int = 1
 
 
 # One keypair per role for the CURVE scenarios (the zmq_curve(7) test keys): the same for
@@ -91,8 +96,10 @@ CURVE_KEYS = {
 }
 
 
-def bench_env(sc: Scenario) -> dict:
-    return dict(os.environ, RUST_LOG="warn", **(CURVE_KEYS if sc.curve else {}))
+def bench_env(sc: Scenario, io_threads: int) -> dict:
+    env = dict(os.environ, RUST_LOG="warn", **(CURVE_KEYS if sc.curve else {}))
+    env["ZMQBENCH_IO_THREADS"] = str(io_threads)
+    return env
 
 
 def curve_flags(sc: Scenario) -> list[str]:
@@ -134,7 +141,9 @@ def build(zmq_proxy: Path | None) -> tuple[Path, Path]:
     return out, zmq_proxy
 
 
-def start_proxy(target: str, sc: Scenario, bench: Path, zmq_proxy: Path, other: Path | None):
+def start_proxy(
+    target: str, sc: Scenario, bench: Path, zmq_proxy: Path, other: Path | None, libzmq_io: int
+):
     fp, bp = free_port(), free_port()
     front, back = f"tcp://127.0.0.1:{fp}", f"tcp://127.0.0.1:{bp}"
     if target == "libzmq":
@@ -145,7 +154,7 @@ def start_proxy(target: str, sc: Scenario, bench: Path, zmq_proxy: Path, other: 
             "--frontend-type", sc.front_type, "--frontend-bind", front,
             "--backend-type", sc.back_type, "--backend-bind", back,
         ] + curve_flags(sc)  # fmt: skip
-    env = bench_env(sc)
+    env = bench_env(sc, libzmq_io)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     wait_for_ports([fp, bp], proc)
     return proc, front, back
@@ -164,12 +173,17 @@ def client_endpoints(sc: Scenario, front: str | None, back: str | None) -> tuple
 
 
 def run_once(
-    target: str, sc: Scenario, bench: Path, zmq_proxy: Path, other: Path | None = None
+    target: str,
+    sc: Scenario,
+    bench: Path,
+    zmq_proxy: Path,
+    other: Path | None = None,
+    libzmq_io: int = 1,
 ) -> Result:
     proc = None
     front = back = None
     if target != "ceiling":
-        proc, front, back = start_proxy(target, sc, bench, zmq_proxy, other)
+        proc, front, back = start_proxy(target, sc, bench, zmq_proxy, other, libzmq_io)
     try:
         up, down = client_endpoints(sc, front, back)
         cpu0 = proc_cpu_seconds(proc.pid) if proc else 0.0
@@ -178,7 +192,7 @@ def run_once(
             capture_output=True,
             text=True,
             timeout=120,
-            env=bench_env(sc),
+            env=bench_env(sc, sc.client_io_threads),
         )
         if out.returncode != 0 and sc.kind != "pubsub":
             raise RuntimeError(f"{target} {sc.name}: zmqbench failed: {out.stderr.strip()}")
@@ -215,13 +229,13 @@ def scenarios(quick: bool) -> list[Scenario]:
         # 4 REQ clients, 2 REP workers, 64-byte requests; each round trip is 2 messages through the
         # proxy, so CPU per million counts both.
         Scenario("req/rep 4x2 64 B", "ROUTER", "DEALER", "reqrep", ["4", "2", str(rr), "64"], 8 * rr),
-        Scenario("pub/sub 1x4 64 B", "XSUB", "XPUB", "pubsub", ["4", str(ps), "64"], ps),
+        Scenario("pub/sub 1x4 64 B", "XSUB", "XPUB", "pubsub", ["4", str(ps), "64"], ps, client_io_threads=2),
         # The same clients with CURVE on every connection: both proxies are CURVE servers on
         # both sides (ours with an allow-list, libzmq's without a ZAP handler).
         Scenario("CURVE pipeline 256 B", "PULL", "PUSH", "pipeline", ["256", str(n // 2)], n // 2, True),
         Scenario("CURVE pipeline 4 KiB", "PULL", "PUSH", "pipeline", ["4096", str(n // 8)], n // 8, True),
         Scenario("CURVE req/rep 4x2 64 B", "ROUTER", "DEALER", "reqrep", ["4", "2", str(rr), "64"], 8 * rr, True),
-        Scenario("CURVE pub/sub 1x4 64 B", "XSUB", "XPUB", "pubsub", ["4", str(ps), "64"], ps, True),
+        Scenario("CURVE pub/sub 1x4 64 B", "XSUB", "XPUB", "pubsub", ["4", str(ps), "64"], ps, True, 2),
     ]  # fmt: skip
 
 
@@ -243,6 +257,12 @@ def main() -> int:
     ap.add_argument(
         "--other-proxy", type=Path, help="a second zmq-proxy binary, run as a fourth target"
     )
+    ap.add_argument(
+        "--libzmq-io-threads",
+        type=int,
+        default=1,
+        help="I/O threads of libzmq's zmq_proxy (default 1, libzmq's own default)",
+    )
     opts = ap.parse_args()
     if shutil.which("gcc") is None or not Path("/usr/include/zmq.h").exists():
         print("benchmark needs gcc and libzmq3-dev (apt-get install gcc libzmq3-dev)", file=sys.stderr)
@@ -263,7 +283,9 @@ def main() -> int:
         runs: dict[str, list[Result]] = {t: [] for t in targets}
         for _ in range(repeat):
             for target in targets:
-                runs[target].append(run_once(target, sc, bench, zmq_proxy, opts.other_proxy))
+                runs[target].append(
+                    run_once(target, sc, bench, zmq_proxy, opts.other_proxy, opts.libzmq_io_threads)
+                )
         med = {t: median_result(runs[t]) for t in targets}
         for t in targets:
             raw[f"{sc.name}/{t}"] = [r.__dict__ for r in runs[t]]
@@ -280,6 +302,13 @@ def main() -> int:
                 f"loss {ours.extra['loss']:.1%}/{lib.extra['loss']:.1%}/{ceil.extra['loss']:.1%}"
                 " (ours/libzmq/none)"
             )
+        if sc.client_io_threads != 1:
+            extra += f"; clients {sc.client_io_threads} I/O threads"
+        # Without a proxy the clients do the least work; slower than both proxies means the
+        # clients set the rate and the ratio says little about the devices.
+        if ceil.rate < min(lib.rate, ours.rate):
+            extra += "; CLIENT-BOUND (no proxy slower than both)"
+        extra = extra.removeprefix("; ")
         cpu = lambda r: r.cpu_s / (sc.messages / 1e6)  # noqa: E731
         other = []
         if "other" in med:
@@ -309,7 +338,10 @@ def main() -> int:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print(line(r))
-    print(f"\n{os.cpu_count()} cores, median of {repeat} run(s) per cell; rates are messages/s at the receiver")
+    print(
+        f"\n{os.cpu_count()} cores, median of {repeat} run(s) per cell; rates are messages/s at the"
+        f" receiver; libzmq's zmq_proxy with {opts.libzmq_io_threads} I/O thread(s)"
+    )
     if opts.json:
         opts.json.write_text(json.dumps(raw, indent=2))
     return 0
