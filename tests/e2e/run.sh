@@ -581,13 +581,16 @@ report="$(restart_check)" || report="${report:-} (the restart check did not comp
 ready_s="$(sed -n 's/^ready_s=\([0-9]*\)$/\1/p' <<<"$report")"
 report="$(grep -v '^ready_s=' <<<"$report" | tr '\n' ' ')"
 json_num() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" <<<"$report"; }
-# Nothing lost, and the longest gap no longer than the replacement's start (polled once a
-# second) plus about a second.
-if [[ "$(json_num lost)" == "0" && "$(json_num duplicated)" == "0" && -n "$(json_num outage_s)" && -n "$ready_s" ]] &&
+# Every peer lost its connection to the old pod and reconnected (the stream outlasts the lame
+# duck and the drain), messages went through the replacement afterwards, nothing was lost, and
+# the longest gap is no longer than the replacement's start (polled once a second) plus about a
+# second.
+if [[ "$(json_num lost)" == "0" && "$(json_num duplicated)" == "0" && -n "$(json_num outage_s)" && -n "$ready_s" &&
+  "$(json_num reconnected)" == "4" && "$(json_num after_reconnect)" -gt 0 ]] 2>/dev/null &&
   awk -v o="$(json_num outage_s)" -v r="$ready_s" 'BEGIN { exit !(o <= r + 2) }'; then
-  pass "pod deleted under load: nothing lost, longest gap $(json_num outage_s)s, replacement Ready within ${ready_s}s ($report)"
+  pass "pod deleted under load: all 4 peers reconnected to the replacement, nothing lost, longest gap $(json_num outage_s)s, replacement Ready within ${ready_s}s ($report)"
 else
-  fail "pod deleted under load: nothing lost, gap within the replacement's start + 2s (Ready within ${ready_s:-?}s): $report"
+  fail "pod deleted under load: all 4 peers reconnect, nothing lost, gap within the replacement's start + 2s (Ready within ${ready_s:-?}s): $report"
 fi
 
 # ---- CURVE: a secured forwarder with its keys in a Secret and ConfigMaps ---------------------
