@@ -36,6 +36,18 @@ use crate::crd::{
 use crate::overrides;
 
 /// Name of the proxy container.
+/// The proxy container's readiness probe of `/readyz`: period, failures, timeout (seconds).
+/// `/readyz` turns 503 when the lame duck starts, and the pod must leave its Services before the
+/// proxy closes its connections. A terminating pod is not removed at SIGTERM when it is the
+/// Service's only endpoint: kube-proxy then keeps routing to terminating endpoints that are
+/// still serving, i.e. until the probe fails (KEP-1669). Peers that reconnect to it after the
+/// proxy exited send SYNs to an address that no longer answers, and conntrack keeps each
+/// retransmission pinned there, so libzmq (no connect timeout by default) waited out TCP's SYN
+/// retries: 72 s and 135 s stalls on the real cluster with the 5 s period and 2 failures this
+/// replaced, which needed up to 10 s against a 5 s lame duck. Now the pod is unready at most 2 s
+/// after the lame duck starts; kube-proxy's sync (about 1 s) fits in the rest.
+pub const READINESS_PROBE: (i32, i32, i32) = (1, 2, 1);
+
 pub const CONTAINER: &str = "proxy";
 /// The proxy binary in the image.
 pub const PROXY_BINARY: &str = "zmq-proxy";
@@ -697,7 +709,7 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
         protocol: Some("TCP".to_string()),
         ..ContainerPort::default()
     });
-    let probe = |path: &str, period: i32, failures: i32| Probe {
+    let probe = |path: &str, (period, failures, timeout): (i32, i32, i32)| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String(METRICS_PORT_NAME.to_string()),
@@ -705,7 +717,7 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
         }),
         period_seconds: Some(period),
         failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
+        timeout_seconds: Some(timeout),
         ..Probe::default()
     };
     Container {
@@ -718,10 +730,9 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
         command: Some(vec![PROXY_BINARY.to_string()]),
         args: Some(proxy_args(spec)),
         ports: Some(ports),
-        // /readyz turns false while draining, so the Service stops sending new peers at once.
-        readiness_probe: Some(probe("/readyz", 5, 2)),
+        readiness_probe: Some(probe("/readyz", READINESS_PROBE)),
         // /healthz only fails when the proxy is wedged; three misses before a restart.
-        liveness_probe: Some(probe("/healthz", 10, 3)),
+        liveness_probe: Some(probe("/healthz", (10, 3, 2))),
         resources: spec.resources.clone(),
         volume_mounts: {
             let mut mounts: Vec<VolumeMount> =

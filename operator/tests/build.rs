@@ -168,6 +168,26 @@ fn grace_period_covers_the_lame_duck_and_the_drain_timeout() {
     assert!(grace > 5 + 5, "{grace}");
 }
 
+/// A Service's last endpoint keeps its traffic while terminating until its readiness probe fails
+/// (KEP-1669): the probe must see the lame duck's 503 and kube-proxy apply it (about a second)
+/// before the default lame duck ends, or peers reconnect to the vanished pod and stall in TCP's
+/// SYN retries (72 s on the real cluster with the old 5 s x 2 probe).
+#[test]
+fn the_readiness_probe_takes_the_pod_out_of_its_service_within_the_lame_duck() {
+    let minimal = build("minimal.yaml");
+    let probe = proxy(&minimal.stateful_set).readiness_probe.clone().expect("readiness probe");
+    assert_eq!(probe.http_get.as_ref().and_then(|h| h.path.as_deref()), Some("/readyz"));
+    let period = probe.period_seconds.unwrap_or(10);
+    let unready_within = period * probe.failure_threshold.unwrap_or(3);
+    let kube_proxy_sync = 1;
+    let lame_duck = zmq_proxy_operator::crd::DEFAULT_LAME_DUCK_SECONDS;
+    assert!(
+        unready_within + kube_proxy_sync < lame_duck,
+        "unready within {unready_within}s + sync {kube_proxy_sync}s, lame duck {lame_duck}s"
+    );
+    assert!(probe.timeout_seconds.unwrap_or(1) <= period, "a probe ends before the next starts");
+}
+
 /// Restricted Pod Security: non-root, read-only root, no capabilities, RuntimeDefault seccomp.
 #[test]
 fn pod_is_hardened() {
@@ -448,6 +468,7 @@ fn invalid_specs_are_refused_naming_the_field() {
 /// binds dual stack (`*` instead of `0.0.0.0`, which an IPv6-only cluster cannot reach) and every
 /// pod mounted its steering ConfigMap with `--pause-file`, and the pods got their default
 /// heartbeat flags (issue 11): one replacement of each proxy on upgrade; pausing and resuming afterwards change only the ConfigMap, never the pods.
+/// Changed again for the 1 s readiness probe (`build::READINESS_PROBE`): one more replacement.
 #[test]
 fn unsecured_children_are_byte_identical_to_the_golden_files() {
     for name in ["minimal", "full", "pipeline-scaled-to-zero"] {

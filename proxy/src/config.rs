@@ -28,12 +28,15 @@ pub const MAX_DRAIN_TIMEOUT_SECS: f64 = 3600.0;
 /// How long a stopping proxy first keeps serving as usual, unready (`--lame-duck`). Zero for
 /// the binary: on a laptop no load balancer needs to learn that it is going away.
 pub const DEFAULT_LAME_DUCK: Duration = Duration::ZERO;
-/// The lame-duck period of the operator's pods (`spec.lameDuckSeconds`). Kubernetes removes a
-/// terminating pod from its Services at the same moment it sends SIGTERM, and each node's
-/// kube-proxy applies that within about a second (iptables min-sync-period 1 s) or a few on a
-/// busy cluster. A proxy that closed before then would see its peers reconnect to the vanished
-/// pod's address, where libzmq, which has no connect timeout, waits out TCP's SYN retries
-/// (tens of seconds). Five seconds covers a typical cluster with margin.
+/// The lame-duck period of the operator's pods (`spec.lameDuckSeconds`). A terminating pod
+/// leaves its Services when it turns unready (at SIGTERM only while other ready endpoints
+/// exist; a Service's last endpoint keeps its traffic while its readiness probe passes,
+/// KEP-1669), then each node's kube-proxy applies that within about a second (iptables
+/// min-sync-period 1 s) or a few on a busy cluster. A proxy that closed before then would see its
+/// peers reconnect to the vanished pod's address, where libzmq, which has no connect timeout,
+/// waits out TCP's SYN retries (tens of seconds to two minutes). Five seconds cover the
+/// operator's readiness probe (unready within 2 s, `READINESS_PROBE` in the operator's
+/// `build.rs`) and the sync with margin.
 pub const KUBERNETES_LAME_DUCK_SECS: i32 = 5;
 /// Longest accepted `--lame-duck`.
 pub const MAX_LAME_DUCK_SECS: f64 = 3600.0;
