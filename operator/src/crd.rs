@@ -102,8 +102,10 @@ pub struct ZmqProxySpec {
     pub drain_timeout_seconds: i32,
 
     /// Seconds a terminating proxy pod keeps serving as usual, unready, before it drains: long
-    /// enough for its removal from the Service to reach every node, so peers that reconnect
-    /// never reach an address that no longer answers. 0 drains at once.
+    /// enough for its removal from the Service to reach every node (its readiness probe fails
+    /// within 2 s, then each kube-proxy syncs), so peers that reconnect never reach an address
+    /// that no longer answers. Below about 3 s the peers of a one-replica proxy can stall in
+    /// TCP's SYN retries after a restart. 0 drains at once.
     #[serde(default = "default_lame_duck")]
     #[schemars(range(min = 0, max = 3600))]
     pub lame_duck_seconds: i32,

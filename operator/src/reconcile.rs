@@ -257,7 +257,7 @@ async fn apply_all(
     let before = changes.len();
     apply_child(&config_maps, &children.steering, zp, ctx, changes).await?;
     if changes[before..].iter().any(|c| c.action == "Updated") {
-        nudge_pods(zp, ctx, &namespace, pods.as_deref()).await;
+        nudge_pods(zp, ctx, &namespace).await;
     }
 
     let old_pods_remain = pods.as_deref().is_some_and(deployment_pods_remain);
@@ -298,37 +298,26 @@ async fn apply_all(
     Ok(Action::requeue(retry.map_or(RESYNC, |r| r.min(RESYNC))))
 }
 
-/// Patches [`STEERING_GENERATION`] onto every pod of `zp` (best effort, see the module docs):
-/// the pods the Pod watch has, or, before it has listed, those the server lists. Terminating
-/// pods are left alone (their volume no longer matters).
-async fn nudge_pods(zp: &ZmqProxy, ctx: &Context, namespace: &str, cached: Option<&[&Pod]>) {
+/// Patches [`STEERING_GENERATION`] onto every pod of `zp` (best effort, see the module docs).
+/// Lists them from the server rather than the Pod cache: the nudge happens once per change, and
+/// a pod created just before it may not have reached the cache yet, so it would never be nudged
+/// (the envtest's steering check caught exactly that when this read the cache). One LIST per
+/// pause or resume.
+async fn nudge_pods(zp: &ZmqProxy, ctx: &Context, namespace: &str) {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let names: Vec<String> = match cached {
-        Some(cached) => cached
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| p.name_any())
-            .collect(),
-        None => {
-            ctx.metrics.requested("Pod", "list");
-            let selector = ListParams::default().labels(&selector_string(&zp.name_any()));
-            match pods.list_metadata(&selector).await {
-                Ok(list) => list
-                    .items
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .map(|p| p.name_any())
-                    .collect(),
-                Err(e) => {
-                    warn!(object = %key(zp), error = %e, "cannot list pods to nudge; the pause reaches them on the kubelet's next sync");
-                    return;
-                }
-            }
+    let generation = zp.metadata.generation.unwrap_or_default().to_string();
+    ctx.metrics.requested("Pod", "list");
+    let selector = ListParams::default().labels(&selector_string(&zp.name_any()));
+    let listed = match pods.list_metadata(&selector).await {
+        Ok(list) => list,
+        Err(e) => {
+            warn!(object = %key(zp), error = %e, "cannot list pods to nudge; the pause reaches them on the kubelet's next sync");
+            return;
         }
     };
-    let generation = zp.metadata.generation.unwrap_or_default().to_string();
     let patch = serde_json::json!({"metadata": {"annotations": {STEERING_GENERATION: generation}}});
-    for name in names {
+    for pod in listed.items {
+        let name = pod.name_any();
         ctx.metrics.requested("Pod", "patch");
         if let Err(e) = pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             warn!(object = %key(zp), pod = %name, error = %e, "cannot nudge pod; the pause reaches it on the kubelet's next sync");
