@@ -97,13 +97,24 @@ def test_rcvhwm_10_stops_reading_a_producer_whose_messages_cannot_go_on(ctx, pro
     for i in range(n):
         producer.send(b"%08d" % i + b"t" * 1016)
     port = int(proxy.frontend.rsplit(":", 1)[1])
-    read_all = wait_proxy_read_everything(port, 3.0)
+
+    def unread_at_proxy() -> list:
+        return [r for r in tcp_queues(port) if r[0] == port and r[4] > 0]
+
     if rcvhwm:
-        assert not read_all, "the proxy read everything although none of it could be forwarded"
-        unread = [r for r in tcp_queues(port) if r[0] == port and r[4] > 0]
-        assert unread, f"no unread bytes at the proxy's end: {tcp_queues(port)}"
+        # libzmq's I/O thread writes the tasks asynchronously: until it has, the kernel queues are
+        # as empty as after the proxy read everything (CI once judged it in that moment). So
+        # wait for unread bytes to show at the proxy's end, then see that they stay there.
+        for _ in until(3.0, 100_000):
+            if unread_at_proxy():
+                break
+            time.sleep(0.01)  # poll interval of a condition with a deadline
+        assert unread_at_proxy(), f"no unread bytes at the proxy's end: {tcp_queues(port)}"
+        for _ in until(1.0, 1_000):
+            assert unread_at_proxy(), "the proxy read on past its window of 10 messages"
+            time.sleep(0.01)  # sampling over a fixed second: the window must hold throughout
     else:
-        assert read_all, "with the default rcvhwm the proxy reads the 200 tasks"
+        assert wait_proxy_read_everything(port, 3.0), "with the default rcvhwm the proxy reads the 200 tasks"
     consumer = ctx.socket(zmq.PULL)
     connect_wait(consumer, proxy.backend)
     got = [int(m[0][:8]) for m in recv_until_quiet(consumer, quiet=1.0, total=20)]
