@@ -329,7 +329,7 @@ def main() -> int:
                 fmt_rate(ours.rate),
                 fmt_rate(ceil.rate),
                 f"{ours.rate / lib.rate:.2f}x",
-                f"{ours.rate / ceil.rate:.2f}x",
+                f"{ours.rate / ceil.rate:.2f}x" if ceil.rate == ceil.rate else "-",
                 f"{cpu(ours):.2f} / {cpu(lib):.2f}",
                 f"{ours.rss_mib:.0f} / {lib.rss_mib:.0f}",
                 *other,
