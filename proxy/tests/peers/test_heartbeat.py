@@ -179,6 +179,22 @@ def _idle_round_trips(client: zmq.Socket, worker: zmq.Socket, rounds: int, idle_
         assert worker.poll(idle_ms) == 0, "something other than heartbeats reached the idle worker"
 
 
+def _idle_without_disconnects(client, worker, proxy, rounds: int, peers: str) -> None:
+    """Connects the REP worker and REQ client, then runs `_idle_round_trips` (0.7 s idle each)
+    while their socket monitors count disconnects: none may happen."""
+    connect_wait(worker, proxy.backend)
+    connect_wait(client, proxy.frontend)
+    monitors = [disconnect_monitor(s) for s in (client, worker)]
+    try:
+        _idle_round_trips(client, worker, rounds=rounds, idle_ms=700)
+        assert [_disconnects(m) for m in monitors] == [0, 0], f"a {peers} peer lost its connection"
+    finally:
+        for s in (client, worker):
+            s.disable_monitor()
+        for m in monitors:
+            m.close(0)
+
+
 def disconnect_monitor(sock: zmq.Socket) -> zmq.Socket:
     # A fresh inproc name: the default one (by file descriptor) may still be bound by the
     # monitor connect_wait used.
@@ -206,17 +222,7 @@ def test_libzmq_peers_with_their_own_heartbeats_stay_connected(ctx, proxy_pair):
     proxy, http = start(proxy_pair, "ROUTER", "DEALER", *hb)
     worker = _heartbeating(ctx.socket(zmq.REP), 150, 600, 400)
     client = _heartbeating(ctx.socket(zmq.REQ), 100, 500, 300)
-    connect_wait(worker, proxy.backend)
-    connect_wait(client, proxy.frontend)
-    monitors = [disconnect_monitor(s) for s in (client, worker)]
-    try:
-        _idle_round_trips(client, worker, rounds=4, idle_ms=700)
-        assert [_disconnects(m) for m in monitors] == [0, 0], "a libzmq peer lost its connection"
-    finally:
-        for s in (client, worker):
-            s.disable_monitor()
-        for m in monitors:
-            m.close(0)
+    _idle_without_disconnects(client, worker, proxy, rounds=4, peers="libzmq")
     assert heartbeat_drops(http) == {}, f"heartbeat drops counted: {heartbeat_drops(http)}"
     assert connected_peers(http, "frontend") == 1 and connected_peers(http, "backend") == 1
 
@@ -230,17 +236,7 @@ def test_curve_peers_exchange_heartbeats_without_being_dropped(ctx, curve_proxy)
     proxy, keys, http = curve_proxy("ROUTER", "DEALER", extra=hb)
     worker = _heartbeating(curve_client(ctx, zmq.REP, keys.public, keys.clients[0]), 100, 500, 300)
     client = _heartbeating(curve_client(ctx, zmq.REQ, keys.public, keys.clients[1]), 100, 500, 300)
-    connect_wait(worker, proxy.backend)
-    connect_wait(client, proxy.frontend)
-    monitors = [disconnect_monitor(s) for s in (client, worker)]
-    try:
-        _idle_round_trips(client, worker, rounds=3, idle_ms=700)
-        assert [_disconnects(m) for m in monitors] == [0, 0], "a CURVE peer lost its connection"
-    finally:
-        for s in (client, worker):
-            s.disable_monitor()
-        for m in monitors:
-            m.close(0)
+    _idle_without_disconnects(client, worker, proxy, rounds=3, peers="CURVE")
     assert heartbeat_drops(http) == {}, f"heartbeat drops counted: {heartbeat_drops(http)}"
 
 
