@@ -496,7 +496,7 @@ def cmd_expect(case, path):
             for r in alerts:
                 expect(r["labels"].get("team") == "messaging", f"{r['alert']}: alertLabels", errors)
                 expect(r["annotations"].get("runbook_url", "").startswith(
-                    "https://git.example.test/zmq-proxy-operator/blob/main/README.md#zmqproxy"),
+                    "https://git.example.test/zmq-proxy-operator/blob/main/docs/runbooks.md#zmqproxy"),
                     f"{r['alert']}: runbook_url under runbookBaseUrl", errors)
             drops = next((r for r in alerts if r["alert"] == "ZmqProxyDropsRising"), {})
             expect(drops.get("expr", "").rstrip().endswith("> 0.5") and drops.get("for") == "2m"

@@ -69,6 +69,9 @@ tier peers env PYTHONDONTWRITEBYTECODE=1 python3 -m pytest proxy/tests/peers
 # bound (its own pytest.ini, so its own run).
 tier peers-ops env PYTHONDONTWRITEBYTECODE=1 python3 -m pytest proxy/tests/peers_ops
 
+# The documentation's links, anchors, repository paths and cargo commands (nothing is run).
+tier docs env PYTHONDONTWRITEBYTECODE=1 python3 -m pytest -q tests/docs
+
 # Helm chart checks: lint, render, schema validation, RBAC, CRD bytes identical to crds/.
 tier chart bash .ci/chart-check.sh
 

@@ -141,7 +141,7 @@ severity: {{ .severity }}
 {{- end }}
 {{- end }}
 
-{{/* runbook_url of an alert: the README's anchor under metrics.prometheusRule.runbookBaseUrl. */}}
+{{/* runbook_url of an alert: its section of docs/runbooks.md, under metrics.prometheusRule.runbookBaseUrl. */}}
 {{- define "zmq-proxy-operator.runbookUrl" -}}
 {{- with .rule.runbookBaseUrl }}
 runbook_url: {{ printf "%s#%s" . $.anchor }}

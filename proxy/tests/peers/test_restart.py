@@ -1,7 +1,7 @@
 """Restarts under load with real libzmq peers (restart_harness.py): the proxy gets SIGTERM
-mid-stream and a new one takes its ports, as a Deployment does behind a Service. Each pattern
-runs several times, so a rare loss shows. The side-by-side figures with libzmq's own zmq_proxy
-come from running restart_harness.py by hand (README, "Restarts").
+mid-stream and a new one takes its ports once it has exited, as a StatefulSet does behind a
+Service. Each pattern runs several times, so a rare loss shows. The side-by-side figures with
+libzmq's own zmq_proxy come from running restart_harness.py by hand (docs/design.md, "Measured").
 
 Also the lame-duck period: unready, still serving, new connections included."""
 
