@@ -1,10 +1,12 @@
-//! Reconcile against a mocked API server (tower-test): each scenario lists the exact requests
-//! the reconciler must make, in order, with the responses the API server gives. A request beyond
-//! the scenario fails the test, which is how "an unchanged resync makes no writes" is proven.
+//! Reconcile against a mocked API server (tower-test): each scenario is a [`Script`] of the exact
+//! requests the reconciler must make, in order, with the responses the API server gives. A request
+//! beyond the script fails the test, which is how "an unchanged resync makes no writes" is proven.
 //! Without caches every child is read from the server: the steering ConfigMap first (a new pod
 //! must mount the current `spec.paused`), then the Deployment an older operator may have left (the
-//! migration's check), the StatefulSet, both Services and the PodDisruptionBudget.
+//! migration's check), the StatefulSet, both Services and the PodDisruptionBudget. Assertions look
+//! the requests up by method and path ([`Requests::find`]), so each names what it inspects.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +20,15 @@ use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
+use zmq_proxy::socket::SocketType;
 use zmq_proxy_operator::build::{self, BuildOptions};
-use zmq_proxy_operator::crd::ZmqProxy;
+use zmq_proxy_operator::crd::{Monitoring, PodDisruptionBudgetSpec, ZmqProxy};
 use zmq_proxy_operator::diff;
 use zmq_proxy_operator::metrics::Metrics;
-use zmq_proxy_operator::reconcile::{self, Context, Error, MANAGER};
+use zmq_proxy_operator::monitoring::pod_monitor;
+use zmq_proxy_operator::reconcile::{
+    Context, Error, MANAGER, RESYNC, STEERING_GENERATION, error_policy, reconcile,
+};
 use zmq_proxy_operator::status;
 use zmq_proxy_operator::watches::ChildCaches;
 
@@ -34,8 +40,16 @@ const STATEFULSETS: &str = "/apis/apps/v1/namespaces/q/statefulsets";
 const SERVICES: &str = "/api/v1/namespaces/q/services";
 const CONFIGMAPS: &str = "/api/v1/namespaces/q/configmaps";
 const PDBS: &str = "/apis/policy/v1/namespaces/q/poddisruptionbudgets";
+const PODS: &str = "/api/v1/namespaces/q/pods";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/q/events";
 const ZMQPROXIES: &str = "/apis/zmqproxy.io/v1alpha1/namespaces/q/zmqproxies";
+const MONITORING_V1: &str = "/apis/monitoring.coreos.com/v1";
+const PODMONITORS: &str = "/apis/monitoring.coreos.com/v1/namespaces/q/podmonitors";
+
+/// The path of object `name` in `collection` (one of the collection paths above).
+fn at(collection: &str, name: &str) -> String {
+    format!("{collection}/{name}")
+}
 
 /// How the mocked API server answers one expected request.
 enum Reply {
@@ -57,16 +71,197 @@ struct Expect {
     reply: Reply,
 }
 
-fn expect(method: Method, path: impl Into<String>, reply: Reply) -> Expect {
-    Expect { method, path: path.into(), reply }
+/// The requests a scenario expects, in order, each with the server's reply. The steps that open
+/// most reconciles (the steering ConfigMap, the old Deployment's lookup, children found as
+/// wanted) are one call each.
+#[derive(Default)]
+struct Script(Vec<Expect>);
+
+impl Script {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn step(mut self, method: Method, path: impl Into<String>, reply: Reply) -> Self {
+        self.0.push(Expect { method, path: path.into(), reply });
+        self
+    }
+
+    /// GET `path`, answered with `object`.
+    fn found(self, path: impl Into<String>, object: Value) -> Self {
+        self.step(Method::GET, path, Reply::Object(object))
+    }
+
+    /// GET `path`, answered 404.
+    fn missing(self, path: impl Into<String>) -> Self {
+        self.step(Method::GET, path, Reply::NotFound)
+    }
+
+    /// PATCH `path` (an apply or a merge patch), answered with the body echoed.
+    fn patch(self, path: impl Into<String>) -> Self {
+        self.step(Method::PATCH, path, Reply::Echo)
+    }
+
+    /// PATCH `path`, answered with `reply`.
+    fn patch_reply(self, path: impl Into<String>, reply: Reply) -> Self {
+        self.step(Method::PATCH, path, reply)
+    }
+
+    /// DELETE `path`, answered with `reply`.
+    fn delete(self, path: impl Into<String>, reply: Reply) -> Self {
+        self.step(Method::DELETE, path, reply)
+    }
+
+    /// A child that is not there: read (404), then applied.
+    fn create(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.missing(path.clone()).patch(path)
+    }
+
+    /// The status of `zp` applied; the server answers with `zp` carrying that status.
+    fn status(self, zp: &ZmqProxy) -> Self {
+        let name = zp.metadata.name.as_deref().unwrap_or_default();
+        self.step(
+            Method::PATCH,
+            format!("{}/status", at(ZMQPROXIES, name)),
+            Reply::StatusOf(Box::new(zp.clone())),
+        )
+    }
+
+    /// One event posted.
+    fn event(self) -> Self {
+        self.step(Method::POST, EVENTS, Reply::Echo)
+    }
+
+    /// `zp`'s steering ConfigMap read and found as it wants it.
+    fn steering_found(self, zp: &ZmqProxy) -> Self {
+        self.found(steering_path(zp), server_view(&children(zp).steering))
+    }
+
+    /// `zp`'s steering ConfigMap read, missing, and created.
+    fn steering_created(self, zp: &ZmqProxy) -> Self {
+        self.create(steering_path(zp))
+    }
+
+    /// Without caches: the Deployment an older operator may have left is looked up first.
+    fn no_old_deployment(self) -> Self {
+        self.missing(at(DEPLOYMENTS, "tasks"))
+    }
+
+    /// Without caches and below two replicas: the PDB that is not wanted is looked up (to delete
+    /// it if this object owns one) after the Services.
+    fn no_pdb(self) -> Self {
+        self.missing(at(PDBS, "tasks"))
+    }
+
+    /// Without caches, after the steering ConfigMap (and any nudge): the other children of a
+    /// reconciled one-replica object, each found as wanted (no PDB below two replicas).
+    fn other_children_unchanged(self, sts: &Value, c: &build::Children) -> Self {
+        self.no_old_deployment()
+            .found(at(STATEFULSETS, "tasks"), sts.clone())
+            .found(at(SERVICES, "tasks"), server_view(&c.service))
+            .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+            .no_pdb()
+    }
+
+    /// The six reads of a reconcile of an up-to-date [`reconciled`] object up to the monitoring
+    /// part: the steering ConfigMap and [`Script::other_children_unchanged`].
+    fn children_unchanged(self, sts: &Value, c: &build::Children) -> Self {
+        self.found(at(CONFIGMAPS, "tasks-steering"), server_view(&c.steering))
+            .other_children_unchanged(sts, c)
+    }
+
+    /// Discovery finds the monitoring API, the PodMonitor is missing and applied, the status and
+    /// the event.
+    fn pod_monitor_created(self, zp: &ZmqProxy) -> Self {
+        self.found(MONITORING_V1, monitoring_resources())
+            .create(at(PODMONITORS, "tasks"))
+            .status(zp)
+            .event()
+    }
+
+    /// The steps of `other` after these.
+    fn then(mut self, other: Script) -> Self {
+        self.0.extend(other.0);
+        self
+    }
+}
+
+fn steering_path(zp: &ZmqProxy) -> String {
+    at(CONFIGMAPS, &format!("{}-steering", zp.metadata.name.as_deref().unwrap_or_default()))
 }
 
 /// A request as the server saw it.
 #[derive(Debug)]
 struct Seen {
     method: Method,
+    path: String,
     query: String,
     body: Value,
+}
+
+/// The requests of one run, in order; looked up by method and path.
+#[derive(Debug)]
+struct Requests(Vec<Seen>);
+
+impl Deref for Requests {
+    type Target = [Seen];
+
+    fn deref(&self) -> &[Seen] {
+        &self.0
+    }
+}
+
+impl Requests {
+    /// The one request `method path`; fails when there is none or more than one.
+    fn find(&self, method: Method, path: &str) -> &Seen {
+        let found: Vec<&Seen> =
+            self.0.iter().filter(|s| s.method == method && s.path == path).collect();
+        match found[..] {
+            [one] => one,
+            _ => panic!("expected one {method} {path}, saw {}: {:?}", found.len(), self.0),
+        }
+    }
+
+    /// The body of the one server-side apply to `path`.
+    fn applied(&self, path: &str) -> &Value {
+        let seen = self.find(Method::PATCH, path);
+        assert!(is_apply(seen), "not a server-side apply: {seen:?}");
+        &seen.body
+    }
+
+    /// The body of the one status apply of the object `tasks`.
+    fn status(&self) -> &Value {
+        self.applied(&format!("{}/status", at(ZMQPROXIES, "tasks")))
+    }
+
+    /// The conditions of [`Requests::status`].
+    fn conditions(&self) -> Vec<Value> {
+        self.status()["status"]["conditions"].as_array().expect("conditions").clone()
+    }
+
+    /// The condition `kind` of [`Requests::status`].
+    fn condition(&self, kind: &str) -> Value {
+        let conditions = self.conditions();
+        conditions.into_iter().find(|c| c["type"] == kind).unwrap_or_else(|| panic!("no {kind}"))
+    }
+
+    /// The bodies of the events posted, in order.
+    fn events(&self) -> Vec<&Value> {
+        self.0
+            .iter()
+            .filter(|s| s.method == Method::POST && s.path == EVENTS)
+            .map(|s| &s.body)
+            .collect()
+    }
+
+    /// The body of the one event posted; fails when there is none or more than one.
+    fn event(&self) -> &Value {
+        match self.events()[..] {
+            [one] => one,
+            ref all => panic!("expected one event, saw {}: {all:?}", all.len()),
+        }
+    }
 }
 
 fn status_body(code: u16, reason: &str) -> Value {
@@ -83,9 +278,9 @@ fn respond(code: u16, body: &Value) -> Response<Body> {
 }
 
 /// Serves `script` in order, asserting method and path of each request; returns what it saw.
-async fn serve(mut handle: Handle, script: Vec<Expect>) -> (Handle, Vec<Seen>) {
+async fn serve(mut handle: Handle, script: Script) -> (Handle, Requests) {
     let mut seen = Vec::new();
-    for (i, step) in script.into_iter().enumerate() {
+    for (i, step) in script.0.into_iter().enumerate() {
         let (request, send) = handle.next_request().await.unwrap_or_else(|| {
             panic!("step {i}: expected {} {}, got nothing", step.method, step.path)
         });
@@ -123,17 +318,61 @@ async fn serve(mut handle: Handle, script: Vec<Expect>) -> (Handle, Vec<Seen>) {
             }
         };
         send.send_response(response);
-        seen.push(Seen { method, query, body });
+        seen.push(Seen { method, path, query, body });
     }
-    (handle, seen)
+    (handle, Requests(seen))
+}
+
+/// A context whose client is served by the returned handle.
+fn context() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        Client::new(service, "q"),
+        BuildOptions { default_image: IMAGE.into(), ..Default::default() },
+        Arc::new(Metrics::new()),
+    );
+    (ctx, handle)
 }
 
 /// Runs `reconcile` against `script`; fails if it makes a request the script does not list.
-async fn run(
-    zp: ZmqProxy,
-    script: Vec<Expect>,
-) -> (Result<Action, Error>, Vec<Seen>, Arc<Context>) {
+async fn run(zp: ZmqProxy, script: Script) -> (Result<Action, Error>, Requests, Arc<Context>) {
     run_cached(zp, None, script).await
+}
+
+/// [`run`] with the reconciler reading children from `caches` first.
+async fn run_cached(
+    zp: ZmqProxy,
+    caches: Option<ChildCaches>,
+    script: Script,
+) -> (Result<Action, Error>, Requests, Arc<Context>) {
+    let (ctx, handle) = context();
+    ctx.use_caches(caches);
+    let (result, seen, _) = run_on(&ctx, handle, zp, script).await;
+    (result, seen, ctx)
+}
+
+/// Runs `reconcile` of `zp` on an existing context whose client is served by `handle`.
+async fn run_on(
+    ctx: &Arc<Context>,
+    handle: Handle,
+    zp: ZmqProxy,
+    script: Script,
+) -> (Result<Action, Error>, Requests, Handle) {
+    let server = tokio::spawn(serve(handle, script));
+    let reconciler = tokio::spawn(reconcile(Arc::new(zp), ctx.clone()));
+    let (mut handle, seen) = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the scenario's requests were made within 10 s")
+        .expect("mock server task");
+    let result = tokio::select! {
+        r = reconciler => r.expect("reconcile task"),
+        extra = handle.next_request() => {
+            let (request, _) = extra.expect("client alive");
+            panic!("request beyond the scenario: {} {}", request.method(), request.uri());
+        }
+        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("reconcile did not finish"),
+    };
+    (result, seen, handle)
 }
 
 /// Caches as the controller's watches fill them: listed (complete), holding these StatefulSets,
@@ -185,24 +424,6 @@ fn caches_all(
     }
 }
 
-/// [`run`] with the reconciler reading children from `caches` first.
-async fn run_cached(
-    zp: ZmqProxy,
-    caches: Option<ChildCaches>,
-    script: Vec<Expect>,
-) -> (Result<Action, Error>, Vec<Seen>, Arc<Context>) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "q");
-    let ctx = Context::new(
-        client,
-        BuildOptions { default_image: IMAGE.into(), ..Default::default() },
-        Arc::new(Metrics::new()),
-    );
-    ctx.use_caches(caches);
-    let (result, seen, _) = run_on(&ctx, handle, zp, script).await;
-    (result, seen, ctx)
-}
-
 /// A fixture moved to namespace `q`, where every scenario's paths point.
 fn fixture(name: &str) -> ZmqProxy {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -248,22 +469,6 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
     v
 }
 
-/// The steering ConfigMap's steps of a reconcile without caches, before every other child's: read
-/// and found as `zp` wants it (`existing`), or missing and created.
-fn steering(zp: &ZmqProxy, existing: bool, rest: Vec<Expect>) -> Vec<Expect> {
-    let path = format!("{CONFIGMAPS}/{}-steering", zp.metadata.name.as_deref().unwrap_or(""));
-    let mut steps = if existing {
-        vec![expect(Method::GET, path, Reply::Object(server_view(&children(zp).steering)))]
-    } else {
-        vec![
-            expect(Method::GET, path.clone(), Reply::NotFound),
-            expect(Method::PATCH, path, Reply::Echo),
-        ]
-    };
-    steps.extend(rest);
-    steps
-}
-
 fn ready_status(replicas: i32) -> Value {
     json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
            "updatedReplicas": replicas, "currentReplicas": replicas,
@@ -287,6 +492,13 @@ fn with_status_pods(mut zp: ZmqProxy, stateful_set: &Value, pods: &[Value]) -> Z
     zp
 }
 
+/// `zp` carrying the status a status apply of the server saw.
+fn with_status_seen(zp: &ZmqProxy, seen: &Requests) -> ZmqProxy {
+    let mut v = serde_json::to_value(zp).expect("serializes");
+    v["status"] = seen.status()["status"].clone();
+    serde_json::from_value(v).expect("object")
+}
+
 /// Pod `name` of the object `tasks`, with its Ready condition, owned by `owner_kind`.
 fn pod(name: &str, ready: bool, owner_kind: &str) -> Value {
     json!({"metadata": {"name": name, "namespace": "q",
@@ -303,65 +515,50 @@ fn is_apply(seen: &Seen) -> bool {
         && seen.query.contains("force=true")
 }
 
-/// Without caches: the Deployment an older operator may have left is looked up first.
-fn no_old_deployment() -> Expect {
-    expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound)
-}
-
-/// Without caches and below two replicas: the PDB that is not wanted is looked up (to delete it
-/// if this object owns one) after the Services.
-fn no_pdb() -> Expect {
-    expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound)
+/// A reconciled, ready one-replica `zp` at `generation`: the object with its status, its
+/// StatefulSet as the server holds it, and its children.
+fn reconciled(mut zp: ZmqProxy, generation: i64) -> (ZmqProxy, Value, build::Children) {
+    zp.metadata.generation = Some(generation);
+    let c = children(&zp);
+    let mut sts = server_view(&c.stateful_set);
+    sts["status"] = ready_status(1);
+    (with_status(zp, &sts), sts, c)
 }
 
 #[tokio::test]
 async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     let zp = fixture("minimal.yaml");
-    let script = steering(
-        &zp,
-        false,
-        vec![
-            no_old_deployment(),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
-            expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-            expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
-            no_pdb(),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-            // One event for every child, after the status.
-            expect(Method::POST, EVENTS, Reply::Echo),
-        ],
-    );
+    let script = Script::new()
+        .steering_created(&zp)
+        .no_old_deployment()
+        .create(at(STATEFULSETS, "tasks"))
+        .create(at(SERVICES, "tasks"))
+        .create(at(SERVICES, "tasks-pods"))
+        .no_pdb()
+        .status(&zp)
+        // One event for every child, after the status.
+        .event();
     let (result, seen, ctx) = run(zp, script).await;
-    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(reconcile::RESYNC));
+    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
 
-    let steering = &seen[1];
-    assert!(is_apply(steering), "{steering:?}");
-    assert_eq!(steering.body["kind"], "ConfigMap");
-    assert_eq!(steering.body["data"], json!({"paused": "false"}));
-    assert_eq!(steering.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    let steering = seen.applied(&at(CONFIGMAPS, "tasks-steering"));
+    assert_eq!(steering["kind"], "ConfigMap");
+    assert_eq!(steering["data"], json!({"paused": "false"}));
+    assert_eq!(steering["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
 
-    let sts = &seen[4];
-    assert!(is_apply(sts), "{sts:?}");
-    assert_eq!(sts.body["kind"], "StatefulSet");
-    assert_eq!(sts.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
-    assert!(sts.body["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
-    assert_eq!(sts.body["spec"]["serviceName"], "tasks-pods");
-    assert_eq!(sts.body["spec"]["podManagementPolicy"], "OrderedReady");
-    assert_eq!(sts.body["spec"]["replicas"], 1);
-    assert_eq!(sts.body["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
+    let sts = seen.applied(&at(STATEFULSETS, "tasks"));
+    assert_eq!(sts["kind"], "StatefulSet");
+    assert_eq!(sts["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    assert!(sts["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
+    assert_eq!(sts["spec"]["serviceName"], "tasks-pods");
+    assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
+    assert_eq!(sts["spec"]["replicas"], 1);
+    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
 
-    assert!(is_apply(&seen[6]));
-    assert_eq!(seen[6].body["kind"], "Service");
-    assert_eq!(seen[8].body["spec"]["clusterIP"], "None");
+    assert_eq!(seen.applied(&at(SERVICES, "tasks"))["kind"], "Service");
+    assert_eq!(seen.applied(&at(SERVICES, "tasks-pods"))["spec"]["clusterIP"], "None");
 
-    let event = &seen[11].body;
+    let event = seen.event();
     assert_eq!(event["reason"], "Created");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["kind"], "ZmqProxy");
@@ -370,16 +567,15 @@ async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
         "Created ConfigMap tasks-steering, StatefulSet tasks, Service tasks, Service tasks-pods"
     );
 
-    let status = &seen[10];
-    assert!(is_apply(status));
-    assert_eq!(status.body["kind"], "ZmqProxy");
-    let conditions = status.body["status"]["conditions"].as_array().expect("conditions");
+    let status = seen.status();
+    assert_eq!(status["kind"], "ZmqProxy");
+    let conditions = seen.conditions();
     let types: Vec<&str> = conditions.iter().filter_map(|c| c["type"].as_str()).collect();
     assert_eq!(types, ["Ready", "Progressing", "Degraded", "Paused"]);
     assert_eq!(conditions[0]["status"], "False");
     assert!(conditions.iter().all(|c| c["observedGeneration"] == 1));
-    assert_eq!(status.body["status"]["endpoints"]["frontend"], "tcp://tasks.q.svc:5555");
-    assert_eq!(status.body["status"]["headlessService"], "tasks-pods.q.svc");
+    assert_eq!(status["status"]["endpoints"]["frontend"], "tcp://tasks.q.svc:5555");
+    assert_eq!(status["status"]["headlessService"], "tasks-pods.q.svc");
     assert_eq!(ctx.metrics.reconcile_count(), 1);
 }
 
@@ -398,29 +594,13 @@ async fn unchanged_resync_makes_no_writes() {
     sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("500m");
     sts["status"] = ready_status(3);
     let zp = with_status(zp, &sts);
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            no_old_deployment(),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks"),
-                Reply::Object(server_view(&c.service)),
-            ),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks-pods"),
-                Reply::Object(server_view(&c.headless)),
-            ),
-            expect(
-                Method::GET,
-                format!("{PDBS}/tasks"),
-                Reply::Object(server_view(c.pdb.as_ref().expect("PDB"))),
-            ),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .no_old_deployment()
+        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(SERVICES, "tasks"), server_view(&c.service))
+        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .found(at(PDBS, "tasks"), server_view(c.pdb.as_ref().expect("PDB")));
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.iter().all(|s| s.method == Method::GET), "only reads: {seen:?}");
@@ -437,33 +617,20 @@ async fn edited_stateful_set_is_reapplied_and_reported() {
     sts["spec"]["replicas"] = json!(4);
     let mut repaired = server_view(&c.stateful_set);
     repaired["status"] = ready_status(1);
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            no_old_deployment(),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Object(repaired)),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks"),
-                Reply::Object(server_view(&c.service)),
-            ),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks-pods"),
-                Reply::Object(server_view(&c.headless)),
-            ),
-            no_pdb(),
-            expect(Method::POST, EVENTS, Reply::Echo),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .no_old_deployment()
+        .found(at(STATEFULSETS, "tasks"), sts)
+        .patch_reply(at(STATEFULSETS, "tasks"), Reply::Object(repaired))
+        .found(at(SERVICES, "tasks"), server_view(&c.service))
+        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_pdb()
+        .event();
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(is_apply(&seen[3]));
-    assert_eq!(seen[3].body["spec"]["replicas"], 1);
-    assert_eq!(seen[7].body["reason"], "Updated");
-    assert_eq!(seen[7].body["related"]["kind"], "StatefulSet", "one child: named as related");
+    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 1);
+    assert_eq!(seen.event()["reason"], "Updated");
+    assert_eq!(seen.event()["related"]["kind"], "StatefulSet", "one child: named as related");
     assert!(ctx.metrics.render().contains(
         "zmq_proxy_operator_child_writes_total{kind=\"StatefulSet\",action=\"Updated\"} 1"
     ));
@@ -476,27 +643,18 @@ async fn deleted_service_is_recreated() {
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            no_old_deployment(),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
-            expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks-pods"),
-                Reply::Object(server_view(&c.headless)),
-            ),
-            no_pdb(),
-            expect(Method::POST, EVENTS, Reply::Echo),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .no_old_deployment()
+        .found(at(STATEFULSETS, "tasks"), sts)
+        .create(at(SERVICES, "tasks"))
+        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_pdb()
+        .event();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[7].body["reason"], "Created");
-    assert_eq!(seen[7].body["note"], "Created Service tasks");
+    assert_eq!(seen.event()["reason"], "Created");
+    assert_eq!(seen.event()["note"], "Created Service tasks");
 }
 
 #[tokio::test]
@@ -509,31 +667,19 @@ async fn scaling_down_to_one_replica_deletes_the_pdb_and_keeps_the_headless_serv
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            no_old_deployment(),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks"),
-                Reply::Object(server_view(&c.service)),
-            ),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks-pods"),
-                Reply::Object(server_view(&c.headless)),
-            ),
-            expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(old_pdb.clone())),
-            expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old_pdb)),
-            expect(Method::POST, EVENTS, Reply::Echo),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .no_old_deployment()
+        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(SERVICES, "tasks"), server_view(&c.service))
+        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .found(at(PDBS, "tasks"), old_pdb.clone())
+        .delete(at(PDBS, "tasks"), Reply::Object(old_pdb))
+        .event();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[7].body["reason"], "Deleted");
-    assert_eq!(seen[7].body["note"], "Deleted PodDisruptionBudget tasks");
+    assert_eq!(seen.event()["reason"], "Deleted");
+    assert_eq!(seen.event()["note"], "Deleted PodDisruptionBudget tasks");
 }
 
 /// What an older operator left: a Deployment `tasks` controlled by the object, with its pod.
@@ -550,21 +696,14 @@ fn old_deployment(zp: &ZmqProxy) -> Value {
 /// The requests of a migration's first reconcile with the service `tasks` cached: the StatefulSet
 /// created at zero replicas, `deployment` deleted, the headless Service created, the status, one
 /// event for the creations and one for the deletion.
-fn first_migration_pass(zp: &ZmqProxy, deployment: Value) -> Vec<Expect> {
-    vec![
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-        expect(Method::DELETE, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment)),
-        expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-        expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]
+fn first_migration_pass(zp: &ZmqProxy, deployment: Value) -> Script {
+    Script::new()
+        .create(at(STATEFULSETS, "tasks"))
+        .delete(at(DEPLOYMENTS, "tasks"), Reply::Object(deployment))
+        .create(at(SERVICES, "tasks-pods"))
+        .status(zp)
+        .event()
+        .event()
 }
 
 #[tokio::test]
@@ -585,11 +724,13 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
     let (result, seen, _) = run_cached(zp.clone(), Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
     // No new proxy while the old one runs: like a Recreate rollout.
-    assert_eq!(seen[1].body["spec"]["replicas"], 0);
-    assert_eq!(seen[2].body["propagationPolicy"], "Background", "{:?}", seen[2].body);
-    assert_eq!(seen[6].body["note"], "Created StatefulSet tasks, Service tasks-pods");
-    assert_eq!(seen[7].body["reason"], "Deleted");
-    assert_eq!(seen[7].body["note"], "Deleted Deployment tasks");
+    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 0);
+    let delete = &seen.find(Method::DELETE, &at(DEPLOYMENTS, "tasks")).body;
+    assert_eq!(delete["propagationPolicy"], "Background", "{delete:?}");
+    let events = seen.events();
+    assert_eq!(events[0]["note"], "Created StatefulSet tasks, Service tasks-pods");
+    assert_eq!(events[1]["reason"], "Deleted");
+    assert_eq!(events[1]["note"], "Deleted Deployment tasks");
 
     // The Deployment is gone, its pod still drains: the StatefulSet stays at zero; the one
     // request asks whether the Deployment is really gone (the watch sees only labeled ones).
@@ -603,26 +744,21 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
     let zp = with_status(zp, &held);
     let draining = pod("tasks-6f9c8d-x2k4q", false, "ReplicaSet");
     let cached = caches_with(&[held.clone()], &services, &steering, &[draining], &[]);
-    let script = vec![no_old_deployment()];
+    let script = Script::new().no_old_deployment();
     let (result, seen, _) = run_cached(zp.clone(), Some(cached), script).await;
     assert!(result.is_ok() && seen.len() == 1, "{seen:?}");
 
     // The old pod has terminated: the StatefulSet gets its replica.
     let cached = caches_with(&[held.clone()], &services, &steering, &[], &[]);
-    let script = vec![
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(held)),
-        expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    let script = Script::new()
+        .found(at(STATEFULSETS, "tasks"), held)
+        .patch(at(STATEFULSETS, "tasks"))
+        .status(&zp)
+        .event();
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[1].body["spec"]["replicas"], 1);
-    assert_eq!(seen[3].body["note"], "Updated StatefulSet tasks");
+    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 1);
+    assert_eq!(seen.event()["note"], "Updated StatefulSet tasks");
 }
 
 #[tokio::test]
@@ -630,38 +766,21 @@ async fn migration_without_caches_reads_then_deletes_the_deployment_and_a_404_is
     let zp = fixture("minimal.yaml");
     let deployment = old_deployment(&zp);
     let c = children(&zp);
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(deployment.clone())),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-            // Deleted meanwhile by someone else: nothing to report.
-            expect(Method::DELETE, format!("{DEPLOYMENTS}/tasks"), Reply::NotFound),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks"),
-                Reply::Object(server_view(&c.service)),
-            ),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks-pods"),
-                Reply::Object(server_view(&c.headless)),
-            ),
-            no_pdb(),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-            expect(Method::POST, EVENTS, Reply::Echo),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .found(at(DEPLOYMENTS, "tasks"), deployment.clone())
+        .create(at(STATEFULSETS, "tasks"))
+        // Deleted meanwhile by someone else: nothing to report.
+        .delete(at(DEPLOYMENTS, "tasks"), Reply::NotFound)
+        .found(at(SERVICES, "tasks"), server_view(&c.service))
+        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_pdb()
+        .status(&zp)
+        .event();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[3].body["spec"]["replicas"], 0);
-    assert_eq!(seen[9].body["note"], "Created StatefulSet tasks");
+    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 0);
+    assert_eq!(seen.event()["note"], "Created StatefulSet tasks");
 }
 
 /// An owned Deployment whose managed-by label was taken off is not in the labeled watch, but its
@@ -682,13 +801,13 @@ async fn migration_finds_an_owned_deployment_the_labeled_watch_cannot_see() {
         &[],
     );
     // Read first, then the same pass as for a Deployment the watch shows.
-    let mut script =
-        vec![expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(unlabeled.clone()))];
-    script.extend(first_migration_pass(&zp, unlabeled));
+    let script = Script::new()
+        .found(at(DEPLOYMENTS, "tasks"), unlabeled.clone())
+        .then(first_migration_pass(&zp, unlabeled));
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[2].body["spec"]["replicas"], 0);
-    assert_eq!(seen[8].body["note"], "Deleted Deployment tasks");
+    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 0);
+    assert_eq!(seen.events()[1]["note"], "Deleted Deployment tasks");
 }
 
 #[tokio::test]
@@ -700,25 +819,13 @@ async fn a_deployment_of_someone_else_is_left_alone() {
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            expect(Method::GET, format!("{DEPLOYMENTS}/tasks"), Reply::Object(foreign)),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks"),
-                Reply::Object(server_view(&c.service)),
-            ),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks-pods"),
-                Reply::Object(server_view(&c.headless)),
-            ),
-            no_pdb(),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .found(at(DEPLOYMENTS, "tasks"), foreign)
+        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(SERVICES, "tasks"), server_view(&c.service))
+        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_pdb();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.iter().all(|s| s.method == Method::GET), "{seen:?}");
@@ -727,28 +834,19 @@ async fn a_deployment_of_someone_else_is_left_alone() {
 #[tokio::test]
 async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
     let zp = fixture("minimal.yaml");
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            no_old_deployment(),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Fail(403, "Forbidden")),
-            expect(Method::POST, EVENTS, Reply::Echo),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .no_old_deployment()
+        .missing(at(STATEFULSETS, "tasks"))
+        .patch_reply(at(STATEFULSETS, "tasks"), Reply::Fail(403, "Forbidden"))
+        .event()
+        .status(&zp);
     let (result, seen, ctx) = run(zp.clone(), script).await;
     let error = result.expect_err("the apply failed");
     assert_eq!(error.reason(), "ApplyFailed");
-    assert_eq!(seen[4].body["type"], "Warning");
-    assert_eq!(seen[4].body["reason"], "ApplyFailed");
-    let conditions = seen[5].body["status"]["conditions"].as_array().expect("conditions").clone();
-    let degraded = conditions.iter().find(|c| c["type"] == "Degraded").expect("Degraded");
+    assert_eq!(seen.event()["type"], "Warning");
+    assert_eq!(seen.event()["reason"], "ApplyFailed");
+    let degraded = seen.condition("Degraded");
     assert_eq!(degraded["status"], "True");
     assert_eq!(degraded["reason"], "ApplyFailed");
     assert_eq!(ctx.metrics.failure_count("ApplyFailed"), 1);
@@ -756,13 +854,13 @@ async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
     // Per-object exponential backoff, capped, and independent between objects.
     let zp = Arc::new(zp);
     let delays: Vec<Action> =
-        (0..8).map(|_| reconcile::error_policy(zp.clone(), &error, ctx.clone())).collect();
+        (0..8).map(|_| error_policy(zp.clone(), &error, ctx.clone())).collect();
     let secs = [5, 10, 20, 40, 80, 160, 300, 300];
     assert_eq!(delays, secs.map(|s| Action::requeue(Duration::from_secs(s))));
     let mut other = (*zp).clone();
     other.metadata.name = Some("other".into());
     assert_eq!(
-        reconcile::error_policy(Arc::new(other), &error, ctx.clone()),
+        error_policy(Arc::new(other), &error, ctx.clone()),
         Action::requeue(Duration::from_secs(5))
     );
 }
@@ -774,30 +872,22 @@ async fn success_resets_the_backoff() {
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Context::new(
-        Client::new(service, "q"),
-        BuildOptions { default_image: IMAGE.into(), ..Default::default() },
-        Arc::new(Metrics::new()),
-    );
+    let (ctx, handle) = context();
     let error = Error::InvalidSpec("x".into());
     let zp = Arc::new(zp);
-    reconcile::error_policy(zp.clone(), &error, ctx.clone());
+    error_policy(zp.clone(), &error, ctx.clone());
     assert_eq!(
-        reconcile::error_policy(zp.clone(), &error, ctx.clone()),
+        error_policy(zp.clone(), &error, ctx.clone()),
         Action::requeue(Duration::from_secs(10))
     );
-    let script = children_unchanged(&sts, &c, Vec::new());
+    let script = Script::new().children_unchanged(&sts, &c);
     let server = tokio::spawn(serve(handle, script));
-    let result = tokio::time::timeout(
-        Duration::from_secs(10),
-        reconcile::reconcile(zp.clone(), ctx.clone()),
-    )
-    .await
-    .expect("reconcile finishes");
+    let result = tokio::time::timeout(Duration::from_secs(10), reconcile(zp.clone(), ctx.clone()))
+        .await
+        .expect("reconcile finishes");
     assert!(result.is_ok(), "{result:?}");
     let _ = server.await.expect("server");
-    assert_eq!(reconcile::error_policy(zp, &error, ctx), Action::requeue(Duration::from_secs(5)));
+    assert_eq!(error_policy(zp, &error, ctx), Action::requeue(Duration::from_secs(5)));
 }
 
 #[tokio::test]
@@ -809,42 +899,27 @@ async fn a_service_of_someone_else_is_not_taken_over() {
     let zp = with_status(zp, &sts);
     let mut foreign: Service = c.service.clone();
     foreign.metadata.owner_references = None;
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            no_old_deployment(),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&foreign))),
-            expect(Method::POST, EVENTS, Reply::Echo),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .no_old_deployment()
+        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(SERVICES, "tasks"), server_view(&foreign))
+        .event()
+        .status(&zp);
     let (result, seen, _) = run(zp, script).await;
     assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
-    assert_eq!(seen[4].body["reason"], "ChildNotOwned");
-    assert!(seen[4].body["note"].as_str().is_some_and(|n| n.contains("Service tasks")));
+    assert_eq!(seen.event()["reason"], "ChildNotOwned");
+    assert!(seen.event()["note"].as_str().is_some_and(|n| n.contains("Service tasks")));
 }
 
 #[tokio::test]
 async fn invalid_spec_is_reported_without_touching_children() {
     let mut zp = fixture("minimal.yaml");
-    zp.spec.sockets.backend.socket_type = zmq_proxy::socket::SocketType::Pub;
-    let script = vec![
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-    ];
+    zp.spec.sockets.backend.socket_type = SocketType::Pub;
+    let script = Script::new().event().status(&zp);
     let (result, seen, _) = run(zp, script).await;
     assert_eq!(result.expect_err("invalid").reason(), "InvalidSpec");
-    let ready = &seen[1].body["status"]["conditions"][0];
+    let ready = &seen.conditions()[0];
     assert_eq!(ready["reason"], "InvalidSpec");
     assert!(ready["message"].as_str().is_some_and(|m| m.contains("spec.backend.type")), "{ready}");
 }
@@ -855,7 +930,7 @@ async fn object_being_deleted_is_left_to_the_garbage_collector() {
     zp.meta_mut().deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
     ));
-    let (result, seen, _) = run(zp, Vec::new()).await;
+    let (result, seen, _) = run(zp, Script::new()).await;
     assert_eq!(result.expect("ok"), Action::await_change());
     assert!(seen.is_empty());
 }
@@ -883,44 +958,28 @@ async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
     zp.spec.replicas = 3;
     zp.metadata.generation = Some(2);
     let new = children(&zp);
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            no_old_deployment(),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks"),
-                Reply::Object(server_view(&new.service)),
-            ),
-            // The headless Service does not depend on the replica count.
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks-pods"),
-                Reply::Object(server_view(&old.headless)),
-            ),
-            expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
-            expect(Method::PATCH, format!("{PDBS}/tasks"), Reply::Echo),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-            expect(Method::POST, EVENTS, Reply::Echo),
-            expect(Method::POST, EVENTS, Reply::Echo),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .no_old_deployment()
+        .found(at(STATEFULSETS, "tasks"), sts)
+        .patch(at(STATEFULSETS, "tasks"))
+        .found(at(SERVICES, "tasks"), server_view(&new.service))
+        // The headless Service does not depend on the replica count.
+        .found(at(SERVICES, "tasks-pods"), server_view(&old.headless))
+        .create(at(PDBS, "tasks"))
+        .status(&zp)
+        .event()
+        .event();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[3].body["spec"]["replicas"], 3);
-    assert_eq!(seen[3].body["spec"]["serviceName"], "tasks-pods", "immutable: unchanged");
-    assert!(is_apply(&seen[7]));
-    assert_eq!(seen[7].body["spec"]["maxUnavailable"], 1);
-    assert_eq!(seen[9].body["note"], "Updated StatefulSet tasks");
-    assert_eq!(seen[10].body["note"], "Created PodDisruptionBudget tasks");
-    let status = &seen[8].body["status"];
+    let sts = seen.applied(&at(STATEFULSETS, "tasks"));
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(sts["spec"]["serviceName"], "tasks-pods", "immutable: unchanged");
+    assert_eq!(seen.applied(&at(PDBS, "tasks"))["spec"]["maxUnavailable"], 1);
+    let events = seen.events();
+    assert_eq!(events[0]["note"], "Updated StatefulSet tasks");
+    assert_eq!(events[1]["note"], "Created PodDisruptionBudget tasks");
+    let status = &seen.status()["status"];
     assert_eq!(status["headlessService"], "tasks-pods.q.svc");
     let ready = &status["conditions"][0];
     assert_eq!(ready["observedGeneration"], 2);
@@ -949,7 +1008,7 @@ async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
     let services = [server_view(&c.service), server_view(&c.headless)];
     let steering = [server_view(&c.steering)];
     let cached = caches_all(&[sts], &services, &steering, &[pdb], &pods, &[]);
-    let (result, seen, ctx) = run_cached(zp, Some(cached), Vec::new()).await;
+    let (result, seen, ctx) = run_cached(zp, Some(cached), Script::new()).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.is_empty(), "{seen:?}");
     assert_eq!(ctx.metrics.request_count("get"), 0);
@@ -969,14 +1028,10 @@ async fn a_pod_turning_ready_lists_it_with_one_status_write() {
     let pdb = server_view(c.pdb.as_ref().expect("two replicas: a PDB"));
     let steering = [server_view(&c.steering)];
     let cached = caches_all(&[sts], &services, &steering, &[pdb], &ready, &[]);
-    let script = vec![expect(
-        Method::PATCH,
-        format!("{ZMQPROXIES}/tasks/status"),
-        Reply::StatusOf(Box::new(zp.clone())),
-    )];
+    let script = Script::new().status(&zp);
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    let listed = &seen[0].body["status"]["replicaEndpoints"];
+    let listed = &seen.status()["status"]["replicaEndpoints"];
     assert_eq!(listed["ready"], 2);
     assert_eq!(
         listed["frontend"],
@@ -991,28 +1046,17 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
     // A complete, empty cache: each child is read once before it is created (an object of that
     // name without the operator's label would not be in the cache), and no Deployment is asked
     // for (the cache of labelled Deployments is empty).
-    let script = steering(
-        &zp,
-        false,
-        vec![
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::NotFound),
-            expect(Method::PATCH, format!("{STATEFULSETS}/tasks"), Reply::Echo),
-            expect(Method::GET, format!("{SERVICES}/tasks"), Reply::NotFound),
-            expect(Method::PATCH, format!("{SERVICES}/tasks"), Reply::Echo),
-            expect(Method::GET, format!("{SERVICES}/tasks-pods"), Reply::NotFound),
-            expect(Method::PATCH, format!("{SERVICES}/tasks-pods"), Reply::Echo),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-            expect(Method::POST, EVENTS, Reply::Echo),
-        ],
-    );
+    let script = Script::new()
+        .steering_created(&zp)
+        .create(at(STATEFULSETS, "tasks"))
+        .create(at(SERVICES, "tasks"))
+        .create(at(SERVICES, "tasks-pods"))
+        .status(&zp)
+        .event();
     let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(
-        seen[9].body["note"],
+        seen.event()["note"],
         "Created ConfigMap tasks-steering, StatefulSet tasks, Service tasks, Service tasks-pods"
     );
 }
@@ -1029,7 +1073,7 @@ async fn a_stale_cache_entry_is_read_again_before_anything_is_written() {
     stale["spec"]["replicas"] = json!(4);
     let services = [server_view(&c.service), server_view(&c.headless)];
     let cached = caches(&[stale], &services, &[server_view(&c.steering)]);
-    let script = vec![expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts))];
+    let script = Script::new().found(at(STATEFULSETS, "tasks"), sts);
     let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen.len(), 1, "one read, no write: {seen:?}");
@@ -1041,19 +1085,11 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
     let mut zp = fixture("minimal.yaml");
     zp.metadata.annotations =
         Some([(status::PAUSE_RECONCILIATION.to_string(), "true".to_string())].into());
-    let script = vec![expect(
-        Method::PATCH,
-        format!("{ZMQPROXIES}/tasks/status"),
-        Reply::StatusOf(Box::new(zp.clone())),
-    )];
+    let script = Script::new().status(&zp);
     // Caches that would make every child look missing: nothing is created.
     let (result, seen, ctx) = run_cached(zp.clone(), Some(caches(&[], &[], &[])), script).await;
     assert_eq!(result.expect("paused"), Action::await_change());
-    let conditions = seen[0].body["status"]["conditions"].as_array().expect("conditions");
-    let paused = conditions
-        .iter()
-        .find(|c| c["type"] == status::RECONCILIATION_PAUSED)
-        .expect("ReconciliationPaused");
+    let paused = seen.condition(status::RECONCILIATION_PAUSED);
     assert_eq!(paused["status"], "True");
     assert_eq!(paused["observedGeneration"], 1);
     assert_eq!(ctx.metrics.request_count("apply"), 0);
@@ -1061,14 +1097,14 @@ async fn pause_reconciliation_annotation_writes_only_the_condition() {
     // Already reported: a resync of the paused object makes no request.
     let mut reported = zp;
     reported.status = Some(status::paused(&reported, status::now()));
-    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[], &[])), Vec::new()).await;
+    let (result, seen, _) = run_cached(reported, Some(caches(&[], &[], &[])), Script::new()).await;
     assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
 }
 
-// The PodDisruptionBudget (issue 12): created at two replicas, deleted below, only ours.
+// The PodDisruptionBudget: created at two replicas, deleted below, only ours.
 
-/// `zp` at `replicas`, with the steering ConfigMap, StatefulSet and Services it wants already in the caches and its
-/// status as computed for them, so a scenario's requests are the PDB's alone.
+/// `zp` at `replicas`, with the steering ConfigMap, StatefulSet and Services it wants already in
+/// the caches and its status as computed for them, so a scenario's requests are the PDB's alone.
 fn settled_at(replicas: i32, pdbs: &[Value]) -> (ZmqProxy, ChildCaches, build::Children) {
     let mut zp = fixture("minimal.yaml");
     zp.spec.replicas = replicas;
@@ -1084,27 +1120,22 @@ fn settled_at(replicas: i32, pdbs: &[Value]) -> (ZmqProxy, ChildCaches, build::C
 #[tokio::test]
 async fn two_replicas_create_a_pod_disruption_budget_of_one_over_the_proxy_pods() {
     let (zp, cached, c) = settled_at(2, &[]);
-    let script = vec![
-        // Not in the complete cache: read once (an unlabelled one of that name would be missed).
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{PDBS}/tasks"), Reply::Echo),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    // Not in the complete cache: read once (an unlabelled one of that name would be missed).
+    let script = Script::new().create(at(PDBS, "tasks")).event();
     let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    let pdb = &seen[1];
-    assert!(is_apply(pdb), "{pdb:?}");
-    assert_eq!(pdb.body["apiVersion"], "policy/v1");
-    assert_eq!(pdb.body["kind"], "PodDisruptionBudget");
-    assert_eq!(pdb.body["spec"]["maxUnavailable"], 1);
+    let pdb = seen.applied(&at(PDBS, "tasks"));
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["kind"], "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     let selector =
         serde_json::to_value(c.stateful_set.spec.as_ref().map(|s| s.selector.match_labels.clone()))
             .expect("selector");
-    assert_eq!(pdb.body["spec"]["selector"]["matchLabels"], selector);
-    assert_eq!(pdb.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
-    assert_eq!(pdb.body["metadata"]["ownerReferences"][0]["controller"], true);
-    assert_eq!(seen[2].body["note"], "Created PodDisruptionBudget tasks");
-    assert_eq!(seen[2].body["related"]["kind"], "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], selector);
+    assert_eq!(pdb["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    assert_eq!(pdb["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(seen.event()["note"], "Created PodDisruptionBudget tasks");
+    assert_eq!(seen.event()["related"]["kind"], "PodDisruptionBudget");
     assert!(ctx.metrics.render().contains(
         "zmq_proxy_operator_child_writes_total{kind=\"PodDisruptionBudget\",action=\"Created\"} 1"
     ));
@@ -1113,7 +1144,7 @@ async fn two_replicas_create_a_pod_disruption_budget_of_one_over_the_proxy_pods(
     let (zp, _, c) = settled_at(2, &[]);
     let pdb = server_view(c.pdb.as_ref().expect("PDB"));
     let (_, cached, _) = settled_at(2, &[pdb]);
-    let (result, seen, _) = run_cached(zp, Some(cached), Vec::new()).await;
+    let (result, seen, _) = run_cached(zp, Some(cached), Script::new()).await;
     assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
 }
 
@@ -1123,13 +1154,10 @@ async fn one_replica_deletes_the_cached_pod_disruption_budget() {
     let old = server_view(c.pdb.as_ref().expect("PDB at two replicas"));
     let (zp, cached, _) = settled_at(1, std::slice::from_ref(&old));
     assert!(two.spec.replicas == 2 && zp.spec.replicas == 1);
-    let script = vec![
-        expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old)),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    let script = Script::new().delete(at(PDBS, "tasks"), Reply::Object(old)).event();
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[1].body["note"], "Deleted PodDisruptionBudget tasks");
+    assert_eq!(seen.event()["note"], "Deleted PodDisruptionBudget tasks");
 }
 
 #[tokio::test]
@@ -1137,17 +1165,12 @@ async fn a_disabled_pod_disruption_budget_is_deleted_at_any_scale() {
     let (_, _, c) = settled_at(3, &[]);
     let old = server_view(c.pdb.as_ref().expect("PDB"));
     let (mut zp, cached, _) = settled_at(3, std::slice::from_ref(&old));
-    zp.spec.pod_disruption_budget = Some(zmq_proxy_operator::crd::PodDisruptionBudgetSpec {
-        enabled: false,
-        ..Default::default()
-    });
-    let script = vec![
-        expect(Method::DELETE, format!("{PDBS}/tasks"), Reply::Object(old)),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    zp.spec.pod_disruption_budget =
+        Some(PodDisruptionBudgetSpec { enabled: false, ..Default::default() });
+    let script = Script::new().delete(at(PDBS, "tasks"), Reply::Object(old)).event();
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[1].body["note"], "Deleted PodDisruptionBudget tasks");
+    assert_eq!(seen.event()["note"], "Deleted PodDisruptionBudget tasks");
 }
 
 #[tokio::test]
@@ -1162,25 +1185,13 @@ async fn a_pod_disruption_budget_of_someone_else_is_never_deleted_nor_taken_over
     foreign.metadata.owner_references = None;
     let mut sts = server_view(&c.stateful_set);
     sts["status"] = ready_status(1);
-    let script = steering(
-        &zp,
-        true,
-        vec![
-            no_old_deployment(),
-            expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts)),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks"),
-                Reply::Object(server_view(&c.service)),
-            ),
-            expect(
-                Method::GET,
-                format!("{SERVICES}/tasks-pods"),
-                Reply::Object(server_view(&c.headless)),
-            ),
-            expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(server_view(&foreign))),
-        ],
-    );
+    let script = Script::new()
+        .steering_found(&zp)
+        .no_old_deployment()
+        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(SERVICES, "tasks"), server_view(&c.service))
+        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .found(at(PDBS, "tasks"), server_view(&foreign));
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen.len(), 6);
@@ -1188,18 +1199,10 @@ async fn a_pod_disruption_budget_of_someone_else_is_never_deleted_nor_taken_over
 
     // At two replicas the operator would have to write it: refused, as for a Service.
     let (zp, cached, _) = settled_at(2, &[]);
-    let script = vec![
-        expect(Method::GET, format!("{PDBS}/tasks"), Reply::Object(server_view(&foreign))),
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-    ];
+    let script = Script::new().found(at(PDBS, "tasks"), server_view(&foreign)).event().status(&zp);
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
     assert_eq!(result.expect_err("not ours").reason(), "ChildNotOwned");
-    assert!(seen[1].body["note"].as_str().is_some_and(|n| n.contains("PodDisruptionBudget tasks")));
+    assert!(seen.event()["note"].as_str().is_some_and(|n| n.contains("PodDisruptionBudget tasks")));
 }
 
 /// An override that would change the proxy's args is refused before anything is written: a
@@ -1213,55 +1216,21 @@ async fn a_pod_template_overriding_the_proxy_args_is_refused_naming_the_field() 
         )
         .expect("podTemplate"),
     );
-    let script = vec![
-        expect(Method::POST, EVENTS, Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-    ];
+    let script = Script::new().event().status(&zp);
     let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
     assert_eq!(result.expect_err("refused").reason(), "InvalidSpec");
     let field = "spec.podTemplate.spec.containers[proxy].args";
-    assert_eq!(seen[0].body["type"], "Warning");
-    assert!(seen[0].body["note"].as_str().is_some_and(|n| n.contains(field)), "{}", seen[0].body);
-    let conditions = seen[1].body["status"]["conditions"].as_array().expect("conditions").clone();
-    let degraded = conditions.iter().find(|c| c["type"] == "Degraded").expect("Degraded");
+    let event = seen.event();
+    assert_eq!(event["type"], "Warning");
+    assert!(event["note"].as_str().is_some_and(|n| n.contains(field)), "{event}");
+    let degraded = seen.condition("Degraded");
     assert_eq!(degraded["status"], "True");
     assert_eq!(degraded["reason"], "InvalidSpec");
     assert!(degraded["message"].as_str().is_some_and(|m| m.contains(field)), "{degraded}");
-    let ready = conditions.iter().find(|c| c["type"] == "Ready").expect("Ready");
-    assert_eq!(ready["status"], "False");
-}
-
-/// Runs `reconcile` of `zp` on an existing context whose client is served by `handle`.
-async fn run_on(
-    ctx: &Arc<Context>,
-    handle: Handle,
-    zp: ZmqProxy,
-    script: Vec<Expect>,
-) -> (Result<Action, Error>, Vec<Seen>, Handle) {
-    let server = tokio::spawn(serve(handle, script));
-    let reconciler = tokio::spawn(reconcile::reconcile(Arc::new(zp), ctx.clone()));
-    let (mut handle, seen) = tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the scenario's requests were made within 10 s")
-        .expect("mock server task");
-    let result = tokio::select! {
-        r = reconciler => r.expect("reconcile task"),
-        extra = handle.next_request() => {
-            let (request, _) = extra.expect("client alive");
-            panic!("request beyond the scenario: {} {}", request.method(), request.uri());
-        }
-        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("reconcile did not finish"),
-    };
-    (result, seen, handle)
+    assert_eq!(seen.condition("Ready")["status"], "False");
 }
 
 // spec.paused: the steering ConfigMap, the pods' nudge, the Paused condition.
-
-const PODS: &str = "/api/v1/namespaces/q/pods";
 
 fn pod_list(names: &[&str]) -> Value {
     let items: Vec<Value> = names
@@ -1275,122 +1244,65 @@ fn pod_list(names: &[&str]) -> Value {
            "metadata": {"resourceVersion": "9"}, "items": items})
 }
 
-/// A reconciled, ready one-replica `zp` at `generation`: the object with its status, its
-/// StatefulSet as the server holds it, and its children.
-fn reconciled(mut zp: ZmqProxy, generation: i64) -> (ZmqProxy, Value, build::Children) {
-    zp.metadata.generation = Some(generation);
-    let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
-    sts["status"] = ready_status(1);
-    (with_status(zp, &sts), sts, c)
-}
-
-/// Without caches, after the steering ConfigMap (and any nudge): the other children of a
-/// reconciled one-replica object, each found as wanted (no PDB below two replicas).
-fn other_children_unchanged(sts: &Value, c: &build::Children) -> Vec<Expect> {
-    vec![
-        no_old_deployment(),
-        expect(Method::GET, format!("{STATEFULSETS}/tasks"), Reply::Object(sts.clone())),
-        expect(Method::GET, format!("{SERVICES}/tasks"), Reply::Object(server_view(&c.service))),
-        expect(
-            Method::GET,
-            format!("{SERVICES}/tasks-pods"),
-            Reply::Object(server_view(&c.headless)),
-        ),
-        no_pdb(),
-    ]
-}
-
 #[tokio::test]
 async fn pausing_rewrites_the_steering_config_map_nudges_every_pod_and_reports_paused() {
     let (before, sts, c) = reconciled(fixture("minimal.yaml"), 1);
     let mut zp = before.clone();
     zp.spec.paused = true;
     zp.metadata.generation = Some(2);
-    let mut script = vec![
-        expect(
-            Method::GET,
-            format!("{CONFIGMAPS}/tasks-steering"),
-            Reply::Object(server_view(&c.steering)),
-        ),
-        expect(Method::PATCH, format!("{CONFIGMAPS}/tasks-steering"), Reply::Echo),
-        expect(Method::GET, PODS, Reply::Object(pod_list(&["tasks-0", "tasks-1"]))),
+    let script = Script::new()
+        .found(at(CONFIGMAPS, "tasks-steering"), server_view(&c.steering))
+        .patch(at(CONFIGMAPS, "tasks-steering"))
+        .found(PODS, pod_list(&["tasks-0", "tasks-1"]))
         // A failed nudge is logged and skipped: the next pod is still nudged.
-        expect(Method::PATCH, format!("{PODS}/tasks-0"), Reply::Fail(500, "InternalError")),
-        expect(Method::PATCH, format!("{PODS}/tasks-1"), Reply::Echo),
-    ];
-    script.extend(other_children_unchanged(&sts, &c));
-    script.extend([
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]);
+        .patch_reply(at(PODS, "tasks-0"), Reply::Fail(500, "InternalError"))
+        .patch(at(PODS, "tasks-1"))
+        .other_children_unchanged(&sts, &c)
+        .status(&zp)
+        .event();
     let (result, seen, ctx) = run(zp.clone(), script).await;
     assert!(result.is_ok(), "a failed nudge is not a failed reconcile: {result:?}");
-    assert!(is_apply(&seen[1]));
-    assert_eq!(seen[1].body["data"], json!({"paused": "true"}));
+    assert_eq!(seen.applied(&at(CONFIGMAPS, "tasks-steering"))["data"], json!({"paused": "true"}));
+    let list = seen.find(Method::GET, PODS);
     assert!(
-        seen[2].query.contains("labelSelector=app.kubernetes.io%2Finstance%3Dtasks"),
+        list.query.contains("labelSelector=app.kubernetes.io%2Finstance%3Dtasks"),
         "{}",
-        seen[2].query
+        list.query
     );
-    for nudge in &seen[3..5] {
+    for name in ["tasks-0", "tasks-1"] {
+        let nudge = seen.find(Method::PATCH, &at(PODS, name));
         assert!(!is_apply(nudge), "a merge patch of one annotation, not an apply");
-        assert_eq!(
-            nudge.body,
-            json!({"metadata": {"annotations": {reconcile::STEERING_GENERATION: "2"}}})
-        );
+        assert_eq!(nudge.body, json!({"metadata": {"annotations": {STEERING_GENERATION: "2"}}}));
     }
     assert_eq!(ctx.metrics.request_count("apply"), 1, "the StatefulSet is not rewritten");
-    let conditions = seen[10].body["status"]["conditions"].as_array().expect("conditions").clone();
-    let paused = conditions.iter().find(|c| c["type"] == status::PAUSED).expect("Paused");
+    let paused = seen.condition(status::PAUSED);
     assert_eq!((&paused["status"], &paused["reason"]), (&json!("True"), &json!("PauseRequested")));
     assert_eq!(paused["observedGeneration"], 2);
     assert!(
         paused["message"].as_str().is_some_and(|m| m.contains("ConfigMap tasks-steering")),
         "{paused}"
     );
-    assert_eq!(seen[11].body["note"], "Updated ConfigMap tasks-steering");
+    assert_eq!(seen.event()["note"], "Updated ConfigMap tasks-steering");
 
     // Resume: the ConfigMap goes back to false, the pods are nudged again, reason Resumed.
-    let mut paused_zp = zp.clone();
-    let status_seen: ZmqProxy = {
-        let mut v = serde_json::to_value(&zp).expect("serializes");
-        v["status"] = seen[10].body["status"].clone();
-        serde_json::from_value(v).expect("object")
-    };
-    paused_zp.status = status_seen.status;
+    let paused_zp = with_status_seen(&zp, &seen);
     let mut resumed = paused_zp.clone();
     resumed.spec.paused = false;
     resumed.metadata.generation = Some(3);
-    let mut script = vec![
-        expect(
-            Method::GET,
-            format!("{CONFIGMAPS}/tasks-steering"),
-            Reply::Object(server_view(&children(&paused_zp).steering)),
-        ),
-        expect(Method::PATCH, format!("{CONFIGMAPS}/tasks-steering"), Reply::Echo),
-        expect(Method::GET, PODS, Reply::Object(pod_list(&["tasks-0"]))),
-        expect(Method::PATCH, format!("{PODS}/tasks-0"), Reply::Echo),
-    ];
-    script.extend(other_children_unchanged(&sts, &c));
-    script.extend([
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(resumed.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]);
+    let script = Script::new()
+        .found(at(CONFIGMAPS, "tasks-steering"), server_view(&children(&paused_zp).steering))
+        .patch(at(CONFIGMAPS, "tasks-steering"))
+        .found(PODS, pod_list(&["tasks-0"]))
+        .patch(at(PODS, "tasks-0"))
+        .other_children_unchanged(&sts, &c)
+        .status(&resumed)
+        .event();
     let (result, seen, _) = run(resumed, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[1].body["data"], json!({"paused": "false"}));
-    assert_eq!(seen[3].body["metadata"]["annotations"][reconcile::STEERING_GENERATION], "3");
-    let conditions = seen[9].body["status"]["conditions"].as_array().expect("conditions").clone();
-    let paused = conditions.iter().find(|c| c["type"] == status::PAUSED).expect("Paused");
+    assert_eq!(seen.applied(&at(CONFIGMAPS, "tasks-steering"))["data"], json!({"paused": "false"}));
+    let nudge = seen.find(Method::PATCH, &at(PODS, "tasks-0"));
+    assert_eq!(nudge.body["metadata"]["annotations"][STEERING_GENERATION], "3");
+    let paused = seen.condition(status::PAUSED);
     assert_eq!((&paused["status"], &paused["reason"]), (&json!("False"), &json!("Resumed")));
     assert_eq!(paused["observedGeneration"], 3);
 }
@@ -1407,32 +1319,20 @@ async fn pausing_from_the_caches_touches_only_the_config_map_and_the_pods() {
     zp.metadata.generation = Some(2);
     let services = [server_view(&c.service), server_view(&c.headless)];
     let cached = caches_with(&[sts], &services, &[server_view(&c.steering)], &pods, &[]);
-    let script = vec![
-        expect(
-            Method::GET,
-            format!("{CONFIGMAPS}/tasks-steering"),
-            Reply::Object(server_view(&c.steering)),
-        ),
-        expect(Method::PATCH, format!("{CONFIGMAPS}/tasks-steering"), Reply::Echo),
-        expect(Method::GET, PODS, Reply::Object(pod_list(&["tasks-0"]))),
-        expect(Method::PATCH, format!("{PODS}/tasks-0"), Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ];
+    let script = Script::new()
+        .found(at(CONFIGMAPS, "tasks-steering"), server_view(&c.steering))
+        .patch(at(CONFIGMAPS, "tasks-steering"))
+        .found(PODS, pod_list(&["tasks-0"]))
+        .patch(at(PODS, "tasks-0"))
+        .status(&zp)
+        .event();
     let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen[1].body["data"], json!({"paused": "true"}));
-    assert_eq!(seen[3].body["metadata"]["annotations"][reconcile::STEERING_GENERATION], "2");
-    let paused = seen[4].body["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == status::PAUSED).cloned())
-        .expect("Paused");
-    assert_eq!(paused["status"], "True");
-    assert_eq!(seen[5].body["note"], "Updated ConfigMap tasks-steering");
+    assert_eq!(seen.applied(&at(CONFIGMAPS, "tasks-steering"))["data"], json!({"paused": "true"}));
+    let nudge = seen.find(Method::PATCH, &at(PODS, "tasks-0"));
+    assert_eq!(nudge.body["metadata"]["annotations"][STEERING_GENERATION], "2");
+    assert_eq!(seen.condition(status::PAUSED)["status"], "True");
+    assert_eq!(seen.event()["note"], "Updated ConfigMap tasks-steering");
     assert_eq!(ctx.metrics.request_count("get"), 1, "only the ConfigMap is read");
 }
 
@@ -1441,16 +1341,13 @@ async fn an_unchanged_pause_nudges_nobody() {
     let mut zp = fixture("minimal.yaml");
     zp.spec.paused = true;
     let (zp, sts, c) = reconciled(zp, 1);
-    let script = steering(&zp, true, other_children_unchanged(&sts, &c));
+    let script = Script::new().steering_found(&zp).other_children_unchanged(&sts, &c);
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.iter().all(|s| s.method == Method::GET), "{seen:?}");
 }
 
 // The PodMonitor, with and without the monitoring.coreos.com API (discovery asked of the mock).
-
-const MONITORING_V1: &str = "/apis/monitoring.coreos.com/v1";
-const PODMONITORS: &str = "/apis/monitoring.coreos.com/v1/namespaces/q/podmonitors";
 
 fn monitoring_resources() -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
@@ -1461,48 +1358,17 @@ fn monitoring_resources() -> Value {
 
 fn monitored() -> ZmqProxy {
     let mut zp = fixture("minimal.yaml");
-    zp.spec.monitoring = Some(zmq_proxy_operator::crd::Monitoring { pod_monitor: Some(true) });
+    zp.spec.monitoring = Some(Monitoring { pod_monitor: Some(true) });
     zp
 }
 
-/// The steps of a reconcile of an up-to-date `reconciled` object up to the monitoring part
-/// (six: the steering ConfigMap and [`other_children_unchanged`]), then `rest`.
-fn children_unchanged(sts: &Value, c: &build::Children, rest: Vec<Expect>) -> Vec<Expect> {
-    let mut steps = vec![expect(
-        Method::GET,
-        format!("{CONFIGMAPS}/tasks-steering"),
-        Reply::Object(server_view(&c.steering)),
-    )];
-    steps.extend(other_children_unchanged(sts, c));
-    steps.extend(rest);
-    steps
-}
-
-/// Discovery finds the API, the PodMonitor is missing and applied, the status and the event.
-fn pod_monitor_created(zp: &ZmqProxy) -> Vec<Expect> {
-    vec![
-        expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
-        expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::NotFound),
-        expect(Method::PATCH, format!("{PODMONITORS}/tasks"), Reply::Echo),
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        ),
-        expect(Method::POST, EVENTS, Reply::Echo),
-    ]
-}
-
-fn monitoring_ready(body: &Value) -> Option<Value> {
-    body["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == status::MONITORING_READY)
-        .cloned()
+/// The MonitoringReady condition of the status apply, if it carries one.
+fn monitoring_ready(seen: &Requests) -> Option<Value> {
+    seen.conditions().into_iter().find(|c| c["type"] == status::MONITORING_READY)
 }
 
 fn monitoring_pod_monitor(zp: &ZmqProxy) -> Value {
-    let mut pm = diff::stamp(zmq_proxy_operator::monitoring::pod_monitor(zp).expect("builds"));
+    let mut pm = diff::stamp(pod_monitor(zp).expect("builds"));
     pm["metadata"]["uid"] = json!("pm-uid");
     pm["metadata"]["resourceVersion"] = json!("3");
     pm
@@ -1511,22 +1377,11 @@ fn monitoring_pod_monitor(zp: &ZmqProxy) -> Value {
 #[tokio::test]
 async fn without_the_monitoring_api_the_condition_says_so_and_nothing_fails() {
     let (zp, sts, c) = reconciled(monitored(), 1);
-    let script = children_unchanged(
-        &sts,
-        &c,
-        vec![
-            expect(Method::GET, MONITORING_V1, Reply::NotFound),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-        ],
-    );
+    let script = Script::new().children_unchanged(&sts, &c).missing(MONITORING_V1).status(&zp);
     let (result, seen, ctx) = run(zp, script).await;
     // Looked at again within the recheck interval, not the 5-minute resync.
     assert_eq!(result.expect("not a failure"), Action::requeue(ctx.monitoring.recheck()));
-    let ready = monitoring_ready(&seen[7].body).expect("MonitoringReady");
+    let ready = monitoring_ready(&seen).expect("MonitoringReady");
     assert_eq!(
         (&ready["status"], &ready["reason"]),
         (&json!("False"), &json!("PodMonitorAPIMissing"))
@@ -1537,27 +1392,26 @@ async fn without_the_monitoring_api_the_condition_says_so_and_nothing_fails() {
         "{ready}"
     );
     assert_eq!(ctx.metrics.failure_count("ApplyFailed"), 0);
-    let degraded = seen[7].body["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded").cloned())
-        .expect("Degraded");
-    assert_eq!(degraded["status"], "False", "a missing monitoring API does not degrade the proxy");
+    assert_eq!(
+        seen.condition("Degraded")["status"],
+        "False",
+        "a missing monitoring API does not degrade the proxy"
+    );
 }
 
 #[tokio::test]
 async fn with_the_monitoring_api_the_pod_monitor_is_applied_and_reported() {
     let (zp, sts, c) = reconciled(monitored(), 1);
-    let script = children_unchanged(&sts, &c, pod_monitor_created(&zp));
+    let script = Script::new().children_unchanged(&sts, &c).pod_monitor_created(&zp);
     let (result, seen, ctx) = run(zp.clone(), script).await;
-    assert_eq!(result.expect("reconciled"), Action::requeue(reconcile::RESYNC));
-    let applied = &seen[8];
-    assert!(is_apply(applied), "{applied:?}");
-    assert_eq!(applied.body["kind"], "PodMonitor");
-    assert_eq!(applied.body["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
-    assert_eq!(applied.body["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
-    let ready = monitoring_ready(&seen[9].body).expect("MonitoringReady");
+    assert_eq!(result.expect("reconciled"), Action::requeue(RESYNC));
+    let applied = seen.applied(&at(PODMONITORS, "tasks"));
+    assert_eq!(applied["kind"], "PodMonitor");
+    assert_eq!(applied["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    assert_eq!(applied["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    let ready = monitoring_ready(&seen).expect("MonitoringReady");
     assert_eq!((&ready["status"], &ready["reason"]), (&json!("True"), &json!("PodMonitorReady")));
-    assert_eq!(seen[10].body["note"], "Created PodMonitor tasks");
+    assert_eq!(seen.event()["note"], "Created PodMonitor tasks");
     assert_eq!(ctx.metrics.request_count("apply"), 1);
 }
 
@@ -1566,38 +1420,30 @@ async fn turning_monitoring_off_deletes_our_pod_monitor_and_the_condition() {
     let (mut zp, sts, c) = reconciled(monitored(), 1);
     let pm = monitoring_pod_monitor(&zp);
     // An earlier reconcile made it.
-    let at = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time");
+    let at_time = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time");
     let made = status::condition_of(
         &zp,
         status::MONITORING_READY,
         true,
         "PodMonitorReady",
         String::new(),
-        at,
+        at_time,
     );
     if let Some(s) = zp.status.as_mut() {
         s.conditions.push(made);
     }
     zp.spec.monitoring = None;
-    let script = children_unchanged(
-        &sts,
-        &c,
-        vec![
-            expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
-            expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::Object(pm.clone())),
-            expect(Method::DELETE, format!("{PODMONITORS}/tasks"), Reply::Object(pm)),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-            expect(Method::POST, EVENTS, Reply::Echo),
-        ],
-    );
+    let script = Script::new()
+        .children_unchanged(&sts, &c)
+        .found(MONITORING_V1, monitoring_resources())
+        .found(at(PODMONITORS, "tasks"), pm.clone())
+        .delete(at(PODMONITORS, "tasks"), Reply::Object(pm))
+        .status(&zp)
+        .event();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(monitoring_ready(&seen[9].body), None, "the condition goes with the PodMonitor");
-    assert_eq!(seen[10].body["note"], "Deleted PodMonitor tasks");
+    assert_eq!(monitoring_ready(&seen), None, "the condition goes with the PodMonitor");
+    assert_eq!(seen.event()["note"], "Deleted PodMonitor tasks");
 }
 
 #[tokio::test]
@@ -1605,22 +1451,14 @@ async fn a_pod_monitor_of_someone_else_is_left_alone_and_reported() {
     let (zp, sts, c) = reconciled(monitored(), 1);
     let mut foreign = monitoring_pod_monitor(&zp);
     foreign["metadata"]["ownerReferences"] = json!([]);
-    let script = children_unchanged(
-        &sts,
-        &c,
-        vec![
-            expect(Method::GET, MONITORING_V1, Reply::Object(monitoring_resources())),
-            expect(Method::GET, format!("{PODMONITORS}/tasks"), Reply::Object(foreign)),
-            expect(
-                Method::PATCH,
-                format!("{ZMQPROXIES}/tasks/status"),
-                Reply::StatusOf(Box::new(zp.clone())),
-            ),
-        ],
-    );
+    let script = Script::new()
+        .children_unchanged(&sts, &c)
+        .found(MONITORING_V1, monitoring_resources())
+        .found(at(PODMONITORS, "tasks"), foreign)
+        .status(&zp);
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    let ready = monitoring_ready(&seen[8].body).expect("MonitoringReady");
+    let ready = monitoring_ready(&seen).expect("MonitoringReady");
     assert_eq!(
         (&ready["status"], &ready["reason"]),
         (&json!("False"), &json!("PodMonitorNotOwned"))
@@ -1632,45 +1470,27 @@ async fn a_pod_monitor_of_someone_else_is_left_alone_and_reported() {
 #[tokio::test]
 async fn a_missing_monitoring_api_is_asked_again_after_the_recheck_interval() {
     let (zp, sts, c) = reconciled(monitored(), 1);
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Context::new(
-        Client::new(service, "q"),
-        BuildOptions { default_image: IMAGE.into(), ..Default::default() },
-        Arc::new(Metrics::new()),
-    );
-    let status_step = |zp: &ZmqProxy| {
-        expect(
-            Method::PATCH,
-            format!("{ZMQPROXIES}/tasks/status"),
-            Reply::StatusOf(Box::new(zp.clone())),
-        )
-    };
-    let first = children_unchanged(
-        &sts,
-        &c,
-        vec![expect(Method::GET, MONITORING_V1, Reply::NotFound), status_step(&zp)],
-    );
+    let (ctx, handle) = context();
+    let first = Script::new().children_unchanged(&sts, &c).missing(MONITORING_V1).status(&zp);
     let (result, seen, handle) = run_on(&ctx, handle, zp.clone(), first).await;
     assert!(result.is_ok(), "{result:?}");
-    let mut missing = zp.clone();
-    let mut v = serde_json::to_value(&missing).expect("serializes");
-    v["status"] = seen[7].body["status"].clone();
-    missing = serde_json::from_value(v).expect("object");
+    let missing = with_status_seen(&zp, &seen);
 
     // Within the interval: the cached answer, and nothing written (the status is unchanged).
     let (result, seen, handle) =
-        run_on(&ctx, handle, missing.clone(), children_unchanged(&sts, &c, vec![])).await;
+        run_on(&ctx, handle, missing.clone(), Script::new().children_unchanged(&sts, &c)).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(
-        seen.iter().all(|s| s.method == Method::GET && !s.query.contains("monitoring")),
+        seen.iter().all(|s| s.method == Method::GET
+            && !s.path.contains("monitoring")
+            && !s.query.contains("monitoring")),
         "{seen:?}"
     );
 
     // After it: asked again, found, and the PodMonitor is made.
     ctx.monitoring.set_recheck(Duration::ZERO);
-    let third = children_unchanged(&sts, &c, pod_monitor_created(&missing));
+    let third = Script::new().children_unchanged(&sts, &c).pod_monitor_created(&missing);
     let (result, seen, _) = run_on(&ctx, handle, missing, third).await;
-    assert_eq!(result.expect("reconciled"), Action::requeue(reconcile::RESYNC));
-    let ready = monitoring_ready(&seen[9].body).expect("MonitoringReady");
-    assert_eq!(ready["status"], "True");
+    assert_eq!(result.expect("reconciled"), Action::requeue(RESYNC));
+    assert_eq!(monitoring_ready(&seen).expect("MonitoringReady")["status"], "True");
 }

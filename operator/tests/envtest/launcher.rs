@@ -2,7 +2,7 @@
 //! `$KUBEBUILDER_ASSETS`, both on 127.0.0.1 ports picked at random, with a CA, a serving
 //! certificate, an admin client certificate (group system:masters, authorized by RBAC) and a
 //! service-account key pair generated here. No kubelet, scheduler or controller-manager run:
-//! Deployments never get pods and nothing garbage-collects.
+//! StatefulSets never get pods and nothing garbage-collects.
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};

@@ -1,10 +1,11 @@
 //! The integration tier: the operator against a real kube-apiserver and etcd found through
-//! `$KUBEBUILDER_ASSETS` (the envtest convention). It installs crds/zmqproxy.yaml, runs the
-//! controller in-process, applies the examples and checks what a cluster would show: children
-//! with owner references, status conditions, the scale subresource, repaired drift, read-only
-//! resyncs, events, the API server refusing invalid objects (the `invalid-*.yaml` examples and
-//! one object per rule) with the field path and message each rule promises, leader election
-//! on a Lease, and the placement fields, `spec.podTemplate` and the PodDisruptionBudget.
+//! `$KUBEBUILDER_ASSETS` (the envtest convention). It starts one control plane, installs
+//! crds/zmqproxy.yaml and runs the controller in-process, then runs each scenario as its own test
+//! case in its own namespace, so one failure does not hide the others: the examples' lives
+//! (children with owner references, status conditions, the scale subresource, repaired drift,
+//! read-only resyncs, events), the API server refusing invalid objects (the `invalid-*.yaml`
+//! examples and one object per rule) with the field path and message each rule promises, leader
+//! election on a Lease, and the placement fields, `spec.podTemplate` and the PodDisruptionBudget.
 //!
 //! No kubelet or controller-manager runs, so StatefulSets never get pods and nothing is garbage
 //! collected: the test first sees Ready=False (reason Progressing), then writes the StatefulSet's
@@ -13,14 +14,19 @@
 //! see `status.replicaEndpoints` follow, and it only ever waits for deletions the operator makes
 //! itself (the Deployment an older operator left).
 //!
-//! Skipped, with a printed reason, when KUBEBUILDER_ASSETS is unset.
+//! The harness is libtest-mimic (`harness = false`): the scenarios share the control plane and
+//! the controller (one of them restarts the API server, another waits for the controller to go
+//! quiet), so they run one at a time, in the order listed, on one tokio runtime; the control
+//! plane is stopped after the last one however they ended. Without KUBEBUILDER_ASSETS the
+//! scenarios are listed as ignored, with the reason printed; the checks that need no API server
+//! run everywhere.
 
 mod launcher;
 
 use std::future::Future;
 use std::io::Write;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -34,16 +40,18 @@ use kube::core::cel::Validator;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use launcher::ControlPlane;
+use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{Value, json};
+use zmq_proxy::options::{NODROP_CAPTURE_REFUSAL, nodrop_type_refusal};
 use zmq_proxy::security::words;
 use zmq_proxy_operator::build::BuildOptions;
 use zmq_proxy_operator::crd::{
     DEFAULT_METRICS_PORT, GRACE_PERIOD_TOO_SHORT, MAX_NAME_LEN, PDB_BOTH_BOUNDS, ZmqProxy,
-    selector_string,
+    selector_labels, selector_string,
 };
 use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
 use zmq_proxy_operator::metrics::Metrics;
-use zmq_proxy_operator::reconcile::{self, Context};
+use zmq_proxy_operator::reconcile::{Context, STEERING_GENERATION, run as run_controller};
 use zmq_proxy_operator::status::{self, DEGRADED, PROGRESSING, READY};
 
 const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:envtest";
@@ -71,19 +79,24 @@ where
     }
 }
 
-async fn install_crd(client: &Client) {
+/// Installs crds/zmqproxy.yaml and waits until it is established.
+async fn install_crd(client: &Client) -> Result<(), String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/zmqproxy.yaml");
-    let text = std::fs::read_to_string(path).expect("crds/zmqproxy.yaml");
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("CRD parses");
+    let text = std::fs::read_to_string(path).map_err(|e| format!("crds/zmqproxy.yaml: {e}"))?;
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&text).map_err(|e| format!("the CRD does not parse: {e}"))?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     // A rule that does not compile, or costs too much, makes the API server refuse the CRD here.
-    crds.create(&PostParams::default(), &crd).await.expect("the API server accepts the CRD");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .map_err(|e| format!("the API server refuses the CRD: {e}"))?;
     let established =
         await_condition(crds, "zmqproxies.zmqproxy.io", conditions::is_crd_established());
     tokio::time::timeout(DEADLINE, established)
         .await
-        .expect("CRD established within the deadline")
-        .expect("watching the CRD");
+        .map_err(|_| format!("the CRD was not established within {DEADLINE:?}"))?
+        .map_err(|e| format!("watching the CRD: {e}"))?;
+    Ok(())
 }
 
 async fn create_namespace(client: &Client, name: &str) {
@@ -776,7 +789,7 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             q(json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6", "IPv4"]})),
             Refusal::at("spec.ipFamilies", "Too many"),
         ),
-        // Security (issue 10): CEL rules of the curve and authorizedKeys sections, each blaming
+        // Security: CEL rules of the curve and authorizedKeys sections, each blaming
         // its field, then the schema's required fields and the bounds of every new string.
         (
             "CURVE with neither an allow-list nor allowAnyClient",
@@ -875,7 +888,7 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             ),
             Refusal::at("spec.backend.security.curve.authorizedKeys.configMapName", "Too long"),
         ),
-        // Placement and overrides (issue 12).
+        // Placement and overrides.
         (
             "grace period shorter than the default lame duck and drain",
             q(json!({"terminationGracePeriodSeconds": 9})),
@@ -911,21 +924,21 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             q(json!({"priorityClassName": "p".repeat(254)})),
             Refusal::at("spec.priorityClassName", "Too long"),
         ),
-        // Socket options (issue 11): nodrop by CEL with the proxy's words, bounds by schema.
+        // Socket options: nodrop by CEL with the proxy's words, bounds by schema.
         (
             "nodrop on a DEALER",
             q(json!({"backend": {"type": "DEALER", "port": 5556, "nodrop": true}})),
-            Refusal::at("spec.backend.nodrop", &zmq_proxy::options::nodrop_type_refusal("DEALER")),
+            Refusal::at("spec.backend.nodrop", &nodrop_type_refusal("DEALER")),
         ),
         (
             "nodrop on a ROUTER",
             q(json!({"frontend": {"type": "ROUTER", "port": 5555, "nodrop": true}})),
-            Refusal::at("spec.frontend.nodrop", &zmq_proxy::options::nodrop_type_refusal("ROUTER")),
+            Refusal::at("spec.frontend.nodrop", &nodrop_type_refusal("ROUTER")),
         ),
         (
             "nodrop on the capture",
             q(json!({"capture": {"type": "PUB", "port": 5557, "nodrop": true}})),
-            Refusal::at("spec.capture.nodrop", zmq_proxy::options::NODROP_CAPTURE_REFUSAL),
+            Refusal::at("spec.capture.nodrop", NODROP_CAPTURE_REFUSAL),
         ),
         (
             "negative sndhwm",
@@ -1328,7 +1341,7 @@ async fn paused_is_delivered_through_the_steering_config_map(client: &Client, na
 
     // A running pod of the object (as the Deployment controller would have made it).
     let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "steered-abc", "labels": zmq_proxy_operator::crd::selector_labels("steered")},
+        "metadata": {"name": "steered-abc", "labels": selector_labels("steered")},
         "spec": {"containers": [{"name": "proxy", "image": IMAGE}]},
     }))
     .expect("pod");
@@ -1344,11 +1357,11 @@ async fn paused_is_delivered_through_the_steering_config_map(client: &Client, na
     .await;
     let nudged = eventually("the pod nudged with the new generation", || async {
         let p = pods.get("steered-abc").await.map_err(|e| e.to_string())?;
-        let value = p.annotations().get(reconcile::STEERING_GENERATION).cloned();
+        let value = p.annotations().get(STEERING_GENERATION).cloned();
         Ok(value.filter(|v| Some(v.as_str()) == generation.map(|g| g.to_string()).as_deref()))
     })
     .await;
-    eprintln!("pod nudged with {}={nudged}", reconcile::STEERING_GENERATION);
+    eprintln!("pod nudged with {}={nudged}", STEERING_GENERATION);
     wait_for_status(&zps, "steered", "Paused=False/Resumed at the new generation", |zp| {
         condition(zp, status::PAUSED)
             .is_some_and(|(s, r, g, _)| s == "False" && r == "Resumed" && g == generation)
@@ -1484,8 +1497,8 @@ async fn recovers_from_an_api_server_restart(plane: &mut ControlPlane, namespace
     .await;
     let took = accepted.elapsed();
     eprintln!("after an 8 s API-server outage the change was applied {took:?} after it was made");
-    // With one backoff shared by all watches this took 20 s to minutes; with its own 2 s cap
-    // per watch it is about one retry plus a list.
+    // One backoff shared by all watches would have grown to 20 s or more by now; each watch's
+    // own 2 s cap makes this about one retry plus a list.
     assert!(took < Duration::from_secs(10), "applied only {took:?} after the server was back");
 }
 
@@ -1526,26 +1539,31 @@ async fn leader_election_hands_over(client: &Client, namespace: &str) {
     assert!(!b.try_acquire_or_renew().await.expect("b campaigns"), "b lost the lease to c");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_against_a_real_api_server() {
-    let Some(assets) = std::env::var_os("KUBEBUILDER_ASSETS") else {
-        // Straight to the process's stderr: the test harness captures eprintln! of passing
-        // tests, and the skip must show in the output.
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: KUBEBUILDER_ASSETS is unset (tests/run.sh also looks in /usr/local/kubebuilder/bin for kube-apiserver and etcd)"
-        );
-        return;
-    };
-    let mut plane = ControlPlane::start(Path::new(&assets))
-        .await
-        .unwrap_or_else(|e| panic!("control plane: {e}"));
+/// The control plane the scenarios share, with the CRD installed and the controller running.
+struct Cluster {
+    client: Client,
+    metrics: Arc<Metrics>,
+    /// Taken by the teardown, which kills the processes; the outage scenario restarts its API
+    /// server.
+    plane: tokio::sync::Mutex<Option<ControlPlane>>,
+    /// Stops the controller, then the task to wait for.
+    controller: Mutex<Option<(futures::channel::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+}
+
+/// Starts the control plane, installs the CRD and starts the controller. On an error the
+/// processes started so far are stopped (dropping the ControlPlane kills them).
+async fn start_cluster(assets: &Path) -> Result<Cluster, String> {
+    for binary in ["kube-apiserver", "etcd"] {
+        if !assets.join(binary).is_file() {
+            return Err(format!("no {binary} in KUBEBUILDER_ASSETS={}", assets.display()));
+        }
+    }
+    let plane = ControlPlane::start(assets).await.map_err(|e| format!("control plane: {e}"))?;
     eprintln!("control plane at {}", plane.url);
     let client = plane.client.clone();
-    let version = client.apiserver_version().await.expect("version");
+    let version = client.apiserver_version().await.map_err(|e| format!("version: {e}"))?;
     eprintln!("kube-apiserver {}", version.git_version);
-
-    install_crd(&client).await;
+    install_crd(&client).await?;
 
     let metrics = Arc::new(Metrics::new());
     let ctx = Context::new(
@@ -1556,66 +1574,273 @@ async fn operator_against_a_real_api_server() {
     // A missing PodMonitor API is looked for again this often (60 s in production).
     ctx.monitoring.set_recheck(Duration::from_secs(2));
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
-    let controller = tokio::spawn(reconcile::run(ctx, None, async move {
+    let controller = tokio::spawn(run_controller(ctx, None, async move {
         let _ = stop_rx.await;
     }));
+    Ok(Cluster {
+        client,
+        metrics,
+        plane: tokio::sync::Mutex::new(Some(plane)),
+        controller: Mutex::new(Some((stop_tx, controller))),
+    })
+}
 
-    let (refused, mut examples): (Vec<Example>, Vec<Example>) =
+impl Cluster {
+    /// Stops the controller (it must stop on shutdown within 30 s), then the control plane.
+    async fn stop(&self) -> Result<(), String> {
+        let controller = self.controller.lock().map(|mut c| c.take()).unwrap_or_default();
+        let stopped = match controller {
+            Some((stop_tx, task)) => {
+                let _ = stop_tx.send(());
+                match tokio::time::timeout(Duration::from_secs(30), task).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("controller task: {e}")),
+                    Err(_) => {
+                        Err("the controller did not stop within 30 s of shutdown".to_string())
+                    }
+                }
+            }
+            None => Ok(()),
+        };
+        drop(self.plane.lock().await.take());
+        stopped
+    }
+}
+
+/// What the scenarios share: the runtime they run on and the cluster, set once it is started
+/// (an error when it could not be).
+struct Shared {
+    runtime: tokio::runtime::Handle,
+    cluster: OnceLock<Result<Arc<Cluster>, String>>,
+}
+
+/// A scenario run against the shared cluster, in its own namespace when `namespace` is given
+/// (created first).
+fn scenario<F, Fut>(shared: &Arc<Shared>, name: &str, namespace: Option<&str>, run: F) -> Trial
+where
+    F: FnOnce(Arc<Cluster>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let shared = shared.clone();
+    let namespace = namespace.map(str::to_string);
+    Trial::test(name, move || {
+        let cluster = match shared.cluster.get() {
+            Some(Ok(cluster)) => cluster.clone(),
+            Some(Err(e)) => return Err(Failed::from(format!("no control plane: {e}"))),
+            None => return Err(Failed::from("KUBEBUILDER_ASSETS is unset: no control plane")),
+        };
+        shared.runtime.block_on(async move {
+            if let Some(namespace) = namespace {
+                create_namespace(&cluster.client, &namespace).await;
+            }
+            run(cluster).await;
+        });
+        Ok(())
+    })
+    .with_kind("cluster")
+}
+
+/// A check that needs no API server.
+fn offline(name: &str, check: fn()) -> Trial {
+    Trial::test(name, move || {
+        check();
+        Ok(())
+    })
+}
+
+/// Every test case of the tier, in the order they run: the offline checks, then the scenarios
+/// (the shared queue first, the one that restarts the API server last).
+fn trials(shared: &Arc<Shared>) -> Vec<Trial> {
+    let mut trials = vec![
+        offline(
+            "refused_examples_quote_what_the_crd_rules_say",
+            refused_examples_quote_what_the_crd_rules_say,
+        ),
+        offline(
+            "cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say",
+            cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say,
+        ),
+        offline(
+            "refusal_check_reads_the_api_servers_status",
+            refusal_check_reads_the_api_servers_status,
+        ),
+        scenario(shared, "the_api_server_accepts_and_establishes_the_crd", None, |c| async move {
+            let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+            let crd = crds.get("zmqproxies.zmqproxy.io").await.expect("the CRD is installed");
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            assert!(established, "the CRD is not Established");
+        }),
+    ];
+
+    let (refused, mut valid): (Vec<Example>, Vec<Example>) =
         examples().into_iter().partition(|e| e.refusal.is_some());
-    assert!(!examples.is_empty(), "examples/*.yaml holds no valid ZmqProxy");
     // The shared queue is the example every user starts from: run it first.
-    examples.sort_by_key(|e| e.file != "shared-queue.yaml");
-    for (i, example) in examples.into_iter().enumerate() {
-        let namespace = format!("example-{i}");
-        create_namespace(&client, &namespace).await;
-        example_lifecycle(&client, &metrics, &namespace, &example.file, example.manifest).await;
+    valid.sort_by_key(|e| e.file != "shared-queue.yaml");
+    for example in valid {
+        let stem = example.file.trim_end_matches(".yaml").trim_end_matches(".yml").to_string();
+        let namespace = format!("example-{stem}");
+        let ns = namespace.clone();
+        trials.push(scenario(
+            shared,
+            &format!("example_lives_through_create_drift_resync_and_scaling::{}", example.file),
+            Some(&namespace),
+            move |c| async move {
+                example_lifecycle(&c.client, &c.metrics, &ns, &example.file, example.manifest)
+                    .await;
+            },
+        ));
     }
-
     // The examples that exist to be refused are refused with the message their comment quotes.
-    create_namespace(&client, "refused-examples").await;
-    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), "refused-examples");
     for example in refused {
-        let mut manifest = example.manifest;
-        manifest["metadata"]["namespace"] = json!("refused-examples");
-        let name = manifest["metadata"]["name"].as_str().expect("example has a name").to_string();
-        let result = zps.patch(&name, &field_manager(), &Patch::Apply(&manifest)).await;
-        let expected = example.refusal.expect("partitioned on the refusal");
-        let message = assert_refused(&example.file, result, &expected);
-        eprintln!("refused ({}): {message}", example.file);
+        let stem = example.file.trim_end_matches(".yaml").trim_end_matches(".yml").to_string();
+        let namespace = format!("refused-{stem}");
+        let ns = namespace.clone();
+        trials.push(scenario(
+            shared,
+            &format!("example_is_refused_with_the_message_it_quotes::{}", example.file),
+            Some(&namespace),
+            move |c| async move {
+                let zps: Api<ZmqProxy> = Api::namespaced(c.client.clone(), &ns);
+                let mut manifest = example.manifest;
+                manifest["metadata"]["namespace"] = json!(ns);
+                let name =
+                    manifest["metadata"]["name"].as_str().expect("example has a name").to_string();
+                let result = zps.patch(&name, &field_manager(), &Patch::Apply(&manifest)).await;
+                let expected = example.refusal.expect("partitioned on the refusal");
+                let message = assert_refused(&example.file, result, &expected);
+                eprintln!("refused ({}): {message}", example.file);
+            },
+        ));
     }
 
-    create_namespace(&client, "invalid").await;
-    invalid_objects_are_refused(&client, "invalid").await;
+    trials.extend([
+        scenario(shared, "invalid_objects_are_refused", Some("invalid"), |c| async move {
+            invalid_objects_are_refused(&c.client, "invalid").await;
+        }),
+        scenario(shared, "leader_election_hands_over", Some("leases"), |c| async move {
+            leader_election_hands_over(&c.client, "leases").await;
+        }),
+        scenario(shared, "service_ip_families_follow_the_spec", Some("families"), |c| async move {
+            service_ip_families_follow_the_spec(&c.client, "families").await;
+        }),
+        scenario(
+            shared,
+            "pause_reconciliation_holds_the_children",
+            Some("paused"),
+            |c| async move {
+                pause_reconciliation_holds_the_children(&c.client, "paused").await;
+            },
+        ),
+        scenario(
+            shared,
+            "placement_overrides_and_disruption_budget",
+            Some("placement"),
+            |c| async move {
+                placement_overrides_and_disruption_budget(&c.client, "placement").await;
+            },
+        ),
+        scenario(
+            shared,
+            "migration_replaces_an_owned_deployment",
+            Some("migration"),
+            |c| async move {
+                migration_replaces_an_owned_deployment(&c.client, "migration").await;
+            },
+        ),
+        scenario(
+            shared,
+            "paused_is_delivered_through_the_steering_config_map",
+            Some("steering"),
+            |c| async move {
+                paused_is_delivered_through_the_steering_config_map(&c.client, "steering").await;
+            },
+        ),
+        scenario(
+            shared,
+            "pod_monitor_follows_the_monitoring_api",
+            Some("monitoring"),
+            |c| async move {
+                pod_monitor_follows_the_monitoring_api(&c.client, "monitoring").await;
+            },
+        ),
+        scenario(shared, "recovers_from_an_api_server_restart", Some("outage"), |c| async move {
+            let mut plane = c.plane.lock().await;
+            let plane = plane.as_mut().expect("the control plane runs until the teardown");
+            recovers_from_an_api_server_restart(plane, "outage").await;
+        }),
+        // Last: the teardown stops whatever this did not.
+        scenario(shared, "the_controller_stops_on_shutdown", None, |c| async move {
+            c.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        }),
+    ]);
+    trials
+}
 
-    create_namespace(&client, "leases").await;
-    leader_election_hands_over(&client, "leases").await;
+fn main() {
+    let mut args = Arguments::from_args();
+    // The scenarios share one controller and one API server (one of them restarts it): one at a
+    // time, in order.
+    args.test_threads = Some(1);
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("envtest: cannot build the tokio runtime: {e}");
+                std::process::exit(101);
+            }
+        };
+    let shared = Arc::new(Shared { runtime: runtime.handle().clone(), cluster: OnceLock::new() });
+    let assets = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from);
+    let mut trials = trials(&shared);
+    if assets.is_none() {
+        // Straight to the process's stderr, so the skip shows however the output is captured.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: KUBEBUILDER_ASSETS is unset (tests/run.sh also looks in /usr/local/kubebuilder/bin for kube-apiserver and etcd)"
+        );
+        trials = trials
+            .into_iter()
+            .map(|t| {
+                let cluster = t.kind() == "cluster";
+                t.with_ignored_flag(cluster)
+            })
+            .collect();
+    }
+    // The control plane starts only when a scenario is going to run (not for --list, nor when a
+    // filter or the skip leaves none).
+    let wanted = !args.list
+        && trials
+            .iter()
+            .any(|t| t.kind() == "cluster" && !args.is_filtered_out(t) && !args.is_ignored(t));
+    if let (true, Some(assets)) = (wanted, &assets) {
+        let started = runtime.block_on(start_cluster(assets)).map(Arc::new);
+        if let Err(e) = &started {
+            eprintln!("envtest: {e}");
+        }
+        let _ = shared.cluster.set(started);
+    }
 
-    create_namespace(&client, "families").await;
-    service_ip_families_follow_the_spec(&client, "families").await;
+    let conclusion = libtest_mimic::run(&args, trials);
 
-    create_namespace(&client, "paused").await;
-    pause_reconciliation_holds_the_children(&client, "paused").await;
-
-    create_namespace(&client, "placement").await;
-    placement_overrides_and_disruption_budget(&client, "placement").await;
-    create_namespace(&client, "migration").await;
-    migration_replaces_an_owned_deployment(&client, "migration").await;
-
-    create_namespace(&client, "steering").await;
-    paused_is_delivered_through_the_steering_config_map(&client, "steering").await;
-
-    create_namespace(&client, "monitoring").await;
-    pod_monitor_follows_the_monitoring_api(&client, "monitoring").await;
-
-    create_namespace(&client, "outage").await;
-    recovers_from_an_api_server_restart(&mut plane, "outage").await;
-
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(30), controller)
-        .await
-        .expect("the controller stops on shutdown")
-        .expect("controller task");
-    drop(plane);
+    // Teardown however the scenarios ended: a panicking scenario is caught by the harness, so
+    // this always runs before the exit (which skips destructors).
+    let mut stopped = Ok(());
+    if let Some(Ok(cluster)) = shared.cluster.get() {
+        stopped = runtime.block_on(cluster.stop());
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    if let Err(e) = &stopped {
+        eprintln!("envtest: {e}");
+    }
+    if stopped.is_err() && !conclusion.has_failed() {
+        std::process::exit(101);
+    }
+    conclusion.exit();
 }
 
 // The parts of this tier that need no API server run everywhere, so a mistake in what the
@@ -1646,7 +1871,6 @@ fn cel_verdict(name: &str, mut spec: Value) -> Vec<(String, String)> {
     }
 }
 
-#[test]
 fn refused_examples_quote_what_the_crd_rules_say() {
     let refused: Vec<Example> = examples().into_iter().filter(|e| e.refusal.is_some()).collect();
     let pair = refused.iter().find(|e| e.file == "invalid-pair.yaml").expect("invalid-pair.yaml");
@@ -1671,7 +1895,6 @@ fn refused_examples_quote_what_the_crd_rules_say() {
     assert!(examples().iter().any(|e| e.refusal.is_none()), "no valid example");
 }
 
-#[test]
 fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
     let schema_refusal = |m: &str| {
         ["Unsupported value", "should be", "Required value", "should match", "Too long", "Too many"]
@@ -1706,7 +1929,6 @@ fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
     assert!(cel_verdict(&"a".repeat(MAX_NAME_LEN), queue).is_empty());
 }
 
-#[test]
 fn refusal_check_reads_the_api_servers_status() {
     let status = |field: &str, body: &str| -> Result<(), kube::Error> {
         let status: kube::core::Status = serde_json::from_value(json!({
