@@ -1,6 +1,6 @@
 //! The zmq-proxy operator as a library, so the binaries and the tests share one implementation:
 //! [`crd`] defines the `ZmqProxy` resource, [`build`] turns one into its children (pure;
-//! [`overrides`] merges `spec.podTemplate` into the pod),
+//! [`build::overrides`] merges `spec.podTemplate` into the pod),
 //! [`diff`] decides whether a child needs a write, [`status`] computes conditions,
 //! [`reconcile`] applies children and status, [`leader`] elects one active replica,
 //! [`watches`] feeds the controller and caches the children it reads, [`monitoring`] makes the
@@ -14,7 +14,6 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod monitoring;
-pub mod overrides;
 pub mod reconcile;
 pub mod status;
 pub mod watches;

@@ -1,5 +1,5 @@
 //! The optional prometheus-operator `PodMonitor` of a `ZmqProxy` (`spec.monitoring.podMonitor`,
-//! or the operator's `--pod-monitor-default`): built purely by [`pod_monitor`], created only when
+//! or the operator's `--pod-monitor-default`): built purely by [`crate::build::pod_monitor`], created only when
 //! the cluster serves `monitoring.coreos.com/v1` `podmonitors` ([`Discovery`]), and reported in
 //! the `MonitoringReady` condition. Nothing here fails a reconcile: a missing API, a PodMonitor
 //! of someone else or a refused write only make the condition False with the reason.
@@ -15,60 +15,16 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::build::{BuildError, BuildOptions, METRICS_PORT_NAME, child_labels, owner_reference};
-use crate::crd::{ZmqProxy, selector_labels};
+use crate::build::METRICS_PORT_NAME;
+use crate::build::pod_monitor::{GROUP, KIND, VERSION, ZMQPROXY_LABEL, pod_monitor, wanted};
+use crate::crd::ZmqProxy;
 use crate::diff;
 use crate::reconcile::{Change, Context, MANAGER};
 
-pub const GROUP: &str = "monitoring.coreos.com";
-pub const VERSION: &str = "v1";
-pub const KIND: &str = "PodMonitor";
-/// Label every scraped proxy series carries: the ZmqProxy's name, which the chart's dashboard
-/// and alerts aggregate by (relabelled from the pod label `app.kubernetes.io/instance`).
-pub const ZMQPROXY_LABEL: &str = "zmqproxy";
 /// How long a missing monitoring API is believed before discovery is asked again.
 pub const RECHECK: Duration = Duration::from_secs(60);
-
-/// Whether `zp` gets a PodMonitor: its own `spec.monitoring.podMonitor`, else the operator's
-/// default.
-pub fn wanted(zp: &ZmqProxy, opts: &BuildOptions) -> bool {
-    zp.spec.monitoring.as_ref().and_then(|m| m.pod_monitor).unwrap_or(opts.pod_monitor_default)
-}
-
-/// The PodMonitor of `zp` (named as the object, in its namespace, owned by it): every proxy pod
-/// (the StatefulSet's selector) scraped on its `metrics` port, each series labelled with
-/// `zmqproxy`, `namespace` and `pod`.
-pub fn pod_monitor(zp: &ZmqProxy) -> Result<Value, BuildError> {
-    let owner = owner_reference(zp)?;
-    let name = zp.name_any();
-    let namespace = zp.namespace().ok_or(BuildError::MissingObjectKey("metadata.namespace"))?;
-    let relabel = |source: &str, target: &str| json!({"sourceLabels": [source], "targetLabel": target, "action": "replace"});
-    Ok(json!({
-        "apiVersion": format!("{GROUP}/{VERSION}"),
-        "kind": KIND,
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": child_labels(&name),
-            "ownerReferences": [owner],
-        },
-        "spec": {
-            "selector": {"matchLabels": selector_labels(&name)},
-            "podMetricsEndpoints": [{
-                "port": METRICS_PORT_NAME,
-                "path": "/metrics",
-                "relabelings": [
-                    relabel("__meta_kubernetes_pod_label_app_kubernetes_io_instance", ZMQPROXY_LABEL),
-                    relabel("__meta_kubernetes_namespace", "namespace"),
-                    relabel("__meta_kubernetes_pod_name", "pod"),
-                ],
-            }],
-        },
-    }))
-}
 
 /// What discovery last said about the PodMonitor API.
 #[derive(Clone, Debug, PartialEq)]

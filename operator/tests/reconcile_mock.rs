@@ -1502,7 +1502,7 @@ fn monitoring_ready(body: &Value) -> Option<Value> {
 }
 
 fn monitoring_pod_monitor(zp: &ZmqProxy) -> Value {
-    let mut pm = diff::stamp(zmq_proxy_operator::monitoring::pod_monitor(zp).expect("builds"));
+    let mut pm = diff::stamp(build::pod_monitor(zp).expect("builds"));
     pm["metadata"]["uid"] = json!("pm-uid");
     pm["metadata"]["resourceVersion"] = json!("3");
     pm
