@@ -276,12 +276,19 @@ pub enum Cached<K> {
     Unknown,
 }
 
-/// Looks `name` up in `store`, telling a miss in a complete cache from a cache still listing.
-pub fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Cached<K>
+/// Looks `name` up in `store` (of the kind `dyntype`), telling a miss in a complete cache from a
+/// cache still listing.
+pub fn lookup<K>(
+    store: &Store<K>,
+    namespace: &str,
+    name: &str,
+    dyntype: &K::DynamicType,
+) -> Cached<K>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource + Clone + 'static,
+    K::DynamicType: Clone + Eq + Hash,
 {
-    match store.get(&ObjectRef::new(name).within(namespace)) {
+    match store.get(&ObjectRef::new_with(name, dyntype.clone()).within(namespace)) {
         Some(found) => Cached::Found(found),
         None if is_ready(store) => Cached::NotOwned,
         None => Cached::Unknown,
@@ -291,7 +298,8 @@ where
 /// Whether the store's first list has completed.
 fn is_ready<K>(store: &Store<K>) -> bool
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource + Clone + 'static,
+    K::DynamicType: Clone + Eq + Hash,
 {
     futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
 }

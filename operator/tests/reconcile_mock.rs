@@ -19,10 +19,11 @@ use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 use zmq_proxy_operator::build::{self, BuildOptions};
+use zmq_proxy_operator::context::{Context, Error, MANAGER};
 use zmq_proxy_operator::crd::ZmqProxy;
 use zmq_proxy_operator::diff;
 use zmq_proxy_operator::metrics::Metrics;
-use zmq_proxy_operator::reconcile::{self, Context, Error, MANAGER};
+use zmq_proxy_operator::reconcile;
 use zmq_proxy_operator::status;
 use zmq_proxy_operator::watches::ChildCaches;
 

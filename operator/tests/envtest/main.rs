@@ -37,14 +37,15 @@ use launcher::ControlPlane;
 use serde_json::{Value, json};
 use zmq_proxy::security::words;
 use zmq_proxy_operator::build::BuildOptions;
+use zmq_proxy_operator::context::Context;
 use zmq_proxy_operator::crd::{
     DEFAULT_METRICS_PORT, GRACE_PERIOD_TOO_SHORT, MAX_NAME_LEN, PDB_BOTH_BOUNDS, ZmqProxy,
     selector_string,
 };
 use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
 use zmq_proxy_operator::metrics::Metrics;
-use zmq_proxy_operator::reconcile::{self, Context};
 use zmq_proxy_operator::status::{self, DEGRADED, PROGRESSING, READY};
+use zmq_proxy_operator::{controller, reconcile};
 
 const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:envtest";
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -1556,7 +1557,7 @@ async fn operator_against_a_real_api_server() {
     // A missing PodMonitor API is looked for again this often (60 s in production).
     ctx.monitoring.set_recheck(Duration::from_secs(2));
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
-    let controller = tokio::spawn(reconcile::run(ctx, None, async move {
+    let controller = tokio::spawn(controller::run(ctx, None, async move {
         let _ = stop_rx.await;
     }));
 
