@@ -1,7 +1,7 @@
 //! The controller's watches and the caches they fill: one watch per kind (ZmqProxy, the
-//! StatefulSets, Services, PodDisruptionBudgets and steering ConfigMaps the operator owns, the proxy pods, and
-//! Deployments, which only an older operator created and which are watched only to be
-//! replaced), each with its own short, capped backoff, objects stored without what the
+//! StatefulSets, Services, PodDisruptionBudgets and steering ConfigMaps the operator owns, the
+//! proxy pods, and Deployments, which only an older operator created and which are watched only
+//! to be replaced), each with its own short, capped backoff, objects stored without what the
 //! reconciler never reads, and [`ChildCaches`], from which a reconcile reads children instead of
 //! asking the API server.
 //!
@@ -13,8 +13,8 @@
 //! Why each watch backs off on its own: kube-runtime's `Controller` merges every trigger stream
 //! and pauses all of them with one backoff whenever any yields an error. After an API-server
 //! restart each watch first fails with 410 Gone (its resourceVersion is older than the new watch
-//! cache), so the shared backoff doubled once per watch and the spec watch sat out up to tens of
-//! seconds after the server was back. Here an error is logged and handled where it happens, and
+//! cache), so a shared backoff doubles once per watch and the spec watch sits out up to tens of
+//! seconds after the server is back. Here an error is logged and handled where it happens, and
 //! the merged stream never sees one. A 410 Gone is retried at once: the server is up and only
 //! says the watch must start again from a fresh list.
 
