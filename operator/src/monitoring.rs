@@ -1,6 +1,6 @@
 //! Whether the cluster serves prometheus-operator's `monitoring.coreos.com/v1` `podmonitors`
 //! ([`Discovery`]), and the `MonitoringReady` condition a reconcile reports about the PodMonitor
-//! ([`Report`]). The PodMonitor itself is built in [`crate::build::pod_monitor`] and applied like
+//! ([`Report`]). The PodMonitor itself is built in [`crate::build::pod_monitor()`] and applied like
 //! every other child; nothing about it fails a reconcile: a missing API, a PodMonitor of someone
 //! else or a refused write only make the condition False with the reason.
 //!

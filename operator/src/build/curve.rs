@@ -15,7 +15,7 @@ pub const SERVER_KEY_FILE: &str = "server_secret";
 /// File name of the allow-list inside its mount when `authorizedKeys.key` picks one entry.
 pub const ALLOW_LIST_FILE: &str = "authorized_keys";
 /// Mode of the mounted key files: read for their owner (root) and group, nothing for others.
-/// The pod's fsGroup is the proxy's group ([`RUN_AS_USER`]), which the kubelet makes the files'
+/// The pod's fsGroup is the proxy's group ([`super::RUN_AS_USER`]), which the kubelet makes the files'
 /// group, so the proxy can read them. 0400 would leave them readable by root only: the kubelet
 /// does not chown Secret files to runAsUser.
 pub const KEY_FILE_MODE: i32 = 0o440;

@@ -58,7 +58,7 @@ pub struct Children {
     pub steering: ConfigMap,
 }
 
-/// Builds every child of `zp` but the PodMonitor ([`pod_monitor`]), which only some clusters
+/// Builds every child of `zp` but the PodMonitor ([`pod_monitor()`]), which only some clusters
 /// can hold.
 pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildError> {
     validate(&zp.spec)?;
