@@ -283,11 +283,11 @@ fn int_or_percent_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
 }
 
 /// `spec.podTemplate`: labels, annotations and a partial pod spec. The pod spec's schema keeps
-/// unknown fields instead of embedding the full PodSpec schema: that schema is at least
-/// 185 KB (more than the rest of this CRD), marks `containers` required (so a partial template could not leave it out, as
-/// RabbitMQ's override users found), and would add to every CEL cost estimate. What the merge
-/// produces is parsed as a PodSpec by the operator, which refuses a field it does not know, and
-/// validated by the API server when the Deployment is written.
+/// unknown fields instead of embedding the full PodSpec schema: that schema is at least 185 KB
+/// (more than the rest of this CRD), marks `containers` required (so a partial template could
+/// not leave it out, as RabbitMQ's override users found), and would add to every CEL cost
+/// estimate. What the merge produces is parsed as a PodSpec by the operator, which refuses a
+/// field it does not know, and validated by the API server when the StatefulSet is written.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodTemplateOverride {

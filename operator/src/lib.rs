@@ -1,20 +1,23 @@
-//! The zmq-proxy operator as a library, so the binaries and the tests share one implementation:
-//! [`crd`] defines the `ZmqProxy` resource, [`build`] turns one into its children (pure;
-//! [`overrides`] merges `spec.podTemplate` into the pod),
-//! [`diff`] decides whether a child needs a write, [`status`] computes conditions,
-//! [`reconcile`] applies children and status, [`leader`] elects one active replica,
-//! [`watches`] feeds the controller and caches the children it reads, [`monitoring`] makes the
-//! optional PodMonitor, [`metrics`] and [`http`]
-//! expose what the operator does.
+//! The zmq-proxy operator as a library, so the binaries and the tests share one implementation.
+//! [`crd`] defines the `ZmqProxy` resource; [`build`] turns one into its children and
+//! [`status`] computes its conditions (both pure: no client); [`reconcile`] is the pipeline,
+//! applying each child through [`children`] with the [`context`] every reconcile shares,
+//! replacing what older versions left ([`migration`]) and finding the PodMonitor API
+//! ([`monitoring`]); [`diff`] decides whether a child needs a write; [`controller`] wires the
+//! watches ([`watches`]) to the reconciles; [`leader`] elects one active replica; [`metrics`]
+//! and [`http`] expose what the operator does.
 
 pub mod build;
+pub mod children;
+pub mod context;
+pub mod controller;
 pub mod crd;
 pub mod diff;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod migration;
 pub mod monitoring;
-pub mod overrides;
 pub mod reconcile;
 pub mod status;
 pub mod watches;

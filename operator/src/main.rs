@@ -11,11 +11,12 @@ use tokio::sync::watch;
 use tracing::{error, info};
 use zmq_proxy::endpoint::{Direction, Endpoint};
 use zmq_proxy_operator::build::BuildOptions;
+use zmq_proxy_operator::context::Context;
+use zmq_proxy_operator::controller;
 use zmq_proxy_operator::crd::{ImagePullPolicy, ZmqProxy};
 use zmq_proxy_operator::http::{self, HttpState};
 use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
 use zmq_proxy_operator::metrics::Metrics;
-use zmq_proxy_operator::reconcile::{self, Context};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -61,7 +62,7 @@ struct Args {
     #[arg(long, env = "POD_MONITOR_DEFAULT", default_value_t = false, action = clap::ArgAction::Set)]
     pod_monitor_default: bool,
     /// Reconciles running at once (0: unbounded).
-    #[arg(long, env = "CONCURRENCY", default_value_t = reconcile::CONCURRENCY)]
+    #[arg(long, env = "CONCURRENCY", default_value_t = controller::CONCURRENCY)]
     concurrency: u16,
 }
 
@@ -167,7 +168,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if !args.leader_election {
         metrics.set_leader(true);
         let stop = until_true(stop_rx.clone());
-        reconcile::run_with(ctx, args.watch_namespace.clone(), args.concurrency, stop).await;
+        controller::run_with(ctx, args.watch_namespace.clone(), args.concurrency, stop).await;
     } else {
         let identity = args
             .identity
@@ -207,7 +208,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let lost = async move {
                 let _ = lost_rx.await;
             };
-            reconcile::run_with(ctx.clone(), args.watch_namespace.clone(), args.concurrency, lost)
+            controller::run_with(ctx.clone(), args.watch_namespace.clone(), args.concurrency, lost)
                 .await;
             stopper.abort();
             metrics.set_leader(false);

@@ -1,74 +1,28 @@
-//! The optional prometheus-operator `PodMonitor` of a `ZmqProxy` (`spec.monitoring.podMonitor`,
-//! or the operator's `--pod-monitor-default`): built purely by [`pod_monitor`], created only when
-//! the cluster serves `monitoring.coreos.com/v1` `podmonitors` ([`Discovery`]), and reported in
-//! the `MonitoringReady` condition. Nothing here fails a reconcile: a missing API, a PodMonitor
-//! of someone else or a refused write only make the condition False with the reason.
+//! Whether the cluster serves prometheus-operator's `monitoring.coreos.com/v1` `podmonitors`
+//! ([`Discovery`]), and the `MonitoringReady` condition a reconcile reports about the PodMonitor
+//! ([`Report`]). The PodMonitor itself is built in [`crate::build::pod_monitor()`] and applied like
+//! every other child; nothing about it fails a reconcile: a missing API, a PodMonitor of someone
+//! else or a refused write only make the condition False with the reason.
 //!
 //! Discovery is asked once at startup and again whenever a reconcile wants a PodMonitor and the
 //! API was missing at the last look more than [`RECHECK`] ago (such objects are requeued after
-//! that long), or after an apply answered 404 (the CRD was removed): installing
+//! that long), or after a write answered 404 (the CRD was removed): installing
 //! prometheus-operator later needs no operator restart.
 
+use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::Client;
+use kube::api::GroupVersionKind;
 use kube::discovery::ApiResource;
-use kube::{Client, Resource, ResourceExt};
-use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::build::{BuildError, BuildOptions, METRICS_PORT_NAME, child_labels, owner_reference};
-use crate::crd::{ZmqProxy, selector_labels};
-use crate::diff;
-use crate::reconcile::{Change, Context, MANAGER};
+use crate::build::METRICS_PORT_NAME;
+use crate::build::pod_monitor::{GROUP, KIND, VERSION, ZMQPROXY_LABEL};
 
-pub const GROUP: &str = "monitoring.coreos.com";
-pub const VERSION: &str = "v1";
-pub const KIND: &str = "PodMonitor";
-/// Label every scraped proxy series carries: the ZmqProxy's name, which the chart's dashboard
-/// and alerts aggregate by (relabelled from the pod label `app.kubernetes.io/instance`).
-pub const ZMQPROXY_LABEL: &str = "zmqproxy";
 /// How long a missing monitoring API is believed before discovery is asked again.
 pub const RECHECK: Duration = Duration::from_secs(60);
-
-/// Whether `zp` gets a PodMonitor: its own `spec.monitoring.podMonitor`, else the operator's
-/// default.
-pub fn wanted(zp: &ZmqProxy, opts: &BuildOptions) -> bool {
-    zp.spec.monitoring.as_ref().and_then(|m| m.pod_monitor).unwrap_or(opts.pod_monitor_default)
-}
-
-/// The PodMonitor of `zp` (named as the object, in its namespace, owned by it): every proxy pod
-/// (the StatefulSet's selector) scraped on its `metrics` port, each series labelled with
-/// `zmqproxy`, `namespace` and `pod`.
-pub fn pod_monitor(zp: &ZmqProxy) -> Result<Value, BuildError> {
-    let owner = owner_reference(zp)?;
-    let name = zp.name_any();
-    let namespace = zp.namespace().ok_or(BuildError::MissingObjectKey("metadata.namespace"))?;
-    let relabel = |source: &str, target: &str| json!({"sourceLabels": [source], "targetLabel": target, "action": "replace"});
-    Ok(json!({
-        "apiVersion": format!("{GROUP}/{VERSION}"),
-        "kind": KIND,
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": child_labels(&name),
-            "ownerReferences": [owner],
-        },
-        "spec": {
-            "selector": {"matchLabels": selector_labels(&name)},
-            "podMetricsEndpoints": [{
-                "port": METRICS_PORT_NAME,
-                "path": "/metrics",
-                "relabelings": [
-                    relabel("__meta_kubernetes_pod_label_app_kubernetes_io_instance", ZMQPROXY_LABEL),
-                    relabel("__meta_kubernetes_namespace", "namespace"),
-                    relabel("__meta_kubernetes_pod_name", "pod"),
-                ],
-            }],
-        },
-    }))
-}
 
 /// What discovery last said about the PodMonitor API.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,153 +111,55 @@ pub struct Report {
     pub message: String,
 }
 
-fn not_ready(reason: &'static str, message: String) -> Option<Report> {
-    Some(Report { ready: false, reason, message })
-}
-
-/// Applies, keeps or deletes the PodMonitor of `zp`. Returns the condition to report (None when
-/// no PodMonitor is wanted) and, when it is not ready, how soon to look again.
-pub async fn reconcile(
-    zp: &ZmqProxy,
-    ctx: &Context,
-    had_one: bool,
-    changes: &mut Vec<Change>,
-) -> (Option<Report>, Option<Duration>) {
-    let wanted = wanted(zp, &ctx.options);
-    if !wanted && !had_one {
-        return (None, None);
+impl Report {
+    /// The PodMonitor `name` is applied and up to date.
+    pub fn ready(name: &str) -> Report {
+        let message = format!(
+            "PodMonitor {name} scrapes port {METRICS_PORT_NAME} (/metrics) of every proxy pod, labelled {ZMQPROXY_LABEL}={name}"
+        );
+        Report { ready: true, reason: "PodMonitorReady", message }
     }
-    let resource = match ctx.monitoring.lookup(&ctx.client).await {
-        Lookup::Present(resource) => resource,
-        Lookup::Missing if wanted => {
-            let message = format!(
-                "spec.monitoring.podMonitor is on but the API server does not serve {GROUP}/{VERSION} podmonitors (install prometheus-operator's CRDs); checked again every {}s",
-                ctx.monitoring.recheck().as_secs()
-            );
-            return (not_ready("PodMonitorAPIMissing", message), Some(ctx.monitoring.recheck()));
-        }
-        Lookup::Failed(e) if wanted => {
-            let message = format!("cannot discover {GROUP}/{VERSION} podmonitors: {e}");
-            return (not_ready("DiscoveryFailed", message), Some(ctx.monitoring.recheck()));
-        }
-        // Turned off, and there is no API (or no answer) to delete from.
-        Lookup::Missing | Lookup::Failed(_) => return (None, None),
-    };
-    let namespace = zp.namespace().unwrap_or_default();
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
-    let name = zp.name_any();
-    let result = if wanted {
-        apply(zp, ctx, &api, &resource, changes).await
-    } else {
-        delete(zp, ctx, &api, changes).await.map(|()| None)
-    };
-    match result {
-        Ok(report) => (report, None),
-        Err(Failure::ApiGone) => {
-            ctx.monitoring.forget();
-            let message = format!("{GROUP}/{VERSION} podmonitors disappeared from the API server");
-            (
-                wanted.then_some(Report { ready: false, reason: "PodMonitorAPIMissing", message }),
-                Some(ctx.monitoring.recheck()),
-            )
-        }
-        Err(Failure::NotOwned) => {
-            let message = format!(
-                "PodMonitor {name} exists and is not controlled by this ZmqProxy; rename or delete it"
-            );
-            (wanted.then_some(Report { ready: false, reason: "PodMonitorNotOwned", message }), None)
-        }
-        Err(Failure::Api(e)) => {
-            warn!(object = %format!("{namespace}/{name}"), error = %e, "PodMonitor write failed");
-            let message = format!("cannot write PodMonitor {name}: {e}");
-            let report = Report { ready: false, reason: "PodMonitorFailed", message };
-            (Some(report), Some(ctx.monitoring.recheck()))
-        }
+
+    /// Discovery found no PodMonitor API; it is asked again after `recheck`.
+    pub fn api_missing(recheck: Duration) -> Report {
+        let message = format!(
+            "spec.monitoring.podMonitor is on but the API server does not serve {GROUP}/{VERSION} podmonitors (install prometheus-operator's CRDs); checked again every {}s",
+            recheck.as_secs()
+        );
+        not_ready("PodMonitorAPIMissing", message)
+    }
+
+    /// Discovery itself failed with `error`.
+    pub fn discovery_failed(error: &str) -> Report {
+        let message = format!("cannot discover {GROUP}/{VERSION} podmonitors: {error}");
+        not_ready("DiscoveryFailed", message)
+    }
+
+    /// A write answered 404: the API went away after discovery found it.
+    pub fn api_gone() -> Report {
+        let message = format!("{GROUP}/{VERSION} podmonitors disappeared from the API server");
+        not_ready("PodMonitorAPIMissing", message)
+    }
+
+    /// A PodMonitor `name` exists that this object does not control.
+    pub fn not_owned(name: &str) -> Report {
+        let message = format!(
+            "PodMonitor {name} exists and is not controlled by this ZmqProxy; rename or delete it"
+        );
+        not_ready("PodMonitorNotOwned", message)
+    }
+
+    /// The PodMonitor cannot be built (`why`).
+    pub fn build_failed(why: String) -> Report {
+        not_ready("PodMonitorFailed", why)
+    }
+
+    /// Reading or writing the PodMonitor `name` failed with `error`.
+    pub fn write_failed(name: &str, error: impl Display) -> Report {
+        not_ready("PodMonitorFailed", format!("cannot write PodMonitor {name}: {error}"))
     }
 }
 
-enum Failure {
-    ApiGone,
-    NotOwned,
-    Api(kube::Error),
-}
-
-impl From<kube::Error> for Failure {
-    fn from(e: kube::Error) -> Self {
-        match e {
-            kube::Error::Api(status) if status.code == 404 => Failure::ApiGone,
-            other => Failure::Api(other),
-        }
-    }
-}
-
-fn ours(current: &DynamicObject, zp: &ZmqProxy) -> bool {
-    let uid = zp.metadata.uid.as_deref();
-    current
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
-}
-
-async fn apply(
-    zp: &ZmqProxy,
-    ctx: &Context,
-    api: &Api<DynamicObject>,
-    resource: &ApiResource,
-    changes: &mut Vec<Change>,
-) -> Result<Option<Report>, Failure> {
-    let name = zp.name_any();
-    let desired = match pod_monitor(zp) {
-        Ok(v) => diff::stamp(v),
-        Err(e) => return Ok(not_ready("PodMonitorFailed", e.to_string())),
-    };
-    ctx.metrics.requested(KIND, "get");
-    let observed = api.get_opt(&name).await?;
-    let action = match &observed {
-        Some(current) if !ours(current, zp) => return Err(Failure::NotOwned),
-        Some(current) => {
-            let current = serde_json::to_value(current)
-                .map_err(|e| Failure::Api(kube::Error::SerdeError(e)))?;
-            (diff::needs_apply(&desired, &current)).then_some("Updated")
-        }
-        None => Some("Created"),
-    };
-    if let Some(action) = action {
-        ctx.metrics.requested(KIND, "apply");
-        let params = PatchParams::apply(MANAGER).force();
-        let applied = api.patch(&name, &params, &Patch::Apply(&desired)).await?;
-        info!(object = %format!("{}/{name}", zp.namespace().unwrap_or_default()), kind = KIND, change = action, "applied child");
-        ctx.metrics.wrote(KIND, action);
-        let reference = applied.object_ref(resource);
-        changes.push(Change::new(action, KIND, &name, Some(reference)));
-    }
-    let message = format!(
-        "PodMonitor {name} scrapes port {METRICS_PORT_NAME} (/metrics) of every proxy pod, labelled {ZMQPROXY_LABEL}={name}"
-    );
-    Ok(Some(Report { ready: true, reason: "PodMonitorReady", message }))
-}
-
-async fn delete(
-    zp: &ZmqProxy,
-    ctx: &Context,
-    api: &Api<DynamicObject>,
-    changes: &mut Vec<Change>,
-) -> Result<(), Failure> {
-    let name = zp.name_any();
-    ctx.metrics.requested(KIND, "get");
-    let Some(current) = api.get_opt(&name).await? else { return Ok(()) };
-    if !ours(&current, zp) {
-        return Ok(());
-    }
-    ctx.metrics.requested(KIND, "delete");
-    match api.delete(&name, &DeleteParams::background()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-        Err(e) => return Err(Failure::Api(e)),
-    }
-    ctx.metrics.wrote(KIND, "Deleted");
-    changes.push(Change::new("Deleted", KIND, &name, None));
-    Ok(())
+fn not_ready(reason: &'static str, message: String) -> Report {
+    Report { ready: false, reason, message }
 }

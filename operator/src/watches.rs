@@ -1,7 +1,7 @@
 //! The controller's watches and the caches they fill: one watch per kind (ZmqProxy, the
-//! StatefulSets, Services, PodDisruptionBudgets and steering ConfigMaps the operator owns, the proxy pods, and
-//! Deployments, which only an older operator created and which are watched only to be
-//! replaced), each with its own short, capped backoff, objects stored without what the
+//! StatefulSets, Services, PodDisruptionBudgets and steering ConfigMaps the operator owns, the
+//! proxy pods, and Deployments, which only an older operator created and which are watched only
+//! to be replaced), each with its own short, capped backoff, objects stored without what the
 //! reconciler never reads, and [`ChildCaches`], from which a reconcile reads children instead of
 //! asking the API server.
 //!
@@ -13,8 +13,8 @@
 //! Why each watch backs off on its own: kube-runtime's `Controller` merges every trigger stream
 //! and pauses all of them with one backoff whenever any yields an error. After an API-server
 //! restart each watch first fails with 410 Gone (its resourceVersion is older than the new watch
-//! cache), so the shared backoff doubled once per watch and the spec watch sat out up to tens of
-//! seconds after the server was back. Here an error is logged and handled where it happens, and
+//! cache), so a shared backoff doubles once per watch and the spec watch sits out up to tens of
+//! seconds after the server is back. Here an error is logged and handled where it happens, and
 //! the merged stream never sees one. A 410 Gone is retried at once: the server is up and only
 //! says the watch must start again from a fresh list.
 
@@ -276,12 +276,19 @@ pub enum Cached<K> {
     Unknown,
 }
 
-/// Looks `name` up in `store`, telling a miss in a complete cache from a cache still listing.
-pub fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Cached<K>
+/// Looks `name` up in `store` (of the kind `dyntype`), telling a miss in a complete cache from a
+/// cache still listing.
+pub fn lookup<K>(
+    store: &Store<K>,
+    namespace: &str,
+    name: &str,
+    dyntype: &K::DynamicType,
+) -> Cached<K>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource + Clone + 'static,
+    K::DynamicType: Clone + Eq + Hash,
 {
-    match store.get(&ObjectRef::new(name).within(namespace)) {
+    match store.get(&ObjectRef::new_with(name, dyntype.clone()).within(namespace)) {
         Some(found) => Cached::Found(found),
         None if is_ready(store) => Cached::NotOwned,
         None => Cached::Unknown,
@@ -291,7 +298,8 @@ where
 /// Whether the store's first list has completed.
 fn is_ready<K>(store: &Store<K>) -> bool
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource + Clone + 'static,
+    K::DynamicType: Clone + Eq + Hash,
 {
     futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
 }

@@ -1204,9 +1204,9 @@ fn paused_reaches_the_pods_through_the_steering_config_map_without_changing_the_
 /// (the object's name, from the pod label), `namespace` and `pod`.
 #[test]
 fn pod_monitor_scrapes_the_metrics_port_of_every_pod_with_the_dashboards_labels() {
-    use zmq_proxy_operator::monitoring;
+    use zmq_proxy_operator::build::pod_monitor;
     let zp = fixture("paused-monitored.yaml");
-    let pm = monitoring::pod_monitor(&zp).expect("builds");
+    let pm = pod_monitor::pod_monitor(&zp).expect("builds");
     assert_eq!(pm["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(pm["kind"], "PodMonitor");
     assert_eq!(pm["metadata"]["name"], "jobs");
@@ -1259,12 +1259,12 @@ fn pod_monitor_scrapes_the_metrics_port_of_every_pod_with_the_dashboards_labels(
     // Wanted: the object's own setting wins over the operator's default.
     let on = BuildOptions { pod_monitor_default: true, ..Default::default() };
     let off = BuildOptions::default();
-    assert!(monitoring::wanted(&zp, &off));
+    assert!(pod_monitor::wanted(&zp, &off));
     let mut unset = zp.clone();
     unset.spec.monitoring = None;
-    assert!(!monitoring::wanted(&unset, &off) && monitoring::wanted(&unset, &on));
+    assert!(!pod_monitor::wanted(&unset, &off) && pod_monitor::wanted(&unset, &on));
     let mut refused = zp;
     refused.spec.monitoring =
         Some(zmq_proxy_operator::crd::Monitoring { pod_monitor: Some(false) });
-    assert!(!monitoring::wanted(&refused, &on));
+    assert!(!pod_monitor::wanted(&refused, &on));
 }

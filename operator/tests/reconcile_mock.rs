@@ -21,14 +21,13 @@ use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 use zmq_proxy::socket::SocketType;
+use zmq_proxy_operator::build::pod_monitor::pod_monitor;
 use zmq_proxy_operator::build::{self, BuildOptions};
+use zmq_proxy_operator::context::{Context, Error, MANAGER};
 use zmq_proxy_operator::crd::{Monitoring, PodDisruptionBudgetSpec, ZmqProxy};
 use zmq_proxy_operator::diff;
 use zmq_proxy_operator::metrics::Metrics;
-use zmq_proxy_operator::monitoring::pod_monitor;
-use zmq_proxy_operator::reconcile::{
-    Context, Error, MANAGER, RESYNC, STEERING_GENERATION, error_policy, reconcile,
-};
+use zmq_proxy_operator::reconcile::{RESYNC, STEERING_GENERATION, error_policy, reconcile};
 use zmq_proxy_operator::status;
 use zmq_proxy_operator::watches::ChildCaches;
 

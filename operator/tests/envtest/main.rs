@@ -45,13 +45,15 @@ use serde_json::{Value, json};
 use zmq_proxy::options::{NODROP_CAPTURE_REFUSAL, nodrop_type_refusal};
 use zmq_proxy::security::words;
 use zmq_proxy_operator::build::BuildOptions;
+use zmq_proxy_operator::context::Context;
+use zmq_proxy_operator::controller::run as run_controller;
 use zmq_proxy_operator::crd::{
     DEFAULT_METRICS_PORT, GRACE_PERIOD_TOO_SHORT, MAX_NAME_LEN, PDB_BOTH_BOUNDS, ZmqProxy,
     selector_labels, selector_string,
 };
 use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
 use zmq_proxy_operator::metrics::Metrics;
-use zmq_proxy_operator::reconcile::{Context, STEERING_GENERATION, run as run_controller};
+use zmq_proxy_operator::reconcile::STEERING_GENERATION;
 use zmq_proxy_operator::status::{self, DEGRADED, PROGRESSING, READY};
 
 const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:envtest";

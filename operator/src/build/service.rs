@@ -1,0 +1,109 @@
+//! The two Services of a `ZmqProxy`: `<name>`, the one address peers connect to, and the
+//! headless `<name>-pods`, under which each pod has its own DNS name; and the endpoints the
+//! status reports through them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use crate::crd::{Endpoints, HEADLESS_SUFFIX, ZmqProxy, ZmqProxySpec, selector_labels};
+
+use super::meta::ChildMeta;
+
+/// The Service `<name>` and the headless Service `<name>-pods`.
+pub(super) fn services(zp: &ZmqProxy, meta: &ChildMeta) -> (Service, Service) {
+    let name = zp.name_any();
+    let service_annotations =
+        (!zp.spec.service_annotations.is_empty()).then(|| zp.spec.service_annotations.clone());
+    // User labels first so the operator's win: the watches find their children by the
+    // managed-by label.
+    let service_meta = |name: String, annotations: Option<BTreeMap<String, String>>| {
+        let mut m = meta.named(name, annotations);
+        let mut labels = zp.spec.service_labels.clone();
+        labels.extend(m.labels.take().unwrap_or_default());
+        m.labels = Some(labels);
+        m
+    };
+    let service = Service {
+        metadata: service_meta(name.clone(), service_annotations),
+        spec: Some(ServiceSpec {
+            type_: Some(zp.spec.service_type.as_str().to_string()),
+            selector: Some(selector_labels(&name)),
+            ports: Some(service_ports(&zp.spec)),
+            ..ip_families(&zp.spec)
+        }),
+        status: None,
+    };
+    // One proxy per pod: this Service's DNS name returns one address per ready pod, and gives
+    // each pod its own name. Only ready pods (publishNotReadyAddresses false): a pod is named
+    // once it serves, and drops out as its drain starts.
+    let headless = Service {
+        metadata: service_meta(headless_name(&name), None),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            selector: Some(selector_labels(&name)),
+            ports: Some(service_ports(&zp.spec)),
+            publish_not_ready_addresses: Some(false),
+            ..ip_families(&zp.spec)
+        }),
+        status: None,
+    };
+    (service, headless)
+}
+
+/// Name of the headless Service of a `ZmqProxy`, under which each pod has its DNS name.
+pub fn headless_name(name: &str) -> String {
+    format!("{name}{HEADLESS_SUFFIX}")
+}
+
+/// The spec's IP family policy and families on a Service (both Services alike: the headless
+/// one's DNS name then lists the pods' addresses of the same families). Unset fields stay
+/// unset, so the API server applies the cluster's defaults and the object is unchanged for
+/// specs that set neither.
+fn ip_families(spec: &ZmqProxySpec) -> ServiceSpec {
+    ServiceSpec {
+        ip_family_policy: spec.ip_family_policy.map(|p| p.as_str().to_string()),
+        ip_families: (!spec.ip_families.is_empty())
+            .then(|| spec.ip_families.iter().map(|f| f.as_str().to_string()).collect()),
+        ..ServiceSpec::default()
+    }
+}
+
+fn service_ports(spec: &ZmqProxySpec) -> Vec<ServicePort> {
+    spec.sockets
+        .named_ports()
+        .into_iter()
+        .map(|(name, port)| ServicePort {
+            name: Some(name.to_string()),
+            port,
+            protocol: Some("TCP".to_string()),
+            target_port: Some(IntOrString::String(name.to_string())),
+            ..ServicePort::default()
+        })
+        .collect()
+}
+
+/// The endpoints peers connect to, through the Service's cluster DNS name.
+pub fn endpoints(zp: &ZmqProxy) -> Option<Endpoints> {
+    let namespace = zp.namespace()?;
+    Some(endpoints_at(zp, &format!("{}.{namespace}.svc", zp.name_any())))
+}
+
+/// Every socket's `tcp://<host>:<port>`.
+pub fn endpoints_at(zp: &ZmqProxy, host: &str) -> Endpoints {
+    let ep = |port: i32| format!("tcp://{host}:{port}");
+    let s = &zp.spec.sockets;
+    Endpoints {
+        frontend: ep(s.frontend.port),
+        backend: ep(s.backend.port),
+        capture: s.capture.as_ref().map(|c| ep(c.port)),
+        control: s.control.as_ref().map(|c| ep(c.port)),
+    }
+}
+
+/// The stable DNS name of replica `ordinal`: `<name>-<ordinal>.<name>-pods.<namespace>.svc`.
+pub fn replica_host(name: &str, namespace: &str, ordinal: u32) -> String {
+    format!("{name}-{ordinal}.{}.{namespace}.svc", headless_name(name))
+}
