@@ -26,8 +26,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use zmq_proxy::config::KUBERNETES_HEARTBEAT;
-use zmq_proxy::socket::ProxySockets;
+use zmq_proxy_api::kubernetes::KUBERNETES_HEARTBEAT;
+use zmq_proxy_api::manifest::ProxySockets;
 
 use crate::crd::{
     GRACE_PERIOD_TOO_SHORT, HEADLESS_SUFFIX, ImagePullPolicy, IpFamilyPolicy, MANAGED_BY,

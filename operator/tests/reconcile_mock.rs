@@ -833,7 +833,7 @@ async fn a_service_of_someone_else_is_not_taken_over() {
 #[tokio::test]
 async fn invalid_spec_is_reported_without_touching_children() {
     let mut zp = fixture("minimal.yaml");
-    zp.spec.sockets.backend.socket_type = zmq_proxy::socket::SocketType::Pub;
+    zp.spec.sockets.backend.socket_type = zmq_proxy_api::socket::SocketType::Pub;
     let script = vec![
         expect(Method::POST, EVENTS, Reply::Echo),
         expect(

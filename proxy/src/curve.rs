@@ -45,9 +45,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use crate::socket::SocketType;
 use crate::sodium_box;
 use crate::zmtp::{self, FLAG_COMMAND, FLAG_MORE, PeerInfo, WireError};
+use zmq_proxy_api::socket::SocketType;
 
 pub const KEY_BYTES: usize = 32;
 /// A key in Z85 text, as `zmq_curve_keypair` writes it.

@@ -24,7 +24,6 @@
 pub mod config;
 pub mod counters;
 pub mod curve;
-pub mod endpoint;
 pub mod forward;
 pub mod heartbeat;
 pub mod http;
@@ -33,8 +32,6 @@ pub mod net;
 pub mod ops;
 pub mod options;
 pub mod pause_file;
-pub mod security;
-pub mod socket;
 pub mod sockets;
 pub mod sodium_box;
 pub mod steer;

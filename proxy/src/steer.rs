@@ -31,12 +31,12 @@ use crate::config::{
 use crate::config::{REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET};
 use crate::counters::{Counters, OncePerPeer};
 use crate::curve::{self, Mechanism};
-use crate::endpoint::Endpoint;
 use crate::forward::ProxyState;
 use crate::net;
-use crate::socket::SocketType;
 use crate::sockets::OpenError;
 use crate::zmtp::{self, Item};
+use zmq_proxy_api::endpoint::Endpoint;
+use zmq_proxy_api::socket::SocketType;
 
 /// A command of the zmq_proxy_steerable protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,7 +211,7 @@ async fn requester(
     state: &watch::Sender<ProxyState>,
     counters: &Counters,
 ) -> Result<(), Refusal> {
-    crate::sockets::tune(&stream, &crate::options::SocketOptions::default());
+    crate::sockets::tune(&stream, &zmq_proxy_api::options::SocketOptions::default());
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(1024);
     let shake =

@@ -12,7 +12,7 @@
 //! the crate hides what a proxy needs per connection (which subscriber sent an unsubscribe,
 //! when a PUSH peer's connection closes, whether a peer's queue is full) and lets one peer's
 //! frame header decide an allocation size. Here every connection is read continuously, frames
-//! are bounded by the socket's maxMsgSize (default [`crate::config::MAX_MESSAGE_BYTES`]), and
+//! are bounded by the socket's maxMsgSize (default `MAX_MESSAGE_BYTES` in the api crate's defaults), and
 //! buffers grow only with bytes that actually arrived.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::socket::SocketType;
+use zmq_proxy_api::socket::SocketType;
 
 pub const GREETING_LEN: usize = 64;
 pub(crate) const FLAG_MORE: u8 = 0x01;

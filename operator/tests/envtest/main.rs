@@ -35,7 +35,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use launcher::ControlPlane;
 use serde_json::{Value, json};
-use zmq_proxy::security::words;
+use zmq_proxy_api::security::words;
 use zmq_proxy_operator::build::BuildOptions;
 use zmq_proxy_operator::crd::{
     DEFAULT_METRICS_PORT, GRACE_PERIOD_TOO_SHORT, MAX_NAME_LEN, PDB_BOTH_BOUNDS, ZmqProxy,
@@ -915,17 +915,23 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
         (
             "nodrop on a DEALER",
             q(json!({"backend": {"type": "DEALER", "port": 5556, "nodrop": true}})),
-            Refusal::at("spec.backend.nodrop", &zmq_proxy::options::nodrop_type_refusal("DEALER")),
+            Refusal::at(
+                "spec.backend.nodrop",
+                &zmq_proxy_api::options::nodrop_type_refusal("DEALER"),
+            ),
         ),
         (
             "nodrop on a ROUTER",
             q(json!({"frontend": {"type": "ROUTER", "port": 5555, "nodrop": true}})),
-            Refusal::at("spec.frontend.nodrop", &zmq_proxy::options::nodrop_type_refusal("ROUTER")),
+            Refusal::at(
+                "spec.frontend.nodrop",
+                &zmq_proxy_api::options::nodrop_type_refusal("ROUTER"),
+            ),
         ),
         (
             "nodrop on the capture",
             q(json!({"capture": {"type": "PUB", "port": 5557, "nodrop": true}})),
-            Refusal::at("spec.capture.nodrop", zmq_proxy::options::NODROP_CAPTURE_REFUSAL),
+            Refusal::at("spec.capture.nodrop", zmq_proxy_api::options::NODROP_CAPTURE_REFUSAL),
         ),
         (
             "negative sndhwm",
