@@ -34,10 +34,12 @@ pub mod options;
 pub mod pause_file;
 pub mod sockets;
 pub mod sodium_box;
+pub mod state;
 pub mod steer;
 pub mod subscriptions;
 pub mod zmtp;
 
 pub use config::ProxyConfig;
 pub use counters::{Counters, Snapshot};
-pub use forward::{Ending, Proxy, ProxyState};
+pub use forward::{Ending, Proxy};
+pub use state::ProxyState;
