@@ -6,11 +6,9 @@
 //! source the crate ships, linked statically), exactly as libzmq does it: the session's shared
 //! key is precomputed once per connection (`crypto_box_beforenm`) and every frame is one
 //! `crypto_box_detached_afternm` / `crypto_box_open_detached_afternm`, in place in the frame
-//! buffer ([`crate::sodium_box`]). A frame sealed and opened costs 2.5-3.7x less than with
-//! RustCrypto's XSalsa20-Poly1305 (0.94 / 1.71 / 5.8 us against 3.5 / 4.2 / 17.8 us for 64 B /
-//! 256 B / 4 KiB, `cargo bench -p zmq-proxy --bench curve_frames`, before the in-place change
-//! made them cheaper again): `poly1305`'s runtime-detected AVX2 backend costs about 1 us per short frame
-//! (its intrinsics end up as calls), and `salsa20` has no SIMD backend. This module only lays
+//! buffer ([`crate::sodium_box`]): RustCrypto's XSalsa20-Poly1305 costs several times more per
+//! frame (`poly1305`'s runtime-detected AVX2 backend ends up as calls, and `salsa20` has no SIMD
+//! backend; `cargo bench -p zmq-proxy --bench curve_frames` measures both). This module only lays
 //! out bytes and keeps nonces.
 //!
 //! Wire details that follow libzmq where RFC 26 is loose:

@@ -1,7 +1,8 @@
 //! ZMTP heartbeats (ZMTP 3.1 PING/PONG, RFC 37) with libzmq's ZMQ_HEARTBEAT_IVL, _TTL and
-//! _TIMEOUT semantics: this module owns their settings (the manifest's `heartbeat*` fields, the
-//! `--<socket>-heartbeat-*` flags, the validated [`Heartbeat`]), the PING command's wire form, and
-//! the per-connection [`Clock`] that says when to send a PING and when a silent peer is dropped.
+//! _TIMEOUT semantics, at run time: the `--<socket>-heartbeat-*` flags, the PING command's wire
+//! form, and the per-connection [`Clock`] that says when to send a PING and when a silent peer is
+//! dropped. The settings as data (the manifest's `heartbeat*` fields and the validated
+//! [`Heartbeat`]) are the api crate's `heartbeat.rs`.
 //!
 //! - Every `interval` each connection is sent a PING carrying our TTL (in deciseconds).
 //! - After a PING, a connection with no inbound bytes for `timeout` (default: the interval, as
@@ -12,8 +13,8 @@
 //!   its PONG queued behind data. So does the peer taking our messages (a write of messages
 //!   that made progress; our own PINGs and PONGs do not count): a consumer that only reads and
 //!   has a backlog answers our PING only once it has read everything queued before it, which
-//!   under load can take longer than any timeout (a PULL worker fed at full rate missed a 100 ms
-//!   timeout in the benchmark before this rule; libzmq has the same hazard). A vanished peer
+//!   under load can take longer than any timeout (a PULL worker fed at full rate, for one;
+//!   libzmq has the same hazard). A vanished peer
 //!   stops taking bytes once the socket buffers are full, so it is still dropped, one send
 //!   buffer's worth later.
 //!
