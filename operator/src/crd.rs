@@ -1,6 +1,6 @@
 //! The `ZmqProxy` custom resource: spec, status, printer columns, subresources and the CEL rules
-//! the API server enforces. The socket section is the proxy crate's [`ProxySockets`], flattened
-//! into the spec, and the CEL rules are rendered by [`zmq_proxy::socket::cel`] from the same
+//! the API server enforces. The socket section is the API crate's [`ProxySockets`], flattened
+//! into the spec, and the CEL rules are rendered by [`zmq_proxy_api::cel`] from the same
 //! functions the proxy validates with, so a rule is never written twice.
 
 use std::collections::BTreeMap;
@@ -14,8 +14,8 @@ use kube::CustomResource;
 use kube::core::{Message, Reason, Rule};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use zmq_proxy::socket::ProxySockets;
-use zmq_proxy::socket::cel::{self, CelRule, PortField};
+use zmq_proxy_api::cel::{self, CelRule, PortField};
+use zmq_proxy_api::manifest::ProxySockets;
 
 /// API group of the resource.
 pub const GROUP: &str = "zmqproxy.io";
@@ -24,7 +24,7 @@ pub const DEFAULT_METRICS_PORT: i32 = 9090;
 /// The default drain timeout, as the proxy's own default.
 pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: i32 = 5;
 /// The default lame-duck period of proxy pods (why five seconds: the proxy's config module).
-pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy::config::KUBERNETES_LAME_DUCK_SECS;
+pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy_api::kubernetes::KUBERNETES_LAME_DUCK_SECS;
 
 /// A ZeroMQ proxy (`zmq_proxy(3)`) run as a StatefulSet and reached through a Service.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

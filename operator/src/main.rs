@@ -9,7 +9,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use tokio::sync::watch;
 use tracing::{error, info};
-use zmq_proxy::endpoint::{Direction, Endpoint};
+use zmq_proxy_api::endpoint::{Direction, Endpoint};
 use zmq_proxy_operator::build::BuildOptions;
 use zmq_proxy_operator::context::Context;
 use zmq_proxy_operator::controller;
@@ -139,7 +139,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         stop_tx.send_replace(true);
     });
 
-    let (listener, _) = zmq_proxy::net::bind(&args.http_bind).await?;
+    let listener = http::bind(&args.http_bind).await?;
     info!(addr = %listener.local_addr()?, "serving /metrics /healthz /readyz");
     let state = HttpState { metrics: metrics.clone(), ready: ready.clone() };
     let http_task = tokio::spawn(http::serve(listener, state, until_true(stop_rx.clone())));

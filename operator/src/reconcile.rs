@@ -9,7 +9,7 @@
 //! replaced on the way ([`crate::migration`]).
 //!
 //! `spec.paused` reaches the proxies through the steering ConfigMap each pod mounts (why:
-//! [`zmq_proxy::pause_file`]); when its value changes, every running pod of the object is
+//! the proxy's `--pause-file`); when its value changes, every running pod of the object is
 //! nudged with a `zmqproxy.io/steering-generation` annotation, because a pod update makes the
 //! kubelet sync that pod and refresh its ConfigMap volumes at once instead of on its periodic
 //! sync (up to about a minute). The nudge is best effort: a failure is logged and only makes

@@ -330,7 +330,7 @@ pub fn keep_previous(old: Option<&ZmqProxyStatus>, status: &mut ZmqProxyStatus, 
 
 /// Which sockets are CURVE and which NULL, from the spec.
 pub fn mechanisms(zp: &ZmqProxy) -> SocketMechanisms {
-    let of = |s: Option<&zmq_proxy::security::SocketSecurity>| match s {
+    let of = |s: Option<&zmq_proxy_api::security::SocketSecurity>| match s {
         Some(_) => Mechanism::Curve,
         None => Mechanism::Null,
     };

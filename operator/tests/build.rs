@@ -432,7 +432,7 @@ fn pipeline_scaled_to_zero_builds() {
 #[test]
 fn invalid_specs_are_refused_naming_the_field() {
     let mut zp = fixture("minimal.yaml");
-    zp.spec.sockets.backend.socket_type = zmq_proxy::socket::SocketType::Push;
+    zp.spec.sockets.backend.socket_type = zmq_proxy_api::socket::SocketType::Push;
     let err = build::children(
         &zp,
         &BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() },
@@ -603,10 +603,10 @@ fn curve_flags_pass_the_mounted_paths() {
 /// the field as the CEL rules do.
 #[test]
 fn inconsistent_security_is_refused_naming_the_field() {
-    use zmq_proxy::security::words;
+    use zmq_proxy_api::security::words;
     let opts = BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() };
     // The frontend's curve section of secured.yaml, edited; the refusal's message.
-    let refused = |edit: &dyn Fn(&mut zmq_proxy::security::CurveSecurity)| {
+    let refused = |edit: &dyn Fn(&mut zmq_proxy_api::security::CurveSecurity)| {
         let mut zp = fixture("secured.yaml");
         if let Some(security) = zp.spec.sockets.frontend.security.as_mut() {
             edit(&mut security.curve);
@@ -730,9 +730,9 @@ fn local_form(text: &str, root: &std::path::Path) -> String {
 #[test]
 fn rendered_args_run_the_same_proxy_as_the_manifest() {
     use clap::Parser;
-    use zmq_proxy::config::KUBERNETES_HEARTBEAT;
     use zmq_proxy::curve::{Allow, Mechanism};
-    use zmq_proxy::heartbeat::FieldNames;
+    use zmq_proxy_api::heartbeat::FieldNames;
+    use zmq_proxy_api::kubernetes::KUBERNETES_HEARTBEAT;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     let mut files: Vec<std::path::PathBuf> =
         std::fs::read_dir(dir).expect("examples/").map(|e| e.expect("entry").path()).collect();
@@ -828,7 +828,7 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
             from_flags.named_sockets().into_iter().map(|(_, s)| s.options.clone()).collect();
         assert_eq!(got, expected, "{name}");
         if name == "tuned.yaml" {
-            let defaults = zmq_proxy::options::SocketOptions::default();
+            let defaults = zmq_proxy_api::options::SocketOptions::default();
             let f = &from_flags.frontend.options;
             let b = &from_flags.backend.options;
             assert_ne!(f, &defaults, "{name}");

@@ -5,7 +5,7 @@
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use serde_json::{Value, json};
-use zmq_proxy::socket::{SocketType, allowed_pairs};
+use zmq_proxy_api::socket::{SocketType, allowed_pairs};
 use zmq_proxy_operator::crd::{ZmqProxy, spec_rules};
 
 fn committed_crd() -> String {
@@ -188,7 +188,7 @@ fn unsupported_pair_is_refused_on_backend_type_with_the_proxys_words() {
     let errors = cel_errors(&object(spec));
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0, "spec.backend.type");
-    let expected = zmq_proxy::socket::pair_refusal(SocketType::Router, SocketType::Push);
+    let expected = zmq_proxy_api::socket::pair_refusal(SocketType::Router, SocketType::Push);
     assert_eq!(Some(errors[0].1.clone()), expected);
 }
 
@@ -204,7 +204,7 @@ fn full_spec_with_capture_and_control_is_accepted() {
 
 #[test]
 fn every_capture_type_is_accepted_and_pair_is_refused_with_its_reason() {
-    for t in zmq_proxy::socket::CAPTURE_TYPES {
+    for t in zmq_proxy_api::socket::CAPTURE_TYPES {
         let mut spec = queue();
         spec["capture"] = json!({"type": t, "port": 5557});
         assert_eq!(cel_errors(&object(spec)), Vec::<(String, String)>::new(), "{t}");
@@ -264,7 +264,7 @@ fn duplicate_ports_name_the_later_field_and_the_earlier_one() {
 /// bounded by the schema alone (no CEL).
 #[test]
 fn nodrop_is_refused_off_pub_and_xpub_and_on_the_capture_with_the_proxys_words() {
-    use zmq_proxy::options::{NODROP_CAPTURE_REFUSAL, nodrop_type_refusal};
+    use zmq_proxy_api::options::{NODROP_CAPTURE_REFUSAL, nodrop_type_refusal};
     let forwarder = || json!({"frontend": {"type": "XSUB", "port": 1}, "backend": {"type": "XPUB", "port": 2, "nodrop": true, "sndhwm": 10}});
     assert_eq!(cel_errors(&object(forwarder())), Vec::<(String, String)>::new());
     let mut spec = forwarder();

@@ -20,7 +20,7 @@ use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
-use zmq_proxy::socket::SocketType;
+use zmq_proxy_api::socket::SocketType;
 use zmq_proxy_operator::build::pod_monitor::pod_monitor;
 use zmq_proxy_operator::build::{self, BuildOptions};
 use zmq_proxy_operator::context::{Context, Error, MANAGER};

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use zmq_proxy::curve::{self, Allow, CurveClient, CurveServer, Mechanism, SecretKey, Session};
-use zmq_proxy::socket::SocketType;
 use zmq_proxy::zmtp::{Decoder, Item};
+use zmq_proxy_api::socket::SocketType;
 
 const CLIENT_SECRET: &str = "D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs";
 const SERVER_SECRET: &str = "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6";

@@ -1,6 +1,7 @@
-//! The proxy's configuration: its defaults (every tunable constant lives here), the command
-//! line (clap derive, each flag also read from `ZMQ_PROXY_<FLAG>`), the `ZmqProxy` manifest
-//! read by `--config`, and the validation that turns either into one [`ProxyConfig`].
+//! The proxy's configuration: its internal tunables (the user-facing defaults and bounds are
+//! the api crate's `defaults.rs`), the command line (clap derive, each flag also read from
+//! `ZMQ_PROXY_<FLAG>`), the `ZmqProxy` manifest read by `--config`, and the validation that
+//! turns either into one [`ProxyConfig`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,62 +9,29 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
-use crate::curve::{Mechanism, Security};
-use crate::endpoint::{Direction, Endpoint};
-use crate::heartbeat::{FieldNames, Heartbeat, HeartbeatFlags, HeartbeatSpec};
-use crate::options::{
-    BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags, SocketOptions, Spelling,
-    spec_from_flag_texts,
+use zmq_proxy_api::defaults::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_LAME_DUCK, MAX_DRAIN_TIMEOUT_SECS, MAX_LAME_DUCK_SECS,
 };
-use crate::socket::{ProxySockets, SocketType, capture_type_refusal, pair_refusal};
+use zmq_proxy_api::endpoint::{Direction, Endpoint};
+use zmq_proxy_api::heartbeat::{FieldNames, Heartbeat};
+use zmq_proxy_api::manifest::{ProxySockets, SocketSpec};
+use zmq_proxy_api::options::{SocketOptions, Spelling, spec_from_flag_texts};
+use zmq_proxy_api::security::CurveSpec;
+use zmq_proxy_api::socket::{SocketType, capture_type_refusal, pair_refusal};
+
+use crate::curve::{Mechanism, Security};
+use crate::heartbeat::HeartbeatFlags;
+use crate::options::{BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags};
 
 /// How long a timed-out drain waits for connection writers to stop after the kill, so what
 /// they managed to write is counted as delivered and the rest, once, as undelivered.
 pub const WRITER_SETTLE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// How long a stopping proxy keeps delivering what it already read (`--drain-timeout`).
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest accepted `--drain-timeout`.
-pub const MAX_DRAIN_TIMEOUT_SECS: f64 = 3600.0;
-/// How long a stopping proxy first keeps serving as usual, unready (`--lame-duck`). Zero for
-/// the binary: on a laptop no load balancer needs to learn that it is going away.
-pub const DEFAULT_LAME_DUCK: Duration = Duration::ZERO;
-/// The lame-duck period of the operator's pods (`spec.lameDuckSeconds`). A terminating pod
-/// leaves its Services when it turns unready (at SIGTERM only while other ready endpoints
-/// exist; a Service's last endpoint keeps its traffic while its readiness probe passes,
-/// KEP-1669), then each node's kube-proxy applies that within about a second (iptables
-/// min-sync-period 1 s) or a few on a busy cluster. A proxy that closed before then would see its
-/// peers reconnect to the vanished pod's address, where libzmq, which has no connect timeout,
-/// waits out TCP's SYN retries (tens of seconds to two minutes). Five seconds cover the
-/// operator's readiness probe (unready within 2 s, `READINESS_PROBE` in the operator's
-/// `build.rs`) and the sync with margin.
-pub const KUBERNETES_LAME_DUCK_SECS: i32 = 5;
-/// Longest accepted `--lame-duck`.
-pub const MAX_LAME_DUCK_SECS: f64 = 3600.0;
-/// Default high-water mark, per peer, both ways (libzmq's default ZMQ_SNDHWM and ZMQ_RCVHWM;
-/// `--<socket>-sndhwm`/`-rcvhwm`, see `options.rs`). Out: a full ROUTER client or subscriber
-/// has further messages dropped and counted; a full PUSH/DEALER peer is skipped by
-/// round-robin. In: a peer with this many messages read and waiting to be forwarded is not read
-/// further until the pump takes them.
-pub const DEFAULT_PEER_HWM: usize = 1000;
 /// Read batches buffered between a socket's connections and its pump. Each batch is what one
 /// read of one connection decoded, so this bounds memory per socket, not per peer.
 pub const INBOUND_QUEUE_BATCHES: usize = 256;
-/// Default largest message (all frames) a peer may send (`--<socket>-max-msg-size`); a larger
-/// frame header drops that peer. libzmq's default is unlimited, but a peer must not be able to
-/// make the proxy allocate whatever a frame header claims.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// A connection that has not completed the ZMTP greeting and READY in this time is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default delay between attempts of a `--*-connect` endpoint (libzmq's ZMQ_RECONNECT_IVL).
-pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
-/// Default cap of the doubling reconnect backoff; zero: none, every attempt waits
-/// [`RECONNECT_INTERVAL`] (libzmq's ZMQ_RECONNECT_IVL_MAX default).
-pub const RECONNECT_INTERVAL_MAX: Duration = Duration::ZERO;
-/// Default TCP connect timeout; zero: the kernel's (libzmq's ZMQ_CONNECT_TIMEOUT default).
-pub const CONNECT_TIMEOUT: Duration = Duration::ZERO;
-/// Default of `--<socket>-nodrop` (ZMQ_XPUB_NODROP): subscribers that are full lose messages.
-pub const XPUB_NODROP: bool = false;
 /// Back-off after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Bytes read from a connection per system call, at most.
@@ -87,37 +55,6 @@ pub const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest the control socket waits to hand a reply to a requester that does not read; a
 /// stuck control client must not stall the control socket for the others.
 pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
-/// TCP keepalive on every peer connection: a peer whose host vanished without a FIN or RST
-/// (a node lost, a pod's network torn down) is closed after about idle + interval x retries
-/// (60 s) instead of holding its routing id, its subscriptions upstream and its queue
-/// forever. Keepalive only probes idle connections, so a slow peer that is simply not reading
-/// is never cut off by it. These are the defaults of `--<socket>-tcp-keepalive*`.
-pub const TCP_KEEPALIVE: bool = true;
-pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
-/// Heartbeats of the binary: none, as libzmq (no PINGs sent; PINGs from peers are answered, and a
-/// peer's PING TTL is honoured). Longest accepted interval and timeout: an hour.
-pub const MAX_HEARTBEAT_MS: i32 = 3_600_000;
-/// Longest accepted heartbeat TTL: libzmq peers turn the TTL's deciseconds back into
-/// milliseconds in 16 bits, so 655 deciseconds is the most they read right (more wraps round).
-pub const MAX_HEARTBEAT_TTL_MS: i32 = 65_500;
-/// Heartbeats of the operator's pods, on each data socket whose spec sets no `heartbeat*` field
-/// (a socket that sets any gets exactly what it sets, libzmq's defaults for the rest): a PING
-/// every 10 s announcing a 30 s TTL, and a peer silent for 30 s after a PING is dropped.
-/// In a cluster, connections die without a FIN or RST (a node lost, a NAT or conntrack entry
-/// expired or flushed), and the TTL is what lets *unconfigured* libzmq peers notice: libzmq
-/// drops a connection that stays silent for the TTL of the last PING it received, whatever its
-/// own options, so a SUB or a worker reconnects to a live proxy within about 30 s instead of
-/// hanging forever (a SUB never writes, so its kernel never learns the connection is gone). Our
-/// side drops a peer whose host vanished while data was queued to it (where TCP keepalive
-/// never probes and retransmissions go on for minutes), releasing its routing id and
-/// subscriptions. 10 s keeps idle connections well inside the shortest common idle timeouts
-/// (Azure's load balancers: 4 minutes); three PINGs may be lost before anyone gives up, and the
-/// cost is one 9-byte PING and PONG per connection per 10 s. Off in the binary, as in libzmq: a
-/// proxy on a laptop talks to peers that expect libzmq's defaults.
-pub const KUBERNETES_HEARTBEAT: HeartbeatSpec =
-    HeartbeatSpec { interval: Some(10_000), ttl: Some(30_000), timeout: Some(30_000) };
 /// How often a CURVE allow-list file or directory is re-read. Content decides, not mtime:
 /// the kubelet swaps a mounted Secret's `..data` symlink, so only reading shows a change.
 pub const ALLOW_LIST_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -289,7 +226,7 @@ impl CurveSettings {
             && self.client_key_file.is_none()
     }
 
-    fn from_spec(spec: &crate::security::CurveSpec) -> Self {
+    fn from_spec(spec: &CurveSpec) -> Self {
         CurveSettings {
             server_key_file: spec.server_key_file.as_ref().map(PathBuf::from),
             authorized_keys: spec.authorized_keys.as_ref().map(PathBuf::from),
@@ -839,7 +776,7 @@ struct ManifestSecurity {
 
 #[derive(Deserialize, Default)]
 struct SocketCurve {
-    curve: Option<crate::security::CurveSpec>,
+    curve: Option<CurveSpec>,
 }
 
 fn spec_curve(s: &Option<SocketCurve>) -> CurveSettings {
@@ -901,7 +838,7 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
         vec![Endpoint { host: "*".into(), port: u16::try_from(port).unwrap_or(0) }]
     };
     let mut options = options.into_iter();
-    let mut sock = |name: &str, s: &crate::socket::SocketSpec| {
+    let mut sock = |name: &str, s: &SocketSpec| {
         let mut c = SocketConfig::new(s.socket_type, all(s.port), vec![]);
         c.options = options.next().unwrap_or_default();
         c.heartbeat = s.heartbeat.resolve(&FieldNames::manifest(name)).map_err(ConfigError)?;
@@ -945,6 +882,7 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zmq_proxy_api::defaults::DEFAULT_PEER_HWM;
 
     fn cli(args: &[&str]) -> Result<ProxyConfig, String> {
         let mut all = vec!["zmq-proxy"];
@@ -1093,7 +1031,7 @@ mod tests {
     /// What the operator renders from a spec is what the proxy parses back.
     #[test]
     fn rendered_option_flags_parse_back_into_the_same_options() {
-        let spec = crate::options::SocketOptionsSpec {
+        let spec = zmq_proxy_api::options::SocketOptionsSpec {
             sndhwm: Some(10),
             rcvhwm: Some(0),
             max_msg_size: Some(-1),

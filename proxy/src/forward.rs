@@ -19,17 +19,9 @@ use crate::counters::{Counters, DropReason, Snapshot, SocketCounters};
 use crate::sockets::{
     Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
 };
+use crate::state::{self, ProxyState};
 use crate::subscriptions::SubscriptionTable;
 use crate::zmtp::subscription_message;
-
-/// libzmq's proxy states (zmq_proxy_steerable): PAUSE stops forwarding, RESUME restarts it,
-/// TERMINATE ends the proxy (with a drain, here).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProxyState {
-    Active,
-    Paused,
-    Terminated,
-}
 
 /// A running proxy.
 pub struct Proxy {
@@ -69,8 +61,7 @@ impl Proxy {
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
         // Read before any pump runs, so a pod created while paused never forwards a message.
-        let (state, _) =
-            watch::channel(crate::pause_file::initial_state(cfg.pause_file.as_deref()));
+        let (state, _) = watch::channel(state::initial(cfg.pause_file.as_deref()));
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
         let mut front =
             ProxySocket::open(&cfg.frontend, "frontend", counters.clone(), &life).await?;

@@ -14,10 +14,10 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
-use crate::endpoint::{Direction, Endpoint};
 use crate::metrics::Observed;
 use crate::net;
 use crate::sockets::OpenError;
+use zmq_proxy_api::endpoint::{Direction, Endpoint};
 
 #[derive(Clone)]
 struct HttpState {

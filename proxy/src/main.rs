@@ -121,7 +121,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// One option of every socket for the "proxy running" line, e.g. `frontend=1000 backend=10`.
-fn hwms(cfg: &ProxyConfig, pick: impl Fn(&zmq_proxy::options::SocketOptions) -> u64) -> String {
+fn hwms(cfg: &ProxyConfig, pick: impl Fn(&zmq_proxy_api::options::SocketOptions) -> u64) -> String {
     let each = cfg.named_sockets().into_iter().map(|(n, s)| format!("{n}={}", pick(&s.options)));
     each.collect::<Vec<_>>().join(" ")
 }

@@ -39,8 +39,9 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::counters::{Counters, Snapshot};
-use crate::forward::{Proxy, ProxyState};
+use crate::forward::Proxy;
 use crate::sockets::SocketHandle;
+use crate::state::ProxyState;
 
 /// Everything the probes, the metrics and the drop summary read, shared with the HTTP task.
 pub struct Observed {

@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::endpoint::Endpoint;
+use zmq_proxy_api::endpoint::Endpoint;
 
 /// Pending connections the kernel queues per listener (tokio's own default).
 const LISTEN_BACKLOG: i32 = 1024;
@@ -143,7 +143,7 @@ pub fn describe_bind_error(e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Direction;
+    use zmq_proxy_api::endpoint::Direction;
 
     fn ep(s: &str) -> Endpoint {
         Endpoint::parse(s, Direction::Bind).expect(s)

@@ -6,71 +6,20 @@
 //! from the operator to the pods is needed, a pod created later mounts the current value and
 //! starts in it, the value survives operator restarts, and no pod is restarted.
 //!
-//! This module owns reading and watching that file. The file is polled
-//! ([`crate::config::PAUSE_FILE_POLL_INTERVAL`]) and its content decides, not its mtime: the
+//! This module owns watching that file (its first value and its parsing are `state.rs`'s). The file is polled
+//! (`PAUSE_FILE_POLL_INTERVAL`) and its content decides, not its mtime: the
 //! kubelet swaps a `..data` symlink to a new timestamped directory, which leaves the visible
 //! name's own metadata as it was. A change of the file's value applies PAUSE or RESUME exactly
-//! as the control socket does ([`crate::steer::set`]): sockets stay connected and messages wait
+//! as the control socket does (`state::set`): sockets stay connected and messages wait
 //! in the peers' queues. Only a change of the file acts, so a RESUME sent on the control socket
 //! is not undone on the next poll. A missing, unreadable or garbled file leaves the state as it
 //! is, with one warning until it reads again.
 
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::forward::ProxyState;
-
-/// Largest file read: the value is one word; anything longer is garbage and not read whole.
-const MAX_BYTES: u64 = 64;
-
-/// The value of a pause file: `true` pauses, `false` resumes; surrounding whitespace (the
-/// trailing newline an editor or `echo` adds) is ignored, anything else is an error.
-pub fn parse(text: &str) -> Result<bool, String> {
-    match text.trim() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        other => {
-            let shown: String = other.chars().take(32).collect();
-            Err(format!("expected \"true\" or \"false\", got {shown:?}"))
-        }
-    }
-}
-
-/// Reads and parses the file at `path`.
-pub fn read(path: &Path) -> Result<bool, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    file.take(MAX_BYTES + 1).read_to_string(&mut text).map_err(|e| e.to_string())?;
-    if text.len() as u64 > MAX_BYTES {
-        return Err(format!("longer than {MAX_BYTES} bytes"));
-    }
-    parse(&text)
-}
-
-fn state_of(paused: bool) -> ProxyState {
-    if paused { ProxyState::Paused } else { ProxyState::Active }
-}
-
-/// The state a proxy starts in: what the file says, or Active without a file (or with one that
-/// cannot be read, which is logged).
-pub fn initial_state(path: Option<&Path>) -> ProxyState {
-    let Some(path) = path else { return ProxyState::Active };
-    match read(path) {
-        Ok(paused) => {
-            if paused {
-                tracing::info!(path = %path.display(), "pause file says true: starting paused");
-            }
-            state_of(paused)
-        }
-        Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "pause file unreadable; starting active");
-            ProxyState::Active
-        }
-    }
-}
+use crate::state::{self, ProxyState};
 
 /// Polls `path` every `every` for as long as the task runs, applying each change of its value
 /// to `state`. The first successful read counts as a change (a no-op when the proxy already
@@ -82,7 +31,7 @@ pub async fn watch(path: std::path::PathBuf, every: Duration, state: watch::Send
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match read(&path) {
+        match state::read(&path) {
             Ok(paused) => {
                 if failing {
                     tracing::info!(path = %path.display(), "pause file readable again");
@@ -92,7 +41,7 @@ pub async fn watch(path: std::path::PathBuf, every: Duration, state: watch::Send
                     continue;
                 }
                 last = Some(paused);
-                if crate::steer::set(&state, state_of(paused)) {
+                if state::set(&state, state::of_paused(paused)) {
                     let what = if paused { "paused" } else { "resumed" };
                     tracing::info!(path = %path.display(), "pause file: {what}");
                 }
@@ -112,35 +61,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_true_false_and_refuses_garbage() {
-        assert_eq!(parse("true"), Ok(true));
-        assert_eq!(parse("false\n"), Ok(false));
-        assert_eq!(parse("  true \r\n"), Ok(true));
-        for garbage in ["", "TRUE", "yes", "1", "true false", "paused"] {
-            let e = parse(garbage).expect_err(garbage);
-            assert!(e.contains("expected \"true\" or \"false\""), "{e}");
-        }
-    }
-
-    #[test]
-    fn reads_files_and_refuses_missing_or_oversized_ones() {
-        let dir = std::env::temp_dir().join(format!("pause-file-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("paused");
-        std::fs::write(&file, "true\n").expect("write");
-        assert_eq!(read(&file), Ok(true));
-        assert_eq!(initial_state(Some(&file)), ProxyState::Paused);
-        std::fs::write(&file, "false").expect("write");
-        assert_eq!(initial_state(Some(&file)), ProxyState::Active);
-        std::fs::write(&file, "x".repeat(1000)).expect("write");
-        assert!(read(&file).is_err_and(|e| e.contains("longer than")));
-        assert!(read(&dir.join("missing")).is_err());
-        assert_eq!(initial_state(Some(&dir.join("missing"))), ProxyState::Active);
-        assert_eq!(initial_state(None), ProxyState::Active);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
     fn the_flag_reaches_the_config_and_an_empty_path_is_refused() {
         use clap::Parser;
         let base = ["zmq-proxy", "--frontend-type", "PULL", "--frontend-bind", "tcp://127.0.0.1:1"];
@@ -152,7 +72,7 @@ mod tests {
         };
         let cfg = with("/etc/zmq-proxy/steering/paused").expect("parses").into_config();
         let path = cfg.expect("valid").pause_file;
-        assert_eq!(path.as_deref(), Some(Path::new("/etc/zmq-proxy/steering/paused")));
+        assert_eq!(path.as_deref(), Some(std::path::Path::new("/etc/zmq-proxy/steering/paused")));
         // clap refuses an empty path (the binary prints it as one line and exits 2).
         let e = with("").expect_err("empty path");
         assert!(e.contains("--pause-file"), "{e}");
@@ -171,7 +91,7 @@ mod tests {
         let paused = tokio::time::timeout(deadline, rx.wait_for(|s| *s == ProxyState::Paused));
         assert!(paused.await.is_ok(), "paused within 5 s");
         // RESUME on the control socket: the unchanged file does not pause again.
-        crate::steer::set(&state, ProxyState::Active);
+        crate::state::set(&state, ProxyState::Active);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(*state.borrow(), ProxyState::Active);
         // A missing file leaves the state alone.

@@ -33,12 +33,13 @@ use crate::config::{
 };
 use crate::counters::{Counters, DropReason, OncePerPeer};
 use crate::curve::{self, Mechanism, Sealer, Security};
-use crate::heartbeat::{self, Heartbeat};
+use crate::heartbeat;
 use crate::net;
-use crate::options::SocketOptions;
-use crate::socket::SocketType;
 use crate::subscriptions::PeerId;
 use crate::zmtp::{self, Item, WireError};
+use zmq_proxy_api::heartbeat::Heartbeat;
+use zmq_proxy_api::options::SocketOptions;
+use zmq_proxy_api::socket::SocketType;
 
 mod connection;
 mod drain;
@@ -611,8 +612,10 @@ impl SocketHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES};
     use std::time::Duration;
+    use zmq_proxy_api::defaults::{
+        TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES,
+    };
 
     /// A publisher is sent its subscriptions in the form of the revision it greeted with: the
     /// one-byte message to 3.0 peers (which have no SUBSCRIBE command), the command to 3.1.

@@ -31,12 +31,12 @@ use crate::config::{
 use crate::config::{REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET};
 use crate::counters::{Counters, OncePerPeer};
 use crate::curve::{self, Mechanism};
-use crate::endpoint::Endpoint;
-use crate::forward::ProxyState;
 use crate::net;
-use crate::socket::SocketType;
 use crate::sockets::OpenError;
+use crate::state::{self, ProxyState};
 use crate::zmtp::{self, Item};
+use zmq_proxy_api::endpoint::Endpoint;
+use zmq_proxy_api::socket::SocketType;
 
 /// A command of the zmq_proxy_steerable protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,21 +89,8 @@ pub fn apply(
         // Set by the caller once the reply is out, so the requester gets it before the exit.
         Command::Terminate => return (Some(cmd), vec![Bytes::new()]),
     };
-    set(state, to);
+    state::set(state, to);
     (Some(cmd), vec![Bytes::new()])
-}
-
-/// PAUSE (`to` = Paused) or RESUME (Active) as the control socket applies it, for every way the
-/// proxy is steered (this socket, [`crate::pause_file`]). Returns whether the state changed: a
-/// stopping proxy stays stopping, and a repeated command changes nothing.
-pub fn set(state: &watch::Sender<ProxyState>, to: ProxyState) -> bool {
-    state.send_if_modified(|s| {
-        if *s == ProxyState::Terminated || *s == to {
-            return false;
-        }
-        *s = to;
-        true
-    })
 }
 
 /// The running control socket; dropping it stops serving.
@@ -177,7 +164,7 @@ async fn serve(
                     counters.handshake_failed("control", mech.name(), e.reason());
                     crate::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
                 }
-                Err(Refusal::After(e @ zmtp::WireError::Curve(_))) => {
+                Err(Refusal::After(e @ zmtp::WireError::Mechanism { .. })) => {
                     counters.handshake_failed("control", mech.name(), e.reason());
                     crate::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
                 }
@@ -211,7 +198,7 @@ async fn requester(
     state: &watch::Sender<ProxyState>,
     counters: &Counters,
 ) -> Result<(), Refusal> {
-    crate::sockets::tune(&stream, &crate::options::SocketOptions::default());
+    crate::sockets::tune(&stream, &zmq_proxy_api::options::SocketOptions::default());
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(1024);
     let shake =

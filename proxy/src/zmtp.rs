@@ -4,7 +4,7 @@
 //! SUBSCRIBE/CANCEL commands of 3.1 and the `\x01topic`/`\x00topic` messages of 3.0. Each
 //! connection remembers the revision its peer greeted with ([`Revision`]); the proxy sends a
 //! peer the form of its revision and accepts either form from anyone, as libzmq 4.3 does. The
-//! CURVE mechanism (RFC 26) lives in [`crate::curve`]; after its handshake the decoder hands
+//! CURVE mechanism (RFC 26) lives in its own module; after its handshake the decoder hands
 //! every wire frame to a [`FrameOpener`] and the writers seal frames through it, so this module
 //! knows nothing of cryptography.
 //!
@@ -12,7 +12,7 @@
 //! the crate hides what a proxy needs per connection (which subscriber sent an unsubscribe,
 //! when a PUSH peer's connection closes, whether a peer's queue is full) and lets one peer's
 //! frame header decide an allocation size. Here every connection is read continuously, frames
-//! are bounded by the socket's maxMsgSize (default [`crate::config::MAX_MESSAGE_BYTES`]), and
+//! are bounded by the socket's maxMsgSize (default `MAX_MESSAGE_BYTES` in the api crate's defaults), and
 //! buffers grow only with bytes that actually arrived.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::socket::SocketType;
+use zmq_proxy_api::socket::SocketType;
 
 pub const GREETING_LEN: usize = 64;
 pub(crate) const FLAG_MORE: u8 = 0x01;
@@ -52,8 +52,11 @@ pub enum WireError {
     Closed,
     #[error("security mechanism mismatch: this socket speaks {ours}, the peer {peer}")]
     MechanismMismatch { ours: &'static str, peer: String },
-    #[error("CURVE: {0}")]
-    Curve(#[from] crate::curve::CurveError),
+    /// The security mechanism refused the peer's handshake or a frame: its name, the
+    /// `reason` label and the words. The codec knows no mechanism; each converts its own
+    /// errors into this.
+    #[error("{mechanism}: {text}")]
+    Mechanism { mechanism: &'static str, reason: &'static str, text: String },
 }
 
 impl WireError {
@@ -69,7 +72,7 @@ impl WireError {
             WireError::Timeout(_) => "timeout",
             WireError::Closed => "closed",
             WireError::MechanismMismatch { .. } => "mechanism_mismatch",
-            WireError::Curve(e) => e.reason(),
+            WireError::Mechanism { reason, .. } => reason,
         }
     }
 }

@@ -193,7 +193,8 @@ async fn second_signal_exits_at_once() {
     b.wait_line("proxy running");
     // A capture subscriber that never reads: once its buffers and queue are full, the drain
     // has copies it cannot deliver and would wait the whole 60 s.
-    let mut tap = RawPeer::handshake_small_buffer(&cap, zmq_proxy::socket::SocketType::Sub).await;
+    let mut tap =
+        RawPeer::handshake_small_buffer(&cap, zmq_proxy_api::socket::SocketType::Sub).await;
     tap.send(&[b"\x01"]).await;
     let mut producer = PushSocket::new();
     producer.connect(&front).await.expect("producer connects");

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zeromq::{PullSocket, Socket};
 use zmq_proxy::curve::{self, Allow, CurveClient, CurveServer, Mechanism, SecretKey, Security};
-use zmq_proxy::socket::SocketType;
+use zmq_proxy_api::socket::SocketType;
 
 use common::*;
 

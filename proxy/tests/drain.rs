@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::{RawPeer, config, ep, start};
 use tokio::io::AsyncReadExt;
-use zmq_proxy::socket::SocketType;
 use zmq_proxy::zmtp::{Decoder, Item};
 use zmq_proxy::{Ending, Snapshot};
+use zmq_proxy_api::socket::SocketType;
 
 const STEP: Duration = Duration::from_secs(5);
 

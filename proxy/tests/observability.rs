@@ -12,7 +12,7 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zmq_proxy::ProxyConfig;
 use zmq_proxy::ops::Ops;
-use zmq_proxy::socket::SocketType;
+use zmq_proxy_api::socket::SocketType;
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use zeromq::{PullSocket, PushSocket, Socket, SocketSend};
 use zmq_proxy::Proxy;
-use zmq_proxy::socket::SocketType;
+use zmq_proxy_api::socket::SocketType;
 
 async fn pipeline(hwm: usize) -> Proxy {
     let mut cfg = config(SocketType::Pull, SocketType::Push);
@@ -138,7 +138,8 @@ async fn connect_endpoints_reach_bound_peers_and_drain_completes() {
     let zeromq::Endpoint::Tcp(_, port) = bound else { panic!("tcp endpoint") };
     let mut cfg = config(SocketType::Pull, SocketType::Push);
     cfg.backend.bind.clear();
-    cfg.backend.connect = vec![zmq_proxy::endpoint::Endpoint { host: "127.0.0.1".into(), port }];
+    cfg.backend.connect =
+        vec![zmq_proxy_api::endpoint::Endpoint { host: "127.0.0.1".into(), port }];
     let p = start(cfg).await;
     let mut producer = PushSocket::new();
     producer.connect(&ep(&p.frontend_addrs)).await.expect("producer connects");

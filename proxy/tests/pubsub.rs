@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use zeromq::{PubSocket, Socket, SocketSend, SubSocket, XPubSocket};
 use zmq_proxy::Proxy;
-use zmq_proxy::socket::SocketType;
+use zmq_proxy_api::socket::SocketType;
 
 async fn forwarder(hwm: usize) -> Proxy {
     let mut cfg = config(SocketType::Xsub, SocketType::Xpub);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use zeromq::{DealerSocket, Socket, SocketSend, SubSocket};
 use zmq_proxy::Proxy;
-use zmq_proxy::socket::SocketType;
+use zmq_proxy_api::socket::SocketType;
 
 async fn shared_queue() -> Proxy {
     start(config(SocketType::Router, SocketType::Dealer)).await

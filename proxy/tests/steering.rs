@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use common::*;
 use zeromq::{PullSocket, PushSocket, ReqSocket, Socket, SocketSend, ZmqMessage};
-use zmq_proxy::endpoint::Endpoint;
 use zmq_proxy::ops::Ops;
-use zmq_proxy::socket::SocketType;
 use zmq_proxy::{Proxy, ProxyState};
+use zmq_proxy_api::endpoint::Endpoint;
+use zmq_proxy_api::socket::SocketType;
 
 struct Rig {
     proxy: Proxy,

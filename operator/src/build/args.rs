@@ -1,7 +1,7 @@
 //! The proxy's command line, built from the spec.
 
-use zmq_proxy::config::KUBERNETES_HEARTBEAT;
-use zmq_proxy::socket::ProxySockets;
+use zmq_proxy_api::kubernetes::KUBERNETES_HEARTBEAT;
+use zmq_proxy_api::manifest::ProxySockets;
 
 use crate::crd::ZmqProxySpec;
 

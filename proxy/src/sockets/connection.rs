@@ -393,7 +393,7 @@ async fn read_loop(
                     }
                 }
                 Err(e) => {
-                    if let WireError::Curve(_) = e {
+                    if let WireError::Mechanism { .. } = e {
                         shared.refused(mech, &e, rd.peer_addr().ok());
                     } else {
                         shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);

@@ -13,9 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zeromq::{SocketRecv, ZmqMessage};
 use zmq_proxy::config::{ProxyConfig, SocketConfig};
-use zmq_proxy::endpoint::Endpoint;
-use zmq_proxy::socket::SocketType;
 use zmq_proxy::{Proxy, zmtp};
+use zmq_proxy_api::endpoint::Endpoint;
+use zmq_proxy_api::socket::SocketType;
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
 

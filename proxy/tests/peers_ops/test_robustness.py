@@ -148,11 +148,13 @@ def test_connection_churn_200_peers_memory_returns(ops_proxy, ctx):
 
 
 def _config_const(name: str) -> int:
-    """A usize constant of proxy/src/config.rs (`pub const NAME: usize = 64 * 1024;`), so the
-    bound below follows the proxy's own numbers."""
-    src = (Path(__file__).resolve().parents[2] / "src" / "config.rs").read_text()
-    m = re.search(rf"pub const {name}: usize = ([0-9_ *]+);", src)
-    assert m, f"{name} not found in config.rs"
+    """A usize constant of the proxy (`pub const NAME: usize = 64 * 1024;` in proxy/src or in the
+    api crate's defaults), so the bound below follows the proxy's own numbers."""
+    root = Path(__file__).resolve().parents[3]
+    sources = sorted((root / "proxy" / "src").rglob("*.rs")) + sorted((root / "api" / "src").rglob("*.rs"))
+    pattern = re.compile(rf"pub(?:\(crate\))? const {name}: usize = ([0-9_ *]+);")
+    m = next((m for m in (pattern.search(f.read_text()) for f in sources) if m), None)
+    assert m, f"{name} not found in proxy/src or api/src"
     value = 1
     for factor in m.group(1).replace("_", "").split("*"):
         value *= int(factor)

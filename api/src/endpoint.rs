@@ -2,7 +2,7 @@
 //! `HOST:PORT` of `--http-bind`. Owns parsing and the refusal messages for malformed endpoints,
 //! so flags and manifests word them alike.
 //!
-//! HOST is `*` (bind only: every address, IPv6 and IPv4, see [`crate::net`]), an IPv4
+//! HOST is `*` (bind only: every address, IPv6 and IPv4, bound dual stack), an IPv4
 //! literal, an IPv6 literal in brackets (`[::1]`, `[::]`), or a host name (resolved by the OS,
 //! A and AAAA records alike).
 

@@ -11,8 +11,19 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
-const PROXY: &str = env!("CARGO_BIN_EXE_zmq-proxy");
 const PROBE: &str = env!("CARGO_BIN_EXE_zmq-proxy-probe");
+
+/// The `zmq-proxy` binary cargo built beside the probe: another package's binary has no
+/// `CARGO_BIN_EXE_*`, and `cargo test --workspace` builds both.
+fn proxy_bin() -> std::path::PathBuf {
+    let path = std::path::Path::new(PROBE).with_file_name("zmq-proxy");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first (cargo build -p zmq-proxy)",
+        path.display()
+    );
+    path
+}
 
 /// A port nobody listens on right now. The proxy binds it moments later; another process taking
 /// it in between would make the proxy exit 1 naming the endpoint, which the test reports.
@@ -39,7 +50,7 @@ impl Drop for Proxy {
 
 /// Starts zmq-proxy with `args` and waits until every port in `ports` accepts connections.
 fn start_proxy(args: &[String], ports: &[u16]) -> Proxy {
-    let child = Command::new(PROXY)
+    let child = Command::new(proxy_bin())
         .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

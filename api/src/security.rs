@@ -43,7 +43,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::socket::SocketSpecError;
+pub use crate::defaults::{DEFAULT_SERVER_KEY_KEY, MAX_DATA_KEY_LEN, MAX_OBJECT_NAME_LEN};
+use crate::error::SocketSpecError;
 
 /// CurveZMQ (RFC 26) for one socket. A socket that binds is the CURVE server
 /// (`serverKeyFile`, plus `authorizedKeys` unless `curveAllowAny`); a socket that connects is a
@@ -84,19 +85,12 @@ impl CurveSpec {
     }
 }
 
-/// Longest Secret or ConfigMap name (a DNS-1123 subdomain).
-pub const MAX_OBJECT_NAME_LEN: usize = 253;
-/// Longest key of a Secret or ConfigMap.
-pub const MAX_DATA_KEY_LEN: usize = 253;
 /// A DNS-1123 subdomain, as Kubernetes names Secrets and ConfigMaps.
 pub const OBJECT_NAME_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A Secret or ConfigMap key: `[-._a-zA-Z0-9]+`, and neither `.`, `..` nor starting with `..`
 /// (Kubernetes' IsConfigMapKey), written without look-ahead for RE2.
 pub const DATA_KEY_PATTERN: &str = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$";
-/// The key of the server's Secret read when `serverKey.key` is not given: the file name
-/// `zmq-proxy keygen --zcert server` writes the secret certificate to.
-pub const DEFAULT_SERVER_KEY_KEY: &str = "server_secret";
 
 /// Security of one socket on Kubernetes. Without it the socket speaks NULL (no security).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -1,0 +1,197 @@
+//! The proxy's rules on a manifest's socket section (`socket.rs`, `manifest.rs`, `options.rs`)
+//! rendered as Kubernetes CEL validation rules (`x-kubernetes-validations`) for a
+//! schema whose `self` is a manifest's `spec`. The operator's CRD carries these strings, so the API
+//! server refuses what `ProxySockets::validate` refuses, with the same words, and a rule is never
+//! written twice. Each rule comes with the spec-relative `fieldPath` it blames.
+
+use crate::manifest::port_clash_text;
+use crate::options::{NODROP_CAPTURE_REFUSAL, NODROP_TYPES, nodrop_type_refusal};
+use crate::socket::{
+    CAPTURE_TYPES, Role, SocketType, allowed_pairs, capture_type_refusal, pair_refusal_text,
+};
+
+/// One CEL rule: `rule` must hold; otherwise `message_expression` is the error text and
+/// `field_path` (relative to `spec`, e.g. `.backend.type`) the field the error names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CelRule {
+    pub rule: String,
+    pub message_expression: String,
+    pub field_path: String,
+}
+
+/// A CEL string literal. Single quotes and backslashes are the only characters that need
+/// escaping in the texts rendered here.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn string_list<I: IntoIterator<Item = String>>(items: I) -> String {
+    format!("[{}]", items.into_iter().map(|s| quote(&s)).collect::<Vec<_>>().join(", "))
+}
+
+/// A CEL string expression that renders `text` with each placeholder replaced by its CEL
+/// expression (concatenated, so the API server fills in the values the user wrote).
+fn splice(text: &str, subs: &[(&str, &str)]) -> String {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some((at, (placeholder, expr))) = subs
+        .iter()
+        .filter_map(|sub| rest.find(sub.0).map(|at| (at, *sub)))
+        .min_by_key(|(at, _)| *at)
+    {
+        if at > 0 {
+            parts.push(quote(&rest[..at]));
+        }
+        parts.push(expr.to_string());
+        rest = &rest[at + placeholder.len()..];
+    }
+    if !rest.is_empty() || parts.is_empty() {
+        parts.push(quote(rest));
+    }
+    parts.join(" + ")
+}
+
+/// The frontend/backend pair must be one of [`allowed_pairs`] (blames `.backend.type`, as
+/// `ProxySockets::validate` does).
+pub fn pair_rule() -> CelRule {
+    let pairs = string_list(allowed_pairs().map(|(a, b)| format!("{a}/{b}")));
+    let pair = "self.frontend.type + '/' + self.backend.type";
+    const PLACEHOLDER: &str = "\u{0}";
+    CelRule {
+        rule: format!("({pair}) in {pairs}"),
+        message_expression: splice(&pair_refusal_text(PLACEHOLDER), &[(PLACEHOLDER, pair)]),
+        field_path: ".backend.type".to_string(),
+    }
+}
+
+/// The capture type, when there is a capture socket, must be one of [`CAPTURE_TYPES`]; the
+/// message is [`capture_type_refusal`]'s for the type given (PAIR gets its own reason).
+pub fn capture_rule() -> CelRule {
+    let allowed = string_list(CAPTURE_TYPES.iter().map(|t| t.to_string()));
+    let refusals: Vec<String> = SocketType::ALL
+        .into_iter()
+        .filter_map(|t| {
+            capture_type_refusal(t).map(|why| format!("{}: {}", quote(t.as_str()), quote(&why)))
+        })
+        .collect();
+    CelRule {
+        rule: format!("!has(self.capture) || self.capture.type in {allowed}"),
+        message_expression: format!("{{{}}}[self.capture.type]", refusals.join(", ")),
+        field_path: ".capture.type".to_string(),
+    }
+}
+
+/// `nodrop` only on a PUB/XPUB frontend or backend and never on the capture socket, with
+/// the words of `SocketOptionsSpec::resolve`.
+pub fn nodrop_rules() -> Vec<CelRule> {
+    let types = string_list(NODROP_TYPES.iter().map(|t| t.to_string()));
+    const PLACEHOLDER: &str = "\u{0}";
+    let mut rules: Vec<CelRule> = [Role::Frontend, Role::Backend]
+        .into_iter()
+        .map(|role| {
+            let name = role.as_str();
+            let s = format!("self.{name}");
+            let ty = format!("{s}.type");
+            CelRule {
+                rule: format!("!has({s}.nodrop) || !{s}.nodrop || {ty} in {types}"),
+                message_expression: splice(
+                    &nodrop_type_refusal(PLACEHOLDER),
+                    &[(PLACEHOLDER, ty.as_str())],
+                ),
+                field_path: format!(".{name}.nodrop"),
+            }
+        })
+        .collect();
+    rules.push(CelRule {
+        rule: "!has(self.capture) || !has(self.capture.nodrop) || !self.capture.nodrop".to_string(),
+        message_expression: quote(NODROP_CAPTURE_REFUSAL),
+        field_path: ".capture.nodrop".to_string(),
+    });
+    rules
+}
+
+/// A port-carrying field of the spec: its name as errors say it, the CEL expression of its
+/// port, and the CEL test of its presence (`None` when it is always present).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortField {
+    pub name: String,
+    pub port: String,
+    pub present: Option<String>,
+    pub field_path: String,
+}
+
+/// The socket ports of a spec in `ProxySockets::named_ports`
+/// order: frontend, backend, capture (optional), control (optional).
+pub fn socket_port_fields() -> Vec<PortField> {
+    Role::ALL
+        .into_iter()
+        .map(|role| {
+            let name = role.as_str();
+            PortField {
+                name: name.to_string(),
+                port: format!("self.{name}.port"),
+                present: matches!(role, Role::Capture | Role::Control)
+                    .then(|| format!("has(self.{name})")),
+                field_path: format!(".{name}.port"),
+            }
+        })
+        .collect()
+}
+
+/// Every port must differ from the ports before it; a clash blames the later field and names
+/// the earlier one, as `ProxySockets::validate` does.
+/// `fields` is usually [`socket_port_fields`] plus ports the caller adds (a metrics port).
+pub fn distinct_port_rules(fields: &[PortField]) -> Vec<CelRule> {
+    let guarded = |f: &PortField, cond: String| match &f.present {
+        Some(present) => format!("({present} && {cond})"),
+        None => format!("({cond})"),
+    };
+    fields
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, field)| {
+            let earlier = &fields[..i];
+            let clashes: Vec<String> = earlier
+                .iter()
+                .map(|e| guarded(e, format!("{} == {}", e.port, field.port)))
+                .collect();
+            let rule = match &field.present {
+                Some(present) => format!("!{present} || !({})", clashes.join(" || ")),
+                None => format!("!({})", clashes.join(" || ")),
+            };
+            // The first earlier field that clashes names the clash; the last is the fallback
+            // because the message is only evaluated when some clash exists. Every branch is
+            // a literal, so the estimated cost stays that of the comparisons.
+            let words = |e: &PortField| quote(&port_clash_text(None, &e.name));
+            let mut message_expression = words(&earlier[i - 1]);
+            for (e, clash) in earlier.iter().zip(&clashes).rev().skip(1) {
+                message_expression = format!("({clash} ? {} : {message_expression})", words(e));
+            }
+            CelRule { rule, message_expression, field_path: field.field_path.clone() }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::pair_refusal;
+
+    #[test]
+    fn cel_renderings_reuse_the_refusal_words() {
+        let pair = pair_rule();
+        assert!(pair.rule.contains("'ROUTER/DEALER'") && pair.rule.contains("'PUSH/PULL'"));
+        let words = pair_refusal(SocketType::Router, SocketType::Push).unwrap_or_default();
+        let allowed = words.split("; ").nth(1).unwrap_or_default();
+        assert!(pair.message_expression.contains(allowed), "{}", pair.message_expression);
+        let capture = capture_rule();
+        let pair_words = capture_type_refusal(SocketType::Pair).unwrap_or_default();
+        assert!(capture.message_expression.contains(&pair_words));
+        assert!(!capture.message_expression.contains("'PUB':"), "accepted types need no message");
+        let ports = distinct_port_rules(&socket_port_fields());
+        let fields: Vec<&str> = ports.iter().map(|r| r.field_path.as_str()).collect();
+        assert_eq!(fields, [".backend.port", ".capture.port", ".control.port"]);
+        assert_eq!(quote("it's"), "'it\\'s'");
+    }
+}

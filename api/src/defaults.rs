@@ -1,0 +1,65 @@
+//! Every default and bound a user can see: what an unset flag, manifest field or CRD field
+//! means, and the largest value each accepts. This module imports nothing, so any module (and
+//! the operator) can read it without pulling in anything else. The pods' own defaults, which
+//! differ from the binary's, are in `kubernetes.rs`.
+
+use std::time::Duration;
+
+/// How long a stopping proxy keeps delivering what it already read (`--drain-timeout`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest accepted `--drain-timeout`.
+pub const MAX_DRAIN_TIMEOUT_SECS: f64 = 3600.0;
+/// How long a stopping proxy first keeps serving as usual, unready (`--lame-duck`). Zero for
+/// the binary: on a laptop no load balancer needs to learn that it is going away.
+pub const DEFAULT_LAME_DUCK: Duration = Duration::ZERO;
+/// Longest accepted `--lame-duck`.
+pub const MAX_LAME_DUCK_SECS: f64 = 3600.0;
+
+/// Default high-water mark, per peer, both ways (libzmq's default ZMQ_SNDHWM and ZMQ_RCVHWM;
+/// `--<socket>-sndhwm`/`-rcvhwm`). Out: a full ROUTER client or subscriber has further messages
+/// dropped and counted; a full PUSH/DEALER peer is skipped by round-robin. In: a peer with this
+/// many messages read and waiting to be forwarded is not read further until the pump takes
+/// them.
+pub const DEFAULT_PEER_HWM: usize = 1000;
+/// Default largest message (all frames) a peer may send (`--<socket>-max-msg-size`); a larger
+/// frame header drops that peer. libzmq's default is unlimited, but a peer must not be able to
+/// make the proxy allocate whatever a frame header claims.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Default delay between attempts of a `--*-connect` endpoint (libzmq's ZMQ_RECONNECT_IVL).
+pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// Default cap of the doubling reconnect backoff; zero: none, every attempt waits
+/// [`RECONNECT_INTERVAL`] (libzmq's ZMQ_RECONNECT_IVL_MAX default).
+pub const RECONNECT_INTERVAL_MAX: Duration = Duration::ZERO;
+/// Default TCP connect timeout; zero: the kernel's (libzmq's ZMQ_CONNECT_TIMEOUT default).
+pub const CONNECT_TIMEOUT: Duration = Duration::ZERO;
+/// Default of `--<socket>-nodrop` (ZMQ_XPUB_NODROP): subscribers that are full lose messages.
+pub const XPUB_NODROP: bool = false;
+/// TCP keepalive on every peer connection: a peer whose host vanished without a FIN or RST
+/// (a node lost, a pod's network torn down) is closed after about idle + interval x retries
+/// (60 s) instead of holding its routing id, its subscriptions upstream and its queue
+/// forever. Keepalive only probes idle connections, so a slow peer that is simply not reading
+/// is never cut off by it. These are the defaults of `--<socket>-tcp-keepalive*`.
+pub const TCP_KEEPALIVE: bool = true;
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// Longest accepted reconnect interval, its maximum and the connect timeout: one hour, in ms.
+pub const MAX_MILLIS: i64 = 3_600_000;
+/// Linux's bounds of TCP_KEEPIDLE / TCP_KEEPINTVL (seconds) and TCP_KEEPCNT.
+pub const MAX_KEEPALIVE_SECS: i64 = 32_767;
+pub const MAX_KEEPALIVE_COUNT: i64 = 127;
+
+/// Heartbeats of the binary: none, as libzmq (no PINGs sent; PINGs from peers are answered, and a
+/// peer's PING TTL is honoured). Longest accepted interval and timeout: an hour.
+pub const MAX_HEARTBEAT_MS: i32 = 3_600_000;
+/// Longest accepted heartbeat TTL: libzmq peers turn the TTL's deciseconds back into
+/// milliseconds in 16 bits, so 655 deciseconds is the most they read right (more wraps round).
+pub const MAX_HEARTBEAT_TTL_MS: i32 = 65_500;
+
+/// Longest Secret or ConfigMap name (a DNS-1123 subdomain).
+pub const MAX_OBJECT_NAME_LEN: usize = 253;
+/// Longest key of a Secret or ConfigMap.
+pub const MAX_DATA_KEY_LEN: usize = 253;
+/// The key of the server's Secret read when `serverKey.key` is not given: the file name
+/// `zmq-proxy keygen --zcert server` writes the secret certificate to.
+pub const DEFAULT_SERVER_KEY_KEY: &str = "server_secret";
