@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
-use zmq_proxy::config::{Cli, Command, LogFormat, ProxyConfig, RUNTIME_WORKER_THREADS};
 use zmq_proxy::curve::Mechanism;
+use zmq_proxy::{Cli, Command, LogFormat, ProxyConfig, RUNTIME_WORKER_THREADS};
 use zmq_proxy::{Ending, Proxy, Snapshot};
 
 fn main() -> ExitCode {
@@ -149,14 +149,14 @@ async fn run(cfg: ProxyConfig) -> u8 {
             return 1;
         }
     };
-    let show = |s: &zmq_proxy::config::SocketConfig, addrs: &[std::net::SocketAddr]| {
+    let show = |s: &zmq_proxy::SocketConfig, addrs: &[std::net::SocketAddr]| {
         let bound: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
         let mech = if s.security.is_curve() { " CURVE" } else { "" };
         let (t, ep, at) = (s.socket_type, s.endpoints(), bound.join(" "));
         format!("{t}{mech} {ep} (listening on {at}){}", s.heartbeat.describe())
     };
     let capture = cfg.capture.as_ref().map(|c| show(c, &proxy.capture_addrs)).unwrap_or_default();
-    let ops = match zmq_proxy::ops::Ops::start(&cfg, &proxy).await {
+    let ops = match zmq_proxy::Ops::start(&cfg, &proxy).await {
         Ok(o) => o,
         Err(e) => {
             eprintln!("zmq-proxy: error: {e}");

@@ -3,78 +3,41 @@
 //! `ZMQ_PROXY_<FLAG>`), the `ZmqProxy` manifest read by `--config`, and the validation that
 //! turns either into one [`ProxyConfig`].
 
+pub(crate) mod heartbeat;
+pub(crate) mod options;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
-use zmq_proxy_api::defaults::{
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_LAME_DUCK, MAX_DRAIN_TIMEOUT_SECS, MAX_LAME_DUCK_SECS,
-};
+use zmq_proxy_api::defaults::{MAX_DRAIN_TIMEOUT_SECS, MAX_LAME_DUCK_SECS};
 use zmq_proxy_api::endpoint::{Direction, Endpoint};
-use zmq_proxy_api::heartbeat::{FieldNames, Heartbeat};
+use zmq_proxy_api::heartbeat::FieldNames;
 use zmq_proxy_api::manifest::{ProxySockets, SocketSpec};
-use zmq_proxy_api::options::{SocketOptions, Spelling, spec_from_flag_texts};
+use zmq_proxy_api::options::{Spelling, spec_from_flag_texts};
 use zmq_proxy_api::security::CurveSpec;
 use zmq_proxy_api::socket::{SocketType, capture_type_refusal, pair_refusal};
 
-use crate::curve::{Mechanism, Security};
-use crate::heartbeat::HeartbeatFlags;
-use crate::options::{BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags};
+use crate::engine::curve::{Mechanism, Security};
+use crate::engine::socket_config::SocketConfig;
+use crate::proxy::config::{ConfigError, LogFormat, ProxyConfig};
+use heartbeat::HeartbeatFlags;
+use options::{BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags};
 
-/// How long a timed-out drain waits for connection writers to stop after the kill, so what
-/// they managed to write is counted as delivered and the rest, once, as undelivered.
-pub const WRITER_SETTLE_TIMEOUT: Duration = Duration::from_millis(500);
+/// `--log-format`'s values, spelled as clap's derive spells them.
+impl ValueEnum for LogFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LogFormat::Text, LogFormat::Json]
+    }
 
-/// Read batches buffered between a socket's connections and its pump. Each batch is what one
-/// read of one connection decoded, so this bounds memory per socket, not per peer.
-pub const INBOUND_QUEUE_BATCHES: usize = 256;
-/// A connection that has not completed the ZMTP greeting and READY in this time is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Back-off after a failed accept (e.g. out of file descriptors) so the loop does not spin.
-pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
-/// Bytes read from a connection per system call, at most.
-pub const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// Bytes encoded per write system call, at most (a larger single message is written whole).
-pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
-/// Messages a pump moves per wake-up before it yields.
-pub const PUMP_BURST: usize = 512;
-/// Runtime threads. libzmq's proxy uses two (its I/O thread and the proxy's own); more
-/// would mostly add cross-thread wake-ups on the small nodes a proxy pod gets.
-pub const RUNTIME_WORKER_THREADS: usize = 2;
-/// A draining ROUTER closes a client with no request outstanding only once it has sent none for
-/// this long: a request already on the wire then arrives, is answered, and the FIN follows
-/// its reply (a busy client is always closed that way).
-pub const DRAIN_IDLE_CLIENT: Duration = Duration::from_millis(50);
-/// How often a draining proxy re-checks that every queue has been written out.
-pub const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
-/// How often drops are summarised in one log line (only when something was dropped), instead
-/// of one line per dropped message.
-pub const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
-/// Longest the control socket waits to hand a reply to a requester that does not read; a
-/// stuck control client must not stall the control socket for the others.
-pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often a CURVE allow-list file or directory is re-read. Content decides, not mtime:
-/// the kubelet swaps a mounted Secret's `..data` symlink, so only reading shows a change.
-pub const ALLOW_LIST_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How often `--pause-file` is re-read (content decides, as for the allow-list): a change of
-/// `spec.paused` reaches the proxy this long after the kubelet has swapped the file.
-pub const PAUSE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// A refused peer (same address, same reason) is logged at most once in this time.
-pub const REFUSAL_LOG_QUIET: Duration = Duration::from_secs(60);
-/// Peers remembered for that (bounded memory under a flood of refusals).
-pub const REFUSAL_LOG_PEERS: usize = 1024;
-/// Largest control request (the commands are a few bytes; this only bounds garbage).
-pub const CONTROL_MAX_BYTES: usize = 64 * 1024;
-/// Control requesters connected at once; more are closed on accept.
-pub const CONTROL_MAX_CONNECTIONS: usize = 64;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }))
+    }
 }
 
 /// Command line, exactly the contract's flags. Every flag may come from `ZMQ_PROXY_<FLAG>`;
@@ -290,7 +253,7 @@ fn curve_security(
     connects: bool,
     allow_any: bool,
 ) -> Result<Security, ConfigError> {
-    use crate::curve::{
+    use crate::engine::curve::{
         Allow, AllowList, CurveClient, CurveServer, PublicKey, SecretKey, load_public_key_file,
         load_secret_key_file,
     };
@@ -393,8 +356,8 @@ fn curve_security(
 }
 
 /// `server_key_given` was checked just before; kept out of line so no panic sits in the path.
-fn unreachable_key() -> crate::curve::PublicKey {
-    crate::curve::PublicKey::from_bytes([0; 32])
+fn unreachable_key() -> crate::engine::curve::PublicKey {
+    crate::engine::curve::PublicKey::from_bytes([0; 32])
 }
 
 impl Cli {
@@ -433,79 +396,6 @@ impl Cli {
 fn parse_type(s: &str) -> Result<SocketType, String> {
     s.parse::<SocketType>().map_err(|e| e.to_string())
 }
-
-/// One proxy socket: its type, where it binds and connects, what it speaks on each, and its
-/// libzmq options.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketConfig {
-    pub socket_type: SocketType,
-    pub bind: Vec<Endpoint>,
-    pub connect: Vec<Endpoint>,
-    pub security: Security,
-    pub options: SocketOptions,
-    pub heartbeat: Heartbeat,
-}
-
-impl SocketConfig {
-    /// A NULL-mechanism socket with default options, without heartbeats.
-    pub fn new(socket_type: SocketType, bind: Vec<Endpoint>, connect: Vec<Endpoint>) -> Self {
-        let (security, options, heartbeat) = Default::default();
-        SocketConfig { socket_type, bind, connect, security, options, heartbeat }
-    }
-
-    pub fn endpoints(&self) -> String {
-        let b = self.bind.iter().map(|e| format!("bind {e}"));
-        let c = self.connect.iter().map(|e| format!("connect {e}"));
-        b.chain(c).collect::<Vec<_>>().join(", ")
-    }
-}
-
-/// A validated configuration: everything the proxy needs to start.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProxyConfig {
-    pub frontend: SocketConfig,
-    pub backend: SocketConfig,
-    pub capture: Option<SocketConfig>,
-    pub control_bind: Option<Endpoint>,
-    /// What the control socket speaks (it only binds: NULL or a CURVE server).
-    pub control_security: Mechanism,
-    pub http_bind: Option<String>,
-    pub drain_timeout: Duration,
-    pub lame_duck: Duration,
-    /// `--pause-file`: PAUSE/RESUME from a file's content ([`crate::pause_file`]).
-    pub pause_file: Option<PathBuf>,
-    pub log_format: LogFormat,
-}
-
-impl ProxyConfig {
-    /// A configuration with defaults for everything but the two sockets.
-    pub fn new(frontend: SocketConfig, backend: SocketConfig) -> Self {
-        ProxyConfig {
-            frontend,
-            backend,
-            capture: None,
-            control_bind: None,
-            control_security: Mechanism::Null,
-            http_bind: None,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            lame_duck: DEFAULT_LAME_DUCK,
-            pause_file: None,
-            log_format: LogFormat::Text,
-        }
-    }
-
-    /// The frontend, backend and capture sockets with their names.
-    pub fn named_sockets(&self) -> Vec<(&'static str, &SocketConfig)> {
-        let mut all = vec![("frontend", &self.frontend), ("backend", &self.backend)];
-        all.extend(self.capture.iter().map(|c| ("capture", c)));
-        all
-    }
-}
-
-/// A configuration problem, worded for one line after `zmq-proxy: error: `.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
@@ -882,7 +772,10 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zmq_proxy_api::defaults::DEFAULT_DRAIN_TIMEOUT;
     use zmq_proxy_api::defaults::DEFAULT_PEER_HWM;
+    use zmq_proxy_api::heartbeat::Heartbeat;
+    use zmq_proxy_api::options::SocketOptions;
 
     fn cli(args: &[&str]) -> Result<ProxyConfig, String> {
         let mut all = vec!["zmq-proxy"];
