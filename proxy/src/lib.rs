@@ -15,8 +15,8 @@
 //!   the PAUSE/RESUME/TERMINATE state ([`ProxyState`]).
 //! - `ops`: the control socket (`--control-bind`), the pause file, /metrics, /healthz, /readyz
 //!   and the drop summary, started beside a [`Proxy`] ([`Ops`]).
-//! - `cli`: the clap command line ([`Cli`]), its option and heartbeat flags, and the `--config`
-//!   manifest reader; both end in one [`ProxyConfig`].
+//! - `cli`: the clap command line ([`Cli`]), its option and heartbeat flags, the `--config`
+//!   manifest reader (both end in one [`ProxyConfig`]), and `keygen`.
 //!
 //! The modules are private; what the binary, the tests, the benchmarks and the operator's
 //! cross-checks use is re-exported here, with the CURVE and ZMTP pieces a test peer needs in
@@ -29,6 +29,7 @@ mod policy;
 mod proxy;
 mod wire;
 
+pub use cli::keygen::keygen;
 pub use cli::{Cli, Command, load_manifest, parse_manifest};
 pub use engine::counters::{Counters, DropReason, Snapshot};
 pub use engine::socket_config::SocketConfig;

@@ -1,6 +1,7 @@
 //! The `--<socket>-heartbeat-*` flags, read as text so a refusal names the flag.
 
 use zmq_proxy_api::heartbeat::{FieldNames, HeartbeatSpec};
+use zmq_proxy_api::socket::Role;
 
 /// The `--<socket>-heartbeat-*` flags (each also read from `ZMQ_PROXY_<FLAG>`), as text: the
 /// refusal of a bad value names the flag (see [`HeartbeatFlags::spec`]).
@@ -36,14 +37,14 @@ pub struct HeartbeatFlags {
 }
 
 impl HeartbeatFlags {
-    fn texts(&self, socket: &str) -> [&Option<String>; 3] {
+    fn texts(&self, socket: Role) -> [&Option<String>; 3] {
         match socket {
-            "frontend" => [
+            Role::Frontend => [
                 &self.frontend_heartbeat_interval,
                 &self.frontend_heartbeat_ttl,
                 &self.frontend_heartbeat_timeout,
             ],
-            "backend" => [
+            Role::Backend => [
                 &self.backend_heartbeat_interval,
                 &self.backend_heartbeat_ttl,
                 &self.backend_heartbeat_timeout,
@@ -58,8 +59,8 @@ impl HeartbeatFlags {
 
     /// The first flag given, if any (`--config` refuses them: the manifest defines heartbeats).
     pub fn first_given(&self) -> Option<String> {
-        ["frontend", "backend", "capture"].into_iter().find_map(|socket| {
-            let names = FieldNames::flags(socket);
+        Role::DATA.into_iter().find_map(|socket| {
+            let names = FieldNames::flags(socket.as_str());
             let [i, t, o] = self.texts(socket);
             [(i, names.interval), (t, names.ttl), (o, names.timeout)]
                 .into_iter()
@@ -68,8 +69,8 @@ impl HeartbeatFlags {
     }
 
     /// One socket's flags as a [`HeartbeatSpec`] (validated by [`HeartbeatSpec::resolve`]).
-    pub fn spec(&self, socket: &str) -> Result<HeartbeatSpec, String> {
-        let names = FieldNames::flags(socket);
+    pub fn spec(&self, socket: Role) -> Result<HeartbeatSpec, String> {
+        let names = FieldNames::flags(socket.as_str());
         let number = |v: &Option<String>, name: &str| match v {
             None => Ok(None),
             Some(s) => s
@@ -97,8 +98,8 @@ mod tests {
             backend_heartbeat_ttl: Some("soon".into()),
             ..HeartbeatFlags::default()
         };
-        assert_eq!(flags.spec("frontend"), Ok(HeartbeatSpec::default()));
-        let e = flags.spec("backend").unwrap_err();
+        assert_eq!(flags.spec(Role::Frontend), Ok(HeartbeatSpec::default()));
+        let e = flags.spec(Role::Backend).unwrap_err();
         assert_eq!(e, "--backend-heartbeat-ttl: expected whole milliseconds, got \"soon\"");
         assert_eq!(flags.first_given().as_deref(), Some("--backend-heartbeat-ttl"));
     }

@@ -1,9 +1,10 @@
-//! The proxy's configuration: its internal tunables (the user-facing defaults and bounds are
-//! the api crate's `defaults.rs`), the command line (clap derive, each flag also read from
-//! `ZMQ_PROXY_<FLAG>`), the `ZmqProxy` manifest read by `--config`, and the validation that
-//! turns either into one [`ProxyConfig`].
+//! The command line (clap derive, each flag also read from `ZMQ_PROXY_<FLAG>`), the `ZmqProxy`
+//! manifest read by `--config`, and the validation that turns either into one [`ProxyConfig`] (the
+//! user-facing defaults and bounds are the api crate's `defaults.rs`). The per-socket option flags
+//! are `options.rs`, the heartbeat flags `heartbeat.rs`.
 
 pub(crate) mod heartbeat;
+pub(crate) mod keygen;
 pub(crate) mod options;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use zmq_proxy_api::heartbeat::FieldNames;
 use zmq_proxy_api::manifest::{ProxySockets, SocketSpec};
 use zmq_proxy_api::options::{Spelling, spec_from_flag_texts};
 use zmq_proxy_api::security::CurveSpec;
-use zmq_proxy_api::socket::{SocketType, capture_type_refusal, pair_refusal};
+use zmq_proxy_api::socket::{Role, SocketType, capture_type_refusal, pair_refusal};
 
 use crate::engine::curve::{Mechanism, Security};
 use crate::engine::socket_config::SocketConfig;
@@ -361,30 +362,30 @@ fn unreachable_key() -> crate::engine::curve::PublicKey {
 }
 
 impl Cli {
-    fn curve_settings(&self, socket: &str) -> CurveSettings {
+    fn curve_settings(&self, socket: Role) -> CurveSettings {
         match socket {
-            "frontend" => CurveSettings {
+            Role::Frontend => CurveSettings {
                 server_key_file: self.frontend_curve_server_key_file.clone(),
                 authorized_keys: self.frontend_curve_authorized_keys.clone(),
                 server_public_key: self.frontend_curve_server_public_key.clone(),
                 server_public_key_file: self.frontend_curve_server_public_key_file.clone(),
                 client_key_file: self.frontend_curve_client_key_file.clone(),
             },
-            "backend" => CurveSettings {
+            Role::Backend => CurveSettings {
                 server_key_file: self.backend_curve_server_key_file.clone(),
                 authorized_keys: self.backend_curve_authorized_keys.clone(),
                 server_public_key: self.backend_curve_server_public_key.clone(),
                 server_public_key_file: self.backend_curve_server_public_key_file.clone(),
                 client_key_file: self.backend_curve_client_key_file.clone(),
             },
-            "capture" => CurveSettings {
+            Role::Capture => CurveSettings {
                 server_key_file: self.capture_curve_server_key_file.clone(),
                 authorized_keys: self.capture_curve_authorized_keys.clone(),
                 server_public_key: self.capture_curve_server_public_key.clone(),
                 server_public_key_file: self.capture_curve_server_public_key_file.clone(),
                 client_key_file: self.capture_curve_client_key_file.clone(),
             },
-            _ => CurveSettings {
+            Role::Control => CurveSettings {
                 server_key_file: self.control_curve_server_key_file.clone(),
                 authorized_keys: self.control_curve_authorized_keys.clone(),
                 ..CurveSettings::default()
@@ -432,7 +433,7 @@ impl Cli {
                     "--config cannot be combined with {flag}: the manifest defines the sockets"
                 ));
             }
-            for socket in ["frontend", "backend", "capture", "control"] {
+            for socket in Role::ALL {
                 if !self.curve_settings(socket).is_empty() {
                     return err(format!(
                         "--config cannot be combined with --{socket}-curve-* flags: the manifest's spec.{socket}.curve defines them"
@@ -444,7 +445,7 @@ impl Cli {
                     "--config cannot be combined with --curve-allow-any: use spec.curveAllowAny",
                 );
             }
-            for socket in ["frontend", "backend", "capture"] {
+            for socket in Role::DATA {
                 if self.option_texts(socket).iter().any(Option::is_some) {
                     return err(format!(
                         "--config cannot be combined with --{socket}-<option> flags (sndhwm, maxMsgSize, ...): set them in spec.{socket}"
@@ -487,68 +488,72 @@ impl Cli {
 
     fn apply_curve_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
         let any = self.curve_allow_any;
-        let mut sockets: Vec<(&'static str, &mut SocketConfig)> =
-            vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        let mut sockets: Vec<(Role, &mut SocketConfig)> =
+            vec![(Role::Frontend, &mut cfg.frontend), (Role::Backend, &mut cfg.backend)];
         if let Some(c) = cfg.capture.as_mut() {
-            sockets.push(("capture", c));
-        } else if !self.curve_settings("capture").is_empty() {
+            sockets.push((Role::Capture, c));
+        } else if !self.curve_settings(Role::Capture).is_empty() {
             return err("--capture-curve-* flags need --capture-type");
         }
         for (name, sock) in sockets {
             let (binds, connects) = (!sock.bind.is_empty(), !sock.connect.is_empty());
-            let names = CurveNames::flags(name);
+            let names = CurveNames::flags(name.as_str());
             sock.security =
                 curve_security(&names, &self.curve_settings(name), binds, connects, any)?;
         }
-        let control = self.curve_settings("control");
+        let control = self.curve_settings(Role::Control);
         if cfg.control_bind.is_none() && !control.is_empty() {
             return err("--control-curve-server-key-file needs --control-bind");
         }
-        let names = CurveNames::flags("control");
+        let names = CurveNames::flags(Role::Control.as_str());
         let binds = cfg.control_bind.is_some();
         cfg.control_security = curve_security(&names, &control, binds, false, any)?.accepted;
         check_allow_any(cfg, any, "--curve-allow-any")
     }
 
-    fn option_texts(&self, socket: &str) -> [Option<&str>; 11] {
+    fn option_texts(&self, socket: Role) -> [Option<&str>; 11] {
         match socket {
-            "frontend" => self.frontend_options.texts(),
-            "backend" => self.backend_options.texts(),
-            _ => self.capture_options.texts(),
+            Role::Frontend => self.frontend_options.texts(),
+            Role::Backend => self.backend_options.texts(),
+            Role::Capture | Role::Control => self.capture_options.texts(),
         }
     }
 
     fn apply_option_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
-        let mut sockets = vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        let mut sockets =
+            vec![(Role::Frontend, &mut cfg.frontend), (Role::Backend, &mut cfg.backend)];
         match cfg.capture.as_mut() {
-            Some(c) => sockets.push(("capture", c)),
-            None if self.option_texts("capture").iter().any(Option::is_some) => {
+            Some(c) => sockets.push((Role::Capture, c)),
+            None if self.option_texts(Role::Capture).iter().any(Option::is_some) => {
                 return err("--capture-<option> flags need --capture-type");
             }
             None => {}
         }
         for (name, sock) in sockets {
-            let spec = spec_from_flag_texts(name, self.option_texts(name)).map_err(ConfigError)?;
-            let capture = name == "capture";
+            let spec = spec_from_flag_texts(name.as_str(), self.option_texts(name))
+                .map_err(ConfigError)?;
+            let capture = name == Role::Capture;
             sock.options = spec
-                .resolve(Spelling::Flags(name), sock.socket_type, capture)
+                .resolve(Spelling::Flags(name.as_str()), sock.socket_type, capture)
                 .map_err(|e| ConfigError(e.to_string()))?;
         }
         Ok(())
     }
 
     fn apply_heartbeat_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
-        let mut sockets = vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        let mut sockets =
+            vec![(Role::Frontend, &mut cfg.frontend), (Role::Backend, &mut cfg.backend)];
         match cfg.capture.as_mut() {
-            Some(c) => sockets.push(("capture", c)),
-            None if !self.heartbeat.spec("capture").is_ok_and(|s| s.is_empty()) => {
+            Some(c) => sockets.push((Role::Capture, c)),
+            None if !self.heartbeat.spec(Role::Capture).is_ok_and(|s| s.is_empty()) => {
                 return err("--capture-heartbeat-* flags need --capture-type");
             }
             None => {}
         }
         for (name, sock) in sockets {
             let spec = self.heartbeat.spec(name).map_err(ConfigError)?;
-            sock.heartbeat = spec.resolve(&FieldNames::flags(name)).map_err(ConfigError)?;
+            sock.heartbeat =
+                spec.resolve(&FieldNames::flags(name.as_str())).map_err(ConfigError)?;
         }
         Ok(())
     }

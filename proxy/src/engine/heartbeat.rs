@@ -1,8 +1,8 @@
-//! ZMTP heartbeats (ZMTP 3.1 PING/PONG, RFC 37) with libzmq's ZMQ_HEARTBEAT_IVL, _TTL and
-//! _TIMEOUT semantics, at run time: the `--<socket>-heartbeat-*` flags, the PING command's wire
-//! form, and the per-connection [`Clock`] that says when to send a PING and when a silent peer is
-//! dropped. The settings as data (the manifest's `heartbeat*` fields and the validated
-//! [`Heartbeat`]) are the api crate's `heartbeat.rs`.
+//! ZMTP heartbeats (ZMTP 3.1 PING/PONG, RFC 37) with libzmq's ZMQ_HEARTBEAT_IVL, _TTL and _TIMEOUT
+//! semantics, at run time: the per-connection [`Clock`] that says when to send a PING and when a
+//! silent peer is dropped. The PING command's wire form is `wire/ping.rs`, the
+//! `--<socket>-heartbeat-*` flags are `cli/heartbeat.rs`, and the settings as data (the manifest's
+//! `heartbeat*` fields and the validated [`Heartbeat`]) are the api crate's `heartbeat.rs`.
 //!
 //! - Every `interval` each connection is sent a PING carrying our TTL (in deciseconds).
 //! - After a PING, a connection with no inbound bytes for `timeout` (default: the interval, as

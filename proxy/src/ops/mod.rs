@@ -1,7 +1,6 @@
 //! Everything around a running [`Proxy`] that is not forwarding: the control socket
-//! ([`steer`](crate::ops::steer)), the pause-file watcher ([`pause_file`](crate::ops::pause_file)), the
-//! HTTP listener ([`http`](crate::ops::http)) and the drop summary
-//! ([`metrics`](crate::ops::metrics)), started together once the data sockets are up.
+//! ([`steer`]), the pause-file watcher ([`pause_file`]), the HTTP listener ([`http`]) and the
+//! drop summary ([`metrics`]), started together once the data sockets are up.
 
 pub(crate) mod http;
 pub(crate) mod metrics;

@@ -1,15 +1,15 @@
-//! The CurveZMQ security mechanism (ZMTP 3.0 CURVE, RFC 26) as libzmq speaks it: keys and key
-//! files, the allow-list of client keys, the server and client handshakes, and the sealing and
-//! opening of every frame afterwards. The handshake's cryptography is RustCrypto's
-//! (`crypto_box`'s [`SalsaBox`], X25519 + XSalsa20-Poly1305, and `crypto_secretbox` for the
-//! cookie). The MESSAGE boxes after it are libsodium's, through `libsodium-rs` (built from the
-//! source the crate ships, linked statically), exactly as libzmq does it: the session's shared
-//! key is precomputed once per connection (`crypto_box_beforenm`) and every frame is one
-//! `crypto_box_detached_afternm` / `crypto_box_open_detached_afternm`, in place in the frame
-//! buffer ([`crate::wire::sodium_box`]): RustCrypto's XSalsa20-Poly1305 costs several times more per
-//! frame (`poly1305`'s runtime-detected AVX2 backend ends up as calls, and `salsa20` has no SIMD
-//! backend; `cargo bench -p zmq-proxy --bench curve_frames` measures both). This module only lays
-//! out bytes and keeps nonces.
+//! The CurveZMQ security mechanism (ZMTP 3.0 CURVE, RFC 26) as libzmq speaks it, the part that is
+//! bytes only: keys and their Z85 and zcert texts, nonces, the boxes of the handshake commands, and
+//! the sealing and opening of every frame afterwards. Key files, the allow-list and the handshakes
+//! themselves are `engine/curve.rs`. The handshake's cryptography is RustCrypto's (`crypto_box`'s
+//! [`SalsaBox`], X25519 + XSalsa20-Poly1305, and `crypto_secretbox` for the cookie). The MESSAGE
+//! boxes after it are libsodium's, through `libsodium-rs` (built from the source the crate ships,
+//! linked statically), exactly as libzmq does it: the session's shared key is precomputed once per
+//! connection (`crypto_box_beforenm`) and every frame is one `crypto_box_detached_afternm` /
+//! `crypto_box_open_detached_afternm`, in place in the frame buffer ([`crate::wire::sodium_box`]):
+//! RustCrypto's XSalsa20-Poly1305 costs several times more per frame (`poly1305`'s runtime-detected
+//! AVX2 backend ends up as calls, and `salsa20` has no SIMD backend; `cargo bench -p zmq-proxy
+//! --bench curve_frames` measures both). This module only lays out bytes and keeps nonces.
 //!
 //! Wire details that follow libzmq where RFC 26 is loose:
 //! - HELLO is 200 bytes: version 1.0, 72 zero bytes of anti-amplification padding, C', an 8-byte
