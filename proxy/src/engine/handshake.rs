@@ -1,5 +1,5 @@
 //! The greeting exchange and the NULL mechanism's READY handshake over a connection's byte
-//! streams; CURVE's handshakes ([`super::curve`]) start from the same greeting.
+//! streams; the CURVE handshakes start from the same greeting.
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

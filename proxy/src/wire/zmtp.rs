@@ -3,10 +3,10 @@
 //! subscriptions in both of their forms: the SUBSCRIBE/CANCEL commands of 3.1 and the
 //! `\x01topic`/`\x00topic` messages of 3.0. Each connection remembers the revision its peer greeted
 //! with ([`Revision`]); the proxy sends a peer the form of its revision and accepts either form
-//! from anyone, as libzmq 4.3 does. The exchanges over a connection are the engine's
-//! (`engine/handshake.rs`, `engine/curve.rs`); after a CURVE handshake the decoder hands every wire
-//! frame to a [`FrameOpener`] and the writers seal frames through it, so this module knows nothing
-//! of cryptography.
+//! from anyone, as libzmq 4.3 does. This module does no I/O: the exchanges over a connection are
+//! another layer's. After a CURVE handshake the decoder hands every wire frame to a
+//! [`FrameOpener`] and the writers seal frames through it, so this module knows nothing of
+//! cryptography.
 //!
 //! The proxy speaks ZMTP itself instead of going through the `zeromq` crate's sockets because
 //! the crate hides what a proxy needs per connection (which subscriber sent an unsubscribe,
