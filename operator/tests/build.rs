@@ -774,12 +774,12 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
         } else {
             text.clone()
         };
-        let cli = zmq_proxy::config::Cli::try_parse_from(
+        let cli = zmq_proxy::Cli::try_parse_from(
             std::iter::once("zmq-proxy".to_string()).chain(args.iter().cloned()),
         )
         .unwrap_or_else(|e| panic!("{name}: the proxy refuses {args:?}: {e}"));
         let from_flags = cli.into_config().unwrap_or_else(|e| panic!("{name}: {e}"));
-        let from_file = zmq_proxy::config::parse_manifest(&manifest)
+        let from_file = zmq_proxy::parse_manifest(&manifest)
             .unwrap_or_else(|e| panic!("{name}: --config refuses it: {e}"));
         let metrics_port = zp.spec.metrics_port;
         assert_eq!(from_flags.http_bind, Some(format!("*:{metrics_port}")), "{name}");

@@ -2,44 +2,59 @@
 //! `zmq-proxy` binary runs. The spec it shares with the operator (socket types, options,
 //! heartbeat and CURVE sections, endpoints, defaults) is the `zmq-proxy-api` crate.
 //!
-//! - [`config`]: internal tunables, the command line, the `--config` manifest, validation.
-//! - [`options`]: the per-socket option flags (`--<socket>-sndhwm`, ...).
-//! - [`net`]: TCP for endpoints: dual-stack listeners for `*`/`[::]` (IPv4 fallback), connects
-//!   that try each resolved address, bind errors.
-//! - [`zmtp`]: the ZMTP 3.1 wire protocol (greeting, READY, frames, subscriptions in both forms).
-//! - [`heartbeat`]: ZMTP heartbeats at run time: the flags, the PING wire form, the clocks.
-//! - [`curve`]: the CurveZMQ mechanism (RFC 26): keys, allow-lists, handshakes, MESSAGE boxes;
-//!   [`sodium_box`]: libsodium's boxes sealed and opened in place.
-//! - [`sockets`]: binding/connecting, one task per connection, per-socket-type send policy.
-//! - [`subscriptions`]: XPUB subscription refcounting.
-//! - [`state`]: PAUSE/RESUME/TERMINATE: the states, the transition, the first state.
-//! - [`forward`]: the pumps, capture tee and drain ([`Proxy`]).
-//! - [`counters`]: the shared counters (STATISTICS order, contract names).
-//! - [`steer`]: the zmq_proxy_steerable control socket (`--control-bind`).
-//! - [`pause_file`]: PAUSE/RESUME from a file's content (`--pause-file`, the operator's
-//!   `spec.paused`).
-//! - [`metrics`], [`http`]: /metrics, /healthz, /readyz (`--http-bind`), the drop summary.
-//! - [`ops`]: starts the control socket, HTTP listener and drop summary beside a [`Proxy`].
+//! The source is in layers, each importing only the layers before it:
+//!
+//! - `wire`: the ZMTP 3.1 codec, greeting, commands, subscriptions in both forms, PING forms,
+//!   CURVE keys and MESSAGE boxes (libsodium's, sealed and opened in place); no I/O.
+//! - `engine`: TCP (dual-stack listeners, connects that try each address), the greeting and the
+//!   NULL and CURVE handshakes, key files and allow-lists, heartbeat clocks, the shared counters,
+//!   the validated per-socket config and the internal tunables.
+//! - `policy`: binding and connecting, one task per connection, per-socket-type send policy,
+//!   XPUB subscription refcounts, the drain.
+//! - `proxy`: the validated whole ([`ProxyConfig`]), the pumps and capture tee ([`Proxy`]), and
+//!   the PAUSE/RESUME/TERMINATE state ([`ProxyState`]).
+//! - `ops`: the control socket (`--control-bind`), the pause file, /metrics, /healthz, /readyz
+//!   and the drop summary, started beside a [`Proxy`] ([`Ops`]).
+//! - `cli`: the clap command line ([`Cli`]), its option and heartbeat flags, the `--config`
+//!   manifest reader (both end in one [`ProxyConfig`]), and `keygen`.
+//!
+//! The modules are private; what the binary, the tests, the benchmarks and the operator's
+//! cross-checks use is re-exported here, with the CURVE and ZMTP pieces a test peer needs in
+//! [`curve`] and [`zmtp`].
 
-pub mod config;
-pub mod counters;
-pub mod curve;
-pub mod forward;
-pub mod heartbeat;
-pub mod http;
-pub mod metrics;
-pub mod net;
-pub mod ops;
-pub mod options;
-pub mod pause_file;
-pub mod sockets;
-pub mod sodium_box;
-pub mod state;
-pub mod steer;
-pub mod subscriptions;
-pub mod zmtp;
+mod cli;
+mod engine;
+mod ops;
+mod policy;
+mod proxy;
+mod wire;
 
-pub use config::ProxyConfig;
-pub use counters::{Counters, Snapshot};
-pub use forward::{Ending, Proxy};
-pub use state::ProxyState;
+pub use cli::keygen::keygen;
+pub use cli::{Cli, Command, load_manifest, parse_manifest};
+pub use engine::counters::{Counters, DropReason, Snapshot};
+pub use engine::socket_config::SocketConfig;
+pub use engine::tunables::RUNTIME_WORKER_THREADS;
+pub use ops::Ops;
+pub use proxy::config::{ConfigError, LogFormat, ProxyConfig};
+pub use proxy::forward::{Ending, Proxy};
+pub use proxy::state::ProxyState;
+
+/// The CurveZMQ pieces a peer of the proxy needs: keys and zcert texts, the mechanism a socket
+/// speaks, and the handshake that ends in a session of MESSAGE boxes.
+pub mod curve {
+    pub use crate::engine::curve::{
+        Allow, AllowList, CurveClient, CurveServer, Established, Mechanism, Security, Session,
+        handshake,
+    };
+    pub use crate::wire::curve::{
+        CurveError, KeyError, Opener, PublicKey, Sealer, SecretKey, zcert_public_text,
+        zcert_secret_text,
+    };
+}
+
+/// The ZMTP codec pieces a test peer needs: greetings, frames and the decoder.
+pub mod zmtp {
+    pub use crate::wire::zmtp::{
+        Decoder, FrameOpener, GREETING_LEN, Item, encode_message, greeting, ready_frame,
+    };
+}

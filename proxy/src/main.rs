@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
-use zmq_proxy::config::{Cli, Command, LogFormat, ProxyConfig, RUNTIME_WORKER_THREADS};
 use zmq_proxy::curve::Mechanism;
+use zmq_proxy::{Cli, Command, LogFormat, ProxyConfig, RUNTIME_WORKER_THREADS};
 use zmq_proxy::{Ending, Proxy, Snapshot};
 
 fn main() -> ExitCode {
@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         Err(e) => return clap_error(e),
     };
     if let Some(Command::Keygen { zcert }) = &cli.command {
-        return keygen(zcert.as_deref());
+        return match zmq_proxy::keygen(zcert.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &e),
+        };
     }
     let cfg = match cli.into_config() {
         Ok(cfg) => cfg,
@@ -55,42 +58,6 @@ fn clap_error(e: clap::Error) -> ExitCode {
         Some(values) => fail(2, &format!("{msg} {values}")),
         None => fail(2, msg),
     }
-}
-
-/// `zmq-proxy keygen`: a new keypair as two Z85 lines, or a zcert pair on disk (the secret
-/// file created with mode 0600, never wider).
-fn keygen(zcert: Option<&std::path::Path>) -> ExitCode {
-    use std::io::Write;
-    let secret = zmq_proxy::curve::SecretKey::generate();
-    let public = secret.public_key();
-    let Some(path) = zcert else {
-        let z = secret.to_z85();
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "public-key = {public}");
-        let _ = writeln!(out, "secret-key = {}", z.as_str());
-        return ExitCode::SUCCESS;
-    };
-    let mut secret_path = path.as_os_str().to_owned();
-    secret_path.push("_secret");
-    let secret_path = std::path::PathBuf::from(secret_path);
-    let write_secret = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&secret_path)?;
-        f.write_all(zmq_proxy::curve::zcert_secret_text(&secret).as_bytes())
-    };
-    if let Err(e) = write_secret() {
-        return fail(1, &format!("cannot write {}: {e}", secret_path.display()));
-    }
-    if let Err(e) = std::fs::write(path, zmq_proxy::curve::zcert_public_text(&public)) {
-        return fail(1, &format!("cannot write {}: {e}", path.display()));
-    }
-    println!("public-key = {public}");
-    println!("wrote {} and {}", path.display(), secret_path.display());
-    ExitCode::SUCCESS
 }
 
 /// Logs the public key of every ephemeral CURVE client keypair, so a server can list it.
@@ -149,14 +116,14 @@ async fn run(cfg: ProxyConfig) -> u8 {
             return 1;
         }
     };
-    let show = |s: &zmq_proxy::config::SocketConfig, addrs: &[std::net::SocketAddr]| {
+    let show = |s: &zmq_proxy::SocketConfig, addrs: &[std::net::SocketAddr]| {
         let bound: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
         let mech = if s.security.is_curve() { " CURVE" } else { "" };
         let (t, ep, at) = (s.socket_type, s.endpoints(), bound.join(" "));
         format!("{t}{mech} {ep} (listening on {at}){}", s.heartbeat.describe())
     };
     let capture = cfg.capture.as_ref().map(|c| show(c, &proxy.capture_addrs)).unwrap_or_default();
-    let ops = match zmq_proxy::ops::Ops::start(&cfg, &proxy).await {
+    let ops = match zmq_proxy::Ops::start(&cfg, &proxy).await {
         Ok(o) => o,
         Err(e) => {
             eprintln!("zmq-proxy: error: {e}");

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zmq_proxy::Ops;
 use zmq_proxy::ProxyConfig;
-use zmq_proxy::ops::Ops;
 use zmq_proxy_api::socket::SocketType;
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -47,7 +47,7 @@ async fn metrics_render_the_counters_and_gauges() {
     let c = proxy.counters();
     c.frontend.add_recv(12, 3456);
     c.backend.add_sent(12, 3456);
-    c.dropped(zmq_proxy::counters::DropReason::PeerFull, 5);
+    c.dropped(zmq_proxy::DropReason::PeerFull, 5);
     let (status, body) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(sample(&body, "zmq_proxy_received_messages_total{socket=\"frontend\"}"), 12.0);
@@ -138,7 +138,7 @@ async fn drops_are_summarised_once_per_interval_not_per_message() {
     let _ops = Ops::start_with(&cfg, &proxy, every).await.expect("starts");
     let c = proxy.counters();
     for _ in 0..500 {
-        c.dropped(zmq_proxy::counters::DropReason::Unroutable, 2);
+        c.dropped(zmq_proxy::DropReason::Unroutable, 2);
     }
     wait_until("a drop summary", || !logs.lines("messages dropped").is_empty()).await;
     let first = logs.lines("messages dropped");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use zeromq::{PullSocket, PushSocket, ReqSocket, Socket, SocketSend, ZmqMessage};
-use zmq_proxy::ops::Ops;
+use zmq_proxy::Ops;
 use zmq_proxy::{Proxy, ProxyState};
 use zmq_proxy_api::endpoint::Endpoint;
 use zmq_proxy_api::socket::SocketType;

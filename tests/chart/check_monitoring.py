@@ -13,7 +13,7 @@ real Prometheus parser, Debian package `prometheus`) then checks the files this 
   (REQUIRED_IN_DASHBOARD);
 - every alert of the PrometheusRule has severity, summary, description and runbook, and its
   expression names only those metrics plus the kube-state-metrics ones of KSM_METRICS;
-- every metric listed here exists in the source that exports it (proxy/src/metrics.rs,
+- every metric listed here exists in the source that exports it (proxy/src/ops/metrics.rs,
   operator/src/metrics.rs), so a renamed metric fails here instead of leaving a blank panel;
 - OUTDIR/rules.yaml is the PrometheusRule's spec and OUTDIR/dashboard-rules.yaml the dashboard's
   queries as recording rules, both for `promtool check rules`; OUTDIR/rules-bare.yaml is the spec
@@ -31,7 +31,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # What a release build of the proxy serves on /metrics (zmq-proxy --http-bind, scraped with
-# traffic, a drop and a refused handshake; see proxy/src/metrics.rs), with each metric's labels.
+# traffic, a drop and a refused handshake; see proxy/src/ops/metrics.rs), with each metric's labels.
 PROXY_METRICS = {
     "zmq_proxy_received_messages_total": {"socket"},
     "zmq_proxy_received_bytes_total": {"socket"},
@@ -98,7 +98,7 @@ def source_has(name):
         src = ROOT / "operator/src/metrics.rs"
     else:
         base = name
-        src = ROOT / "proxy/src/metrics.rs"
+        src = ROOT / "proxy/src/ops/metrics.rs"
     base = re.sub(r"_(total|bucket|sum|count)$", "", base)
     return f'"{base}"' in src.read_text()
 

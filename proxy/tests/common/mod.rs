@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zeromq::{SocketRecv, ZmqMessage};
-use zmq_proxy::config::{ProxyConfig, SocketConfig};
 use zmq_proxy::{Proxy, zmtp};
+use zmq_proxy::{ProxyConfig, SocketConfig};
 use zmq_proxy_api::endpoint::Endpoint;
 use zmq_proxy_api::socket::SocketType;
 

@@ -14,9 +14,9 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
-use crate::metrics::Observed;
-use crate::net;
-use crate::sockets::OpenError;
+use crate::engine::net;
+use crate::ops::metrics::Observed;
+use crate::policy::sockets::OpenError;
 use zmq_proxy_api::endpoint::{Direction, Endpoint};
 
 #[derive(Clone)]
@@ -79,7 +79,7 @@ impl Drop for HttpServer {
 
 impl HttpServer {
     /// Binds `addr` (`HOST:PORT`: `*:9090` or `[::]:9090` dual stack, `0.0.0.0:9090`,
-    /// `[::1]:9090`; see [`crate::net`]) and starts serving.
+    /// `[::1]:9090`; see [`crate::engine::net`]) and starts serving.
     pub async fn bind(addr: &str, observed: Arc<Observed>) -> Result<HttpServer, OpenError> {
         let open_err = |reason: String| OpenError { endpoint: format!("http://{addr}"), reason };
         let ep = Endpoint::parse_host_port(addr, Direction::Bind).map_err(open_err)?;

@@ -1,5 +1,5 @@
 //! The proxy's counters, shared between the pumps that update them and whoever reports them
-//! (the "proxy stopped" log line now; a STATISTICS control command and /metrics later).
+//! (the "proxy stopped" log line, the STATISTICS control command, /metrics).
 //! Messages are counted per frame and bytes are payload bytes, as libzmq's STATISTICS does.
 
 use std::collections::{BTreeMap, HashMap};

@@ -60,10 +60,6 @@ impl Outlet {
         o
     }
 
-    pub fn socket_type(&self) -> SocketType {
-        self.shared.kind
-    }
-
     /// Picks up peer changes (only between batches, after a flush) and re-reads each peer's
     /// room.
     fn refresh(&mut self) {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::state::{self, ProxyState};
+use crate::proxy::state::{self, ProxyState};
 
 /// Polls `path` every `every` for as long as the task runs, applying each change of its value
 /// to `state`. The first successful read counts as a change (a no-op when the proxy already
@@ -68,7 +68,7 @@ mod tests {
         let base: Vec<&str> = base.chain(["--backend-bind", "tcp://127.0.0.1:2"]).collect();
         let with = |path: &str| {
             let args = base.iter().copied().chain(["--pause-file", path]);
-            crate::config::Cli::try_parse_from(args).map_err(|e| e.to_string())
+            crate::cli::Cli::try_parse_from(args).map_err(|e| e.to_string())
         };
         let cfg = with("/etc/zmq-proxy/steering/paused").expect("parses").into_config();
         let path = cfg.expect("valid").pause_file;
@@ -91,7 +91,7 @@ mod tests {
         let paused = tokio::time::timeout(deadline, rx.wait_for(|s| *s == ProxyState::Paused));
         assert!(paused.await.is_ok(), "paused within 5 s");
         // RESUME on the control socket: the unchanged file does not pause again.
-        crate::state::set(&state, ProxyState::Active);
+        crate::proxy::state::set(&state, ProxyState::Active);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(*state.borrow(), ProxyState::Active);
         // A missing file leaves the state alone.

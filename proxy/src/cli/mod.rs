@@ -1,7 +1,11 @@
-//! The proxy's configuration: its internal tunables (the user-facing defaults and bounds are
-//! the api crate's `defaults.rs`), the command line (clap derive, each flag also read from
-//! `ZMQ_PROXY_<FLAG>`), the `ZmqProxy` manifest read by `--config`, and the validation that
-//! turns either into one [`ProxyConfig`].
+//! The command line (clap derive, each flag also read from `ZMQ_PROXY_<FLAG>`), the `ZmqProxy`
+//! manifest read by `--config`, and the validation that turns either into one [`ProxyConfig`] (the
+//! user-facing defaults and bounds are the api crate's `defaults.rs`). The per-socket option flags
+//! are `options.rs`, the heartbeat flags `heartbeat.rs`.
+
+pub(crate) mod heartbeat;
+pub(crate) mod keygen;
+pub(crate) mod options;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,72 +13,32 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
-use zmq_proxy_api::defaults::{
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_LAME_DUCK, MAX_DRAIN_TIMEOUT_SECS, MAX_LAME_DUCK_SECS,
-};
+use zmq_proxy_api::defaults::{MAX_DRAIN_TIMEOUT_SECS, MAX_LAME_DUCK_SECS};
 use zmq_proxy_api::endpoint::{Direction, Endpoint};
-use zmq_proxy_api::heartbeat::{FieldNames, Heartbeat};
+use zmq_proxy_api::heartbeat::FieldNames;
 use zmq_proxy_api::manifest::{ProxySockets, SocketSpec};
-use zmq_proxy_api::options::{SocketOptions, Spelling, spec_from_flag_texts};
+use zmq_proxy_api::options::{Spelling, spec_from_flag_texts};
 use zmq_proxy_api::security::CurveSpec;
-use zmq_proxy_api::socket::{SocketType, capture_type_refusal, pair_refusal};
+use zmq_proxy_api::socket::{Role, SocketType, capture_type_refusal, pair_refusal};
 
-use crate::curve::{Mechanism, Security};
-use crate::heartbeat::HeartbeatFlags;
-use crate::options::{BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags};
+use crate::engine::curve::{Mechanism, Security};
+use crate::engine::socket_config::SocketConfig;
+use crate::proxy::config::{ConfigError, LogFormat, ProxyConfig};
+use heartbeat::HeartbeatFlags;
+use options::{BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags};
 
-/// How long a timed-out drain waits for connection writers to stop after the kill, so what
-/// they managed to write is counted as delivered and the rest, once, as undelivered.
-pub const WRITER_SETTLE_TIMEOUT: Duration = Duration::from_millis(500);
+/// `--log-format`'s values, spelled as clap's derive spells them.
+impl ValueEnum for LogFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LogFormat::Text, LogFormat::Json]
+    }
 
-/// Read batches buffered between a socket's connections and its pump. Each batch is what one
-/// read of one connection decoded, so this bounds memory per socket, not per peer.
-pub const INBOUND_QUEUE_BATCHES: usize = 256;
-/// A connection that has not completed the ZMTP greeting and READY in this time is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Back-off after a failed accept (e.g. out of file descriptors) so the loop does not spin.
-pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
-/// Bytes read from a connection per system call, at most.
-pub const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// Bytes encoded per write system call, at most (a larger single message is written whole).
-pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
-/// Messages a pump moves per wake-up before it yields.
-pub const PUMP_BURST: usize = 512;
-/// Runtime threads. libzmq's proxy uses two (its I/O thread and the proxy's own); more
-/// would mostly add cross-thread wake-ups on the small nodes a proxy pod gets.
-pub const RUNTIME_WORKER_THREADS: usize = 2;
-/// A draining ROUTER closes a client with no request outstanding only once it has sent none for
-/// this long: a request already on the wire then arrives, is answered, and the FIN follows
-/// its reply (a busy client is always closed that way).
-pub const DRAIN_IDLE_CLIENT: Duration = Duration::from_millis(50);
-/// How often a draining proxy re-checks that every queue has been written out.
-pub const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
-/// How often drops are summarised in one log line (only when something was dropped), instead
-/// of one line per dropped message.
-pub const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
-/// Longest the control socket waits to hand a reply to a requester that does not read; a
-/// stuck control client must not stall the control socket for the others.
-pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often a CURVE allow-list file or directory is re-read. Content decides, not mtime:
-/// the kubelet swaps a mounted Secret's `..data` symlink, so only reading shows a change.
-pub const ALLOW_LIST_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How often `--pause-file` is re-read (content decides, as for the allow-list): a change of
-/// `spec.paused` reaches the proxy this long after the kubelet has swapped the file.
-pub const PAUSE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// A refused peer (same address, same reason) is logged at most once in this time.
-pub const REFUSAL_LOG_QUIET: Duration = Duration::from_secs(60);
-/// Peers remembered for that (bounded memory under a flood of refusals).
-pub const REFUSAL_LOG_PEERS: usize = 1024;
-/// Largest control request (the commands are a few bytes; this only bounds garbage).
-pub const CONTROL_MAX_BYTES: usize = 64 * 1024;
-/// Control requesters connected at once; more are closed on accept.
-pub const CONTROL_MAX_CONNECTIONS: usize = 64;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }))
+    }
 }
 
 /// Command line, exactly the contract's flags. Every flag may come from `ZMQ_PROXY_<FLAG>`;
@@ -290,7 +254,7 @@ fn curve_security(
     connects: bool,
     allow_any: bool,
 ) -> Result<Security, ConfigError> {
-    use crate::curve::{
+    use crate::engine::curve::{
         Allow, AllowList, CurveClient, CurveServer, PublicKey, SecretKey, load_public_key_file,
         load_secret_key_file,
     };
@@ -393,35 +357,35 @@ fn curve_security(
 }
 
 /// `server_key_given` was checked just before; kept out of line so no panic sits in the path.
-fn unreachable_key() -> crate::curve::PublicKey {
-    crate::curve::PublicKey::from_bytes([0; 32])
+fn unreachable_key() -> crate::engine::curve::PublicKey {
+    crate::engine::curve::PublicKey::from_bytes([0; 32])
 }
 
 impl Cli {
-    fn curve_settings(&self, socket: &str) -> CurveSettings {
+    fn curve_settings(&self, socket: Role) -> CurveSettings {
         match socket {
-            "frontend" => CurveSettings {
+            Role::Frontend => CurveSettings {
                 server_key_file: self.frontend_curve_server_key_file.clone(),
                 authorized_keys: self.frontend_curve_authorized_keys.clone(),
                 server_public_key: self.frontend_curve_server_public_key.clone(),
                 server_public_key_file: self.frontend_curve_server_public_key_file.clone(),
                 client_key_file: self.frontend_curve_client_key_file.clone(),
             },
-            "backend" => CurveSettings {
+            Role::Backend => CurveSettings {
                 server_key_file: self.backend_curve_server_key_file.clone(),
                 authorized_keys: self.backend_curve_authorized_keys.clone(),
                 server_public_key: self.backend_curve_server_public_key.clone(),
                 server_public_key_file: self.backend_curve_server_public_key_file.clone(),
                 client_key_file: self.backend_curve_client_key_file.clone(),
             },
-            "capture" => CurveSettings {
+            Role::Capture => CurveSettings {
                 server_key_file: self.capture_curve_server_key_file.clone(),
                 authorized_keys: self.capture_curve_authorized_keys.clone(),
                 server_public_key: self.capture_curve_server_public_key.clone(),
                 server_public_key_file: self.capture_curve_server_public_key_file.clone(),
                 client_key_file: self.capture_curve_client_key_file.clone(),
             },
-            _ => CurveSettings {
+            Role::Control => CurveSettings {
                 server_key_file: self.control_curve_server_key_file.clone(),
                 authorized_keys: self.control_curve_authorized_keys.clone(),
                 ..CurveSettings::default()
@@ -433,79 +397,6 @@ impl Cli {
 fn parse_type(s: &str) -> Result<SocketType, String> {
     s.parse::<SocketType>().map_err(|e| e.to_string())
 }
-
-/// One proxy socket: its type, where it binds and connects, what it speaks on each, and its
-/// libzmq options.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketConfig {
-    pub socket_type: SocketType,
-    pub bind: Vec<Endpoint>,
-    pub connect: Vec<Endpoint>,
-    pub security: Security,
-    pub options: SocketOptions,
-    pub heartbeat: Heartbeat,
-}
-
-impl SocketConfig {
-    /// A NULL-mechanism socket with default options, without heartbeats.
-    pub fn new(socket_type: SocketType, bind: Vec<Endpoint>, connect: Vec<Endpoint>) -> Self {
-        let (security, options, heartbeat) = Default::default();
-        SocketConfig { socket_type, bind, connect, security, options, heartbeat }
-    }
-
-    pub fn endpoints(&self) -> String {
-        let b = self.bind.iter().map(|e| format!("bind {e}"));
-        let c = self.connect.iter().map(|e| format!("connect {e}"));
-        b.chain(c).collect::<Vec<_>>().join(", ")
-    }
-}
-
-/// A validated configuration: everything the proxy needs to start.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProxyConfig {
-    pub frontend: SocketConfig,
-    pub backend: SocketConfig,
-    pub capture: Option<SocketConfig>,
-    pub control_bind: Option<Endpoint>,
-    /// What the control socket speaks (it only binds: NULL or a CURVE server).
-    pub control_security: Mechanism,
-    pub http_bind: Option<String>,
-    pub drain_timeout: Duration,
-    pub lame_duck: Duration,
-    /// `--pause-file`: PAUSE/RESUME from a file's content ([`crate::pause_file`]).
-    pub pause_file: Option<PathBuf>,
-    pub log_format: LogFormat,
-}
-
-impl ProxyConfig {
-    /// A configuration with defaults for everything but the two sockets.
-    pub fn new(frontend: SocketConfig, backend: SocketConfig) -> Self {
-        ProxyConfig {
-            frontend,
-            backend,
-            capture: None,
-            control_bind: None,
-            control_security: Mechanism::Null,
-            http_bind: None,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            lame_duck: DEFAULT_LAME_DUCK,
-            pause_file: None,
-            log_format: LogFormat::Text,
-        }
-    }
-
-    /// The frontend, backend and capture sockets with their names.
-    pub fn named_sockets(&self) -> Vec<(&'static str, &SocketConfig)> {
-        let mut all = vec![("frontend", &self.frontend), ("backend", &self.backend)];
-        all.extend(self.capture.iter().map(|c| ("capture", c)));
-        all
-    }
-}
-
-/// A configuration problem, worded for one line after `zmq-proxy: error: `.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
@@ -542,7 +433,7 @@ impl Cli {
                     "--config cannot be combined with {flag}: the manifest defines the sockets"
                 ));
             }
-            for socket in ["frontend", "backend", "capture", "control"] {
+            for socket in Role::ALL {
                 if !self.curve_settings(socket).is_empty() {
                     return err(format!(
                         "--config cannot be combined with --{socket}-curve-* flags: the manifest's spec.{socket}.curve defines them"
@@ -554,7 +445,7 @@ impl Cli {
                     "--config cannot be combined with --curve-allow-any: use spec.curveAllowAny",
                 );
             }
-            for socket in ["frontend", "backend", "capture"] {
+            for socket in Role::DATA {
                 if self.option_texts(socket).iter().any(Option::is_some) {
                     return err(format!(
                         "--config cannot be combined with --{socket}-<option> flags (sndhwm, maxMsgSize, ...): set them in spec.{socket}"
@@ -597,68 +488,72 @@ impl Cli {
 
     fn apply_curve_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
         let any = self.curve_allow_any;
-        let mut sockets: Vec<(&'static str, &mut SocketConfig)> =
-            vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        let mut sockets: Vec<(Role, &mut SocketConfig)> =
+            vec![(Role::Frontend, &mut cfg.frontend), (Role::Backend, &mut cfg.backend)];
         if let Some(c) = cfg.capture.as_mut() {
-            sockets.push(("capture", c));
-        } else if !self.curve_settings("capture").is_empty() {
+            sockets.push((Role::Capture, c));
+        } else if !self.curve_settings(Role::Capture).is_empty() {
             return err("--capture-curve-* flags need --capture-type");
         }
         for (name, sock) in sockets {
             let (binds, connects) = (!sock.bind.is_empty(), !sock.connect.is_empty());
-            let names = CurveNames::flags(name);
+            let names = CurveNames::flags(name.as_str());
             sock.security =
                 curve_security(&names, &self.curve_settings(name), binds, connects, any)?;
         }
-        let control = self.curve_settings("control");
+        let control = self.curve_settings(Role::Control);
         if cfg.control_bind.is_none() && !control.is_empty() {
             return err("--control-curve-server-key-file needs --control-bind");
         }
-        let names = CurveNames::flags("control");
+        let names = CurveNames::flags(Role::Control.as_str());
         let binds = cfg.control_bind.is_some();
         cfg.control_security = curve_security(&names, &control, binds, false, any)?.accepted;
         check_allow_any(cfg, any, "--curve-allow-any")
     }
 
-    fn option_texts(&self, socket: &str) -> [Option<&str>; 11] {
+    fn option_texts(&self, socket: Role) -> [Option<&str>; 11] {
         match socket {
-            "frontend" => self.frontend_options.texts(),
-            "backend" => self.backend_options.texts(),
-            _ => self.capture_options.texts(),
+            Role::Frontend => self.frontend_options.texts(),
+            Role::Backend => self.backend_options.texts(),
+            Role::Capture | Role::Control => self.capture_options.texts(),
         }
     }
 
     fn apply_option_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
-        let mut sockets = vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        let mut sockets =
+            vec![(Role::Frontend, &mut cfg.frontend), (Role::Backend, &mut cfg.backend)];
         match cfg.capture.as_mut() {
-            Some(c) => sockets.push(("capture", c)),
-            None if self.option_texts("capture").iter().any(Option::is_some) => {
+            Some(c) => sockets.push((Role::Capture, c)),
+            None if self.option_texts(Role::Capture).iter().any(Option::is_some) => {
                 return err("--capture-<option> flags need --capture-type");
             }
             None => {}
         }
         for (name, sock) in sockets {
-            let spec = spec_from_flag_texts(name, self.option_texts(name)).map_err(ConfigError)?;
-            let capture = name == "capture";
+            let spec = spec_from_flag_texts(name.as_str(), self.option_texts(name))
+                .map_err(ConfigError)?;
+            let capture = name == Role::Capture;
             sock.options = spec
-                .resolve(Spelling::Flags(name), sock.socket_type, capture)
+                .resolve(Spelling::Flags(name.as_str()), sock.socket_type, capture)
                 .map_err(|e| ConfigError(e.to_string()))?;
         }
         Ok(())
     }
 
     fn apply_heartbeat_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
-        let mut sockets = vec![("frontend", &mut cfg.frontend), ("backend", &mut cfg.backend)];
+        let mut sockets =
+            vec![(Role::Frontend, &mut cfg.frontend), (Role::Backend, &mut cfg.backend)];
         match cfg.capture.as_mut() {
-            Some(c) => sockets.push(("capture", c)),
-            None if !self.heartbeat.spec("capture").is_ok_and(|s| s.is_empty()) => {
+            Some(c) => sockets.push((Role::Capture, c)),
+            None if !self.heartbeat.spec(Role::Capture).is_ok_and(|s| s.is_empty()) => {
                 return err("--capture-heartbeat-* flags need --capture-type");
             }
             None => {}
         }
         for (name, sock) in sockets {
             let spec = self.heartbeat.spec(name).map_err(ConfigError)?;
-            sock.heartbeat = spec.resolve(&FieldNames::flags(name)).map_err(ConfigError)?;
+            sock.heartbeat =
+                spec.resolve(&FieldNames::flags(name.as_str())).map_err(ConfigError)?;
         }
         Ok(())
     }
@@ -882,7 +777,10 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zmq_proxy_api::defaults::DEFAULT_DRAIN_TIMEOUT;
     use zmq_proxy_api::defaults::DEFAULT_PEER_HWM;
+    use zmq_proxy_api::heartbeat::Heartbeat;
+    use zmq_proxy_api::options::SocketOptions;
 
     fn cli(args: &[&str]) -> Result<ProxyConfig, String> {
         let mut all = vec!["zmq-proxy"];

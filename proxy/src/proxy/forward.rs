@@ -14,14 +14,15 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{DRAIN_POLL_INTERVAL, PUMP_BURST, ProxyConfig, WRITER_SETTLE_TIMEOUT};
-use crate::counters::{Counters, DropReason, Snapshot, SocketCounters};
-use crate::sockets::{
+use crate::engine::counters::{Counters, DropReason, Snapshot, SocketCounters};
+use crate::engine::tunables::{DRAIN_POLL_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT};
+use crate::policy::sockets::{
     Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
 };
-use crate::state::{self, ProxyState};
-use crate::subscriptions::SubscriptionTable;
-use crate::zmtp::subscription_message;
+use crate::policy::subscriptions::SubscriptionTable;
+use crate::proxy::config::ProxyConfig;
+use crate::proxy::state::{self, ProxyState};
+use crate::wire::zmtp::subscription_message;
 
 /// A running proxy.
 pub struct Proxy {

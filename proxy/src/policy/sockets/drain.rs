@@ -37,7 +37,7 @@
 //!   stay connected until every ROUTER client is done, and can still send their replies.
 
 use super::*;
-use crate::config::{DRAIN_IDLE_CLIENT, DRAIN_POLL_INTERVAL};
+use crate::engine::tunables::{DRAIN_IDLE_CLIENT, DRAIN_POLL_INTERVAL};
 
 /// Whether a draining connection of this socket may shut down its write side now.
 fn may_close(shared: &Shared, entry: &PeerEntry) -> bool {

@@ -1,7 +1,7 @@
 //! One task per connection: accepting and connecting (with retries), the ZMTP handshake, the
 //! read loop that hands messages and subscription changes to the pump, and the write loop that
 //! drains the peer's queue in batches, and the heartbeat clock beside them (see
-//! [`crate::heartbeat`]). Whatever a peer does costs only its own connection.
+//! [`crate::engine::heartbeat`]). Whatever a peer does costs only its own connection.
 
 use super::*;
 use heartbeat::{Clock, Expiry, Liveness, PeerTtl, TtlDue};
@@ -51,8 +51,8 @@ pub(super) async fn connect_loop(
     let opts = &shared.options;
     let mut failures = 0u32;
     loop {
-        // Resolved again on every attempt, each address tried in order (`crate::net`).
-        let connect = crate::net::connect(&target.0, target.1);
+        // Resolved again on every attempt, each address tried in order (`crate::engine::net`).
+        let connect = crate::engine::net::connect(&target.0, target.1);
         let attempt = tokio::select! {
             _ = raised(&mut life.stop) => return,
             r = async {
@@ -375,7 +375,7 @@ async fn read_loop(
                         return ReadEnd::Closed;
                     }
                     if let Some(pong) = zmtp::pong_body(&cmd) {
-                        let ttl = heartbeat::ping_ttl(&cmd).unwrap_or_default();
+                        let ttl = crate::wire::ping::ping_ttl(&cmd).unwrap_or_default();
                         if let Some(at) = peer_ttl.pinged(ttl, Instant::now(), live.seen()) {
                             match &mut ttl_due {
                                 Some(timer) => timer.as_mut().reset(at),

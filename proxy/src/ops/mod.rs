@@ -1,7 +1,11 @@
 //! Everything around a running [`Proxy`] that is not forwarding: the control socket
-//! ([`steer`](crate::steer)), the pause-file watcher ([`pause_file`](crate::pause_file)), the
-//! HTTP listener ([`http`](crate::http)) and the drop summary
-//! ([`metrics`](crate::metrics)), started together once the data sockets are up.
+//! ([`steer`]), the pause-file watcher ([`pause_file`]), the HTTP listener ([`http`]) and the
+//! drop summary ([`metrics`]), started together once the data sockets are up.
+
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod pause_file;
+pub(crate) mod steer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,12 +13,13 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::config::{DROP_SUMMARY_INTERVAL, PAUSE_FILE_POLL_INTERVAL, ProxyConfig};
-use crate::forward::Proxy;
-use crate::http::HttpServer;
-use crate::metrics::{Observed, drop_summary};
-use crate::sockets::OpenError;
-use crate::steer::Control;
+use crate::engine::tunables::{DROP_SUMMARY_INTERVAL, PAUSE_FILE_POLL_INTERVAL};
+use crate::ops::http::HttpServer;
+use crate::ops::metrics::{Observed, drop_summary};
+use crate::ops::steer::Control;
+use crate::policy::sockets::OpenError;
+use crate::proxy::config::ProxyConfig;
+use crate::proxy::forward::Proxy;
 
 pub struct Ops {
     pub observed: Arc<Observed>,
@@ -61,7 +66,7 @@ impl Ops {
         let summary = tokio::spawn(drop_summary(observed.clone(), summary_every));
         let pause_watch = cfg.pause_file.clone().map(|path| {
             let every = PAUSE_FILE_POLL_INTERVAL;
-            tokio::spawn(crate::pause_file::watch(path, every, proxy.state().clone()))
+            tokio::spawn(crate::ops::pause_file::watch(path, every, proxy.state().clone()))
         });
         observed.set_ready();
         Ok(Ops { observed, control, http, summary, pause_watch })

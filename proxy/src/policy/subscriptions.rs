@@ -53,6 +53,7 @@ impl SubscriptionTable {
         }
     }
 
+    #[cfg(test)]
     pub fn is_subscribed(&self, topic: &[u8]) -> bool {
         self.refs.contains_key(topic)
     }

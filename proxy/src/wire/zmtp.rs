@@ -1,12 +1,12 @@
-//! The ZMTP 3.1 wire protocol (RFC 37, and RFC 23's 3.0 for older peers) as the proxy speaks
-//! it: the greeting (NULL or CURVE), the NULL mechanism's READY handshake, a frame
-//! decoder/encoder over `bytes` buffers, and subscriptions in both of their forms: the
-//! SUBSCRIBE/CANCEL commands of 3.1 and the `\x01topic`/`\x00topic` messages of 3.0. Each
-//! connection remembers the revision its peer greeted with ([`Revision`]); the proxy sends a
-//! peer the form of its revision and accepts either form from anyone, as libzmq 4.3 does. The
-//! CURVE mechanism (RFC 26) lives in its own module; after its handshake the decoder hands
-//! every wire frame to a [`FrameOpener`] and the writers seal frames through it, so this module
-//! knows nothing of cryptography.
+//! The ZMTP 3.1 wire protocol (RFC 37, and RFC 23's 3.0 for older peers) as the proxy speaks it:
+//! the greeting (NULL or CURVE) and READY forms, a frame decoder/encoder over `bytes` buffers, and
+//! subscriptions in both of their forms: the SUBSCRIBE/CANCEL commands of 3.1 and the
+//! `\x01topic`/`\x00topic` messages of 3.0. Each connection remembers the revision its peer greeted
+//! with ([`Revision`]); the proxy sends a peer the form of its revision and accepts either form
+//! from anyone, as libzmq 4.3 does. This module does no I/O: the exchanges over a connection are
+//! another layer's. After a CURVE handshake the decoder hands every wire frame to a
+//! [`FrameOpener`] and the writers seal frames through it, so this module knows nothing of
+//! cryptography.
 //!
 //! The proxy speaks ZMTP itself instead of going through the `zeromq` crate's sockets because
 //! the crate hides what a proxy needs per connection (which subscriber sent an unsubscribe,
@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use zmq_proxy_api::socket::SocketType;
 
@@ -134,6 +133,7 @@ pub fn greeting_mechanism(g: &[u8]) -> &[u8] {
     &mech[..end]
 }
 
+#[cfg(test)]
 pub fn check_greeting(g: &[u8]) -> Result<(), WireError> {
     if g.len() < GREETING_LEN || g[0] != 0xff || g[9] & 0x01 != 0x01 {
         return Err(WireError::BadGreeting("bad signature"));
@@ -361,98 +361,6 @@ pub struct PeerInfo {
     pub revision: Revision,
 }
 
-/// Greeting and READY exchange (NULL mechanism). `buf` keeps whatever the peer sent after its
-/// READY.
-pub async fn handshake<R, W>(
-    rd: &mut R,
-    wr: &mut W,
-    ours: SocketType,
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<PeerInfo, WireError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let revision = greet(rd, wr, b"NULL", false).await?;
-    wr.write_all(&ready_frame(ours)).await?;
-    // The READY command is small; bound it well below the message limit.
-    let mut dec = Decoder::new(max.min(HANDSHAKE_MAX_BYTES));
-    let raw = read_command(rd, buf, &mut dec).await?;
-    let cmd = parse_command(raw)?;
-    if &cmd.name[..] != b"READY" {
-        return Err(WireError::Handshake(format!(
-            "expected READY, got {}",
-            String::from_utf8_lossy(&cmd.name)
-        )));
-    }
-    peer_info(ours, cmd.body, revision)
-}
-
-/// Exchanges greetings announcing `mechanism` and returns the peer's revision; a peer
-/// announcing another mechanism is refused (libzmq refuses a mismatch the same way, whatever
-/// the as-server bits say).
-pub async fn greet<R, W>(
-    rd: &mut R,
-    wr: &mut W,
-    mechanism: &'static [u8],
-    as_server: bool,
-) -> Result<Revision, WireError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    // Signature and major version first, the rest once the peer's have arrived, as libzmq
-    // does. A libzmq peer sends the rest of its greeting as soon as it reads our major version,
-    // before it sees our mechanism; so its mechanism reaches us even when a mismatch makes it
-    // close at once, and the refusal is counted as a mismatch rather than as a closed peer.
-    let ours = greeting_for(mechanism, as_server);
-    wr.write_all(&ours[..11]).await?;
-    let mut g = [0u8; GREETING_LEN];
-    // Check the signature as soon as its 10 bytes arrive, so garbage is refused without waiting.
-    rd.read_exact(&mut g[..10]).await.map_err(eof_is_closed)?;
-    if g[0] != 0xff || g[9] & 0x01 != 0x01 {
-        return Err(WireError::BadGreeting("bad signature"));
-    }
-    rd.read_exact(&mut g[10..11]).await.map_err(eof_is_closed)?;
-    if g[10] < 3 {
-        return Err(WireError::BadGreeting("ZMTP version below 3.0"));
-    }
-    wr.write_all(&ours[11..]).await?;
-    rd.read_exact(&mut g[11..]).await.map_err(eof_is_closed)?;
-    let peer = greeting_mechanism(&g);
-    if peer != mechanism {
-        return Err(WireError::MechanismMismatch {
-            ours: std::str::from_utf8(mechanism).unwrap_or("?"),
-            peer: String::from_utf8_lossy(peer).into_owned(),
-        });
-    }
-    Ok(Revision { major: g[10], minor: g[11] })
-}
-
-/// Reads the next handshake command (name length, name, body); a message is refused.
-pub async fn read_command<R>(
-    rd: &mut R,
-    buf: &mut BytesMut,
-    dec: &mut Decoder,
-) -> Result<Bytes, WireError>
-where
-    R: AsyncRead + Unpin,
-{
-    loop {
-        if let Some(item) = dec.decode(buf)? {
-            let Item::Command(raw) = item else {
-                return Err(WireError::Handshake("expected a command, got a message".into()));
-            };
-            return Ok(raw);
-        }
-        buf.reserve(4096);
-        if rd.read_buf(buf).await? == 0 {
-            return Err(WireError::Closed);
-        }
-    }
-}
-
 /// The peer's socket type and identity from its metadata, refused when the types cannot talk;
 /// `revision` is what it greeted with.
 pub fn peer_info(
@@ -470,10 +378,6 @@ pub fn peer_info(
     }
     let identity = props.get("Identity").cloned().unwrap_or_default();
     Ok(PeerInfo { socket_type, identity, revision })
-}
-
-fn eof_is_closed(e: std::io::Error) -> WireError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof { WireError::Closed } else { WireError::Io(e) }
 }
 
 /// A subscription change carried by a message (`\x01topic` / `\x00topic`) or by a ZMTP 3.1
@@ -500,6 +404,7 @@ pub fn subscription_of_command(cmd: &Command) -> Option<(bool, Bytes)> {
 
 /// The PONG command frame answering a PING (RFC 37: PING carries a 2-byte TTL, then a
 /// context the PONG echoes).
+#[cfg(test)]
 pub fn pong_for(cmd: &Command) -> Option<Bytes> {
     pong_body(cmd).map(|b| command_frame(&b).freeze())
 }
@@ -706,20 +611,6 @@ mod tests {
         let old = greeting_as(Revision::V3_0, b"CURVE", true);
         assert_eq!((old[10], old[11], old[32]), (3, 0, 1));
         assert_eq!(greeting_mechanism(&old), b"CURVE");
-    }
-
-    /// The peer's revision is what it greeted with, whatever ours; only from 3.1 on does it get
-    /// subscriptions as commands (later revisions keep them).
-    #[tokio::test]
-    async fn greet_returns_the_peers_revision() {
-        for (major, minor, commands) in [(3, 0, false), (3, 1, true), (3, 2, true), (4, 0, true)] {
-            let peer = greeting_as(Revision { major, minor }, b"NULL", false);
-            let (mut rd, mut wr) = (&peer[..], Vec::new());
-            let got = greet(&mut rd, &mut wr, b"NULL", false).await.expect("greeting accepted");
-            assert_eq!(got, Revision { major, minor });
-            assert_eq!(got.subscription_commands(), commands, "{major}.{minor}");
-            assert_eq!(wr, greeting().to_vec(), "we greet as 3.1 whatever the peer says");
-        }
     }
 
     /// The exact bytes of RFC 37's SUBSCRIBE and CANCEL commands, and that our decoder reads

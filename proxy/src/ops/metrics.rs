@@ -38,10 +38,10 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::counters::{Counters, Snapshot};
-use crate::forward::Proxy;
-use crate::sockets::SocketHandle;
-use crate::state::ProxyState;
+use crate::engine::counters::{Counters, Snapshot};
+use crate::policy::sockets::SocketHandle;
+use crate::proxy::forward::Proxy;
+use crate::proxy::state::ProxyState;
 
 /// Everything the probes, the metrics and the drop summary read, shared with the HTTP task.
 pub struct Observed {

@@ -9,7 +9,7 @@
 //!   one frame starting `ERROR` and changes nothing. libzmq replies with an empty frame there;
 //!   an explicit error is what tells an operator that a script sent a typo.
 //!
-//! The socket speaks ZMTP through the proxy's own [`crate::zmtp`] layer, like the data
+//! The socket speaks ZMTP through the proxy's own [`crate::wire::zmtp`] layer, like the data
 //! sockets: the `zeromq` crate's RepSocket sizes its buffer from a peer's frame header, so a
 //! single packet claiming a 2^46-byte frame aborted the whole proxy (measured). Here frames are
 //! bounded by [`CONTROL_MAX_BYTES`], each requester is its own task, and a bad requester only
@@ -24,17 +24,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{
+use crate::engine::counters::{Counters, OncePerPeer};
+use crate::engine::curve::{self, Mechanism};
+use crate::engine::net;
+use crate::engine::tunables::{
     CONTROL_MAX_BYTES, CONTROL_MAX_CONNECTIONS, CONTROL_REPLY_TIMEOUT, HANDSHAKE_TIMEOUT,
     READ_CHUNK_BYTES,
 };
-use crate::config::{REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET};
-use crate::counters::{Counters, OncePerPeer};
-use crate::curve::{self, Mechanism};
-use crate::net;
-use crate::sockets::OpenError;
-use crate::state::{self, ProxyState};
-use crate::zmtp::{self, Item};
+use crate::engine::tunables::{REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET};
+use crate::policy::sockets::OpenError;
+use crate::proxy::state::{self, ProxyState};
+use crate::wire::zmtp::{self, Item};
 use zmq_proxy_api::endpoint::Endpoint;
 use zmq_proxy_api::socket::SocketType;
 
@@ -141,14 +141,14 @@ async fn serve(
     if let Mechanism::Server(s) = &mech
         && let curve::Allow::List(l) = &s.allow
     {
-        tokio::spawn(l.clone().watch(crate::config::ALLOW_LIST_POLL_INTERVAL, stopped));
+        tokio::spawn(l.clone().watch(crate::engine::tunables::ALLOW_LIST_POLL_INTERVAL, stopped));
     }
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "control accept failed");
-                tokio::time::sleep(crate::config::ACCEPT_ERROR_BACKOFF).await;
+                tokio::time::sleep(crate::engine::tunables::ACCEPT_ERROR_BACKOFF).await;
                 continue;
             }
         };
@@ -162,11 +162,11 @@ async fn serve(
             match requester(stream, &mech, &state, &counters).await {
                 Err(Refusal::Handshake(e)) => {
                     counters.handshake_failed("control", mech.name(), e.reason());
-                    crate::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
+                    crate::policy::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
                 }
                 Err(Refusal::After(e @ zmtp::WireError::Mechanism { .. })) => {
                     counters.handshake_failed("control", mech.name(), e.reason());
-                    crate::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
+                    crate::policy::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
                 }
                 Err(Refusal::After(e)) => {
                     tracing::debug!(%peer, error = %e, "control requester dropped")
@@ -198,7 +198,7 @@ async fn requester(
     state: &watch::Sender<ProxyState>,
     counters: &Counters,
 ) -> Result<(), Refusal> {
-    crate::sockets::tune(&stream, &zmq_proxy_api::options::SocketOptions::default());
+    crate::policy::sockets::tune(&stream, &zmq_proxy_api::options::SocketOptions::default());
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(1024);
     let shake =

@@ -27,16 +27,17 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::config::{
+use crate::engine::counters::{Counters, DropReason, OncePerPeer};
+use crate::engine::curve::{self, Mechanism, Sealer, Security};
+use crate::engine::heartbeat;
+use crate::engine::net;
+use crate::engine::socket_config::SocketConfig;
+use crate::engine::tunables::{
     ACCEPT_ERROR_BACKOFF, ALLOW_LIST_POLL_INTERVAL, HANDSHAKE_TIMEOUT, INBOUND_QUEUE_BATCHES,
-    READ_CHUNK_BYTES, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET, SocketConfig, WRITE_BATCH_BYTES,
+    READ_CHUNK_BYTES, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET, WRITE_BATCH_BYTES,
 };
-use crate::counters::{Counters, DropReason, OncePerPeer};
-use crate::curve::{self, Mechanism, Sealer, Security};
-use crate::heartbeat;
-use crate::net;
-use crate::subscriptions::PeerId;
-use crate::zmtp::{self, Item, WireError};
+use crate::policy::subscriptions::PeerId;
+use crate::wire::zmtp::{self, Item, WireError};
 use zmq_proxy_api::heartbeat::Heartbeat;
 use zmq_proxy_api::options::SocketOptions;
 use zmq_proxy_api::socket::SocketType;
@@ -47,7 +48,7 @@ mod outlet;
 mod window;
 
 pub use connection::tune;
-pub use outlet::{Delivery, Outlet};
+pub use outlet::Outlet;
 pub use window::Credit;
 
 use connection::{accept_loop, connect_loop};

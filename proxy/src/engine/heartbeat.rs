@@ -1,8 +1,8 @@
-//! ZMTP heartbeats (ZMTP 3.1 PING/PONG, RFC 37) with libzmq's ZMQ_HEARTBEAT_IVL, _TTL and
-//! _TIMEOUT semantics, at run time: the `--<socket>-heartbeat-*` flags, the PING command's wire
-//! form, and the per-connection [`Clock`] that says when to send a PING and when a silent peer is
-//! dropped. The settings as data (the manifest's `heartbeat*` fields and the validated
-//! [`Heartbeat`]) are the api crate's `heartbeat.rs`.
+//! ZMTP heartbeats (ZMTP 3.1 PING/PONG, RFC 37) with libzmq's ZMQ_HEARTBEAT_IVL, _TTL and _TIMEOUT
+//! semantics, at run time: the per-connection [`Clock`] that says when to send a PING and when a
+//! silent peer is dropped. The PING command's wire form is `wire/ping.rs`, the
+//! `--<socket>-heartbeat-*` flags are `cli/heartbeat.rs`, and the settings as data (the manifest's
+//! `heartbeat*` fields and the validated [`Heartbeat`]) are the api crate's `heartbeat.rs`.
 //!
 //! - Every `interval` each connection is sent a PING carrying our TTL (in deciseconds).
 //! - After a PING, a connection with no inbound bytes for `timeout` (default: the interval, as
@@ -30,40 +30,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::time::Instant;
-use zmq_proxy_api::heartbeat::{FieldNames, Heartbeat, HeartbeatSpec, TTL_UNIT_MS};
+use zmq_proxy_api::heartbeat::Heartbeat;
 
-use crate::zmtp::Command;
-/// Longest PING context a PONG echoes (ZMTP 3.1); libzmq truncates to this as well.
-pub const MAX_PING_CONTEXT: usize = 16;
-
-/// The PING command's body (name length, name, TTL in deciseconds, context of at most
-/// [`MAX_PING_CONTEXT`] bytes), unframed: sent as [`crate::sockets::Out::Command`], which frames
-/// or seals it like PONG. libzmq sends no context; a PONG echoes whatever there was.
-pub fn ping_body(ttl_deciseconds: u16, context: &[u8]) -> Bytes {
-    let context = &context[..context.len().min(MAX_PING_CONTEXT)];
-    let mut body = BytesMut::with_capacity(7 + context.len());
-    body.put_u8(4);
-    body.put_slice(b"PING");
-    body.put_u16(ttl_deciseconds);
-    body.put_slice(context);
-    body.freeze()
-}
-
-/// The TTL a peer's PING announces (zero when none, or when the PING is too short to carry one,
-/// which libzmq would read past the frame for), or `None` for any other command.
-pub fn ping_ttl(cmd: &Command) -> Option<Duration> {
-    if &cmd.name[..] != b"PING" {
-        return None;
-    }
-    let ds = match &cmd.body[..] {
-        [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
-        _ => 0,
-    };
-    // In 32 bits: libzmq's 16-bit product wraps above 6553 deciseconds; this does not.
-    Some(Duration::from_millis(u64::from(ds) * TTL_UNIT_MS as u64))
-}
+use crate::wire::ping::ping_body;
 
 /// What the read loop and the writer tell the connection's [`Clock`]: inbound bytes, whether
 /// the read loop is waiting for them, and outbound bytes the peer took ([`Progress`]).
@@ -289,117 +260,11 @@ impl Clock {
     }
 }
 
-/// The `--<socket>-heartbeat-*` flags (each also read from `ZMQ_PROXY_<FLAG>`), as text: the
-/// refusal of a bad value names the flag (see [`HeartbeatFlags::spec`]).
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct HeartbeatFlags {
-    /// frontend: milliseconds between ZMTP PINGs to each peer (ZMQ_HEARTBEAT_IVL) [default: 0, none].
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_HEARTBEAT_INTERVAL", value_name = "MS")]
-    pub frontend_heartbeat_interval: Option<String>,
-    /// frontend: TTL our PINGs announce, a multiple of 100 ms (ZMQ_HEARTBEAT_TTL) [default: 0].
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_HEARTBEAT_TTL", value_name = "MS")]
-    pub frontend_heartbeat_ttl: Option<String>,
-    /// frontend: silence after a PING that drops a peer (ZMQ_HEARTBEAT_TIMEOUT) [default: the interval].
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_HEARTBEAT_TIMEOUT", value_name = "MS")]
-    pub frontend_heartbeat_timeout: Option<String>,
-    /// backend: milliseconds between ZMTP PINGs to each peer (ZMQ_HEARTBEAT_IVL) [default: 0, none].
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_HEARTBEAT_INTERVAL", value_name = "MS")]
-    pub backend_heartbeat_interval: Option<String>,
-    /// backend: TTL our PINGs announce, a multiple of 100 ms (ZMQ_HEARTBEAT_TTL) [default: 0].
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_HEARTBEAT_TTL", value_name = "MS")]
-    pub backend_heartbeat_ttl: Option<String>,
-    /// backend: silence after a PING that drops a peer (ZMQ_HEARTBEAT_TIMEOUT) [default: the interval].
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_HEARTBEAT_TIMEOUT", value_name = "MS")]
-    pub backend_heartbeat_timeout: Option<String>,
-    /// capture: milliseconds between ZMTP PINGs to each peer (ZMQ_HEARTBEAT_IVL) [default: 0, none].
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_HEARTBEAT_INTERVAL", value_name = "MS")]
-    pub capture_heartbeat_interval: Option<String>,
-    /// capture: TTL our PINGs announce, a multiple of 100 ms (ZMQ_HEARTBEAT_TTL) [default: 0].
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_HEARTBEAT_TTL", value_name = "MS")]
-    pub capture_heartbeat_ttl: Option<String>,
-    /// capture: silence after a PING that drops a peer (ZMQ_HEARTBEAT_TIMEOUT) [default: the interval].
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_HEARTBEAT_TIMEOUT", value_name = "MS")]
-    pub capture_heartbeat_timeout: Option<String>,
-}
-
-impl HeartbeatFlags {
-    fn texts(&self, socket: &str) -> [&Option<String>; 3] {
-        match socket {
-            "frontend" => [
-                &self.frontend_heartbeat_interval,
-                &self.frontend_heartbeat_ttl,
-                &self.frontend_heartbeat_timeout,
-            ],
-            "backend" => [
-                &self.backend_heartbeat_interval,
-                &self.backend_heartbeat_ttl,
-                &self.backend_heartbeat_timeout,
-            ],
-            _ => [
-                &self.capture_heartbeat_interval,
-                &self.capture_heartbeat_ttl,
-                &self.capture_heartbeat_timeout,
-            ],
-        }
-    }
-
-    /// The first flag given, if any (`--config` refuses them: the manifest defines heartbeats).
-    pub fn first_given(&self) -> Option<String> {
-        ["frontend", "backend", "capture"].into_iter().find_map(|socket| {
-            let names = FieldNames::flags(socket);
-            let [i, t, o] = self.texts(socket);
-            [(i, names.interval), (t, names.ttl), (o, names.timeout)]
-                .into_iter()
-                .find_map(|(v, name)| v.is_some().then_some(name))
-        })
-    }
-
-    /// One socket's flags as a [`HeartbeatSpec`] (validated by [`HeartbeatSpec::resolve`]).
-    pub fn spec(&self, socket: &str) -> Result<HeartbeatSpec, String> {
-        let names = FieldNames::flags(socket);
-        let number = |v: &Option<String>, name: &str| match v {
-            None => Ok(None),
-            Some(s) => s
-                .trim()
-                .parse::<i32>()
-                .map(Some)
-                .map_err(|_| format!("{name}: expected whole milliseconds, got {s:?}")),
-        };
-        let [i, t, o] = self.texts(socket);
-        Ok(HeartbeatSpec {
-            interval: number(i, &names.interval)?,
-            ttl: number(t, &names.ttl)?,
-            timeout: number(o, &names.timeout)?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zmtp::parse_command;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
-
-    #[test]
-    fn ping_carries_the_ttl_big_endian_and_at_most_sixteen_bytes_of_context() {
-        assert_eq!(&ping_body(0x1234, &[])[..], b"\x04PING\x12\x34");
-        let long = [7u8; 40];
-        let body = ping_body(30, &long);
-        assert_eq!(body.len(), 7 + MAX_PING_CONTEXT);
-        let cmd = parse_command(body.clone()).expect("command");
-        assert_eq!(ping_ttl(&cmd), Some(MS(3000)));
-        // The PONG echoes the context, not the TTL.
-        let pong = crate::zmtp::pong_body(&cmd).expect("pong");
-        assert_eq!(&pong[..], [&b"\x04PONG"[..], &[7u8; MAX_PING_CONTEXT]].concat());
-        // Above libzmq's 16-bit wrap (6554 ds), and a PING too short to carry a TTL.
-        let cmd = parse_command(ping_body(u16::MAX, &[])).expect("command");
-        assert_eq!(ping_ttl(&cmd), Some(MS(6_553_500)));
-        let short = parse_command(Bytes::from_static(b"\x04PING\x01")).expect("command");
-        assert_eq!(ping_ttl(&short), Some(Duration::ZERO));
-        let pong = parse_command(Bytes::from_static(b"\x04PONG")).expect("command");
-        assert_eq!(ping_ttl(&pong), None);
-    }
 
     fn waiting(arrivals: u64) -> Seen {
         Seen { arrivals, written: 0, waiting: true }
@@ -515,17 +380,5 @@ mod tests {
         assert_eq!(c.due(t0 + MS(1500), seen).expired, None);
         assert!(c.due(t0 + MS(2000), seen).ping);
         assert_eq!(c.due(t0 + MS(2500), seen).expired, Some(Expiry::Timeout));
-    }
-
-    #[test]
-    fn bad_flag_texts_name_the_flag() {
-        let flags = HeartbeatFlags {
-            backend_heartbeat_ttl: Some("soon".into()),
-            ..HeartbeatFlags::default()
-        };
-        assert_eq!(flags.spec("frontend"), Ok(HeartbeatSpec::default()));
-        let e = flags.spec("backend").unwrap_err();
-        assert_eq!(e, "--backend-heartbeat-ttl: expected whole milliseconds, got \"soon\"");
-        assert_eq!(flags.first_given().as_deref(), Some("--backend-heartbeat-ttl"));
     }
 }

@@ -1,0 +1,11 @@
+//! The engine: TCP, the greeting and the NULL and CURVE handshakes over it, key files and
+//! allow-lists, heartbeat clocks, the shared counters, and the validated per-socket config with
+//! the internal tunables every layer above reads.
+
+pub(crate) mod counters;
+pub(crate) mod curve;
+pub(crate) mod handshake;
+pub(crate) mod heartbeat;
+pub(crate) mod net;
+pub(crate) mod socket_config;
+pub(crate) mod tunables;

@@ -1,0 +1,51 @@
+//! Internal tunables: the sizes and times the proxy does not expose as options. The
+//! user-facing defaults and bounds are the api crate's `defaults.rs`.
+
+use std::time::Duration;
+
+/// How long a timed-out drain waits for connection writers to stop after the kill, so what
+/// they managed to write is counted as delivered and the rest, once, as undelivered.
+pub const WRITER_SETTLE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Read batches buffered between a socket's connections and its pump. Each batch is what one
+/// read of one connection decoded, so this bounds memory per socket, not per peer.
+pub const INBOUND_QUEUE_BATCHES: usize = 256;
+/// A connection that has not completed the ZMTP greeting and READY in this time is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Back-off after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Bytes read from a connection per system call, at most.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes encoded per write system call, at most (a larger single message is written whole).
+pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Messages a pump moves per wake-up before it yields.
+pub const PUMP_BURST: usize = 512;
+/// Runtime threads. libzmq's proxy uses two (its I/O thread and the proxy's own); more
+/// would mostly add cross-thread wake-ups on the small nodes a proxy pod gets.
+pub const RUNTIME_WORKER_THREADS: usize = 2;
+/// A draining ROUTER closes a client with no request outstanding only once it has sent none for
+/// this long: a request already on the wire then arrives, is answered, and the FIN follows
+/// its reply (a busy client is always closed that way).
+pub const DRAIN_IDLE_CLIENT: Duration = Duration::from_millis(50);
+/// How often a draining proxy re-checks that every queue has been written out.
+pub const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How often drops are summarised in one log line (only when something was dropped), instead
+/// of one line per dropped message.
+pub const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest the control socket waits to hand a reply to a requester that does not read; a
+/// stuck control client must not stall the control socket for the others.
+pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a CURVE allow-list file or directory is re-read. Content decides, not mtime:
+/// the kubelet swaps a mounted Secret's `..data` symlink, so only reading shows a change.
+pub const ALLOW_LIST_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often `--pause-file` is re-read (content decides, as for the allow-list): a change of
+/// `spec.paused` reaches the proxy this long after the kubelet has swapped the file.
+pub const PAUSE_FILE_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// A refused peer (same address, same reason) is logged at most once in this time.
+pub const REFUSAL_LOG_QUIET: Duration = Duration::from_secs(60);
+/// Peers remembered for that (bounded memory under a flood of refusals).
+pub const REFUSAL_LOG_PEERS: usize = 1024;
+/// Largest control request (the commands are a few bytes; this only bounds garbage).
+pub const CONTROL_MAX_BYTES: usize = 64 * 1024;
+/// Control requesters connected at once; more are closed on accept.
+pub const CONTROL_MAX_CONNECTIONS: usize = 64;

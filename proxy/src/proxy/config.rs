@@ -1,0 +1,66 @@
+//! The validated whole: the sockets, the control and HTTP listeners, the drain and the log
+//! format, as the command line or the `--config` manifest gives them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zmq_proxy_api::defaults::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_LAME_DUCK};
+use zmq_proxy_api::endpoint::Endpoint;
+
+use crate::engine::curve::Mechanism;
+use crate::engine::socket_config::SocketConfig;
+
+/// How the proxy's log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A validated configuration: everything the proxy needs to start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyConfig {
+    pub frontend: SocketConfig,
+    pub backend: SocketConfig,
+    pub capture: Option<SocketConfig>,
+    pub control_bind: Option<Endpoint>,
+    /// What the control socket speaks (it only binds: NULL or a CURVE server).
+    pub control_security: Mechanism,
+    pub http_bind: Option<String>,
+    pub drain_timeout: Duration,
+    pub lame_duck: Duration,
+    /// `--pause-file`: PAUSE/RESUME from a file's content (the ops layer's pause-file watcher).
+    pub pause_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+}
+
+impl ProxyConfig {
+    /// A configuration with defaults for everything but the two sockets.
+    pub fn new(frontend: SocketConfig, backend: SocketConfig) -> Self {
+        ProxyConfig {
+            frontend,
+            backend,
+            capture: None,
+            control_bind: None,
+            control_security: Mechanism::Null,
+            http_bind: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            lame_duck: DEFAULT_LAME_DUCK,
+            pause_file: None,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// The frontend, backend and capture sockets with their names.
+    pub fn named_sockets(&self) -> Vec<(&'static str, &SocketConfig)> {
+        let mut all = vec![("frontend", &self.frontend), ("backend", &self.backend)];
+        all.extend(self.capture.iter().map(|c| ("capture", c)));
+        all
+    }
+}
+
+/// A configuration problem, worded for one line after `zmq-proxy: error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
