@@ -27,6 +27,7 @@ pub mod curve;
 pub mod forward;
 pub mod heartbeat;
 pub mod http;
+pub mod manifest_fields;
 pub mod metrics;
 pub mod net;
 pub mod ops;

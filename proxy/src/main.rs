@@ -16,8 +16,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
-    if let Some(Command::Keygen { zcert }) = &cli.command {
-        return keygen(zcert.as_deref());
+    match &cli.command {
+        Some(Command::Keygen { zcert }) => return keygen(zcert.as_deref()),
+        Some(Command::Pairs) => {
+            print!("{}", zmq_proxy::config::pairs_table());
+            return ExitCode::SUCCESS;
+        }
+        None => {}
     }
     let cfg = match cli.into_config() {
         Ok(cfg) => cfg,
@@ -137,6 +142,9 @@ async fn run(cfg: ProxyConfig) -> u8 {
                 return 1;
             }
         };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     for (name, s) in cfg.named_sockets() {
         for w in s.options.warnings(name) {
             tracing::warn!("{w}");

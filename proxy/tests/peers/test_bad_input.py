@@ -340,7 +340,7 @@ def test_unknown_socket_type_in_a_manifest_lists_only_the_types_valid_there(tmp_
         assert invalid not in line, line
 
 
-@pytest.mark.parametrize("flag, value", [("--control-bind", "tcp://127.0.0.1:{p}"), ("--frontend-sndhwm", "5")])
+@pytest.mark.parametrize("flag, value", [("--control-bind", "tcp://127.0.0.1:{p}"), ("--capture-bind", "tcp://127.0.0.1:{p}")])
 def test_a_flag_that_would_override_part_of_the_manifest_is_refused(tmp_path, flag, value):
     p = free_ports(1)[0]
     _refused(["--config", _manifest(tmp_path, ""), flag, value.format(p=p)], flag, "--config")

@@ -27,10 +27,10 @@ def _sections(text: str) -> dict[str, dict[str, str]]:
             heading, flag = line[:-1], None
             out[heading] = {}
             continue
-        m = re.match(r"^\s+(?:-\w, )?(--[\w-]+)", line)
+        m = re.match(r"^\s+(?:-\w, )?(--[\w-]+)(?: <[^>]+>)?\s*(.*)$", line)
         if heading is not None and m and line.lstrip().startswith("-"):
             flag = m.group(1)
-            out[heading][flag] = ""
+            out[heading][flag] = m.group(2)  # clap puts a short help on the flag's own line
         elif heading is not None and flag is not None and line.strip():
             out[heading][flag] += " " + line.strip()
     return out
