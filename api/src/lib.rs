@@ -13,6 +13,7 @@
 //! - [`security`]: the CURVE sections (file paths for `--config`, Secrets on Kubernetes).
 //! - [`manifest`]: the socket section of a `ZmqProxy` spec ([`manifest::ProxySockets`]).
 //! - [`kubernetes`]: the defaults the operator gives its pods (heartbeats, lame duck).
+//! - [`local`]: what each spec field means to `zmq-proxy --config` on one machine.
 //! - [`cel`]: the rules above as CEL validation rules for the CRD.
 
 pub mod cel;
@@ -21,6 +22,7 @@ pub mod endpoint;
 pub mod error;
 pub mod heartbeat;
 pub mod kubernetes;
+pub mod local;
 pub mod manifest;
 pub mod options;
 pub mod security;

@@ -464,3 +464,21 @@ fn ip_family_fields_are_bounded_enums_and_single_stack_takes_one_family() {
         assert_eq!(with(policy, families.clone()), Vec::new(), "{policy:?} {families:?}");
     }
 }
+
+/// `zmq-proxy --config` refuses a field it does not know (a typo must not run with defaults),
+/// so every field of this CRD's spec must be part of the socket section or have its local
+/// meaning decided in `zmq_proxy_api::local`: a field added here without one fails this test.
+#[test]
+fn every_spec_field_has_a_meaning_for_the_local_manifest_reader() {
+    let schema = schema();
+    let props = schema["properties"]["spec"]["properties"].as_object().expect("spec properties");
+    let sockets =
+        serde_json::to_value(schemars::schema_for!(zmq_proxy_api::manifest::ProxySockets))
+            .expect("schema");
+    let socket_fields = sockets["properties"].as_object().expect("socket section properties");
+    let undecided: Vec<&String> = props
+        .keys()
+        .filter(|k| !socket_fields.contains_key(*k) && !zmq_proxy_api::local::is_decided(k))
+        .collect();
+    assert!(undecided.is_empty(), "spec fields without a local meaning: {undecided:?}");
+}

@@ -30,7 +30,9 @@ mod proxy;
 mod wire;
 
 pub use cli::keygen::keygen;
-pub use cli::{Cli, Command, load_manifest, parse_manifest};
+pub use cli::{
+    Cli, Command, LocalManifest, ManifestSets, load_manifest, pairs_table, parse_manifest,
+};
 pub use engine::counters::{Counters, DropReason, Snapshot};
 pub use engine::socket_config::SocketConfig;
 pub use engine::tunables::RUNTIME_WORKER_THREADS;

@@ -16,11 +16,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
-    if let Some(Command::Keygen { zcert }) = &cli.command {
-        return match zmq_proxy::keygen(zcert.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(1, &e),
-        };
+    match &cli.command {
+        Some(Command::Keygen { zcert }) => {
+            return match zmq_proxy::keygen(zcert.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, &e),
+            };
+        }
+        Some(Command::Pairs) => {
+            print!("{}", zmq_proxy::pairs_table());
+            return ExitCode::SUCCESS;
+        }
+        None => {}
     }
     let cfg = match cli.into_config() {
         Ok(cfg) => cfg,
@@ -104,6 +111,9 @@ async fn run(cfg: ProxyConfig) -> u8 {
                 return 1;
             }
         };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     for (name, s) in cfg.named_sockets() {
         for w in s.options.warnings(name) {
             tracing::warn!("{w}");

@@ -63,10 +63,10 @@ async fn tasks_queued_to_a_dead_worker_are_rerouted() {
     let started = std::time::Instant::now();
     while still < 3 {
         assert!(started.elapsed() < DEADLINE, "the stalled worker never filled up");
-        let sent = counters.backend.sent_msgs.load(Relaxed);
+        let sent = counters.backend.sent_frames.load(Relaxed);
         if p.backend().backlog() >= 4
             && sent == last
-            && counters.frontend.recv_msgs.load(Relaxed) > sent
+            && counters.frontend.recv_frames.load(Relaxed) > sent
         {
             still += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -78,7 +78,7 @@ async fn tasks_queued_to_a_dead_worker_are_rerouted() {
         total += 1;
     }
     let written_to_stalled =
-        counters.backend.sent_msgs.load(Relaxed) - p.backend().backlog() as u64;
+        counters.backend.sent_frames.load(Relaxed) - p.backend().backlog() as u64;
 
     let mut live = worker(&p).await;
     wait_until("the live worker is in", || p.backend().peer_count() == 2).await;
@@ -125,7 +125,7 @@ async fn paused_proxy_holds_messages_until_resumed() {
     p.state().send_replace(zmq_proxy::ProxyState::Paused);
     producer.send(msg(&[b"while paused"])).await.expect("task");
     assert!(recv_within(&mut w, Duration::from_millis(200)).await.is_none(), "paused");
-    assert_eq!(counters.frontend.recv_msgs.load(Relaxed), 1, "not even read while paused");
+    assert_eq!(counters.frontend.recv_frames.load(Relaxed), 1, "not even read while paused");
 
     p.state().send_replace(zmq_proxy::ProxyState::Active);
     assert_eq!(frames(&recv(&mut w).await), vec![b"while paused".to_vec()]);

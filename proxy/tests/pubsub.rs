@@ -139,6 +139,6 @@ async fn sub_pub_forwarder_subscribes_to_everything() {
     up.send(msg(&[b"y-not-wanted"])).await.expect("publish");
     up.send(msg(&[b"x-wanted"])).await.expect("publish");
     assert_eq!(frames(&recv(&mut s).await), vec![b"x-wanted".to_vec()]);
-    let seen: HashSet<u64> = [p.counters().frontend.recv_msgs.load(Relaxed)].into();
+    let seen: HashSet<u64> = [p.counters().frontend.recv_frames.load(Relaxed)].into();
     assert!(seen.contains(&2), "both publications reached the proxy: {seen:?}");
 }

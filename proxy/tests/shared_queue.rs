@@ -65,9 +65,9 @@ async fn request_before_any_worker_waits_and_is_delivered() {
     let counters = p.counters();
     let mut c = client(&p).await;
     c.send(msg(&[b"early"])).await.expect("request");
-    wait_until("the proxy read the request", || counters.frontend.recv_msgs.load(Relaxed) == 2)
+    wait_until("the proxy read the request", || counters.frontend.recv_frames.load(Relaxed) == 2)
         .await;
-    assert_eq!(counters.backend.sent_msgs.load(Relaxed), 0, "nobody to send to yet");
+    assert_eq!(counters.backend.sent_frames.load(Relaxed), 0, "nobody to send to yet");
 
     let mut w = worker(&p).await;
     let req = recv(&mut w).await;
@@ -105,7 +105,7 @@ async fn peer_reset_mid_message_does_not_stop_proxy() {
     })
     .await;
     round_trip(&mut c, &mut w, b"after").await;
-    assert_eq!(counters.frontend.recv_msgs.load(Relaxed), 4, "partial messages are not counted");
+    assert_eq!(counters.frontend.recv_frames.load(Relaxed), 4, "partial messages are not counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,9 +127,9 @@ async fn replies_flow_while_requests_are_backpressured() {
     let stuck = |last: &mut u64| {
         // Stuck: the worker's queue is full (4 messages of 2 frames), the pump holds a read
         // request, and nothing reached the worker since the last look.
-        let sent_now = counters.backend.sent_msgs.load(Relaxed);
+        let sent_now = counters.backend.sent_frames.load(Relaxed);
         let is = p.backend().backlog() >= 8
-            && counters.frontend.recv_msgs.load(Relaxed) > sent_now
+            && counters.frontend.recv_frames.load(Relaxed) > sent_now
             && sent_now == *last;
         *last = sent_now;
         is
@@ -148,13 +148,13 @@ async fn replies_flow_while_requests_are_backpressured() {
         sent += 1;
     }
     let held_before =
-        counters.frontend.recv_msgs.load(Relaxed) - counters.backend.sent_msgs.load(Relaxed);
+        counters.frontend.recv_frames.load(Relaxed) - counters.backend.sent_frames.load(Relaxed);
 
     // Requests are stuck behind the stalled worker, yet its reply to B goes through.
     w.send(msg(&[&b_id, b"reply to b"])).await.expect("reply");
     assert_eq!(frames(&recv(&mut b).await), vec![b"reply to b".to_vec()]);
     let held_after =
-        counters.frontend.recv_msgs.load(Relaxed) - counters.backend.sent_msgs.load(Relaxed);
+        counters.frontend.recv_frames.load(Relaxed) - counters.backend.sent_frames.load(Relaxed);
     assert!(
         held_before >= 2 && held_after >= 2,
         "requests were still held: {held_before} {held_after}"
@@ -231,7 +231,7 @@ async fn drain_timeout_counts_what_could_not_be_delivered() {
     let counters = p.counters();
     let mut c = client(&p).await;
     c.send(msg(&[b"nobody will take this"])).await.expect("request");
-    wait_until("the proxy read the request", || counters.frontend.recv_msgs.load(Relaxed) == 2)
+    wait_until("the proxy read the request", || counters.frontend.recv_frames.load(Relaxed) == 2)
         .await;
     let started = std::time::Instant::now();
     let (ending, s) = p.shutdown(Duration::from_millis(300), std::future::pending()).await;
@@ -252,7 +252,7 @@ async fn stop_answers_every_request_it_read_and_ends_drained() {
         c.send(msg(&[&i.to_be_bytes()])).await.expect("request");
     }
     wait_until("the proxy read every request", || {
-        counters.frontend.recv_msgs.load(Relaxed) == 2 + 400
+        counters.frontend.recv_frames.load(Relaxed) == 2 + 400
     })
     .await;
     // The drain keeps the client's connection and the worker's open until every request it

@@ -34,13 +34,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # traffic, a drop and a refused handshake; see proxy/src/ops/metrics.rs), with each metric's labels.
 PROXY_METRICS = {
     "zmq_proxy_received_messages_total": {"socket"},
+    "zmq_proxy_received_frames_total": {"socket"},
     "zmq_proxy_received_bytes_total": {"socket"},
     "zmq_proxy_sent_messages_total": {"socket"},
+    "zmq_proxy_sent_frames_total": {"socket"},
     "zmq_proxy_sent_bytes_total": {"socket"},
-    "zmq_proxy_dropped_messages_total": {"reason"},
-    "zmq_proxy_undelivered_messages_total": set(),
+    "zmq_proxy_dropped_frames_total": {"reason"},
+    "zmq_proxy_undelivered_frames_total": set(),
     "zmq_proxy_handshake_failures_total": {"socket", "mechanism", "reason"},
     "zmq_proxy_protocol_errors_total": set(),
+    "zmq_proxy_closed_before_greeting_total": {"socket"},
     "zmq_proxy_heartbeat_timeouts_total": {"socket", "reason"},
     "zmq_proxy_connected_peers": {"socket"},
     "zmq_proxy_queued_frames": {"socket"},
@@ -73,7 +76,7 @@ SCRAPE_LABELS = {"namespace", "pod", "zmqproxy"}
 # What each part of the dashboard must show, as the metric it needs.
 REQUIRED_IN_DASHBOARD = {
     "throughput per socket and direction": ["zmq_proxy_received_messages_total", "zmq_proxy_sent_messages_total"],
-    "drops by reason": ["zmq_proxy_dropped_messages_total"],
+    "drops by reason": ["zmq_proxy_dropped_frames_total"],
     "queue depth": ["zmq_proxy_queued_frames"],
     "connected peers": ["zmq_proxy_connected_peers"],
     "handshake failures": ["zmq_proxy_handshake_failures_total"],

@@ -15,8 +15,8 @@ MONITORING_ON = ("--set", "metrics.dashboard.enabled=true", "--set", "metrics.pr
 PROMETHEUS_RULE_API = ("--api-versions", "monitoring.coreos.com/v1/PrometheusRule")
 HERE = ROOT / "tests" / "chart"
 # The alert expression ZmqProxyDropsRising, and the same with a parenthesis missing.
-DROPS_EXPR = "(rate(zmq_proxy_dropped_messages_total[5m]))"
-DROPS_EXPR_UNBALANCED = "(rate(zmq_proxy_dropped_messages_total[5m])"
+DROPS_EXPR = "(rate(zmq_proxy_dropped_frames_total[5m]))"
+DROPS_EXPR_UNBALANCED = "(rate(zmq_proxy_dropped_frames_total[5m])"
 
 
 def has_kind(path, kind):

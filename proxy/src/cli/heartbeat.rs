@@ -7,32 +7,86 @@ use zmq_proxy_api::socket::Role;
 /// refusal of a bad value names the flag (see [`HeartbeatFlags::spec`]).
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct HeartbeatFlags {
-    /// frontend: milliseconds between ZMTP PINGs to each peer (ZMQ_HEARTBEAT_IVL) [default: 0, none].
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_HEARTBEAT_INTERVAL", value_name = "MS")]
+    /// frontend: milliseconds between ZMTP PINGs to each peer (ZMQ_HEARTBEAT_IVL); 0 = none [default: 0].
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_HEARTBEAT_INTERVAL",
+        value_name = "MS",
+        help_heading = "Frontend socket",
+        allow_hyphen_values = true
+    )]
     pub frontend_heartbeat_interval: Option<String>,
     /// frontend: TTL our PINGs announce, a multiple of 100 ms (ZMQ_HEARTBEAT_TTL) [default: 0].
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_HEARTBEAT_TTL", value_name = "MS")]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_HEARTBEAT_TTL",
+        value_name = "MS",
+        help_heading = "Frontend socket",
+        allow_hyphen_values = true
+    )]
     pub frontend_heartbeat_ttl: Option<String>,
     /// frontend: silence after a PING that drops a peer (ZMQ_HEARTBEAT_TIMEOUT) [default: the interval].
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_HEARTBEAT_TIMEOUT", value_name = "MS")]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_HEARTBEAT_TIMEOUT",
+        value_name = "MS",
+        help_heading = "Frontend socket",
+        allow_hyphen_values = true
+    )]
     pub frontend_heartbeat_timeout: Option<String>,
-    /// backend: milliseconds between ZMTP PINGs to each peer (ZMQ_HEARTBEAT_IVL) [default: 0, none].
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_HEARTBEAT_INTERVAL", value_name = "MS")]
+    /// backend: milliseconds between ZMTP PINGs to each peer (ZMQ_HEARTBEAT_IVL); 0 = none [default: 0].
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_HEARTBEAT_INTERVAL",
+        value_name = "MS",
+        help_heading = "Backend socket",
+        allow_hyphen_values = true
+    )]
     pub backend_heartbeat_interval: Option<String>,
     /// backend: TTL our PINGs announce, a multiple of 100 ms (ZMQ_HEARTBEAT_TTL) [default: 0].
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_HEARTBEAT_TTL", value_name = "MS")]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_HEARTBEAT_TTL",
+        value_name = "MS",
+        help_heading = "Backend socket",
+        allow_hyphen_values = true
+    )]
     pub backend_heartbeat_ttl: Option<String>,
     /// backend: silence after a PING that drops a peer (ZMQ_HEARTBEAT_TIMEOUT) [default: the interval].
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_HEARTBEAT_TIMEOUT", value_name = "MS")]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_HEARTBEAT_TIMEOUT",
+        value_name = "MS",
+        help_heading = "Backend socket",
+        allow_hyphen_values = true
+    )]
     pub backend_heartbeat_timeout: Option<String>,
-    /// capture: milliseconds between ZMTP PINGs to each peer (ZMQ_HEARTBEAT_IVL) [default: 0, none].
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_HEARTBEAT_INTERVAL", value_name = "MS")]
+    /// capture: milliseconds between ZMTP PINGs to each peer (ZMQ_HEARTBEAT_IVL); 0 = none [default: 0].
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_HEARTBEAT_INTERVAL",
+        value_name = "MS",
+        help_heading = "Capture socket",
+        allow_hyphen_values = true
+    )]
     pub capture_heartbeat_interval: Option<String>,
     /// capture: TTL our PINGs announce, a multiple of 100 ms (ZMQ_HEARTBEAT_TTL) [default: 0].
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_HEARTBEAT_TTL", value_name = "MS")]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_HEARTBEAT_TTL",
+        value_name = "MS",
+        help_heading = "Capture socket",
+        allow_hyphen_values = true
+    )]
     pub capture_heartbeat_ttl: Option<String>,
     /// capture: silence after a PING that drops a peer (ZMQ_HEARTBEAT_TIMEOUT) [default: the interval].
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_HEARTBEAT_TIMEOUT", value_name = "MS")]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_HEARTBEAT_TIMEOUT",
+        value_name = "MS",
+        help_heading = "Capture socket",
+        allow_hyphen_values = true
+    )]
     pub capture_heartbeat_timeout: Option<String>,
 }
 

@@ -1,10 +1,12 @@
 //! The command line (clap derive, each flag also read from `ZMQ_PROXY_<FLAG>`), the `ZmqProxy`
 //! manifest read by `--config`, and the validation that turns either into one [`ProxyConfig`] (the
 //! user-facing defaults and bounds are the api crate's `defaults.rs`). The per-socket option flags
-//! are `options.rs`, the heartbeat flags `heartbeat.rs`.
+//! are `options.rs`, the heartbeat flags `heartbeat.rs`, the manifest's known fields (what an
+//! unknown one is refused with) `manifest_fields.rs`.
 
 pub(crate) mod heartbeat;
 pub(crate) mod keygen;
+pub(crate) mod manifest_fields;
 pub(crate) mod options;
 
 use std::path::PathBuf;
@@ -19,7 +21,9 @@ use zmq_proxy_api::heartbeat::FieldNames;
 use zmq_proxy_api::manifest::{ProxySockets, SocketSpec};
 use zmq_proxy_api::options::{Spelling, spec_from_flag_texts};
 use zmq_proxy_api::security::CurveSpec;
-use zmq_proxy_api::socket::{Role, SocketType, capture_type_refusal, pair_refusal};
+use zmq_proxy_api::socket::{
+    CAPTURE_TYPES, Role, SUPPORTED_PAIRS, SocketType, capture_type_refusal, pair_refusal,
+};
 
 use crate::engine::curve::{Mechanism, Security};
 use crate::engine::socket_config::SocketConfig;
@@ -42,112 +46,278 @@ impl ValueEnum for LogFormat {
 }
 
 /// Command line, exactly the contract's flags. Every flag may come from `ZMQ_PROXY_<FLAG>`;
-/// repeatable endpoint flags split the variable on commas.
+/// repeatable endpoint flags split the variable on commas. Each flag's help names its default;
+/// the flags of one socket share its heading.
 #[derive(Parser, Debug, Default)]
 #[command(
     name = "zmq-proxy",
     version,
-    about = "zmq_proxy(3) as a standalone binary: shared queue, forwarder, pipeline, with capture"
+    about = "zmq_proxy(3) as a standalone binary: shared queue, forwarder, pipeline, with capture",
+    after_help = types_and_pairs()
 )]
 pub struct Cli {
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_TYPE", value_name = "T", value_parser = parse_type)]
-    pub frontend_type: Option<SocketType>,
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_BIND", value_name = "EP", value_delimiter = ',')]
-    pub frontend_bind: Vec<String>,
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CONNECT", value_name = "EP", value_delimiter = ',')]
-    pub frontend_connect: Vec<String>,
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_TYPE", value_name = "T", value_parser = parse_type)]
-    pub backend_type: Option<SocketType>,
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_BIND", value_name = "EP", value_delimiter = ',')]
-    pub backend_bind: Vec<String>,
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_CONNECT", value_name = "EP", value_delimiter = ',')]
-    pub backend_connect: Vec<String>,
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_TYPE", value_name = "T", value_parser = parse_type)]
-    pub capture_type: Option<SocketType>,
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_BIND", value_name = "EP", value_delimiter = ',')]
-    pub capture_bind: Vec<String>,
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CONNECT", value_name = "EP", value_delimiter = ',')]
-    pub capture_connect: Vec<String>,
-    /// zmq_proxy_steerable's REP control socket: PAUSE, RESUME, TERMINATE, STATISTICS.
-    #[arg(long, env = "ZMQ_PROXY_CONTROL_BIND", value_name = "EP")]
-    pub control_bind: Option<String>,
-    /// /metrics, /healthz, /readyz listener, e.g. *:9090 (IPv6 and IPv4), 0.0.0.0:9090, [::1]:9090.
-    #[arg(long, env = "ZMQ_PROXY_HTTP_BIND", value_name = "HOST:PORT")]
-    pub http_bind: Option<String>,
-    /// Seconds a stopping proxy keeps delivering what it already read [default: 5].
-    #[arg(long, env = "ZMQ_PROXY_DRAIN_TIMEOUT", value_name = "SECONDS")]
-    pub drain_timeout: Option<String>,
-    /// Seconds a stopping proxy first keeps serving as usual (/readyz answers 503), so load
-    /// balancers stop sending new connections before it drains [default: 0].
-    #[arg(long, env = "ZMQ_PROXY_LAME_DUCK", value_name = "SECONDS")]
-    pub lame_duck: Option<String>,
-    /// A file holding `true` (PAUSE) or `false` (RESUME), re-read while the proxy runs; the
-    /// proxy starts in the state it says (how the operator delivers `spec.paused`).
-    #[arg(long, env = "ZMQ_PROXY_PAUSE_FILE", value_name = "FILE")]
-    pub pause_file: Option<PathBuf>,
-    /// Log line format; the level comes from RUST_LOG (default info).
-    #[arg(long, env = "ZMQ_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// A ZmqProxy manifest: spec.frontend/backend/capture/control {type, port, curve} are bound
-    /// on tcp://*:PORT (dual stack), with each socket's options (sndhwm, rcvhwm, maxMsgSize,
-    /// ...); spec.curveAllowAny, spec.drainTimeoutSeconds, spec.lameDuckSeconds; other keys are
-    /// ignored.
+    /// A ZmqProxy manifest (the YAML a user would kubectl apply) run here: its sockets bind on
+    /// --bind-host; unknown fields are refused; see docs/proxy.md for what each Kubernetes field
+    /// means locally [default: none, the sockets come from the flags]
     #[arg(long, env = "ZMQ_PROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// frontend: the CURVE server's secret key file (Z85 or zcert secret) for its binds.
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_SERVER_KEY_FILE", value_name = "FILE")]
+    /// Host every socket of the --config manifest binds on, control and metricsPort included:
+    /// 127.0.0.1 keeps them on this machine, * opens them on every IPv6 and IPv4 address
+    /// [default: 127.0.0.1]
+    #[arg(long, env = "ZMQ_PROXY_BIND_HOST", value_name = "HOST")]
+    pub bind_host: Option<String>,
+    /// frontend socket type: ROUTER, DEALER, XSUB, XPUB, SUB, PUB, PULL or PUSH, forming an allowed pair with the backend's (listed below) [default: none, required without --config]
+    #[arg(long, env = "ZMQ_PROXY_FRONTEND_TYPE", value_name = "T", value_parser = parse_data_type, help_heading = "Frontend socket")]
+    pub frontend_type: Option<SocketType>,
+    /// tcp://HOST:PORT the frontend listens on (HOST * = every IPv6 and IPv4 address); repeatable [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_BIND",
+        value_name = "EP",
+        value_delimiter = ',',
+        help_heading = "Frontend socket"
+    )]
+    pub frontend_bind: Vec<String>,
+    /// tcp://HOST:PORT the frontend connects to (reconnecting as libzmq does); repeatable [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_CONNECT",
+        value_name = "EP",
+        value_delimiter = ',',
+        help_heading = "Frontend socket"
+    )]
+    pub frontend_connect: Vec<String>,
+    /// frontend: the CURVE server's secret key file (Z85 or zcert secret) for its binds [default: none, NULL security]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_CURVE_SERVER_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Frontend socket"
+    )]
     pub frontend_curve_server_key_file: Option<PathBuf>,
-    /// frontend: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory.
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_AUTHORIZED_KEYS", value_name = "PATH")]
+    /// frontend: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_CURVE_AUTHORIZED_KEYS",
+        value_name = "PATH",
+        help_heading = "Frontend socket"
+    )]
     pub frontend_curve_authorized_keys: Option<PathBuf>,
-    /// frontend: the CURVE server public key (Z85) of its connect endpoints.
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_SERVER_PUBLIC_KEY", value_name = "Z85")]
+    /// frontend: the CURVE server public key (Z85) of its connect endpoints [default: none, NULL security]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_CURVE_SERVER_PUBLIC_KEY",
+        value_name = "Z85",
+        help_heading = "Frontend socket"
+    )]
     pub frontend_curve_server_public_key: Option<String>,
-    /// frontend: a file holding that public key (Z85 or zcert).
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_SERVER_PUBLIC_KEY_FILE", value_name = "FILE")]
+    /// frontend: a file holding that public key (Z85 or zcert) [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_CURVE_SERVER_PUBLIC_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Frontend socket"
+    )]
     pub frontend_curve_server_public_key_file: Option<PathBuf>,
-    /// frontend: this proxy's CURVE client secret key file for its connects [default: ephemeral].
-    #[arg(long, env = "ZMQ_PROXY_FRONTEND_CURVE_CLIENT_KEY_FILE", value_name = "FILE")]
+    /// frontend: this proxy's CURVE client secret key file for its connects [default: ephemeral]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_CURVE_CLIENT_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Frontend socket"
+    )]
     pub frontend_curve_client_key_file: Option<PathBuf>,
-    /// backend: the CURVE server's secret key file (Z85 or zcert secret) for its binds.
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_SERVER_KEY_FILE", value_name = "FILE")]
+    /// backend socket type: one that forms an allowed pair with the frontend's (listed below) [default: none, required without --config]
+    #[arg(long, env = "ZMQ_PROXY_BACKEND_TYPE", value_name = "T", value_parser = parse_data_type, help_heading = "Backend socket")]
+    pub backend_type: Option<SocketType>,
+    /// tcp://HOST:PORT the backend listens on (HOST * = every IPv6 and IPv4 address); repeatable [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_BIND",
+        value_name = "EP",
+        value_delimiter = ',',
+        help_heading = "Backend socket"
+    )]
+    pub backend_bind: Vec<String>,
+    /// tcp://HOST:PORT the backend connects to (reconnecting as libzmq does); repeatable [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_CONNECT",
+        value_name = "EP",
+        value_delimiter = ',',
+        help_heading = "Backend socket"
+    )]
+    pub backend_connect: Vec<String>,
+    /// backend: the CURVE server's secret key file (Z85 or zcert secret) for its binds [default: none, NULL security]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_CURVE_SERVER_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Backend socket"
+    )]
     pub backend_curve_server_key_file: Option<PathBuf>,
-    /// backend: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory.
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_AUTHORIZED_KEYS", value_name = "PATH")]
+    /// backend: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_CURVE_AUTHORIZED_KEYS",
+        value_name = "PATH",
+        help_heading = "Backend socket"
+    )]
     pub backend_curve_authorized_keys: Option<PathBuf>,
-    /// backend: the CURVE server public key (Z85) of its connect endpoints.
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_SERVER_PUBLIC_KEY", value_name = "Z85")]
+    /// backend: the CURVE server public key (Z85) of its connect endpoints [default: none, NULL security]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_CURVE_SERVER_PUBLIC_KEY",
+        value_name = "Z85",
+        help_heading = "Backend socket"
+    )]
     pub backend_curve_server_public_key: Option<String>,
-    /// backend: a file holding that public key (Z85 or zcert).
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_SERVER_PUBLIC_KEY_FILE", value_name = "FILE")]
+    /// backend: a file holding that public key (Z85 or zcert) [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_CURVE_SERVER_PUBLIC_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Backend socket"
+    )]
     pub backend_curve_server_public_key_file: Option<PathBuf>,
-    /// backend: this proxy's CURVE client secret key file for its connects [default: ephemeral].
-    #[arg(long, env = "ZMQ_PROXY_BACKEND_CURVE_CLIENT_KEY_FILE", value_name = "FILE")]
+    /// backend: this proxy's CURVE client secret key file for its connects [default: ephemeral]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_CURVE_CLIENT_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Backend socket"
+    )]
     pub backend_curve_client_key_file: Option<PathBuf>,
-    /// capture: the CURVE server's secret key file (Z85 or zcert secret) for its binds.
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_SERVER_KEY_FILE", value_name = "FILE")]
+    /// capture socket type: PUB, DEALER or PUSH, sent a copy of every message, all frames [default: none, required without --config]
+    #[arg(long, env = "ZMQ_PROXY_CAPTURE_TYPE", value_name = "T", value_parser = parse_capture_type, help_heading = "Capture socket")]
+    pub capture_type: Option<SocketType>,
+    /// tcp://HOST:PORT the capture listens on (HOST * = every IPv6 and IPv4 address); repeatable [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_BIND",
+        value_name = "EP",
+        value_delimiter = ',',
+        help_heading = "Capture socket"
+    )]
+    pub capture_bind: Vec<String>,
+    /// tcp://HOST:PORT the capture connects to (reconnecting as libzmq does); repeatable [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_CONNECT",
+        value_name = "EP",
+        value_delimiter = ',',
+        help_heading = "Capture socket"
+    )]
+    pub capture_connect: Vec<String>,
+    /// capture: the CURVE server's secret key file (Z85 or zcert secret) for its binds [default: none, NULL security]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_CURVE_SERVER_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Capture socket"
+    )]
     pub capture_curve_server_key_file: Option<PathBuf>,
-    /// capture: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory.
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_AUTHORIZED_KEYS", value_name = "PATH")]
+    /// capture: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_CURVE_AUTHORIZED_KEYS",
+        value_name = "PATH",
+        help_heading = "Capture socket"
+    )]
     pub capture_curve_authorized_keys: Option<PathBuf>,
-    /// capture: the CURVE server public key (Z85) of its connect endpoints.
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_SERVER_PUBLIC_KEY", value_name = "Z85")]
+    /// capture: the CURVE server public key (Z85) of its connect endpoints [default: none, NULL security]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_CURVE_SERVER_PUBLIC_KEY",
+        value_name = "Z85",
+        help_heading = "Capture socket"
+    )]
     pub capture_curve_server_public_key: Option<String>,
-    /// capture: a file holding that public key (Z85 or zcert).
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_SERVER_PUBLIC_KEY_FILE", value_name = "FILE")]
+    /// capture: a file holding that public key (Z85 or zcert) [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_CURVE_SERVER_PUBLIC_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Capture socket"
+    )]
     pub capture_curve_server_public_key_file: Option<PathBuf>,
-    /// capture: this proxy's CURVE client secret key file for its connects [default: ephemeral].
-    #[arg(long, env = "ZMQ_PROXY_CAPTURE_CURVE_CLIENT_KEY_FILE", value_name = "FILE")]
+    /// capture: this proxy's CURVE client secret key file for its connects [default: ephemeral]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_CURVE_CLIENT_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Capture socket"
+    )]
     pub capture_curve_client_key_file: Option<PathBuf>,
-    /// control: the CURVE server's secret key file (Z85 or zcert secret) for its binds.
-    #[arg(long, env = "ZMQ_PROXY_CONTROL_CURVE_SERVER_KEY_FILE", value_name = "FILE")]
+    /// tcp://HOST:PORT of zmq_proxy_steerable's REP control socket: PAUSE, RESUME, TERMINATE,
+    /// STATISTICS [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CONTROL_BIND",
+        value_name = "EP",
+        help_heading = "Control socket"
+    )]
+    pub control_bind: Option<String>,
+    /// control: the CURVE server's secret key file (Z85 or zcert secret) for its binds [default: none, NULL security]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CONTROL_CURVE_SERVER_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "Control socket"
+    )]
     pub control_curve_server_key_file: Option<PathBuf>,
-    /// control: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory.
-    #[arg(long, env = "ZMQ_PROXY_CONTROL_CURVE_AUTHORIZED_KEYS", value_name = "PATH")]
+    /// control: allowed CURVE client keys, a file (one Z85 key per line) or a zcert directory [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CONTROL_CURVE_AUTHORIZED_KEYS",
+        value_name = "PATH",
+        help_heading = "Control socket"
+    )]
     pub control_curve_authorized_keys: Option<PathBuf>,
-    /// CURVE server sockets without an allow-list accept any client that knows the server key.
-    #[arg(long, env = "ZMQ_PROXY_CURVE_ALLOW_ANY")]
+    /// CURVE server sockets without an allow-list accept any client that knows the server key
+    /// [default: false]
+    #[arg(long, env = "ZMQ_PROXY_CURVE_ALLOW_ANY", help_heading = "CURVE server sockets")]
     pub curve_allow_any: bool,
+    /// HOST:PORT of the /metrics, /healthz, /readyz listener, e.g. *:9090 (IPv6 and IPv4),
+    /// 0.0.0.0:9090, [::1]:9090 [default: none, no listener]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_HTTP_BIND",
+        value_name = "HOST:PORT",
+        help_heading = "Metrics and probes"
+    )]
+    pub http_bind: Option<String>,
+    /// Seconds a stopping proxy keeps delivering what it already read [default: 5]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_DRAIN_TIMEOUT",
+        value_name = "SECONDS",
+        allow_hyphen_values = true,
+        help_heading = "Stopping and pausing"
+    )]
+    pub drain_timeout: Option<String>,
+    /// Seconds a stopping proxy first keeps serving as usual (/readyz answers 503), so load
+    /// balancers stop sending new connections before it drains [default: 0]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_LAME_DUCK",
+        value_name = "SECONDS",
+        allow_hyphen_values = true,
+        help_heading = "Stopping and pausing"
+    )]
+    pub lame_duck: Option<String>,
+    /// A file holding `true` (PAUSE) or `false` (RESUME), re-read while the proxy runs; the
+    /// proxy starts in the state it says (how the operator delivers `spec.paused`) [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_PAUSE_FILE",
+        value_name = "FILE",
+        help_heading = "Stopping and pausing"
+    )]
+    pub pause_file: Option<PathBuf>,
+    /// Log line format; the level comes from RUST_LOG (default info)
+    #[arg(long, env = "ZMQ_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub frontend_options: FrontendOptionFlags,
     #[command(flatten)]
@@ -169,6 +339,50 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         zcert: Option<PathBuf>,
     },
+    /// Print the socket types, the frontend/backend pairs the proxy forwards and the capture
+    /// types.
+    Pairs,
+}
+
+/// What each supported pair is for, in [`SUPPORTED_PAIRS`] order.
+fn pair_use(frontend: SocketType) -> &'static str {
+    match frontend {
+        SocketType::Router => "shared queue: requests to workers, replies routed back",
+        SocketType::Xsub => "forwarder: subscriptions flow upstream to the publishers",
+        SocketType::Sub => "forwarder subscribed to everything upstream",
+        _ => "pipeline, one direction",
+    }
+}
+
+/// The socket types and the pairs, as `--help` ends and `zmq-proxy pairs` prints them.
+pub fn types_and_pairs() -> String {
+    let mut out = String::from(
+        "Socket pairs (--frontend-type/--backend-type, either way round; `zmq-proxy pairs`):\n",
+    );
+    for (a, b) in SUPPORTED_PAIRS {
+        let pair = format!("{a}/{b}");
+        out.push_str(&format!("  {pair:<15}{}\n", pair_use(a)));
+    }
+    let capture: Vec<&str> = CAPTURE_TYPES.iter().map(|t| t.as_str()).collect();
+    out.push_str(&format!(
+        "Capture types (--capture-type): {}, sent a copy of every message, all frames.",
+        capture.join(", ")
+    ));
+    out
+}
+
+/// `zmq-proxy pairs`: every accepted frontend/backend combination as a table, then the
+/// capture types.
+pub fn pairs_table() -> String {
+    let mut out = format!("{:<10}{:<10}use\n", "FRONTEND", "BACKEND");
+    for (a, b) in SUPPORTED_PAIRS {
+        for (f, k) in [(a, b), (b, a)] {
+            out.push_str(&format!("{:<10}{:<10}{}\n", f.as_str(), k.as_str(), pair_use(a)));
+        }
+    }
+    let capture: Vec<&str> = CAPTURE_TYPES.iter().map(|t| t.as_str()).collect();
+    out.push_str(&format!("\ncapture: {}\n", capture.join(", ")));
+    out
 }
 
 /// One socket's CURVE settings as given (flags or manifest), before validation.
@@ -394,8 +608,12 @@ impl Cli {
     }
 }
 
-fn parse_type(s: &str) -> Result<SocketType, String> {
-    s.parse::<SocketType>().map_err(|e| e.to_string())
+fn parse_data_type(s: &str) -> Result<SocketType, String> {
+    manifest_fields::parse_type_for(s, false)
+}
+
+fn parse_capture_type(s: &str) -> Result<SocketType, String> {
+    manifest_fields::parse_type_for(s, true)
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
@@ -412,54 +630,42 @@ impl Cli {
             Some(s) => Some(parse_lame_duck("--lame-duck", s)?),
             None => None,
         };
-        let control_bind = match &self.control_bind {
-            Some(s) => Some(endpoint("--control-bind", s, Direction::Bind)?),
+        let http_bind = match self.http_bind.as_deref() {
+            Some(h) => Some(parse_http_bind(h)?),
             None => None,
         };
         let mut cfg = if let Some(path) = &self.config {
-            let socket_flags = [
-                ("--frontend-type", self.frontend_type.is_some()),
-                ("--frontend-bind", !self.frontend_bind.is_empty()),
-                ("--frontend-connect", !self.frontend_connect.is_empty()),
-                ("--backend-type", self.backend_type.is_some()),
-                ("--backend-bind", !self.backend_bind.is_empty()),
-                ("--backend-connect", !self.backend_connect.is_empty()),
-                ("--capture-type", self.capture_type.is_some()),
-                ("--capture-bind", !self.capture_bind.is_empty()),
-                ("--capture-connect", !self.capture_connect.is_empty()),
+            self.refuse_beside_config()?;
+            let host = self.bind_host.as_deref().unwrap_or(DEFAULT_CONFIG_BIND_HOST);
+            let m = load_manifest(path, host)?;
+            // A flag and the manifest field it would override: neither may win silently.
+            let both = [
+                ("--drain-timeout", drain.is_some(), "spec.drainTimeoutSeconds", m.sets.drain),
+                ("--lame-duck", lame_duck.is_some(), "spec.lameDuckSeconds", m.sets.lame_duck),
+                ("--http-bind", http_bind.is_some(), "spec.metricsPort", m.sets.metrics_port),
+                ("--pause-file", self.pause_file.is_some(), "spec.paused", m.sets.paused),
             ];
-            if let Some((flag, _)) = socket_flags.iter().find(|(_, set)| *set) {
+            if let Some((flag, _, field, _)) = both.iter().find(|(_, f, _, m)| *f && *m) {
                 return err(format!(
-                    "--config cannot be combined with {flag}: the manifest defines the sockets"
+                    "{flag} and the manifest's {field} both set it; keep one (--config {})",
+                    path.display()
                 ));
             }
-            for socket in Role::ALL {
-                if !self.curve_settings(socket).is_empty() {
-                    return err(format!(
-                        "--config cannot be combined with --{socket}-curve-* flags: the manifest's spec.{socket}.curve defines them"
-                    ));
-                }
-            }
-            if self.curve_allow_any {
+            m.config
+        } else {
+            if self.bind_host.is_some() {
                 return err(
-                    "--config cannot be combined with --curve-allow-any: use spec.curveAllowAny",
+                    "--bind-host applies to the sockets of a --config manifest; without --config each --<socket>-bind endpoint names its host",
                 );
             }
-            for socket in Role::DATA {
-                if self.option_texts(socket).iter().any(Option::is_some) {
-                    return err(format!(
-                        "--config cannot be combined with --{socket}-<option> flags (sndhwm, maxMsgSize, ...): set them in spec.{socket}"
-                    ));
-                }
+            let mut cfg = self.sockets_from_flags()?;
+            if let Some(s) = &self.control_bind {
+                cfg.control_bind = Some(endpoint("--control-bind", s, Direction::Bind)?);
             }
-            if let Some(flag) = self.heartbeat.first_given() {
-                return err(format!(
-                    "--config cannot be combined with {flag}: the manifest's spec.<socket>.heartbeat* fields define heartbeats"
-                ));
-            }
-            load_manifest(path)?
-        } else {
-            self.sockets_from_flags()?
+            self.apply_curve_flags(&mut cfg)?;
+            self.apply_option_flags(&mut cfg)?;
+            self.apply_heartbeat_flags(&mut cfg)?;
+            cfg
         };
         if let Some(d) = drain {
             cfg.drain_timeout = d;
@@ -467,23 +673,62 @@ impl Cli {
         if let Some(d) = lame_duck {
             cfg.lame_duck = d;
         }
-        if control_bind.is_some() {
-            cfg.control_bind = control_bind;
+        if http_bind.is_some() {
+            cfg.http_bind = http_bind;
         }
-        if self.config.is_none() {
-            self.apply_curve_flags(&mut cfg)?;
-            self.apply_option_flags(&mut cfg)?;
-            self.apply_heartbeat_flags(&mut cfg)?;
+        if self.pause_file.is_some() {
+            cfg.pause_file = self.pause_file;
         }
-        if let Some(h) = self.http_bind {
-            if let Err(e) = Endpoint::parse_host_port(&h, Direction::Bind) {
-                return err(format!("--http-bind: {e}: expected HOST:PORT, e.g. *:9090"));
-            }
-            cfg.http_bind = Some(h);
-        }
-        cfg.pause_file = self.pause_file;
         cfg.log_format = self.log_format;
         Ok(cfg)
+    }
+
+    /// Flags that would replace part of what a manifest defines: refused beside `--config`,
+    /// whether set on the command line or in the environment, so no socket of the manifest is
+    /// silently run some other way.
+    fn refuse_beside_config(&self) -> Result<(), ConfigError> {
+        let socket_flags = [
+            ("--frontend-type", self.frontend_type.is_some()),
+            ("--frontend-bind", !self.frontend_bind.is_empty()),
+            ("--frontend-connect", !self.frontend_connect.is_empty()),
+            ("--backend-type", self.backend_type.is_some()),
+            ("--backend-bind", !self.backend_bind.is_empty()),
+            ("--backend-connect", !self.backend_connect.is_empty()),
+            ("--capture-type", self.capture_type.is_some()),
+            ("--capture-bind", !self.capture_bind.is_empty()),
+            ("--capture-connect", !self.capture_connect.is_empty()),
+            ("--control-bind", self.control_bind.is_some()),
+        ];
+        if let Some((flag, _)) = socket_flags.iter().find(|(_, set)| *set) {
+            return err(format!(
+                "--config cannot be combined with {flag} (or its ZMQ_PROXY_ variable): the manifest defines the sockets, bound on --bind-host"
+            ));
+        }
+        for socket in Role::ALL {
+            if !self.curve_settings(socket).is_empty() {
+                return err(format!(
+                    "--config cannot be combined with --{socket}-curve-* flags: the manifest's spec.{socket}.curve defines them"
+                ));
+            }
+        }
+        if self.curve_allow_any {
+            return err(
+                "--config cannot be combined with --curve-allow-any: use spec.curveAllowAny",
+            );
+        }
+        for socket in Role::DATA {
+            if self.option_texts(socket).iter().any(Option::is_some) {
+                return err(format!(
+                    "--config cannot be combined with --{socket}-<option> flags (sndhwm, maxMsgSize, ...): set them in spec.{socket}"
+                ));
+            }
+        }
+        if let Some(flag) = self.heartbeat.first_given() {
+            return err(format!(
+                "--config cannot be combined with {flag}: the manifest's spec.<socket>.heartbeat* fields define heartbeats"
+            ));
+        }
+        Ok(())
     }
 
     fn apply_curve_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
@@ -656,6 +901,9 @@ struct ManifestSpec {
     lame_duck_seconds: Option<serde_yaml::Value>,
     #[serde(default)]
     curve_allow_any: Option<bool>,
+    replicas: Option<i64>,
+    paused: Option<bool>,
+    metrics_port: Option<i64>,
 }
 
 /// The `curve` section of each socket in a manifest, read beside [`ProxySockets`] (whose
@@ -691,17 +939,85 @@ fn check_allow_any(cfg: &ProxyConfig, any: bool, name: &str) -> Result<(), Confi
     Ok(())
 }
 
-/// Reads a `ZmqProxy` manifest (one YAML document) into a configuration.
-pub fn load_manifest(path: &std::path::Path) -> Result<ProxyConfig, ConfigError> {
+/// Where `--config` binds the manifest's sockets unless `--bind-host` says otherwise: this
+/// machine only. The control socket takes TERMINATE from whoever reaches it and a laptop moves
+/// between networks, so opening the ports to others is a choice (`--bind-host '*'`), not a
+/// default. The operator's pods get their endpoints as flags and bind every address.
+pub const DEFAULT_CONFIG_BIND_HOST: &str = "127.0.0.1";
+
+/// A manifest read by `--config`: the configuration, and which of the fields a flag could
+/// also set were set, so the two are never both taken.
+#[derive(Debug)]
+pub struct LocalManifest {
+    pub config: ProxyConfig,
+    pub sets: ManifestSets,
+}
+
+/// The manifest fields that a flag can set too.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ManifestSets {
+    pub drain: bool,
+    pub lame_duck: bool,
+    pub metrics_port: bool,
+    pub paused: bool,
+}
+
+/// Reads a `ZmqProxy` manifest (one YAML document) into a configuration whose sockets, control
+/// and HTTP listener included, bind on `bind_host`.
+pub fn load_manifest(
+    path: &std::path::Path,
+    bind_host: &str,
+) -> Result<LocalManifest, ConfigError> {
     let shown = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("--config {shown}: cannot read: {e}")))?;
-    parse_manifest(&text).map_err(|e| ConfigError(format!("--config {shown}: {}", e.0)))
+    let host = parse_bind_host(bind_host)?;
+    read_manifest(&text, &host).map_err(|e| ConfigError(format!("--config {shown}: {}", e.0)))
 }
 
+/// A manifest as the operator's pods bind it: every socket on `*`.
 pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
+    read_manifest(text, "*").map(|m| m.config)
+}
+
+/// `--bind-host`: `*`, an IPv4 or IPv6 address (brackets optional) or a host name, held as
+/// [`Endpoint::host`] holds it (IPv6 without brackets).
+fn parse_bind_host(given: &str) -> Result<String, ConfigError> {
+    let h = given.trim();
+    let bracketed =
+        if h.contains(':') && !h.starts_with('[') { format!("[{h}]") } else { h.into() };
+    match Endpoint::parse(&format!("tcp://{bracketed}:1"), Direction::Bind) {
+        Ok(ep) if !h.is_empty() => Ok(ep.host),
+        _ => err(format!("--bind-host: expected *, an IP address or a host name, got {given:?}")),
+    }
+}
+
+/// `--http-bind`'s HOST:PORT, refused in one sentence that names the form it takes.
+fn parse_http_bind(given: &str) -> Result<String, ConfigError> {
+    if given.contains("://") {
+        return err(format!(
+            "--http-bind: takes HOST:PORT without a scheme, e.g. *:9090, got {given:?}"
+        ));
+    }
+    match Endpoint::parse_host_port(given, Direction::Bind) {
+        Ok(_) => Ok(given.to_string()),
+        Err(e) if e.contains("HOST:PORT") => err(format!("--http-bind: {e}")),
+        Err(e) => err(format!("--http-bind: {e}; expected HOST:PORT, e.g. *:9090")),
+    }
+}
+
+/// [`Endpoint::host`] as it is written before `:PORT` (IPv6 in brackets).
+fn host_for_port(host: &str) -> String {
+    if host.contains(':') { format!("[{host}]") } else { host.to_string() }
+}
+
+fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
     let one_line = |e: serde_yaml::Error| e.to_string().replace('\n', " ");
-    let m: Manifest = serde_yaml::from_str(text).map_err(|e| ConfigError(one_line(e)))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| ConfigError(one_line(e)))?;
+    let shape = manifest_fields::manifest_shape();
+    manifest_fields::check_fields(&doc, &shape).map_err(ConfigError)?;
+    let m: Manifest = serde_yaml::from_value(doc).map_err(|e| ConfigError(one_line(e)))?;
     match m.api_version.as_deref() {
         Some(MANIFEST_API_VERSION) => {}
         other => {
@@ -713,11 +1029,28 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
         other => return err(format!("kind: expected {MANIFEST_KIND}, got {other:?}")),
     }
     let Some(spec) = m.spec else { return err("spec: missing") };
+    manifest_fields::check_types(&spec).map_err(ConfigError)?;
+    for (field, why) in zmq_proxy_api::local::REFUSED_FIELDS {
+        if spec.get(field).is_some() {
+            return err(format!("spec.{field}: {why}"));
+        }
+    }
+    let placement: Vec<String> = zmq_proxy_api::local::PLACEMENT_FIELDS
+        .iter()
+        .filter(|f| spec.get(**f).is_some())
+        .map(|f| format!("spec.{f}"))
+        .collect();
     let parsed: ManifestSpec = serde_yaml::from_value(spec.clone())
         .map_err(|e| ConfigError(format!("spec: {}", one_line(e))))?;
     let security: ManifestSecurity =
         serde_yaml::from_value(spec).map_err(|e| ConfigError(format!("spec: {}", one_line(e))))?;
     let spec = parsed;
+    let sets = ManifestSets {
+        drain: spec.drain_timeout_seconds.is_some(),
+        lame_duck: spec.lame_duck_seconds.is_some(),
+        metrics_port: spec.metrics_port.is_some(),
+        paused: spec.paused.is_some(),
+    };
     // The Kubernetes form names Secrets that only the operator mounts: running NULL instead,
     // because nothing here can read them, would open a socket its author meant to secure.
     if let Some((name, _)) = spec.sockets.named_security().into_iter().find(|(_, s)| s.is_some()) {
@@ -727,10 +1060,17 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
     }
     spec.sockets.validate("spec").map_err(|e| ConfigError(e.to_string()))?;
     let options = spec.sockets.socket_options("spec").map_err(|e| ConfigError(e.to_string()))?;
-    // Every address, IPv6 and IPv4 (dual stack, IPv4 alone where the host has no IPv6), as
-    // the operator's pods bind: the same manifest works on any cluster's address families.
+    if let Some(n) = spec.replicas
+        && n != 1
+    {
+        return err(format!(
+            "spec.replicas: {n} proxies need Kubernetes (kubectl apply); --config runs one, so set 1 or remove it"
+        ));
+    }
+    // `*` is every address, IPv6 and IPv4 (dual stack, IPv4 alone where the host has no
+    // IPv6), as the operator's pods bind.
     let all = |port: i32| -> Vec<Endpoint> {
-        vec![Endpoint { host: "*".into(), port: u16::try_from(port).unwrap_or(0) }]
+        vec![Endpoint { host: host.into(), port: u16::try_from(port).unwrap_or(0) }]
     };
     let mut options = options.into_iter();
     let mut sock = |name: &str, s: &SocketSpec| {
@@ -771,7 +1111,21 @@ pub fn parse_manifest(text: &str) -> Result<ProxyConfig, ConfigError> {
         let field = "spec.lameDuckSeconds";
         cfg.lame_duck = parse_lame_duck(field, &seconds_text(field, &v)?)?;
     }
-    Ok(cfg)
+    // Unset means no HTTP listener here; the operator's pods default to 9090.
+    if let Some(port) = spec.metrics_port {
+        if !(1..=65535).contains(&port) {
+            return err(format!("spec.metricsPort: port {port} is outside 1-65535"));
+        }
+        cfg.http_bind = Some(format!("{}:{port}", host_for_port(host)));
+    }
+    cfg.start_paused = spec.paused.unwrap_or(false);
+    if !placement.is_empty() {
+        cfg.warnings.push(format!(
+            "{}: Kubernetes placement, not used by --config (one proxy on this machine)",
+            placement.join(", ")
+        ));
+    }
+    Ok(LocalManifest { config: cfg, sets })
 }
 
 #[cfg(test)]
@@ -855,21 +1209,150 @@ mod tests {
     }
 
     #[test]
-    fn manifest_binds_every_port_on_all_interfaces_and_ignores_other_keys() {
+    fn manifest_binds_every_port_on_all_interfaces_and_warns_about_placement() {
         let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata: {name: t}\n\
                     spec:\n  frontend: {type: XSUB, port: 6000}\n  backend: {type: XPUB, port: 6001}\n\
-                    \x20 capture: {type: PUB, port: 6002}\n  replicas: 3\n  image: x\n\
+                    \x20 capture: {type: PUB, port: 6002}\n  replicas: 1\n  image: x\n\
                     \x20 drainTimeoutSeconds: 2\n";
         let c = parse_manifest(yaml).expect("valid");
         assert_eq!(c.frontend.bind[0].to_string(), "tcp://*:6000");
         assert!(c.frontend.bind[0].is_wildcard(), "dual stack, as the operator's pods");
-        assert_eq!(c.capture.map(|s| s.socket_type), Some(SocketType::Pub));
+        assert_eq!(c.capture.as_ref().map(|s| s.socket_type), Some(SocketType::Pub));
         assert_eq!(c.drain_timeout, Duration::from_secs(2));
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].starts_with("spec.image: Kubernetes placement"), "{:?}", c.warnings);
         let bad = yaml.replace("XPUB", "PUSH");
         let e = parse_manifest(&bad).unwrap_err().0;
         assert!(e.starts_with("spec.backend.type: unsupported socket pair XSUB/PUSH"), "{e}");
         let e = parse_manifest(&yaml.replace("v1alpha1", "v9")).unwrap_err().0;
         assert!(e.starts_with("apiVersion"), "{e}");
+    }
+
+    const LOCAL: &str = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: PULL, port: 6000}\n  backend: {type: PUSH, port: 6001}\n  control: {port: 6002}\n";
+
+    #[test]
+    fn bind_host_reaches_every_socket_of_the_manifest_control_and_http_included() {
+        let m =
+            read_manifest(&format!("{LOCAL}  metricsPort: 6003\n"), "127.0.0.1").expect("valid");
+        let c = m.config;
+        for ep in
+            [&c.frontend.bind[0], &c.backend.bind[0], c.control_bind.as_ref().expect("control")]
+        {
+            assert_eq!(ep.host, "127.0.0.1", "{ep}");
+        }
+        assert_eq!(c.http_bind.as_deref(), Some("127.0.0.1:6003"));
+        let c =
+            read_manifest(&format!("{LOCAL}  metricsPort: 6003\n"), "::1").expect("valid").config;
+        assert_eq!(c.frontend.bind[0].to_string(), "tcp://[::1]:6000");
+        assert_eq!(c.http_bind.as_deref(), Some("[::1]:6003"));
+        assert_eq!(parse_bind_host("[::1]").as_deref(), Ok("::1"));
+        assert_eq!(parse_bind_host("*").as_deref(), Ok("*"));
+        let e = parse_bind_host("tcp://x").unwrap_err().0;
+        assert!(e.starts_with("--bind-host: expected *, an IP address or a host name"), "{e}");
+        assert_eq!(DEFAULT_CONFIG_BIND_HOST, "127.0.0.1", "a laptop's ports stay on the laptop");
+    }
+
+    #[test]
+    fn kubernetes_fields_mean_their_local_meaning_or_are_refused_by_name() {
+        let c =
+            read_manifest(&format!("{LOCAL}  paused: true\n  replicas: 1\n"), "*").expect("valid");
+        assert!(c.config.start_paused && c.sets.paused);
+        assert!(c.config.warnings.is_empty(), "replicas: 1 is this one proxy");
+        let e = read_manifest(&format!("{LOCAL}  replicas: 3\n"), "*").unwrap_err().0;
+        assert!(e.starts_with("spec.replicas: 3 proxies need Kubernetes"), "{e}");
+        let e =
+            read_manifest(&format!("{LOCAL}  podTemplate: {{spec: {{}}}}\n"), "*").unwrap_err().0;
+        assert!(e.starts_with("spec.podTemplate: changes the pods' containers"), "{e}");
+        let e = read_manifest(&format!("{LOCAL}  metricsPort: 70000\n"), "*").unwrap_err().0;
+        assert_eq!(e, "spec.metricsPort: port 70000 is outside 1-65535");
+        let e = read_manifest(&LOCAL.replace("PULL", "STREAM"), "*").unwrap_err().0;
+        assert!(
+            e.starts_with(
+                "spec.frontend.type: unknown socket type \"STREAM\"; expected one of ROUTER"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("REQ") && !e.contains("PAIR"), "{e}");
+        let e = read_manifest(&LOCAL.replace("port: 6002", "prot: 6002"), "*").unwrap_err().0;
+        assert_eq!(e, "spec.control.prot: unknown field; did you mean port?");
+    }
+
+    #[test]
+    fn flags_that_would_override_the_manifest_are_refused_and_bind_host_needs_it() {
+        let path =
+            std::env::temp_dir().join(format!("zmq-proxy-local-{}.yaml", std::process::id()));
+        std::fs::write(&path, format!("{LOCAL}  drainTimeoutSeconds: 2\n  metricsPort: 6003\n"))
+            .expect("write");
+        let config = format!("--config={}", path.display());
+        let e = cli(&[&config, "--control-bind=tcp://127.0.0.1:7000"]).unwrap_err();
+        assert!(e.starts_with("--config cannot be combined with --control-bind"), "{e}");
+        let e = cli(&[&config, "--drain-timeout=3"]).unwrap_err();
+        assert!(
+            e.starts_with("--drain-timeout and the manifest's spec.drainTimeoutSeconds"),
+            "{e}"
+        );
+        let e = cli(&[&config, "--http-bind=*:9000"]).unwrap_err();
+        assert!(e.starts_with("--http-bind and the manifest's spec.metricsPort"), "{e}");
+        let c = cli(&[&config, "--lame-duck=1"]).expect("the manifest sets no lame duck");
+        assert_eq!(c.lame_duck, Duration::from_secs(1));
+        assert_eq!(c.frontend.bind[0].host, "127.0.0.1", "loopback unless --bind-host says");
+        let c = cli(&[&config, "--bind-host", "*"]).expect("valid");
+        assert!(c.frontend.bind[0].is_wildcard());
+        assert_eq!(c.http_bind.as_deref(), Some("*:6003"));
+        let _ = std::fs::remove_file(&path);
+        let flags = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
+        let e = cli(&[&flags[..], &["--backend-bind=tcp://*:2", "--bind-host=127.0.0.1"]].concat())
+            .unwrap_err();
+        assert!(e.starts_with("--bind-host applies to the sockets of a --config manifest"), "{e}");
+    }
+
+    #[test]
+    fn negative_numbers_and_http_bind_are_refused_in_one_sentence() {
+        let base = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
+        let base = [&base[..], &["--backend-bind=tcp://*:2"]].concat();
+        let spaced = cli(&[&base[..], &["--drain-timeout", "-1"]].concat()).unwrap_err();
+        let joined = cli(&[&base[..], &["--drain-timeout=-1"]].concat()).unwrap_err();
+        assert_eq!(spaced, joined);
+        let e = cli(&[&base[..], &["--frontend-heartbeat-interval", "-5"]].concat()).unwrap_err();
+        assert!(e.starts_with("--frontend-heartbeat-interval"), "{e}");
+        let e = cli(&[&base[..], &["--http-bind", "tcp://127.0.0.1:9090"]].concat()).unwrap_err();
+        assert_eq!(
+            e,
+            "--http-bind: takes HOST:PORT without a scheme, e.g. *:9090, got \"tcp://127.0.0.1:9090\""
+        );
+        let e = cli(&[&base[..], &["--http-bind", "localhost"]].concat()).unwrap_err();
+        assert_eq!(e.matches("HOST:PORT").count(), 1, "{e}");
+        let e = cli(&[&base[..], &["--http-bind", "::1:9090"]].concat()).unwrap_err();
+        assert!(e.contains("brackets") && e.matches("HOST:PORT").count() == 1, "{e}");
+    }
+
+    #[test]
+    fn help_describes_every_flag_with_its_default_under_its_socket() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let has_default = help.contains("[default: ") || !arg.get_default_values().is_empty();
+            assert!(help.len() > 15 && has_default, "--{id}: {help:?}");
+            for socket in ["frontend", "backend", "capture", "control"] {
+                if id.starts_with(&format!("{socket}-")) {
+                    let heading = arg.get_help_heading().unwrap_or_default().to_lowercase();
+                    assert!(heading.starts_with(socket), "--{id} is under {heading:?}");
+                }
+            }
+        }
+        let after = types_and_pairs();
+        for pair in ["ROUTER/DEALER", "XSUB/XPUB", "SUB/PUB", "PULL/PUSH"] {
+            assert!(after.contains(pair), "{after}");
+        }
+        assert!(after.ends_with("PUB, DEALER, PUSH, sent a copy of every message, all frames."));
+        let table = pairs_table();
+        assert_eq!(table.lines().filter(|l| l.ends_with("pipeline, one direction")).count(), 2);
+        assert!(table.contains("DEALER    ROUTER    shared queue"), "{table}");
     }
 
     #[test]

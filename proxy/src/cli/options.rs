@@ -68,6 +68,6 @@ macro_rules! socket_option_flags {
     };
 }
 
-socket_option_flags!(FrontendOptionFlags, "frontend", "FRONTEND", "Frontend socket options");
-socket_option_flags!(BackendOptionFlags, "backend", "BACKEND", "Backend socket options");
-socket_option_flags!(CaptureOptionFlags, "capture", "CAPTURE", "Capture socket options");
+socket_option_flags!(FrontendOptionFlags, "frontend", "FRONTEND", "Frontend socket");
+socket_option_flags!(BackendOptionFlags, "backend", "BACKEND", "Backend socket");
+socket_option_flags!(CaptureOptionFlags, "capture", "CAPTURE", "Capture socket");

@@ -1,6 +1,8 @@
 //! The proxy's counters, shared between the pumps that update them and whoever reports them
-//! (the "proxy stopped" log line, the STATISTICS control command, /metrics).
-//! Messages are counted per frame and bytes are payload bytes, as libzmq's STATISTICS does.
+//! (the "proxy stopped" log line, the STATISTICS control command and /metrics). Traffic is
+//! counted twice: in messages (a multipart message once) and in frames; bytes are payload
+//! bytes. Drops and undelivered traffic are counted in frames. The log line's and STATISTICS'
+//! `*_msgs` values are the frame counts: those names are their contract.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -8,32 +10,41 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::wire::zmtp::CLOSED_BEFORE_GREETING;
+
 /// Traffic of one proxy socket (frontend or backend), as the proxy sees it.
 #[derive(Debug, Default)]
 pub struct SocketCounters {
-    pub recv_msgs: AtomicU64,
+    /// Messages read, a multipart message once.
+    pub recv_messages: AtomicU64,
+    pub recv_frames: AtomicU64,
     pub recv_bytes: AtomicU64,
-    pub sent_msgs: AtomicU64,
+    /// Messages handed to peers, a multipart message once.
+    pub sent_messages: AtomicU64,
+    pub sent_frames: AtomicU64,
     pub sent_bytes: AtomicU64,
 }
 
 impl SocketCounters {
-    pub fn add_recv(&self, frames: u64, bytes: u64) {
-        self.recv_msgs.fetch_add(frames, Relaxed);
+    pub fn add_recv(&self, messages: u64, frames: u64, bytes: u64) {
+        self.recv_messages.fetch_add(messages, Relaxed);
+        self.recv_frames.fetch_add(frames, Relaxed);
         self.recv_bytes.fetch_add(bytes, Relaxed);
     }
 
-    pub fn add_sent(&self, frames: u64, bytes: u64) {
-        self.sent_msgs.fetch_add(frames, Relaxed);
+    pub fn add_sent(&self, messages: u64, frames: u64, bytes: u64) {
+        self.sent_messages.fetch_add(messages, Relaxed);
+        self.sent_frames.fetch_add(frames, Relaxed);
         self.sent_bytes.fetch_add(bytes, Relaxed);
     }
 
     /// Un-counts messages that were queued (and so counted as sent) but never written.
-    pub fn take_back_sent(&self, frames: u64, bytes: u64) {
+    pub fn take_back_sent(&self, messages: u64, frames: u64, bytes: u64) {
         let sub = |c: &AtomicU64, n: u64| {
             let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
         };
-        sub(&self.sent_msgs, frames);
+        sub(&self.sent_messages, messages);
+        sub(&self.sent_frames, frames);
         sub(&self.sent_bytes, bytes);
     }
 }
@@ -59,7 +70,9 @@ pub enum DropReason {
 pub struct Counters {
     pub frontend: SocketCounters,
     pub backend: SocketCounters,
+    /// Capture copies written, in frames (`capture_sent_msgs` of the log line) and messages.
     pub capture_sent_msgs: AtomicU64,
+    pub capture_sent_messages: AtomicU64,
     pub capture_sent_bytes: AtomicU64,
     pub dropped_unroutable: AtomicU64,
     pub dropped_peer_full: AtomicU64,
@@ -83,6 +96,9 @@ pub struct Counters {
     pub heartbeat_timeouts: AtomicU64,
     /// The same, by (socket, reason): the labels of `zmq_proxy_heartbeat_timeouts_total`.
     heartbeat_by: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Connections that closed before sending a byte of the ZMTP greeting (a port check, a TCP
+    /// health probe), by socket: no handshake was attempted, so none failed.
+    closed_before_greeting_by: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// A point-in-time copy of [`Counters`], with the contract's names.
@@ -98,6 +114,12 @@ pub struct Snapshot {
     pub backend_sent_bytes: u64,
     pub capture_sent_msgs: u64,
     pub capture_sent_bytes: u64,
+    /// Messages (a multipart message once); the `*_msgs` fields above count frames.
+    pub frontend_recv_messages: u64,
+    pub frontend_sent_messages: u64,
+    pub backend_recv_messages: u64,
+    pub backend_sent_messages: u64,
+    pub capture_sent_messages: u64,
     pub dropped_msgs: u64,
     pub dropped_unroutable: u64,
     pub dropped_peer_full: u64,
@@ -111,16 +133,29 @@ pub struct Snapshot {
 }
 
 impl Counters {
-    /// Counts one refused connection of `socket` (frontend, backend, capture, control).
+    /// Counts one refused connection of `socket` (frontend, backend, capture, control). A
+    /// connection that closed before its greeting (reason `closed_before_greeting`) is counted
+    /// on its own instead: it never tried a handshake.
     pub fn handshake_failed(
         &self,
         socket: &'static str,
         mechanism: &'static str,
         reason: &'static str,
     ) {
+        if reason == CLOSED_BEFORE_GREETING {
+            let mut m = self.closed_before_greeting_by.lock().unwrap_or_else(|p| p.into_inner());
+            *m.entry(socket).or_insert(0) += 1;
+            return;
+        }
         self.handshake_failures.fetch_add(1, Relaxed);
         let mut m = self.handshake_by.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((socket, mechanism, reason)).or_insert(0) += 1;
+    }
+
+    /// Every socket with a connection closed before its greeting so far, and their count.
+    pub fn closed_before_greeting_by(&self) -> Vec<(&'static str, u64)> {
+        let m = self.closed_before_greeting_by.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Every (socket, mechanism, reason) with a refusal so far, and its count.
@@ -156,16 +191,21 @@ impl Counters {
     pub fn snapshot(&self) -> Snapshot {
         let g = |a: &AtomicU64| a.load(Relaxed);
         let mut s = Snapshot {
-            frontend_recv_msgs: g(&self.frontend.recv_msgs),
+            frontend_recv_msgs: g(&self.frontend.recv_frames),
             frontend_recv_bytes: g(&self.frontend.recv_bytes),
-            frontend_sent_msgs: g(&self.frontend.sent_msgs),
+            frontend_sent_msgs: g(&self.frontend.sent_frames),
             frontend_sent_bytes: g(&self.frontend.sent_bytes),
-            backend_recv_msgs: g(&self.backend.recv_msgs),
+            backend_recv_msgs: g(&self.backend.recv_frames),
             backend_recv_bytes: g(&self.backend.recv_bytes),
-            backend_sent_msgs: g(&self.backend.sent_msgs),
+            backend_sent_msgs: g(&self.backend.sent_frames),
             backend_sent_bytes: g(&self.backend.sent_bytes),
             capture_sent_msgs: g(&self.capture_sent_msgs),
             capture_sent_bytes: g(&self.capture_sent_bytes),
+            frontend_recv_messages: g(&self.frontend.recv_messages),
+            frontend_sent_messages: g(&self.frontend.sent_messages),
+            backend_recv_messages: g(&self.backend.recv_messages),
+            backend_sent_messages: g(&self.backend.sent_messages),
+            capture_sent_messages: g(&self.capture_sent_messages),
             dropped_unroutable: g(&self.dropped_unroutable),
             dropped_peer_full: g(&self.dropped_peer_full),
             dropped_peer_gone: g(&self.dropped_peer_gone),

@@ -56,10 +56,22 @@ where
     // before it sees our mechanism; so its mechanism reaches us even when a mismatch makes it
     // close at once, and the refusal is counted as a mismatch rather than as a closed peer.
     let ours = greeting_for(mechanism, as_server);
-    wr.write_all(&ours[..11]).await?;
+    // A peer gone before sending a byte (a port check, a TCP probe) is no ZMTP peer: its EOF or
+    // reset is reported as such, whether our greeting's write or the first read meets it.
+    let gone = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::UnexpectedEof => WireError::NoGreeting,
+        _ => WireError::Io(e),
+    };
+    wr.write_all(&ours[..11]).await.map_err(gone)?;
     let mut g = [0u8; GREETING_LEN];
     // Check the signature as soon as its 10 bytes arrive, so garbage is refused without waiting.
-    rd.read_exact(&mut g[..10]).await.map_err(eof_is_closed)?;
+    let first = rd.read(&mut g[..10]).await.map_err(gone)?;
+    if first == 0 {
+        return Err(WireError::NoGreeting);
+    }
+    rd.read_exact(&mut g[first..10]).await.map_err(eof_is_closed)?;
     if g[0] != 0xff || g[9] & 0x01 != 0x01 {
         return Err(WireError::BadGreeting("bad signature"));
     }

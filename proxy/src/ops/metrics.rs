@@ -2,13 +2,17 @@
 //! liveness, readiness and drain flags), the Prometheus collector that reads it on each
 //! scrape (the forwarding path only bumps atomics), and the periodic drop summary log line.
 //!
-//! Metric names (Prometheus text; counters end in `_total`):
-//! - `zmq_proxy_received_messages_total{socket}` / `zmq_proxy_received_bytes_total{socket}`:
-//!   frontend, backend (the first four STATISTICS values of each).
-//! - `zmq_proxy_sent_messages_total{socket}` / `zmq_proxy_sent_bytes_total{socket}`:
-//!   frontend, backend, capture.
-//! - `zmq_proxy_dropped_messages_total{reason}`: unroutable, peer_full, peer_gone, invalid,
-//!   capture; `zmq_proxy_undelivered_messages_total` (left when a drain timed out).
+//! Metric names (Prometheus text; counters end in `_total`); docs/operations.md's table is
+//! checked against a scrape, HELP texts included:
+//! - `zmq_proxy_received_messages_total{socket}` (a multipart message once),
+//!   `zmq_proxy_received_frames_total{socket}`, `zmq_proxy_received_bytes_total{socket}`:
+//!   frontend, backend (frames and bytes are the first STATISTICS values of each).
+//! - `zmq_proxy_sent_messages_total{socket}`, `zmq_proxy_sent_frames_total{socket}`,
+//!   `zmq_proxy_sent_bytes_total{socket}`: frontend, backend, capture.
+//! - `zmq_proxy_dropped_frames_total{reason}`: unroutable, peer_full, peer_gone, invalid,
+//!   capture; `zmq_proxy_undelivered_frames_total` (left when a drain timed out).
+//! - `zmq_proxy_closed_before_greeting_total{socket}`: connections that closed without sending
+//!   a byte (port checks, TCP probes); they are no handshake failure and no drop.
 //! - `zmq_proxy_handshake_failures_total{socket, mechanism, reason}`: socket frontend, backend,
 //!   capture or control; mechanism NULL or CURVE; reason e.g. bad_greeting, timeout, closed,
 //!   incompatible_socket_type, mechanism_mismatch, wrong_server_key, unknown_client_key,
@@ -22,8 +26,6 @@
 //! - gauges `zmq_proxy_connected_peers{socket}`, `zmq_proxy_queued_frames{socket}`,
 //!   `zmq_proxy_paused`, `zmq_proxy_draining`, `zmq_proxy_ready`,
 //!   `zmq_proxy_build_info{version}` (always 1).
-//!
-//! Messages are frames, as in STATISTICS.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,19 +161,28 @@ impl Collector for ProxyCollector {
         let s = o.counters.snapshot();
         let (c, g) = (MetricType::Counter, MetricType::Gauge);
         let fb = |f: u64, b: u64| [("frontend", f), ("backend", b)];
-        let recv_m = fb(s.frontend_recv_msgs, s.backend_recv_msgs);
+        let recv_m = fb(s.frontend_recv_messages, s.backend_recv_messages);
+        let recv_f = fb(s.frontend_recv_msgs, s.backend_recv_msgs);
         let recv_b = fb(s.frontend_recv_bytes, s.backend_recv_bytes);
-        let mut sent_m = fb(s.frontend_sent_msgs, s.backend_sent_msgs).to_vec();
+        let mut sent_m = fb(s.frontend_sent_messages, s.backend_sent_messages).to_vec();
+        let mut sent_f = fb(s.frontend_sent_msgs, s.backend_sent_msgs).to_vec();
         let mut sent_b = fb(s.frontend_sent_bytes, s.backend_sent_bytes).to_vec();
         if o.sockets.iter().any(|(n, _)| *n == "capture") {
-            sent_m.push(("capture", s.capture_sent_msgs));
+            sent_m.push(("capture", s.capture_sent_messages));
+            sent_f.push(("capture", s.capture_sent_msgs));
             sent_b.push(("capture", s.capture_sent_bytes));
         }
         let e = &mut enc;
         let sock = "socket";
-        family(e, "zmq_proxy_received_messages", "Frames received", c, sock, &recv_m, counter)?;
+        let help = "Messages received, a multipart message once";
+        family(e, "zmq_proxy_received_messages", help, c, sock, &recv_m, counter)?;
+        let help = "Frames received, each part of a multipart message";
+        family(e, "zmq_proxy_received_frames", help, c, sock, &recv_f, counter)?;
         family(e, "zmq_proxy_received_bytes", "Payload bytes received", c, sock, &recv_b, counter)?;
-        family(e, "zmq_proxy_sent_messages", "Frames sent", c, sock, &sent_m, counter)?;
+        let help = "Messages sent, a multipart message once";
+        family(e, "zmq_proxy_sent_messages", help, c, sock, &sent_m, counter)?;
+        let help = "Frames sent, each part of a multipart message";
+        family(e, "zmq_proxy_sent_frames", help, c, sock, &sent_f, counter)?;
         family(e, "zmq_proxy_sent_bytes", "Payload bytes sent", c, sock, &sent_b, counter)?;
         let dropped = [
             ("unroutable", s.dropped_unroutable),
@@ -181,9 +192,13 @@ impl Collector for ProxyCollector {
             ("capture", s.dropped_capture),
         ];
         let help = "Frames dropped on purpose, by reason";
-        family(e, "zmq_proxy_dropped_messages", help, c, "reason", &dropped, counter)?;
+        family(e, "zmq_proxy_dropped_frames", help, c, "reason", &dropped, counter)?;
         let help = "Frames read but not delivered when the drain timeout expired";
-        single(e, "zmq_proxy_undelivered_messages", help, s.undelivered_msgs)?;
+        single(e, "zmq_proxy_undelivered_frames", help, s.undelivered_msgs)?;
+        let help =
+            "Connections closed before sending a greeting (port checks, TCP probes), by socket";
+        let closed = o.counters.closed_before_greeting_by();
+        family(e, "zmq_proxy_closed_before_greeting", help, c, sock, &closed, counter)?;
         let help = "Connections refused in the ZMTP handshake or dropped by the security mechanism, by socket, mechanism and reason";
         let mut m = e.encode_descriptor("zmq_proxy_handshake_failures", help, None, c)?;
         for ((socket, mechanism, reason), v) in o.counters.handshake_failures_by() {
@@ -204,7 +219,8 @@ impl Collector for ProxyCollector {
         let queued: Vec<(&str, i64)> = o.sockets.iter().map(|(n, h)| (*n, h.backlog())).collect();
         let help = "Frames queued to peers and not yet written";
         family(e, "zmq_proxy_queued_frames", help, g, sock, &queued, gauge)?;
-        flag(e, "zmq_proxy_paused", "1 while paused by a PAUSE command", o.paused())?;
+        let help = "1 while paused (a PAUSE command, --pause-file or the manifest's paused)";
+        flag(e, "zmq_proxy_paused", help, o.paused())?;
         flag(e, "zmq_proxy_draining", "1 once the drain started", o.draining())?;
         flag(e, "zmq_proxy_ready", "1 while /readyz answers 200", o.ready())?;
         let version = [(env!("CARGO_PKG_VERSION"), 1)];
@@ -214,8 +230,8 @@ impl Collector for ProxyCollector {
     }
 }
 
-/// Drops since the previous summary, by reason; `None` when nothing was dropped or refused.
-pub fn drop_delta(prev: &Snapshot, now: &Snapshot) -> Option<[(&'static str, u64); 7]> {
+/// Frames dropped since the previous summary, by reason; `None` when nothing was dropped.
+pub fn drop_delta(prev: &Snapshot, now: &Snapshot) -> Option<[(&'static str, u64); 5]> {
     let d = |a: u64, b: u64| b.saturating_sub(a);
     let delta = [
         ("unroutable", d(prev.dropped_unroutable, now.dropped_unroutable)),
@@ -223,14 +239,24 @@ pub fn drop_delta(prev: &Snapshot, now: &Snapshot) -> Option<[(&'static str, u64
         ("peer_gone", d(prev.dropped_peer_gone, now.dropped_peer_gone)),
         ("invalid", d(prev.dropped_invalid, now.dropped_invalid)),
         ("capture", d(prev.dropped_capture, now.dropped_capture)),
-        ("handshake_failures", d(prev.handshake_failures, now.handshake_failures)),
-        ("protocol_errors", d(prev.protocol_errors, now.protocol_errors)),
     ];
     delta.iter().any(|(_, v)| *v > 0).then_some(delta)
 }
 
-/// Logs one "messages dropped" line per `every` in which something was dropped (or a
-/// connection refused), with the counts since the previous line and the totals.
+/// Connections refused in the handshake and dropped for protocol errors since the previous
+/// summary; `None` when there were none. A connection closed before its greeting is neither.
+pub fn refusal_delta(prev: &Snapshot, now: &Snapshot) -> Option<(u64, u64)> {
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    let delta = (
+        d(prev.handshake_failures, now.handshake_failures),
+        d(prev.protocol_errors, now.protocol_errors),
+    );
+    (delta != (0, 0)).then_some(delta)
+}
+
+/// Logs one "messages dropped" line per `every` in which frames were dropped, and one
+/// "connections refused" line per `every` in which connections were refused or dropped for a
+/// protocol error, with the counts since the previous line and the totals.
 /// The first snapshot is taken on the call, not when the task first runs, so drops in between
 /// are not missed.
 pub fn drop_summary(
@@ -246,8 +272,7 @@ pub fn drop_summary(
             tick.tick().await;
             let now = observed.counters.snapshot();
             if let Some(d) = drop_delta(&prev, &now) {
-                let [unroutable, peer_full, peer_gone, invalid, capture, handshake, protocol] =
-                    d.map(|(_, v)| v);
+                let [unroutable, peer_full, peer_gone, invalid, capture] = d.map(|(_, v)| v);
                 tracing::warn!(
                     interval_secs = every.as_secs_f64(),
                     unroutable,
@@ -255,11 +280,17 @@ pub fn drop_summary(
                     peer_gone,
                     invalid,
                     capture,
+                    total_dropped_frames = now.dropped_msgs,
+                    total_dropped_capture_frames = now.dropped_capture,
+                    "messages dropped"
+                );
+            }
+            if let Some((handshake, protocol)) = refusal_delta(&prev, &now) {
+                tracing::warn!(
+                    interval_secs = every.as_secs_f64(),
                     handshake_failures = handshake,
                     protocol_errors = protocol,
-                    total_dropped_msgs = now.dropped_msgs,
-                    total_dropped_capture = now.dropped_capture,
-                    "messages dropped"
+                    "connections refused"
                 );
             }
             prev = now;

@@ -332,10 +332,10 @@ mod tests {
     fn statistics_are_eight_little_endian_u64_in_libzmq_order() {
         let (tx, _rx) = watch::channel(ProxyState::Active);
         let c = Counters::default();
-        c.frontend.add_recv(3, 300);
-        c.frontend.add_sent(5, 0x0102_0304_0506_0708);
-        c.backend.add_recv(7, 70);
-        c.backend.add_sent(9, 90);
+        c.frontend.add_recv(1, 3, 300);
+        c.frontend.add_sent(1, 5, 0x0102_0304_0506_0708);
+        c.backend.add_recv(1, 7, 70);
+        c.backend.add_sent(1, 9, 90);
         c.capture_sent_msgs.fetch_add(1000, Relaxed);
         let (_, r) = apply(&req(&["STATISTICS"]), &tx, &c);
         let got: Vec<u64> =

@@ -518,7 +518,7 @@ pub(crate) fn log_refusal(
     let reason = e.reason();
     let curve = mech.name() == "CURVE" || matches!(e, WireError::MechanismMismatch { .. });
     let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
-    if !curve || matches!(e, WireError::Closed) {
+    if !curve || matches!(e, WireError::Closed | WireError::NoGreeting) {
         tracing::debug!(socket, peer = %shown, error = %e, reason, "connection refused during handshake");
     } else if peer.is_none_or(|p| once.first(p.ip(), reason)) {
         tracing::info!(socket, peer = %shown, mechanism = mech.name(), reason, error = %e, "connection refused");
@@ -557,6 +557,18 @@ impl SocketHandle {
     pub fn backlog(&self) -> i64 {
         let orphans: i64 = lock(&self.shared.orphans).iter().map(|m| m.len() as i64).sum();
         self.shared.pending_out.load(Ordering::Acquire).max(0) + orphans
+    }
+
+    /// Messages queued to peers and not yet written, plus messages waiting to be re-routed:
+    /// [`SocketHandle::backlog`] in messages.
+    pub fn backlog_messages(&self) -> u64 {
+        let orphans = lock(&self.shared.orphans).len() as u64;
+        let queued: usize = lock(&self.shared.registry)
+            .peers
+            .iter()
+            .map(|p| p.queue.queued.load(Ordering::Acquire))
+            .sum();
+        queued as u64 + orphans
     }
 
     /// Resolves once no connection writer of this socket is running.

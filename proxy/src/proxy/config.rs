@@ -32,7 +32,13 @@ pub struct ProxyConfig {
     pub lame_duck: Duration,
     /// `--pause-file`: PAUSE/RESUME from a file's content (the ops layer's pause-file watcher).
     pub pause_file: Option<PathBuf>,
+    /// A manifest's `paused: true`: the proxy starts paused (RESUME on the control socket
+    /// starts it forwarding).
+    pub start_paused: bool,
     pub log_format: LogFormat,
+    /// What the configuration holds that this run does not act on (a manifest's Kubernetes
+    /// placement fields), logged as warnings at the start.
+    pub warnings: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -48,7 +54,9 @@ impl ProxyConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             lame_duck: DEFAULT_LAME_DUCK,
             pause_file: None,
+            start_paused: false,
             log_format: LogFormat::Text,
+            warnings: Vec::new(),
         }
     }
 

@@ -62,7 +62,11 @@ impl Proxy {
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = watch::channel(false);
         // Read before any pump runs, so a pod created while paused never forwards a message.
-        let (state, _) = watch::channel(state::initial(cfg.pause_file.as_deref()));
+        let initial = match cfg.start_paused {
+            true => ProxyState::Paused,
+            false => state::initial(cfg.pause_file.as_deref()),
+        };
+        let (state, _) = watch::channel(initial);
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
         let mut front =
             ProxySocket::open(&cfg.frontend, "frontend", counters.clone(), &life).await?;
@@ -218,7 +222,7 @@ impl Proxy {
                 [(&self.frontend, &self.counters.frontend), (&self.backend, &self.counters.backend)]
             {
                 let (frames, bytes) = (handle.backlog().max(0) as u64, handle.backlog_bytes());
-                counts.take_back_sent(frames, bytes.max(0) as u64);
+                counts.take_back_sent(handle.backlog_messages(), frames, bytes.max(0) as u64);
                 self.counters.undelivered_msgs.fetch_add(frames, ORD);
             }
             // Capture copies are not proxy traffic: unwritten ones count as capture drops.
@@ -226,6 +230,7 @@ impl Proxy {
                 let (frames, bytes) = (c.backlog().max(0) as u64, c.backlog_bytes().max(0) as u64);
                 for (counter, n) in [
                     (&self.counters.capture_sent_msgs, frames),
+                    (&self.counters.capture_sent_messages, c.backlog_messages()),
                     (&self.counters.capture_sent_bytes, bytes),
                 ] {
                     let _ = counter.fetch_update(ORD, ORD, |v| Some(v.saturating_sub(n)));
@@ -282,7 +287,9 @@ impl Pump {
 
     fn tee(&self, msgs: &[Msg], frames: u64) {
         let Some(cap) = &self.capture else { return };
-        let (sent, bytes) = cap.lock().unwrap_or_else(|p| p.into_inner()).send_capture(msgs);
+        let (messages, sent, bytes) =
+            cap.lock().unwrap_or_else(|p| p.into_inner()).send_capture(msgs);
+        self.counters.capture_sent_messages.fetch_add(messages, ORD);
         self.counters.capture_sent_msgs.fetch_add(sent, ORD);
         self.counters.capture_sent_bytes.fetch_add(bytes, ORD);
         if sent < frames {
@@ -299,10 +306,10 @@ impl Pump {
             frames += f;
             bytes += b;
         }
-        self.src().add_recv(frames, bytes);
+        self.src().add_recv(msgs.len() as u64, frames, bytes);
         self.tee(&msgs, frames);
         let d = self.dest.send(msgs, &mut self.kill).await;
-        self.dst().add_sent(d.sent_frames, d.sent_bytes);
+        self.dst().add_sent(d.sent_messages, d.sent_frames, d.sent_bytes);
         if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
     }
 
@@ -310,7 +317,7 @@ impl Pump {
     fn unanswerable(&self, msgs: &[Msg]) {
         for m in msgs {
             let (f, b) = size_of(m);
-            self.src().add_recv(f, b);
+            self.src().add_recv(1, f, b);
             self.counters.dropped(DropReason::PeerGone, f);
         }
     }
@@ -335,7 +342,7 @@ impl Pump {
                 Inbound::Batch(msgs, _credit) => {
                     for m in &msgs {
                         let (f, b) = size_of(m);
-                        self.src().add_recv(f, b);
+                        self.src().add_recv(1, f, b);
                         frames += f;
                     }
                 }

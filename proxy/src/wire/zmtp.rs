@@ -29,6 +29,8 @@ pub(crate) const FLAG_COMMAND: u8 = 0x04;
 /// Largest handshake command accepted (READY, HELLO, INITIATE with metadata): far below the
 /// message limit, so a peer that never finishes its handshake holds little memory.
 pub const HANDSHAKE_MAX_BYTES: usize = 64 * 1024;
+/// The reason of a connection that closed before sending a byte of its greeting.
+pub const CLOSED_BEFORE_GREETING: &str = "closed_before_greeting";
 
 /// Why a connection was refused or dropped; never fatal for the proxy.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub enum WireError {
     Timeout(Duration),
     #[error("peer closed the connection")]
     Closed,
+    /// The peer closed without sending a byte: a port check, not a ZMTP peer.
+    #[error("peer closed before sending a greeting")]
+    NoGreeting,
     #[error("security mechanism mismatch: this socket speaks {ours}, the peer {peer}")]
     MechanismMismatch { ours: &'static str, peer: String },
     /// The security mechanism refused the peer's handshake or a frame: its name, the
@@ -70,6 +75,7 @@ impl WireError {
             WireError::BadCommand => "malformed_command",
             WireError::Timeout(_) => "timeout",
             WireError::Closed => "closed",
+            WireError::NoGreeting => CLOSED_BEFORE_GREETING,
             WireError::MechanismMismatch { .. } => "mechanism_mismatch",
             WireError::Mechanism { reason, .. } => reason,
         }

@@ -266,3 +266,124 @@ def test_garbage_on_every_port_while_traffic_flows(ctx, proxy_pair):
     ready[0].send(ready[0].recv() + b"-ok")
     assert fresh.recv() == b"after-garbage-ok"
     assert proxy.stop() == 0, proxy.output()
+
+
+# ---- the manifest reader and the command line say what they do -----------------------------
+
+MANIFEST_HEAD = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata:\n  name: t\n"
+
+
+def _manifest(tmp_path, spec: str, head: str = MANIFEST_HEAD) -> str:
+    """A PULL/PUSH manifest on free ports with `spec` lines appended under `spec:`; `{a}`,
+    `{b}`, `{c}` in `spec` are further free ports."""
+    a, b, c, d = free_ports(4)
+    m = tmp_path / "m.yaml"
+    m.write_text(
+        f"{head}spec:\n  frontend: {{type: PULL, port: {a}}}\n  backend: {{type: PUSH, port: {b}}}\n"
+        + spec.format(a=c, b=d)
+    )
+    return str(m)
+
+
+@pytest.mark.parametrize(
+    "spec, path, suggestion",
+    [
+        ("  drainTimeoutSecond: 3\n", "spec.drainTimeoutSecond", "drainTimeoutSeconds"),
+        ("  capture: {{type: PUB, port: {a}, sndhwn: 5}}\n", "spec.capture.sndhwn", "sndhwm"),
+        ("  control: {{prot: {a}}}\n", "spec.control.prot", "port"),
+        ("  capture: {{type: PUB, port: {a}, curve: {{serverKeyFil: k}}}}\n",
+         "spec.capture.curve.serverKeyFil", "serverKeyFile"),
+        ("  capture: {{type: PUB, port: {a}, heartbeatIntervall: 100}}\n",
+         "spec.capture.heartbeatIntervall", "heartbeatInterval"),
+    ],
+)
+def test_unknown_manifest_field_is_refused_with_its_path_and_a_suggestion(tmp_path, spec, path, suggestion):
+    line = _refused(["--config", _manifest(tmp_path, spec)], f"{path}: unknown field")
+    assert f"did you mean {suggestion}?" in line, line
+
+
+def test_unknown_socket_field_is_refused_on_the_frontend_too(tmp_path):
+    a, b = free_ports(2)
+    m = tmp_path / "m.yaml"
+    m.write_text(
+        MANIFEST_HEAD
+        + f"spec:\n  frontend: {{type: PULL, port: {a}, sndhwn: 5}}\n  backend: {{type: PUSH, port: {b}}}\n"
+    )
+    line = _refused(["--config", str(m)], "spec.frontend.sndhwn: unknown field")
+    assert "did you mean sndhwm?" in line, line
+
+
+def test_unknown_top_level_field_is_refused_and_a_far_one_lists_the_known(tmp_path):
+    line = _refused(["--config", _manifest(tmp_path, "", head=MANIFEST_HEAD + "specs: {}\n")], "specs: unknown field")
+    assert "did you mean spec?" in line, line
+    line = _refused(["--config", _manifest(tmp_path, "  zzzzzzzz: 1\n")], "spec.zzzzzzzz: unknown field")
+    assert "did you mean" not in line and "frontend" in line, line
+
+
+@pytest.mark.parametrize(
+    "spec, field",
+    [
+        ("  replicas: 3\n", "spec.replicas"),
+        ("  podTemplate: {{spec: {{}}}}\n", "spec.podTemplate"),
+    ],
+)
+def test_kubernetes_field_without_a_local_meaning_is_refused_naming_it(tmp_path, spec, field):
+    _refused(["--config", _manifest(tmp_path, spec)], field)
+
+
+def test_unknown_socket_type_in_a_manifest_lists_only_the_types_valid_there(tmp_path):
+    a, b = free_ports(2)
+    m = tmp_path / "m.yaml"
+    m.write_text(MANIFEST_HEAD + f"spec:\n  frontend: {{type: STREAM, port: {a}}}\n  backend: {{type: PUSH, port: {b}}}\n")
+    line = _refused(["--config", str(m)], "spec.frontend.type", "STREAM", "ROUTER", "PULL")
+    for invalid in ("REQ", "REP", "PAIR"):
+        assert invalid not in line, line
+
+
+@pytest.mark.parametrize("flag, value", [("--control-bind", "tcp://127.0.0.1:{p}"), ("--capture-bind", "tcp://127.0.0.1:{p}")])
+def test_a_flag_that_would_override_part_of_the_manifest_is_refused(tmp_path, flag, value):
+    p = free_ports(1)[0]
+    _refused(["--config", _manifest(tmp_path, ""), flag, value.format(p=p)], flag, "--config")
+
+
+def test_control_bind_from_the_environment_beside_config_is_refused(tmp_path):
+    p = free_ports(1)[0]
+    env = {"ZMQ_PROXY_CONTROL_BIND": f"tcp://127.0.0.1:{p}"}
+    _refused(["--config", _manifest(tmp_path, "")], "--control-bind", "--config", env=env)
+
+
+def test_drain_timeout_in_both_the_flag_and_the_manifest_is_refused(tmp_path):
+    _refused(["--config", _manifest(tmp_path, "  drainTimeoutSeconds: 2\n"), "--drain-timeout", "3"],
+             "--drain-timeout", "spec.drainTimeoutSeconds")
+
+
+def test_bind_host_without_config_is_refused():
+    _refused(_args(extra=("--bind-host", "127.0.0.1")), "--bind-host", "--config")
+
+
+@pytest.mark.parametrize("flag", ["--drain-timeout", "--lame-duck"])
+def test_a_negative_number_gets_the_same_message_however_it_is_written(flag):
+    spaced = _refused(_args(extra=(flag, "-1")), flag, "between 0 and")
+    joined = _refused(_args(extra=(f"{flag}=-1",)), flag, "between 0 and")
+    assert spaced == joined
+
+
+def test_http_bind_with_a_scheme_says_what_it_expects_once():
+    line = _refused(_args(extra=("--http-bind", "tcp://127.0.0.1:9090")), "--http-bind", "HOST:PORT")
+    assert line.count("HOST:PORT") == 1, line
+    assert "IPv6" not in line, line
+
+
+@pytest.mark.parametrize("side", ["frontend", "backend"])
+def test_unknown_data_socket_type_lists_only_types_a_pair_can_use(side):
+    line = _refused(_args(**{"front" if side == "frontend" else "back": "STREAMER"}),
+                    "STREAMER", "ROUTER", "DEALER", "XSUB", "XPUB", "PULL", "PUSH")
+    for invalid in ("REQ", "REP", "PAIR"):
+        assert invalid not in line, line
+
+
+def test_unknown_capture_type_lists_only_capture_types():
+    p = free_ports(1)[0]
+    line = _refused(_args(extra=("--capture-type", "STREAMER", "--capture-bind", ep(p))), "STREAMER", "PUB", "DEALER", "PUSH")
+    for invalid in ("ROUTER", "XSUB", "REQ", "PAIR"):
+        assert invalid not in line, line

@@ -48,7 +48,7 @@ def wait_metric(http: int, key: str, cond, timeout: float = 10.0) -> int:
 
 
 QUEUED_BACKEND = 'zmq_proxy_queued_frames{socket="backend"}'
-DROPPED_FULL = 'zmq_proxy_dropped_messages_total{reason="peer_full"}'
+DROPPED_FULL = 'zmq_proxy_dropped_frames_total{reason="peer_full"}'
 
 
 def stalled_reader(ctx: zmq.Context, kind: int, endpoint: str, topic: bytes | None = None) -> zmq.Socket:

@@ -36,13 +36,13 @@ def test_metrics_agree_with_statistics_and_traffic(ops_proxy, ctx):
     stats = Control(ctx, p.control).statistics()
     m = scrape(p.http)
     pairs = {
-        "frontend_recv_msgs": ("zmq_proxy_received_messages_total", "frontend"),
+        "frontend_recv_msgs": ("zmq_proxy_received_frames_total", "frontend"),
         "frontend_recv_bytes": ("zmq_proxy_received_bytes_total", "frontend"),
-        "frontend_sent_msgs": ("zmq_proxy_sent_messages_total", "frontend"),
+        "frontend_sent_msgs": ("zmq_proxy_sent_frames_total", "frontend"),
         "frontend_sent_bytes": ("zmq_proxy_sent_bytes_total", "frontend"),
-        "backend_recv_msgs": ("zmq_proxy_received_messages_total", "backend"),
+        "backend_recv_msgs": ("zmq_proxy_received_frames_total", "backend"),
         "backend_recv_bytes": ("zmq_proxy_received_bytes_total", "backend"),
-        "backend_sent_msgs": ("zmq_proxy_sent_messages_total", "backend"),
+        "backend_sent_msgs": ("zmq_proxy_sent_frames_total", "backend"),
         "backend_sent_bytes": ("zmq_proxy_sent_bytes_total", "backend"),
     }
     for stat, (name, sock) in pairs.items():
@@ -51,13 +51,18 @@ def test_metrics_agree_with_statistics_and_traffic(ops_proxy, ctx):
     assert stats["frontend_recv_msgs"] == stats["backend_recv_msgs"] == 240
     cap_frames = sum(len(f) for f in captured)
     assert cap_frames == 480, f"capture saw {cap_frames} frames"
-    assert metric(m, "zmq_proxy_sent_messages_total", socket="capture") == 480
+    assert metric(m, "zmq_proxy_sent_frames_total", socket="capture") == 480
+    # STATISTICS counts frames; the metrics count each multipart message once too.
+    for sock in ("frontend", "backend"):
+        assert metric(m, "zmq_proxy_received_messages_total", socket=sock) == 60
+        assert metric(m, "zmq_proxy_sent_messages_total", socket=sock) == 60
+    assert metric(m, "zmq_proxy_sent_messages_total", socket="capture") == len(captured) == 120
     assert metric(m, "zmq_proxy_sent_bytes_total", socket="capture") == sum(len(x) for f in captured for x in f)
     assert metric(m, "zmq_proxy_connected_peers", socket="frontend") == 3
     assert metric(m, "zmq_proxy_connected_peers", socket="backend") == 1
     assert metric(m, "zmq_proxy_connected_peers", socket="capture") == 1
     for reason in ("unroutable", "peer_full", "peer_gone", "invalid", "capture"):
-        assert metric(m, "zmq_proxy_dropped_messages_total", reason=reason) == 0
+        assert metric(m, "zmq_proxy_dropped_frames_total", reason=reason) == 0
     assert metric(m, "zmq_proxy_paused") == 0
     assert metric(m, "zmq_proxy_draining") == 0
     assert metric(m, "zmq_proxy_ready") == 1
@@ -127,7 +132,7 @@ def test_drops_are_summarised_periodically_not_per_message(ops_proxy, ctx):
     n = 250
     for i in range(n):
         worker.send_multipart([b"nobody-%d" % i, b"", b"reply"])
-    wait_metric(p.http, "zmq_proxy_dropped_messages_total", 3 * n, reason="unroutable")
+    wait_metric(p.http, "zmq_proxy_dropped_frames_total", 3 * n, reason="unroutable")
     ev = p.wait_for_event("messages dropped", 15.0)
     assert ev is not None, f"no 'messages dropped' summary within 15 s\n{p.output()}"
     assert ev.get("level") == "WARN"

@@ -120,9 +120,9 @@ def test_connection_churn_200_peers_memory_returns(ops_proxy, ctx):
         assert steady["answered"] > 0, "the steady client's traffic did not flow during the churn"
         m = scrape(p.http)
         churned = 3 * PEERS * ROUNDS
-        steady_frames = metric(m, "zmq_proxy_received_messages_total", socket="frontend") - churned
+        steady_frames = metric(m, "zmq_proxy_received_frames_total", socket="frontend") - churned
         assert steady_frames in (3 * steady["answered"], 3 * steady["answered"] + 3), (steady, steady_frames)
-        assert metric(m, "zmq_proxy_dropped_messages_total", reason="unroutable") == 0
+        assert metric(m, "zmq_proxy_dropped_frames_total", reason="unroutable") == 0
         print(
             f"churn: RSS start {start / MiB:.1f} MiB, peak with {PEERS} connected {peak / MiB:.1f} MiB, "
             f"after each round {[round(a / MiB, 1) for a in after]} MiB; fds {fds} -> {_fds(pid)}; "
@@ -213,7 +213,7 @@ def test_memory_is_bounded_under_a_stalled_consumer(ops_proxy, ctx):
     assert growth <= bound, f"RSS grew {growth / MiB:.1f} MiB, over the {bound / MiB:.1f} MiB bound"
     m = scrape(p.http)
     assert metric(m, "zmq_proxy_queued_frames", socket="backend") <= hwm
-    assert metric(m, "zmq_proxy_dropped_messages_total", reason="peer_full") == 0
+    assert metric(m, "zmq_proxy_dropped_frames_total", reason="peer_full") == 0
     # Nothing was dropped: once the consumer reads, every message arrives.
     got = 0
     for _ in until(30.0, 10_000_000):

@@ -17,6 +17,7 @@ use super::*;
 #[derive(Debug, Default)]
 pub struct Delivery {
     /// Accepted by the socket (queued to a peer, or fanned out to zero or more subscribers).
+    pub sent_messages: u64,
     pub sent_frames: u64,
     pub sent_bytes: u64,
     /// Not sent because the proxy is being killed (drops are counted by the socket itself).
@@ -26,6 +27,7 @@ pub struct Delivery {
 impl Delivery {
     fn sent(&mut self, m: &Msg) {
         let (f, b) = size_of(m);
+        self.sent_messages += 1;
         self.sent_frames += f;
         self.sent_bytes += b;
     }
@@ -153,7 +155,8 @@ impl Outlet {
 
     /// Capture copies: never waits. Returns how many frames a capture peer took (a PUB
     /// takes everything, as a PUB socket with no subscriber does); the rest are dropped.
-    pub fn send_capture(&mut self, msgs: &[Msg]) -> (u64, u64) {
+    /// Copies `msgs` to the capture peers; returns the messages, frames and bytes sent.
+    pub fn send_capture(&mut self, msgs: &[Msg]) -> (u64, u64, u64) {
         self.refresh();
         let mut d = Delivery::default();
         let copies: Vec<Msg> = msgs.to_vec();
@@ -169,7 +172,7 @@ impl Outlet {
                 self.flush();
             }
         }
-        (d.sent_frames, d.sent_bytes)
+        (d.sent_messages, d.sent_frames, d.sent_bytes)
     }
 
     fn send_routed(&mut self, msgs: Vec<Msg>, d: &mut Delivery) {

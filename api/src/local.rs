@@ -1,0 +1,56 @@
+//! What each field of a `ZmqProxy` spec means to `zmq-proxy --config`, which runs the manifest
+//! as one process on this machine. Kept beside the spec so the operator's tests can check that
+//! every field its CRD adds has a local meaning decided here (the reader refuses the rest as
+//! unknown).
+
+/// Spec fields with a local meaning beside the sockets: `replicas` (only 1: this one
+/// process), `paused` (starts paused), `metricsPort` (the HTTP listener), the stop timings,
+/// and `curveAllowAny` (the local spelling of each socket's `allowAnyClient`).
+pub const LOCAL_SPEC_FIELDS: [&str; 6] = [
+    "replicas",
+    "paused",
+    "metricsPort",
+    "drainTimeoutSeconds",
+    "lameDuckSeconds",
+    "curveAllowAny",
+];
+
+/// Fields that say where and how Kubernetes runs the pods. One process on this machine gives
+/// them nothing to act on; `--config` names them in one warning and goes on, so one manifest
+/// serves both places.
+pub const PLACEMENT_FIELDS: [&str; 20] = [
+    "image",
+    "imagePullPolicy",
+    "imagePullSecrets",
+    "resources",
+    "serviceType",
+    "serviceAnnotations",
+    "serviceLabels",
+    "ipFamilyPolicy",
+    "ipFamilies",
+    "podLabels",
+    "podAnnotations",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "topologySpreadConstraints",
+    "priorityClassName",
+    "serviceAccountName",
+    "terminationGracePeriodSeconds",
+    "podDisruptionBudget",
+    "monitoring",
+];
+
+/// Fields `--config` refuses, and why: running without what they ask for would be another
+/// proxy than the one the manifest describes.
+pub const REFUSED_FIELDS: [(&str, &str); 1] = [(
+    "podTemplate",
+    "changes the pods' containers (their environment, arguments, volumes), which a local run cannot apply; remove it to run the manifest here",
+)];
+
+/// Whether `field` of a spec (beside the socket section) has its local meaning decided here.
+pub fn is_decided(field: &str) -> bool {
+    LOCAL_SPEC_FIELDS.contains(&field)
+        || PLACEMENT_FIELDS.contains(&field)
+        || REFUSED_FIELDS.iter().any(|(f, _)| *f == field)
+}
