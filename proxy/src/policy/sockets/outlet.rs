@@ -153,9 +153,9 @@ impl Outlet {
         d
     }
 
-    /// Capture copies: never waits. Returns how many frames a capture peer took (a PUB
-    /// takes everything, as a PUB socket with no subscriber does); the rest are dropped.
-    /// Copies `msgs` to the capture peers; returns the messages, frames and bytes sent.
+    /// Copies `msgs` to the capture peers without waiting; returns the messages, frames and
+    /// bytes a capture peer took (a PUB takes everything, as a PUB socket with no subscriber
+    /// does). The rest are dropped.
     pub fn send_capture(&mut self, msgs: &[Msg]) -> (u64, u64, u64) {
         self.refresh();
         let mut d = Delivery::default();
