@@ -12,7 +12,6 @@ These fail against it by design, where the contract asks more than libzmq gives:
   random bytes on the worker port (first byte not 0xFF) open a legacy session that becomes a
   worker for a moment and swallows requests. zmq-proxy serves ZMTP 2.0 and 3.x only and must
   refuse them.
-
 - test_drain_timeout_bounds_exit_with_a_stalled_consumer: libzmq counts a message as sent once it
   is queued in its pipe and drops the pipe when the linger expires, so its counters call "sent"
   what never left; the contract counts those as undelivered_msgs.
