@@ -5,7 +5,7 @@ all of them (`ZMQ_PROXY_BIN=proxy/tests/peers/reference_proxy.py`).
 
 The Java peer (`jeromq/JeroPeer.java`) is compiled once per session into a temporary directory.
 Without `javac`/`java` or `/usr/share/java/jeromq.jar` every test here skips, saying which is
-missing (`apt-get install -y libjeromq-java default-jre-headless`; CI installs both)."""
+missing (`apt-get install -y libjeromq-java default-jdk-headless`; CI installs both)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def jeromq_classes(tmp_path_factory) -> Path:
     if not JAR.is_file():
         missing.append(str(JAR))
     if missing:
-        pytest.skip(f"JeroMQ tests need {', '.join(missing)} (apt-get install -y libjeromq-java default-jre-headless)")
+        pytest.skip(f"JeroMQ tests need {', '.join(missing)} (apt-get install -y libjeromq-java default-jdk-headless)")
     out = tmp_path_factory.mktemp("jeromq")
     r = subprocess.run(
         ["javac", "-cp", str(JAR), "-d", str(out), str(SOURCE)], capture_output=True, text=True, timeout=120
