@@ -60,21 +60,21 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    // RFC 23's backwards interoperability, in libzmq's steps: the signature; our major version
-    // once the peer's signature shows a versioned peer; then, by the peer's revision, the rest
-    // of a 3.x greeting or (2.0) our socket type byte, which is what a 2.0 peer reads there. A
-    // libzmq peer sends the rest of its greeting as soon as it reads our major version, before
-    // it sees our mechanism; so its mechanism reaches us even when a mismatch makes it close at
-    // once, and the refusal is counted as a mismatch rather than as a closed peer.
+    // RFC 23's backwards interoperability: the signature and our major version first, then, by
+    // the peer's revision, the rest of a 3.x greeting or (2.0) our socket type byte, which is
+    // what a 2.0 peer reads there. libzmq holds its major version back until the peer's
+    // signature shows a versioned peer, for ZMTP 1.0, which is not served here; sending both at
+    // once keeps a libzmq peer's greeting whole: it sends the rest as soon as it reads our major
+    // version, before it sees our mechanism, so its mechanism reaches us even when a mismatch
+    // makes it close at once, and the refusal is counted as a mismatch, not as a closed peer.
     let ours = greeting_for(mechanism, as_server);
-    wr.write_all(&ours[..SIGNATURE_LEN]).await?;
+    wr.write_all(&ours[..SIGNATURE_LEN + 1]).await?;
     let mut g = [0u8; GREETING_LEN];
     // Check the signature as soon as its 10 bytes arrive, so garbage is refused without waiting.
     rd.read_exact(&mut g[..SIGNATURE_LEN]).await.map_err(eof_is_closed)?;
     if g[0] != 0xff || g[9] & 0x01 != 0x01 {
         return Err(WireError::BadGreeting(NOT_ZMTP));
     }
-    wr.write_all(&ours[SIGNATURE_LEN..11]).await?;
     rd.read_exact(&mut g[10..11]).await.map_err(eof_is_closed)?;
     match g[10] {
         ZMTP_2_0 if mechanism != b"NULL" => return Err(WireError::Zmtp2OnCurve),
@@ -242,6 +242,6 @@ mod tests {
         let (mut rd, mut wr) = (&http[..], Vec::new());
         let e = greet(&mut rd, &mut wr, b"NULL", false, SocketType::Pull).await.err();
         assert!(e.is_some_and(|e| e.to_string().contains("not a ZMTP 2.0 or 3.x greeting")));
-        assert_eq!(wr.len(), 10, "garbage gets our signature only");
+        assert_eq!(wr.len(), 11, "garbage gets our signature and major version only");
     }
 }

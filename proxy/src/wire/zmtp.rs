@@ -9,7 +9,7 @@
 //! cryptography.
 //!
 //! ZMTP 2.0 peers (RFC 15) are served on NULL sockets through RFC 23's backwards
-//! interoperability: the engine sends the greeting in steps, as libzmq does, so a 2.0 peer gets
+//! interoperability: the engine sends the greeting in two steps, so a 2.0 peer gets
 //! our socket type byte ([`zmtp2_socket_type`]) instead of the rest of a 3.x greeting, and an
 //! identity frame each way ([`parse_identity`]) replaces READY. 2.0 frames messages in the same
 //! bytes as 3.x and has no commands, so the same [`Decoder`] reads it, told once per connection
