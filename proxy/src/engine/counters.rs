@@ -233,3 +233,39 @@ impl OncePerPeer {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// One line per peer address and reason per quiet period: a reconnecting peer's repeats are
+    /// quiet, another reason or another address is logged, and the same pair is logged again
+    /// once the period has passed.
+    #[test]
+    fn once_per_peer_and_reason_per_quiet_period() {
+        let once = OncePerPeer::new(Duration::from_millis(50), 16);
+        let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7));
+        assert!(once.first(peer, "zmtp2_on_curve"));
+        assert!(!once.first(peer, "zmtp2_on_curve"));
+        assert!(once.first(peer, "bad_greeting"));
+        assert!(once.first(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 8)), "zmtp2_on_curve"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(once.first(peer, "zmtp2_on_curve"));
+    }
+
+    /// Bounded: however many addresses refuse, the table holds at most its cap, forgetting the
+    /// oldest first (so a flood of new addresses cannot grow memory, and the newest stay quiet).
+    #[test]
+    fn the_table_is_bounded_and_forgets_the_oldest() {
+        let once = OncePerPeer::new(Duration::from_secs(60), 8);
+        let ip = |n: u32| IpAddr::V4(Ipv4Addr::from(n));
+        for n in 0..1000 {
+            assert!(once.first(ip(n), "timeout"));
+            let len = once.seen.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+            assert!(len <= 8, "{len} entries");
+        }
+        assert!(!once.first(ip(999), "timeout"), "the newest is remembered");
+        assert!(once.first(ip(0), "timeout"), "the oldest was forgotten");
+    }
+}

@@ -164,8 +164,7 @@ async fn serve(
         }
     };
     let Some((entry, out_rx)) = shared.register(&info) else {
-        shared.counters.handshake_failed(shared.name, mech.name(), "duplicate_identity");
-        tracing::debug!(socket = shared.label(), peer = ?peer_addr, "duplicate routing id; connection refused");
+        shared.refused(&mech, &WireError::DuplicateIdentity, peer_addr);
         return Some(inbound);
     };
     *served = true;
@@ -188,7 +187,10 @@ async fn serve(
         life.kill.clone(),
     ));
     let mut inbound = Some(inbound);
-    let mut clock = Clock::new(shared.heartbeat, Instant::now());
+    // ZMTP 2.0 has no PING: such a peer's connection runs no heartbeat clock.
+    let heartbeat =
+        if info.revision.has_commands() { shared.heartbeat } else { Default::default() };
+    let mut clock = Clock::new(heartbeat, Instant::now());
     let end = {
         let tx = inbound.as_ref()?;
         let (dead_rx, live) = (dead.subscribe(), &live);
@@ -312,7 +314,7 @@ async fn read_loop(
     live: &Liveness,
 ) -> ReadEnd {
     use tokio::io::AsyncReadExt;
-    let mut dec = zmtp::Decoder::new(shared.options.max_message_bytes());
+    let mut dec = zmtp::Decoder::for_revision(shared.options.max_message_bytes(), entry.revision);
     if let Some(o) = opener {
         dec.set_opener(Box::new(o));
     }
