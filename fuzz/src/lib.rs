@@ -17,11 +17,10 @@ use zmq_proxy::counters::Counters;
 use zmq_proxy::curve::{
     self, Allow, AllowList, CurveClient, CurveServer, Established, Mechanism, SecretKey,
 };
-use zmq_proxy::forward::ProxyState;
-use zmq_proxy::heartbeat;
-use zmq_proxy::socket::SocketType;
 use zmq_proxy::steer;
 use zmq_proxy::zmtp::{self, Decoder, Item, Revision, WireError};
+use zmq_proxy::{ProxyState, heartbeat};
+use zmq_proxy_api::socket::SocketType;
 
 /// libzmq's test keys (tests/testutil_security.cpp): public, used by the seed capture too, so a
 /// captured libzmq HELLO opens under the server key the targets use.
@@ -183,7 +182,7 @@ pub fn manifest(data: &[u8]) {
 /// follows. The bytes are also tried as a `--pause-file`'s content.
 pub fn steering(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = zmq_proxy::pause_file::parse(text);
+        let _ = zmq_proxy::state::parse(text);
     }
     let mut rd = data;
     let mut buf = BytesMut::new();
