@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the fuzz targets for a while each, one after another, on the stable toolchain:
 #   bash fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
-# Default: 20 seconds for every target (the CI tier). Installs cargo-fuzz when it is missing.
+# Default: 10 seconds for every target (the CI tier). Installs cargo-fuzz when it is missing.
 # Each target starts from its committed seeds (fuzz/corpus/TARGET) and the inputs of crashes
 # already fixed (fuzz/regressions/TARGET), both read only, plus what earlier runs found in
 # $FUZZ_WORK_DIR (a temporary directory unless set): every run replays them all first. A crash
@@ -12,7 +12,7 @@ set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")" || exit 1
 
-seconds=${1:-20}
+seconds=${1:-10}
 shift || true
 
 # cargo-fuzz drives rustc with -Z flags (sanitizer coverage); RUSTC_BOOTSTRAP=1 lets the
