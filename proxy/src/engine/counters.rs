@@ -53,6 +53,13 @@ pub enum DropReason {
     Invalid,
     /// A capture copy with no capture peer able to take it.
     Capture,
+    /// Requests written to a DEALER's worker that a heartbeat then dropped before it answered
+    /// them (already counted as sent, so outside `dropped_msgs`).
+    Unanswered,
+    /// The frames of an unfinished message whose peer went over its memory budget (too many
+    /// frames, or past `--max-memory`) and was disconnected (never received whole, so outside
+    /// `dropped_msgs`).
+    OverBudget,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +73,8 @@ pub struct Counters {
     pub dropped_peer_gone: AtomicU64,
     pub dropped_invalid: AtomicU64,
     pub dropped_capture: AtomicU64,
+    pub dropped_unanswered: AtomicU64,
+    pub dropped_over_budget: AtomicU64,
     /// Read but not delivered when the drain timeout expired (or at a second signal).
     pub undelivered_msgs: AtomicU64,
     /// Connections refused during the handshake (garbage, wrong socket type, timeout, a CURVE
@@ -104,6 +113,8 @@ pub struct Snapshot {
     pub dropped_peer_gone: u64,
     pub dropped_invalid: u64,
     pub dropped_capture: u64,
+    pub dropped_unanswered: u64,
+    pub dropped_over_budget: u64,
     pub undelivered_msgs: u64,
     pub handshake_failures: u64,
     pub protocol_errors: u64,
@@ -149,6 +160,8 @@ impl Counters {
             DropReason::PeerGone => &self.dropped_peer_gone,
             DropReason::Invalid => &self.dropped_invalid,
             DropReason::Capture => &self.dropped_capture,
+            DropReason::Unanswered => &self.dropped_unanswered,
+            DropReason::OverBudget => &self.dropped_over_budget,
         };
         c.fetch_add(frames, Relaxed);
     }
@@ -171,6 +184,8 @@ impl Counters {
             dropped_peer_gone: g(&self.dropped_peer_gone),
             dropped_invalid: g(&self.dropped_invalid),
             dropped_capture: g(&self.dropped_capture),
+            dropped_unanswered: g(&self.dropped_unanswered),
+            dropped_over_budget: g(&self.dropped_over_budget),
             undelivered_msgs: g(&self.undelivered_msgs),
             handshake_failures: g(&self.handshake_failures),
             protocol_errors: g(&self.protocol_errors),
@@ -178,6 +193,8 @@ impl Counters {
             dropped_msgs: 0,
         };
         // Capture copies are not counted as dropped proxy traffic: the message itself went on.
+        // Unanswered requests were sent, and an over-budget message was never received whole,
+        // so neither belongs in `recv = sent + dropped + undelivered`.
         s.dropped_msgs =
             s.dropped_unroutable + s.dropped_peer_full + s.dropped_peer_gone + s.dropped_invalid;
         s
