@@ -12,14 +12,12 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::arbitrary::{self, Arbitrary, Unstructured};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
-use zmq_proxy::config::{CONTROL_MAX_BYTES, parse_manifest};
-use zmq_proxy::counters::Counters;
 use zmq_proxy::curve::{
     self, Allow, AllowList, CurveClient, CurveServer, Established, Mechanism, SecretKey,
 };
-use zmq_proxy::steer;
-use zmq_proxy::zmtp::{self, Decoder, Item, Revision, WireError};
-use zmq_proxy::{ProxyState, heartbeat};
+use zmq_proxy::fuzzing::steer;
+use zmq_proxy::fuzzing::zmtp::{self, Decoder, Item, Revision, WireError};
+use zmq_proxy::fuzzing::{CONTROL_MAX_BYTES, Counters, ProxyState, heartbeat, parse_manifest};
 use zmq_proxy_api::socket::SocketType;
 
 /// libzmq's test keys (tests/testutil_security.cpp): public, used by the seed capture too, so a
@@ -111,8 +109,9 @@ pub fn frames(data: &[u8]) {
     let shaken = block_on(zmtp::handshake(&mut rd, &mut tokio::io::sink(), ours, &mut buf, max));
     if let Ok(peer) = shaken {
         assert!(zmtp::compatible(ours, &peer.socket_type));
-        assert!(peer.revision.major >= 3);
-        let mut dec = Decoder::new(max);
+        // ZMTP 2.0 and 3.x peers are served; 1.0 and unknown revisions are refused.
+        assert!(peer.revision.major >= 2);
+        let mut dec = Decoder::for_revision(max, peer.revision);
         decode_all(&mut dec, &mut buf, &reads(rd, sel >> 6), max);
     }
 }
@@ -182,7 +181,7 @@ pub fn manifest(data: &[u8]) {
 /// follows. The bytes are also tried as a `--pause-file`'s content.
 pub fn steering(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = zmq_proxy::state::parse(text);
+        let _ = zmq_proxy::fuzzing::state::parse(text);
     }
     let mut rd = data;
     let mut buf = BytesMut::new();

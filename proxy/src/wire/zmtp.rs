@@ -197,7 +197,6 @@ pub fn greeting_mechanism(g: &[u8]) -> &[u8] {
     &mech[..end]
 }
 
-#[cfg(test)]
 pub fn check_greeting(g: &[u8]) -> Result<(), WireError> {
     if g.len() < GREETING_LEN || g[0] != 0xff || g[9] & 0x01 != 0x01 {
         return Err(WireError::BadGreeting(NOT_ZMTP));
@@ -508,7 +507,6 @@ pub fn subscription_of_command(cmd: &Command) -> Option<(bool, Bytes)> {
 
 /// The PONG command frame answering a PING (RFC 37: PING carries a 2-byte TTL, then a
 /// context the PONG echoes).
-#[cfg(test)]
 pub fn pong_for(cmd: &Command) -> Option<Bytes> {
     pong_body(cmd).map(|b| command_frame(&b).freeze())
 }
