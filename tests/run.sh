@@ -72,6 +72,10 @@ tier peers-ops env PYTHONDONTWRITEBYTECODE=1 python3 -m pytest proxy/tests/peers
 # The documentation's links, anchors, repository paths and cargo commands (nothing is run).
 tier docs env PYTHONDONTWRITEBYTECODE=1 python3 -m pytest -q tests/docs
 
+# Every fuzz target briefly on the stable toolchain (fuzz/run.sh installs cargo-fuzz when it is
+# missing): replays the seed corpora and fixed crashes, then looks for new ones.
+tier fuzz bash fuzz/run.sh "${FUZZ_SECONDS:-10}"
+
 # Helm chart checks: lint, render, schema validation, RBAC, CRD bytes identical to crds/.
 tier chart bash .ci/chart-check.sh
 

@@ -467,7 +467,7 @@ fn invalid_specs_are_refused_naming_the_field() {
 /// workload became a StatefulSet (with the always-present headless Service and the PDB), the
 /// binds dual stack (`*` instead of `0.0.0.0`, which an IPv6-only cluster cannot reach) and every
 /// pod mounted its steering ConfigMap with `--pause-file`, and the pods got their default
-/// heartbeat flags (issue 11): one replacement of each proxy on upgrade; pausing and resuming afterwards change only the ConfigMap, never the pods.
+/// heartbeat flags: one replacement of each proxy on upgrade; pausing and resuming afterwards change only the ConfigMap, never the pods.
 /// Changed again for the 1 s readiness probe (`build::READINESS_PROBE`): one more replacement.
 #[test]
 fn unsecured_children_are_byte_identical_to_the_golden_files() {
@@ -885,7 +885,7 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
     assert!(tuned, "the tuned fixture was checked");
 }
 
-// Placement and overrides (issue 12): `fixtures/placement.yaml` sets every one of them.
+// Placement and overrides: `fixtures/placement.yaml` sets every one of them.
 
 fn opts() -> BuildOptions {
     BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() }
@@ -1010,7 +1010,7 @@ fn pod_of(c: &Children) -> &PodSpec {
 
 /// The override may add to the proxy container, never change what makes it the proxy of this
 /// spec: its args and ports come from the spec and its CURVE mounts hold the keys, and a pod
-/// without the selector labels would leave its Deployment. Such an object is refused, naming
+/// without the selector labels would leave its StatefulSet. Such an object is refused, naming
 /// the field, rather than silently undone or written as a broken pod.
 #[test]
 fn pod_template_cannot_override_what_the_operator_needs() {
@@ -1082,7 +1082,7 @@ fn pod_template_fields_a_pod_does_not_have_are_refused() {
 }
 
 /// Two replicas or more get a PodDisruptionBudget so a node drain never evicts every proxy at
-/// once: one at a time by default, over exactly the Deployment's pods, owned by the ZmqProxy
+/// once: one at a time by default, over exactly the StatefulSet's pods, owned by the ZmqProxy
 /// (garbage-collected with it, watched by the operator), with unhealthy pods evictable so one
 /// crash-looping proxy cannot block a drain.
 #[test]

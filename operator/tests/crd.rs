@@ -378,7 +378,7 @@ fn security_rules_sit_on_their_sections_and_read_no_string() {
     );
 }
 
-/// Placement and overrides (issue 12): every new field at once is valid; a grace period shorter
+/// Placement and overrides: every new field at once is valid; a grace period shorter
 /// than the lame duck plus the drain (defaulted ones included) is refused on its own field, as is
 /// a PodDisruptionBudget with both bounds.
 #[test]

@@ -60,3 +60,30 @@ pub mod zmtp {
         Decoder, FrameOpener, GREETING_LEN, Item, encode_message, greeting, ready_frame,
     };
 }
+
+/// The private parsers and handshakes the `fuzz/` targets drive, under the paths they use. Not
+/// an API: nothing outside `fuzz/` may depend on it.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::cli::parse_manifest;
+    pub use crate::engine::counters::Counters;
+    pub use crate::engine::tunables::CONTROL_MAX_BYTES;
+    pub use crate::proxy::state::ProxyState;
+
+    pub mod zmtp {
+        pub use crate::engine::handshake::handshake;
+        pub use crate::wire::zmtp::*;
+    }
+
+    pub mod heartbeat {
+        pub use crate::wire::ping::ping_ttl;
+    }
+
+    pub mod steer {
+        pub use crate::ops::steer::{Command, apply, parse};
+    }
+
+    pub mod state {
+        pub use crate::proxy::state::parse;
+    }
+}

@@ -64,6 +64,13 @@ pub enum DropReason {
     Invalid,
     /// A capture copy with no capture peer able to take it.
     Capture,
+    /// Requests written to a DEALER's worker that a heartbeat then dropped before it answered
+    /// them (already counted as sent, so outside `dropped_msgs`).
+    Unanswered,
+    /// The frames of an unfinished message whose peer went over its memory budget (too many
+    /// frames, or past `--max-memory`) and was disconnected (never received whole, so outside
+    /// `dropped_msgs`).
+    OverBudget,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +86,8 @@ pub struct Counters {
     pub dropped_peer_gone: AtomicU64,
     pub dropped_invalid: AtomicU64,
     pub dropped_capture: AtomicU64,
+    pub dropped_unanswered: AtomicU64,
+    pub dropped_over_budget: AtomicU64,
     /// Read but not delivered when the drain timeout expired (or at a second signal).
     pub undelivered_msgs: AtomicU64,
     /// Connections refused during the handshake (garbage, wrong socket type, timeout, a CURVE
@@ -126,6 +135,8 @@ pub struct Snapshot {
     pub dropped_peer_gone: u64,
     pub dropped_invalid: u64,
     pub dropped_capture: u64,
+    pub dropped_unanswered: u64,
+    pub dropped_over_budget: u64,
     pub undelivered_msgs: u64,
     pub handshake_failures: u64,
     pub protocol_errors: u64,
@@ -184,6 +195,8 @@ impl Counters {
             DropReason::PeerGone => &self.dropped_peer_gone,
             DropReason::Invalid => &self.dropped_invalid,
             DropReason::Capture => &self.dropped_capture,
+            DropReason::Unanswered => &self.dropped_unanswered,
+            DropReason::OverBudget => &self.dropped_over_budget,
         };
         c.fetch_add(frames, Relaxed);
     }
@@ -211,6 +224,8 @@ impl Counters {
             dropped_peer_gone: g(&self.dropped_peer_gone),
             dropped_invalid: g(&self.dropped_invalid),
             dropped_capture: g(&self.dropped_capture),
+            dropped_unanswered: g(&self.dropped_unanswered),
+            dropped_over_budget: g(&self.dropped_over_budget),
             undelivered_msgs: g(&self.undelivered_msgs),
             handshake_failures: g(&self.handshake_failures),
             protocol_errors: g(&self.protocol_errors),
@@ -218,6 +233,8 @@ impl Counters {
             dropped_msgs: 0,
         };
         // Capture copies are not counted as dropped proxy traffic: the message itself went on.
+        // Unanswered requests were sent, and an over-budget message was never received whole,
+        // so neither belongs in `recv = sent + dropped + undelivered`.
         s.dropped_msgs =
             s.dropped_unroutable + s.dropped_peer_full + s.dropped_peer_gone + s.dropped_invalid;
         s
@@ -271,5 +288,41 @@ impl OncePerPeer {
         }
         seen.insert((peer, reason), now);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// One line per peer address and reason per quiet period: a reconnecting peer's repeats are
+    /// quiet, another reason or another address is logged, and the same pair is logged again
+    /// once the period has passed.
+    #[test]
+    fn once_per_peer_and_reason_per_quiet_period() {
+        let once = OncePerPeer::new(Duration::from_millis(50), 16);
+        let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7));
+        assert!(once.first(peer, "zmtp2_on_curve"));
+        assert!(!once.first(peer, "zmtp2_on_curve"));
+        assert!(once.first(peer, "bad_greeting"));
+        assert!(once.first(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 8)), "zmtp2_on_curve"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(once.first(peer, "zmtp2_on_curve"));
+    }
+
+    /// Bounded: however many addresses refuse, the table holds at most its cap, forgetting the
+    /// oldest first (so a flood of new addresses cannot grow memory, and the newest stay quiet).
+    #[test]
+    fn the_table_is_bounded_and_forgets_the_oldest() {
+        let once = OncePerPeer::new(Duration::from_secs(60), 8);
+        let ip = |n: u32| IpAddr::V4(Ipv4Addr::from(n));
+        for n in 0..1000 {
+            assert!(once.first(ip(n), "timeout"));
+            let len = once.seen.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+            assert!(len <= 8, "{len} entries");
+        }
+        assert!(!once.first(ip(999), "timeout"), "the newest is remembered");
+        assert!(once.first(ip(0), "timeout"), "the oldest was forgotten");
     }
 }

@@ -343,13 +343,30 @@ where
             Ok(Established { peer, session: None })
         }
         Mechanism::Server(s) => {
-            let revision = greet(rd, wr, b"CURVE", true).await?;
+            let revision = greet_v3(rd, wr, true, ours).await?;
             server_handshake(s, rd, wr, ours, buf, revision).await
         }
         Mechanism::Client(c) => {
-            let revision = greet(rd, wr, b"CURVE", false).await?;
+            let revision = greet_v3(rd, wr, false, ours).await?;
             client_handshake(c, rd, wr, ours, buf, revision).await
         }
+    }
+}
+
+/// The CURVE greeting: ZMTP 3 only ([`greet`] refuses a 2.0 peer before it settles).
+async fn greet_v3<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    as_server: bool,
+    ours: SocketType,
+) -> Result<zmtp::Revision, WireError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match greet(rd, wr, b"CURVE", as_server, ours).await? {
+        zmtp::Greeted::V3(revision) => Ok(revision),
+        zmtp::Greeted::V2 { .. } => Err(WireError::Zmtp2OnCurve),
     }
 }
 

@@ -10,7 +10,9 @@
 //! - `zmq_proxy_sent_messages_total{socket}`, `zmq_proxy_sent_frames_total{socket}`,
 //!   `zmq_proxy_sent_bytes_total{socket}`: frontend, backend, capture.
 //! - `zmq_proxy_dropped_frames_total{reason}`: unroutable, peer_full, peer_gone, invalid,
-//!   capture; `zmq_proxy_undelivered_frames_total` (left when a drain timed out).
+//!   capture, unanswered (requests a heartbeat-dropped worker took with it), over_budget (the
+//!   unfinished message of a peer disconnected for its memory budget);
+//!   `zmq_proxy_undelivered_frames_total` (left when a drain timed out).
 //! - `zmq_proxy_closed_before_greeting_total{socket}`: connections that closed without sending
 //!   a byte (port checks, TCP probes); they are no handshake failure and no drop.
 //! - `zmq_proxy_handshake_failures_total{socket, mechanism, reason}`: socket frontend, backend,
@@ -190,6 +192,8 @@ impl Collector for ProxyCollector {
             ("peer_gone", s.dropped_peer_gone),
             ("invalid", s.dropped_invalid),
             ("capture", s.dropped_capture),
+            ("unanswered", s.dropped_unanswered),
+            ("over_budget", s.dropped_over_budget),
         ];
         let help = "Frames dropped on purpose, by reason";
         family(e, "zmq_proxy_dropped_frames", help, c, "reason", &dropped, counter)?;
@@ -231,7 +235,7 @@ impl Collector for ProxyCollector {
 }
 
 /// Frames dropped since the previous summary, by reason; `None` when nothing was dropped.
-pub fn drop_delta(prev: &Snapshot, now: &Snapshot) -> Option<[(&'static str, u64); 5]> {
+pub fn drop_delta(prev: &Snapshot, now: &Snapshot) -> Option<[(&'static str, u64); 7]> {
     let d = |a: u64, b: u64| b.saturating_sub(a);
     let delta = [
         ("unroutable", d(prev.dropped_unroutable, now.dropped_unroutable)),
@@ -239,6 +243,8 @@ pub fn drop_delta(prev: &Snapshot, now: &Snapshot) -> Option<[(&'static str, u64
         ("peer_gone", d(prev.dropped_peer_gone, now.dropped_peer_gone)),
         ("invalid", d(prev.dropped_invalid, now.dropped_invalid)),
         ("capture", d(prev.dropped_capture, now.dropped_capture)),
+        ("unanswered", d(prev.dropped_unanswered, now.dropped_unanswered)),
+        ("over_budget", d(prev.dropped_over_budget, now.dropped_over_budget)),
     ];
     delta.iter().any(|(_, v)| *v > 0).then_some(delta)
 }
@@ -272,7 +278,8 @@ pub fn drop_summary(
             tick.tick().await;
             let now = observed.counters.snapshot();
             if let Some(d) = drop_delta(&prev, &now) {
-                let [unroutable, peer_full, peer_gone, invalid, capture] = d.map(|(_, v)| v);
+                let [unroutable, peer_full, peer_gone, invalid, capture, unanswered, over_budget] =
+                    d.map(|(_, v)| v);
                 tracing::warn!(
                     interval_secs = every.as_secs_f64(),
                     unroutable,
@@ -280,6 +287,8 @@ pub fn drop_summary(
                     peer_gone,
                     invalid,
                     capture,
+                    unanswered,
+                    over_budget,
                     total_dropped_frames = now.dropped_msgs,
                     total_dropped_capture_frames = now.dropped_capture,
                     "messages dropped"
@@ -314,5 +323,8 @@ mod tests {
         assert_eq!(d[0], ("unroutable", 2));
         assert_eq!(d[1], ("peer_full", 7));
         assert_eq!(drop_delta(&b, &b), None);
+        b.dropped_over_budget = 3;
+        let d = drop_delta(&a, &b).expect("drops");
+        assert_eq!(d[6], ("over_budget", 3));
     }
 }

@@ -207,7 +207,7 @@ async fn requester(
         .await
         .unwrap_or(Err(zmtp::WireError::Timeout(HANDSHAKE_TIMEOUT)))
         .map_err(Refusal::Handshake)?;
-    let mut dec = zmtp::Decoder::new(CONTROL_MAX_BYTES);
+    let mut dec = zmtp::Decoder::for_revision(CONTROL_MAX_BYTES, done.peer.revision);
     let mut sealer = None;
     let mut listed = None;
     if let Some(session) = done.session {

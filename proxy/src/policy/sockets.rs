@@ -247,8 +247,7 @@ impl Shared {
     }
 
     /// Counts a connection refused (or dropped) by the handshake or the security mechanism, and
-    /// logs it: CURVE refusals once per peer at info (address and reason, never a key),
-    /// anything else at debug as before.
+    /// logs it (see [`log_refusal`]).
     fn refused(&self, mech: &Mechanism, e: &WireError, peer: Option<SocketAddr>) {
         let reason = e.reason();
         self.counters.handshake_failed(self.name, mech.name(), reason);
@@ -507,7 +506,9 @@ impl ProxySocket {
     }
 }
 
-/// The refusal log line of [`Shared::refused`], shared with the control socket.
+/// Logs a refused handshake at info as `peer ADDR:PORT refused: WHY`, once per peer address and
+/// reason per [`REFUSAL_LOG_QUIET`] (never a key); a peer that closed or reset before its
+/// handshake ended (a TCP health check, a client giving up) only at debug.
 pub(crate) fn log_refusal(
     once: &OncePerPeer,
     socket: &'static str,
@@ -516,12 +517,11 @@ pub(crate) fn log_refusal(
     peer: Option<SocketAddr>,
 ) {
     let reason = e.reason();
-    let curve = mech.name() == "CURVE" || matches!(e, WireError::MechanismMismatch { .. });
     let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
-    if !curve || matches!(e, WireError::Closed | WireError::NoGreeting) {
-        tracing::debug!(socket, peer = %shown, error = %e, reason, "connection refused during handshake");
+    if matches!(e, WireError::Closed | WireError::NoGreeting | WireError::Io(_)) {
+        tracing::debug!(socket, peer = %shown, error = %e, reason, "connection ended during the handshake");
     } else if peer.is_none_or(|p| once.first(p.ip(), reason)) {
-        tracing::info!(socket, peer = %shown, mechanism = mech.name(), reason, error = %e, "connection refused");
+        tracing::info!(socket, peer = %shown, mechanism = mech.name(), reason, "peer {shown} refused: {e}");
     }
 }
 

@@ -8,6 +8,14 @@
 //! [`FrameOpener`] and the writers seal frames through it, so this module knows nothing of
 //! cryptography.
 //!
+//! ZMTP 2.0 peers (RFC 15) are served on NULL sockets through RFC 23's backwards
+//! interoperability: the engine sends the greeting in two steps, so a 2.0 peer gets
+//! our socket type byte ([`zmtp2_socket_type`]) instead of the rest of a 3.x greeting, and an
+//! identity frame each way ([`parse_identity`]) replaces READY. 2.0 frames messages in the same
+//! bytes as 3.x and has no commands, so the same [`Decoder`] reads it, told once per connection
+//! to refuse command frames ([`Decoder::for_revision`]), and the writers need no change: such a
+//! peer is never sent a command.
+//!
 //! The proxy speaks ZMTP itself instead of going through the `zeromq` crate's sockets because
 //! the crate hides what a proxy needs per connection (which subscriber sent an unsubscribe,
 //! when a PUSH peer's connection closes, whether a peer's queue is full) and lets one peer's
@@ -37,8 +45,12 @@ pub const CLOSED_BEFORE_GREETING: &str = "closed_before_greeting";
 pub enum WireError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("not a ZMTP 3 peer: {0}")]
+    #[error("{0}")]
     BadGreeting(&'static str),
+    #[error("ZMTP 2.0 greeting on a CURVE socket")]
+    Zmtp2OnCurve,
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
     #[error("handshake: {0}")]
     Handshake(String),
     #[error("peer socket type {peer} cannot talk to {ours}")]
@@ -54,6 +66,8 @@ pub enum WireError {
     /// The peer closed without sending a byte: a port check, not a ZMTP peer.
     #[error("peer closed before sending a greeting")]
     NoGreeting,
+    #[error("routing id already in use by another peer")]
+    DuplicateIdentity,
     #[error("security mechanism mismatch: this socket speaks {ours}, the peer {peer}")]
     MechanismMismatch { ours: &'static str, peer: String },
     /// The security mechanism refused the peer's handshake or a frame: its name, the
@@ -69,6 +83,8 @@ impl WireError {
         match self {
             WireError::Io(_) => "io",
             WireError::BadGreeting(_) => "bad_greeting",
+            WireError::Zmtp2OnCurve => "zmtp2_on_curve",
+            WireError::Protocol(_) => "protocol_error",
             WireError::Handshake(_) => "protocol_error",
             WireError::Incompatible { .. } => "incompatible_socket_type",
             WireError::TooLarge { .. } => "too_large",
@@ -76,6 +92,7 @@ impl WireError {
             WireError::Timeout(_) => "timeout",
             WireError::Closed => "closed",
             WireError::NoGreeting => CLOSED_BEFORE_GREETING,
+            WireError::DuplicateIdentity => "duplicate_identity",
             WireError::MechanismMismatch { .. } => "mechanism_mismatch",
             WireError::Mechanism { reason, .. } => reason,
         }
@@ -89,7 +106,8 @@ pub trait FrameOpener: Send {
 }
 
 /// The ZMTP revision a peer greeted with. Peers settle on the lower of the two revisions, and
-/// we greet as 3.1, so this is what the connection speaks.
+/// we greet as 3.1, so this is what the connection speaks. ZMTP 2.0 is revision byte 1 on the
+/// wire; it is [`Revision::V2_0`] here so the order of revisions holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Revision {
     pub major: u8,
@@ -97,6 +115,7 @@ pub struct Revision {
 }
 
 impl Revision {
+    pub const V2_0: Revision = Revision { major: 2, minor: 0 };
     pub const V3_0: Revision = Revision { major: 3, minor: 0 };
     pub const V3_1: Revision = Revision { major: 3, minor: 1 };
     /// What we greet as.
@@ -107,6 +126,51 @@ impl Revision {
     pub fn subscription_commands(self) -> bool {
         self >= Revision::V3_1
     }
+
+    /// Whether the peer has commands at all (ZMTP 3): a 2.0 peer is sent no PING, so its
+    /// connection has no heartbeats, and a command frame from it is a protocol error.
+    pub fn has_commands(self) -> bool {
+        self >= Revision::V3_0
+    }
+}
+
+/// The signature's length: 0xFF, 8 bytes of padding, 0x7F.
+pub const SIGNATURE_LEN: usize = 10;
+/// The revision byte of ZMTP 2.0 (RFC 15).
+pub const ZMTP_2_0: u8 = 1;
+/// Longest identity a 2.0 peer may send: RFC 15's identity is one short frame.
+pub const IDENTITY_MAX_BYTES: usize = 255;
+/// Why a greeting whose signature is wrong is refused: libzmq would take it for ZMTP 1.0, which
+/// has no signature, so it cannot be told from bytes that are not ZMTP at all.
+pub const NOT_ZMTP: &str =
+    "not a ZMTP 2.0 or 3.x greeting (a ZMTP 1.0 peer, or not ZMTP: TLS, HTTP, a scanner)";
+
+/// The socket type byte a ZMTP 2.0 peer is sent: RFC 15's numbers, which are libzmq's `ZMQ_*`
+/// constants; XPUB and XSUB get libzmq's 9 and 10, as libzmq sends them (RFC 15 has them only as
+/// PUB and SUB, and 2.0 peers accept either).
+pub fn zmtp2_socket_type(t: SocketType) -> u8 {
+    match t {
+        SocketType::Pair => 0,
+        SocketType::Pub => 1,
+        SocketType::Sub => 2,
+        SocketType::Req => 3,
+        SocketType::Rep => 4,
+        SocketType::Dealer => 5,
+        SocketType::Router => 6,
+        SocketType::Pull => 7,
+        SocketType::Push => 8,
+        SocketType::Xpub => 9,
+        SocketType::Xsub => 10,
+    }
+}
+
+/// The 3.x name of a ZMTP 2.0 socket type byte, for the compatibility table.
+pub fn zmtp2_socket_name(b: u8) -> Option<&'static [u8]> {
+    let names: [&'static [u8]; 11] = [
+        b"PAIR", b"PUB", b"SUB", b"REQ", b"REP", b"DEALER", b"ROUTER", b"PULL", b"PUSH", b"XPUB",
+        b"XSUB",
+    ];
+    names.get(usize::from(b)).copied()
 }
 
 /// Our greeting: ZMTP 3.1, NULL mechanism.
@@ -139,10 +203,9 @@ pub fn greeting_mechanism(g: &[u8]) -> &[u8] {
     &mech[..end]
 }
 
-#[cfg(test)]
 pub fn check_greeting(g: &[u8]) -> Result<(), WireError> {
     if g.len() < GREETING_LEN || g[0] != 0xff || g[9] & 0x01 != 0x01 {
-        return Err(WireError::BadGreeting("bad signature"));
+        return Err(WireError::BadGreeting(NOT_ZMTP));
     }
     if g[10] < 3 {
         return Err(WireError::BadGreeting("ZMTP version below 3.0"));
@@ -287,11 +350,20 @@ pub struct Decoder {
     max: usize,
     /// Set after a CURVE handshake: every wire frame is a MESSAGE to open.
     opener: Option<Box<dyn FrameOpener>>,
+    /// ZMTP 2.0 has no commands: a frame with the COMMAND bit is refused. Checked only when
+    /// that bit is set, so 3.x frames pay nothing for it.
+    no_commands: bool,
 }
 
 impl Decoder {
     pub fn new(max: usize) -> Self {
-        Decoder { parts: Vec::new(), size: 0, headers: 0, max, opener: None }
+        Decoder { parts: Vec::new(), size: 0, headers: 0, max, opener: None, no_commands: false }
+    }
+
+    /// The decoder for a peer that greeted with `revision`: ZMTP 2.0's framing is 3.x's
+    /// without commands.
+    pub fn for_revision(max: usize, revision: Revision) -> Self {
+        Decoder { no_commands: !revision.has_commands(), ..Decoder::new(max) }
     }
 
     /// From now on, every frame is unwrapped by `opener` before it is interpreted.
@@ -341,6 +413,9 @@ impl Decoder {
                 Some(opener) => opener.open(buf.split_to(len))?,
             };
             if flags & FLAG_COMMAND != 0 {
+                if self.no_commands {
+                    return Err(WireError::Protocol("a command frame from a ZMTP 2.0 peer"));
+                }
                 return Ok(Some(Item::Command(frame)));
             }
             self.size += len;
@@ -365,6 +440,34 @@ pub struct PeerInfo {
     pub identity: Bytes,
     /// The revision the peer greeted with: which form of subscriptions it is sent.
     pub revision: Revision,
+}
+
+/// What the greetings settled.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Greeted {
+    /// ZMTP 3.x, at the peer's revision: the mechanism's handshake follows.
+    V3(Revision),
+    /// ZMTP 2.0 with the peer's socket type byte: the identity frames follow.
+    V2 { socket_type: u8 },
+}
+
+/// A ZMTP 2.0 peer's identity frame from the front of `buf` (RFC 15: `%x00 length body`, one
+/// final short frame), or `None` until it is whole; any other flags are refused.
+pub fn parse_identity(buf: &mut BytesMut) -> Result<Option<Bytes>, WireError> {
+    match buf.first() {
+        None => return Ok(None),
+        Some(0) => {}
+        Some(_) => {
+            return Err(WireError::Protocol("a ZMTP 2.0 identity that is not one short frame"));
+        }
+    }
+    let Some(&len) = buf.get(1) else { return Ok(None) };
+    let len = usize::from(len);
+    if buf.len() < 2 + len {
+        return Ok(None);
+    }
+    buf.advance(2);
+    Ok(Some(buf.split_to(len).freeze()))
 }
 
 /// The peer's socket type and identity from its metadata, refused when the types cannot talk;
@@ -410,7 +513,6 @@ pub fn subscription_of_command(cmd: &Command) -> Option<(bool, Bytes)> {
 
 /// The PONG command frame answering a PING (RFC 37: PING carries a 2-byte TTL, then a
 /// context the PONG echoes).
-#[cfg(test)]
 pub fn pong_for(cmd: &Command) -> Option<Bytes> {
     pong_body(cmd).map(|b| command_frame(&b).freeze())
 }
@@ -643,6 +745,101 @@ mod tests {
         let old = subscription_message(false, b"x");
         assert_eq!(&old[0][..], b"\x00x");
         assert_eq!(subscription_of_message(&old), Some((false, Bytes::from_static(b"x"))));
+    }
+
+    /// RFC 15's frames (short and long, MORE or final) read back as one message through the
+    /// decoder of a 2.0 connection, and our encoder writes exactly those bytes: 2.0 and 3.x
+    /// frame messages alike.
+    #[test]
+    fn zmtp2_frames_decode_and_encode_as_rfc_15_lays_them_out() {
+        let long = vec![b'L'; 300];
+        let mut wire = BytesMut::new();
+        wire.extend_from_slice(b"\x01\x00"); // more-short, empty (a REQ delimiter)
+        wire.extend_from_slice(b"\x03\x00\x00\x00\x00\x00\x00\x01\x2c"); // more-long, 300
+        wire.extend_from_slice(&long);
+        wire.extend_from_slice(b"\x00\x03abc"); // final-short
+        let expected = wire.clone();
+        let mut dec = Decoder::for_revision(1024, Revision::V2_0);
+        let Ok(Some(Item::Message(parts))) = dec.decode(&mut wire) else { panic!("a message") };
+        assert_eq!(
+            parts,
+            vec![Bytes::new(), Bytes::from(long.clone()), Bytes::from_static(b"abc")]
+        );
+        assert!(wire.is_empty());
+        let mut out = BytesMut::new();
+        encode_message(&parts, &mut out);
+        assert_eq!(out, expected);
+        // A final long frame: flags 0x02, 8-byte length.
+        let mut out = BytesMut::new();
+        encode_message(&[Bytes::from(long.clone())], &mut out);
+        assert_eq!(&out[..9], b"\x02\x00\x00\x00\x00\x00\x00\x01\x2c");
+        let Ok(Some(Item::Message(one))) = dec.decode(&mut out) else { panic!("a message") };
+        assert_eq!(one, vec![Bytes::from(long)]);
+        // A frame split across reads waits for the rest.
+        let mut part = BytesMut::from(&b"\x00\x05ab"[..]);
+        assert!(matches!(dec.decode(&mut part), Ok(None)));
+        part.extend_from_slice(b"cde");
+        let Ok(Some(Item::Message(m))) = dec.decode(&mut part) else { panic!("a message") };
+        assert_eq!(m, vec![Bytes::from_static(b"abcde")]);
+    }
+
+    /// ZMTP 2.0 has no commands (bits 2-7 of its flags are reserved): a frame with the COMMAND
+    /// bit drops a 2.0 peer as a protocol error, where a 3.x connection reads a command.
+    #[test]
+    fn a_command_frame_is_a_protocol_error_only_from_a_zmtp2_peer() {
+        let ping = || BytesMut::from(&b"\x04\x05\x04PING"[..]);
+        let mut v3 = Decoder::for_revision(1024, Revision::V3_0);
+        assert!(matches!(v3.decode(&mut ping()), Ok(Some(Item::Command(_)))));
+        let mut v2 = Decoder::for_revision(1024, Revision::V2_0);
+        let err = v2.decode(&mut ping()).err().expect("refused");
+        assert_eq!(err.reason(), "protocol_error");
+        assert!(!Revision::V2_0.has_commands() && !Revision::V2_0.subscription_commands());
+        assert!(Revision::V2_0 < Revision::V3_0);
+        // maxMsgSize still bounds a 2.0 peer.
+        let mut huge = BytesMut::from(&b"\x02\x10\x00\x00\x00\x00\x00\x00\x00"[..]);
+        assert!(matches!(v2.decode(&mut huge), Err(WireError::TooLarge { .. })));
+    }
+
+    /// The identity frame: empty or named, whole or waiting for the rest; any flags but a final
+    /// short frame's are refused.
+    #[test]
+    fn zmtp2_identity_frame_parses_or_waits_or_is_refused() {
+        let mut empty = BytesMut::from(&b"\x00\x00\x01\x00"[..]);
+        assert_eq!(parse_identity(&mut empty).ok().flatten(), Some(Bytes::new()));
+        assert_eq!(&empty[..], b"\x01\x00", "what follows the identity stays in the buffer");
+        let mut named = BytesMut::from(&b"\x00\x04wo"[..]);
+        assert!(matches!(parse_identity(&mut named), Ok(None)));
+        named.extend_from_slice(b"rk");
+        assert_eq!(parse_identity(&mut named).ok().flatten(), Some(Bytes::from_static(b"work")));
+        assert!(matches!(parse_identity(&mut BytesMut::new()), Ok(None)));
+        assert!(matches!(parse_identity(&mut BytesMut::from(&b"\x00"[..])), Ok(None)));
+        for flags in [0x01u8, 0x02, 0x03, 0x04] {
+            let mut bad = BytesMut::from(&[flags, 0][..]);
+            assert!(parse_identity(&mut bad).is_err(), "flags {flags:#x}");
+        }
+    }
+
+    /// RFC 15's socket type numbers (libzmq's, XPUB 9 and XSUB 10 included) both ways.
+    #[test]
+    fn zmtp2_socket_type_numbers_are_rfc_15s() {
+        let expected = [
+            (SocketType::Pair, 0),
+            (SocketType::Pub, 1),
+            (SocketType::Sub, 2),
+            (SocketType::Req, 3),
+            (SocketType::Rep, 4),
+            (SocketType::Dealer, 5),
+            (SocketType::Router, 6),
+            (SocketType::Pull, 7),
+            (SocketType::Push, 8),
+            (SocketType::Xpub, 9),
+            (SocketType::Xsub, 10),
+        ];
+        for (t, n) in expected {
+            assert_eq!(zmtp2_socket_type(t), n, "{t:?}");
+            assert_eq!(zmtp2_socket_name(n), Some(t.as_str().as_bytes()), "{n}");
+        }
+        assert_eq!(zmtp2_socket_name(11), None);
     }
 
     #[test]

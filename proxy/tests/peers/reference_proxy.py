@@ -7,13 +7,18 @@ not a proxy bug. Run the suite against it with
 It is not shipped and is not collected by pytest. Its forwarding loop follows libzmq's
 proxy.cpp: one message in flight per direction, read only when the previous one went out.
 
-Two tests fail against it by design, where the contract asks more than libzmq gives:
-- test_garbage_on_every_port_while_traffic_flows: libzmq still accepts ZMTP 1.0/2.0 peers, so
+These fail against it by design, where the contract asks more than libzmq gives:
+- test_garbage_on_every_port_while_traffic_flows: libzmq still accepts ZMTP 1.0 peers, so
   random bytes on the worker port (first byte not 0xFF) open a legacy session that becomes a
-  worker for a moment and swallows requests. zmq-proxy speaks ZMTP 3 only and must refuse them.
+  worker for a moment and swallows requests. zmq-proxy serves ZMTP 2.0 and 3.x only and must
+  refuse them.
 - test_drain_timeout_bounds_exit_with_a_stalled_consumer: libzmq counts a message as sent once it
   is queued in its pipe and drops the pipe when the linger expires, so its counters call "sent"
   what never left; the contract counts those as undelivered_msgs.
+
+In test_zmtp2.py, two tests ask more than libzmq by design (it serves a 2.0 peer of any socket
+type, and takes a 2.0 frame with the COMMAND bit as a command), and two use flags this reference
+lacks (CURVE, heartbeats).
 """
 
 from __future__ import annotations

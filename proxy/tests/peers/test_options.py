@@ -1,4 +1,4 @@
-"""The per-socket libzmq options (issue 11) against real libzmq peers: high-water marks that make
+"""The per-socket libzmq options against real libzmq peers: high-water marks that make
 the 11th message wait or drop as the socket type says, nodrop, maxMsgSize, and the reconnect
 backoff of a connect endpoint. Observed through the proxy's /metrics and the peers themselves.
 

@@ -4,7 +4,7 @@
 //! [`crate::engine::heartbeat`]). Whatever a peer does costs only its own connection.
 
 use super::*;
-use heartbeat::{Clock, Expiry, Liveness, PeerTtl, TtlDue};
+use heartbeat::{Clock, Delivered, Expiry, Liveness, PeerTtl, TtlDue};
 use std::pin::Pin;
 use tokio::time::{Instant, Sleep};
 
@@ -164,8 +164,7 @@ async fn serve(
         }
     };
     let Some((entry, out_rx)) = shared.register(&info) else {
-        shared.counters.handshake_failed(shared.name, mech.name(), "duplicate_identity");
-        tracing::debug!(socket = shared.label(), peer = ?peer_addr, "duplicate routing id; connection refused");
+        shared.refused(&mech, &WireError::DuplicateIdentity, peer_addr);
         return Some(inbound);
     };
     *served = true;
@@ -177,22 +176,31 @@ async fn serve(
     let dead = Arc::new(watch::channel(false).0);
     shared.live_writers.fetch_add(1, Ordering::AcqRel);
     let live = Liveness::default();
+    // Frames written to the peer whole, and frames read from it: what a worker dropped by a
+    // heartbeat left unanswered.
+    let delivered = Delivered::default();
+    let received = Delivered::default();
     let writer = tokio::spawn(write_loop(
         shared.clone(),
         entry.queue.clone(),
         wr,
-        live.progress(),
+        delivered.clone(),
         sealer,
         out_rx,
         dead.clone(),
         life.kill.clone(),
     ));
     let mut inbound = Some(inbound);
-    let mut clock = Clock::new(shared.heartbeat, Instant::now());
+    // ZMTP 2.0 has no PING: such a peer's connection runs no heartbeat clock.
+    let heartbeat =
+        if info.revision.has_commands() { shared.heartbeat } else { Default::default() };
+    let mut clock = Clock::new(heartbeat, Instant::now());
     let end = {
         let tx = inbound.as_ref()?;
         let (dead_rx, live) = (dead.subscribe(), &live);
-        let read = read_loop(&shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead_rx, live);
+        let read = read_loop(
+            &shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead_rx, live, &received,
+        );
         tokio::pin!(read);
         let revoked = curve::revoked(listed);
         tokio::pin!(revoked);
@@ -234,8 +242,20 @@ async fn serve(
     if let Some(ReadEnd::Silent(expiry)) = end {
         silent(&shared, &entry, expiry, peer_addr);
     }
+    let writer = writer.await;
+    if let Some(ReadEnd::Silent(_)) = end
+        && shared.kind == SocketType::Dealer
+        && !shared.capture
+    {
+        // A worker behind a DEALER answers each request with a reply of as many frames (the
+        // envelope comes back whole), so what was written and never matched by a reply is
+        // what it took with it. Already counted as sent: a reason of its own, outside
+        // dropped_msgs.
+        let unanswered = delivered.frames().saturating_sub(received.frames());
+        shared.counters.dropped(DropReason::Unanswered, unanswered);
+    }
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer disconnected");
-    let Ok(mut out_rx) = writer.await else { return None };
+    let Ok(mut out_rx) = writer else { return None };
     if *life.kill.borrow() {
         return None;
     }
@@ -310,9 +330,10 @@ async fn read_loop(
     inbound: &mpsc::Sender<Inbound>,
     mut dead: watch::Receiver<bool>,
     live: &Liveness,
+    received: &Delivered,
 ) -> ReadEnd {
     use tokio::io::AsyncReadExt;
-    let mut dec = zmtp::Decoder::new(shared.options.max_message_bytes());
+    let mut dec = zmtp::Decoder::for_revision(shared.options.max_message_bytes(), entry.revision);
     if let Some(o) = opener {
         dec.set_opener(Box::new(o));
     }
@@ -422,8 +443,11 @@ async fn read_loop(
                 }
             }
         }
-        if !batch.is_empty() && inbound.send(hand_over(batch)).await.is_err() {
-            return ReadEnd::Stopped;
+        if !batch.is_empty() {
+            received.add(batch.iter().map(|m| m.len() as u64).sum());
+            if inbound.send(hand_over(batch)).await.is_err() {
+                return ReadEnd::Stopped;
+            }
         }
         if !unanswerable.is_empty()
             && inbound.send(Inbound::Unanswerable(unanswerable)).await.is_err()
@@ -464,7 +488,7 @@ async fn write_loop(
     shared: Arc<Shared>,
     queue: Arc<PeerQueue>,
     mut wr: OwnedWriteHalf,
-    progress: heartbeat::Progress,
+    delivered: Delivered,
     mut sealer: Option<Sealer>,
     mut rx: mpsc::UnboundedReceiver<Vec<Out>>,
     dead: Arc<watch::Sender<bool>>,
@@ -524,12 +548,8 @@ async fn write_loop(
             let _ = socket2::SockRef::from(wr.as_ref()).set_tcp_cork(true);
         }
         let mut written = 0usize;
-        // The peer taking messages shows it is alive (a heartbeat PONG may be queued behind
-        // them there); our own PINGs and PONGs entering the kernel show nothing. Usually
-        // decided by the first entry.
-        let carries_data = ends.iter().any(|e| e.frames > 0).then_some(&progress);
         let r = tokio::select! {
-            r = write_counting(&mut wr, &out, &mut written, carries_data) => r,
+            r = write_counting(&mut wr, &out, &mut written) => r,
             _ = raised(&mut dead_rx) => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
         // Written whole: every message on success; on a kill, those the kernel took whole (the
@@ -543,6 +563,7 @@ async fn write_loop(
             .iter()
             .fold((0usize, 0i64, 0i64), |(m, f, b), e| (m + 1, f + e.frames, b + e.bytes));
         queue.queued.fetch_sub(msgs, Ordering::AcqRel);
+        delivered.add(frames.max(0) as u64);
         shared.pending_out.fetch_sub(frames, Ordering::AcqRel);
         shared.pending_out_bytes.fetch_sub(bytes, Ordering::AcqRel);
         if r.is_err() && *kill.borrow() {
@@ -599,17 +620,11 @@ async fn write_counting(
     wr: &mut OwnedWriteHalf,
     buf: &[u8],
     written: &mut usize,
-    progress: Option<&heartbeat::Progress>,
 ) -> std::io::Result<()> {
     while *written < buf.len() {
         match wr.write(&buf[*written..]).await {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                *written += n;
-                if let Some(p) = progress {
-                    p.wrote();
-                }
-            }
+            Ok(n) => *written += n,
             Err(e) => return Err(e),
         }
     }
