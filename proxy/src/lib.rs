@@ -11,6 +11,8 @@
 //!   the validated per-socket config and the internal tunables.
 //! - `policy`: binding and connecting, one task per connection, per-socket-type send policy,
 //!   XPUB subscription refcounts, the drain.
+//! - `federation`: replicas that act as one proxy: the link format, the routing decisions (the
+//!   one-hop rule), the other replicas and the link connections (see docs/federation.md).
 //! - `proxy`: the validated whole ([`ProxyConfig`]), the pumps and capture tee ([`Proxy`]), and
 //!   the PAUSE/RESUME/TERMINATE state ([`ProxyState`]).
 //! - `ops`: the control socket (`--control-bind`), the pause file, /metrics, /healthz, /readyz
@@ -24,6 +26,7 @@
 
 mod cli;
 mod engine;
+mod federation;
 mod ops;
 mod policy;
 mod proxy;
@@ -36,6 +39,7 @@ pub use cli::{
 pub use engine::counters::{Counters, DropReason, Snapshot};
 pub use engine::socket_config::SocketConfig;
 pub use engine::tunables::RUNTIME_WORKER_THREADS;
+pub use federation::{Federation, FederationSnapshot};
 pub use ops::Ops;
 pub use proxy::config::{ConfigError, LogFormat, ProxyConfig};
 pub use proxy::forward::{Ending, Proxy};

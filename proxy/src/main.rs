@@ -194,8 +194,21 @@ async fn run(cfg: ProxyConfig) -> u8 {
         }
     }
     tracing::info!(drain_timeout_secs = cfg.drain_timeout.as_secs_f64(), "draining");
+    let federation = proxy.federation().cloned();
     let (ending, s) = proxy.shutdown(cfg.drain_timeout, second).await;
     log_stopped(ending, &s);
+    if let Some(f) = federation {
+        let f = f.snapshot();
+        tracing::info!(
+            members = f.members,
+            relayed_out = f.relayed_out,
+            relayed_in = f.relayed_in,
+            dropped_link_full = f.dropped_link_full,
+            dropped_link_down = f.dropped_link_down,
+            protocol_errors = f.protocol_errors,
+            "federation stopped"
+        );
+    }
     if ending == Ending::Aborted { 130 } else { 0 }
 }
 

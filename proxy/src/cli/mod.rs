@@ -4,6 +4,7 @@
 //! are `options.rs`, the heartbeat flags `heartbeat.rs`, the manifest's known fields (what an
 //! unknown one is refused with) `manifest_fields.rs`.
 
+pub(crate) mod federation;
 pub(crate) mod heartbeat;
 pub(crate) mod keygen;
 pub(crate) mod manifest_fields;
@@ -28,6 +29,7 @@ use zmq_proxy_api::socket::{
 use crate::engine::curve::{Mechanism, Security};
 use crate::engine::socket_config::SocketConfig;
 use crate::proxy::config::{ConfigError, LogFormat, ProxyConfig};
+use federation::FederationFlags;
 use heartbeat::HeartbeatFlags;
 use options::{BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags};
 
@@ -326,6 +328,8 @@ pub struct Cli {
     pub capture_options: CaptureOptionFlags,
     #[command(flatten)]
     pub heartbeat: HeartbeatFlags,
+    #[command(flatten)]
+    pub federation: FederationFlags,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -680,6 +684,9 @@ impl Cli {
             cfg.pause_file = self.pause_file;
         }
         cfg.log_format = self.log_format;
+        // Beside a manifest too: no field of it says what the replica's links are.
+        cfg.federation =
+            self.federation.resolve(cfg.frontend.socket_type, cfg.backend.socket_type)?;
         Ok(cfg)
     }
 

@@ -112,6 +112,16 @@ impl AllowList {
         }))
     }
 
+    /// A list of fixed keys, never re-read (the federation's own key, from its key file at
+    /// `path`, which only names the list in logs).
+    pub fn of_keys(path: &Path, keys: HashSet<PublicKey>) -> Arc<AllowList> {
+        Arc::new(AllowList {
+            path: path.to_path_buf(),
+            keys: RwLock::new(Arc::new(keys)),
+            generation: watch::channel(0).0,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -53,9 +53,14 @@ impl SubscriptionTable {
         }
     }
 
-    #[cfg(test)]
-    pub fn is_subscribed(&self, topic: &[u8]) -> bool {
+    /// Whether any subscriber holds `topic`.
+    pub fn holds(&self, topic: &[u8]) -> bool {
         self.refs.contains_key(topic)
+    }
+
+    /// Every topic some subscriber holds.
+    pub fn topics(&self) -> Vec<Bytes> {
+        self.refs.keys().cloned().collect()
     }
 }
 
@@ -75,9 +80,9 @@ mod tests {
         assert!(!s.subscribe(1, t("a")), "a repeat is not a second reference");
         assert!(!s.unsubscribe(1, &t("a")));
         assert!(!s.unsubscribe(1, &t("a")), "peer 1 no longer holds a");
-        assert!(s.is_subscribed(b"a"));
+        assert!(s.holds(b"a"));
         assert!(s.unsubscribe(2, &t("a")));
-        assert!(!s.is_subscribed(b"a"));
+        assert!(!s.holds(b"a"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use zmq_proxy_api::endpoint::Endpoint;
 
 use crate::engine::curve::Mechanism;
 use crate::engine::socket_config::SocketConfig;
+use crate::federation::FederationConfig;
 
 /// How the proxy's log lines are written (`--log-format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -36,6 +37,8 @@ pub struct ProxyConfig {
     /// starts it forwarding).
     pub start_paused: bool,
     pub log_format: LogFormat,
+    /// `--federation-*`: this proxy is one replica of several that act as one.
+    pub federation: Option<FederationConfig>,
     /// What the configuration holds that this run does not act on (a manifest's Kubernetes
     /// placement fields), logged as warnings at the start.
     pub warnings: Vec<String>,
@@ -56,6 +59,7 @@ impl ProxyConfig {
             pause_file: None,
             start_paused: false,
             log_format: LogFormat::Text,
+            federation: None,
             warnings: Vec::new(),
         }
     }

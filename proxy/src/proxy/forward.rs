@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::engine::counters::{Counters, DropReason, Snapshot, SocketCounters};
 use crate::engine::tunables::{DRAIN_POLL_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT};
+use crate::federation::{self, DownSide, Federation, Origin, UpEvent, UpSide};
 use crate::policy::sockets::{
     Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
 };
@@ -23,6 +24,7 @@ use crate::policy::subscriptions::SubscriptionTable;
 use crate::proxy::config::ProxyConfig;
 use crate::proxy::state::{self, ProxyState};
 use crate::wire::zmtp::subscription_message;
+use zmq_proxy_api::socket::SocketType;
 
 /// A running proxy.
 pub struct Proxy {
@@ -41,6 +43,7 @@ pub struct Proxy {
     pub frontend_addrs: Vec<std::net::SocketAddr>,
     pub backend_addrs: Vec<std::net::SocketAddr>,
     pub capture_addrs: Vec<std::net::SocketAddr>,
+    federation: Option<Federation>,
 }
 
 /// How a shutdown ended.
@@ -87,8 +90,26 @@ impl Proxy {
         let (front_addrs, back_addrs) = (front.local_addrs.clone(), back.local_addrs.clone());
         let mut front_out = Some(front.outlet);
         let mut back_out = Some(back.outlet);
+        // Each pump's half of the federation, by the type of the socket it reads.
+        let (mut front_fed, mut back_fed, federation) = match &cfg.federation {
+            None => (Fed::Off, Fed::Off, None),
+            Some(f) => {
+                let started = federation::start(f, &life).await?;
+                let (down, up) = (Fed::Down(started.down), Fed::Up(started.up));
+                match (cfg.frontend.socket_type, cfg.backend.socket_type) {
+                    (SocketType::Xsub, SocketType::Xpub) => (down, up, Some(started.federation)),
+                    (SocketType::Xpub, SocketType::Xsub) => (up, down, Some(started.federation)),
+                    _ => {
+                        return Err(OpenError {
+                            endpoint: f.bind.to_string(),
+                            reason: "federation needs an XSUB/XPUB proxy".into(),
+                        });
+                    }
+                }
+            }
+        };
         // One pump per direction; `from_frontend` picks which counters each side uses.
-        let mut spawn_pump = |rx, dest, from_frontend| {
+        let mut spawn_pump = |rx, dest, from_frontend, fed| {
             let p = pump(
                 rx,
                 dest,
@@ -97,14 +118,15 @@ impl Proxy {
                 from_frontend,
                 state.subscribe(),
                 kill_rx.clone(),
+                fed,
             );
             pumps.push(spawn_watched(&pump_ended, p));
         };
         if let (Some(rx), Some(dest)) = (front_in, back_out.take()) {
-            spawn_pump(rx, dest, true);
+            spawn_pump(rx, dest, true, std::mem::replace(&mut front_fed, Fed::Off));
         }
         if let (Some(rx), Some(dest)) = (back_in, front_out.take()) {
-            spawn_pump(rx, dest, false);
+            spawn_pump(rx, dest, false, std::mem::replace(&mut back_fed, Fed::Off));
         }
         // A socket no pump writes to (e.g. the PUSH frontend of a reversed pipeline) still
         // needs its outlet alive, or its peers' queues would close under them.
@@ -131,7 +153,13 @@ impl Proxy {
             frontend_addrs: front_addrs,
             backend_addrs: back_addrs,
             capture_addrs,
+            federation,
         })
+    }
+
+    /// The federation this proxy is a replica of, if any.
+    pub fn federation(&self) -> Option<&Federation> {
+        self.federation.as_ref()
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -274,6 +302,49 @@ struct Pump {
     counters: Arc<Counters>,
     front_to_back: bool,
     kill: watch::Receiver<bool>,
+    fed: Fed,
+}
+
+/// A pump's part in a federation: none, relaying publications (the pump reading XSUB), or
+/// announcing subscriptions (the pump reading XPUB).
+enum Fed {
+    Off,
+    Down(DownSide),
+    Up(UpSide),
+}
+
+/// What a federation link handed a pump.
+enum Relayed {
+    /// Publications that entered at another replica: for this replica's subscribers only.
+    Publications(Vec<Msg>),
+    Event(UpEvent),
+}
+
+impl Fed {
+    /// The next item from the links; never resolves without a federation.
+    async fn recv(&mut self) -> Option<Relayed> {
+        match self {
+            Fed::Off => std::future::pending().await,
+            Fed::Down(d) => d.recv().await.map(Relayed::Publications),
+            Fed::Up(u) => u.recv().await.map(Relayed::Event),
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Relayed> {
+        match self {
+            Fed::Off => None,
+            Fed::Down(d) => d.try_recv().map(Relayed::Publications),
+            Fed::Up(u) => u.try_recv().map(Relayed::Event),
+        }
+    }
+
+    /// Publications queued to other replicas and not yet written.
+    fn backlog(&self) -> usize {
+        match self {
+            Fed::Down(d) => d.backlog(),
+            Fed::Off | Fed::Up(_) => 0,
+        }
+    }
 }
 
 impl Pump {
@@ -308,6 +379,35 @@ impl Pump {
         }
         self.src().add_recv(msgs.len() as u64, frames, bytes);
         self.tee(&msgs, frames);
+        if let Fed::Down(down) = &mut self.fed {
+            down.relay(Origin::Local, &msgs);
+        }
+        self.deliver(msgs).await
+    }
+
+    /// Delivers what entered the federation at another replica (or the subscriptions upstream
+    /// it asks for) to this replica's own peers: not captured (capture sees a message once, at
+    /// the replica it entered) and never relayed again (the one-hop rule).
+    async fn relayed(&mut self, item: Relayed) -> Result<(), Vec<Msg>> {
+        let msgs = match item {
+            Relayed::Publications(msgs) => {
+                if let Fed::Down(down) = &mut self.fed {
+                    down.relay(Origin::Replica, &msgs);
+                }
+                msgs
+            }
+            Relayed::Event(ev) => match &mut self.fed {
+                Fed::Up(up) => up.event(ev),
+                Fed::Off | Fed::Down(_) => Vec::new(),
+            },
+        };
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        self.deliver(msgs).await
+    }
+
+    async fn deliver(&mut self, msgs: Vec<Msg>) -> Result<(), Vec<Msg>> {
         let d = self.dest.send(msgs, &mut self.kill).await;
         self.dst().add_sent(d.sent_messages, d.sent_frames, d.sent_bytes);
         if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
@@ -354,6 +454,7 @@ impl Pump {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     mut rx: mpsc::Receiver<Inbound>,
     dest: Outlet,
@@ -362,8 +463,10 @@ async fn pump(
     front_to_back: bool,
     mut state: watch::Receiver<ProxyState>,
     kill: watch::Receiver<bool>,
+    fed: Fed,
 ) {
-    let mut p = Pump { dest, capture, counters, front_to_back, kill };
+    let mut p = Pump { dest, capture, counters, front_to_back, kill, fed };
+    let mut links_open = !matches!(p.fed, Fed::Off);
     let mut table = SubscriptionTable::default();
     let mut moved = 0usize;
     loop {
@@ -393,8 +496,30 @@ async fn pump(
             // A PAUSE takes effect before the next read, not after it.
             _ = state.changed() => continue,
             it = rx.recv() => it,
+            r = p.fed.recv(), if links_open => match r {
+                Some(r) => {
+                    moved += 1;
+                    if let Err(held) = p.relayed(r).await {
+                        p.abandon(&mut rx, &held);
+                        return;
+                    }
+                    continue;
+                }
+                None => {
+                    links_open = false;
+                    continue;
+                }
+            },
         };
         let Some(item) = item else { break };
+        // Local input comes first in the select; one batch from the links follows each local
+        // one, so neither starves the other.
+        if let Some(r) = p.fed.try_recv()
+            && let Err(held) = p.relayed(r).await
+        {
+            p.abandon(&mut rx, &held);
+            return;
+        }
         let msgs = match item {
             // The batch's credit goes back to its peer as the pump takes it, so that peer's
             // connection reads the next batch while this one is forwarded; a destination that
@@ -402,6 +527,17 @@ async fn pump(
             Inbound::Batch(msgs, credit) => {
                 drop(credit);
                 msgs
+            }
+            Inbound::Subscription { peer, subscribe, topic } if matches!(p.fed, Fed::Up(_)) => {
+                let Fed::Up(up) = &mut p.fed else { continue };
+                match up.local(peer, subscribe, topic) {
+                    Some(m) => vec![m],
+                    None => continue,
+                }
+            }
+            Inbound::PeerLeft(peer) if matches!(p.fed, Fed::Up(_)) => {
+                let Fed::Up(up) = &mut p.fed else { continue };
+                up.local_left(peer)
             }
             Inbound::Subscription { peer, subscribe, topic } => {
                 let first_or_last = if subscribe {
@@ -429,14 +565,21 @@ async fn pump(
             return;
         }
     }
-    // Input ended (the proxy is stopping): wait until the destination has written out
-    // everything, re-sending what closed peers hand back, until killed.
+    // What the links handed over before they stopped is delivered too.
+    while let Some(r) = p.fed.try_recv() {
+        if let Err(held) = p.relayed(r).await {
+            p.abandon(&mut rx, &held);
+            return;
+        }
+    }
+    // Input ended (the proxy is stopping): wait until the destination (and the links) have
+    // written out everything, re-sending what closed peers hand back, until killed.
     loop {
         if let Err(held) = p.resend_orphans().await {
             p.abandon(&mut rx, &held);
             return;
         }
-        if p.dest.backlog() <= 0 {
+        if p.dest.backlog() <= 0 && p.fed.backlog() == 0 {
             // Its peers may now close (see `sockets/drain.rs`).
             p.dest.handle().end_input();
             return;

@@ -1,0 +1,399 @@
+//! The link connections. Each replica dials every other one and accepts every other one's
+//! dial, so a link is two TCP connections, each carrying messages one way: from the replica
+//! that dialed to the one that accepted. Both speak ZMTP 3 as PAIR sockets (NULL, or CURVE with
+//! the federation's keypair), then a HELLO each way naming the replica; after that the dialer
+//! writes and the acceptor reads. One direction per connection means no tie-break between two
+//! replicas dialing each other at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::UpEvent;
+use super::frame::{self, Kind, LinkMessage, MemberTag};
+use super::members::{LinkOut, LinkQueue, Members, Refused};
+use super::route::LinkId;
+use crate::engine::curve::{self, Mechanism, Sealer};
+use crate::engine::net;
+use crate::engine::tunables::{
+    FEDERATION_RECONNECT_MAX, FEDERATION_RECONNECT_MIN, HANDSHAKE_TIMEOUT, READ_CHUNK_BYTES,
+    WRITE_BATCH_BYTES,
+};
+use crate::policy::sockets::{Lifecycle, Msg, tune};
+use crate::wire::zmtp::{Decoder, Item, WireError};
+use zmq_proxy_api::options::SocketOptions;
+use zmq_proxy_api::socket::SocketType;
+
+/// The link's largest message: what a publication may be, as the sockets' default allows.
+fn max_bytes() -> usize {
+    SocketOptions::default().max_message_bytes()
+}
+
+/// What the link tasks hand to the pumps.
+#[derive(Clone)]
+pub struct Sinks {
+    pub members: Arc<Members>,
+    pub publications: mpsc::Sender<Vec<Msg>>,
+    pub events: mpsc::Sender<UpEvent>,
+}
+
+async fn raised(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// A connection after its ZMTP handshake and the HELLO exchange.
+struct Linked {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+    dec: Decoder,
+    sealer: Option<Sealer>,
+    peer: MemberTag,
+    peer_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error(transparent)]
+    Frame(#[from] frame::FrameError),
+    #[error("expected HELLO first")]
+    NoHello,
+    #[error("HELLO's origin does not match its id")]
+    HelloOrigin,
+    #[error("the link closed")]
+    Closed,
+    #[error("timed out")]
+    Timeout,
+    #[error(transparent)]
+    Curve(#[from] curve::CurveError),
+}
+
+/// Handshake, then HELLO: the dialer sends first, the acceptor answers.
+async fn link_up(
+    stream: TcpStream,
+    mech: &Mechanism,
+    members: &Members,
+    dialer: bool,
+) -> Result<Linked, LinkError> {
+    tune(&stream, &SocketOptions::default());
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let run = async {
+        let done =
+            curve::handshake(mech, &mut rd, &mut wr, SocketType::Pair, &mut buf, max_bytes())
+                .await?;
+        let (mut sealer, opener) = match done.session {
+            Some(s) => (Some(s.sealer), Some(s.opener)),
+            None => (None, None),
+        };
+        let mut dec = Decoder::new(max_bytes());
+        if let Some(o) = opener {
+            dec.set_opener(Box::new(o));
+        }
+        let hello = frame::header(Kind::Hello, members.own);
+        let mut out = BytesMut::new();
+        frame::encode(
+            &hello,
+            &[Bytes::from(members.own_id.to_string())],
+            &mut out,
+            sealer.as_mut(),
+        )?;
+        if dialer {
+            wr.write_all(&out).await.map_err(WireError::Io)?;
+        }
+        let (peer, peer_id) = loop {
+            match dec.decode(&mut buf)? {
+                Some(Item::Message(m)) => match frame::parse(m)? {
+                    LinkMessage::Hello { origin, id } => {
+                        if frame::member_tag(&id) != origin {
+                            return Err(LinkError::HelloOrigin);
+                        }
+                        break (origin, id);
+                    }
+                    _ => return Err(LinkError::NoHello),
+                },
+                Some(Item::Command(_)) => continue,
+                None => {}
+            }
+            if rd.read_buf(&mut buf).await.map_err(WireError::Io)? == 0 {
+                return Err(LinkError::Closed);
+            }
+        };
+        if !dialer {
+            wr.write_all(&out).await.map_err(WireError::Io)?;
+        }
+        Ok::<_, LinkError>((dec, sealer, peer, peer_id))
+    };
+    let (dec, sealer, peer, peer_id) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await.map_err(|_| LinkError::Timeout)??;
+    Ok(Linked { rd, wr, buf, dec, sealer, peer, peer_id })
+}
+
+/// Accepts the other replicas' dials.
+pub async fn accept_loop(
+    listener: TcpListener,
+    mech: Mechanism,
+    sinks: Sinks,
+    mut life: Lifecycle,
+) {
+    loop {
+        tokio::select! {
+            _ = raised(&mut life.stop) => break,
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let (mech, sinks, life) = (mech.clone(), sinks.clone(), life.clone());
+                    tokio::spawn(async move {
+                        match link_up(stream, &mech, &sinks.members, false).await {
+                            Ok(l) => inbound(l, sinks, life).await,
+                            Err(e) => tracing::info!(peer = %addr, error = %e, "federation link refused"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "federation accept failed");
+                    tokio::select! {
+                        _ = raised(&mut life.stop) => break,
+                        _ = tokio::time::sleep(FEDERATION_RECONNECT_MIN) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads one inbound connection: publications to the down pump, subscriptions to the member
+/// table and the up pump. Ends at the stop signal: what was read is handed over first.
+async fn inbound(mut l: Linked, sinks: Sinks, mut life: Lifecycle) {
+    let members = &sinks.members;
+    if l.peer == members.own {
+        tracing::debug!("federation: a dial from this replica to itself; closing it");
+        return;
+    }
+    let link = members.next_link();
+    members.counters.connections.fetch_add(1, Ordering::AcqRel);
+    tracing::info!(member = %l.peer_id, link, "federation link in up");
+    let why = read_links(&mut l, link, &sinks, &mut life).await;
+    members.counters.connections.fetch_sub(1, Ordering::AcqRel);
+    members.inbound_down(l.peer, link);
+    let _ = sinks.events.send(UpEvent::LinkGone(link)).await;
+    tracing::info!(member = %l.peer_id, link, reason = why, "federation link in down");
+}
+
+async fn read_links(
+    l: &mut Linked,
+    link: LinkId,
+    sinks: &Sinks,
+    life: &mut Lifecycle,
+) -> &'static str {
+    let members = &sinks.members;
+    loop {
+        let mut batch: Vec<Msg> = Vec::new();
+        loop {
+            let frames = match l.dec.decode(&mut l.buf) {
+                Ok(Some(Item::Message(m))) => m,
+                Ok(Some(Item::Command(_))) => continue,
+                Ok(None) => break,
+                Err(_) => return protocol_error(members),
+            };
+            match frame::parse(frames) {
+                // The one-hop rule, checked: whatever crosses this link entered at its sender.
+                Ok(LinkMessage::Publish { origin, msg }) if origin == l.peer => batch.push(msg),
+                Ok(LinkMessage::Subscription { origin, subscribe, topic }) if origin == l.peer => {
+                    // Publications read before the subscription go first, as they were sent.
+                    if !batch.is_empty() && !hand_over(sinks, std::mem::take(&mut batch)).await {
+                        return "stopped";
+                    }
+                    members.announced(l.peer, link, subscribe, &topic);
+                    let ev = UpEvent::Subscription { link, subscribe, topic };
+                    if sinks.events.send(ev).await.is_err() {
+                        return "stopped";
+                    }
+                }
+                _ => return protocol_error(members),
+            }
+        }
+        if !batch.is_empty() && !hand_over(sinks, batch).await {
+            return "stopped";
+        }
+        if l.buf.capacity() - l.buf.len() < READ_CHUNK_BYTES / 4 {
+            l.buf.reserve(READ_CHUNK_BYTES);
+        }
+        tokio::select! {
+            biased;
+            _ = raised(&mut life.stop) => return "stopping",
+            r = l.rd.read_buf(&mut l.buf) => match r {
+                Ok(0) | Err(_) => return "closed",
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+fn protocol_error(members: &Members) -> &'static str {
+    members.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    "protocol error"
+}
+
+async fn hand_over(sinks: &Sinks, batch: Vec<Msg>) -> bool {
+    sinks.members.counters.relayed_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    sinks.publications.send(batch).await.is_ok()
+}
+
+/// Dials one other replica's federation endpoint and keeps its outbound connection up,
+/// reconnecting with a doubling delay; stops dialing an address that leads back here.
+pub async fn dial_loop(
+    host: String,
+    port: u16,
+    mech: Mechanism,
+    sinks: Sinks,
+    mut life: Lifecycle,
+) {
+    let mut delay = FEDERATION_RECONNECT_MIN;
+    loop {
+        let attempt = tokio::select! {
+            _ = raised(&mut life.stop) => return,
+            r = net::connect(&host, port) => r,
+        };
+        let served = match attempt {
+            Ok(stream) => match link_up(stream, &mech, &sinks.members, true).await {
+                Ok(l) => match outbound(l, &sinks, &mut life).await {
+                    Err(Refused::Itself) => {
+                        tracing::info!(%host, port, "federation peer is this replica; not dialing it");
+                        return;
+                    }
+                    Err(Refused::Duplicate) => false,
+                    Ok(()) => true,
+                },
+                Err(e) => {
+                    tracing::info!(%host, port, error = %e, "federation link out failed");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::debug!(%host, port, error = %e, "federation dial failed");
+                false
+            }
+        };
+        delay = if served {
+            FEDERATION_RECONNECT_MIN
+        } else {
+            (delay * 2).min(FEDERATION_RECONNECT_MAX)
+        };
+        tokio::select! {
+            _ = raised(&mut life.stop) => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Serves one outbound connection: registers its queue, has the up pump replay this replica's
+/// subscriptions into it, and writes it until the connection or the proxy ends.
+async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), Refused> {
+    let members = &sinks.members;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queue = Arc::new(LinkQueue { tx, queued: AtomicUsize::new(0) });
+    members.outbound_up(l.peer, queue.clone())?;
+    members.counters.connections.fetch_add(1, Ordering::AcqRel);
+    tracing::info!(member = %l.peer_id, "federation link out up");
+    let _ = sinks.events.send(UpEvent::OutboundUp(l.peer)).await;
+    let Linked { mut rd, wr, sealer, peer, peer_id, .. } = l;
+    let header = |k| frame::header(k, members.own);
+    let headers = Headers {
+        subscribe: header(Kind::Subscribe),
+        cancel: header(Kind::Cancel),
+        publish: header(Kind::Publish),
+    };
+    let mut rx = rx;
+    let why = {
+        let write = write_loop(wr, sealer, &mut rx, &queue, headers, life.kill.clone());
+        tokio::pin!(write);
+        // The acceptor sends nothing after HELLO; reading only notices its close.
+        let mut sink = [0u8; 64];
+        tokio::select! {
+            w = &mut write => w,
+            _ = async { while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {} } => "closed",
+        }
+    };
+    members.outbound_down(peer, &queue);
+    members.counters.connections.fetch_sub(1, Ordering::AcqRel);
+    rx.close();
+    let mut lost = 0u64;
+    while let Ok(batch) = rx.try_recv() {
+        lost += batch.iter().filter(|o| matches!(o, LinkOut::Publish(_))).count() as u64;
+    }
+    members.counters.dropped_link_down.fetch_add(lost, Ordering::Relaxed);
+    tracing::info!(member = %peer_id, reason = why, lost, "federation link out down");
+    Ok(())
+}
+
+struct Headers {
+    subscribe: Bytes,
+    cancel: Bytes,
+    publish: Bytes,
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut sealer: Option<Sealer>,
+    rx: &mut mpsc::UnboundedReceiver<Vec<LinkOut>>,
+    queue: &LinkQueue,
+    h: Headers,
+    mut kill: watch::Receiver<bool>,
+) -> &'static str {
+    let mut out = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            b = rx.recv() => match b {
+                Some(b) => b,
+                None => return "stopped",
+            },
+            _ = raised(&mut kill) => return "killed",
+        };
+        let mut n = 0usize;
+        let mut encode =
+            |batch: Vec<LinkOut>, out: &mut BytesMut| -> Result<(), curve::CurveError> {
+                for o in batch {
+                    n += 1;
+                    match o {
+                        LinkOut::Subscription(s, t) => {
+                            let hd = if s { &h.subscribe } else { &h.cancel };
+                            frame::encode(hd, std::slice::from_ref(&t), out, sealer.as_mut())?
+                        }
+                        LinkOut::Publish(m) => frame::encode(&h.publish, &m, out, sealer.as_mut())?,
+                    }
+                }
+                Ok(())
+            };
+        let mut sealed = encode(first, &mut out);
+        while sealed.is_ok() && out.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(b) => sealed = encode(b, &mut out),
+                Err(_) => break,
+            }
+        }
+        if sealed.is_err() {
+            return "sealing failed";
+        }
+        let r = tokio::select! {
+            r = wr.write_all(&out) => r,
+            _ = raised(&mut kill) => return "killed",
+        };
+        queue.queued.fetch_sub(n, Ordering::AcqRel);
+        if r.is_err() {
+            return "write failed";
+        }
+        if out.capacity() > 4 * WRITE_BATCH_BYTES {
+            out = BytesMut::new();
+        } else {
+            out.clear();
+        }
+    }
+}

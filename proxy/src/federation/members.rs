@@ -1,0 +1,265 @@
+//! The replicas this one is linked to: per member, the queue of its outbound connection (when
+//! up) and the topics its inbound connections announced. Shared by the link tasks (which change
+//! it) and the two pumps (which read a snapshot, refreshed only when the version moves).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::frame::MemberTag;
+use super::route::LinkId;
+use crate::policy::sockets::Msg;
+
+/// What one outbound link connection writes, in order.
+pub enum LinkOut {
+    /// A subscription change of this replica's own subscribers.
+    Subscription(bool, Bytes),
+    /// A publication read from this replica's own publishers (shared by every link it goes to).
+    Publish(Arc<Msg>),
+}
+
+/// One outbound connection's queue: unbounded for subscriptions (small, never dropped), bounded
+/// for publications by [`crate::engine::tunables::FEDERATION_LINK_HWM`], checked by the sender.
+pub struct LinkQueue {
+    pub tx: mpsc::UnboundedSender<Vec<LinkOut>>,
+    pub queued: AtomicUsize,
+}
+
+/// One other replica.
+#[derive(Clone)]
+pub struct Member {
+    pub tag: MemberTag,
+    pub out: Option<Arc<LinkQueue>>,
+    /// The union of what its inbound connections announced, replaced whole on change.
+    pub topics: Arc<Vec<Bytes>>,
+    by_link: HashMap<LinkId, HashSet<Bytes>>,
+}
+
+/// Link counters, for logs and metrics.
+#[derive(Default)]
+pub struct LinkCounters {
+    /// Publications queued to other replicas, per copy.
+    pub relayed_out: AtomicU64,
+    /// Publications read from other replicas.
+    pub relayed_in: AtomicU64,
+    /// Publications a replica wanted that its full link queue could not take.
+    pub dropped_link_full: AtomicU64,
+    /// Publications queued to a link whose connection ended before they were written.
+    pub dropped_link_down: AtomicU64,
+    /// Link messages refused as malformed or breaking the one-hop rule; the link is closed.
+    pub protocol_errors: AtomicU64,
+    /// Link connections up right now, both directions counted.
+    pub connections: AtomicI64,
+}
+
+pub struct Members {
+    pub own_id: Arc<str>,
+    pub own: MemberTag,
+    inner: Mutex<Vec<Member>>,
+    version: AtomicU64,
+    next_link: AtomicU64,
+    pub counters: LinkCounters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data behind the lock: a panic elsewhere leaves it usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why an outbound connection was not registered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The address leads back to this replica.
+    Itself,
+    /// That replica already has an outbound connection (two addresses reach it).
+    Duplicate,
+}
+
+impl Members {
+    pub fn new(own_id: &str) -> Self {
+        Members {
+            own_id: Arc::from(own_id),
+            own: super::frame::member_tag(own_id),
+            inner: Mutex::new(Vec::new()),
+            version: AtomicU64::new(0),
+            next_link: AtomicU64::new(1),
+            counters: LinkCounters::default(),
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot(&self, into: &mut Vec<Member>) {
+        into.clone_from(&lock(&self.inner));
+    }
+
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn with_member<R>(&self, tag: MemberTag, f: impl FnOnce(&mut Member) -> R) -> R {
+        let mut all = lock(&self.inner);
+        let i = match all.iter().position(|m| m.tag == tag) {
+            Some(i) => i,
+            None => {
+                all.push(Member {
+                    tag,
+                    out: None,
+                    topics: Arc::new(Vec::new()),
+                    by_link: HashMap::new(),
+                });
+                all.len() - 1
+            }
+        };
+        let r = f(&mut all[i]);
+        drop(all);
+        self.bump();
+        r
+    }
+
+    /// Registers an outbound connection to the replica `id`.
+    pub fn outbound_up(&self, tag: MemberTag, queue: Arc<LinkQueue>) -> Result<(), Refused> {
+        if tag == self.own {
+            return Err(Refused::Itself);
+        }
+        self.with_member(tag, |m| match m.out {
+            Some(_) => Err(Refused::Duplicate),
+            None => {
+                m.out = Some(queue);
+                Ok(())
+            }
+        })
+    }
+
+    pub fn outbound_down(&self, tag: MemberTag, queue: &Arc<LinkQueue>) {
+        let mut all = lock(&self.inner);
+        if let Some(m) = all.iter_mut().find(|m| m.tag == tag)
+            && m.out.as_ref().is_some_and(|q| Arc::ptr_eq(q, queue))
+        {
+            m.out = None;
+        }
+        drop(all);
+        self.bump();
+    }
+
+    /// A new inbound connection's id.
+    pub fn next_link(&self) -> LinkId {
+        self.next_link.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records what an inbound connection announced; the pump learns it after this returns, so
+    /// a publication the publishers send because of it finds the topic here.
+    pub fn announced(&self, tag: MemberTag, link: LinkId, subscribe: bool, t: &Bytes) {
+        self.with_member(tag, |m| {
+            let set = m.by_link.entry(link).or_default();
+            let changed = if subscribe { set.insert(t.clone()) } else { set.remove(t) };
+            if changed {
+                m.topics = Arc::new(union(&m.by_link));
+            }
+        });
+    }
+
+    /// An inbound connection ended: what it announced no longer counts.
+    pub fn inbound_down(&self, tag: MemberTag, link: LinkId) {
+        let mut all = lock(&self.inner);
+        if let Some(m) = all.iter_mut().find(|m| m.tag == tag)
+            && m.by_link.remove(&link).is_some()
+        {
+            m.topics = Arc::new(union(&m.by_link));
+        }
+        drop(all);
+        self.bump();
+    }
+
+    /// Queues a subscription change to every replica with an outbound connection.
+    pub fn announce(&self, subscribe: bool, topic: &Bytes) {
+        for m in lock(&self.inner).iter() {
+            if let Some(q) = &m.out {
+                send(q, vec![LinkOut::Subscription(subscribe, topic.clone())]);
+            }
+        }
+    }
+
+    /// The outbound queue to `tag`, if its connection is up.
+    pub fn queue_of(&self, tag: MemberTag) -> Option<Arc<LinkQueue>> {
+        lock(&self.inner).iter().find(|m| m.tag == tag).and_then(|m| m.out.clone())
+    }
+
+    /// Messages queued to outbound connections and not yet written.
+    pub fn backlog(&self) -> usize {
+        lock(&self.inner)
+            .iter()
+            .filter_map(|m| m.out.as_ref())
+            .map(|q| q.queued.load(Ordering::Acquire))
+            .sum()
+    }
+
+    /// (members known, members with an outbound connection up).
+    pub fn seen_and_up(&self) -> (usize, usize) {
+        let all = lock(&self.inner);
+        (all.len(), all.iter().filter(|m| m.out.is_some()).count())
+    }
+}
+
+fn union(by_link: &HashMap<LinkId, HashSet<Bytes>>) -> Vec<Bytes> {
+    let all: HashSet<&Bytes> = by_link.values().flatten().collect();
+    all.into_iter().cloned().collect()
+}
+
+/// Queues a batch to one outbound connection; a closed one drops it (the connection's end
+/// counts what it held).
+pub fn send(q: &LinkQueue, batch: Vec<LinkOut>) {
+    let n = batch.len();
+    q.queued.fetch_add(n, Ordering::AcqRel);
+    if q.tx.send(batch).is_err() {
+        q.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::frame::member_tag;
+
+    fn queue() -> (Arc<LinkQueue>, mpsc::UnboundedReceiver<Vec<LinkOut>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(LinkQueue { tx, queued: AtomicUsize::new(0) }), rx)
+    }
+
+    #[test]
+    fn a_replica_never_links_to_itself_or_twice_to_another() {
+        let m = Members::new("a");
+        let (q, _rx) = queue();
+        assert_eq!(m.outbound_up(member_tag("a"), q.clone()), Err(Refused::Itself));
+        assert_eq!(m.outbound_up(member_tag("b"), q.clone()), Ok(()));
+        let (q2, _rx2) = queue();
+        assert_eq!(m.outbound_up(member_tag("b"), q2.clone()), Err(Refused::Duplicate));
+        m.outbound_down(member_tag("b"), &q2);
+        assert!(m.queue_of(member_tag("b")).is_some(), "only the registered queue goes down");
+        m.outbound_down(member_tag("b"), &q);
+        assert!(m.queue_of(member_tag("b")).is_none());
+        assert_eq!(m.seen_and_up(), (1, 0));
+    }
+
+    /// A reconnecting replica's old connection ends after its new one announced: the topics
+    /// the new one holds stay.
+    #[test]
+    fn topics_are_held_per_inbound_connection() {
+        let m = Members::new("a");
+        let (b, t) = (member_tag("b"), Bytes::from_static(b"x"));
+        m.announced(b, 1, true, &t);
+        m.announced(b, 2, true, &t);
+        m.inbound_down(b, 1);
+        let mut snap = Vec::new();
+        m.snapshot(&mut snap);
+        assert_eq!(*snap[0].topics, vec![t.clone()]);
+        m.announced(b, 2, false, &t);
+        m.snapshot(&mut snap);
+        assert!(snap[0].topics.is_empty());
+    }
+}

@@ -1,0 +1,279 @@
+//! Federation: replicas of one proxy that act as one (docs/federation.md). Each replica binds a
+//! federation endpoint and links to every other replica; what a replica's own peers send is
+//! relayed to the replicas that want it, and what comes from a replica goes only to this
+//! replica's own peers (the one-hop rule, `route.rs`). XSUB/XPUB so far: subscriptions of a
+//! replica's own subscribers are announced to the others, and publications cross a link only
+//! to a replica that announced a matching subscription.
+//!
+//! `frame.rs` is the link's message format, `route.rs` the routing decisions (pure),
+//! `members.rs` the other replicas and their queues, `link.rs` the connections. The pumps hold
+//! a [`DownSide`] (publications) and an [`UpSide`] (subscriptions); a proxy started without a
+//! federation holds neither and runs exactly as before.
+
+pub(crate) mod frame;
+mod link;
+pub(crate) mod members;
+pub(crate) mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::engine::curve::Security;
+use crate::engine::net;
+use crate::engine::tunables::{FEDERATION_LINK_HWM, INBOUND_QUEUE_BATCHES};
+use crate::policy::sockets::{Lifecycle, Msg, OpenError};
+use crate::policy::subscriptions::PeerId;
+use crate::wire::zmtp::subscription_message;
+use frame::MemberTag;
+use members::{LinkOut, Member, Members};
+pub use route::Origin;
+use route::{Interest, LinkId};
+use zmq_proxy_api::endpoint::Endpoint;
+
+/// `--federation-*`: this replica's name, where it accepts the other replicas' links, the
+/// replicas it dials, and what the links speak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FederationConfig {
+    pub id: String,
+    pub bind: Endpoint,
+    pub peers: Vec<Endpoint>,
+    /// CURVE server side on accepted links, client side on dialed ones; NULL without keys.
+    pub security: Security,
+}
+
+/// What a link tells the subscription pump.
+#[derive(Debug)]
+pub enum UpEvent {
+    /// A replica announced (or cancelled) a subscription of its own subscribers.
+    Subscription { link: LinkId, subscribe: bool, topic: Bytes },
+    /// An inbound connection ended: its announcements are released.
+    LinkGone(LinkId),
+    /// An outbound connection to that replica came up: it is told this replica's topics.
+    OutboundUp(MemberTag),
+}
+
+/// A running federation, as the proxy and the ops layer see it.
+#[derive(Clone)]
+pub struct Federation {
+    members: Arc<Members>,
+    pub local_addr: SocketAddr,
+}
+
+/// Members seen, links up, and the link counters, for logs and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FederationSnapshot {
+    pub members: usize,
+    pub links_out_up: usize,
+    pub connections: i64,
+    pub relayed_out: u64,
+    pub relayed_in: u64,
+    pub dropped_link_full: u64,
+    pub dropped_link_down: u64,
+    pub protocol_errors: u64,
+}
+
+impl Federation {
+    pub fn snapshot(&self) -> FederationSnapshot {
+        let c = &self.members.counters;
+        let (members, links_out_up) = self.members.seen_and_up();
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        FederationSnapshot {
+            members,
+            links_out_up,
+            connections: c.connections.load(Ordering::Relaxed),
+            relayed_out: r(&c.relayed_out),
+            relayed_in: r(&c.relayed_in),
+            dropped_link_full: r(&c.dropped_link_full),
+            dropped_link_down: r(&c.dropped_link_down),
+            protocol_errors: r(&c.protocol_errors),
+        }
+    }
+}
+
+/// A started federation and the two halves its pumps hold.
+pub struct Started {
+    pub federation: Federation,
+    pub down: DownSide,
+    pub up: UpSide,
+}
+
+/// Binds the federation endpoint, accepts the other replicas' links and dials every peer.
+pub async fn start(cfg: &FederationConfig, life: &Lifecycle) -> Result<Started, OpenError> {
+    let members = Arc::new(Members::new(&cfg.id));
+    let (pub_tx, pub_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
+    let (ev_tx, ev_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
+    let open_error = |reason: String| OpenError { endpoint: cfg.bind.to_string(), reason };
+    let (listener, _) =
+        net::bind(&cfg.bind).await.map_err(|e| open_error(net::describe_bind_error(&e)))?;
+    let local_addr = listener.local_addr().map_err(|e| open_error(e.to_string()))?;
+    let sinks = link::Sinks { members: members.clone(), publications: pub_tx, events: ev_tx };
+    let accepted = cfg.security.accepted.clone();
+    tokio::spawn(link::accept_loop(listener, accepted, sinks.clone(), life.clone()));
+    for p in &cfg.peers {
+        let mech = cfg.security.connected.clone();
+        let dial = link::dial_loop(p.host.clone(), p.port, mech, sinks.clone(), life.clone());
+        tokio::spawn(dial);
+    }
+    tracing::info!(id = %cfg.id, bind = %cfg.bind, peers = cfg.peers.len(), "federation started");
+    Ok(Started {
+        federation: Federation { members: members.clone(), local_addr },
+        down: DownSide {
+            members: members.clone(),
+            version: u64::MAX,
+            cache: Vec::new(),
+            rx: pub_rx,
+            targets: Vec::new(),
+            staged: Vec::new(),
+            room: Vec::new(),
+        },
+        up: UpSide { members, interest: Interest::default(), rx: ev_rx },
+    })
+}
+
+/// The publication pump's half: relays what this replica's publishers sent to the replicas
+/// that want it, and yields what the replicas relayed here.
+pub struct DownSide {
+    members: Arc<Members>,
+    version: u64,
+    cache: Vec<Member>,
+    rx: mpsc::Receiver<Vec<Msg>>,
+    targets: Vec<usize>,
+    staged: Vec<Vec<LinkOut>>,
+    room: Vec<usize>,
+}
+
+impl DownSide {
+    /// Queues each publication to every replica whose announced topics match it, if its origin
+    /// allows it to cross a link at all (the one-hop rule: only this replica's own publishers').
+    pub fn relay(&mut self, origin: Origin, msgs: &[Msg]) {
+        if !origin.may_cross_a_link() {
+            return;
+        }
+        let v = self.members.version();
+        if v != self.version {
+            self.members.snapshot(&mut self.cache);
+            self.version = v;
+            self.staged.resize_with(self.cache.len(), Vec::new);
+        }
+        if self.cache.iter().all(|m| m.topics.is_empty()) {
+            return;
+        }
+        let topics: Vec<&[Bytes]> = self.cache.iter().map(|m| &m.topics[..]).collect();
+        self.room.clear();
+        self.room.extend(self.cache.iter().map(|m| match &m.out {
+            Some(q) => FEDERATION_LINK_HWM.saturating_sub(q.queued.load(Ordering::Acquire)),
+            None => 0,
+        }));
+        let (mut relayed, mut full, mut down) = (0u64, 0u64, 0u64);
+        for m in msgs {
+            let Some(first) = m.first() else { continue };
+            route::publication_targets(origin, first, &topics, &mut self.targets);
+            if self.targets.is_empty() {
+                continue;
+            }
+            let shared = Arc::new(m.clone());
+            for &i in &self.targets {
+                if self.cache[i].out.is_none() {
+                    down += 1;
+                } else if self.room[i] == 0 {
+                    full += 1;
+                } else {
+                    self.room[i] -= 1;
+                    relayed += 1;
+                    self.staged[i].push(LinkOut::Publish(shared.clone()));
+                }
+            }
+        }
+        for (i, batch) in self.staged.iter_mut().enumerate() {
+            if let (false, Some(q)) = (batch.is_empty(), &self.cache[i].out) {
+                members::send(q, std::mem::take(batch));
+            }
+        }
+        let c = &self.members.counters;
+        c.relayed_out.fetch_add(relayed, Ordering::Relaxed);
+        c.dropped_link_full.fetch_add(full, Ordering::Relaxed);
+        c.dropped_link_down.fetch_add(down, Ordering::Relaxed);
+    }
+
+    /// The next batch relayed by a replica; `None` once no link task is left.
+    pub async fn recv(&mut self) -> Option<Vec<Msg>> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Option<Vec<Msg>> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Publications queued to other replicas and not yet written.
+    pub fn backlog(&self) -> usize {
+        self.members.backlog()
+    }
+}
+
+/// The subscription pump's half: announces this replica's own subscriptions to the other
+/// replicas and turns theirs into subscriptions upstream (never announced further).
+pub struct UpSide {
+    members: Arc<Members>,
+    interest: Interest,
+    rx: mpsc::Receiver<UpEvent>,
+}
+
+fn upstream((subscribe, topic): (bool, Bytes)) -> Msg {
+    subscription_message(subscribe, &topic)
+}
+
+impl UpSide {
+    /// A subscriber of this replica (un)subscribed: the subscription message for its
+    /// publishers, if it changes what they are asked for.
+    pub fn local(&mut self, peer: PeerId, subscribe: bool, topic: Bytes) -> Option<Msg> {
+        let e = self.interest.local(peer, subscribe, topic);
+        if let Some((s, t)) = &e.announce {
+            self.members.announce(*s, t);
+        }
+        e.upstream.map(upstream)
+    }
+
+    /// A subscriber of this replica left.
+    pub fn local_left(&mut self, peer: PeerId) -> Vec<Msg> {
+        let mut out = Vec::new();
+        for e in self.interest.local_left(peer) {
+            if let Some((s, t)) = &e.announce {
+                self.members.announce(*s, t);
+            }
+            out.extend(e.upstream.map(upstream));
+        }
+        out
+    }
+
+    /// What a link reported: the subscription messages it means for this replica's publishers.
+    pub fn event(&mut self, ev: UpEvent) -> Vec<Msg> {
+        match ev {
+            UpEvent::Subscription { link, subscribe, topic } => {
+                self.interest.remote(link, subscribe, topic).map(upstream).into_iter().collect()
+            }
+            UpEvent::LinkGone(link) => {
+                self.interest.link_gone(link).into_iter().map(|t| upstream((false, t))).collect()
+            }
+            UpEvent::OutboundUp(tag) => {
+                let topics = self.interest.local_topics();
+                if let (false, Some(q)) = (topics.is_empty(), self.members.queue_of(tag)) {
+                    let subs = topics.into_iter().map(|t| LinkOut::Subscription(true, t));
+                    members::send(&q, subs.collect());
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Option<UpEvent> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Option<UpEvent> {
+        self.rx.try_recv().ok()
+    }
+}

@@ -1,0 +1,214 @@
+"""Federation (docs/federation.md): XSUB/XPUB replicas on 127.0.0.1 linked with
+--federation-bind/--federation-peers, libzmq publishers and subscribers attached to different
+replicas. Each replica is a separate zmq-proxy process; the links are real TCP connections.
+
+Slow joiners are handled by probing, as in test_pubsub.py: publishers repeat probes until every
+subscriber has seen one from each of them, so the subscriptions have crossed the links and
+reached the publishers before the data is sent."""
+
+from __future__ import annotations
+
+import itertools
+
+import zmq
+
+from zmqpeers import connect_wait, ep, free_ports, log_message, probe_until, until
+
+
+def start_federation(start_proxy, n: int, extra: tuple = ()) -> list:
+    """n XSUB/XPUB replicas, each dialing all the others; returns them once every replica has
+    its n-1 outbound and n-1 inbound links up (from their log lines)."""
+    ports = free_ports(3 * n)
+    fed = [ep(ports[3 * i + 2]) for i in range(n)]
+    replicas = []
+    for i in range(n):
+        front, back = ep(ports[3 * i]), ep(ports[3 * i + 1])
+        peers = ",".join(f for j, f in enumerate(fed) if j != i)
+        args = [
+            "--frontend-type", "XSUB", "--frontend-bind", front,
+            "--backend-type", "XPUB", "--backend-bind", back,
+            "--federation-bind", fed[i], "--federation-peers", peers,
+            "--federation-id", f"r{i}", "--log-format", "json",
+            # Exactness is the point here: no subscriber queue drops (a PUB's high-water mark).
+            "--backend-sndhwm", "0", *extra,
+        ]
+        p = start_proxy(args)
+        p.frontend, p.backend, p.federation = front, back, fed[i]
+        replicas.append(p)
+    for p in replicas:
+        wait_links(p, n - 1)
+    return replicas
+
+
+def count_events(proxy, message: str) -> int:
+    return sum(1 for ev in proxy.events() if log_message(ev) == message)
+
+
+def wait_links(proxy, n: int, timeout: float = 10.0) -> None:
+    for _ in until(timeout, 10_000):
+        if count_events(proxy, "federation link out up") >= n and count_events(proxy, "federation link in up") >= n:
+            return
+        proxy.wait_for_event("never logged", 0.05)
+    raise AssertionError(f"{n} federation links each way never came up\n{proxy.output()}")
+
+
+def _msg(topic: bytes, kind: bytes, pub: bytes, seq: int = 0) -> bytes:
+    return b"|".join([topic, kind, pub, b"%d" % seq])
+
+
+def _parse(m: bytes) -> tuple[bytes, bytes, bytes, int]:
+    topic, kind, pub, seq = m.split(b"|")
+    return topic, kind, pub, int(seq)
+
+
+def read_until_ends(sock: zmq.Socket, publishers: int, timeout: float = 20.0) -> list[bytes]:
+    """The data messages a subscriber reads until it has every publisher's end marker."""
+    got, ends = [], set()
+    for _ in until(timeout, 1_000_000):
+        if len(ends) == publishers:
+            return got
+        if not sock.poll(100):
+            continue
+        _, kind, pub, _ = _parse(m := sock.recv())
+        if kind == b"data":
+            got.append(m)
+        elif kind == b"end":
+            ends.add(pub)
+    raise AssertionError(f"end markers of {publishers - len(ends)} publishers never arrived; {len(got)} data messages")
+
+
+def publish_and_collect(ctx, pubs: dict, subs: dict, topics: list[bytes], n: int) -> dict:
+    """Probes until every subscriber heard every publisher on the first topic it subscribed,
+    then n data messages per publisher and topic, then end markers on every topic; returns each
+    subscriber's data messages."""
+    probe_topics = topics + [b"Z"]
+
+    def probe():
+        for name, p in pubs.items():
+            for t in probe_topics:
+                p.send(_msg(t, b"probe", name))
+
+    probe_until(
+        probe,
+        {
+            f"{s}<-{pn.decode()}": (sock, lambda f, pn=pn: _parse(f[0])[1:3] == (b"probe", pn))
+            for s, (sock, _) in subs.items()
+            for pn in pubs
+        },
+        timeout=15.0,
+    )
+    for i in range(n):
+        for name, p in pubs.items():
+            for t in topics:
+                p.send(_msg(t, b"data", name, i))
+    for name, p in pubs.items():
+        for t in probe_topics:
+            p.send(_msg(t, b"end", name))
+    return {s: read_until_ends(sock, len(pubs)) for s, (sock, _) in subs.items()}
+
+
+def test_three_replicas_deliver_each_matching_publication_once_in_publisher_order(ctx, start_proxy):
+    """3 publishers (one per replica) x 6 subscribers (two per replica, each on another replica
+    than the publishers of two of its three streams) with topic filters, empty and overlapping
+    ones included: every subscriber gets exactly the publications its filters match, from every
+    publisher, each once and in that publisher's order."""
+    replicas = start_federation(start_proxy, 3)
+    pubs = {}
+    for i in range(3):
+        s = ctx.socket(zmq.PUB)
+        s.sndhwm = 0
+        connect_wait(s, replicas[i].frontend)
+        pubs[b"P%d" % i] = s
+    filters = {
+        "S0": [b"A"], "S1": [b"B"], "S2": [b""], "S3": [b"AB"], "S4": [b"C", b"A"], "S5": [b"Z"],
+    }
+    subs = {}
+    for k, (name, prefixes) in enumerate(filters.items()):
+        s = ctx.socket(zmq.SUB)
+        s.rcvhwm = 0
+        for f in prefixes:
+            s.subscribe(f)
+        connect_wait(s, replicas[(k + 1) % 3].backend)
+        subs[name] = (s, prefixes)
+    topics = [b"A", b"AB", b"B", b"C", b"D"]
+    n = 200
+    got = publish_and_collect(ctx, pubs, subs, topics, n)
+    for name, (_, prefixes) in subs.items():
+        wanted = [t for t in topics if any(t.startswith(f) for f in prefixes)]
+        expected = {_msg(t, b"data", p, i) for p in pubs for t in wanted for i in range(n)}
+        msgs = got[name]
+        assert len(msgs) == len(set(msgs)), f"{name}: duplicates"
+        assert set(msgs) == expected, (
+            f"{name}: {len(expected - set(msgs))} missing, {len(set(msgs) - expected)} unexpected"
+        )
+        for p in pubs:
+            for t in wanted:
+                seqs = [_parse(m)[3] for m in msgs if _parse(m)[2] == p and _parse(m)[0] == t]
+                assert seqs == sorted(seqs), f"{name}: {p!r} topic {t!r} out of order"
+
+
+def test_a_mesh_of_four_delivers_once_because_nothing_crosses_two_links(ctx, start_proxy):
+    """4 replicas, all linked to each other, a publisher and an everything-subscriber on each:
+    a replica that passed on what another replica relayed to it would hand each subscriber
+    copies from two or three paths. Each subscriber gets each of the 4 x n messages exactly
+    once."""
+    replicas = start_federation(start_proxy, 4)
+    pubs, subs = {}, {}
+    for i, r in enumerate(replicas):
+        p = ctx.socket(zmq.PUB)
+        p.sndhwm = 0
+        connect_wait(p, r.frontend)
+        pubs[b"P%d" % i] = p
+        s = ctx.socket(zmq.SUB)
+        s.rcvhwm = 0
+        s.subscribe(b"")
+        connect_wait(s, r.backend)
+        subs[f"S{i}"] = (s, [b""])
+    n = 300
+    got = publish_and_collect(ctx, pubs, subs, [b"T"], n)
+    expected = {_msg(b"T", b"data", p, i) for p in pubs for i in range(n)}
+    for name, msgs in got.items():
+        assert len(msgs) == len(expected), f"{name}: {len(msgs)} messages, {len(expected)} expected"
+        assert set(msgs) == expected, name
+
+
+def _recv_subscription(sock: zmq.Socket, timeout_ms: int = 10_000) -> bytes:
+    assert sock.poll(timeout_ms), "no subscription message reached the publisher"
+    return sock.recv()
+
+
+def test_subscriptions_and_their_cancels_cross_the_link_to_the_publishers(ctx, start_proxy):
+    """An XPUB publisher on replica 0 sees what replica 0 asks it for: a subscriber on replica 1
+    subscribing makes it \\x01U; a second subscriber on replica 0 adds nothing; the first one's
+    unsubscribe cancels nothing while the second holds U; the second's disconnect sends
+    \\x00U. A resubscription over the link, then a cancel by disconnecting, both arrive too."""
+    replicas = start_federation(start_proxy, 2)
+    pub = ctx.socket(zmq.XPUB)
+    connect_wait(pub, replicas[0].frontend)
+    remote = ctx.socket(zmq.SUB)
+    connect_wait(remote, replicas[1].backend)
+    remote.subscribe(b"U")
+    assert _recv_subscription(pub) == b"\x01U"
+    local = ctx.socket(zmq.SUB)
+    connect_wait(local, replicas[0].backend)
+    local.subscribe(b"U")
+    # Replica 0 holds the local subscription once the local subscriber hears U from the
+    # publisher; only then does the remote unsubscribe go out (it travels another path).
+    for _ in until(10, 1000):
+        pub.send(b"U-probe")
+        if local.poll(50):
+            break
+    assert local.recv() == b"U-probe"
+    remote.unsubscribe(b"U")
+    # The local subscriber still holds U: no cancel. A marker topic proves the quiet is not a
+    # lag: its subscription is sent after the unsubscribe and arrives alone.
+    remote.subscribe(b"M")
+    assert _recv_subscription(pub) == b"\x01M"
+    local.close(0)
+    assert _recv_subscription(pub) == b"\x00U"
+    remote.subscribe(b"U")
+    assert _recv_subscription(pub) == b"\x01U"
+    remote.close(0)
+    cancels = {_recv_subscription(pub), _recv_subscription(pub)}
+    assert cancels == {b"\x00U", b"\x00M"}
+    assert not pub.poll(300), "nothing else"
