@@ -15,7 +15,7 @@ import zmq
 from zmqpeers import connect_wait, ep, free_ports, log_message, probe_until, until
 
 
-def start_federation(start_proxy, n: int, extra: tuple = ()) -> list:
+def start_federation(start_proxy, n: int, extra: tuple = (), wait: bool = True) -> list:
     """n XSUB/XPUB replicas, each dialing all the others; returns them once every replica has
     its n-1 outbound and n-1 inbound links up (from their log lines)."""
     ports = free_ports(3 * n)
@@ -36,7 +36,8 @@ def start_federation(start_proxy, n: int, extra: tuple = ()) -> list:
         p.frontend, p.backend, p.federation = front, back, fed[i]
         replicas.append(p)
     for p in replicas:
-        wait_links(p, n - 1)
+        if wait:
+            wait_links(p, n - 1)
     return replicas
 
 
@@ -212,3 +213,57 @@ def test_subscriptions_and_their_cancels_cross_the_link_to_the_publishers(ctx, s
     cancels = {_recv_subscription(pub), _recv_subscription(pub)}
     assert cancels == {b"\x00U", b"\x00M"}
     assert not pub.poll(300), "nothing else"
+
+
+def _key_file(tmp_path, name: str) -> str:
+    _, secret = zmq.curve_keypair()
+    path = tmp_path / name
+    path.write_bytes(secret + b"\n")
+    return str(path)
+
+
+def test_curve_links_carry_the_federation_and_refuse_a_replica_without_its_key(ctx, start_proxy, tmp_path):
+    """Two replicas sharing the federation key file link over CURVE and relay a publication; a
+    third process with another key, and a fourth with NULL links, dial them and are refused:
+    neither ever has a link in up on the members, and a subscription on the outsider never
+    reaches the members' publisher."""
+    key = _key_file(tmp_path, "federation.key")
+    members = start_federation(start_proxy, 2, extra=("--federation-curve-key-file", key))
+    pub = ctx.socket(zmq.XPUB)
+    connect_wait(pub, members[0].frontend)
+    sub = ctx.socket(zmq.SUB)
+    connect_wait(sub, members[1].backend)
+    sub.subscribe(b"S")
+    assert _recv_subscription(pub) == b"\x01S", "a subscription crossed the CURVE link"
+    for _ in until(10, 1000):
+        pub.send(b"S|over-curve")
+        if sub.poll(50):
+            break
+    assert sub.recv() == b"S|over-curve"
+
+    peers = ",".join(m.federation for m in members)
+    outsiders = []
+    for name, extra in (("wrong-key", ["--federation-curve-key-file", _key_file(tmp_path, "other.key")]), ("null", [])):
+        ports = free_ports(3)
+        outsiders.append(start_proxy([
+            "--frontend-type", "XSUB", "--frontend-bind", ep(ports[0]),
+            "--backend-type", "XPUB", "--backend-bind", ep(ports[1]),
+            "--federation-bind", ep(ports[2]), "--federation-peers", peers,
+            "--federation-id", name, "--log-format", "json", *extra,
+        ]))
+        o = outsiders[-1]
+        o.backend = ep(ports[1])
+    # Each outsider's dials fail their handshake at both members (logged by the outsider).
+    for o in outsiders:
+        for _ in until(10, 10_000):
+            if count_events(o, "federation link out failed") >= 2:
+                break
+            o.wait_for_event("never logged", 0.05)
+        assert count_events(o, "federation link out failed") >= 2, o.output()
+        assert count_events(o, "federation link out up") == 0
+        s = ctx.socket(zmq.SUB)
+        connect_wait(s, o.backend)
+        s.subscribe(b"X")
+    for m in members:
+        assert count_events(m, "federation link in up") == 1, "only the other member"
+    assert not pub.poll(500), "no outsider's subscription reached the members' publisher"
