@@ -8,11 +8,15 @@ reached the publishers before the data is sent."""
 
 from __future__ import annotations
 
-import itertools
+import os
+import random
+import signal
+import socket
+import subprocess
 
 import zmq
 
-from zmqpeers import connect_wait, ep, free_ports, log_message, probe_until, until
+from zmqpeers import REPO, HOST, connect_wait, ep, free_ports, log_message, probe_until, proxy_bin, until
 
 
 def start_federation(start_proxy, n: int, extra: tuple = (), wait: bool = True) -> list:
@@ -267,3 +271,54 @@ def test_curve_links_carry_the_federation_and_refuse_a_replica_without_its_key(c
     for m in members:
         assert count_events(m, "federation link in up") == 1, "only the other member"
     assert not pub.poll(500), "no outsider's subscription reached the members' publisher"
+
+
+def _free_block(n: int) -> int:
+    """A base port whose n ports are all free right now (tried at random, bounded)."""
+    for _ in range(50):
+        base = random.randrange(20000, 60000 - n)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((HOST, p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError(f"no block of {n} free ports")
+
+
+def test_the_three_replica_example_forms_one_forwarder(ctx):
+    """examples/local/federation-three-replicas.sh, as docs/federation.md runs it (every replica
+    given the full peer list, its own address included): a publisher on replica 0 reaches a
+    subscriber on replica 2, and the script stops all three on SIGTERM."""
+    base = _free_block(23)
+    env = dict(os.environ, ZMQ_PROXY_BIN=proxy_bin(), ZMQ_PROXY_EXAMPLE_BASE_PORT=str(base))
+    script = REPO / "examples" / "local" / "federation-three-replicas.sh"
+    proc = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        pub = ctx.socket(zmq.PUB)
+        connect_wait(pub, ep(base), timeout=10)
+        sub = ctx.socket(zmq.SUB)
+        sub.subscribe(b"")
+        connect_wait(sub, ep(base + 12), timeout=10)
+        for _ in until(15, 10_000):
+            pub.send(b"across")
+            if sub.poll(50):
+                break
+        assert sub.recv() == b"across"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate(timeout=5)
+            raise AssertionError("the example did not stop its replicas on SIGTERM")
+    text = out.decode("utf-8", "replace")
+    assert text.count("proxy stopped") == 3, text
+    assert text.count("federation peer is this replica") == 3, text
