@@ -19,7 +19,7 @@ use crate::proxy::config::ConfigError;
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct FederationFlags {
     /// tcp://HOST:PORT this replica accepts the other replicas' links on; turns federation on
-    /// (XSUB/XPUB proxies so far) [default: none, no federation]
+    /// (XSUB/XPUB and PULL/PUSH proxies so far) [default: none, no federation]
     #[arg(
         long,
         env = "ZMQ_PROXY_FEDERATION_BIND",
@@ -87,13 +87,16 @@ impl FederationFlags {
             }
             return Ok(None);
         };
-        let pubsub = matches!(
+        let federable = matches!(
             (frontend, backend),
-            (SocketType::Xsub, SocketType::Xpub) | (SocketType::Xpub, SocketType::Xsub)
+            (SocketType::Xsub, SocketType::Xpub)
+                | (SocketType::Xpub, SocketType::Xsub)
+                | (SocketType::Pull, SocketType::Push)
+                | (SocketType::Push, SocketType::Pull)
         );
-        if !pubsub {
+        if !federable {
             return err(format!(
-                "--federation-bind: federation works for XSUB/XPUB proxies so far; this one is {frontend}/{backend}"
+                "--federation-bind: federation works for XSUB/XPUB and PULL/PUSH proxies so far; this one is {frontend}/{backend}"
             ));
         }
         let bind = Endpoint::parse(bind, Direction::Bind)
@@ -182,7 +185,8 @@ mod tests {
             let e = refusal(f, x, p);
             assert!(e.starts_with(start), "{e:?} should start with {start:?}");
         }
-        let e = refusal(ok, SocketType::Pull, SocketType::Push);
-        assert!(e.contains("XSUB/XPUB") && e.contains("PULL/PUSH"), "{e}");
+        assert!(ok.resolve(SocketType::Pull, SocketType::Push).is_ok_and(|c| c.is_some()));
+        let e = refusal(ok, SocketType::Router, SocketType::Dealer);
+        assert!(e.contains("XSUB/XPUB") && e.contains("ROUTER/DEALER"), "{e}");
     }
 }

@@ -57,3 +57,6 @@ pub const FEDERATION_LINK_HWM: usize = 100_000;
 pub const FEDERATION_RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between two dials of a federation peer.
 pub const FEDERATION_RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// How often a federated PULL/PUSH replica re-announces its workers' room (credit) to the
+/// other replicas, when it changed: short, so an idle worker elsewhere is fed soon.
+pub const FEDERATION_CREDIT_INTERVAL: Duration = Duration::from_millis(2);

@@ -40,6 +40,12 @@ pub enum Kind {
     Cancel,
     /// A publication read by the origin from its own publishers: body is the message.
     Publish,
+    /// How many more tasks the origin's own workers can take, how many tasks of the receiver
+    /// the origin has handed to them so far, and how many workers it has: body is three
+    /// big-endian u64.
+    Credit,
+    /// A task read by the origin from its own producers: body is the message.
+    Task,
 }
 
 impl Kind {
@@ -49,6 +55,8 @@ impl Kind {
             Kind::Subscribe => 2,
             Kind::Cancel => 3,
             Kind::Publish => 4,
+            Kind::Credit => 5,
+            Kind::Task => 6,
         }
     }
 
@@ -58,6 +66,8 @@ impl Kind {
             2 => Kind::Subscribe,
             3 => Kind::Cancel,
             4 => Kind::Publish,
+            5 => Kind::Credit,
+            6 => Kind::Task,
             _ => return None,
         })
     }
@@ -115,6 +125,8 @@ pub enum LinkMessage {
     Hello { origin: MemberTag, id: String },
     Subscription { origin: MemberTag, subscribe: bool, topic: Bytes },
     Publish { origin: MemberTag, msg: Vec<Bytes> },
+    Credit { origin: MemberTag, room: u64, taken: u64, workers: u64 },
+    Task { origin: MemberTag, msg: Vec<Bytes> },
 }
 
 /// Parses one link message (its frames, header first).
@@ -142,14 +154,38 @@ pub fn parse(mut frames: Vec<Bytes>) -> Result<LinkMessage, FrameError> {
                 topic,
             })
         }
-        Kind::Publish => {
+        Kind::Publish | Kind::Task => {
             if body == 0 {
                 return Err(FrameError::Body(h.kind, body));
             }
             frames.remove(0);
-            Ok(LinkMessage::Publish { origin: h.origin, msg: frames })
+            Ok(match h.kind {
+                Kind::Task => LinkMessage::Task { origin: h.origin, msg: frames },
+                _ => LinkMessage::Publish { origin: h.origin, msg: frames },
+            })
         }
+        Kind::Credit => match &frames[1..] {
+            [b] if b.len() == 24 => {
+                let u = |i: usize| {
+                    let mut x = [0u8; 8];
+                    x.copy_from_slice(&b[i * 8..i * 8 + 8]);
+                    u64::from_be_bytes(x)
+                };
+                let (room, taken, workers) = (u(0), u(1), u(2));
+                Ok(LinkMessage::Credit { origin: h.origin, room, taken, workers })
+            }
+            _ => Err(FrameError::Body(h.kind, body)),
+        },
     }
+}
+
+/// The body of a CREDIT message.
+pub fn credit_body(room: u64, taken: u64, workers: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(24);
+    b.put_u64(room);
+    b.put_u64(taken);
+    b.put_u64(workers);
+    b.freeze()
 }
 
 /// Appends one link message, `header` then `body`, in ZMTP framing, or each frame in its own
@@ -194,6 +230,8 @@ mod tests {
             (Kind::Subscribe, vec![Bytes::from_static(b"weather")]),
             (Kind::Cancel, vec![Bytes::new()]),
             (Kind::Publish, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]),
+            (Kind::Task, vec![Bytes::from_static(b"t")]),
+            (Kind::Credit, vec![credit_body(1000, 7, 2)]),
         ];
         for (kind, body) in cases {
             let mut out = BytesMut::new();
@@ -208,6 +246,10 @@ mod tests {
                     topic: body[0].clone(),
                 },
                 Kind::Publish => LinkMessage::Publish { origin: me, msg: body.clone() },
+                Kind::Task => LinkMessage::Task { origin: me, msg: body.clone() },
+                Kind::Credit => {
+                    LinkMessage::Credit { origin: me, room: 1000, taken: 7, workers: 2 }
+                }
             };
             assert_eq!(parse(frames), Ok(expected));
         }
@@ -231,6 +273,10 @@ mod tests {
             Err(FrameError::Body(Kind::Subscribe, 2))
         );
         assert_eq!(parse(vec![h(Kind::Hello), Bytes::new()]), Err(FrameError::Id));
+        assert_eq!(
+            parse(vec![h(Kind::Credit), Bytes::from_static(b"short")]),
+            Err(FrameError::Body(Kind::Credit, 1))
+        );
         assert_eq!(parse(vec![h(Kind::Hello), Bytes::from_static(b"\xff")]), Err(FrameError::Id));
     }
 

@@ -14,10 +14,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use super::UpEvent;
 use super::frame::{self, Kind, LinkMessage, MemberTag};
 use super::members::{LinkOut, LinkQueue, Members, Refused};
 use super::route::LinkId;
+use super::{Arrival, UpEvent};
 use crate::engine::curve::{self, Mechanism, Sealer};
 use crate::engine::net;
 use crate::engine::tunables::{
@@ -38,7 +38,8 @@ fn max_bytes() -> usize {
 #[derive(Clone)]
 pub struct Sinks {
     pub members: Arc<Members>,
-    pub publications: mpsc::Sender<Vec<Msg>>,
+    /// Publications or tasks, with the replica they entered at.
+    pub publications: mpsc::Sender<Arrival>,
     pub events: mpsc::Sender<UpEvent>,
 }
 
@@ -204,10 +205,18 @@ async fn read_links(
             };
             match frame::parse(frames) {
                 // The one-hop rule, checked: whatever crosses this link entered at its sender.
-                Ok(LinkMessage::Publish { origin, msg }) if origin == l.peer => batch.push(msg),
+                Ok(LinkMessage::Publish { origin, msg } | LinkMessage::Task { origin, msg })
+                    if origin == l.peer =>
+                {
+                    batch.push(msg)
+                }
+                Ok(LinkMessage::Credit { origin, room, taken, workers }) if origin == l.peer => {
+                    members.credit(origin, room, taken, workers);
+                }
                 Ok(LinkMessage::Subscription { origin, subscribe, topic }) if origin == l.peer => {
                     // Publications read before the subscription go first, as they were sent.
-                    if !batch.is_empty() && !hand_over(sinks, std::mem::take(&mut batch)).await {
+                    let b = std::mem::take(&mut batch);
+                    if !b.is_empty() && !hand_over(sinks, l.peer, link, b).await {
                         return "stopped";
                     }
                     members.announced(l.peer, link, subscribe, &topic);
@@ -219,7 +228,7 @@ async fn read_links(
                 _ => return protocol_error(members),
             }
         }
-        if !batch.is_empty() && !hand_over(sinks, batch).await {
+        if !batch.is_empty() && !hand_over(sinks, l.peer, link, batch).await {
             return "stopped";
         }
         if l.buf.capacity() - l.buf.len() < READ_CHUNK_BYTES / 4 {
@@ -241,9 +250,9 @@ fn protocol_error(members: &Members) -> &'static str {
     "protocol error"
 }
 
-async fn hand_over(sinks: &Sinks, batch: Vec<Msg>) -> bool {
-    sinks.members.counters.relayed_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    sinks.publications.send(batch).await.is_ok()
+async fn hand_over(sinks: &Sinks, from: MemberTag, link: LinkId, msgs: Vec<Msg>) -> bool {
+    sinks.members.counters.relayed_in.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+    sinks.publications.send(Arrival { from, link, msgs }).await.is_ok()
 }
 
 /// Dials one other replica's federation endpoint and keeps its outbound connection up,
@@ -309,6 +318,8 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
         subscribe: header(Kind::Subscribe),
         cancel: header(Kind::Cancel),
         publish: header(Kind::Publish),
+        task: header(Kind::Task),
+        credit: header(Kind::Credit),
     };
     let mut rx = rx;
     let why = {
@@ -326,7 +337,8 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
     rx.close();
     let mut lost = 0u64;
     while let Ok(batch) = rx.try_recv() {
-        lost += batch.iter().filter(|o| matches!(o, LinkOut::Publish(_))).count() as u64;
+        lost += batch.iter().filter(|o| matches!(o, LinkOut::Publish(_) | LinkOut::Task(_))).count()
+            as u64;
     }
     members.counters.dropped_link_down.fetch_add(lost, Ordering::Relaxed);
     tracing::info!(member = %peer_id, reason = why, lost, "federation link out down");
@@ -337,6 +349,8 @@ struct Headers {
     subscribe: Bytes,
     cancel: Bytes,
     publish: Bytes,
+    task: Bytes,
+    credit: Bytes,
 }
 
 async fn write_loop(
@@ -368,6 +382,11 @@ async fn write_loop(
                             frame::encode(hd, std::slice::from_ref(&t), out, sealer.as_mut())?
                         }
                         LinkOut::Publish(m) => frame::encode(&h.publish, &m, out, sealer.as_mut())?,
+                        LinkOut::Task(m) => frame::encode(&h.task, &m, out, sealer.as_mut())?,
+                        LinkOut::Credit(room, taken, workers) => {
+                            let body = [frame::credit_body(room, taken, workers)];
+                            frame::encode(&h.credit, &body, out, sealer.as_mut())?
+                        }
                     }
                 }
                 Ok(())

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::frame::MemberTag;
 use super::route::LinkId;
@@ -19,6 +19,11 @@ pub enum LinkOut {
     Subscription(bool, Bytes),
     /// A publication read from this replica's own publishers (shared by every link it goes to).
     Publish(Arc<Msg>),
+    /// A task read from this replica's own producers.
+    Task(Msg),
+    /// This replica's credit for the receiver: its own workers' room, how many of the
+    /// receiver's tasks it has handed to them, and how many workers it has.
+    Credit(u64, u64, u64),
 }
 
 /// One outbound connection's queue: unbounded for subscriptions (small, never dropped), bounded
@@ -35,6 +40,8 @@ pub struct Member {
     pub out: Option<Arc<LinkQueue>>,
     /// The union of what its inbound connections announced, replaced whole on change.
     pub topics: Arc<Vec<Bytes>>,
+    /// Its last `CREDIT` (room, taken, workers), while an inbound connection from it is up.
+    pub credit: Option<(u64, u64, u64)>,
     by_link: HashMap<LinkId, HashSet<Bytes>>,
 }
 
@@ -62,6 +69,8 @@ pub struct Members {
     version: AtomicU64,
     next_link: AtomicU64,
     pub counters: LinkCounters,
+    /// A replica announced credit: a task pump waiting for room may place its tasks now.
+    pub credited: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,6 +96,7 @@ impl Members {
             version: AtomicU64::new(0),
             next_link: AtomicU64::new(1),
             counters: LinkCounters::default(),
+            credited: Notify::new(),
         }
     }
 
@@ -111,6 +121,7 @@ impl Members {
                     tag,
                     out: None,
                     topics: Arc::new(Vec::new()),
+                    credit: None,
                     by_link: HashMap::new(),
                 });
                 all.len() - 1
@@ -164,13 +175,20 @@ impl Members {
         });
     }
 
+    /// Records a replica's `CREDIT`.
+    pub fn credit(&self, tag: MemberTag, room: u64, taken: u64, workers: u64) {
+        self.with_member(tag, |m| m.credit = Some((room, taken, workers)));
+        self.credited.notify_waiters();
+    }
+
     /// An inbound connection ended: what it announced no longer counts.
     pub fn inbound_down(&self, tag: MemberTag, link: LinkId) {
         let mut all = lock(&self.inner);
-        if let Some(m) = all.iter_mut().find(|m| m.tag == tag)
-            && m.by_link.remove(&link).is_some()
-        {
-            m.topics = Arc::new(union(&m.by_link));
+        if let Some(m) = all.iter_mut().find(|m| m.tag == tag) {
+            if m.by_link.remove(&link).is_some() {
+                m.topics = Arc::new(union(&m.by_link));
+            }
+            m.credit = None;
         }
         drop(all);
         self.bump();

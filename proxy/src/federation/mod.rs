@@ -1,20 +1,23 @@
 //! Federation: replicas of one proxy that act as one (docs/federation.md). Each replica binds a
 //! federation endpoint and links to every other replica; what a replica's own peers send is
 //! relayed to the replicas that want it, and what comes from a replica goes only to this
-//! replica's own peers (the one-hop rule, `route.rs`). XSUB/XPUB so far: subscriptions of a
-//! replica's own subscribers are announced to the others, and publications cross a link only
-//! to a replica that announced a matching subscription.
+//! replica's own peers (the one-hop rule, `route.rs`). XSUB/XPUB: subscriptions of a replica's
+//! own subscribers are announced to the others, and publications cross a link only to a replica
+//! that announced a matching subscription. PULL/PUSH: tasks go to a replica's own workers first,
+//! then to the others by the credit they announce (`credit.rs`).
 //!
-//! `frame.rs` is the link's message format, `route.rs` the routing decisions (pure),
-//! `members.rs` the other replicas and their queues, `link.rs` the connections. The pumps hold
-//! a [`DownSide`] (publications) and an [`UpSide`] (subscriptions); a proxy started without a
-//! federation holds neither and runs exactly as before.
+//! `frame.rs` is the link's message format, `route.rs` and `credit.rs` the routing decisions
+//! (pure), `members.rs` the other replicas and their queues, `link.rs` the connections. The
+//! pumps hold a [`DownSide`] (publications) and an [`UpSide`] (subscriptions), or a
+//! [`TaskSide`] (tasks); a proxy started without a federation holds none and runs as before.
 
+pub(crate) mod credit;
 pub(crate) mod frame;
 mod link;
 pub(crate) mod members;
 pub(crate) mod route;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,8 +31,9 @@ use crate::engine::tunables::{FEDERATION_LINK_HWM, INBOUND_QUEUE_BATCHES};
 use crate::policy::sockets::{Lifecycle, Msg, OpenError};
 use crate::policy::subscriptions::PeerId;
 use crate::wire::zmtp::subscription_message;
+use credit::{Ledger, Place};
 use frame::MemberTag;
-use members::{LinkOut, Member, Members};
+use members::{LinkOut, LinkQueue, Member, Members};
 pub use route::Origin;
 use route::{Interest, LinkId};
 use zmq_proxy_api::endpoint::Endpoint;
@@ -94,11 +98,54 @@ impl Federation {
     }
 }
 
-/// A started federation and the two halves its pumps hold.
+/// Messages a link read from another replica, in the order they crossed it.
+pub struct Arrival {
+    pub from: MemberTag,
+    /// The inbound connection they came over (a reconnect starts the counts over).
+    pub link: LinkId,
+    pub msgs: Vec<Msg>,
+}
+
+/// A started federation; its pumps take the halves for their pattern.
 pub struct Started {
     pub federation: Federation,
-    pub down: DownSide,
-    pub up: UpSide,
+    arrivals: mpsc::Receiver<Arrival>,
+    events: mpsc::Receiver<UpEvent>,
+}
+
+impl Started {
+    /// XSUB/XPUB: the publication pump's half and the subscription pump's half.
+    pub fn pubsub(self) -> (Federation, DownSide, UpSide) {
+        let members = self.federation.members.clone();
+        let down = DownSide {
+            members: members.clone(),
+            version: u64::MAX,
+            cache: Vec::new(),
+            rx: self.arrivals,
+            targets: Vec::new(),
+            staged: Vec::new(),
+            room: Vec::new(),
+        };
+        let up = UpSide { members, interest: Interest::default(), rx: self.events };
+        (self.federation, down, up)
+    }
+
+    /// PULL/PUSH: the task pump's half. Nothing reads link events then (a link task's send
+    /// to the dropped receiver fails at once and is ignored).
+    pub fn pipeline(self) -> (Federation, TaskSide) {
+        let tasks = TaskSide {
+            members: self.federation.members.clone(),
+            version: u64::MAX,
+            cache: Vec::new(),
+            rx: self.arrivals,
+            sent: HashMap::new(),
+            taken: HashMap::new(),
+            announced: HashMap::new(),
+            places: Vec::new(),
+            ledgers: Vec::new(),
+        };
+        (self.federation, tasks)
+    }
 }
 
 /// Binds the federation endpoint, accepts the other replicas' links and dials every peer.
@@ -119,19 +166,7 @@ pub async fn start(cfg: &FederationConfig, life: &Lifecycle) -> Result<Started, 
         tokio::spawn(dial);
     }
     tracing::info!(id = %cfg.id, bind = %cfg.bind, peers = cfg.peers.len(), "federation started");
-    Ok(Started {
-        federation: Federation { members: members.clone(), local_addr },
-        down: DownSide {
-            members: members.clone(),
-            version: u64::MAX,
-            cache: Vec::new(),
-            rx: pub_rx,
-            targets: Vec::new(),
-            staged: Vec::new(),
-            room: Vec::new(),
-        },
-        up: UpSide { members, interest: Interest::default(), rx: ev_rx },
-    })
+    Ok(Started { federation: Federation { members, local_addr }, arrivals: pub_rx, events: ev_rx })
 }
 
 /// The publication pump's half: relays what this replica's publishers sent to the replicas
@@ -140,7 +175,7 @@ pub struct DownSide {
     members: Arc<Members>,
     version: u64,
     cache: Vec<Member>,
-    rx: mpsc::Receiver<Vec<Msg>>,
+    rx: mpsc::Receiver<Arrival>,
     targets: Vec<usize>,
     staged: Vec<Vec<LinkOut>>,
     room: Vec<usize>,
@@ -201,11 +236,11 @@ impl DownSide {
 
     /// The next batch relayed by a replica; `None` once no link task is left.
     pub async fn recv(&mut self) -> Option<Vec<Msg>> {
-        self.rx.recv().await
+        self.rx.recv().await.map(|a| a.msgs)
     }
 
     pub fn try_recv(&mut self) -> Option<Vec<Msg>> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(|a| a.msgs)
     }
 
     /// Publications queued to other replicas and not yet written.
@@ -275,5 +310,120 @@ impl UpSide {
 
     pub fn try_recv(&mut self) -> Option<UpEvent> {
         self.rx.try_recv().ok()
+    }
+}
+
+/// The task pump's half (PULL/PUSH): places what this replica's producers sent on its own
+/// workers first, then on the replicas with credit; yields what replicas placed here; and
+/// announces this replica's own credit to every replica.
+pub struct TaskSide {
+    members: Arc<Members>,
+    version: u64,
+    cache: Vec<Member>,
+    rx: mpsc::Receiver<Arrival>,
+    /// Per replica: the outbound queue the count is for, and tasks sent over it.
+    sent: HashMap<MemberTag, (usize, u64)>,
+    /// Per replica: the inbound connection the count is for, and its tasks handed to this
+    /// replica's own workers.
+    taken: HashMap<MemberTag, (LinkId, u64)>,
+    /// Per replica: the outbound queue and the credit last announced over it.
+    announced: HashMap<MemberTag, (usize, (u64, u64, u64))>,
+    places: Vec<Place>,
+    ledgers: Vec<Ledger>,
+}
+
+fn queue_key(q: &Arc<LinkQueue>) -> usize {
+    Arc::as_ptr(q) as usize
+}
+
+impl TaskSide {
+    fn refresh(&mut self) {
+        let v = self.members.version();
+        if v != self.version {
+            self.members.snapshot(&mut self.cache);
+            self.version = v;
+        }
+    }
+
+    /// Splits a batch of tasks from this replica's own producers: the ones for its own workers
+    /// (at most `local_room`), queued to replicas by their credit, and the ones nobody can take
+    /// now, both in order.
+    pub fn place(&mut self, msgs: Vec<Msg>, local_room: usize) -> (Vec<Msg>, Vec<Msg>) {
+        self.refresh();
+        let sent = &self.sent;
+        self.ledgers.clear();
+        self.ledgers.extend(self.cache.iter().map(|m| match (&m.out, m.credit) {
+            (Some(q), Some((room, taken, workers))) => {
+                let sent = match sent.get(&m.tag) {
+                    Some((k, n)) if *k == queue_key(q) => *n,
+                    _ => 0,
+                };
+                Ledger { room, taken, sent, workers }
+            }
+            _ => Ledger::default(),
+        }));
+        credit::place(msgs.len(), local_room, &mut self.ledgers, &mut self.places);
+        let (mut local, mut wait) = (Vec::new(), Vec::new());
+        let mut staged: Vec<Vec<LinkOut>> = self.cache.iter().map(|_| Vec::new()).collect();
+        for (m, p) in msgs.into_iter().zip(&self.places) {
+            match p {
+                Place::Local => local.push(m),
+                Place::Replica(i) => staged[*i].push(LinkOut::Task(m)),
+                Place::Wait => wait.push(m),
+            }
+        }
+        let mut relayed = 0u64;
+        for (i, batch) in staged.into_iter().enumerate() {
+            if let (false, Some(q)) = (batch.is_empty(), &self.cache[i].out) {
+                relayed += batch.len() as u64;
+                members::send(q, batch);
+                self.sent.insert(self.cache[i].tag, (queue_key(q), self.ledgers[i].sent));
+            }
+        }
+        self.members.counters.relayed_out.fetch_add(relayed, Ordering::Relaxed);
+        (local, wait)
+    }
+
+    /// `n` tasks that came from `from` over `link` were handed to this replica's own workers.
+    pub fn taken(&mut self, from: MemberTag, link: LinkId, n: usize) {
+        let e = self.taken.entry(from).or_insert((link, 0));
+        if e.0 != link {
+            *e = (link, 0);
+        }
+        e.1 += n as u64;
+    }
+
+    /// Tells every replica this replica's credit, `room` tasks for its `workers`, where it
+    /// changed since the last announcement over the same connection.
+    pub fn announce(&mut self, room: usize, workers: usize) {
+        self.refresh();
+        let (room, workers) = (room as u64, workers as u64);
+        for m in &self.cache {
+            let Some(q) = &m.out else { continue };
+            let taken = self.taken.get(&m.tag).map_or(0, |t| t.1);
+            let now = (queue_key(q), (room, taken, workers));
+            if self.announced.get(&m.tag) != Some(&now) {
+                members::send(q, vec![LinkOut::Credit(room, taken, workers)]);
+                self.announced.insert(m.tag, now);
+            }
+        }
+    }
+
+    /// Resolves when a replica announced credit.
+    pub async fn credited(&self) {
+        self.members.credited.notified().await;
+    }
+
+    pub async fn recv(&mut self) -> Option<Arrival> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Option<Arrival> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Tasks queued to other replicas and not yet written.
+    pub fn backlog(&self) -> usize {
+        self.members.backlog()
     }
 }

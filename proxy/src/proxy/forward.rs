@@ -15,8 +15,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::engine::counters::{Counters, DropReason, Snapshot, SocketCounters};
-use crate::engine::tunables::{DRAIN_POLL_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT};
-use crate::federation::{self, DownSide, Federation, Origin, UpEvent, UpSide};
+use crate::engine::tunables::{
+    DRAIN_POLL_INTERVAL, FEDERATION_CREDIT_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT,
+};
+use crate::federation::{self, Arrival, DownSide, Federation, Origin, TaskSide, UpEvent, UpSide};
 use crate::policy::sockets::{
     Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
 };
@@ -95,14 +97,32 @@ impl Proxy {
             None => (Fed::Off, Fed::Off, None),
             Some(f) => {
                 let started = federation::start(f, &life).await?;
-                let (down, up) = (Fed::Down(started.down), Fed::Up(started.up));
+                let pubsub = |s: federation::Started| {
+                    let (fed, down, up) = s.pubsub();
+                    (Fed::Down(down), Fed::Up(up), Some(fed))
+                };
+                let pipeline = |s: federation::Started| {
+                    let (fed, tasks) = s.pipeline();
+                    (Fed::Tasks(tasks), Some(fed))
+                };
                 match (cfg.frontend.socket_type, cfg.backend.socket_type) {
-                    (SocketType::Xsub, SocketType::Xpub) => (down, up, Some(started.federation)),
-                    (SocketType::Xpub, SocketType::Xsub) => (up, down, Some(started.federation)),
+                    (SocketType::Xsub, SocketType::Xpub) => pubsub(started),
+                    (SocketType::Xpub, SocketType::Xsub) => {
+                        let (down, up, fed) = pubsub(started);
+                        (up, down, fed)
+                    }
+                    (SocketType::Pull, SocketType::Push) => {
+                        let (tasks, fed) = pipeline(started);
+                        (tasks, Fed::Off, fed)
+                    }
+                    (SocketType::Push, SocketType::Pull) => {
+                        let (tasks, fed) = pipeline(started);
+                        (Fed::Off, tasks, fed)
+                    }
                     _ => {
                         return Err(OpenError {
                             endpoint: f.bind.to_string(),
-                            reason: "federation needs an XSUB/XPUB proxy".into(),
+                            reason: "federation needs an XSUB/XPUB or PULL/PUSH proxy".into(),
                         });
                     }
                 }
@@ -305,12 +325,13 @@ struct Pump {
     fed: Fed,
 }
 
-/// A pump's part in a federation: none, relaying publications (the pump reading XSUB), or
-/// announcing subscriptions (the pump reading XPUB).
+/// A pump's part in a federation: none, relaying publications (the pump reading XSUB),
+/// announcing subscriptions (the pump reading XPUB), or placing tasks (the pump reading PULL).
 enum Fed {
     Off,
     Down(DownSide),
     Up(UpSide),
+    Tasks(TaskSide),
 }
 
 /// What a federation link handed a pump.
@@ -318,6 +339,8 @@ enum Relayed {
     /// Publications that entered at another replica: for this replica's subscribers only.
     Publications(Vec<Msg>),
     Event(UpEvent),
+    /// Tasks another replica placed here: for this replica's workers only.
+    Tasks(Arrival),
 }
 
 impl Fed {
@@ -327,6 +350,7 @@ impl Fed {
             Fed::Off => std::future::pending().await,
             Fed::Down(d) => d.recv().await.map(Relayed::Publications),
             Fed::Up(u) => u.recv().await.map(Relayed::Event),
+            Fed::Tasks(t) => t.recv().await.map(Relayed::Tasks),
         }
     }
 
@@ -335,6 +359,7 @@ impl Fed {
             Fed::Off => None,
             Fed::Down(d) => d.try_recv().map(Relayed::Publications),
             Fed::Up(u) => u.try_recv().map(Relayed::Event),
+            Fed::Tasks(t) => t.try_recv().map(Relayed::Tasks),
         }
     }
 
@@ -342,6 +367,7 @@ impl Fed {
     fn backlog(&self) -> usize {
         match self {
             Fed::Down(d) => d.backlog(),
+            Fed::Tasks(t) => t.backlog(),
             Fed::Off | Fed::Up(_) => 0,
         }
     }
@@ -379,10 +405,52 @@ impl Pump {
         }
         self.src().add_recv(msgs.len() as u64, frames, bytes);
         self.tee(&msgs, frames);
-        if let Fed::Down(down) = &mut self.fed {
-            down.relay(Origin::Local, &msgs);
+        match &mut self.fed {
+            Fed::Down(down) => down.relay(Origin::Local, &msgs),
+            Fed::Tasks(_) => return self.place_tasks(msgs).await,
+            Fed::Off | Fed::Up(_) => {}
         }
         self.deliver(msgs).await
+    }
+
+    /// PULL/PUSH federated: this replica's own workers take what they have room for, replicas
+    /// with credit take the rest; what nobody can take waits here for room or credit, as a PUSH
+    /// waits, so the producers are held back at their own high-water mark.
+    async fn place_tasks(&mut self, mut msgs: Vec<Msg>) -> Result<(), Vec<Msg>> {
+        loop {
+            let Fed::Tasks(tasks) = &mut self.fed else { return self.deliver(msgs).await };
+            let room = self.dest.room();
+            let (local, wait) = tasks.place(msgs, room);
+            if !local.is_empty() {
+                self.deliver(local).await?;
+            }
+            if wait.is_empty() {
+                return Ok(());
+            }
+            msgs = wait;
+            let Fed::Tasks(tasks) = &mut self.fed else { continue };
+            let mut kill = self.kill.clone();
+            // Room made, credit announced, or (a wake-up lost between the two reads) a tick.
+            tokio::select! {
+                _ = self.dest.changed() => {}
+                _ = tasks.credited() => {}
+                _ = tokio::time::sleep(FEDERATION_CREDIT_INTERVAL) => {}
+                _ = kill.wait_for(|v| *v) => return Err(msgs),
+            }
+            self.announce_credit();
+        }
+    }
+
+    /// Tells the other replicas this replica's workers and their room (PULL/PUSH federated
+    /// only).
+    fn announce_credit(&mut self) {
+        if let Fed::Tasks(_) = &self.fed {
+            let room = self.dest.room();
+            let workers = self.dest.peers();
+            if let Fed::Tasks(tasks) = &mut self.fed {
+                tasks.announce(room, workers);
+            }
+        }
     }
 
     /// Delivers what entered the federation at another replica (or the subscriptions upstream
@@ -396,9 +464,17 @@ impl Pump {
                 }
                 msgs
             }
+            Relayed::Tasks(a) => {
+                let n = a.msgs.len();
+                self.deliver(a.msgs).await?;
+                if let Fed::Tasks(tasks) = &mut self.fed {
+                    tasks.taken(a.from, a.link, n);
+                }
+                return Ok(());
+            }
             Relayed::Event(ev) => match &mut self.fed {
                 Fed::Up(up) => up.event(ev),
-                Fed::Off | Fed::Down(_) => Vec::new(),
+                Fed::Off | Fed::Down(_) | Fed::Tasks(_) => Vec::new(),
             },
         };
         if msgs.is_empty() {
@@ -467,6 +543,12 @@ async fn pump(
 ) {
     let mut p = Pump { dest, capture, counters, front_to_back, kill, fed };
     let mut links_open = !matches!(p.fed, Fed::Off);
+    // A federated PULL/PUSH replica re-announces its workers' room on this tick.
+    let mut credit_tick = matches!(p.fed, Fed::Tasks(_)).then(|| {
+        let mut t = tokio::time::interval(FEDERATION_CREDIT_INTERVAL);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     let mut table = SubscriptionTable::default();
     let mut moved = 0usize;
     loop {
@@ -496,6 +578,10 @@ async fn pump(
             // A PAUSE takes effect before the next read, not after it.
             _ = state.changed() => continue,
             it = rx.recv() => it,
+            _ = tick(&mut credit_tick) => {
+                p.announce_credit();
+                continue;
+            }
             r = p.fed.recv(), if links_open => match r {
                 Some(r) => {
                     moved += 1;
@@ -608,6 +694,16 @@ fn spawn_watched(
         let _guard = guard;
         pump.await;
     })
+}
+
+/// Resolves at the interval's next tick; never without one.
+async fn tick(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn wait_kill(mut k: watch::Receiver<bool>) {

@@ -19,9 +19,10 @@ import zmq
 from zmqpeers import REPO, HOST, connect_wait, ep, free_ports, log_message, probe_until, proxy_bin, until
 
 
-def start_federation(start_proxy, n: int, extra: tuple = (), wait: bool = True) -> list:
-    """n XSUB/XPUB replicas, each dialing all the others; returns them once every replica has
-    its n-1 outbound and n-1 inbound links up (from their log lines)."""
+def start_federation(start_proxy, n: int, extra: tuple = (), wait: bool = True, types=("XSUB", "XPUB")) -> list:
+    """n replicas (XSUB/XPUB unless `types` says otherwise), each dialing all the others;
+    returns them once every replica has its n-1 outbound and n-1 inbound links up (from their
+    log lines)."""
     ports = free_ports(3 * n)
     fed = [ep(ports[3 * i + 2]) for i in range(n)]
     replicas = []
@@ -29,18 +30,19 @@ def start_federation(start_proxy, n: int, extra: tuple = (), wait: bool = True) 
         front, back = ep(ports[3 * i]), ep(ports[3 * i + 1])
         peers = ",".join(f for j, f in enumerate(fed) if j != i)
         args = [
-            "--frontend-type", "XSUB", "--frontend-bind", front,
-            "--backend-type", "XPUB", "--backend-bind", back,
+            "--frontend-type", types[0], "--frontend-bind", front,
+            "--backend-type", types[1], "--backend-bind", back,
             "--federation-bind", fed[i], "--federation-peers", peers,
             "--federation-id", f"r{i}", "--log-format", "json",
-            # Exactness is the point here: no subscriber queue drops (a PUB's high-water mark).
-            "--backend-sndhwm", "0", *extra,
+            *(["--backend-sndhwm", "0"] if types[1] == "XPUB" else []), *extra,
         ]
         p = start_proxy(args)
         p.frontend, p.backend, p.federation = front, back, fed[i]
         replicas.append(p)
     for p in replicas:
         if wait:
+            # Exactness is the point of these tests: no subscriber queue drops (a PUB's
+            # high-water mark) for XPUB; PUSH waits instead of dropping anyway.
             wait_links(p, n - 1)
     return replicas
 
@@ -322,3 +324,59 @@ def test_the_three_replica_example_forms_one_forwarder(ctx):
     text = out.decode("utf-8", "replace")
     assert text.count("proxy stopped") == 3, text
     assert text.count("federation peer is this replica") == 3, text
+
+
+def test_pipeline_tasks_reach_workers_on_other_replicas_evenly_and_once(ctx, start_proxy):
+    """PULL/PUSH on 3 replicas: 2 producers on replica 0, which has no worker; 2 workers on
+    replica 1 and 1 on replica 2. Replica 0 hands every task on by the credit the others
+    announce, in proportion to their workers: each task reaches exactly one worker, none is
+    left on replica 0, and each worker's share is within 15% of a third.
+
+    The producers send in rounds and the workers drain each round, so the workers, not the
+    replicas' pumps, set the pace, as in a pipeline whose tasks take time; under saturation a
+    replica whose credit is used up is skipped, as a PUSH skips a full peer."""
+    replicas = start_federation(start_proxy, 3, types=("PULL", "PUSH"))
+    workers = []
+    for r in (replicas[1], replicas[1], replicas[2]):
+        w = ctx.socket(zmq.PULL)
+        connect_wait(w, r.backend)
+        workers.append(w)
+    producers = []
+    for name in (b"A", b"B"):
+        p = ctx.socket(zmq.PUSH)
+        connect_wait(p, replicas[0].frontend)
+        producers.append((name, p))
+    poller = zmq.Poller()
+    for w in workers:
+        poller.register(w, zmq.POLLIN)
+    got: list[list[bytes]] = [[] for _ in workers]
+    rounds, per_round = 30, 100
+    for r in range(rounds):
+        for i in range(r * per_round, (r + 1) * per_round):
+            for name, p in producers:
+                p.send(b"%s|%d" % (name, i))
+        want = 2 * per_round * (r + 1)
+        for _ in until(15, 1_000_000):
+            if sum(map(len, got)) >= want:
+                break
+            for sock, _ in poller.poll(100):
+                for _ in range(1000):
+                    try:
+                        got[workers.index(sock)].append(sock.recv(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+        assert sum(map(len, got)) == want, f"round {r}: {sum(map(len, got))} of {want} tasks arrived"
+    total = 2 * rounds * per_round
+    everything = [m for g in got for m in g]
+    assert len(set(everything)) == total, "a task arrived twice"
+    for name, _ in producers:
+        seqs = [int(m.split(b"|")[1]) for g in got for m in g if m.startswith(name + b"|")]
+        assert sorted(seqs) == list(range(rounds * per_round))
+    shares = [len(g) / total for g in got]
+    assert all(abs(s - 1 / 3) <= 0.15 / 3 for s in shares), f"shares {shares}"
+    for w in workers:
+        assert not w.poll(200), "nothing more"
+    replicas[0].signal()
+    assert replicas[0].wait_exit(10) == 0
+    stopped = replicas[0].stopped_counters()
+    assert stopped["undelivered_msgs"] == 0 and stopped["dropped_msgs"] == 0, stopped

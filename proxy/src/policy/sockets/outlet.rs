@@ -110,6 +110,18 @@ impl Outlet {
         }
     }
 
+    /// Messages this socket's peers can take right now, all together: what a PUSH/DEALER batch
+    /// places without waiting.
+    pub fn room(&mut self) -> usize {
+        self.refresh();
+        self.room.iter().sum()
+    }
+
+    /// Peers as of the last refresh (e.g. [`Outlet::room`]).
+    pub fn peers(&self) -> usize {
+        self.peers.len()
+    }
+
     pub fn backlog(&self) -> i64 {
         self.handle().backlog()
     }
