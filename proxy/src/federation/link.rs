@@ -178,6 +178,7 @@ async fn inbound(mut l: Linked, sinks: Sinks, mut life: Lifecycle) {
         return;
     }
     let link = members.next_link();
+    members.inbound_up(l.peer, &l.peer_id);
     members.counters.connections.fetch_add(1, Ordering::AcqRel);
     tracing::info!(member = %l.peer_id, link, "federation link in up");
     let why = read_links(&mut l, link, &sinks, &mut life).await;
@@ -308,7 +309,7 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
     let members = &sinks.members;
     let (tx, rx) = mpsc::unbounded_channel();
     let queue = Arc::new(LinkQueue { tx, queued: AtomicUsize::new(0) });
-    members.outbound_up(l.peer, queue.clone())?;
+    members.outbound_up(l.peer, &l.peer_id, queue.clone())?;
     members.counters.connections.fetch_add(1, Ordering::AcqRel);
     tracing::info!(member = %l.peer_id, "federation link out up");
     let _ = sinks.events.send(UpEvent::OutboundUp(l.peer)).await;

@@ -37,6 +37,10 @@ pub struct LinkQueue {
 #[derive(Clone)]
 pub struct Member {
     pub tag: MemberTag,
+    /// Its `--federation-id`: the `member` label of its metrics.
+    pub id: Arc<str>,
+    /// Inbound connections from it that are up (more than one only while it reconnects).
+    pub inbound: usize,
     pub out: Option<Arc<LinkQueue>>,
     /// The union of what its inbound connections announced, replaced whole on change.
     pub topics: Arc<Vec<Bytes>>,
@@ -112,13 +116,15 @@ impl Members {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn with_member<R>(&self, tag: MemberTag, f: impl FnOnce(&mut Member) -> R) -> R {
+    fn with_member<R>(&self, tag: MemberTag, id: &str, f: impl FnOnce(&mut Member) -> R) -> R {
         let mut all = lock(&self.inner);
         let i = match all.iter().position(|m| m.tag == tag) {
             Some(i) => i,
             None => {
                 all.push(Member {
                     tag,
+                    id: Arc::from(id),
+                    inbound: 0,
                     out: None,
                     topics: Arc::new(Vec::new()),
                     credit: None,
@@ -134,11 +140,16 @@ impl Members {
     }
 
     /// Registers an outbound connection to the replica `id`.
-    pub fn outbound_up(&self, tag: MemberTag, queue: Arc<LinkQueue>) -> Result<(), Refused> {
+    pub fn outbound_up(
+        &self,
+        tag: MemberTag,
+        id: &str,
+        queue: Arc<LinkQueue>,
+    ) -> Result<(), Refused> {
         if tag == self.own {
             return Err(Refused::Itself);
         }
-        self.with_member(tag, |m| match m.out {
+        self.with_member(tag, id, |m| match m.out {
             Some(_) => Err(Refused::Duplicate),
             None => {
                 m.out = Some(queue);
@@ -166,7 +177,7 @@ impl Members {
     /// Records what an inbound connection announced; the pump learns it after this returns, so
     /// a publication the publishers send because of it finds the topic here.
     pub fn announced(&self, tag: MemberTag, link: LinkId, subscribe: bool, t: &Bytes) {
-        self.with_member(tag, |m| {
+        self.with_member(tag, "", |m| {
             let set = m.by_link.entry(link).or_default();
             let changed = if subscribe { set.insert(t.clone()) } else { set.remove(t) };
             if changed {
@@ -177,14 +188,20 @@ impl Members {
 
     /// Records a replica's `CREDIT`.
     pub fn credit(&self, tag: MemberTag, room: u64, taken: u64, workers: u64) {
-        self.with_member(tag, |m| m.credit = Some((room, taken, workers)));
+        self.with_member(tag, "", |m| m.credit = Some((room, taken, workers)));
         self.credited.notify_waiters();
+    }
+
+    /// An inbound connection from the replica `id` came up.
+    pub fn inbound_up(&self, tag: MemberTag, id: &str) {
+        self.with_member(tag, id, |m| m.inbound += 1);
     }
 
     /// An inbound connection ended: what it announced no longer counts.
     pub fn inbound_down(&self, tag: MemberTag, link: LinkId) {
         let mut all = lock(&self.inner);
         if let Some(m) = all.iter_mut().find(|m| m.tag == tag) {
+            m.inbound = m.inbound.saturating_sub(1);
             if m.by_link.remove(&link).is_some() {
                 m.topics = Arc::new(union(&m.by_link));
             }
@@ -215,6 +232,12 @@ impl Members {
             .filter_map(|m| m.out.as_ref())
             .map(|q| q.queued.load(Ordering::Acquire))
             .sum()
+    }
+
+    /// Per member: its id, whether its outbound and its inbound connections are up.
+    pub fn link_states(&self) -> Vec<(Arc<str>, bool, bool)> {
+        let all = lock(&self.inner);
+        all.iter().map(|m| (m.id.clone(), m.out.is_some(), m.inbound > 0)).collect()
     }
 
     /// (members known, members with an outbound connection up).
@@ -253,10 +276,10 @@ mod tests {
     fn a_replica_never_links_to_itself_or_twice_to_another() {
         let m = Members::new("a");
         let (q, _rx) = queue();
-        assert_eq!(m.outbound_up(member_tag("a"), q.clone()), Err(Refused::Itself));
-        assert_eq!(m.outbound_up(member_tag("b"), q.clone()), Ok(()));
+        assert_eq!(m.outbound_up(member_tag("a"), "a", q.clone()), Err(Refused::Itself));
+        assert_eq!(m.outbound_up(member_tag("b"), "b", q.clone()), Ok(()));
         let (q2, _rx2) = queue();
-        assert_eq!(m.outbound_up(member_tag("b"), q2.clone()), Err(Refused::Duplicate));
+        assert_eq!(m.outbound_up(member_tag("b"), "b", q2.clone()), Err(Refused::Duplicate));
         m.outbound_down(member_tag("b"), &q2);
         assert!(m.queue_of(member_tag("b")).is_some(), "only the registered queue goes down");
         m.outbound_down(member_tag("b"), &q);

@@ -81,6 +81,11 @@ pub struct FederationSnapshot {
 }
 
 impl Federation {
+    /// Per member: its id, whether the link to it and the link from it are up.
+    pub fn link_states(&self) -> Vec<(Arc<str>, bool, bool)> {
+        self.members.link_states()
+    }
+
     pub fn snapshot(&self) -> FederationSnapshot {
         let c = &self.members.counters;
         let (members, links_out_up) = self.members.seen_and_up();

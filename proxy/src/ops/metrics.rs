@@ -28,6 +28,11 @@
 //! - gauges `zmq_proxy_connected_peers{socket}`, `zmq_proxy_queued_frames{socket}`,
 //!   `zmq_proxy_paused`, `zmq_proxy_draining`, `zmq_proxy_ready`,
 //!   `zmq_proxy_build_info{version}` (always 1).
+//! - A federated replica only (docs/federation.md's table, checked against a scrape too):
+//!   `zmq_proxy_federation_members`, `zmq_proxy_federation_link_up{member, direction}`,
+//!   `zmq_proxy_federation_relayed_messages_total{direction}`,
+//!   `zmq_proxy_federation_dropped_messages_total{reason}`,
+//!   `zmq_proxy_federation_protocol_errors_total`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +48,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::engine::counters::{Counters, Snapshot};
+use crate::federation::Federation;
 use crate::policy::sockets::SocketHandle;
 use crate::proxy::forward::Proxy;
 use crate::proxy::state::ProxyState;
@@ -55,6 +61,7 @@ pub struct Observed {
     pumps: Vec<AbortHandle>,
     ready: AtomicBool,
     draining: AtomicBool,
+    federation: Option<Federation>,
 }
 
 impl Observed {
@@ -71,6 +78,7 @@ impl Observed {
             pumps: proxy.pump_handles(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            federation: proxy.federation().cloned(),
         })
     }
 
@@ -230,8 +238,40 @@ impl Collector for ProxyCollector {
         let version = [(env!("CARGO_PKG_VERSION"), 1)];
         let help = "Build of this proxy (always 1)";
         family(e, "zmq_proxy_build_info", help, g, "version", &version, gauge)?;
-        Ok(())
+        match &o.federation {
+            Some(f) => encode_federation(e, f),
+            None => Ok(()),
+        }
     }
+}
+
+/// The federation's families (a federated replica only).
+fn encode_federation(e: &mut DescriptorEncoder, f: &Federation) -> std::fmt::Result {
+    let (c, g) = (MetricType::Counter, MetricType::Gauge);
+    let s = f.snapshot();
+    let m = e.encode_descriptor(
+        "zmq_proxy_federation_members",
+        "Other replicas this replica has linked with",
+        None,
+        g,
+    )?;
+    gauge(s.members as i64, m)?;
+    let help = "1 while the link to (out) or from (in) that replica is up, by member and direction";
+    let mut m = e.encode_descriptor("zmq_proxy_federation_link_up", help, None, g)?;
+    for (id, out, inbound) in f.link_states() {
+        for (direction, up) in [("out", out), ("in", inbound)] {
+            let labels = [("member", &*id), ("direction", direction)];
+            gauge(i64::from(up), m.encode_family(&labels)?)?;
+        }
+    }
+    let relayed = [("out", s.relayed_out), ("in", s.relayed_in)];
+    let help = "Messages relayed to (out, per copy) and from (in) other replicas";
+    family(e, "zmq_proxy_federation_relayed_messages", help, c, "direction", &relayed, counter)?;
+    let dropped = [("link_full", s.dropped_link_full), ("link_down", s.dropped_link_down)];
+    let help = "Messages for another replica dropped, by reason";
+    family(e, "zmq_proxy_federation_dropped_messages", help, c, "reason", &dropped, counter)?;
+    let help = "Links closed for a malformed message or one that broke the one-hop rule";
+    single(e, "zmq_proxy_federation_protocol_errors", help, s.protocol_errors)
 }
 
 /// Frames dropped since the previous summary, by reason; `None` when nothing was dropped.

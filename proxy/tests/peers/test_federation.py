@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -19,10 +20,12 @@ import zmq
 from zmqpeers import REPO, HOST, connect_wait, ep, free_ports, log_message, probe_until, proxy_bin, until
 
 
-def start_federation(start_proxy, n: int, extra: tuple = (), wait: bool = True, types=("XSUB", "XPUB")) -> list:
+def start_federation(
+    start_proxy, n: int, extra: tuple = (), types=("XSUB", "XPUB"), first_extra: tuple = ()
+) -> list:
     """n replicas (XSUB/XPUB unless `types` says otherwise), each dialing all the others;
     returns them once every replica has its n-1 outbound and n-1 inbound links up (from their
-    log lines)."""
+    log lines). `first_extra` goes to replica 0 only."""
     ports = free_ports(3 * n)
     fed = [ep(ports[3 * i + 2]) for i in range(n)]
     replicas = []
@@ -34,16 +37,16 @@ def start_federation(start_proxy, n: int, extra: tuple = (), wait: bool = True, 
             "--backend-type", types[1], "--backend-bind", back,
             "--federation-bind", fed[i], "--federation-peers", peers,
             "--federation-id", f"r{i}", "--log-format", "json",
+            # Exactness is the point here: no subscriber queue drops at the XPUB's high-water
+            # mark (a PUSH waits instead of dropping anyway).
             *(["--backend-sndhwm", "0"] if types[1] == "XPUB" else []), *extra,
+            *(first_extra if i == 0 else ()),
         ]
         p = start_proxy(args)
         p.frontend, p.backend, p.federation = front, back, fed[i]
         replicas.append(p)
     for p in replicas:
-        if wait:
-            # Exactness is the point of these tests: no subscriber queue drops (a PUB's
-            # high-water mark) for XPUB; PUSH waits instead of dropping anyway.
-            wait_links(p, n - 1)
+        wait_links(p, n - 1)
     return replicas
 
 
@@ -380,3 +383,35 @@ def test_pipeline_tasks_reach_workers_on_other_replicas_evenly_and_once(ctx, sta
     assert replicas[0].wait_exit(10) == 0
     stopped = replicas[0].stopped_counters()
     assert stopped["undelivered_msgs"] == 0 and stopped["dropped_msgs"] == 0, stopped
+
+
+def test_a_federated_replica_serves_the_metrics_docs_federation_lists(ctx, start_proxy):
+    """/metrics of a federated replica: the links to and from the other replica are up, what
+    crossed is counted, and the federation families are docs/federation.md's table, HELP
+    texts included."""
+    from test_metrics_words import _families, _sample, _scrape
+
+    http = free_ports(1)[0]
+    replicas = start_federation(start_proxy, 2, first_extra=("--http-bind", f"127.0.0.1:{http}"))
+    pub = ctx.socket(zmq.PUB)
+    connect_wait(pub, replicas[1].frontend)
+    sub = ctx.socket(zmq.SUB)
+    sub.subscribe(b"")
+    connect_wait(sub, replicas[0].backend)
+    for _ in until(10, 10_000):
+        pub.send(b"m")
+        if sub.poll(50):
+            break
+    assert sub.recv() == b"m"
+    text = _scrape(http)
+    assert _sample(text, "zmq_proxy_federation_members") == 1, text
+    for direction in ("out", "in"):
+        assert _sample(text, "zmq_proxy_federation_link_up", member="r1", direction=direction) == 1, text
+    assert _sample(text, "zmq_proxy_federation_relayed_messages_total", direction="in") >= 1, text
+    served = {n: v for n, v in _families(text).items() if n.startswith("zmq_proxy_federation_")}
+    documented = {}
+    for line in (REPO / "docs" / "federation.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"`zmq_proxy_federation_\w+`", cells[0]):
+            documented[cells[0].strip("`")] = (cells[1], cells[3].rstrip("."))
+    assert documented == served
