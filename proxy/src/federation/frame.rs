@@ -46,6 +46,9 @@ pub enum Kind {
     Credit,
     /// A task read by the origin from its own producers: body is the message.
     Task,
+    /// The origin was paused (body `1`) or resumed (`0`) by its own control socket or pause
+    /// file; the receiver follows and tells nobody else.
+    State,
 }
 
 impl Kind {
@@ -57,6 +60,7 @@ impl Kind {
             Kind::Publish => 4,
             Kind::Credit => 5,
             Kind::Task => 6,
+            Kind::State => 7,
         }
     }
 
@@ -68,6 +72,7 @@ impl Kind {
             4 => Kind::Publish,
             5 => Kind::Credit,
             6 => Kind::Task,
+            7 => Kind::State,
             _ => return None,
         })
     }
@@ -127,6 +132,7 @@ pub enum LinkMessage {
     Publish { origin: MemberTag, msg: Vec<Bytes> },
     Credit { origin: MemberTag, room: u64, taken: u64, workers: u64 },
     Task { origin: MemberTag, msg: Vec<Bytes> },
+    State { origin: MemberTag, paused: bool },
 }
 
 /// Parses one link message (its frames, header first).
@@ -173,6 +179,12 @@ pub fn parse(mut frames: Vec<Bytes>) -> Result<LinkMessage, FrameError> {
                 };
                 let (room, taken, workers) = (u(0), u(1), u(2));
                 Ok(LinkMessage::Credit { origin: h.origin, room, taken, workers })
+            }
+            _ => Err(FrameError::Body(h.kind, body)),
+        },
+        Kind::State => match &frames[1..] {
+            [b] if b[..] == [0] || b[..] == [1] => {
+                Ok(LinkMessage::State { origin: h.origin, paused: b[0] == 1 })
             }
             _ => Err(FrameError::Body(h.kind, body)),
         },
@@ -232,6 +244,7 @@ mod tests {
             (Kind::Publish, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]),
             (Kind::Task, vec![Bytes::from_static(b"t")]),
             (Kind::Credit, vec![credit_body(1000, 7, 2)]),
+            (Kind::State, vec![Bytes::from_static(&[1])]),
         ];
         for (kind, body) in cases {
             let mut out = BytesMut::new();
@@ -247,6 +260,7 @@ mod tests {
                 },
                 Kind::Publish => LinkMessage::Publish { origin: me, msg: body.clone() },
                 Kind::Task => LinkMessage::Task { origin: me, msg: body.clone() },
+                Kind::State => LinkMessage::State { origin: me, paused: true },
                 Kind::Credit => {
                     LinkMessage::Credit { origin: me, room: 1000, taken: 7, workers: 2 }
                 }

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::frame::{self, Kind, LinkMessage, MemberTag};
-use super::members::{LinkOut, LinkQueue, Members, Refused};
+use super::members::{self, LinkOut, LinkQueue, Members, Refused};
 use super::route::LinkId;
 use super::{Arrival, UpEvent};
 use crate::engine::curve::{self, Mechanism, Sealer};
@@ -214,6 +214,10 @@ async fn read_links(
                 Ok(LinkMessage::Credit { origin, room, taken, workers }) if origin == l.peer => {
                     members.credit(origin, room, taken, workers);
                 }
+                Ok(LinkMessage::State { origin, paused }) if origin == l.peer => {
+                    tracing::info!(member = %l.peer_id, paused, "federation: steered by a replica");
+                    members.state_from(paused);
+                }
                 Ok(LinkMessage::Subscription { origin, subscribe, topic }) if origin == l.peer => {
                     // Publications read before the subscription go first, as they were sent.
                     let b = std::mem::take(&mut batch);
@@ -312,6 +316,9 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
     members.outbound_up(l.peer, &l.peer_id, queue.clone())?;
     members.counters.connections.fetch_add(1, Ordering::AcqRel);
     tracing::info!(member = %l.peer_id, "federation link out up");
+    if members.paused() {
+        members::send(&queue, vec![LinkOut::State(true)]);
+    }
     let _ = sinks.events.send(UpEvent::OutboundUp(l.peer)).await;
     let Linked { mut rd, wr, sealer, peer, peer_id, .. } = l;
     let header = |k| frame::header(k, members.own);
@@ -321,6 +328,7 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
         publish: header(Kind::Publish),
         task: header(Kind::Task),
         credit: header(Kind::Credit),
+        state: header(Kind::State),
     };
     let mut rx = rx;
     let why = {
@@ -352,6 +360,7 @@ struct Headers {
     publish: Bytes,
     task: Bytes,
     credit: Bytes,
+    state: Bytes,
 }
 
 async fn write_loop(
@@ -384,6 +393,10 @@ async fn write_loop(
                         }
                         LinkOut::Publish(m) => frame::encode(&h.publish, &m, out, sealer.as_mut())?,
                         LinkOut::Task(m) => frame::encode(&h.task, &m, out, sealer.as_mut())?,
+                        LinkOut::State(paused) => {
+                            let body = [Bytes::from_static(if paused { &[1] } else { &[0] })];
+                            frame::encode(&h.state, &body, out, sealer.as_mut())?
+                        }
                         LinkOut::Credit(room, taken, workers) => {
                             let body = [frame::credit_body(room, taken, workers)];
                             frame::encode(&h.credit, &body, out, sealer.as_mut())?

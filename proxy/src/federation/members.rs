@@ -3,11 +3,11 @@
 //! it) and the two pumps (which read a snapshot, refreshed only when the version moves).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::frame::MemberTag;
 use super::route::LinkId;
@@ -24,6 +24,8 @@ pub enum LinkOut {
     /// This replica's credit for the receiver: its own workers' room, how many of the
     /// receiver's tasks it has handed to them, and how many workers it has.
     Credit(u64, u64, u64),
+    /// This replica was paused (`true`) or resumed by its own control socket or pause file.
+    State(bool),
 }
 
 /// One outbound connection's queue: unbounded for subscriptions (small, never dropped), bounded
@@ -75,6 +77,10 @@ pub struct Members {
     pub counters: LinkCounters,
     /// A replica announced credit: a task pump waiting for room may place its tasks now.
     pub credited: Notify,
+    /// Whether this replica is paused, as the other replicas were last told.
+    paused: AtomicBool,
+    /// The last PAUSE (`true`) or RESUME a replica sent.
+    remote_state: watch::Sender<Option<bool>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,6 +107,8 @@ impl Members {
             next_link: AtomicU64::new(1),
             counters: LinkCounters::default(),
             credited: Notify::new(),
+            paused: AtomicBool::new(false),
+            remote_state: watch::channel(None).0,
         }
     }
 
@@ -209,6 +217,30 @@ impl Members {
         }
         drop(all);
         self.bump();
+    }
+
+    /// Tells every replica that this one was paused or resumed by its own steering; a replica
+    /// that links later is told on linking while this one is paused.
+    pub fn tell_state(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        for m in lock(&self.inner).iter() {
+            if let Some(q) = &m.out {
+                send(q, vec![LinkOut::State(paused)]);
+            }
+        }
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// A replica's PAUSE or RESUME.
+    pub fn state_from(&self, paused: bool) {
+        self.remote_state.send_replace(Some(paused));
+    }
+
+    pub fn remote_states(&self) -> watch::Receiver<Option<bool>> {
+        self.remote_state.subscribe()
     }
 
     /// Queues a subscription change to every replica with an outbound connection.

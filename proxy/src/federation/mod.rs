@@ -81,6 +81,16 @@ pub struct FederationSnapshot {
 }
 
 impl Federation {
+    /// Tells every replica that this one was paused or resumed by its own steering.
+    pub fn tell_state(&self, paused: bool) {
+        self.members.tell_state(paused);
+    }
+
+    /// The last PAUSE (`Some(true)`) or RESUME another replica sent.
+    pub fn remote_states(&self) -> tokio::sync::watch::Receiver<Option<bool>> {
+        self.members.remote_states()
+    }
+
     /// Per member: its id, whether the link to it and the link from it are up.
     pub fn link_states(&self) -> Vec<(Arc<str>, bool, bool)> {
         self.members.link_states()

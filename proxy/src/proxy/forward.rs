@@ -128,6 +128,10 @@ impl Proxy {
                 }
             }
         };
+        if let Some(f) = &federation {
+            let steer = steer_federation(f.clone(), state.clone(), kill_rx.clone());
+            tokio::spawn(steer);
+        }
         // One pump per direction; `from_frontend` picks which counters each side uses.
         let mut spawn_pump = |rx, dest, from_frontend, fed| {
             let p = pump(
@@ -674,6 +678,51 @@ async fn pump(
             _ = wait_kill(p.kill.clone()) => return,
             _ = p.dest.changed() => {}
             _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
+        }
+    }
+}
+
+/// PAUSE and RESUME across the federation: this replica's own steering (control socket, pause
+/// file) is told to every replica; another replica's is followed and told nobody (one hop).
+async fn steer_federation(
+    fed: Federation,
+    state: watch::Sender<ProxyState>,
+    mut kill: watch::Receiver<bool>,
+) {
+    let mut ours = state.subscribe();
+    let mut theirs = fed.remote_states();
+    // The state this task set from a replica's message: its change is not told on.
+    let mut followed: Option<ProxyState> = None;
+    let initial = *ours.borrow_and_update();
+    if initial == ProxyState::Paused {
+        fed.tell_state(true);
+    }
+    loop {
+        tokio::select! {
+            r = ours.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let now = *ours.borrow_and_update();
+                if now == ProxyState::Terminated {
+                    return;
+                }
+                if followed.take() == Some(now) {
+                    continue;
+                }
+                fed.tell_state(now == ProxyState::Paused);
+            }
+            r = theirs.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let Some(paused) = *theirs.borrow_and_update() else { continue };
+                let to = state::of_paused(paused);
+                if state::set(&state, to) {
+                    followed = Some(to);
+                }
+            }
+            _ = kill.wait_for(|v| *v) => return,
         }
     }
 }

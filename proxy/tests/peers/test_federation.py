@@ -21,11 +21,11 @@ from zmqpeers import REPO, HOST, connect_wait, ep, free_ports, log_message, prob
 
 
 def start_federation(
-    start_proxy, n: int, extra: tuple = (), types=("XSUB", "XPUB"), first_extra: tuple = ()
+    start_proxy, n: int, extra: tuple = (), types=("XSUB", "XPUB"), each=lambda i: ()
 ) -> list:
     """n replicas (XSUB/XPUB unless `types` says otherwise), each dialing all the others;
     returns them once every replica has its n-1 outbound and n-1 inbound links up (from their
-    log lines). `first_extra` goes to replica 0 only."""
+    log lines). `each(i)` is more arguments for replica i only."""
     ports = free_ports(3 * n)
     fed = [ep(ports[3 * i + 2]) for i in range(n)]
     replicas = []
@@ -40,7 +40,7 @@ def start_federation(
             # Exactness is the point here: no subscriber queue drops at the XPUB's high-water
             # mark (a PUSH waits instead of dropping anyway).
             *(["--backend-sndhwm", "0"] if types[1] == "XPUB" else []), *extra,
-            *(first_extra if i == 0 else ()),
+            *each(i),
         ]
         p = start_proxy(args)
         p.frontend, p.backend, p.federation = front, back, fed[i]
@@ -392,7 +392,9 @@ def test_a_federated_replica_serves_the_metrics_docs_federation_lists(ctx, start
     from test_metrics_words import _families, _sample, _scrape
 
     http = free_ports(1)[0]
-    replicas = start_federation(start_proxy, 2, first_extra=("--http-bind", f"127.0.0.1:{http}"))
+    replicas = start_federation(
+        start_proxy, 2, each=lambda i: ("--http-bind", f"127.0.0.1:{http}") if i == 0 else ()
+    )
     pub = ctx.socket(zmq.PUB)
     connect_wait(pub, replicas[1].frontend)
     sub = ctx.socket(zmq.SUB)
@@ -415,3 +417,49 @@ def test_a_federated_replica_serves_the_metrics_docs_federation_lists(ctx, start
         if len(cells) == 4 and re.fullmatch(r"`zmq_proxy_federation_\w+`", cells[0]):
             documented[cells[0].strip("`")] = (cells[1], cells[3].rstrip("."))
     assert documented == served
+
+
+def test_pause_and_resume_on_any_replica_steer_the_whole_federation(ctx, start_proxy):
+    """PAUSE on replica 0's control socket pauses all three replicas (zmq_proxy_paused is 1 on
+    each); RESUME on replica 2's resumes all three, and a publication then crosses from
+    replica 1 to a subscriber on replica 0. No replica passes on a command it was told."""
+    from test_metrics_words import _sample, _scrape
+
+    ports = free_ports(6)
+    replicas = start_federation(
+        start_proxy, 3, each=lambda i: ("--control-bind", ep(ports[i]), "--http-bind", f"127.0.0.1:{ports[3 + i]}")
+    )
+
+    def steer(i: int, command: bytes) -> None:
+        req = ctx.socket(zmq.REQ)
+        req.connect(ep(ports[i]))
+        req.send(command)
+        assert req.poll(5000), f"no reply to {command!r}"
+        req.recv_multipart()
+        req.close(0)
+
+    def paused_everywhere(value: int) -> None:
+        for _ in until(10, 10_000):
+            states = [_sample(_scrape(ports[3 + i]), "zmq_proxy_paused") for i in range(3)]
+            if states == [value] * 3:
+                return
+            replicas[0].wait_for_event("never logged", 0.02)
+        raise AssertionError(f"zmq_proxy_paused {states}, expected {value} on every replica")
+
+    steer(0, b"PAUSE")
+    paused_everywhere(1)
+    steer(2, b"RESUME")
+    paused_everywhere(0)
+    pub = ctx.socket(zmq.PUB)
+    connect_wait(pub, replicas[1].frontend)
+    sub = ctx.socket(zmq.SUB)
+    sub.subscribe(b"")
+    connect_wait(sub, replicas[0].backend)
+    for _ in until(10, 10_000):
+        pub.send(b"after")
+        if sub.poll(50):
+            break
+    assert sub.recv() == b"after"
+    # Each replica heard each command it did not take itself exactly once: nobody passed one on.
+    followed = [count_events(r, "federation: steered by a replica") for r in replicas]
+    assert followed == [1, 2, 1], followed
