@@ -25,7 +25,7 @@ use crate::engine::tunables::{
     WRITE_BATCH_BYTES,
 };
 use crate::policy::sockets::{Lifecycle, Msg, tune};
-use crate::wire::zmtp::{Decoder, Item, WireError};
+use crate::wire::zmtp::{Decoder, HANDSHAKE_MAX_BYTES, Item, WireError};
 use zmq_proxy_api::options::SocketOptions;
 use zmq_proxy_api::socket::SocketType;
 
@@ -94,7 +94,9 @@ async fn link_up(
             Some(s) => (Some(s.sealer), Some(s.opener)),
             None => (None, None),
         };
-        let mut dec = Decoder::new(max_bytes());
+        // HELLO is a few bytes: a dialer that is not a replica gets no more than a handshake's
+        // allowance of memory before it is refused or times out.
+        let mut dec = Decoder::new(HANDSHAKE_MAX_BYTES);
         if let Some(o) = opener {
             dec.set_opener(Box::new(o));
         }
@@ -130,6 +132,7 @@ async fn link_up(
         if !dialer {
             wr.write_all(&out).await.map_err(WireError::Io)?;
         }
+        dec.set_max(max_bytes());
         Ok::<_, LinkError>((dec, sealer, peer, peer_id))
     };
     let (dec, sealer, peer, peer_id) =

@@ -371,6 +371,12 @@ impl Decoder {
         self.opener = Some(opener);
     }
 
+    /// Changes the payload limit: a small one while a handshake's messages are read, the
+    /// connection's own after.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Starts the next message with `frame` (a ROUTER puts the peer's routing id first).
     pub fn prefix(&mut self, frame: &Bytes) {
         if self.parts.is_empty() {
