@@ -112,6 +112,7 @@ class Workers:
             rep.curve_server = True
             rep.curve_secretkey = self.curve_secret
         host = f"[{address}]" if ":" in address else address
+        rep.ipv6 = ":" in address
         rep.bind(f"tcp://{host}:{self.port}")
         stop = threading.Event()
         with self.lock:

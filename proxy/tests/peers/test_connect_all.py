@@ -9,14 +9,18 @@ ROUTER/DEALER proxy. Every wait polls a condition against a deadline.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import zmq
 
 from dnspeers import Workers, ZoneServer
-from zmqpeers import free_ports, log_message, run_proxy_to_exit, until
+from zmqpeers import Proxy, free_ports, log_message, proxy_bin, run_proxy_to_exit, until
 
 NAME = "workers.test"
 INTERVAL = 1.0
@@ -323,3 +327,94 @@ def test_bad_connect_all_input_is_refused_naming_the_flag(args, words):
         base += ["--backend-connect-all", "tcp://workers.test:5"]
     rc, _, err = run_proxy_to_exit(base + args)
     assert rc != 0 and words in err, err
+
+
+def _in_hosts_namespace(hosts: Path) -> list[str]:
+    """A command prefix running the command in a mount namespace of its own where `hosts` is
+    /etc/hosts: the system resolver path (getaddrinfo for libzmq, /etc/hosts and resolv.conf for
+    the proxy) with a name of several addresses, without touching the machine's /etc/hosts."""
+    return ["unshare", "-rm", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts)]
+
+
+def test_side_by_side_with_libzmq_connecting_to_the_same_name(ctx, tmp_path):
+    """The table in docs/proxy.md: a name with three addresses (AAAA ::1, A 127.0.0.2 and
+    127.0.0.3), a worker on each. libzmq (ZMQ_IPV6 on) connects to the first address getaddrinfo
+    gives and no other; the proxy's --backend-connect-all reaches all three. When the worker
+    libzmq reached goes away, libzmq keeps dialling its address and answers nothing more, while
+    the proxy's other two connections answer everything."""
+    addresses = ["::1", "127.0.0.2", "127.0.0.3"]
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{a} {NAME}\n" for a in addresses))
+    ns = _in_hosts_namespace(hosts)
+    if shutil.which("unshare") is None or subprocess.run([*ns, "true"], timeout=10).returncode != 0:
+        pytest.skip("no unprivileged mount namespace (unshare -rm): cannot give a name several addresses here")
+    w = Workers(ctx, free_ports(1)[0])
+    lz = p = plain = None
+    try:
+        for a in addresses:
+            w.add(a)
+        endpoint = f"tcp://{NAME}:{w.port}"
+        lz = subprocess.Popen(
+            [*ns, sys.executable, str(Path(__file__).with_name("name_client.py")), endpoint],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert lz.stdout.readline().strip() == "ready"
+
+        def libzmq_ask(n: int, seconds: float) -> list[str]:
+            lz.stdin.write(f"ask {n} {seconds}\n")
+            lz.stdin.flush()
+            return json.loads(lz.stdout.readline())
+
+        front, http = free_ports(2)
+        p = Proxy(
+            ["--frontend-type", "ROUTER", "--frontend-bind", f"tcp://127.0.0.1:{front}",
+             "--backend-type", "DEALER", "--backend-connect-all", endpoint,
+             "--resolve-interval", str(INTERVAL), "--http-bind", f"127.0.0.1:{http}", "--log-format", "json"],
+            program=[*ns, proxy_bin()],
+        )
+        p.wait_running(10)
+        p.frontend = f"tcp://127.0.0.1:{front}"
+        # The proxy's plain connect to the same name, for the third row.
+        front2, http2 = free_ports(2)
+        plain = Proxy(
+            ["--frontend-type", "ROUTER", "--frontend-bind", f"tcp://127.0.0.1:{front2}",
+             "--backend-type", "DEALER", "--backend-connect", endpoint,
+             "--http-bind", f"127.0.0.1:{http2}", "--log-format", "json"],
+            program=[*ns, proxy_bin()],
+        )
+        plain.wait_running(10)
+        plain.frontend = f"tcp://127.0.0.1:{front2}"
+        want = {f"[::1]:{w.port}": "connected", f"127.0.0.2:{w.port}": "connected", f"127.0.0.3:{w.port}": "connected"}
+        wait_states(http, endpoint, want)
+
+        by_libzmq = libzmq_ask(30, 5)
+        c = client(ctx, p)
+        by_proxy = ask(c, 30, "p")
+        assert len(by_libzmq) == 30 and len(set(by_libzmq)) == 1, by_libzmq
+        assert len(by_proxy) == 30 and sorted(set(by_proxy)) == sorted(addresses), by_proxy
+        reached = by_libzmq[0]
+        c2 = client(ctx, plain)
+        by_plain = ask(c2, 30, "o")
+        assert by_plain == [by_plain[0]] * 30, by_plain
+
+        # The address libzmq reached goes away (its worker stops; the name still lists it).
+        w.remove(reached)
+        after_libzmq = libzmq_ask(5, 3)
+        after_proxy = ask(c, 10, "q", timeout=5)
+        after_plain = ask(c2, 5, "r", timeout=5)
+        assert after_libzmq == [], f"libzmq answered {after_libzmq} after {reached} went away"
+        assert len(after_proxy) == 10 and reached not in after_proxy, after_proxy
+        assert by_plain[0] == reached, "both take getaddrinfo's first address that answers"
+        assert len(after_plain) == 5 and reached not in after_plain, after_plain
+        print(f"libzmq reached {sorted(set(by_libzmq))}, then answered {len(after_libzmq)}/5; "
+              f"connect-all reached {sorted(set(by_proxy))}, then answered {len(after_proxy)}/10; "
+              f"plain connect reached {sorted(set(by_plain))}, then answered {len(after_plain)}/5")
+    finally:
+        if lz is not None:
+            lz.kill()
+            lz.wait(5)
+        for proc in (p, plain):
+            if proc is not None:
+                proc.stop(5)
+                proc.close()
+        w.close()

@@ -276,6 +276,7 @@ pub(super) async fn follow_name(
         tokio::spawn(run);
     };
     if let Ok(ip) = ep.host.parse::<IpAddr>() {
+        status.resolved.store(1, Ordering::Release);
         spawn_loop(ip, never());
         return;
     }
