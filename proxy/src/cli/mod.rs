@@ -1248,6 +1248,40 @@ mod tests {
     }
 
     #[test]
+    fn connect_all_flags_fill_their_own_list_and_the_resolution_settings() {
+        let base = ["--frontend-type=ROUTER", "--frontend-bind=tcp://*:1", "--backend-type=DEALER"];
+        let c = cli(&[
+            &base[..],
+            &["--backend-connect-all=tcp://workers:6000", "--backend-connect=tcp://a:1"],
+        ]
+        .concat())
+        .expect("valid");
+        assert_eq!(c.backend.connect_all, [Endpoint { host: "workers".into(), port: 6000 }]);
+        assert_eq!(c.backend.connect.len(), 1);
+        assert_eq!(c.resolve_interval, zmq_proxy_api::defaults::DEFAULT_RESOLVE_INTERVAL);
+        assert_eq!(c.dns_server, None);
+        // A socket that only connects to every address of a name needs nothing else.
+        let c = cli(&[
+            &base[..],
+            &["--backend-connect-all=tcp://w:1", "--resolve-interval=2.5", "--dns-server=[::1]:53"],
+        ]
+        .concat())
+        .expect("valid");
+        assert_eq!(c.resolve_interval, Duration::from_millis(2500));
+        assert_eq!(c.dns_server, Some("[::1]:53".parse().expect("addr")));
+        for (flag, bad) in [
+            ("--resolve-interval", "--resolve-interval=0"),
+            ("--resolve-interval", "--resolve-interval=3601"),
+            ("--dns-server", "--dns-server=dns:53"),
+            ("--backend-connect-all", "--backend-connect-all=tcp://*:1"),
+        ] {
+            let e = cli(&[&base[..], &["--backend-connect-all=tcp://w:1", bad]].concat())
+                .expect_err(bad);
+            assert!(e.starts_with(flag), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn refusals_name_the_flag() {
         let base = ["--frontend-type=ROUTER", "--frontend-bind=tcp://*:1", "--backend-type"];
         let e = cli(&[&base[..], &["PUSH", "--backend-bind=tcp://*:2"]].concat()).unwrap_err();

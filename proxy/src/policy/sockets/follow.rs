@@ -335,3 +335,41 @@ pub(super) async fn follow_name(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zmq_proxy_api::endpoint::Direction;
+
+    #[test]
+    fn a_report_sorts_addresses_counts_the_connected_and_forgets_ended_loops() {
+        let ep = Endpoint::parse("tcp://workers:6000", Direction::Connect).expect("ep");
+        let status = ConnectStatus::new("backend", &ep, true);
+        let a = status.slot("127.0.0.10:6000".into());
+        let b = status.slot("127.0.0.9:6000".into());
+        let c = status.slot("[::1]:6000".into());
+        a.set(AddrState::Connected, None);
+        b.set(AddrState::Draining, None);
+        // A draining connection stays draining, whatever its loop says next.
+        b.set(AddrState::Connected, None);
+        c.set(AddrState::BackingOff, None);
+        let r = status.report();
+        let shown: Vec<(&str, AddrState)> =
+            r.addresses.iter().map(|a| (a.address.as_str(), a.state)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("127.0.0.9:6000", AddrState::Draining),
+                ("127.0.0.10:6000", AddrState::Connected),
+                ("[::1]:6000", AddrState::BackingOff),
+            ]
+        );
+        assert_eq!((r.all, r.connected, r.resolved), (true, 1, 0));
+        let json = serde_json::to_string(&r.addresses[2]).expect("json");
+        assert_eq!(json, r#"{"address":"[::1]:6000","state":"backing_off"}"#);
+        drop(b);
+        assert_eq!(status.report().addresses.len(), 2);
+        // A plain connect targets one address at a time.
+        assert_eq!(ConnectStatus::new("backend", &ep, false).report().resolved, 1);
+    }
+}
