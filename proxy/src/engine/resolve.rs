@@ -91,7 +91,7 @@ impl Resolver {
         if server.is_some() {
             opts.use_hosts_file = ResolveHosts::Never;
         }
-        let inner = builder.build().map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        let inner = builder.build().map_err(|e| e.to_string())?;
         Ok(Resolver { inner })
     }
 

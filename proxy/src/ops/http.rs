@@ -90,7 +90,7 @@ impl HttpServer {
     /// Binds `addr` (`HOST:PORT`: `*:9090` or `[::]:9090` dual stack, `0.0.0.0:9090`,
     /// `[::1]:9090`; see [`crate::engine::net`]) and starts serving.
     pub async fn bind(addr: &str, observed: Arc<Observed>) -> Result<HttpServer, OpenError> {
-        let open_err = |reason: String| OpenError { endpoint: format!("http://{addr}"), reason };
+        let open_err = |reason: String| OpenError::bind(format!("http://{addr}"), reason);
         let ep = Endpoint::parse_host_port(addr, Direction::Bind).map_err(open_err)?;
         let (listener, _) =
             net::bind(&ep).await.map_err(|e| open_err(net::describe_bind_error(&e)))?;

@@ -397,10 +397,18 @@ impl Shared {
 
 /// Bind or connect failed at start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind {endpoint}: {reason}")]
+#[error("cannot {action} {endpoint}: {reason}")]
 pub struct OpenError {
+    /// What failed: bind, for a listener; start, for what a socket needs besides.
+    pub action: &'static str,
     pub endpoint: String,
     pub reason: String,
+}
+
+impl OpenError {
+    pub fn bind(endpoint: String, reason: String) -> OpenError {
+        OpenError { action: "bind", endpoint, reason }
+    }
 }
 
 /// The proxy's lifecycle signals, shared by every task: `stop` ends reading (drain begins),
@@ -485,14 +493,11 @@ impl ProxySocket {
         let mut local_addrs = Vec::new();
         let mut listeners = Vec::new();
         for ep in &cfg.bind {
-            let (l, _) = net::bind(ep).await.map_err(|e| OpenError {
-                endpoint: ep.to_string(),
-                reason: net::describe_bind_error(&e),
-            })?;
-            local_addrs.push(
-                l.local_addr()
-                    .map_err(|e| OpenError { endpoint: ep.to_string(), reason: e.to_string() })?,
-            );
+            let (l, _) = net::bind(ep)
+                .await
+                .map_err(|e| OpenError::bind(ep.to_string(), net::describe_bind_error(&e)))?;
+            local_addrs
+                .push(l.local_addr().map_err(|e| OpenError::bind(ep.to_string(), e.to_string()))?);
             listeners.push(l);
         }
         for l in listeners {

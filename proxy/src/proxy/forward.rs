@@ -61,6 +61,7 @@ fn follow_settings(cfg: &ProxyConfig) -> Result<Follow, OpenError> {
     let needed = cfg.named_sockets().iter().any(|(_, s)| !s.connect_all.is_empty());
     let resolver = match needed {
         true => Some(Resolver::new(cfg.dns_server).map_err(|reason| OpenError {
+            action: "start",
             endpoint:
                 cfg.dns_server.map_or("the DNS resolver".into(), |a| format!("--dns-server {a}")),
             reason,
