@@ -168,7 +168,7 @@ pub async fn start(cfg: &FederationConfig, life: &Lifecycle) -> Result<Started, 
     let members = Arc::new(Members::new(&cfg.id));
     let (pub_tx, pub_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
     let (ev_tx, ev_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
-    let open_error = |reason: String| OpenError { endpoint: cfg.bind.to_string(), reason };
+    let open_error = |reason: String| OpenError::bind(cfg.bind.to_string(), reason);
     let (listener, _) =
         net::bind(&cfg.bind).await.map_err(|e| open_error(net::describe_bind_error(&e)))?;
     let local_addr = listener.local_addr().map_err(|e| open_error(e.to_string()))?;
