@@ -87,18 +87,19 @@ impl FederationFlags {
             }
             return Ok(None);
         };
-        let federable = matches!(
-            (frontend, backend),
-            (SocketType::Xsub, SocketType::Xpub)
-                | (SocketType::Xpub, SocketType::Xsub)
-                | (SocketType::Pull, SocketType::Push)
-                | (SocketType::Push, SocketType::Pull)
-        );
-        if !federable {
-            return err(format!(
-                "--federation-bind: federation works for XSUB/XPUB and PULL/PUSH proxies so far; this one is {frontend}/{backend}"
-            ));
-        }
+        let pattern = match (frontend, backend) {
+            (SocketType::Xsub, SocketType::Xpub) | (SocketType::Xpub, SocketType::Xsub) => {
+                "XSUB/XPUB"
+            }
+            (SocketType::Pull, SocketType::Push) | (SocketType::Push, SocketType::Pull) => {
+                "PULL/PUSH"
+            }
+            _ => {
+                return err(format!(
+                    "--federation-bind: federation works for XSUB/XPUB and PULL/PUSH proxies so far; this one is {frontend}/{backend}"
+                ));
+            }
+        };
         let bind = Endpoint::parse(bind, Direction::Bind)
             .map_err(|e| ConfigError(format!("--federation-bind: {e}")))?;
         let peers = self
@@ -141,7 +142,7 @@ impl FederationFlags {
                 }
             }
         };
-        Ok(Some(FederationConfig { id, bind, peers, security }))
+        Ok(Some(FederationConfig { id, pattern, bind, peers, security }))
     }
 }
 

@@ -15,6 +15,8 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 10;
 /// Longest federation id a HELLO may carry (a DNS label or pod name fits).
 pub const ID_MAX_BYTES: usize = 253;
+/// Longest pattern name a HELLO may carry (`XSUB/XPUB`).
+const PATTERN_MAX_BYTES: usize = 32;
 
 /// A replica's short name on the wire: FNV-1a of its federation id, so every replica computes
 /// the same tag from the same id without a round of agreement.
@@ -32,7 +34,8 @@ pub fn member_tag(id: &str) -> MemberTag {
 /// What a link message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// First message each way: body is the sender's federation id.
+    /// First message each way: body is the sender's federation id and the pattern it runs
+    /// (`XSUB/XPUB`, `PULL/PUSH`): replicas of one federation run the same.
     Hello,
     /// A subscription of the origin's own subscribers: body is the topic.
     Subscribe,
@@ -98,7 +101,7 @@ pub enum FrameError {
     Kind(u8),
     #[error("a {0:?} message with {1} body frames")]
     Body(Kind, usize),
-    #[error("a federation id that is empty, longer than {ID_MAX_BYTES} bytes or not UTF-8")]
+    #[error("a federation id or pattern that is empty, too long or not UTF-8")]
     Id,
 }
 
@@ -127,12 +130,20 @@ pub fn parse_header(f: &[u8]) -> Result<Header, FrameError> {
 /// A message read from a link, split into what it means.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LinkMessage {
-    Hello { origin: MemberTag, id: String },
+    Hello { origin: MemberTag, id: String, pattern: String },
     Subscription { origin: MemberTag, subscribe: bool, topic: Bytes },
     Publish { origin: MemberTag, msg: Vec<Bytes> },
     Credit { origin: MemberTag, room: u64, taken: u64, workers: u64 },
     Task { origin: MemberTag, msg: Vec<Bytes> },
     State { origin: MemberTag, paused: bool },
+}
+
+/// A HELLO text field: UTF-8, not empty, at most `max` bytes.
+fn hello_text(b: &[u8], max: usize) -> Result<String, FrameError> {
+    match std::str::from_utf8(b) {
+        Ok(s) if !s.is_empty() && s.len() <= max => Ok(s.to_string()),
+        _ => Err(FrameError::Id),
+    }
 }
 
 /// Parses one link message (its frames, header first).
@@ -142,12 +153,12 @@ pub fn parse(mut frames: Vec<Bytes>) -> Result<LinkMessage, FrameError> {
     let body = frames.len() - 1;
     match h.kind {
         Kind::Hello => {
-            let id = (body == 1)
-                .then(|| std::str::from_utf8(&frames[1]).ok())
-                .flatten()
-                .filter(|s| !s.is_empty() && s.len() <= ID_MAX_BYTES)
-                .ok_or(if body == 1 { FrameError::Id } else { FrameError::Body(h.kind, body) })?;
-            Ok(LinkMessage::Hello { origin: h.origin, id: id.to_string() })
+            let [_, id, pattern] = &frames[..] else {
+                return Err(FrameError::Body(h.kind, body));
+            };
+            let id = hello_text(id, ID_MAX_BYTES)?;
+            let pattern = hello_text(pattern, PATTERN_MAX_BYTES)?;
+            Ok(LinkMessage::Hello { origin: h.origin, id, pattern })
         }
         Kind::Subscribe | Kind::Cancel => {
             if body != 1 {
@@ -238,7 +249,7 @@ mod tests {
     fn every_kind_round_trips_through_zmtp_framing_with_its_origin() {
         let me = member_tag("proxy-0");
         let cases = [
-            (Kind::Hello, vec![Bytes::from_static(b"proxy-0")]),
+            (Kind::Hello, vec![Bytes::from_static(b"proxy-0"), Bytes::from_static(b"PULL/PUSH")]),
             (Kind::Subscribe, vec![Bytes::from_static(b"weather")]),
             (Kind::Cancel, vec![Bytes::new()]),
             (Kind::Publish, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]),
@@ -252,7 +263,11 @@ mod tests {
             let frames = decode_one(&mut out);
             assert!(out.is_empty(), "{kind:?}: exactly one message");
             let expected = match kind {
-                Kind::Hello => LinkMessage::Hello { origin: me, id: "proxy-0".into() },
+                Kind::Hello => LinkMessage::Hello {
+                    origin: me,
+                    id: "proxy-0".into(),
+                    pattern: "PULL/PUSH".into(),
+                },
                 Kind::Subscribe | Kind::Cancel => LinkMessage::Subscription {
                     origin: me,
                     subscribe: kind == Kind::Subscribe,
@@ -286,12 +301,15 @@ mod tests {
             parse(vec![h(Kind::Subscribe), Bytes::new(), Bytes::new()]),
             Err(FrameError::Body(Kind::Subscribe, 2))
         );
-        assert_eq!(parse(vec![h(Kind::Hello), Bytes::new()]), Err(FrameError::Id));
+        let p = Bytes::from_static(b"XSUB/XPUB");
+        assert_eq!(parse(vec![h(Kind::Hello), Bytes::new(), p.clone()]), Err(FrameError::Id));
+        assert_eq!(parse(vec![h(Kind::Hello), p.clone()]), Err(FrameError::Body(Kind::Hello, 1)));
         assert_eq!(
             parse(vec![h(Kind::Credit), Bytes::from_static(b"short")]),
             Err(FrameError::Body(Kind::Credit, 1))
         );
-        assert_eq!(parse(vec![h(Kind::Hello), Bytes::from_static(b"\xff")]), Err(FrameError::Id));
+        let bad = Bytes::from_static(b"\xff");
+        assert_eq!(parse(vec![h(Kind::Hello), bad, p]), Err(FrameError::Id));
     }
 
     #[test]

@@ -68,6 +68,8 @@ enum LinkError {
     NoHello,
     #[error("HELLO's origin does not match its id")]
     HelloOrigin,
+    #[error("replica {id} runs {theirs}, this one {ours}")]
+    Pattern { id: String, theirs: String, ours: &'static str },
     #[error("the link closed")]
     Closed,
     #[error("timed out")]
@@ -102,23 +104,22 @@ async fn link_up(
         }
         let hello = frame::header(Kind::Hello, members.own);
         let mut out = BytesMut::new();
-        frame::encode(
-            &hello,
-            &[Bytes::from(members.own_id.to_string())],
-            &mut out,
-            sealer.as_mut(),
-        )?;
+        let body = [
+            Bytes::from(members.own_id.to_string()),
+            Bytes::from_static(members.pattern.as_bytes()),
+        ];
+        frame::encode(&hello, &body, &mut out, sealer.as_mut())?;
         if dialer {
             wr.write_all(&out).await.map_err(WireError::Io)?;
         }
-        let (peer, peer_id) = loop {
+        let (peer, peer_id, pattern) = loop {
             match dec.decode(&mut buf)? {
                 Some(Item::Message(m)) => match frame::parse(m)? {
-                    LinkMessage::Hello { origin, id } => {
+                    LinkMessage::Hello { origin, id, pattern } => {
                         if frame::member_tag(&id) != origin {
                             return Err(LinkError::HelloOrigin);
                         }
-                        break (origin, id);
+                        break (origin, id, pattern);
                     }
                     _ => return Err(LinkError::NoHello),
                 },
@@ -129,8 +130,13 @@ async fn link_up(
                 return Err(LinkError::Closed);
             }
         };
+        // The acceptor answers even a replica it refuses, so both sides log why.
         if !dialer {
             wr.write_all(&out).await.map_err(WireError::Io)?;
+        }
+        if pattern != members.pattern {
+            let ours = members.pattern;
+            return Err(LinkError::Pattern { id: peer_id, theirs: pattern, ours });
         }
         dec.set_max(max_bytes());
         Ok::<_, LinkError>((dec, sealer, peer, peer_id))

@@ -70,6 +70,8 @@ pub struct LinkCounters {
 
 pub struct Members {
     pub own_id: Arc<str>,
+    /// The pattern this replica runs (`XSUB/XPUB`, `PULL/PUSH`), told in HELLO.
+    pub pattern: &'static str,
     pub own: MemberTag,
     inner: Mutex<Vec<Member>>,
     version: AtomicU64,
@@ -98,9 +100,10 @@ pub enum Refused {
 }
 
 impl Members {
-    pub fn new(own_id: &str) -> Self {
+    pub fn new(own_id: &str, pattern: &'static str) -> Self {
         Members {
             own_id: Arc::from(own_id),
+            pattern,
             own: super::frame::member_tag(own_id),
             inner: Mutex::new(Vec::new()),
             version: AtomicU64::new(0),
@@ -306,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_replica_never_links_to_itself_or_twice_to_another() {
-        let m = Members::new("a");
+        let m = Members::new("a", "XSUB/XPUB");
         let (q, _rx) = queue();
         assert_eq!(m.outbound_up(member_tag("a"), "a", q.clone()), Err(Refused::Itself));
         assert_eq!(m.outbound_up(member_tag("b"), "b", q.clone()), Ok(()));
@@ -323,7 +326,7 @@ mod tests {
     /// the new one holds stay.
     #[test]
     fn topics_are_held_per_inbound_connection() {
-        let m = Members::new("a");
+        let m = Members::new("a", "XSUB/XPUB");
         let (b, t) = (member_tag("b"), Bytes::from_static(b"x"));
         m.announced(b, 1, true, &t);
         m.announced(b, 2, true, &t);

@@ -43,6 +43,8 @@ use zmq_proxy_api::endpoint::Endpoint;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FederationConfig {
     pub id: String,
+    /// `XSUB/XPUB` or `PULL/PUSH`: what every replica of the federation runs.
+    pub pattern: &'static str,
     pub bind: Endpoint,
     pub peers: Vec<Endpoint>,
     /// CURVE server side on accepted links, client side on dialed ones; NULL without keys.
@@ -165,7 +167,7 @@ impl Started {
 
 /// Binds the federation endpoint, accepts the other replicas' links and dials every peer.
 pub async fn start(cfg: &FederationConfig, life: &Lifecycle) -> Result<Started, OpenError> {
-    let members = Arc::new(Members::new(&cfg.id));
+    let members = Arc::new(Members::new(&cfg.id, cfg.pattern));
     let (pub_tx, pub_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
     let (ev_tx, ev_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
     let open_error = |reason: String| OpenError::bind(cfg.bind.to_string(), reason);

@@ -17,7 +17,7 @@ import subprocess
 
 import zmq
 
-from zmqpeers import REPO, HOST, connect_wait, ep, free_ports, log_message, probe_until, proxy_bin, until
+from zmqpeers import REPO, HOST, connect_wait, ep, free_ports, log_fields, log_message, probe_until, proxy_bin, until
 
 
 def start_federation(
@@ -463,3 +463,28 @@ def test_pause_and_resume_on_any_replica_steer_the_whole_federation(ctx, start_p
     # Each replica heard each command it did not take itself exactly once: nobody passed one on.
     followed = [count_events(r, "federation: steered by a replica") for r in replicas]
     assert followed == [1, 2, 1], followed
+
+
+def test_replicas_running_different_patterns_refuse_to_link(start_proxy):
+    """An XSUB/XPUB replica and a PULL/PUSH replica given each other's address: each refuses
+    the other's HELLO, saying which pattern each runs, and no link comes up."""
+    ports = free_ports(6)
+    procs = []
+    for i, (front, back) in enumerate((("XSUB", "XPUB"), ("PULL", "PUSH"))):
+        procs.append(start_proxy([
+            "--frontend-type", front, "--frontend-bind", ep(ports[3 * i]),
+            "--backend-type", back, "--backend-bind", ep(ports[3 * i + 1]),
+            "--federation-bind", ep(ports[3 * i + 2]),
+            "--federation-peers", ep(ports[3 * (1 - i) + 2]),
+            "--federation-id", f"m{i}", "--log-format", "json",
+        ]))
+    for p in procs:
+        for _ in until(10, 10_000):
+            if count_events(p, "federation link out failed"):
+                break
+            p.wait_for_event("never logged", 0.05)
+        refusals = [log_fields(ev) for ev in p.events() if log_message(ev) == "federation link out failed"]
+        assert refusals, p.output()
+        assert "runs" in refusals[0].get("error", "") and "XSUB/XPUB" in refusals[0]["error"], refusals[0]
+        assert count_events(p, "federation link out up") == 0 and count_events(p, "federation link in up") == 0
+
