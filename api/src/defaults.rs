@@ -63,3 +63,19 @@ pub const MAX_DATA_KEY_LEN: usize = 253;
 /// The key of the server's Secret read when `serverKey.key` is not given: the file name
 /// `zmq-proxy keygen --zcert server` writes the secret certificate to.
 pub const DEFAULT_SERVER_KEY_KEY: &str = "server_secret";
+
+/// Which addresses a `connect` entry reaches when it sets no `addresses`: every address its
+/// name resolves to, followed by DNS, because on Kubernetes a name (a headless Service) stands
+/// for a set of pods that changes.
+pub const DEFAULT_CONNECT_ADDRESSES: &str = "all";
+/// Most `connect` entries per socket: each is a name the proxy follows, and the CEL rules that
+/// read the list are priced by its length.
+pub const MAX_CONNECT_TARGETS: usize = 16;
+/// Most labels of one `connect` selector.
+pub const MAX_SELECTOR_LABELS: usize = 16;
+/// The key of a Secret holding a CURVE server's public key when `serverPublicKeyRef.key` is not
+/// given: the file name `zmq-proxy keygen --zcert server` writes the public certificate to.
+pub const DEFAULT_SERVER_PUBLIC_KEY_KEY: &str = "server";
+/// The key of a Secret holding the proxy's CURVE client secret key when `clientKey.key` is not
+/// given: what `zmq-proxy keygen --zcert client` writes.
+pub const DEFAULT_CLIENT_KEY_KEY: &str = "client_secret";

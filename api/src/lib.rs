@@ -8,6 +8,7 @@
 //! - [`error`]: the error of a manifest section.
 //! - [`endpoint`]: `tcp://HOST:PORT` and `HOST:PORT` parsing.
 //! - [`socket`]: socket types, allowed pairs, capture types, refusal texts, [`socket::Role`].
+//! - [`connect`]: where a data socket connects (Services, label selectors, endpoints).
 //! - [`options`]: per-socket libzmq options (HWMs, message size, keepalive, reconnect, nodrop).
 //! - [`heartbeat`]: the `heartbeat*` fields and the values a connection applies.
 //! - [`security`]: the CURVE sections (file paths for `--config`, Secrets on Kubernetes).
@@ -17,6 +18,7 @@
 //! - [`cel`]: the rules above as CEL validation rules for the CRD.
 
 pub mod cel;
+pub mod connect;
 pub mod defaults;
 pub mod endpoint;
 pub mod error;

@@ -633,9 +633,17 @@ fn inconsistent_security_is_refused_naming_the_field() {
         }
     });
     assert_eq!(m, format!("{field}.authorizedKeys: {}", words::SOURCE_REQUIRED));
-    let m = refused(&|c| c.server_key.secret_name = "Not_A_Name".into());
+    let m = refused(&|c| {
+        if let Some(k) = c.server_key.as_mut() {
+            k.secret_name = "Not_A_Name".into();
+        }
+    });
     assert!(m.starts_with(&format!("{field}.serverKey.secretName")), "{m}");
-    let m = refused(&|c| c.server_key.key = "..data".into());
+    let m = refused(&|c| {
+        if let Some(k) = c.server_key.as_mut() {
+            k.key = "..data".into();
+        }
+    });
     assert!(m.starts_with(&format!("{field}.serverKey.key")), "{m}");
 }
 
@@ -643,8 +651,8 @@ fn inconsistent_security_is_refused_naming_the_field() {
 #[test]
 fn endpoints_name_the_service() {
     let e = build::endpoints(&fixture("full.yaml")).expect("endpoints");
-    assert_eq!(e.frontend, "tcp://tasks.work.svc:5555");
-    assert_eq!(e.backend, "tcp://tasks.work.svc:5556");
+    assert_eq!(e.frontend.as_deref(), Some("tcp://tasks.work.svc:5555"));
+    assert_eq!(e.backend.as_deref(), Some("tcp://tasks.work.svc:5556"));
     assert_eq!(e.capture.as_deref(), Some("tcp://tasks.work.svc:5557"));
     assert_eq!(e.control.as_deref(), Some("tcp://tasks.work.svc:5558"));
 }

@@ -5,32 +5,25 @@ use zmq_proxy_api::manifest::ProxySockets;
 
 use crate::crd::ZmqProxySpec;
 
+use super::connect::{Connect, connect_args};
 use super::curve::curve_mounts;
 use super::steering::{PAUSED_KEY, STEERING_MOUNT};
 
-/// The proxy's command-line flags, as in the shared contract. Every listener binds `*`: IPv6
+/// The proxy's command-line flags, as in the shared contract; `connects` are the spec's
+/// connect entries ([`super::connects`]). Every listener binds `*`: IPv6
 /// and IPv4 on one dual-stack socket, IPv4 alone where the pod has no IPv6, so the same pod
 /// serves IPv4-only, IPv6-only and dual-stack clusters (and `--config` binds the same way).
-pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
+pub fn proxy_args(spec: &ZmqProxySpec, connects: &[Connect]) -> Vec<String> {
     let bind = |port: i32| format!("tcp://*:{port}");
     let s = &spec.sockets;
-    let mut args = vec![
-        "--frontend-type".to_string(),
-        s.frontend.socket_type.to_string(),
-        "--frontend-bind".to_string(),
-        bind(s.frontend.port),
-        "--backend-type".to_string(),
-        s.backend.socket_type.to_string(),
-        "--backend-bind".to_string(),
-        bind(s.backend.port),
-    ];
-    if let Some(capture) = &s.capture {
-        args.extend([
-            "--capture-type".to_string(),
-            capture.socket_type.to_string(),
-            "--capture-bind".to_string(),
-            bind(capture.port),
-        ]);
+    let mut args = Vec::new();
+    for (role, socket) in s.data_sockets() {
+        args.extend([format!("--{role}-type"), socket.socket_type.to_string()]);
+        if let Some(port) = socket.port {
+            args.extend([format!("--{role}-bind"), bind(port)]);
+        }
+        let own: Vec<Connect> = connects.iter().filter(|c| c.socket == role).cloned().collect();
+        args.extend(connect_args(&own));
     }
     if let Some(control) = &s.control {
         args.extend(["--control-bind".to_string(), bind(control.port)]);

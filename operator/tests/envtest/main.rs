@@ -405,7 +405,7 @@ async fn example_lifecycle(
     assert_eq!(reported["backend"], mechanism("backend"), "{file}: {reported}");
     assert_eq!(condition(&zp, DEGRADED).map(|c| c.0), Some("False".to_string()));
     assert_eq!(
-        status.endpoints.as_ref().map(|e| e.frontend.clone()),
+        status.endpoints.as_ref().and_then(|e| e.frontend.clone()),
         Some(format!("tcp://{name}.{namespace}.svc:{frontend_port}"))
     );
 

@@ -6,6 +6,7 @@
 
 pub(crate) mod heartbeat;
 pub(crate) mod keygen;
+pub(crate) mod manifest_connect;
 pub(crate) mod manifest_fields;
 pub(crate) mod options;
 
@@ -454,7 +455,7 @@ impl CurveNames {
             client_key_file: f("clientKeyFile"),
             allow_any: "spec.curveAllowAny",
             bind: format!("spec.{socket}.port"),
-            connect: format!("{socket} connect endpoints (a manifest's sockets only bind)"),
+            connect: format!("spec.{socket}.connect"),
         }
     }
 }
@@ -1073,8 +1074,18 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
         vec![Endpoint { host: host.into(), port: u16::try_from(port).unwrap_or(0) }]
     };
     let mut options = options.into_iter();
+    let mut connect_warnings = Vec::new();
     let mut sock = |name: &str, s: &SocketSpec| {
-        let mut c = SocketConfig::new(s.socket_type, all(s.port), vec![]);
+        let connects = manifest_connect::local_connects(name, s).map_err(ConfigError)?;
+        // This build has no connect-all mode: every address a name has is reached by the
+        // plain connect's first address until the two merge.
+        if !connects.all.is_empty() {
+            connect_warnings.push(format!(
+                "spec.{name}.connect: addresses: all connects to the first address of each name in this build"
+            ));
+        }
+        let connect = connects.first.into_iter().chain(connects.all).collect();
+        let mut c = SocketConfig::new(s.socket_type, s.port.map(all).unwrap_or_default(), connect);
         c.options = options.next().unwrap_or_default();
         c.heartbeat = s.heartbeat.resolve(&FieldNames::manifest(name)).map_err(ConfigError)?;
         Ok::<_, ConfigError>(c)
@@ -1094,7 +1105,8 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
     }
     for (name, sock, curve) in sockets {
         let names = CurveNames::manifest(name);
-        sock.security = curve_security(&names, &spec_curve(curve), true, false, any)?;
+        let (binds, connects) = (!sock.bind.is_empty(), !sock.connect.is_empty());
+        sock.security = curve_security(&names, &spec_curve(curve), binds, connects, any)?;
     }
     if cfg.control_bind.is_some() {
         let names = CurveNames::manifest("control");
@@ -1102,6 +1114,7 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
         cfg.control_security = curve_security(&names, &control, true, false, any)?.accepted;
     }
     check_allow_any(&cfg, any, "spec.curveAllowAny")?;
+    cfg.warnings.extend(connect_warnings);
     if let Some(v) = spec.drain_timeout_seconds {
         let field = "spec.drainTimeoutSeconds";
         cfg.drain_timeout = parse_drain(field, &seconds_text(field, &v)?)?;
