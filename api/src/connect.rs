@@ -26,7 +26,9 @@ use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::schema_rule::{add_rules, cel_rule};
 
 pub use crate::defaults::{DEFAULT_CONNECT_ADDRESSES, MAX_CONNECT_TARGETS, MAX_SELECTOR_LABELS};
 use crate::endpoint::{Direction, Endpoint};
@@ -121,14 +123,6 @@ pub mod words {
         "needs the operator: a label selector has no meaning outside a cluster; use endpoint";
 }
 
-fn cel_rule(rule: &str, message: &str, field_path: Option<&str>, reason: &str) -> Value {
-    let mut r = json!({"rule": rule, "message": message, "reason": reason});
-    if let Some(path) = field_path {
-        r["fieldPath"] = json!(path);
-    }
-    r
-}
-
 /// The CEL rules of one connect entry (`self` is the entry).
 pub fn target_cel_rules() -> Vec<Value> {
     let count =
@@ -170,11 +164,11 @@ pub fn selector_cel_rules() -> Vec<Value> {
 }
 
 fn target_rules(schema: &mut schemars::Schema) {
-    schema.insert("x-kubernetes-validations".to_string(), Value::Array(target_cel_rules()));
+    add_rules(schema, target_cel_rules());
 }
 
 fn selector_rules(schema: &mut schemars::Schema) {
-    schema.insert("x-kubernetes-validations".to_string(), Value::Array(selector_cel_rules()));
+    add_rules(schema, selector_cel_rules());
 }
 
 /// What a connect entry names, once checked.

@@ -8,6 +8,7 @@
 //! - [`error`]: the error of a manifest section.
 //! - [`endpoint`]: `tcp://HOST:PORT` and `HOST:PORT` parsing.
 //! - [`socket`]: socket types, allowed pairs, capture types, refusal texts, [`socket::Role`].
+//! - [`schema_rule`]: one CEL rule as the CRD's JSON carries it.
 //! - [`connect`]: where a data socket connects (Services, label selectors, endpoints).
 //! - [`options`]: per-socket libzmq options (HWMs, message size, keepalive, reconnect, nodrop).
 //! - [`heartbeat`]: the `heartbeat*` fields and the values a connection applies.
@@ -27,5 +28,6 @@ pub mod kubernetes;
 pub mod local;
 pub mod manifest;
 pub mod options;
+pub mod schema_rule;
 pub mod security;
 pub mod socket;

@@ -41,7 +41,9 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::schema_rule::{add_rules, cel_rule};
 
 pub use crate::defaults::{
     DEFAULT_CLIENT_KEY_KEY, DEFAULT_SERVER_KEY_KEY, DEFAULT_SERVER_PUBLIC_KEY_KEY,
@@ -231,16 +233,6 @@ pub mod words {
     pub const CLIENT_KEY_NEEDS_SERVER: &str = "clientKey needs serverPublicKey or serverPublicKeyRef: a CURVE client must know its server's key";
 }
 
-/// One CEL rule in the CRD's JSON: `rule`, a static `message`, `fieldPath` (relative to the
-/// object the rule sits on; `None` blames the object itself) and `reason`.
-fn cel_rule(rule: &str, message: &str, field_path: Option<&str>, reason: &str) -> Value {
-    let mut r = json!({"rule": rule, "message": message, "reason": reason});
-    if let Some(path) = field_path {
-        r["fieldPath"] = json!(path);
-    }
-    r
-}
-
 /// The CEL rules on a `curve` section (`self` is the section). Only `has()` and booleans: no
 /// string is read, so the API server's cost estimate stays constant.
 pub fn curve_cel_rules() -> Vec<Value> {
@@ -295,10 +287,6 @@ pub fn allow_list_cel_rules() -> Vec<Value> {
             "FieldValueForbidden",
         ),
     ]
-}
-
-fn add_rules(schema: &mut schemars::Schema, rules: Vec<Value>) {
-    schema.insert("x-kubernetes-validations".to_string(), Value::Array(rules));
 }
 
 fn curve_rules(schema: &mut schemars::Schema) {

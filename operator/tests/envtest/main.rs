@@ -42,6 +42,8 @@ use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use launcher::ControlPlane;
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{Value, json};
+use zmq_proxy_api::connect::words as connect_words;
+use zmq_proxy_api::manifest::words as socket_words;
 use zmq_proxy_api::options::{NODROP_CAPTURE_REFUSAL, nodrop_type_refusal};
 use zmq_proxy_api::security::words;
 use zmq_proxy_operator::build::BuildOptions;
@@ -58,6 +60,8 @@ use zmq_proxy_operator::status::{self, DEGRADED, PROGRESSING, READY};
 
 const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:envtest";
 const DEADLINE: Duration = Duration::from_secs(60);
+/// A CURVE public key (Z85), for specs whose sockets connect as CURVE clients.
+const Z85: &str = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
 
 /// Polls `probe` until it returns Some or `DEADLINE` passes; the error names `what`.
 async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
@@ -527,7 +531,9 @@ async fn example_lifecycle(
     .await;
     let listed = zp.status.and_then(|s| s.replica_endpoints).expect("replicaEndpoints");
     assert_eq!(listed.ready, 3);
-    assert_eq!(listed.backend.len(), 3);
+    // A backend that only connects has no endpoint of its own to list.
+    let backend_binds = manifest["spec"]["backend"].get("port").is_some();
+    assert_eq!(listed.backend.len(), if backend_binds { 3 } else { 0 });
     zps.patch(
         &name,
         &field_manager(),
@@ -946,6 +952,110 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             "negative sndhwm",
             q(json!({"frontend": {"type": "ROUTER", "port": 5555, "sndhwm": -1}})),
             Refusal::at("spec.frontend.sndhwm", "should be greater than or equal to 0"),
+        ),
+        // Connecting sockets: each entry is one of service, selector and endpoint, and the
+        // socket binds or connects, its CURVE keys following what it does.
+        (
+            "a connect entry with a service and an endpoint",
+            q(
+                json!({"backend": {"type": "DEALER", "connect": [{"service": "w", "endpoint": "tcp://w:1"}]}}),
+            ),
+            Refusal::at("spec.backend.connect[0]", connect_words::EXACTLY_ONE),
+        ),
+        (
+            "a service without a port",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"service": "workers"}]}})),
+            Refusal::at("spec.backend.connect[0].port", connect_words::PORT_REQUIRED),
+        ),
+        (
+            "an endpoint with a port",
+            q(
+                json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:1", "port": 2}]}}),
+            ),
+            Refusal::at("spec.backend.connect[0].port", connect_words::PORT_WITH_ENDPOINT),
+        ),
+        (
+            "an endpoint that is not tcp://HOST:PORT",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:70000"}]}})),
+            Refusal::at("spec.backend.connect[0].endpoint", connect_words::ENDPOINT_FORM),
+        ),
+        (
+            "an empty selector",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"selector": {}, "port": 6000}]}})),
+            Refusal::at(
+                "spec.backend.connect[0].selector.matchLabels",
+                connect_words::SELECTOR_EMPTY,
+            ),
+        ),
+        (
+            "a socket that neither binds nor connects",
+            q(json!({"backend": {"type": "DEALER"}})),
+            Refusal::at("spec.backend.port", &socket_words::binds_or_connects("backend")),
+        ),
+        (
+            "a capture that neither binds nor connects",
+            q(json!({"capture": {"type": "PUB", "connect": []}})),
+            Refusal::at("spec.capture.port", &socket_words::binds_or_connects("capture")),
+        ),
+        (
+            "seventeen connect entries",
+            q(
+                json!({"backend": {"type": "DEALER", "connect": vec![json!({"service": "w", "port": 1}); 17]}}),
+            ),
+            Refusal::at("spec.backend.connect", "Too many"),
+        ),
+        (
+            "a CURVE socket that binds without a server key",
+            q(json!({"backend": {"type": "DEALER", "port": 5556,
+                "connect": [{"endpoint": "tcp://w:1"}],
+                "security": {"curve": {"serverPublicKey": Z85}}}})),
+            Refusal::at(
+                "spec.backend.security.curve.serverKey",
+                &socket_words::server_key_required("backend"),
+            ),
+        ),
+        (
+            "a server key on a socket that only connects",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:1"}],
+                "security": {"curve": {"serverKey": {"secretName": "k"}, "allowAnyClient": true,
+                    "serverPublicKey": Z85}}}})),
+            Refusal::at(
+                "spec.backend.security.curve.serverKey",
+                &socket_words::server_key_without_bind("backend"),
+            ),
+        ),
+        (
+            "a CURVE socket that connects without its server's public key",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:1"}],
+                "security": {"curve": {"clientKey": {"secretName": "c"}}}}})),
+            Refusal::at(
+                "spec.backend.security.curve.serverPublicKey",
+                &socket_words::public_key_required("backend"),
+            ),
+        ),
+        (
+            "client keys on a socket that only binds",
+            q(json!({"backend": {"type": "DEALER", "port": 5556, "security": {"curve": {
+                "serverKey": {"secretName": "k"}, "allowAnyClient": true,
+                "serverPublicKey": Z85}}}})),
+            Refusal::at(
+                "spec.backend.security.curve",
+                &socket_words::client_without_connect("backend"),
+            ),
+        ),
+        (
+            "both forms of the server's public key",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:1"}],
+                "security": {"curve": {"serverPublicKey": Z85,
+                    "serverPublicKeyRef": {"secretName": "s"}}}}})),
+            Refusal::at("spec.backend.security.curve.serverPublicKeyRef", words::PUBLIC_KEY_BOTH),
+        ),
+        (
+            "client keys on the control socket",
+            q(json!({"control": {"port": 5560, "security": {"curve": {
+                "serverKey": {"secretName": "k"}, "allowAnyClient": true,
+                "serverPublicKey": Z85}}}})),
+            Refusal::at("spec.control.security.curve", socket_words::CONTROL_CLIENT),
         ),
         (
             "keepalive count over Linux's 127",
@@ -1371,6 +1481,130 @@ async fn paused_is_delivered_through_the_steering_config_map(client: &Client, na
     .await;
 }
 
+/// A stand-in for a proxy pod's HTTP listener on 127.0.0.1: answers `GET /connects` with
+/// whatever `answer` holds at the time (the proxy's contract), everything else with 404.
+async fn serve_connects(
+    listener: tokio::net::TcpListener,
+    answer: Arc<std::sync::Mutex<Value>>,
+) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().route(
+        "/connects",
+        axum::routing::get(move || {
+            let answer = answer.clone();
+            async move {
+                let body = answer.lock().map(|a| a.to_string()).unwrap_or_default();
+                ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+/// A ZmqProxy whose backend connects to pods by label: the operator keeps the headless Service
+/// of the selector (only ready pods, owned), reports per entry what its ready pod answers on
+/// `/connects` (a pod object whose IP is 127.0.0.1, where a stand-in serves the contract's
+/// JSON), follows the answer as it changes, and deletes the Service when the entry goes.
+async fn connecting_sockets_follow_their_entries(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let metrics_port = listener.local_addr().expect("addr").port();
+    let endpoint = format!("tcp://jobs-backend-0.{namespace}.svc:6000");
+    let report = |resolved: u32, connected: u32| {
+        json!({"sockets": [{"socket": "backend", "endpoint": endpoint, "all": true,
+            "resolved": resolved, "connected": connected,
+            "addresses": [{"address": "10.0.0.5:6000", "state": "connected"}]}]})
+    };
+    let answer = Arc::new(std::sync::Mutex::new(report(3, 3)));
+    let server = serve_connects(listener, answer.clone()).await;
+    let mut manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "jobs", "namespace": namespace},
+        "spec": {"frontend": {"type": "ROUTER", "port": 5555},
+                 "backend": {"type": "DEALER", "connect": [
+                     {"selector": {"matchLabels": {"app": "worker"}}, "port": 6000}]},
+                 "metricsPort": metrics_port},
+    });
+    let zp = zps.patch("jobs", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    let svc = eventually("the headless Service of the selector", || async {
+        services.get_opt("jobs-backend-0").await.map_err(|e| e.to_string())
+    })
+    .await;
+    let spec = svc.spec.clone().expect("spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    // Only ready pods (false, which the API server leaves out).
+    assert_ne!(spec.publish_not_ready_addresses, Some(true));
+    assert_eq!(
+        spec.selector,
+        Some([("app".to_string(), "worker".to_string())].into_iter().collect())
+    );
+    let owner = svc.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owner.first().map(|o| o.uid.clone()), zp.uid());
+    let args = eventually("the StatefulSet", || async {
+        let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+        let sts = sts.get_opt("jobs").await.map_err(|e| e.to_string())?;
+        Ok(sts.and_then(|s| s.spec?.template.spec?.containers.first()?.args.clone()))
+    })
+    .await;
+    assert!(
+        args.windows(2).any(|w| w[0] == "--backend-connect-all" && w[1] == endpoint),
+        "{args:?}"
+    );
+    eprintln!("proxy args: {}", args.join(" "));
+
+    // The proxy pod, ready at 127.0.0.1, where the stand-in answers.
+    create_pod(&pods, "jobs", "jobs-0", "StatefulSet").await;
+    let status = json!({"status": {"podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status("jobs-0", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status");
+    let reported = wait_for_status(&zps, "jobs", "status.connects 3/3 and Connected=True", |zp| {
+        let connects = zp.status.as_ref().map(|s| s.connects.clone()).unwrap_or_default();
+        connects.first().is_some_and(|c| c.resolved == 3 && c.connected == 3 && c.pods == 1)
+            && condition(zp, status::CONNECTED).is_some_and(|(s, ..)| s == "True")
+    })
+    .await;
+    let connects =
+        serde_json::to_value(&reported.status.as_ref().expect("status").connects).expect("json");
+    eprintln!("status.connects: {connects}");
+    assert_eq!(
+        connects,
+        json!([{"socket": "backend", "target": "selector app=worker port 6000",
+            "resolved": 3, "connected": 3, "pods": 1}])
+    );
+
+    // A worker lost: the next refresh reports it, with the reason.
+    if let Ok(mut a) = answer.lock() {
+        *a = report(3, 2);
+    }
+    let lagging = wait_for_status(&zps, "jobs", "Connected=False/NotAllConnected", |zp| {
+        condition(zp, status::CONNECTED)
+            .is_some_and(|(s, r, ..)| s == "False" && r == "NotAllConnected")
+    })
+    .await;
+    let c = condition(&lagging, status::CONNECTED).expect("condition");
+    eprintln!("Connected={} reason={} message={}", c.0, c.1, c.3);
+    assert_eq!(lagging.status.as_ref().map(|s| s.connects[0].connected), Some(2));
+
+    // The entry goes: its Service goes with it.
+    manifest["spec"]["backend"] = json!({"type": "DEALER", "port": 5556});
+    zps.patch("jobs", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    eventually("the Service of the removed entry deleted", || async {
+        let svc = services.get_opt("jobs-backend-0").await.map_err(|e| e.to_string())?;
+        Ok(svc.is_none().then_some(()))
+    })
+    .await;
+    wait_for_status(&zps, "jobs", "status.connects emptied", |zp| {
+        zp.status.as_ref().is_some_and(|s| s.connects.is_empty())
+    })
+    .await;
+    server.abort();
+}
+
 /// A prometheus-operator PodMonitor CRD cut down to what the operator writes (the real one is
 /// 1000+ lines; its schema is not what is tested here).
 fn pod_monitor_crd() -> CustomResourceDefinition {
@@ -1764,6 +1998,14 @@ fn trials(shared: &Arc<Shared>) -> Vec<Trial> {
         ),
         scenario(
             shared,
+            "connecting_sockets_follow_their_entries",
+            Some("connect"),
+            |c| async move {
+                connecting_sockets_follow_their_entries(&c.client, "connect").await;
+            },
+        ),
+        scenario(
+            shared,
             "pod_monitor_follows_the_monitoring_api",
             Some("monitoring"),
             |c| async move {
@@ -1919,8 +2161,8 @@ fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
     }
     assert_eq!(
         checked,
-        8 + 5 + 3 + 2 + 3,
-        "every CEL rule of the spec, its security and nodrop is exercised"
+        8 + 5 + 3 + 2 + 3 + 13,
+        "every CEL rule of the spec, its security, nodrop and connect entries is exercised"
     );
     let queue = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
     let errors = cel_verdict("tasks.v2", queue.clone());
