@@ -119,8 +119,6 @@ pub mod words {
         "port must not be given with endpoint: the endpoint carries its own (tcp://HOST:PORT)";
     pub const ENDPOINT_FORM: &str = "endpoint must be tcp://HOST:PORT: a host name, an IPv4 address or an IPv6 address in brackets, and a port of 1-65535";
     pub const SELECTOR_EMPTY: &str = "selector.matchLabels needs at least one label: an empty selector would choose every pod of the namespace";
-    pub const SELECTOR_LOCAL: &str =
-        "needs the operator: a label selector has no meaning outside a cluster; use endpoint";
 }
 
 /// The CEL rules of one connect entry (`self` is the entry).

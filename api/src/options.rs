@@ -153,8 +153,8 @@ pub struct SocketOptionsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 127))]
     pub tcp_keepalive_count: Option<i64>,
-    /// ZMQ_RECONNECT_IVL: milliseconds between attempts of a connect endpoint (a ZmqProxy's
-    /// sockets only bind; this applies to `--<socket>-connect`). Default 100.
+    /// ZMQ_RECONNECT_IVL: milliseconds between attempts of a connect endpoint (each address of
+    /// the socket's `connect` entries). Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600000))]
     pub reconnect_interval: Option<i64>,

@@ -3,8 +3,9 @@
 //! taken as written, and `selector` is refused, since a label selector has no meaning outside a
 //! cluster. `addresses: all` (the default) is the connect-all mode, `first` the plain connect.
 
-use zmq_proxy_api::connect::{AddressMode, Target, words};
+use zmq_proxy_api::connect::{AddressMode, Target};
 use zmq_proxy_api::endpoint::Endpoint;
+use zmq_proxy_api::local::SELECTOR_REFUSAL;
 use zmq_proxy_api::manifest::SocketSpec;
 
 /// One socket's connect endpoints, split by mode.
@@ -26,7 +27,7 @@ pub fn local_connects(name: &str, socket: &SocketSpec) -> Result<LocalConnects, 
             Target::Service { name, port } => Endpoint { host: name.to_string(), port },
             Target::Endpoint(ep) => ep,
             Target::Selector { .. } => {
-                return Err(format!("{field}.selector: {}", words::SELECTOR_LOCAL));
+                return Err(format!("{field}.selector: {}", SELECTOR_REFUSAL));
             }
         };
         match entry.address_mode() {
@@ -56,7 +57,7 @@ mod tests {
         let s = socket("{type: DEALER, connect: [{selector: {matchLabels: {app: w}}, port: 1}]}");
         assert_eq!(
             local_connects("backend", &s),
-            Err(format!("spec.backend.connect[0].selector: {}", words::SELECTOR_LOCAL))
+            Err(format!("spec.backend.connect[0].selector: {}", SELECTOR_REFUSAL))
         );
     }
 }

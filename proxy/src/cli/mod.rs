@@ -1244,6 +1244,27 @@ mod tests {
     const LOCAL: &str = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: PULL, port: 6000}\n  backend: {type: PUSH, port: 6001}\n  control: {port: 6002}\n";
 
     #[test]
+    fn manifest_connects_reach_the_sockets_and_a_selector_needs_the_operator() {
+        let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: ROUTER, port: 6000}\n  backend: {type: DEALER, connect: [{service: workers, port: 7000}, {endpoint: 'tcp://127.0.0.1:7001', addresses: first}]}\n";
+        let c = read_manifest(yaml, "127.0.0.1").expect("valid").config;
+        assert!(c.backend.bind.is_empty());
+        let hosts: Vec<String> = c.backend.connect.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["tcp://127.0.0.1:7001", "tcp://workers:7000"]);
+        let selector = yaml.replace(
+            "{service: workers, port: 7000}",
+            "{selector: {matchLabels: {app: w}}, port: 7000}",
+        );
+        let e = read_manifest(&selector, "127.0.0.1").unwrap_err().0;
+        assert_eq!(
+            e,
+            format!("spec.backend.connect[0].selector: {}", zmq_proxy_api::local::SELECTOR_REFUSAL)
+        );
+        let neither = yaml.replace("connect: [{service: workers, port: 7000}, {endpoint: 'tcp://127.0.0.1:7001', addresses: first}]", "sndhwm: 5");
+        let e = read_manifest(&neither, "127.0.0.1").unwrap_err().0;
+        assert!(e.starts_with("spec.backend.port: backend needs port"), "{e}");
+    }
+
+    #[test]
     fn bind_host_reaches_every_socket_of_the_manifest_control_and_http_included() {
         let m =
             read_manifest(&format!("{LOCAL}  metricsPort: 6003\n"), "127.0.0.1").expect("valid");
@@ -1598,7 +1619,7 @@ mod tests {
         let e = parse_manifest(&client).unwrap_err().0;
         assert!(
             e.starts_with(
-                "spec.backend.curve.serverPublicKey: backend has no backend connect endpoints"
+                "spec.backend.curve.serverPublicKey: backend has no spec.backend.connect"
             ),
             "{e}"
         );
