@@ -4,8 +4,9 @@
 //!   `spec.curveAllowAny`). The operator never writes this form.
 //! - [`SocketSecurity`]: Kubernetes references (`spec.<socket>.security`), the CRD's form. The
 //!   operator mounts the Secret holding the server's key and the Secret or ConfigMap holding the
-//!   allow-list read-only into the pod and passes their paths as the `--<socket>-curve-*` flags;
-//!   it never reads either. `zmq-proxy --config` refuses this form: on a laptop nothing mounts
+//!   allow-list (for a socket that binds), and the Secrets holding the server's public key and
+//!   the proxy's client key (for a socket that connects), read-only into the pod and passes
+//!   their paths as the `--<socket>-curve-*` flags; it never reads any of them. `zmq-proxy --config` refuses this form: on a laptop nothing mounts
 //!   Secrets, and a proxy that silently ran NULL instead would be an open door.
 //!
 //! The types are the CRD's too, so they stay CRD-friendly: camelCase, optional fields, bounded

@@ -52,3 +52,43 @@ async fn get_unbounded(addr: SocketAddr, path: &str) -> Result<Bytes, String> {
     driver.abort();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot HTTP server on loopback that answers the first request with `response`.
+    async fn answer_once(response: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(response.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_body_comes_back_and_a_refusal_is_one_line() {
+        let ok =
+            "HTTP/1.1 200 OK\r\ncontent-length: 14\r\nconnection: close\r\n\r\n{\"sockets\":[]}";
+        let port = answer_once(ok).await;
+        let body = get(IpAddr::from([127, 0, 0, 1]), port, CONNECTS_PATH).await;
+        assert_eq!(body.as_deref().ok(), Some(&b"{\"sockets\":[]}"[..]));
+        let missing = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let port = answer_once(missing).await;
+        let e = get(IpAddr::from([127, 0, 0, 1]), port, CONNECTS_PATH).await.unwrap_err();
+        assert!(e.contains("HTTP 404") && !e.contains('\n'), "{e}");
+        // Nothing listens on a port just freed: a connect error, at once.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let e = get(IpAddr::from([127, 0, 0, 1]), port, CONNECTS_PATH).await.unwrap_err();
+        assert!(e.starts_with("connect 127.0.0.1:"), "{e}");
+    }
+}
