@@ -79,3 +79,9 @@ pub const DEFAULT_SERVER_PUBLIC_KEY_KEY: &str = "server";
 /// The key of a Secret holding the proxy's CURVE client secret key when `clientKey.key` is not
 /// given: what `zmq-proxy keygen --zcert client` writes.
 pub const DEFAULT_CLIENT_KEY_KEY: &str = "client_secret";
+/// `--resolve-interval`: the longest time between two lookups of a `--<socket>-connect-all`
+/// name (a shorter record TTL makes it sooner). Kubernetes DNS (CoreDNS) answers for Services
+/// with a TTL of 5 s: a new ready pod gets work within about that.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest accepted `--resolve-interval`: an hour, in seconds.
+pub const MAX_RESOLVE_INTERVAL_SECS: f64 = 3600.0;
