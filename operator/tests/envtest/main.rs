@@ -1481,51 +1481,60 @@ async fn paused_is_delivered_through_the_steering_config_map(client: &Client, na
     .await;
 }
 
-/// A stand-in for a proxy pod's HTTP listener on 127.0.0.1: answers `GET /connects` with
-/// whatever `answer` holds at the time (the proxy's contract), everything else with 404.
-async fn serve_connects(
-    listener: tokio::net::TcpListener,
-    answer: Arc<std::sync::Mutex<Value>>,
-) -> tokio::task::JoinHandle<()> {
-    let app = axum::Router::new().route(
-        "/connects",
-        axum::routing::get(move || {
-            let answer = answer.clone();
-            async move {
-                let body = answer.lock().map(|a| a.to_string()).unwrap_or_default();
-                ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    })
+/// A free TCP port on loopback (bound, then released for whoever binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
-/// A ZmqProxy whose backend connects to pods by label: the operator keeps the headless Service
-/// of the selector (only ready pods, owned), reports per entry what its ready pod answers on
-/// `/connects` (a pod object whose IP is 127.0.0.1, where a stand-in serves the contract's
-/// JSON), follows the answer as it changes, and deletes the Service when the entry goes.
+/// A real `zmq-proxy`, in this process, built from `args` (its command line).
+async fn start_proxy(args: &[String]) -> (zmq_proxy::Proxy, zmq_proxy::Ops) {
+    use clap::Parser;
+    let cli = zmq_proxy::Cli::try_parse_from(
+        std::iter::once("zmq-proxy").chain(args.iter().map(String::as_str)),
+    )
+    .unwrap_or_else(|e| panic!("the proxy refuses {args:?}: {e}"));
+    let cfg = cli.into_config().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let proxy = zmq_proxy::Proxy::start(&cfg).await.unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let ops = zmq_proxy::Ops::start(&cfg, &proxy).await.unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    (proxy, ops)
+}
+
+/// A ZmqProxy whose backend connects to pods by label and to one endpoint: the operator keeps
+/// the headless Service of the selector (only ready pods, owned); the proxy runs here, a real
+/// `zmq-proxy` started from the very arguments the operator rendered, its pod object ready at
+/// 127.0.0.1; the status reports what that proxy's `/connects` says per entry (the endpoint
+/// connected to a real worker, the selector's name unresolvable outside a cluster), follows it
+/// when the worker goes, and the Service goes when its entry does.
 async fn connecting_sockets_follow_their_entries(client: &Client, namespace: &str) {
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-    let metrics_port = listener.local_addr().expect("addr").port();
-    let endpoint = format!("tcp://jobs-backend-0.{namespace}.svc:6000");
-    let report = |resolved: u32, connected: u32| {
-        json!({"sockets": [{"socket": "backend", "endpoint": endpoint, "all": true,
-            "resolved": resolved, "connected": connected,
-            "addresses": [{"address": "10.0.0.5:6000", "state": "connected"}]}]})
-    };
-    let answer = Arc::new(std::sync::Mutex::new(report(3, 3)));
-    let server = serve_connects(listener, answer.clone()).await;
+    let (frontend_port, metrics_port, worker_port) = (free_port(), free_port(), free_port());
+    // The worker: a ROUTER bound on loopback, which the proxy's DEALER connects to.
+    let worker_args: Vec<String> = [
+        "--frontend-type",
+        "ROUTER",
+        "--frontend-bind",
+        &format!("tcp://127.0.0.1:{worker_port}"),
+        "--backend-type",
+        "DEALER",
+        "--backend-bind",
+        "tcp://127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (worker, _worker_ops) = start_proxy(&worker_args).await;
+    let endpoint = format!("tcp://127.0.0.1:{worker_port}");
     let mut manifest = json!({
         "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
         "metadata": {"name": "jobs", "namespace": namespace},
-        "spec": {"frontend": {"type": "ROUTER", "port": 5555},
+        "spec": {"frontend": {"type": "ROUTER", "port": frontend_port},
                  "backend": {"type": "DEALER", "connect": [
-                     {"selector": {"matchLabels": {"app": "worker"}}, "port": 6000}]},
+                     {"selector": {"matchLabels": {"app": "worker"}}, "port": 6000},
+                     {"endpoint": endpoint}]},
                  "metricsPort": metrics_port},
     });
     let zp = zps.patch("jobs", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
@@ -1549,49 +1558,64 @@ async fn connecting_sockets_follow_their_entries(client: &Client, namespace: &st
         Ok(sts.and_then(|s| s.spec?.template.spec?.containers.first()?.args.clone()))
     })
     .await;
+    let selector_ep = format!("tcp://jobs-backend-0.{namespace}.svc:6000");
+    let has = |flag: &str, value: &str| args.windows(2).any(|w| w[0] == flag && w[1] == value);
     assert!(
-        args.windows(2).any(|w| w[0] == "--backend-connect-all" && w[1] == endpoint),
+        has("--backend-connect-all", &selector_ep) && has("--backend-connect-all", &endpoint),
         "{args:?}"
     );
     eprintln!("proxy args: {}", args.join(" "));
 
-    // The proxy pod, ready at 127.0.0.1, where the stand-in answers.
+    // The proxy of the pod, run here from the operator's arguments (without the steering file,
+    // which only a pod mounts), and its pod object, ready at 127.0.0.1.
+    let mut local = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--pause-file" {
+            it.next();
+        } else {
+            local.push(a.clone());
+        }
+    }
+    let (proxy, _ops) = start_proxy(&local).await;
     create_pod(&pods, "jobs", "jobs-0", "StatefulSet").await;
     let status = json!({"status": {"podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
         "conditions": [{"type": "Ready", "status": "True"}]}});
     pods.patch_status("jobs-0", &PatchParams::default(), &Patch::Merge(&status))
         .await
         .expect("pod status");
-    let reported = wait_for_status(&zps, "jobs", "status.connects 3/3 and Connected=True", |zp| {
-        let connects = zp.status.as_ref().map(|s| s.connects.clone()).unwrap_or_default();
-        connects.first().is_some_and(|c| c.resolved == 3 && c.connected == 3 && c.pods == 1)
-            && condition(zp, status::CONNECTED).is_some_and(|(s, ..)| s == "True")
-    })
-    .await;
+    let target = format!("endpoint {endpoint}");
+    let entry = |zp: &ZmqProxy, target: &str| {
+        zp.status.as_ref().and_then(|s| s.connects.iter().find(|c| c.target == target).cloned())
+    };
+    let reported =
+        wait_for_status(&zps, "jobs", "the endpoint reported connected by the proxy", |zp| {
+            entry(zp, &target).is_some_and(|c| c.resolved == 1 && c.connected == 1 && c.pods == 1)
+        })
+        .await;
     let connects =
         serde_json::to_value(&reported.status.as_ref().expect("status").connects).expect("json");
     eprintln!("status.connects: {connects}");
-    assert_eq!(
-        connects,
-        json!([{"socket": "backend", "target": "selector app=worker port 6000",
-            "resolved": 3, "connected": 3, "pods": 1}])
-    );
+    let selector = entry(&reported, "selector app=worker port 6000").expect("the selector entry");
+    // Outside a cluster the Service's name does not resolve: reported, never connected.
+    assert_eq!((selector.connected, selector.pods), (0, 1));
+    let c = condition(&reported, status::CONNECTED).expect("Connected");
+    eprintln!("Connected={} reason={} message={}", c.0, c.1, c.3);
+    assert_eq!((c.0.as_str(), c.1.as_str()), ("False", "NotAllConnected"));
 
-    // A worker lost: the next refresh reports it, with the reason.
-    if let Ok(mut a) = answer.lock() {
-        *a = report(3, 2);
-    }
-    let lagging = wait_for_status(&zps, "jobs", "Connected=False/NotAllConnected", |zp| {
-        condition(zp, status::CONNECTED)
-            .is_some_and(|(s, r, ..)| s == "False" && r == "NotAllConnected")
+    // The worker goes: the proxy reports the endpoint unconnected, and so does the status.
+    let _ = worker.shutdown(Duration::ZERO, std::future::pending::<()>()).await;
+    let lost = wait_for_status(&zps, "jobs", "the endpoint reported unconnected", |zp| {
+        entry(zp, &target).is_some_and(|c| c.connected == 0)
     })
     .await;
-    let c = condition(&lagging, status::CONNECTED).expect("condition");
-    eprintln!("Connected={} reason={} message={}", c.0, c.1, c.3);
-    assert_eq!(lagging.status.as_ref().map(|s| s.connects[0].connected), Some(2));
+    eprintln!(
+        "after the worker stopped: {}",
+        serde_json::to_value(&lost.status.as_ref().expect("status").connects).expect("json")
+    );
 
-    // The entry goes: its Service goes with it.
-    manifest["spec"]["backend"] = json!({"type": "DEALER", "port": 5556});
+    // The entries go: the selector's Service goes with them, and so do the counts.
+    manifest["spec"]["backend"] = json!({"type": "DEALER", "port": free_port()});
     zps.patch("jobs", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
     eventually("the Service of the removed entry deleted", || async {
         let svc = services.get_opt("jobs-backend-0").await.map_err(|e| e.to_string())?;
@@ -1602,7 +1626,7 @@ async fn connecting_sockets_follow_their_entries(client: &Client, namespace: &st
         zp.status.as_ref().is_some_and(|s| s.connects.is_empty())
     })
     .await;
-    server.abort();
+    let _ = proxy.shutdown(Duration::ZERO, std::future::pending::<()>()).await;
 }
 
 /// A prometheus-operator PodMonitor CRD cut down to what the operator writes (the real one is
