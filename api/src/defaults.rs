@@ -25,6 +25,11 @@ pub const DEFAULT_PEER_HWM: usize = 1000;
 /// frame header drops that peer. libzmq's default is unlimited, but a peer must not be able to
 /// make the proxy allocate whatever a frame header claims.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Default of `--<socket>-max-frames`: the most frames one message may have. libzmq has no
+/// bound; this one is far above what libzmq applications send (a ROUTER envelope adds a frame
+/// per hop, zguide's patterns stay under ten) and caps the per-frame accounting of one
+/// unfinished message at 4 MiB, so a peer cannot hold memory with endless empty frames.
+pub const MAX_FRAMES: usize = 65_536;
 /// Default delay between attempts of a `--*-connect` endpoint (libzmq's ZMQ_RECONNECT_IVL).
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
 /// Default cap of the doubling reconnect backoff; zero: none, every attempt waits

@@ -756,7 +756,7 @@ impl Cli {
         check_allow_any(cfg, any, "--curve-allow-any")
     }
 
-    fn option_texts(&self, socket: Role) -> [Option<&str>; 11] {
+    fn option_texts(&self, socket: Role) -> [Option<&str>; 12] {
         match socket {
             Role::Frontend => self.frontend_options.texts(),
             Role::Backend => self.backend_options.texts(),

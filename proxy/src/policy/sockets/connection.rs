@@ -311,6 +311,22 @@ fn silent(shared: &Shared, entry: &PeerEntry, expiry: Expiry, peer: Option<Socke
     }
 }
 
+/// Counts a peer disconnected for its memory budget (`frames` of its unfinished message go with
+/// it), logged once per peer address a minute.
+fn over_budget(
+    shared: &Shared,
+    entry: &PeerEntry,
+    e: &WireError,
+    frames: usize,
+    peer: Option<SocketAddr>,
+) {
+    shared.counters.dropped(DropReason::OverBudget, frames as u64);
+    if peer.is_none_or(|p| shared.refusals.first(p.ip(), "over_budget")) {
+        let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+        tracing::warn!(socket = shared.name, peer = %shown, id = entry.id, frames, error = %e, "peer over its memory budget; disconnecting");
+    }
+}
+
 /// Resolves when the timer is set and has elapsed; never without one.
 async fn elapsed(timer: &mut Option<Pin<Box<Sleep>>>) {
     match timer {
@@ -333,7 +349,8 @@ async fn read_loop(
     received: &Delivered,
 ) -> ReadEnd {
     use tokio::io::AsyncReadExt;
-    let mut dec = zmtp::Decoder::for_revision(shared.options.max_message_bytes(), entry.revision);
+    let mut dec = zmtp::Decoder::for_revision(shared.options.max_message_bytes(), entry.revision)
+        .with_max_frames(shared.options.max_message_frames());
     if let Some(o) = opener {
         dec.set_opener(Box::new(o));
     }
@@ -416,6 +433,8 @@ async fn read_loop(
                 Err(e) => {
                     if let WireError::Mechanism { .. } = e {
                         shared.refused(mech, &e, rd.peer_addr().ok());
+                    } else if let WireError::TooManyFrames { .. } = e {
+                        over_budget(shared, entry, &e, dec.frames() + 1, rd.peer_addr().ok());
                     } else {
                         shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(id = entry.id, error = %e, "dropping peer");
