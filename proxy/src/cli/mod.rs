@@ -1424,6 +1424,7 @@ mod tests {
             reconnect_interval_max: Some(900),
             connect_timeout: Some(300),
             nodrop: Some(true),
+            max_frames: Some(12),
         };
         let mut args = vec!["--frontend-type=XSUB", "--frontend-bind=tcp://*:1"];
         args.extend(["--backend-type=XPUB", "--backend-bind=tcp://*:2"]);

@@ -757,7 +757,7 @@ mod tests {
     #[test]
     fn max_frames_bounds_a_message_and_empty_frames_count_their_overhead() {
         let mut dec = Decoder::new(usize::MAX).with_max_frames(4);
-        let mut four = frames(&[0, 0, 0, 0]);
+        let mut four = BytesMut::from(&[FLAG_MORE, 0, FLAG_MORE, 0, FLAG_MORE, 0, 0, 0][..]);
         assert!(matches!(dec.decode(&mut four), Ok(Some(Item::Message(m))) if m.len() == 4));
         let mut endless = BytesMut::new();
         for _ in 0..3 {

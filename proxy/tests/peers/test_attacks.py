@@ -126,12 +126,12 @@ def test_endless_message_of_empty_frames_is_cut_at_the_frame_bound(shared_queue)
     """After a valid greeting and READY, a raw DEALER sends one multipart message that never
     ends: `\\x01\\x00` (an empty frame with MORE) repeated, up to 200 MB. The proxy disconnects
     it once the message passes maxFrames (65536 frames, 4 MiB of accounting) and counts it in
-    zmq_proxy_dropped_messages_total{reason="over_budget"}; the legitimate pair's round trips go
+    zmq_proxy_dropped_frames_total{reason="over_budget"}; the legitimate pair's round trips go
     on; the proxy's resident size never passes its start + budget + margin and comes back to
     within a few MiB of its start."""
     proxy = shared_queue
     pid, http = proxy.proc.pid, proxy.http
-    before = counter(http, "zmq_proxy_dropped_messages_total", 'reason="over_budget"')
+    before = counter(http, "zmq_proxy_dropped_frames_total", 'reason="over_budget"')
     start = rss_bytes(pid)
     chunk = b"\x01\x00" * (MIB // 2)
     s = _handshake(_port(proxy.frontend))
@@ -158,7 +158,7 @@ def test_endless_message_of_empty_frames_is_cut_at_the_frame_bound(shared_queue)
     proxy.round_trip(b"after-endless")
     grown = peak - start
     assert grown <= FRAME_OVERHEAD * MAX_FRAMES + ALLOCATOR_MARGIN, f"peak {grown >> 20} MiB above start"
-    assert counter(http, "zmq_proxy_dropped_messages_total", 'reason="over_budget"') > before
+    assert counter(http, "zmq_proxy_dropped_frames_total", 'reason="over_budget"') > before
     after = settle_rss(pid, start + RETURN_MIB * MIB)
     report("endless-frames", start, peak, after)
     assert after <= start + RETURN_MIB * MIB, (
@@ -290,7 +290,7 @@ def test_two_thousand_idle_connections_cost_little_and_give_it_back(shared_queue
 def test_stalled_subscriber_costs_its_high_water_mark_and_no_more(ctx, start_proxy):
     """XSUB/XPUB: a raw subscriber subscribes to everything and never reads; 40 MB of 4 KiB
     publications go by. What waits for it is bounded by sndhwm (1000 messages, about 4 MiB),
-    the rest is dropped and counted (zmq_proxy_dropped_messages_total{reason="peer_full"}), a
+    the rest is dropped and counted (zmq_proxy_dropped_frames_total{reason="peer_full"}), a
     live subscriber gets every message, and once the stalled one is gone the resident size comes
     back."""
     ports = free_ports(3)
@@ -315,7 +315,7 @@ def test_stalled_subscriber_costs_its_high_water_mark_and_no_more(ctx, start_pro
             break
         live.recv()
     start = rss_bytes(pid)
-    before = counter(http, "zmq_proxy_dropped_messages_total", 'reason="peer_full"')
+    before = counter(http, "zmq_proxy_dropped_frames_total", 'reason="peer_full"')
     stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.settimeout(3)
@@ -347,10 +347,10 @@ def test_stalled_subscriber_costs_its_high_water_mark_and_no_more(ctx, start_pro
             peak = max(peak, rss_bytes(pid))
         assert peak - start <= 1000 * 4200 + ALLOCATOR_MARGIN, f"grew by {(peak - start) >> 20} MiB"
         for _ in until(5, 1000):
-            if counter(http, "zmq_proxy_dropped_messages_total", 'reason="peer_full"') > before:
+            if counter(http, "zmq_proxy_dropped_frames_total", 'reason="peer_full"') > before:
                 break
             time.sleep(0.05)  # poll interval of a condition with a deadline
-        assert counter(http, "zmq_proxy_dropped_messages_total", 'reason="peer_full"') > before
+        assert counter(http, "zmq_proxy_dropped_frames_total", 'reason="peer_full"') > before
     finally:
         rst_close(stalled)
     after = settle_rss(pid, start + RETURN_MIB * MIB)
