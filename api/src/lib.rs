@@ -8,6 +8,7 @@
 //! - [`error`]: the error of a manifest section.
 //! - [`endpoint`]: `tcp://HOST:PORT` and `HOST:PORT` parsing.
 //! - [`socket`]: socket types, allowed pairs, capture types, refusal texts, [`socket::Role`].
+//! - [`memory`]: byte quantities (`512Mi`) and the memory budget's default from a limit.
 //! - [`options`]: per-socket libzmq options (HWMs, message size, keepalive, reconnect, nodrop).
 //! - [`heartbeat`]: the `heartbeat*` fields and the values a connection applies.
 //! - [`security`]: the CURVE sections (file paths for `--config`, Secrets on Kubernetes).
@@ -24,6 +25,7 @@ pub mod heartbeat;
 pub mod kubernetes;
 pub mod local;
 pub mod manifest;
+pub mod memory;
 pub mod options;
 pub mod security;
 pub mod socket;

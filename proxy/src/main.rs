@@ -53,10 +53,12 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let cfg = match cli.into_config() {
+    let mut cfg = match cli.into_config() {
         Ok(cfg) => cfg,
         Err(e) => return fail(2, &e.to_string()),
     };
+    // Unset, the budget is a share of the container's memory limit (none without one).
+    cfg.max_memory = cfg.max_memory.resolve(zmq_proxy::memory_limit());
     init_logging(cfg.log_format);
     log_ephemeral_keys(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -173,6 +175,7 @@ async fn run(cfg: ProxyConfig) -> u8 {
         http = %or_none(ops.http_addr().map(|a| a.to_string())),
         drain_timeout_secs = cfg.drain_timeout.as_secs_f64(),
         lame_duck_secs = cfg.lame_duck.as_secs_f64(),
+        max_memory = %or_none(cfg.max_memory.bytes().map(|b| format!("{b} bytes"))),
         sndhwm = %hwms(&cfg, |o| o.sndhwm),
         rcvhwm = %hwms(&cfg, |o| o.rcvhwm),
         log_format = ?cfg.log_format,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::engine::budget::MemoryBudget;
 use crate::engine::counters::{Counters, DropReason, Snapshot, SocketCounters};
 use crate::engine::tunables::{DRAIN_POLL_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT};
 use crate::policy::sockets::{
@@ -68,11 +69,12 @@ impl Proxy {
         };
         let (state, _) = watch::channel(initial);
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
-        let mut front =
-            ProxySocket::open(&cfg.frontend, "frontend", counters.clone(), &life).await?;
-        let mut back = ProxySocket::open(&cfg.backend, "backend", counters.clone(), &life).await?;
+        let budget = Arc::new(MemoryBudget::new(cfg.max_memory.bytes()));
+        let open = |c, name| ProxySocket::open(c, name, counters.clone(), &budget, &life);
+        let mut front = open(&cfg.frontend, "frontend").await?;
+        let mut back = open(&cfg.backend, "backend").await?;
         let cap = match &cfg.capture {
-            Some(c) => Some(ProxySocket::open(c, "capture", counters.clone(), &life).await?),
+            Some(c) => Some(open(c, "capture").await?),
             None => None,
         };
         let frontend = front.outlet.handle();
