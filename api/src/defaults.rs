@@ -77,3 +77,10 @@ pub const MAX_DATA_KEY_LEN: usize = 253;
 /// The key of the server's Secret read when `serverKey.key` is not given: the file name
 /// `zmq-proxy keygen --zcert server` writes the secret certificate to.
 pub const DEFAULT_SERVER_KEY_KEY: &str = "server_secret";
+
+/// `--resolve-interval`: the longest time between two lookups of a `--<socket>-connect-all`
+/// name (a shorter record TTL makes it sooner). Kubernetes DNS (CoreDNS) answers for Services
+/// with a TTL of 5 s: a new ready pod gets work within about that.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest accepted `--resolve-interval`: an hour, in seconds.
+pub const MAX_RESOLVE_INTERVAL_SECS: f64 = 3600.0;

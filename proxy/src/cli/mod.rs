@@ -15,7 +15,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
-use zmq_proxy_api::defaults::{MAX_DRAIN_TIMEOUT_SECS, MAX_LAME_DUCK_SECS};
+use zmq_proxy_api::defaults::{
+    MAX_DRAIN_TIMEOUT_SECS, MAX_LAME_DUCK_SECS, MAX_RESOLVE_INTERVAL_SECS,
+};
 use zmq_proxy_api::endpoint::{Direction, Endpoint};
 use zmq_proxy_api::heartbeat::FieldNames;
 use zmq_proxy_api::manifest::{ProxySockets, SocketSpec};
@@ -87,6 +89,15 @@ pub struct Cli {
         help_heading = "Frontend socket"
     )]
     pub frontend_connect: Vec<String>,
+    /// tcp://HOST:PORT the frontend connects to at every address HOST resolves to (A and AAAA), following the name as addresses come and go (see --resolve-interval); repeatable [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_FRONTEND_CONNECT_ALL",
+        value_name = "EP",
+        value_delimiter = ',',
+        help_heading = "Frontend socket"
+    )]
+    pub frontend_connect_all: Vec<String>,
     /// frontend: the CURVE server's secret key file (Z85 or zcert secret) for its binds [default: none, NULL security]
     #[arg(
         long,
@@ -148,6 +159,15 @@ pub struct Cli {
         help_heading = "Backend socket"
     )]
     pub backend_connect: Vec<String>,
+    /// tcp://HOST:PORT the backend connects to at every address HOST resolves to (A and AAAA), following the name as addresses come and go (see --resolve-interval); repeatable [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_BACKEND_CONNECT_ALL",
+        value_name = "EP",
+        value_delimiter = ',',
+        help_heading = "Backend socket"
+    )]
+    pub backend_connect_all: Vec<String>,
     /// backend: the CURVE server's secret key file (Z85 or zcert secret) for its binds [default: none, NULL security]
     #[arg(
         long,
@@ -209,6 +229,15 @@ pub struct Cli {
         help_heading = "Capture socket"
     )]
     pub capture_connect: Vec<String>,
+    /// tcp://HOST:PORT the capture connects to at every address HOST resolves to (A and AAAA), following the name as addresses come and go (see --resolve-interval); repeatable [default: none]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_CAPTURE_CONNECT_ALL",
+        value_name = "EP",
+        value_delimiter = ',',
+        help_heading = "Capture socket"
+    )]
+    pub capture_connect_all: Vec<String>,
     /// capture: the CURVE server's secret key file (Z85 or zcert secret) for its binds [default: none, NULL security]
     #[arg(
         long,
@@ -327,6 +356,25 @@ pub struct Cli {
         help_heading = "Stopping and pausing"
     )]
     pub pause_file: Option<PathBuf>,
+    /// Longest time between two DNS lookups of a --<socket>-connect-all name; a record TTL
+    /// shorter than this makes it sooner (never under 1 s) [default: 5]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_RESOLVE_INTERVAL",
+        value_name = "SECONDS",
+        allow_hyphen_values = true,
+        help_heading = "Connecting to every address of a name"
+    )]
+    pub resolve_interval: Option<String>,
+    /// IP:PORT of the DNS server asked for --<socket>-connect-all names instead of those of
+    /// /etc/resolv.conf (and without /etc/hosts) [default: none, the system's]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_DNS_SERVER",
+        value_name = "IP:PORT",
+        help_heading = "Connecting to every address of a name"
+    )]
+    pub dns_server: Option<String>,
     /// Log line format; the level comes from RUST_LOG (default info)
     #[arg(long, env = "ZMQ_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -684,6 +732,7 @@ impl Cli {
             self.apply_heartbeat_flags(&mut cfg)?;
             cfg
         };
+        self.apply_resolve_flags(&mut cfg)?;
         if let Some(d) = drain {
             cfg.drain_timeout = d;
         }
@@ -703,6 +752,27 @@ impl Cli {
         Ok(cfg)
     }
 
+    /// `--resolve-interval` and `--dns-server`: how connect-all names are looked up, beside
+    /// the flags' sockets or a manifest's alike.
+    fn apply_resolve_flags(&self, cfg: &mut ProxyConfig) -> Result<(), ConfigError> {
+        if let Some(s) = &self.resolve_interval {
+            let d = parse_seconds("--resolve-interval", s, MAX_RESOLVE_INTERVAL_SECS)?;
+            if d.is_zero() {
+                return err(format!("--resolve-interval: {s:?} must be above 0 seconds"));
+            }
+            cfg.resolve_interval = d;
+        }
+        if let Some(s) = &self.dns_server {
+            let addr = s.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "--dns-server: {s:?} is not IP:PORT (e.g. 10.96.0.10:53, [fd00::a]:53)"
+                ))
+            })?;
+            cfg.dns_server = Some(addr);
+        }
+        Ok(())
+    }
+
     /// Flags that would replace part of what a manifest defines: refused beside `--config`,
     /// whether set on the command line or in the environment, so no socket of the manifest is
     /// silently run some other way.
@@ -711,12 +781,15 @@ impl Cli {
             ("--frontend-type", self.frontend_type.is_some()),
             ("--frontend-bind", !self.frontend_bind.is_empty()),
             ("--frontend-connect", !self.frontend_connect.is_empty()),
+            ("--frontend-connect-all", !self.frontend_connect_all.is_empty()),
             ("--backend-type", self.backend_type.is_some()),
             ("--backend-bind", !self.backend_bind.is_empty()),
             ("--backend-connect", !self.backend_connect.is_empty()),
+            ("--backend-connect-all", !self.backend_connect_all.is_empty()),
             ("--capture-type", self.capture_type.is_some()),
             ("--capture-bind", !self.capture_bind.is_empty()),
             ("--capture-connect", !self.capture_connect.is_empty()),
+            ("--capture-connect-all", !self.capture_connect_all.is_empty()),
             ("--control-bind", self.control_bind.is_some()),
         ];
         if let Some((flag, _)) = socket_flags.iter().find(|(_, set)| *set) {
@@ -761,7 +834,7 @@ impl Cli {
             return err("--capture-curve-* flags need --capture-type");
         }
         for (name, sock) in sockets {
-            let (binds, connects) = (!sock.bind.is_empty(), !sock.connect.is_empty());
+            let (binds, connects) = (!sock.bind.is_empty(), sock.connects());
             let names = CurveNames::flags(name.as_str());
             sock.security =
                 curve_security(&names, &self.curve_settings(name), binds, connects, any)?;
@@ -833,17 +906,27 @@ impl Cli {
         if let Some(reason) = pair_refusal(ft, bt) {
             return err(format!("--backend-type: {reason}"));
         }
-        let frontend = socket("frontend", ft, &self.frontend_bind, &self.frontend_connect)?;
-        let backend = socket("backend", bt, &self.backend_bind, &self.backend_connect)?;
+        let (fc, bc) = (
+            [&self.frontend_connect, &self.frontend_connect_all],
+            [&self.backend_connect, &self.backend_connect_all],
+        );
+        let frontend = socket("frontend", ft, &self.frontend_bind, fc)?;
+        let backend = socket("backend", bt, &self.backend_bind, bc)?;
         let capture = match self.capture_type {
             Some(ct) => {
                 if let Some(reason) = capture_type_refusal(ct) {
                     return err(format!("--capture-type: {reason}"));
                 }
-                Some(socket("capture", ct, &self.capture_bind, &self.capture_connect)?)
+                let cc = [&self.capture_connect, &self.capture_connect_all];
+                Some(socket("capture", ct, &self.capture_bind, cc)?)
             }
-            None if !self.capture_bind.is_empty() || !self.capture_connect.is_empty() => {
-                return err("--capture-bind/--capture-connect need --capture-type");
+            None if !self.capture_bind.is_empty()
+                || !self.capture_connect.is_empty()
+                || !self.capture_connect_all.is_empty() =>
+            {
+                return err(
+                    "--capture-bind/--capture-connect/--capture-connect-all need --capture-type",
+                );
             }
             None => None,
         };
@@ -853,24 +936,30 @@ impl Cli {
     }
 }
 
+/// One socket from its flags; `connect` holds the plain connects, then the connect-all ones.
 fn socket(
     name: &str,
     t: SocketType,
     bind: &[String],
-    connect: &[String],
+    connect: [&Vec<String>; 2],
 ) -> Result<SocketConfig, ConfigError> {
     let bind: Vec<Endpoint> = bind
         .iter()
         .map(|s| endpoint(&format!("--{name}-bind"), s, Direction::Bind))
         .collect::<Result<_, _>>()?;
-    let connect: Vec<Endpoint> = connect
-        .iter()
-        .map(|s| endpoint(&format!("--{name}-connect"), s, Direction::Connect))
-        .collect::<Result<_, _>>()?;
-    if bind.is_empty() && connect.is_empty() {
-        return err(format!("{name} needs at least one --{name}-bind or --{name}-connect"));
+    let parse = |flag: String, list: &Vec<String>| -> Result<Vec<Endpoint>, ConfigError> {
+        list.iter().map(|s| endpoint(&flag, s, Direction::Connect)).collect()
+    };
+    let plain = parse(format!("--{name}-connect"), connect[0])?;
+    let all = parse(format!("--{name}-connect-all"), connect[1])?;
+    if bind.is_empty() && plain.is_empty() && all.is_empty() {
+        return err(format!(
+            "{name} needs at least one --{name}-bind, --{name}-connect or --{name}-connect-all"
+        ));
     }
-    Ok(SocketConfig::new(t, bind, connect))
+    let mut sock = SocketConfig::new(t, bind, plain);
+    sock.connect_all = all;
+    Ok(sock)
 }
 
 fn endpoint(flag: &str, s: &str, dir: Direction) -> Result<Endpoint, ConfigError> {
@@ -1197,6 +1286,40 @@ mod tests {
         assert_eq!(c.frontend.socket_type, SocketType::Router);
         assert_eq!(c.backend.bind.len() + c.backend.connect.len(), 2);
         assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    }
+
+    #[test]
+    fn connect_all_flags_fill_their_own_list_and_the_resolution_settings() {
+        let base = ["--frontend-type=ROUTER", "--frontend-bind=tcp://*:1", "--backend-type=DEALER"];
+        let c = cli(&[
+            &base[..],
+            &["--backend-connect-all=tcp://workers:6000", "--backend-connect=tcp://a:1"],
+        ]
+        .concat())
+        .expect("valid");
+        assert_eq!(c.backend.connect_all, [Endpoint { host: "workers".into(), port: 6000 }]);
+        assert_eq!(c.backend.connect.len(), 1);
+        assert_eq!(c.resolve_interval, zmq_proxy_api::defaults::DEFAULT_RESOLVE_INTERVAL);
+        assert_eq!(c.dns_server, None);
+        // A socket that only connects to every address of a name needs nothing else.
+        let c = cli(&[
+            &base[..],
+            &["--backend-connect-all=tcp://w:1", "--resolve-interval=2.5", "--dns-server=[::1]:53"],
+        ]
+        .concat())
+        .expect("valid");
+        assert_eq!(c.resolve_interval, Duration::from_millis(2500));
+        assert_eq!(c.dns_server, Some("[::1]:53".parse().expect("addr")));
+        for (flag, bad) in [
+            ("--resolve-interval", "--resolve-interval=0"),
+            ("--resolve-interval", "--resolve-interval=3601"),
+            ("--dns-server", "--dns-server=dns:53"),
+            ("--backend-connect-all", "--backend-connect-all=tcp://*:1"),
+        ] {
+            let e = cli(&[&base[..], &["--backend-connect-all=tcp://w:1", bad]].concat())
+                .expect_err(bad);
+            assert!(e.starts_with(flag), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -8,5 +8,6 @@ pub(crate) mod curve;
 pub(crate) mod handshake;
 pub(crate) mod heartbeat;
 pub(crate) mod net;
+pub(crate) mod resolve;
 pub(crate) mod socket_config;
 pub(crate) mod tunables;

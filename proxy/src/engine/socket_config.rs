@@ -14,6 +14,9 @@ pub struct SocketConfig {
     pub socket_type: SocketType,
     pub bind: Vec<Endpoint>,
     pub connect: Vec<Endpoint>,
+    /// Endpoints whose host name is connected at every address it resolves to, and followed
+    /// as its addresses change (`--<socket>-connect-all`).
+    pub connect_all: Vec<Endpoint>,
     pub security: Security,
     pub options: SocketOptions,
     pub heartbeat: Heartbeat,
@@ -23,12 +26,26 @@ impl SocketConfig {
     /// A NULL-mechanism socket with default options, without heartbeats.
     pub fn new(socket_type: SocketType, bind: Vec<Endpoint>, connect: Vec<Endpoint>) -> Self {
         let (security, options, heartbeat) = Default::default();
-        SocketConfig { socket_type, bind, connect, security, options, heartbeat }
+        SocketConfig {
+            socket_type,
+            bind,
+            connect,
+            connect_all: Vec::new(),
+            security,
+            options,
+            heartbeat,
+        }
+    }
+
+    /// Whether the socket connects anywhere (plainly or to every address of a name).
+    pub fn connects(&self) -> bool {
+        !self.connect.is_empty() || !self.connect_all.is_empty()
     }
 
     pub fn endpoints(&self) -> String {
         let b = self.bind.iter().map(|e| format!("bind {e}"));
         let c = self.connect.iter().map(|e| format!("connect {e}"));
-        b.chain(c).collect::<Vec<_>>().join(", ")
+        let all = self.connect_all.iter().map(|e| format!("connect to every address of {e}"));
+        b.chain(c).chain(all).collect::<Vec<_>>().join(", ")
     }
 }

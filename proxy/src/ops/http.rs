@@ -1,7 +1,8 @@
 //! The `--http-bind` listener: `GET /metrics` (Prometheus text, rendered from the counters on
 //! each scrape), `GET /healthz` (200 while the forwarding loop runs) and `GET /readyz` (200
 //! once every bind is up, 503 from the moment the drain starts so a Kubernetes Service stops
-//! sending new peers here).
+//! sending new peers here) and `GET /connects` (every connect endpoint with its addresses and
+//! their states, as JSON: what the operator reports in the object's status).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub fn router(observed: Arc<Observed>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/connects", get(connects))
         .with_state(HttpState { observed, registry })
 }
 
@@ -45,6 +47,13 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             "cannot encode metrics\n".to_string(),
         ),
     }
+}
+
+/// `{"sockets":[{"socket":"backend","endpoint":"tcp://workers:6000","all":true,"resolved":3,
+/// "connected":3,"resolve_failures":0,"addresses":[{"address":"10.0.0.7:6000","state":"connected"}]}]}`
+async fn connects(State(s): State<HttpState>) -> impl IntoResponse {
+    let body = serde_json::json!({ "sockets": s.observed.connects() });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
 }
 
 async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
@@ -81,7 +90,7 @@ impl HttpServer {
     /// Binds `addr` (`HOST:PORT`: `*:9090` or `[::]:9090` dual stack, `0.0.0.0:9090`,
     /// `[::1]:9090`; see [`crate::engine::net`]) and starts serving.
     pub async fn bind(addr: &str, observed: Arc<Observed>) -> Result<HttpServer, OpenError> {
-        let open_err = |reason: String| OpenError { endpoint: format!("http://{addr}"), reason };
+        let open_err = |reason: String| OpenError::bind(format!("http://{addr}"), reason);
         let ep = Endpoint::parse_host_port(addr, Direction::Bind).map_err(open_err)?;
         let (listener, _) =
             net::bind(&ep).await.map_err(|e| open_err(net::describe_bind_error(&e)))?;

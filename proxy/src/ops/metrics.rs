@@ -25,6 +25,10 @@
 //! - `zmq_proxy_heartbeat_timeouts_total{socket, reason}`: connections dropped by heartbeats,
 //!   reason `timeout` (silent past our heartbeat timeout after a PING) or `peer_ttl` (silent past
 //!   the TTL of the peer's own PING). Only series that counted something are present.
+//! - `zmq_proxy_connect_addresses{socket, endpoint, state}` (gauge) and
+//!   `zmq_proxy_resolve_failures_total{socket, endpoint}`: each `--<socket>-connect-all`
+//!   endpoint's resolved addresses by state (connected, connecting, backing_off, draining; every
+//!   state, 0 included) and its lookups that gave no address.
 //! - gauges `zmq_proxy_connected_peers{socket}`, `zmq_proxy_queued_frames{socket}`,
 //!   `zmq_proxy_paused`, `zmq_proxy_draining`, `zmq_proxy_ready`,
 //!   `zmq_proxy_build_info{version}` (always 1).
@@ -43,7 +47,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::engine::counters::{Counters, Snapshot};
-use crate::policy::sockets::SocketHandle;
+use crate::policy::sockets::{AddrState, ConnectReport, SocketHandle};
 use crate::proxy::forward::Proxy;
 use crate::proxy::state::ProxyState;
 
@@ -104,6 +108,11 @@ impl Observed {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Every connect endpoint of every socket, in socket order (`GET /connects`).
+    pub fn connects(&self) -> Vec<ConnectReport> {
+        self.sockets.iter().flat_map(|(_, h)| h.connects()).collect()
     }
 
     /// A registry holding one collector that reads this view on each scrape.
@@ -223,6 +232,7 @@ impl Collector for ProxyCollector {
         let queued: Vec<(&str, i64)> = o.sockets.iter().map(|(n, h)| (*n, h.backlog())).collect();
         let help = "Frames queued to peers and not yet written";
         family(e, "zmq_proxy_queued_frames", help, g, sock, &queued, gauge)?;
+        connect_families(e, o)?;
         let help = "1 while paused (a PAUSE command, --pause-file or the manifest's paused)";
         flag(e, "zmq_proxy_paused", help, o.paused())?;
         flag(e, "zmq_proxy_draining", "1 once the drain started", o.draining())?;
@@ -232,6 +242,34 @@ impl Collector for ProxyCollector {
         family(e, "zmq_proxy_build_info", help, g, "version", &version, gauge)?;
         Ok(())
     }
+}
+
+/// The addresses of each connect-all endpoint by state (every state, 0 included) and its failed
+/// lookups.
+fn connect_families(e: &mut DescriptorEncoder, o: &Observed) -> std::fmt::Result {
+    let all: Vec<ConnectReport> = o.connects().into_iter().filter(|r| r.all).collect();
+    let help = "Resolved addresses of each --<socket>-connect-all endpoint, by state";
+    let mut m =
+        e.encode_descriptor("zmq_proxy_connect_addresses", help, None, MetricType::Gauge)?;
+    for r in &all {
+        for state in AddrState::ALL {
+            let n = r.addresses.iter().filter(|a| a.state == state).count() as i64;
+            let labels = [
+                ("socket", r.socket),
+                ("endpoint", r.endpoint.as_str()),
+                ("state", state.as_str()),
+            ];
+            gauge(n, m.encode_family(&labels)?)?;
+        }
+    }
+    let help = "Lookups of a --<socket>-connect-all name that gave no address, by endpoint";
+    let mut m =
+        e.encode_descriptor("zmq_proxy_resolve_failures", help, None, MetricType::Counter)?;
+    for r in &all {
+        let labels = [("socket", r.socket), ("endpoint", r.endpoint.as_str())];
+        counter(r.resolve_failures, m.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// Frames dropped since the previous summary, by reason; `None` when nothing was dropped.

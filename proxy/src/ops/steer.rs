@@ -114,7 +114,7 @@ impl Control {
         state: watch::Sender<ProxyState>,
         counters: Arc<Counters>,
     ) -> Result<Control, OpenError> {
-        let open_err = |reason: String| OpenError { endpoint: ep.to_string(), reason };
+        let open_err = |reason: String| OpenError::bind(ep.to_string(), reason);
         // Bound here rather than by the crate so a failure reads like the data sockets' and
         // the port-0 address is known.
         let (listener, _) =

@@ -45,14 +45,17 @@ use zmq_proxy_api::socket::SocketType;
 
 mod connection;
 mod drain;
+mod follow;
 mod outlet;
 mod window;
 
 pub use connection::tune;
+pub use follow::{AddrState, ConnectReport, Follow};
 pub use outlet::Outlet;
 pub use window::Credit;
 
-use connection::{accept_loop, connect_loop};
+use connection::{Target, accept_loop, connect_loop};
+use follow::ConnectStatus;
 
 /// One message: its frames, in order.
 pub type Msg = Vec<Bytes>;
@@ -237,6 +240,8 @@ struct Shared {
     draining: AtomicBool,
     next_peer: AtomicU64,
     next_routing: AtomicU32,
+    /// Every connect endpoint's addresses and their states, in the order given.
+    connects: Vec<Arc<ConnectStatus>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -403,10 +408,18 @@ impl Shared {
 
 /// Bind or connect failed at start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind {endpoint}: {reason}")]
+#[error("cannot {action} {endpoint}: {reason}")]
 pub struct OpenError {
+    /// What failed: bind, for a listener; start, for what a socket needs besides.
+    pub action: &'static str,
     pub endpoint: String,
     pub reason: String,
+}
+
+impl OpenError {
+    pub fn bind(endpoint: String, reason: String) -> OpenError {
+        OpenError { action: "bind", endpoint, reason }
+    }
 }
 
 /// The proxy's lifecycle signals, shared by every task: `stop` ends reading (drain begins),
@@ -438,6 +451,7 @@ impl ProxySocket {
         counters: Arc<Counters>,
         budget: &Arc<MemoryBudget>,
         life: &Lifecycle,
+        follow: &Follow,
     ) -> Result<ProxySocket, OpenError> {
         let is_capture = name == "capture";
         let kind = cfg.socket_type;
@@ -484,6 +498,7 @@ impl ProxySocket {
             draining: AtomicBool::new(false),
             next_peer: AtomicU64::new(1),
             next_routing: AtomicU32::new(rand_u32()),
+            connects: connect_statuses(cfg, name),
         });
         if let Some(doubt) = cfg.heartbeat.doubts() {
             tracing::warn!(socket = name, "{doubt}");
@@ -492,14 +507,11 @@ impl ProxySocket {
         let mut local_addrs = Vec::new();
         let mut listeners = Vec::new();
         for ep in &cfg.bind {
-            let (l, _) = net::bind(ep).await.map_err(|e| OpenError {
-                endpoint: ep.to_string(),
-                reason: net::describe_bind_error(&e),
-            })?;
-            local_addrs.push(
-                l.local_addr()
-                    .map_err(|e| OpenError { endpoint: ep.to_string(), reason: e.to_string() })?,
-            );
+            let (l, _) = net::bind(ep)
+                .await
+                .map_err(|e| OpenError::bind(ep.to_string(), net::describe_bind_error(&e)))?;
+            local_addrs
+                .push(l.local_addr().map_err(|e| OpenError::bind(ep.to_string(), e.to_string()))?);
             listeners.push(l);
         }
         for l in listeners {
@@ -508,9 +520,20 @@ impl ProxySocket {
         if let Some(list) = cfg.security.allow_list() {
             tokio::spawn(list.watch(ALLOW_LIST_POLL_INTERVAL, life.kill.clone()));
         }
-        for ep in &cfg.connect {
-            let target = (ep.host.clone(), ep.port);
-            tokio::spawn(connect_loop(shared.clone(), target, tx.clone(), life.clone()));
+        let statuses = shared.connects.clone();
+        for (ep, status) in cfg.connect.iter().zip(&statuses) {
+            let target = Target::Name(ep.host.clone(), ep.port);
+            let slot = status.slot(ep.to_string().trim_start_matches("tcp://").to_string());
+            let (never, bound) = (follow::never(), follow.drain_bound);
+            let run =
+                connect_loop(shared.clone(), target, slot, never, bound, tx.clone(), life.clone());
+            tokio::spawn(run);
+        }
+        for (ep, status) in cfg.connect_all.iter().zip(&statuses[cfg.connect.len()..]) {
+            let (ep, status, follow) = (ep.clone(), status.clone(), follow.clone());
+            let run =
+                follow::follow_name(shared.clone(), ep, status, follow, tx.clone(), life.clone());
+            tokio::spawn(run);
         }
         Ok(ProxySocket {
             outlet: Outlet::new(shared),
@@ -518,6 +541,12 @@ impl ProxySocket {
             local_addrs,
         })
     }
+}
+
+/// One status per connect endpoint: the plain ones, then those that connect to every address.
+fn connect_statuses(cfg: &SocketConfig, name: &'static str) -> Vec<Arc<ConnectStatus>> {
+    let plain = cfg.connect.iter().map(|ep| ConnectStatus::new(name, ep, false));
+    plain.chain(cfg.connect_all.iter().map(|ep| ConnectStatus::new(name, ep, true))).collect()
 }
 
 /// Logs a refused handshake at info as `peer ADDR:PORT refused: WHY`, once per peer address and
@@ -633,6 +662,11 @@ impl SocketHandle {
 
     pub fn socket_type(&self) -> SocketType {
         self.shared.kind
+    }
+
+    /// Every connect endpoint of this socket with its addresses and their states.
+    pub fn connects(&self) -> Vec<ConnectReport> {
+        self.shared.connects.iter().map(|c| c.report()).collect()
     }
 }
 

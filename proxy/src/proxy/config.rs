@@ -1,10 +1,11 @@
 //! The validated whole: the sockets, the control and HTTP listeners, the drain and the log
 //! format, as the command line or the `--config` manifest gives them.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use zmq_proxy_api::defaults::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_LAME_DUCK};
+use zmq_proxy_api::defaults::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_LAME_DUCK, DEFAULT_RESOLVE_INTERVAL};
 use zmq_proxy_api::endpoint::Endpoint;
 
 use crate::engine::curve::Mechanism;
@@ -39,6 +40,10 @@ pub struct ProxyConfig {
     /// starts it forwarding).
     pub start_paused: bool,
     pub log_format: LogFormat,
+    /// `--resolve-interval`: the longest time between two lookups of a connect-all name.
+    pub resolve_interval: Duration,
+    /// `--dns-server`: the one DNS server asked for connect-all names instead of the system's.
+    pub dns_server: Option<SocketAddr>,
     /// What the configuration holds that this run does not act on (a manifest's Kubernetes
     /// placement fields), logged as warnings at the start.
     pub warnings: Vec<String>,
@@ -60,6 +65,8 @@ impl ProxyConfig {
             pause_file: None,
             start_paused: false,
             log_format: LogFormat::Text,
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            dns_server: None,
             warnings: Vec::new(),
         }
     }

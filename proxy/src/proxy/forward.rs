@@ -16,9 +16,10 @@ use tokio::task::JoinHandle;
 
 use crate::engine::budget::MemoryBudget;
 use crate::engine::counters::{Counters, DropReason, Snapshot, SocketCounters};
+use crate::engine::resolve::Resolver;
 use crate::engine::tunables::{DRAIN_POLL_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT};
 use crate::policy::sockets::{
-    Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
+    Follow, Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
 };
 use crate::policy::subscriptions::SubscriptionTable;
 use crate::proxy::config::ProxyConfig;
@@ -55,6 +56,22 @@ pub enum Ending {
     Aborted,
 }
 
+/// The resolver and schedule of connect-all names; the resolver is built (the system's DNS
+/// configuration read) only when some socket needs it.
+fn follow_settings(cfg: &ProxyConfig) -> Result<Follow, OpenError> {
+    let needed = cfg.named_sockets().iter().any(|(_, s)| !s.connect_all.is_empty());
+    let resolver = match needed {
+        true => Some(Resolver::new(cfg.dns_server).map_err(|reason| OpenError {
+            action: "start",
+            endpoint:
+                cfg.dns_server.map_or("the DNS resolver".into(), |a| format!("--dns-server {a}")),
+            reason,
+        })?),
+        false => None,
+    };
+    Ok(Follow { resolver, interval: cfg.resolve_interval, drain_bound: cfg.drain_timeout })
+}
+
 impl Proxy {
     /// Binds and connects every socket and starts forwarding. Fails on the first endpoint
     /// that cannot be bound.
@@ -70,7 +87,8 @@ impl Proxy {
         let (state, _) = watch::channel(initial);
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
         let budget = Arc::new(MemoryBudget::new(cfg.max_memory.bytes()));
-        let open = |c, name| ProxySocket::open(c, name, counters.clone(), &budget, &life);
+        let follow = follow_settings(cfg)?;
+        let open = |c, name| ProxySocket::open(c, name, counters.clone(), &budget, &life, &follow);
         let mut front = open(&cfg.frontend, "frontend").await?;
         let mut back = open(&cfg.backend, "backend").await?;
         let cap = match &cfg.capture {

@@ -256,7 +256,10 @@ def test_dead_pull_worker_loses_only_what_was_queued_to_it(ctx, proxy_pair):
     try:
         assert w1_closed.wait(25), "W1 never got its 500 tasks"
         noticed = wait_socket_closed(pid, w1_inode, timeout=5)
-        switch = next_seq[0]
+        # The producer bumps next_seq after send() returns, so the task numbered next_seq may
+        # already be on its way, sent before the proxy closed W1: the first task surely sent
+        # after is the one past it.
+        switch = next_seq[0] + 1
         stop_at[0] = switch + 5000
         threads[0].join(timeout=30)
         assert not errors, errors

@@ -21,7 +21,7 @@ pub(super) async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     let mech = shared.security.accepted.clone();
-                    let conn = connection(shared.clone(), stream, mech, inbound.clone(), life.clone());
+                    let conn = connection(shared.clone(), stream, mech, inbound.clone(), life.clone(), None);
                     tokio::spawn(async move {
                         let _ = conn.await;
                     });
@@ -38,24 +38,46 @@ pub(super) async fn accept_loop(
     }
 }
 
+/// What a connect loop dials: a name resolved again on every attempt (a plain
+/// `--<socket>-connect`), or one address of a name followed by [`super::follow`].
+pub(super) enum Target {
+    Name(String, u16),
+    Addr(SocketAddr),
+}
+
+impl Target {
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        match self {
+            // Resolved again on every attempt, each address tried in order (`crate::engine::net`).
+            Target::Name(host, port) => crate::engine::net::connect(host, *port).await,
+            Target::Addr(addr) => TcpStream::connect(addr).await,
+        }
+    }
+}
+
 /// Connects `target` and reconnects whenever the connection ends, as zmq_connect does: after
 /// each attempt that did not complete a handshake the delay doubles (from reconnectInterval up
 /// to reconnectIntervalMax, when set); a connection that was served starts over at the
-/// interval. The host name is resolved again on every attempt, so a Service or a pod whose
-/// address changed is found.
+/// interval. A host name is resolved again on every attempt, so a Service or a pod whose
+/// address changed is found. Ends when the proxy stops or `retire` is raised (the address left
+/// its name: its connection is drained first, see [`super::follow`]); `slot` shows each state.
 pub(super) async fn connect_loop(
     shared: Arc<Shared>,
-    target: (String, u16),
+    target: Target,
+    slot: follow::Slot,
+    mut retire: watch::Receiver<bool>,
+    bound: std::time::Duration,
     mut inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
 ) {
     let opts = &shared.options;
     let mut failures = 0u32;
     loop {
-        // Resolved again on every attempt, each address tried in order (`crate::engine::net`).
-        let connect = crate::engine::net::connect(&target.0, target.1);
+        slot.set(follow::AddrState::Connecting, None);
+        let connect = target.connect();
         let attempt = tokio::select! {
             _ = raised(&mut life.stop) => return,
+            _ = follow::retired(&mut retire) => return,
             r = async {
                 if opts.connect_timeout.is_zero() {
                     return connect.await;
@@ -71,20 +93,33 @@ pub(super) async fn connect_loop(
             // holding a copy here during a drain would keep the pump from seeing its end.
             Ok(stream) => {
                 let mech = shared.security.connected.clone();
-                let end = connection(shared.clone(), stream, mech, inbound, life.clone()).await;
+                let out = follow::Outgoing { slot: &slot, retire: retire.clone(), bound };
+                let end =
+                    connection(shared.clone(), stream, mech, inbound, life.clone(), Some(out))
+                        .await;
                 let Some(tx) = end.inbound else { return };
                 inbound = tx;
+                if *retire.borrow() {
+                    return;
+                }
                 failures = if end.served { 0 } else { failures.saturating_add(1) };
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                tracing::debug!(host = %target.0, port = target.1, error = %e, "connect failed")
+                match &target {
+                    Target::Name(host, port) => {
+                        tracing::debug!(%host, port, error = %e, "connect failed")
+                    }
+                    Target::Addr(addr) => tracing::debug!(%addr, error = %e, "connect failed"),
+                }
             }
         }
+        slot.set(follow::AddrState::BackingOff, None);
         let jitter = f64::from(rand_u32()) / f64::from(u32::MAX);
         let delay = opts.reconnect_delay(failures.saturating_sub(1), jitter);
         tokio::select! {
             _ = raised(&mut life.stop) => return,
+            _ = follow::retired(&mut retire) => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -129,9 +164,10 @@ async fn connection(
     mech: Mechanism,
     inbound: mpsc::Sender<Inbound>,
     life: Lifecycle,
+    out: Option<follow::Outgoing<'_>>,
 ) -> ConnectionEnd {
     let mut served = false;
-    let inbound = serve(shared, stream, mech, inbound, life, &mut served).await;
+    let inbound = serve(shared, stream, mech, inbound, life, out, &mut served).await;
     ConnectionEnd { inbound, served }
 }
 
@@ -142,6 +178,7 @@ async fn serve(
     mech: Mechanism,
     inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
+    out: Option<follow::Outgoing<'_>>,
     served: &mut bool,
 ) -> Option<mpsc::Sender<Inbound>> {
     let _open = drain::OpenConnection::new(&shared);
@@ -169,6 +206,9 @@ async fn serve(
         return Some(inbound);
     };
     *served = true;
+    if let Some(o) = &out {
+        o.slot.set(follow::AddrState::Connected, peer_addr);
+    }
     let (sealer, opener, listed) = match session {
         Some(s) => (Some(s.sealer), Some(s.opener), s.client_key),
         None => (None, None, None),
@@ -209,6 +249,11 @@ async fn serve(
         tokio::pin!(read);
         let revoked = curve::revoked(listed);
         tokio::pin!(revoked);
+        let fin_bound = out.as_ref().map(|o| o.bound).unwrap_or_default();
+        let retire = follow::retire_due(&shared, &entry, out, &delivered, &received);
+        tokio::pin!(retire);
+        // Set once a retired address sent its FIN: the connection ends then at the latest.
+        let mut retired_until: Option<Instant> = None;
         let mut closing = false;
         // Reading goes on through a drain until the peer closes (see `sockets/drain.rs`).
         loop {
@@ -218,6 +263,15 @@ async fn serve(
                 _ = raised(&mut life.kill) => break None,
                 _ = &mut revoked => {
                     tracing::info!(socket = shared.name, peer = ?peer_addr, id = entry.id, "CURVE client key removed from the allow-list; disconnecting");
+                    break Some(ReadEnd::Closed);
+                }
+                _ = &mut retire, if retired_until.is_none() => {
+                    tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "retired address: closing the write side");
+                    retired_until = Some(Instant::now() + fin_bound);
+                    closing = true;
+                    drain::begin_close(&shared, &entry);
+                }
+                _ = tokio::time::sleep_until(retired_until.unwrap_or_else(Instant::now)), if retired_until.is_some() => {
                     break Some(ReadEnd::Closed);
                 }
                 _ = drain::close_due(&shared, &entry, &mut life.stop), if !closing => {
