@@ -10,6 +10,7 @@
 //! - [`socket`]: socket types, allowed pairs, capture types, refusal texts, [`socket::Role`].
 //! - [`schema_rule`]: one CEL rule as the CRD's JSON carries it.
 //! - [`connect`]: where a data socket connects (Services, label selectors, endpoints).
+//! - [`memory`]: byte quantities (`512Mi`) and the memory budget's default from a limit.
 //! - [`options`]: per-socket libzmq options (HWMs, message size, keepalive, reconnect, nodrop).
 //! - [`heartbeat`]: the `heartbeat*` fields and the values a connection applies.
 //! - [`security`]: the CURVE sections (file paths for `--config`, Secrets on Kubernetes).
@@ -27,6 +28,7 @@ pub mod heartbeat;
 pub mod kubernetes;
 pub mod local;
 pub mod manifest;
+pub mod memory;
 pub mod options;
 pub mod schema_rule;
 pub mod security;

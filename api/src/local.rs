@@ -5,14 +5,16 @@
 
 /// Spec fields with a local meaning beside the sockets: `replicas` (only 1: this one
 /// process), `paused` (starts paused), `metricsPort` (the HTTP listener), the stop timings,
-/// and `curveAllowAny` (the local spelling of each socket's `allowAnyClient`).
-pub const LOCAL_SPEC_FIELDS: [&str; 6] = [
+/// `curveAllowAny` (the local spelling of each socket's `allowAnyClient`), and
+/// `maxMemoryBytes` (the proxy-wide memory budget, as `--max-memory`).
+pub const LOCAL_SPEC_FIELDS: [&str; 7] = [
     "replicas",
     "paused",
     "metricsPort",
     "drainTimeoutSeconds",
     "lameDuckSeconds",
     "curveAllowAny",
+    "maxMemoryBytes",
 ];
 
 /// Fields that say where and how Kubernetes runs the pods. One process on this machine gives

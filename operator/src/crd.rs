@@ -116,6 +116,15 @@ pub struct ZmqProxySpec {
     #[schemars(range(min = 0, max = 3600))]
     pub lame_duck_seconds: i32,
 
+    /// Bytes the proxy may hold for its peers, all sockets together (messages being received
+    /// and frames queued to peers); past it the peer sending the largest unfinished message is
+    /// disconnected, counted as `over_budget`. 0 = no limit. Unset: half the proxy container's
+    /// memory limit (`resources.limits.memory`), or, without one, the proxy's own default
+    /// (half its cgroup's memory limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_memory_bytes: Option<i64>,
+
     /// Port of the proxy's HTTP server (/metrics, /healthz, /readyz); distinct from the sockets.
     #[serde(default = "default_metrics_port")]
     #[schemars(range(min = 1, max = 65535))]

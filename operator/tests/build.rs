@@ -96,6 +96,8 @@ fn proxy_flags_carry_every_socket_and_setting() {
         "30000",
         "--capture-heartbeat-timeout",
         "30000",
+        "--max-memory",
+        "100663296",
         "--pause-file",
         "/etc/zmq-proxy/steering/paused",
         "--http-bind",
@@ -125,6 +127,33 @@ fn optional_sockets_are_left_out_when_unset() {
     assert_eq!(proxy.image.as_deref(), Some(DEFAULT_IMAGE));
     let names: Vec<String> = ports(&c.service).into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["frontend", "backend"]);
+}
+
+/// The proxy's memory budget: the spec's `maxMemoryBytes` when set (0 passes on as no limit),
+/// else half the container's memory limit, as the proxy would take from its cgroup; without
+/// either the flag is left out and the proxy reads its cgroup itself.
+#[test]
+fn max_memory_comes_from_the_spec_or_half_the_memory_limit() {
+    let mut zp = fixture("minimal.yaml");
+    let with = |zp: &ZmqProxy| {
+        let c = build::children(
+            zp,
+            &BuildOptions { default_image: DEFAULT_IMAGE.to_string(), ..Default::default() },
+        )
+        .expect("builds");
+        arg_after(proxy(&c.stateful_set), "--max-memory").map(str::to_string)
+    };
+    assert_eq!(with(&zp), None);
+    let limits = BTreeMap::from([("memory".to_string(), Quantity("1Gi".into()))]);
+    zp.spec.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        limits: Some(limits),
+        ..Default::default()
+    });
+    assert_eq!(with(&zp).as_deref(), Some("536870900"), "half of 1Gi, in whole percent");
+    zp.spec.max_memory_bytes = Some(0);
+    assert_eq!(with(&zp).as_deref(), Some("0"));
+    zp.spec.max_memory_bytes = Some(64 << 20);
+    assert_eq!(with(&zp).as_deref(), Some("67108864"));
 }
 
 /// Probes and Services refer to ports by name, so the names must be on the container.
@@ -469,6 +498,8 @@ fn invalid_specs_are_refused_naming_the_field() {
 /// pod mounted its steering ConfigMap with `--pause-file`, and the pods got their default
 /// heartbeat flags: one replacement of each proxy on upgrade; pausing and resuming afterwards change only the ConfigMap, never the pods.
 /// Changed again for the 1 s readiness probe (`build::READINESS_PROBE`): one more replacement.
+/// `--max-memory` changed `full` only: a proxy with a memory limit or `maxMemoryBytes` is
+/// replaced once on upgrade; one without either (`minimal`) keeps its pods.
 #[test]
 fn unsecured_children_are_byte_identical_to_the_golden_files() {
     for name in ["minimal", "full", "pipeline-scaled-to-zero"] {

@@ -37,7 +37,8 @@ pub use engine::counters::{Counters, DropReason, Snapshot};
 pub use engine::socket_config::SocketConfig;
 pub use engine::tunables::RUNTIME_WORKER_THREADS;
 pub use ops::Ops;
-pub use proxy::config::{ConfigError, LogFormat, ProxyConfig};
+pub use ops::cgroup::memory_limit;
+pub use proxy::config::{ConfigError, LogFormat, MaxMemory, ProxyConfig};
 pub use proxy::forward::{Ending, Proxy};
 pub use proxy::state::ProxyState;
 

@@ -2,6 +2,7 @@
 
 use zmq_proxy_api::kubernetes::KUBERNETES_HEARTBEAT;
 use zmq_proxy_api::manifest::ProxySockets;
+use zmq_proxy_api::memory::{budget_of_limit, parse_bytes};
 
 use crate::crd::ZmqProxySpec;
 
@@ -36,6 +37,9 @@ pub fn proxy_args(spec: &ZmqProxySpec, connects: &[Connect]) -> Vec<String> {
     if let Some(capture) = &s.capture {
         args.extend(capture.options.to_flags("capture"));
     }
+    if let Some(bytes) = max_memory(spec) {
+        args.extend(["--max-memory".to_string(), bytes.to_string()]);
+    }
     args.extend(["--pause-file".to_string(), format!("{STEERING_MOUNT}/{PAUSED_KEY}")]);
     args.extend([
         "--http-bind".to_string(),
@@ -48,6 +52,18 @@ pub fn proxy_args(spec: &ZmqProxySpec, connects: &[Connect]) -> Vec<String> {
         "json".to_string(),
     ]);
     args
+}
+
+/// `--max-memory`: the spec's `maxMemoryBytes`, else the share of the proxy container's memory
+/// limit that the proxy itself would take from its cgroup (written out, so the pod's arguments
+/// show it and a node whose cgroup the proxy cannot read changes nothing). Without either, or
+/// with a limit in a spelling the proxy does not read, the proxy's own default applies.
+pub fn max_memory(spec: &ZmqProxySpec) -> Option<u64> {
+    if let Some(bytes) = spec.max_memory_bytes {
+        return u64::try_from(bytes).ok();
+    }
+    let limit = spec.resources.as_ref()?.limits.as_ref()?.get("memory")?;
+    parse_bytes(&limit.0).ok().map(budget_of_limit)
 }
 
 /// `--<socket>-heartbeat-*` of each data socket: the fields its spec sets, or, when it sets

@@ -30,7 +30,7 @@ use zmq_proxy_api::socket::{
 
 use crate::engine::curve::{Mechanism, Security};
 use crate::engine::socket_config::SocketConfig;
-use crate::proxy::config::{ConfigError, LogFormat, ProxyConfig};
+use crate::proxy::config::{ConfigError, LogFormat, MaxMemory, ProxyConfig};
 use heartbeat::HeartbeatFlags;
 use options::{BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags};
 
@@ -336,6 +336,18 @@ pub struct Cli {
         help_heading = "Stopping and pausing"
     )]
     pub lame_duck: Option<String>,
+    /// Bytes the proxy may hold for its peers, all sockets together: messages being received
+    /// and frames queued to peers. Past it, the peer sending the largest unfinished message is
+    /// disconnected (counted as over_budget). Bytes, or 512Mi, 2Gi; 0 = no limit [default: 50%
+    /// of the cgroup memory limit when there is one, else no limit]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_MAX_MEMORY",
+        value_name = "BYTES",
+        allow_hyphen_values = true,
+        help_heading = "Memory"
+    )]
+    pub max_memory: Option<String>,
     /// A file holding `true` (PAUSE) or `false` (RESUME), re-read while the proxy runs; the
     /// proxy starts in the state it says (how the operator delivers `spec.paused`) [default: none]
     #[arg(
@@ -683,6 +695,10 @@ impl Cli {
             Some(h) => Some(parse_http_bind(h)?),
             None => None,
         };
+        let max_memory = match self.max_memory.as_deref() {
+            Some(s) => Some(parse_max_memory("--max-memory", s)?),
+            None => None,
+        };
         let mut cfg = if let Some(path) = &self.config {
             self.refuse_beside_config()?;
             let host = self.bind_host.as_deref().unwrap_or(DEFAULT_CONFIG_BIND_HOST);
@@ -693,6 +709,7 @@ impl Cli {
                 ("--lame-duck", lame_duck.is_some(), "spec.lameDuckSeconds", m.sets.lame_duck),
                 ("--http-bind", http_bind.is_some(), "spec.metricsPort", m.sets.metrics_port),
                 ("--pause-file", self.pause_file.is_some(), "spec.paused", m.sets.paused),
+                ("--max-memory", max_memory.is_some(), "spec.maxMemoryBytes", m.sets.max_memory),
             ];
             if let Some((flag, _, field, _)) = both.iter().find(|(_, f, _, m)| *f && *m) {
                 return err(format!(
@@ -728,6 +745,9 @@ impl Cli {
         }
         if self.pause_file.is_some() {
             cfg.pause_file = self.pause_file;
+        }
+        if let Some(m) = max_memory {
+            cfg.max_memory = m;
         }
         cfg.log_format = self.log_format;
         Ok(cfg)
@@ -830,7 +850,7 @@ impl Cli {
         check_allow_any(cfg, any, "--curve-allow-any")
     }
 
-    fn option_texts(&self, socket: Role) -> [Option<&str>; 11] {
+    fn option_texts(&self, socket: Role) -> [Option<&str>; 12] {
         match socket {
             Role::Frontend => self.frontend_options.texts(),
             Role::Backend => self.backend_options.texts(),
@@ -955,6 +975,15 @@ fn parse_lame_duck(field: &str, s: &str) -> Result<Duration, ConfigError> {
     parse_seconds(field, s, MAX_LAME_DUCK_SECS)
 }
 
+/// `--max-memory` or `spec.maxMemoryBytes`: bytes, 0 for no limit.
+fn parse_max_memory(field: &str, s: &str) -> Result<MaxMemory, ConfigError> {
+    match zmq_proxy_api::memory::parse_bytes(s) {
+        Ok(0) => Ok(MaxMemory::Unlimited),
+        Ok(n) => Ok(MaxMemory::Bytes(n)),
+        Err(e) => err(format!("{field}: {e}")),
+    }
+}
+
 fn parse_seconds(field: &str, s: &str, max: f64) -> Result<Duration, ConfigError> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && (0.0..=max).contains(&v) => Ok(Duration::from_secs_f64(v)),
@@ -994,6 +1023,7 @@ struct ManifestSpec {
     replicas: Option<i64>,
     paused: Option<bool>,
     metrics_port: Option<i64>,
+    max_memory_bytes: Option<serde_yaml::Value>,
 }
 
 /// The `curve` section of each socket in a manifest, read beside [`ProxySockets`] (whose
@@ -1050,6 +1080,7 @@ pub struct ManifestSets {
     pub lame_duck: bool,
     pub metrics_port: bool,
     pub paused: bool,
+    pub max_memory: bool,
 }
 
 /// Reads a `ZmqProxy` manifest (one YAML document) into a configuration whose sockets, control
@@ -1140,6 +1171,7 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
         lame_duck: spec.lame_duck_seconds.is_some(),
         metrics_port: spec.metrics_port.is_some(),
         paused: spec.paused.is_some(),
+        max_memory: spec.max_memory_bytes.is_some(),
     };
     // The Kubernetes form names Secrets that only the operator mounts: running NULL instead,
     // because nothing here can read them, would open a socket its author meant to secure.
@@ -1213,6 +1245,15 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
         cfg.http_bind = Some(format!("{}:{port}", host_for_port(host)));
     }
     cfg.start_paused = spec.paused.unwrap_or(false);
+    if let Some(v) = spec.max_memory_bytes {
+        let field = "spec.maxMemoryBytes";
+        let text = match v {
+            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::String(s) => s,
+            _ => return err(format!("{field}: expected a number of bytes")),
+        };
+        cfg.max_memory = parse_max_memory(field, &text)?;
+    }
     if !placement.is_empty() {
         cfg.warnings.push(format!(
             "{}: Kubernetes placement, not used by --config (one proxy on this machine)",
@@ -1334,6 +1375,35 @@ mod tests {
         let bad = format!("{yaml}  lameDuckSeconds: [1]\n");
         let e = parse_manifest(&bad).unwrap_err().0;
         assert_eq!(e, "spec.lameDuckSeconds: expected a number of seconds");
+    }
+
+    /// `--max-memory` (bytes or a Kubernetes quantity, 0 for no limit) or `spec.maxMemoryBytes`;
+    /// unset stays unset, for the binary to resolve against the cgroup's limit.
+    #[test]
+    fn max_memory_comes_from_the_flag_or_the_manifest() {
+        let base = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
+        let with =
+            |extra: &[&str]| cli(&[&base[..], &["--backend-bind=tcp://*:2"], extra].concat());
+        assert_eq!(with(&[]).expect("valid").max_memory, MaxMemory::Unset);
+        assert_eq!(
+            with(&["--max-memory=512Mi"]).expect("valid").max_memory,
+            MaxMemory::Bytes(512 << 20)
+        );
+        assert_eq!(with(&["--max-memory", "0"]).expect("valid").max_memory, MaxMemory::Unlimited);
+        let e = with(&["--max-memory=lots"]).unwrap_err();
+        assert!(e.starts_with("--max-memory: expected bytes, e.g. 536870912, 512Mi"), "{e}");
+        let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: PULL, port: 6000}\n  backend: {type: PUSH, port: 6001}\n";
+        assert_eq!(parse_manifest(yaml).expect("valid").max_memory, MaxMemory::Unset);
+        let set = format!("{yaml}  maxMemoryBytes: 1048576\n");
+        assert_eq!(parse_manifest(&set).expect("valid").max_memory, MaxMemory::Bytes(1 << 20));
+        let bad = format!("{yaml}  maxMemoryBytes: [1]\n");
+        let e = parse_manifest(&bad).unwrap_err().0;
+        assert_eq!(e, "spec.maxMemoryBytes: expected a number of bytes");
+        // Resolution: unset takes the share of a cgroup limit, what was set stays.
+        assert_eq!(MaxMemory::Unset.resolve(None), MaxMemory::Unlimited);
+        assert_eq!(MaxMemory::Unset.resolve(Some(1000)), MaxMemory::Bytes(500));
+        assert_eq!(MaxMemory::Unlimited.resolve(Some(1000)), MaxMemory::Unlimited);
+        assert_eq!(MaxMemory::Bytes(7).resolve(Some(1000)), MaxMemory::Bytes(7));
     }
 
     #[test]
@@ -1573,6 +1643,7 @@ mod tests {
             reconnect_interval_max: Some(900),
             connect_timeout: Some(300),
             nodrop: Some(true),
+            max_frames: Some(12),
         };
         let mut args = vec!["--frontend-type=XSUB", "--frontend-bind=tcp://*:1"];
         args.extend(["--backend-type=XPUB", "--backend-bind=tcp://*:2"]);
