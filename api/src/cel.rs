@@ -4,7 +4,7 @@
 //! server refuses what `ProxySockets::validate` refuses, with the same words, and a rule is never
 //! written twice. Each rule comes with the spec-relative `fieldPath` it blames.
 
-use crate::manifest::port_clash_text;
+use crate::manifest::{port_clash_text, words};
 use crate::options::{NODROP_CAPTURE_REFUSAL, NODROP_TYPES, nodrop_type_refusal};
 use crate::socket::{
     CAPTURE_TYPES, Role, SocketType, allowed_pairs, capture_type_refusal, pair_refusal_text,
@@ -121,21 +121,89 @@ pub struct PortField {
 }
 
 /// The socket ports of a spec in `ProxySockets::named_ports`
-/// order: frontend, backend, capture (optional), control (optional).
+/// order: frontend, backend, capture (optional), control (optional). A data socket's port is
+/// optional (a socket may only connect); the control socket's is required.
 pub fn socket_port_fields() -> Vec<PortField> {
     Role::ALL
         .into_iter()
         .map(|role| {
             let name = role.as_str();
+            let present = match role {
+                Role::Frontend | Role::Backend => format!("has(self.{name}.port)"),
+                Role::Capture => format!("(has(self.{name}) && has(self.{name}.port))"),
+                Role::Control => format!("has(self.{name})"),
+            };
             PortField {
                 name: name.to_string(),
                 port: format!("self.{name}.port"),
-                present: matches!(role, Role::Capture | Role::Control)
-                    .then(|| format!("has(self.{name})")),
+                present: Some(present),
                 field_path: format!(".{name}.port"),
             }
         })
         .collect()
+}
+
+/// The rules that tie each data socket's `port`, `connect` and CURVE keys together, and keep
+/// the control socket a CURVE server only, with the words of `SocketSpec::validate_connects`.
+/// Only `has()` and `size()` of a bounded list: the cost estimate stays small.
+pub fn socket_rules() -> Vec<CelRule> {
+    let mut rules = Vec::new();
+    for role in Role::DATA {
+        let name = role.as_str();
+        let s = format!("self.{name}");
+        let guard = |cond: String| match role {
+            Role::Capture => format!("!has(self.capture) || ({cond})"),
+            _ => cond,
+        };
+        let binds = format!("has({s}.port)");
+        let connects = format!("(has({s}.connect) && size({s}.connect) > 0)");
+        let c = format!("{s}.security.curve");
+        let sec = format!("!has({s}.security)");
+        let public = format!("(has({c}.serverPublicKey) || has({c}.serverPublicKeyRef))");
+        let mut rule = |cond: String, message: String, field: &str| {
+            rules.push(CelRule {
+                rule: guard(cond),
+                message_expression: quote(&message),
+                field_path: format!(".{name}{field}"),
+            });
+        };
+        rule(format!("{binds} || {connects}"), words::binds_or_connects(name), ".port");
+        rule(
+            format!("{sec} || !{binds} || has({c}.serverKey)"),
+            words::server_key_required(name),
+            ".security.curve.serverKey",
+        );
+        rule(
+            format!("{sec} || {binds} || !has({c}.serverKey)"),
+            words::server_key_without_bind(name),
+            ".security.curve.serverKey",
+        );
+        rule(
+            format!("{sec} || !{connects} || {public}"),
+            words::public_key_required(name),
+            ".security.curve.serverPublicKey",
+        );
+        rule(
+            format!("{sec} || {connects} || !({public} || has({c}.clientKey))"),
+            words::client_without_connect(name),
+            ".security.curve",
+        );
+    }
+    let c = "self.control.security.curve";
+    let guard = "!has(self.control) || !has(self.control.security)";
+    rules.push(CelRule {
+        rule: format!("{guard} || has({c}.serverKey)"),
+        message_expression: quote(words::CONTROL_SERVER_KEY),
+        field_path: ".control.security.curve.serverKey".to_string(),
+    });
+    rules.push(CelRule {
+        rule: format!(
+            "{guard} || !(has({c}.serverPublicKey) || has({c}.serverPublicKeyRef) || has({c}.clientKey))"
+        ),
+        message_expression: quote(words::CONTROL_CLIENT),
+        field_path: ".control.security.curve".to_string(),
+    });
+    rules
 }
 
 /// Every port must differ from the ports before it; a clash blames the later field and names

@@ -25,6 +25,20 @@ pub const DEFAULT_PEER_HWM: usize = 1000;
 /// frame header drops that peer. libzmq's default is unlimited, but a peer must not be able to
 /// make the proxy allocate whatever a frame header claims.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Default of `--<socket>-max-frames`: the most frames one message may have. libzmq has no
+/// bound; this one is far above what libzmq applications send (a ROUTER envelope adds a frame
+/// per hop, zguide's patterns stay under ten) and caps the per-frame accounting of one
+/// unfinished message at 4 MiB, so a peer cannot hold memory with endless empty frames.
+pub const MAX_FRAMES: usize = 65_536;
+/// Default of `--max-memory` under a cgroup memory limit: this percentage of the limit. The
+/// budget counts what the proxy holds for peers, not its whole resident size (its own start, the
+/// allocator's slack, read buffers, messages on their way between sockets), so half leaves the
+/// rest of the limit for those and the container is not killed before the budget acts.
+pub const MAX_MEMORY_PERCENT_OF_LIMIT: u64 = 50;
+/// Where the proxy reads its memory limit under cgroup v2, then v1 ("max" or a value near
+/// `i64::MAX`: no limit; neither file: no limit, `--max-memory` then defaults to none).
+pub const CGROUP_V2_MEMORY_MAX: &str = "/sys/fs/cgroup/memory.max";
+pub const CGROUP_V1_MEMORY_LIMIT: &str = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
 /// Default delay between attempts of a `--*-connect` endpoint (libzmq's ZMQ_RECONNECT_IVL).
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
 /// Default cap of the doubling reconnect backoff; zero: none, every attempt waits
@@ -64,6 +78,21 @@ pub const MAX_DATA_KEY_LEN: usize = 253;
 /// `zmq-proxy keygen --zcert server` writes the secret certificate to.
 pub const DEFAULT_SERVER_KEY_KEY: &str = "server_secret";
 
+/// Which addresses a `connect` entry reaches when it sets no `addresses`: every address its
+/// name resolves to, followed by DNS, because on Kubernetes a name (a headless Service) stands
+/// for a set of pods that changes.
+pub const DEFAULT_CONNECT_ADDRESSES: &str = "all";
+/// Most `connect` entries per socket: each is a name the proxy follows, and the CEL rules that
+/// read the list are priced by its length.
+pub const MAX_CONNECT_TARGETS: usize = 16;
+/// Most labels of one `connect` selector.
+pub const MAX_SELECTOR_LABELS: usize = 16;
+/// The key of a Secret holding a CURVE server's public key when `serverPublicKeyRef.key` is not
+/// given: the file name `zmq-proxy keygen --zcert server` writes the public certificate to.
+pub const DEFAULT_SERVER_PUBLIC_KEY_KEY: &str = "server";
+/// The key of a Secret holding the proxy's CURVE client secret key when `clientKey.key` is not
+/// given: what `zmq-proxy keygen --zcert client` writes.
+pub const DEFAULT_CLIENT_KEY_KEY: &str = "client_secret";
 /// `--resolve-interval`: the longest time between two lookups of a `--<socket>-connect-all`
 /// name (a shorter record TTL makes it sooner). Kubernetes DNS (CoreDNS) answers for Services
 /// with a TTL of 5 s: a new ready pod gets work within about that.

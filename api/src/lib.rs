@@ -8,6 +8,9 @@
 //! - [`error`]: the error of a manifest section.
 //! - [`endpoint`]: `tcp://HOST:PORT` and `HOST:PORT` parsing.
 //! - [`socket`]: socket types, allowed pairs, capture types, refusal texts, [`socket::Role`].
+//! - [`schema_rule`]: one CEL rule as the CRD's JSON carries it.
+//! - [`connect`]: where a data socket connects (Services, label selectors, endpoints).
+//! - [`memory`]: byte quantities (`512Mi`) and the memory budget's default from a limit.
 //! - [`options`]: per-socket libzmq options (HWMs, message size, keepalive, reconnect, nodrop).
 //! - [`heartbeat`]: the `heartbeat*` fields and the values a connection applies.
 //! - [`security`]: the CURVE sections (file paths for `--config`, Secrets on Kubernetes).
@@ -17,6 +20,7 @@
 //! - [`cel`]: the rules above as CEL validation rules for the CRD.
 
 pub mod cel;
+pub mod connect;
 pub mod defaults;
 pub mod endpoint;
 pub mod error;
@@ -24,6 +28,8 @@ pub mod heartbeat;
 pub mod kubernetes;
 pub mod local;
 pub mod manifest;
+pub mod memory;
 pub mod options;
+pub mod schema_rule;
 pub mod security;
 pub mod socket;

@@ -5,14 +5,16 @@
 
 /// Spec fields with a local meaning beside the sockets: `replicas` (only 1: this one
 /// process), `paused` (starts paused), `metricsPort` (the HTTP listener), the stop timings,
-/// and `curveAllowAny` (the local spelling of each socket's `allowAnyClient`).
-pub const LOCAL_SPEC_FIELDS: [&str; 6] = [
+/// `curveAllowAny` (the local spelling of each socket's `allowAnyClient`), and
+/// `maxMemoryBytes` (the proxy-wide memory budget, as `--max-memory`).
+pub const LOCAL_SPEC_FIELDS: [&str; 7] = [
     "replicas",
     "paused",
     "metricsPort",
     "drainTimeoutSeconds",
     "lameDuckSeconds",
     "curveAllowAny",
+    "maxMemoryBytes",
 ];
 
 /// Fields that say where and how Kubernetes runs the pods. One process on this machine gives
@@ -47,6 +49,23 @@ pub const REFUSED_FIELDS: [(&str, &str); 1] = [(
     "podTemplate",
     "changes the pods' containers (their environment, arguments, volumes), which a local run cannot apply; remove it to run the manifest here",
 )];
+
+/// What each field of a socket's `connect` entries means here (the proxy on this machine
+/// resolves names with this machine's resolver), and the refusal of the one that has no
+/// meaning outside a cluster.
+pub const CONNECT_FIELDS: [(&str, &str); 5] = [
+    ("service", "the host NAME, at port (as /etc/hosts or DNS here resolve it)"),
+    ("endpoint", "as written"),
+    ("port", "the port of service"),
+    (
+        "addresses",
+        "all: every address of the name, followed (--<socket>-connect-all); first: the first that answers (--<socket>-connect)",
+    ),
+    ("selector", SELECTOR_REFUSAL),
+];
+/// Why `--config` refuses a `selector` connect entry.
+pub const SELECTOR_REFUSAL: &str =
+    "needs the operator: a label selector has no meaning outside a cluster; use endpoint";
 
 /// Whether `field` of a spec (beside the socket section) has its local meaning decided here.
 pub fn is_decided(field: &str) -> bool {

@@ -19,9 +19,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::defaults::{
-    CONNECT_TIMEOUT, DEFAULT_PEER_HWM, MAX_KEEPALIVE_COUNT, MAX_KEEPALIVE_SECS, MAX_MESSAGE_BYTES,
-    MAX_MILLIS, RECONNECT_INTERVAL, RECONNECT_INTERVAL_MAX, TCP_KEEPALIVE, TCP_KEEPALIVE_IDLE,
-    TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, XPUB_NODROP,
+    CONNECT_TIMEOUT, DEFAULT_PEER_HWM, MAX_FRAMES, MAX_KEEPALIVE_COUNT, MAX_KEEPALIVE_SECS,
+    MAX_MESSAGE_BYTES, MAX_MILLIS, RECONNECT_INTERVAL, RECONNECT_INTERVAL_MAX, TCP_KEEPALIVE,
+    TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, XPUB_NODROP,
 };
 use crate::socket::SocketType;
 
@@ -47,6 +47,8 @@ pub struct SocketOptions {
     pub connect_timeout: Duration,
     /// PUB/XPUB: wait for a full subscriber instead of dropping its messages.
     pub nodrop: bool,
+    /// Most frames in one message (0 = no limit); one more drops the peer (`over_budget`).
+    pub max_frames: u64,
 }
 
 impl Default for SocketOptions {
@@ -63,6 +65,7 @@ impl Default for SocketOptions {
             reconnect_interval_max: RECONNECT_INTERVAL_MAX,
             connect_timeout: CONNECT_TIMEOUT,
             nodrop: XPUB_NODROP,
+            max_frames: MAX_FRAMES as u64,
         }
     }
 }
@@ -85,6 +88,11 @@ impl SocketOptions {
     /// The decoder's limit in bytes (`usize::MAX` when unlimited).
     pub fn max_message_bytes(&self) -> usize {
         usize::try_from(self.max_msg_size).unwrap_or(usize::MAX)
+    }
+
+    /// The decoder's limit in frames per message (`usize::MAX` when unlimited).
+    pub fn max_message_frames(&self) -> usize {
+        limit(self.max_frames)
     }
 
     /// The delay after `failures` consecutive failed attempts (0 for the first), libzmq's
@@ -153,8 +161,8 @@ pub struct SocketOptionsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 127))]
     pub tcp_keepalive_count: Option<i64>,
-    /// ZMQ_RECONNECT_IVL: milliseconds between attempts of a connect endpoint (a ZmqProxy's
-    /// sockets only bind; this applies to `--<socket>-connect`). Default 100.
+    /// ZMQ_RECONNECT_IVL: milliseconds between attempts of a connect endpoint (each address of
+    /// the socket's `connect` entries). Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600000))]
     pub reconnect_interval: Option<i64>,
@@ -172,6 +180,11 @@ pub struct SocketOptionsSpec {
     /// them all. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodrop: Option<bool>,
+    /// Most frames one message may have; one more disconnects the peer (counted as
+    /// `over_budget`). libzmq has no such bound. 0 = no limit. Default 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub max_frames: Option<i64>,
 }
 
 /// One option's spellings and bounds: the manifest field, the flag's suffix, the accepted range.
@@ -184,7 +197,7 @@ struct Field {
 }
 
 const I32_MAX: i64 = i32::MAX as i64;
-const FIELDS: [Field; 11] = [
+const FIELDS: [Field; 12] = [
     Field { name: "sndhwm", flag: "sndhwm", min: 0, max: I32_MAX, unit: "messages" },
     Field { name: "rcvhwm", flag: "rcvhwm", min: 0, max: I32_MAX, unit: "messages" },
     Field { name: "maxMsgSize", flag: "max-msg-size", min: -1, max: i64::MAX, unit: "bytes" },
@@ -232,6 +245,7 @@ const FIELDS: [Field; 11] = [
         unit: "milliseconds",
     },
     Field { name: "nodrop", flag: "nodrop", min: 0, max: 1, unit: "true or false" },
+    Field { name: "maxFrames", flag: "max-frames", min: 0, max: I32_MAX, unit: "frames" },
 ];
 
 /// How a socket's options are named in errors: flags (`--frontend-sndhwm`) or manifest fields
@@ -272,7 +286,7 @@ pub struct OptionError {
 
 impl SocketOptionsSpec {
     /// Every field as a number (booleans 0/1), in [`FIELDS`] order.
-    fn values(&self) -> [Option<i64>; 11] {
+    fn values(&self) -> [Option<i64>; 12] {
         let b = |v: Option<bool>| v.map(i64::from);
         [
             self.sndhwm,
@@ -286,10 +300,11 @@ impl SocketOptionsSpec {
             self.reconnect_interval_max,
             self.connect_timeout,
             b(self.nodrop),
+            self.max_frames,
         ]
     }
 
-    fn from_values(v: [Option<i64>; 11]) -> Self {
+    fn from_values(v: [Option<i64>; 12]) -> Self {
         let b = |v: Option<i64>| v.map(|v| v != 0);
         SocketOptionsSpec {
             sndhwm: v[0],
@@ -303,6 +318,7 @@ impl SocketOptionsSpec {
             reconnect_interval_max: v[8],
             connect_timeout: v[9],
             nodrop: b(v[10]),
+            max_frames: v[11],
         }
     }
 
@@ -370,6 +386,7 @@ impl SocketOptionsSpec {
             reconnect_interval_max: ms(self.reconnect_interval_max, d.reconnect_interval_max),
             connect_timeout: ms(self.connect_timeout, d.connect_timeout),
             nodrop: self.nodrop.unwrap_or(d.nodrop),
+            max_frames: self.max_frames.map_or(d.max_frames, i64::unsigned_abs),
         })
     }
 }
@@ -377,9 +394,9 @@ impl SocketOptionsSpec {
 /// Flag texts as given, in [`FIELDS`] order, parsed into a spec naming the flag on bad input.
 pub fn spec_from_flag_texts(
     socket: &str,
-    texts: [Option<&str>; 11],
+    texts: [Option<&str>; 12],
 ) -> Result<SocketOptionsSpec, String> {
-    let mut values = [None; 11];
+    let mut values = [None; 12];
     for ((f, text), slot) in FIELDS.iter().zip(texts).zip(values.iter_mut()) {
         let Some(text) = text else { continue };
         let t = text.trim();
@@ -410,7 +427,7 @@ mod tests {
     use super::*;
 
     fn flags(socket: &str, given: &[(usize, &str)]) -> Result<SocketOptionsSpec, String> {
-        let mut texts = [None; 11];
+        let mut texts = [None; 12];
         for (i, t) in given {
             texts[*i] = Some(*t);
         }

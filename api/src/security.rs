@@ -4,8 +4,9 @@
 //!   `spec.curveAllowAny`). The operator never writes this form.
 //! - [`SocketSecurity`]: Kubernetes references (`spec.<socket>.security`), the CRD's form. The
 //!   operator mounts the Secret holding the server's key and the Secret or ConfigMap holding the
-//!   allow-list read-only into the pod and passes their paths as the `--<socket>-curve-*` flags;
-//!   it never reads either. `zmq-proxy --config` refuses this form: on a laptop nothing mounts
+//!   allow-list (for a socket that binds), and the Secrets holding the server's public key and
+//!   the proxy's client key (for a socket that connects), read-only into the pod and passes
+//!   their paths as the `--<socket>-curve-*` flags; it never reads any of them. `zmq-proxy --config` refuses this form: on a laptop nothing mounts
 //!   Secrets, and a proxy that silently ran NULL instead would be an open door.
 //!
 //! The types are the CRD's too, so they stay CRD-friendly: camelCase, optional fields, bounded
@@ -41,9 +42,14 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-pub use crate::defaults::{DEFAULT_SERVER_KEY_KEY, MAX_DATA_KEY_LEN, MAX_OBJECT_NAME_LEN};
+use crate::schema_rule::{add_rules, cel_rule};
+
+pub use crate::defaults::{
+    DEFAULT_CLIENT_KEY_KEY, DEFAULT_SERVER_KEY_KEY, DEFAULT_SERVER_PUBLIC_KEY_KEY,
+    MAX_DATA_KEY_LEN, MAX_OBJECT_NAME_LEN,
+};
 use crate::error::SocketSpecError;
 
 /// CurveZMQ (RFC 26) for one socket. A socket that binds is the CURVE server
@@ -101,16 +107,18 @@ pub struct SocketSecurity {
     pub curve: CurveSecurity,
 }
 
-/// A CURVE server socket's key and who may connect to it. Exactly one of `authorizedKeys` and
-/// `allowAnyClient: true`.
+/// A CURVE socket's keys. Its binds are CURVE servers (`serverKey`, with exactly one of
+/// `authorizedKeys` and `allowAnyClient: true`); its connects are CURVE clients of
+/// `serverPublicKey` (or `serverPublicKeyRef`), with the key in `clientKey` or an ephemeral one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = curve_rules)]
 pub struct CurveSecurity {
-    /// The Secret holding the server's secret key: a zcert secret file (as `zmq-proxy keygen
-    /// --zcert` writes) or the 40-character Z85 secret. Read at start; the public key is
-    /// derived from it. Mounted read-only; the operator never reads it.
-    pub server_key: SecretKeyRef,
+    /// The Secret holding the server's secret key, for a socket that binds: a zcert secret file
+    /// (as `zmq-proxy keygen --zcert` writes) or the 40-character Z85 secret. Read at start;
+    /// the public key is derived from it. Mounted read-only; the operator never reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_key: Option<SecretKeyRef>,
     /// The Secret or ConfigMap listing the client public keys allowed to connect: with `key`,
     /// that one entry (one Z85 key per line, `#` comments, or a zcert public file); without,
     /// every entry (each a zcert public file or a list of Z85 keys; names starting with `.`
@@ -122,6 +130,58 @@ pub struct CurveSecurity {
     /// handler). An explicit opt-in, instead of `authorizedKeys`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_any_client: bool,
+    /// For a socket that connects: the public key (40 Z85 characters) of the CURVE server every
+    /// `connect` entry of the socket reaches. Not a secret, so it may stand here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 40, max = 40), regex(pattern = Z85_KEY_PATTERN))]
+    pub server_public_key: Option<String>,
+    /// For a socket that connects, instead of `serverPublicKey`: the Secret entry holding the
+    /// server's public key (Z85 or a zcert public file); `key` defaults to `server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_public_key_ref: Option<PublicKeyRef>,
+    /// For a socket that connects: the Secret entry holding this proxy's client secret key
+    /// (Z85 or a zcert secret file; `key` defaults to `client_secret`), which the servers'
+    /// allow-lists name. Unset: each proxy makes an ephemeral key at start and logs its public
+    /// half, for servers that accept any client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<ClientKeyRef>,
+}
+
+/// 40 Z85 characters.
+pub const Z85_KEY_PATTERN: &str = r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$";
+
+/// A Secret entry holding a CURVE server's public key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicKeyRef {
+    /// Name of the Secret, in the ZmqProxy's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub secret_name: String,
+    /// Key of the Secret holding the public key.
+    #[serde(default = "default_server_public_key_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY_PATTERN))]
+    pub key: String,
+}
+
+/// A Secret entry holding this proxy's CURVE client secret key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientKeyRef {
+    /// Name of the Secret, in the ZmqProxy's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub secret_name: String,
+    /// Key of the Secret holding the client's secret key.
+    #[serde(default = "default_client_key_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY_PATTERN))]
+    pub key: String,
+}
+
+fn default_server_public_key_key() -> String {
+    DEFAULT_SERVER_PUBLIC_KEY_KEY.to_string()
+}
+
+fn default_client_key_key() -> String {
+    DEFAULT_CLIENT_KEY_KEY.to_string()
 }
 
 /// One entry of a Secret: `secretName` and `key`.
@@ -169,16 +229,9 @@ pub mod words {
     pub const SOURCE_REQUIRED: &str =
         "secretName or configMapName is required: the Secret or ConfigMap holding the allow-list";
     pub const SOURCE_BOTH: &str = "secretName and configMapName exclude each other: the allow-list comes from one Secret or one ConfigMap";
-}
-
-/// One CEL rule in the CRD's JSON: `rule`, a static `message`, `fieldPath` (relative to the
-/// object the rule sits on; `None` blames the object itself) and `reason`.
-fn cel_rule(rule: &str, message: &str, field_path: Option<&str>, reason: &str) -> Value {
-    let mut r = json!({"rule": rule, "message": message, "reason": reason});
-    if let Some(path) = field_path {
-        r["fieldPath"] = json!(path);
-    }
-    r
+    pub const CLIENTS_NEED_SERVER_KEY: &str = "authorizedKeys and allowAnyClient need serverKey: they say who may connect to the socket's binds, which are CURVE servers only with a server key";
+    pub const PUBLIC_KEY_BOTH: &str = "serverPublicKey and serverPublicKeyRef exclude each other: the server's public key is given once";
+    pub const CLIENT_KEY_NEEDS_SERVER: &str = "clientKey needs serverPublicKey or serverPublicKeyRef: a CURVE client must know its server's key";
 }
 
 /// The CEL rules on a `curve` section (`self` is the section). Only `has()` and booleans: no
@@ -187,7 +240,7 @@ pub fn curve_cel_rules() -> Vec<Value> {
     let any = "(has(self.allowAnyClient) && self.allowAnyClient)";
     vec![
         cel_rule(
-            &format!("has(self.authorizedKeys) || {any}"),
+            &format!("!has(self.serverKey) || has(self.authorizedKeys) || {any}"),
             words::ALLOW_LIST_REQUIRED,
             Some(".authorizedKeys"),
             "FieldValueRequired",
@@ -197,6 +250,24 @@ pub fn curve_cel_rules() -> Vec<Value> {
             words::ALLOW_LIST_AND_ANY,
             Some(".allowAnyClient"),
             "FieldValueForbidden",
+        ),
+        cel_rule(
+            &format!("has(self.serverKey) || !(has(self.authorizedKeys) || {any})"),
+            words::CLIENTS_NEED_SERVER_KEY,
+            Some(".serverKey"),
+            "FieldValueRequired",
+        ),
+        cel_rule(
+            "!(has(self.serverPublicKey) && has(self.serverPublicKeyRef))",
+            words::PUBLIC_KEY_BOTH,
+            Some(".serverPublicKeyRef"),
+            "FieldValueForbidden",
+        ),
+        cel_rule(
+            "!has(self.clientKey) || has(self.serverPublicKey) || has(self.serverPublicKeyRef)",
+            words::CLIENT_KEY_NEEDS_SERVER,
+            Some(".clientKey"),
+            "FieldValueRequired",
         ),
     ]
 }
@@ -219,10 +290,6 @@ pub fn allow_list_cel_rules() -> Vec<Value> {
     ]
 }
 
-fn add_rules(schema: &mut schemars::Schema, rules: Vec<Value>) {
-    schema.insert("x-kubernetes-validations".to_string(), Value::Array(rules));
-}
-
 fn curve_rules(schema: &mut schemars::Schema) {
     add_rules(schema, curve_cel_rules());
 }
@@ -243,6 +310,12 @@ pub fn is_object_name(name: &str) -> bool {
     name.len() <= MAX_OBJECT_NAME_LEN && name.split('.').all(label)
 }
 
+/// `key` is 40 characters of the Z85 alphabet (see [`Z85_KEY_PATTERN`]).
+pub fn is_z85_key(key: &str) -> bool {
+    const Z85: &str = ".-:+=^!/*?&<>()[]{}@%$#";
+    key.len() == 40 && key.chars().all(|c| c.is_ascii_alphanumeric() || Z85.contains(c))
+}
+
 /// `key` is a valid Secret or ConfigMap key (see [`DATA_KEY_PATTERN`]).
 pub fn is_data_key(key: &str) -> bool {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
@@ -261,16 +334,54 @@ impl SocketSecurity {
             Err(SocketSpecError { field: format!("{prefix}.curve.{field}"), reason: reason.into() })
         };
         let c = &self.curve;
-        if !is_object_name(&c.server_key.secret_name) {
-            return fail("serverKey.secretName".into(), "not a DNS-1123 subdomain name");
+        if let Some(key) = &c.server_key {
+            if !is_object_name(&key.secret_name) {
+                return fail("serverKey.secretName".into(), "not a DNS-1123 subdomain name");
+            }
+            if !is_data_key(&key.key) {
+                return fail("serverKey.key".into(), "not a valid Secret key");
+            }
         }
-        if !is_data_key(&c.server_key.key) {
-            return fail("serverKey.key".into(), "not a valid Secret key");
-        }
-        match (&c.authorized_keys, c.allow_any_client) {
-            (None, false) => return fail("authorizedKeys".into(), words::ALLOW_LIST_REQUIRED),
-            (Some(_), true) => return fail("allowAnyClient".into(), words::ALLOW_LIST_AND_ANY),
+        match (&c.server_key, &c.authorized_keys, c.allow_any_client) {
+            (Some(_), None, false) => {
+                return fail("authorizedKeys".into(), words::ALLOW_LIST_REQUIRED);
+            }
+            (_, Some(_), true) => return fail("allowAnyClient".into(), words::ALLOW_LIST_AND_ANY),
+            (None, Some(_), _) | (None, _, true) => {
+                return fail("serverKey".into(), words::CLIENTS_NEED_SERVER_KEY);
+            }
             _ => {}
+        }
+        if c.server_public_key.is_some() && c.server_public_key_ref.is_some() {
+            return fail("serverPublicKeyRef".into(), words::PUBLIC_KEY_BOTH);
+        }
+        if c.client_key.is_some()
+            && c.server_public_key.is_none()
+            && c.server_public_key_ref.is_none()
+        {
+            return fail("clientKey".into(), words::CLIENT_KEY_NEEDS_SERVER);
+        }
+        if let Some(z) = &c.server_public_key
+            && !is_z85_key(z)
+        {
+            return fail("serverPublicKey".into(), "not a 40-character Z85 key");
+        }
+        let refs = [
+            (
+                "serverPublicKeyRef",
+                c.server_public_key_ref.as_ref().map(|r| (&r.secret_name, &r.key)),
+            ),
+            ("clientKey", c.client_key.as_ref().map(|r| (&r.secret_name, &r.key))),
+        ];
+        for (field, r) in refs {
+            if let Some((name, key)) = r {
+                if !is_object_name(name) {
+                    return fail(format!("{field}.secretName"), "not a DNS-1123 subdomain name");
+                }
+                if !is_data_key(key) {
+                    return fail(format!("{field}.key"), "not a valid Secret key");
+                }
+            }
         }
         if let Some(list) = &c.authorized_keys {
             match (&list.secret_name, &list.config_map_name) {

@@ -72,6 +72,12 @@ pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy_api::kubernetes::KUBERNETES
         priority = 1
     ),
     printcolumn(
+        name = "Connected",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Connected\")].status",
+        priority = 1
+    ),
+    printcolumn(
         name = "Paused",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Paused\")].status",
@@ -109,6 +115,15 @@ pub struct ZmqProxySpec {
     #[serde(default = "default_lame_duck")]
     #[schemars(range(min = 0, max = 3600))]
     pub lame_duck_seconds: i32,
+
+    /// Bytes the proxy may hold for its peers, all sockets together (messages being received
+    /// and frames queued to peers); past it the peer sending the largest unfinished message is
+    /// disconnected, counted as `over_budget`. 0 = no limit. Unset: half the proxy container's
+    /// memory limit (`resources.limits.memory`), or, without one, the proxy's own default
+    /// (half its cgroup's memory limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_memory_bytes: Option<i64>,
 
     /// Port of the proxy's HTTP server (/metrics, /healthz, /readyz); distinct from the sockets.
     #[serde(default = "default_metrics_port")]
@@ -494,6 +509,32 @@ pub struct ZmqProxyStatus {
     /// spec configures it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SocketMechanisms>,
+    /// Per connect entry of each socket, what the ready proxy pods report on their `/connects`:
+    /// the addresses its name resolves to and how many of them are connected (refreshed about
+    /// every 15 s while the object connects anywhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CONNECT_ENTRIES))]
+    pub connects: Vec<ConnectStatus>,
+}
+
+/// Most entries of `status.connects`: every connect entry of the three data sockets.
+pub const MAX_CONNECT_ENTRIES: usize = 3 * zmq_proxy_api::connect::MAX_CONNECT_TARGETS;
+
+/// One connect entry as the proxy pods report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectStatus {
+    /// frontend, backend or capture.
+    pub socket: String,
+    /// What the entry names: `selector app=worker port 6000`, `service workers port 6000` or
+    /// `endpoint tcp://host:port`.
+    pub target: String,
+    /// The most addresses any reporting pod resolved the entry's name to.
+    pub resolved: i32,
+    /// The fewest of them any reporting pod is connected to.
+    pub connected: i32,
+    /// How many ready proxy pods reported the entry.
+    pub pods: i32,
 }
 
 /// A socket's ZMTP security mechanism.
@@ -518,12 +559,15 @@ pub struct SocketMechanisms {
     pub control: Option<Mechanism>,
 }
 
-/// ZeroMQ endpoints of the Service, as peers write them in `connect`.
+/// ZeroMQ endpoints of the Service, as peers write them in `connect` (a socket that only
+/// connects has none).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoints {
-    pub frontend: String,
-    pub backend: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -574,6 +618,7 @@ fn port_fields() -> Vec<PortField> {
 pub fn spec_rules() -> Vec<Rule> {
     let mut rules = vec![cel::pair_rule(), cel::capture_rule()];
     rules.extend(cel::nodrop_rules());
+    rules.extend(cel::socket_rules());
     rules.extend(cel::distinct_port_rules(&port_fields()));
     let mut rules: Vec<Rule> = rules.into_iter().map(to_rule).collect();
     rules.extend([grace_period_rule(), disruption_budget_rule()]);

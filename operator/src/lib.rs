@@ -9,6 +9,8 @@
 
 pub mod build;
 pub mod children;
+pub mod connect_services;
+pub mod connect_status;
 pub mod context;
 pub mod controller;
 pub mod crd;
@@ -18,6 +20,7 @@ pub mod leader;
 pub mod metrics;
 pub mod migration;
 pub mod monitoring;
+pub mod proxy_http;
 pub mod reconcile;
 pub mod status;
 pub mod watches;

@@ -1,8 +1,10 @@
 //! The reconcile pipeline of one `ZmqProxy`: validate and build (pure, [`crate::build`]), apply
 //! each child in order through [`crate::children`] (the steering ConfigMap, the StatefulSet, the
-//! Service, the headless Service, the PodDisruptionBudget when wanted, deleted when no longer
+//! Service, the headless Service, the headless Service of each connect entry that selects pods
+//! by label (stale ones deleted, [`crate::connect_services`]), the PodDisruptionBudget when wanted, deleted when no longer
 //! wanted and ours, and the PodMonitor where the cluster serves it, [`crate::monitoring`]), then
-//! compute the status ([`crate::status`]) and write it only when it changed. One event per kind
+//! compute the status ([`crate::status`]; for an object that connects, with what its ready pods
+//! report on `/connects`, refreshed every 15 s) and write it only when it changed. One event per kind
 //! of change; on failure a Warning event, a Degraded condition and a per-object backoff. An
 //! object annotated `zmqproxy.io/pause-reconciliation: "true"` gets only its
 //! ReconciliationPaused condition written. A Deployment an older operator left behind is
@@ -29,11 +31,13 @@ use tracing::{debug, warn};
 
 use crate::build::{self, pod_monitor};
 use crate::children::{self, Change, Child};
+use crate::connect_services::{self, CONNECTS_REFRESH};
+use crate::connect_status;
 use crate::context::{Context, Error, MANAGER, key};
 use crate::crd::{ZmqProxy, ZmqProxyStatus, selector_string};
 use crate::migration::Migration;
 use crate::monitoring::{Lookup, Report};
-use crate::status::{self, Failure, MONITORING_READY, PAUSED};
+use crate::status::{self, CONNECTED, Failure, MONITORING_READY, PAUSED};
 use crate::watches;
 
 /// Pod annotation patched when `spec.paused` changes (the value: the object's generation), so
@@ -67,10 +71,15 @@ pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, E
             ctx.publish(&zp, EventType::Warning, e.reason(), e.to_string(), None).await;
             let failure = Failure { reason: e.reason().to_string(), message: e.to_string() };
             let mut status = status::compute(&zp, None, None, Some(&failure), status::now());
-            status::keep_previous(zp.status.as_ref(), &mut status, &[PAUSED, MONITORING_READY]);
+            status::keep_previous(
+                zp.status.as_ref(),
+                &mut status,
+                &[PAUSED, MONITORING_READY, CONNECTED],
+            );
             if let Some(old) = &zp.status {
                 status.replicas = old.replicas;
                 status.ready_replicas = old.ready_replicas;
+                status.connects = old.connects.clone();
             }
             if let Err(status_error) = write_status(&zp, &ctx, status).await {
                 warn!(object = %key(&zp), error = %status_error, "cannot report the failure in the status");
@@ -133,6 +142,9 @@ async fn apply_all(
     migration.delete_deployment(zp, ctx, changes).await?;
     children::apply(&services, &built.service, zp, ctx, changes).await?;
     children::apply(&services, &built.headless, zp, ctx, changes).await?;
+    let service_cache = caches.as_ref().map(|c| &c.services);
+    let connect_services = std::mem::take(&mut built.connect_services);
+    connect_services::apply(zp, ctx, &services, &connect_services, service_cache, changes).await?;
     match &built.pdb {
         Some(pdb) => {
             children::apply(&pdbs, pdb, zp, ctx, changes).await?;
@@ -152,6 +164,29 @@ async fn apply_all(
         let c = status::condition_of(zp, MONITORING_READY, r.ready, r.reason, r.message, now);
         status.conditions.push(c);
     }
+    let connects = connect_services::entries(zp);
+    let retry = if connects.is_empty() {
+        retry
+    } else {
+        match pods.as_deref() {
+            Some(pods) => {
+                let answers = connect_services::read_reports(zp, pods).await;
+                let (entries, verdict) = connect_status::aggregate(&connects, &answers);
+                status.connects = entries;
+                let (ok, reason, message) = (verdict.ok, verdict.reason, verdict.message);
+                status
+                    .conditions
+                    .push(status::condition_of(zp, CONNECTED, ok, reason, message, now));
+            }
+            // The pods are not listed yet: what was reported stands until they are.
+            None => {
+                status.connects =
+                    zp.status.as_ref().map(|s| s.connects.clone()).unwrap_or_default();
+                status::keep_previous(zp.status.as_ref(), &mut status, &[CONNECTED]);
+            }
+        }
+        Some(retry.map_or(CONNECTS_REFRESH, |r| r.min(CONNECTS_REFRESH)))
+    };
     write_status(zp, ctx, status).await?;
     Ok(Action::requeue(retry.map_or(RESYNC, |r| r.min(RESYNC))))
 }

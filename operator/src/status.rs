@@ -30,6 +30,10 @@ pub const DEGRADED: &str = "Degraded";
 pub const PAUSED: &str = "Paused";
 /// With a PodMonitor wanted: whether it exists (False, with the reason, when its API is missing).
 pub const MONITORING_READY: &str = "MonitoringReady";
+/// For an object whose sockets connect: whether every ready pod reports every connect entry
+/// connected to each address it resolves to (False, with the reason, when not or when no pod
+/// answered; see `connect_status.rs`).
+pub const CONNECTED: &str = "Connected";
 /// Present, True, only while the object carries [`PAUSE_RECONCILIATION`] = "true".
 pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
 /// The annotation that stops the operator from writing an object's children (maintenance,
@@ -164,8 +168,8 @@ pub fn replica_endpoints<'a>(
     };
     Some(ReplicaEndpoints {
         ready: i32::try_from(ready.len()).unwrap_or(i32::MAX),
-        frontend: of(|e| Some(&e.frontend)),
-        backend: of(|e| Some(&e.backend)),
+        frontend: of(|e| e.frontend.as_ref()),
+        backend: of(|e| e.backend.as_ref()),
         capture: zp.spec.sockets.capture.as_ref().map(|_| of(|e| e.capture.as_ref())),
         control: zp.spec.sockets.control.as_ref().map(|_| of(|e| e.control.as_ref())),
     })
@@ -277,6 +281,7 @@ pub fn compute(
         headless_service: Some(headless),
         replica_endpoints,
         security: Some(mechanisms(zp)),
+        connects: Vec::new(),
     }
 }
 
@@ -441,7 +446,7 @@ mod tests {
         assert!(s.conditions.iter().all(|c| c.observed_generation == Some(4)));
         assert_eq!(s.observed_generation, Some(4));
         assert_eq!(
-            s.endpoints.as_ref().map(|e| e.frontend.as_str()),
+            s.endpoints.as_ref().and_then(|e| e.frontend.as_deref()),
             Some("tcp://tasks.q.svc:5555")
         );
         assert_eq!(

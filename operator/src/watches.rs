@@ -93,17 +93,17 @@ pub fn slim<K: Resource>(object: &mut K) {
     }
 }
 
-/// [`slim`], and of a pod's spec and status all but the Ready condition: what the replica
-/// endpoints are computed from. Pods are the largest and most numerous objects watched.
+/// [`slim`], and of a pod's spec and status all but the Ready condition and the pod's IP: what
+/// the replica endpoints are computed from and where its `/connects` is read. Pods are the
+/// largest and most numerous objects watched.
 pub fn slim_pod(pod: &mut Pod) {
     slim(pod);
     pod.spec = None;
-    let ready = pod
-        .status
-        .take()
-        .and_then(|s| s.conditions)
-        .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect::<Vec<_>>());
-    pod.status = Some(PodStatus { conditions: ready, ..PodStatus::default() });
+    let status = pod.status.take().unwrap_or_default();
+    let ready =
+        status.conditions.map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect::<Vec<_>>());
+    pod.status =
+        Some(PodStatus { conditions: ready, pod_ip: status.pod_ip, ..PodStatus::default() });
 }
 
 /// Which objects of a watch trigger a reconcile.
@@ -338,6 +338,7 @@ mod tests {
         assert!(pod.spec.is_none() && pod.metadata.managed_fields.is_none());
         let status = pod.status.clone().expect("status");
         assert_eq!(status.phase, None);
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.1"));
         let types: Vec<String> =
             status.conditions.unwrap_or_default().into_iter().map(|c| c.type_).collect();
         assert_eq!(types, ["Ready"]);

@@ -96,6 +96,8 @@ fn proxy_flags_carry_every_socket_and_setting() {
         "30000",
         "--capture-heartbeat-timeout",
         "30000",
+        "--max-memory",
+        "100663296",
         "--pause-file",
         "/etc/zmq-proxy/steering/paused",
         "--http-bind",
@@ -125,6 +127,33 @@ fn optional_sockets_are_left_out_when_unset() {
     assert_eq!(proxy.image.as_deref(), Some(DEFAULT_IMAGE));
     let names: Vec<String> = ports(&c.service).into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["frontend", "backend"]);
+}
+
+/// The proxy's memory budget: the spec's `maxMemoryBytes` when set (0 passes on as no limit),
+/// else half the container's memory limit, as the proxy would take from its cgroup; without
+/// either the flag is left out and the proxy reads its cgroup itself.
+#[test]
+fn max_memory_comes_from_the_spec_or_half_the_memory_limit() {
+    let mut zp = fixture("minimal.yaml");
+    let with = |zp: &ZmqProxy| {
+        let c = build::children(
+            zp,
+            &BuildOptions { default_image: DEFAULT_IMAGE.to_string(), ..Default::default() },
+        )
+        .expect("builds");
+        arg_after(proxy(&c.stateful_set), "--max-memory").map(str::to_string)
+    };
+    assert_eq!(with(&zp), None);
+    let limits = BTreeMap::from([("memory".to_string(), Quantity("1Gi".into()))]);
+    zp.spec.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        limits: Some(limits),
+        ..Default::default()
+    });
+    assert_eq!(with(&zp).as_deref(), Some("536870900"), "half of 1Gi, in whole percent");
+    zp.spec.max_memory_bytes = Some(0);
+    assert_eq!(with(&zp).as_deref(), Some("0"));
+    zp.spec.max_memory_bytes = Some(64 << 20);
+    assert_eq!(with(&zp).as_deref(), Some("67108864"));
 }
 
 /// Probes and Services refer to ports by name, so the names must be on the container.
@@ -469,6 +498,8 @@ fn invalid_specs_are_refused_naming_the_field() {
 /// pod mounted its steering ConfigMap with `--pause-file`, and the pods got their default
 /// heartbeat flags: one replacement of each proxy on upgrade; pausing and resuming afterwards change only the ConfigMap, never the pods.
 /// Changed again for the 1 s readiness probe (`build::READINESS_PROBE`): one more replacement.
+/// `--max-memory` changed `full` only: a proxy with a memory limit or `maxMemoryBytes` is
+/// replaced once on upgrade; one without either (`minimal`) keeps its pods.
 #[test]
 fn unsecured_children_are_byte_identical_to_the_golden_files() {
     for name in ["minimal", "full", "pipeline-scaled-to-zero"] {
@@ -633,9 +664,17 @@ fn inconsistent_security_is_refused_naming_the_field() {
         }
     });
     assert_eq!(m, format!("{field}.authorizedKeys: {}", words::SOURCE_REQUIRED));
-    let m = refused(&|c| c.server_key.secret_name = "Not_A_Name".into());
+    let m = refused(&|c| {
+        if let Some(k) = c.server_key.as_mut() {
+            k.secret_name = "Not_A_Name".into();
+        }
+    });
     assert!(m.starts_with(&format!("{field}.serverKey.secretName")), "{m}");
-    let m = refused(&|c| c.server_key.key = "..data".into());
+    let m = refused(&|c| {
+        if let Some(k) = c.server_key.as_mut() {
+            k.key = "..data".into();
+        }
+    });
     assert!(m.starts_with(&format!("{field}.serverKey.key")), "{m}");
 }
 
@@ -643,8 +682,8 @@ fn inconsistent_security_is_refused_naming_the_field() {
 #[test]
 fn endpoints_name_the_service() {
     let e = build::endpoints(&fixture("full.yaml")).expect("endpoints");
-    assert_eq!(e.frontend, "tcp://tasks.work.svc:5555");
-    assert_eq!(e.backend, "tcp://tasks.work.svc:5556");
+    assert_eq!(e.frontend.as_deref(), Some("tcp://tasks.work.svc:5555"));
+    assert_eq!(e.backend.as_deref(), Some("tcp://tasks.work.svc:5556"));
     assert_eq!(e.capture.as_deref(), Some("tcp://tasks.work.svc:5557"));
     assert_eq!(e.control.as_deref(), Some("tcp://tasks.work.svc:5558"));
 }
@@ -719,6 +758,35 @@ fn local_form(text: &str, root: &std::path::Path) -> String {
     serde_yaml::to_string(&doc).expect("yaml")
 }
 
+/// The local `--config` form of a Kubernetes example's connect entries, in the namespace `apps`:
+/// a Service is the host `<service>.apps.svc`, a selector the host of the headless Service the
+/// operator keeps for it (a label selector has no local meaning).
+fn local_connects(text: &str, proxy: &str) -> String {
+    use zmq_proxy_api::socket::Role;
+    let mut doc: serde_json::Value = serde_yaml::from_str(text).expect("example parses");
+    for role in Role::DATA {
+        let Some(list) = doc["spec"].get_mut(role.as_str()).and_then(|s| s.get_mut("connect"))
+        else {
+            continue;
+        };
+        for (i, entry) in list.as_array_mut().into_iter().flatten().enumerate() {
+            let port = entry["port"].clone();
+            let host = match (entry.get("service"), entry.get("selector")) {
+                (Some(svc), _) => svc.as_str().unwrap_or_default().to_string(),
+                (None, Some(_)) => build::connect_service_name(proxy, role, i),
+                (None, None) => continue,
+            };
+            let mut local =
+                serde_json::json!({"endpoint": format!("tcp://{host}.apps.svc:{port}")});
+            if let Some(mode) = entry.get("addresses") {
+                local["addresses"] = mode.clone();
+            }
+            *entry = local;
+        }
+    }
+    serde_yaml::to_string(&doc).expect("yaml")
+}
+
 /// The flags the operator renders are the proxy's own command line: every valid example (and
 /// the secured fixture), built into a StatefulSet, parses with the proxy's parser into the same
 /// proxy that `zmq-proxy --config` makes of the file, plus the metrics listener on
@@ -774,6 +842,7 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
         } else {
             text.clone()
         };
+        let manifest = local_connects(&manifest, &zp.metadata.name.clone().unwrap_or_default());
         let cli = zmq_proxy::Cli::try_parse_from(
             std::iter::once("zmq-proxy".to_string()).chain(args.iter().cloned()),
         )
@@ -1267,4 +1336,97 @@ fn pod_monitor_scrapes_the_metrics_port_of_every_pod_with_the_dashboards_labels(
     refused.spec.monitoring =
         Some(zmq_proxy_operator::crd::Monitoring { pod_monitor: Some(false) });
     assert!(!pod_monitor::wanted(&refused, &on));
+}
+
+// Connecting sockets: `fixtures/connecting.yaml` has each form of connect entry once.
+
+/// Each entry reaches the proxy as the flag of its mode: a selector as every address of the
+/// headless Service the operator keeps for it, a Service by its cluster DNS name, an endpoint as
+/// written; a socket that only connects has no bind flag and no port on the Services.
+#[test]
+fn connect_entries_become_connect_flags_and_a_socket_that_only_connects_binds_nothing() {
+    let c = build("connecting.yaml");
+    let args = proxy(&c.stateful_set).args.clone().unwrap_or_default();
+    let pairs: Vec<(String, String)> =
+        args.windows(2).map(|w| (w[0].clone(), w[1].clone())).collect();
+    let has = |flag: &str, value: &str| pairs.contains(&(flag.to_string(), value.to_string()));
+    assert!(has("--backend-connect-all", "tcp://jobs-backend-0.work.svc:6000"), "{args:?}");
+    assert!(has("--backend-connect-all", "tcp://legacy-workers.work.svc:6001"), "{args:?}");
+    assert!(has("--backend-connect", "tcp://10.1.2.3:7000"), "{args:?}");
+    assert!(has("--capture-connect-all", "tcp://audit.work.svc:7100"), "{args:?}");
+    assert!(has("--frontend-bind", "tcp://*:5555"), "{args:?}");
+    assert!(!args.iter().any(|a| a == "--backend-bind" || a == "--capture-bind"), "{args:?}");
+    assert_eq!(arg_after(proxy(&c.stateful_set), "--capture-type"), Some("PUB"));
+    let names: Vec<String> = ports(&c.service).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["frontend"]);
+    let endpoints = build::endpoints(&fixture("connecting.yaml")).expect("endpoints");
+    assert_eq!(endpoints.backend, None);
+    assert_eq!(endpoints.frontend.as_deref(), Some("tcp://jobs.work.svc:5555"));
+}
+
+/// A selector entry gets a headless Service of ready pods with exactly that selector, owned and
+/// labelled like every child, named `<name>-<socket>-<index>`; the other entries get none.
+#[test]
+fn a_selector_entry_gets_an_owned_headless_service_of_ready_pods() {
+    let c = build("connecting.yaml");
+    assert_eq!(c.connect_services.len(), 1);
+    let svc = &c.connect_services[0];
+    assert_eq!(svc.metadata.name.as_deref(), Some("jobs-backend-0"));
+    let spec = svc.spec.as_ref().expect("spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(false));
+    let selector: BTreeMap<String, String> =
+        [("app", "worker"), ("tier", "batch")].map(|(k, v)| (k.into(), v.into())).into();
+    assert_eq!(spec.selector.as_ref(), Some(&selector));
+    assert_eq!(ports(svc), [("backend".to_string(), 6000, Some(IntOrString::Int(6000)))]);
+    let labels = svc.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get(build::CONNECT_LABEL).map(String::as_str), Some("backend-0"));
+    assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("jobs"));
+    let owner = svc.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(
+        owner.first().map(|o| (o.kind.as_str(), o.controller)),
+        Some(("ZmqProxy", Some(true)))
+    );
+    let names = build::connect_service_names(&fixture("connecting.yaml"), "work");
+    assert_eq!(names.into_keys().collect::<Vec<_>>(), ["jobs-backend-0"]);
+}
+
+/// A connecting CURVE socket's keys: the server's public key from a Secret (mounted, passed as
+/// a file) or inline (passed as written, it is public), the client's secret key from a Secret,
+/// mounted read-only and group-readable like the servers' keys, never in the arguments.
+#[test]
+fn connecting_curve_sockets_mount_the_server_public_key_and_the_client_key() {
+    let c = build("connecting.yaml");
+    let pod = pod(&c.stateful_set);
+    let public = volume(pod, "curve-backend-server-public-key");
+    let secret = public.secret.as_ref().expect("a Secret volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("workers-curve"));
+    let items = secret.items.clone().unwrap_or_default();
+    assert_eq!(
+        items.first().map(|i| (i.key.as_str(), i.path.as_str())),
+        Some(("server", "server_public"))
+    );
+    let client = volume(pod, "curve-backend-client-key");
+    let secret = client.secret.as_ref().expect("a Secret volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("jobs-client"));
+    assert_eq!(secret.default_mode, Some(build::KEY_FILE_MODE));
+    let items = secret.items.clone().unwrap_or_default();
+    assert_eq!(items.first().map(|i| i.key.as_str()), Some("client_secret"));
+    let container = proxy(&c.stateful_set);
+    assert_eq!(
+        arg_after(container, "--backend-curve-server-public-key-file"),
+        Some("/etc/zmq-proxy/curve/backend/server-public-key/server_public")
+    );
+    assert_eq!(
+        arg_after(container, "--backend-curve-client-key-file"),
+        Some("/etc/zmq-proxy/curve/backend/client-key/client_secret")
+    );
+    assert_eq!(
+        arg_after(container, "--capture-curve-server-public-key"),
+        Some("rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7")
+    );
+    assert_eq!(arg_after(container, "--capture-curve-client-key-file"), None, "ephemeral");
+    let mounts = mount_paths(container);
+    assert!(mounts.contains(&"/etc/zmq-proxy/curve/backend/client-key".to_string()), "{mounts:?}");
+    assert!(!pod.volumes.iter().flatten().any(|v| v.name.contains("server-key")), "no server");
 }

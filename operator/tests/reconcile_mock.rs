@@ -1493,3 +1493,63 @@ async fn a_missing_monitoring_api_is_asked_again_after_the_recheck_interval() {
     assert_eq!(result.expect("reconciled"), Action::requeue(RESYNC));
     assert_eq!(monitoring_ready(&seen).expect("MonitoringReady")["status"], "True");
 }
+
+// Connecting sockets: the headless Service of a selector entry, kept and pruned from the caches.
+
+/// `minimal.yaml` whose backend also connects to the pods labelled app=worker on port 6000.
+fn connecting() -> ZmqProxy {
+    let mut zp = fixture("minimal.yaml");
+    let entry: zmq_proxy_api::connect::ConnectTarget = serde_json::from_value(
+        json!({"selector": {"matchLabels": {"app": "worker"}}, "port": 6000}),
+    )
+    .expect("entry");
+    zp.spec.sockets.backend.connect = vec![entry];
+    zp
+}
+
+#[tokio::test]
+async fn a_selector_entry_creates_its_headless_service_and_refreshes_the_status() {
+    let (zp, sts, c) = reconciled(connecting(), 1);
+    let services = [server_view(&c.service), server_view(&c.headless)];
+    let cached = caches(&[sts], &services, &[server_view(&c.steering)]);
+    let script = Script::new().create(at(SERVICES, "tasks-backend-0")).status(&zp).event();
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    // An object that connects is looked at again soon: its counts come from its pods.
+    assert_eq!(
+        result.expect("reconcile succeeds"),
+        Action::requeue(zmq_proxy_operator::connect_services::CONNECTS_REFRESH)
+    );
+    let applied = seen.applied(&at(SERVICES, "tasks-backend-0"));
+    assert_eq!(applied["spec"]["selector"], json!({"app": "worker"}));
+    assert_eq!(applied["spec"]["clusterIP"], "None");
+    assert_eq!(applied["spec"]["publishNotReadyAddresses"], false);
+    assert_eq!(applied["metadata"]["labels"][build::CONNECT_LABEL], "backend-0");
+    assert_eq!(applied["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    // No ready pod to ask yet: a reason, not a failure.
+    let connected = seen.condition(status::CONNECTED);
+    assert_eq!(
+        (&connected["status"], &connected["reason"]),
+        (&json!("False"), &json!("NoReadyPods"))
+    );
+    assert_eq!(seen.event()["note"], "Created Service tasks-backend-0");
+}
+
+#[tokio::test]
+async fn a_removed_entry_deletes_its_owned_headless_service_and_nothing_else() {
+    let with_entry = connecting();
+    let with_entry_children = children(&with_entry);
+    let stale = server_view(&with_entry_children.connect_services[0]);
+    let (zp, sts, c) = reconciled(fixture("minimal.yaml"), 2);
+    // Another object's connect Service of the same label is not this object's to delete.
+    let mut foreign = stale.clone();
+    foreign["metadata"]["name"] = json!("other-backend-0");
+    foreign["metadata"]["labels"]["app.kubernetes.io/instance"] = json!("other");
+    foreign["metadata"]["ownerReferences"][0]["uid"] = json!("someone-else");
+    let services = [server_view(&c.service), server_view(&c.headless), stale.clone(), foreign];
+    let cached = caches(&[sts], &services, &[server_view(&c.steering)]);
+    let script =
+        Script::new().delete(at(SERVICES, "tasks-backend-0"), Reply::Object(stale)).event();
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
+    assert_eq!(seen.event()["note"], "Deleted Service tasks-backend-0");
+}

@@ -41,7 +41,8 @@ pub use engine::socket_config::SocketConfig;
 pub use engine::tunables::RUNTIME_WORKER_THREADS;
 pub use federation::{Federation, FederationSnapshot};
 pub use ops::Ops;
-pub use proxy::config::{ConfigError, LogFormat, ProxyConfig};
+pub use ops::cgroup::memory_limit;
+pub use proxy::config::{ConfigError, LogFormat, MaxMemory, ProxyConfig};
 pub use proxy::forward::{Ending, Proxy};
 pub use proxy::state::ProxyState;
 

@@ -37,7 +37,7 @@ EXPECTED_GRANTS = {
 } | {
     ("", "pods", v) for v in ("get", "list", "watch")
 } | {
-    ("", "services", v) for v in ("get", "list", "watch", "create", "patch")
+    ("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")
 } | {
     ("policy", "poddisruptionbudgets", v) for v in ("get", "list", "watch", "create", "patch", "delete")
 } | {

@@ -10,7 +10,9 @@
 # queue to 3 and passes messages through each replica's own endpoint from status.replicaEndpoints
 # (each name resolving to its own pod's IP), deletes a replica's pod and checks it comes back under
 # its name, checks the PodDisruptionBudget grants one eviction and refuses a second (429), pauses
-# and resumes the pipeline through spec.paused with pyzmq peers streaming through it, replaces an
+# and resumes the pipeline through spec.paused with pyzmq peers streaming through it, connects a
+# backend by label selector to a Deployment of pyzmq workers and scales them 3, 5, 2 under load
+# (every request answered, new workers answering within 10 s of Ready), replaces an
 # older operator's Deployment (made by hand) by the StatefulSet without running both, deletes a
 # ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
 # refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
@@ -1041,6 +1043,111 @@ if wait_for "the children of tasks to be garbage-collected" 120 no_children_of_t
 else
   fail "deleting tasks garbage-collected its StatefulSet, Services and pods: $(children_of_tasks | tr '\n' ' ')"
 fi
+
+# ---- a backend that connects to worker pods by label selector -------------------------------
+# A Deployment of pyzmq REP workers that bind tcp://*:6000 (label app=worker) and
+# examples/connect-workers.yaml, whose backend connects to every ready pod of that selector
+# through the operator's headless Service. Under a Lazy Pirate client's steady load the workers
+# are scaled 3 -> 5 -> 2: every request is answered, each new worker answers within 10 s of
+# being Ready, and status.connects follows the counts the proxy reports.
+workers_deployment() { # workers_deployment REPLICAS
+  k -n "$NS" apply -f - >/dev/null <<DEPLOY
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: workers
+spec:
+  replicas: $1
+  selector: {matchLabels: {app: worker}}
+  template:
+    metadata:
+      labels: {app: worker}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 30
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: worker
+          image: ${PYTHON_IMAGE}
+          imagePullPolicy: ${PYTHON_PULL_POLICY}
+          command: ["python3", "/scripts/connect_peers.py", "worker", "--port", "6000", "--grace", "15"]
+          env: [{name: HOME, value: /tmp}]
+          ports: [{containerPort: 6000, name: zmq}]
+          readinessProbe: {tcpSocket: {port: 6000}, periodSeconds: 1}
+          volumeMounts: [{name: scripts, mountPath: /scripts}, {name: tmp, mountPath: /tmp}]
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            runAsNonRoot: true
+            capabilities: {drop: [ALL]}
+      volumes:
+        - {name: scripts, configMap: {name: connect-workers}}
+        - {name: tmp, emptyDir: {}}
+DEPLOY
+}
+dispatch_connected() { # dispatch_connected N: status.connects says the backend reached N of N
+  [[ "$(k -n "$NS" get zmqproxy dispatch -o 'jsonpath={.status.connects[0].resolved}/{.status.connects[0].connected}')" == "$1/$1" ]]
+}
+ready_workers() { k -n "$NS" get deployment workers -o 'jsonpath={.status.readyReplicas}'; }
+workers_ready() { [[ "$(ready_workers)" == "$1" ]]; }
+connect_peers_say() { k -n "$NS" logs job/connect-client 2>/dev/null | grep -q "$1"; }
+# worker_ready_times: "POD UNIX_TIME" of each worker pod's Ready transition.
+worker_ready_times() {
+  k -n "$NS" get pods -l app=worker \
+    -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}{"\n"}{end}' |
+    while read -r pod at; do [[ -n "$at" ]] && echo "$pod $(date -d "$at" +%s)"; done
+}
+connect_check() {
+  k -n "$NS" delete configmap connect-workers --ignore-not-found >/dev/null 2>&1
+  k -n "$NS" create configmap connect-workers --from-file="$ROOT/tests/e2e/connect_peers.py" >/dev/null || return 1
+  workers_deployment 3 || return 1
+  wait_for "3 workers to be Ready" 180 workers_ready 3 || return 1
+  k -n "$NS" apply -f "$ROOT/examples/connect-workers.yaml" >/dev/null || return 1
+  wait_for "zmqproxy/dispatch to report 3 of 3 workers connected" 180 dispatch_connected 3 || return 1
+  echo "status3=$(k -n "$NS" get zmqproxy dispatch -o 'jsonpath={.status.connects[0]}')"
+  peers_job connect-client 400 connect_peers.py client --frontend "tcp://dispatch.${NS}.svc:5555" --duration 150 || return 1
+  wait_for "the connect client to stream" 120 connect_peers_say '^streaming' || return 1
+  local before
+  before="$(worker_ready_times | awk '{print $1}' | sort | tr '\n' ' ')"
+  k -n "$NS" scale deployment workers --replicas 5 >/dev/null || return 1
+  wait_for "5 workers to be Ready" 180 workers_ready 5 || return 1
+  wait_for "zmqproxy/dispatch to report 5 of 5 workers connected" 120 dispatch_connected 5 || return 1
+  echo "status5=$(k -n "$NS" get zmqproxy dispatch -o 'jsonpath={.status.connects[0]}')"
+  # Each new worker's first answer, against its Ready time.
+  local pod ready first late=0 delays=""
+  while read -r pod ready; do
+    [[ " $before " == *" $pod "* ]] && continue
+    wait_for "worker $pod to answer" 60 connect_peers_say "^first $pod " || { late=1; continue; }
+    first="$(k -n "$NS" logs job/connect-client | sed -n "s/^first $pod \([0-9]*\).*/\1/p" | head -1)"
+    delays+="$pod:$((first - ready))s "
+    ((first - ready <= 10)) || late=1
+  done < <(worker_ready_times)
+  echo "new_workers=${delays:-none} late=$late"
+  k -n "$NS" scale deployment workers --replicas 2 >/dev/null || return 1
+  wait_for "2 workers to be Ready" 180 workers_ready 2 || return 1
+  wait_for "zmqproxy/dispatch to report 2 of 2 workers connected" 120 dispatch_connected 2 || return 1
+  echo "status2=$(k -n "$NS" get zmqproxy dispatch -o 'jsonpath={.status.connects[0]}')"
+  wait_for "job/connect-client to finish" 300 job_finished connect-client || return 1
+  k -n "$NS" logs job/connect-client | grep '^{' | tail -1
+}
+report="$(connect_check)" || report="${report:-} (the connect check did not complete)"
+log "connect check: $(tr '\n' ' ' <<<"$report")"
+final="$(grep '^{' <<<"$report" | tail -1)"
+cnum() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" <<<"$final"; }
+workers_seen="$(grep -o '"workers": {[^}]*}' <<<"$final" | grep -o '": [0-9]*' | wc -l)"
+if [[ -n "$final" && "$(cnum unanswered)" == "0" && "$(cnum answered)" == "$(cnum sent)" && "$(cnum sent)" -gt 0 ]] &&
+  grep -q "status3=.*\"connected\":3" <<<"$report" && grep -q "status5=.*\"connected\":5" <<<"$report" &&
+  grep -q "status2=.*\"connected\":2" <<<"$report" && grep -q "late=0" <<<"$report" && ((workers_seen == 5)); then
+  pass "backend connected by selector followed 3 -> 5 -> 2 workers under load: every request answered ($final), new workers answered within 10 s of Ready ($(sed -n 's/^new_workers=\(.*\) late=.*/\1/p' <<<"$report"))"
+else
+  fail "backend connected by selector follows 3 -> 5 -> 2 workers under load, every request answered, new workers within 10 s: $(tr '\n' ' ' <<<"$report")"
+fi
+k -n "$NS" delete zmqproxy dispatch --wait=true --timeout=60s >/dev/null 2>&1 || true
+k -n "$NS" delete deployment workers --wait=true --timeout=60s >/dev/null 2>&1 || true
 
 # ---- the invalid example is refused by the API server ---------------------------------------
 if out="$(k -n "$NS" apply -f "$ROOT/examples/invalid-pair.yaml" 2>&1)"; then

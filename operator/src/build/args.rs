@@ -2,35 +2,29 @@
 
 use zmq_proxy_api::kubernetes::KUBERNETES_HEARTBEAT;
 use zmq_proxy_api::manifest::ProxySockets;
+use zmq_proxy_api::memory::{budget_of_limit, parse_bytes};
 
 use crate::crd::ZmqProxySpec;
 
+use super::connect::{Connect, connect_args};
 use super::curve::curve_mounts;
 use super::steering::{PAUSED_KEY, STEERING_MOUNT};
 
-/// The proxy's command-line flags, as in the shared contract. Every listener binds `*`: IPv6
+/// The proxy's command-line flags, as in the shared contract; `connects` are the spec's
+/// connect entries ([`super::connects`]). Every listener binds `*`: IPv6
 /// and IPv4 on one dual-stack socket, IPv4 alone where the pod has no IPv6, so the same pod
 /// serves IPv4-only, IPv6-only and dual-stack clusters (and `--config` binds the same way).
-pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
+pub fn proxy_args(spec: &ZmqProxySpec, connects: &[Connect]) -> Vec<String> {
     let bind = |port: i32| format!("tcp://*:{port}");
     let s = &spec.sockets;
-    let mut args = vec![
-        "--frontend-type".to_string(),
-        s.frontend.socket_type.to_string(),
-        "--frontend-bind".to_string(),
-        bind(s.frontend.port),
-        "--backend-type".to_string(),
-        s.backend.socket_type.to_string(),
-        "--backend-bind".to_string(),
-        bind(s.backend.port),
-    ];
-    if let Some(capture) = &s.capture {
-        args.extend([
-            "--capture-type".to_string(),
-            capture.socket_type.to_string(),
-            "--capture-bind".to_string(),
-            bind(capture.port),
-        ]);
+    let mut args = Vec::new();
+    for (role, socket) in s.data_sockets() {
+        args.extend([format!("--{role}-type"), socket.socket_type.to_string()]);
+        if let Some(port) = socket.port {
+            args.extend([format!("--{role}-bind"), bind(port)]);
+        }
+        let own: Vec<Connect> = connects.iter().filter(|c| c.socket == role).cloned().collect();
+        args.extend(connect_args(&own));
     }
     if let Some(control) = &s.control {
         args.extend(["--control-bind".to_string(), bind(control.port)]);
@@ -42,6 +36,9 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
     args.extend(s.backend.options.to_flags("backend"));
     if let Some(capture) = &s.capture {
         args.extend(capture.options.to_flags("capture"));
+    }
+    if let Some(bytes) = max_memory(spec) {
+        args.extend(["--max-memory".to_string(), bytes.to_string()]);
     }
     args.extend(["--pause-file".to_string(), format!("{STEERING_MOUNT}/{PAUSED_KEY}")]);
     args.extend([
@@ -55,6 +52,18 @@ pub fn proxy_args(spec: &ZmqProxySpec) -> Vec<String> {
         "json".to_string(),
     ]);
     args
+}
+
+/// `--max-memory`: the spec's `maxMemoryBytes`, else the share of the proxy container's memory
+/// limit that the proxy itself would take from its cgroup (written out, so the pod's arguments
+/// show it and a node whose cgroup the proxy cannot read changes nothing). Without either, or
+/// with a limit in a spelling the proxy does not read, the proxy's own default applies.
+pub fn max_memory(spec: &ZmqProxySpec) -> Option<u64> {
+    if let Some(bytes) = spec.max_memory_bytes {
+        return u64::try_from(bytes).ok();
+    }
+    let limit = spec.resources.as_ref()?.limits.as_ref()?.get("memory")?;
+    parse_bytes(&limit.0).ok().map(budget_of_limit)
 }
 
 /// `--<socket>-heartbeat-*` of each data socket: the fields its spec sets, or, when it sets

@@ -7,11 +7,16 @@ use k8s_openapi::api::core::v1::{
 
 use crate::crd::ZmqProxySpec;
 
-/// Where a socket's CURVE Secrets and ConfigMaps are mounted: `<root>/<socket>/server-key` and
-/// `<root>/<socket>/authorized-keys`.
+/// Where a socket's CURVE Secrets and ConfigMaps are mounted: `<root>/<socket>/server-key`,
+/// `<root>/<socket>/authorized-keys`, and for a socket that connects
+/// `<root>/<socket>/server-public-key` and `<root>/<socket>/client-key`.
 pub const CURVE_MOUNT_ROOT: &str = "/etc/zmq-proxy/curve";
 /// File name of the server's secret key inside its mount (whatever the Secret's key is).
 pub const SERVER_KEY_FILE: &str = "server_secret";
+/// File name of a connecting socket's server public key inside its mount.
+pub const SERVER_PUBLIC_KEY_FILE: &str = "server_public";
+/// File name of a connecting socket's client secret key inside its mount.
+pub const CLIENT_KEY_FILE: &str = "client_secret";
 /// File name of the allow-list inside its mount when `authorizedKeys.key` picks one entry.
 pub const ALLOW_LIST_FILE: &str = "authorized_keys";
 /// Mode of the mounted key files: read for their owner (root) and group, nothing for others.
@@ -39,33 +44,66 @@ pub fn curve_mounts(spec: &ZmqProxySpec) -> Vec<CurveMounts> {
         .into_iter()
         .filter_map(|(socket, security)| Some((socket, &security?.curve)))
         .map(|(socket, curve)| {
-            let server_volume = format!("curve-{socket}-server-key");
-            let server_dir = format!("{CURVE_MOUNT_ROOT}/{socket}/server-key");
-            let mut volumes = vec![Volume {
-                name: server_volume.clone(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(curve.server_key.secret_name.clone()),
-                    items: Some(vec![KeyToPath {
-                        key: curve.server_key.key.clone(),
-                        path: SERVER_KEY_FILE.to_string(),
-                        mode: None,
-                    }]),
-                    default_mode: Some(KEY_FILE_MODE),
-                    optional: None,
-                }),
-                ..Volume::default()
-            }];
             let mount = |name: String, path: String| VolumeMount {
                 name,
                 mount_path: path,
                 read_only: Some(true),
                 ..VolumeMount::default()
             };
-            let mut mounts = vec![mount(server_volume, server_dir.clone())];
-            let mut args = vec![
-                format!("--{socket}-curve-server-key-file"),
-                format!("{server_dir}/{SERVER_KEY_FILE}"),
-            ];
+            let (mut volumes, mut mounts, mut args) = (Vec::new(), Vec::new(), Vec::new());
+            // One Secret entry mounted under a fixed file name, passed as `flag`.
+            let mut secret_file = |part: &str, secret: &str, key: &str, file: &str, flag: &str| {
+                let volume = format!("curve-{socket}-{part}");
+                let dir = format!("{CURVE_MOUNT_ROOT}/{socket}/{part}");
+                volumes.push(Volume {
+                    name: volume.clone(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret.to_string()),
+                        items: Some(vec![KeyToPath {
+                            key: key.to_string(),
+                            path: file.to_string(),
+                            mode: None,
+                        }]),
+                        default_mode: Some(KEY_FILE_MODE),
+                        optional: None,
+                    }),
+                    ..Volume::default()
+                });
+                mounts.push(mount(volume, dir.clone()));
+                args.extend([format!("--{socket}-curve-{flag}"), format!("{dir}/{file}")]);
+            };
+            if let Some(key) = &curve.server_key {
+                secret_file(
+                    "server-key",
+                    &key.secret_name,
+                    &key.key,
+                    SERVER_KEY_FILE,
+                    "server-key-file",
+                );
+            }
+            if let Some(key) = &curve.server_public_key_ref {
+                let flag = "server-public-key-file";
+                secret_file(
+                    "server-public-key",
+                    &key.secret_name,
+                    &key.key,
+                    SERVER_PUBLIC_KEY_FILE,
+                    flag,
+                );
+            }
+            if let Some(key) = &curve.client_key {
+                secret_file(
+                    "client-key",
+                    &key.secret_name,
+                    &key.key,
+                    CLIENT_KEY_FILE,
+                    "client-key-file",
+                );
+            }
+            // A public key is not a secret: passed as it is written in the spec.
+            if let Some(z85) = &curve.server_public_key {
+                args.extend([format!("--{socket}-curve-server-public-key"), z85.clone()]);
+            }
             if let Some(list) = &curve.authorized_keys {
                 let list_volume = format!("curve-{socket}-authorized-keys");
                 let list_dir = format!("{CURVE_MOUNT_ROOT}/{socket}/authorized-keys");

@@ -62,6 +62,11 @@ impl ChildMeta {
         Ok(ChildMeta { namespace, owner, labels: child_labels(&zp.name_any()) })
     }
 
+    /// The namespace of every child.
+    pub(super) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The metadata of the child `name`.
     pub(super) fn named(
         &self,

@@ -12,6 +12,7 @@
 //! [`stateful_set_spec`]).
 
 mod args;
+mod connect;
 mod curve;
 mod meta;
 pub mod overrides;
@@ -30,6 +31,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use crate::crd::ZmqProxy;
 
 pub use args::{heartbeat_args, proxy_args};
+pub use connect::{
+    CONNECT_LABEL, Connect, connect_args, connect_service_name, connect_service_names, connects,
+};
 pub use curve::{
     ALLOW_LIST_FILE, CURVE_MOUNT_ROOT, CurveMounts, KEY_FILE_MODE, SERVER_KEY_FILE, curve_mounts,
 };
@@ -52,6 +56,9 @@ pub struct Children {
     pub service: Service,
     /// The headless Service `<name>-pods`: the StatefulSet's `serviceName`.
     pub headless: Service,
+    /// The headless Service of each connect entry that chooses pods by label
+    /// (`<name>-<socket>-<index>`, see [`connect_service_name`]).
+    pub connect_services: Vec<Service>,
     /// The PodDisruptionBudget `<name>`, only with two replicas or more and unless disabled.
     pub pdb: Option<PodDisruptionBudget>,
     /// `<name>-steering`: `paused` = "true"/"false", mounted by every pod ([`STEERING_MOUNT`]).
@@ -67,5 +74,6 @@ pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildErr
     let (service, headless) = service::services(zp, &meta);
     let pdb = pdb::pdb(zp, &meta);
     let steering = steering::steering(zp, &meta);
-    Ok(Children { stateful_set, service, headless, pdb, steering })
+    let connect_services = connect::connect_services(zp, &meta, meta.namespace());
+    Ok(Children { stateful_set, service, headless, connect_services, pdb, steering })
 }

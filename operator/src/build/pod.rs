@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use crate::crd::{PodTemplateOverride, ZmqProxy, ZmqProxySpec, selector_labels};
 
 use super::args::proxy_args;
+use super::connect::{Connect, connects};
 use super::curve::curve_mounts;
 use super::meta::{BuildError, BuildOptions, child_labels};
 use super::overrides;
@@ -121,7 +122,11 @@ fn operator_pod_template(zp: &ZmqProxy, opts: &BuildOptions) -> PodTemplateSpec 
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            containers: vec![container(spec, opts)],
+            containers: vec![container(
+                spec,
+                opts,
+                &connects(zp, &zp.namespace().unwrap_or_default()),
+            )],
             volumes: (!volumes.is_empty()).then_some(volumes),
             // The proxy never talks to the API server.
             automount_service_account_token: Some(false),
@@ -156,7 +161,7 @@ fn runtime_default() -> SeccompProfile {
     SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None }
 }
 
-fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
+fn container(spec: &ZmqProxySpec, opts: &BuildOptions, connects: &[Connect]) -> Container {
     let mut ports: Vec<ContainerPort> = spec
         .sockets
         .named_ports()
@@ -193,7 +198,7 @@ fn container(spec: &ZmqProxySpec, opts: &BuildOptions) -> Container {
             .or(opts.default_pull_policy)
             .map(|p| p.as_str().to_string()),
         command: Some(vec![PROXY_BINARY.to_string()]),
-        args: Some(proxy_args(spec)),
+        args: Some(proxy_args(spec, connects)),
         ports: Some(ports),
         readiness_probe: Some(probe("/readyz", READINESS_PROBE)),
         // /healthz only fails when the proxy is wedged; three misses before a restart.

@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use crate::crd::{Endpoints, HEADLESS_SUFFIX, ZmqProxy, ZmqProxySpec, selector_labels};
 
 use super::meta::ChildMeta;
+use super::pod::METRICS_PORT_NAME;
 
 /// The Service `<name>` and the headless Service `<name>-pods`.
 pub(super) fn services(zp: &ZmqProxy, meta: &ChildMeta) -> (Service, Service) {
@@ -71,9 +72,15 @@ fn ip_families(spec: &ZmqProxySpec) -> ServiceSpec {
     }
 }
 
+/// The bound sockets' ports; a proxy whose data sockets only connect and that has no control
+/// socket binds nothing but its metrics port, which then keeps the Services valid (a Service
+/// needs a port).
 fn service_ports(spec: &ZmqProxySpec) -> Vec<ServicePort> {
-    spec.sockets
-        .named_ports()
+    let mut ports = spec.sockets.named_ports();
+    if ports.is_empty() {
+        ports.push((METRICS_PORT_NAME, spec.metrics_port));
+    }
+    ports
         .into_iter()
         .map(|(name, port)| ServicePort {
             name: Some(name.to_string()),
@@ -91,15 +98,15 @@ pub fn endpoints(zp: &ZmqProxy) -> Option<Endpoints> {
     Some(endpoints_at(zp, &format!("{}.{namespace}.svc", zp.name_any())))
 }
 
-/// Every socket's `tcp://<host>:<port>`.
+/// Every bound socket's `tcp://<host>:<port>`.
 pub fn endpoints_at(zp: &ZmqProxy, host: &str) -> Endpoints {
-    let ep = |port: i32| format!("tcp://{host}:{port}");
+    let ep = |port: Option<i32>| port.map(|port| format!("tcp://{host}:{port}"));
     let s = &zp.spec.sockets;
     Endpoints {
         frontend: ep(s.frontend.port),
         backend: ep(s.backend.port),
-        capture: s.capture.as_ref().map(|c| ep(c.port)),
-        control: s.control.as_ref().map(|c| ep(c.port)),
+        capture: s.capture.as_ref().and_then(|c| ep(c.port)),
+        control: s.control.as_ref().and_then(|c| ep(Some(c.port))),
     }
 }
 

@@ -42,6 +42,8 @@ use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use launcher::ControlPlane;
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{Value, json};
+use zmq_proxy_api::connect::words as connect_words;
+use zmq_proxy_api::manifest::words as socket_words;
 use zmq_proxy_api::options::{NODROP_CAPTURE_REFUSAL, nodrop_type_refusal};
 use zmq_proxy_api::security::words;
 use zmq_proxy_operator::build::BuildOptions;
@@ -58,6 +60,8 @@ use zmq_proxy_operator::status::{self, DEGRADED, PROGRESSING, READY};
 
 const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:envtest";
 const DEADLINE: Duration = Duration::from_secs(60);
+/// A CURVE public key (Z85), for specs whose sockets connect as CURVE clients.
+const Z85: &str = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
 
 /// Polls `probe` until it returns Some or `DEADLINE` passes; the error names `what`.
 async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
@@ -405,7 +409,7 @@ async fn example_lifecycle(
     assert_eq!(reported["backend"], mechanism("backend"), "{file}: {reported}");
     assert_eq!(condition(&zp, DEGRADED).map(|c| c.0), Some("False".to_string()));
     assert_eq!(
-        status.endpoints.as_ref().map(|e| e.frontend.clone()),
+        status.endpoints.as_ref().and_then(|e| e.frontend.clone()),
         Some(format!("tcp://{name}.{namespace}.svc:{frontend_port}"))
     );
 
@@ -527,7 +531,9 @@ async fn example_lifecycle(
     .await;
     let listed = zp.status.and_then(|s| s.replica_endpoints).expect("replicaEndpoints");
     assert_eq!(listed.ready, 3);
-    assert_eq!(listed.backend.len(), 3);
+    // A backend that only connects has no endpoint of its own to list.
+    let backend_binds = manifest["spec"]["backend"].get("port").is_some();
+    assert_eq!(listed.backend.len(), if backend_binds { 3 } else { 0 });
     zps.patch(
         &name,
         &field_manager(),
@@ -946,6 +952,110 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             "negative sndhwm",
             q(json!({"frontend": {"type": "ROUTER", "port": 5555, "sndhwm": -1}})),
             Refusal::at("spec.frontend.sndhwm", "should be greater than or equal to 0"),
+        ),
+        // Connecting sockets: each entry is one of service, selector and endpoint, and the
+        // socket binds or connects, its CURVE keys following what it does.
+        (
+            "a connect entry with a service and an endpoint",
+            q(
+                json!({"backend": {"type": "DEALER", "connect": [{"service": "w", "endpoint": "tcp://w:1"}]}}),
+            ),
+            Refusal::at("spec.backend.connect[0]", connect_words::EXACTLY_ONE),
+        ),
+        (
+            "a service without a port",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"service": "workers"}]}})),
+            Refusal::at("spec.backend.connect[0].port", connect_words::PORT_REQUIRED),
+        ),
+        (
+            "an endpoint with a port",
+            q(
+                json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:1", "port": 2}]}}),
+            ),
+            Refusal::at("spec.backend.connect[0].port", connect_words::PORT_WITH_ENDPOINT),
+        ),
+        (
+            "an endpoint that is not tcp://HOST:PORT",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:70000"}]}})),
+            Refusal::at("spec.backend.connect[0].endpoint", connect_words::ENDPOINT_FORM),
+        ),
+        (
+            "an empty selector",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"selector": {}, "port": 6000}]}})),
+            Refusal::at(
+                "spec.backend.connect[0].selector.matchLabels",
+                connect_words::SELECTOR_EMPTY,
+            ),
+        ),
+        (
+            "a socket that neither binds nor connects",
+            q(json!({"backend": {"type": "DEALER"}})),
+            Refusal::at("spec.backend.port", &socket_words::binds_or_connects("backend")),
+        ),
+        (
+            "a capture that neither binds nor connects",
+            q(json!({"capture": {"type": "PUB", "connect": []}})),
+            Refusal::at("spec.capture.port", &socket_words::binds_or_connects("capture")),
+        ),
+        (
+            "seventeen connect entries",
+            q(
+                json!({"backend": {"type": "DEALER", "connect": vec![json!({"service": "w", "port": 1}); 17]}}),
+            ),
+            Refusal::at("spec.backend.connect", "Too many"),
+        ),
+        (
+            "a CURVE socket that binds without a server key",
+            q(json!({"backend": {"type": "DEALER", "port": 5556,
+                "connect": [{"endpoint": "tcp://w:1"}],
+                "security": {"curve": {"serverPublicKey": Z85}}}})),
+            Refusal::at(
+                "spec.backend.security.curve.serverKey",
+                &socket_words::server_key_required("backend"),
+            ),
+        ),
+        (
+            "a server key on a socket that only connects",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:1"}],
+                "security": {"curve": {"serverKey": {"secretName": "k"}, "allowAnyClient": true,
+                    "serverPublicKey": Z85}}}})),
+            Refusal::at(
+                "spec.backend.security.curve.serverKey",
+                &socket_words::server_key_without_bind("backend"),
+            ),
+        ),
+        (
+            "a CURVE socket that connects without its server's public key",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:1"}],
+                "security": {"curve": {"clientKey": {"secretName": "c"}}}}})),
+            Refusal::at(
+                "spec.backend.security.curve.serverPublicKey",
+                &socket_words::public_key_required("backend"),
+            ),
+        ),
+        (
+            "client keys on a socket that only binds",
+            q(json!({"backend": {"type": "DEALER", "port": 5556, "security": {"curve": {
+                "serverKey": {"secretName": "k"}, "allowAnyClient": true,
+                "serverPublicKey": Z85}}}})),
+            Refusal::at(
+                "spec.backend.security.curve",
+                &socket_words::client_without_connect("backend"),
+            ),
+        ),
+        (
+            "both forms of the server's public key",
+            q(json!({"backend": {"type": "DEALER", "connect": [{"endpoint": "tcp://w:1"}],
+                "security": {"curve": {"serverPublicKey": Z85,
+                    "serverPublicKeyRef": {"secretName": "s"}}}}})),
+            Refusal::at("spec.backend.security.curve.serverPublicKeyRef", words::PUBLIC_KEY_BOTH),
+        ),
+        (
+            "client keys on the control socket",
+            q(json!({"control": {"port": 5560, "security": {"curve": {
+                "serverKey": {"secretName": "k"}, "allowAnyClient": true,
+                "serverPublicKey": Z85}}}})),
+            Refusal::at("spec.control.security.curve", socket_words::CONTROL_CLIENT),
         ),
         (
             "keepalive count over Linux's 127",
@@ -1371,6 +1481,154 @@ async fn paused_is_delivered_through_the_steering_config_map(client: &Client, na
     .await;
 }
 
+/// A free TCP port on loopback (bound, then released for whoever binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A real `zmq-proxy`, in this process, built from `args` (its command line).
+async fn start_proxy(args: &[String]) -> (zmq_proxy::Proxy, zmq_proxy::Ops) {
+    use clap::Parser;
+    let cli = zmq_proxy::Cli::try_parse_from(
+        std::iter::once("zmq-proxy").chain(args.iter().map(String::as_str)),
+    )
+    .unwrap_or_else(|e| panic!("the proxy refuses {args:?}: {e}"));
+    let cfg = cli.into_config().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let proxy = zmq_proxy::Proxy::start(&cfg).await.unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let ops = zmq_proxy::Ops::start(&cfg, &proxy).await.unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    (proxy, ops)
+}
+
+/// A ZmqProxy whose backend connects to pods by label and to one endpoint: the operator keeps
+/// the headless Service of the selector (only ready pods, owned); the proxy runs here, a real
+/// `zmq-proxy` started from the very arguments the operator rendered, its pod object ready at
+/// 127.0.0.1; the status reports what that proxy's `/connects` says per entry (the endpoint
+/// connected to a real worker, the selector's name unresolvable outside a cluster), follows it
+/// when the worker goes, and the Service goes when its entry does.
+async fn connecting_sockets_follow_their_entries(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let (frontend_port, metrics_port, worker_port) = (free_port(), free_port(), free_port());
+    // The worker: a ROUTER bound on loopback, which the proxy's DEALER connects to.
+    let worker_args: Vec<String> = [
+        "--frontend-type",
+        "ROUTER",
+        "--frontend-bind",
+        &format!("tcp://127.0.0.1:{worker_port}"),
+        "--backend-type",
+        "DEALER",
+        "--backend-bind",
+        "tcp://127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (worker, _worker_ops) = start_proxy(&worker_args).await;
+    let endpoint = format!("tcp://127.0.0.1:{worker_port}");
+    let mut manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "jobs", "namespace": namespace},
+        "spec": {"frontend": {"type": "ROUTER", "port": frontend_port},
+                 "backend": {"type": "DEALER", "connect": [
+                     {"selector": {"matchLabels": {"app": "worker"}}, "port": 6000},
+                     {"endpoint": endpoint}]},
+                 "metricsPort": metrics_port},
+    });
+    let zp = zps.patch("jobs", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    let svc = eventually("the headless Service of the selector", || async {
+        services.get_opt("jobs-backend-0").await.map_err(|e| e.to_string())
+    })
+    .await;
+    let spec = svc.spec.clone().expect("spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    // Only ready pods (false, which the API server leaves out).
+    assert_ne!(spec.publish_not_ready_addresses, Some(true));
+    assert_eq!(
+        spec.selector,
+        Some([("app".to_string(), "worker".to_string())].into_iter().collect())
+    );
+    let owner = svc.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owner.first().map(|o| o.uid.clone()), zp.uid());
+    let args = eventually("the StatefulSet", || async {
+        let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+        let sts = sts.get_opt("jobs").await.map_err(|e| e.to_string())?;
+        Ok(sts.and_then(|s| s.spec?.template.spec?.containers.first()?.args.clone()))
+    })
+    .await;
+    let selector_ep = format!("tcp://jobs-backend-0.{namespace}.svc:6000");
+    let has = |flag: &str, value: &str| args.windows(2).any(|w| w[0] == flag && w[1] == value);
+    assert!(
+        has("--backend-connect-all", &selector_ep) && has("--backend-connect-all", &endpoint),
+        "{args:?}"
+    );
+    eprintln!("proxy args: {}", args.join(" "));
+
+    // The proxy of the pod, run here from the operator's arguments (without the steering file,
+    // which only a pod mounts), and its pod object, ready at 127.0.0.1.
+    let mut local = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--pause-file" {
+            it.next();
+        } else {
+            local.push(a.clone());
+        }
+    }
+    let (proxy, _ops) = start_proxy(&local).await;
+    create_pod(&pods, "jobs", "jobs-0", "StatefulSet").await;
+    let status = json!({"status": {"podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status("jobs-0", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status");
+    let target = format!("endpoint {endpoint}");
+    let entry = |zp: &ZmqProxy, target: &str| {
+        zp.status.as_ref().and_then(|s| s.connects.iter().find(|c| c.target == target).cloned())
+    };
+    let reported =
+        wait_for_status(&zps, "jobs", "the endpoint reported connected by the proxy", |zp| {
+            entry(zp, &target).is_some_and(|c| c.resolved == 1 && c.connected == 1 && c.pods == 1)
+        })
+        .await;
+    let connects =
+        serde_json::to_value(&reported.status.as_ref().expect("status").connects).expect("json");
+    eprintln!("status.connects: {connects}");
+    let selector = entry(&reported, "selector app=worker port 6000").expect("the selector entry");
+    // Outside a cluster the Service's name does not resolve: reported, never connected.
+    assert_eq!((selector.connected, selector.pods), (0, 1));
+    let c = condition(&reported, status::CONNECTED).expect("Connected");
+    eprintln!("Connected={} reason={} message={}", c.0, c.1, c.3);
+    assert_eq!((c.0.as_str(), c.1.as_str()), ("False", "NotAllConnected"));
+
+    // The worker goes: the proxy reports the endpoint unconnected, and so does the status.
+    let _ = worker.shutdown(Duration::ZERO, std::future::pending::<()>()).await;
+    let lost = wait_for_status(&zps, "jobs", "the endpoint reported unconnected", |zp| {
+        entry(zp, &target).is_some_and(|c| c.connected == 0)
+    })
+    .await;
+    eprintln!(
+        "after the worker stopped: {}",
+        serde_json::to_value(&lost.status.as_ref().expect("status").connects).expect("json")
+    );
+
+    // The entries go: the selector's Service goes with them, and so do the counts.
+    manifest["spec"]["backend"] = json!({"type": "DEALER", "port": free_port()});
+    zps.patch("jobs", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    eventually("the Service of the removed entry deleted", || async {
+        let svc = services.get_opt("jobs-backend-0").await.map_err(|e| e.to_string())?;
+        Ok(svc.is_none().then_some(()))
+    })
+    .await;
+    wait_for_status(&zps, "jobs", "status.connects emptied", |zp| {
+        zp.status.as_ref().is_some_and(|s| s.connects.is_empty())
+    })
+    .await;
+    let _ = proxy.shutdown(Duration::ZERO, std::future::pending::<()>()).await;
+}
+
 /// A prometheus-operator PodMonitor CRD cut down to what the operator writes (the real one is
 /// 1000+ lines; its schema is not what is tested here).
 fn pod_monitor_crd() -> CustomResourceDefinition {
@@ -1764,6 +2022,14 @@ fn trials(shared: &Arc<Shared>) -> Vec<Trial> {
         ),
         scenario(
             shared,
+            "connecting_sockets_follow_their_entries",
+            Some("connect"),
+            |c| async move {
+                connecting_sockets_follow_their_entries(&c.client, "connect").await;
+            },
+        ),
+        scenario(
+            shared,
             "pod_monitor_follows_the_monitoring_api",
             Some("monitoring"),
             |c| async move {
@@ -1919,8 +2185,8 @@ fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
     }
     assert_eq!(
         checked,
-        8 + 5 + 3 + 2 + 3,
-        "every CEL rule of the spec, its security and nodrop is exercised"
+        8 + 5 + 3 + 2 + 3 + 13,
+        "every CEL rule of the spec, its security, nodrop and connect entries is exercised"
     );
     let queue = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
     let errors = cel_verdict("tasks.v2", queue.clone());

@@ -7,6 +7,7 @@
 pub(crate) mod federation;
 pub(crate) mod heartbeat;
 pub(crate) mod keygen;
+pub(crate) mod manifest_connect;
 pub(crate) mod manifest_fields;
 pub(crate) mod options;
 
@@ -30,7 +31,7 @@ use zmq_proxy_api::socket::{
 
 use crate::engine::curve::{Mechanism, Security};
 use crate::engine::socket_config::SocketConfig;
-use crate::proxy::config::{ConfigError, LogFormat, ProxyConfig};
+use crate::proxy::config::{ConfigError, LogFormat, MaxMemory, ProxyConfig};
 use federation::FederationFlags;
 use heartbeat::HeartbeatFlags;
 use options::{BackendOptionFlags, CaptureOptionFlags, FrontendOptionFlags};
@@ -337,6 +338,18 @@ pub struct Cli {
         help_heading = "Stopping and pausing"
     )]
     pub lame_duck: Option<String>,
+    /// Bytes the proxy may hold for its peers, all sockets together: messages being received
+    /// and frames queued to peers. Past it, the peer sending the largest unfinished message is
+    /// disconnected (counted as over_budget). Bytes, or 512Mi, 2Gi; 0 = no limit [default: 50%
+    /// of the cgroup memory limit when there is one, else no limit]
+    #[arg(
+        long,
+        env = "ZMQ_PROXY_MAX_MEMORY",
+        value_name = "BYTES",
+        allow_hyphen_values = true,
+        help_heading = "Memory"
+    )]
+    pub max_memory: Option<String>,
     /// A file holding `true` (PAUSE) or `false` (RESUME), re-read while the proxy runs; the
     /// proxy starts in the state it says (how the operator delivers `spec.paused`) [default: none]
     #[arg(
@@ -506,7 +519,7 @@ impl CurveNames {
             client_key_file: f("clientKeyFile"),
             allow_any: "spec.curveAllowAny",
             bind: format!("spec.{socket}.port"),
-            connect: format!("{socket} connect endpoints (a manifest's sockets only bind)"),
+            connect: format!("spec.{socket}.connect"),
         }
     }
 }
@@ -686,6 +699,10 @@ impl Cli {
             Some(h) => Some(parse_http_bind(h)?),
             None => None,
         };
+        let max_memory = match self.max_memory.as_deref() {
+            Some(s) => Some(parse_max_memory("--max-memory", s)?),
+            None => None,
+        };
         let mut cfg = if let Some(path) = &self.config {
             self.refuse_beside_config()?;
             let host = self.bind_host.as_deref().unwrap_or(DEFAULT_CONFIG_BIND_HOST);
@@ -696,6 +713,7 @@ impl Cli {
                 ("--lame-duck", lame_duck.is_some(), "spec.lameDuckSeconds", m.sets.lame_duck),
                 ("--http-bind", http_bind.is_some(), "spec.metricsPort", m.sets.metrics_port),
                 ("--pause-file", self.pause_file.is_some(), "spec.paused", m.sets.paused),
+                ("--max-memory", max_memory.is_some(), "spec.maxMemoryBytes", m.sets.max_memory),
             ];
             if let Some((flag, _, field, _)) = both.iter().find(|(_, f, _, m)| *f && *m) {
                 return err(format!(
@@ -731,6 +749,9 @@ impl Cli {
         }
         if self.pause_file.is_some() {
             cfg.pause_file = self.pause_file;
+        }
+        if let Some(m) = max_memory {
+            cfg.max_memory = m;
         }
         cfg.log_format = self.log_format;
         // Beside a manifest too: no field of it says what the replica's links are.
@@ -836,7 +857,7 @@ impl Cli {
         check_allow_any(cfg, any, "--curve-allow-any")
     }
 
-    fn option_texts(&self, socket: Role) -> [Option<&str>; 11] {
+    fn option_texts(&self, socket: Role) -> [Option<&str>; 12] {
         match socket {
             Role::Frontend => self.frontend_options.texts(),
             Role::Backend => self.backend_options.texts(),
@@ -961,6 +982,15 @@ fn parse_lame_duck(field: &str, s: &str) -> Result<Duration, ConfigError> {
     parse_seconds(field, s, MAX_LAME_DUCK_SECS)
 }
 
+/// `--max-memory` or `spec.maxMemoryBytes`: bytes, 0 for no limit.
+fn parse_max_memory(field: &str, s: &str) -> Result<MaxMemory, ConfigError> {
+    match zmq_proxy_api::memory::parse_bytes(s) {
+        Ok(0) => Ok(MaxMemory::Unlimited),
+        Ok(n) => Ok(MaxMemory::Bytes(n)),
+        Err(e) => err(format!("{field}: {e}")),
+    }
+}
+
 fn parse_seconds(field: &str, s: &str, max: f64) -> Result<Duration, ConfigError> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && (0.0..=max).contains(&v) => Ok(Duration::from_secs_f64(v)),
@@ -1000,6 +1030,7 @@ struct ManifestSpec {
     replicas: Option<i64>,
     paused: Option<bool>,
     metrics_port: Option<i64>,
+    max_memory_bytes: Option<serde_yaml::Value>,
 }
 
 /// The `curve` section of each socket in a manifest, read beside [`ProxySockets`] (whose
@@ -1056,6 +1087,7 @@ pub struct ManifestSets {
     pub lame_duck: bool,
     pub metrics_port: bool,
     pub paused: bool,
+    pub max_memory: bool,
 }
 
 /// Reads a `ZmqProxy` manifest (one YAML document) into a configuration whose sockets, control
@@ -1146,6 +1178,7 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
         lame_duck: spec.lame_duck_seconds.is_some(),
         metrics_port: spec.metrics_port.is_some(),
         paused: spec.paused.is_some(),
+        max_memory: spec.max_memory_bytes.is_some(),
     };
     // The Kubernetes form names Secrets that only the operator mounts: running NULL instead,
     // because nothing here can read them, would open a socket its author meant to secure.
@@ -1170,7 +1203,10 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
     };
     let mut options = options.into_iter();
     let mut sock = |name: &str, s: &SocketSpec| {
-        let mut c = SocketConfig::new(s.socket_type, all(s.port), vec![]);
+        let connects = manifest_connect::local_connects(name, s).map_err(ConfigError)?;
+        let mut c =
+            SocketConfig::new(s.socket_type, s.port.map(all).unwrap_or_default(), connects.first);
+        c.connect_all = connects.all;
         c.options = options.next().unwrap_or_default();
         c.heartbeat = s.heartbeat.resolve(&FieldNames::manifest(name)).map_err(ConfigError)?;
         Ok::<_, ConfigError>(c)
@@ -1190,7 +1226,8 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
     }
     for (name, sock, curve) in sockets {
         let names = CurveNames::manifest(name);
-        sock.security = curve_security(&names, &spec_curve(curve), true, false, any)?;
+        let (binds, connects) = (!sock.bind.is_empty(), sock.connects());
+        sock.security = curve_security(&names, &spec_curve(curve), binds, connects, any)?;
     }
     if cfg.control_bind.is_some() {
         let names = CurveNames::manifest("control");
@@ -1215,6 +1252,15 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
         cfg.http_bind = Some(format!("{}:{port}", host_for_port(host)));
     }
     cfg.start_paused = spec.paused.unwrap_or(false);
+    if let Some(v) = spec.max_memory_bytes {
+        let field = "spec.maxMemoryBytes";
+        let text = match v {
+            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::String(s) => s,
+            _ => return err(format!("{field}: expected a number of bytes")),
+        };
+        cfg.max_memory = parse_max_memory(field, &text)?;
+    }
     if !placement.is_empty() {
         cfg.warnings.push(format!(
             "{}: Kubernetes placement, not used by --config (one proxy on this machine)",
@@ -1338,6 +1384,35 @@ mod tests {
         assert_eq!(e, "spec.lameDuckSeconds: expected a number of seconds");
     }
 
+    /// `--max-memory` (bytes or a Kubernetes quantity, 0 for no limit) or `spec.maxMemoryBytes`;
+    /// unset stays unset, for the binary to resolve against the cgroup's limit.
+    #[test]
+    fn max_memory_comes_from_the_flag_or_the_manifest() {
+        let base = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];
+        let with =
+            |extra: &[&str]| cli(&[&base[..], &["--backend-bind=tcp://*:2"], extra].concat());
+        assert_eq!(with(&[]).expect("valid").max_memory, MaxMemory::Unset);
+        assert_eq!(
+            with(&["--max-memory=512Mi"]).expect("valid").max_memory,
+            MaxMemory::Bytes(512 << 20)
+        );
+        assert_eq!(with(&["--max-memory", "0"]).expect("valid").max_memory, MaxMemory::Unlimited);
+        let e = with(&["--max-memory=lots"]).unwrap_err();
+        assert!(e.starts_with("--max-memory: expected bytes, e.g. 536870912, 512Mi"), "{e}");
+        let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: PULL, port: 6000}\n  backend: {type: PUSH, port: 6001}\n";
+        assert_eq!(parse_manifest(yaml).expect("valid").max_memory, MaxMemory::Unset);
+        let set = format!("{yaml}  maxMemoryBytes: 1048576\n");
+        assert_eq!(parse_manifest(&set).expect("valid").max_memory, MaxMemory::Bytes(1 << 20));
+        let bad = format!("{yaml}  maxMemoryBytes: [1]\n");
+        let e = parse_manifest(&bad).unwrap_err().0;
+        assert_eq!(e, "spec.maxMemoryBytes: expected a number of bytes");
+        // Resolution: unset takes the share of a cgroup limit, what was set stays.
+        assert_eq!(MaxMemory::Unset.resolve(None), MaxMemory::Unlimited);
+        assert_eq!(MaxMemory::Unset.resolve(Some(1000)), MaxMemory::Bytes(500));
+        assert_eq!(MaxMemory::Unlimited.resolve(Some(1000)), MaxMemory::Unlimited);
+        assert_eq!(MaxMemory::Bytes(7).resolve(Some(1000)), MaxMemory::Bytes(7));
+    }
+
     #[test]
     fn manifest_binds_every_port_on_all_interfaces_and_warns_about_placement() {
         let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata: {name: t}\n\
@@ -1359,6 +1434,27 @@ mod tests {
     }
 
     const LOCAL: &str = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: PULL, port: 6000}\n  backend: {type: PUSH, port: 6001}\n  control: {port: 6002}\n";
+
+    #[test]
+    fn manifest_connects_reach_the_sockets_and_a_selector_needs_the_operator() {
+        let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: ROUTER, port: 6000}\n  backend: {type: DEALER, connect: [{service: workers, port: 7000}, {endpoint: 'tcp://127.0.0.1:7001', addresses: first}]}\n";
+        let c = read_manifest(yaml, "127.0.0.1").expect("valid").config;
+        assert!(c.backend.bind.is_empty());
+        assert_eq!(c.backend.connect, [Endpoint { host: "127.0.0.1".into(), port: 7001 }]);
+        assert_eq!(c.backend.connect_all, [Endpoint { host: "workers".into(), port: 7000 }]);
+        let selector = yaml.replace(
+            "{service: workers, port: 7000}",
+            "{selector: {matchLabels: {app: w}}, port: 7000}",
+        );
+        let e = read_manifest(&selector, "127.0.0.1").unwrap_err().0;
+        assert_eq!(
+            e,
+            format!("spec.backend.connect[0].selector: {}", zmq_proxy_api::local::SELECTOR_REFUSAL)
+        );
+        let neither = yaml.replace("connect: [{service: workers, port: 7000}, {endpoint: 'tcp://127.0.0.1:7001', addresses: first}]", "sndhwm: 5");
+        let e = read_manifest(&neither, "127.0.0.1").unwrap_err().0;
+        assert!(e.starts_with("spec.backend.port: backend needs port"), "{e}");
+    }
 
     #[test]
     fn bind_host_reaches_every_socket_of_the_manifest_control_and_http_included() {
@@ -1554,6 +1650,7 @@ mod tests {
             reconnect_interval_max: Some(900),
             connect_timeout: Some(300),
             nodrop: Some(true),
+            max_frames: Some(12),
         };
         let mut args = vec!["--frontend-type=XSUB", "--frontend-bind=tcp://*:1"];
         args.extend(["--backend-type=XPUB", "--backend-bind=tcp://*:2"]);
@@ -1715,7 +1812,7 @@ mod tests {
         let e = parse_manifest(&client).unwrap_err().0;
         assert!(
             e.starts_with(
-                "spec.backend.curve.serverPublicKey: backend has no backend connect endpoints"
+                "spec.backend.curve.serverPublicKey: backend has no spec.backend.connect"
             ),
             "{e}"
         );

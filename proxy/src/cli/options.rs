@@ -45,11 +45,14 @@ macro_rules! socket_option_flags {
             /// ZMQ_XPUB_NODROP (PUB/XPUB): wait at a full subscriber instead of dropping [default: false]
             #[arg(id = concat!($sock, "-nodrop"), long = concat!($sock, "-nodrop"), env = concat!("ZMQ_PROXY_", $env, "_NODROP"), value_name = "BOOL", allow_hyphen_values = true)]
             pub nodrop: Option<String>,
+            /// Most frames in one message, one more drops the peer; 0 = no limit [default: 65536]
+            #[arg(id = concat!($sock, "-max-frames"), long = concat!($sock, "-max-frames"), env = concat!("ZMQ_PROXY_", $env, "_MAX_FRAMES"), value_name = "FRAMES", allow_hyphen_values = true)]
+            pub max_frames: Option<String>,
         }
 
         impl $name {
             /// The texts given, in the order of the api crate's option fields.
-            pub fn texts(&self) -> [Option<&str>; 11] {
+            pub fn texts(&self) -> [Option<&str>; 12] {
                 [
                     self.sndhwm.as_deref(),
                     self.rcvhwm.as_deref(),
@@ -62,6 +65,7 @@ macro_rules! socket_option_flags {
                     self.reconnect_interval_max.as_deref(),
                     self.connect_timeout.as_deref(),
                     self.nodrop.as_deref(),
+                    self.max_frames.as_deref(),
                 ]
             }
         }

@@ -1,7 +1,8 @@
 //! The engine: TCP, the greeting and the NULL and CURVE handshakes over it, key files and
-//! allow-lists, heartbeat clocks, the shared counters, and the validated per-socket config with
+//! allow-lists, heartbeat clocks, the shared counters and memory budget, and the validated per-socket config with
 //! the internal tunables every layer above reads.
 
+pub(crate) mod budget;
 pub(crate) mod counters;
 pub(crate) mod curve;
 pub(crate) mod handshake;

@@ -1,7 +1,9 @@
 //! Everything around a running [`Proxy`] that is not forwarding: the control socket
 //! ([`steer`]), the pause-file watcher ([`pause_file`]), the HTTP listener ([`http`]) and the
-//! drop summary ([`metrics`]), started together once the data sockets are up.
+//! drop summary ([`metrics`]), started together once the data sockets are up, and the
+//! container's memory limit ([`cgroup`]) that the memory budget defaults from.
 
+pub mod cgroup;
 pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod pause_file;

@@ -27,6 +27,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::engine::budget::{MemoryBudget, Queued};
 use crate::engine::counters::{Counters, DropReason, OncePerPeer};
 use crate::engine::curve::{self, Mechanism, Sealer, Security};
 use crate::engine::heartbeat;
@@ -36,7 +37,7 @@ use crate::engine::tunables::{
     ACCEPT_ERROR_BACKOFF, ALLOW_LIST_POLL_INTERVAL, HANDSHAKE_TIMEOUT, INBOUND_QUEUE_BATCHES,
     READ_CHUNK_BYTES, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET, WRITE_BATCH_BYTES,
 };
-use crate::policy::subscriptions::PeerId;
+use crate::policy::subscriptions::{PeerId, Shrink};
 use crate::wire::zmtp::{self, Item, WireError};
 use zmq_proxy_api::heartbeat::Heartbeat;
 use zmq_proxy_api::options::SocketOptions;
@@ -176,8 +177,8 @@ struct PeerEntry {
     id: PeerId,
     routing_id: Bytes,
     queue: Arc<PeerQueue>,
-    /// The subscriber's own topics (PUB/XPUB), replaced whole on change so senders read a
-    /// snapshot without locking per message.
+    /// The subscriber's own topics (PUB/XPUB), a snapshot senders read without locking per
+    /// message; changed in place while no sender holds it (see [`Shared::update_topics`]).
     topics: Arc<Vec<Bytes>>,
     /// The ZMTP revision the peer greeted with: the form its subscriptions are sent in.
     revision: zmtp::Revision,
@@ -189,6 +190,9 @@ struct Registry {
     routing_ids: HashSet<Bytes>,
     /// XSUB/SUB: the subscriptions every upstream peer must have, replayed to new peers.
     upstream: HashSet<Bytes>,
+    /// PUB/XPUB: each subscriber's topics as a set, so a subscribe or cancel costs the same
+    /// whether the subscriber holds ten topics or a hundred thousand.
+    topic_sets: HashMap<PeerId, HashSet<Bytes>>,
 }
 
 struct Shared {
@@ -216,10 +220,11 @@ struct Shared {
     orphaned: Notify,
     orphans: Mutex<VecDeque<Msg>>,
     has_orphans: AtomicBool,
-    /// Frames accepted into peer queues and not yet written to the kernel.
-    pending_out: AtomicI64,
-    /// Payload bytes of those frames: a drain that times out takes them back out of "sent".
-    pending_out_bytes: AtomicI64,
+    /// Frames accepted into peer queues and not yet written to the kernel, and their payload
+    /// bytes (a drain that times out takes them back out of "sent"); part of the memory budget.
+    pending: Arc<Queued>,
+    /// The whole proxy's memory budget, which every connection's reader publishes to.
+    budget: Arc<MemoryBudget>,
     /// Connection writers still running; a timed-out drain counts the backlog only once every
     /// writer has settled what it wrote, or a message could be both delivered and undelivered.
     live_writers: AtomicUsize,
@@ -328,14 +333,14 @@ impl Shared {
             if frames_each == 1 { n } else { batch.iter().map(|m| m.frames().len()).sum() };
         let bytes: usize = batch.iter().map(Out::payload_len).sum();
         q.queued.fetch_add(n, Ordering::AcqRel);
-        self.pending_out.fetch_add(frames as i64, Ordering::AcqRel);
-        self.pending_out_bytes.fetch_add(bytes as i64, Ordering::AcqRel);
+        self.pending.frames.fetch_add(frames as i64, Ordering::AcqRel);
+        self.pending.bytes.fetch_add(bytes as i64, Ordering::AcqRel);
         match q.tx.send(batch) {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(batch)) => {
                 q.queued.fetch_sub(n, Ordering::AcqRel);
-                self.pending_out.fetch_sub(frames as i64, Ordering::AcqRel);
-                self.pending_out_bytes.fetch_sub(bytes as i64, Ordering::AcqRel);
+                self.pending.frames.fetch_sub(frames as i64, Ordering::AcqRel);
+                self.pending.bytes.fetch_sub(bytes as i64, Ordering::AcqRel);
                 Err(batch)
             }
         }
@@ -362,6 +367,8 @@ impl Shared {
     fn deregister(&self, peer: &PeerEntry) {
         let mut reg = lock(&self.registry);
         reg.peers.retain(|p| p.id != peer.id);
+        reg.topic_sets.remove(&peer.id);
+        reg.topic_sets.shrink_when_sparse();
         if self.kind == SocketType::Router {
             reg.routing_ids.remove(&peer.routing_id);
         }
@@ -370,20 +377,24 @@ impl Shared {
     }
 
     fn update_topics(&self, peer: PeerId, subscribe: bool, topic: &Bytes) {
-        let mut reg = lock(&self.registry);
-        if let Some(p) = reg.peers.iter_mut().find(|p| p.id == peer) {
-            let has = p.topics.contains(topic);
-            if subscribe && !has {
-                let mut t = (*p.topics).clone();
-                t.push(topic.clone());
-                p.topics = Arc::new(t);
-            } else if !subscribe && has {
-                p.topics = Arc::new(p.topics.iter().filter(|t| *t != topic).cloned().collect());
-            } else {
-                return;
-            }
+        let mut guard = lock(&self.registry);
+        let reg = &mut *guard;
+        let Some(p) = reg.peers.iter_mut().find(|p| p.id == peer) else { return };
+        let held = reg.topic_sets.entry(peer).or_default();
+        let changed = if subscribe { held.insert(topic.clone()) } else { held.remove(topic) };
+        held.shrink_when_sparse();
+        if !changed {
+            return;
         }
-        drop(reg);
+        // Copied only when a sender still holds the previous snapshot (once per refresh of
+        // the senders' peer list, not once per subscription).
+        let topics = Arc::make_mut(&mut p.topics);
+        if subscribe {
+            topics.push(topic.clone());
+        } else if let Some(i) = topics.iter().position(|t| t == topic) {
+            topics.swap_remove(i);
+        }
+        drop(guard);
         self.bump();
     }
 
@@ -438,6 +449,7 @@ impl ProxySocket {
         cfg: &SocketConfig,
         name: &'static str,
         counters: Arc<Counters>,
+        budget: &Arc<MemoryBudget>,
         life: &Lifecycle,
         follow: &Follow,
     ) -> Result<ProxySocket, OpenError> {
@@ -458,6 +470,8 @@ impl ProxySocket {
             // A SUB frontend forwards everything: subscribe to the empty prefix.
             registry.upstream.insert(Bytes::new());
         }
+        let pending = Arc::new(Queued::default());
+        budget.add_queues(pending.clone());
         let shared = Arc::new(Shared {
             kind,
             name,
@@ -474,8 +488,8 @@ impl ProxySocket {
             orphaned: Notify::new(),
             orphans: Mutex::new(VecDeque::new()),
             has_orphans: AtomicBool::new(false),
-            pending_out: AtomicI64::new(0),
-            pending_out_bytes: AtomicI64::new(0),
+            pending,
+            budget: budget.clone(),
             live_writers: AtomicUsize::new(0),
             writers_gone: Notify::new(),
             live_conns: AtomicUsize::new(0),
@@ -585,7 +599,7 @@ impl SocketHandle {
     /// Frames queued to peers and not yet written, plus frames waiting to be re-routed.
     pub fn backlog(&self) -> i64 {
         let orphans: i64 = lock(&self.shared.orphans).iter().map(|m| m.len() as i64).sum();
-        self.shared.pending_out.load(Ordering::Acquire).max(0) + orphans
+        self.shared.pending.frames.load(Ordering::Acquire).max(0) + orphans
     }
 
     /// Messages queued to peers and not yet written, plus messages waiting to be re-routed:
@@ -633,7 +647,7 @@ impl SocketHandle {
             .iter()
             .map(|m| m.iter().map(|f| f.len() as i64).sum::<i64>())
             .sum();
-        self.shared.pending_out_bytes.load(Ordering::Acquire).max(0) + orphans
+        self.shared.pending.bytes.load(Ordering::Acquire).max(0) + orphans
     }
 
     /// Peers connected (handshake completed) right now.

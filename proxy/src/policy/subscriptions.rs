@@ -9,6 +9,29 @@ use bytes::Bytes;
 
 pub type PeerId = u64;
 
+/// A table that emptied gives its memory back: hash tables keep their largest capacity, so
+/// without this a subscriber that held 100 000 topics would leave their slots behind. Shrinks
+/// only below a quarter of the capacity, so the cost stays a constant per removal.
+pub(crate) trait Shrink {
+    fn shrink_when_sparse(&mut self);
+}
+
+impl<K: Eq + std::hash::Hash> Shrink for HashSet<K> {
+    fn shrink_when_sparse(&mut self) {
+        if self.capacity() > 64 && self.len() < self.capacity() / 4 {
+            self.shrink_to_fit();
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V> Shrink for HashMap<K, V> {
+    fn shrink_when_sparse(&mut self) {
+        if self.capacity() > 64 && self.len() < self.capacity() / 4 {
+            self.shrink_to_fit();
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SubscriptionTable {
     refs: HashMap<Bytes, usize>,
@@ -29,14 +52,20 @@ impl SubscriptionTable {
     /// Records an unsubscribe; true when it removed the topic's last subscriber (forward
     /// the cancel upstream). An unsubscribe for a topic the peer does not hold is ignored.
     pub fn unsubscribe(&mut self, peer: PeerId, topic: &Bytes) -> bool {
-        let held = self.by_peer.get_mut(&peer).is_some_and(|set| set.remove(topic));
+        let held = self.by_peer.get_mut(&peer).is_some_and(|set| {
+            let removed = set.remove(topic);
+            set.shrink_when_sparse();
+            removed
+        });
         held && self.release(topic)
     }
 
     /// Forgets a disconnected subscriber; returns the topics nobody holds any more.
     pub fn remove_peer(&mut self, peer: PeerId) -> Vec<Bytes> {
         let Some(topics) = self.by_peer.remove(&peer) else { return Vec::new() };
-        topics.into_iter().filter(|t| self.release(t)).collect()
+        let gone = topics.into_iter().filter(|t| self.release(t)).collect();
+        self.by_peer.shrink_when_sparse();
+        gone
     }
 
     fn release(&mut self, topic: &Bytes) -> bool {
@@ -47,6 +76,7 @@ impl SubscriptionTable {
             }
             Some(_) => {
                 self.refs.remove(topic);
+                self.refs.shrink_when_sparse();
                 true
             }
             None => false,

@@ -32,6 +32,9 @@ pub struct ProxyConfig {
     pub http_bind: Option<String>,
     pub drain_timeout: Duration,
     pub lame_duck: Duration,
+    /// `--max-memory`: bytes the proxy may hold for its peers (messages being assembled and
+    /// frames queued to peers).
+    pub max_memory: MaxMemory,
     /// `--pause-file`: PAUSE/RESUME from a file's content (the ops layer's pause-file watcher).
     pub pause_file: Option<PathBuf>,
     /// A manifest's `paused: true`: the proxy starts paused (RESUME on the control socket
@@ -61,6 +64,7 @@ impl ProxyConfig {
             http_bind: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             lame_duck: DEFAULT_LAME_DUCK,
+            max_memory: MaxMemory::default(),
             pause_file: None,
             start_paused: false,
             log_format: LogFormat::Text,
@@ -76,6 +80,39 @@ impl ProxyConfig {
         let mut all = vec![("frontend", &self.frontend), ("backend", &self.backend)];
         all.extend(self.capture.iter().map(|c| ("capture", c)));
         all
+    }
+}
+
+/// The proxy-wide memory budget as configured: unset (the binary applies its share of the
+/// cgroup's memory limit, see [`MaxMemory::resolve`]), no limit, or a number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MaxMemory {
+    #[default]
+    Unset,
+    Unlimited,
+    Bytes(u64),
+}
+
+impl MaxMemory {
+    /// The limit in bytes, if any; unset is no limit (a proxy started without the binary's
+    /// resolution, as in tests).
+    pub fn bytes(self) -> Option<u64> {
+        match self {
+            MaxMemory::Bytes(n) => Some(n),
+            MaxMemory::Unset | MaxMemory::Unlimited => None,
+        }
+    }
+
+    /// Unset becomes the default share of `cgroup_limit` (the container's memory limit), or no
+    /// limit without one; what was set stays.
+    pub fn resolve(self, cgroup_limit: Option<u64>) -> MaxMemory {
+        match (self, cgroup_limit) {
+            (MaxMemory::Unset, Some(l)) => {
+                MaxMemory::Bytes(zmq_proxy_api::memory::budget_of_limit(l))
+            }
+            (MaxMemory::Unset, None) => MaxMemory::Unlimited,
+            (set, _) => set,
+        }
     }
 }
 

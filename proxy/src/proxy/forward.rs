@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::engine::budget::MemoryBudget;
 use crate::engine::counters::{Counters, DropReason, Snapshot, SocketCounters};
 use crate::engine::resolve::Resolver;
 use crate::engine::tunables::{
@@ -90,8 +91,9 @@ impl Proxy {
         };
         let (state, _) = watch::channel(initial);
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
+        let budget = Arc::new(MemoryBudget::new(cfg.max_memory.bytes()));
         let follow = follow_settings(cfg)?;
-        let open = |c, name| ProxySocket::open(c, name, counters.clone(), &life, &follow);
+        let open = |c, name| ProxySocket::open(c, name, counters.clone(), &budget, &life, &follow);
         let mut front = open(&cfg.frontend, "frontend").await?;
         let mut back = open(&cfg.backend, "backend").await?;
         let cap = match &cfg.capture {

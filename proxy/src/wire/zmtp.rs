@@ -57,6 +57,9 @@ pub enum WireError {
     Incompatible { ours: &'static str, peer: String },
     #[error("message larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// A message past the socket's maxFrames: the peer goes over its memory budget.
+    #[error("message of more than {limit} frames")]
+    TooManyFrames { limit: usize },
     #[error("malformed command")]
     BadCommand,
     #[error("handshake timed out after {0:?}")]
@@ -88,6 +91,7 @@ impl WireError {
             WireError::Handshake(_) => "protocol_error",
             WireError::Incompatible { .. } => "incompatible_socket_type",
             WireError::TooLarge { .. } => "too_large",
+            WireError::TooManyFrames { .. } => "over_budget",
             WireError::BadCommand => "malformed_command",
             WireError::Timeout(_) => "timeout",
             WireError::Closed => "closed",
@@ -339,6 +343,11 @@ pub enum Item {
 /// Header bytes one message may carry even under a small maxMsgSize (a few thousand frames).
 const MIN_HEADER_ALLOWANCE: usize = 64 * 1024;
 
+/// What one frame of a message being assembled costs beyond its payload: its `Bytes` handle
+/// (32 bytes) and its slot in the frame list, rounded up for the list's growth. With it a
+/// message of empty frames weighs in the accounting what it weighs in the heap.
+pub const FRAME_OVERHEAD: usize = 64;
+
 /// Incremental frame decoder. Frames are split off the read buffer without copying; the
 /// buffer is never grown on the word of a frame header, only by bytes read.
 pub struct Decoder {
@@ -348,6 +357,11 @@ pub struct Decoder {
     /// Header bytes of the message so far, bounded too, so endless empty frames are refused.
     headers: usize,
     max: usize,
+    /// Wire frames of the message so far, and the most one message may have (maxFrames).
+    frames: usize,
+    max_frames: usize,
+    /// The announced length of the frame whose bytes are awaited (0 when none).
+    pending: usize,
     /// Set after a CURVE handshake: every wire frame is a MESSAGE to open.
     opener: Option<Box<dyn FrameOpener>>,
     /// ZMTP 2.0 has no commands: a frame with the COMMAND bit is refused. Checked only when
@@ -357,13 +371,43 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(max: usize) -> Self {
-        Decoder { parts: Vec::new(), size: 0, headers: 0, max, opener: None, no_commands: false }
+        Decoder {
+            parts: Vec::new(),
+            size: 0,
+            headers: 0,
+            max,
+            frames: 0,
+            max_frames: usize::MAX,
+            pending: 0,
+            opener: None,
+            no_commands: false,
+        }
     }
 
     /// The decoder for a peer that greeted with `revision`: ZMTP 2.0's framing is 3.x's
     /// without commands.
     pub fn for_revision(max: usize, revision: Revision) -> Self {
         Decoder { no_commands: !revision.has_commands(), ..Decoder::new(max) }
+    }
+
+    /// Bounds the frames of one message: one more is [`WireError::TooManyFrames`].
+    pub fn with_max_frames(mut self, max_frames: usize) -> Self {
+        self.max_frames = max_frames;
+        self
+    }
+
+    /// The bytes the unfinished message holds in the accounting of the memory budget: its
+    /// payload, [`FRAME_OVERHEAD`] per frame, and the announced length of the frame being read
+    /// (reserved before its bytes arrive, so a huge announcement is judged up front).
+    pub fn assembling(&self) -> usize {
+        self.size
+            .saturating_add(self.parts.len().saturating_mul(FRAME_OVERHEAD))
+            .saturating_add(self.pending)
+    }
+
+    /// Wire frames of the unfinished message (what goes with a peer cut off mid-message).
+    pub fn frames(&self) -> usize {
+        self.frames
     }
 
     /// From now on, every frame is unwrapped by `opener` before it is interpreted.
@@ -410,11 +454,19 @@ impl Decoder {
             {
                 return Err(WireError::TooLarge { limit: self.max });
             }
+            if flags & FLAG_COMMAND == 0 && self.frames >= self.max_frames {
+                return Err(WireError::TooManyFrames { limit: self.max_frames });
+            }
             if buf.len() < hdr.saturating_add(len) {
+                self.pending = len;
                 return Ok(None);
             }
+            self.pending = 0;
             buf.advance(hdr);
             let (flags, frame) = match &mut self.opener {
+                // An empty frame shares nothing: a slice of the read buffer would keep the
+                // whole buffer alive for as long as the message is held.
+                None if len == 0 => (flags, Bytes::new()),
                 None => (flags, buf.split_to(len).freeze()),
                 Some(opener) => opener.open(buf.split_to(len))?,
             };
@@ -426,10 +478,12 @@ impl Decoder {
             }
             self.size += len;
             self.headers = headers;
+            self.frames += 1;
             self.parts.push(frame);
             if flags & FLAG_MORE == 0 {
                 self.size = 0;
                 self.headers = 0;
+                self.frames = 0;
                 let cap = self.parts.len().max(1);
                 return Ok(Some(Item::Message(std::mem::replace(
                     &mut self.parts,
@@ -702,6 +756,30 @@ mod tests {
         let many = frames(&vec![0; MIN_HEADER_ALLOWANCE]);
         let mut many = many;
         assert!(matches!(empties.decode(&mut many), Err(WireError::TooLarge { .. })));
+    }
+
+    /// maxFrames bounds a message's frames (exactly the limit passes, one more is refused), and
+    /// the accounting counts FRAME_OVERHEAD per frame, so empty frames are not free.
+    #[test]
+    fn max_frames_bounds_a_message_and_empty_frames_count_their_overhead() {
+        let mut dec = Decoder::new(usize::MAX).with_max_frames(4);
+        let mut four = BytesMut::from(&[FLAG_MORE, 0, FLAG_MORE, 0, FLAG_MORE, 0, 0, 0][..]);
+        assert!(matches!(dec.decode(&mut four), Ok(Some(Item::Message(m))) if m.len() == 4));
+        let mut endless = BytesMut::new();
+        for _ in 0..3 {
+            endless.put_slice(&[FLAG_MORE, 0]);
+        }
+        assert!(matches!(dec.decode(&mut endless), Ok(None)));
+        assert_eq!((dec.frames(), dec.assembling()), (3, 3 * FRAME_OVERHEAD));
+        endless.put_slice(&[FLAG_MORE, 0, FLAG_MORE, 0]);
+        assert!(matches!(dec.decode(&mut endless), Err(WireError::TooManyFrames { limit: 4 })));
+        // An announced frame is reserved before its bytes arrive.
+        let mut dec = Decoder::new(1 << 20);
+        let mut head = BytesMut::new();
+        head.put_u8(FLAG_LONG);
+        head.put_u64(1000);
+        assert!(matches!(dec.decode(&mut head), Ok(None)));
+        assert_eq!(dec.assembling(), 1000);
     }
 
     #[test]

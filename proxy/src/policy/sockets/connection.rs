@@ -4,6 +4,7 @@
 //! [`crate::engine::heartbeat`]). Whatever a peer does costs only its own connection.
 
 use super::*;
+use crate::engine::budget::Share;
 use heartbeat::{Clock, Delivered, Expiry, Liveness, PeerTtl, TtlDue};
 use std::pin::Pin;
 use tokio::time::{Instant, Sleep};
@@ -235,11 +236,15 @@ async fn serve(
     let heartbeat =
         if info.revision.has_commands() { shared.heartbeat } else { Default::default() };
     let mut clock = Clock::new(heartbeat, Instant::now());
+    // This connection's part of the proxy's memory budget: closing it (`dead`) is how the
+    // budget makes the heaviest assembler leave.
+    let mut share = shared.budget.join(dead.clone());
     let end = {
         let tx = inbound.as_ref()?;
         let (dead_rx, live) = (dead.subscribe(), &live);
         let read = read_loop(
             &shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead_rx, live, &received,
+            &mut share,
         );
         tokio::pin!(read);
         let revoked = curve::revoked(listed);
@@ -317,8 +322,8 @@ async fn serve(
     let mut left: Vec<Msg> = Vec::new();
     while let Ok(batch) = out_rx.try_recv() {
         for m in batch {
-            shared.pending_out.fetch_sub(m.frames().len() as i64, Ordering::AcqRel);
-            shared.pending_out_bytes.fetch_sub(m.payload_len() as i64, Ordering::AcqRel);
+            shared.pending.frames.fetch_sub(m.frames().len() as i64, Ordering::AcqRel);
+            shared.pending.bytes.fetch_sub(m.payload_len() as i64, Ordering::AcqRel);
             left.extend(m.into_msg());
         }
     }
@@ -365,14 +370,37 @@ fn silent(shared: &Shared, entry: &PeerEntry, expiry: Expiry, peer: Option<Socke
     }
 }
 
-/// Resolves when the timer is set and has elapsed; never without one.
-async fn elapsed(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(t) => t.as_mut().await,
-        None => std::future::pending().await,
+/// Counts a peer disconnected for its memory budget or the proxy's (`frames` of its unfinished
+/// message go with it), logged once per peer address a minute.
+fn over_budget(
+    shared: &Shared,
+    entry: &PeerEntry,
+    why: &dyn std::fmt::Display,
+    frames: usize,
+    peer: Option<SocketAddr>,
+) {
+    shared.counters.dropped(DropReason::OverBudget, frames as u64);
+    if peer.is_none_or(|p| shared.refusals.first(p.ip(), "over_budget")) {
+        let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+        tracing::warn!(socket = shared.name, peer = %shown, id = entry.id, frames, error = %why, "peer over its memory budget; disconnecting");
     }
 }
 
+/// Why the proxy-wide budget closed a connection, as its log line says it.
+struct ProxyBudgetSpent(Option<u64>);
+
+impl std::fmt::Display for ProxyBudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let limit = self.0.map(|l| l.to_string()).unwrap_or_else(|| "unlimited".into());
+        write!(
+            f,
+            "the proxy's memory budget (--max-memory {limit} bytes) is spent and this peer's unfinished message was the largest"
+        )
+    }
+}
+
+/// Reads the connection until it ends; a connection the proxy's memory budget closed is
+/// counted with the frames of the message it was sending.
 #[allow(clippy::too_many_arguments)]
 async fn read_loop(
     shared: &Shared,
@@ -382,15 +410,49 @@ async fn read_loop(
     buf: &mut BytesMut,
     opener: Option<curve::Opener>,
     inbound: &mpsc::Sender<Inbound>,
-    mut dead: watch::Receiver<bool>,
+    dead: watch::Receiver<bool>,
     live: &Liveness,
     received: &Delivered,
+    share: &mut Share,
 ) -> ReadEnd {
-    use tokio::io::AsyncReadExt;
-    let mut dec = zmtp::Decoder::for_revision(shared.options.max_message_bytes(), entry.revision);
+    let mut dec = zmtp::Decoder::for_revision(shared.options.max_message_bytes(), entry.revision)
+        .with_max_frames(shared.options.max_message_frames());
     if let Some(o) = opener {
         dec.set_opener(Box::new(o));
     }
+    let end =
+        read_messages(shared, entry, mech, rd, buf, &mut dec, inbound, dead, live, received, share)
+            .await;
+    if share.evicted() {
+        let why = ProxyBudgetSpent(shared.budget.limit());
+        over_budget(shared, entry, &why, dec.frames(), rd.peer_addr().ok());
+    }
+    end
+}
+
+/// Resolves when the timer is set and has elapsed; never without one.
+async fn elapsed(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_messages(
+    shared: &Shared,
+    entry: &PeerEntry,
+    mech: &Mechanism,
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    dec: &mut zmtp::Decoder,
+    inbound: &mpsc::Sender<Inbound>,
+    mut dead: watch::Receiver<bool>,
+    live: &Liveness,
+    received: &Delivered,
+    share: &mut Share,
+) -> ReadEnd {
+    use tokio::io::AsyncReadExt;
     let router = shared.kind == SocketType::Router;
     let subscriptions = matches!(shared.kind, SocketType::Xpub | SocketType::Pub);
     // The receive high-water mark: at most this many messages of this peer wait for the pump.
@@ -470,6 +532,8 @@ async fn read_loop(
                 Err(e) => {
                     if let WireError::Mechanism { .. } = e {
                         shared.refused(mech, &e, rd.peer_addr().ok());
+                    } else if let WireError::TooManyFrames { .. } = e {
+                        over_budget(shared, entry, &e, dec.frames() + 1, rd.peer_addr().ok());
                     } else {
                         shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(id = entry.id, error = %e, "dropping peer");
@@ -483,7 +547,9 @@ async fn read_loop(
                     return ReadEnd::Closed;
                 }
             };
-            let (subscribe, topic) = change;
+            // Kept for as long as the subscription lasts: a copy of its own, so it never
+            // keeps a read buffer (and whatever else was read into it) alive.
+            let (subscribe, topic) = (change.0, Bytes::copy_from_slice(&change.1));
             shared.update_topics(entry.id, subscribe, &topic);
             if shared.kind == SocketType::Xpub && shared.delivers {
                 budget -= batch.len();
@@ -497,6 +563,8 @@ async fn read_loop(
                 }
             }
         }
+        // Once per read, not per frame: what the unfinished message weighs now.
+        share.assembling(dec.assembling());
         if !batch.is_empty() {
             received.add(batch.iter().map(|m| m.len() as u64).sum());
             if inbound.send(hand_over(batch)).await.is_err() {
@@ -618,8 +686,8 @@ async fn write_loop(
             .fold((0usize, 0i64, 0i64), |(m, f, b), e| (m + 1, f + e.frames, b + e.bytes));
         queue.queued.fetch_sub(msgs, Ordering::AcqRel);
         delivered.add(frames.max(0) as u64);
-        shared.pending_out.fetch_sub(frames, Ordering::AcqRel);
-        shared.pending_out_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        shared.pending.frames.fetch_sub(frames, Ordering::AcqRel);
+        shared.pending.bytes.fetch_sub(bytes, Ordering::AcqRel);
         if r.is_err() && *kill.borrow() {
             // Killed mid-write: the messages not fully written stay in the backlog that the
             // shutdown counts as undelivered.
@@ -641,8 +709,8 @@ async fn write_loop(
             let (lost_frames, lost_bytes) =
                 ends[done..].iter().fold((0i64, 0i64), |(f, b), e| (f + e.frames, b + e.bytes));
             queue.queued.fetch_sub(ends.len() - done, Ordering::AcqRel);
-            shared.pending_out.fetch_sub(lost_frames, Ordering::AcqRel);
-            shared.pending_out_bytes.fetch_sub(lost_bytes, Ordering::AcqRel);
+            shared.pending.frames.fetch_sub(lost_frames, Ordering::AcqRel);
+            shared.pending.bytes.fetch_sub(lost_bytes, Ordering::AcqRel);
             shared.counters.dropped(shared.lost_reason(), lost_frames.max(0) as u64);
             dead.send_replace(true);
             break;

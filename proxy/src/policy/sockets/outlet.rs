@@ -393,6 +393,7 @@ impl Outlet {
                     reg.upstream.insert(topic);
                 } else {
                     reg.upstream.remove(&topic);
+                    reg.upstream.shrink_when_sparse();
                 }
                 for p in &reg.peers {
                     // A publisher that just closed needs no subscription.
