@@ -1138,7 +1138,7 @@ report="$(connect_check)" || report="${report:-} (the connect check did not comp
 log "connect check: $(tr '\n' ' ' <<<"$report")"
 final="$(grep '^{' <<<"$report" | tail -1)"
 cnum() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" <<<"$final"; }
-workers_seen="$(grep -o '"workers": {[^}]*}' <<<"$final" | grep -o '": [0-9]*' | wc -l)"
+workers_seen="$(grep -o '"workers": {[^}]*}' <<<"$final" | grep -oE '": [0-9]+' | wc -l)"
 if [[ -n "$final" && "$(cnum unanswered)" == "0" && "$(cnum answered)" == "$(cnum sent)" && "$(cnum sent)" -gt 0 ]] &&
   grep -q "status3=.*\"connected\":3" <<<"$report" && grep -q "status5=.*\"connected\":5" <<<"$report" &&
   grep -q "status2=.*\"connected\":2" <<<"$report" && grep -q "late=0" <<<"$report" && ((workers_seen == 5)); then
