@@ -155,8 +155,13 @@ async fn run(cfg: ProxyConfig) -> u8 {
     let show = |s: &zmq_proxy::SocketConfig, addrs: &[std::net::SocketAddr]| {
         let bound: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
         let mech = if s.security.is_curve() { " CURVE" } else { "" };
-        let (t, ep, at) = (s.socket_type, s.endpoints(), bound.join(" "));
-        format!("{t}{mech} {ep} (listening on {at}){}", s.heartbeat.describe())
+        // A socket that only connects listens nowhere: no empty "(listening on )".
+        let at = match bound.is_empty() {
+            true => String::new(),
+            false => format!(" (listening on {})", bound.join(" ")),
+        };
+        let (t, ep) = (s.socket_type, s.endpoints());
+        format!("{t}{mech} {ep}{at}{}", s.heartbeat.describe())
     };
     let capture = cfg.capture.as_ref().map(|c| show(c, &proxy.capture_addrs)).unwrap_or_default();
     let ops = match zmq_proxy::Ops::start(&cfg, &proxy).await {

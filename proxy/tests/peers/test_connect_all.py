@@ -154,6 +154,9 @@ def test_requests_spread_over_every_address_and_a_new_address_is_connected_withi
     added = [e for e in p.events() if log_message(e) == "address added to the name: connecting"]
     assert len(added) == 4, added
     assert endpoint_report(p.http, endpoint)["resolved"] == 4
+    # The start line describes a backend that only connects without an empty listening list.
+    started = [e["fields"]["backend"] for e in p.events() if "backend" in e.get("fields", {})]
+    assert started and started[0].startswith("DEALER") and "listening on" not in started[0], started
 
 
 def test_a_removed_address_is_drained_its_replies_delivered_then_closed(ctx, start_proxy, zone, workers):
