@@ -221,7 +221,7 @@ pub struct ZmqProxySpec {
     #[schemars(range(min = 0, max = 86400))]
     pub termination_grace_period_seconds: Option<i64>,
 
-    /// Extra labels of the Services (`<name>` and `<name>-federation`); the operator's own labels win
+    /// Extra labels of the Service `<name>`; the operator's own labels win
     /// on a clash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_labels: BTreeMap<String, String>,

@@ -61,7 +61,7 @@ pub fn federation_args(zp: &ZmqProxy) -> Vec<String> {
         format!("{}.{}.svc", federation_name(&zp.name_any()), zp.namespace().unwrap_or_default());
     vec![
         "--federation-bind".to_string(),
-        format!("tcp://0.0.0.0:{port}"),
+        format!("tcp://*:{port}"),
         "--federation-peers".to_string(),
         format!("tcp://{host}:{port}"),
         "--federation-curve-key-file".to_string(),
