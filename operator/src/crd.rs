@@ -624,7 +624,7 @@ fn port_fields() -> Vec<PortField> {
     fields.push(PortField {
         name: "federationPort".to_string(),
         port: "self.federationPort".to_string(),
-        present: Some("self.replicas > 1".to_string()),
+        present: Some("(self.replicas > 1)".to_string()),
         field_path: ".federationPort".to_string(),
     });
     fields
