@@ -137,8 +137,15 @@ async fn apply_all(
     }
 
     // The key and the peers' name before the pods that mount and resolve them. Both stay when
-    // the object goes back to one replica (the key is kept for the next scale-up).
-    federation_secret::ensure(zp, ctx, &namespace, changes).await?;
+    // the object goes back to one replica (the key is kept for the next scale-up). A Deployment
+    // that needs no write and whose pods all serve has its key mounted: the Secret is read only
+    // when the Deployment is new or changes, or while a pod is not ready (one that cannot mount
+    // a missing Secret never is), so an unchanged resync makes no request.
+    let settled = children::cached_up_to_date(&deployments, &built.deployment, zp)?
+        .is_some_and(|d| migration::available(&d, zp.spec.replicas));
+    if !settled {
+        federation_secret::ensure(zp, ctx, &namespace, changes).await?;
+    }
     match &built.federation {
         Some(service) => {
             children::apply(&services, service, zp, ctx, changes).await?;
@@ -148,11 +155,13 @@ async fn apply_all(
         }
     }
     let deployment = children::apply(&deployments, &built.deployment, zp, ctx, changes).await?;
+    // The Service before the StatefulSet of an earlier version can go: peers are served through
+    // it by whichever pods are ready.
+    children::apply(&services, &built.service, zp, ctx, changes).await?;
     let stateful_sets = caches.as_ref().map(|c| c.stateful_sets.clone());
     let migrating =
         migration::migrate(ctx, &namespace, stateful_sets, &services, zp, &deployment, changes)
             .await?;
-    children::apply(&services, &built.service, zp, ctx, changes).await?;
     let service_cache = caches.as_ref().map(|c| &c.services);
     let connect_services = std::mem::take(&mut built.connect_services);
     connect_services::apply(zp, ctx, &services, &connect_services, service_cache, changes).await?;

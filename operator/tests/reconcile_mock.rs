@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
@@ -142,9 +142,16 @@ impl Script {
         self.create(steering_path(zp))
     }
 
-    /// Without caches: the Deployment an older operator may have left is looked up first.
+    /// Without caches and with one replica: the federation's Service, not wanted, is looked up
+    /// (to delete it if this object owns one) before the Deployment.
     fn no_old_deployment(self) -> Self {
-        self.missing(at(DEPLOYMENTS, "tasks"))
+        self.missing(at(SERVICES, "tasks-federation"))
+    }
+
+    /// Without caches, after the Service: no StatefulSet of an earlier version, and no headless
+    /// Service of one.
+    fn no_stateful_set(self) -> Self {
+        self.missing(at(STATEFULSETS, "tasks")).missing(at(SERVICES, "tasks-pods"))
     }
 
     /// Without caches and below two replicas: the PDB that is not wanted is looked up (to delete
@@ -157,9 +164,9 @@ impl Script {
     /// reconciled one-replica object, each found as wanted (no PDB below two replicas).
     fn other_children_unchanged(self, sts: &Value, c: &build::Children) -> Self {
         self.no_old_deployment()
-            .found(at(STATEFULSETS, "tasks"), sts.clone())
+            .found(at(DEPLOYMENTS, "tasks"), sts.clone())
             .found(at(SERVICES, "tasks"), server_view(&c.service))
-            .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+            .no_stateful_set()
             .no_pdb()
     }
 
@@ -374,31 +381,31 @@ async fn run_on(
     (result, seen, handle)
 }
 
-/// Caches as the controller's watches fill them: listed (complete), holding these StatefulSets,
-/// Services and ConfigMaps, no pods and no Deployments.
-fn caches(stateful_sets: &[Value], services: &[Value], config_maps: &[Value]) -> ChildCaches {
-    caches_with(stateful_sets, services, config_maps, &[], &[])
+/// Caches as the controller's watches fill them: listed (complete), holding these Deployments,
+/// Services and ConfigMaps, no pods and no StatefulSets.
+fn caches(deployments: &[Value], services: &[Value], config_maps: &[Value]) -> ChildCaches {
+    caches_with(deployments, services, config_maps, &[], &[])
 }
 
-/// [`caches`] with pods and Deployments too.
+/// [`caches`] with pods and StatefulSets (of an earlier version) too.
 fn caches_with(
-    stateful_sets: &[Value],
+    deployments: &[Value],
     services: &[Value],
     config_maps: &[Value],
     pods: &[Value],
-    deployments: &[Value],
+    stateful_sets: &[Value],
 ) -> ChildCaches {
-    caches_all(stateful_sets, services, config_maps, &[], pods, deployments)
+    caches_all(deployments, services, config_maps, &[], pods, stateful_sets)
 }
 
 /// [`caches_with`] with PodDisruptionBudgets too.
 fn caches_all(
-    stateful_sets: &[Value],
+    deployments: &[Value],
     services: &[Value],
     config_maps: &[Value],
     pdbs: &[Value],
     pods: &[Value],
-    deployments: &[Value],
+    stateful_sets: &[Value],
 ) -> ChildCaches {
     fn listed<K>(objects: &[Value]) -> Store<K>
     where
@@ -445,11 +452,9 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
     v["metadata"]["resourceVersion"] = json!("7");
     v["metadata"]["generation"] = json!(1);
     v["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-    if v["kind"] == "StatefulSet" {
+    if v["kind"] == "Deployment" {
         v["spec"]["revisionHistoryLimit"] = json!(10);
-        v["spec"]["updateStrategy"]["rollingUpdate"] = json!({"partition": 0});
-        v["spec"]["persistentVolumeClaimRetentionPolicy"] =
-            json!({"whenDeleted": "Retain", "whenScaled": "Retain"});
+        v["spec"]["progressDeadlineSeconds"] = json!(600);
         let c = &mut v["spec"]["template"]["spec"]["containers"][0];
         c["terminationMessagePath"] = json!("/dev/termination-log");
         c["readinessProbe"]["httpGet"]["scheme"] = json!("HTTP");
@@ -470,8 +475,7 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
 
 fn ready_status(replicas: i32) -> Value {
     json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
-           "updatedReplicas": replicas, "currentReplicas": replicas,
-           "availableReplicas": replicas, "currentRevision": "tasks-5b7d", "updateRevision": "tasks-5b7d"})
+           "updatedReplicas": replicas, "availableReplicas": replicas})
 }
 
 /// `zp` carrying the status the operator computes for `stateful_set` and no ready pod, as after
@@ -481,13 +485,10 @@ fn with_status(zp: ZmqProxy, stateful_set: &Value) -> ZmqProxy {
 }
 
 /// [`with_status`] with these pods seen.
-fn with_status_pods(mut zp: ZmqProxy, stateful_set: &Value, pods: &[Value]) -> ZmqProxy {
-    let d: StatefulSet = serde_json::from_value(stateful_set.clone()).expect("statefulset");
-    let pods: Vec<Pod> =
-        pods.iter().map(|p| serde_json::from_value(p.clone()).expect("pod")).collect();
-    let pods: Vec<&Pod> = pods.iter().collect();
+fn with_status_pods(mut zp: ZmqProxy, deployment: &Value, _pods: &[Value]) -> ZmqProxy {
+    let d: Deployment = serde_json::from_value(deployment.clone()).expect("deployment");
     let at = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time");
-    zp.status = Some(status::compute(&zp, Some(&d), Some(&pods), None, at));
+    zp.status = Some(status::compute(&zp, Some(&d), None, at));
     zp
 }
 
@@ -519,7 +520,7 @@ fn is_apply(seen: &Seen) -> bool {
 fn reconciled(mut zp: ZmqProxy, generation: i64) -> (ZmqProxy, Value, build::Children) {
     zp.metadata.generation = Some(generation);
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     (with_status(zp, &sts), sts, c)
 }
@@ -530,9 +531,9 @@ async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     let script = Script::new()
         .steering_created(&zp)
         .no_old_deployment()
-        .create(at(STATEFULSETS, "tasks"))
+        .create(at(DEPLOYMENTS, "tasks"))
         .create(at(SERVICES, "tasks"))
-        .create(at(SERVICES, "tasks-pods"))
+        .no_stateful_set()
         .no_pdb()
         .status(&zp)
         // One event for every child, after the status.
@@ -545,7 +546,7 @@ async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     assert_eq!(steering["data"], json!({"paused": "false"}));
     assert_eq!(steering["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
 
-    let sts = seen.applied(&at(STATEFULSETS, "tasks"));
+    let sts = seen.applied(&at(DEPLOYMENTS, "tasks"));
     assert_eq!(sts["kind"], "StatefulSet");
     assert_eq!(sts["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
     assert!(sts["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
@@ -589,16 +590,16 @@ async fn unchanged_resync_makes_no_writes() {
         );
     }
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("500m");
     sts["status"] = ready_status(3);
     let zp = with_status(zp, &sts);
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .found(at(PDBS, "tasks"), server_view(c.pdb.as_ref().expect("PDB")));
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
@@ -609,25 +610,25 @@ async fn unchanged_resync_makes_no_writes() {
 async fn edited_stateful_set_is_reapplied_and_reported() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     // Someone scaled the StatefulSet by hand.
     sts["spec"]["replicas"] = json!(4);
-    let mut repaired = server_view(&c.stateful_set);
+    let mut repaired = server_view(&c.deployment);
     repaired["status"] = ready_status(1);
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
-        .patch_reply(at(STATEFULSETS, "tasks"), Reply::Object(repaired))
+        .found(at(DEPLOYMENTS, "tasks"), sts)
+        .patch_reply(at(DEPLOYMENTS, "tasks"), Reply::Object(repaired))
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .no_pdb()
         .event();
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 1);
+    assert_eq!(seen.applied(&at(DEPLOYMENTS, "tasks"))["spec"]["replicas"], 1);
     assert_eq!(seen.event()["reason"], "Updated");
     assert_eq!(seen.event()["related"]["kind"], "StatefulSet", "one child: named as related");
     assert!(ctx.metrics.render().contains(
@@ -639,15 +640,15 @@ async fn edited_stateful_set_is_reapplied_and_reported() {
 async fn deleted_service_is_recreated() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .create(at(SERVICES, "tasks"))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .no_pdb()
         .event();
     let (result, seen, _) = run(zp, script).await;
@@ -663,15 +664,15 @@ async fn scaling_down_to_one_replica_deletes_the_pdb_and_keeps_the_headless_serv
     let mut three = zp.clone();
     three.spec.replicas = 3;
     let old_pdb = server_view(children(&three).pdb.as_ref().expect("PDB"));
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .found(at(PDBS, "tasks"), old_pdb.clone())
         .delete(at(PDBS, "tasks"), Reply::Object(old_pdb))
         .event();
@@ -697,9 +698,9 @@ fn old_deployment(zp: &ZmqProxy) -> Value {
 /// event for the creations and one for the deletion.
 fn first_migration_pass(zp: &ZmqProxy, deployment: Value) -> Script {
     Script::new()
-        .create(at(STATEFULSETS, "tasks"))
+        .create(at(DEPLOYMENTS, "tasks"))
         .delete(at(DEPLOYMENTS, "tasks"), Reply::Object(deployment))
-        .create(at(SERVICES, "tasks-pods"))
+        .no_stateful_set()
         .status(zp)
         .event()
         .event()
@@ -723,7 +724,7 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
     let (result, seen, _) = run_cached(zp.clone(), Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
     // No new proxy while the old one runs: like a Recreate rollout.
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 0);
+    assert_eq!(seen.applied(&at(DEPLOYMENTS, "tasks"))["spec"]["replicas"], 0);
     let delete = &seen.find(Method::DELETE, &at(DEPLOYMENTS, "tasks")).body;
     assert_eq!(delete["propagationPolicy"], "Background", "{delete:?}");
     let events = seen.events();
@@ -733,13 +734,13 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
 
     // The Deployment is gone, its pod still drains: the StatefulSet stays at zero; the one
     // request asks whether the Deployment is really gone (the watch sees only labeled ones).
-    let mut held = children(&zp).stateful_set;
+    let mut held = children(&zp).deployment;
     if let Some(spec) = held.spec.as_mut() {
         spec.replicas = Some(0);
     }
     let mut held = server_view(&held);
     held["status"] = ready_status(0);
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services = [server_view(&c.service)];
     let zp = with_status(zp, &held);
     let draining = pod("tasks-6f9c8d-x2k4q", false, "ReplicaSet");
     let cached = caches_with(&[held.clone()], &services, &steering, &[draining], &[]);
@@ -750,13 +751,13 @@ async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_say
     // The old pod has terminated: the StatefulSet gets its replica.
     let cached = caches_with(&[held.clone()], &services, &steering, &[], &[]);
     let script = Script::new()
-        .found(at(STATEFULSETS, "tasks"), held)
-        .patch(at(STATEFULSETS, "tasks"))
+        .found(at(DEPLOYMENTS, "tasks"), held)
+        .patch(at(DEPLOYMENTS, "tasks"))
         .status(&zp)
         .event();
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 1);
+    assert_eq!(seen.applied(&at(DEPLOYMENTS, "tasks"))["spec"]["replicas"], 1);
     assert_eq!(seen.event()["note"], "Updated StatefulSet tasks");
 }
 
@@ -768,17 +769,17 @@ async fn migration_without_caches_reads_then_deletes_the_deployment_and_a_404_is
     let script = Script::new()
         .steering_found(&zp)
         .found(at(DEPLOYMENTS, "tasks"), deployment.clone())
-        .create(at(STATEFULSETS, "tasks"))
+        .create(at(DEPLOYMENTS, "tasks"))
         // Deleted meanwhile by someone else: nothing to report.
         .delete(at(DEPLOYMENTS, "tasks"), Reply::NotFound)
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .no_pdb()
         .status(&zp)
         .event();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 0);
+    assert_eq!(seen.applied(&at(DEPLOYMENTS, "tasks"))["spec"]["replicas"], 0);
     assert_eq!(seen.event()["note"], "Created StatefulSet tasks");
 }
 
@@ -805,7 +806,7 @@ async fn migration_finds_an_owned_deployment_the_labeled_watch_cannot_see() {
         .then(first_migration_pass(&zp, unlabeled));
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 0);
+    assert_eq!(seen.applied(&at(DEPLOYMENTS, "tasks"))["spec"]["replicas"], 0);
     assert_eq!(seen.events()[1]["note"], "Deleted Deployment tasks");
 }
 
@@ -815,15 +816,15 @@ async fn a_deployment_of_someone_else_is_left_alone() {
     let c = children(&zp);
     let mut foreign = old_deployment(&zp);
     foreign["metadata"]["ownerReferences"] = json!([]);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     let script = Script::new()
         .steering_found(&zp)
         .found(at(DEPLOYMENTS, "tasks"), foreign)
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .no_pdb();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
@@ -836,8 +837,8 @@ async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .missing(at(STATEFULSETS, "tasks"))
-        .patch_reply(at(STATEFULSETS, "tasks"), Reply::Fail(403, "Forbidden"))
+        .missing(at(DEPLOYMENTS, "tasks"))
+        .patch_reply(at(DEPLOYMENTS, "tasks"), Reply::Fail(403, "Forbidden"))
         .event()
         .status(&zp);
     let (result, seen, ctx) = run(zp.clone(), script).await;
@@ -868,7 +869,7 @@ async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
 async fn success_resets_the_backoff() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     let (ctx, handle) = context();
@@ -893,7 +894,7 @@ async fn success_resets_the_backoff() {
 async fn a_service_of_someone_else_is_not_taken_over() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     let mut foreign: Service = c.service.clone();
@@ -901,7 +902,7 @@ async fn a_service_of_someone_else_is_not_taken_over() {
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .found(at(SERVICES, "tasks"), server_view(&foreign))
         .event()
         .status(&zp);
@@ -940,8 +941,8 @@ async fn object_being_deleted_is_left_to_the_garbage_collector() {
 fn server_view_parses_back_into_the_typed_objects() {
     let zp = fixture("full.yaml");
     let c = children(&zp);
-    let d: StatefulSet = serde_json::from_value(server_view(&c.stateful_set)).expect("statefulset");
-    assert!(d.status.as_ref().is_none_or(|s: &StatefulSetStatus| s.replicas == 0));
+    let d: Deployment = serde_json::from_value(server_view(&c.deployment)).expect("deployment");
+    assert!(d.status.as_ref().is_none_or(|s: &DeploymentStatus| s.replicas.unwrap_or(0) == 0));
     assert_eq!(d.spec.and_then(|s| s.revision_history_limit), Some(10));
     let s: Service = serde_json::from_value(server_view(&c.service)).expect("service");
     assert_eq!(s.spec.and_then(|s| s.cluster_ip).as_deref(), Some("10.0.0.12"));
@@ -951,7 +952,7 @@ fn server_view_parses_back_into_the_typed_objects() {
 async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
     let one = fixture("minimal.yaml");
     let old = children(&one);
-    let mut sts = server_view(&old.stateful_set);
+    let mut sts = server_view(&old.deployment);
     sts["status"] = ready_status(1);
     let mut zp = with_status(one, &sts);
     zp.spec.replicas = 3;
@@ -960,18 +961,18 @@ async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
-        .patch(at(STATEFULSETS, "tasks"))
+        .found(at(DEPLOYMENTS, "tasks"), sts)
+        .patch(at(DEPLOYMENTS, "tasks"))
         .found(at(SERVICES, "tasks"), server_view(&new.service))
         // The headless Service does not depend on the replica count.
-        .found(at(SERVICES, "tasks-pods"), server_view(&old.headless))
+        .no_stateful_set()
         .create(at(PDBS, "tasks"))
         .status(&zp)
         .event()
         .event();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    let sts = seen.applied(&at(STATEFULSETS, "tasks"));
+    let sts = seen.applied(&at(DEPLOYMENTS, "tasks"));
     assert_eq!(sts["spec"]["replicas"], 3);
     assert_eq!(sts["spec"]["serviceName"], "tasks-pods", "immutable: unchanged");
     assert_eq!(seen.applied(&at(PDBS, "tasks"))["spec"]["maxUnavailable"], 1);
@@ -994,17 +995,13 @@ async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
 async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
     let zp = fixture("full.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(3);
     let pdb = server_view(c.pdb.as_ref().expect("three replicas: a PDB"));
     let pods: Vec<Value> =
-        (0..3).map(|i| pod(&format!("tasks-{i}"), true, "StatefulSet")).collect();
+        (0..3).map(|i| pod(&format!("tasks-{i}"), false, "ReplicaSet")).collect();
     let zp = with_status_pods(zp, &sts, &pods);
-    assert_eq!(
-        zp.status.as_ref().and_then(|s| s.replica_endpoints.as_ref()).map(|e| e.ready),
-        Some(3)
-    );
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services = [server_view(&c.service), server_view(c.federation.as_ref().expect("federation"))];
     let steering = [server_view(&c.steering)];
     let cached = caches_all(&[sts], &services, &steering, &[pdb], &pods, &[]);
     let (result, seen, ctx) = run_cached(zp, Some(cached), Script::new()).await;
@@ -1013,30 +1010,74 @@ async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
     assert_eq!(ctx.metrics.request_count("get"), 0);
 }
 
+/// Answers every `GET /federation` on `ip:port` with `body`, until the test ends.
+async fn federation_answers(ip: &str, port: u16, body: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.expect("bind on loopback");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+        }
+    });
+}
+
+/// A federation of three ready replicas is asked on `/federation` (each pod at its own loopback
+/// address), reported in `status.federation` with Federated=True in one status write, and looked
+/// at again later; the same answers once more make no request at all.
 #[tokio::test]
-async fn a_pod_turning_ready_lists_it_with_one_status_write() {
+async fn a_federation_is_reported_from_its_pods_and_an_unchanged_one_writes_nothing() {
     let mut zp = fixture("minimal.yaml");
-    zp.spec.replicas = 2;
+    zp.spec.replicas = 3;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    zp.spec.metrics_port = i32::from(port);
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
-    sts["status"] = ready_status(2);
-    let starting = [pod("tasks-0", true, "StatefulSet"), pod("tasks-1", false, "StatefulSet")];
-    let zp = with_status_pods(zp, &sts, &starting);
-    let ready = [pod("tasks-0", true, "StatefulSet"), pod("tasks-1", true, "StatefulSet")];
-    let services = [server_view(&c.service), server_view(&c.headless)];
-    let pdb = server_view(c.pdb.as_ref().expect("two replicas: a PDB"));
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(3);
+    let ids = ["tasks-5b7d-a", "tasks-5b7d-b", "tasks-5b7d-c"];
+    let mut pods = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let ip = format!("127.0.0.{}", i + 1);
+        let members: Vec<Value> = ids
+            .iter()
+            .filter(|o| *o != id)
+            .map(|o| json!({"id": o, "out": true, "in": true}))
+            .collect();
+        let body = json!({"id": id, "pattern": "ROUTER/DEALER", "members": members});
+        federation_answers(&ip, port, body.to_string()).await;
+        let mut p = pod(id, true, "ReplicaSet");
+        p["status"]["podIP"] = json!(ip);
+        pods.push(p);
+    }
+    let zp = with_status(zp, &deployment);
+    let services = [server_view(&c.service), server_view(c.federation.as_ref().expect("svc"))];
+    let pdb = [server_view(c.pdb.as_ref().expect("pdb"))];
     let steering = [server_view(&c.steering)];
-    let cached = caches_all(&[sts], &services, &steering, &[pdb], &ready, &[]);
-    let script = Script::new().status(&zp);
-    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
-    assert!(result.is_ok(), "{result:?}");
-    let listed = &seen.status()["status"]["replicaEndpoints"];
-    assert_eq!(listed["ready"], 2);
+    let cached = || caches_all(&[deployment.clone()], &services, &steering, &pdb, &pods, &[]);
+    let (result, seen, _) = run_cached(zp.clone(), Some(cached()), Script::new().status(&zp)).await;
     assert_eq!(
-        listed["frontend"],
-        json!(["tcp://tasks-0.tasks-pods.q.svc:5555", "tcp://tasks-1.tasks-pods.q.svc:5555"])
+        result.expect("reconcile succeeds"),
+        Action::requeue(zmq_proxy_operator::reconcile::FEDERATION_REFRESH)
     );
-    assert_eq!(listed["backend"][1], "tcp://tasks-1.tasks-pods.q.svc:5556");
+    let federation = &seen.status()["status"]["federation"];
+    assert_eq!(federation["members"], 3);
+    assert_eq!(federation["linksUp"], 6);
+    assert_eq!(federation["pattern"], "ROUTER/DEALER");
+    assert_eq!(federation["replicas"][0], json!({"id": "tasks-5b7d-a", "linked": 2}));
+    let federated = seen.condition(status::FEDERATED);
+    assert_eq!((&federated["status"], &federated["reason"]), (&json!("True"), &json!("AllLinked")));
+
+    let reported = with_status_seen(&zp, &seen);
+    let (result, seen, _) = run_cached(reported, Some(cached()), Script::new()).await;
+    assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
 }
 
 #[tokio::test]
@@ -1047,9 +1088,9 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
     // for (the cache of labelled Deployments is empty).
     let script = Script::new()
         .steering_created(&zp)
-        .create(at(STATEFULSETS, "tasks"))
+        .create(at(DEPLOYMENTS, "tasks"))
         .create(at(SERVICES, "tasks"))
-        .create(at(SERVICES, "tasks-pods"))
+        .no_stateful_set()
         .status(&zp)
         .event();
     let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
@@ -1064,15 +1105,15 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
 async fn a_stale_cache_entry_is_read_again_before_anything_is_written() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     // The cache still holds a version from before someone's edit was repaired.
     let mut stale = sts.clone();
     stale["spec"]["replicas"] = json!(4);
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services = [server_view(&c.service)];
     let cached = caches(&[stale], &services, &[server_view(&c.steering)]);
-    let script = Script::new().found(at(STATEFULSETS, "tasks"), sts);
+    let script = Script::new().found(at(DEPLOYMENTS, "tasks"), sts);
     let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen.len(), 1, "one read, no write: {seen:?}");
@@ -1108,10 +1149,10 @@ fn settled_at(replicas: i32, pdbs: &[Value]) -> (ZmqProxy, ChildCaches, build::C
     let mut zp = fixture("minimal.yaml");
     zp.spec.replicas = replicas;
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(replicas);
     let zp = with_status(zp, &sts);
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services = [server_view(&c.service)];
     let steering = [server_view(&c.steering)];
     (zp, caches_all(&[sts], &services, &steering, pdbs, &[], &[]), c)
 }
@@ -1128,7 +1169,7 @@ async fn two_replicas_create_a_pod_disruption_budget_of_one_over_the_proxy_pods(
     assert_eq!(pdb["kind"], "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     let selector =
-        serde_json::to_value(c.stateful_set.spec.as_ref().map(|s| s.selector.match_labels.clone()))
+        serde_json::to_value(c.deployment.spec.as_ref().map(|s| s.selector.match_labels.clone()))
             .expect("selector");
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], selector);
     assert_eq!(pdb["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
@@ -1182,14 +1223,14 @@ async fn a_pod_disruption_budget_of_someone_else_is_never_deleted_nor_taken_over
         children(&two).pdb.expect("PDB")
     };
     foreign.metadata.owner_references = None;
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .found(at(PDBS, "tasks"), server_view(&foreign));
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
@@ -1316,7 +1357,7 @@ async fn pausing_from_the_caches_touches_only_the_config_map_and_the_pods() {
     let mut zp = before.clone();
     zp.spec.paused = true;
     zp.metadata.generation = Some(2);
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services = [server_view(&c.service)];
     let cached = caches_with(&[sts], &services, &[server_view(&c.steering)], &pods, &[]);
     let script = Script::new()
         .found(at(CONFIGMAPS, "tasks-steering"), server_view(&c.steering))
@@ -1510,7 +1551,7 @@ fn connecting() -> ZmqProxy {
 #[tokio::test]
 async fn a_selector_entry_creates_its_headless_service_and_refreshes_the_status() {
     let (zp, sts, c) = reconciled(connecting(), 1);
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services = [server_view(&c.service)];
     let cached = caches(&[sts], &services, &[server_view(&c.steering)]);
     let script = Script::new().create(at(SERVICES, "tasks-backend-0")).status(&zp).event();
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
@@ -1545,7 +1586,7 @@ async fn a_removed_entry_deletes_its_owned_headless_service_and_nothing_else() {
     foreign["metadata"]["name"] = json!("other-backend-0");
     foreign["metadata"]["labels"]["app.kubernetes.io/instance"] = json!("other");
     foreign["metadata"]["ownerReferences"][0]["uid"] = json!("someone-else");
-    let services = [server_view(&c.service), server_view(&c.headless), stale.clone(), foreign];
+    let services = [server_view(&c.service), stale.clone(), foreign];
     let cached = caches(&[sts], &services, &[server_view(&c.steering)]);
     let script =
         Script::new().delete(at(SERVICES, "tasks-backend-0"), Reply::Object(stale)).event();
