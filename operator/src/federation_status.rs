@@ -11,7 +11,12 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
-use crate::crd::{FederationReplica, FederationStatus, MAX_LISTED_REPLICAS};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{
+    FederationReplica, FederationStatus, MAX_LISTED_REPLICAS, ZmqProxy, ZmqProxyStatus,
+};
+use crate::status::{FEDERATED, condition_of};
 
 /// The path of the proxy's federation report (404 when federation is off in that proxy).
 pub const FEDERATION_PATH: &str = "/federation";
@@ -98,6 +103,23 @@ pub fn aggregate(
         .collect();
     let verdict = verdict(reports.len(), links_up, &missing, &failures, answers.len());
     (status, verdict)
+}
+
+/// Puts what [`aggregate`] makes of `answers` into `status` (`status.federation` and the
+/// Federated condition, stamped `now`); returns whether every link is up.
+pub fn report(
+    zp: &ZmqProxy,
+    status: &mut ZmqProxyStatus,
+    pattern: &str,
+    answers: &[(String, Result<Report, String>)],
+    now: Timestamp,
+) -> bool {
+    let (federation, verdict) = aggregate(pattern, answers);
+    status.federation = Some(federation);
+    status.conditions.retain(|c| c.type_ != FEDERATED);
+    let (ok, reason, message) = (verdict.ok, verdict.reason, verdict.message);
+    status.conditions.push(condition_of(zp, FEDERATED, ok, reason, message, now));
+    ok
 }
 
 fn verdict(

@@ -225,12 +225,7 @@ async fn apply_all(
             let next = match pods.as_deref() {
                 Some(pods) => {
                     let answers = read_federation(zp, pods).await;
-                    let (federation, verdict) = federation_status::aggregate(pattern, &answers);
-                    status.federation = Some(federation);
-                    let (ok, reason, message) = (verdict.ok, verdict.reason, verdict.message);
-                    status
-                        .conditions
-                        .push(status::condition_of(zp, FEDERATED, ok, reason, message, now));
+                    let ok = federation_status::report(zp, &mut status, pattern, &answers, now);
                     if ok { FEDERATION_REFRESH } else { FEDERATION_RETRY }
                 }
                 // The pods are not listed yet: what was reported stands until they are.

@@ -934,9 +934,11 @@ fn federation_flags_are_the_proxys_own() {
         })
         .chain(["--federation-id".to_string(), "tasks-7d9f-x2".to_string()])
         .collect();
-    let parsed = zmq_proxy::Cli::try_parse_from(std::iter::once("zmq-proxy".to_string()).chain(args.clone()))
-        .map_err(|e| e.to_string())
-        .and_then(|cli| cli.into_config().map_err(|e| e.to_string()));
+    let parsed = zmq_proxy::Cli::try_parse_from(
+        std::iter::once("zmq-proxy".to_string()).chain(args.clone()),
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|cli| cli.into_config().map_err(|e| e.to_string()));
     let _ = std::fs::remove_dir_all(&root);
     parsed.unwrap_or_else(|e| panic!("the proxy refuses {args:?}: {e}"));
 }
@@ -1010,7 +1012,8 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         // The federation's flags are checked on their own (see
         // `federation_flags_are_the_proxys_own`): its key exists only in a pod.
-        let mut args = without_federation(proxy(&children.deployment).args.clone().unwrap_or_default());
+        let mut args =
+            without_federation(proxy(&children.deployment).args.clone().unwrap_or_default());
         let root = std::env::temp_dir()
             .join(format!("zmq-proxy-operator-args-{}-{checked}", std::process::id()));
         let curve = !build::curve_mounts(&zp.spec).is_empty();
@@ -1254,8 +1257,7 @@ fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
         psc.seccomp_profile,
         pod_of(&plain).security_context.clone().and_then(|s| s.seccomp_profile)
     );
-    let meta =
-        c.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone()).expect("meta");
+    let meta = c.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone()).expect("meta");
     let labels = meta.labels.unwrap_or_default();
     assert_eq!(labels.get("sidecar.istio.io/inject").map(String::as_str), Some("false"));
     assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
@@ -1364,10 +1366,7 @@ fn two_replicas_get_a_pod_disruption_budget_of_one() {
     assert_eq!(spec.min_available, None);
     assert_eq!(spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
     let selector = spec.selector.as_ref().and_then(|s| s.match_labels.clone());
-    assert_eq!(
-        selector,
-        c.deployment.spec.as_ref().and_then(|s| s.selector.match_labels.clone())
-    );
+    assert_eq!(selector, c.deployment.spec.as_ref().and_then(|s| s.selector.match_labels.clone()));
     // One replica: a PDB of one would block every drain of that node, so none.
     assert!(build("minimal.yaml").pdb.is_none());
 }

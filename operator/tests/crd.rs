@@ -493,7 +493,8 @@ fn every_spec_field_has_a_meaning_for_the_local_manifest_reader() {
 /// socket on that port.
 #[test]
 fn several_replicas_need_a_federated_pattern_and_a_port_of_their_own() {
-    let pubsub = json!({"frontend": {"type": "SUB", "port": 1}, "backend": {"type": "PUB", "port": 2}});
+    let pubsub =
+        json!({"frontend": {"type": "SUB", "port": 1}, "backend": {"type": "PUB", "port": 2}});
     assert!(cel_errors(&object(pubsub.clone())).is_empty());
     let mut scaled = pubsub.clone();
     scaled["replicas"] = json!(2);
