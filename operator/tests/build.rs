@@ -1203,15 +1203,14 @@ fn service_labels_reach_the_service_and_the_operators_win() {
     let federation = c.federation.as_ref().expect("federation Service");
     let own = federation.metadata.labels.clone().unwrap_or_default();
     assert!(!own.contains_key("team") && own.contains_key("app.kubernetes.io/managed-by"));
-    for svc in [&c.service] {
-        let labels = svc.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get("team").map(String::as_str), Some("queues"), "{svc:?}");
-        assert_eq!(
-            labels.get("app.kubernetes.io/managed-by").map(String::as_str),
-            Some("zmq-proxy-operator")
-        );
-        assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
-    }
+    let svc = &c.service;
+    let labels = svc.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("queues"), "{svc:?}");
+    assert_eq!(
+        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("zmq-proxy-operator")
+    );
+    assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
     // The pods do not get them.
     let pod_labels = c.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone());
     assert!(pod_labels.and_then(|m| m.labels).is_some_and(|l| !l.contains_key("team")));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
 use kube::runtime::controller::Action;
@@ -185,12 +185,6 @@ impl Script {
             .create(at(PODMONITORS, "tasks"))
             .status(zp)
             .event()
-    }
-
-    /// The steps of `other` after these.
-    fn then(mut self, other: Script) -> Self {
-        self.0.extend(other.0);
-        self
     }
 }
 
