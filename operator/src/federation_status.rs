@@ -16,7 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::crd::{
     FederationReplica, FederationStatus, MAX_LISTED_REPLICAS, ZmqProxy, ZmqProxyStatus,
 };
-use crate::status::{FEDERATED, condition_of};
+use crate::status::{FEDERATED, Verdict, condition_of};
 
 /// The path of the proxy's federation report (404 when federation is off in that proxy).
 pub const FEDERATION_PATH: &str = "/federation";
@@ -49,14 +49,6 @@ pub struct Member {
 /// Parses a `/federation` body.
 pub fn parse(body: &[u8]) -> Result<Report, String> {
     serde_json::from_slice(body).map_err(|e| format!("unreadable /federation answer: {e}"))
-}
-
-/// The Federated condition's verdict.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub ok: bool,
-    pub reason: &'static str,
-    pub message: String,
 }
 
 /// The federation of `pattern` over the ready pods' answers (`Err`: why a pod gave none), and

@@ -233,6 +233,14 @@ fn paused_condition(zp: &ZmqProxy, now: Timestamp) -> Condition {
     condition_of(zp, PAUSED, ok, reason, message, now)
 }
 
+/// What a condition computed from the pods' reports says (Connected, Federated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// A condition of `zp` observed at its current generation.
 pub fn condition_of(
     zp: &ZmqProxy,

@@ -80,6 +80,21 @@ class Run:
         return sum(len(g) for g in self.got)
 
 
+def receive(r, s, i, complete):
+    """Delivers what socket `s` of receiver `i` reads until the senders are done and either
+    `complete()` or 5 s pass without a message (bounded by the run's deadline), then closes it."""
+    quiet = None
+    while r.live():
+        if s.poll(100):
+            r.deliver(i, s.recv())
+            quiet = None
+        elif r.senders_done.is_set():
+            quiet = quiet or time.monotonic()
+            if complete() or time.monotonic() - quiet > 5:
+                break
+    s.close(0)
+
+
 def pubsub(r):
     a = r.a
 
@@ -87,16 +102,8 @@ def pubsub(r):
         s = r.ctx.socket(zmq.SUB)
         s.setsockopt(zmq.SUBSCRIBE, b"")
         s.connect(a.backend)
-        quiet = None
-        while r.live():
-            if s.poll(100):
-                r.deliver(i, s.recv())
-                quiet = None
-            elif r.senders_done.is_set():
-                quiet = quiet or time.monotonic()
-                if time.monotonic() - quiet > 5:
-                    break
-        s.close(0)
+        # Each subscriber gets every publication: only a quiet spell ends it.
+        receive(r, s, i, lambda: False)
 
     def pub(i):
         s = r.ctx.socket(zmq.PUB)
@@ -118,16 +125,7 @@ def pipeline(r):
     def worker(i):
         s = r.ctx.socket(zmq.PULL)
         s.connect(a.backend)
-        quiet = None
-        while r.live():
-            if s.poll(100):
-                r.deliver(i, s.recv())
-                quiet = None
-            elif r.senders_done.is_set():
-                quiet = quiet or time.monotonic()
-                if r.delivered() >= sum(r.sent) or time.monotonic() - quiet > 5:
-                    break
-        s.close(0)
+        receive(r, s, i, lambda: r.delivered() >= sum(r.sent))
 
     def producer(i):
         s = r.ctx.socket(zmq.PUSH)
