@@ -14,6 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use super::discover;
 use super::frame::{self, Kind, LinkMessage, MemberTag};
 use super::members::{self, LinkOut, LinkQueue, Members, Refused};
 use super::route::LinkId;
@@ -270,18 +271,21 @@ async fn hand_over(sinks: &Sinks, from: MemberTag, link: LinkId, msgs: Vec<Msg>)
 }
 
 /// Dials one other replica's federation endpoint and keeps its outbound connection up,
-/// reconnecting with a doubling delay; stops dialing an address that leads back here.
+/// reconnecting with a doubling delay; stops dialing an address that leads back here, or, for
+/// an address found by DNS, once `retire` says the name no longer holds it.
 pub async fn dial_loop(
     host: String,
     port: u16,
     mech: Mechanism,
     sinks: Sinks,
     mut life: Lifecycle,
+    mut retire: Option<watch::Receiver<bool>>,
 ) {
     let mut delay = FEDERATION_RECONNECT_MIN;
     loop {
         let attempt = tokio::select! {
             _ = raised(&mut life.stop) => return,
+            _ = discover::dropped(&mut retire) => return,
             r = net::connect(&host, port) => r,
         };
         let served = match attempt {
@@ -311,6 +315,7 @@ pub async fn dial_loop(
         };
         tokio::select! {
             _ = raised(&mut life.stop) => return,
+            _ = discover::dropped(&mut retire) => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }

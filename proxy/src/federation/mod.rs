@@ -12,6 +12,7 @@
 //! [`TaskSide`] (tasks); a proxy started without a federation holds none and runs as before.
 
 pub(crate) mod credit;
+pub mod discover;
 pub(crate) mod frame;
 mod link;
 pub(crate) mod members;
@@ -83,6 +84,16 @@ pub struct FederationSnapshot {
 }
 
 impl Federation {
+    /// This replica's `--federation-id`.
+    pub fn id(&self) -> &str {
+        &self.members.own_id
+    }
+
+    /// `XSUB/XPUB` or `PULL/PUSH`.
+    pub fn pattern(&self) -> &'static str {
+        self.members.pattern
+    }
+
     /// Tells every replica that this one was paused or resumed by its own steering.
     pub fn tell_state(&self, paused: bool) {
         self.members.tell_state(paused);
@@ -166,7 +177,12 @@ impl Started {
 }
 
 /// Binds the federation endpoint, accepts the other replicas' links and dials every peer.
-pub async fn start(cfg: &FederationConfig, life: &Lifecycle) -> Result<Started, OpenError> {
+/// Peers whose host is a name are followed by DNS (`discover.rs`), the others dialed as given.
+pub async fn start(
+    cfg: &FederationConfig,
+    dns: discover::Dns,
+    life: &Lifecycle,
+) -> Result<Started, OpenError> {
     let members = Arc::new(Members::new(&cfg.id, cfg.pattern));
     let (pub_tx, pub_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
     let (ev_tx, ev_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
@@ -178,9 +194,13 @@ pub async fn start(cfg: &FederationConfig, life: &Lifecycle) -> Result<Started, 
     let accepted = cfg.security.accepted.clone();
     tokio::spawn(link::accept_loop(listener, accepted, sinks.clone(), life.clone()));
     for p in &cfg.peers {
-        let mech = cfg.security.connected.clone();
-        let dial = link::dial_loop(p.host.clone(), p.port, mech, sinks.clone(), life.clone());
-        tokio::spawn(dial);
+        let (mech, sinks, life) = (cfg.security.connected.clone(), sinks.clone(), life.clone());
+        if discover::is_name(&p.host) {
+            let dns = dns.clone();
+            tokio::spawn(discover::follow(p.host.clone(), p.port, dns, mech, sinks, life));
+        } else {
+            tokio::spawn(link::dial_loop(p.host.clone(), p.port, mech, sinks, life, None));
+        }
     }
     tracing::info!(id = %cfg.id, bind = %cfg.bind, peers = cfg.peers.len(), "federation started");
     Ok(Started { federation: Federation { members, local_addr }, arrivals: pub_rx, events: ev_rx })

@@ -61,10 +61,14 @@ pub enum Ending {
     Aborted,
 }
 
-/// The resolver and schedule of connect-all names; the resolver is built (the system's DNS
-/// configuration read) only when some socket needs it.
+/// The resolver and schedule of connect-all names and federation peer names; the resolver is
+/// built (the system's DNS configuration read) only when one of them needs it.
 fn follow_settings(cfg: &ProxyConfig) -> Result<Follow, OpenError> {
-    let needed = cfg.named_sockets().iter().any(|(_, s)| !s.connect_all.is_empty());
+    let named_peer = |f: &federation::FederationConfig| {
+        f.peers.iter().any(|p| federation::discover::is_name(&p.host))
+    };
+    let needed = cfg.named_sockets().iter().any(|(_, s)| !s.connect_all.is_empty())
+        || cfg.federation.as_ref().is_some_and(named_peer);
     let resolver = match needed {
         true => Some(Resolver::new(cfg.dns_server).map_err(|reason| OpenError {
             action: "start",
@@ -116,7 +120,11 @@ impl Proxy {
         let (mut front_fed, mut back_fed, federation) = match &cfg.federation {
             None => (Fed::Off, Fed::Off, None),
             Some(f) => {
-                let started = federation::start(f, &life).await?;
+                let dns = federation::discover::Dns {
+                    resolver: follow.resolver.clone(),
+                    interval: follow.interval,
+                };
+                let started = federation::start(f, dns, &life).await?;
                 let pubsub = |s: federation::Started| {
                     let (fed, down, up) = s.pubsub();
                     (Fed::Down(down), Fed::Up(up), Some(fed))
