@@ -88,7 +88,14 @@ pub(super) async fn follow(
                 for ip in added {
                     let (tx, rx) = watch::channel(false);
                     let (mech, sinks, life) = (mech.clone(), sinks.clone(), life.clone());
-                    tokio::spawn(link::dial_loop(ip.to_string(), port, mech, sinks, life, Some(rx)));
+                    tokio::spawn(link::dial_loop(
+                        ip.to_string(),
+                        port,
+                        mech,
+                        sinks,
+                        life,
+                        Some(rx),
+                    ));
                     live.insert(ip, tx);
                     tracing::info!(%host, %ip, port, "federation: address added to the name; dialing it");
                 }

@@ -13,6 +13,7 @@
 
 pub(crate) mod credit;
 pub mod discover;
+mod drain;
 pub(crate) mod frame;
 mod link;
 pub(crate) mod members;
@@ -171,6 +172,7 @@ impl Started {
             announced: HashMap::new(),
             places: Vec::new(),
             ledgers: Vec::new(),
+            ended: std::collections::HashSet::new(),
         };
         (self.federation, tasks)
     }
@@ -193,6 +195,7 @@ pub async fn start(
     let sinks = link::Sinks { members: members.clone(), publications: pub_tx, events: ev_tx };
     let accepted = cfg.security.accepted.clone();
     tokio::spawn(link::accept_loop(listener, accepted, sinks.clone(), life.clone()));
+    tokio::spawn(drain::leave_on_stop(members.clone(), life.clone()));
     for p in &cfg.peers {
         let (mech, sinks, life) = (cfg.security.connected.clone(), sinks.clone(), life.clone());
         if discover::is_name(&p.host) {
@@ -367,6 +370,8 @@ pub struct TaskSide {
     announced: HashMap<MemberTag, (usize, (u64, u64, u64))>,
     places: Vec<Place>,
     ledgers: Vec<Ledger>,
+    /// Outbound queues to leaving replicas that were sent their `END`.
+    ended: std::collections::HashSet<usize>,
 }
 
 fn queue_key(q: &Arc<LinkQueue>) -> usize {
@@ -379,6 +384,9 @@ impl TaskSide {
         if v != self.version {
             self.members.snapshot(&mut self.cache);
             self.version = v;
+            for q in drain::ends_due(&self.cache, &mut self.ended) {
+                members::send(&q, vec![LinkOut::End]);
+            }
         }
     }
 
@@ -390,7 +398,7 @@ impl TaskSide {
         let sent = &self.sent;
         self.ledgers.clear();
         self.ledgers.extend(self.cache.iter().map(|m| match (&m.out, m.credit) {
-            (Some(q), Some((room, taken, workers))) => {
+            (Some(q), Some((room, taken, workers))) if !m.leaving => {
                 let sent = match sent.get(&m.tag) {
                     Some((k, n)) if *k == queue_key(q) => *n,
                     _ => 0,
@@ -462,5 +470,10 @@ impl TaskSide {
     /// Tasks queued to other replicas and not yet written.
     pub fn backlog(&self) -> usize {
         self.members.backlog()
+    }
+
+    /// Inbound links up that have not sent their `END`: a stopping replica reads them to it.
+    pub fn links_in(&self) -> usize {
+        self.members.unended.load(Ordering::Acquire)
     }
 }

@@ -684,11 +684,34 @@ async fn pump(
             return;
         }
     }
-    // What the links handed over before they stopped is delivered too.
-    while let Some(r) = p.fed.try_recv() {
-        if let Err(held) = p.relayed(r).await {
-            p.abandon(&mut rx, &held);
-            return;
+    // What the links handed over before they stopped is delivered too; a PULL/PUSH replica
+    // reads its links to each replica's END (`federation/drain.rs`), until killed.
+    loop {
+        // Read before the flush: a link that ended has handed over all it read.
+        let open = matches!(&p.fed, Fed::Tasks(t) if t.links_in() > 0);
+        while let Some(r) = p.fed.try_recv() {
+            if let Err(held) = p.relayed(r).await {
+                p.abandon(&mut rx, &held);
+                return;
+            }
+        }
+        if !open {
+            break;
+        }
+        tokio::select! {
+            _ = wait_kill(p.kill.clone()) => {
+                p.abandon(&mut rx, &[]);
+                return;
+            }
+            r = p.fed.recv() => {
+                if let Some(r) = r
+                    && let Err(held) = p.relayed(r).await
+                {
+                    p.abandon(&mut rx, &held);
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
         }
     }
     // Input ended (the proxy is stopping): wait until the destination (and the links) have
