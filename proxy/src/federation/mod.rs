@@ -476,4 +476,10 @@ impl TaskSide {
     pub fn links_in(&self) -> usize {
         self.members.unended.load(Ordering::Acquire)
     }
+
+    /// Sends `END` to the replicas that said they are leaving, as placing tasks does; for a
+    /// pump that places no more (replicas stopping together each wait for the others' `END`).
+    pub fn answer_leaving(&mut self) {
+        self.refresh();
+    }
 }

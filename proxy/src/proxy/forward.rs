@@ -688,7 +688,13 @@ async fn pump(
     // reads its links to each replica's END (`federation/drain.rs`), until killed.
     loop {
         // Read before the flush: a link that ended has handed over all it read.
-        let open = matches!(&p.fed, Fed::Tasks(t) if t.links_in() > 0);
+        let open = match &mut p.fed {
+            Fed::Tasks(t) => {
+                t.answer_leaving();
+                t.links_in() > 0
+            }
+            _ => false,
+        };
         while let Some(r) = p.fed.try_recv() {
             if let Err(held) = p.relayed(r).await {
                 p.abandon(&mut rx, &held);
@@ -720,6 +726,9 @@ async fn pump(
         if let Err(held) = p.resend_orphans().await {
             p.abandon(&mut rx, &held);
             return;
+        }
+        if let Fed::Tasks(t) = &mut p.fed {
+            t.answer_leaving();
         }
         if p.dest.backlog() <= 0 && p.fed.backlog() == 0 {
             // Its peers may now close (see `sockets/drain.rs`).

@@ -59,3 +59,16 @@ def test_a_stopping_replica_hands_its_waiting_tasks_to_the_survivors_exactly_onc
         assert count_events(r, "federation: replica leaving; no more tasks for it") == 1, r.output()
     for w in workers:
         assert not w.poll(200), "nothing more"
+
+
+def test_replicas_stopping_together_answer_each_other_and_exit_promptly(ctx, start_proxy):
+    """Three PULL/PUSH replicas get SIGTERM at once: each is leaving and waits for the others'
+    END, which each still answers while it drains, so all exit well within their (long) drain
+    timeout, with nothing undelivered."""
+    replicas = start_federation(start_proxy, 3, types=("PULL", "PUSH"), extra=("--drain-timeout", "60"))
+    for r in replicas:
+        r.signal()
+    for r in replicas:
+        assert r.wait_exit(10) == 0, r.output()
+        assert r.stopped_counters()["undelivered_msgs"] == 0
+        assert count_events(r, "federation: replica leaving; no more tasks for it") == 2, r.output()
