@@ -5,6 +5,7 @@
     python3 proxy/benches/federation.py            # a few minutes
     python3 proxy/benches/federation.py --quick    # fewer messages, one repeat (smoke run)
     python3 proxy/benches/run.py --federation      # the same, from the main benchmark
+    python3 proxy/benches/federation.py --callgrind  # instructions instead of CPU seconds
 
 Two questions, each answered by a ratio of medians:
 
@@ -16,6 +17,10 @@ Two questions, each answered by a ratio of medians:
   against a proxy without federation, for pub/sub 1x4 and a pipeline. Goal: at least 0.9x.
 
 Targets alternate within each repeat, so a slow patch of a shared machine hits all of them.
+On a loaded machine, `--callgrind` counts the instructions the replicas execute instead (valgrind,
+counters zeroed when the load starts and dumped when it ends; pipelines only, 100,000 tasks):
+slow, but the machine's load does not enter. Idle ticks (credit every 2 ms) run under valgrind's
+slowdown too, so they weigh more there than at full speed: an upper bound for federation.
 Only 127.0.0.1 is used; every wait is bounded.
 """
 
@@ -32,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # noqa: E402
     Scenario,
+    ROOT,
     bench_env,
     build,
     fmt_rate,
@@ -47,9 +53,11 @@ PUBSUB = Scenario("pub/sub 1x4 64 B", "XSUB", "XPUB", "pubsub", [], 0, client_io
 class Replica:
     """One zmq-proxy; federated with `peers` (their federation ports) when `fed` is given."""
 
-    def __init__(self, proxy: Path, sc: Scenario, fed: int | None = None, peers=(), ident: str = ""):
+    def __init__(self, proxy: Path, sc: Scenario, fed: int | None = None, peers=(), ident: str = "", grind: bool = False):
         self.front, self.back, self.http = free_port(), free_port(), free_port()
-        cmd = [
+        self.grind = grind
+        wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={CG_DIR}/cg.%p"] if grind else []
+        cmd = wrap + [
             str(proxy),
             "--frontend-type", sc.front_type, "--frontend-bind", f"tcp://127.0.0.1:{self.front}",
             "--backend-type", sc.back_type, "--backend-bind", f"tcp://127.0.0.1:{self.back}",
@@ -60,7 +68,7 @@ class Replica:
             if peers:
                 cmd += ["--federation-peers", ",".join(f"tcp://127.0.0.1:{p}" for p in peers)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=bench_env(sc, 1))
-        wait_for_ports([self.front, self.back, self.http], self.proc)
+        wait_for_ports([self.front, self.back, self.http], self.proc, 60 if grind else 10)
 
     def linked(self, n: int) -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/federation", timeout=2) as r:
@@ -68,7 +76,23 @@ class Replica:
         return sum(1 for m in members if m["out"] and m["in"]) >= n
 
     def cpu(self) -> float:
+        if self.grind:
+            return float(self.instructions())
         return proc_cpu_seconds(self.proc.pid)
+
+    def instructions(self) -> int:
+        """Instructions since the last call (callgrind dumps and zeroes its counters)."""
+        before = set(CG_DIR.glob(f"cg.{self.proc.pid}.*"))
+        subprocess.run(["callgrind_control", "--dump", str(self.proc.pid)], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            new = set(CG_DIR.glob(f"cg.{self.proc.pid}.*")) - before
+            for f in new:
+                for line in f.read_text().splitlines():
+                    if line.startswith("totals:"):
+                        return int(line.split()[1])
+            time.sleep(0.1)  # polling for the dump, bounded
+        raise RuntimeError("callgrind wrote no dump")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -79,11 +103,11 @@ class Replica:
             self.proc.wait(timeout=5)
 
 
-def pair(proxy: Path, sc: Scenario) -> list[Replica]:
+def pair(proxy: Path, sc: Scenario, grind: bool = False) -> list[Replica]:
     """Two replicas linked both ways (waits for /federation to say so, bounded)."""
     f0, f1 = free_port(), free_port()
-    rs = [Replica(proxy, sc, f0, [f1], "bench-0"), Replica(proxy, sc, f1, [f0], "bench-1")]
-    deadline = time.monotonic() + 10
+    rs = [Replica(proxy, sc, f0, [f1], "bench-0", grind), Replica(proxy, sc, f1, [f0], "bench-1", grind)]
+    deadline = time.monotonic() + 60
     while not all(r.linked(1) for r in rs):
         if time.monotonic() > deadline:
             for r in rs:
@@ -106,15 +130,15 @@ def run_bench(bench: Path, sc: Scenario, up: Replica, down: Replica, args: list[
     return rate, sum(r.cpu() for r in watched) - cpu0
 
 
-def once(target: str, bench: Path, proxy: Path, n: int, ps: int) -> tuple[float, float]:
+def once(target: str, bench: Path, proxy: Path, n: int, ps: int, grind: bool = False) -> tuple[float, float]:
     """One run of one target: (rate, CPU seconds of every proxy process involved)."""
     pipe_args, pubsub_args = ["256", str(n)], ["4", str(ps), "64"]
     sc = PUBSUB if target.startswith("pubsub") else PIPE
     args = pubsub_args if sc is PUBSUB else pipe_args
     if target.endswith("unfederated"):
-        rs = [Replica(proxy, sc)]
+        rs = [Replica(proxy, sc, grind=grind)]
     else:
-        rs = pair(proxy, sc)
+        rs = pair(proxy, sc, grind)
     try:
         up, down = rs[0], (rs[1] if target == "pipeline cross" else rs[0])
         return run_bench(bench, sc, up, down, args, rs)
@@ -136,14 +160,41 @@ def median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
 
+CG_DIR = ROOT / "target" / "callgrind"
+
+
+def grind(bench: Path, proxy: Path, repeat: int) -> int:
+    CG_DIR.mkdir(parents=True, exist_ok=True)
+    n = 100_000
+    targets = ["pipeline local", "pipeline cross", "pipeline unfederated"]
+    per = {t: [] for t in targets}
+    for _ in range(repeat):
+        for t in targets:
+            for f in CG_DIR.glob("cg.*"):
+                f.unlink()
+            # The first dump (inside run_bench, before the load) zeroes the counters.
+            _, ins = once(t, bench, proxy, n, 0, grind=True)
+            per[t].append(ins / n)
+    med = {t: median(per[t]) for t in targets}
+    for t in targets:
+        print(f"{t}: {med[t]:.0f} instructions per task (runs: {', '.join(f'{x:.0f}' for x in per[t])})")
+    print(f"cross / local: {med['pipeline cross'] / med['pipeline local']:.2f}x (goal <= 1.5x)")
+    print(f"local federated / unfederated: {med['pipeline local'] / med['pipeline unfederated']:.2f}x")
+    print(f"\nmedian of {repeat} run(s); every replica's instructions from the load's start to its end")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer messages, one repeat")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--zmq-proxy", type=Path, help="use this binary instead of building it")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind), pipelines only")
     opts = ap.parse_args(argv)
     bench, proxy = build(opts.zmq_proxy)
+    if opts.callgrind:
+        return grind(bench, proxy, 1 if opts.quick else max(1, opts.repeat))
     n = 100_000 if opts.quick else 1_000_000
     ps = 50_000 if opts.quick else 500_000
     repeat = 1 if opts.quick else max(1, opts.repeat)
