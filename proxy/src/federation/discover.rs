@@ -10,7 +10,7 @@
 //! ends, and the address stays in the followed set, so later answers that still hold it dial
 //! it no more (one self-dial per appearance of the address, not one per lookup).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -18,11 +18,8 @@ use tokio::sync::watch;
 
 use super::link::{self, Sinks};
 use crate::engine::curve::Mechanism;
-use crate::engine::resolve::{self, LookupError, Resolver};
+use crate::engine::resolve::{self, Followed, Resolver};
 use crate::policy::sockets::Lifecycle;
-
-/// The longest one lookup may take before it counts as failed.
-const LOOKUP_BOUND: Duration = Duration::from_secs(10);
 
 /// How names among the peers are looked up: the proxy's resolver (built when some peer is a
 /// name) and `--resolve-interval`.
@@ -49,10 +46,6 @@ pub(super) async fn dropped(retire: &mut Option<watch::Receiver<bool>>) {
     }
 }
 
-async fn stopping(life: &mut Lifecycle) {
-    let _ = life.stop.wait_for(|v| *v).await;
-}
-
 /// Follows `host` until the proxy stops: one dial loop per address it resolves to.
 pub(super) async fn follow(
     host: String,
@@ -60,60 +53,37 @@ pub(super) async fn follow(
     dns: Dns,
     mech: Mechanism,
     sinks: Sinks,
-    mut life: Lifecycle,
+    life: Lifecycle,
 ) {
     let Some(resolver) = dns.resolver else {
         tracing::error!(%host, "federation: no DNS resolver; cannot follow the peer name");
         return;
     };
     let mut live: BTreeMap<IpAddr, watch::Sender<bool>> = BTreeMap::new();
-    let mut failures = 0u32;
-    loop {
-        let lookup = tokio::time::timeout(LOOKUP_BOUND, resolver.lookup(&host));
-        let answer = tokio::select! {
-            _ = stopping(&mut life) => return,
-            r = lookup => r.unwrap_or_else(|_| Err(LookupError::Failed("no answer".into()))),
-        };
-        let wait = match answer {
-            Ok(answer) => {
-                failures = 0;
-                let current: BTreeSet<IpAddr> = live.keys().copied().collect();
-                let (added, removed) = resolve::diff(&current, &answer);
-                for ip in removed {
-                    if let Some(tx) = live.remove(&ip) {
-                        tx.send_replace(true);
-                    }
-                    tracing::info!(%host, %ip, port, "federation: address gone from the name; no longer dialing it");
+    let mut stop = life.stop.clone();
+    resolve::follow(&resolver, &host, dns.interval, &mut stop, |ev| match ev {
+        Followed::Changed { added, removed, .. } => {
+            for ip in removed {
+                if let Some(tx) = live.remove(&ip) {
+                    tx.send_replace(true);
                 }
-                for ip in added {
-                    let (tx, rx) = watch::channel(false);
-                    let (mech, sinks, life) = (mech.clone(), sinks.clone(), life.clone());
-                    tokio::spawn(link::dial_loop(
-                        ip.to_string(),
-                        port,
-                        mech,
-                        sinks,
-                        life,
-                        Some(rx),
-                    ));
-                    live.insert(ip, tx);
-                    tracing::info!(%host, %ip, port, "federation: address added to the name; dialing it");
-                }
-                resolve::next_lookup(answer.ttl, dns.interval)
+                tracing::info!(%host, %ip, port, "federation: address gone from the name; no longer dialing it");
             }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                if failures == 1 {
-                    tracing::info!(%host, error = %e, kept = live.len(), "federation: peer name does not resolve; keeping its addresses, retrying");
-                }
-                resolve::retry_delay(failures, dns.interval)
+            for ip in added {
+                let (tx, rx) = watch::channel(false);
+                let (mech, sinks, life) = (mech.clone(), sinks.clone(), life.clone());
+                let dial = link::dial_loop(ip.to_string(), port, mech, sinks, life, Some(rx));
+                tokio::spawn(dial);
+                live.insert(ip, tx);
+                tracing::info!(%host, %ip, port, "federation: address added to the name; dialing it");
             }
-        };
-        tokio::select! {
-            _ = stopping(&mut life) => return,
-            _ = tokio::time::sleep(wait) => {}
         }
-    }
+        Followed::Failed { error, failures: 1 } => {
+            tracing::info!(%host, %error, kept = live.len(), "federation: peer name does not resolve; keeping its addresses, retrying");
+        }
+        Followed::Failed { .. } => {}
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from dnspeers import ZoneServer
-from test_federation import count_events, start_federation, wait_links
+from test_federation import count_events, publish_until_heard, start_federation, wait_links
 from zmqpeers import connect_wait, ep, free_ports, until
 
 NAME = "fed.test"
@@ -100,16 +100,7 @@ def test_three_replicas_found_by_one_name_link_once_and_relay(ctx, start_proxy, 
         "pattern": "XSUB/XPUB",
         "members": [{"id": "r1", "out": True, "in": True}, {"id": "r2", "out": True, "in": True}],
     }
-    pub = ctx.socket(zmq.PUB)
-    connect_wait(pub, replicas[0].frontend)
-    sub = ctx.socket(zmq.SUB)
-    sub.subscribe(b"")
-    connect_wait(sub, replicas[2].backend)
-    for _ in until(10, 10_000):
-        pub.send(b"by-name")
-        if sub.poll(50):
-            break
-    assert sub.recv() == b"by-name"
+    publish_until_heard(ctx, replicas[0].frontend, replicas[2].backend, b"by-name")
 
 
 def test_an_address_that_joins_the_name_is_dialed_and_one_that_leaves_is_not(ctx, start_proxy, zone):
