@@ -8,6 +8,7 @@ proxy CPU seconds and peak RSS are read from /proc for the proxy process of that
     python3 proxy/benches/run.py            # about 10 minutes; needs gcc and libzmq3-dev
     python3 proxy/benches/run.py --quick    # fewer messages, one repeat (smoke run)
     python3 proxy/benches/run.py --skip CURVE --other-proxy /tmp/old/zmq-proxy   # two builds, A/B
+    python3 proxy/benches/run.py --federation   # federation.py instead: the cross hop, federated vs not
 
 With --other-proxy, a second zmq-proxy build runs as a fourth target in the same alternation,
 with its own columns (rate, ratio to libzmq, CPU per million), so two builds are compared
@@ -268,7 +269,19 @@ def main() -> int:
         default=1,
         help="I/O threads of libzmq's zmq_proxy (default 1, libzmq's own default)",
     )
+    ap.add_argument(
+        "--federation",
+        action="store_true",
+        help="run federation.py's scenarios instead (replicas linked to each other)",
+    )
     opts = ap.parse_args()
+    if opts.federation:
+        import federation
+
+        fed_args = ["--quick"] if opts.quick else ["--repeat", str(opts.repeat)]
+        fed_args += ["--zmq-proxy", str(opts.zmq_proxy)] if opts.zmq_proxy else []
+        fed_args += ["--json", str(opts.json)] if opts.json else []
+        return federation.main(fed_args)
     if shutil.which("gcc") is None or not Path("/usr/include/zmq.h").exists():
         print("benchmark needs gcc and libzmq3-dev (apt-get install gcc libzmq3-dev)", file=sys.stderr)
         return 2

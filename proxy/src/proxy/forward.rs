@@ -61,10 +61,14 @@ pub enum Ending {
     Aborted,
 }
 
-/// The resolver and schedule of connect-all names; the resolver is built (the system's DNS
-/// configuration read) only when some socket needs it.
+/// The resolver and schedule of connect-all names and federation peer names; the resolver is
+/// built (the system's DNS configuration read) only when one of them needs it.
 fn follow_settings(cfg: &ProxyConfig) -> Result<Follow, OpenError> {
-    let needed = cfg.named_sockets().iter().any(|(_, s)| !s.connect_all.is_empty());
+    let named_peer = |f: &federation::FederationConfig| {
+        f.peers.iter().any(|p| federation::discover::is_name(&p.host))
+    };
+    let needed = cfg.named_sockets().iter().any(|(_, s)| !s.connect_all.is_empty())
+        || cfg.federation.as_ref().is_some_and(named_peer);
     let resolver = match needed {
         true => Some(Resolver::new(cfg.dns_server).map_err(|reason| OpenError {
             action: "start",
@@ -116,7 +120,11 @@ impl Proxy {
         let (mut front_fed, mut back_fed, federation) = match &cfg.federation {
             None => (Fed::Off, Fed::Off, None),
             Some(f) => {
-                let started = federation::start(f, &life).await?;
+                let dns = federation::discover::Dns {
+                    resolver: follow.resolver.clone(),
+                    interval: follow.interval,
+                };
+                let started = federation::start(f, dns, &life).await?;
                 let pubsub = |s: federation::Started| {
                     let (fed, down, up) = s.pubsub();
                     (Fed::Down(down), Fed::Up(up), Some(fed))
@@ -676,11 +684,40 @@ async fn pump(
             return;
         }
     }
-    // What the links handed over before they stopped is delivered too.
-    while let Some(r) = p.fed.try_recv() {
-        if let Err(held) = p.relayed(r).await {
-            p.abandon(&mut rx, &held);
-            return;
+    // What the links handed over before they stopped is delivered too; a PULL/PUSH replica
+    // reads its links to each replica's END (`federation/drain.rs`), until killed.
+    loop {
+        // Read before the flush: a link that ended has handed over all it read.
+        let open = match &mut p.fed {
+            Fed::Tasks(t) => {
+                t.answer_leaving();
+                t.links_in() > 0
+            }
+            _ => false,
+        };
+        while let Some(r) = p.fed.try_recv() {
+            if let Err(held) = p.relayed(r).await {
+                p.abandon(&mut rx, &held);
+                return;
+            }
+        }
+        if !open {
+            break;
+        }
+        tokio::select! {
+            _ = wait_kill(p.kill.clone()) => {
+                p.abandon(&mut rx, &[]);
+                return;
+            }
+            r = p.fed.recv() => {
+                if let Some(r) = r
+                    && let Err(held) = p.relayed(r).await
+                {
+                    p.abandon(&mut rx, &held);
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
         }
     }
     // Input ended (the proxy is stopping): wait until the destination (and the links) have
@@ -689,6 +726,9 @@ async fn pump(
         if let Err(held) = p.resend_orphans().await {
             p.abandon(&mut rx, &held);
             return;
+        }
+        if let Fed::Tasks(t) = &mut p.fed {
+            t.answer_leaving();
         }
         if p.dest.backlog() <= 0 && p.fed.backlog() == 0 {
             // Its peers may now close (see `sockets/drain.rs`).
