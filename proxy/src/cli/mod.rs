@@ -28,6 +28,7 @@ use zmq_proxy_api::security::CurveSpec;
 use zmq_proxy_api::socket::{
     CAPTURE_TYPES, Role, SUPPORTED_PAIRS, SocketType, capture_type_refusal, pair_refusal,
 };
+use zmq_proxy_api::transport::SocketEndpoint;
 
 use crate::engine::curve::{Mechanism, Security};
 use crate::engine::socket_config::SocketConfig;
@@ -951,15 +952,27 @@ fn socket(
     bind: &[String],
     connect: [&Vec<String>; 2],
 ) -> Result<SocketConfig, ConfigError> {
-    let bind: Vec<Endpoint> = bind
+    let bind: Vec<SocketEndpoint> = bind
         .iter()
-        .map(|s| endpoint(&format!("--{name}-bind"), s, Direction::Bind))
+        .map(|s| socket_endpoint(&format!("--{name}-bind"), s, Direction::Bind))
         .collect::<Result<_, _>>()?;
-    let parse = |flag: String, list: &Vec<String>| -> Result<Vec<Endpoint>, ConfigError> {
-        list.iter().map(|s| endpoint(&flag, s, Direction::Connect)).collect()
-    };
-    let plain = parse(format!("--{name}-connect"), connect[0])?;
-    let all = parse(format!("--{name}-connect-all"), connect[1])?;
+    let flag = format!("--{name}-connect");
+    let plain: Vec<SocketEndpoint> = connect[0]
+        .iter()
+        .map(|s| socket_endpoint(&flag, s, Direction::Connect))
+        .collect::<Result<_, _>>()?;
+    let flag = format!("--{name}-connect-all");
+    let all: Vec<Endpoint> = connect[1]
+        .iter()
+        .map(|s| {
+            if s.trim().starts_with("ipc://") {
+                return err(format!(
+                    "{flag}: {s:?}: connect-all follows every address a host name resolves to, and an ipc:// endpoint has none; use --{name}-connect"
+                ));
+            }
+            endpoint(&flag, s, Direction::Connect)
+        })
+        .collect::<Result<_, _>>()?;
     if bind.is_empty() && plain.is_empty() && all.is_empty() {
         return err(format!(
             "{name} needs at least one --{name}-bind, --{name}-connect or --{name}-connect-all"
@@ -972,6 +985,10 @@ fn socket(
 
 fn endpoint(flag: &str, s: &str, dir: Direction) -> Result<Endpoint, ConfigError> {
     Endpoint::parse(s, dir).map_err(|e| ConfigError(format!("{flag}: {e}")))
+}
+
+fn socket_endpoint(flag: &str, s: &str, dir: Direction) -> Result<SocketEndpoint, ConfigError> {
+    SocketEndpoint::parse(s, dir).map_err(|e| ConfigError(format!("{flag}: {e}")))
 }
 
 fn parse_drain(field: &str, s: &str) -> Result<Duration, ConfigError> {
@@ -1204,8 +1221,9 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
     let mut options = options.into_iter();
     let mut sock = |name: &str, s: &SocketSpec| {
         let connects = manifest_connect::local_connects(name, s).map_err(ConfigError)?;
-        let mut c =
-            SocketConfig::new(s.socket_type, s.port.map(all).unwrap_or_default(), connects.first);
+        let bind = s.port.map(all).unwrap_or_default().into_iter().map(Into::into).collect();
+        let first = connects.first.into_iter().map(Into::into).collect();
+        let mut c = SocketConfig::new(s.socket_type, bind, first);
         c.connect_all = connects.all;
         c.options = options.next().unwrap_or_default();
         c.heartbeat = s.heartbeat.resolve(&FieldNames::manifest(name)).map_err(ConfigError)?;

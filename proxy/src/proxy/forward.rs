@@ -47,7 +47,17 @@ pub struct Proxy {
     pub frontend_addrs: Vec<std::net::SocketAddr>,
     pub backend_addrs: Vec<std::net::SocketAddr>,
     pub capture_addrs: Vec<std::net::SocketAddr>,
+    /// Every bind endpoint of each socket as bound (`tcp://ADDR:PORT`, `ipc://PATH`).
+    pub listening: Listening,
     federation: Option<Federation>,
+}
+
+/// Where each socket listens, as endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct Listening {
+    pub frontend: Vec<String>,
+    pub backend: Vec<String>,
+    pub capture: Vec<String>,
 }
 
 /// How a shutdown ended.
@@ -103,6 +113,11 @@ impl Proxy {
         let frontend = front.outlet.handle();
         let backend = back.outlet.handle();
         let capture_addrs = cap.as_ref().map(|c| c.local_addrs.clone()).unwrap_or_default();
+        let listening = Listening {
+            frontend: front.listening.clone(),
+            backend: back.listening.clone(),
+            capture: cap.as_ref().map(|c| c.listening.clone()).unwrap_or_default(),
+        };
         let capture_handle = cap.as_ref().map(|c| c.outlet.handle());
         let capture = cap.map(|c| Arc::new(Mutex::new(c.outlet)));
         let mut pumps = Vec::new();
@@ -198,6 +213,7 @@ impl Proxy {
             frontend_addrs: front_addrs,
             backend_addrs: back_addrs,
             capture_addrs,
+            listening,
             federation,
         })
     }
