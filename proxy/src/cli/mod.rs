@@ -1353,6 +1353,36 @@ mod tests {
     }
 
     #[test]
+    fn ipc_endpoints_bind_and_connect_and_refusals_name_the_flag() {
+        use zmq_proxy_api::ipc::IpcEndpoint;
+        let base = ["--frontend-type=ROUTER", "--frontend-bind=ipc:///run/zmq/f.sock"];
+        let c = cli(
+            &[&base[..], &["--backend-type=DEALER", "--backend-connect=ipc://w.sock"]].concat()
+        )
+        .expect("valid");
+        let path = |p: &str| SocketEndpoint::Ipc(IpcEndpoint::Path(p.into()));
+        assert_eq!(c.frontend.bind, [path("/run/zmq/f.sock")]);
+        assert_eq!(c.backend.connect, [path("w.sock")]);
+        let c = cli(&[&base[..], &["--backend-type=DEALER", "--backend-bind=ipc://*"]].concat())
+            .expect("the wildcard binds");
+        assert_eq!(c.backend.bind, [SocketEndpoint::Ipc(IpcEndpoint::Wildcard)]);
+        let long = format!("--backend-bind=ipc:///{}", "a".repeat(107));
+        for (bad, flag, why) in [
+            (
+                "--backend-connect-all=ipc:///w.sock",
+                "--backend-connect-all:",
+                "use --backend-connect",
+            ),
+            ("--backend-connect=ipc://*", "--backend-connect:", "only valid for bind"),
+            (long.as_str(), "--backend-bind:", "108 bytes, longer than the 107"),
+            ("--backend-bind=inproc://x", "--backend-bind:", "tcp://HOST:PORT or ipc://PATH"),
+        ] {
+            let e = cli(&[&base[..], &["--backend-type=DEALER", bad]].concat()).expect_err(bad);
+            assert!(e.starts_with(flag) && e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn refusals_name_the_flag() {
         let base = ["--frontend-type=ROUTER", "--frontend-bind=tcp://*:1", "--backend-type"];
         let e = cli(&[&base[..], &["PUSH", "--backend-bind=tcp://*:2"]].concat()).unwrap_err();
@@ -1439,7 +1469,10 @@ mod tests {
                     \x20 drainTimeoutSeconds: 2\n";
         let c = parse_manifest(yaml).expect("valid");
         assert_eq!(c.frontend.bind[0].to_string(), "tcp://*:6000");
-        assert!(c.frontend.bind[0].is_wildcard(), "dual stack, as the operator's pods");
+        assert!(
+            c.frontend.bind[0].tcp().expect("tcp").is_wildcard(),
+            "dual stack, as the operator's pods"
+        );
         assert_eq!(c.capture.as_ref().map(|s| s.socket_type), Some(SocketType::Pub));
         assert_eq!(c.drain_timeout, Duration::from_secs(2));
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
@@ -1458,7 +1491,7 @@ mod tests {
         let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: ROUTER, port: 6000}\n  backend: {type: DEALER, connect: [{service: workers, port: 7000}, {endpoint: 'tcp://127.0.0.1:7001', addresses: first}]}\n";
         let c = read_manifest(yaml, "127.0.0.1").expect("valid").config;
         assert!(c.backend.bind.is_empty());
-        assert_eq!(c.backend.connect, [Endpoint { host: "127.0.0.1".into(), port: 7001 }]);
+        assert_eq!(c.backend.connect, [Endpoint { host: "127.0.0.1".into(), port: 7001 }.into()]);
         assert_eq!(c.backend.connect_all, [Endpoint { host: "workers".into(), port: 7000 }]);
         let selector = yaml.replace(
             "{service: workers, port: 7000}",
@@ -1479,9 +1512,11 @@ mod tests {
         let m =
             read_manifest(&format!("{LOCAL}  metricsPort: 6003\n"), "127.0.0.1").expect("valid");
         let c = m.config;
-        for ep in
-            [&c.frontend.bind[0], &c.backend.bind[0], c.control_bind.as_ref().expect("control")]
-        {
+        for ep in [
+            c.frontend.bind[0].tcp().expect("tcp"),
+            c.backend.bind[0].tcp().expect("tcp"),
+            c.control_bind.as_ref().expect("control"),
+        ] {
             assert_eq!(ep.host, "127.0.0.1", "{ep}");
         }
         assert_eq!(c.http_bind.as_deref(), Some("127.0.0.1:6003"));
@@ -1539,9 +1574,13 @@ mod tests {
         assert!(e.starts_with("--http-bind and the manifest's spec.metricsPort"), "{e}");
         let c = cli(&[&config, "--lame-duck=1"]).expect("the manifest sets no lame duck");
         assert_eq!(c.lame_duck, Duration::from_secs(1));
-        assert_eq!(c.frontend.bind[0].host, "127.0.0.1", "loopback unless --bind-host says");
+        assert_eq!(
+            c.frontend.bind[0].tcp().expect("tcp").host,
+            "127.0.0.1",
+            "loopback unless --bind-host says"
+        );
         let c = cli(&[&config, "--bind-host", "*"]).expect("valid");
-        assert!(c.frontend.bind[0].is_wildcard());
+        assert!(c.frontend.bind[0].tcp().expect("tcp").is_wildcard());
         assert_eq!(c.http_bind.as_deref(), Some("*:6003"));
         let _ = std::fs::remove_file(&path);
         let flags = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];

@@ -182,3 +182,108 @@ fn random_name() -> String {
     h.write_u32(std::process::id());
     format!("zmq-proxy-{}-{:08x}", std::process::id(), h.finish() as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of its own per test, removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("zp-ipc-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("scratch dir");
+            Scratch(dir)
+        }
+
+        fn path(&self, file: &str) -> String {
+            self.0.join(file).to_string_lossy().into_owned()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn is_socket(p: &str) -> bool {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
+    }
+
+    #[tokio::test]
+    async fn a_stale_file_is_replaced_and_the_listeners_own_file_removed_at_close() {
+        let dir = Scratch::new("stale");
+        let path = dir.path("s.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("an earlier listener"));
+        assert!(is_socket(&path), "its file outlives it, as a killed process's does");
+        let l = bind(&IpcEndpoint::Path(path.clone())).expect("the stale file is removed");
+        assert_eq!(l.endpoint, format!("ipc://{path}"));
+        let (c, a) =
+            tokio::join!(async { connect(&IpcEndpoint::Path(path.clone())) }, l.listener.accept());
+        c.expect("connect");
+        a.expect("accept");
+        drop(l);
+        assert!(std::fs::symlink_metadata(&path).is_err(), "removed at close");
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_and_a_file_that_is_no_socket_are_left_alone() {
+        let dir = Scratch::new("live");
+        let live = dir.path("live.sock");
+        let _held = std::os::unix::net::UnixListener::bind(&live).expect("live listener");
+        let e = bind(&IpcEndpoint::Path(live.clone())).err().expect("in use");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(is_socket(&live));
+        let plain = dir.path("plain");
+        std::fs::write(&plain, b"data").expect("write");
+        let e = bind(&IpcEndpoint::Path(plain.clone())).err().expect("not a socket");
+        assert!(e.to_string().contains("is not a socket"), "{e}");
+        assert_eq!(std::fs::read(&plain).expect("still there"), b"data");
+    }
+
+    /// Another listener bound the path since (the file was replaced): closing leaves its file.
+    #[tokio::test]
+    async fn close_leaves_a_file_another_listener_bound_since() {
+        let dir = Scratch::new("replaced");
+        let path = dir.path("s.sock");
+        let first = bind(&IpcEndpoint::Path(path.clone())).expect("bind");
+        std::fs::remove_file(&path).expect("remove");
+        let _second = std::os::unix::net::UnixListener::bind(&path).expect("rebind");
+        drop(first);
+        assert!(is_socket(&path), "the second listener's file stays");
+    }
+
+    #[tokio::test]
+    async fn the_wildcard_binds_in_a_private_temporary_directory_removed_at_close() {
+        let l = bind(&IpcEndpoint::Wildcard).expect("bind ipc://*");
+        let path = l.endpoint.strip_prefix("ipc://").expect("ipc://").to_string();
+        assert!(path.ends_with("/socket"), "{path}");
+        let dir = Path::new(&path).parent().expect("dir").to_path_buf();
+        assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
+        let mode = std::fs::metadata(&dir).expect("dir").mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(is_socket(&path));
+        drop(l);
+        assert!(!dir.exists(), "the directory goes with the socket");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn abstract_names_have_no_file_and_one_listener() {
+        let name = format!("zp-ipc-test-{}", std::process::id());
+        let ep = IpcEndpoint::Abstract(name.clone());
+        let l = bind(&ep).expect("bind");
+        assert_eq!(l.endpoint, format!("ipc://@{name}"));
+        assert!(!Path::new(&format!("@{name}")).exists());
+        let e = bind(&ep).err().expect("taken");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        let (c, a) = tokio::join!(async { connect(&ep) }, l.listener.accept());
+        c.expect("connect");
+        a.expect("accept");
+        drop(l);
+        assert!(connect(&ep).is_err(), "gone with its listener");
+    }
+}

@@ -694,6 +694,7 @@ impl SocketHandle {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio::net::TcpListener;
     use zmq_proxy_api::defaults::{
         TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES,
     };
