@@ -75,7 +75,7 @@ pub struct Cli {
     /// frontend socket type: ROUTER, DEALER, XSUB, XPUB, SUB, PUB, PULL or PUSH, forming an allowed pair with the backend's (listed below) [default: none, required without --config]
     #[arg(long, env = "ZMQ_PROXY_FRONTEND_TYPE", value_name = "T", value_parser = parse_data_type, help_heading = "Frontend socket")]
     pub frontend_type: Option<SocketType>,
-    /// tcp://HOST:PORT the frontend listens on (HOST * = every IPv6 and IPv4 address); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the frontend listens on (HOST * = every IPv6 and IPv4 address; ipc://@NAME = Linux abstract name; ipc://* = a new temporary path); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_FRONTEND_BIND",
@@ -84,7 +84,7 @@ pub struct Cli {
         help_heading = "Frontend socket"
     )]
     pub frontend_bind: Vec<String>,
-    /// tcp://HOST:PORT the frontend connects to (reconnecting as libzmq does); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the frontend connects to (reconnecting as libzmq does); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_FRONTEND_CONNECT",
@@ -145,7 +145,7 @@ pub struct Cli {
     /// backend socket type: one that forms an allowed pair with the frontend's (listed below) [default: none, required without --config]
     #[arg(long, env = "ZMQ_PROXY_BACKEND_TYPE", value_name = "T", value_parser = parse_data_type, help_heading = "Backend socket")]
     pub backend_type: Option<SocketType>,
-    /// tcp://HOST:PORT the backend listens on (HOST * = every IPv6 and IPv4 address); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the backend listens on (HOST * = every IPv6 and IPv4 address; ipc://@NAME = Linux abstract name; ipc://* = a new temporary path); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_BACKEND_BIND",
@@ -154,7 +154,7 @@ pub struct Cli {
         help_heading = "Backend socket"
     )]
     pub backend_bind: Vec<String>,
-    /// tcp://HOST:PORT the backend connects to (reconnecting as libzmq does); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the backend connects to (reconnecting as libzmq does); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_BACKEND_CONNECT",
@@ -215,7 +215,7 @@ pub struct Cli {
     /// capture socket type: PUB, DEALER or PUSH, sent a copy of every message, all frames [default: none, required without --config]
     #[arg(long, env = "ZMQ_PROXY_CAPTURE_TYPE", value_name = "T", value_parser = parse_capture_type, help_heading = "Capture socket")]
     pub capture_type: Option<SocketType>,
-    /// tcp://HOST:PORT the capture listens on (HOST * = every IPv6 and IPv4 address); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the capture listens on (HOST * = every IPv6 and IPv4 address; ipc://@NAME = Linux abstract name; ipc://* = a new temporary path); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_CAPTURE_BIND",
@@ -224,7 +224,7 @@ pub struct Cli {
         help_heading = "Capture socket"
     )]
     pub capture_bind: Vec<String>,
-    /// tcp://HOST:PORT the capture connects to (reconnecting as libzmq does); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the capture connects to (reconnecting as libzmq does); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_CAPTURE_CONNECT",
