@@ -26,17 +26,27 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// Attempts at a fresh directory name for `ipc://*` before giving up.
 const WILDCARD_ATTEMPTS: u32 = 16;
 
-/// A bound `ipc://` listener; dropping it removes the socket file it created.
+/// A bound `ipc://` listener; dropping it removes the socket file it created, unless
+/// [`IpcListener::take_file`] handed that to someone else.
 pub struct IpcListener {
     pub listener: UnixListener,
     /// The endpoint as it was bound (`ipc://*` resolved to its path).
     pub endpoint: String,
-    _file: Option<SocketFile>,
+    file: Option<SocketFile>,
+}
+
+impl IpcListener {
+    /// The socket file, removed when it is dropped. The proxy holds it apart from the accept
+    /// task: a task still pending when the runtime shuts down is never dropped, while the
+    /// proxy's drain is always awaited.
+    pub fn take_file(&mut self) -> Option<SocketFile> {
+        self.file.take()
+    }
 }
 
 /// The socket file a listener created, identified by device and inode so that a file another
 /// process bound at the same path since is never removed.
-struct SocketFile {
+pub struct SocketFile {
     path: PathBuf,
     id: (u64, u64),
     /// The directory `ipc://*` created for it.
@@ -59,7 +69,7 @@ pub fn bind(ep: &IpcEndpoint) -> io::Result<IpcListener> {
     match ep {
         IpcEndpoint::Abstract(name) => {
             let socket = listen_on(&abstract_addr(name)?)?;
-            Ok(IpcListener { listener: socket, endpoint: ep.to_string(), _file: None })
+            Ok(IpcListener { listener: socket, endpoint: ep.to_string(), file: None })
         }
         IpcEndpoint::Path(path) => bind_path(Path::new(path), None),
         IpcEndpoint::Wildcard => {
@@ -88,7 +98,7 @@ fn bind_path(path: &Path, dir: Option<PathBuf>) -> io::Result<IpcListener> {
     let meta = std::fs::symlink_metadata(path)?;
     let file = SocketFile { path: path.to_path_buf(), id: (meta.dev(), meta.ino()), dir };
     let endpoint = format!("ipc://{}", path.display());
-    Ok(IpcListener { listener, endpoint, _file: Some(file) })
+    Ok(IpcListener { listener, endpoint, file: Some(file) })
 }
 
 /// Removes a socket file nobody accepts on any more (a crashed or killed proxy's). A live

@@ -445,6 +445,8 @@ pub struct ProxySocket {
     pub local_addrs: Vec<SocketAddr>,
     /// Every bind endpoint as it was bound (TCP port 0 and `ipc://*` resolved), in order.
     pub listening: Vec<String>,
+    /// The socket files of its `ipc://` listeners, removed when dropped.
+    pub socket_files: Vec<ipc::SocketFile>,
 }
 
 impl ProxySocket {
@@ -511,6 +513,7 @@ impl ProxySocket {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
         let mut local_addrs = Vec::new();
         let mut listening = Vec::new();
+        let mut socket_files = Vec::new();
         let mut listeners = Vec::new();
         for ep in &cfg.bind {
             let refused =
@@ -521,7 +524,11 @@ impl ProxySocket {
                     local_addrs.push(l.local_addr().map_err(refused)?);
                     Listener::Tcp(l)
                 }
-                SocketEndpoint::Ipc(i) => Listener::Ipc(ipc::bind(i).map_err(refused)?),
+                SocketEndpoint::Ipc(i) => {
+                    let mut l = ipc::bind(i).map_err(refused)?;
+                    socket_files.extend(l.take_file());
+                    Listener::Ipc(l)
+                }
             };
             listening.push(l.endpoint().map_err(refused)?);
             listeners.push(l);
@@ -558,6 +565,7 @@ impl ProxySocket {
             inbound: delivers.then_some(rx),
             local_addrs,
             listening,
+            socket_files,
         })
     }
 }

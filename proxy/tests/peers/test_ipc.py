@@ -205,3 +205,27 @@ def test_bad_ipc_endpoints_are_refused_naming_the_flag(flag, endpoint, words):
         args += ["--frontend-bind", ep(free_ports(1)[0])]
     rc, _, err = run_proxy_to_exit(args + [flag, endpoint])
     assert rc != 0 and flag in err and words in err, err
+
+
+def test_the_wildcard_binds_a_temporary_path_removed_at_exit(ctx, start_proxy, sock_dir):
+    port = free_ports(1)[0]
+    p = start_proxy(
+        [
+            "--frontend-type", "PULL", "--frontend-bind", ep(port),
+            "--backend-type", "PUSH", "--backend-bind", "ipc://*",
+            "--log-format", "json",
+        ],  # fmt: skip
+        env={"TMPDIR": str(sock_dir)},
+    )
+    backend = log_fields(p.find_event("proxy running"))["backend"]
+    listening = backend.split("listening on ", 1)[1].rstrip(")").split()[0]
+    path = Path(listening.removeprefix("ipc://"))
+    assert path.parent.parent == sock_dir and path.name == "socket", backend
+    assert is_socket(path) and (path.parent.stat().st_mode & 0o777) == 0o700
+    pusher, puller = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    connect_wait(puller, listening)
+    connect_wait(pusher, ep(port))
+    pusher.send(b"via the temporary path")
+    assert puller.recv() == b"via the temporary path"
+    p.stop_promptly()
+    assert not path.parent.exists(), "the directory and its socket are removed at exit"
