@@ -4,8 +4,9 @@
 //!   it) is removed first, as libzmq unlinks before binding. Unlike libzmq, a file on which a
 //!   process still accepts is left alone and the bind fails as "address in use" (as a taken TCP
 //!   port does), and a file that is not a socket is never removed;
-//! - the file is created with the process's umask, as libzmq leaves it; the listener removes
-//!   it when it closes, if the file at the path is still the one it created;
+//! - the file is created with the process's umask, as libzmq leaves it, and removed when the
+//!   listener's [`SocketFile`] is dropped (by the proxy as its drain stops accepting), if the
+//!   file at the path is still the one it created;
 //! - `ipc://*`: a socket named `socket` in a new directory (mode 0700) of the temporary
 //!   directory (`TMPDIR`, else `/tmp`), both removed at close;
 //! - `ipc://@name` (Linux): the abstract namespace, no file at all.
