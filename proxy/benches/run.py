@@ -43,19 +43,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_ports(ports: list[int], proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def ipc_path(port: int) -> Path:
+    """A Unix socket path of this run, named after a free port so that runs never share one."""
+    return Path(f"/tmp/zmqbench-{os.getpid()}-{port}.sock")
+
+
+def wait_for_ports(
+    ports: list[int], proc: subprocess.Popen, timeout: float = 10.0, paths: tuple[Path, ...] = ()
+) -> None:
     deadline = time.monotonic() + timeout
-    pending = list(ports)
+    pending = list(ports) + list(paths)
     while pending and time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"proxy exited early with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", pending[0]), timeout=0.2):
-                pending.pop(0)
+            if isinstance(pending[0], Path):
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(0.2)
+                    s.connect(str(pending[0]))
+            else:
+                with socket.create_connection(("127.0.0.1", pending[0]), timeout=0.2):
+                    pass
+            pending.pop(0)
         except OSError:
             time.sleep(0.02)
     if pending:
-        raise RuntimeError(f"ports {pending} never opened")
+        raise RuntimeError(f"endpoints {pending} never opened")
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -88,6 +101,9 @@ class Scenario:
     # In pipelines it changed the proxied rates by less than the noise, so they keep 1. The
     # proxies keep their own defaults (--libzmq-io-threads).
     client_io_threads: int = 1
+    # The frontend on a Unix socket (ipc://), the backend on TCP: both proxies bridge the two.
+    # Without a proxy, the clients meet on the Unix socket.
+    ipc: bool = False
 
 
 # One keypair per role for the CURVE scenarios (the zmq_curve(7) test keys): the same for
@@ -150,6 +166,10 @@ def start_proxy(
 ):
     fp, bp = free_port(), free_port()
     front, back = f"tcp://127.0.0.1:{fp}", f"tcp://127.0.0.1:{bp}"
+    paths: tuple[Path, ...] = ()
+    if sc.ipc:
+        paths = (ipc_path(fp),)
+        front = f"ipc://{paths[0]}"
     if target == "libzmq":
         cmd = [str(bench), "proxy", sc.front_type, "@" + front, sc.back_type, "@" + back]
     else:
@@ -160,7 +180,7 @@ def start_proxy(
         ] + curve_flags(sc)  # fmt: skip
     env = bench_env(sc, libzmq_io)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    wait_for_ports([fp, bp], proc)
+    wait_for_ports([bp] if sc.ipc else [fp, bp], proc, paths=paths)
     return proc, front, back
 
 
@@ -172,7 +192,8 @@ def client_endpoints(sc: Scenario, front: str | None, back: str | None) -> tuple
     if sc.kind == "reqrep":
         ports = [f"tcp://127.0.0.1:{free_port()}" for _ in range(int(sc.args[1]))]
         return ",".join(">" + p for p in ports), ",".join("@" + p for p in ports)
-    ep = f"tcp://127.0.0.1:{free_port()}"
+    port = free_port()
+    ep = f"ipc://{ipc_path(port)}" if sc.ipc else f"tcp://127.0.0.1:{port}"
     return "@" + ep, ">" + ep
 
 
@@ -185,7 +206,7 @@ def run_once(
     libzmq_io: int = 1,
 ) -> Result:
     proc = None
-    front = back = None
+    front = back = up = None
     if target != "ceiling":
         proc, front, back = start_proxy(target, sc, bench, zmq_proxy, other, libzmq_io)
     try:
@@ -214,6 +235,10 @@ def run_once(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        # libzmq leaves its socket files behind; zmq-proxy removes its own.
+        for ep in (front, up if target == "ceiling" else None):
+            if ep and "ipc://" in ep:
+                Path(ep.split("ipc://", 1)[1]).unlink(missing_ok=True)
 
 
 def median_result(results: list[Result]) -> Result:
@@ -232,6 +257,8 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("pipeline 16 B", "PULL", "PUSH", "pipeline", ["16", str(n)], n),
         Scenario("pipeline 256 B", "PULL", "PUSH", "pipeline", ["256", str(n)], n),
         Scenario("pipeline 4 KiB", "PULL", "PUSH", "pipeline", ["4096", str(n // 4)], n // 4),
+        # Pushers on a Unix socket, pullers on TCP: the proxy as a bridge (the ceiling: ipc only).
+        Scenario("ipc>tcp pipeline 256 B", "PULL", "PUSH", "pipeline", ["256", str(n)], n, ipc=True),
         # 4 REQ clients, 2 REP workers, 64-byte requests; each round trip is 2 messages through the
         # proxy, so CPU per million counts both.
         Scenario("req/rep 4x2 64 B", "ROUTER", "DEALER", "reqrep", ["4", "2", str(rr), "64"], 8 * rr),

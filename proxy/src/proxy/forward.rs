@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::engine::budget::MemoryBudget;
 use crate::engine::counters::{Counters, DropReason, Snapshot, SocketCounters};
+use crate::engine::ipc::SocketFile;
 use crate::engine::resolve::Resolver;
 use crate::engine::tunables::{
     DRAIN_POLL_INTERVAL, FEDERATION_CREDIT_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT,
@@ -47,7 +48,19 @@ pub struct Proxy {
     pub frontend_addrs: Vec<std::net::SocketAddr>,
     pub backend_addrs: Vec<std::net::SocketAddr>,
     pub capture_addrs: Vec<std::net::SocketAddr>,
+    /// Every bind endpoint of each socket as bound (`tcp://ADDR:PORT`, `ipc://PATH`).
+    pub listening: Listening,
+    /// The `ipc://` listeners' socket files, removed when the drain stops accepting.
+    socket_files: Vec<SocketFile>,
     federation: Option<Federation>,
+}
+
+/// Where each socket listens, as endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct Listening {
+    pub frontend: Vec<String>,
+    pub backend: Vec<String>,
+    pub capture: Vec<String>,
 }
 
 /// How a shutdown ended.
@@ -100,13 +113,23 @@ impl Proxy {
         let open = |c, name| ProxySocket::open(c, name, counters.clone(), &budget, &life, &follow);
         let mut front = open(&cfg.frontend, "frontend").await?;
         let mut back = open(&cfg.backend, "backend").await?;
-        let cap = match &cfg.capture {
+        let mut cap = match &cfg.capture {
             Some(c) => Some(open(c, "capture").await?),
             None => None,
         };
         let frontend = front.outlet.handle();
         let backend = back.outlet.handle();
         let capture_addrs = cap.as_ref().map(|c| c.local_addrs.clone()).unwrap_or_default();
+        let mut socket_files = std::mem::take(&mut front.socket_files);
+        socket_files.append(&mut back.socket_files);
+        let listening = Listening {
+            frontend: front.listening.clone(),
+            backend: back.listening.clone(),
+            capture: cap.as_ref().map(|c| c.listening.clone()).unwrap_or_default(),
+        };
+        if let Some(c) = cap.as_mut() {
+            socket_files.append(&mut c.socket_files);
+        }
         let capture_handle = cap.as_ref().map(|c| c.outlet.handle());
         let capture = cap.map(|c| Arc::new(Mutex::new(c.outlet)));
         let mut pumps = Vec::new();
@@ -206,6 +229,8 @@ impl Proxy {
             frontend_addrs: front_addrs,
             backend_addrs: back_addrs,
             capture_addrs,
+            listening,
+            socket_files,
             federation,
         })
     }
@@ -271,6 +296,8 @@ impl Proxy {
             s.begin_drain();
         }
         self.stop.send_replace(true);
+        // The listeners stop accepting now: their paths go with them.
+        self.socket_files.clear();
         for s in &self.unfed {
             s.end_input();
         }

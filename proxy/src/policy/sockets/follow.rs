@@ -99,10 +99,10 @@ pub struct ConnectStatus {
 }
 
 impl ConnectStatus {
-    pub(super) fn new(socket: &'static str, ep: &Endpoint, all: bool) -> Arc<ConnectStatus> {
+    pub(super) fn new(socket: &'static str, endpoint: String, all: bool) -> Arc<ConnectStatus> {
         Arc::new(ConnectStatus {
             socket,
-            endpoint: ep.to_string(),
+            endpoint,
             all,
             slots: Mutex::new(Vec::new()),
             resolved: AtomicUsize::new(usize::from(!all)),
@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn a_report_sorts_addresses_counts_the_connected_and_forgets_ended_loops() {
         let ep = Endpoint::parse("tcp://workers:6000", Direction::Connect).expect("ep");
-        let status = ConnectStatus::new("backend", &ep, true);
+        let status = ConnectStatus::new("backend", ep.to_string(), true);
         let a = status.slot("127.0.0.10:6000".into());
         let b = status.slot("127.0.0.9:6000".into());
         let c = status.slot("[::1]:6000".into());
@@ -349,6 +349,6 @@ mod tests {
         drop(b);
         assert_eq!(status.report().addresses.len(), 2);
         // A plain connect targets one address at a time.
-        assert_eq!(ConnectStatus::new("backend", &ep, false).report().resolved, 1);
+        assert_eq!(ConnectStatus::new("backend", ep.to_string(), false).report().resolved, 1);
     }
 }
