@@ -52,6 +52,12 @@ pub enum Kind {
     /// The origin was paused (body `1`) or resumed (`0`) by its own control socket or pause
     /// file; the receiver follows and tells nobody else.
     State,
+    /// PULL/PUSH: the origin is stopping; the receiver places no more tasks on it and answers
+    /// `End`. No body.
+    Leaving,
+    /// PULL/PUSH: the last message the origin sends over this connection to a leaving replica
+    /// (no task follows it). No body.
+    End,
 }
 
 impl Kind {
@@ -64,6 +70,8 @@ impl Kind {
             Kind::Credit => 5,
             Kind::Task => 6,
             Kind::State => 7,
+            Kind::Leaving => 20,
+            Kind::End => 21,
         }
     }
 
@@ -76,6 +84,8 @@ impl Kind {
             5 => Kind::Credit,
             6 => Kind::Task,
             7 => Kind::State,
+            20 => Kind::Leaving,
+            21 => Kind::End,
             _ => return None,
         })
     }
@@ -136,6 +146,8 @@ pub enum LinkMessage {
     Credit { origin: MemberTag, room: u64, taken: u64, workers: u64 },
     Task { origin: MemberTag, msg: Vec<Bytes> },
     State { origin: MemberTag, paused: bool },
+    Leaving { origin: MemberTag },
+    End { origin: MemberTag },
 }
 
 /// A HELLO text field: UTF-8, not empty, at most `max` bytes.
@@ -199,6 +211,9 @@ pub fn parse(mut frames: Vec<Bytes>) -> Result<LinkMessage, FrameError> {
             }
             _ => Err(FrameError::Body(h.kind, body)),
         },
+        Kind::Leaving | Kind::End if body != 0 => Err(FrameError::Body(h.kind, body)),
+        Kind::Leaving => Ok(LinkMessage::Leaving { origin: h.origin }),
+        Kind::End => Ok(LinkMessage::End { origin: h.origin }),
     }
 }
 
@@ -256,6 +271,8 @@ mod tests {
             (Kind::Task, vec![Bytes::from_static(b"t")]),
             (Kind::Credit, vec![credit_body(1000, 7, 2)]),
             (Kind::State, vec![Bytes::from_static(&[1])]),
+            (Kind::Leaving, vec![]),
+            (Kind::End, vec![]),
         ];
         for (kind, body) in cases {
             let mut out = BytesMut::new();
@@ -276,6 +293,8 @@ mod tests {
                 Kind::Publish => LinkMessage::Publish { origin: me, msg: body.clone() },
                 Kind::Task => LinkMessage::Task { origin: me, msg: body.clone() },
                 Kind::State => LinkMessage::State { origin: me, paused: true },
+                Kind::Leaving => LinkMessage::Leaving { origin: me },
+                Kind::End => LinkMessage::End { origin: me },
                 Kind::Credit => {
                     LinkMessage::Credit { origin: me, room: 1000, taken: 7, workers: 2 }
                 }

@@ -18,6 +18,7 @@ use super::frame::{self, Kind, LinkMessage, MemberTag};
 use super::members::{self, LinkOut, LinkQueue, Members, Refused};
 use super::route::LinkId;
 use super::{Arrival, UpEvent};
+use super::{discover, drain};
 use crate::engine::curve::{self, Mechanism, Sealer};
 use crate::engine::net;
 use crate::engine::tunables::{
@@ -190,7 +191,9 @@ async fn inbound(mut l: Linked, sinks: Sinks, mut life: Lifecycle) {
     members.inbound_up(l.peer, &l.peer_id);
     members.counters.connections.fetch_add(1, Ordering::AcqRel);
     tracing::info!(member = %l.peer_id, link, "federation link in up");
-    let why = read_links(&mut l, link, &sinks, &mut life).await;
+    let mut end = drain::Awaited::new(members);
+    let why = read_links(&mut l, link, &sinks, &mut life, &mut end).await;
+    end.settle(members);
     members.counters.connections.fetch_sub(1, Ordering::AcqRel);
     members.inbound_down(l.peer, link);
     let _ = sinks.events.send(UpEvent::LinkGone(link)).await;
@@ -202,6 +205,7 @@ async fn read_links(
     link: LinkId,
     sinks: &Sinks,
     life: &mut Lifecycle,
+    end: &mut drain::Awaited,
 ) -> &'static str {
     let members = &sinks.members;
     loop {
@@ -227,6 +231,18 @@ async fn read_links(
                     tracing::info!(member = %l.peer_id, paused, "federation: steered by a replica");
                     members.state_from(paused);
                 }
+                Ok(LinkMessage::Leaving { origin }) if origin == l.peer => {
+                    tracing::info!(member = %l.peer_id, "federation: replica leaving; no more tasks for it");
+                    members.leaving(origin);
+                }
+                Ok(LinkMessage::End { origin }) if origin == l.peer => {
+                    // Its tasks are all read; its credit still counts for this replica's own.
+                    let b = std::mem::take(&mut batch);
+                    if !b.is_empty() && !hand_over(sinks, l.peer, link, b).await {
+                        return "stopped";
+                    }
+                    end.settle(members);
+                }
                 Ok(LinkMessage::Subscription { origin, subscribe, topic }) if origin == l.peer => {
                     // Publications read before the subscription go first, as they were sent.
                     let b = std::mem::take(&mut batch);
@@ -250,7 +266,8 @@ async fn read_links(
         }
         tokio::select! {
             biased;
-            _ = raised(&mut life.stop) => return "stopping",
+            _ = raised(&mut life.stop), if !drain::reads_to_end(members) => return "stopping",
+            _ = raised(&mut life.kill) => return "killed",
             r = l.rd.read_buf(&mut l.buf) => match r {
                 Ok(0) | Err(_) => return "closed",
                 Ok(_) => {}
@@ -270,18 +287,21 @@ async fn hand_over(sinks: &Sinks, from: MemberTag, link: LinkId, msgs: Vec<Msg>)
 }
 
 /// Dials one other replica's federation endpoint and keeps its outbound connection up,
-/// reconnecting with a doubling delay; stops dialing an address that leads back here.
+/// reconnecting with a doubling delay; stops dialing an address that leads back here, or, for
+/// an address found by DNS, once `retire` says the name no longer holds it.
 pub async fn dial_loop(
     host: String,
     port: u16,
     mech: Mechanism,
     sinks: Sinks,
     mut life: Lifecycle,
+    mut retire: Option<watch::Receiver<bool>>,
 ) {
     let mut delay = FEDERATION_RECONNECT_MIN;
     loop {
         let attempt = tokio::select! {
             _ = raised(&mut life.stop) => return,
+            _ = discover::dropped(&mut retire) => return,
             r = net::connect(&host, port) => r,
         };
         let served = match attempt {
@@ -311,6 +331,7 @@ pub async fn dial_loop(
         };
         tokio::select! {
             _ = raised(&mut life.stop) => return,
+            _ = discover::dropped(&mut retire) => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -338,6 +359,8 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
         task: header(Kind::Task),
         credit: header(Kind::Credit),
         state: header(Kind::State),
+        leaving: header(Kind::Leaving),
+        end: header(Kind::End),
     };
     let mut rx = rx;
     let why = {
@@ -370,6 +393,8 @@ struct Headers {
     task: Bytes,
     credit: Bytes,
     state: Bytes,
+    leaving: Bytes,
+    end: Bytes,
 }
 
 async fn write_loop(
@@ -406,6 +431,8 @@ async fn write_loop(
                             let body = [Bytes::from_static(if paused { &[1] } else { &[0] })];
                             frame::encode(&h.state, &body, out, sealer.as_mut())?
                         }
+                        LinkOut::Leaving => frame::encode(&h.leaving, &[], out, sealer.as_mut())?,
+                        LinkOut::End => frame::encode(&h.end, &[], out, sealer.as_mut())?,
                         LinkOut::Credit(room, taken, workers) => {
                             let body = [frame::credit_body(room, taken, workers)];
                             frame::encode(&h.credit, &body, out, sealer.as_mut())?
