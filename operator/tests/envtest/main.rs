@@ -639,6 +639,12 @@ fn secured_pod_mounts_its_keys(
             "{file}: {secured} CURVE socket(s), volumes {:?}",
             pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect::<Vec<_>>()
         );
+    } else if manifest["spec"]["replicas"].as_i64().unwrap_or(1) > 1 {
+        // A federation: the steering ConfigMap and the federation's key, each mounted whole,
+        // the key's group the proxy's.
+        assert_eq!(fs_group, Some(65532), "{file}: the mounted key's group is the proxy's");
+        let volumes: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+        assert_eq!(volumes, ["steering", "federation-key"], "{file}");
     } else {
         assert_eq!(fs_group, None, "{file}: an unsecured pod is as before");
         // Only the steering ConfigMap (spec.paused), mounted whole.
