@@ -13,6 +13,7 @@ use crate::engine::curve::{
 };
 use crate::federation::FederationConfig;
 use crate::federation::frame::ID_MAX_BYTES;
+use crate::federation::request;
 use crate::proxy::config::ConfigError;
 
 /// The federation flags (each also read from `ZMQ_PROXY_<FLAG>`).
@@ -95,7 +96,7 @@ impl FederationFlags {
                 "PULL/PUSH"
             }
             (SocketType::Router, SocketType::Dealer) | (SocketType::Dealer, SocketType::Router) => {
-                "ROUTER/DEALER"
+                request::PATTERN
             }
             _ => {
                 return err(format!(

@@ -267,6 +267,9 @@ async fn read_links(
 ) -> &'static str {
     let members = &sinks.members;
     let link = l.link;
+    // ROUTER/DEALER: a draining replica still takes the replies its clients wait for, and the
+    // requests placed on it before the others learned it drains (its workers answer them).
+    let through_drain = members.pattern == request::PATTERN;
     loop {
         let mut batch: Vec<Msg> = Vec::new();
         let mut replies: Vec<Msg> = Vec::new();
@@ -329,7 +332,8 @@ async fn read_links(
         live.waiting();
         tokio::select! {
             biased;
-            _ = raised(&mut life.stop) => return "stopping",
+            _ = raised(&mut life.stop), if !through_drain => return "stopping",
+            _ = raised(&mut life.kill) => return "killed",
             r = l.rd.read_buf(&mut l.buf) => match r {
                 Ok(0) | Err(_) => return "closed",
                 Ok(_) => live.arrived(),

@@ -140,6 +140,9 @@ pub struct Members {
     pub counters: LinkCounters,
     /// A replica announced credit: a task pump waiting for room may place its tasks now.
     pub credited: Notify,
+    /// ROUTER/DEALER: requests other replicas sent that this replica's workers took and have
+    /// not answered yet; a draining replica keeps its workers until it is zero.
+    pub unanswered: AtomicI64,
     /// Whether this replica is paused, as the other replicas were last told.
     paused: AtomicBool,
     /// The last PAUSE (`true`) or RESUME a replica sent.
@@ -171,6 +174,7 @@ impl Members {
             next_link: AtomicU64::new(1),
             counters: LinkCounters::default(),
             credited: Notify::new(),
+            unanswered: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             remote_state: watch::channel(None).0,
         }

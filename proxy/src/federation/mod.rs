@@ -444,6 +444,9 @@ impl TaskSide {
 
     /// `n` tasks that came from `from` over `link` were handed to this replica's own workers.
     pub fn taken(&mut self, from: MemberTag, link: LinkId, n: usize) {
+        if self.requests {
+            self.members.unanswered.fetch_add(n as i64, Ordering::AcqRel);
+        }
         let e = self.taken.entry(from).or_insert((link, 0));
         if e.0 != link {
             *e = (link, 0);
@@ -465,6 +468,12 @@ impl TaskSide {
                 self.announced.insert(m.tag, now);
             }
         }
+    }
+
+    /// ROUTER/DEALER: requests from other replicas this replica's workers have not answered
+    /// yet; `None` for tasks, which get no answer.
+    pub fn unanswered(&self) -> Option<i64> {
+        self.requests.then(|| self.members.unanswered.load(Ordering::Acquire))
     }
 
     /// Resolves when a replica announced credit.

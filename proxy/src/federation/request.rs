@@ -21,6 +21,9 @@ use super::frame::MemberTag;
 use super::members::{self, LinkOut, Member, MemberCounters, Members};
 use crate::policy::sockets::Msg;
 
+/// The pattern name replicas of a ROUTER/DEALER federation tell each other in HELLO.
+pub const PATTERN: &str = "ROUTER/DEALER";
+
 /// The routing frame's second byte, after the zero byte.
 pub const ROUTE_MARK: u8 = 0xfe;
 /// The routing frame's length.
@@ -75,7 +78,7 @@ pub fn reply_to(msg: &Msg) -> ReplyTo {
 pub struct Split {
     /// For this replica's own clients, in order.
     pub local: Vec<Msg>,
-    /// Frames of the replies queued to entry replicas.
+    /// Frames of the replies queued to entry replicas, as read (their routing frames included).
     pub relayed_frames: u64,
     /// Frames of the replies whose entry replica is gone (no link to it): dropped.
     pub unroutable_frames: u64,
@@ -112,16 +115,18 @@ impl ReplySide {
         }
         self.staged.resize_with(self.cache.len(), Vec::new);
         let mut split = Split::default();
+        let mut answered = 0i64;
         for mut m in msgs {
             let ReplyTo::Entry(tag) = reply_to(&m) else {
                 split.local.push(m);
                 continue;
             };
+            answered += 1;
             let i = self.cache.iter().position(|c| c.tag == tag);
             match i.filter(|i| self.cache[*i].out.is_some()) {
                 Some(i) => {
-                    m.remove(0);
                     split.relayed_frames += m.len() as u64;
+                    m.remove(0);
                     self.staged[i].push(LinkOut::Reply(m));
                 }
                 None => {
@@ -142,6 +147,7 @@ impl ReplySide {
             }
         }
         self.members.counters.relayed_out.fetch_add(relayed, Ordering::Relaxed);
+        self.members.unanswered.fetch_sub(answered, Ordering::AcqRel);
         split
     }
 
@@ -229,7 +235,7 @@ mod tests {
         let for_nobody = vec![route_frame(member_tag("gone")), b(b"x")];
         let split = side.relay(vec![for_a, local.clone(), for_c, for_nobody]);
         assert_eq!(split.local, [local]);
-        assert_eq!((split.relayed_frames, split.unroutable_frames), (2, 3));
+        assert_eq!((split.relayed_frames, split.unroutable_frames), (3, 5));
         let sent = rx.try_recv().expect("one batch to a");
         assert!(matches!(&sent[..], [LinkOut::Reply(m)] if m[0] == b(b"\0\0\0\0\x02")));
         let counts = members.member_counts();

@@ -563,6 +563,49 @@ impl Pump {
         if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
     }
 
+    /// ROUTER/DEALER federated, once this pump's own input ended (the drain): the links are
+    /// still served until what they owe is settled. The reply pump routes the replies other
+    /// replicas send until this replica's clients are gone (each closes behind its last reply);
+    /// the request pump tells the others it takes no more, and hands its workers what was
+    /// placed here before they learned it, until its workers answered every request they took
+    /// from the links (their connections stay open until then). The drain timeout bounds both.
+    async fn serve_links_while_draining(&mut self) -> Result<(), Vec<Msg>> {
+        let kill = self.kill.clone();
+        match &mut self.fed {
+            Fed::Replies(_) => {
+                let clients = self.dest.handle();
+                loop {
+                    tokio::select! {
+                        _ = wait_kill(kill.clone()) => return Ok(()),
+                        _ = clients.connections_closed() => return Ok(()),
+                        r = self.fed.recv() => match r {
+                            Some(r) => self.relayed(r).await?,
+                            None => return Ok(()),
+                        },
+                    }
+                }
+            }
+            Fed::Tasks(tasks) if tasks.unanswered().is_some() => {
+                tasks.announce(0, 0);
+                loop {
+                    let Fed::Tasks(tasks) = &mut self.fed else { return Ok(()) };
+                    if tasks.unanswered().unwrap_or(0) <= 0 {
+                        return Ok(());
+                    }
+                    tokio::select! {
+                        _ = wait_kill(kill.clone()) => return Ok(()),
+                        r = tasks.recv() => match r {
+                            Some(a) => self.relayed(Relayed::Tasks(a)).await?,
+                            None => return Ok(()),
+                        },
+                        _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Requests read from a ROUTER peer that can no longer be answered: read, and dropped.
     fn unanswerable(&self, msgs: &[Msg]) {
         for m in msgs {
@@ -731,6 +774,10 @@ async fn pump(
             p.abandon(&mut rx, &held);
             return;
         }
+    }
+    if let Err(held) = p.serve_links_while_draining().await {
+        p.abandon(&mut rx, &held);
+        return;
     }
     // Input ended (the proxy is stopping): wait until the destination (and the links) have
     // written out everything, re-sending what closed peers hand back, until killed.
