@@ -14,7 +14,7 @@ import time
 import pytest
 import zmq
 
-from test_federation import count_events, start_federation
+from test_federation import _key_file, count_events, start_federation
 from test_metrics_words import _sample, _scrape
 from zmqpeers import connect_wait, free_ports, log_fields, log_message, until
 
@@ -34,8 +34,8 @@ def route_frame(member_id: str) -> bytes:
     return b"\x00\xfe" + member_tag(member_id).to_bytes(8, "big")
 
 
-def reqrep(start_proxy, extra_each=lambda i: ()) -> list:
-    return start_federation(start_proxy, 3, types=("ROUTER", "DEALER"), each=extra_each)
+def reqrep(start_proxy, extra_each=lambda i: (), extra: tuple = ()) -> list:
+    return start_federation(start_proxy, 3, types=("ROUTER", "DEALER"), each=extra_each, extra=extra)
 
 
 class Workers:
@@ -230,6 +230,28 @@ def test_dealer_clients_and_dealer_workers_see_the_routing_frame_and_get_every_r
         entries = {f[0] for g in workers.got.values() for f in g}
         assert entries == {route_frame("r0"), route_frame("r2")}
         assert not any(c.poll(200) for c in clients), "nothing more"
+    finally:
+        workers.close()
+
+
+def test_curve_links_stay_up_across_heartbeats_and_carry_requests_and_replies(ctx, start_proxy, tmp_path):
+    """CURVE links: after several heartbeat intervals with nothing to relay (PINGs and PONGs
+    sealed both ways), every link is still up, none was closed, and requests from replica 0
+    are answered by a worker on replica 2."""
+    key = _key_file(tmp_path, "federation.key")
+    replicas = reqrep(start_proxy, extra=("--federation-curve-key-file", key))
+    workers = dealer_workers(ctx, replicas, {"c": 2}, ["r0"])
+    try:
+        client = ctx.socket(zmq.DEALER)
+        connect_wait(client, replicas[0].frontend)
+        # Three PING intervals: a PING or PONG the other end could not open would close a link.
+        replicas[0].wait_for_event("never logged", 3.5)
+        for r in replicas:
+            downs = [e for e in r.events() if (log_message(e) or "").startswith("federation link") and "down" in log_message(e)]
+            assert not downs, downs
+        send_requests([client], 50)
+        check_replies(collect([client], 50), range(50), 1)
+        assert not workers.errors, workers.errors
     finally:
         workers.close()
 
