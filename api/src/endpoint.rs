@@ -1,4 +1,5 @@
-//! Endpoint syntax: `tcp://HOST:PORT`, the only transport the proxy serves, and the bare
+//! Endpoint syntax: `tcp://HOST:PORT` (the data sockets also take `ipc://`, see
+//! [`crate::transport`]; the control socket and connect-all take TCP only), and the bare
 //! `HOST:PORT` of `--http-bind`. Owns parsing and the refusal messages for malformed endpoints,
 //! so flags and manifests word them alike.
 //!

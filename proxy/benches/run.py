@@ -8,6 +8,7 @@ proxy CPU seconds and peak RSS are read from /proc for the proxy process of that
     python3 proxy/benches/run.py            # about 10 minutes; needs gcc and libzmq3-dev
     python3 proxy/benches/run.py --quick    # fewer messages, one repeat (smoke run)
     python3 proxy/benches/run.py --skip CURVE --other-proxy /tmp/old/zmq-proxy   # two builds, A/B
+    python3 proxy/benches/run.py --federation   # federation.py instead: the cross hop, federated vs not
 
 With --other-proxy, a second zmq-proxy build runs as a fourth target in the same alternation,
 with its own columns (rate, ratio to libzmq, CPU per million), so two builds are compared
@@ -42,19 +43,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_ports(ports: list[int], proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def ipc_path(port: int) -> Path:
+    """A Unix socket path of this run, named after a free port so that runs never share one."""
+    return Path(f"/tmp/zmqbench-{os.getpid()}-{port}.sock")
+
+
+def wait_for_ports(
+    ports: list[int], proc: subprocess.Popen, timeout: float = 10.0, paths: tuple[Path, ...] = ()
+) -> None:
     deadline = time.monotonic() + timeout
-    pending = list(ports)
+    pending = list(ports) + list(paths)
     while pending and time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"proxy exited early with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", pending[0]), timeout=0.2):
-                pending.pop(0)
+            if isinstance(pending[0], Path):
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(0.2)
+                    s.connect(str(pending[0]))
+            else:
+                with socket.create_connection(("127.0.0.1", pending[0]), timeout=0.2):
+                    pass
+            pending.pop(0)
         except OSError:
             time.sleep(0.02)
     if pending:
-        raise RuntimeError(f"ports {pending} never opened")
+        raise RuntimeError(f"endpoints {pending} never opened")
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -87,6 +101,9 @@ class Scenario:
     # In pipelines it changed the proxied rates by less than the noise, so they keep 1. The
     # proxies keep their own defaults (--libzmq-io-threads).
     client_io_threads: int = 1
+    # The frontend on a Unix socket (ipc://), the backend on TCP: both proxies bridge the two.
+    # Without a proxy, the clients meet on the Unix socket.
+    ipc: bool = False
 
 
 # One keypair per role for the CURVE scenarios (the zmq_curve(7) test keys): the same for
@@ -149,6 +166,10 @@ def start_proxy(
 ):
     fp, bp = free_port(), free_port()
     front, back = f"tcp://127.0.0.1:{fp}", f"tcp://127.0.0.1:{bp}"
+    paths: tuple[Path, ...] = ()
+    if sc.ipc:
+        paths = (ipc_path(fp),)
+        front = f"ipc://{paths[0]}"
     if target == "libzmq":
         cmd = [str(bench), "proxy", sc.front_type, "@" + front, sc.back_type, "@" + back]
     else:
@@ -159,7 +180,7 @@ def start_proxy(
         ] + curve_flags(sc)  # fmt: skip
     env = bench_env(sc, libzmq_io)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    wait_for_ports([fp, bp], proc)
+    wait_for_ports([bp] if sc.ipc else [fp, bp], proc, paths=paths)
     return proc, front, back
 
 
@@ -171,7 +192,8 @@ def client_endpoints(sc: Scenario, front: str | None, back: str | None) -> tuple
     if sc.kind == "reqrep":
         ports = [f"tcp://127.0.0.1:{free_port()}" for _ in range(int(sc.args[1]))]
         return ",".join(">" + p for p in ports), ",".join("@" + p for p in ports)
-    ep = f"tcp://127.0.0.1:{free_port()}"
+    port = free_port()
+    ep = f"ipc://{ipc_path(port)}" if sc.ipc else f"tcp://127.0.0.1:{port}"
     return "@" + ep, ">" + ep
 
 
@@ -184,7 +206,7 @@ def run_once(
     libzmq_io: int = 1,
 ) -> Result:
     proc = None
-    front = back = None
+    front = back = up = None
     if target != "ceiling":
         proc, front, back = start_proxy(target, sc, bench, zmq_proxy, other, libzmq_io)
     try:
@@ -213,6 +235,10 @@ def run_once(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        # libzmq leaves its socket files behind; zmq-proxy removes its own.
+        for ep in (front, up if target == "ceiling" else None):
+            if ep and "ipc://" in ep:
+                Path(ep.split("ipc://", 1)[1]).unlink(missing_ok=True)
 
 
 def median_result(results: list[Result]) -> Result:
@@ -231,6 +257,8 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("pipeline 16 B", "PULL", "PUSH", "pipeline", ["16", str(n)], n),
         Scenario("pipeline 256 B", "PULL", "PUSH", "pipeline", ["256", str(n)], n),
         Scenario("pipeline 4 KiB", "PULL", "PUSH", "pipeline", ["4096", str(n // 4)], n // 4),
+        # Pushers on a Unix socket, pullers on TCP: the proxy as a bridge (the ceiling: ipc only).
+        Scenario("ipc>tcp pipeline 256 B", "PULL", "PUSH", "pipeline", ["256", str(n)], n, ipc=True),
         # 4 REQ clients, 2 REP workers, 64-byte requests; each round trip is 2 messages through the
         # proxy, so CPU per million counts both.
         Scenario("req/rep 4x2 64 B", "ROUTER", "DEALER", "reqrep", ["4", "2", str(rr), "64"], 8 * rr),
@@ -268,7 +296,19 @@ def main() -> int:
         default=1,
         help="I/O threads of libzmq's zmq_proxy (default 1, libzmq's own default)",
     )
+    ap.add_argument(
+        "--federation",
+        action="store_true",
+        help="run federation.py's scenarios instead (replicas linked to each other)",
+    )
     opts = ap.parse_args()
+    if opts.federation:
+        import federation
+
+        fed_args = ["--quick"] if opts.quick else ["--repeat", str(opts.repeat)]
+        fed_args += ["--zmq-proxy", str(opts.zmq_proxy)] if opts.zmq_proxy else []
+        fed_args += ["--json", str(opts.json)] if opts.json else []
+        return federation.main(fed_args)
     if shutil.which("gcc") is None or not Path("/usr/include/zmq.h").exists():
         print("benchmark needs gcc and libzmq3-dev (apt-get install gcc libzmq3-dev)", file=sys.stderr)
         return 2

@@ -152,8 +152,7 @@ async fn run(cfg: ProxyConfig) -> u8 {
             return 1;
         }
     };
-    let show = |s: &zmq_proxy::SocketConfig, addrs: &[std::net::SocketAddr]| {
-        let bound: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
+    let show = |s: &zmq_proxy::SocketConfig, bound: &[String]| {
         let mech = if s.security.is_curve() { " CURVE" } else { "" };
         // A socket that only connects listens nowhere: no empty "(listening on )".
         let at = match bound.is_empty() {
@@ -163,7 +162,8 @@ async fn run(cfg: ProxyConfig) -> u8 {
         let (t, ep) = (s.socket_type, s.endpoints());
         format!("{t}{mech} {ep}{at}{}", s.heartbeat.describe())
     };
-    let capture = cfg.capture.as_ref().map(|c| show(c, &proxy.capture_addrs)).unwrap_or_default();
+    let capture =
+        cfg.capture.as_ref().map(|c| show(c, &proxy.listening.capture)).unwrap_or_default();
     let ops = match zmq_proxy::Ops::start(&cfg, &proxy).await {
         Ok(o) => o,
         Err(e) => {
@@ -173,8 +173,8 @@ async fn run(cfg: ProxyConfig) -> u8 {
     };
     let or_none = |a: Option<String>| a.unwrap_or_else(|| "none".into());
     tracing::info!(
-        frontend = %show(&cfg.frontend, &proxy.frontend_addrs),
-        backend = %show(&cfg.backend, &proxy.backend_addrs),
+        frontend = %show(&cfg.frontend, &proxy.listening.frontend),
+        backend = %show(&cfg.backend, &proxy.listening.backend),
         capture = %capture,
         control = %or_none(ops.control_addr().map(|a| format!("tcp://{a}"))),
         http = %or_none(ops.http_addr().map(|a| a.to_string())),

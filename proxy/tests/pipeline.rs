@@ -139,7 +139,7 @@ async fn connect_endpoints_reach_bound_peers_and_drain_completes() {
     let mut cfg = config(SocketType::Pull, SocketType::Push);
     cfg.backend.bind.clear();
     cfg.backend.connect =
-        vec![zmq_proxy_api::endpoint::Endpoint { host: "127.0.0.1".into(), port }];
+        vec![zmq_proxy_api::endpoint::Endpoint { host: "127.0.0.1".into(), port }.into()];
     let p = start(cfg).await;
     let mut producer = PushSocket::new();
     producer.connect(&ep(&p.frontend_addrs)).await.expect("producer connects");

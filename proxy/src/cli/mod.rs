@@ -28,6 +28,7 @@ use zmq_proxy_api::security::CurveSpec;
 use zmq_proxy_api::socket::{
     CAPTURE_TYPES, Role, SUPPORTED_PAIRS, SocketType, capture_type_refusal, pair_refusal,
 };
+use zmq_proxy_api::transport::SocketEndpoint;
 
 use crate::engine::curve::{Mechanism, Security};
 use crate::engine::socket_config::SocketConfig;
@@ -74,7 +75,7 @@ pub struct Cli {
     /// frontend socket type: ROUTER, DEALER, XSUB, XPUB, SUB, PUB, PULL or PUSH, forming an allowed pair with the backend's (listed below) [default: none, required without --config]
     #[arg(long, env = "ZMQ_PROXY_FRONTEND_TYPE", value_name = "T", value_parser = parse_data_type, help_heading = "Frontend socket")]
     pub frontend_type: Option<SocketType>,
-    /// tcp://HOST:PORT the frontend listens on (HOST * = every IPv6 and IPv4 address); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the frontend listens on (HOST * = every IPv6 and IPv4 address; ipc://@NAME = Linux abstract name; ipc://* = a new temporary path); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_FRONTEND_BIND",
@@ -83,7 +84,7 @@ pub struct Cli {
         help_heading = "Frontend socket"
     )]
     pub frontend_bind: Vec<String>,
-    /// tcp://HOST:PORT the frontend connects to (reconnecting as libzmq does); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the frontend connects to (reconnecting as libzmq does); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_FRONTEND_CONNECT",
@@ -144,7 +145,7 @@ pub struct Cli {
     /// backend socket type: one that forms an allowed pair with the frontend's (listed below) [default: none, required without --config]
     #[arg(long, env = "ZMQ_PROXY_BACKEND_TYPE", value_name = "T", value_parser = parse_data_type, help_heading = "Backend socket")]
     pub backend_type: Option<SocketType>,
-    /// tcp://HOST:PORT the backend listens on (HOST * = every IPv6 and IPv4 address); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the backend listens on (HOST * = every IPv6 and IPv4 address; ipc://@NAME = Linux abstract name; ipc://* = a new temporary path); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_BACKEND_BIND",
@@ -153,7 +154,7 @@ pub struct Cli {
         help_heading = "Backend socket"
     )]
     pub backend_bind: Vec<String>,
-    /// tcp://HOST:PORT the backend connects to (reconnecting as libzmq does); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the backend connects to (reconnecting as libzmq does); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_BACKEND_CONNECT",
@@ -214,7 +215,7 @@ pub struct Cli {
     /// capture socket type: PUB, DEALER or PUSH, sent a copy of every message, all frames [default: none, required without --config]
     #[arg(long, env = "ZMQ_PROXY_CAPTURE_TYPE", value_name = "T", value_parser = parse_capture_type, help_heading = "Capture socket")]
     pub capture_type: Option<SocketType>,
-    /// tcp://HOST:PORT the capture listens on (HOST * = every IPv6 and IPv4 address); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the capture listens on (HOST * = every IPv6 and IPv4 address; ipc://@NAME = Linux abstract name; ipc://* = a new temporary path); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_CAPTURE_BIND",
@@ -223,7 +224,7 @@ pub struct Cli {
         help_heading = "Capture socket"
     )]
     pub capture_bind: Vec<String>,
-    /// tcp://HOST:PORT the capture connects to (reconnecting as libzmq does); repeatable [default: none]
+    /// tcp://HOST:PORT or ipc://PATH the capture connects to (reconnecting as libzmq does); repeatable [default: none]
     #[arg(
         long,
         env = "ZMQ_PROXY_CAPTURE_CONNECT",
@@ -951,15 +952,27 @@ fn socket(
     bind: &[String],
     connect: [&Vec<String>; 2],
 ) -> Result<SocketConfig, ConfigError> {
-    let bind: Vec<Endpoint> = bind
+    let bind: Vec<SocketEndpoint> = bind
         .iter()
-        .map(|s| endpoint(&format!("--{name}-bind"), s, Direction::Bind))
+        .map(|s| socket_endpoint(&format!("--{name}-bind"), s, Direction::Bind))
         .collect::<Result<_, _>>()?;
-    let parse = |flag: String, list: &Vec<String>| -> Result<Vec<Endpoint>, ConfigError> {
-        list.iter().map(|s| endpoint(&flag, s, Direction::Connect)).collect()
-    };
-    let plain = parse(format!("--{name}-connect"), connect[0])?;
-    let all = parse(format!("--{name}-connect-all"), connect[1])?;
+    let flag = format!("--{name}-connect");
+    let plain: Vec<SocketEndpoint> = connect[0]
+        .iter()
+        .map(|s| socket_endpoint(&flag, s, Direction::Connect))
+        .collect::<Result<_, _>>()?;
+    let flag = format!("--{name}-connect-all");
+    let all: Vec<Endpoint> = connect[1]
+        .iter()
+        .map(|s| {
+            if s.trim().starts_with("ipc://") {
+                return err(format!(
+                    "{flag}: {s:?}: connect-all follows every address a host name resolves to, and an ipc:// endpoint has none; use --{name}-connect"
+                ));
+            }
+            endpoint(&flag, s, Direction::Connect)
+        })
+        .collect::<Result<_, _>>()?;
     if bind.is_empty() && plain.is_empty() && all.is_empty() {
         return err(format!(
             "{name} needs at least one --{name}-bind, --{name}-connect or --{name}-connect-all"
@@ -972,6 +985,10 @@ fn socket(
 
 fn endpoint(flag: &str, s: &str, dir: Direction) -> Result<Endpoint, ConfigError> {
     Endpoint::parse(s, dir).map_err(|e| ConfigError(format!("{flag}: {e}")))
+}
+
+fn socket_endpoint(flag: &str, s: &str, dir: Direction) -> Result<SocketEndpoint, ConfigError> {
+    SocketEndpoint::parse(s, dir).map_err(|e| ConfigError(format!("{flag}: {e}")))
 }
 
 fn parse_drain(field: &str, s: &str) -> Result<Duration, ConfigError> {
@@ -1204,8 +1221,9 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
     let mut options = options.into_iter();
     let mut sock = |name: &str, s: &SocketSpec| {
         let connects = manifest_connect::local_connects(name, s).map_err(ConfigError)?;
-        let mut c =
-            SocketConfig::new(s.socket_type, s.port.map(all).unwrap_or_default(), connects.first);
+        let bind = s.port.map(all).unwrap_or_default().into_iter().map(Into::into).collect();
+        let first = connects.first.into_iter().map(Into::into).collect();
+        let mut c = SocketConfig::new(s.socket_type, bind, first);
         c.connect_all = connects.all;
         c.options = options.next().unwrap_or_default();
         c.heartbeat = s.heartbeat.resolve(&FieldNames::manifest(name)).map_err(ConfigError)?;
@@ -1335,6 +1353,36 @@ mod tests {
     }
 
     #[test]
+    fn ipc_endpoints_bind_and_connect_and_refusals_name_the_flag() {
+        use zmq_proxy_api::ipc::IpcEndpoint;
+        let base = ["--frontend-type=ROUTER", "--frontend-bind=ipc:///run/zmq/f.sock"];
+        let c = cli(
+            &[&base[..], &["--backend-type=DEALER", "--backend-connect=ipc://w.sock"]].concat()
+        )
+        .expect("valid");
+        let path = |p: &str| SocketEndpoint::Ipc(IpcEndpoint::Path(p.into()));
+        assert_eq!(c.frontend.bind, [path("/run/zmq/f.sock")]);
+        assert_eq!(c.backend.connect, [path("w.sock")]);
+        let c = cli(&[&base[..], &["--backend-type=DEALER", "--backend-bind=ipc://*"]].concat())
+            .expect("the wildcard binds");
+        assert_eq!(c.backend.bind, [SocketEndpoint::Ipc(IpcEndpoint::Wildcard)]);
+        let long = format!("--backend-bind=ipc:///{}", "a".repeat(107));
+        for (bad, flag, why) in [
+            (
+                "--backend-connect-all=ipc:///w.sock",
+                "--backend-connect-all:",
+                "use --backend-connect",
+            ),
+            ("--backend-connect=ipc://*", "--backend-connect:", "only valid for bind"),
+            (long.as_str(), "--backend-bind:", "108 bytes, longer than the 107"),
+            ("--backend-bind=inproc://x", "--backend-bind:", "tcp://HOST:PORT or ipc://PATH"),
+        ] {
+            let e = cli(&[&base[..], &["--backend-type=DEALER", bad]].concat()).expect_err(bad);
+            assert!(e.starts_with(flag) && e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn refusals_name_the_flag() {
         let base = ["--frontend-type=ROUTER", "--frontend-bind=tcp://*:1", "--backend-type"];
         let e = cli(&[&base[..], &["PUSH", "--backend-bind=tcp://*:2"]].concat()).unwrap_err();
@@ -1421,7 +1469,10 @@ mod tests {
                     \x20 drainTimeoutSeconds: 2\n";
         let c = parse_manifest(yaml).expect("valid");
         assert_eq!(c.frontend.bind[0].to_string(), "tcp://*:6000");
-        assert!(c.frontend.bind[0].is_wildcard(), "dual stack, as the operator's pods");
+        assert!(
+            c.frontend.bind[0].tcp().expect("tcp").is_wildcard(),
+            "dual stack, as the operator's pods"
+        );
         assert_eq!(c.capture.as_ref().map(|s| s.socket_type), Some(SocketType::Pub));
         assert_eq!(c.drain_timeout, Duration::from_secs(2));
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
@@ -1440,7 +1491,7 @@ mod tests {
         let yaml = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nspec:\n  frontend: {type: ROUTER, port: 6000}\n  backend: {type: DEALER, connect: [{service: workers, port: 7000}, {endpoint: 'tcp://127.0.0.1:7001', addresses: first}]}\n";
         let c = read_manifest(yaml, "127.0.0.1").expect("valid").config;
         assert!(c.backend.bind.is_empty());
-        assert_eq!(c.backend.connect, [Endpoint { host: "127.0.0.1".into(), port: 7001 }]);
+        assert_eq!(c.backend.connect, [Endpoint { host: "127.0.0.1".into(), port: 7001 }.into()]);
         assert_eq!(c.backend.connect_all, [Endpoint { host: "workers".into(), port: 7000 }]);
         let selector = yaml.replace(
             "{service: workers, port: 7000}",
@@ -1461,9 +1512,11 @@ mod tests {
         let m =
             read_manifest(&format!("{LOCAL}  metricsPort: 6003\n"), "127.0.0.1").expect("valid");
         let c = m.config;
-        for ep in
-            [&c.frontend.bind[0], &c.backend.bind[0], c.control_bind.as_ref().expect("control")]
-        {
+        for ep in [
+            c.frontend.bind[0].tcp().expect("tcp"),
+            c.backend.bind[0].tcp().expect("tcp"),
+            c.control_bind.as_ref().expect("control"),
+        ] {
             assert_eq!(ep.host, "127.0.0.1", "{ep}");
         }
         assert_eq!(c.http_bind.as_deref(), Some("127.0.0.1:6003"));
@@ -1521,9 +1574,13 @@ mod tests {
         assert!(e.starts_with("--http-bind and the manifest's spec.metricsPort"), "{e}");
         let c = cli(&[&config, "--lame-duck=1"]).expect("the manifest sets no lame duck");
         assert_eq!(c.lame_duck, Duration::from_secs(1));
-        assert_eq!(c.frontend.bind[0].host, "127.0.0.1", "loopback unless --bind-host says");
+        assert_eq!(
+            c.frontend.bind[0].tcp().expect("tcp").host,
+            "127.0.0.1",
+            "loopback unless --bind-host says"
+        );
         let c = cli(&[&config, "--bind-host", "*"]).expect("valid");
-        assert!(c.frontend.bind[0].is_wildcard());
+        assert!(c.frontend.bind[0].tcp().expect("tcp").is_wildcard());
         assert_eq!(c.http_bind.as_deref(), Some("*:6003"));
         let _ = std::fs::remove_file(&path);
         let flags = ["--frontend-type=PULL", "--frontend-bind=tcp://*:1", "--backend-type=PUSH"];

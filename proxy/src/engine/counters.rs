@@ -5,11 +5,11 @@
 //! `*_msgs` values are the frame counts: those names are their contract.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use super::stream::PeerKey;
 use crate::wire::zmtp::CLOSED_BEFORE_GREETING;
 
 /// Traffic of one proxy socket (frontend or backend), as the proxy sees it.
@@ -261,7 +261,7 @@ impl Counters {
 /// with the wrong key costs one log line per [`OncePerPeer::quiet`], not one per attempt.
 /// Bounded: when full, the oldest half is forgotten.
 pub struct OncePerPeer {
-    seen: Mutex<HashMap<(IpAddr, &'static str), Instant>>,
+    seen: Mutex<HashMap<(PeerKey, &'static str), Instant>>,
     quiet: Duration,
     cap: usize,
 }
@@ -272,7 +272,8 @@ impl OncePerPeer {
     }
 
     /// Whether this (peer, reason) should be logged now.
-    pub fn first(&self, peer: IpAddr, reason: &'static str) -> bool {
+    pub fn first(&self, peer: impl Into<PeerKey>, reason: &'static str) -> bool {
+        let peer = peer.into();
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(at) = seen.get(&(peer, reason))
@@ -294,7 +295,7 @@ impl OncePerPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     /// One line per peer address and reason per quiet period: a reconnecting peer's repeats are
     /// quiet, another reason or another address is logged, and the same pair is logged again

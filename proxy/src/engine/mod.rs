@@ -1,4 +1,4 @@
-//! The engine: TCP, the greeting and the NULL and CURVE handshakes over it, key files and
+//! The engine: TCP and Unix sockets (`ipc://`), the greeting and the NULL and CURVE handshakes over it, key files and
 //! allow-lists, heartbeat clocks, the shared counters and memory budget, and the validated per-socket config with
 //! the internal tunables every layer above reads.
 
@@ -7,7 +7,9 @@ pub(crate) mod counters;
 pub(crate) mod curve;
 pub(crate) mod handshake;
 pub(crate) mod heartbeat;
+pub(crate) mod ipc;
 pub(crate) mod net;
 pub(crate) mod resolve;
 pub(crate) mod socket_config;
+pub(crate) mod stream;
 pub(crate) mod tunables;

@@ -1,7 +1,8 @@
 //! DNS for `--<socket>-connect-all`: every A and AAAA address of a name, with the answer's TTL,
 //! looked up on the proxy's own runtime (a slow or silent DNS server delays only the lookup
-//! that waits for it, never a connection or another socket), and the pure rules that follow a
-//! name: when to ask again and what an answer adds or removes.
+//! that waits for it, never a connection or another socket), the pure rules that follow a
+//! name (when to ask again and what an answer adds or removes), and [`follow`], the loop that
+//! applies them for connect-all endpoints and federation peers alike.
 //!
 //! The system configuration is read once at start: `/etc/resolv.conf` (name servers, search
 //! domains, `ndots`, as a pod's kubelet writes them) and `/etc/hosts`. `--dns-server HOST:PORT`
@@ -156,6 +157,58 @@ pub fn next_lookup(ttl: Option<Duration>, interval: Duration) -> Duration {
 pub fn retry_delay(failures: u32, interval: Duration) -> Duration {
     let doubled = FIRST_RETRY.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     doubled.min(interval)
+}
+
+/// The longest one lookup may take before it counts as failed (the resolver's own timeouts
+/// normally end it sooner).
+const LOOKUP_BOUND: Duration = Duration::from_secs(10);
+
+/// What following a name reports after each lookup.
+pub enum Followed<'a> {
+    /// A successful answer: the addresses it adds and those it removes (either may be empty);
+    /// `recovered` after failed lookups.
+    Changed { added: Vec<IpAddr>, removed: Vec<IpAddr>, recovered: bool },
+    /// The lookup failed, the `failures`-th time in a row; nothing changes.
+    Failed { error: &'a LookupError, failures: u32 },
+}
+
+/// Looks `host` up until `stop` is raised (or its sender is gone), on the schedule of
+/// [`next_lookup`] and [`retry_delay`], and tells `on` what each lookup changed.
+pub async fn follow(
+    resolver: &Resolver,
+    host: &str,
+    interval: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    mut on: impl FnMut(Followed<'_>),
+) {
+    let mut current: BTreeSet<IpAddr> = BTreeSet::new();
+    let mut failures = 0u32;
+    loop {
+        let lookup = tokio::time::timeout(LOOKUP_BOUND, resolver.lookup(host));
+        let answer = tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            r = lookup => r.unwrap_or_else(|_| Err(LookupError::Failed("no answer".into()))),
+        };
+        let wait = match answer {
+            Ok(answer) => {
+                let (added, removed) = diff(&current, &answer);
+                current.retain(|ip| !removed.contains(ip));
+                current.extend(added.iter().copied());
+                on(Followed::Changed { added, removed, recovered: failures > 0 });
+                failures = 0;
+                next_lookup(answer.ttl, interval)
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                on(Followed::Failed { error: &error, failures });
+                retry_delay(failures, interval)
+            }
+        };
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
 }
 
 /// What an answer changes in the set of addresses followed: the addresses to connect and

@@ -4,6 +4,7 @@ use zmq_proxy_api::endpoint::Endpoint;
 use zmq_proxy_api::heartbeat::Heartbeat;
 use zmq_proxy_api::options::SocketOptions;
 use zmq_proxy_api::socket::SocketType;
+use zmq_proxy_api::transport::SocketEndpoint;
 
 use super::curve::Security;
 
@@ -12,9 +13,9 @@ use super::curve::Security;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketConfig {
     pub socket_type: SocketType,
-    pub bind: Vec<Endpoint>,
-    pub connect: Vec<Endpoint>,
-    /// Endpoints whose host name is connected at every address it resolves to, and followed
+    pub bind: Vec<SocketEndpoint>,
+    pub connect: Vec<SocketEndpoint>,
+    /// TCP endpoints whose host name is connected at every address it resolves to, and followed
     /// as its addresses change (`--<socket>-connect-all`).
     pub connect_all: Vec<Endpoint>,
     pub security: Security,
@@ -24,7 +25,11 @@ pub struct SocketConfig {
 
 impl SocketConfig {
     /// A NULL-mechanism socket with default options, without heartbeats.
-    pub fn new(socket_type: SocketType, bind: Vec<Endpoint>, connect: Vec<Endpoint>) -> Self {
+    pub fn new(
+        socket_type: SocketType,
+        bind: Vec<SocketEndpoint>,
+        connect: Vec<SocketEndpoint>,
+    ) -> Self {
         let (security, options, heartbeat) = Default::default();
         SocketConfig {
             socket_type,

@@ -58,6 +58,12 @@ pub enum Kind {
     /// A reply to a request the receiver sent: body is the message, the client's routing id
     /// first (the routing frame naming the receiver already stripped).
     Reply,
+    /// PULL/PUSH: the origin is stopping; the receiver places no more tasks on it and answers
+    /// `End`. No body.
+    Leaving,
+    /// PULL/PUSH: the last message the origin sends over this connection to a leaving replica
+    /// (no task follows it). No body.
+    End,
 }
 
 impl Kind {
@@ -72,6 +78,8 @@ impl Kind {
             Kind::State => 7,
             Kind::Request => 8,
             Kind::Reply => 9,
+            Kind::Leaving => 20,
+            Kind::End => 21,
         }
     }
 
@@ -86,6 +94,8 @@ impl Kind {
             7 => Kind::State,
             8 => Kind::Request,
             9 => Kind::Reply,
+            20 => Kind::Leaving,
+            21 => Kind::End,
             _ => return None,
         })
     }
@@ -148,6 +158,8 @@ pub enum LinkMessage {
     State { origin: MemberTag, paused: bool },
     Request { origin: MemberTag, msg: Vec<Bytes> },
     Reply { origin: MemberTag, msg: Vec<Bytes> },
+    Leaving { origin: MemberTag },
+    End { origin: MemberTag },
 }
 
 /// A HELLO text field: UTF-8, not empty, at most `max` bytes.
@@ -213,6 +225,9 @@ pub fn parse(mut frames: Vec<Bytes>) -> Result<LinkMessage, FrameError> {
             }
             _ => Err(FrameError::Body(h.kind, body)),
         },
+        Kind::Leaving | Kind::End if body != 0 => Err(FrameError::Body(h.kind, body)),
+        Kind::Leaving => Ok(LinkMessage::Leaving { origin: h.origin }),
+        Kind::End => Ok(LinkMessage::End { origin: h.origin }),
     }
 }
 
@@ -272,6 +287,8 @@ mod tests {
             (Kind::Reply, vec![Bytes::from_static(b"\0\0\0\0\x01"), Bytes::from_static(b"r")]),
             (Kind::Credit, vec![credit_body(1000, 7, 2)]),
             (Kind::State, vec![Bytes::from_static(&[1])]),
+            (Kind::Leaving, vec![]),
+            (Kind::End, vec![]),
         ];
         for (kind, body) in cases {
             let mut out = BytesMut::new();
@@ -294,6 +311,8 @@ mod tests {
                 Kind::Request => LinkMessage::Request { origin: me, msg: body.clone() },
                 Kind::Reply => LinkMessage::Reply { origin: me, msg: body.clone() },
                 Kind::State => LinkMessage::State { origin: me, paused: true },
+                Kind::Leaving => LinkMessage::Leaving { origin: me },
+                Kind::End => LinkMessage::End { origin: me },
                 Kind::Credit => {
                     LinkMessage::Credit { origin: me, room: 1000, taken: 7, workers: 2 }
                 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::frame::{self, Kind, LinkMessage, MemberTag};
 use super::members::{self, LinkOut, LinkQueue, MemberCounters, Members, Refused};
 use super::route::LinkId;
-use super::{Arrival, UpEvent, beat, request};
+use super::{Arrival, UpEvent, beat, discover, drain, request};
 use crate::engine::curve::{self, Mechanism, Sealer};
 use crate::engine::heartbeat::Liveness;
 use crate::engine::net;
@@ -224,13 +224,15 @@ async fn inbound(l: Linked, sinks: Sinks, mut life: Lifecycle) {
     let live = Liveness::default();
     let pings = commands.clone();
     let mut r = Inbound { rd, buf, dec, peer, peer_id, link, counters, route, commands };
+    let mut end = drain::Awaited::new(members);
     let why = tokio::select! {
-        why = read_links(&mut r, &live, &sinks, &mut life) => why,
+        why = read_links(&mut r, &live, &sinks, &mut life, &mut end) => why,
         why = write_commands(wr, sealer, &mut command_rx) => why,
         () = beat::keep(&live, |p| {
             let _ = pings.send(p);
         }) => SILENT,
     };
+    end.settle(members);
     if why == SILENT {
         silent(members, &r.counters);
     }
@@ -264,12 +266,10 @@ async fn read_links(
     live: &Liveness,
     sinks: &Sinks,
     life: &mut Lifecycle,
+    end: &mut drain::Awaited,
 ) -> &'static str {
     let members = &sinks.members;
     let link = l.link;
-    // ROUTER/DEALER: a draining replica still takes the replies its clients wait for, and the
-    // requests placed on it before the others learned it drains (its workers answer them).
-    let through_drain = members.pattern == request::PATTERN;
     loop {
         let mut batch: Vec<Msg> = Vec::new();
         let mut replies: Vec<Msg> = Vec::new();
@@ -305,6 +305,18 @@ async fn read_links(
                     tracing::info!(member = %l.peer_id, paused, "federation: steered by a replica");
                     members.state_from(paused);
                 }
+                Ok(LinkMessage::Leaving { origin }) if origin == l.peer => {
+                    tracing::info!(member = %l.peer_id, "federation: replica leaving; no more tasks for it");
+                    members.leaving(origin);
+                }
+                Ok(LinkMessage::End { origin }) if origin == l.peer => {
+                    // Its tasks are all read; its credit still counts for this replica's own.
+                    let b = std::mem::take(&mut batch);
+                    if !b.is_empty() && !hand_over(sinks, &sinks.publications, l.whose(), b).await {
+                        return "stopped";
+                    }
+                    end.settle(members);
+                }
                 Ok(LinkMessage::Subscription { origin, subscribe, topic }) if origin == l.peer => {
                     // Publications read before the subscription go first, as they were sent.
                     let b = std::mem::take(&mut batch);
@@ -332,7 +344,7 @@ async fn read_links(
         live.waiting();
         tokio::select! {
             biased;
-            _ = raised(&mut life.stop), if !through_drain => return "stopping",
+            _ = raised(&mut life.stop), if !drain::reads_to_end(members) => return "stopping",
             _ = raised(&mut life.kill) => return "killed",
             r = l.rd.read_buf(&mut l.buf) => match r {
                 Ok(0) | Err(_) => return "closed",
@@ -369,18 +381,21 @@ fn silent(members: &Members, counters: &MemberCounters) {
 }
 
 /// Dials one other replica's federation endpoint and keeps its outbound connection up,
-/// reconnecting with a doubling delay; stops dialing an address that leads back here.
+/// reconnecting with a doubling delay; stops dialing an address that leads back here, or, for
+/// an address found by DNS, once `retire` says the name no longer holds it.
 pub async fn dial_loop(
     host: String,
     port: u16,
     mech: Mechanism,
     sinks: Sinks,
     mut life: Lifecycle,
+    mut retire: Option<watch::Receiver<bool>>,
 ) {
     let mut delay = FEDERATION_RECONNECT_MIN;
     loop {
         let attempt = tokio::select! {
             _ = raised(&mut life.stop) => return,
+            _ = discover::dropped(&mut retire) => return,
             r = net::connect(&host, port) => r,
         };
         let served = match attempt {
@@ -410,6 +425,7 @@ pub async fn dial_loop(
         };
         tokio::select! {
             _ = raised(&mut life.stop) => return,
+            _ = discover::dropped(&mut retire) => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -441,6 +457,8 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
         state: header(Kind::State),
         request: header(Kind::Request),
         reply: header(Kind::Reply),
+        leaving: header(Kind::Leaving),
+        end: header(Kind::End),
     };
     let mut rx = rx;
     let why = {
@@ -501,6 +519,8 @@ struct Headers {
     state: Bytes,
     request: Bytes,
     reply: Bytes,
+    leaving: Bytes,
+    end: Bytes,
 }
 
 async fn write_loop(
@@ -540,6 +560,8 @@ async fn write_loop(
                             let body = [Bytes::from_static(if paused { &[1] } else { &[0] })];
                             frame::encode(&h.state, &body, out, sealer.as_mut())?
                         }
+                        LinkOut::Leaving => frame::encode(&h.leaving, &[], out, sealer.as_mut())?,
+                        LinkOut::End => frame::encode(&h.end, &[], out, sealer.as_mut())?,
                         LinkOut::Credit(room, taken, workers) => {
                             let body = [frame::credit_body(room, taken, workers)];
                             frame::encode(&h.credit, &body, out, sealer.as_mut())?

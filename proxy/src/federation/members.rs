@@ -26,6 +26,10 @@ pub enum LinkOut {
     Credit(u64, u64, u64),
     /// This replica was paused (`true`) or resumed by its own control socket or pause file.
     State(bool),
+    /// This replica is stopping: place no more tasks on it (`drain.rs`).
+    Leaving,
+    /// No task follows on this connection (the answer to `Leaving`).
+    End,
     /// A request read from this replica's own clients (ROUTER/DEALER).
     Request(Msg),
     /// A reply for the receiver's client, read from this replica's own workers.
@@ -107,6 +111,8 @@ pub struct Member {
     pub credit: Option<(u64, u64, u64)>,
     /// Its link counters, kept across reconnects.
     pub counters: Arc<MemberCounters>,
+    /// It said it is stopping: no task is placed on it.
+    pub leaving: bool,
     by_link: HashMap<LinkId, HashSet<Bytes>>,
 }
 
@@ -147,6 +153,8 @@ pub struct Members {
     paused: AtomicBool,
     /// The last PAUSE (`true`) or RESUME a replica sent.
     remote_state: watch::Sender<Option<bool>>,
+    /// Inbound connections up that have not sent `END` (`drain.rs`).
+    pub unended: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,6 +185,7 @@ impl Members {
             unanswered: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             remote_state: watch::channel(None).0,
+            unended: AtomicUsize::new(0),
         }
     }
 
@@ -205,6 +214,7 @@ impl Members {
                     topics: Arc::new(Vec::new()),
                     credit: None,
                     counters: Arc::default(),
+                    leaving: false,
                     by_link: HashMap::new(),
                 });
                 all.len() - 1
@@ -271,7 +281,17 @@ impl Members {
 
     /// An inbound connection from the replica `id` came up.
     pub fn inbound_up(&self, tag: MemberTag, id: &str) {
-        self.with_member(tag, id, |m| m.inbound += 1);
+        // A replica that dials again after leaving is a new process under the same id.
+        self.with_member(tag, id, |m| {
+            m.inbound += 1;
+            m.leaving = false;
+        });
+    }
+
+    /// A replica said it is stopping.
+    pub fn leaving(&self, tag: MemberTag) {
+        self.with_member(tag, "", |m| m.leaving = true);
+        self.credited.notify_waiters();
     }
 
     /// An inbound connection ended: what it announced no longer counts.

@@ -14,6 +14,8 @@
 
 mod beat;
 pub(crate) mod credit;
+pub mod discover;
+mod drain;
 pub(crate) mod frame;
 mod link;
 pub(crate) mod members;
@@ -89,6 +91,16 @@ pub struct FederationSnapshot {
 }
 
 impl Federation {
+    /// This replica's `--federation-id`.
+    pub fn id(&self) -> &str {
+        &self.members.own_id
+    }
+
+    /// `XSUB/XPUB` or `PULL/PUSH`.
+    pub fn pattern(&self) -> &'static str {
+        self.members.pattern
+    }
+
     /// Tells every replica that this one was paused or resumed by its own steering.
     pub fn tell_state(&self, paused: bool) {
         self.members.tell_state(paused);
@@ -186,13 +198,19 @@ impl Started {
             places: Vec::new(),
             ledgers: Vec::new(),
             requests,
+            ended: std::collections::HashSet::new(),
         };
         (self.federation, tasks, replies)
     }
 }
 
 /// Binds the federation endpoint, accepts the other replicas' links and dials every peer.
-pub async fn start(cfg: &FederationConfig, life: &Lifecycle) -> Result<Started, OpenError> {
+/// Peers whose host is a name are followed by DNS (`discover.rs`), the others dialed as given.
+pub async fn start(
+    cfg: &FederationConfig,
+    dns: discover::Dns,
+    life: &Lifecycle,
+) -> Result<Started, OpenError> {
     let members = Arc::new(Members::new(&cfg.id, cfg.pattern));
     let (pub_tx, pub_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
     let (ev_tx, ev_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
@@ -209,10 +227,15 @@ pub async fn start(cfg: &FederationConfig, life: &Lifecycle) -> Result<Started, 
     };
     let accepted = cfg.security.accepted.clone();
     tokio::spawn(link::accept_loop(listener, accepted, sinks.clone(), life.clone()));
+    tokio::spawn(drain::leave_on_stop(members.clone(), life.clone()));
     for p in &cfg.peers {
-        let mech = cfg.security.connected.clone();
-        let dial = link::dial_loop(p.host.clone(), p.port, mech, sinks.clone(), life.clone());
-        tokio::spawn(dial);
+        let (mech, sinks, life) = (cfg.security.connected.clone(), sinks.clone(), life.clone());
+        if discover::is_name(&p.host) {
+            let dns = dns.clone();
+            tokio::spawn(discover::follow(p.host.clone(), p.port, dns, mech, sinks, life));
+        } else {
+            tokio::spawn(link::dial_loop(p.host.clone(), p.port, mech, sinks, life, None));
+        }
     }
     tracing::info!(id = %cfg.id, bind = %cfg.bind, peers = cfg.peers.len(), "federation started");
     let federation = Federation { members, local_addr };
@@ -386,6 +409,8 @@ pub struct TaskSide {
     ledgers: Vec<Ledger>,
     /// ROUTER/DEALER: the tasks are requests (sent as `REQUEST`).
     requests: bool,
+    /// Outbound queues to leaving replicas that were sent their `END`.
+    ended: std::collections::HashSet<usize>,
 }
 
 fn queue_key(q: &Arc<LinkQueue>) -> usize {
@@ -398,6 +423,9 @@ impl TaskSide {
         if v != self.version {
             self.members.snapshot(&mut self.cache);
             self.version = v;
+            for q in drain::ends_due(&self.cache, &mut self.ended) {
+                members::send(&q, vec![LinkOut::End]);
+            }
         }
     }
 
@@ -409,7 +437,7 @@ impl TaskSide {
         let sent = &self.sent;
         self.ledgers.clear();
         self.ledgers.extend(self.cache.iter().map(|m| match (&m.out, m.credit) {
-            (Some(q), Some((room, taken, workers))) => {
+            (Some(q), Some((room, taken, workers))) if !m.leaving => {
                 let sent = match sent.get(&m.tag) {
                     Some((k, n)) if *k == queue_key(q) => *n,
                     _ => 0,
@@ -492,5 +520,16 @@ impl TaskSide {
     /// Tasks queued to other replicas and not yet written.
     pub fn backlog(&self) -> usize {
         self.members.backlog()
+    }
+
+    /// Inbound links up that have not sent their `END`: a stopping replica reads them to it.
+    pub fn links_in(&self) -> usize {
+        self.members.unended.load(Ordering::Acquire)
+    }
+
+    /// Sends `END` to the replicas that said they are leaving, as placing tasks does; for a
+    /// pump that places no more (replicas stopping together each wait for the others' `END`).
+    pub fn answer_leaving(&mut self) {
+        self.refresh();
     }
 }

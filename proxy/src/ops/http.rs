@@ -1,8 +1,9 @@
 //! The `--http-bind` listener: `GET /metrics` (Prometheus text, rendered from the counters on
 //! each scrape), `GET /healthz` (200 while the forwarding loop runs) and `GET /readyz` (200
 //! once every bind is up, 503 from the moment the drain starts so a Kubernetes Service stops
-//! sending new peers here) and `GET /connects` (every connect endpoint with its addresses and
-//! their states, as JSON: what the operator reports in the object's status).
+//! sending new peers here), `GET /connects` (every connect endpoint with its addresses and
+//! their states, as JSON: what the operator reports in the object's status) and
+//! `GET /federation` (this replica's federation members and their links, as JSON).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub fn router(observed: Arc<Observed>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/connects", get(connects))
+        .route("/federation", get(federation))
         .with_state(HttpState { observed, registry })
 }
 
@@ -56,6 +58,23 @@ async fn connects(State(s): State<HttpState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], body.to_string())
 }
 
+/// `{"id":"r0","pattern":"XSUB/XPUB","members":[{"id":"r1","out":true,"in":true}]}`: this
+/// replica and every other one it has seen, with the link to it (out) and from it (in); 404
+/// when federation is off.
+async fn federation(State(s): State<HttpState>) -> axum::response::Response {
+    let Some(f) = s.observed.federation() else {
+        return (StatusCode::NOT_FOUND, "federation is off\n").into_response();
+    };
+    let mut links = f.link_states();
+    links.sort_by(|a, b| a.0.cmp(&b.0));
+    let members: Vec<_> = links
+        .iter()
+        .map(|(id, out, inb)| serde_json::json!({ "id": &**id, "out": out, "in": inb }))
+        .collect();
+    let body = serde_json::json!({ "id": f.id(), "pattern": f.pattern(), "members": members });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
 async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     if s.observed.live() {
         (StatusCode::OK, "ok\n")
@@ -69,6 +88,8 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else if s.observed.draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if s.observed.strands_work() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no workers and no federation link\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }

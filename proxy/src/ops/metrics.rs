@@ -59,6 +59,7 @@ use crate::federation::Federation;
 use crate::policy::sockets::{AddrState, ConnectReport, SocketHandle};
 use crate::proxy::forward::Proxy;
 use crate::proxy::state::ProxyState;
+use zmq_proxy_api::socket::SocketType;
 
 /// Everything the probes, the metrics and the drop summary read, shared with the HTTP task.
 pub struct Observed {
@@ -110,7 +111,32 @@ impl Observed {
     }
 
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.draining() && self.live()
+        self.ready.load(Ordering::Acquire)
+            && !self.draining()
+            && self.live()
+            && !self.strands_work()
+    }
+
+    /// A PULL/PUSH replica with producers attached, no worker of its own and no link out up
+    /// (or a ROUTER/DEALER one with clients): the tasks or requests it reads can only wait, so
+    /// new producers or clients are better sent to another replica.
+    pub fn strands_work(&self) -> bool {
+        let Some(f) = self.federation.as_ref() else { return false };
+        let (sources, workers) = match f.pattern() {
+            "PULL/PUSH" => (SocketType::Pull, SocketType::Push),
+            "ROUTER/DEALER" => (SocketType::Router, SocketType::Dealer),
+            _ => return false,
+        };
+        let attached = |kind: SocketType| -> usize {
+            let data = self.sockets.iter().filter(|(n, _)| *n != "capture");
+            data.filter(|(_, h)| h.socket_type() == kind).map(|(_, h)| h.peer_count()).sum()
+        };
+        attached(sources) > 0 && attached(workers) == 0 && f.snapshot().links_out_up == 0
+    }
+
+    /// The federation this proxy is a replica of, if any.
+    pub fn federation(&self) -> Option<&Federation> {
+        self.federation.as_ref()
     }
 
     pub fn paused(&self) -> bool {

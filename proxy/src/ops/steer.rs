@@ -162,11 +162,23 @@ async fn serve(
             match requester(stream, &mech, &state, &counters).await {
                 Err(Refusal::Handshake(e)) => {
                     counters.handshake_failed("control", mech.name(), e.reason());
-                    crate::policy::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
+                    crate::policy::sockets::log_refusal(
+                        &once,
+                        "control",
+                        &mech,
+                        &e,
+                        Some(peer.into()),
+                    );
                 }
                 Err(Refusal::After(e @ zmtp::WireError::Mechanism { .. })) => {
                     counters.handshake_failed("control", mech.name(), e.reason());
-                    crate::policy::sockets::log_refusal(&once, "control", &mech, &e, Some(peer));
+                    crate::policy::sockets::log_refusal(
+                        &once,
+                        "control",
+                        &mech,
+                        &e,
+                        Some(peer.into()),
+                    );
                 }
                 Err(Refusal::After(e)) => {
                     tracing::debug!(%peer, error = %e, "control requester dropped")

@@ -23,16 +23,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::engine::budget::{MemoryBudget, Queued};
 use crate::engine::counters::{Counters, DropReason, OncePerPeer};
 use crate::engine::curve::{self, Mechanism, Sealer, Security};
 use crate::engine::heartbeat;
+use crate::engine::ipc;
 use crate::engine::net;
 use crate::engine::socket_config::SocketConfig;
+use crate::engine::stream::{Listener, Peer, ReadHalf, Stream, WriteHalf};
 use crate::engine::tunables::{
     ACCEPT_ERROR_BACKOFF, ALLOW_LIST_POLL_INTERVAL, HANDSHAKE_TIMEOUT, INBOUND_QUEUE_BATCHES,
     READ_CHUNK_BYTES, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET, WRITE_BATCH_BYTES,
@@ -40,8 +41,10 @@ use crate::engine::tunables::{
 use crate::policy::subscriptions::{PeerId, Shrink};
 use crate::wire::zmtp::{self, Item, WireError};
 use zmq_proxy_api::heartbeat::Heartbeat;
+use zmq_proxy_api::ipc::IpcEndpoint;
 use zmq_proxy_api::options::SocketOptions;
 use zmq_proxy_api::socket::SocketType;
+use zmq_proxy_api::transport::SocketEndpoint;
 
 mod connection;
 mod drain;
@@ -49,7 +52,7 @@ mod follow;
 mod outlet;
 mod window;
 
-pub use connection::tune;
+pub use crate::engine::stream::tune;
 pub use follow::{AddrState, ConnectReport, Follow};
 pub use outlet::Outlet;
 pub use window::Credit;
@@ -258,7 +261,7 @@ impl Shared {
 
     /// Counts a connection refused (or dropped) by the handshake or the security mechanism, and
     /// logs it (see [`log_refusal`]).
-    fn refused(&self, mech: &Mechanism, e: &WireError, peer: Option<SocketAddr>) {
+    fn refused(&self, mech: &Mechanism, e: &WireError, peer: Option<Peer>) {
         let reason = e.reason();
         self.counters.handshake_failed(self.name, mech.name(), reason);
         log_refusal(&self.refusals, self.name, mech, e, peer);
@@ -438,8 +441,12 @@ async fn raised(rx: &mut watch::Receiver<bool>) {
 pub struct ProxySocket {
     pub outlet: Outlet,
     pub inbound: Option<mpsc::Receiver<Inbound>>,
-    /// Where each bind endpoint ended up (port 0 resolved).
+    /// Where each TCP bind endpoint ended up (port 0 resolved).
     pub local_addrs: Vec<SocketAddr>,
+    /// Every bind endpoint as it was bound (TCP port 0 and `ipc://*` resolved), in order.
+    pub listening: Vec<String>,
+    /// The socket files of its `ipc://` listeners, removed when dropped.
+    pub socket_files: Vec<ipc::SocketFile>,
 }
 
 impl ProxySocket {
@@ -505,13 +512,25 @@ impl ProxySocket {
         }
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
         let mut local_addrs = Vec::new();
+        let mut listening = Vec::new();
+        let mut socket_files = Vec::new();
         let mut listeners = Vec::new();
         for ep in &cfg.bind {
-            let (l, _) = net::bind(ep)
-                .await
-                .map_err(|e| OpenError::bind(ep.to_string(), net::describe_bind_error(&e)))?;
-            local_addrs
-                .push(l.local_addr().map_err(|e| OpenError::bind(ep.to_string(), e.to_string()))?);
+            let refused =
+                |e: std::io::Error| OpenError::bind(ep.to_string(), net::describe_bind_error(&e));
+            let l = match ep {
+                SocketEndpoint::Tcp(t) => {
+                    let (l, _) = net::bind(t).await.map_err(refused)?;
+                    local_addrs.push(l.local_addr().map_err(refused)?);
+                    Listener::Tcp(l)
+                }
+                SocketEndpoint::Ipc(i) => {
+                    let mut l = ipc::bind(i).map_err(refused)?;
+                    socket_files.extend(l.take_file());
+                    Listener::Ipc(l)
+                }
+            };
+            listening.push(l.endpoint().map_err(refused)?);
             listeners.push(l);
         }
         for l in listeners {
@@ -522,8 +541,14 @@ impl ProxySocket {
         }
         let statuses = shared.connects.clone();
         for (ep, status) in cfg.connect.iter().zip(&statuses) {
-            let target = Target::Name(ep.host.clone(), ep.port);
-            let slot = status.slot(ep.to_string().trim_start_matches("tcp://").to_string());
+            let (target, address) = match ep {
+                SocketEndpoint::Tcp(t) => (
+                    Target::Name(t.host.clone(), t.port),
+                    t.to_string().trim_start_matches("tcp://").to_string(),
+                ),
+                SocketEndpoint::Ipc(i) => (Target::Ipc(i.clone()), i.to_string()),
+            };
+            let slot = status.slot(address);
             let (never, bound) = (follow::never(), follow.drain_bound);
             let run =
                 connect_loop(shared.clone(), target, slot, never, bound, tx.clone(), life.clone());
@@ -539,14 +564,17 @@ impl ProxySocket {
             outlet: Outlet::new(shared),
             inbound: delivers.then_some(rx),
             local_addrs,
+            listening,
+            socket_files,
         })
     }
 }
 
 /// One status per connect endpoint: the plain ones, then those that connect to every address.
 fn connect_statuses(cfg: &SocketConfig, name: &'static str) -> Vec<Arc<ConnectStatus>> {
-    let plain = cfg.connect.iter().map(|ep| ConnectStatus::new(name, ep, false));
-    plain.chain(cfg.connect_all.iter().map(|ep| ConnectStatus::new(name, ep, true))).collect()
+    let plain = cfg.connect.iter().map(|ep| ConnectStatus::new(name, ep.to_string(), false));
+    let all = cfg.connect_all.iter().map(|ep| ConnectStatus::new(name, ep.to_string(), true));
+    plain.chain(all).collect()
 }
 
 /// Logs a refused handshake at info as `peer ADDR:PORT refused: WHY`, once per peer address and
@@ -557,13 +585,13 @@ pub(crate) fn log_refusal(
     socket: &'static str,
     mech: &Mechanism,
     e: &WireError,
-    peer: Option<SocketAddr>,
+    peer: Option<Peer>,
 ) {
     let reason = e.reason();
-    let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+    let shown = peer.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
     if matches!(e, WireError::Closed | WireError::NoGreeting | WireError::Io(_)) {
         tracing::debug!(socket, peer = %shown, error = %e, reason, "connection ended during the handshake");
-    } else if peer.is_none_or(|p| once.first(p.ip(), reason)) {
+    } else if peer.is_none_or(|p| once.first(p.log_key(), reason)) {
         tracing::info!(socket, peer = %shown, mechanism = mech.name(), reason, "peer {shown} refused: {e}");
     }
 }
@@ -674,6 +702,7 @@ impl SocketHandle {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio::net::TcpListener;
     use zmq_proxy_api::defaults::{
         TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES,
     };

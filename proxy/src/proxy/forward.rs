@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::engine::budget::MemoryBudget;
 use crate::engine::counters::{Counters, DropReason, Snapshot, SocketCounters};
+use crate::engine::ipc::SocketFile;
 use crate::engine::resolve::Resolver;
 use crate::engine::tunables::{
     DRAIN_POLL_INTERVAL, FEDERATION_CREDIT_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT,
@@ -49,7 +50,19 @@ pub struct Proxy {
     pub frontend_addrs: Vec<std::net::SocketAddr>,
     pub backend_addrs: Vec<std::net::SocketAddr>,
     pub capture_addrs: Vec<std::net::SocketAddr>,
+    /// Every bind endpoint of each socket as bound (`tcp://ADDR:PORT`, `ipc://PATH`).
+    pub listening: Listening,
+    /// The `ipc://` listeners' socket files, removed when the drain stops accepting.
+    socket_files: Vec<SocketFile>,
     federation: Option<Federation>,
+}
+
+/// Where each socket listens, as endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct Listening {
+    pub frontend: Vec<String>,
+    pub backend: Vec<String>,
+    pub capture: Vec<String>,
 }
 
 /// How a shutdown ended.
@@ -63,10 +76,14 @@ pub enum Ending {
     Aborted,
 }
 
-/// The resolver and schedule of connect-all names; the resolver is built (the system's DNS
-/// configuration read) only when some socket needs it.
+/// The resolver and schedule of connect-all names and federation peer names; the resolver is
+/// built (the system's DNS configuration read) only when one of them needs it.
 fn follow_settings(cfg: &ProxyConfig) -> Result<Follow, OpenError> {
-    let needed = cfg.named_sockets().iter().any(|(_, s)| !s.connect_all.is_empty());
+    let named_peer = |f: &federation::FederationConfig| {
+        f.peers.iter().any(|p| federation::discover::is_name(&p.host))
+    };
+    let needed = cfg.named_sockets().iter().any(|(_, s)| !s.connect_all.is_empty())
+        || cfg.federation.as_ref().is_some_and(named_peer);
     let resolver = match needed {
         true => Some(Resolver::new(cfg.dns_server).map_err(|reason| OpenError {
             action: "start",
@@ -98,13 +115,23 @@ impl Proxy {
         let open = |c, name| ProxySocket::open(c, name, counters.clone(), &budget, &life, &follow);
         let mut front = open(&cfg.frontend, "frontend").await?;
         let mut back = open(&cfg.backend, "backend").await?;
-        let cap = match &cfg.capture {
+        let mut cap = match &cfg.capture {
             Some(c) => Some(open(c, "capture").await?),
             None => None,
         };
         let frontend = front.outlet.handle();
         let backend = back.outlet.handle();
         let capture_addrs = cap.as_ref().map(|c| c.local_addrs.clone()).unwrap_or_default();
+        let mut socket_files = std::mem::take(&mut front.socket_files);
+        socket_files.append(&mut back.socket_files);
+        let listening = Listening {
+            frontend: front.listening.clone(),
+            backend: back.listening.clone(),
+            capture: cap.as_ref().map(|c| c.listening.clone()).unwrap_or_default(),
+        };
+        if let Some(c) = cap.as_mut() {
+            socket_files.append(&mut c.socket_files);
+        }
         let capture_handle = cap.as_ref().map(|c| c.outlet.handle());
         let capture = cap.map(|c| Arc::new(Mutex::new(c.outlet)));
         let mut pumps = Vec::new();
@@ -118,7 +145,11 @@ impl Proxy {
         let (mut front_fed, mut back_fed, federation) = match &cfg.federation {
             None => (Fed::Off, Fed::Off, None),
             Some(f) => {
-                let started = federation::start(f, &life).await?;
+                let dns = federation::discover::Dns {
+                    resolver: follow.resolver.clone(),
+                    interval: follow.interval,
+                };
+                let started = federation::start(f, dns, &life).await?;
                 let pubsub = |s: federation::Started| {
                     let (fed, down, up) = s.pubsub();
                     (Fed::Down(down), Fed::Up(up), Some(fed))
@@ -212,6 +243,8 @@ impl Proxy {
             frontend_addrs: front_addrs,
             backend_addrs: back_addrs,
             capture_addrs,
+            listening,
+            socket_files,
             federation,
         })
     }
@@ -277,6 +310,8 @@ impl Proxy {
             s.begin_drain();
         }
         self.stop.send_replace(true);
+        // The listeners stop accepting now: their paths go with them.
+        self.socket_files.clear();
         for s in &self.unfed {
             s.end_input();
         }
@@ -566,9 +601,9 @@ impl Pump {
     /// ROUTER/DEALER federated, once this pump's own input ended (the drain): the links are
     /// still served until what they owe is settled. The reply pump routes the replies other
     /// replicas send until this replica's clients are gone (each closes behind its last reply);
-    /// the request pump tells the others it takes no more, and hands its workers what was
-    /// placed here before they learned it, until its workers answered every request they took
-    /// from the links (their connections stay open until then). The drain timeout bounds both.
+    /// the request pump, which read its links to each replica's `END` like a PULL/PUSH one
+    /// (`federation/drain.rs`), waits until its workers answered every request they took from
+    /// the links (their connections stay open until then). The drain timeout bounds both.
     async fn serve_links_while_draining(&mut self) -> Result<(), Vec<Msg>> {
         let kill = self.kill.clone();
         match &mut self.fed {
@@ -585,23 +620,20 @@ impl Pump {
                     }
                 }
             }
-            Fed::Tasks(tasks) if tasks.unanswered().is_some() => {
-                tasks.announce(0, 0);
-                loop {
-                    let Fed::Tasks(tasks) = &mut self.fed else { return Ok(()) };
-                    if tasks.unanswered().unwrap_or(0) <= 0 {
-                        return Ok(());
-                    }
-                    tokio::select! {
-                        _ = wait_kill(kill.clone()) => return Ok(()),
-                        r = tasks.recv() => match r {
-                            Some(a) => self.relayed(Relayed::Tasks(a)).await?,
-                            None => return Ok(()),
-                        },
-                        _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
-                    }
+            Fed::Tasks(tasks) if tasks.unanswered().is_some() => loop {
+                let Fed::Tasks(tasks) = &mut self.fed else { return Ok(()) };
+                if tasks.unanswered().unwrap_or(0) <= 0 {
+                    return Ok(());
                 }
-            }
+                tokio::select! {
+                    _ = wait_kill(kill.clone()) => return Ok(()),
+                    r = tasks.recv() => match r {
+                        Some(a) => self.relayed(Relayed::Tasks(a)).await?,
+                        None => return Ok(()),
+                    },
+                    _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
+                }
+            },
             _ => Ok(()),
         }
     }
@@ -768,11 +800,40 @@ async fn pump(
             return;
         }
     }
-    // What the links handed over before they stopped is delivered too.
-    while let Some(r) = p.fed.try_recv() {
-        if let Err(held) = p.relayed(r).await {
-            p.abandon(&mut rx, &held);
-            return;
+    // What the links handed over before they stopped is delivered too; a PULL/PUSH replica
+    // reads its links to each replica's END (`federation/drain.rs`), until killed.
+    loop {
+        // Read before the flush: a link that ended has handed over all it read.
+        let open = match &mut p.fed {
+            Fed::Tasks(t) => {
+                t.answer_leaving();
+                t.links_in() > 0
+            }
+            _ => false,
+        };
+        while let Some(r) = p.fed.try_recv() {
+            if let Err(held) = p.relayed(r).await {
+                p.abandon(&mut rx, &held);
+                return;
+            }
+        }
+        if !open {
+            break;
+        }
+        tokio::select! {
+            _ = wait_kill(p.kill.clone()) => {
+                p.abandon(&mut rx, &[]);
+                return;
+            }
+            r = p.fed.recv() => {
+                if let Some(r) = r
+                    && let Err(held) = p.relayed(r).await
+                {
+                    p.abandon(&mut rx, &held);
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
         }
     }
     if let Err(held) = p.serve_links_while_draining().await {
@@ -785,6 +846,9 @@ async fn pump(
         if let Err(held) = p.resend_orphans().await {
             p.abandon(&mut rx, &held);
             return;
+        }
+        if let Fed::Tasks(t) = &mut p.fed {
+            t.answer_leaving();
         }
         if p.dest.backlog() <= 0 && p.fed.backlog() == 0 {
             // Its peers may now close (see `sockets/drain.rs`).

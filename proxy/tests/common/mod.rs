@@ -20,7 +20,7 @@ use zmq_proxy_api::socket::SocketType;
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
 pub fn local_socket(t: SocketType) -> SocketConfig {
-    SocketConfig::new(t, vec![Endpoint { host: "127.0.0.1".into(), port: 0 }], vec![])
+    SocketConfig::new(t, vec![Endpoint { host: "127.0.0.1".into(), port: 0 }.into()], vec![])
 }
 
 pub fn config(front: SocketType, back: SocketType) -> ProxyConfig {

@@ -75,7 +75,9 @@ def test_pair_capture_is_refused_mentioning_pair():
         "tcp://127.0.0.1:notaport",
         "tcp://127.0.0.1:99999",
         "udp://127.0.0.1:5555",
-        "ipc:///tmp/zmq-proxy-test.sock",
+        "inproc://zmq-proxy-test",
+        "ipc://",
+        "ipc://@",
         "",
     ],
 )

@@ -62,6 +62,21 @@ def wait_links(proxy, n: int, timeout: float = 10.0) -> None:
     raise AssertionError(f"{n} federation links each way never came up\n{proxy.output()}")
 
 
+def publish_until_heard(ctx, front: str, back: str, payload: bytes) -> None:
+    """A publisher on `front` repeats `payload` until a subscriber to everything on `back`
+    hears it (the subscription crosses the links first)."""
+    pub = ctx.socket(zmq.PUB)
+    connect_wait(pub, front)
+    sub = ctx.socket(zmq.SUB)
+    sub.subscribe(b"")
+    connect_wait(sub, back)
+    for _ in until(10, 10_000):
+        pub.send(payload)
+        if sub.poll(50):
+            break
+    assert sub.recv() == payload
+
+
 def _msg(topic: bytes, kind: bytes, pub: bytes, seq: int = 0) -> bytes:
     return b"|".join([topic, kind, pub, b"%d" % seq])
 
@@ -395,16 +410,7 @@ def test_a_federated_replica_serves_the_metrics_docs_federation_lists(ctx, start
     replicas = start_federation(
         start_proxy, 2, each=lambda i: ("--http-bind", f"127.0.0.1:{http}") if i == 0 else ()
     )
-    pub = ctx.socket(zmq.PUB)
-    connect_wait(pub, replicas[1].frontend)
-    sub = ctx.socket(zmq.SUB)
-    sub.subscribe(b"")
-    connect_wait(sub, replicas[0].backend)
-    for _ in until(10, 10_000):
-        pub.send(b"m")
-        if sub.poll(50):
-            break
-    assert sub.recv() == b"m"
+    publish_until_heard(ctx, replicas[1].frontend, replicas[0].backend, b"m")
     text = _scrape(http)
     assert _sample(text, "zmq_proxy_federation_members") == 1, text
     for direction in ("out", "in"):

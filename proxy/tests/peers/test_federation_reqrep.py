@@ -421,3 +421,24 @@ def test_an_entry_replica_stopped_mid_stream_loses_exactly_what_its_counters_say
         assert count_events(replicas[1], "federation link out down") >= 1
     finally:
         workers.close()
+
+
+def test_a_replica_with_clients_and_nowhere_to_put_requests_is_not_ready(ctx, start_proxy):
+    """ROUTER/DEALER r0 and r1, a client on r0 and no worker there: ready while the links are
+    up, not ready once r1 is gone, ready again when a worker attaches to r0."""
+    from test_federation_dns import wait_ready
+
+    http = free_ports(1)[0]
+    r0, r1 = start_federation(
+        start_proxy, 2, types=("ROUTER", "DEALER"), each=lambda i: ("--http-bind", f"127.0.0.1:{http}") if i == 0 else ()
+    )
+    ready, stranded = (200, "ready\n"), (503, "not ready: no workers and no federation link\n")
+    client = ctx.socket(zmq.DEALER)
+    connect_wait(client, r0.frontend)
+    wait_ready(http, ready)
+    r1.signal()
+    assert r1.wait_exit(10) == 0
+    wait_ready(http, stranded)
+    worker = ctx.socket(zmq.DEALER)
+    connect_wait(worker, r0.backend)
+    wait_ready(http, ready)

@@ -11,17 +11,20 @@ use tokio::time::{Instant, Sleep};
 
 pub(super) async fn accept_loop(
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: Listener,
     inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
 ) {
+    // A Unix peer has no address: its logs name the socket it came through.
+    let shown = listener.endpoint().unwrap_or_default();
     loop {
         tokio::select! {
             _ = raised(&mut life.stop) => break,
             r = listener.accept() => match r {
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     let mech = shared.security.accepted.clone();
-                    let conn = connection(shared.clone(), stream, mech, inbound.clone(), life.clone(), None);
+                    let peer = stream.peer(&shown);
+                    let conn = connection(shared.clone(), stream, peer, mech, inbound.clone(), life.clone(), None);
                     tokio::spawn(async move {
                         let _ = conn.await;
                     });
@@ -39,18 +42,32 @@ pub(super) async fn accept_loop(
 }
 
 /// What a connect loop dials: a name resolved again on every attempt (a plain
-/// `--<socket>-connect`), or one address of a name followed by [`super::follow`].
+/// `--<socket>-connect`), one address of a name followed by [`super::follow`], or a Unix
+/// socket (`ipc://`).
 pub(super) enum Target {
     Name(String, u16),
     Addr(SocketAddr),
+    Ipc(IpcEndpoint),
 }
 
 impl Target {
-    async fn connect(&self) -> std::io::Result<TcpStream> {
+    async fn connect(&self) -> std::io::Result<Stream> {
         match self {
             // Resolved again on every attempt, each address tried in order (`crate::engine::net`).
-            Target::Name(host, port) => crate::engine::net::connect(host, *port).await,
-            Target::Addr(addr) => TcpStream::connect(addr).await,
+            Target::Name(host, port) => {
+                crate::engine::net::connect(host, *port).await.map(Stream::Tcp)
+            }
+            Target::Addr(addr) => TcpStream::connect(addr).await.map(Stream::Tcp),
+            Target::Ipc(ep) => crate::engine::ipc::connect(ep).map(Stream::Ipc),
+        }
+    }
+
+    /// The endpoint as the logs name it.
+    fn shown(&self) -> String {
+        match self {
+            Target::Name(host, port) => format!("{host}:{port}"),
+            Target::Addr(addr) => addr.to_string(),
+            Target::Ipc(ep) => ep.to_string(),
         }
     }
 }
@@ -93,10 +110,18 @@ pub(super) async fn connect_loop(
             // holding a copy here during a drain would keep the pump from seeing its end.
             Ok(stream) => {
                 let mech = shared.security.connected.clone();
+                let peer = stream.peer(&target.shown());
                 let out = follow::Outgoing { slot: &slot, retire: retire.clone(), bound };
-                let end =
-                    connection(shared.clone(), stream, mech, inbound, life.clone(), Some(out))
-                        .await;
+                let end = connection(
+                    shared.clone(),
+                    stream,
+                    peer,
+                    mech,
+                    inbound,
+                    life.clone(),
+                    Some(out),
+                )
+                .await;
                 let Some(tx) = end.inbound else { return };
                 inbound = tx;
                 if *retire.borrow() {
@@ -106,12 +131,7 @@ pub(super) async fn connect_loop(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                match &target {
-                    Target::Name(host, port) => {
-                        tracing::debug!(%host, port, error = %e, "connect failed")
-                    }
-                    Target::Addr(addr) => tracing::debug!(%addr, error = %e, "connect failed"),
-                }
+                tracing::debug!(endpoint = %target.shown(), error = %e, "connect failed");
             }
         }
         slot.set(follow::AddrState::BackingOff, None);
@@ -141,40 +161,26 @@ enum ReadEnd {
     Silent(Expiry),
 }
 
-/// Per-connection TCP options: no Nagle delay (ZeroMQ batches itself) and the socket's
-/// keepalive probes (see `config::TCP_KEEPALIVE_IDLE`). Best effort: a refused option leaves a
-/// working connection.
-pub fn tune(stream: &TcpStream, opts: &SocketOptions) {
-    let _ = stream.set_nodelay(true);
-    let sock = socket2::SockRef::from(stream);
-    if !opts.tcp_keepalive {
-        let _ = sock.set_keepalive(false);
-        return;
-    }
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(opts.tcp_keepalive_idle)
-        .with_interval(opts.tcp_keepalive_interval)
-        .with_retries(opts.tcp_keepalive_count);
-    let _ = sock.set_tcp_keepalive(&keepalive);
-}
-
 async fn connection(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: Stream,
+    peer: Option<Peer>,
     mech: Mechanism,
     inbound: mpsc::Sender<Inbound>,
     life: Lifecycle,
     out: Option<follow::Outgoing<'_>>,
 ) -> ConnectionEnd {
     let mut served = false;
-    let inbound = serve(shared, stream, mech, inbound, life, out, &mut served).await;
+    let inbound = serve(shared, stream, peer, mech, inbound, life, out, &mut served).await;
     ConnectionEnd { inbound, served }
 }
 
 /// One connection from handshake to close; `served` is set once the handshake completed.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: Stream,
+    peer_addr: Option<Peer>,
     mech: Mechanism,
     inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
@@ -182,8 +188,7 @@ async fn serve(
     served: &mut bool,
 ) -> Option<mpsc::Sender<Inbound>> {
     let _open = drain::OpenConnection::new(&shared);
-    tune(&stream, &shared.options);
-    let peer_addr = stream.peer_addr().ok();
+    stream.tune(&shared.options);
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let max_bytes = shared.options.max_message_bytes();
@@ -207,7 +212,7 @@ async fn serve(
     };
     *served = true;
     if let Some(o) = &out {
-        o.slot.set(follow::AddrState::Connected, peer_addr);
+        o.slot.set(follow::AddrState::Connected, peer_addr.as_ref().and_then(Peer::tcp));
     }
     let (sealer, opener, listed) = match session {
         Some(s) => (Some(s.sealer), Some(s.opener), s.client_key),
@@ -243,8 +248,8 @@ async fn serve(
         let tx = inbound.as_ref()?;
         let (dead_rx, live) = (dead.subscribe(), &live);
         let read = read_loop(
-            &shared, &entry, &mech, &mut rd, &mut buf, opener, tx, dead_rx, live, &received,
-            &mut share,
+            &shared, &entry, &mech, &mut rd, &peer_addr, &mut buf, opener, tx, dead_rx, live,
+            &received, &mut share,
         );
         tokio::pin!(read);
         let revoked = curve::revoked(listed);
@@ -299,7 +304,7 @@ async fn serve(
     shared.deregister(&entry);
     // Counted once its routing id is free again, so whoever sees the count may reuse it.
     if let Some(ReadEnd::Silent(expiry)) = end {
-        silent(&shared, &entry, expiry, peer_addr);
+        silent(&shared, &entry, expiry, peer_addr.clone());
     }
     let writer = writer.await;
     if let Some(ReadEnd::Silent(_)) = end
@@ -361,10 +366,10 @@ fn heartbeat_due(
 }
 
 /// Counts a connection dropped by a heartbeat, logged once per peer address and reason a minute.
-fn silent(shared: &Shared, entry: &PeerEntry, expiry: Expiry, peer: Option<SocketAddr>) {
+fn silent(shared: &Shared, entry: &PeerEntry, expiry: Expiry, peer: Option<Peer>) {
     let reason = expiry.reason();
     shared.counters.heartbeat_expired(shared.name, reason);
-    if peer.is_none_or(|p| shared.refusals.first(p.ip(), expiry.log_key())) {
+    if peer.as_ref().is_none_or(|p| shared.refusals.first(p.log_key(), expiry.log_key())) {
         let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
         tracing::info!(socket = shared.name, peer = %shown, id = entry.id, reason, "peer silent past its heartbeat deadline; disconnecting");
     }
@@ -377,10 +382,10 @@ fn over_budget(
     entry: &PeerEntry,
     why: &dyn std::fmt::Display,
     frames: usize,
-    peer: Option<SocketAddr>,
+    peer: Option<Peer>,
 ) {
     shared.counters.dropped(DropReason::OverBudget, frames as u64);
-    if peer.is_none_or(|p| shared.refusals.first(p.ip(), "over_budget")) {
+    if peer.as_ref().is_none_or(|p| shared.refusals.first(p.log_key(), "over_budget")) {
         let shown = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
         tracing::warn!(socket = shared.name, peer = %shown, id = entry.id, frames, error = %why, "peer over its memory budget; disconnecting");
     }
@@ -406,7 +411,8 @@ async fn read_loop(
     shared: &Shared,
     entry: &PeerEntry,
     mech: &Mechanism,
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf,
+    peer: &Option<Peer>,
     buf: &mut BytesMut,
     opener: Option<curve::Opener>,
     inbound: &mpsc::Sender<Inbound>,
@@ -420,12 +426,13 @@ async fn read_loop(
     if let Some(o) = opener {
         dec.set_opener(Box::new(o));
     }
-    let end =
-        read_messages(shared, entry, mech, rd, buf, &mut dec, inbound, dead, live, received, share)
-            .await;
+    let end = read_messages(
+        shared, entry, mech, rd, peer, buf, &mut dec, inbound, dead, live, received, share,
+    )
+    .await;
     if share.evicted() {
         let why = ProxyBudgetSpent(shared.budget.limit());
-        over_budget(shared, entry, &why, dec.frames(), rd.peer_addr().ok());
+        over_budget(shared, entry, &why, dec.frames(), peer.clone());
     }
     end
 }
@@ -443,7 +450,8 @@ async fn read_messages(
     shared: &Shared,
     entry: &PeerEntry,
     mech: &Mechanism,
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf,
+    peer: &Option<Peer>,
     buf: &mut BytesMut,
     dec: &mut zmtp::Decoder,
     inbound: &mpsc::Sender<Inbound>,
@@ -531,9 +539,9 @@ async fn read_messages(
                 }
                 Err(e) => {
                     if let WireError::Mechanism { .. } = e {
-                        shared.refused(mech, &e, rd.peer_addr().ok());
+                        shared.refused(mech, &e, peer.clone());
                     } else if let WireError::TooManyFrames { .. } = e {
-                        over_budget(shared, entry, &e, dec.frames() + 1, rd.peer_addr().ok());
+                        over_budget(shared, entry, &e, dec.frames() + 1, peer.clone());
                     } else {
                         shared.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(id = entry.id, error = %e, "dropping peer");
@@ -609,7 +617,7 @@ async fn read_messages(
 async fn write_loop(
     shared: Arc<Shared>,
     queue: Arc<PeerQueue>,
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     delivered: Delivered,
     mut sealer: Option<Sealer>,
     mut rx: mpsc::UnboundedReceiver<Vec<Out>>,
@@ -666,8 +674,7 @@ async fn write_loop(
         if close {
             // The last bytes and the FIN leave in one segment, so the peer's kernel holds the
             // end of stream as soon as it holds the reply (see `drain::after_reply`).
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            let _ = socket2::SockRef::from(wr.as_ref()).set_tcp_cork(true);
+            wr.cork();
         }
         let mut written = 0usize;
         let r = tokio::select! {
@@ -739,7 +746,7 @@ struct WrittenUpTo {
 /// `write_all` that records how far it got, so a cancelled or failed write still tells how
 /// many bytes the kernel accepted.
 async fn write_counting(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut WriteHalf,
     buf: &[u8],
     written: &mut usize,
 ) -> std::io::Result<()> {

@@ -19,20 +19,16 @@
 //! ([`ConnectStatus`]): the `/connects` document and the `zmq_proxy_connect_addresses` gauge.
 
 use super::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::engine::resolve::{self, Resolver};
+use crate::engine::resolve::{self, Followed, Resolver};
 use crate::engine::tunables::DRAIN_POLL_INTERVAL;
 use connection::{Target, connect_loop};
 use heartbeat::Delivered;
 use tokio::time::Instant;
 use zmq_proxy_api::endpoint::Endpoint;
-
-/// The longest one lookup may take before it counts as failed (the resolver's own timeouts
-/// normally end it sooner).
-const LOOKUP_BOUND: Duration = Duration::from_secs(10);
 
 /// What following names needs, shared by every socket of the proxy.
 #[derive(Clone)]
@@ -103,10 +99,10 @@ pub struct ConnectStatus {
 }
 
 impl ConnectStatus {
-    pub(super) fn new(socket: &'static str, ep: &Endpoint, all: bool) -> Arc<ConnectStatus> {
+    pub(super) fn new(socket: &'static str, endpoint: String, all: bool) -> Arc<ConnectStatus> {
         Arc::new(ConnectStatus {
             socket,
-            endpoint: ep.to_string(),
+            endpoint,
             all,
             slots: Mutex::new(Vec::new()),
             resolved: AtomicUsize::new(usize::from(!all)),
@@ -285,55 +281,38 @@ pub(super) async fn follow_name(
         return;
     };
     let mut live: BTreeMap<IpAddr, watch::Sender<bool>> = BTreeMap::new();
-    let mut failures = 0u32;
-    loop {
-        let lookup = tokio::time::timeout(LOOKUP_BOUND, resolver.lookup(&ep.host));
-        let answer = tokio::select! {
-            _ = raised(&mut stop) => return,
-            r = lookup => r.unwrap_or_else(|_| Err(resolve::LookupError::Failed("no answer".into()))),
-        };
-        let wait = match answer {
-            Ok(answer) => {
-                if failures > 0 {
-                    tracing::info!(socket = shared.name, endpoint = %ep, "{} resolves again", ep.host);
-                }
-                failures = 0;
-                let current: BTreeSet<IpAddr> = live.keys().copied().collect();
-                let (added, removed) = resolve::diff(&current, &answer);
-                for ip in removed {
-                    if let Some(tx) = live.remove(&ip) {
-                        tx.send_replace(true);
-                    }
-                    let address = SocketAddr::new(ip, ep.port);
-                    tracing::info!(socket = shared.name, endpoint = %ep, %address, "address gone from the name: draining its connection");
-                }
-                for ip in added {
-                    let (tx, rx) = watch::channel(false);
-                    spawn_loop(ip, rx);
-                    live.insert(ip, tx);
-                    let address = SocketAddr::new(ip, ep.port);
-                    tracing::info!(socket = shared.name, endpoint = %ep, %address, "address added to the name: connecting");
-                }
-                status.resolved.store(live.len(), Ordering::Release);
-                resolve::next_lookup(answer.ttl, follow.interval)
+    resolve::follow(&resolver, &ep.host, follow.interval, &mut stop, |ev| match ev {
+        Followed::Changed { added, removed, recovered } => {
+            if recovered {
+                tracing::info!(socket = shared.name, endpoint = %ep, "{} resolves again", ep.host);
             }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                status.resolve_failures.fetch_add(1, Ordering::AcqRel);
-                if failures == 1 {
-                    let kept = live.len();
-                    tracing::info!(socket = shared.name, endpoint = %ep, error = %e, kept, "{} does not resolve: keeping its {kept} addresses, retrying", ep.host);
-                } else {
-                    tracing::debug!(socket = shared.name, endpoint = %ep, error = %e, failures, "lookup failed again");
+            for ip in removed {
+                if let Some(tx) = live.remove(&ip) {
+                    tx.send_replace(true);
                 }
-                resolve::retry_delay(failures, follow.interval)
+                let address = SocketAddr::new(ip, ep.port);
+                tracing::info!(socket = shared.name, endpoint = %ep, %address, "address gone from the name: draining its connection");
             }
-        };
-        tokio::select! {
-            _ = raised(&mut stop) => return,
-            _ = tokio::time::sleep(wait) => {}
+            for ip in added {
+                let (tx, rx) = watch::channel(false);
+                spawn_loop(ip, rx);
+                live.insert(ip, tx);
+                let address = SocketAddr::new(ip, ep.port);
+                tracing::info!(socket = shared.name, endpoint = %ep, %address, "address added to the name: connecting");
+            }
+            status.resolved.store(live.len(), Ordering::Release);
         }
-    }
+        Followed::Failed { error, failures } => {
+            status.resolve_failures.fetch_add(1, Ordering::AcqRel);
+            if failures == 1 {
+                let kept = live.len();
+                tracing::info!(socket = shared.name, endpoint = %ep, error = %error, kept, "{} does not resolve: keeping its {kept} addresses, retrying", ep.host);
+            } else {
+                tracing::debug!(socket = shared.name, endpoint = %ep, error = %error, failures, "lookup failed again");
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -344,7 +323,7 @@ mod tests {
     #[test]
     fn a_report_sorts_addresses_counts_the_connected_and_forgets_ended_loops() {
         let ep = Endpoint::parse("tcp://workers:6000", Direction::Connect).expect("ep");
-        let status = ConnectStatus::new("backend", &ep, true);
+        let status = ConnectStatus::new("backend", ep.to_string(), true);
         let a = status.slot("127.0.0.10:6000".into());
         let b = status.slot("127.0.0.9:6000".into());
         let c = status.slot("[::1]:6000".into());
@@ -370,6 +349,6 @@ mod tests {
         drop(b);
         assert_eq!(status.report().addresses.len(), 2);
         // A plain connect targets one address at a time.
-        assert_eq!(ConnectStatus::new("backend", &ep, false).report().resolved, 1);
+        assert_eq!(ConnectStatus::new("backend", ep.to_string(), false).report().resolved, 1);
     }
 }

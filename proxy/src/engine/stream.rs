@@ -1,0 +1,255 @@
+//! One connection of a data socket, over TCP or a Unix domain socket (`ipc://`): the halves
+//! the reader and the writer own, the per-connection options, and who the peer is for logs.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixStream, tcp, unix};
+
+use zmq_proxy_api::options::SocketOptions;
+
+use super::ipc::IpcListener;
+
+pub enum Stream {
+    Tcp(TcpStream),
+    Ipc(UnixStream),
+}
+
+pub enum ReadHalf {
+    Tcp(tcp::OwnedReadHalf),
+    Ipc(unix::OwnedReadHalf),
+}
+
+pub enum WriteHalf {
+    Tcp(tcp::OwnedWriteHalf),
+    Ipc(unix::OwnedWriteHalf),
+}
+
+/// Who is at the other end, for logs and the refusal log's once-per-peer key.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// A local process on a Unix socket: the socket's address (a path or `@name`; a connecting
+    /// peer usually has none) and its credentials (SO_PEERCRED) where the kernel tells them.
+    Ipc {
+        endpoint: String,
+        pid: Option<i32>,
+        uid: Option<u32>,
+    },
+}
+
+impl Peer {
+    /// The TCP address, if the peer has one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Peer::Tcp(a) => Some(*a),
+            Peer::Ipc { .. } => None,
+        }
+    }
+
+    /// What the refusal log keys a peer by: its IP address, or for a local process its user
+    /// (every process of one user counts as one peer).
+    pub fn log_key(&self) -> PeerKey {
+        match self {
+            Peer::Tcp(a) => PeerKey::Ip(a.ip()),
+            Peer::Ipc { uid, .. } => PeerKey::LocalUser(*uid),
+        }
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Self {
+        Peer::Tcp(a)
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(a) => a.fmt(f),
+            Peer::Ipc { endpoint, pid, uid } => {
+                f.write_str(endpoint)?;
+                if let Some(pid) = pid {
+                    write!(f, " pid {pid}")?;
+                }
+                if let Some(uid) = uid {
+                    write!(f, " uid {uid}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// As [`fmt::Display`]: a TCP peer shows as its address does.
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A bound listener of a data socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    Ipc(IpcListener),
+}
+
+impl Listener {
+    pub async fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+            Listener::Ipc(l) => l.listener.accept().await.map(|(s, _)| Stream::Ipc(s)),
+        }
+    }
+
+    /// Where it listens, as an endpoint (`tcp://ADDR:PORT`, port 0 resolved; `ipc://PATH`,
+    /// `ipc://*` resolved).
+    pub fn endpoint(&self) -> io::Result<String> {
+        match self {
+            Listener::Tcp(l) => Ok(format!("tcp://{}", l.local_addr()?)),
+            Listener::Ipc(l) => Ok(l.endpoint.clone()),
+        }
+    }
+}
+
+/// The key of [`crate::engine::counters::OncePerPeer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerKey {
+    Ip(IpAddr),
+    LocalUser(Option<u32>),
+}
+
+impl From<IpAddr> for PeerKey {
+    fn from(ip: IpAddr) -> Self {
+        PeerKey::Ip(ip)
+    }
+}
+
+impl Stream {
+    /// The peer; `endpoint` names the Unix socket (the listener's or the one dialled), as a
+    /// Unix peer has no address of its own to show.
+    pub fn peer(&self, endpoint: &str) -> Option<Peer> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().ok().map(Peer::Tcp),
+            Stream::Ipc(s) => {
+                let cred = s.peer_cred().ok();
+                Some(Peer::Ipc {
+                    endpoint: endpoint.to_string(),
+                    pid: cred.as_ref().and_then(|c| c.pid()),
+                    uid: cred.map(|c| c.uid()),
+                })
+            }
+        }
+    }
+
+    /// Per-connection options. TCP: see [`tune`]; a Unix socket has no Nagle delay and no
+    /// keepalive, so the TCP options are left out for it.
+    pub fn tune(&self, opts: &SocketOptions) {
+        if let Stream::Tcp(s) = self {
+            tune(s, opts);
+        }
+    }
+
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+            }
+            Stream::Ipc(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Ipc(r), WriteHalf::Ipc(w))
+            }
+        }
+    }
+}
+
+/// Per-connection TCP options: no Nagle delay (ZeroMQ batches itself) and the socket's
+/// keepalive probes (see `config::TCP_KEEPALIVE_IDLE`). Best effort: a refused option leaves a
+/// working connection.
+pub fn tune(stream: &TcpStream, opts: &SocketOptions) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    if !opts.tcp_keepalive {
+        let _ = sock.set_keepalive(false);
+        return;
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(opts.tcp_keepalive_idle)
+        .with_interval(opts.tcp_keepalive_interval)
+        .with_retries(opts.tcp_keepalive_count);
+    let _ = sock.set_tcp_keepalive(&keepalive);
+}
+
+impl WriteHalf {
+    /// Holds back partial segments until uncorked or closed, so the last bytes and the FIN
+    /// leave together (TCP on Linux only; a Unix socket has no segments).
+    pub fn cork(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let WriteHalf::Tcp(w) = self {
+            let _ = socket2::SockRef::from(w.as_ref()).set_tcp_cork(true);
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Ipc(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Ipc(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Ipc(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Ipc(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Ipc(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteHalf::Tcp(w) => w.is_write_vectored(),
+            WriteHalf::Ipc(w) => w.is_write_vectored(),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Draining through another replica (PULL/PUSH, and ROUTER/DEALER's requests). A stopping replica tells every replica it
+//! links to that it is leaving (`LEAVING`); each of them stops placing tasks on it and answers,
+//! after the last task it ever placed there, with `END` over the same ordered connection. The
+//! leaving replica reads each inbound link to that `END` (or to its close, or the drain
+//! timeout), so no task already on its way is cut off, and keeps reading the others' `CREDIT`
+//! meanwhile, so the tasks its own producers sent and its workers cannot take go to a survivor
+//! with credit. Pub/sub keeps the simpler rule: links stop being read when the drain begins.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::members::{self, LinkOut, LinkQueue, Member, Members};
+use crate::policy::sockets::Lifecycle;
+
+/// Whether this replica reads its links to their end when it stops. ROUTER/DEALER too: a
+/// stopping replica still owes answers to the requests placed on it, and its clients wait for
+/// replies from the others (`request.rs`).
+pub(super) fn reads_to_end(members: &Members) -> bool {
+    members.pattern == "PULL/PUSH" || members.pattern == super::request::PATTERN
+}
+
+/// One inbound connection's `END`, awaited: counted in [`Members::unended`] from the link's
+/// start until its `END` arrives or it ends without one, whichever comes first.
+pub(super) struct Awaited(bool);
+
+impl Awaited {
+    pub(super) fn new(members: &Members) -> Awaited {
+        members.unended.fetch_add(1, Ordering::AcqRel);
+        Awaited(true)
+    }
+
+    pub(super) fn settle(&mut self, members: &Members) {
+        if std::mem::take(&mut self.0) {
+            members.unended.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// At the stop signal, tells every replica with an outbound link up that this one is leaving.
+pub(super) async fn leave_on_stop(members: Arc<Members>, mut life: Lifecycle) {
+    if !reads_to_end(&members) || life.stop.wait_for(|v| *v).await.is_err() {
+        return;
+    }
+    let mut all = Vec::new();
+    members.snapshot(&mut all);
+    for q in all.iter().filter_map(|m| m.out.as_ref()) {
+        members::send(q, vec![LinkOut::Leaving]);
+    }
+    tracing::info!(members = all.len(), "federation: leaving; told the other replicas");
+}
+
+/// The outbound queues that owe their leaving replica an `END`: once per queue (`ended` holds
+/// the queues already answered, by address).
+pub(super) fn ends_due(cache: &[Member], ended: &mut HashSet<usize>) -> Vec<Arc<LinkQueue>> {
+    let leaving = cache.iter().filter(|m| m.leaving).filter_map(|m| m.out.as_ref());
+    leaving.filter(|q| ended.insert(Arc::as_ptr(q) as usize)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::frame::member_tag;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::mpsc;
+
+    #[test]
+    fn a_leaving_replica_is_answered_once_per_connection() {
+        let m = Members::new("a", "PULL/PUSH");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let q = Arc::new(LinkQueue { tx, queued: AtomicUsize::new(0) });
+        let b = member_tag("b");
+        assert_eq!(m.outbound_up(b, "b", q.clone()), Ok(()));
+        let mut cache = Vec::new();
+        let mut ended = HashSet::new();
+        m.snapshot(&mut cache);
+        assert!(ends_due(&cache, &mut ended).is_empty(), "b is not leaving");
+        m.leaving(b);
+        m.snapshot(&mut cache);
+        let due = ends_due(&cache, &mut ended);
+        assert_eq!(due.len(), 1);
+        assert!(Arc::ptr_eq(&due[0], &q));
+        assert!(ends_due(&cache, &mut ended).is_empty(), "answered already");
+        // b comes back as a new process: it is no longer leaving.
+        m.inbound_up(b, "b");
+        m.snapshot(&mut cache);
+        assert!(!cache[0].leaving);
+    }
+}
