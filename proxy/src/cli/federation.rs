@@ -13,13 +13,14 @@ use crate::engine::curve::{
 };
 use crate::federation::FederationConfig;
 use crate::federation::frame::ID_MAX_BYTES;
+use crate::federation::request;
 use crate::proxy::config::ConfigError;
 
 /// The federation flags (each also read from `ZMQ_PROXY_<FLAG>`).
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct FederationFlags {
     /// tcp://HOST:PORT this replica accepts the other replicas' links on; turns federation on
-    /// (XSUB/XPUB and PULL/PUSH proxies so far) [default: none, no federation]
+    /// (XSUB/XPUB, PULL/PUSH and ROUTER/DEALER proxies) [default: none, no federation]
     #[arg(
         long,
         env = "ZMQ_PROXY_FEDERATION_BIND",
@@ -94,9 +95,12 @@ impl FederationFlags {
             (SocketType::Pull, SocketType::Push) | (SocketType::Push, SocketType::Pull) => {
                 "PULL/PUSH"
             }
+            (SocketType::Router, SocketType::Dealer) | (SocketType::Dealer, SocketType::Router) => {
+                request::PATTERN
+            }
             _ => {
                 return err(format!(
-                    "--federation-bind: federation works for XSUB/XPUB and PULL/PUSH proxies so far; this one is {frontend}/{backend}"
+                    "--federation-bind: federation works for XSUB/XPUB, PULL/PUSH and ROUTER/DEALER proxies; this one is {frontend}/{backend}"
                 ));
             }
         };
@@ -187,7 +191,13 @@ mod tests {
             assert!(e.starts_with(start), "{e:?} should start with {start:?}");
         }
         assert!(ok.resolve(SocketType::Pull, SocketType::Push).is_ok_and(|c| c.is_some()));
-        let e = refusal(ok, SocketType::Router, SocketType::Dealer);
-        assert!(e.contains("XSUB/XPUB") && e.contains("ROUTER/DEALER"), "{e}");
+        for (front, back) in
+            [(SocketType::Router, SocketType::Dealer), (SocketType::Dealer, SocketType::Router)]
+        {
+            let cfg = ok.resolve(front, back).expect("ROUTER/DEALER works").expect("federated");
+            assert_eq!(cfg.pattern, "ROUTER/DEALER");
+        }
+        let e = refusal(ok, SocketType::Pair, SocketType::Pair);
+        assert!(e.contains("ROUTER/DEALER") && e.contains("PAIR/PAIR"), "{e}");
     }
 }
