@@ -743,11 +743,15 @@ else
 fi
 operator_sa="$(k -n "$SYSTEM_NS" get deployments -l app.kubernetes.io/name=zmq-proxy-operator \
   -o 'jsonpath={.items[0].spec.template.spec.serviceAccountName}' 2>/dev/null)" || operator_sa=""
-can_read="$(k auth can-i get secrets -n "$NS" --as="system:serviceaccount:${SYSTEM_NS}:${operator_sa}" 2>/dev/null)" || true
-if [[ -n "$operator_sa" && "$can_read" == "no" ]]; then
-  pass "the operator's ServiceAccount ($operator_sa) cannot read Secrets"
+# The operator gets and creates its own federation Secret by name only: it may neither list nor
+# watch Secrets, so it cannot enumerate (or read in bulk) the Secrets users keep beside it.
+sa="system:serviceaccount:${SYSTEM_NS}:${operator_sa}"
+can_list="$(k auth can-i list secrets -n "$NS" --as="$sa" 2>/dev/null)" || true
+can_watch="$(k auth can-i watch secrets -n "$NS" --as="$sa" 2>/dev/null)" || true
+if [[ -n "$operator_sa" && "$can_list" == "no" && "$can_watch" == "no" ]]; then
+  pass "the operator's ServiceAccount ($operator_sa) can neither list nor watch Secrets"
 else
-  fail "the operator's ServiceAccount (${operator_sa:-?}) cannot read Secrets (can-i: ${can_read:-?})"
+  fail "the operator's ServiceAccount (${operator_sa:-?}) can neither list nor watch Secrets (list: ${can_list:-?}, watch: ${can_watch:-?})"
 fi
 
 # ---- changing a port ------------------------------------------------------------------------
