@@ -18,9 +18,11 @@ pub const LOCAL_SPEC_FIELDS: [&str; 7] = [
 ];
 
 /// Fields that say where and how Kubernetes runs the pods. One process on this machine gives
-/// them nothing to act on; `--config` names them in one warning and goes on, so one manifest
+/// them nothing to act on (`mode: Sidecar` included: here the proxy already runs beside its
+/// application); `--config` names them in one warning and goes on, so one manifest
 /// serves both places.
-pub const PLACEMENT_FIELDS: [&str; 20] = [
+pub const PLACEMENT_FIELDS: [&str; 21] = [
+    "mode",
     "image",
     "imagePullPolicy",
     "imagePullSecrets",

@@ -58,6 +58,9 @@ pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, E
         write_status(&zp, &ctx, status::paused(&zp, status::now())).await?;
         return Ok(Action::await_change());
     }
+    if zp.spec.is_sidecar() {
+        return crate::sidecar::status::reconcile(&zp, &ctx).await;
+    }
     let started = Instant::now();
     let mut changes = Vec::new();
     let result = apply_all(&zp, &ctx, &mut changes).await;
@@ -286,7 +289,11 @@ async fn nudge_pods(zp: &ZmqProxy, ctx: &Context, namespace: &str) {
 }
 
 /// Writes `computed` unless the object already carries it (transition times kept).
-async fn write_status(zp: &ZmqProxy, ctx: &Context, computed: ZmqProxyStatus) -> Result<(), Error> {
+pub(crate) async fn write_status(
+    zp: &ZmqProxy,
+    ctx: &Context,
+    computed: ZmqProxyStatus,
+) -> Result<(), Error> {
     let new = status::carry_transition_times(zp.status.as_ref(), computed);
     if zp.status.as_ref() == Some(&new) {
         return Ok(());

@@ -282,6 +282,7 @@ pub fn compute(
         replica_endpoints,
         security: Some(mechanisms(zp)),
         connects: Vec::new(),
+        sidecar_pods: Vec::new(),
     }
 }
 
