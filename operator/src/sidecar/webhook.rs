@@ -90,7 +90,9 @@ impl Handler {
     }
 }
 
-/// Serves HTTPS on `listener` until `shutdown` completes; connections already open finish.
+/// Serves HTTPS on `listener` until `shutdown` completes, then closes every connection once
+/// its request in flight is answered (an idle keep-alive connection at once, so the API server
+/// dials again and finds the webhook gone), and returns when they are closed.
 pub async fn serve(
     listener: TcpListener,
     tls: Tls,
@@ -98,7 +100,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     tokio::pin!(shutdown);
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Reap finished connections so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -113,7 +119,8 @@ pub async fn serve(
         };
         let Some(acceptor) = tls.acceptor() else { continue };
         let handler = handler.clone();
-        tokio::spawn(async move {
+        let mut closing = closing_rx.clone();
+        connections.spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -126,13 +133,23 @@ pub async fn serve(
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(respond(&handler, req).await) }
             });
-            if let Err(e) =
-                http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-            {
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = async { closing.wait_for(|c| *c).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 debug!(%peer, error = %e, "webhook connection ended");
             }
         });
     }
+    drop(listener);
+    closing_tx.send_replace(true);
+    while connections.join_next().await.is_some() {}
 }
 
 async fn respond(handler: &Handler, req: HttpRequest<Incoming>) -> Response<Full<Bytes>> {

@@ -22,6 +22,7 @@
 //! run everywhere.
 
 mod launcher;
+mod sidecar;
 
 use std::future::Future;
 use std::io::Write;
@@ -2034,6 +2035,14 @@ fn trials(shared: &Arc<Shared>) -> Vec<Trial> {
             Some("monitoring"),
             |c| async move {
                 pod_monitor_follows_the_monitoring_api(&c.client, "monitoring").await;
+            },
+        ),
+        scenario(
+            shared,
+            "sidecar_injection_through_the_webhook",
+            Some("sidecar"),
+            |c| async move {
+                sidecar::sidecar_injection_through_the_webhook(&c.client, "sidecar").await;
             },
         ),
         scenario(shared, "recovers_from_an_api_server_restart", Some("outage"), |c| async move {
