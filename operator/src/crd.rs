@@ -250,6 +250,7 @@ pub struct ZmqProxySpec {
     /// into every pod of the namespace labelled `zmqproxy.io/sidecar: <name>` (see
     /// docs/sidecar.md). Cannot change once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "mode_schema")]
     pub mode: Option<ProxyMode>,
 }
 
@@ -475,6 +476,15 @@ fn image_pull_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sche
         "type": "string",
         "enum": ["Always", "IfNotPresent", "Never"],
         "description": "Image pull policy of the proxy container (Kubernetes' default when unset)."
+    })
+}
+
+/// `spec.mode` without the `null` an `Option` of an enum would list (not structural).
+fn mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Workload", "Sidecar"],
+        "description": "Workload (unset): the operator runs the proxy as its own pods behind Services. Sidecar: no pods or Services of its own; the operator's webhook injects this proxy into every pod of the namespace labelled zmqproxy.io/sidecar: <name> (see docs/sidecar.md). Cannot change once set."
     })
 }
 

@@ -59,7 +59,9 @@ pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::await_change());
     }
     if zp.spec.is_sidecar() {
-        return crate::sidecar::status::reconcile(&zp, &ctx).await;
+        let status = crate::sidecar::status::observe(&zp, &ctx).await?;
+        write_status(&zp, &ctx, status).await?;
+        return Ok(Action::requeue(crate::sidecar::status::SIDECAR_RESYNC));
     }
     let started = Instant::now();
     let mut changes = Vec::new();
@@ -289,11 +291,7 @@ async fn nudge_pods(zp: &ZmqProxy, ctx: &Context, namespace: &str) {
 }
 
 /// Writes `computed` unless the object already carries it (transition times kept).
-pub(crate) async fn write_status(
-    zp: &ZmqProxy,
-    ctx: &Context,
-    computed: ZmqProxyStatus,
-) -> Result<(), Error> {
+async fn write_status(zp: &ZmqProxy, ctx: &Context, computed: ZmqProxyStatus) -> Result<(), Error> {
     let new = status::carry_transition_times(zp.status.as_ref(), computed);
     if zp.status.as_ref() == Some(&new) {
         return Ok(());

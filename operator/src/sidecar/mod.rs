@@ -11,9 +11,10 @@
 //! with `Ignore`, start the selected pods without their proxy).
 //!
 //! Modules: [`mutate`] (pure: pod and `ZmqProxy` in, JSONPatch out), [`review`] (pure: an
-//! AdmissionReview in, its answer out), [`cert`] (the webhook's CA and serving certificate),
-//! [`webhook`] (the TLS server and the look-up of the `ZmqProxy`), [`status`] (the pods that
-//! carry a sidecar, in its `ZmqProxy`'s status).
+//! AdmissionReview in, its answer out), [`cert`] (pure: the webhook's CA, serving certificate
+//! and TLS configuration), [`ca`] (that CA kept in a Secret and written into the `caBundle`),
+//! [`webhook`] (the TLS server and the look-up of the `ZmqProxy`), [`run`] (the flags and the
+//! start), [`status`] (the pods that carry a sidecar, in its `ZmqProxy`'s status).
 
 pub mod ca;
 pub mod cert;

@@ -9,13 +9,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::Action;
 
 use super::SIDECAR_LABEL;
 use super::mutate::{self, SIDECAR_CONTAINER};
 use crate::context::{Context, Error};
 use crate::crd::{MAX_LISTED_SIDECAR_PODS, ZmqProxy, ZmqProxyStatus};
-use crate::reconcile::write_status;
 use crate::status::{self, READY};
 
 /// How often a sidecar template's pods are counted again.
@@ -65,8 +63,9 @@ pub fn compute(zp: &ZmqProxy, pods: &[Pod], now: Timestamp) -> ZmqProxyStatus {
     }
 }
 
-/// The reconcile of a sidecar template: its status, again in [`SIDECAR_RESYNC`].
-pub async fn reconcile(zp: &ZmqProxy, ctx: &Context) -> Result<Action, Error> {
+/// The status of a sidecar template now, from the pods of its namespace labelled for it (the
+/// reconcile writes it and looks again in [`SIDECAR_RESYNC`]).
+pub async fn observe(zp: &ZmqProxy, ctx: &Context) -> Result<ZmqProxyStatus, Error> {
     let namespace = zp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = format!("{SIDECAR_LABEL}={}", zp.name_any());
@@ -75,6 +74,5 @@ pub async fn reconcile(zp: &ZmqProxy, ctx: &Context) -> Result<Action, Error> {
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|source| Error::Get { kind: "Pod".to_string(), name: selector.clone(), source })?;
-    write_status(zp, ctx, compute(zp, &pods.items, status::now())).await?;
-    Ok(Action::requeue(SIDECAR_RESYNC))
+    Ok(compute(zp, &pods.items, status::now()))
 }

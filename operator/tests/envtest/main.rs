@@ -678,6 +678,11 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
             ),
         ),
         (
+            "relative ipc path",
+            q(json!({"backend": {"type": "DEALER", "ipc": "zmq/out"}})),
+            Refusal::at("spec.backend.ipc", socket_words::IPC_PATH),
+        ),
+        (
             "PAIR capture",
             q(json!({"capture": {"type": "PAIR", "port": 5557}})),
             Refusal::at(
