@@ -2353,8 +2353,8 @@ fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
     }
     assert_eq!(
         checked,
-        8 + 5 + 3 + 2 + 3 + 13,
-        "every CEL rule of the spec, its security, nodrop and connect entries is exercised"
+        8 + 5 + 3 + 2 + 3 + 13 + 1,
+        "every CEL rule of the spec, its security, nodrop, connect entries and ipc paths is exercised"
     );
     let queue = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
     let errors = cel_verdict("tasks.v2", queue.clone());
