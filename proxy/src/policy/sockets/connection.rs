@@ -22,12 +22,26 @@ pub(super) async fn accept_loop(
             _ = raised(&mut life.stop) => break,
             r = listener.accept() => match r {
                 Ok(stream) => {
+                    // Out of room: closed at once (the peer sees its connection end and
+                    // retries), so the descriptors left serve the peers already connected.
+                    let Some(seat) = shared.room.admit(shared.name) else {
+                        shared.counters.connection_refused(shared.name, "fd_limit");
+                        continue;
+                    };
                     let mech = shared.security.accepted.clone();
                     let peer = stream.peer(&shown);
                     let conn = connection(shared.clone(), stream, peer, mech, inbound.clone(), life.clone(), None);
                     tokio::spawn(async move {
                         let _ = conn.await;
+                        drop(seat);
                     });
+                }
+                Err(e) if fd_room::is_exhaustion(&e) => {
+                    shared.room.exhausted(shared.name);
+                    tokio::select! {
+                        _ = raised(&mut life.stop) => break,
+                        _ = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -109,6 +123,7 @@ pub(super) async fn connect_loop(
             // The connection hands the inbound sender back only if the proxy still runs:
             // holding a copy here during a drain would keep the pump from seeing its end.
             Ok(stream) => {
+                let _seat = shared.room.seat();
                 let mech = shared.security.connected.clone();
                 let peer = stream.peer(&target.shown());
                 let out = follow::Outgoing { slot: &slot, retire: retire.clone(), bound };
