@@ -205,7 +205,8 @@ async fn serve(
     let _open = drain::OpenConnection::new(&shared);
     stream.tune(&shared.options);
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // The handshake reserves what it reads; the read loop takes a buffer only when data comes.
+    let mut buf = BytesMut::new();
     let max_bytes = shared.options.max_message_bytes();
     let hs = tokio::select! {
         _ = raised(&mut life.stop) => return None,
@@ -475,7 +476,6 @@ async fn read_messages(
     received: &Delivered,
     share: &mut Share,
 ) -> ReadEnd {
-    use tokio::io::AsyncReadExt;
     let router = shared.kind == SocketType::Router;
     let subscriptions = matches!(shared.kind, SocketType::Xpub | SocketType::Pub);
     // The receive high-water mark: at most this many messages of this peer wait for the pump.
@@ -602,14 +602,11 @@ async fn read_messages(
         if window_full {
             continue;
         }
-        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
-            buf.reserve(READ_CHUNK_BYTES);
-        }
         live.waiting();
         tokio::select! {
             biased;
             _ = raised(&mut dead) => return ReadEnd::Closed,
-            r = rd.read_buf(buf) => match r {
+            r = rd.read_lazily(buf, READ_CHUNK_BYTES) => match r {
                 Ok(0) | Err(_) => return ReadEnd::Closed,
                 Ok(_) => live.arrived(),
             },
