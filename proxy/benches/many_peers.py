@@ -25,7 +25,6 @@ import multiprocessing as mp
 import os
 import resource
 import selectors
-import signal
 import socket
 import statistics
 import struct
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import build, free_port, wait_for_ports  # noqa: E402
+from run import build, free_port, stop_proxy, wait_for_ports  # noqa: E402
 
 # A source address reaches one destination port from this many ephemeral ports at most (the
 # default ip_local_port_range has about 28,000).
@@ -190,12 +189,7 @@ def idle_once(target: str, peers: int, clients: int, bench: Path, zmq_proxy: Pat
             w.join(30)
             if w.is_alive():
                 w.kill()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_proxy(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

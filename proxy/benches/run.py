@@ -230,16 +230,21 @@ def run_once(
         return res
     finally:
         if proc:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_proxy(proc)
         # libzmq leaves its socket files behind; zmq-proxy removes its own.
         for ep in (front, up if target == "ceiling" else None):
             if ep and "ipc://" in ep:
                 Path(ep.split("ipc://", 1)[1]).unlink(missing_ok=True)
+
+
+def stop_proxy(proc: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL if it has not gone within 10 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def median_result(results: list[Result]) -> Result:
