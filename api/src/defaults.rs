@@ -70,6 +70,10 @@ pub const MAX_HEARTBEAT_MS: i32 = 3_600_000;
 /// milliseconds in 16 bits, so 655 deciseconds is the most they read right (more wraps round).
 pub const MAX_HEARTBEAT_TTL_MS: i32 = 65_500;
 
+/// Port on which each replica of a federated proxy accepts the other replicas' links
+/// (`--federation-bind tcp://0.0.0.0:<port>` in the operator's pods; `spec.federationPort`).
+pub const DEFAULT_FEDERATION_PORT: i32 = 5570;
+
 /// Longest Secret or ConfigMap name (a DNS-1123 subdomain).
 pub const MAX_OBJECT_NAME_LEN: usize = 253;
 /// Longest key of a Secret or ConfigMap.

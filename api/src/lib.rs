@@ -8,6 +8,7 @@
 //! - [`error`]: the error of a manifest section.
 //! - [`endpoint`]: `tcp://HOST:PORT` and `HOST:PORT` parsing.
 //! - [`socket`]: socket types, allowed pairs, capture types, refusal texts, [`socket::Role`].
+//! - [`federation`]: the patterns whose replicas federate.
 //! - [`schema_rule`]: one CEL rule as the CRD's JSON carries it.
 //! - [`connect`]: where a data socket connects (Services, label selectors, endpoints).
 //! - [`memory`]: byte quantities (`512Mi`) and the memory budget's default from a limit.
@@ -24,6 +25,7 @@ pub mod connect;
 pub mod defaults;
 pub mod endpoint;
 pub mod error;
+pub mod federation;
 pub mod heartbeat;
 pub mod ipc;
 pub mod kubernetes;

@@ -17,10 +17,11 @@ pub const LOCAL_SPEC_FIELDS: [&str; 7] = [
     "maxMemoryBytes",
 ];
 
-/// Fields that say where and how Kubernetes runs the pods. One process on this machine gives
-/// them nothing to act on; `--config` names them in one warning and goes on, so one manifest
+/// Fields that say where and how Kubernetes runs the pods (`federationPort`: the links between
+/// replicas, of which one process has none). One process on this machine gives them nothing to
+/// act on; `--config` names them in one warning and goes on, so one manifest
 /// serves both places.
-pub const PLACEMENT_FIELDS: [&str; 20] = [
+pub const PLACEMENT_FIELDS: [&str; 21] = [
     "image",
     "imagePullPolicy",
     "imagePullSecrets",
@@ -41,6 +42,7 @@ pub const PLACEMENT_FIELDS: [&str; 20] = [
     "terminationGracePeriodSeconds",
     "podDisruptionBudget",
     "monitoring",
+    "federationPort",
 ];
 
 /// Fields `--config` refuses, and why: running without what they ask for would be another

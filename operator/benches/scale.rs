@@ -1,15 +1,15 @@
 //! The operator at scale against a real kube-apiserver and etcd (the envtest tier's binaries):
 //!
 //! 1. **Raw client**: one client applies, one request after another, the same children the
-//!    operator would write for N objects (a StatefulSet and two Services each), in its own
+//!    operator would write for N objects (a Deployment and a Service each), in its own
 //!    namespace. This is the floor the operator is compared with.
 //! 2. **Cold start**: N `ZmqProxy` objects exist, then the operator binary starts; the clock
-//!    stops when every object has its StatefulSet, its Services and `status.observedGeneration`
+//!    stops when every object has its Deployment, its Service and `status.observedGeneration`
 //!    equal to its generation.
 //! 3. **Restart resync**: the operator restarts; once it has reconciled every object again, the
 //!    resourceVersions of all objects and children and the Events are compared with before.
 //! 4. **API-server outage**: kube-apiserver is killed, stays down, comes back; a spec change is
-//!    made as soon as it answers, and the clock runs until the StatefulSet shows the change.
+//!    made as soon as it answers, and the clock runs until the Deployment shows the change.
 //! 5. The operator's peak RSS (VmHWM) and its own count of API requests by kind and verb.
 //!
 //! `cargo bench -p zmq-proxy-operator --bench scale [-- --quick | --objects N | --outage S | --cold-only]`
@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -147,7 +147,7 @@ fn manifest(namespace: &str, i: usize) -> Value {
 /// Phase 1: the same children the operator writes, applied one after another by one client.
 async fn raw_client(client: &Client, namespace: &str, n: usize) -> Result<Duration, String> {
     let options = BuildOptions { default_image: IMAGE.into(), ..Default::default() };
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let apply = PatchParams::apply("bench-raw-client").force();
     let started = Instant::now();
@@ -157,13 +157,13 @@ async fn raw_client(client: &Client, namespace: &str, n: usize) -> Result<Durati
         zp.meta_mut().uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
         let children = build::children(&zp, &options).map_err(|e| e.to_string())?;
         let name = zp.name_any();
-        let stateful_set =
-            diff::stamp(serde_json::to_value(&children.stateful_set).map_err(|e| e.to_string())?);
-        stateful_sets
-            .patch(&name, &apply, &Patch::Apply(&stateful_set))
+        let deployment =
+            diff::stamp(serde_json::to_value(&children.deployment).map_err(|e| e.to_string())?);
+        deployments
+            .patch(&name, &apply, &Patch::Apply(&deployment))
             .await
             .map_err(|e| e.to_string())?;
-        for service in [&children.service, &children.headless] {
+        for service in [&children.service] {
             let name = service.metadata.name.clone().unwrap_or_default();
             let service = diff::stamp(serde_json::to_value(service).map_err(|e| e.to_string())?);
             services
@@ -175,10 +175,7 @@ async fn raw_client(client: &Client, namespace: &str, n: usize) -> Result<Durati
     let took = started.elapsed();
     // Out of the operator's caches before it starts (no garbage collector runs here).
     let all = DeleteParams::default();
-    stateful_sets
-        .delete_collection(&all, &ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    deployments.delete_collection(&all, &ListParams::default()).await.map_err(|e| e.to_string())?;
     services.delete_collection(&all, &ListParams::default()).await.map_err(|e| e.to_string())?;
     Ok(took)
 }
@@ -205,7 +202,7 @@ async fn create_objects(client: &Client, namespace: &str, n: usize) -> Result<()
 /// the server the operator is measured on).
 struct Mirror {
     zps: Store<ZmqProxy>,
-    stateful_sets: Store<StatefulSet>,
+    deployments: Store<Deployment>,
     services: Store<Service>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -231,7 +228,7 @@ impl Mirror {
         let mut tasks = Vec::new();
         Mirror {
             zps: mirror(Api::namespaced(client.clone(), namespace), &mut tasks),
-            stateful_sets: mirror(Api::namespaced(client.clone(), namespace), &mut tasks),
+            deployments: mirror(Api::namespaced(client.clone(), namespace), &mut tasks),
             services: mirror(Api::namespaced(client.clone(), namespace), &mut tasks),
             tasks,
         }
@@ -247,7 +244,7 @@ impl Mirror {
                 zp.status.as_ref().and_then(|s| s.observed_generation) == zp.metadata.generation
             })
             .count();
-        observed == n && self.stateful_sets.len() == n && self.services.len() >= 2 * n
+        observed == n && self.deployments.len() == n && self.services.len() >= n
     }
 }
 
@@ -259,7 +256,7 @@ impl Drop for Mirror {
     }
 }
 
-/// resourceVersion of every ZmqProxy, StatefulSet and Service in `namespace`, plus the Events.
+/// resourceVersion of every ZmqProxy, Deployment and Service in `namespace`, plus the Events.
 async fn versions(client: &Client, namespace: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     let lp = ListParams::default();
@@ -271,13 +268,13 @@ async fn versions(client: &Client, namespace: &str) -> Result<BTreeMap<String, S
     {
         out.insert(format!("ZmqProxy/{}", m.name_any()), m.resource_version().unwrap_or_default());
     }
-    for m in Api::<StatefulSet>::namespaced(client.clone(), namespace)
+    for m in Api::<Deployment>::namespaced(client.clone(), namespace)
         .list_metadata(&lp)
         .await
         .map_err(e)?
     {
         out.insert(
-            format!("StatefulSet/{}", m.name_any()),
+            format!("Deployment/{}", m.name_any()),
             m.resource_version().unwrap_or_default(),
         );
     }
@@ -533,9 +530,9 @@ async fn run(args: Args, mut target: Target) -> Result<(), String> {
         zps.patch(target, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok()
     })
     .await?;
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let applied = until("the change applied to the StatefulSet", || async {
-        let image = stateful_sets
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let applied = until("the change applied to the Deployment", || async {
+        let image = deployments
             .get(target)
             .await
             .ok()

@@ -149,9 +149,7 @@ where
         Ok(controlled_by(current, zp)
             && !diff::needs_apply(&desired, &serde_json::to_value(current)?))
     };
-    if let Cached::Found(current) = child.cached(&name)
-        && up_to_date(&current)?
-    {
+    if let Some(current) = cached_up_to_date(child, desired_object, zp)? {
         debug!(object = %key(zp), %kind, %name, "child up to date (cache)");
         return Ok((*current).clone());
     }
@@ -182,6 +180,27 @@ where
     let reference = Some(applied.object_ref(&child.dyntype));
     changes.push(Change { kind, action, name, reference });
     Ok(applied)
+}
+
+/// The cached child that `desired_object` names, when this `ZmqProxy` controls it and it needs
+/// no write ([`apply`] would leave it as it is, without a request).
+pub fn cached_up_to_date<K>(
+    child: &Child<'_, K>,
+    desired_object: &K,
+    zp: &ZmqProxy,
+) -> Result<Option<std::sync::Arc<K>>, Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned + 'static,
+    K::DynamicType: Clone + Eq + Hash,
+{
+    let name = desired_object.meta().name.clone().unwrap_or_default();
+    let Cached::Found(current) = child.cached(&name) else {
+        return Ok(None);
+    };
+    let desired = diff::stamp(serde_json::to_value(desired_object)?);
+    let fresh = controlled_by(&*current, zp)
+        && !diff::needs_apply(&desired, &serde_json::to_value(&*current)?);
+    Ok(fresh.then_some(current))
 }
 
 /// The child `name` if it exists and this `ZmqProxy` controls it (from the cache when it can

@@ -7,7 +7,6 @@
 //! (a cold start, the mock tests) the API server is asked, but only for an object that
 //! connects or reported connects before, so other objects cost no request.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -86,34 +85,11 @@ async fn list_owned(zp: &ZmqProxy, ctx: &Context) -> Result<Vec<String>, Error> 
 /// The connect entries of `zp` and, when the pods are known, each ready pod's `/connects`
 /// answer (at most [`MAX_PODS_ASKED`], asked at once).
 pub async fn read_reports(zp: &ZmqProxy, pods: &[&Pod]) -> Vec<(String, Result<Report, String>)> {
-    let port = u16::try_from(zp.spec.metrics_port).unwrap_or(0);
-    let mut ready: Vec<(String, Option<IpAddr>)> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
-        .map(|p| {
-            let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref());
-            (p.name_any(), ip.and_then(|ip| ip.parse().ok()))
-        })
-        .collect();
-    ready.sort();
-    ready.truncate(MAX_PODS_ASKED);
-    let asks = ready.into_iter().map(|(pod, ip)| async move {
-        let answer = match ip {
-            Some(ip) => proxy_http::get(ip, port, CONNECTS_PATH)
-                .await
-                .and_then(|body| connect_status::parse(&body)),
-            None => Err("no pod IP yet".to_string()),
-        };
-        (pod, answer)
-    });
-    futures::future::join_all(asks).await
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    proxy_http::ask_ready_pods(zp, pods, CONNECTS_PATH, MAX_PODS_ASKED)
+        .await
+        .into_iter()
+        .map(|(pod, body)| (pod, body.and_then(|b| connect_status::parse(&b))))
+        .collect()
 }
 
 /// The connect entries of `zp`, as its pods were told them.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::build::Connect;
 use crate::crd::ConnectStatus;
+use crate::status::Verdict;
 
 /// The proxy's `/connects` answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -34,14 +35,6 @@ pub struct SocketReport {
 /// Parses a `/connects` body.
 pub fn parse(body: &[u8]) -> Result<Report, String> {
     serde_json::from_slice(body).map_err(|e| format!("unreadable /connects answer: {e}"))
-}
-
-/// The Connected condition's verdict.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub ok: bool,
-    pub reason: &'static str,
-    pub message: String,
 }
 
 /// Every connect entry's counts over the pods' answers (`Err`: why a pod gave none), and the

@@ -103,7 +103,7 @@ pub async fn run_with(
             config_map_writer,
             Trigger::Touched,
         ))
-        // Pods are the StatefulSet's, not the object's: mapped by their instance label.
+        // Pods are the ReplicaSets', not the object's: mapped by their instance label.
         .watches_stream(
             watches::watch_slimmed(pods, owned, pod_writer, Trigger::Touched, watches::slim_pod),
             |pod| watches::owner_of_pod(&pod),

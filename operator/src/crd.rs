@@ -26,7 +26,7 @@ pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: i32 = 5;
 /// The default lame-duck period of proxy pods (why five seconds: the proxy's config module).
 pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy_api::kubernetes::KUBERNETES_LAME_DUCK_SECS;
 
-/// A ZeroMQ proxy (`zmq_proxy(3)`) run as a StatefulSet and reached through a Service.
+/// A ZeroMQ proxy (`zmq_proxy(3)`) run as a Deployment and reached through a Service.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "zmqproxy.io",
@@ -38,7 +38,7 @@ pub const DEFAULT_LAME_DUCK_SECONDS: i32 = zmq_proxy_api::kubernetes::KUBERNETES
     namespaced,
     status = "ZmqProxyStatus",
     derive = "PartialEq",
-    doc = "A ZeroMQ proxy (zmq_proxy) run as a StatefulSet and reached through a Service",
+    doc = "A ZeroMQ proxy (zmq_proxy) run as a Deployment and reached through a Service",
     validation = name_rule(),
     scale(
         spec_replicas_path = ".spec.replicas",
@@ -92,9 +92,9 @@ pub struct ZmqProxySpec {
     #[serde(flatten)]
     pub sockets: ProxySockets,
 
-    /// Number of proxy pods. Each replica is a separate proxy: with more than one, peers must
-    /// connect to every pod, each at `<name>-<ordinal>.<name>-pods.<namespace>.svc`
-    /// (listed in `status.replicaEndpoints`).
+    /// Number of proxy pods. More than one makes a federation: the replicas link to each other
+    /// and act as one proxy, so peers connect to the Service only (XSUB/XPUB, PULL/PUSH and
+    /// ROUTER/DEALER; other patterns run one replica, or none).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
@@ -130,6 +130,12 @@ pub struct ZmqProxySpec {
     #[schemars(range(min = 1, max = 65535))]
     pub metrics_port: i32,
 
+    /// Port on which each replica of a federation (more than one replica) accepts the other
+    /// replicas' links; distinct from the sockets and the metrics port. Peers never use it.
+    #[serde(default = "default_federation_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub federation_port: i32,
+
     /// Proxy image; the operator's `--proxy-image` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
@@ -156,7 +162,7 @@ pub struct ZmqProxySpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_annotations: BTreeMap<String, String>,
 
-    /// IP family policy of the Services (`<name>` and the headless `<name>-pods`): SingleStack,
+    /// IP family policy of the Services (`<name>` and the headless `<name>-federation`): SingleStack,
     /// PreferDualStack or RequireDualStack; the cluster's default (SingleStack) when unset. The
     /// proxy listens on IPv6 and IPv4 either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,7 +221,7 @@ pub struct ZmqProxySpec {
     #[schemars(range(min = 0, max = 86400))]
     pub termination_grace_period_seconds: Option<i64>,
 
-    /// Extra labels of the Services (`<name>` and `<name>-pods`); the operator's own labels win
+    /// Extra labels of the Service `<name>`; the operator's own labels win
     /// on a clash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_labels: BTreeMap<String, String>,
@@ -346,6 +352,10 @@ fn default_lame_duck() -> i32 {
 
 fn default_metrics_port() -> i32 {
     DEFAULT_METRICS_PORT
+}
+
+fn default_federation_port() -> i32 {
+    zmq_proxy_api::defaults::DEFAULT_FEDERATION_PORT
 }
 
 /// Kubernetes Service types that can carry the proxy's TCP ports.
@@ -481,7 +491,7 @@ pub struct ZmqProxyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Pods of the StatefulSet (the scale subresource's status replicas).
+    /// Pods of the Deployment (the scale subresource's status replicas).
     #[serde(default)]
     pub replicas: i32,
     /// Pods that pass /readyz.
@@ -497,14 +507,10 @@ pub struct ZmqProxyStatus {
     /// Addresses peers connect to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
-    /// The headless Service whose DNS name lists every ready proxy pod, and under which each
-    /// pod has its own name.
+    /// With more than one replica: the federation as the ready replicas report it on
+    /// `/federation` (refreshed about every 15 s, sooner while links are missing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headless_service: Option<String>,
-    /// Each ready replica's own endpoints, per socket, for peers that must connect to every
-    /// proxy (libzmq connects to the first address a name resolves to only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replica_endpoints: Option<ReplicaEndpoints>,
+    pub federation: Option<FederationStatus>,
     /// The security mechanism of each socket (NULL or CURVE), as the observed generation's
     /// spec configures it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -574,35 +580,39 @@ pub struct Endpoints {
     pub control: Option<String>,
 }
 
-/// Most replicas [`ReplicaEndpoints`] lists per socket; `ready` counts them all.
+/// Most replicas `status.federation.replicas` lists; `members` counts them all.
 pub const MAX_LISTED_REPLICAS: usize = 100;
 
-/// Per socket, `tcp://<name>-<ordinal>.<name>-pods.<namespace>.svc:<port>` of every ready
-/// replica whose ordinal is below `spec.replicas`, in ordinal order: a new pod is listed once it
-/// is ready, a pod removed by scaling down is unlisted as soon as `spec.replicas` drops.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// The federation of the ready replicas, as they report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ReplicaEndpoints {
-    /// How many replicas are ready, in all; each list holds the first 100 of them by ordinal.
-    pub ready: i32,
-    /// Each listed replica's frontend endpoint.
+pub struct FederationStatus {
+    /// The federated pattern (`XSUB/XPUB`, `PULL/PUSH`, `ROUTER/DEALER`).
+    pub pattern: String,
+    /// Ready replicas that reported their links.
+    pub members: i32,
+    /// Links up between those replicas, each direction of each pair counted once: a full
+    /// mesh of `members` replicas has `members × (members − 1)`.
+    pub links_up: i32,
+    /// Each reporting replica (the first 100 by name) and its links.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_LISTED_REPLICAS))]
-    pub frontend: Vec<String>,
-    /// Each listed replica's backend endpoint.
-    #[schemars(length(max = MAX_LISTED_REPLICAS))]
-    pub backend: Vec<String>,
-    /// Each listed replica's capture endpoint, with a capture socket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = MAX_LISTED_REPLICAS))]
-    pub capture: Option<Vec<String>>,
-    /// Each listed replica's control endpoint, with a control socket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = MAX_LISTED_REPLICAS))]
-    pub control: Option<Vec<String>>,
+    pub replicas: Vec<FederationReplica>,
+}
+
+/// One replica of a federation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FederationReplica {
+    /// The replica's federation id: its pod's name.
+    pub id: String,
+    /// Other reporting replicas it is linked with both ways (sending and receiving).
+    pub linked: i32,
 }
 
 /// The port fields of the spec in the order clashes are reported: the proxy's sockets, then the
-/// metrics port the operator adds.
+/// metrics port the operator adds, then the federation port when there is a federation (so an
+/// unfederated object may keep a socket on that port).
 fn port_fields() -> Vec<PortField> {
     let mut fields = cel::socket_port_fields();
     fields.push(PortField {
@@ -610,6 +620,12 @@ fn port_fields() -> Vec<PortField> {
         port: "self.metricsPort".to_string(),
         present: Some("has(self.metricsPort)".to_string()),
         field_path: ".metricsPort".to_string(),
+    });
+    fields.push(PortField {
+        name: "federationPort".to_string(),
+        port: "self.federationPort".to_string(),
+        present: Some("(self.replicas > 1)".to_string()),
+        field_path: ".federationPort".to_string(),
     });
     fields
 }
@@ -621,7 +637,7 @@ pub fn spec_rules() -> Vec<Rule> {
     rules.extend(cel::socket_rules());
     rules.extend(cel::distinct_port_rules(&port_fields()));
     let mut rules: Vec<Rule> = rules.into_iter().map(to_rule).collect();
-    rules.extend([grace_period_rule(), disruption_budget_rule()]);
+    rules.extend([grace_period_rule(), disruption_budget_rule(), federation_rule()]);
     rules.extend([ip_family_rule(), distinct_ip_families_rule()]);
     rules
 }
@@ -641,6 +657,23 @@ fn grace_period_rule() -> Rule {
     .reason(Reason::FieldValueInvalid)
 }
 
+/// Refusal of more than one replica of a pattern whose replicas do not federate.
+pub const NOT_FEDERATED: &str = "replicas: more than one replica makes a federation, which XSUB/XPUB, PULL/PUSH and ROUTER/DEALER proxies form; a proxy of another pattern runs one replica (separate replicas behind one Service would split its peers)";
+
+/// `replicas > 1` only for a federated pattern ([`zmq_proxy_api::federation`]). `replicas` is
+/// defaulted in the schema, so it is present when the rule runs.
+fn federation_rule() -> Rule {
+    let pairs: Vec<String> =
+        zmq_proxy_api::federation::federated_pairs().map(|p| cel::quote(&p)).collect();
+    Rule::new(format!(
+        "self.replicas <= 1 || (self.frontend.type + '/' + self.backend.type) in [{}]",
+        pairs.join(", ")
+    ))
+    .message(Message::Message(NOT_FEDERATED.to_string()))
+    .field_path(".replicas".to_string())
+    .reason(Reason::FieldValueInvalid)
+}
+
 /// Refusal of a PodDisruptionBudget with both bounds (the API server refuses such a PDB).
 pub const PDB_BOTH_BOUNDS: &str =
     "podDisruptionBudget: set maxUnavailable or minAvailable, not both";
@@ -654,12 +687,14 @@ fn disruption_budget_rule() -> Rule {
     .reason(Reason::FieldValueInvalid)
 }
 
-/// Longest object name the StatefulSet's pods can carry: the StatefulSet controller labels each
-/// pod `controller-revision-hash: <name>-<hash>` (a hash of up to 10 characters), and a label
-/// value has at most 63 characters (so has the pod's hostname `<name>-<ordinal>`). It also leaves
-/// room for the headless Service `<name>-pods`.
-pub const MAX_NAME_LEN: usize = 63 - 11;
-/// Suffix of the headless Service, the StatefulSet's `serviceName`.
+/// Longest object name: it leaves room for the headless Service `<name>-federation` (a Service
+/// name has at most 63 characters), and it is what earlier versions accepted (their StatefulSet's
+/// pods were labelled `<name>-<hash>`).
+pub const MAX_NAME_LEN: usize = 63 - FEDERATION_SUFFIX.len();
+/// Suffix of the federation's headless Service and of its Secret.
+pub const FEDERATION_SUFFIX: &str = "-federation";
+/// Suffix of the headless Service earlier versions created for their StatefulSet, deleted once
+/// the StatefulSet is gone.
 pub const HEADLESS_SUFFIX: &str = "-pods";
 
 /// The object's name becomes the Service's name, which must be a DNS-1035 label (no dots, starts
@@ -669,7 +704,7 @@ pub fn name_rule() -> Rule {
         "self.metadata.name.size() <= {MAX_NAME_LEN} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
     ))
     .message(Message::Message(format!(
-        "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most {MAX_NAME_LEN} characters: it names the proxy's StatefulSet, pods and Services"
+        "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most {MAX_NAME_LEN} characters: it names the proxy's Deployment, pods and Services"
     )))
     .reason(Reason::FieldValueInvalid)
 }

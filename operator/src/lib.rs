@@ -15,6 +15,8 @@ pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod diff;
+pub mod federation_secret;
+pub mod federation_status;
 pub mod http;
 pub mod leader;
 pub mod metrics;

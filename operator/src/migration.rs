@@ -1,92 +1,134 @@
-//! What older versions of the operator left behind: they ran each proxy as a Deployment
-//! `<name>`. When one controlled by the object exists, the StatefulSet is applied with no
-//! replicas, the Deployment is deleted (background propagation) and the StatefulSet gets its
-//! replicas only once the Pod watch shows none of the Deployment's pods left: like a Recreate
-//! rollout, the old pods drain within their grace period before the new ones start, so a
-//! single-replica proxy never runs twice.
+//! What earlier versions of the operator left behind: they ran each proxy as a StatefulSet
+//! `<name>` with a headless Service `<name>-pods`. The Deployment is applied beside them (the
+//! Service `<name>` selects both sets of pods, so peers are served throughout), and only once
+//! the Deployment is available, every wanted pod of the current template ready, is the
+//! StatefulSet deleted (background propagation: its pods drain within their grace period while
+//! the Deployment's serve). The headless Service goes once no StatefulSet is left.
+//!
+//! The decision is [`next_step`], pure; [`migrate`] reads and deletes.
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Service;
 use kube::runtime::reflector::Store;
 
+use crate::build::headless_name;
 use crate::children::{self, Change, Child};
 use crate::context::{Context, Error};
 use crate::crd::ZmqProxy;
-use crate::watches::Cached;
 
-/// The Deployment an older operator ran for one `ZmqProxy`, and whether its pods remain.
-pub struct Migration<'a> {
-    deployments: Child<'a, Deployment>,
-    name: String,
-    deployment: Option<Deployment>,
-    pods_remain: bool,
+/// What the migration does next for one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// No StatefulSet of this object: delete the old headless Service if it is ours.
+    Done,
+    /// The StatefulSet serves until the Deployment is available, or is being deleted.
+    Wait,
+    /// The Deployment serves: delete the StatefulSet.
+    DeleteStatefulSet,
 }
 
-impl<'a> Migration<'a> {
-    /// Looks for the Deployment `name` of `zp` and its pods, given the cached pods of `zp`
-    /// (`pods`; None while the Pod watch has not listed, when only the Deployment counts).
-    pub async fn find(
-        ctx: &Context,
-        namespace: &'a str,
-        cache: Option<Store<Deployment>>,
-        pods: Option<&[&Pod]>,
-        zp: &ZmqProxy,
-        name: &str,
-    ) -> Result<Migration<'a>, Error> {
-        let deployments = Child::new(ctx, namespace, cache);
-        let pods_remain = pods.is_some_and(deployment_pods_remain);
-        let deployment = old_deployment(&deployments, name, zp, ctx, pods_remain).await?;
-        Ok(Migration { deployments, name: name.to_string(), deployment, pods_remain })
-    }
-
-    /// Whether the StatefulSet waits with no replicas: the old proxies have not all terminated
-    /// (drain included).
-    pub fn holds_stateful_set(&self) -> bool {
-        self.deployment.is_some() || self.pods_remain
-    }
-
-    /// Deletes the old Deployment, once; a Deployment already being deleted is left to finish.
-    pub async fn delete_deployment(
-        &self,
-        zp: &ZmqProxy,
-        ctx: &Context,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), Error> {
-        if self.deployment.as_ref().is_some_and(|d| d.metadata.deletion_timestamp.is_none()) {
-            children::delete(&self.deployments, &self.name, zp, ctx, changes).await?;
-        }
-        Ok(())
+/// The next step, given this object's StatefulSet (if it controls one) and its Deployment as
+/// the API server holds it.
+pub fn next_step(stateful_set: Option<&StatefulSet>, deployment: &Deployment, want: i32) -> Step {
+    match stateful_set {
+        None => Step::Done,
+        Some(s) if s.metadata.deletion_timestamp.is_some() => Step::Wait,
+        Some(_) if available(deployment, want) => Step::DeleteStatefulSet,
+        Some(_) => Step::Wait,
     }
 }
 
-/// Pods of the Deployment an older operator ran (their controller is one of its ReplicaSets) are
-/// still there, terminating or not.
-fn deployment_pods_remain(pods: &[&Pod]) -> bool {
-    pods.iter().any(|pod| {
-        pod.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
-    })
+/// The Deployment controller has seen the latest spec, and `want` pods of its template are
+/// ready (available: the Deployment sets no minReadySeconds) and no more old ones remain.
+pub fn available(deployment: &Deployment, want: i32) -> bool {
+    let Some(status) = &deployment.status else {
+        return false;
+    };
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    status.observed_generation.unwrap_or(0) >= generation
+        && status.updated_replicas.unwrap_or(0) >= want
+        && status.available_replicas.unwrap_or(0) >= want
 }
 
-/// The Deployment `name` an older operator ran, if this object controls it. The watch sees only
-/// Deployments with the managed-by label, the Pod watch sees their pods by the template's label:
-/// while such pods remain and the watch has no Deployment, the server is asked, so a Deployment
-/// whose label was taken off is still deleted rather than holding the StatefulSet at zero for
-/// good. (Once it is gone that costs a read per reconcile until its pods have terminated.)
-async fn old_deployment(
-    deployments: &Child<'_, Deployment>,
-    name: &str,
-    zp: &ZmqProxy,
+/// Takes the step for `zp`, whose Deployment is `deployment`. Returns whether the migration is
+/// still under way (the StatefulSet still exists), so the status can say so.
+pub async fn migrate(
     ctx: &Context,
-    old_pods_remain: bool,
-) -> Result<Option<Deployment>, Error> {
-    match deployments.cached(name) {
-        Cached::NotOwned if old_pods_remain => {
-            Ok(deployments.get(name, ctx).await?.filter(|d| children::controlled_by(d, zp)))
+    namespace: &str,
+    cache: Option<Store<StatefulSet>>,
+    services: &Child<'_, Service>,
+    zp: &ZmqProxy,
+    deployment: &Deployment,
+    changes: &mut Vec<Change>,
+) -> Result<bool, Error> {
+    let name = kube::ResourceExt::name_any(zp);
+    let stateful_sets = Child::<StatefulSet>::new(ctx, namespace, cache);
+    let current = children::owned(&stateful_sets, &name, zp, ctx).await?;
+    match next_step(current.as_ref(), deployment, zp.spec.replicas) {
+        Step::Done => {
+            children::delete_owned(services, &headless_name(&name), zp, ctx, changes).await?;
+            Ok(false)
         }
-        _ => children::owned(deployments, name, zp, ctx).await,
+        Step::Wait => Ok(true),
+        Step::DeleteStatefulSet => {
+            children::delete(&stateful_sets, &name, zp, ctx, changes).await?;
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn deployment(generation: i64, status: Option<DeploymentStatus>) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(generation);
+        d.status = status;
+        d
+    }
+
+    fn serving(observed: i64, updated: i32, available: i32) -> Option<DeploymentStatus> {
+        Some(DeploymentStatus {
+            observed_generation: Some(observed),
+            updated_replicas: Some(updated),
+            available_replicas: Some(available),
+            ready_replicas: Some(available),
+            replicas: Some(updated),
+            ..DeploymentStatus::default()
+        })
+    }
+
+    #[test]
+    fn the_stateful_set_goes_only_once_the_deployment_serves() {
+        let sts = StatefulSet::default();
+        let want = 3;
+        // Just created: no status yet.
+        assert_eq!(next_step(Some(&sts), &deployment(1, None), want), Step::Wait);
+        // Two of three ready.
+        assert_eq!(next_step(Some(&sts), &deployment(1, serving(1, 3, 2)), want), Step::Wait);
+        // Ready, but counted for an older spec.
+        assert_eq!(next_step(Some(&sts), &deployment(2, serving(1, 3, 3)), want), Step::Wait);
+        // Ready pods of an older template while the new ones start.
+        assert_eq!(next_step(Some(&sts), &deployment(1, serving(1, 1, 3)), want), Step::Wait);
+        let ready = deployment(1, serving(1, 3, 3));
+        assert_eq!(next_step(Some(&sts), &ready, want), Step::DeleteStatefulSet);
+        // Scaled to zero: nothing to wait for.
+        assert_eq!(
+            next_step(Some(&sts), &deployment(1, serving(1, 0, 0)), 0),
+            Step::DeleteStatefulSet
+        );
+    }
+
+    #[test]
+    fn a_stateful_set_being_deleted_is_waited_for_and_none_is_done() {
+        let mut sts = StatefulSet::default();
+        sts.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let ready = deployment(1, serving(1, 1, 1));
+        assert_eq!(next_step(Some(&sts), &ready, 1), Step::Wait);
+        assert_eq!(next_step(None, &ready, 1), Step::Done);
+        assert_eq!(next_step(None, &deployment(1, None), 1), Step::Done);
     }
 }

@@ -1,6 +1,7 @@
-//! Reading a proxy pod's own report: `GET http://<podIP>:<metricsPort>/connects`, with a short
-//! timeout and a bounded body, on a plain HTTP/1 connection (the proxy's listener has no TLS).
-//! Only the request is here; what the answer means is `connect_status.rs`'s.
+//! Reading a proxy pod's own report: `GET http://<podIP>:<metricsPort>/connects` or
+//! `/federation`, with a short timeout and a bounded body, on a plain HTTP/1 connection (the
+//! proxy's listener has no TLS), from every ready pod at once. Only the requests are here; what
+//! the answers mean is `connect_status.rs`'s and `federation_status.rs`'s.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -8,7 +9,11 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use tokio::net::TcpStream;
+
+use crate::crd::ZmqProxy;
 
 /// The path of the proxy's connect report.
 pub const CONNECTS_PATH: &str = "/connects";
@@ -23,6 +28,43 @@ pub async fn get(ip: IpAddr, port: u16, path: &str) -> Result<Bytes, String> {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} s", TIMEOUT.as_secs())),
     }
+}
+
+/// `GET <path>` of each ready, not terminating pod of `zp` among `pods` (the first `most` by
+/// name), asked at once: each pod's name with its answer's body or why there is none.
+pub async fn ask_ready_pods(
+    zp: &ZmqProxy,
+    pods: &[&Pod],
+    path: &str,
+    most: usize,
+) -> Vec<(String, Result<Bytes, String>)> {
+    let port = u16::try_from(zp.spec.metrics_port).unwrap_or(0);
+    let mut ready: Vec<(String, Option<IpAddr>)> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+        .map(|p| {
+            let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref());
+            (p.name_any(), ip.and_then(|ip| ip.parse().ok()))
+        })
+        .collect();
+    ready.sort();
+    ready.truncate(most);
+    let asks = ready.into_iter().map(|(pod, ip)| async move {
+        let answer = match ip {
+            Some(ip) => get(ip, port, path).await,
+            None => Err("no pod IP yet".to_string()),
+        };
+        (pod, answer)
+    });
+    futures::future::join_all(asks).await
+}
+
+/// The pod's Ready condition is True.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 async fn get_unbounded(addr: SocketAddr, path: &str) -> Result<Bytes, String> {

@@ -1,14 +1,16 @@
 //! The reconcile pipeline of one `ZmqProxy`: validate and build (pure, [`crate::build`]), apply
-//! each child in order through [`crate::children`] (the steering ConfigMap, the StatefulSet, the
-//! Service, the headless Service, the headless Service of each connect entry that selects pods
-//! by label (stale ones deleted, [`crate::connect_services`]), the PodDisruptionBudget when wanted, deleted when no longer
-//! wanted and ours, and the PodMonitor where the cluster serves it, [`crate::monitoring`]), then
-//! compute the status ([`crate::status`]; for an object that connects, with what its ready pods
-//! report on `/connects`, refreshed every 15 s) and write it only when it changed. One event per kind
-//! of change; on failure a Warning event, a Degraded condition and a per-object backoff. An
-//! object annotated `zmqproxy.io/pause-reconciliation: "true"` gets only its
-//! ReconciliationPaused condition written. A Deployment an older operator left behind is
-//! replaced on the way ([`crate::migration`]).
+//! each child in order through [`crate::children`] (the steering ConfigMap; for a federation its
+//! Secret, created once by [`crate::federation_secret`], and its headless Service; the
+//! Deployment, the Service, the headless Service of each connect entry that selects pods by label
+//! (stale ones deleted, [`crate::connect_services`]), the PodDisruptionBudget when wanted, deleted
+//! when no longer wanted and ours, and the PodMonitor where the cluster serves it,
+//! [`crate::monitoring`]), then compute the status ([`crate::status`]; for an object that
+//! connects, with what its ready pods report on `/connects`, refreshed every 15 s; for a
+//! federation, with what they report on `/federation`, [`crate::federation_status`]) and write it
+//! only when it changed. One event per kind of change; on failure a Warning event, a Degraded
+//! condition and a per-object backoff. An object annotated `zmqproxy.io/pause-reconciliation:
+//! "true"` gets only its ReconciliationPaused condition written. The StatefulSet of an earlier
+//! version is replaced on the way, without a gap in service ([`crate::migration`]).
 //!
 //! `spec.paused` reaches the proxies through the steering ConfigMap each pod mounts (why:
 //! the proxy's `--pause-file`); when its value changes, every running pod of the object is
@@ -20,7 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -29,15 +31,18 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
-use crate::build::{self, pod_monitor};
+use crate::build::{self, federation_name, federation_of, pod_monitor};
 use crate::children::{self, Change, Child};
-use crate::connect_services::{self, CONNECTS_REFRESH};
+use crate::connect_services::{self, CONNECTS_REFRESH, MAX_PODS_ASKED};
 use crate::connect_status;
 use crate::context::{Context, Error, MANAGER, key};
 use crate::crd::{ZmqProxy, ZmqProxyStatus, selector_string};
-use crate::migration::Migration;
+use crate::federation_secret;
+use crate::federation_status::{self, FEDERATION_PATH};
+use crate::migration;
 use crate::monitoring::{Lookup, Report};
-use crate::status::{self, CONNECTED, Failure, MONITORING_READY, PAUSED};
+use crate::proxy_http;
+use crate::status::{self, CONNECTED, FEDERATED, Failure, MONITORING_READY, PAUSED, PROGRESSING};
 use crate::watches;
 
 /// Pod annotation patched when `spec.paused` changes (the value: the object's generation), so
@@ -45,6 +50,10 @@ use crate::watches;
 pub const STEERING_GENERATION: &str = "zmqproxy.io/steering-generation";
 /// Periodic resync of a healthy object; read-only when nothing changed.
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How often a federation's status is refreshed from its pods while every link is up.
+pub const FEDERATION_REFRESH: Duration = Duration::from_secs(15);
+/// How soon it is looked at again while it is not (replicas starting, links coming up).
+pub const FEDERATION_RETRY: Duration = Duration::from_secs(3);
 
 /// The controller's reconcile: the pipeline plus metrics, a Warning event and a Degraded
 /// status on failure.
@@ -70,16 +79,17 @@ pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, E
             ctx.metrics.failed(e.reason());
             ctx.publish(&zp, EventType::Warning, e.reason(), e.to_string(), None).await;
             let failure = Failure { reason: e.reason().to_string(), message: e.to_string() };
-            let mut status = status::compute(&zp, None, None, Some(&failure), status::now());
+            let mut status = status::compute(&zp, None, Some(&failure), status::now());
             status::keep_previous(
                 zp.status.as_ref(),
                 &mut status,
-                &[PAUSED, MONITORING_READY, CONNECTED],
+                &[PAUSED, MONITORING_READY, CONNECTED, FEDERATED],
             );
             if let Some(old) = &zp.status {
                 status.replicas = old.replicas;
                 status.ready_replicas = old.ready_replicas;
                 status.connects = old.connects.clone();
+                status.federation = old.federation.clone();
             }
             if let Err(status_error) = write_status(&zp, &ctx, status).await {
                 warn!(object = %key(&zp), error = %status_error, "cannot report the failure in the status");
@@ -103,11 +113,8 @@ async fn apply_all(
     let namespace = zp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let mut built = build::children(zp, &ctx.options)?;
     let caches = ctx.caches();
-    let stateful_sets = Child::<StatefulSet>::new(
-        ctx,
-        &namespace,
-        caches.as_ref().map(|c| c.stateful_sets.clone()),
-    );
+    let deployments =
+        Child::<Deployment>::new(ctx, &namespace, caches.as_ref().map(|c| c.deployments.clone()));
     let services =
         Child::<Service>::new(ctx, &namespace, caches.as_ref().map(|c| c.services.clone()));
     let pdbs = Child::<PodDisruptionBudget>::new(
@@ -116,32 +123,45 @@ async fn apply_all(
         caches.as_ref().map(|c| c.pod_disruption_budgets.clone()),
     );
     let name = zp.name_any();
-    // None until the Pod watch has listed: the listed replicas then stay as they were.
+    // None until the Pod watch has listed: what was reported from the pods then stands.
     let pods = caches.as_ref().and_then(|c| watches::pods_of(&c.pods, &namespace, &name));
     let pods: Option<Vec<&Pod>> = pods.as_ref().map(|p| p.iter().map(|pod| &**pod).collect());
     let config_maps =
         Child::<ConfigMap>::new(ctx, &namespace, caches.as_ref().map(|c| c.config_maps.clone()));
 
-    // Before the StatefulSet, so a new pod mounts the current value and starts in it.
+    // Before the Deployment, so a new pod mounts the current value and starts in it.
     let before = changes.len();
     children::apply(&config_maps, &built.steering, zp, ctx, changes).await?;
     if changes[before..].iter().any(|c| c.action == children::Action::Updated) {
         nudge_pods(zp, ctx, &namespace).await;
     }
 
-    let deployments = caches.as_ref().map(|c| c.deployments.clone());
-    let migration =
-        Migration::find(ctx, &namespace, deployments, pods.as_deref(), zp, &name).await?;
-    if migration.holds_stateful_set()
-        && let Some(spec) = built.stateful_set.spec.as_mut()
-    {
-        spec.replicas = Some(0);
+    // The key and the peers' name before the pods that mount and resolve them. Both stay when
+    // the object goes back to one replica (the key is kept for the next scale-up). A Deployment
+    // that needs no write and whose pods all serve has its key mounted: the Secret is read only
+    // when the Deployment is new or changes, or while a pod is not ready (one that cannot mount
+    // a missing Secret never is), so an unchanged resync makes no request.
+    let settled = children::cached_up_to_date(&deployments, &built.deployment, zp)?
+        .is_some_and(|d| migration::available(&d, zp.spec.replicas));
+    if !settled {
+        federation_secret::ensure(zp, ctx, &namespace, changes).await?;
     }
-    let stateful_set =
-        children::apply(&stateful_sets, &built.stateful_set, zp, ctx, changes).await?;
-    migration.delete_deployment(zp, ctx, changes).await?;
+    match &built.federation {
+        Some(service) => {
+            children::apply(&services, service, zp, ctx, changes).await?;
+        }
+        None => {
+            children::delete_owned(&services, &federation_name(&name), zp, ctx, changes).await?
+        }
+    }
+    let deployment = children::apply(&deployments, &built.deployment, zp, ctx, changes).await?;
+    // The Service before the StatefulSet of an earlier version can go: peers are served through
+    // it by whichever pods are ready.
     children::apply(&services, &built.service, zp, ctx, changes).await?;
-    children::apply(&services, &built.headless, zp, ctx, changes).await?;
+    let stateful_sets = caches.as_ref().map(|c| c.stateful_sets.clone());
+    let migrating =
+        migration::migrate(ctx, &namespace, stateful_sets, &services, zp, &deployment, changes)
+            .await?;
     let service_cache = caches.as_ref().map(|c| &c.services);
     let connect_services = std::mem::take(&mut built.connect_services);
     connect_services::apply(zp, ctx, &services, &connect_services, service_cache, changes).await?;
@@ -159,7 +179,19 @@ async fn apply_all(
         zp.status.as_ref().is_some_and(|s| status::condition(s, MONITORING_READY).is_some());
     let (report, retry) = apply_pod_monitor(zp, ctx, had_pod_monitor, changes).await;
     let now = status::now();
-    let mut status = status::compute(zp, Some(&stateful_set), pods.as_deref(), None, now);
+    let mut status = status::compute(zp, Some(&deployment), None, now);
+    if migrating {
+        status.conditions.retain(|c| c.type_ != PROGRESSING);
+        let message = "replacing the StatefulSet of an earlier version: it serves until the Deployment's pods are ready, then it is deleted and its pods drain".to_string();
+        status.conditions.push(status::condition_of(
+            zp,
+            PROGRESSING,
+            true,
+            "Migrating",
+            message,
+            now,
+        ));
+    }
     if let Some(r) = report {
         let c = status::condition_of(zp, MONITORING_READY, r.ready, r.reason, r.message, now);
         status.conditions.push(c);
@@ -186,6 +218,25 @@ async fn apply_all(
             }
         }
         Some(retry.map_or(CONNECTS_REFRESH, |r| r.min(CONNECTS_REFRESH)))
+    };
+    let retry = match federation_of(&zp.spec) {
+        None => retry,
+        Some(pattern) => {
+            let next = match pods.as_deref() {
+                Some(pods) => {
+                    let answers = read_federation(zp, pods).await;
+                    let ok = federation_status::report(zp, &mut status, pattern, &answers, now);
+                    if ok { FEDERATION_REFRESH } else { FEDERATION_RETRY }
+                }
+                // The pods are not listed yet: what was reported stands until they are.
+                None => {
+                    status.federation = zp.status.as_ref().and_then(|s| s.federation.clone());
+                    status::keep_previous(zp.status.as_ref(), &mut status, &[FEDERATED]);
+                    FEDERATION_RETRY
+                }
+            };
+            Some(retry.map_or(next, |r| r.min(next)))
+        }
     };
     write_status(zp, ctx, status).await?;
     Ok(Action::requeue(retry.map_or(RESYNC, |r| r.min(RESYNC))))
@@ -257,6 +308,31 @@ async fn apply_pod_monitor(
             (Some(Report::write_failed(&name, e)), Some(ctx.monitoring.recheck()))
         }
     }
+}
+
+/// Each ready pod's `/federation` answer (at most [`MAX_PODS_ASKED`], asked at once). A 404 is
+/// a proxy without federation: an image from before it, or a pod of the StatefulSet being
+/// replaced.
+async fn read_federation(
+    zp: &ZmqProxy,
+    pods: &[&Pod],
+) -> Vec<(String, Result<federation_status::Report, String>)> {
+    proxy_http::ask_ready_pods(zp, pods, FEDERATION_PATH, MAX_PODS_ASKED)
+        .await
+        .into_iter()
+        .map(|(pod, body)| {
+            let report = body
+                .map_err(|e| {
+                    if e.contains("HTTP 404") {
+                        "federation is off in this proxy (HTTP 404 on /federation)".to_string()
+                    } else {
+                        e
+                    }
+                })
+                .and_then(|b| federation_status::parse(&b));
+            (pod, report)
+        })
+        .collect()
 }
 
 /// Patches [`STEERING_GENERATION`] onto every pod of `zp` (best effort, see the module docs).

@@ -1,26 +1,17 @@
 //! The status the operator reports: Ready, Progressing, Degraded and Paused conditions (plus
 //! MonitoringReady with a PodMonitor, [`crate::monitoring`]), each carrying the generation they
-//! describe, and the endpoints of every ready replica, computed (purely) from the `ZmqProxy`, its
-//! observed StatefulSet and the pods the Pod watch saw.
+//! describe, computed (purely) from the `ZmqProxy` and its observed Deployment; Federated and
+//! `status.federation` come from `federation_status.rs`.
 //! `lastTransitionTime` only moves when a condition's status flips, so recomputing the status of
 //! an unchanged object gives an equal value and the reconciler skips the write.
 
-use std::collections::BTreeSet;
-
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::build::{endpoints, endpoints_at, headless_name, replica_host};
-use crate::crd::{
-    Endpoints, INSTANCE_LABEL, MAX_LISTED_REPLICAS, Mechanism, ReplicaEndpoints, SocketMechanisms,
-    ZmqProxy, ZmqProxyStatus, selector_string,
-};
-
-/// The label the StatefulSet controller sets to a pod's ordinal (Kubernetes 1.28 and later).
-pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+use crate::build::{endpoints, federation_of};
+use crate::crd::{Mechanism, SocketMechanisms, ZmqProxy, ZmqProxyStatus, selector_string};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -34,6 +25,9 @@ pub const MONITORING_READY: &str = "MonitoringReady";
 /// connected to each address it resolves to (False, with the reason, when not or when no pod
 /// answered; see `connect_status.rs`).
 pub const CONNECTED: &str = "Connected";
+/// For a federation (more than one replica): whether every ready replica links with every
+/// other, as they report it (see `federation_status.rs`).
+pub const FEDERATED: &str = "Federated";
 /// Present, True, only while the object carries [`PAUSE_RECONCILIATION`] = "true".
 pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
 /// The annotation that stops the operator from writing an object's children (maintenance,
@@ -74,131 +68,58 @@ pub struct Failure {
     pub message: String,
 }
 
-/// Where the StatefulSet's rollout stands, read from its status.
+/// Where the Deployment's rollout stands, read from its status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rollout {
     pub replicas: i32,
     pub ready: i32,
     pub updated: i32,
-    /// The StatefulSet controller has seen the StatefulSet's latest generation.
+    /// The Deployment controller has seen the Deployment's latest generation.
     pub observed: bool,
-    /// Every pod runs the update revision (`currentRevision == updateRevision`, when set).
-    pub one_revision: bool,
+    /// The Deployment controller gave up waiting (its Progressing condition says
+    /// ProgressDeadlineExceeded): its message, to pass on.
+    pub stuck: Option<String>,
 }
 
 impl Rollout {
-    pub fn of(stateful_set: &StatefulSet) -> Rollout {
-        let status = stateful_set.status.clone().unwrap_or_default();
-        let generation = stateful_set.metadata.generation.unwrap_or(0);
-        let one_revision = match (&status.current_revision, &status.update_revision) {
-            (Some(current), Some(update)) => current == update,
-            _ => true,
-        };
+    pub fn of(deployment: &Deployment) -> Rollout {
+        let status = deployment.status.clone().unwrap_or_default();
+        let generation = deployment.metadata.generation.unwrap_or(0);
+        let stuck = status.conditions.iter().flatten().find(|c| {
+            c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
         Rollout {
-            replicas: status.replicas,
+            replicas: status.replicas.unwrap_or(0),
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             observed: status.observed_generation.unwrap_or(0) >= generation,
-            one_revision,
+            stuck: stuck.map(|c| c.message.clone().unwrap_or_default()),
         }
     }
 
-    /// Every wanted pod runs the current template and is ready, and no other pod is left. (A
-    /// StatefulSet has no progress deadline, so a stuck rollout stays Progressing.)
+    /// Every wanted pod runs the current template and is ready, and no other pod is left.
     fn complete(&self, want: i32) -> bool {
-        self.observed
-            && self.one_revision
-            && self.replicas == want
-            && self.updated == want
-            && self.ready == want
+        self.observed && self.replicas == want && self.updated == want && self.ready == want
     }
 }
 
-/// The ordinal of `pod` when it is replica `<name>-<ordinal>` of `zp`: its name says so (the
-/// StatefulSet's `apps.kubernetes.io/pod-index` label, where set, must agree), and it carries the
-/// object's instance label.
-pub fn ordinal(zp: &ZmqProxy, pod: &Pod) -> Option<u32> {
-    let name = zp.name_any();
-    let labels = pod.metadata.labels.as_ref()?;
-    if labels.get(INSTANCE_LABEL) != Some(&name) {
-        return None;
-    }
-    let suffix = pod.metadata.name.as_deref()?.strip_prefix(&name)?.strip_prefix('-')?;
-    if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let ordinal: u32 = suffix.parse().ok()?;
-    match labels.get(POD_INDEX_LABEL) {
-        Some(index) if index.parse::<u32>().ok() != Some(ordinal) => None,
-        _ => Some(ordinal),
-    }
-}
-
-/// Ready (condition Ready=True) and not terminating: a pod's drain starts with its deletion, and
-/// it is unlisted then.
-fn serving(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {
-            conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-}
-
-/// `status.replicaEndpoints` from the pods the watch saw: every serving replica with an ordinal
-/// below `spec.replicas`, in ordinal order, at most [`MAX_LISTED_REPLICAS`] per socket.
-pub fn replica_endpoints<'a>(
-    zp: &ZmqProxy,
-    pods: impl IntoIterator<Item = &'a Pod>,
-) -> Option<ReplicaEndpoints> {
-    let namespace = zp.namespace()?;
-    let name = zp.name_any();
-    let want = u32::try_from(zp.spec.replicas).unwrap_or(0);
-    let ready: BTreeSet<u32> = pods
-        .into_iter()
-        .filter(|pod| serving(pod))
-        .filter_map(|pod| ordinal(zp, pod))
-        .filter(|i| *i < want)
-        .collect();
-    let listed: Vec<Endpoints> = ready
-        .iter()
-        .take(MAX_LISTED_REPLICAS)
-        .map(|i| endpoints_at(zp, &replica_host(&name, &namespace, *i)))
-        .collect();
-    let of = |pick: fn(&Endpoints) -> Option<&String>| -> Vec<String> {
-        listed.iter().filter_map(|e| pick(e).cloned()).collect()
-    };
-    Some(ReplicaEndpoints {
-        ready: i32::try_from(ready.len()).unwrap_or(i32::MAX),
-        frontend: of(|e| e.frontend.as_ref()),
-        backend: of(|e| e.backend.as_ref()),
-        capture: zp.spec.sockets.capture.as_ref().map(|_| of(|e| e.capture.as_ref())),
-        control: zp.spec.sockets.control.as_ref().map(|_| of(|e| e.control.as_ref())),
-    })
-}
-
-/// The status of `zp` given its StatefulSet (None when it could not be read or applied), its
-/// pods (None when not known yet: the listed replicas stay as they were) and the failure of this
-/// reconcile, if any. `now` stamps conditions whose status changed.
+/// The status of `zp` given its Deployment (None when it could not be read or applied) and the
+/// failure of this reconcile, if any. `now` stamps conditions whose status changed.
 pub fn compute(
     zp: &ZmqProxy,
-    stateful_set: Option<&StatefulSet>,
-    pods: Option<&[&Pod]>,
+    deployment: Option<&Deployment>,
     failure: Option<&Failure>,
     now: Timestamp,
 ) -> ZmqProxyStatus {
     let generation = zp.metadata.generation;
     let want = zp.spec.replicas;
-    let rollout = stateful_set.map(Rollout::of);
-    let namespace = zp.namespace().unwrap_or_default();
-    let headless = format!("{}.{namespace}.svc", headless_name(&zp.name_any()));
-    // Each replica is its own proxy, so peers that reach one pod through the Service see only a
-    // share of the others: say how to reach them all wherever readiness is reported.
-    let fan_out = if want > 1 {
-        format!(
-            "; each of the {want} replicas is a separate proxy: peers must connect to every pod, \
-             listed in status.replicaEndpoints"
-        )
-    } else {
-        String::new()
+    let rollout = deployment.map(Rollout::of);
+    // Several replicas act as one proxy: say so wherever readiness is reported.
+    let fan_out = match federation_of(&zp.spec) {
+        Some(pattern) => format!("; the {want} replicas form one {pattern} federation"),
+        None => String::new(),
     };
     let ready_count = rollout.as_ref().map_or(0, |r| r.ready);
 
@@ -214,8 +135,8 @@ pub fn compute(
             cond(DEGRADED, true, &f.reason, f.message.clone()),
         ),
         (None, None) => (
-            cond(READY, false, "Progressing", "the StatefulSet does not exist yet".to_string()),
-            cond(PROGRESSING, true, "Creating", "creating the StatefulSet".to_string()),
+            cond(READY, false, "Progressing", "the Deployment does not exist yet".to_string()),
+            cond(PROGRESSING, true, "Creating", "creating the Deployment".to_string()),
             as_expected(),
         ),
         (None, Some(r)) => {
@@ -243,15 +164,26 @@ pub fn compute(
                         PROGRESSING,
                         false,
                         "RolloutComplete",
-                        "the StatefulSet runs the current spec".to_string(),
+                        "the Deployment runs the current spec".to_string(),
                     ),
                     as_expected(),
+                )
+            } else if let Some(why) = &r.stuck {
+                (
+                    cond(
+                        READY,
+                        false,
+                        "Progressing",
+                        format!("{}/{want} replicas ready, rollout stuck{fan_out}", r.ready),
+                    ),
+                    cond(PROGRESSING, false, "ProgressDeadlineExceeded", why.clone()),
+                    cond(DEGRADED, true, "ProgressDeadlineExceeded", why.clone()),
                 )
             } else {
                 let what = if r.observed {
                     format!("{} of {want} pods updated, {} ready", r.updated, r.ready)
                 } else {
-                    "the StatefulSet controller has not seen the latest spec".to_string()
+                    "the Deployment controller has not seen the latest spec".to_string()
                 };
                 (
                     cond(
@@ -267,10 +199,6 @@ pub fn compute(
         }
     };
 
-    let replica_endpoints = match pods {
-        Some(pods) => replica_endpoints(zp, pods.iter().copied()),
-        None => zp.status.as_ref().and_then(|s| s.replica_endpoints.clone()),
-    };
     ZmqProxyStatus {
         observed_generation: generation,
         replicas: rollout.as_ref().map_or(0, |r| r.replicas),
@@ -278,8 +206,7 @@ pub fn compute(
         selector: Some(selector_string(&zp.name_any())),
         conditions: vec![ready, progressing, degraded, paused_condition(zp, now)],
         endpoints: endpoints(zp),
-        headless_service: Some(headless),
-        replica_endpoints,
+        federation: None,
         security: Some(mechanisms(zp)),
         connects: Vec::new(),
     }
@@ -304,6 +231,14 @@ fn paused_condition(zp: &ZmqProxy, now: Timestamp) -> Condition {
         (false, reason, format!("spec.paused is false: forwarding; {delivery}"))
     };
     condition_of(zp, PAUSED, ok, reason, message, now)
+}
+
+/// What a condition computed from the pods' reports says (Connected, Federated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// A condition of `zp` observed at its current generation.
@@ -378,7 +313,7 @@ pub fn condition<'a>(status: &'a ZmqProxyStatus, type_: &str) -> Option<&'a Cond
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
 
     fn proxy(replicas: i32) -> ZmqProxy {
         let mut zp: ZmqProxy = serde_yaml::from_str(
@@ -389,23 +324,22 @@ mod tests {
         zp
     }
 
-    fn stateful_set(generation: i64, status: StatefulSetStatus) -> StatefulSet {
-        let mut d = StatefulSet::default();
+    fn deployment(generation: i64, status: DeploymentStatus) -> Deployment {
+        let mut d = Deployment::default();
         d.metadata.generation = Some(generation);
         d.status = Some(status);
         d
     }
 
-    /// A rolled-out StatefulSet status: `n` pods, all ready, all of the update revision.
-    fn rolled_out(generation: i64, n: i32) -> StatefulSetStatus {
-        StatefulSetStatus {
+    /// A rolled-out Deployment status: `n` pods, all ready, all of the current template.
+    fn rolled_out(generation: i64, n: i32) -> DeploymentStatus {
+        DeploymentStatus {
             observed_generation: Some(generation),
-            replicas: n,
+            replicas: Some(n),
             ready_replicas: Some(n),
             updated_replicas: Some(n),
-            current_revision: Some("tasks-7d9f".into()),
-            update_revision: Some("tasks-7d9f".into()),
-            ..StatefulSetStatus::default()
+            available_replicas: Some(n),
+            ..DeploymentStatus::default()
         }
     }
 
@@ -418,27 +352,13 @@ mod tests {
         (c.status.as_str(), c.reason.as_str())
     }
 
-    fn of(zp: &ZmqProxy, st: StatefulSetStatus) -> ZmqProxyStatus {
-        compute(zp, Some(&stateful_set(1, st)), None, None, at(1))
-    }
-
-    /// Pod `name` of the object `instance`, Ready or not, terminating or not.
-    fn pod(instance: &str, name: &str, ready: bool, terminating: bool) -> Pod {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "q",
-                "labels": {"app.kubernetes.io/instance": instance}},
-            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
-        }))
-        .expect("pod");
-        if terminating {
-            pod.metadata.deletion_timestamp = Some(Time(at(5)));
-        }
-        pod
+    fn of(zp: &ZmqProxy, st: DeploymentStatus) -> ZmqProxyStatus {
+        compute(zp, Some(&deployment(1, st)), None, at(1))
     }
 
     #[test]
-    fn fresh_stateful_set_is_not_ready_and_progressing() {
-        let st = StatefulSetStatus { observed_generation: Some(1), ..Default::default() };
+    fn fresh_deployment_is_not_ready_and_progressing() {
+        let st = DeploymentStatus { observed_generation: Some(1), ..Default::default() };
         let s = of(&proxy(1), st);
         assert_eq!(get(&s, READY), ("False", "Progressing"));
         assert_eq!(get(&s, PROGRESSING), ("True", "RollingOut"));
@@ -453,133 +373,75 @@ mod tests {
             s.selector.as_deref(),
             Some("app.kubernetes.io/instance=tasks,app.kubernetes.io/name=zmq-proxy")
         );
-        assert_eq!(s.headless_service.as_deref(), Some("tasks-pods.q.svc"));
+        assert_eq!(s.federation, None);
     }
 
     #[test]
     fn completed_rollout_is_ready() {
-        let s = compute(&proxy(1), Some(&stateful_set(2, rolled_out(2, 1))), None, None, at(1));
+        let s = compute(&proxy(1), Some(&deployment(2, rolled_out(2, 1))), None, at(1));
         assert_eq!(get(&s, READY), ("True", "AllReplicasReady"));
         assert_eq!(get(&s, PROGRESSING), ("False", "RolloutComplete"));
         assert_eq!((s.replicas, s.ready_replicas), (1, 1));
     }
 
     #[test]
-    fn stale_or_half_updated_stateful_set_is_not_ready() {
+    fn stale_or_half_updated_deployment_is_not_ready() {
         // Ready pods of the previous generation: the controller has not seen the new spec.
-        let s = compute(&proxy(1), Some(&stateful_set(2, rolled_out(1, 1))), None, None, at(1));
+        let s = compute(&proxy(1), Some(&deployment(2, rolled_out(1, 1))), None, at(1));
         assert_eq!(get(&s, READY), ("False", "Progressing"));
         assert!(condition(&s, PROGRESSING).is_some_and(|c| c.message.contains("not seen")));
         // Seen, but one of three pods still runs the old revision.
-        let st = StatefulSetStatus { updated_replicas: Some(2), ..rolled_out(1, 3) };
+        let st = DeploymentStatus { updated_replicas: Some(2), ..rolled_out(1, 3) };
         assert_eq!(get(&of(&proxy(3), st), PROGRESSING), ("True", "RollingOut"));
-        // Every count right, revisions not yet swapped (the controller's last step).
-        let st = StatefulSetStatus { current_revision: Some("old".into()), ..rolled_out(1, 3) };
+        // The surge pod of a rolling update: one more than wanted.
+        let st = DeploymentStatus { replicas: Some(4), ..rolled_out(1, 3) };
         assert_eq!(get(&of(&proxy(3), st), READY), ("False", "Progressing"));
-        // An extra pod left over from a scale-down in progress.
-        let st = StatefulSetStatus { replicas: 4, ..rolled_out(1, 3) };
-        assert_eq!(get(&of(&proxy(3), st), READY), ("False", "Progressing"));
-        // Without revisions (an older API server) the counts decide.
-        let st =
-            StatefulSetStatus { current_revision: None, update_revision: None, ..rolled_out(1, 3) };
-        assert_eq!(get(&of(&proxy(3), st), READY), ("True", "AllReplicasReady"));
     }
 
     #[test]
-    fn several_replicas_say_peers_must_reach_every_pod() {
+    fn several_replicas_say_they_federate() {
         let s = of(&proxy(3), rolled_out(1, 3));
         assert_eq!(get(&s, READY), ("True", "AllReplicasReady"));
         let message = &condition(&s, READY).map(|c| c.message.clone()).unwrap_or_default();
-        assert!(message.contains("connect to every pod"), "{message}");
-        assert!(message.contains("status.replicaEndpoints"), "{message}");
+        assert!(message.contains("one ROUTER/DEALER federation"), "{message}");
+        let one = of(&proxy(1), rolled_out(1, 1));
+        assert!(condition(&one, READY).is_some_and(|c| !c.message.contains("federation")));
+    }
+
+    #[test]
+    fn a_rollout_past_its_deadline_is_degraded() {
+        let st = DeploymentStatus {
+            updated_replicas: Some(1),
+            conditions: Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some("ReplicaSet \"tasks-7d9f\" has timed out progressing.".into()),
+                ..DeploymentCondition::default()
+            }]),
+            ..rolled_out(1, 3)
+        };
+        let s = of(&proxy(3), DeploymentStatus { ready_replicas: Some(2), ..st });
+        assert_eq!(get(&s, PROGRESSING), ("False", "ProgressDeadlineExceeded"));
+        assert_eq!(get(&s, DEGRADED), ("True", "ProgressDeadlineExceeded"));
+        assert!(condition(&s, DEGRADED).is_some_and(|c| c.message.contains("timed out")));
     }
 
     #[test]
     fn failures_are_degraded_and_a_stuck_rollout_is_progressing() {
         let f = Failure { reason: "ApplyFailed".into(), message: "boom".into() };
-        let s = compute(&proxy(1), None, None, Some(&f), at(1));
+        let s = compute(&proxy(1), None, Some(&f), at(1));
         assert_eq!(get(&s, READY), ("False", "ApplyFailed"));
         assert_eq!(get(&s, DEGRADED), ("True", "ApplyFailed"));
-        let st = StatefulSetStatus { ready_replicas: Some(0), ..rolled_out(1, 1) };
+        let st = DeploymentStatus { ready_replicas: Some(0), ..rolled_out(1, 1) };
         let s = of(&proxy(1), st);
         assert_eq!(get(&s, PROGRESSING), ("True", "RollingOut"));
         assert_eq!(get(&s, DEGRADED), ("False", "AsExpected"));
     }
 
     #[test]
-    fn replica_endpoints_list_ready_pods_below_the_replica_count_in_order() {
-        let zp = proxy(3);
-        let pods = [
-            pod("tasks", "tasks-2", true, false),
-            pod("tasks", "tasks-0", true, false),
-            pod("tasks", "tasks-1", false, false), // starting: not listed yet
-            pod("tasks", "tasks-3", true, false),  // beyond replicas: being scaled down
-            pod("tasks", "tasks-7d9f-x2", true, false), // an old Deployment's pod
-            pod("other", "tasks-4", true, false),  // another object's label
-        ];
-        let e = replica_endpoints(&zp, &pods).expect("endpoints");
-        assert_eq!(e.ready, 2);
-        assert_eq!(
-            e.frontend,
-            ["tcp://tasks-0.tasks-pods.q.svc:5555", "tcp://tasks-2.tasks-pods.q.svc:5555"]
-        );
-        assert_eq!(e.backend[1], "tcp://tasks-2.tasks-pods.q.svc:5556");
-        assert_eq!((e.capture, e.control), (None, None));
-        // A draining pod is unlisted at once, ready or not.
-        let draining = [pod("tasks", "tasks-0", true, true), pod("tasks", "tasks-1", true, false)];
-        let e = replica_endpoints(&zp, &draining).expect("endpoints");
-        assert_eq!(e.frontend, ["tcp://tasks-1.tasks-pods.q.svc:5555"]);
-    }
-
-    #[test]
-    fn replica_endpoints_are_bounded_and_count_them_all() {
-        let mut zp = proxy(250);
-        zp.spec.sockets.control = Some(serde_yaml::from_str("{port: 5558}").expect("control"));
-        let pods: Vec<Pod> =
-            (0..250).map(|i| pod("tasks", &format!("tasks-{i}"), true, false)).collect();
-        let e = replica_endpoints(&zp, &pods).expect("endpoints");
-        assert_eq!(e.ready, 250);
-        assert_eq!(e.frontend.len(), MAX_LISTED_REPLICAS);
-        assert_eq!(e.control.as_ref().map(Vec::len), Some(MAX_LISTED_REPLICAS));
-        assert_eq!(
-            e.frontend.last().map(String::as_str),
-            Some("tcp://tasks-99.tasks-pods.q.svc:5555")
-        );
-    }
-
-    #[test]
-    fn ordinals_come_from_the_name_and_agree_with_the_pod_index_label() {
-        let zp = proxy(3);
-        assert_eq!(ordinal(&zp, &pod("tasks", "tasks-12", true, false)), Some(12));
-        for name in ["tasks-", "tasks-+1", "tasks-a", "tasks1", "task-1", "tasks-1-0"] {
-            assert_eq!(ordinal(&zp, &pod("tasks", name, true, false)), None, "{name}");
-        }
-        let mut labelled = pod("tasks", "tasks-1", true, false);
-        let labels = labelled.metadata.labels.get_or_insert_default();
-        labels.insert(POD_INDEX_LABEL.into(), "1".into());
-        assert_eq!(ordinal(&zp, &labelled), Some(1));
-        labelled.metadata.labels.get_or_insert_default().insert(POD_INDEX_LABEL.into(), "2".into());
-        assert_eq!(ordinal(&zp, &labelled), None);
-    }
-
-    #[test]
-    fn unknown_pods_keep_the_listed_replicas_and_known_pods_replace_them() {
-        let mut zp = proxy(1);
-        let ready = [pod("tasks", "tasks-0", true, false)];
-        let refs: Vec<&Pod> = ready.iter().collect();
-        let st = stateful_set(1, rolled_out(1, 1));
-        let s = compute(&zp, Some(&st), Some(&refs), None, at(1));
-        assert_eq!(s.replica_endpoints.as_ref().map(|e| e.ready), Some(1));
-        zp.status = Some(s.clone());
-        let kept = compute(&zp, Some(&st), None, None, at(2));
-        assert_eq!(kept.replica_endpoints, s.replica_endpoints);
-        let none = compute(&zp, Some(&st), Some(&[]), None, at(2));
-        assert_eq!(none.replica_endpoints.map(|e| (e.ready, e.frontend.len())), Some((0, 0)));
-    }
-
-    #[test]
     fn security_says_which_sockets_are_curve() {
-        let s = compute(&proxy(1), None, None, None, at(1));
+        let s = compute(&proxy(1), None, None, at(1));
         let null = SocketMechanisms {
             frontend: Mechanism::Null,
             backend: Mechanism::Null,
@@ -591,7 +453,7 @@ mod tests {
             "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata: {name: t, namespace: q}\nspec:\n  frontend: {type: XSUB, port: 1, security: {curve: {serverKey: {secretName: k}, allowAnyClient: true}}}\n  backend: {type: XPUB, port: 2}\n  control: {port: 3, security: {curve: {serverKey: {secretName: k}, authorizedKeys: {secretName: ops}}}}\n",
         )
         .expect("valid yaml");
-        let s = compute(&secured, None, None, None, at(1));
+        let s = compute(&secured, None, None, at(1));
         let expected = SocketMechanisms {
             frontend: Mechanism::Curve,
             backend: Mechanism::Null,
@@ -608,24 +470,23 @@ mod tests {
 
     #[test]
     fn zero_replicas_is_reported_as_scaled_to_zero() {
-        let s = of(&proxy(0), StatefulSetStatus::default());
+        let s = of(&proxy(0), DeploymentStatus::default());
         assert_eq!(get(&s, READY), ("False", "ScaledToZero"));
         assert_eq!(get(&s, PROGRESSING), ("False", "ScaledToZero"));
-        let s = of(&proxy(0), StatefulSetStatus { replicas: 2, ..Default::default() });
+        let s = of(&proxy(0), DeploymentStatus { replicas: Some(2), ..Default::default() });
         assert_eq!(get(&s, PROGRESSING), ("True", "ScalingDown"));
     }
 
     #[test]
     fn transition_time_moves_only_when_the_status_flips() {
         let zp = proxy(1);
-        let d = stateful_set(1, StatefulSetStatus::default());
-        let first = carry_transition_times(None, compute(&zp, Some(&d), None, None, at(10)));
-        let again =
-            carry_transition_times(Some(&first), compute(&zp, Some(&d), None, None, at(20)));
+        let d = deployment(1, DeploymentStatus::default());
+        let first = carry_transition_times(None, compute(&zp, Some(&d), None, at(10)));
+        let again = carry_transition_times(Some(&first), compute(&zp, Some(&d), None, at(20)));
         assert_eq!(first, again, "recomputing an unchanged object gives the stored status");
-        let ready = stateful_set(1, rolled_out(1, 1));
+        let ready = deployment(1, rolled_out(1, 1));
         let flipped =
-            carry_transition_times(Some(&first), compute(&zp, Some(&ready), None, None, at(30)));
+            carry_transition_times(Some(&first), compute(&zp, Some(&ready), None, at(30)));
         let t = |s: &ZmqProxyStatus, c: &str| condition(s, c).map(|c| c.last_transition_time.0);
         assert_eq!(t(&flipped, READY), Some(at(30)));
         assert_eq!(t(&flipped, DEGRADED), Some(at(10)), "Degraded stayed False");
@@ -634,23 +495,21 @@ mod tests {
     #[test]
     fn paused_follows_the_spec_and_a_resume_stays_resumed() {
         let mut zp = proxy(1);
-        let s = compute(&zp, None, None, None, at(1));
+        let s = compute(&zp, None, None, at(1));
         assert_eq!(get(&s, PAUSED), ("False", "NotPaused"));
         zp.spec.paused = true;
         zp.status = Some(s);
-        let s = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(2)));
+        let s = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, at(2)));
         assert_eq!(get(&s, PAUSED), ("True", "PauseRequested"));
         let message = condition(&s, PAUSED).map(|c| c.message.clone()).unwrap_or_default();
         assert!(message.contains("ConfigMap tasks-steering"), "{message}");
         zp.spec.paused = false;
         zp.status = Some(s);
-        let resumed =
-            carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(3)));
+        let resumed = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, at(3)));
         assert_eq!(get(&resumed, PAUSED), ("False", "Resumed"));
         // Recomputed later: the same status, so no write and no flapping reason.
         zp.status = Some(resumed.clone());
-        let again =
-            carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, None, at(4)));
+        let again = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, at(4)));
         assert_eq!(again, resumed);
     }
 
@@ -658,7 +517,7 @@ mod tests {
     fn a_failed_reconcile_keeps_what_it_could_not_find_out_again() {
         let mut zp = proxy(1);
         zp.spec.paused = true;
-        let mut old = compute(&zp, None, None, None, at(1));
+        let mut old = compute(&zp, None, None, at(1));
         old.conditions.push(condition_of(
             &zp,
             MONITORING_READY,
@@ -668,11 +527,11 @@ mod tests {
             at(1),
         ));
         let f = Failure { reason: "ApplyFailed".into(), message: "boom".into() };
-        let mut failed = compute(&zp, None, None, Some(&f), at(2));
+        let mut failed = compute(&zp, None, Some(&f), at(2));
         keep_previous(Some(&old), &mut failed, &[PAUSED, MONITORING_READY]);
         assert_eq!(get(&failed, PAUSED), ("True", "PauseRequested"));
         assert_eq!(get(&failed, MONITORING_READY), ("True", "PodMonitorReady"));
-        let mut fresh = compute(&zp, None, None, Some(&f), at(2));
+        let mut fresh = compute(&zp, None, Some(&f), at(2));
         keep_previous(None, &mut fresh, &[PAUSED, MONITORING_READY]);
         assert!(
             condition(&fresh, PAUSED).is_none() && condition(&fresh, MONITORING_READY).is_none()

@@ -1,12 +1,12 @@
 //! The controller's watches and the caches they fill: one watch per kind (ZmqProxy, the
-//! StatefulSets, Services, PodDisruptionBudgets and steering ConfigMaps the operator owns, the
-//! proxy pods, and Deployments, which only an older operator created and which are watched only
+//! Deployments, Services, PodDisruptionBudgets and steering ConfigMaps the operator owns, the
+//! proxy pods, and StatefulSets, which only an earlier version created and which are watched only
 //! to be replaced), each with its own short, capped backoff, objects stored without what the
 //! reconciler never reads, and [`ChildCaches`], from which a reconcile reads children instead of
 //! asking the API server.
 //!
-//! Pods are watched so that a replica turning ready (or starting to drain) updates
-//! `status.replicaEndpoints` without a request: they carry the operator's managed-by label (the
+//! Pods are watched so that a replica turning ready (or starting to drain) updates the status
+//! (and is asked for its `/connects` and `/federation`) without a list: they carry the operator's managed-by label (the
 //! pod template has it), and each maps to its `ZmqProxy` by the instance label. A cached pod keeps
 //! only its metadata and its Ready condition ([`slim_pod`]).
 //!
@@ -231,13 +231,13 @@ fn is_gone(e: &watcher::Error) -> bool {
 /// The operator's own children as its watches last saw them.
 #[derive(Clone)]
 pub struct ChildCaches {
+    /// StatefulSets an earlier version created, to be replaced by Deployments.
     pub stateful_sets: Store<StatefulSet>,
     pub services: Store<Service>,
     pub pod_disruption_budgets: Store<PodDisruptionBudget>,
     pub config_maps: Store<ConfigMap>,
     /// The proxy pods (slimmed, [`slim_pod`]).
     pub pods: Store<Pod>,
-    /// Deployments an older operator created, to be replaced by StatefulSets.
     pub deployments: Store<Deployment>,
 }
 

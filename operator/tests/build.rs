@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -19,6 +19,16 @@ fn fixture(name: &str) -> ZmqProxy {
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+fn options() -> BuildOptions {
+    BuildOptions { default_image: DEFAULT_IMAGE.to_string(), ..Default::default() }
+}
+
+fn fixture_zp(name: &str) -> ZmqProxy {
+    let mut zp = fixture(name);
+    zp.metadata.namespace.get_or_insert_with(|| "work".to_string());
+    zp
+}
+
 fn build(name: &str) -> Children {
     build::children(
         &fixture(name),
@@ -27,11 +37,11 @@ fn build(name: &str) -> Children {
     .expect("fixture builds")
 }
 
-fn pod(d: &StatefulSet) -> &PodSpec {
+fn pod(d: &Deployment) -> &PodSpec {
     d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec")
 }
 
-fn proxy(d: &StatefulSet) -> &Container {
+fn proxy(d: &Deployment) -> &Container {
     &pod(d).containers[0]
 }
 
@@ -58,7 +68,7 @@ fn ports(s: &Service) -> Vec<(String, i32, Option<IntOrString>)> {
 #[test]
 fn proxy_flags_carry_every_socket_and_setting() {
     let c = build("full.yaml");
-    let proxy = proxy(&c.stateful_set);
+    let proxy = proxy(&c.deployment);
     assert_eq!(proxy.name, "proxy");
     assert_eq!(proxy.command.as_deref(), Some(&["zmq-proxy".to_string()][..]));
     let args = proxy.args.clone().unwrap_or_default();
@@ -108,6 +118,13 @@ fn proxy_flags_carry_every_socket_and_setting() {
         "3",
         "--log-format",
         "json",
+        // Three replicas of ROUTER/DEALER: a federation.
+        "--federation-bind",
+        "tcp://*:5570",
+        "--federation-peers",
+        "tcp://tasks-federation.work.svc:5570",
+        "--federation-curve-key-file",
+        "/etc/zmq-proxy/federation/secret-key",
     ];
     assert_eq!(args, expected);
 }
@@ -116,7 +133,7 @@ fn proxy_flags_carry_every_socket_and_setting() {
 #[test]
 fn optional_sockets_are_left_out_when_unset() {
     let c = build("minimal.yaml");
-    let proxy = proxy(&c.stateful_set);
+    let proxy = proxy(&c.deployment);
     for flag in ["--capture-type", "--capture-bind", "--control-bind"] {
         assert_eq!(arg_after(proxy, flag), None, "{flag}");
     }
@@ -141,7 +158,7 @@ fn max_memory_comes_from_the_spec_or_half_the_memory_limit() {
             &BuildOptions { default_image: DEFAULT_IMAGE.to_string(), ..Default::default() },
         )
         .expect("builds");
-        arg_after(proxy(&c.stateful_set), "--max-memory").map(str::to_string)
+        arg_after(proxy(&c.deployment), "--max-memory").map(str::to_string)
     };
     assert_eq!(with(&zp), None);
     let limits = BTreeMap::from([("memory".to_string(), Quantity("1Gi".into()))]);
@@ -160,7 +177,7 @@ fn max_memory_comes_from_the_spec_or_half_the_memory_limit() {
 #[test]
 fn container_ports_are_named_and_probes_use_the_metrics_port() {
     let c = build("full.yaml");
-    let proxy = proxy(&c.stateful_set);
+    let proxy = proxy(&c.deployment);
     let named: Vec<(String, i32)> = proxy
         .ports
         .iter()
@@ -174,7 +191,8 @@ fn container_ports_are_named_and_probes_use_the_metrics_port() {
             ("backend".to_string(), 5556),
             ("capture".to_string(), 5557),
             ("control".to_string(), 5558),
-            ("metrics".to_string(), 9191)
+            ("metrics".to_string(), 9191),
+            ("federation".to_string(), 5570)
         ]
     );
     let ready =
@@ -191,9 +209,9 @@ fn container_ports_are_named_and_probes_use_the_metrics_port() {
 #[test]
 fn grace_period_covers_the_lame_duck_and_the_drain_timeout() {
     let full = build("full.yaml");
-    assert_eq!(pod(&full.stateful_set).termination_grace_period_seconds, Some(3 + 20 + 10));
+    assert_eq!(pod(&full.deployment).termination_grace_period_seconds, Some(3 + 20 + 10));
     let minimal = build("minimal.yaml");
-    let grace = pod(&minimal.stateful_set).termination_grace_period_seconds.unwrap_or(0);
+    let grace = pod(&minimal.deployment).termination_grace_period_seconds.unwrap_or(0);
     assert!(grace > 5 + 5, "{grace}");
 }
 
@@ -204,7 +222,7 @@ fn grace_period_covers_the_lame_duck_and_the_drain_timeout() {
 #[test]
 fn the_readiness_probe_takes_the_pod_out_of_its_service_within_the_lame_duck() {
     let minimal = build("minimal.yaml");
-    let probe = proxy(&minimal.stateful_set).readiness_probe.clone().expect("readiness probe");
+    let probe = proxy(&minimal.deployment).readiness_probe.clone().expect("readiness probe");
     assert_eq!(probe.http_get.as_ref().and_then(|h| h.path.as_deref()), Some("/readyz"));
     let period = probe.period_seconds.unwrap_or(10);
     let unready_within = period * probe.failure_threshold.unwrap_or(3);
@@ -221,12 +239,12 @@ fn the_readiness_probe_takes_the_pod_out_of_its_service_within_the_lame_duck() {
 #[test]
 fn pod_is_hardened() {
     let c = build("minimal.yaml");
-    let pod = pod(&c.stateful_set);
+    let pod = pod(&c.deployment);
     let psc = pod.security_context.as_ref().expect("pod security context");
     assert_eq!(psc.run_as_non_root, Some(true));
     assert_eq!(psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
     assert_eq!(pod.automount_service_account_token, Some(false));
-    let sc = proxy(&c.stateful_set).security_context.as_ref().expect("container security context");
+    let sc = proxy(&c.deployment).security_context.as_ref().expect("container security context");
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -237,35 +255,30 @@ fn pod_is_hardened() {
     assert_eq!(sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
 }
 
-/// A StatefulSet for every replica count: its rolling update replaces a pod only once the old one
-/// has terminated (never two proxies for one replica), OrderedReady scales one pod at a time,
-/// and `serviceName` is the headless Service that gives each pod its DNS name.
+/// A Deployment for every replica count: its rolling update starts a new pod and takes an old
+/// one away only once the new one is ready (maxSurge 1, maxUnavailable 0), so the proxy keeps
+/// serving through it.
 #[test]
-fn stateful_set_names_its_pods_through_the_headless_service_and_rolls_one_at_a_time() {
+fn deployment_surges_one_pod_and_takes_none_away_before_it_is_ready() {
     for (fixture, replicas) in [("minimal.yaml", 1), ("full.yaml", 3)] {
         let c = build(fixture);
-        let spec = c.stateful_set.spec.as_ref().expect("spec");
+        let spec = c.deployment.spec.as_ref().expect("spec");
         assert_eq!(spec.replicas, Some(replicas));
-        assert_eq!(spec.service_name.as_deref(), c.headless.metadata.name.as_deref());
-        assert_eq!(spec.service_name.as_deref(), Some("tasks-pods"));
-        assert_eq!(spec.pod_management_policy.as_deref(), Some("OrderedReady"));
-        let strategy = spec.update_strategy.as_ref().expect("updateStrategy");
+        let strategy = spec.strategy.as_ref().expect("strategy");
         assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
-        // No partition and no maxUnavailable: every pod updated, one at a time.
-        assert!(strategy.rolling_update.is_none());
-        assert!(spec.volume_claim_templates.is_none(), "a proxy keeps no state on disk");
+        let rolling = strategy.rolling_update.as_ref().expect("rollingUpdate");
+        assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(spec.min_ready_seconds, None, "ready is available: the drain does the rest");
         let selector = spec.selector.match_labels.clone().unwrap_or_default();
         assert_eq!(
             selector.keys().map(String::as_str).collect::<Vec<_>>(),
             ["app.kubernetes.io/instance", "app.kubernetes.io/name"]
         );
-        assert_eq!(c.stateful_set.metadata.name.as_deref(), Some("tasks"));
+        assert_eq!(c.deployment.metadata.name.as_deref(), Some("tasks"));
     }
-    // The immutable fields depend on the name only: another spec gives the same ones.
-    let immutable = |c: &Children| {
-        let s = c.stateful_set.spec.clone().expect("spec");
-        (s.selector, s.service_name, s.pod_management_policy)
-    };
+    // The selector is immutable and depends on the name only: another spec gives the same one.
+    let immutable = |c: &Children| c.deployment.spec.clone().expect("spec").selector;
     assert_eq!(immutable(&build("minimal.yaml")), immutable(&build("full.yaml")));
 }
 
@@ -273,7 +286,7 @@ fn stateful_set_names_its_pods_through_the_headless_service_and_rolls_one_at_a_t
 #[test]
 fn image_resources_and_scheduling_reach_the_pod() {
     let c = build("full.yaml");
-    let proxy = proxy(&c.stateful_set);
+    let proxy = proxy(&c.deployment);
     assert_eq!(proxy.image.as_deref(), Some("registry.example/zmq-proxy:custom"));
     assert_eq!(proxy.image_pull_policy.as_deref(), Some("Always"));
     let resources = proxy.resources.as_ref().expect("resources");
@@ -285,7 +298,7 @@ fn image_resources_and_scheduling_reach_the_pod() {
         resources.requests.as_ref().and_then(|l| l.get("cpu")),
         Some(&Quantity("100m".to_string()))
     );
-    let pod = pod(&c.stateful_set);
+    let pod = pod(&c.deployment);
     assert_eq!(
         pod.image_pull_secrets.as_ref().map(|s| s[0].name.clone()),
         Some("regcred".to_string())
@@ -309,7 +322,7 @@ fn image_resources_and_scheduling_reach_the_pod() {
 #[test]
 fn pod_labels_and_annotations_keep_the_selector() {
     let c = build("full.yaml");
-    let spec = c.stateful_set.spec.as_ref().expect("spec");
+    let spec = c.deployment.spec.as_ref().expect("spec");
     let meta = spec.template.metadata.as_ref().expect("template metadata");
     let labels = meta.labels.clone().unwrap_or_default();
     assert_eq!(labels.get("team").map(String::as_str), Some("queues"));
@@ -346,17 +359,17 @@ fn service_exposes_the_sockets_with_the_spec_type() {
             .collect();
     assert_eq!(ports(&c.service), expected);
     let workload_selector =
-        c.stateful_set.spec.as_ref().and_then(|s| s.selector.match_labels.clone());
+        c.deployment.spec.as_ref().and_then(|s| s.selector.match_labels.clone());
     assert_eq!(svc.selector, workload_selector);
 }
 
 /// The spec's IP family policy and families reach both Services as written, so a dual-stack
-/// cluster gives peers of either family a Service address and the headless name lists the pods'
-/// addresses of both families.
+/// cluster gives peers of either family a Service address and the federation's name lists the
+/// pods' addresses of both families.
 #[test]
 fn ip_family_policy_and_families_reach_both_services() {
     let c = build("full.yaml");
-    for svc in [&c.service, &c.headless] {
+    for svc in [&c.service, c.federation.as_ref().expect("federation Service")] {
         let spec = svc.spec.as_ref().expect("spec");
         let name = svc.metadata.name.clone().unwrap_or_default();
         assert_eq!(spec.ip_family_policy.as_deref(), Some("PreferDualStack"), "{name}");
@@ -407,21 +420,139 @@ fn impossible_ip_families_are_refused_naming_the_field() {
     assert_eq!(refused(None, both), None);
 }
 
-/// Each pod is a proxy of its own; the headless Service (the StatefulSet's serviceName) makes
-/// each one addressable through DNS, whatever the replica count.
+/// One replica is one proxy: no federation, no flag, no key, no peer Service.
 #[test]
-fn every_proxy_gets_a_headless_service_of_ready_pods() {
-    let one = build("minimal.yaml");
-    assert_eq!(one.headless.metadata.name.as_deref(), Some("tasks-pods"));
+fn one_replica_has_no_federation() {
+    for fixture in ["minimal.yaml", "secured.yaml", "pipeline-scaled-to-zero.yaml"] {
+        let c = build(fixture);
+        assert!(c.federation.is_none(), "{fixture}");
+        let proxy = proxy(&c.deployment);
+        let args = proxy.args.clone().unwrap_or_default();
+        assert!(!args.iter().any(|a| a.starts_with("--federation")), "{fixture}: {args:?}");
+        assert!(proxy.env.is_none(), "{fixture}");
+        let volumes = pod(&c.deployment).volumes.clone().unwrap_or_default();
+        assert!(!volumes.iter().any(|v| v.name == build::FEDERATION_VOLUME), "{fixture}");
+        assert!(build::federation_args(&fixture_zp(fixture)).is_empty());
+    }
+}
+
+/// More than one replica of a federated pattern: every pod binds the federation port, dials the
+/// headless Service `<name>-federation` (every replica's address, ready or not), reads the key
+/// from the Secret's mount and takes its pod's name as its id; the key is a file, never an
+/// argument.
+#[test]
+fn several_replicas_federate_through_the_headless_service_with_the_mounted_key() {
     let c = build("full.yaml");
-    let headless = c.headless;
-    assert_eq!(headless.metadata.name.as_deref(), Some("tasks-pods"));
-    let spec = headless.spec.as_ref().expect("spec");
+    let proxy = proxy(&c.deployment);
+    assert_eq!(arg_after(proxy, "--federation-bind"), Some("tcp://*:5570"));
+    assert_eq!(
+        arg_after(proxy, "--federation-peers"),
+        Some("tcp://tasks-federation.work.svc:5570")
+    );
+    assert_eq!(
+        arg_after(proxy, "--federation-curve-key-file"),
+        Some("/etc/zmq-proxy/federation/secret-key")
+    );
+    let args = proxy.args.clone().unwrap_or_default();
+    assert!(!args.iter().any(|a| a == "--federation-id"), "{args:?}");
+    let env = proxy.env.clone().unwrap_or_default();
+    assert_eq!(env.len(), 1);
+    assert_eq!(env[0].name, build::FEDERATION_ID_ENV);
+    let field = env[0].value_from.as_ref().and_then(|v| v.field_ref.as_ref());
+    assert_eq!(field.map(|f| f.field_path.as_str()), Some("metadata.name"));
+    let port = proxy.ports.iter().flatten().find(|p| p.name.as_deref() == Some("federation"));
+    assert_eq!(port.map(|p| p.container_port), Some(5570));
+    let mount = proxy
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == build::FEDERATION_VOLUME)
+        .expect("key mount");
+    assert_eq!((mount.mount_path.as_str(), mount.read_only), (build::FEDERATION_MOUNT, Some(true)));
+    let pod = pod(&c.deployment);
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == build::FEDERATION_VOLUME)
+        .and_then(|v| v.secret.clone())
+        .expect("key volume");
+    assert_eq!(volume.secret_name.as_deref(), Some("tasks-federation"));
+    let items = volume.items.unwrap_or_default();
+    assert_eq!(items.len(), 1, "the secret key only");
+    assert_eq!((items[0].key.as_str(), items[0].path.as_str()), ("secret-key", "secret-key"));
+    assert_eq!(volume.default_mode, Some(build::KEY_FILE_MODE));
+    // The key file is the proxy's group's to read.
+    let group = pod.security_context.as_ref().and_then(|s| s.fs_group);
+    assert_eq!(group, Some(build::RUN_AS_USER));
+
+    let service = c.federation.as_ref().expect("federation Service");
+    assert_eq!(service.metadata.name.as_deref(), Some("tasks-federation"));
+    let spec = service.spec.as_ref().expect("spec");
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
-    // A pod is named in DNS only once it serves, and drops out when its drain starts.
-    assert_eq!(spec.publish_not_ready_addresses, Some(false));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
     assert_eq!(spec.selector, c.service.spec.as_ref().and_then(|s| s.selector.clone()));
-    assert_eq!(ports(&headless).len(), 4);
+    assert_eq!(
+        ports(service),
+        [("federation".to_string(), 5570, Some(IntOrString::String("federation".into())))]
+    );
+}
+
+/// The federation port follows `spec.federationPort`, and must not be a socket's or the metrics
+/// port; more than one replica of a pattern that does not federate is refused.
+#[test]
+fn the_federation_port_is_the_specs_and_distinct_and_only_federated_patterns_scale() {
+    let mut zp = fixture("full.yaml");
+    zp.spec.federation_port = 6000;
+    let c = build::children(&zp, &options()).expect("builds");
+    assert_eq!(arg_after(proxy(&c.deployment), "--federation-bind"), Some("tcp://*:6000"));
+    for (port, clash) in [(5555, "frontend"), (5558, "control"), (9191, "metricsPort")] {
+        zp.spec.federation_port = port;
+        match build::children(&zp, &options()) {
+            Err(BuildError::InvalidSpec(m)) => {
+                assert!(m.starts_with("spec.federationPort:") && m.contains(clash), "{m}")
+            }
+            other => panic!("{port}: {other:?}"),
+        }
+    }
+    // One replica does not use the port: it may be a socket's.
+    let mut one = fixture("minimal.yaml");
+    one.spec.federation_port = 5555;
+    assert!(build::children(&one, &options()).is_ok());
+    let mut pair = fixture("minimal.yaml");
+    pair.spec.sockets.frontend.socket_type = zmq_proxy_api::socket::SocketType::Sub;
+    pair.spec.sockets.backend.socket_type = zmq_proxy_api::socket::SocketType::Pub;
+    assert!(build::children(&pair, &options()).is_ok());
+    pair.spec.replicas = 2;
+    match build::children(&pair, &options()) {
+        Err(BuildError::InvalidSpec(m)) => assert!(m.starts_with("spec.replicas:"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The federation's Secret: the key as Z85 text that the proxy's own reader accepts, owned by
+/// the object and labelled as every child, immutable so nobody rewrites the key in place.
+#[test]
+fn the_federation_secret_holds_a_key_the_proxy_reads() {
+    let zp = fixture("full.yaml");
+    let (secret_key, public_key) = zmq_proxy_operator::federation_secret::generate_keypair();
+    let secret = build::federation_secret(&zp, &secret_key, &public_key).expect("builds");
+    assert_eq!(secret.metadata.name.as_deref(), Some("tasks-federation"));
+    assert_eq!(secret.immutable, Some(true));
+    let owners = secret.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!((owners.len(), owners[0].controller), (1, Some(true)));
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("zmq-proxy-operator")
+    );
+    let data = secret.data.clone().unwrap_or_default();
+    let text = String::from_utf8(data["secret-key"].0.clone()).expect("text");
+    assert!(text.ends_with('\n') && text.trim().len() == 40, "one Z85 line");
+    let read = zmq_proxy::curve::SecretKey::from_z85(text.trim()).expect("a Z85 secret key");
+    assert_eq!(read.public_key().to_string(), public_key);
+    let public = String::from_utf8(data["public-key"].0.clone()).expect("text");
+    assert_eq!(public.trim(), public_key);
 }
 
 /// Every child is controlled by the ZmqProxy (garbage collection and the owns() watches rely on
@@ -429,7 +560,8 @@ fn every_proxy_gets_a_headless_service_of_ready_pods() {
 #[test]
 fn every_child_has_a_controller_owner_reference_and_labels() {
     let c = build("full.yaml");
-    let metas = [&c.stateful_set.metadata, &c.service.metadata, &c.headless.metadata];
+    let federation = c.federation.as_ref().expect("federation Service");
+    let metas = [&c.deployment.metadata, &c.service.metadata, &federation.metadata];
     for meta in metas {
         assert_eq!(meta.namespace.as_deref(), Some("work"));
         let owners = meta.owner_references.clone().unwrap_or_default();
@@ -448,13 +580,13 @@ fn every_child_has_a_controller_owner_reference_and_labels() {
     }
 }
 
-/// Zero replicas still builds (the StatefulSet scales to 0) and a PUSH capture is rendered.
+/// Zero replicas still builds (the Deployment scales to 0) and a PUSH capture is rendered.
 #[test]
 fn pipeline_scaled_to_zero_builds() {
     let c = build("pipeline-scaled-to-zero.yaml");
-    assert_eq!(c.stateful_set.spec.as_ref().and_then(|s| s.replicas), Some(0));
-    assert_eq!(arg_after(proxy(&c.stateful_set), "--capture-type"), Some("PUSH"));
-    assert_eq!(arg_after(proxy(&c.stateful_set), "--frontend-type"), Some("PULL"));
+    assert_eq!(c.deployment.spec.as_ref().and_then(|s| s.replicas), Some(0));
+    assert_eq!(arg_after(proxy(&c.deployment), "--capture-type"), Some("PUSH"));
+    assert_eq!(arg_after(proxy(&c.deployment), "--frontend-type"), Some("PULL"));
 }
 
 /// An object that bypassed the CRD's rules is refused before anything is built.
@@ -493,7 +625,8 @@ fn invalid_specs_are_refused_naming_the_field() {
 
 /// The children of the fixtures without security are exactly `fixtures/golden/*.json`, so a
 /// change that would roll out every existing proxy on upgrade shows here. Last changed when the
-/// workload became a StatefulSet (with the always-present headless Service and the PDB), the
+/// workload became a Deployment again (the federation's Service, flags and key only with more
+/// than one replica), before that when it became a StatefulSet (and the PDB), the
 /// binds dual stack (`*` instead of `0.0.0.0`, which an IPv6-only cluster cannot reach) and every
 /// pod mounted its steering ConfigMap with `--pause-file`, and the pods got their default
 /// heartbeat flags: one replacement of each proxy on upgrade; pausing and resuming afterwards change only the ConfigMap, never the pods.
@@ -505,7 +638,7 @@ fn unsecured_children_are_byte_identical_to_the_golden_files() {
     for name in ["minimal", "full", "pipeline-scaled-to-zero"] {
         let c = build(&format!("{name}.yaml"));
         let rendered = serde_json::to_string_pretty(&serde_json::json!({
-            "statefulSet": c.stateful_set, "service": c.service, "headless": c.headless,
+            "deployment": c.deployment, "service": c.service, "federation": c.federation,
             "podDisruptionBudget": c.pdb, "steering": c.steering,
         }))
         .expect("children serialize")
@@ -534,7 +667,7 @@ fn volume<'a>(pod: &'a PodSpec, name: &str) -> &'a k8s_openapi::api::core::v1::V
 #[test]
 fn curve_sockets_mount_their_secrets_read_only_with_group_readable_files() {
     let c = build("secured.yaml");
-    let pod = pod(&c.stateful_set);
+    let pod = pod(&c.deployment);
     let names: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
     assert_eq!(
         names,
@@ -571,7 +704,7 @@ fn curve_sockets_mount_their_secrets_read_only_with_group_readable_files() {
     assert_eq!(psc.fs_group, Some(65532));
     assert_eq!(psc.run_as_group, Some(65532));
 
-    let mounts: Vec<(String, String, Option<bool>, Option<String>)> = proxy(&c.stateful_set)
+    let mounts: Vec<(String, String, Option<bool>, Option<String>)> = proxy(&c.deployment)
         .volume_mounts
         .iter()
         .flatten()
@@ -597,7 +730,7 @@ fn curve_sockets_mount_their_secrets_read_only_with_group_readable_files() {
 #[test]
 fn curve_flags_pass_the_mounted_paths() {
     let c = build("secured.yaml");
-    let proxy = proxy(&c.stateful_set);
+    let proxy = proxy(&c.deployment);
     let args = proxy.args.clone().unwrap_or_default();
     let curve: Vec<&str> = args
         .iter()
@@ -699,16 +832,16 @@ fn operator_pull_policy_applies_only_where_the_object_sets_none() {
         ..Default::default()
     };
     let minimal = build::children(&fixture("minimal.yaml"), &opts).expect("builds");
-    assert_eq!(proxy(&minimal.stateful_set).image_pull_policy.as_deref(), Some("Always"));
-    assert_eq!(proxy(&minimal.stateful_set).image.as_deref(), Some(DEFAULT_IMAGE));
+    assert_eq!(proxy(&minimal.deployment).image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(proxy(&minimal.deployment).image.as_deref(), Some(DEFAULT_IMAGE));
 
     let mut own = fixture("minimal.yaml");
     own.spec.image_pull_policy = Some(ImagePullPolicy::Never);
     let own = build::children(&own, &opts).expect("builds");
-    assert_eq!(proxy(&own.stateful_set).image_pull_policy.as_deref(), Some("Never"));
+    assert_eq!(proxy(&own.deployment).image_pull_policy.as_deref(), Some("Never"));
 
     let unset = build("minimal.yaml");
-    assert_eq!(proxy(&unset.stateful_set).image_pull_policy, None);
+    assert_eq!(proxy(&unset.deployment).image_pull_policy, None);
 }
 
 /// The files a CURVE proxy's mounts would hold, written under `root` (the mount paths with
@@ -756,6 +889,58 @@ fn local_form(text: &str, root: &std::path::Path) -> String {
         doc["spec"]["curveAllowAny"] = true.into();
     }
     serde_yaml::to_string(&doc).expect("yaml")
+}
+
+/// `args` without the `--federation-*` flags and their values.
+fn without_federation(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a.starts_with("--federation-") {
+            it.next();
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The federation flags the operator renders parse with the proxy's own command line, the key
+/// file written where the pod mounts it (moved under a temporary root) as the Secret holds it.
+#[test]
+fn federation_flags_are_the_proxys_own() {
+    use clap::Parser;
+    let mut zp = fixture("full.yaml");
+    zp.spec.sockets.frontend.socket_type = zmq_proxy_api::socket::SocketType::Xsub;
+    zp.spec.sockets.backend.socket_type = zmq_proxy_api::socket::SocketType::Xpub;
+    zp.spec.sockets.capture = None;
+    let children = build::children(&zp, &options()).expect("builds");
+    let (secret_key, public_key) = zmq_proxy_operator::federation_secret::generate_keypair();
+    let secret = build::federation_secret(&zp, &secret_key, &public_key).expect("secret");
+    let root = std::env::temp_dir().join(format!("zmq-proxy-operator-fed-{}", std::process::id()));
+    let dir = format!("{}{}", root.display(), build::FEDERATION_MOUNT);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let data = secret.data.unwrap_or_default();
+    std::fs::write(format!("{dir}/{}", build::SECRET_KEY_ENTRY), &data["secret-key"].0)
+        .expect("key file");
+    let args: Vec<String> = proxy(&children.deployment)
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| match a.strip_prefix(build::FEDERATION_MOUNT) {
+            Some(rest) => format!("{dir}{rest}"),
+            None => a,
+        })
+        .chain(["--federation-id".to_string(), "tasks-7d9f-x2".to_string()])
+        .collect();
+    let parsed = zmq_proxy::Cli::try_parse_from(
+        std::iter::once("zmq-proxy".to_string()).chain(args.clone()),
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|cli| cli.into_config().map_err(|e| e.to_string()));
+    let _ = std::fs::remove_dir_all(&root);
+    parsed.unwrap_or_else(|e| panic!("the proxy refuses {args:?}: {e}"));
 }
 
 /// The local `--config` form of a Kubernetes example's connect entries, in the namespace `apps`:
@@ -818,6 +1003,12 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
         }
         let text = std::fs::read_to_string(&path).expect("readable example");
         let mut zp: ZmqProxy = serde_yaml::from_str(&text).expect("example parses");
+        // Each replica of a federation is this one process plus the federation's flags (left
+        // out above): its manifest side is the same spec at one replica.
+        let text = match zp.spec.replicas {
+            n if n > 1 => text.replace(&format!("replicas: {n}"), "replicas: 1"),
+            _ => text,
+        };
         zp.metadata.namespace = Some("apps".into());
         zp.metadata.uid = Some("0000".into());
         let children = build::children(
@@ -825,7 +1016,10 @@ fn rendered_args_run_the_same_proxy_as_the_manifest() {
             &BuildOptions { default_image: DEFAULT_IMAGE.into(), ..Default::default() },
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut args = proxy(&children.stateful_set).args.clone().unwrap_or_default();
+        // The federation's flags are checked on their own (see
+        // `federation_flags_are_the_proxys_own`): its key exists only in a pod.
+        let mut args =
+            without_federation(proxy(&children.deployment).args.clone().unwrap_or_default());
         let root = std::env::temp_dir()
             .join(format!("zmq-proxy-operator-args-{}-{checked}", std::process::id()));
         let curve = !build::curve_mounts(&zp.spec).is_empty();
@@ -973,7 +1167,7 @@ fn refusal(zp: &ZmqProxy) -> String {
 #[test]
 fn placement_fields_reach_the_pod() {
     let c = build("placement.yaml");
-    let pod = pod(&c.stateful_set);
+    let pod = pod(&c.deployment);
     let spread = pod.topology_spread_constraints.as_ref().expect("topologySpreadConstraints");
     assert_eq!(spread.len(), 1);
     assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
@@ -984,7 +1178,7 @@ fn placement_fields_reach_the_pod() {
     assert_eq!(pod.automount_service_account_token, Some(false));
     // Unset, none of them is rendered (the scheduler's and the namespace's defaults apply).
     let minimal = build("minimal.yaml");
-    let pod = self::pod(&minimal.stateful_set);
+    let pod = self::pod(&minimal.deployment);
     assert!(pod.topology_spread_constraints.is_none());
     assert!(pod.priority_class_name.is_none() && pod.service_account_name.is_none());
 }
@@ -995,11 +1189,11 @@ fn placement_fields_reach_the_pod() {
 #[test]
 fn explicit_grace_period_is_used_and_never_shorter_than_the_drain() {
     let c = build("placement.yaml");
-    assert_eq!(pod(&c.stateful_set).termination_grace_period_seconds, Some(120));
+    assert_eq!(pod(&c.deployment).termination_grace_period_seconds, Some(120));
     let mut zp = fixture("placement.yaml");
     zp.spec.termination_grace_period_seconds = Some(25);
     let exact = build::children(&zp, &opts()).expect("the drain period itself is enough");
-    assert_eq!(pod(&exact.stateful_set).termination_grace_period_seconds, Some(25));
+    assert_eq!(pod(&exact.deployment).termination_grace_period_seconds, Some(25));
     zp.spec.termination_grace_period_seconds = Some(24);
     let m = refusal(&zp);
     assert!(m.starts_with("spec.terminationGracePeriodSeconds: "), "{m}");
@@ -1007,23 +1201,24 @@ fn explicit_grace_period_is_used_and_never_shorter_than_the_drain() {
 }
 
 /// Service labels are for the user's tooling (cost allocation, a service mesh's selectors);
-/// both Services carry them, but the operator's own labels win, as its watches find their
-/// children by the managed-by label.
+/// the Service peers use carries them, but the operator's own labels win, as its watches find
+/// their children by the managed-by label. The federation's Service is the replicas' own.
 #[test]
-fn service_labels_reach_both_services_and_the_operators_win() {
+fn service_labels_reach_the_service_and_the_operators_win() {
     let c = build("placement.yaml");
-    let headless = &c.headless;
-    for svc in [&c.service, headless] {
-        let labels = svc.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get("team").map(String::as_str), Some("queues"), "{svc:?}");
-        assert_eq!(
-            labels.get("app.kubernetes.io/managed-by").map(String::as_str),
-            Some("zmq-proxy-operator")
-        );
-        assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
-    }
+    let federation = c.federation.as_ref().expect("federation Service");
+    let own = federation.metadata.labels.clone().unwrap_or_default();
+    assert!(!own.contains_key("team") && own.contains_key("app.kubernetes.io/managed-by"));
+    let svc = &c.service;
+    let labels = svc.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("queues"), "{svc:?}");
+    assert_eq!(
+        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("zmq-proxy-operator")
+    );
+    assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
     // The pods do not get them.
-    let pod_labels = c.stateful_set.spec.as_ref().and_then(|s| s.template.metadata.clone());
+    let pod_labels = c.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone());
     assert!(pod_labels.and_then(|m| m.labels).is_some_and(|l| !l.contains_key("team")));
 }
 
@@ -1038,22 +1233,27 @@ fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
         zp.spec.pod_template = None;
         build::children(&zp, &opts()).expect("builds")
     };
-    let pod = pod(&c.stateful_set);
+    let pod = pod(&c.deployment);
     let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["proxy", "log-shipper"]);
     assert_eq!(pod.containers[1].image.as_deref(), Some("fluent/fluent-bit:3.2"));
-    let proxy = proxy(&c.stateful_set);
-    let before = self::proxy(&plain.stateful_set);
+    let proxy = proxy(&c.deployment);
+    let before = self::proxy(&plain.deployment);
     assert_eq!(proxy.args, before.args);
     assert_eq!(proxy.ports, before.ports);
     assert_eq!(proxy.readiness_probe, before.readiness_probe);
     assert_eq!(proxy.security_context, before.security_context);
     let env: Vec<(String, Option<String>)> =
         proxy.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone())).collect();
-    assert_eq!(env, [("RUST_LOG".to_string(), Some("debug".to_string()))]);
-    // The user's mount comes after the operator's (the steering ConfigMap), which stays.
-    assert_eq!(mount_paths(before), ["/etc/zmq-proxy/steering"]);
-    assert_eq!(mount_paths(proxy), ["/etc/zmq-proxy/steering", "/scratch"]);
+    let id = (build::FEDERATION_ID_ENV.to_string(), None);
+    assert_eq!(env, [id, ("RUST_LOG".to_string(), Some("debug".to_string()))]);
+    // The user's mount comes after the operator's (the steering ConfigMap and the federation's
+    // key), which stay.
+    assert_eq!(mount_paths(before), ["/etc/zmq-proxy/steering", "/etc/zmq-proxy/federation"]);
+    assert_eq!(
+        mount_paths(proxy),
+        ["/etc/zmq-proxy/steering", "/etc/zmq-proxy/federation", "/scratch"]
+    );
     assert!(volume(pod, "scratch").empty_dir.is_some());
     let psc = pod.security_context.as_ref().expect("pod securityContext");
     assert_eq!(psc.supplemental_groups, Some(vec![4000]));
@@ -1062,8 +1262,7 @@ fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
         psc.seccomp_profile,
         pod_of(&plain).security_context.clone().and_then(|s| s.seccomp_profile)
     );
-    let meta =
-        c.stateful_set.spec.as_ref().and_then(|s| s.template.metadata.clone()).expect("meta");
+    let meta = c.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone()).expect("meta");
     let labels = meta.labels.unwrap_or_default();
     assert_eq!(labels.get("sidecar.istio.io/inject").map(String::as_str), Some("false"));
     assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("tasks"));
@@ -1074,7 +1273,7 @@ fn pod_template_adds_a_sidecar_a_volume_env_and_security_context() {
 }
 
 fn pod_of(c: &Children) -> &PodSpec {
-    pod(&c.stateful_set)
+    pod(&c.deployment)
 }
 
 /// The override may add to the proxy container, never change what makes it the proxy of this
@@ -1119,10 +1318,10 @@ fn pod_template_cannot_override_what_the_operator_needs() {
         &opts(),
     )
     .expect("adding a mount is fine");
-    let mut expected = mount_paths(proxy(&build("secured.yaml").stateful_set));
+    let mut expected = mount_paths(proxy(&build("secured.yaml").deployment));
     assert_eq!(expected.len(), 6, "five CURVE key mounts and the steering mount: {expected:?}");
     expected.push("/tmp".to_string());
-    assert_eq!(mount_paths(proxy(&ok.stateful_set)), expected);
+    assert_eq!(mount_paths(proxy(&ok.deployment)), expected);
 }
 
 fn mount_paths(container: &Container) -> Vec<String> {
@@ -1172,10 +1371,7 @@ fn two_replicas_get_a_pod_disruption_budget_of_one() {
     assert_eq!(spec.min_available, None);
     assert_eq!(spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
     let selector = spec.selector.as_ref().and_then(|s| s.match_labels.clone());
-    assert_eq!(
-        selector,
-        c.stateful_set.spec.as_ref().and_then(|s| s.selector.match_labels.clone())
-    );
+    assert_eq!(selector, c.deployment.spec.as_ref().and_then(|s| s.selector.match_labels.clone()));
     // One replica: a PDB of one would block every drain of that node, so none.
     assert!(build("minimal.yaml").pdb.is_none());
 }
@@ -1233,12 +1429,12 @@ fn paused_reaches_the_pods_through_the_steering_config_map_without_changing_the_
     let owner = &cm.metadata.owner_references.as_ref().expect("owner")[0];
     assert_eq!((owner.kind.as_str(), owner.controller), ("ZmqProxy", Some(true)));
 
-    let pod = pod(&paused.stateful_set);
+    let pod = pod(&paused.deployment);
     let steering = volume(pod, "steering").config_map.clone().expect("a ConfigMap volume");
     assert_eq!(steering.name, "jobs-steering");
     assert_eq!(steering.optional, None, "required: a pod never starts not knowing it is paused");
     assert_eq!(steering.items, None, "the whole ConfigMap: the file name is the key");
-    let mount = proxy(&paused.stateful_set)
+    let mount = proxy(&paused.deployment)
         .volume_mounts
         .iter()
         .flatten()
@@ -1247,7 +1443,7 @@ fn paused_reaches_the_pods_through_the_steering_config_map_without_changing_the_
     assert_eq!(mount.mount_path, "/etc/zmq-proxy/steering");
     assert_eq!((mount.read_only, mount.sub_path.as_deref()), (Some(true), None), "no subPath");
     assert_eq!(
-        arg_after(proxy(&paused.stateful_set), "--pause-file"),
+        arg_after(proxy(&paused.deployment), "--pause-file"),
         Some("/etc/zmq-proxy/steering/paused")
     );
 
@@ -1262,7 +1458,7 @@ fn paused_reaches_the_pods_through_the_steering_config_map_without_changing_the_
         resumed.steering.data.as_ref().and_then(|d| d.get("paused")).map(String::as_str),
         Some("false")
     );
-    assert_eq!(resumed.stateful_set, paused.stateful_set, "pausing changes no pod");
+    assert_eq!(resumed.deployment, paused.deployment, "pausing changes no pod");
     let minimal = build("minimal.yaml");
     let value = minimal.steering.data.as_ref().and_then(|d| d.get("paused")).cloned();
     assert_eq!(value.as_deref(), Some("false"), "unset means not paused");
@@ -1284,11 +1480,11 @@ fn pod_monitor_scrapes_the_metrics_port_of_every_pod_with_the_dashboards_labels(
     assert_eq!(pm["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(pm["metadata"]["labels"]["app.kubernetes.io/managed-by"], "zmq-proxy-operator");
     let children = build("paused-monitored.yaml");
-    let selector = children.stateful_set.spec.as_ref().map(|s| s.selector.clone()).expect("spec");
+    let selector = children.deployment.spec.as_ref().map(|s| s.selector.clone()).expect("spec");
     assert_eq!(pm["spec"]["selector"], serde_json::to_value(&selector).expect("selector"));
     let endpoints = pm["spec"]["podMetricsEndpoints"].as_array().expect("endpoints");
     assert_eq!(endpoints.len(), 1);
-    let port_name = proxy(&children.stateful_set)
+    let port_name = proxy(&children.deployment)
         .ports
         .iter()
         .flatten()
@@ -1314,7 +1510,7 @@ fn pod_monitor_scrapes_the_metrics_port_of_every_pod_with_the_dashboards_labels(
     );
     // The pod label the zmqproxy label comes from is on every pod, set to the object's name.
     let template_labels =
-        children.stateful_set.spec.as_ref().and_then(|s| s.template.metadata.clone());
+        children.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone());
     let labels = template_labels.and_then(|m| m.labels).unwrap_or_default();
     assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("jobs"));
     // The chart's dashboard aggregates by the label this PodMonitor writes.
@@ -1346,7 +1542,7 @@ fn pod_monitor_scrapes_the_metrics_port_of_every_pod_with_the_dashboards_labels(
 #[test]
 fn connect_entries_become_connect_flags_and_a_socket_that_only_connects_binds_nothing() {
     let c = build("connecting.yaml");
-    let args = proxy(&c.stateful_set).args.clone().unwrap_or_default();
+    let args = proxy(&c.deployment).args.clone().unwrap_or_default();
     let pairs: Vec<(String, String)> =
         args.windows(2).map(|w| (w[0].clone(), w[1].clone())).collect();
     let has = |flag: &str, value: &str| pairs.contains(&(flag.to_string(), value.to_string()));
@@ -1356,7 +1552,7 @@ fn connect_entries_become_connect_flags_and_a_socket_that_only_connects_binds_no
     assert!(has("--capture-connect-all", "tcp://audit.work.svc:7100"), "{args:?}");
     assert!(has("--frontend-bind", "tcp://*:5555"), "{args:?}");
     assert!(!args.iter().any(|a| a == "--backend-bind" || a == "--capture-bind"), "{args:?}");
-    assert_eq!(arg_after(proxy(&c.stateful_set), "--capture-type"), Some("PUB"));
+    assert_eq!(arg_after(proxy(&c.deployment), "--capture-type"), Some("PUB"));
     let names: Vec<String> = ports(&c.service).into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["frontend"]);
     let endpoints = build::endpoints(&fixture("connecting.yaml")).expect("endpoints");
@@ -1397,7 +1593,7 @@ fn a_selector_entry_gets_an_owned_headless_service_of_ready_pods() {
 #[test]
 fn connecting_curve_sockets_mount_the_server_public_key_and_the_client_key() {
     let c = build("connecting.yaml");
-    let pod = pod(&c.stateful_set);
+    let pod = pod(&c.deployment);
     let public = volume(pod, "curve-backend-server-public-key");
     let secret = public.secret.as_ref().expect("a Secret volume");
     assert_eq!(secret.secret_name.as_deref(), Some("workers-curve"));
@@ -1412,7 +1608,7 @@ fn connecting_curve_sockets_mount_the_server_public_key_and_the_client_key() {
     assert_eq!(secret.default_mode, Some(build::KEY_FILE_MODE));
     let items = secret.items.clone().unwrap_or_default();
     assert_eq!(items.first().map(|i| i.key.as_str()), Some("client_secret"));
-    let container = proxy(&c.stateful_set);
+    let container = proxy(&c.deployment);
     assert_eq!(
         arg_after(container, "--backend-curve-server-public-key-file"),
         Some("/etc/zmq-proxy/curve/backend/server-public-key/server_public")

@@ -295,7 +295,7 @@ fn default_metrics_port_clashing_with_a_socket_is_refused() {
 
 #[test]
 fn names_that_cannot_name_a_service_or_label_a_pod_are_refused() {
-    // The StatefulSet labels its pods `controller-revision-hash: <name>-<10-character hash>`.
+    // The federation's Service is `<name>-federation`: 63 characters at most.
     let mut long = object(queue());
     long["metadata"]["name"] = json!("a".repeat(53));
     assert_eq!(cel_errors(&long).len(), 1);
@@ -486,4 +486,39 @@ fn every_spec_field_has_a_meaning_for_the_local_manifest_reader() {
         .filter(|k| !socket_fields.contains_key(*k) && !zmq_proxy_api::local::is_decided(k))
         .collect();
     assert!(undecided.is_empty(), "spec fields without a local meaning: {undecided:?}");
+}
+
+/// More than one replica is a federation: refused for a pattern that does not federate (naming
+/// `spec.replicas`), and the federation port must then be its own; one replica may keep a
+/// socket on that port.
+#[test]
+fn several_replicas_need_a_federated_pattern_and_a_port_of_their_own() {
+    let pubsub =
+        json!({"frontend": {"type": "SUB", "port": 1}, "backend": {"type": "PUB", "port": 2}});
+    assert!(cel_errors(&object(pubsub.clone())).is_empty());
+    let mut scaled = pubsub.clone();
+    scaled["replicas"] = json!(2);
+    assert_eq!(
+        cel_errors(&object(scaled)),
+        vec![("spec.replicas".to_string(), zmq_proxy_operator::crd::NOT_FEDERATED.to_string())]
+    );
+    for (front, back) in [("XSUB", "XPUB"), ("PUSH", "PULL"), ("DEALER", "ROUTER")] {
+        let spec = json!({"frontend": {"type": front, "port": 1}, "backend": {"type": back, "port": 2}, "replicas": 3});
+        assert!(cel_errors(&object(spec)).is_empty(), "{front}/{back}");
+    }
+    // The default federation port (5570) taken by a socket: fine alone, refused federated.
+    let mut spec = queue();
+    spec["frontend"]["port"] = json!(5570);
+    assert!(cel_errors(&object(spec.clone())).is_empty());
+    spec["replicas"] = json!(2);
+    let errors = cel_errors(&object(spec.clone()));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "spec.federationPort");
+    assert!(errors[0].1.contains("frontend"), "{errors:?}");
+    spec["federationPort"] = json!(9090);
+    let errors = cel_errors(&object(spec.clone()));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].1.contains("metricsPort"), "{errors:?}");
+    spec["federationPort"] = json!(6000);
+    assert!(cel_errors(&object(spec)).is_empty());
 }

@@ -47,7 +47,7 @@ fn reference_page_lists_every_field_with_its_bounds() {
         "| `spec.backend.connect[].selector.matchLabels` | map[string]string |",
         "one of `ClusterIP`, `NodePort`, `LoadBalancer`",
         "| `spec.affinity.nodeAffinity` |",
-        "| `status.replicaEndpoints.frontend` | []string |",
+        "| `status.federation.replicas` | []object |  | maxItems 100 |",
         "ports must be distinct",
     ] {
         assert!(page.contains(needle), "docs/reference.md lacks {needle:?}");

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
 use kube::runtime::controller::Action;
@@ -37,6 +37,7 @@ const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:test";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/q/deployments";
 const STATEFULSETS: &str = "/apis/apps/v1/namespaces/q/statefulsets";
 const SERVICES: &str = "/api/v1/namespaces/q/services";
+const SECRETS: &str = "/api/v1/namespaces/q/secrets";
 const CONFIGMAPS: &str = "/api/v1/namespaces/q/configmaps";
 const PDBS: &str = "/apis/policy/v1/namespaces/q/poddisruptionbudgets";
 const PODS: &str = "/api/v1/namespaces/q/pods";
@@ -142,9 +143,16 @@ impl Script {
         self.create(steering_path(zp))
     }
 
-    /// Without caches: the Deployment an older operator may have left is looked up first.
+    /// Without caches and with one replica: the federation's Service, not wanted, is looked up
+    /// (to delete it if this object owns one) before the Deployment.
     fn no_old_deployment(self) -> Self {
-        self.missing(at(DEPLOYMENTS, "tasks"))
+        self.missing(at(SERVICES, "tasks-federation"))
+    }
+
+    /// Without caches, after the Service: no StatefulSet of an earlier version, and no headless
+    /// Service of one.
+    fn no_stateful_set(self) -> Self {
+        self.missing(at(STATEFULSETS, "tasks")).missing(at(SERVICES, "tasks-pods"))
     }
 
     /// Without caches and below two replicas: the PDB that is not wanted is looked up (to delete
@@ -157,9 +165,9 @@ impl Script {
     /// reconciled one-replica object, each found as wanted (no PDB below two replicas).
     fn other_children_unchanged(self, sts: &Value, c: &build::Children) -> Self {
         self.no_old_deployment()
-            .found(at(STATEFULSETS, "tasks"), sts.clone())
+            .found(at(DEPLOYMENTS, "tasks"), sts.clone())
             .found(at(SERVICES, "tasks"), server_view(&c.service))
-            .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+            .no_stateful_set()
             .no_pdb()
     }
 
@@ -177,12 +185,6 @@ impl Script {
             .create(at(PODMONITORS, "tasks"))
             .status(zp)
             .event()
-    }
-
-    /// The steps of `other` after these.
-    fn then(mut self, other: Script) -> Self {
-        self.0.extend(other.0);
-        self
     }
 }
 
@@ -374,31 +376,31 @@ async fn run_on(
     (result, seen, handle)
 }
 
-/// Caches as the controller's watches fill them: listed (complete), holding these StatefulSets,
-/// Services and ConfigMaps, no pods and no Deployments.
-fn caches(stateful_sets: &[Value], services: &[Value], config_maps: &[Value]) -> ChildCaches {
-    caches_with(stateful_sets, services, config_maps, &[], &[])
+/// Caches as the controller's watches fill them: listed (complete), holding these Deployments,
+/// Services and ConfigMaps, no pods and no StatefulSets.
+fn caches(deployments: &[Value], services: &[Value], config_maps: &[Value]) -> ChildCaches {
+    caches_with(deployments, services, config_maps, &[], &[])
 }
 
-/// [`caches`] with pods and Deployments too.
+/// [`caches`] with pods and StatefulSets (of an earlier version) too.
 fn caches_with(
-    stateful_sets: &[Value],
+    deployments: &[Value],
     services: &[Value],
     config_maps: &[Value],
     pods: &[Value],
-    deployments: &[Value],
+    stateful_sets: &[Value],
 ) -> ChildCaches {
-    caches_all(stateful_sets, services, config_maps, &[], pods, deployments)
+    caches_all(deployments, services, config_maps, &[], pods, stateful_sets)
 }
 
 /// [`caches_with`] with PodDisruptionBudgets too.
 fn caches_all(
-    stateful_sets: &[Value],
+    deployments: &[Value],
     services: &[Value],
     config_maps: &[Value],
     pdbs: &[Value],
     pods: &[Value],
-    deployments: &[Value],
+    stateful_sets: &[Value],
 ) -> ChildCaches {
     fn listed<K>(objects: &[Value]) -> Store<K>
     where
@@ -445,11 +447,9 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
     v["metadata"]["resourceVersion"] = json!("7");
     v["metadata"]["generation"] = json!(1);
     v["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-    if v["kind"] == "StatefulSet" {
+    if v["kind"] == "Deployment" {
         v["spec"]["revisionHistoryLimit"] = json!(10);
-        v["spec"]["updateStrategy"]["rollingUpdate"] = json!({"partition": 0});
-        v["spec"]["persistentVolumeClaimRetentionPolicy"] =
-            json!({"whenDeleted": "Retain", "whenScaled": "Retain"});
+        v["spec"]["progressDeadlineSeconds"] = json!(600);
         let c = &mut v["spec"]["template"]["spec"]["containers"][0];
         c["terminationMessagePath"] = json!("/dev/termination-log");
         c["readinessProbe"]["httpGet"]["scheme"] = json!("HTTP");
@@ -470,8 +470,7 @@ fn server_view<T: serde::Serialize>(obj: &T) -> Value {
 
 fn ready_status(replicas: i32) -> Value {
     json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
-           "updatedReplicas": replicas, "currentReplicas": replicas,
-           "availableReplicas": replicas, "currentRevision": "tasks-5b7d", "updateRevision": "tasks-5b7d"})
+           "updatedReplicas": replicas, "availableReplicas": replicas})
 }
 
 /// `zp` carrying the status the operator computes for `stateful_set` and no ready pod, as after
@@ -481,14 +480,26 @@ fn with_status(zp: ZmqProxy, stateful_set: &Value) -> ZmqProxy {
 }
 
 /// [`with_status`] with these pods seen.
-fn with_status_pods(mut zp: ZmqProxy, stateful_set: &Value, pods: &[Value]) -> ZmqProxy {
-    let d: StatefulSet = serde_json::from_value(stateful_set.clone()).expect("statefulset");
-    let pods: Vec<Pod> =
-        pods.iter().map(|p| serde_json::from_value(p.clone()).expect("pod")).collect();
-    let pods: Vec<&Pod> = pods.iter().collect();
+/// A federated object's status also says what its pods reported; none of these answers (they
+/// are not ready, or not listed).
+fn with_status_pods(mut zp: ZmqProxy, deployment: &Value, _pods: &[Value]) -> ZmqProxy {
+    let d: Deployment = serde_json::from_value(deployment.clone()).expect("deployment");
     let at = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time");
-    zp.status = Some(status::compute(&zp, Some(&d), Some(&pods), None, at));
+    let mut computed = status::compute(&zp, Some(&d), None, at);
+    if let Some(pattern) = build::federation_of(&zp.spec) {
+        zmq_proxy_operator::federation_status::report(&zp, &mut computed, pattern, &[], at);
+    }
+    zp.status = Some(computed);
     zp
+}
+
+/// What the API server returns for the metadata of `zp`'s federation Secret, as the operator
+/// created it.
+fn federation_secret(zp: &ZmqProxy) -> Value {
+    let (secret, public) = zmq_proxy_operator::federation_secret::generate_keypair();
+    let mut v = server_view(&build::federation_secret(zp, &secret, &public).expect("secret"));
+    v.as_object_mut().map(|o| o.remove("data"));
+    v
 }
 
 /// `zp` carrying the status a status apply of the server saw.
@@ -519,20 +530,20 @@ fn is_apply(seen: &Seen) -> bool {
 fn reconciled(mut zp: ZmqProxy, generation: i64) -> (ZmqProxy, Value, build::Children) {
     zp.metadata.generation = Some(generation);
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     (with_status(zp, &sts), sts, c)
 }
 
 #[tokio::test]
-async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
+async fn create_path_applies_the_deployment_and_the_service_then_status() {
     let zp = fixture("minimal.yaml");
     let script = Script::new()
         .steering_created(&zp)
         .no_old_deployment()
-        .create(at(STATEFULSETS, "tasks"))
+        .create(at(DEPLOYMENTS, "tasks"))
         .create(at(SERVICES, "tasks"))
-        .create(at(SERVICES, "tasks-pods"))
+        .no_stateful_set()
         .no_pdb()
         .status(&zp)
         // One event for every child, after the status.
@@ -545,26 +556,24 @@ async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     assert_eq!(steering["data"], json!({"paused": "false"}));
     assert_eq!(steering["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
 
-    let sts = seen.applied(&at(STATEFULSETS, "tasks"));
-    assert_eq!(sts["kind"], "StatefulSet");
-    assert_eq!(sts["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
-    assert!(sts["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
-    assert_eq!(sts["spec"]["serviceName"], "tasks-pods");
-    assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
-    assert_eq!(sts["spec"]["replicas"], 1);
-    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
+    let deployment = seen.applied(&at(DEPLOYMENTS, "tasks"));
+    assert_eq!(deployment["kind"], "Deployment");
+    assert_eq!(deployment["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    assert!(deployment["metadata"]["annotations"][diff::FINGERPRINT_ANNOTATION].is_string());
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    );
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["name"], "proxy");
 
     assert_eq!(seen.applied(&at(SERVICES, "tasks"))["kind"], "Service");
-    assert_eq!(seen.applied(&at(SERVICES, "tasks-pods"))["spec"]["clusterIP"], "None");
 
     let event = seen.event();
     assert_eq!(event["reason"], "Created");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["kind"], "ZmqProxy");
-    assert_eq!(
-        event["note"],
-        "Created ConfigMap tasks-steering, StatefulSet tasks, Service tasks, Service tasks-pods"
-    );
+    assert_eq!(event["note"], "Created ConfigMap tasks-steering, Deployment tasks, Service tasks");
 
     let status = seen.status();
     assert_eq!(status["kind"], "ZmqProxy");
@@ -574,7 +583,7 @@ async fn create_path_applies_the_stateful_set_and_both_services_then_status() {
     assert_eq!(conditions[0]["status"], "False");
     assert!(conditions.iter().all(|c| c["observedGeneration"] == 1));
     assert_eq!(status["status"]["endpoints"]["frontend"], "tcp://tasks.q.svc:5555");
-    assert_eq!(status["status"]["headlessService"], "tasks-pods.q.svc");
+    assert!(status["status"].get("federation").is_none());
     assert_eq!(ctx.metrics.reconcile_count(), 1);
 }
 
@@ -589,49 +598,53 @@ async fn unchanged_resync_makes_no_writes() {
         );
     }
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("500m");
     sts["status"] = ready_status(3);
     let zp = with_status(zp, &sts);
     let script = Script::new()
         .steering_found(&zp)
-        .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        // A federation: its Secret (metadata only) and its Service, found as wanted.
+        .found(at(SECRETS, "tasks-federation"), federation_secret(&zp))
+        .found(at(SERVICES, "tasks-federation"), server_view(c.federation.as_ref().expect("svc")))
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .found(at(PDBS, "tasks"), server_view(c.pdb.as_ref().expect("PDB")));
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(seen.iter().all(|s| s.method == Method::GET), "only reads: {seen:?}");
+    let secret = seen.find(Method::GET, &at(SECRETS, "tasks-federation"));
+    assert!(secret.query.is_empty(), "one name, no list: {secret:?}");
 }
 
 #[tokio::test]
-async fn edited_stateful_set_is_reapplied_and_reported() {
+async fn edited_deployment_is_reapplied_and_reported() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
-    // Someone scaled the StatefulSet by hand.
+    // Someone scaled the Deployment by hand.
     sts["spec"]["replicas"] = json!(4);
-    let mut repaired = server_view(&c.stateful_set);
+    let mut repaired = server_view(&c.deployment);
     repaired["status"] = ready_status(1);
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
-        .patch_reply(at(STATEFULSETS, "tasks"), Reply::Object(repaired))
+        .found(at(DEPLOYMENTS, "tasks"), sts)
+        .patch_reply(at(DEPLOYMENTS, "tasks"), Reply::Object(repaired))
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .no_pdb()
         .event();
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 1);
+    assert_eq!(seen.applied(&at(DEPLOYMENTS, "tasks"))["spec"]["replicas"], 1);
     assert_eq!(seen.event()["reason"], "Updated");
-    assert_eq!(seen.event()["related"]["kind"], "StatefulSet", "one child: named as related");
+    assert_eq!(seen.event()["related"]["kind"], "Deployment", "one child: named as related");
     assert!(ctx.metrics.render().contains(
-        "zmq_proxy_operator_child_writes_total{kind=\"StatefulSet\",action=\"Updated\"} 1"
+        "zmq_proxy_operator_child_writes_total{kind=\"Deployment\",action=\"Updated\"} 1"
     ));
 }
 
@@ -639,15 +652,15 @@ async fn edited_stateful_set_is_reapplied_and_reported() {
 async fn deleted_service_is_recreated() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .create(at(SERVICES, "tasks"))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .no_pdb()
         .event();
     let (result, seen, _) = run(zp, script).await;
@@ -663,15 +676,15 @@ async fn scaling_down_to_one_replica_deletes_the_pdb_and_keeps_the_headless_serv
     let mut three = zp.clone();
     three.spec.replicas = 3;
     let old_pdb = server_view(children(&three).pdb.as_ref().expect("PDB"));
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .found(at(PDBS, "tasks"), old_pdb.clone())
         .delete(at(PDBS, "tasks"), Reply::Object(old_pdb))
         .event();
@@ -681,149 +694,120 @@ async fn scaling_down_to_one_replica_deletes_the_pdb_and_keeps_the_headless_serv
     assert_eq!(seen.event()["note"], "Deleted PodDisruptionBudget tasks");
 }
 
-/// What an older operator left: a Deployment `tasks` controlled by the object, with its pod.
-fn old_deployment(zp: &ZmqProxy) -> Value {
+/// What an earlier version left: the StatefulSet `tasks` controlled by the object.
+fn old_stateful_set(zp: &ZmqProxy) -> Value {
     let owner = zp.controller_owner_ref(&()).expect("owner reference");
-    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
            "metadata": {"name": "tasks", "namespace": "q", "uid": "old-uid", "resourceVersion": "3",
                         "labels": {"app.kubernetes.io/managed-by": "zmq-proxy-operator"},
                         "ownerReferences": [owner]},
-           "spec": {"selector": {"matchLabels": {"app.kubernetes.io/instance": "tasks"}},
-                    "template": {"spec": {"containers": [{"name": "proxy"}]}}}})
+           "spec": {"serviceName": "tasks-pods",
+                    "selector": {"matchLabels": {"app.kubernetes.io/instance": "tasks"}},
+                    "template": {"spec": {"containers": [{"name": "proxy"}]}}},
+           "status": {"replicas": 1, "readyReplicas": 1}})
 }
 
-/// The requests of a migration's first reconcile with the service `tasks` cached: the StatefulSet
-/// created at zero replicas, `deployment` deleted, the headless Service created, the status, one
-/// event for the creations and one for the deletion.
-fn first_migration_pass(zp: &ZmqProxy, deployment: Value) -> Script {
-    Script::new()
-        .create(at(STATEFULSETS, "tasks"))
-        .delete(at(DEPLOYMENTS, "tasks"), Reply::Object(deployment))
-        .create(at(SERVICES, "tasks-pods"))
-        .status(zp)
-        .event()
-        .event()
+/// ... and its headless Service `tasks-pods`.
+fn old_headless(zp: &ZmqProxy) -> Value {
+    let owner = zp.controller_owner_ref(&()).expect("owner reference");
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "tasks-pods", "namespace": "q", "uid": "old-svc", "resourceVersion": "4",
+                        "labels": {"app.kubernetes.io/managed-by": "zmq-proxy-operator",
+                                   "app.kubernetes.io/instance": "tasks"},
+                        "ownerReferences": [owner]},
+           "spec": {"clusterIP": "None", "selector": {"app.kubernetes.io/instance": "tasks"}}})
 }
 
+/// The migration from an earlier version keeps serving: the StatefulSet stays while the
+/// Deployment's pods start (Progressing says Migrating), goes (background: its pods drain) once
+/// the Deployment is available, and its headless Service goes once it is gone.
 #[tokio::test]
-async fn migration_holds_the_stateful_set_at_zero_deletes_the_deployment_and_says_so() {
+async fn migration_deletes_the_stateful_set_only_once_the_deployment_serves() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let deployment = old_deployment(&zp);
+    let sts = old_stateful_set(&zp);
     let steering = [server_view(&c.steering)];
-    let cached = caches_with(
-        &[],
-        &[server_view(&c.service)],
-        &steering,
-        &[pod("tasks-6f9c8d-x2k4q", true, "ReplicaSet")],
-        std::slice::from_ref(&deployment),
+    let services = [server_view(&c.service), old_headless(&zp)];
+    let mut starting = server_view(&c.deployment);
+    starting["status"] = json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1});
+    let cached =
+        caches_with(&[starting.clone()], &services, &steering, &[], std::slice::from_ref(&sts));
+    let (result, seen, _) = run_cached(zp.clone(), Some(cached), Script::new().status(&zp)).await;
+    assert!(result.is_ok(), "{result:?}");
+    let progressing = seen.condition(status::PROGRESSING);
+    assert_eq!(
+        (&progressing["status"], &progressing["reason"]),
+        (&json!("True"), &json!("Migrating"))
     );
-    // The Deployment is in the cache: deleted without reading it again.
-    let script = first_migration_pass(&zp, deployment.clone());
+    assert!(!seen.iter().any(|s| s.method == Method::DELETE), "{seen:?}");
+    let zp = with_status_seen(&zp, &seen);
+
+    // Available: the StatefulSet is deleted, and still waited for.
+    let mut serving = server_view(&c.deployment);
+    serving["status"] = ready_status(1);
+    let cached =
+        caches_with(&[serving.clone()], &services, &steering, &[], std::slice::from_ref(&sts));
+    let script = Script::new()
+        .delete(at(STATEFULSETS, "tasks"), Reply::Object(sts.clone()))
+        .status(&zp)
+        .event();
     let (result, seen, _) = run_cached(zp.clone(), Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    // No new proxy while the old one runs: like a Recreate rollout.
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 0);
-    let delete = &seen.find(Method::DELETE, &at(DEPLOYMENTS, "tasks")).body;
+    let delete = &seen.find(Method::DELETE, &at(STATEFULSETS, "tasks")).body;
     assert_eq!(delete["propagationPolicy"], "Background", "{delete:?}");
-    let events = seen.events();
-    assert_eq!(events[0]["note"], "Created StatefulSet tasks, Service tasks-pods");
-    assert_eq!(events[1]["reason"], "Deleted");
-    assert_eq!(events[1]["note"], "Deleted Deployment tasks");
+    assert_eq!(seen.event()["note"], "Deleted StatefulSet tasks");
+    assert_eq!(seen.condition(status::READY)["status"], "True");
+    let zp = with_status_seen(&zp, &seen);
 
-    // The Deployment is gone, its pod still drains: the StatefulSet stays at zero; the one
-    // request asks whether the Deployment is really gone (the watch sees only labeled ones).
-    let mut held = children(&zp).stateful_set;
-    if let Some(spec) = held.spec.as_mut() {
-        spec.replicas = Some(0);
-    }
-    let mut held = server_view(&held);
-    held["status"] = ready_status(0);
-    let services = [server_view(&c.service), server_view(&c.headless)];
-    let zp = with_status(zp, &held);
-    let draining = pod("tasks-6f9c8d-x2k4q", false, "ReplicaSet");
-    let cached = caches_with(&[held.clone()], &services, &steering, &[draining], &[]);
-    let script = Script::new().no_old_deployment();
-    let (result, seen, _) = run_cached(zp.clone(), Some(cached), script).await;
-    assert!(result.is_ok() && seen.len() == 1, "{seen:?}");
-
-    // The old pod has terminated: the StatefulSet gets its replica.
-    let cached = caches_with(&[held.clone()], &services, &steering, &[], &[]);
+    // Gone: its headless Service goes too, and the rollout is complete.
+    let cached = caches_with(&[serving], &services, &steering, &[], &[]);
     let script = Script::new()
-        .found(at(STATEFULSETS, "tasks"), held)
-        .patch(at(STATEFULSETS, "tasks"))
+        .delete(at(SERVICES, "tasks-pods"), Reply::Object(old_headless(&zp)))
         .status(&zp)
         .event();
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 1);
-    assert_eq!(seen.event()["note"], "Updated StatefulSet tasks");
+    assert_eq!(seen.event()["note"], "Deleted Service tasks-pods");
+    assert_eq!(seen.condition(status::PROGRESSING)["reason"], "RolloutComplete");
 }
 
+/// Without caches the StatefulSet is read from the server; a Deployment just created does not
+/// serve yet, so nothing is deleted.
 #[tokio::test]
-async fn migration_without_caches_reads_then_deletes_the_deployment_and_a_404_is_gone() {
+async fn migration_without_caches_reads_the_stateful_set_and_waits() {
     let zp = fixture("minimal.yaml");
-    let deployment = old_deployment(&zp);
     let c = children(&zp);
     let script = Script::new()
         .steering_found(&zp)
-        .found(at(DEPLOYMENTS, "tasks"), deployment.clone())
-        .create(at(STATEFULSETS, "tasks"))
-        // Deleted meanwhile by someone else: nothing to report.
-        .delete(at(DEPLOYMENTS, "tasks"), Reply::NotFound)
+        .no_old_deployment()
+        .create(at(DEPLOYMENTS, "tasks"))
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .found(at(STATEFULSETS, "tasks"), old_stateful_set(&zp))
         .no_pdb()
         .status(&zp)
         .event();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 0);
-    assert_eq!(seen.event()["note"], "Created StatefulSet tasks");
-}
-
-/// An owned Deployment whose managed-by label was taken off is not in the labeled watch, but its
-/// pods (labeled by the template) are: the server is asked and the Deployment deleted, rather than
-/// the StatefulSet held at zero for good (seen on a real cluster with a hand-made Deployment).
-#[tokio::test]
-async fn migration_finds_an_owned_deployment_the_labeled_watch_cannot_see() {
-    let zp = fixture("minimal.yaml");
-    let c = children(&zp);
-    let mut unlabeled = old_deployment(&zp);
-    unlabeled["metadata"]["labels"] = json!({"app.kubernetes.io/instance": "tasks"});
-    let steering = [server_view(&c.steering)];
-    let cached = caches_with(
-        &[],
-        &[server_view(&c.service)],
-        &steering,
-        &[pod("tasks-6f9c8d-x2k4q", true, "ReplicaSet")],
-        &[],
-    );
-    // Read first, then the same pass as for a Deployment the watch shows.
-    let script = Script::new()
-        .found(at(DEPLOYMENTS, "tasks"), unlabeled.clone())
-        .then(first_migration_pass(&zp, unlabeled));
-    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
-    assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.applied(&at(STATEFULSETS, "tasks"))["spec"]["replicas"], 0);
-    assert_eq!(seen.events()[1]["note"], "Deleted Deployment tasks");
+    assert_eq!(seen.event()["note"], "Created Deployment tasks");
+    assert_eq!(seen.condition(status::PROGRESSING)["reason"], "Migrating");
 }
 
 #[tokio::test]
-async fn a_deployment_of_someone_else_is_left_alone() {
+async fn a_stateful_set_of_someone_else_is_left_alone() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut foreign = old_deployment(&zp);
+    let mut foreign = old_stateful_set(&zp);
     foreign["metadata"]["ownerReferences"] = json!([]);
-    let mut sts = server_view(&c.stateful_set);
-    sts["status"] = ready_status(1);
-    let zp = with_status(zp, &sts);
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(1);
+    let zp = with_status(zp, &deployment);
     let script = Script::new()
         .steering_found(&zp)
-        .found(at(DEPLOYMENTS, "tasks"), foreign)
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .no_old_deployment()
+        .found(at(DEPLOYMENTS, "tasks"), deployment)
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .found(at(STATEFULSETS, "tasks"), foreign)
+        .missing(at(SERVICES, "tasks-pods"))
         .no_pdb();
     let (result, seen, _) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
@@ -836,8 +820,8 @@ async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .missing(at(STATEFULSETS, "tasks"))
-        .patch_reply(at(STATEFULSETS, "tasks"), Reply::Fail(403, "Forbidden"))
+        .missing(at(DEPLOYMENTS, "tasks"))
+        .patch_reply(at(DEPLOYMENTS, "tasks"), Reply::Fail(403, "Forbidden"))
         .event()
         .status(&zp);
     let (result, seen, ctx) = run(zp.clone(), script).await;
@@ -868,7 +852,7 @@ async fn apply_failure_publishes_a_warning_reports_degraded_and_backs_off() {
 async fn success_resets_the_backoff() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     let (ctx, handle) = context();
@@ -893,7 +877,7 @@ async fn success_resets_the_backoff() {
 async fn a_service_of_someone_else_is_not_taken_over() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     let mut foreign: Service = c.service.clone();
@@ -901,7 +885,7 @@ async fn a_service_of_someone_else_is_not_taken_over() {
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .found(at(SERVICES, "tasks"), server_view(&foreign))
         .event()
         .status(&zp);
@@ -940,52 +924,107 @@ async fn object_being_deleted_is_left_to_the_garbage_collector() {
 fn server_view_parses_back_into_the_typed_objects() {
     let zp = fixture("full.yaml");
     let c = children(&zp);
-    let d: StatefulSet = serde_json::from_value(server_view(&c.stateful_set)).expect("statefulset");
-    assert!(d.status.as_ref().is_none_or(|s: &StatefulSetStatus| s.replicas == 0));
+    let d: Deployment = serde_json::from_value(server_view(&c.deployment)).expect("deployment");
+    assert!(d.status.as_ref().is_none_or(|s: &DeploymentStatus| s.replicas.unwrap_or(0) == 0));
     assert_eq!(d.spec.and_then(|s| s.revision_history_limit), Some(10));
     let s: Service = serde_json::from_value(server_view(&c.service)).expect("service");
     assert_eq!(s.spec.and_then(|s| s.cluster_ip).as_deref(), Some("10.0.0.12"));
 }
 
+/// One replica to three: a federation. Its key is generated once into a Secret of its own
+/// (created, never applied over someone's), its Service created, and the Deployment rolled to
+/// the federation's flags with the key mounted; the key is in no event and no status.
 #[tokio::test]
-async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
+async fn scaling_to_three_replicas_makes_a_federation_with_its_own_key() {
     let one = fixture("minimal.yaml");
     let old = children(&one);
-    let mut sts = server_view(&old.stateful_set);
-    sts["status"] = ready_status(1);
-    let mut zp = with_status(one, &sts);
+    let mut deployment = server_view(&old.deployment);
+    deployment["status"] = ready_status(1);
+    let mut zp = with_status(one, &deployment);
     zp.spec.replicas = 3;
     zp.metadata.generation = Some(2);
-    let new = children(&zp);
     let script = Script::new()
         .steering_found(&zp)
-        .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
-        .patch(at(STATEFULSETS, "tasks"))
-        .found(at(SERVICES, "tasks"), server_view(&new.service))
-        // The headless Service does not depend on the replica count.
-        .found(at(SERVICES, "tasks-pods"), server_view(&old.headless))
+        .missing(at(SECRETS, "tasks-federation"))
+        .step(Method::POST, SECRETS, Reply::Echo)
+        .create(at(SERVICES, "tasks-federation"))
+        .found(at(DEPLOYMENTS, "tasks"), deployment)
+        .patch(at(DEPLOYMENTS, "tasks"))
+        .found(at(SERVICES, "tasks"), server_view(&old.service))
+        .no_stateful_set()
         .create(at(PDBS, "tasks"))
         .status(&zp)
         .event()
         .event();
     let (result, seen, _) = run(zp, script).await;
-    assert!(result.is_ok(), "{result:?}");
-    let sts = seen.applied(&at(STATEFULSETS, "tasks"));
-    assert_eq!(sts["spec"]["replicas"], 3);
-    assert_eq!(sts["spec"]["serviceName"], "tasks-pods", "immutable: unchanged");
+    // The pods are not listed without caches: looked at again soon.
+    assert_eq!(
+        result.expect("reconcile succeeds"),
+        Action::requeue(zmq_proxy_operator::reconcile::FEDERATION_RETRY)
+    );
+    let secret = &seen.find(Method::POST, SECRETS).body;
+    assert_eq!(secret["metadata"]["name"], "tasks-federation");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    assert_eq!(secret["immutable"], true);
+    let key = secret["data"]["secret-key"].as_str().expect("base64 key").to_string();
+    let applied = seen.applied(&at(DEPLOYMENTS, "tasks"));
+    assert_eq!(applied["spec"]["replicas"], 3);
+    let args = applied["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--federation-peers") && args.contains("tasks-federation.q.svc"),
+        "{args}"
+    );
+    assert!(!args.contains(&key), "the key is never an argument");
+    assert_eq!(
+        seen.applied(&at(SERVICES, "tasks-federation"))["spec"]["publishNotReadyAddresses"],
+        true
+    );
     assert_eq!(seen.applied(&at(PDBS, "tasks"))["spec"]["maxUnavailable"], 1);
     let events = seen.events();
-    assert_eq!(events[0]["note"], "Updated StatefulSet tasks");
-    assert_eq!(events[1]["note"], "Created PodDisruptionBudget tasks");
+    assert_eq!(
+        events[0]["note"],
+        "Created Secret tasks-federation, Service tasks-federation, PodDisruptionBudget tasks"
+    );
+    assert_eq!(events[1]["note"], "Updated Deployment tasks");
     let status = &seen.status()["status"];
-    assert_eq!(status["headlessService"], "tasks-pods.q.svc");
+    assert!(
+        !status.to_string().contains(&key) && !events.iter().any(|e| e.to_string().contains(&key))
+    );
     let ready = &status["conditions"][0];
     assert_eq!(ready["observedGeneration"], 2);
     assert!(
-        ready["message"].as_str().is_some_and(|m| m.contains("connect to every pod")),
+        ready["message"].as_str().is_some_and(|m| m.contains("one ROUTER/DEALER federation")),
         "{ready}"
     );
+}
+
+/// A Secret of the federation's name that this object did not create (planted with a known key,
+/// or someone else's) is neither read nor overwritten: the reconcile stops before the
+/// Deployment, with a Warning event and Degraded naming it.
+#[tokio::test]
+async fn a_foreign_federation_secret_is_refused_and_not_overwritten() {
+    let mut zp = fixture("minimal.yaml");
+    zp.spec.replicas = 2;
+    let mut foreign = federation_secret(&zp);
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    let script = Script::new()
+        .steering_created(&zp)
+        .found(at(SECRETS, "tasks-federation"), foreign)
+        // The steering ConfigMap's creation, then the refusal.
+        .event()
+        .event()
+        .status(&zp);
+    let (result, seen, _) = run(zp, script).await;
+    assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
+    let refusal = seen.events()[1];
+    assert_eq!(refusal["type"], "Warning");
+    assert!(refusal["note"].as_str().is_some_and(|n| n.contains("Secret tasks-federation")));
+    let degraded = seen.condition("Degraded");
+    assert_eq!(
+        (&degraded["status"], &degraded["reason"]),
+        (&json!("True"), &json!("ChildNotOwned"))
+    );
+    assert!(!seen.iter().any(|s| s.path.starts_with(DEPLOYMENTS)), "{seen:?}");
 }
 
 // With the controller's caches: what a resync and a cold start cost.
@@ -994,17 +1033,14 @@ async fn scaling_to_three_replicas_updates_the_stateful_set_and_says_so() {
 async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
     let zp = fixture("full.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(3);
     let pdb = server_view(c.pdb.as_ref().expect("three replicas: a PDB"));
     let pods: Vec<Value> =
-        (0..3).map(|i| pod(&format!("tasks-{i}"), true, "StatefulSet")).collect();
+        (0..3).map(|i| pod(&format!("tasks-{i}"), false, "ReplicaSet")).collect();
     let zp = with_status_pods(zp, &sts, &pods);
-    assert_eq!(
-        zp.status.as_ref().and_then(|s| s.replica_endpoints.as_ref()).map(|e| e.ready),
-        Some(3)
-    );
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services =
+        [server_view(&c.service), server_view(c.federation.as_ref().expect("federation"))];
     let steering = [server_view(&c.steering)];
     let cached = caches_all(&[sts], &services, &steering, &[pdb], &pods, &[]);
     let (result, seen, ctx) = run_cached(zp, Some(cached), Script::new()).await;
@@ -1013,50 +1049,93 @@ async fn unchanged_resync_from_the_caches_makes_no_request_at_all() {
     assert_eq!(ctx.metrics.request_count("get"), 0);
 }
 
+/// Answers every `GET /federation` on `ip:port` with `body`, until the test ends.
+async fn federation_answers(ip: &str, port: u16, body: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.expect("bind on loopback");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+        }
+    });
+}
+
+/// A federation of three ready replicas is asked on `/federation` (each pod at its own loopback
+/// address), reported in `status.federation` with Federated=True in one status write, and looked
+/// at again later; the same answers once more make no request at all.
 #[tokio::test]
-async fn a_pod_turning_ready_lists_it_with_one_status_write() {
+async fn a_federation_is_reported_from_its_pods_and_an_unchanged_one_writes_nothing() {
     let mut zp = fixture("minimal.yaml");
-    zp.spec.replicas = 2;
+    zp.spec.replicas = 3;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    zp.spec.metrics_port = i32::from(port);
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
-    sts["status"] = ready_status(2);
-    let starting = [pod("tasks-0", true, "StatefulSet"), pod("tasks-1", false, "StatefulSet")];
-    let zp = with_status_pods(zp, &sts, &starting);
-    let ready = [pod("tasks-0", true, "StatefulSet"), pod("tasks-1", true, "StatefulSet")];
-    let services = [server_view(&c.service), server_view(&c.headless)];
-    let pdb = server_view(c.pdb.as_ref().expect("two replicas: a PDB"));
+    let mut deployment = server_view(&c.deployment);
+    deployment["status"] = ready_status(3);
+    let ids = ["tasks-5b7d-a", "tasks-5b7d-b", "tasks-5b7d-c"];
+    let mut pods = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let ip = format!("127.0.0.{}", i + 1);
+        let members: Vec<Value> = ids
+            .iter()
+            .filter(|o| *o != id)
+            .map(|o| json!({"id": o, "out": true, "in": true}))
+            .collect();
+        let body = json!({"id": id, "pattern": "ROUTER/DEALER", "members": members});
+        federation_answers(&ip, port, body.to_string()).await;
+        let mut p = pod(id, true, "ReplicaSet");
+        p["status"]["podIP"] = json!(ip);
+        pods.push(p);
+    }
+    let zp = with_status(zp, &deployment);
+    let services = [server_view(&c.service), server_view(c.federation.as_ref().expect("svc"))];
+    let pdb = [server_view(c.pdb.as_ref().expect("pdb"))];
     let steering = [server_view(&c.steering)];
-    let cached = caches_all(&[sts], &services, &steering, &[pdb], &ready, &[]);
-    let script = Script::new().status(&zp);
-    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
-    assert!(result.is_ok(), "{result:?}");
-    let listed = &seen.status()["status"]["replicaEndpoints"];
-    assert_eq!(listed["ready"], 2);
+    let cached = || caches_all(&[deployment.clone()], &services, &steering, &pdb, &pods, &[]);
+    let (result, seen, _) = run_cached(zp.clone(), Some(cached()), Script::new().status(&zp)).await;
     assert_eq!(
-        listed["frontend"],
-        json!(["tcp://tasks-0.tasks-pods.q.svc:5555", "tcp://tasks-1.tasks-pods.q.svc:5555"])
+        result.expect("reconcile succeeds"),
+        Action::requeue(zmq_proxy_operator::reconcile::FEDERATION_REFRESH)
     );
-    assert_eq!(listed["backend"][1], "tcp://tasks-1.tasks-pods.q.svc:5556");
+    let federation = &seen.status()["status"]["federation"];
+    assert_eq!(federation["members"], 3);
+    assert_eq!(federation["linksUp"], 6);
+    assert_eq!(federation["pattern"], "ROUTER/DEALER");
+    assert_eq!(federation["replicas"][0], json!({"id": "tasks-5b7d-a", "linked": 2}));
+    let federated = seen.condition(status::FEDERATED);
+    assert_eq!((&federated["status"], &federated["reason"]), (&json!("True"), &json!("AllLinked")));
+
+    let reported = with_status_seen(&zp, &seen);
+    let (result, seen, _) = run_cached(reported, Some(cached()), Script::new()).await;
+    assert!(result.is_ok() && seen.is_empty(), "{seen:?}");
 }
 
 #[tokio::test]
 async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
     let zp = fixture("minimal.yaml");
     // A complete, empty cache: each child is read once before it is created (an object of that
-    // name without the operator's label would not be in the cache), and no Deployment is asked
-    // for (the cache of labelled Deployments is empty).
+    // name without the operator's label would not be in the cache), and no StatefulSet is asked
+    // for (the cache of labelled StatefulSets is empty).
     let script = Script::new()
         .steering_created(&zp)
-        .create(at(STATEFULSETS, "tasks"))
+        .create(at(DEPLOYMENTS, "tasks"))
         .create(at(SERVICES, "tasks"))
-        .create(at(SERVICES, "tasks-pods"))
         .status(&zp)
         .event();
     let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(
         seen.event()["note"],
-        "Created ConfigMap tasks-steering, StatefulSet tasks, Service tasks, Service tasks-pods"
+        "Created ConfigMap tasks-steering, Deployment tasks, Service tasks"
     );
 }
 
@@ -1064,15 +1143,15 @@ async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
 async fn a_stale_cache_entry_is_read_again_before_anything_is_written() {
     let zp = fixture("minimal.yaml");
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let zp = with_status(zp, &sts);
     // The cache still holds a version from before someone's edit was repaired.
     let mut stale = sts.clone();
     stale["spec"]["replicas"] = json!(4);
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services = [server_view(&c.service)];
     let cached = caches(&[stale], &services, &[server_view(&c.steering)]);
-    let script = Script::new().found(at(STATEFULSETS, "tasks"), sts);
+    let script = Script::new().found(at(DEPLOYMENTS, "tasks"), sts);
     let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen.len(), 1, "one read, no write: {seen:?}");
@@ -1108,10 +1187,11 @@ fn settled_at(replicas: i32, pdbs: &[Value]) -> (ZmqProxy, ChildCaches, build::C
     let mut zp = fixture("minimal.yaml");
     zp.spec.replicas = replicas;
     let c = children(&zp);
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(replicas);
     let zp = with_status(zp, &sts);
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let mut services = vec![server_view(&c.service)];
+    services.extend(c.federation.as_ref().map(server_view));
     let steering = [server_view(&c.steering)];
     (zp, caches_all(&[sts], &services, &steering, pdbs, &[], &[]), c)
 }
@@ -1128,7 +1208,7 @@ async fn two_replicas_create_a_pod_disruption_budget_of_one_over_the_proxy_pods(
     assert_eq!(pdb["kind"], "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     let selector =
-        serde_json::to_value(c.stateful_set.spec.as_ref().map(|s| s.selector.match_labels.clone()))
+        serde_json::to_value(c.deployment.spec.as_ref().map(|s| s.selector.match_labels.clone()))
             .expect("selector");
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], selector);
     assert_eq!(pdb["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
@@ -1182,18 +1262,18 @@ async fn a_pod_disruption_budget_of_someone_else_is_never_deleted_nor_taken_over
         children(&two).pdb.expect("PDB")
     };
     foreign.metadata.owner_references = None;
-    let mut sts = server_view(&c.stateful_set);
+    let mut sts = server_view(&c.deployment);
     sts["status"] = ready_status(1);
     let script = Script::new()
         .steering_found(&zp)
         .no_old_deployment()
-        .found(at(STATEFULSETS, "tasks"), sts)
+        .found(at(DEPLOYMENTS, "tasks"), sts)
         .found(at(SERVICES, "tasks"), server_view(&c.service))
-        .found(at(SERVICES, "tasks-pods"), server_view(&c.headless))
+        .no_stateful_set()
         .found(at(PDBS, "tasks"), server_view(&foreign));
     let (result, seen, ctx) = run(zp, script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(seen.len(), 6);
+    assert_eq!(seen.len(), 7);
     assert_eq!(ctx.metrics.request_count("delete"), 0);
 
     // At two replicas the operator would have to write it: refused, as for a Service.
@@ -1316,7 +1396,7 @@ async fn pausing_from_the_caches_touches_only_the_config_map_and_the_pods() {
     let mut zp = before.clone();
     zp.spec.paused = true;
     zp.metadata.generation = Some(2);
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services = [server_view(&c.service)];
     let cached = caches_with(&[sts], &services, &[server_view(&c.steering)], &pods, &[]);
     let script = Script::new()
         .found(at(CONFIGMAPS, "tasks-steering"), server_view(&c.steering))
@@ -1510,7 +1590,7 @@ fn connecting() -> ZmqProxy {
 #[tokio::test]
 async fn a_selector_entry_creates_its_headless_service_and_refreshes_the_status() {
     let (zp, sts, c) = reconciled(connecting(), 1);
-    let services = [server_view(&c.service), server_view(&c.headless)];
+    let services = [server_view(&c.service)];
     let cached = caches(&[sts], &services, &[server_view(&c.steering)]);
     let script = Script::new().create(at(SERVICES, "tasks-backend-0")).status(&zp).event();
     let (result, seen, _) = run_cached(zp, Some(cached), script).await;
@@ -1545,7 +1625,7 @@ async fn a_removed_entry_deletes_its_owned_headless_service_and_nothing_else() {
     foreign["metadata"]["name"] = json!("other-backend-0");
     foreign["metadata"]["labels"]["app.kubernetes.io/instance"] = json!("other");
     foreign["metadata"]["ownerReferences"][0]["uid"] = json!("someone-else");
-    let services = [server_view(&c.service), server_view(&c.headless), stale.clone(), foreign];
+    let services = [server_view(&c.service), stale.clone(), foreign];
     let cached = caches(&[sts], &services, &[server_view(&c.steering)]);
     let script =
         Script::new().delete(at(SERVICES, "tasks-backend-0"), Reply::Object(stale)).event();

@@ -245,6 +245,7 @@ async fn run(cfg: ProxyConfig) -> u8 {
             dropped_link_full = f.dropped_link_full,
             dropped_link_down = f.dropped_link_down,
             protocol_errors = f.protocol_errors,
+            heartbeat_timeouts = f.heartbeat_timeouts,
             "federation stopped"
         );
     }

@@ -31,9 +31,11 @@ EXPECTED_GRANTS = {
     ("zmqproxy.io", "zmqproxies/status", "patch"),
     ("zmqproxy.io", "zmqproxies/finalizers", "update"),
 } | {
-    ("apps", "statefulsets", v) for v in ("get", "list", "watch", "create", "patch")
+    ("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch")
 } | {
-    ("apps", "deployments", v) for v in ("get", "list", "watch", "delete")
+    ("apps", "statefulsets", v) for v in ("get", "list", "watch", "delete")
+} | {
+    ("", "secrets", v) for v in ("get", "create")
 } | {
     ("", "pods", v) for v in ("get", "list", "watch")
 } | {
@@ -54,8 +56,10 @@ EXPECTED_GRANTS = {
 # Cases whose values turn RBAC off: no rules to compare.
 NO_RBAC = {"no-rbac"}
 # The operator mounts CURVE keys (Secrets) and allow-lists (Secrets, ConfigMaps) into proxy pods
-# and never reads them. On ConfigMaps only what the steering ConfigMaps it writes need
-# (spec.paused: get, apply, and the label-filtered watch of its own); RBAC cannot narrow that to
+# and never reads them. On Secrets it creates each federation's key and then reads that one's
+# metadata by name: get and create, never list or watch (it cannot enumerate Secrets).
+SECRET_VERBS = {"get", "create"}
+# On ConfigMaps only what the steering ConfigMaps it writes need (spec.paused: get, apply, and the label-filtered watch of its own); RBAC cannot narrow that to
 # those names or that label.
 STEERING_VERBS = {"get", "list", "watch", "create", "patch"}
 
@@ -121,7 +125,7 @@ def test_rbac_grants_exactly_what_the_operator_calls(render_case, case):
     expect.check()
 
 
-def test_rbac_grants_nothing_on_secrets_and_only_steering_verbs_on_configmaps(render):
+def test_rbac_grants_only_get_and_create_on_secrets_and_only_steering_verbs_on_configmaps(render):
     bad, roles = [], 0
     for path in (render(), render("--set", "watchNamespace=apps")):
         for doc in load_docs(path):
@@ -130,8 +134,11 @@ def test_rbac_grants_nothing_on_secrets_and_only_steering_verbs_on_configmaps(re
             roles += 1
             for rule in doc.get("rules", []):
                 resources = set(rule.get("resources", []))
-                steering = resources == {"configmaps"} and set(rule.get("verbs", [])) <= STEERING_VERBS
-                if resources & {"secrets", "*"} or ("configmaps" in resources and not steering):
+                verbs = set(rule.get("verbs", []))
+                steering = resources == {"configmaps"} and verbs <= STEERING_VERBS
+                keys = resources == {"secrets"} and verbs <= SECRET_VERBS
+                if ("*" in resources or ("secrets" in resources and not keys)
+                        or ("configmaps" in resources and not steering)):
                     bad.append(f"{doc['kind']} {doc['metadata']['name']}: {rule}")
     assert not bad, "\n".join(bad)
     assert roles >= 2, f"{roles} roles rendered, expected the cluster-wide and the namespaced ones"

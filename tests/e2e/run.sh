@@ -6,14 +6,15 @@
 # stack or the IPv4 fallback), sends traffic through each proxy's Service with zmq-proxy-probe in a
 # Job (shared queue round trips, forwarder with subscriptions, pipeline, capture), runs a CURVE
 # forwarder with keys in Secrets against allowed, unknown-key and NULL pyzmq peers, changes a port
-# and checks the new one, deletes a pod under load and checks nothing is lost, scales the shared
-# queue to 3 and passes messages through each replica's own endpoint from status.replicaEndpoints
-# (each name resolving to its own pod's IP), deletes a replica's pod and checks it comes back under
-# its name, checks the PodDisruptionBudget grants one eviction and refuses a second (429), pauses
+# and checks the new one, deletes a pod under load and checks nothing is lost, runs three-replica
+# federations of XSUB/XPUB, PULL/PUSH and ROUTER/DEALER with pyzmq peers on the Service only (every
+# message delivered once; then a pod deleted and a rolling update under load, loss and longest gap
+# reported), scales the shared queue to 3 (a federation), checks the PodDisruptionBudget grants one
+# eviction and refuses a second (429), pauses
 # and resumes the pipeline through spec.paused with pyzmq peers streaming through it, connects a
 # backend by label selector to a Deployment of pyzmq workers and scales them 3, 5, 2 under load
-# (every request answered, new workers answering within 10 s of Ready), replaces an
-# older operator's Deployment (made by hand) by the StatefulSet without running both, deletes a
+# (every request answered, new workers answering within 10 s of Ready), replaces an earlier
+# version's StatefulSet (made by hand) by the Deployment with a Ready pod throughout, deletes a
 # ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
 # refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
 #
@@ -129,7 +130,7 @@ diagnostics() {
   } >"$ARTIFACTS/cluster.txt" 2>&1
   k get events -A --sort-by=.lastTimestamp >"$ARTIFACTS/events.txt" 2>&1
   k get zmqproxies -A -o yaml >"$ARTIFACTS/zmqproxies.yaml" 2>&1
-  k -n "$NS" get statefulsets,services,controllerrevisions -o yaml >"$ARTIFACTS/children.yaml" 2>&1
+  k -n "$NS" get deployments,replicasets,statefulsets,services -o yaml >"$ARTIFACTS/children.yaml" 2>&1
   helm --kube-context "$KCTX" status "$RELEASE" -n "$SYSTEM_NS" --show-resources \
     >"$ARTIFACTS/helm-status.txt" 2>&1
   k -n "$SYSTEM_NS" describe pods >"$ARTIFACTS/operator-pods.txt" 2>&1
@@ -381,11 +382,12 @@ bind_families() { # bind_families POD: "ENDPOINT: MESSAGE; " for each wildcard b
     grep -E 'listening on every IPv6 and IPv4 address|IPv6 unavailable on this host' |
     sed -n 's/.*"message":"\([^"]*\)","endpoint":"\([^"]*\)".*/\2: \1; /p' | tr -d '\n'
 }
-binds="$(bind_families tasks-0)" || binds=""
+tasks_pod="$(k -n "$NS" get pods -l app.kubernetes.io/instance=tasks -o 'jsonpath={.items[0].metadata.name}' 2>/dev/null)" || tasks_pod=""
+binds="$(bind_families "$tasks_pod")" || binds=""
 if [[ "$binds" == *":5555: "* && "$binds" == *":5556: "* ]]; then
-  pass "tasks-0 logged the family of its wildcard binds: $binds"
+  pass "$tasks_pod logged the family of its wildcard binds: $binds"
 else
-  fail "tasks-0 logged the family of its wildcard binds 5555 and 5556 (got: '${binds}'; $(k -n "$NS" logs tasks-0 2>&1 | head -5 | tr '\n' ' '))"
+  fail "${tasks_pod:-the tasks pod} logged the family of its wildcard binds 5555 and 5556 (got: '${binds}'; $(k -n "$NS" logs "$tasks_pod" 2>&1 | head -5 | tr '\n' ' '))"
 fi
 
 # ---- traffic through each Service -----------------------------------------------------------
@@ -559,7 +561,7 @@ JOB
 }
 restart_peers_streaming() { k -n "$NS" logs job/restart-peers 2>/dev/null | grep -qx streaming; }
 replacement_ready() { # replacement_ready OLD_UID: a jobs pod other than OLD_UID is Ready
-  # By uid: the StatefulSet's replacement has the old pod's name.
+  # By uid, which is never reused.
   k -n "$NS" get pods -l app.kubernetes.io/instance=jobs \
     -o jsonpath='{range .items[*]}{.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
     grep -v "^$1 " | grep -q " True$"
@@ -760,6 +762,14 @@ observed_current() {
   ready="$(k -n "$NS" get zmqproxy jobs -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')"
   [[ -n "$gen" && "$gen" == "$obs" && "$ready" == "True" ]]
 }
+observed_ready() { # observed_ready NAME: Ready at the object's current generation
+  local gen obs ready
+  gen="$(k -n "$NS" get zmqproxy "$1" -o 'jsonpath={.metadata.generation}')"
+  obs="$(k -n "$NS" get zmqproxy "$1" -o 'jsonpath={.status.observedGeneration}')"
+  ready="$(k -n "$NS" get zmqproxy "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')"
+  [[ -n "$gen" && "$gen" == "$obs" && "$ready" == "True" ]]
+}
+service_gone() { ! k -n "$NS" get service "$1" >/dev/null 2>&1; }
 k -n "$NS" patch zmqproxy jobs --type merge -p '{"spec":{"backend":{"port":6556}}}' >/dev/null
 if wait_for "jobs to observe the new generation and be Ready" 180 observed_current \
   && wait_for "status to report port 6556" 60 status_port_is 6556; then
@@ -767,7 +777,7 @@ if wait_for "jobs to observe the new generation and be Ready" 180 observed_curre
 else
   fail "port change observed: jobs Ready at its new generation"
 fi
-workload="$(k -n "$NS" get statefulset -l app.kubernetes.io/instance=jobs -o name)" || workload=""
+workload="$(k -n "$NS" get deployment -l app.kubernetes.io/instance=jobs -o name)" || workload=""
 workload="${workload%%$'\n'*}"
 if [[ -n "$workload" ]] && k -n "$NS" rollout status "$workload" --timeout=180s >/dev/null; then
   pass "the new proxy pod rolled out"
@@ -786,77 +796,101 @@ report="$(probe probe-new-port --pattern pipeline \
 assert_report "pipeline through the new backend port 6556" "$report" \
   "sent=$COUNT" "received=$COUNT" "intact=$COUNT"
 
-# ---- replicas peers can find: every replica by its own name --------------------------------
-# libzmq connects to the first address a name resolves to, so peers of a scaled proxy list every
-# replica: status.replicaEndpoints names each ready pod under the headless Service.
-replica_list() { # replica_list NAME ROLE: the listed endpoints of ROLE, comma-separated
-  k -n "$NS" get zmqproxy "$1" -o "jsonpath={.status.replicaEndpoints.$2[*]}" | tr ' ' ','
+# ---- federation: three replicas act as one proxy ----------------------------------------------
+# replicas: 3 of XSUB/XPUB, PULL/PUSH and ROUTER/DEALER: the operator gives the pods the
+# federation's flags, its headless Service and its CURVE key; every peer connects to the Service
+# only (tests/e2e/federation_peers.py: three peers a side, spread by kube-proxy over the
+# replicas). Steady state: every message delivered once. Then a pod deleted under load, then a
+# rolling update (a podTemplate annotation changed) under load: nothing duplicated, the stream
+# recovers, and the loss and the longest gap are reported.
+fed_field() { k -n "$NS" get zmqproxy "$1" -o "jsonpath=$2" 2>/dev/null; }
+federated() { # federated NAME N: Federated=True with N members and a full mesh of links
+  [[ "$(fed_field "$1" '{.status.conditions[?(@.type=="Federated")].status}')" == "True" &&
+    "$(fed_field "$1" '{.status.federation.members}')" == "$2" &&
+    "$(fed_field "$1" '{.status.federation.linksUp}')" == "$(($2 * ($2 - 1)))" ]]
 }
-listed_count() { # listed_count NAME: how many replicas status.replicaEndpoints lists
-  local list
-  list="$(replica_list "$1" frontend)" || return 1
-  [[ -n "$list" ]] || { echo 0; return 0; }
-  tr ',' '\n' <<<"$list" | grep -c .
+fed_peers_streaming() { k -n "$NS" logs "job/$1" 2>/dev/null | grep -qx streaming; }
+fed_pods() { k -n "$NS" get pods -l "app.kubernetes.io/instance=$1" -o jsonpath='{.items[*].metadata.name}'; }
+# fed_run NAME PATTERN DURATION DISRUPTION: streams PATTERN through NAME's Service for DURATION
+# seconds; once it streams, DISRUPTION (none, delete, roll) is done; prints the peers' report.
+fed_run() {
+  local name="$1" pattern="$2" duration="$3" disruption="$4" job="fed-$1-$4" victim
+  peers_job "$job" $((duration + 240)) federation_peers.py --pattern "$pattern" \
+    --frontend "$(endpoint "$name" frontend)" --backend "$(endpoint "$name" backend)" \
+    --duration "$duration" || return 1
+  wait_for "the $pattern peers to stream" 180 fed_peers_streaming "$job" || return 1
+  case "$disruption" in
+    delete)
+      victim="$(fed_pods "$name")" && victim="${victim%% *}"
+      k -n "$NS" delete pod "$victim" --wait=false >/dev/null || return 1
+      ;;
+    roll)
+      k -n "$NS" patch zmqproxy "$name" --type merge \
+        -p "{\"spec\":{\"podTemplate\":{\"metadata\":{\"annotations\":{\"e2e/rolled\":\"$SECONDS\"}}}}}" >/dev/null || return 1
+      k -n "$NS" rollout status "deployment/$name" --timeout=240s >/dev/null || return 1
+      ;;
+  esac
+  wait_for "job/$job to finish" $((duration + 240)) job_finished "$job" || return 1
+  k -n "$NS" logs "job/$job" | grep '^{' | tail -1
 }
-lists_replicas() { [[ "$(listed_count "$1")" == "$2" ]]; }
-replica_check() {
-  local fronts backs
-  fronts="$(replica_list tasks frontend)" && backs="$(replica_list tasks backend)" || return 1
-  echo "frontends=$fronts"
-  peers_job replica-peers 240 replica_peers.py --frontends "$fronts" --backends "$backs" --count 200 || return 1
-  wait_for "job/replica-peers to finish" 240 job_finished replica-peers || return 1
-  k -n "$NS" logs job/replica-peers | grep '^{' | tail -1
-}
-k -n "$NS" scale zmqproxy tasks --replicas=3 >/dev/null || log "cannot scale zmqproxy/tasks"
-if wait_for "tasks to list 3 replicas in status.replicaEndpoints" 240 lists_replicas tasks 3; then
-  pass "tasks scaled to 3 lists 3 replica endpoints per socket ($(replica_list tasks frontend))"
-else
-  fail "tasks scaled to 3 lists 3 replica endpoints per socket (listed: '$(replica_list tasks frontend 2>&1)', $(conditions tasks))"
-fi
-expected_front="tcp://tasks-0.tasks-pods.${NS}.svc:5555,tcp://tasks-1.tasks-pods.${NS}.svc:5555,tcp://tasks-2.tasks-pods.${NS}.svc:5555"
-got="$(replica_list tasks frontend 2>/dev/null)" || got=""
-if [[ "$got" == "$expected_front" && "$(replica_list tasks backend 2>/dev/null)" == "${expected_front//5555/5556}" ]]; then
-  pass "the replica endpoints are the pods' stable names under tasks-pods, in ordinal order"
-else
-  fail "the replica endpoints are the pods' stable names under tasks-pods (got '$got')"
-fi
-report="$(replica_check 2>&1)" || report="${report:-} (the replica check did not complete)"
-peers="$(grep '^{' <<<"$report" | tail -1)"
-if [[ "$peers" == *'"ok": true'* && "$peers" == *'"replicas": 3'* ]]; then
-  pass "a pyzmq client and worker per listed replica pass 200 requests through each, none through another ($peers)"
-else
-  fail "a pyzmq client and worker per listed replica pass requests through each: $report"
-fi
-# Each listed name resolves, in the peers' pod (the cluster's DNS), to that replica's pod IP.
-resolution="" resolved_ok=1
-for i in 0 1 2; do
-  ip="$(k -n "$NS" get pod "tasks-$i" -o jsonpath='{.status.podIP}' 2>/dev/null)" || ip=""
-  addresses="$(grep -oE "\"replica\": $i, \"endpoint\": \"[^\"]*\", \"addresses\": \[[^]]*\]" <<<"$peers" |
-    sed 's/.*"addresses": //')"
-  resolution+="tasks-$i.tasks-pods -> ${addresses:-?} (pod IP ${ip:-?}); "
-  [[ -n "$ip" && "$addresses" == *"\"$ip\""* ]] || resolved_ok=0
+fed_num() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" <<<"$2"; }
+for fed in "news XSUB XPUB pubsub" "jobs-fed PULL PUSH pipeline" "queue-fed ROUTER DEALER reqrep"; do
+  read -r name front back pattern <<<"$fed"
+  k -n "$NS" apply -f - >/dev/null <<EOF || log "cannot apply zmqproxy/$name"
+apiVersion: zmqproxy.io/v1alpha1
+kind: ZmqProxy
+metadata: {name: $name}
+spec:
+  frontend: {type: $front, port: 5555}
+  backend: {type: $back, port: 5556}
+  replicas: 3
+EOF
+  if wait_for "$name to be Ready" 240 observed_ready "$name" \
+    && wait_for "$name to report a federation of 3" 240 federated "$name" 3; then
+    pass "$name ($front/$back, 3 replicas): Federated, 3 members, 6 links up ($(fed_field "$name" '{.status.federation}'))"
+  else
+    fail "$name ($front/$back, 3 replicas) federates ($(conditions "$name"); federation '$(fed_field "$name" '{.status.federation}')')"
+    continue
+  fi
+  peer_args="$(k -n "$NS" get deployment "$name" -o 'jsonpath={.spec.template.spec.containers[0].args}')" || peer_args=""
+  secret_owner="$(k -n "$NS" get secret "$name-federation" -o 'jsonpath={.metadata.ownerReferences[0].kind}' 2>/dev/null)" || secret_owner=""
+  if [[ "$peer_args" == *"tcp://$name-federation.$NS.svc:5570"* && "$secret_owner" == "ZmqProxy" ]]; then
+    pass "$name: the pods dial $name-federation, with the key of the Secret the object owns"
+  else
+    fail "$name: the pods dial $name-federation with the owned key (secret owner '$secret_owner')"
+  fi
+  report="$(fed_run "$name" "$pattern" 20 none 2>&1)" || report="${report:-} (did not complete)"
+  if [[ "$(fed_num lost "$report")" == "0" && "$(fed_num duplicated "$report")" == "0" &&
+    "$(fed_num sent "$report")" -gt 0 ]] 2>/dev/null; then
+    pass "$name: peers on the Service only, every message delivered once ($report)"
+  else
+    fail "$name: peers on the Service only, every message delivered once: $report"
+  fi
+  for disruption in delete roll; do
+    report="$(fed_run "$name" "$pattern" 45 "$disruption" 2>&1)" || report="${report:-} (did not complete)"
+    if [[ "$(fed_num duplicated "$report")" == "0" && "$(fed_num after_disruption "$report")" -gt 0 ]] 2>/dev/null \
+      && wait_for "$name to federate 3 again" 240 federated "$name" 3; then
+      pass "$name, $disruption under load: nothing duplicated, the stream recovered, federated again; lost $(fed_num lost "$report") of $(fed_num expected "$report"), longest gap $(fed_num outage_s "$report")s ($report)"
+    else
+      fail "$name, $disruption under load: nothing duplicated and the stream recovers: $report ($(conditions "$name"))"
+    fi
+  done
+  k -n "$NS" delete zmqproxy "$name" --wait=true --timeout=60s >/dev/null || log "deleting zmqproxy/$name did not finish in 60s"
 done
-if ((resolved_ok)); then
-  pass "each replica's name resolves to its own pod's IP: $resolution"
+
+# The shared queue scaled to 3 federates too, and its PodDisruptionBudget lets one replica go at
+# a time.
+k -n "$NS" scale zmqproxy tasks --replicas=3 >/dev/null || log "cannot scale zmqproxy/tasks"
+if wait_for "tasks to federate 3" 240 federated tasks 3; then
+  pass "tasks scaled to 3 is a federation of 3"
 else
-  fail "each replica's name resolves to its own pod's IP: $resolution"
+  fail "tasks scaled to 3 is a federation of 3 ($(conditions tasks))"
 fi
-# A deleted replica comes back under the same name (a new pod, so a new uid) and is listed again.
 pod_uid() { k -n "$NS" get pod "$1" -o jsonpath='{.metadata.uid}' 2>/dev/null; }
-back_ready() { # back_ready POD OLD_UID: POD is Ready under a new uid (the StatefulSet's replacement)
-  local uid ready
-  uid="$(pod_uid "$1")" || return 1
-  ready="$(k -n "$NS" get pod "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" || return 1
-  [[ -n "$uid" && "$uid" != "$2" && "$ready" == "True" ]]
+tasks_ready() { # tasks_ready N: N tasks pods Ready
+  [[ "$(k -n "$NS" get pods -l app.kubernetes.io/instance=tasks \
+    -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)" == "$1" ]]
 }
-old_uid="$(pod_uid tasks-1)" || old_uid=""
-if [[ -n "$old_uid" ]] && k -n "$NS" delete pod tasks-1 --wait=false >/dev/null \
-  && wait_for "tasks-1 to come back Ready under its name" 180 back_ready tasks-1 "$old_uid" \
-  && wait_for "tasks to list 3 replicas again" 60 lists_replicas tasks 3; then
-  pass "a deleted replica pod came back as tasks-1 (new uid) and is listed again"
-else
-  fail "a deleted replica pod came back as tasks-1 and is listed again (uid before '${old_uid:-?}', now '$(pod_uid tasks-1)')"
-fi
 
 # ---- the PodDisruptionBudget lets one replica go at a time ---------------------------------
 # At 3 replicas the operator keeps PodDisruptionBudget tasks with maxUnavailable 1. An eviction
@@ -879,29 +913,31 @@ if [[ "$pdb_spec" == "1/tasks" ]] && wait_for "PodDisruptionBudget tasks to allo
 else
   fail "PodDisruptionBudget tasks: maxUnavailable 1, 1 disruption allowed (spec '$pdb_spec', allowed '$(pdb_field '{.status.disruptionsAllowed}')')"
 fi
-old_uid="$(pod_uid tasks-0)" || old_uid=""
-kept_uid="$(pod_uid tasks-2)" || kept_uid=""
-first="$(evict tasks-0)"
-second="$(evict tasks-2)"
+read -r evicted kept _ <<<"$(k -n "$NS" get pods -l app.kubernetes.io/instance=tasks -o 'jsonpath={.items[*].metadata.name}' 2>/dev/null)"
+kept_uid="$(pod_uid "$kept")" || kept_uid=""
+first="$(evict "$evicted")"
+second="$(evict "$kept")"
 if [[ "$first" == "201 "* && "$second" == "429 "* ]]; then
-  pass "eviction of tasks-0 granted (201), of tasks-2 while tasks-0 is away refused: ${second}"
+  pass "eviction of $evicted granted (201), of $kept while the first is away refused: ${second}"
 else
-  fail "eviction of tasks-0 granted (201), of tasks-2 refused with 429 (got: first '$first', second '$second')"
+  fail "eviction of ${evicted:-a tasks pod} granted (201), of ${kept:-another} refused with 429 (got: first '$first', second '$second')"
 fi
-if [[ -n "$old_uid" ]] && wait_for "tasks-0 to come back Ready" 180 back_ready tasks-0 "$old_uid" \
+# The Deployment replaces the evicted pod under a new name.
+if wait_for "3 tasks pods Ready again" 180 tasks_ready 3 \
   && wait_for "PodDisruptionBudget tasks to allow 1 disruption again" 60 pdb_allows_one \
-  && [[ -n "$kept_uid" && "$(pod_uid tasks-2)" == "$kept_uid" ]]; then
-  pass "the evicted tasks-0 came back and the budget allows 1 disruption again; tasks-2 was never evicted"
+  && [[ -n "$kept_uid" && "$(pod_uid "$kept")" == "$kept_uid" ]]; then
+  pass "the evicted pod was replaced and the budget allows 1 disruption again; $kept was never evicted"
 else
-  fail "the evicted tasks-0 came back and the budget recovered (allowed '$(pdb_field '{.status.disruptionsAllowed}')')"
+  fail "the evicted pod was replaced and the budget recovered (allowed '$(pdb_field '{.status.disruptionsAllowed}')')"
 fi
 
-# ---- migration from an older operator's Deployment ----------------------------------------
-# Operators before the StatefulSet ran each proxy as a Deployment <name> controlled by the object.
-# That state, made by hand with the operator stopped: the object's StatefulSet deleted and a
-# Deployment with the same pod template, owned by the object, running. The operator, started again,
-# deletes the Deployment and starts the StatefulSet's pod only once the Deployment's pod is gone
-# (sampled once a second: never both at once), and the proxy serves through its Service again.
+# ---- migration from an earlier version's StatefulSet ------------------------------------------
+# Earlier versions ran each proxy as a StatefulSet <name> (serviceName <name>-pods) controlled by
+# the object. That state, made by hand with the operator stopped: the object's Deployment deleted
+# and a StatefulSet with the same pod template and its headless Service, owned by the object,
+# running. The operator, started again, creates the Deployment beside it and deletes the
+# StatefulSet only once the Deployment is available: sampled once a second, a Ready pod serves
+# throughout; at the end only the Deployment's pods run and <name>-pods is gone.
 operator_deployment="$(k -n "$SYSTEM_NS" get deployments -l app.kubernetes.io/name=zmq-proxy-operator -o name 2>/dev/null)" || operator_deployment=""
 operator_deployment="${operator_deployment%%$'\n'*}"
 operator_pods_gone() { [[ -z "$(k -n "$SYSTEM_NS" get pods -l app.kubernetes.io/name=zmq-proxy-operator -o name)" ]]; }
@@ -909,8 +945,12 @@ pod_owner_kinds() { # pod_owner_kinds NAME: the controller kind of each of NAME'
   k -n "$NS" get pods -l "app.kubernetes.io/instance=$1" \
     -o 'jsonpath={range .items[*]}{.metadata.ownerReferences[?(@.controller==true)].kind}{"\n"}{end}' | sort | tr '\n' ' '
 }
-make_legacy_state() { # make_legacy_state NAME: NAME's StatefulSet swapped for an owned Deployment
-  local uid labels selector template
+ready_pods_of() { # ready_pods_of NAME: how many of NAME's pods are Ready
+  k -n "$NS" get pods -l "app.kubernetes.io/instance=$1" \
+    -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True
+}
+make_legacy_state() { # make_legacy_state NAME: NAME's Deployment swapped for an owned StatefulSet
+  local uid labels selector match template owner
   k -n "$NS" apply -f - >/dev/null <<EOF || return 1
 apiVersion: zmqproxy.io/v1alpha1
 kind: ZmqProxy
@@ -921,38 +961,42 @@ spec:
 EOF
   k -n "$NS" wait "zmqproxy/$1" --for=condition=Ready --timeout=120s >/dev/null || return 1
   uid="$(k -n "$NS" get zmqproxy "$1" -o jsonpath='{.metadata.uid}')" || return 1
-  # The StatefulSet's labels are the ones older operators gave their Deployments too (the
-  # selector labels and app.kubernetes.io/managed-by, which the operator's watches select on).
-  labels="$(k -n "$NS" get statefulset "$1" -o jsonpath='{.metadata.labels}')" || return 1
-  selector="$(k -n "$NS" get statefulset "$1" -o jsonpath='{.spec.selector}')" || return 1
-  template="$(k -n "$NS" get statefulset "$1" -o jsonpath='{.spec.template}')" || return 1
+  labels="$(k -n "$NS" get deployment "$1" -o jsonpath='{.metadata.labels}')" || return 1
+  selector="$(k -n "$NS" get deployment "$1" -o jsonpath='{.spec.selector}')" || return 1
+  match="$(k -n "$NS" get deployment "$1" -o jsonpath='{.spec.selector.matchLabels}')" || return 1
+  template="$(k -n "$NS" get deployment "$1" -o jsonpath='{.spec.template}')" || return 1
   [[ -n "$operator_deployment" && -n "$uid" && "$labels" == *managed-by* && -n "$selector" && -n "$template" ]] || return 1
+  owner="[{\"apiVersion\": \"zmqproxy.io/v1alpha1\", \"kind\": \"ZmqProxy\", \"name\": \"$1\", \"uid\": \"$uid\", \"controller\": true, \"blockOwnerDeletion\": true}]"
   k -n "$SYSTEM_NS" scale "$operator_deployment" --replicas=0 >/dev/null || return 1
   wait_for "the operator to stop" 120 operator_pods_gone || return 1
-  k -n "$NS" delete statefulset "$1" --wait=true --timeout=60s >/dev/null || return 1
+  k -n "$NS" delete deployment "$1" --wait=true --timeout=60s >/dev/null || return 1
   wait_for "the pods of $1 to be gone" 120 no_pods_of "$1" || return 1
   k -n "$NS" apply -f - >/dev/null <<EOF || return 1
-{"apiVersion": "apps/v1", "kind": "Deployment",
- "metadata": {"name": "$1", "labels": $labels,
-   "ownerReferences": [{"apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy", "name": "$1", "uid": "$uid",
-     "controller": true, "blockOwnerDeletion": true}]},
- "spec": {"replicas": 1, "selector": $selector, "template": $template}}
+{"apiVersion": "v1", "kind": "Service",
+ "metadata": {"name": "$1-pods", "labels": $labels, "ownerReferences": $owner},
+ "spec": {"clusterIP": "None", "selector": $match, "ports": [{"name": "frontend", "port": 5555}]}}
 EOF
-  k -n "$NS" rollout status "deployment/$1" --timeout=120s >/dev/null || return 1
+  k -n "$NS" apply -f - >/dev/null <<EOF || return 1
+{"apiVersion": "apps/v1", "kind": "StatefulSet",
+ "metadata": {"name": "$1", "labels": $labels, "ownerReferences": $owner},
+ "spec": {"replicas": 1, "serviceName": "$1-pods", "podManagementPolicy": "OrderedReady",
+          "selector": $selector, "template": $template}}
+EOF
+  k -n "$NS" rollout status "statefulset/$1" --timeout=120s >/dev/null || return 1
   echo "legacy pods: $(pod_owner_kinds "$1")"
 }
 no_pods_of() { [[ -z "$(k -n "$NS" get pods -l "app.kubernetes.io/instance=$1" -o name)" ]]; }
-# migrate NAME: starts the operator and samples NAME's pods until only a Ready StatefulSet pod is
-# left (bounded); prints "overlap" if a sample held pods of both controllers.
+# migrate NAME: starts the operator and samples NAME's pods until only a Ready Deployment pod is
+# left and the StatefulSet is gone (bounded); prints "gap" if a sample had no Ready pod.
 migrate() {
-  local deadline=$((SECONDS + 180)) kinds ready overlap=0
+  local deadline=$((SECONDS + 240)) kinds ready gap=0
   k -n "$SYSTEM_NS" scale "$operator_deployment" --replicas=1 >/dev/null || return 1
   while ((SECONDS < deadline)); do
     kinds="$(pod_owner_kinds "$1" 2>/dev/null)" || kinds=""
-    [[ "$kinds" == *ReplicaSet* && "$kinds" == *StatefulSet* ]] && overlap=1
-    ready="$(k -n "$NS" get pod "$1-0" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" || ready=""
-    if [[ "$kinds" == "StatefulSet " && "$ready" == "True" ]]; then
-      ((overlap)) && echo overlap
+    ready="$(ready_pods_of "$1" 2>/dev/null)" || ready=0
+    ((ready == 0)) && gap=1
+    if [[ "$kinds" == "ReplicaSet " && "$ready" == "1" ]] && ! k -n "$NS" get statefulset "$1" >/dev/null 2>&1; then
+      ((gap)) && echo gap
       echo migrated
       return 0
     fi
@@ -962,19 +1006,18 @@ migrate() {
   return 1
 }
 legacy="$(make_legacy_state migrated 2>&1)" || legacy="${legacy:-} (could not make the legacy state)"
-if [[ "$legacy" == "legacy pods: ReplicaSet " ]]; then
-  pass "an older operator's state made by hand: migrated runs as an owned Deployment"
+if [[ "$legacy" == "legacy pods: StatefulSet " ]]; then
+  pass "an earlier version's state made by hand: migrated runs as an owned StatefulSet"
 else
-  fail "an older operator's state made by hand: migrated runs as an owned Deployment ($legacy)"
+  fail "an earlier version's state made by hand: migrated runs as an owned StatefulSet ($legacy)"
   k -n "$SYSTEM_NS" scale "$operator_deployment" --replicas=1 >/dev/null 2>&1 || true
 fi
 migration="$(migrate migrated 2>&1)" || migration="${migration:-} (the migration did not finish)"
-deployment_left="$(k -n "$NS" get deployment migrated -o name 2>/dev/null)" || deployment_left=""
-if [[ "$migration" == "migrated" && -z "$deployment_left" ]] \
+if [[ "$migration" == "migrated" ]] && wait_for "migrated-pods to be deleted" 60 service_gone migrated-pods \
   && k -n "$NS" wait zmqproxy/migrated --for=condition=Ready --timeout=60s >/dev/null; then
-  pass "the operator replaced the Deployment of migrated by its StatefulSet, never both pods at once"
+  pass "the operator replaced the StatefulSet of migrated by its Deployment, a Ready pod serving throughout"
 else
-  fail "the operator replaced the Deployment of migrated by its StatefulSet, never both at once ($(tr '\n' ' ' <<<"$migration") ${deployment_left:+$deployment_left still there} $(conditions migrated))"
+  fail "the operator replaced the StatefulSet of migrated by its Deployment, serving throughout ($(tr '\n' ' ' <<<"$migration") $(conditions migrated))"
 fi
 k -n "$SYSTEM_NS" rollout status "$operator_deployment" --timeout=120s >/dev/null \
   || log "the operator did not become available again after the migration"
@@ -1028,7 +1071,7 @@ k -n "$NS" patch zmqproxy jobs --type merge -p '{"spec":{"paused":false}}' >/dev
 
 # ---- deletion garbage-collects the children -------------------------------------------------
 children_of_tasks() {
-  k -n "$NS" get statefulsets,services,pods -l app.kubernetes.io/instance=tasks -o name
+  k -n "$NS" get deployments,replicasets,services,secrets,pods -l app.kubernetes.io/instance=tasks -o name
 }
 no_children_of_tasks() { [[ -z "$(children_of_tasks 2>/dev/null)" ]]; }
 if [[ -n "$(children_of_tasks)" ]]; then
@@ -1039,9 +1082,9 @@ fi
 k -n "$NS" delete zmqproxy tasks --wait=true --timeout=60s >/dev/null \
   || log "deleting zmqproxy/tasks did not finish in 60s"
 if wait_for "the children of tasks to be garbage-collected" 120 no_children_of_tasks; then
-  pass "deleting tasks garbage-collected its StatefulSet, Services and pods"
+  pass "deleting tasks garbage-collected its Deployment, Services, federation Secret and pods"
 else
-  fail "deleting tasks garbage-collected its StatefulSet, Services and pods: $(children_of_tasks | tr '\n' ' ')"
+  fail "deleting tasks garbage-collected its Deployment, Services, federation Secret and pods: $(children_of_tasks | tr '\n' ' ')"
 fi
 
 # ---- a backend that connects to worker pods by label selector -------------------------------

@@ -97,13 +97,17 @@ What the operator calls, and nothing more (operator/src/reconcile.rs, main.rs):
   resources: ["zmqproxies/finalizers"]
   verbs: ["update"]
 - apiGroups: ["apps"]
-  resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-{{- /* Only to replace the Deployments an older operator created (one delete each). */}}
-- apiGroups: ["apps"]
   resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+{{- /* Only to replace the StatefulSets of earlier versions (one delete each, once the Deployment serves). */}}
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "delete"]
-{{- /* Read-only: each pod's readiness lists it in status.replicaEndpoints. */}}
+{{- /* The federation's key, <name>-federation: created once, then only its metadata read, by name. No list, no watch: the operator cannot enumerate Secrets, and reads no other Secret's data (RBAC cannot narrow get to names it does not know yet). */}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
+{{- /* Read-only: each ready pod is asked for its /connects and /federation by its IP. */}}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]

@@ -1,30 +1,29 @@
-//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, StatefulSet, Services,
+//! Pure construction of a `ZmqProxy`'s children: `&ZmqProxy` in, Deployment, Services,
 //! PodDisruptionBudget, steering ConfigMap and PodMonitor out. No client and no clock, so every
 //! property is tested from YAML fixtures; the reconciler only applies what this module returns.
 //! One file per child kind; the pod template is built by one function, [`pod_template`] (the
 //! operator's pod, then `spec.podTemplate` merged over it by [`overrides`]).
 //!
-//! Why a StatefulSet, for every replica count: each replica is a separate proxy, and libzmq
-//! connects only to the first address a hostname resolves to (libzmq#2297), so with more than
-//! one replica peers must list every pod. A StatefulSet whose `serviceName` is the headless
-//! Service gives each pod a stable DNS name, `<name>-<ordinal>.<name>-pods.<namespace>.svc`,
-//! that survives the pod's replacement. Its rollout also keeps the one-replica rule (see
-//! [`stateful_set_spec`]).
+//! Why a Deployment: peers reach a proxy through its Service only. One replica is one proxy;
+//! more than one of a federated pattern link to each other and act as one proxy
+//! ([`federation`]), so no pod needs a name of its own, and a rolling update can start the
+//! new pod before the old one drains (see [`deployment_spec`]).
 
 mod args;
 mod connect;
 mod curve;
+mod deployment;
+mod federation;
 mod meta;
 pub mod overrides;
 mod pdb;
 mod pod;
 pub mod pod_monitor;
 mod service;
-mod stateful_set;
 mod steering;
 mod validate;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
@@ -37,6 +36,12 @@ pub use connect::{
 pub use curve::{
     ALLOW_LIST_FILE, CURVE_MOUNT_ROOT, CurveMounts, KEY_FILE_MODE, SERVER_KEY_FILE, curve_mounts,
 };
+pub use deployment::deployment_spec;
+pub use federation::{
+    FEDERATION_ID_ENV, FEDERATION_MOUNT, FEDERATION_PORT_NAME, FEDERATION_VOLUME, PUBLIC_KEY_ENTRY,
+    SECRET_KEY_ENTRY, federation_args, federation_name, federation_of, federation_pod_parts,
+    federation_secret,
+};
 pub use meta::{BuildError, BuildOptions, child_labels, owner_reference};
 pub use pdb::{pdb_name, pod_disruption_budget_spec};
 pub use pod::{
@@ -44,18 +49,17 @@ pub use pod::{
     drain_period, pod_template, termination_grace_period,
 };
 pub use pod_monitor::pod_monitor;
-pub use service::{endpoints, endpoints_at, headless_name, replica_host};
-pub use stateful_set::stateful_set_spec;
+pub use service::{endpoints, endpoints_at, headless_name};
 pub use steering::{PAUSED_KEY, STEERING_MOUNT, STEERING_SUFFIX, STEERING_VOLUME, steering_name};
 pub use validate::validate;
 
 /// The children of one `ZmqProxy`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
-    pub stateful_set: StatefulSet,
+    pub deployment: Deployment,
     pub service: Service,
-    /// The headless Service `<name>-pods`: the StatefulSet's `serviceName`.
-    pub headless: Service,
+    /// The headless Service `<name>-federation`, only for a federation ([`federation_of`]).
+    pub federation: Option<Service>,
     /// The headless Service of each connect entry that chooses pods by label
     /// (`<name>-<socket>-<index>`, see [`connect_service_name`]).
     pub connect_services: Vec<Service>,
@@ -70,10 +74,11 @@ pub struct Children {
 pub fn children(zp: &ZmqProxy, opts: &BuildOptions) -> Result<Children, BuildError> {
     validate(&zp.spec)?;
     let meta = meta::ChildMeta::of(zp)?;
-    let stateful_set = stateful_set::stateful_set(zp, opts, &meta)?;
-    let (service, headless) = service::services(zp, &meta);
+    let deployment = deployment::deployment(zp, opts, &meta)?;
+    let service = service::service(zp, &meta);
+    let federation = federation::federation_service(zp, &meta);
     let pdb = pdb::pdb(zp, &meta);
     let steering = steering::steering(zp, &meta);
     let connect_services = connect::connect_services(zp, &meta, meta.namespace());
-    Ok(Children { stateful_set, service, headless, connect_services, pdb, steering })
+    Ok(Children { deployment, service, federation, connect_services, pdb, steering })
 }

@@ -116,7 +116,7 @@ pub struct Required {
     /// The proxy container's name.
     pub container: String,
     /// Names of the operator's volumes that must stay as built (the CURVE mounts, the steering
-    /// ConfigMap).
+    /// ConfigMap, the federation's key).
     pub volumes: Vec<String>,
 }
 
@@ -128,7 +128,7 @@ pub fn check_required(built: &Value, merged: &Value, required: &Required) -> Opt
     for (key, value) in &required.labels {
         if labels.get(key).and_then(Value::as_str) != Some(value.as_str()) {
             return Some(format!(
-                "{at}.metadata.labels.{key}: the operator's selector label must stay \"{value}\", or the pods would leave the StatefulSet"
+                "{at}.metadata.labels.{key}: the operator's selector label must stay \"{value}\", or the pods would leave the Deployment"
             ));
         }
     }
@@ -174,7 +174,7 @@ pub fn check_required(built: &Value, merged: &Value, required: &Required) -> Opt
         };
         if find(built) != find(merged) {
             return Some(format!(
-                "{at}.spec.volumes[{volume}]: holds the socket's CURVE keys and must stay as the spec's security section says"
+                "{at}.spec.volumes[{volume}]: holds the operator's CURVE keys or steering file and must stay as the spec says"
             ));
         }
     }

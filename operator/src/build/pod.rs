@@ -17,6 +17,9 @@ use crate::crd::{PodTemplateOverride, ZmqProxy, ZmqProxySpec, selector_labels};
 use super::args::proxy_args;
 use super::connect::{Connect, connects};
 use super::curve::curve_mounts;
+use super::federation::{
+    FEDERATION_PORT_NAME, FEDERATION_VOLUME, federation_args, federation_of, federation_pod_parts,
+};
 use super::meta::{BuildError, BuildOptions, child_labels};
 use super::overrides;
 use super::steering::{STEERING_MOUNT, STEERING_VOLUME, steering_volume};
@@ -85,6 +88,7 @@ fn apply_pod_template_override(
             .into_iter()
             .flat_map(|m| m.volumes.into_iter().map(|v| v.name))
             .chain([STEERING_VOLUME.to_string()])
+            .chain(federation_of(&zp.spec).map(|_| FEDERATION_VOLUME.to_string()))
             .collect(),
     };
     if let Some(why) = overrides::check_required(&built, &merged, &required) {
@@ -106,15 +110,29 @@ fn operator_pod_template(zp: &ZmqProxy, opts: &BuildOptions) -> PodTemplateSpec 
     let name = zp.name_any();
     let spec = &zp.spec;
     // User labels first so the selector labels win: a pod that lost them would leave the
-    // StatefulSet's selector and be orphaned.
+    // Deployment's selector and be orphaned.
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(child_labels(&name));
     let non_empty = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
     let curve = curve_mounts(spec);
+    let (federation_volumes, federation_mounts, federation_env) = federation_pod_parts(zp);
     let mut volumes: Vec<Volume> = curve.iter().flat_map(|m| m.volumes.clone()).collect();
     volumes.push(steering_volume(&name));
-    // Only with CURVE: an unsecured proxy's pod stays exactly as before (no rollout).
-    let fs_group = (!curve.is_empty()).then_some(RUN_AS_USER);
+    // Only with mounted keys: an unsecured proxy's pod stays exactly as before (no rollout).
+    let fs_group = (!curve.is_empty() || !federation_volumes.is_empty()).then_some(RUN_AS_USER);
+    volumes.extend(federation_volumes);
+    let mut proxy = container(spec, opts, &connects(zp, &zp.namespace().unwrap_or_default()));
+    if federation_of(spec).is_some() {
+        proxy.args.get_or_insert_default().extend(federation_args(zp));
+        proxy.ports.get_or_insert_default().push(ContainerPort {
+            name: Some(FEDERATION_PORT_NAME.to_string()),
+            container_port: spec.federation_port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        });
+        proxy.volume_mounts.get_or_insert_default().extend(federation_mounts);
+        proxy.env = Some(federation_env);
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(pod_labels),
@@ -122,11 +140,7 @@ fn operator_pod_template(zp: &ZmqProxy, opts: &BuildOptions) -> PodTemplateSpec 
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            containers: vec![container(
-                spec,
-                opts,
-                &connects(zp, &zp.namespace().unwrap_or_default()),
-            )],
+            containers: vec![proxy],
             volumes: (!volumes.is_empty()).then_some(volumes),
             // The proxy never talks to the API server.
             automount_service_account_token: Some(false),

@@ -1,8 +1,5 @@
-//! The two Services of a `ZmqProxy`: `<name>`, the one address peers connect to, and the
-//! headless `<name>-pods`, under which each pod has its own DNS name; and the endpoints the
-//! status reports through them.
-
-use std::collections::BTreeMap;
+//! The Service `<name>` of a `ZmqProxy`, the one address peers connect to, and the endpoints
+//! the status reports through it.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -13,22 +10,19 @@ use crate::crd::{Endpoints, HEADLESS_SUFFIX, ZmqProxy, ZmqProxySpec, selector_la
 use super::meta::ChildMeta;
 use super::pod::METRICS_PORT_NAME;
 
-/// The Service `<name>` and the headless Service `<name>-pods`.
-pub(super) fn services(zp: &ZmqProxy, meta: &ChildMeta) -> (Service, Service) {
+/// The Service `<name>`.
+pub(super) fn service(zp: &ZmqProxy, meta: &ChildMeta) -> Service {
     let name = zp.name_any();
     let service_annotations =
         (!zp.spec.service_annotations.is_empty()).then(|| zp.spec.service_annotations.clone());
     // User labels first so the operator's win: the watches find their children by the
     // managed-by label.
-    let service_meta = |name: String, annotations: Option<BTreeMap<String, String>>| {
-        let mut m = meta.named(name, annotations);
-        let mut labels = zp.spec.service_labels.clone();
-        labels.extend(m.labels.take().unwrap_or_default());
-        m.labels = Some(labels);
-        m
-    };
-    let service = Service {
-        metadata: service_meta(name.clone(), service_annotations),
+    let mut metadata = meta.named(name.clone(), service_annotations);
+    let mut labels = zp.spec.service_labels.clone();
+    labels.extend(metadata.labels.take().unwrap_or_default());
+    metadata.labels = Some(labels);
+    Service {
+        metadata,
         spec: Some(ServiceSpec {
             type_: Some(zp.spec.service_type.as_str().to_string()),
             selector: Some(selector_labels(&name)),
@@ -36,31 +30,16 @@ pub(super) fn services(zp: &ZmqProxy, meta: &ChildMeta) -> (Service, Service) {
             ..ip_families(&zp.spec)
         }),
         status: None,
-    };
-    // One proxy per pod: this Service's DNS name returns one address per ready pod, and gives
-    // each pod its own name. Only ready pods (publishNotReadyAddresses false): a pod is named
-    // once it serves, and drops out as its drain starts.
-    let headless = Service {
-        metadata: service_meta(headless_name(&name), None),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_string()),
-            selector: Some(selector_labels(&name)),
-            ports: Some(service_ports(&zp.spec)),
-            publish_not_ready_addresses: Some(false),
-            ..ip_families(&zp.spec)
-        }),
-        status: None,
-    };
-    (service, headless)
+    }
 }
 
-/// Name of the headless Service of a `ZmqProxy`, under which each pod has its DNS name.
+/// Name of the headless Service earlier versions gave their StatefulSet (deleted once the
+/// StatefulSet is gone, see `migration.rs`).
 pub fn headless_name(name: &str) -> String {
     format!("{name}{HEADLESS_SUFFIX}")
 }
 
-/// The spec's IP family policy and families on a Service (both Services alike: the headless
-/// one's DNS name then lists the pods' addresses of the same families). Unset fields stay
+/// The spec's IP family policy and families on a Service. Unset fields stay
 /// unset, so the API server applies the cluster's defaults and the object is unchanged for
 /// specs that set neither.
 fn ip_families(spec: &ZmqProxySpec) -> ServiceSpec {
@@ -108,9 +87,4 @@ pub fn endpoints_at(zp: &ZmqProxy, host: &str) -> Endpoints {
         capture: s.capture.as_ref().and_then(|c| ep(c.port)),
         control: s.control.as_ref().and_then(|c| ep(Some(c.port))),
     }
-}
-
-/// The stable DNS name of replica `ordinal`: `<name>-<ordinal>.<name>-pods.<namespace>.svc`.
-pub fn replica_host(name: &str, namespace: &str, ordinal: u32) -> String {
-    format!("{name}-{ordinal}.{}.{namespace}.svc", headless_name(name))
 }

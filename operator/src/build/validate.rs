@@ -2,8 +2,11 @@
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::crd::{GRACE_PERIOD_TOO_SHORT, IpFamilyPolicy, PDB_BOTH_BOUNDS, ZmqProxySpec};
+use crate::crd::{
+    GRACE_PERIOD_TOO_SHORT, IpFamilyPolicy, NOT_FEDERATED, PDB_BOTH_BOUNDS, ZmqProxySpec,
+};
 
+use super::federation::federation_of;
 use super::meta::BuildError;
 use super::pod::drain_period;
 
@@ -30,6 +33,9 @@ pub fn validate(spec: &ZmqProxySpec) -> Result<(), BuildError> {
             "spec.replicas: {} is negative",
             spec.replicas
         )));
+    }
+    if spec.replicas > 1 {
+        federation_ports(spec)?;
     }
     if spec.drain_timeout_seconds < 0 {
         return Err(BuildError::InvalidSpec(format!(
@@ -81,6 +87,27 @@ pub fn validate(spec: &ZmqProxySpec) -> Result<(), BuildError> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// More than one replica: a federated pattern, and a federation port of its own.
+fn federation_ports(spec: &ZmqProxySpec) -> Result<(), BuildError> {
+    if federation_of(spec).is_none() {
+        return Err(BuildError::InvalidSpec(format!("spec.{NOT_FEDERATED}")));
+    }
+    let port = spec.federation_port;
+    if !(1..=65535).contains(&port) {
+        return Err(BuildError::InvalidSpec(format!(
+            "spec.federationPort: port {port} is outside 1-65535"
+        )));
+    }
+    let mut taken = spec.sockets.named_ports();
+    taken.push(("metricsPort", spec.metrics_port));
+    if let Some((name, _)) = taken.into_iter().find(|(_, p)| *p == port) {
+        return Err(BuildError::InvalidSpec(format!(
+            "spec.federationPort: port {port} is already used by {name}; ports must be distinct"
+        )));
     }
     Ok(())
 }

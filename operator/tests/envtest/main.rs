@@ -7,12 +7,12 @@
 //! examples and one object per rule) with the field path and message each rule promises, leader
 //! election on a Lease, and the placement fields, `spec.podTemplate` and the PodDisruptionBudget.
 //!
-//! No kubelet or controller-manager runs, so StatefulSets never get pods and nothing is garbage
-//! collected: the test first sees Ready=False (reason Progressing), then writes the StatefulSet's
+//! No kubelet or controller-manager runs, so Deployments never get pods and nothing is garbage
+//! collected: the test first sees Ready=False (reason Progressing), then writes the Deployment's
 //! status itself to simulate a finished rollout and sees Ready=True, creates the pods a
-//! StatefulSet would and marks them Ready through their status subresource (as a kubelet does) to
-//! see `status.replicaEndpoints` follow, and it only ever waits for deletions the operator makes
-//! itself (the Deployment an older operator left).
+//! Deployment would and marks them Ready through their status subresource (as a kubelet does) to
+//! see the Federated condition follow, and it only ever waits for deletions the operator makes
+//! itself (the StatefulSet an earlier version left, a federation's Service).
 //!
 //! The harness is libtest-mimic (`harness = false`): the scenarios share the control plane and
 //! the controller (one of them restarts the API server, another waits for the controller to go
@@ -31,10 +31,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::cel::Validator;
 use kube::runtime::wait::{await_condition, conditions};
@@ -241,23 +242,22 @@ fn field_manager() -> PatchParams {
     PatchParams::apply("envtest-user").force()
 }
 
-/// Simulates the StatefulSet controller and kubelet: every pod of the current revision ready.
-async fn simulate_ready_rollout(stateful_sets: &Api<StatefulSet>, name: &str) {
-    let d = stateful_sets.get(name).await.expect("statefulset");
+/// Simulates the Deployment controller and kubelet: every pod of the current template ready.
+async fn simulate_ready_rollout(deployments: &Api<Deployment>, name: &str) {
+    let d = deployments.get(name).await.expect("deployment");
     let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = json!({"status": {
         "observedGeneration": d.metadata.generation,
-        "replicas": replicas, "updatedReplicas": replicas, "currentReplicas": replicas,
+        "replicas": replicas, "updatedReplicas": replicas,
         "readyReplicas": replicas, "availableReplicas": replicas,
-        "currentRevision": format!("{name}-1"), "updateRevision": format!("{name}-1"),
     }});
-    stateful_sets
+    deployments
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
-        .expect("statefulset status patched");
+        .expect("deployment status patched");
 }
 
-/// Creates pod `pod` of the ZmqProxy `name` as its StatefulSet would (labels, owner kind), not
+/// Creates pod `pod` of the ZmqProxy `name` as its Deployment would (labels, owner kind), not
 /// ready; `ready` then sets its Ready condition as a kubelet does.
 async fn create_pod(pods: &Api<Pod>, name: &str, pod: &str, owner_kind: &str) {
     let object = json!({
@@ -279,15 +279,6 @@ async fn set_ready(pods: &Api<Pod>, pod: &str, ready: bool) {
     pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap_or_else(|e| panic!("pod {pod} status: {e}"));
-}
-
-/// The frontend endpoints `status.replicaEndpoints` lists.
-fn listed_frontends(zp: &ZmqProxy) -> Vec<String> {
-    zp.status
-        .as_ref()
-        .and_then(|s| s.replica_endpoints.as_ref())
-        .map(|e| e.frontend.clone())
-        .unwrap_or_default()
 }
 
 async fn wait_for_status(
@@ -316,8 +307,9 @@ async fn example_lifecycle(
     manifest["metadata"]["namespace"] = json!(namespace);
     let name = manifest["metadata"]["name"].as_str().expect("example has a name").to_string();
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let zp = zps
         .patch(&name, &field_manager(), &Patch::Apply(&manifest))
         .await
@@ -326,41 +318,30 @@ async fn example_lifecycle(
     let generation = zp.metadata.generation;
 
     // Children with a controller owner reference to the ZmqProxy.
-    let stateful_set = eventually("the StatefulSet", || async {
-        stateful_sets.get_opt(&name).await.map_err(|e| e.to_string())
+    let deployment = eventually("the Deployment", || async {
+        deployments.get_opt(&name).await.map_err(|e| e.to_string())
     })
     .await;
     let service = eventually("the Service", || async {
         services.get_opt(&name).await.map_err(|e| e.to_string())
     })
     .await;
-    let headless = format!("{name}-pods");
-    let headless_service = eventually("the headless Service", || async {
-        services.get_opt(&headless).await.map_err(|e| e.to_string())
-    })
-    .await;
+    // The API server accepted the rolling update that starts a pod before one drains.
+    let strategy = deployment.spec.clone().and_then(|s| s.strategy).expect("strategy");
+    let rolling = strategy.rolling_update.expect("rollingUpdate");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
     assert_eq!(
-        headless_service.spec.as_ref().and_then(|s| s.cluster_ip.clone()).as_deref(),
-        Some("None")
+        (rolling.max_surge, rolling.max_unavailable),
+        (Some(IntOrString::Int(1)), Some(IntOrString::Int(0)))
     );
-    // The pods' DNS names live under the headless Service; the API server accepted the
-    // StatefulSet with it, OrderedReady and a rolling update.
-    let sts_spec = stateful_set.spec.clone().expect("statefulset spec");
-    assert_eq!(sts_spec.service_name.as_deref(), Some(headless.as_str()));
-    assert_eq!(sts_spec.pod_management_policy.as_deref(), Some("OrderedReady"));
-    assert_eq!(sts_spec.update_strategy.and_then(|u| u.type_).as_deref(), Some("RollingUpdate"));
-    for (kind, meta) in [
-        ("StatefulSet", stateful_set.meta()),
-        ("Service", service.meta()),
-        ("Service", headless_service.meta()),
-    ] {
+    for (kind, meta) in [("Deployment", deployment.meta()), ("Service", service.meta())] {
         let owners = meta.owner_references.clone().unwrap_or_default();
         assert_eq!(owners.len(), 1, "{kind} owners");
         assert_eq!(owners[0].uid, uid, "{kind} is owned by the ZmqProxy");
         assert_eq!(owners[0].controller, Some(true), "{kind} is controlled by the ZmqProxy");
         assert_eq!(owners[0].kind, "ZmqProxy");
     }
-    let pod = stateful_set.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod spec");
+    let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod spec");
     secured_pod_mounts_its_keys(file, &manifest, &pod);
     let args = pod.containers[0].args.clone().unwrap_or_default();
     let frontend_type = manifest["spec"]["frontend"]["type"].as_str().expect("frontend type");
@@ -414,7 +395,7 @@ async fn example_lifecycle(
     );
 
     // A finished rollout makes it Ready, which is what `kubectl wait --for=condition=Ready` reads.
-    simulate_ready_rollout(&stateful_sets, &name).await;
+    simulate_ready_rollout(&deployments, &name).await;
     let zp = wait_for_status(&zps, &name, "Ready=True", |zp| {
         condition(zp, READY).is_some_and(|(s, r, ..)| s == "True" && r == "AllReplicasReady")
     })
@@ -432,7 +413,7 @@ async fn example_lifecycle(
     // A resync of an unchanged object writes nothing: touch the ZmqProxy's metadata (a watch
     // event, so a reconcile) and compare the children's resourceVersions afterwards.
     let before = (
-        stateful_sets.get(&name).await.expect("statefulset").resource_version(),
+        deployments.get(&name).await.expect("deployment").resource_version(),
         services.get(&name).await.expect("service").resource_version(),
         zps.get(&name).await.expect("zmqproxy").status,
     );
@@ -456,13 +437,13 @@ async fn example_lifecycle(
     })
     .await;
     let after = (
-        stateful_sets.get(&name).await.expect("statefulset").resource_version(),
+        deployments.get(&name).await.expect("deployment").resource_version(),
         services.get(&name).await.expect("service").resource_version(),
         zps.get(&name).await.expect("zmqproxy").status,
     );
     assert_eq!(before, after, "an unchanged resync must not write children or status");
 
-    // Drift: a deleted Service comes back; a hand-scaled StatefulSet is scaled back.
+    // Drift: a deleted Service comes back; a hand-scaled Deployment is scaled back.
     let old_uid = services.get(&name).await.expect("service").uid();
     services.delete(&name, &Default::default()).await.expect("service deleted");
     eventually("the Service to be recreated", || async {
@@ -471,26 +452,26 @@ async fn example_lifecycle(
     })
     .await;
     let scale = json!({"spec": {"replicas": replicas + 4}});
-    stateful_sets
+    deployments
         .patch(
             &name,
             &PatchParams::apply("someone-else").force(),
             &Patch::Apply(&json!({
-                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": name, "namespace": namespace},
                 "spec": scale["spec"],
             })),
         )
         .await
-        .expect("statefulset scaled by someone else");
-    eventually("the StatefulSet to be scaled back", || async {
-        let d = stateful_sets.get(&name).await.map_err(|e| e.to_string())?;
+        .expect("deployment scaled by someone else");
+    eventually("the Deployment to be scaled back", || async {
+        let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
         Ok((d.spec.and_then(|s| s.replicas) == Some(replicas)).then_some(()))
     })
     .await;
 
-    // Scaling out (through the scale subresource, as `kubectl scale` does) scales the
-    // StatefulSet and says peers must reach every pod; each pod is listed once it is ready.
+    // Scaling out (through the scale subresource, as `kubectl scale` does) makes a federation:
+    // its key in a Secret of its own, its Service, the flags; the Ready message says so.
     let scaled = zps
         .patch_scale(
             &name,
@@ -501,39 +482,52 @@ async fn example_lifecycle(
         .expect("scaled to 3 through the scale subresource");
     assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(3));
     assert_eq!(zps.get(&name).await.expect("zmqproxy").spec.replicas, 3);
-    eventually("the StatefulSet scaled to 3", || async {
-        let d = stateful_sets.get(&name).await.map_err(|e| e.to_string())?;
-        Ok((d.spec.and_then(|s| s.replicas) == Some(3)).then_some(()))
+    let federation = format!("{name}-federation");
+    let deployment = eventually("the Deployment scaled to 3", || async {
+        let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
+        Ok((d.spec.as_ref().and_then(|s| s.replicas) == Some(3)).then_some(d))
     })
     .await;
-    wait_for_status(&zps, &name, "the Ready message to point at status.replicaEndpoints", |zp| {
-        condition(zp, READY).is_some_and(|(_, _, g, m)| {
-            g == zp.metadata.generation && m.contains("status.replicaEndpoints")
+    let args = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].args.clone().unwrap_or_default())
+        .unwrap_or_default();
+    let peers = format!("tcp://{federation}.{namespace}.svc:5570");
+    assert!(args.windows(2).any(|w| w[0] == "--federation-peers" && w[1] == peers), "{args:?}");
+    let peer_service = eventually("the federation's Service", || async {
+        services.get_opt(&federation).await.map_err(|e| e.to_string())
+    })
+    .await;
+    let spec = peer_service.spec.expect("spec");
+    assert_eq!(
+        (spec.cluster_ip.as_deref(), spec.publish_not_ready_addresses),
+        (Some("None"), Some(true))
+    );
+    let secret = secrets.get(&federation).await.expect("the federation's Secret");
+    assert_eq!(
+        secret.metadata.owner_references.as_ref().map(|o| o[0].uid.clone()),
+        Some(uid.clone())
+    );
+    assert_eq!(secret.immutable, Some(true));
+    wait_for_status(&zps, &name, "the Ready message to say the replicas federate", |zp| {
+        condition(zp, READY)
+            .is_some_and(|(_, _, g, m)| g == zp.metadata.generation && m.contains("federation"))
+    })
+    .await;
+    // Ready pods without an address to ask (no kubelet here): the condition says so.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for i in 0..3 {
+        create_pod(&pods, &name, &format!("{name}-{i}"), "ReplicaSet").await;
+        set_ready(&pods, &format!("{name}-{i}"), true).await;
+    }
+    let zp = wait_for_status(&zps, &name, "Federated=False/ProxyUnreachable", |zp| {
+        condition(zp, status::FEDERATED).is_some_and(|(s, r, _, m)| {
+            s == "False" && r == "ProxyUnreachable" && m.contains("no pod IP")
         })
     })
     .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let replica = |i: u32| format!("tcp://{name}-{i}.{headless}.{namespace}.svc:{frontend_port}");
-    for i in 0..3 {
-        create_pod(&pods, &name, &format!("{name}-{i}"), "StatefulSet").await;
-    }
-    // Not ready yet: nothing listed. Then 0 and 2 ready: those two, in order.
-    set_ready(&pods, &format!("{name}-0"), true).await;
-    set_ready(&pods, &format!("{name}-2"), true).await;
-    wait_for_status(&zps, &name, "replicaEndpoints to list pods 0 and 2", |zp| {
-        listed_frontends(zp) == [replica(0), replica(2)]
-    })
-    .await;
-    set_ready(&pods, &format!("{name}-1"), true).await;
-    let zp = wait_for_status(&zps, &name, "replicaEndpoints to list 3", |zp| {
-        listed_frontends(zp) == [replica(0), replica(1), replica(2)]
-    })
-    .await;
-    let listed = zp.status.and_then(|s| s.replica_endpoints).expect("replicaEndpoints");
-    assert_eq!(listed.ready, 3);
-    // A backend that only connects has no endpoint of its own to list.
-    let backend_binds = manifest["spec"]["backend"].get("port").is_some();
-    assert_eq!(listed.backend.len(), if backend_binds { 3 } else { 0 });
+    assert_eq!(zp.status.and_then(|s| s.federation).map(|f| f.members), Some(0));
     zps.patch(
         &name,
         &field_manager(),
@@ -545,13 +539,19 @@ async fn example_lifecycle(
     )
     .await
     .expect("scaled back to 1");
-    // Pods 1 and 2 still run (they drain), but are unlisted as soon as the spec drops them; the
-    // headless Service stays (the StatefulSet's serviceName).
-    wait_for_status(&zps, &name, "replicaEndpoints to list pod 0 only", |zp| {
-        listed_frontends(zp) == [replica(0)]
+    // One replica: no federation; its Service goes, its key stays for the next scale-up.
+    eventually("the federation's Service to be deleted", || async {
+        let s = services.get_opt(&federation).await.map_err(|e| e.to_string())?;
+        Ok(s.is_none().then_some(()))
     })
     .await;
-    assert!(services.get_opt(&headless).await.expect("headless").is_some());
+    wait_for_status(&zps, &name, "no Federated condition at one replica", |zp| {
+        condition(zp, status::FEDERATED).is_none()
+            && zp.status.as_ref().is_some_and(|s| s.federation.is_none())
+    })
+    .await;
+    let kept = secrets.get(&federation).await.expect("the Secret is kept");
+    assert_eq!(kept.uid(), secret.uid());
     for i in 0..3 {
         pods.delete(&format!("{name}-{i}"), &Default::default()).await.expect("pod deleted");
     }
@@ -572,7 +572,7 @@ async fn example_lifecycle(
     .await;
 }
 
-/// A secured example's StatefulSet, as the API server stored it: for every socket with a
+/// A secured example's Deployment, as the API server stored it: for every socket with a
 /// `security.curve` section, its key Secret and allow-list mounted read-only as whole volumes
 /// (no subPath), group-readable files, the pod's fsGroup the proxy's group, and the flags naming
 /// the mounted paths. Nothing for an example without security.
@@ -639,6 +639,12 @@ fn secured_pod_mounts_its_keys(
             "{file}: {secured} CURVE socket(s), volumes {:?}",
             pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect::<Vec<_>>()
         );
+    } else if manifest["spec"]["replicas"].as_i64().unwrap_or(1) > 1 {
+        // A federation: the steering ConfigMap and the federation's key, each mounted whole,
+        // the key's group the proxy's.
+        assert_eq!(fs_group, Some(65532), "{file}: the mounted key's group is the proxy's");
+        let volumes: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+        assert_eq!(volumes, ["steering", "federation-key"], "{file}");
     } else {
         assert_eq!(fs_group, None, "{file}: an unsecured pod is as before");
         // Only the steering ConfigMap (spec.paused), mounted whole.
@@ -1099,7 +1105,7 @@ async fn invalid_objects_are_refused(client: &Client, namespace: &str) {
         let message = assert_refused(&format!("name {name}"), result, &name_refusal);
         eprintln!("refused (name {name}): {message}");
     }
-    // The longest name that leaves room for `-pods` is accepted.
+    // The longest name that leaves room for `-federation` is accepted.
     let longest = "a".repeat(MAX_NAME_LEN);
     let manifest = json!({
         "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
@@ -1125,7 +1131,7 @@ async fn invalid_objects_are_refused(client: &Client, namespace: &str) {
 
 /// `spec.ipFamilyPolicy` / `spec.ipFamilies` reach both Services, and the (dual-stack) API
 /// server allocates what they ask: IPv6 first, then IPv4, on the Service and, as families, on
-/// the headless `<name>-pods`. Without them the cluster's default (SingleStack, its first family).
+/// the federation's headless `<name>-federation`. Without them the cluster's default (SingleStack, its first family).
 async fn service_ip_families_follow_the_spec(client: &Client, namespace: &str) {
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
@@ -1154,7 +1160,7 @@ async fn service_ip_families_follow_the_spec(client: &Client, namespace: &str) {
     )
     .await
     .expect("spec without families");
-    for name in ["dual", "dual-pods"] {
+    for name in ["dual", "dual-federation"] {
         let svc =
             eventually(name, || async { services.get_opt(name).await.map_err(|e| e.to_string()) })
                 .await;
@@ -1180,9 +1186,9 @@ async fn service_ip_families_follow_the_spec(client: &Client, namespace: &str) {
 /// change waits) and says so in a condition; removing it applies the change.
 async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &str) {
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let image_of =
-        |d: StatefulSet| d.spec.and_then(|s| s.template.spec?.containers.first()?.image.clone());
+        |d: Deployment| d.spec.and_then(|s| s.template.spec?.containers.first()?.image.clone());
     let mut manifest = json!({
         "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
         "metadata": {"name": "held", "namespace": namespace},
@@ -1190,8 +1196,8 @@ async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &st
                  "backend": {"type": "DEALER", "port": 5556}},
     });
     zps.patch("held", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
-    let before = eventually("the StatefulSet", || async {
-        Ok(stateful_sets.get_opt("held").await.map_err(|e| e.to_string())?.and_then(image_of))
+    let before = eventually("the Deployment", || async {
+        Ok(deployments.get_opt("held").await.map_err(|e| e.to_string())?.and_then(image_of))
     })
     .await;
 
@@ -1206,8 +1212,8 @@ async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &st
     })
     .await;
     // The condition was written by the reconcile of the changed generation, which applied nothing.
-    let held = stateful_sets.get("held").await.map(image_of).expect("statefulset");
-    assert_eq!(held, Some(before.clone()), "a paused object's StatefulSet was written");
+    let held = deployments.get("held").await.map(image_of).expect("deployment");
+    assert_eq!(held, Some(before.clone()), "a paused object's Deployment was written");
     assert_ne!(
         paused.status.as_ref().and_then(|s| s.observed_generation),
         paused.metadata.generation,
@@ -1217,7 +1223,7 @@ async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &st
     manifest["metadata"].as_object_mut().expect("metadata").remove("annotations");
     zps.patch("held", &field_manager(), &Patch::Apply(&manifest)).await.expect("resumed");
     eventually("the held change applied after resuming", || async {
-        let image = stateful_sets.get("held").await.map_err(|e| e.to_string())?;
+        let image = deployments.get("held").await.map_err(|e| e.to_string())?;
         Ok((image_of(image).as_deref() == Some(changed)).then_some(()))
     })
     .await;
@@ -1230,13 +1236,13 @@ async fn pause_reconciliation_holds_the_children(client: &Client, namespace: &st
 }
 
 /// Every placement field and a `spec.podTemplate` with a sidecar, a volume, env and a pod
-/// securityContext field are accepted by the API server, and so is the StatefulSet the merge
+/// securityContext field are accepted by the API server, and so is the Deployment the merge
 /// makes of them; two replicas get a PodDisruptionBudget of one, owned by the object, deleted
 /// when it scales to one; an override of the proxy's args is refused with a Degraded condition
-/// naming the field while the StatefulSet stays as it was.
+/// naming the field while the Deployment stays as it was.
 async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &str) {
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
     let mut manifest = json!({
@@ -1283,11 +1289,11 @@ async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &
         "the partial pod spec is kept, not pruned"
     );
 
-    let stateful_set = eventually("the merged StatefulSet", || async {
-        stateful_sets.get_opt("placed").await.map_err(|e| e.to_string())
+    let deployment = eventually("the merged Deployment", || async {
+        deployments.get_opt("placed").await.map_err(|e| e.to_string())
     })
     .await;
-    let pod = stateful_set.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
     let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["proxy", "log-shipper"]);
     assert_eq!(pod.priority_class_name.as_deref(), Some("messaging-critical"));
@@ -1299,9 +1305,9 @@ async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &
         Some(vec![4000])
     );
     let proxy = &pod.containers[0];
-    assert_eq!(proxy.env.as_ref().map(|e| e[0].name.as_str()), Some("RUST_LOG"));
+    assert!(proxy.env.iter().flatten().any(|e| e.name == "RUST_LOG"), "{:?}", proxy.env);
     assert!(proxy.volume_mounts.iter().flatten().any(|m| m.mount_path == "/scratch"));
-    // Applied after the StatefulSet, maybe a moment later.
+    // Applied after the Deployment, maybe a moment later.
     let service = eventually("the Service", || async {
         services.get_opt("placed").await.map_err(|e| e.to_string())
     })
@@ -1347,7 +1353,7 @@ async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &
     })
     .await;
     eprintln!("refused override: {:?}", condition(&refused, DEGRADED));
-    let args = stateful_sets.get("placed").await.expect("stateful set").spec.and_then(|s| {
+    let args = deployments.get("placed").await.expect("deployment").spec.and_then(|s| {
         s.template.spec.and_then(|p| p.containers.first().and_then(|c| c.args.clone()))
     });
     assert!(
@@ -1356,14 +1362,15 @@ async fn placement_overrides_and_disruption_budget(client: &Client, namespace: &
     );
 }
 
-/// An older operator's Deployment `<name>`, controlled by the object, with a pod of one of its
-/// ReplicaSets: the operator creates the StatefulSet with no replicas, deletes the Deployment and
-/// says so, and gives the StatefulSet its replica only once the old pod is gone.
-async fn migration_replaces_an_owned_deployment(client: &Client, namespace: &str) {
+/// An earlier version's StatefulSet `<name>` and headless Service `<name>-pods`, controlled by
+/// the object: the operator creates the Deployment beside them and deletes the StatefulSet only
+/// once the Deployment is available (its status is written here, no controller runs), then the
+/// headless Service; Progressing says Migrating meanwhile.
+async fn migration_from_a_stateful_set_keeps_serving(client: &Client, namespace: &str) {
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let mut manifest = json!({
         "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
         "metadata": {"name": "migrated", "namespace": namespace,
@@ -1371,51 +1378,187 @@ async fn migration_replaces_an_owned_deployment(client: &Client, namespace: &str
         "spec": {"frontend": {"type": "ROUTER", "port": 5555},
                  "backend": {"type": "DEALER", "port": 5556}},
     });
-    // Paused while the old operator's children are put in place.
+    // Paused while the earlier version's children are put in place.
     let zp =
         zps.patch("migrated", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
     let owner = zp.controller_owner_ref(&()).expect("owner reference");
     let labels = json!({"app.kubernetes.io/name": "zmq-proxy",
         "app.kubernetes.io/instance": "migrated", "app.kubernetes.io/managed-by": "zmq-proxy-operator"});
+    let selector =
+        json!({"app.kubernetes.io/name": "zmq-proxy", "app.kubernetes.io/instance": "migrated"});
     let old = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "migrated", "labels": labels, "ownerReferences": [owner]},
-        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "zmq-proxy",
-                                              "app.kubernetes.io/instance": "migrated"}},
-                 "strategy": {"type": "Recreate"},
+        "spec": {"selector": {"matchLabels": selector}, "serviceName": "migrated-pods",
+                 "replicas": 1, "podManagementPolicy": "OrderedReady",
                  "template": {"metadata": {"labels": labels},
                               "spec": {"containers": [{"name": "proxy", "image": IMAGE}]}}},
     });
-    let old: Deployment = serde_json::from_value(old).expect("deployment");
-    deployments.create(&PostParams::default(), &old).await.expect("old Deployment created");
-    let old_pod = "migrated-6f9c8d7b5-x2k4q";
-    create_pod(&pods, "migrated", old_pod, "ReplicaSet").await;
-    set_ready(&pods, old_pod, true).await;
+    let old: StatefulSet = serde_json::from_value(old).expect("statefulset");
+    stateful_sets.create(&PostParams::default(), &old).await.expect("old StatefulSet created");
+    let headless = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "migrated-pods", "labels": labels, "ownerReferences": [owner]},
+        "spec": {"clusterIP": "None", "selector": selector,
+                 "ports": [{"name": "frontend", "port": 5555}]},
+    });
+    let headless: Service = serde_json::from_value(headless).expect("service");
+    services.create(&PostParams::default(), &headless).await.expect("old headless Service created");
 
     manifest["metadata"].as_object_mut().expect("metadata").remove("annotations");
     zps.patch("migrated", &field_manager(), &Patch::Apply(&manifest)).await.expect("resumed");
-    eventually("the old Deployment to be deleted", || async {
-        let d = deployments.get_opt("migrated").await.map_err(|e| e.to_string())?;
-        Ok(d.is_none().then_some(()))
+    eventually("the Deployment", || async {
+        deployments.get_opt("migrated").await.map_err(|e| e.to_string())
     })
     .await;
-    let sts = stateful_sets.get("migrated").await.expect("the StatefulSet exists");
-    assert_eq!(sts.spec.as_ref().and_then(|s| s.replicas), Some(0), "held while the old pod runs");
+    wait_for_status(&zps, "migrated", "Progressing=True/Migrating", |zp| {
+        condition(zp, PROGRESSING).is_some_and(|(s, r, ..)| s == "True" && r == "Migrating")
+    })
+    .await;
+    // Its pods are not ready: the StatefulSet keeps serving.
+    let sts = stateful_sets.get("migrated").await.expect("the StatefulSet stays");
+    assert!(sts.metadata.deletion_timestamp.is_none());
+
+    simulate_ready_rollout(&deployments, "migrated").await;
+    eventually("the StatefulSet to be deleted", || async {
+        let s = stateful_sets.get_opt("migrated").await.map_err(|e| e.to_string())?;
+        Ok(s.is_none().then_some(()))
+    })
+    .await;
+    eventually("the headless Service to be deleted", || async {
+        let s = services.get_opt("migrated-pods").await.map_err(|e| e.to_string())?;
+        Ok(s.is_none().then_some(()))
+    })
+    .await;
+    assert!(services.get_opt("migrated").await.expect("service").is_some(), "peers' Service stays");
+    wait_for_status(&zps, "migrated", "Ready=True and the rollout complete", |zp| {
+        condition(zp, READY).is_some_and(|(s, ..)| s == "True")
+            && condition(zp, PROGRESSING).is_some_and(|(_, r, ..)| r == "RolloutComplete")
+    })
+    .await;
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    // (The headless Service's deletion, a second Deleted event of the object, joins the first
+    // one's series: the recorder counts it without a new note.)
     eventually("the Deleted event", || async {
         let listed = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
         let notes: Vec<String> = listed.items.iter().filter_map(|e| e.note.clone()).collect();
-        Ok(notes.iter().any(|n| n == "Deleted Deployment migrated").then_some(()))
+        let seen = notes.iter().any(|n| n == "Deleted StatefulSet migrated");
+        if seen { Ok(Some(())) } else { Err(format!("notes so far: {notes:?}")) }
     })
     .await;
+}
 
-    // The old pod is gone (unscheduled pods are deleted at once): the replica comes.
-    pods.delete(old_pod, &Default::default()).await.expect("old pod deleted");
-    eventually("the StatefulSet to get its replica", || async {
-        let d = stateful_sets.get("migrated").await.map_err(|e| e.to_string())?;
-        Ok((d.spec.and_then(|s| s.replicas) == Some(1)).then_some(()))
+/// `replicas: 3` of XSUB/XPUB: the Deployment carries the federation's flags and mounts the key
+/// of a Secret the operator created once: immutable, owned, labelled, and not rewritten by a
+/// later reconcile.
+async fn federation_secret_is_created_once(client: &Client, metrics: &Metrics, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "news", "namespace": namespace},
+        "spec": {"frontend": {"type": "XSUB", "port": 5555}, "backend": {"type": "XPUB", "port": 5556},
+                 "replicas": 3},
+    });
+    zps.patch("news", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    let deployment = eventually("the Deployment", || async {
+        deployments.get_opt("news").await.map_err(|e| e.to_string())
     })
     .await;
+    let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    let flag = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
+    assert_eq!(flag("--federation-bind").as_deref(), Some("tcp://*:5570"));
+    assert_eq!(
+        flag("--federation-peers"),
+        Some(format!("tcp://news-federation.{namespace}.svc:5570"))
+    );
+    assert_eq!(
+        flag("--federation-curve-key-file").as_deref(),
+        Some("/etc/zmq-proxy/federation/secret-key")
+    );
+    let volume = pod.volumes.unwrap_or_default().into_iter().find(|v| v.name == "federation-key");
+    let source = volume.and_then(|v| v.secret).expect("the key's volume");
+    assert_eq!(source.secret_name.as_deref(), Some("news-federation"));
+    let secret = secrets.get("news-federation").await.expect("the Secret");
+    assert_eq!(secret.immutable, Some(true));
+    assert_eq!(
+        secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+            .map(String::as_str),
+        Some("zmq-proxy-operator")
+    );
+    let data = secret.data.clone().unwrap_or_default();
+    let key = String::from_utf8(data["secret-key"].0.clone()).expect("text");
+    assert_eq!(key.trim().len(), 40, "a Z85 key");
+    let zp = zps.get("news").await.expect("zmqproxy");
+    assert!(!serde_json::to_string(&zp.status).unwrap_or_default().contains(key.trim()));
+
+    // Another reconcile (a touch), then quiet: the Secret is the same object, unwritten.
+    let reconciles = metrics.reconcile_count();
+    let touch = json!({"metadata": {"annotations": {"envtest/touched": "1"}}});
+    zps.patch("news", &PatchParams::default(), &Patch::Merge(&touch)).await.expect("annotated");
+    eventually("a reconcile after the touch", || async {
+        Ok((metrics.reconcile_count() > reconciles).then_some(()))
+    })
+    .await;
+    simulate_ready_rollout(&deployments, "news").await;
+    wait_for_status(&zps, "news", "Ready=True", |zp| {
+        condition(zp, READY).is_some_and(|(s, ..)| s == "True")
+    })
+    .await;
+    let again = secrets.get("news-federation").await.expect("the Secret");
+    assert_eq!((again.uid(), again.resource_version()), (secret.uid(), secret.resource_version()));
+    assert_eq!(again.data, secret.data);
+}
+
+/// A Secret of the federation's name made by someone else is refused: the object is Degraded
+/// with ChildNotOwned, a Warning event names it, the Secret keeps its data, and no Deployment
+/// mounts it.
+async fn foreign_federation_secret_is_refused(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let planted: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "jobs-federation"},
+        "stringData": {"secret-key": "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"},
+    }))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &planted).await.expect("planted Secret");
+    let before = secrets.get("jobs-federation").await.expect("planted");
+    let manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "jobs", "namespace": namespace},
+        "spec": {"frontend": {"type": "PULL", "port": 5555}, "backend": {"type": "PUSH", "port": 5556},
+                 "replicas": 2},
+    });
+    zps.patch("jobs", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    wait_for_status(&zps, "jobs", "Degraded=True/ChildNotOwned", |zp| {
+        condition(zp, DEGRADED).is_some_and(|(s, r, _, m)| {
+            s == "True" && r == "ChildNotOwned" && m.contains("Secret jobs-federation")
+        })
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    eventually("the Warning event", || async {
+        let listed = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        Ok(listed
+            .items
+            .iter()
+            .any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("ChildNotOwned")
+            })
+            .then_some(()))
+    })
+    .await;
+    let after = secrets.get("jobs-federation").await.expect("still there");
+    assert_eq!((after.resource_version(), after.data), (before.resource_version(), before.data));
+    assert!(deployments.get_opt("jobs").await.expect("get").is_none(), "no Deployment mounts it");
 }
 
 /// `spec.paused` is written into the ConfigMap `<name>-steering` every pod mounts, reported in
@@ -1552,8 +1695,8 @@ async fn connecting_sockets_follow_their_entries(client: &Client, namespace: &st
     );
     let owner = svc.metadata.owner_references.clone().unwrap_or_default();
     assert_eq!(owner.first().map(|o| o.uid.clone()), zp.uid());
-    let args = eventually("the StatefulSet", || async {
-        let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let args = eventually("the Deployment", || async {
+        let sts: Api<Deployment> = Api::namespaced(client.clone(), namespace);
         let sts = sts.get_opt("jobs").await.map_err(|e| e.to_string())?;
         Ok(sts.and_then(|s| s.spec?.template.spec?.containers.first()?.args.clone()))
     })
@@ -1578,7 +1721,7 @@ async fn connecting_sockets_follow_their_entries(client: &Client, namespace: &st
         }
     }
     let (proxy, _ops) = start_proxy(&local).await;
-    create_pod(&pods, "jobs", "jobs-0", "StatefulSet").await;
+    create_pod(&pods, "jobs", "jobs-0", "ReplicaSet").await;
     let status = json!({"status": {"podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
         "conditions": [{"type": "Ready", "status": "True"}]}});
     pods.patch_status("jobs-0", &PatchParams::default(), &Patch::Merge(&status))
@@ -1653,7 +1796,7 @@ fn pod_monitor_crd() -> CustomResourceDefinition {
 /// operator keeps running) makes the PodMonitor appear; turning monitoring off deletes it.
 async fn pod_monitor_follows_the_monitoring_api(client: &Client, namespace: &str) {
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let mut manifest = json!({
         "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
         "metadata": {"name": "watched", "namespace": namespace},
@@ -1673,7 +1816,7 @@ async fn pod_monitor_follows_the_monitoring_api(client: &Client, namespace: &str
         .await;
     assert_eq!(condition(&missing, DEGRADED).map(|c| c.0).as_deref(), Some("False"));
     eventually("the proxy reconciled all the same", || async {
-        stateful_sets.get_opt("watched").await.map_err(|e| e.to_string())
+        deployments.get_opt("watched").await.map_err(|e| e.to_string())
     })
     .await;
 
@@ -1723,7 +1866,7 @@ async fn pod_monitor_follows_the_monitoring_api(client: &Client, namespace: &str
 async fn recovers_from_an_api_server_restart(plane: &mut ControlPlane, namespace: &str) {
     let client = plane.client.clone();
     let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
-    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let manifest = json!({
         "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
         "metadata": {"name": "survivor", "namespace": namespace},
@@ -1731,8 +1874,8 @@ async fn recovers_from_an_api_server_restart(plane: &mut ControlPlane, namespace
                  "backend": {"type": "DEALER", "port": 5556}},
     });
     zps.patch("survivor", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
-    eventually("the StatefulSet before the outage", || async {
-        stateful_sets.get_opt("survivor").await.map_err(|e| e.to_string())
+    eventually("the Deployment before the outage", || async {
+        deployments.get_opt("survivor").await.map_err(|e| e.to_string())
     })
     .await;
 
@@ -1749,8 +1892,8 @@ async fn recovers_from_an_api_server_restart(plane: &mut ControlPlane, namespace
         }
     })
     .await;
-    eventually("the change in the StatefulSet", || async {
-        let d = stateful_sets.get("survivor").await.map_err(|e| e.to_string())?;
+    eventually("the change in the Deployment", || async {
+        let d = deployments.get("survivor").await.map_err(|e| e.to_string())?;
         let current = d.spec.and_then(|s| s.template.spec?.containers.first()?.image.clone());
         Ok((current.as_deref() == Some(image)).then_some(()))
     })
@@ -2006,10 +2149,21 @@ fn trials(shared: &Arc<Shared>) -> Vec<Trial> {
         ),
         scenario(
             shared,
-            "migration_replaces_an_owned_deployment",
+            "migration_from_a_stateful_set_keeps_serving",
             Some("migration"),
             |c| async move {
-                migration_replaces_an_owned_deployment(&c.client, "migration").await;
+                migration_from_a_stateful_set_keeps_serving(&c.client, "migration").await;
+            },
+        ),
+        scenario(shared, "federation_secret_is_created_once", Some("federation"), |c| async move {
+            federation_secret_is_created_once(&c.client, &c.metrics, "federation").await;
+        }),
+        scenario(
+            shared,
+            "foreign_federation_secret_is_refused",
+            Some("foreign-secret"),
+            |c| async move {
+                foreign_federation_secret_is_refused(&c.client, "foreign-secret").await;
             },
         ),
         scenario(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use zmq_proxy_api::endpoint::{Direction, Endpoint};
+use zmq_proxy_api::federation::federated_pattern;
 use zmq_proxy_api::socket::SocketType;
 
 use crate::engine::curve::{
@@ -19,7 +20,7 @@ use crate::proxy::config::ConfigError;
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct FederationFlags {
     /// tcp://HOST:PORT this replica accepts the other replicas' links on; turns federation on
-    /// (XSUB/XPUB and PULL/PUSH proxies so far) [default: none, no federation]
+    /// (XSUB/XPUB, PULL/PUSH and ROUTER/DEALER proxies) [default: none, no federation]
     #[arg(
         long,
         env = "ZMQ_PROXY_FEDERATION_BIND",
@@ -87,18 +88,10 @@ impl FederationFlags {
             }
             return Ok(None);
         };
-        let pattern = match (frontend, backend) {
-            (SocketType::Xsub, SocketType::Xpub) | (SocketType::Xpub, SocketType::Xsub) => {
-                "XSUB/XPUB"
-            }
-            (SocketType::Pull, SocketType::Push) | (SocketType::Push, SocketType::Pull) => {
-                "PULL/PUSH"
-            }
-            _ => {
-                return err(format!(
-                    "--federation-bind: federation works for XSUB/XPUB and PULL/PUSH proxies so far; this one is {frontend}/{backend}"
-                ));
-            }
+        let Some(pattern) = federated_pattern(frontend, backend) else {
+            return err(format!(
+                "--federation-bind: federation works for XSUB/XPUB, PULL/PUSH and ROUTER/DEALER proxies; this one is {frontend}/{backend}"
+            ));
         };
         let bind = Endpoint::parse(bind, Direction::Bind)
             .map_err(|e| ConfigError(format!("--federation-bind: {e}")))?;
@@ -187,7 +180,13 @@ mod tests {
             assert!(e.starts_with(start), "{e:?} should start with {start:?}");
         }
         assert!(ok.resolve(SocketType::Pull, SocketType::Push).is_ok_and(|c| c.is_some()));
-        let e = refusal(ok, SocketType::Router, SocketType::Dealer);
-        assert!(e.contains("XSUB/XPUB") && e.contains("ROUTER/DEALER"), "{e}");
+        for (front, back) in
+            [(SocketType::Router, SocketType::Dealer), (SocketType::Dealer, SocketType::Router)]
+        {
+            let cfg = ok.resolve(front, back).expect("ROUTER/DEALER works").expect("federated");
+            assert_eq!(cfg.pattern, "ROUTER/DEALER");
+        }
+        let e = refusal(ok, SocketType::Pair, SocketType::Pair);
+        assert!(e.contains("ROUTER/DEALER") && e.contains("PAIR/PAIR"), "{e}");
     }
 }

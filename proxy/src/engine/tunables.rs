@@ -64,3 +64,9 @@ pub const FEDERATION_RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// How often a federated PULL/PUSH replica re-announces its workers' room (credit) to the
 /// other replicas, when it changed: short, so an idle worker elsewhere is fed soon.
 pub const FEDERATION_CREDIT_INTERVAL: Duration = Duration::from_millis(2);
+/// How often each federation link connection is sent a PING (ZMTP 3.1), both ways.
+pub const FEDERATION_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Silence after a PING that closes a federation link connection (then it is dialed again): a
+/// frozen replica or a black-holed network is noticed within this plus the interval. Both ends
+/// PING, so a live replica is never silent this long even when it has nothing to relay.
+pub const FEDERATION_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);

@@ -1,4 +1,4 @@
-//! Draining through another replica (PULL/PUSH). A stopping replica tells every replica it
+//! Draining through another replica (PULL/PUSH, and ROUTER/DEALER's requests). A stopping replica tells every replica it
 //! links to that it is leaving (`LEAVING`); each of them stops placing tasks on it and answers,
 //! after the last task it ever placed there, with `END` over the same ordered connection. The
 //! leaving replica reads each inbound link to that `END` (or to its close, or the drain
@@ -13,9 +13,11 @@ use std::sync::atomic::Ordering;
 use super::members::{self, LinkOut, LinkQueue, Member, Members};
 use crate::policy::sockets::Lifecycle;
 
-/// Whether this replica reads its links to their end when it stops.
+/// Whether this replica reads its links to their end when it stops. ROUTER/DEALER too: a
+/// stopping replica still owes answers to the requests placed on it, and its clients wait for
+/// replies from the others (`request.rs`).
 pub(super) fn reads_to_end(members: &Members) -> bool {
-    members.pattern == "PULL/PUSH"
+    members.pattern == "PULL/PUSH" || members.pattern == super::request::PATTERN
 }
 
 /// One inbound connection's `END`, awaited: counted in [`Members::unended`] from the link's

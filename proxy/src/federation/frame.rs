@@ -35,7 +35,7 @@ pub fn member_tag(id: &str) -> MemberTag {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// First message each way: body is the sender's federation id and the pattern it runs
-    /// (`XSUB/XPUB`, `PULL/PUSH`): replicas of one federation run the same.
+    /// (`XSUB/XPUB`, `PULL/PUSH`, `ROUTER/DEALER`): replicas of one federation run the same.
     Hello,
     /// A subscription of the origin's own subscribers: body is the topic.
     Subscribe,
@@ -52,6 +52,12 @@ pub enum Kind {
     /// The origin was paused (body `1`) or resumed (`0`) by its own control socket or pause
     /// file; the receiver follows and tells nobody else.
     State,
+    /// A request read by the origin from its own clients (ROUTER/DEALER): body is the message,
+    /// the client's routing id first.
+    Request,
+    /// A reply to a request the receiver sent: body is the message, the client's routing id
+    /// first (the routing frame naming the receiver already stripped).
+    Reply,
     /// PULL/PUSH: the origin is stopping; the receiver places no more tasks on it and answers
     /// `End`. No body.
     Leaving,
@@ -70,6 +76,8 @@ impl Kind {
             Kind::Credit => 5,
             Kind::Task => 6,
             Kind::State => 7,
+            Kind::Request => 8,
+            Kind::Reply => 9,
             Kind::Leaving => 20,
             Kind::End => 21,
         }
@@ -84,6 +92,8 @@ impl Kind {
             5 => Kind::Credit,
             6 => Kind::Task,
             7 => Kind::State,
+            8 => Kind::Request,
+            9 => Kind::Reply,
             20 => Kind::Leaving,
             21 => Kind::End,
             _ => return None,
@@ -146,6 +156,8 @@ pub enum LinkMessage {
     Credit { origin: MemberTag, room: u64, taken: u64, workers: u64 },
     Task { origin: MemberTag, msg: Vec<Bytes> },
     State { origin: MemberTag, paused: bool },
+    Request { origin: MemberTag, msg: Vec<Bytes> },
+    Reply { origin: MemberTag, msg: Vec<Bytes> },
     Leaving { origin: MemberTag },
     End { origin: MemberTag },
 }
@@ -183,13 +195,15 @@ pub fn parse(mut frames: Vec<Bytes>) -> Result<LinkMessage, FrameError> {
                 topic,
             })
         }
-        Kind::Publish | Kind::Task => {
+        Kind::Publish | Kind::Task | Kind::Request | Kind::Reply => {
             if body == 0 {
                 return Err(FrameError::Body(h.kind, body));
             }
             frames.remove(0);
             Ok(match h.kind {
                 Kind::Task => LinkMessage::Task { origin: h.origin, msg: frames },
+                Kind::Request => LinkMessage::Request { origin: h.origin, msg: frames },
+                Kind::Reply => LinkMessage::Reply { origin: h.origin, msg: frames },
                 _ => LinkMessage::Publish { origin: h.origin, msg: frames },
             })
         }
@@ -269,6 +283,8 @@ mod tests {
             (Kind::Cancel, vec![Bytes::new()]),
             (Kind::Publish, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]),
             (Kind::Task, vec![Bytes::from_static(b"t")]),
+            (Kind::Request, vec![Bytes::from_static(b"\0\0\0\0\x01"), Bytes::from_static(b"q")]),
+            (Kind::Reply, vec![Bytes::from_static(b"\0\0\0\0\x01"), Bytes::from_static(b"r")]),
             (Kind::Credit, vec![credit_body(1000, 7, 2)]),
             (Kind::State, vec![Bytes::from_static(&[1])]),
             (Kind::Leaving, vec![]),
@@ -292,6 +308,8 @@ mod tests {
                 },
                 Kind::Publish => LinkMessage::Publish { origin: me, msg: body.clone() },
                 Kind::Task => LinkMessage::Task { origin: me, msg: body.clone() },
+                Kind::Request => LinkMessage::Request { origin: me, msg: body.clone() },
+                Kind::Reply => LinkMessage::Reply { origin: me, msg: body.clone() },
                 Kind::State => LinkMessage::State { origin: me, paused: true },
                 Kind::Leaving => LinkMessage::Leaving { origin: me },
                 Kind::End => LinkMessage::End { origin: me },
@@ -312,9 +330,10 @@ mod tests {
         let mut v2 = h(Kind::Publish).to_vec();
         v2[0] = 2;
         assert_eq!(parse(vec![Bytes::from(v2), Bytes::new()]), Err(FrameError::Version(2)));
-        let mut k9 = h(Kind::Publish).to_vec();
-        k9[1] = 9;
-        assert_eq!(parse(vec![Bytes::from(k9)]), Err(FrameError::Kind(9)));
+        let mut k10 = h(Kind::Publish).to_vec();
+        k10[1] = 10;
+        assert_eq!(parse(vec![Bytes::from(k10)]), Err(FrameError::Kind(10)));
+        assert_eq!(parse(vec![h(Kind::Reply)]), Err(FrameError::Body(Kind::Reply, 0)));
         assert_eq!(parse(vec![h(Kind::Publish)]), Err(FrameError::Body(Kind::Publish, 0)));
         assert_eq!(
             parse(vec![h(Kind::Subscribe), Bytes::new(), Bytes::new()]),

@@ -3,7 +3,8 @@
 //! that dialed to the one that accepted. Both speak ZMTP 3 as PAIR sockets (NULL, or CURVE with
 //! the federation's keypair), then a HELLO each way naming the replica; after that the dialer
 //! writes and the acceptor reads. One direction per connection means no tie-break between two
-//! replicas dialing each other at once.
+//! replicas dialing each other at once. Both ends PING each other (`beat.rs`), so a silent
+//! replica's connections are closed within a bound, and dialed again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,11 +16,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::frame::{self, Kind, LinkMessage, MemberTag};
-use super::members::{self, LinkOut, LinkQueue, Members, Refused};
+use super::members::{self, LinkOut, LinkQueue, MemberCounters, Members, Refused};
 use super::route::LinkId;
-use super::{Arrival, UpEvent};
-use super::{discover, drain};
+use super::{Arrival, UpEvent, beat, discover, drain, request};
 use crate::engine::curve::{self, Mechanism, Sealer};
+use crate::engine::heartbeat::Liveness;
 use crate::engine::net;
 use crate::engine::tunables::{
     FEDERATION_RECONNECT_MAX, FEDERATION_RECONNECT_MIN, HANDSHAKE_TIMEOUT, READ_CHUNK_BYTES,
@@ -42,6 +43,8 @@ pub struct Sinks {
     /// Publications or tasks, with the replica they entered at.
     pub publications: mpsc::Sender<Arrival>,
     pub events: mpsc::Sender<UpEvent>,
+    /// Replies for this replica's clients (ROUTER/DEALER).
+    pub replies: mpsc::Sender<Arrival>,
 }
 
 async fn raised(rx: &mut watch::Receiver<bool>) {
@@ -179,9 +182,32 @@ pub async fn accept_loop(
     }
 }
 
+/// The read side of an inbound connection, and what its messages are handed over with.
+struct Inbound {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    dec: Decoder,
+    peer: MemberTag,
+    peer_id: String,
+    link: LinkId,
+    counters: Arc<MemberCounters>,
+    /// The routing frame a request from this replica gets (ROUTER/DEALER).
+    route: Bytes,
+    /// PONGs for the command writer.
+    commands: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Inbound {
+    /// Whom what it read comes from, for [`hand_over`] (the decoder stays behind: not `Sync`).
+    fn whose(&self) -> (MemberTag, LinkId, &MemberCounters) {
+        (self.peer, self.link, &self.counters)
+    }
+}
+
 /// Reads one inbound connection: publications to the down pump, subscriptions to the member
-/// table and the up pump. Ends at the stop signal: what was read is handed over first.
-async fn inbound(mut l: Linked, sinks: Sinks, mut life: Lifecycle) {
+/// table and the up pump. Ends at the stop signal (what was read is handed over first), or when
+/// the other replica goes silent past the heartbeat bound.
+async fn inbound(l: Linked, sinks: Sinks, mut life: Lifecycle) {
     let members = &sinks.members;
     if l.peer == members.own {
         tracing::debug!("federation: a dial from this replica to itself; closing it");
@@ -191,29 +217,71 @@ async fn inbound(mut l: Linked, sinks: Sinks, mut life: Lifecycle) {
     members.inbound_up(l.peer, &l.peer_id);
     members.counters.connections.fetch_add(1, Ordering::AcqRel);
     tracing::info!(member = %l.peer_id, link, "federation link in up");
+    let Linked { rd, wr, buf, dec, sealer, peer, peer_id } = l;
+    let (commands, mut command_rx) = mpsc::unbounded_channel();
+    let counters = members.counters_of(peer, &peer_id);
+    let route = request::route_frame(peer);
+    let live = Liveness::default();
+    let pings = commands.clone();
+    let mut r = Inbound { rd, buf, dec, peer, peer_id, link, counters, route, commands };
     let mut end = drain::Awaited::new(members);
-    let why = read_links(&mut l, link, &sinks, &mut life, &mut end).await;
+    let why = tokio::select! {
+        why = read_links(&mut r, &live, &sinks, &mut life, &mut end) => why,
+        why = write_commands(wr, sealer, &mut command_rx) => why,
+        () = beat::keep(&live, |p| {
+            let _ = pings.send(p);
+        }) => SILENT,
+    };
     end.settle(members);
+    if why == SILENT {
+        silent(members, &r.counters);
+    }
     members.counters.connections.fetch_sub(1, Ordering::AcqRel);
-    members.inbound_down(l.peer, link);
+    members.inbound_down(r.peer, link);
     let _ = sinks.events.send(UpEvent::LinkGone(link)).await;
-    tracing::info!(member = %l.peer_id, link, reason = why, "federation link in down");
+    tracing::info!(member = %r.peer_id, link, reason = why, "federation link in down");
+}
+
+/// Writes the commands (PING, PONG) of an inbound connection, the only bytes it carries back.
+async fn write_commands(
+    mut wr: OwnedWriteHalf,
+    mut sealer: Option<Sealer>,
+    rx: &mut mpsc::UnboundedReceiver<Bytes>,
+) -> &'static str {
+    let mut out = BytesMut::new();
+    while let Some(body) = rx.recv().await {
+        out.clear();
+        if beat::encode(&body, &mut out, sealer.as_mut()).is_err() {
+            return "sealing failed";
+        }
+        if wr.write_all(&out).await.is_err() {
+            return "write failed";
+        }
+    }
+    "stopped"
 }
 
 async fn read_links(
-    l: &mut Linked,
-    link: LinkId,
+    l: &mut Inbound,
+    live: &Liveness,
     sinks: &Sinks,
     life: &mut Lifecycle,
     end: &mut drain::Awaited,
 ) -> &'static str {
     let members = &sinks.members;
+    let link = l.link;
     loop {
         let mut batch: Vec<Msg> = Vec::new();
+        let mut replies: Vec<Msg> = Vec::new();
         loop {
             let frames = match l.dec.decode(&mut l.buf) {
                 Ok(Some(Item::Message(m))) => m,
-                Ok(Some(Item::Command(_))) => continue,
+                Ok(Some(item)) => {
+                    if let Some(pong) = beat::answer(&item) {
+                        let _ = l.commands.send(pong);
+                    }
+                    continue;
+                }
                 Ok(None) => break,
                 Err(_) => return protocol_error(members),
             };
@@ -224,6 +292,12 @@ async fn read_links(
                 {
                     batch.push(msg)
                 }
+                // A request for this replica's workers gets the routing frame naming its entry
+                // replica, which the reply carries back.
+                Ok(LinkMessage::Request { origin, msg }) if origin == l.peer => {
+                    batch.push(request::enter(&l.route, msg))
+                }
+                Ok(LinkMessage::Reply { origin, msg }) if origin == l.peer => replies.push(msg),
                 Ok(LinkMessage::Credit { origin, room, taken, workers }) if origin == l.peer => {
                     members.credit(origin, room, taken, workers);
                 }
@@ -238,7 +312,7 @@ async fn read_links(
                 Ok(LinkMessage::End { origin }) if origin == l.peer => {
                     // Its tasks are all read; its credit still counts for this replica's own.
                     let b = std::mem::take(&mut batch);
-                    if !b.is_empty() && !hand_over(sinks, l.peer, link, b).await {
+                    if !b.is_empty() && !hand_over(sinks, &sinks.publications, l.whose(), b).await {
                         return "stopped";
                     }
                     end.settle(members);
@@ -246,7 +320,7 @@ async fn read_links(
                 Ok(LinkMessage::Subscription { origin, subscribe, topic }) if origin == l.peer => {
                     // Publications read before the subscription go first, as they were sent.
                     let b = std::mem::take(&mut batch);
-                    if !b.is_empty() && !hand_over(sinks, l.peer, link, b).await {
+                    if !b.is_empty() && !hand_over(sinks, &sinks.publications, l.whose(), b).await {
                         return "stopped";
                     }
                     members.announced(l.peer, link, subscribe, &topic);
@@ -258,19 +332,23 @@ async fn read_links(
                 _ => return protocol_error(members),
             }
         }
-        if !batch.is_empty() && !hand_over(sinks, l.peer, link, batch).await {
+        if !batch.is_empty() && !hand_over(sinks, &sinks.publications, l.whose(), batch).await {
+            return "stopped";
+        }
+        if !replies.is_empty() && !hand_over(sinks, &sinks.replies, l.whose(), replies).await {
             return "stopped";
         }
         if l.buf.capacity() - l.buf.len() < READ_CHUNK_BYTES / 4 {
             l.buf.reserve(READ_CHUNK_BYTES);
         }
+        live.waiting();
         tokio::select! {
             biased;
             _ = raised(&mut life.stop), if !drain::reads_to_end(members) => return "stopping",
             _ = raised(&mut life.kill) => return "killed",
             r = l.rd.read_buf(&mut l.buf) => match r {
                 Ok(0) | Err(_) => return "closed",
-                Ok(_) => {}
+                Ok(_) => live.arrived(),
             },
         }
     }
@@ -281,9 +359,25 @@ fn protocol_error(members: &Members) -> &'static str {
     "protocol error"
 }
 
-async fn hand_over(sinks: &Sinks, from: MemberTag, link: LinkId, msgs: Vec<Msg>) -> bool {
+/// Hands what a link read to a pump (the one reading this link's kind); counted by `counters`.
+async fn hand_over(
+    sinks: &Sinks,
+    to: &mpsc::Sender<Arrival>,
+    (from, link, counters): (MemberTag, LinkId, &MemberCounters),
+    msgs: Vec<Msg>,
+) -> bool {
     sinks.members.counters.relayed_in.fetch_add(msgs.len() as u64, Ordering::Relaxed);
-    sinks.publications.send(Arrival { from, link, msgs }).await.is_ok()
+    MemberCounters::add(&counters.relayed_in, msgs.len() as u64);
+    to.send(Arrival { from, link, msgs }).await.is_ok()
+}
+
+/// Why a connection whose other end went silent past the heartbeat bound was closed.
+const SILENT: &str = "heartbeat timeout";
+
+/// Counts a connection closed by its heartbeat.
+fn silent(members: &Members, counters: &MemberCounters) {
+    members.counters.heartbeat_timeouts.fetch_add(1, Ordering::Relaxed);
+    counters.heartbeat_timeouts.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Dials one other replica's federation endpoint and keeps its outbound connection up,
@@ -350,7 +444,9 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
         members::send(&queue, vec![LinkOut::State(true)]);
     }
     let _ = sinks.events.send(UpEvent::OutboundUp(l.peer)).await;
-    let Linked { mut rd, wr, sealer, peer, peer_id, .. } = l;
+    let Linked { mut rd, wr, mut buf, mut dec, sealer, peer, peer_id } = l;
+    let counters = members.counters_of(peer, &peer_id);
+    let live = Liveness::default();
     let header = |k| frame::header(k, members.own);
     let headers = Headers {
         subscribe: header(Kind::Subscribe),
@@ -359,6 +455,8 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
         task: header(Kind::Task),
         credit: header(Kind::Credit),
         state: header(Kind::State),
+        request: header(Kind::Request),
+        reply: header(Kind::Reply),
         leaving: header(Kind::Leaving),
         end: header(Kind::End),
     };
@@ -366,22 +464,48 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
     let why = {
         let write = write_loop(wr, sealer, &mut rx, &queue, headers, life.kill.clone());
         tokio::pin!(write);
-        // The acceptor sends nothing after HELLO; reading only notices its close.
-        let mut sink = [0u8; 64];
+        // The acceptor sends only heartbeats after HELLO: its PINGs are answered, and reading
+        // notices its close and its silence.
+        let read = async {
+            loop {
+                loop {
+                    match dec.decode(&mut buf) {
+                        Ok(Some(item)) => {
+                            if let Some(pong) = beat::answer(&item) {
+                                members::send(&queue, vec![LinkOut::Command(pong)]);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => return protocol_error(members),
+                    }
+                }
+                buf.reserve(READ_CHUNK_BYTES / 16);
+                live.waiting();
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return "closed",
+                    Ok(_) => live.arrived(),
+                }
+            }
+        };
+        let pings = |p| members::send(&queue, vec![LinkOut::Command(p)]);
         tokio::select! {
             w = &mut write => w,
-            _ = async { while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {} } => "closed",
+            r = read => r,
+            () = beat::keep(&live, pings) => SILENT,
         }
     };
+    if why == SILENT {
+        silent(members, &counters);
+    }
     members.outbound_down(peer, &queue);
     members.counters.connections.fetch_sub(1, Ordering::AcqRel);
     rx.close();
     let mut lost = 0u64;
     while let Ok(batch) = rx.try_recv() {
-        lost += batch.iter().filter(|o| matches!(o, LinkOut::Publish(_) | LinkOut::Task(_))).count()
-            as u64;
+        lost += batch.iter().filter(|o| o.is_message()).count() as u64;
     }
     members.counters.dropped_link_down.fetch_add(lost, Ordering::Relaxed);
+    MemberCounters::add(&counters.dropped_link_down, lost);
     tracing::info!(member = %peer_id, reason = why, lost, "federation link out down");
     Ok(())
 }
@@ -393,6 +517,8 @@ struct Headers {
     task: Bytes,
     credit: Bytes,
     state: Bytes,
+    request: Bytes,
+    reply: Bytes,
     leaving: Bytes,
     end: Bytes,
 }
@@ -427,6 +553,9 @@ async fn write_loop(
                         }
                         LinkOut::Publish(m) => frame::encode(&h.publish, &m, out, sealer.as_mut())?,
                         LinkOut::Task(m) => frame::encode(&h.task, &m, out, sealer.as_mut())?,
+                        LinkOut::Request(m) => frame::encode(&h.request, &m, out, sealer.as_mut())?,
+                        LinkOut::Reply(m) => frame::encode(&h.reply, &m, out, sealer.as_mut())?,
+                        LinkOut::Command(body) => beat::encode(&body, out, sealer.as_mut())?,
                         LinkOut::State(paused) => {
                             let body = [Bytes::from_static(if paused { &[1] } else { &[0] })];
                             frame::encode(&h.state, &body, out, sealer.as_mut())?

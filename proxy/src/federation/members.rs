@@ -30,6 +30,63 @@ pub enum LinkOut {
     Leaving,
     /// No task follows on this connection (the answer to `Leaving`).
     End,
+    /// A request read from this replica's own clients (ROUTER/DEALER).
+    Request(Msg),
+    /// A reply for the receiver's client, read from this replica's own workers.
+    Reply(Msg),
+    /// A ZMTP command (the link's heartbeat PING or PONG), its body unframed.
+    Command(Bytes),
+}
+
+impl LinkOut {
+    /// Whether it is a peer's message (counted when lost), not link control.
+    pub fn is_message(&self) -> bool {
+        matches!(
+            self,
+            LinkOut::Publish(_) | LinkOut::Task(_) | LinkOut::Request(_) | LinkOut::Reply(_)
+        )
+    }
+}
+
+/// One member's link counters: the `member` label's share of [`LinkCounters`]. Members are the
+/// few replicas of one federation, so the label's values stay few.
+#[derive(Default)]
+pub struct MemberCounters {
+    pub relayed_out: AtomicU64,
+    pub relayed_in: AtomicU64,
+    pub dropped_link_full: AtomicU64,
+    pub dropped_link_down: AtomicU64,
+    /// Link connections to or from it closed because it went silent past the heartbeat bound.
+    pub heartbeat_timeouts: AtomicU64,
+}
+
+/// A snapshot of one member's [`MemberCounters`], for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberCounts {
+    pub relayed_out: u64,
+    pub relayed_in: u64,
+    pub dropped_link_full: u64,
+    pub dropped_link_down: u64,
+    pub heartbeat_timeouts: u64,
+}
+
+impl MemberCounters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        if n > 0 {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> MemberCounts {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MemberCounts {
+            relayed_out: r(&self.relayed_out),
+            relayed_in: r(&self.relayed_in),
+            dropped_link_full: r(&self.dropped_link_full),
+            dropped_link_down: r(&self.dropped_link_down),
+            heartbeat_timeouts: r(&self.heartbeat_timeouts),
+        }
+    }
 }
 
 /// One outbound connection's queue: unbounded for subscriptions (small, never dropped), bounded
@@ -52,6 +109,8 @@ pub struct Member {
     pub topics: Arc<Vec<Bytes>>,
     /// Its last `CREDIT` (room, taken, workers), while an inbound connection from it is up.
     pub credit: Option<(u64, u64, u64)>,
+    /// Its link counters, kept across reconnects.
+    pub counters: Arc<MemberCounters>,
     /// It said it is stopping: no task is placed on it.
     pub leaving: bool,
     by_link: HashMap<LinkId, HashSet<Bytes>>,
@@ -72,6 +131,8 @@ pub struct LinkCounters {
     pub protocol_errors: AtomicU64,
     /// Link connections up right now, both directions counted.
     pub connections: AtomicI64,
+    /// Link connections closed because the other replica went silent past the heartbeat bound.
+    pub heartbeat_timeouts: AtomicU64,
 }
 
 pub struct Members {
@@ -85,6 +146,9 @@ pub struct Members {
     pub counters: LinkCounters,
     /// A replica announced credit: a task pump waiting for room may place its tasks now.
     pub credited: Notify,
+    /// ROUTER/DEALER: requests other replicas sent that this replica's workers took and have
+    /// not answered yet; a draining replica keeps its workers until it is zero.
+    pub unanswered: AtomicI64,
     /// Whether this replica is paused, as the other replicas were last told.
     paused: AtomicBool,
     /// The last PAUSE (`true`) or RESUME a replica sent.
@@ -118,6 +182,7 @@ impl Members {
             next_link: AtomicU64::new(1),
             counters: LinkCounters::default(),
             credited: Notify::new(),
+            unanswered: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             remote_state: watch::channel(None).0,
             unended: AtomicUsize::new(0),
@@ -148,6 +213,7 @@ impl Members {
                     out: None,
                     topics: Arc::new(Vec::new()),
                     credit: None,
+                    counters: Arc::default(),
                     leaving: false,
                     by_link: HashMap::new(),
                 });
@@ -293,6 +359,17 @@ impl Members {
     pub fn link_states(&self) -> Vec<(Arc<str>, bool, bool)> {
         let all = lock(&self.inner);
         all.iter().map(|m| (m.id.clone(), m.out.is_some(), m.inbound > 0)).collect()
+    }
+
+    /// The counters of the member `tag` (created on first use, as the member is).
+    pub fn counters_of(&self, tag: MemberTag, id: &str) -> Arc<MemberCounters> {
+        self.with_member(tag, id, |m| m.counters.clone())
+    }
+
+    /// Per member: its id and its link counters.
+    pub fn member_counts(&self) -> Vec<(Arc<str>, MemberCounts)> {
+        let all = lock(&self.inner);
+        all.iter().map(|m| (m.id.clone(), m.counters.snapshot())).collect()
     }
 
     /// (members known, members with an outbound connection up).

@@ -4,19 +4,22 @@
 //! replica's own peers (the one-hop rule, `route.rs`). XSUB/XPUB: subscriptions of a replica's
 //! own subscribers are announced to the others, and publications cross a link only to a replica
 //! that announced a matching subscription. PULL/PUSH: tasks go to a replica's own workers first,
-//! then to the others by the credit they announce (`credit.rs`).
+//! then to the others by the credit they announce (`credit.rs`). ROUTER/DEALER: requests are
+//! placed as tasks are, and replies retrace them to the entry replica (`request.rs`).
 //!
 //! `frame.rs` is the link's message format, `route.rs` and `credit.rs` the routing decisions
 //! (pure), `members.rs` the other replicas and their queues, `link.rs` the connections. The
 //! pumps hold a [`DownSide`] (publications) and an [`UpSide`] (subscriptions), or a
 //! [`TaskSide`] (tasks); a proxy started without a federation holds none and runs as before.
 
+mod beat;
 pub(crate) mod credit;
 pub mod discover;
 mod drain;
 pub(crate) mod frame;
 mod link;
 pub(crate) mod members;
+pub(crate) mod request;
 pub(crate) mod route;
 
 use std::collections::HashMap;
@@ -35,7 +38,9 @@ use crate::policy::subscriptions::PeerId;
 use crate::wire::zmtp::subscription_message;
 use credit::{Ledger, Place};
 use frame::MemberTag;
-use members::{LinkOut, LinkQueue, Member, Members};
+pub use members::MemberCounts;
+use members::{LinkOut, LinkQueue, Member, MemberCounters, Members};
+pub use request::ReplySide;
 pub use route::Origin;
 use route::{Interest, LinkId};
 use zmq_proxy_api::endpoint::Endpoint;
@@ -45,7 +50,7 @@ use zmq_proxy_api::endpoint::Endpoint;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FederationConfig {
     pub id: String,
-    /// `XSUB/XPUB` or `PULL/PUSH`: what every replica of the federation runs.
+    /// `XSUB/XPUB`, `PULL/PUSH` or `ROUTER/DEALER`: what every replica of the federation runs.
     pub pattern: &'static str,
     pub bind: Endpoint,
     pub peers: Vec<Endpoint>,
@@ -82,6 +87,7 @@ pub struct FederationSnapshot {
     pub dropped_link_full: u64,
     pub dropped_link_down: u64,
     pub protocol_errors: u64,
+    pub heartbeat_timeouts: u64,
 }
 
 impl Federation {
@@ -110,6 +116,11 @@ impl Federation {
         self.members.link_states()
     }
 
+    /// Per member: its id and its link counters.
+    pub fn member_counts(&self) -> Vec<(Arc<str>, MemberCounts)> {
+        self.members.member_counts()
+    }
+
     pub fn snapshot(&self) -> FederationSnapshot {
         let c = &self.members.counters;
         let (members, links_out_up) = self.members.seen_and_up();
@@ -123,6 +134,7 @@ impl Federation {
             dropped_link_full: r(&c.dropped_link_full),
             dropped_link_down: r(&c.dropped_link_down),
             protocol_errors: r(&c.protocol_errors),
+            heartbeat_timeouts: r(&c.heartbeat_timeouts),
         }
     }
 }
@@ -140,6 +152,7 @@ pub struct Started {
     pub federation: Federation,
     arrivals: mpsc::Receiver<Arrival>,
     events: mpsc::Receiver<UpEvent>,
+    replies: mpsc::Receiver<Arrival>,
 }
 
 impl Started {
@@ -162,6 +175,18 @@ impl Started {
     /// PULL/PUSH: the task pump's half. Nothing reads link events then (a link task's send
     /// to the dropped receiver fails at once and is ignored).
     pub fn pipeline(self) -> (Federation, TaskSide) {
+        let (fed, tasks, _) = self.tasks(false);
+        (fed, tasks)
+    }
+
+    /// ROUTER/DEALER: the request pump's half (requests are placed as tasks are) and the
+    /// reply pump's half.
+    pub fn reqrep(self) -> (Federation, TaskSide, ReplySide) {
+        self.tasks(true)
+    }
+
+    fn tasks(self, requests: bool) -> (Federation, TaskSide, ReplySide) {
+        let replies = ReplySide::new(self.federation.members.clone(), self.replies);
         let tasks = TaskSide {
             members: self.federation.members.clone(),
             version: u64::MAX,
@@ -172,9 +197,10 @@ impl Started {
             announced: HashMap::new(),
             places: Vec::new(),
             ledgers: Vec::new(),
+            requests,
             ended: std::collections::HashSet::new(),
         };
-        (self.federation, tasks)
+        (self.federation, tasks, replies)
     }
 }
 
@@ -188,11 +214,17 @@ pub async fn start(
     let members = Arc::new(Members::new(&cfg.id, cfg.pattern));
     let (pub_tx, pub_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
     let (ev_tx, ev_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
+    let (reply_tx, reply_rx) = mpsc::channel(INBOUND_QUEUE_BATCHES);
     let open_error = |reason: String| OpenError::bind(cfg.bind.to_string(), reason);
     let (listener, _) =
         net::bind(&cfg.bind).await.map_err(|e| open_error(net::describe_bind_error(&e)))?;
     let local_addr = listener.local_addr().map_err(|e| open_error(e.to_string()))?;
-    let sinks = link::Sinks { members: members.clone(), publications: pub_tx, events: ev_tx };
+    let sinks = link::Sinks {
+        members: members.clone(),
+        publications: pub_tx,
+        events: ev_tx,
+        replies: reply_tx,
+    };
     let accepted = cfg.security.accepted.clone();
     tokio::spawn(link::accept_loop(listener, accepted, sinks.clone(), life.clone()));
     tokio::spawn(drain::leave_on_stop(members.clone(), life.clone()));
@@ -206,7 +238,8 @@ pub async fn start(
         }
     }
     tracing::info!(id = %cfg.id, bind = %cfg.bind, peers = cfg.peers.len(), "federation started");
-    Ok(Started { federation: Federation { members, local_addr }, arrivals: pub_rx, events: ev_rx })
+    let federation = Federation { members, local_addr };
+    Ok(Started { federation, arrivals: pub_rx, events: ev_rx, replies: reply_rx })
 }
 
 /// The publication pump's half: relays what this replica's publishers sent to the replicas
@@ -252,10 +285,13 @@ impl DownSide {
             }
             let shared = Arc::new(m.clone());
             for &i in &self.targets {
+                let mc = &self.cache[i].counters;
                 if self.cache[i].out.is_none() {
                     down += 1;
+                    mc.dropped_link_down.fetch_add(1, Ordering::Relaxed);
                 } else if self.room[i] == 0 {
                     full += 1;
+                    mc.dropped_link_full.fetch_add(1, Ordering::Relaxed);
                 } else {
                     self.room[i] -= 1;
                     relayed += 1;
@@ -265,6 +301,7 @@ impl DownSide {
         }
         for (i, batch) in self.staged.iter_mut().enumerate() {
             if let (false, Some(q)) = (batch.is_empty(), &self.cache[i].out) {
+                MemberCounters::add(&self.cache[i].counters.relayed_out, batch.len() as u64);
                 members::send(q, std::mem::take(batch));
             }
         }
@@ -370,6 +407,8 @@ pub struct TaskSide {
     announced: HashMap<MemberTag, (usize, (u64, u64, u64))>,
     places: Vec<Place>,
     ledgers: Vec<Ledger>,
+    /// ROUTER/DEALER: the tasks are requests (sent as `REQUEST`).
+    requests: bool,
     /// Outbound queues to leaving replicas that were sent their `END`.
     ended: std::collections::HashSet<usize>,
 }
@@ -410,10 +449,11 @@ impl TaskSide {
         credit::place(msgs.len(), local_room, &mut self.ledgers, &mut self.places);
         let (mut local, mut wait) = (Vec::new(), Vec::new());
         let mut staged: Vec<Vec<LinkOut>> = self.cache.iter().map(|_| Vec::new()).collect();
+        let wrap = if self.requests { LinkOut::Request } else { LinkOut::Task };
         for (m, p) in msgs.into_iter().zip(&self.places) {
             match p {
                 Place::Local => local.push(m),
-                Place::Replica(i) => staged[*i].push(LinkOut::Task(m)),
+                Place::Replica(i) => staged[*i].push(wrap(m)),
                 Place::Wait => wait.push(m),
             }
         }
@@ -421,6 +461,7 @@ impl TaskSide {
         for (i, batch) in staged.into_iter().enumerate() {
             if let (false, Some(q)) = (batch.is_empty(), &self.cache[i].out) {
                 relayed += batch.len() as u64;
+                MemberCounters::add(&self.cache[i].counters.relayed_out, batch.len() as u64);
                 members::send(q, batch);
                 self.sent.insert(self.cache[i].tag, (queue_key(q), self.ledgers[i].sent));
             }
@@ -431,6 +472,9 @@ impl TaskSide {
 
     /// `n` tasks that came from `from` over `link` were handed to this replica's own workers.
     pub fn taken(&mut self, from: MemberTag, link: LinkId, n: usize) {
+        if self.requests {
+            self.members.unanswered.fetch_add(n as i64, Ordering::AcqRel);
+        }
         let e = self.taken.entry(from).or_insert((link, 0));
         if e.0 != link {
             *e = (link, 0);
@@ -452,6 +496,12 @@ impl TaskSide {
                 self.announced.insert(m.tag, now);
             }
         }
+    }
+
+    /// ROUTER/DEALER: requests from other replicas this replica's workers have not answered
+    /// yet; `None` for tasks, which get no answer.
+    pub fn unanswered(&self) -> Option<i64> {
+        self.requests.then(|| self.members.unanswered.load(Ordering::Acquire))
     }
 
     /// Resolves when a replica announced credit.

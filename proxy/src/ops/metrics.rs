@@ -39,7 +39,10 @@
 //!   `zmq_proxy_federation_members`, `zmq_proxy_federation_link_up{member, direction}`,
 //!   `zmq_proxy_federation_relayed_messages_total{direction}`,
 //!   `zmq_proxy_federation_dropped_messages_total{reason}`,
-//!   `zmq_proxy_federation_protocol_errors_total`.
+//!   `zmq_proxy_federation_protocol_errors_total`, and per other replica
+//!   `zmq_proxy_federation_link_relayed_messages_total{member, direction}`,
+//!   `zmq_proxy_federation_link_dropped_messages_total{member, reason}`,
+//!   `zmq_proxy_federation_heartbeat_timeouts_total{member}`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,19 +120,21 @@ impl Observed {
             && !self.strands_work()
     }
 
-    /// A PULL/PUSH replica with producers attached, no worker of its own and no link out up:
-    /// the tasks it reads can only wait, so new producers are better sent to another replica.
+    /// A PULL/PUSH replica with producers attached, no worker of its own and no link out up
+    /// (or a ROUTER/DEALER one with clients): the tasks or requests it reads can only wait, so
+    /// new producers or clients are better sent to another replica.
     pub fn strands_work(&self) -> bool {
-        let Some(f) = self.federation.as_ref().filter(|f| f.pattern() == "PULL/PUSH") else {
-            return false;
+        let Some(f) = self.federation.as_ref() else { return false };
+        let (sources, workers) = match f.pattern() {
+            "PULL/PUSH" => (SocketType::Pull, SocketType::Push),
+            "ROUTER/DEALER" => (SocketType::Router, SocketType::Dealer),
+            _ => return false,
         };
         let attached = |kind: SocketType| -> usize {
             let data = self.sockets.iter().filter(|(n, _)| *n != "capture");
             data.filter(|(_, h)| h.socket_type() == kind).map(|(_, h)| h.peer_count()).sum()
         };
-        attached(SocketType::Pull) > 0
-            && attached(SocketType::Push) == 0
-            && f.snapshot().links_out_up == 0
+        attached(sources) > 0 && attached(workers) == 0 && f.snapshot().links_out_up == 0
     }
 
     /// The federation this proxy is a replica of, if any.
@@ -313,7 +318,35 @@ fn encode_federation(e: &mut DescriptorEncoder, f: &Federation) -> std::fmt::Res
     let help = "Messages for another replica dropped, by reason";
     family(e, "zmq_proxy_federation_dropped_messages", help, c, "reason", &dropped, counter)?;
     let help = "Links closed for a malformed message or one that broke the one-hop rule";
-    single(e, "zmq_proxy_federation_protocol_errors", help, s.protocol_errors)
+    single(e, "zmq_proxy_federation_protocol_errors", help, s.protocol_errors)?;
+    member_families(e, f)
+}
+
+/// The per-link families, by `member`: one label value per other replica, a handful.
+fn member_families(e: &mut DescriptorEncoder, f: &Federation) -> std::fmt::Result {
+    let c = MetricType::Counter;
+    let members = f.member_counts();
+    let help = "Messages relayed to (out, per copy) and from (in) one other replica, by member";
+    let mut m = e.encode_descriptor("zmq_proxy_federation_link_relayed_messages", help, None, c)?;
+    for (id, n) in &members {
+        for (direction, v) in [("out", n.relayed_out), ("in", n.relayed_in)] {
+            counter(v, m.encode_family(&[("member", &**id), ("direction", direction)])?)?;
+        }
+    }
+    let help = "Messages for one other replica dropped, by member and reason";
+    let mut m = e.encode_descriptor("zmq_proxy_federation_link_dropped_messages", help, None, c)?;
+    for (id, n) in &members {
+        for (reason, v) in [("link_full", n.dropped_link_full), ("link_down", n.dropped_link_down)]
+        {
+            counter(v, m.encode_family(&[("member", &**id), ("reason", reason)])?)?;
+        }
+    }
+    let help = "Link connections to or from one other replica closed because it went silent past the heartbeat bound, by member";
+    let mut m = e.encode_descriptor("zmq_proxy_federation_heartbeat_timeouts", help, None, c)?;
+    for (id, n) in &members {
+        counter(n.heartbeat_timeouts, m.encode_family(&[("member", &**id)])?)?;
+    }
+    Ok(())
 }
 
 /// The addresses of each connect-all endpoint by state (every state, 0 included) and its failed

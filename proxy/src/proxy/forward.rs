@@ -22,7 +22,9 @@ use crate::engine::resolve::Resolver;
 use crate::engine::tunables::{
     DRAIN_POLL_INTERVAL, FEDERATION_CREDIT_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT,
 };
-use crate::federation::{self, Arrival, DownSide, Federation, Origin, TaskSide, UpEvent, UpSide};
+use crate::federation::{
+    self, Arrival, DownSide, Federation, Origin, ReplySide, TaskSide, UpEvent, UpSide,
+};
 use crate::policy::sockets::{
     Follow, Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
 };
@@ -174,11 +176,23 @@ impl Proxy {
                         let (tasks, fed) = pipeline(started);
                         (Fed::Off, tasks, fed)
                     }
+                    // The pump reading the ROUTER places requests, the one reading the DEALER
+                    // sends replies back.
+                    (SocketType::Router, SocketType::Dealer) => {
+                        let (fed, requests, replies) = started.reqrep();
+                        (Fed::Tasks(requests), Fed::Replies(replies), Some(fed))
+                    }
+                    (SocketType::Dealer, SocketType::Router) => {
+                        let (fed, requests, replies) = started.reqrep();
+                        (Fed::Replies(replies), Fed::Tasks(requests), Some(fed))
+                    }
                     _ => {
                         return Err(OpenError {
                             action: "start",
                             endpoint: f.bind.to_string(),
-                            reason: "federation needs an XSUB/XPUB or PULL/PUSH proxy".into(),
+                            reason:
+                                "federation needs an XSUB/XPUB, PULL/PUSH or ROUTER/DEALER proxy"
+                                    .into(),
                         });
                     }
                 }
@@ -390,12 +404,14 @@ struct Pump {
 }
 
 /// A pump's part in a federation: none, relaying publications (the pump reading XSUB),
-/// announcing subscriptions (the pump reading XPUB), or placing tasks (the pump reading PULL).
+/// announcing subscriptions (the pump reading XPUB), placing tasks (the pump reading PULL) or
+/// requests (the pump reading ROUTER), or sending replies back (the pump reading DEALER).
 enum Fed {
     Off,
     Down(DownSide),
     Up(UpSide),
     Tasks(TaskSide),
+    Replies(ReplySide),
 }
 
 /// What a federation link handed a pump.
@@ -405,6 +421,8 @@ enum Relayed {
     Event(UpEvent),
     /// Tasks another replica placed here: for this replica's workers only.
     Tasks(Arrival),
+    /// Replies to requests this replica's clients sent, answered on another replica.
+    Replies(Vec<Msg>),
 }
 
 impl Fed {
@@ -415,6 +433,7 @@ impl Fed {
             Fed::Down(d) => d.recv().await.map(Relayed::Publications),
             Fed::Up(u) => u.recv().await.map(Relayed::Event),
             Fed::Tasks(t) => t.recv().await.map(Relayed::Tasks),
+            Fed::Replies(r) => r.recv().await.map(Relayed::Replies),
         }
     }
 
@@ -424,6 +443,7 @@ impl Fed {
             Fed::Down(d) => d.try_recv().map(Relayed::Publications),
             Fed::Up(u) => u.try_recv().map(Relayed::Event),
             Fed::Tasks(t) => t.try_recv().map(Relayed::Tasks),
+            Fed::Replies(r) => r.try_recv().map(Relayed::Replies),
         }
     }
 
@@ -432,6 +452,7 @@ impl Fed {
         match self {
             Fed::Down(d) => d.backlog(),
             Fed::Tasks(t) => t.backlog(),
+            Fed::Replies(r) => r.backlog(),
             Fed::Off | Fed::Up(_) => 0,
         }
     }
@@ -468,13 +489,34 @@ impl Pump {
             bytes += b;
         }
         self.src().add_recv(msgs.len() as u64, frames, bytes);
+        if let Fed::Replies(_) = &self.fed {
+            return self.send_replies(msgs, frames).await;
+        }
         self.tee(&msgs, frames);
         match &mut self.fed {
             Fed::Down(down) => down.relay(Origin::Local, &msgs),
             Fed::Tasks(_) => return self.place_tasks(msgs).await,
-            Fed::Off | Fed::Up(_) => {}
+            Fed::Off | Fed::Up(_) | Fed::Replies(_) => {}
         }
         self.deliver(msgs).await
+    }
+
+    /// ROUTER/DEALER federated, replies read from this replica's workers: the ones for another
+    /// replica's clients go back to it (captured there, where their requests entered), the ones
+    /// whose entry replica is gone are dropped as unroutable, the rest are captured and routed
+    /// here.
+    async fn send_replies(&mut self, msgs: Vec<Msg>, frames: u64) -> Result<(), Vec<Msg>> {
+        let Fed::Replies(replies) = &mut self.fed else { return self.deliver(msgs).await };
+        let split = replies.relay(msgs);
+        if split.unroutable_frames > 0 {
+            self.counters.dropped(DropReason::Unroutable, split.unroutable_frames);
+        }
+        let local = frames - split.relayed_frames - split.unroutable_frames;
+        self.tee(&split.local, local);
+        if split.local.is_empty() {
+            return Ok(());
+        }
+        self.deliver(split.local).await
     }
 
     /// PULL/PUSH federated: this replica's own workers take what they have room for, replicas
@@ -519,7 +561,8 @@ impl Pump {
 
     /// Delivers what entered the federation at another replica (or the subscriptions upstream
     /// it asks for) to this replica's own peers: not captured (capture sees a message once, at
-    /// the replica it entered) and never relayed again (the one-hop rule).
+    /// the replica it entered; a reply is captured where its request entered, here) and never
+    /// relayed again (the one-hop rule).
     async fn relayed(&mut self, item: Relayed) -> Result<(), Vec<Msg>> {
         let msgs = match item {
             Relayed::Publications(msgs) => {
@@ -536,9 +579,15 @@ impl Pump {
                 }
                 return Ok(());
             }
+            // Captured here, at the replica their requests entered.
+            Relayed::Replies(msgs) => {
+                let frames = msgs.iter().map(|m| m.len() as u64).sum();
+                self.tee(&msgs, frames);
+                msgs
+            }
             Relayed::Event(ev) => match &mut self.fed {
                 Fed::Up(up) => up.event(ev),
-                Fed::Off | Fed::Down(_) | Fed::Tasks(_) => Vec::new(),
+                Fed::Off | Fed::Down(_) | Fed::Tasks(_) | Fed::Replies(_) => Vec::new(),
             },
         };
         if msgs.is_empty() {
@@ -551,6 +600,46 @@ impl Pump {
         let d = self.dest.send(msgs, &mut self.kill).await;
         self.dst().add_sent(d.sent_messages, d.sent_frames, d.sent_bytes);
         if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
+    }
+
+    /// ROUTER/DEALER federated, once this pump's own input ended (the drain): the links are
+    /// still served until what they owe is settled. The reply pump routes the replies other
+    /// replicas send until this replica's clients are gone (each closes behind its last reply);
+    /// the request pump, which read its links to each replica's `END` like a PULL/PUSH one
+    /// (`federation/drain.rs`), waits until its workers answered every request they took from
+    /// the links (their connections stay open until then). The drain timeout bounds both.
+    async fn serve_links_while_draining(&mut self) -> Result<(), Vec<Msg>> {
+        let kill = self.kill.clone();
+        match &mut self.fed {
+            Fed::Replies(_) => {
+                let clients = self.dest.handle();
+                loop {
+                    tokio::select! {
+                        _ = wait_kill(kill.clone()) => return Ok(()),
+                        _ = clients.connections_closed() => return Ok(()),
+                        r = self.fed.recv() => match r {
+                            Some(r) => self.relayed(r).await?,
+                            None => return Ok(()),
+                        },
+                    }
+                }
+            }
+            Fed::Tasks(tasks) if tasks.unanswered().is_some() => loop {
+                let Fed::Tasks(tasks) = &mut self.fed else { return Ok(()) };
+                if tasks.unanswered().unwrap_or(0) <= 0 {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = wait_kill(kill.clone()) => return Ok(()),
+                    r = tasks.recv() => match r {
+                        Some(a) => self.relayed(Relayed::Tasks(a)).await?,
+                        None => return Ok(()),
+                    },
+                    _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
+                }
+            },
+            _ => Ok(()),
+        }
     }
 
     /// Requests read from a ROUTER peer that can no longer be answered: read, and dropped.
@@ -750,6 +839,10 @@ async fn pump(
             }
             _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
         }
+    }
+    if let Err(held) = p.serve_links_while_draining().await {
+        p.abandon(&mut rx, &held);
+        return;
     }
     // Input ended (the proxy is stopping): wait until the destination (and the links) have
     // written out everything, re-sending what closed peers hand back, until killed.

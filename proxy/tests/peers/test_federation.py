@@ -402,9 +402,9 @@ def test_pipeline_tasks_reach_workers_on_other_replicas_evenly_and_once(ctx, sta
 
 def test_a_federated_replica_serves_the_metrics_docs_federation_lists(ctx, start_proxy):
     """/metrics of a federated replica: the links to and from the other replica are up, what
-    crossed is counted, and the federation families are docs/federation.md's table, HELP
-    texts included."""
-    from test_metrics_words import _families, _sample, _scrape
+    crossed is counted (in all and by member), and the federation families are the tables of
+    docs/federation.md and docs/operations.md, HELP texts included."""
+    from test_metrics_words import _docs_rows, _families, _sample, _scrape
 
     http = free_ports(1)[0]
     replicas = start_federation(
@@ -416,6 +416,9 @@ def test_a_federated_replica_serves_the_metrics_docs_federation_lists(ctx, start
     for direction in ("out", "in"):
         assert _sample(text, "zmq_proxy_federation_link_up", member="r1", direction=direction) == 1, text
     assert _sample(text, "zmq_proxy_federation_relayed_messages_total", direction="in") >= 1, text
+    relayed_in = _sample(text, "zmq_proxy_federation_link_relayed_messages_total", member="r1", direction="in")
+    assert relayed_in == _sample(text, "zmq_proxy_federation_relayed_messages_total", direction="in"), text
+    assert _sample(text, "zmq_proxy_federation_heartbeat_timeouts_total", member="r1") == 0, text
     served = {n: v for n, v in _families(text).items() if n.startswith("zmq_proxy_federation_")}
     documented = {}
     for line in (REPO / "docs" / "federation.md").read_text().splitlines():
@@ -423,6 +426,7 @@ def test_a_federated_replica_serves_the_metrics_docs_federation_lists(ctx, start
         if len(cells) == 4 and re.fullmatch(r"`zmq_proxy_federation_\w+`", cells[0]):
             documented[cells[0].strip("`")] = (cells[1], cells[3].rstrip("."))
     assert documented == served
+    assert _docs_rows(federation=True) == served, "docs/operations.md's federation rows"
 
 
 def test_pause_and_resume_on_any_replica_steer_the_whole_federation(ctx, start_proxy):

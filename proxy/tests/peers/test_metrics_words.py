@@ -41,13 +41,15 @@ def _families(text: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _docs_rows() -> dict[str, tuple[str, str]]:
-    """The proxy's metric table of docs/operations.md: name -> (type, meaning)."""
+def _docs_rows(federation: bool = False) -> dict[str, tuple[str, str]]:
+    """The proxy's metric table of docs/operations.md: name -> (type, meaning); the families a
+    federated replica only serves, or all the others."""
     rows = {}
     for line in DOCS.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 4 and re.fullmatch(r"`zmq_proxy_(?!operator_)\w+`", cells[0]):
-            rows[cells[0].strip("`")] = (cells[1], cells[3].rstrip("."))
+            if cells[0].startswith("`zmq_proxy_federation_") == federation:
+                rows[cells[0].strip("`")] = (cells[1], cells[3].rstrip("."))
     return rows
 
 
