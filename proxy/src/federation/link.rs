@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::frame::{self, Kind, LinkMessage, MemberTag};
 use super::members::{self, LinkOut, LinkQueue, MemberCounters, Members, Refused};
 use super::route::LinkId;
-use super::{Arrival, UpEvent, beat, discover, drain, request};
+use super::{Arrival, UpEvent, batch, beat, discover, drain, request};
 use crate::engine::curve::{self, Mechanism, Sealer};
 use crate::engine::heartbeat::Liveness;
 use crate::engine::net;
@@ -34,6 +34,12 @@ use zmq_proxy_api::socket::SocketType;
 /// The link's largest message: what a publication may be, as the sockets' default allows.
 fn max_bytes() -> usize {
     SocketOptions::default().max_message_bytes()
+}
+
+/// The link's largest body frame: a batch of messages each within [`max_bytes`].
+fn max_batch_bytes() -> usize {
+    let d = SocketOptions::default();
+    batch::max_body(d.max_message_bytes(), d.max_message_frames())
 }
 
 /// What the link tasks hand to the pumps.
@@ -142,7 +148,7 @@ async fn link_up(
             let ours = members.pattern;
             return Err(LinkError::Pattern { id: peer_id, theirs: pattern, ours });
         }
-        dec.set_max(max_bytes());
+        dec.set_max(max_batch_bytes());
         Ok::<_, LinkError>((dec, sealer, peer, peer_id))
     };
     let (dec, sealer, peer, peer_id) =
@@ -287,17 +293,21 @@ async fn read_links(
             };
             match frame::parse(frames) {
                 // The one-hop rule, checked: whatever crosses this link entered at its sender.
-                Ok(LinkMessage::Publish { origin, msg } | LinkMessage::Task { origin, msg })
+                Ok(LinkMessage::Publish { origin, msgs } | LinkMessage::Task { origin, msgs })
                     if origin == l.peer =>
                 {
-                    batch.push(msg)
+                    if batch.is_empty() {
+                        batch = msgs;
+                    } else {
+                        batch.extend(msgs);
+                    }
                 }
                 // A request for this replica's workers gets the routing frame naming its entry
                 // replica, which the reply carries back.
-                Ok(LinkMessage::Request { origin, msg }) if origin == l.peer => {
-                    batch.push(request::enter(&l.route, msg))
+                Ok(LinkMessage::Request { origin, msgs }) if origin == l.peer => {
+                    batch.extend(msgs.into_iter().map(|m| request::enter(&l.route, m)))
                 }
-                Ok(LinkMessage::Reply { origin, msg }) if origin == l.peer => replies.push(msg),
+                Ok(LinkMessage::Reply { origin, msgs }) if origin == l.peer => replies.extend(msgs),
                 Ok(LinkMessage::Credit { origin, room, taken, workers }) if origin == l.peer => {
                     members.credit(origin, room, taken, workers);
                 }
@@ -532,6 +542,7 @@ async fn write_loop(
     mut kill: watch::Receiver<bool>,
 ) -> &'static str {
     let mut out = BytesMut::new();
+    let mut batches = batch::Writer::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -542,34 +553,46 @@ async fn write_loop(
             _ = raised(&mut kill) => return "killed",
         };
         let mut n = 0usize;
-        let mut encode =
-            |batch: Vec<LinkOut>, out: &mut BytesMut| -> Result<(), curve::CurveError> {
-                for o in batch {
-                    n += 1;
-                    match o {
-                        LinkOut::Subscription(s, t) => {
-                            let hd = if s { &h.subscribe } else { &h.cancel };
-                            frame::encode(hd, std::slice::from_ref(&t), out, sealer.as_mut())?
-                        }
-                        LinkOut::Publish(m) => frame::encode(&h.publish, &m, out, sealer.as_mut())?,
-                        LinkOut::Task(m) => frame::encode(&h.task, &m, out, sealer.as_mut())?,
-                        LinkOut::Request(m) => frame::encode(&h.request, &m, out, sealer.as_mut())?,
-                        LinkOut::Reply(m) => frame::encode(&h.reply, &m, out, sealer.as_mut())?,
-                        LinkOut::Command(body) => beat::encode(&body, out, sealer.as_mut())?,
-                        LinkOut::State(paused) => {
-                            let body = [Bytes::from_static(if paused { &[1] } else { &[0] })];
-                            frame::encode(&h.state, &body, out, sealer.as_mut())?
-                        }
-                        LinkOut::Leaving => frame::encode(&h.leaving, &[], out, sealer.as_mut())?,
-                        LinkOut::End => frame::encode(&h.end, &[], out, sealer.as_mut())?,
-                        LinkOut::Credit(room, taken, workers) => {
-                            let body = [frame::credit_body(room, taken, workers)];
-                            frame::encode(&h.credit, &body, out, sealer.as_mut())?
-                        }
-                    }
+        let mut encode = |items: Vec<LinkOut>, out: &mut BytesMut| -> Result<(), batch::EncodeError> {
+            for o in items {
+                n += 1;
+                let s = sealer.as_mut();
+                // Peers' messages join the open batch of their kind; anything else closes it
+                // first, so the receiver reads everything in the order it was queued.
+                let msg = match &o {
+                    LinkOut::Publish(m) => Some((&h.publish, &m[..])),
+                    LinkOut::Task(m) => Some((&h.task, &m[..])),
+                    LinkOut::Request(m) => Some((&h.request, &m[..])),
+                    LinkOut::Reply(m) => Some((&h.reply, &m[..])),
+                    _ => None,
+                };
+                if let Some((hd, m)) = msg {
+                    batches.push(hd, m, out, s)?;
+                    continue;
                 }
-                Ok(())
-            };
+                batches.close(out, s)?;
+                let s = sealer.as_mut();
+                match o {
+                    LinkOut::Subscription(sub, t) => {
+                        let hd = if sub { &h.subscribe } else { &h.cancel };
+                        frame::encode(hd, std::slice::from_ref(&t), out, s)?
+                    }
+                    LinkOut::Command(body) => beat::encode(&body, out, s)?,
+                    LinkOut::State(paused) => {
+                        let body = [Bytes::from_static(if paused { &[1] } else { &[0] })];
+                        frame::encode(&h.state, &body, out, s)?
+                    }
+                    LinkOut::Leaving => frame::encode(&h.leaving, &[], out, s)?,
+                    LinkOut::End => frame::encode(&h.end, &[], out, s)?,
+                    LinkOut::Credit(room, taken, workers) => {
+                        let body = [frame::credit_body(room, taken, workers)];
+                        frame::encode(&h.credit, &body, out, s)?
+                    }
+                    LinkOut::Publish(_) | LinkOut::Task(_) | LinkOut::Request(_) | LinkOut::Reply(_) => {}
+                }
+            }
+            Ok(())
+        };
         let mut sealed = encode(first, &mut out);
         while sealed.is_ok() && out.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
@@ -577,8 +600,11 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        if sealed.is_ok() {
+            sealed = batches.close(&mut out, sealer.as_mut());
+        }
         if sealed.is_err() {
-            return "sealing failed";
+            return "encoding failed";
         }
         let r = tokio::select! {
             r = wr.write_all(&out) => r,

@@ -12,6 +12,7 @@
 //! pumps hold a [`DownSide`] (publications) and an [`UpSide`] (subscriptions), or a
 //! [`TaskSide`] (tasks); a proxy started without a federation holds none and runs as before.
 
+mod batch;
 mod beat;
 pub(crate) mod credit;
 pub mod discover;
