@@ -3,7 +3,7 @@
 //! `count: u32`, then per message `frames: u32` and per frame `length: u32` and its bytes, all
 //! big-endian. The reader slices the frames out of the body without copying them. No I/O here.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::frame::FrameError;
 use crate::engine::curve::{CurveError, Sealer};
@@ -40,12 +40,12 @@ fn encoded_len(msg: &[Bytes]) -> usize {
     4 + msg.iter().map(|f| 4 + f.len()).sum::<usize>()
 }
 
-fn put_msg(msg: &[Bytes], out: &mut BytesMut) -> Result<(), EncodeError> {
-    out.reserve(encoded_len(msg));
-    out.put_u32(len32(msg.len())?);
+fn put_msg(msg: &[Bytes], len: usize, out: &mut BytesMut) -> Result<(), EncodeError> {
+    out.reserve(len);
+    out.extend_from_slice(&len32(msg.len())?.to_be_bytes());
     for f in msg {
-        out.put_u32(len32(f.len())?);
-        out.put_slice(f);
+        out.extend_from_slice(&len32(f.len())?.to_be_bytes());
+        out.extend_from_slice(f);
     }
     Ok(())
 }
@@ -83,22 +83,25 @@ impl Writer {
         out: &mut BytesMut,
         mut sealer: Option<&mut Sealer>,
     ) -> Result<(), EncodeError> {
+        let len = encoded_len(msg);
         let ends = self.open.as_ref().is_some_and(|o| {
             let buf = if sealer.is_some() { &self.aside } else { &*out };
-            o.header != *header
+            // Headers are built once per kind per link: the same pointer is the same kind.
+            (o.header.as_ptr() != header.as_ptr() && o.header != *header)
                 || o.count == u32::MAX
-                || buf.len() - o.body + encoded_len(msg) > BATCH_BYTES
+                || buf.len() - o.body + len > BATCH_BYTES
         });
         if ends {
             self.close(out, sealer.as_deref_mut())?;
         }
-        let open = match self.open.take() {
-            Some(o) => o,
-            None => self.begin(header, out, sealer.as_deref_mut())?,
-        };
+        if self.open.is_none() {
+            self.open = Some(self.begin(header, out, sealer.as_deref_mut())?);
+        }
         let buf = if sealer.is_some() { &mut self.aside } else { &mut *out };
-        put_msg(msg, buf)?;
-        self.open = Some(Open { count: open.count + 1, ..open });
+        put_msg(msg, len, buf)?;
+        if let Some(o) = &mut self.open {
+            o.count += 1;
+        }
         Ok(())
     }
 
@@ -164,41 +167,53 @@ impl Writer {
 /// The messages of a batch body, each frame a slice of `body`. A count that the bytes do not
 /// bear out, a length past the end, or bytes left over make the whole batch malformed.
 pub fn parse(body: &Bytes) -> Result<Vec<Msg>, FrameError> {
-    let mut rest = &body[..];
-    let take = |rest: &mut &[u8]| -> Result<usize, FrameError> {
-        if rest.len() < 4 {
-            return Err(FrameError::Batch("cut short"));
-        }
-        Ok(rest.get_u32() as usize)
+    let b = &body[..];
+    let mut at = 0usize;
+    // The next u32 and the offset after it; `at + 4 <= b.len()` is checked by the caller.
+    let u32_at = |at: usize| {
+        let mut x = [0u8; 4];
+        x.copy_from_slice(&b[at..at + 4]);
+        u32::from_be_bytes(x) as usize
     };
-    let count = take(&mut rest)?;
+    if b.len() < 4 {
+        return Err(FrameError::Batch("cut short"));
+    }
+    let count = u32_at(0);
+    at += 4;
     if count == 0 {
         return Err(FrameError::Batch("no message"));
     }
     // Each message takes at least its 4-byte frame count: a count beyond that is a lie, and
     // refused before anything is allocated for it.
-    if count > rest.len() / 4 {
+    if count > (b.len() - at) / 4 {
         return Err(FrameError::Batch("more messages than bytes"));
     }
     let mut msgs = Vec::with_capacity(count);
     for _ in 0..count {
-        let frames = take(&mut rest)?;
-        if frames == 0 || frames > rest.len() / 4 {
+        if b.len() - at < 4 {
+            return Err(FrameError::Batch("cut short"));
+        }
+        let frames = u32_at(at);
+        at += 4;
+        if frames == 0 || frames > (b.len() - at) / 4 {
             return Err(FrameError::Batch("a message's frame count"));
         }
         let mut msg = Vec::with_capacity(frames);
         for _ in 0..frames {
-            let len = take(&mut rest)?;
-            if len > rest.len() {
+            if b.len() - at < 4 {
+                return Err(FrameError::Batch("cut short"));
+            }
+            let len = u32_at(at);
+            at += 4;
+            if len > b.len() - at {
                 return Err(FrameError::Batch("a frame past the end"));
             }
-            let at = body.len() - rest.len();
-            msg.push(body.slice(at..at + len));
-            rest.advance(len);
+            msg.push(if len == 0 { Bytes::new() } else { body.slice(at..at + len) });
+            at += len;
         }
         msgs.push(msg);
     }
-    if !rest.is_empty() {
+    if at != b.len() {
         return Err(FrameError::Batch("bytes after the last message"));
     }
     Ok(msgs)
@@ -210,7 +225,7 @@ pub fn body_of(msgs: &[Msg]) -> Bytes {
     let mut b = BytesMut::new();
     b.put_u32(msgs.len() as u32);
     for m in msgs {
-        put_msg(m, &mut b).expect("a test message fits");
+        put_msg(m, encoded_len(m), &mut b).expect("a test message fits");
     }
     b.freeze()
 }
@@ -277,7 +292,8 @@ mod tests {
     #[test]
     fn malformed_batches_are_refused() {
         let mut good = BytesMut::new();
-        put_msg(&msg(&[b"ab", b"c"]), &mut good).expect("encoding");
+        let m = msg(&[b"ab", b"c"]);
+        put_msg(&m, encoded_len(&m), &mut good).expect("encoding");
         let body = |count: u32, tail: &[u8]| {
             let mut b = BytesMut::new();
             b.put_u32(count);
@@ -288,7 +304,10 @@ mod tests {
         assert_eq!(parse(&Bytes::from_static(b"\0\0")), Err(FrameError::Batch("cut short")));
         assert_eq!(parse(&body(0, &[])), Err(FrameError::Batch("no message")));
         assert_eq!(parse(&body(2, &good)), Err(FrameError::Batch("a message's frame count")));
-        assert_eq!(parse(&body(u32::MAX, &good)), Err(FrameError::Batch("more messages than bytes")));
+        assert_eq!(
+            parse(&body(u32::MAX, &good)),
+            Err(FrameError::Batch("more messages than bytes"))
+        );
         let mut extra = good.to_vec();
         extra.push(0);
         assert_eq!(parse(&body(1, &extra)), Err(FrameError::Batch("bytes after the last message")));

@@ -36,6 +36,9 @@ fn max_bytes() -> usize {
     SocketOptions::default().max_message_bytes()
 }
 
+/// What a link's read buffer grows by: several reads' worth and a whole batch.
+const LINK_READ_BYTES: usize = 4 * READ_CHUNK_BYTES;
+
 /// The link's largest body frame: a batch of messages each within [`max_bytes`].
 fn max_batch_bytes() -> usize {
     let d = SocketOptions::default();
@@ -348,8 +351,11 @@ async fn read_links(
         if !replies.is_empty() && !hand_over(sinks, &sinks.replies, l.whose(), replies).await {
             return "stopped";
         }
+        // Batches are long frames whose messages are sliced out of this buffer: a reserve
+        // while they are held copies the unread tail, so it is made rarely and large, with
+        // room for a whole batch.
         if l.buf.capacity() - l.buf.len() < READ_CHUNK_BYTES / 4 {
-            l.buf.reserve(READ_CHUNK_BYTES);
+            l.buf.reserve(LINK_READ_BYTES);
         }
         live.waiting();
         tokio::select! {
@@ -553,46 +559,50 @@ async fn write_loop(
             _ = raised(&mut kill) => return "killed",
         };
         let mut n = 0usize;
-        let mut encode = |items: Vec<LinkOut>, out: &mut BytesMut| -> Result<(), batch::EncodeError> {
-            for o in items {
-                n += 1;
-                let s = sealer.as_mut();
-                // Peers' messages join the open batch of their kind; anything else closes it
-                // first, so the receiver reads everything in the order it was queued.
-                let msg = match &o {
-                    LinkOut::Publish(m) => Some((&h.publish, &m[..])),
-                    LinkOut::Task(m) => Some((&h.task, &m[..])),
-                    LinkOut::Request(m) => Some((&h.request, &m[..])),
-                    LinkOut::Reply(m) => Some((&h.reply, &m[..])),
-                    _ => None,
-                };
-                if let Some((hd, m)) = msg {
-                    batches.push(hd, m, out, s)?;
-                    continue;
+        let mut encode =
+            |items: Vec<LinkOut>, out: &mut BytesMut| -> Result<(), batch::EncodeError> {
+                for o in items {
+                    n += 1;
+                    let s = sealer.as_mut();
+                    // Peers' messages join the open batch of their kind; anything else closes it
+                    // first, so the receiver reads everything in the order it was queued.
+                    let msg = match &o {
+                        LinkOut::Publish(m) => Some((&h.publish, &m[..])),
+                        LinkOut::Task(m) => Some((&h.task, &m[..])),
+                        LinkOut::Request(m) => Some((&h.request, &m[..])),
+                        LinkOut::Reply(m) => Some((&h.reply, &m[..])),
+                        _ => None,
+                    };
+                    if let Some((hd, m)) = msg {
+                        batches.push(hd, m, out, s)?;
+                        continue;
+                    }
+                    batches.close(out, s)?;
+                    let s = sealer.as_mut();
+                    match o {
+                        LinkOut::Subscription(sub, t) => {
+                            let hd = if sub { &h.subscribe } else { &h.cancel };
+                            frame::encode(hd, std::slice::from_ref(&t), out, s)?
+                        }
+                        LinkOut::Command(body) => beat::encode(&body, out, s)?,
+                        LinkOut::State(paused) => {
+                            let body = [Bytes::from_static(if paused { &[1] } else { &[0] })];
+                            frame::encode(&h.state, &body, out, s)?
+                        }
+                        LinkOut::Leaving => frame::encode(&h.leaving, &[], out, s)?,
+                        LinkOut::End => frame::encode(&h.end, &[], out, s)?,
+                        LinkOut::Credit(room, taken, workers) => {
+                            let body = [frame::credit_body(room, taken, workers)];
+                            frame::encode(&h.credit, &body, out, s)?
+                        }
+                        LinkOut::Publish(_)
+                        | LinkOut::Task(_)
+                        | LinkOut::Request(_)
+                        | LinkOut::Reply(_) => {}
+                    }
                 }
-                batches.close(out, s)?;
-                let s = sealer.as_mut();
-                match o {
-                    LinkOut::Subscription(sub, t) => {
-                        let hd = if sub { &h.subscribe } else { &h.cancel };
-                        frame::encode(hd, std::slice::from_ref(&t), out, s)?
-                    }
-                    LinkOut::Command(body) => beat::encode(&body, out, s)?,
-                    LinkOut::State(paused) => {
-                        let body = [Bytes::from_static(if paused { &[1] } else { &[0] })];
-                        frame::encode(&h.state, &body, out, s)?
-                    }
-                    LinkOut::Leaving => frame::encode(&h.leaving, &[], out, s)?,
-                    LinkOut::End => frame::encode(&h.end, &[], out, s)?,
-                    LinkOut::Credit(room, taken, workers) => {
-                        let body = [frame::credit_body(room, taken, workers)];
-                        frame::encode(&h.credit, &body, out, s)?
-                    }
-                    LinkOut::Publish(_) | LinkOut::Task(_) | LinkOut::Request(_) | LinkOut::Reply(_) => {}
-                }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         let mut sealed = encode(first, &mut out);
         while sealed.is_ok() && out.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
