@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(parse(&body(1, &good)).map(|m| m.len()), Ok(1));
         assert_eq!(parse(&Bytes::from_static(b"\0\0")), Err(FrameError::Batch("cut short")));
         assert_eq!(parse(&body(0, &[])), Err(FrameError::Batch("no message")));
-        assert_eq!(parse(&body(2, &good)), Err(FrameError::Batch("a message's frame count")));
+        assert_eq!(parse(&body(2, &good)), Err(FrameError::Batch("cut short")));
         assert_eq!(
             parse(&body(u32::MAX, &good)),
             Err(FrameError::Batch("more messages than bytes"))

@@ -631,3 +631,63 @@ async fn write_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sinks(id: &str) -> (Sinks, mpsc::Receiver<Arrival>) {
+        let (publications, arrivals) = mpsc::channel(8);
+        let (events, _) = mpsc::channel(8);
+        let (replies, _) = mpsc::channel(8);
+        let members = Arc::new(Members::new(id, "PULL/PUSH"));
+        (Sinks { members, publications, events, replies }, arrivals)
+    }
+
+    /// A well-formed batch is handed over as its messages; a batch whose lengths do not match
+    /// its bytes closes the link, and the receiver counts a protocol error.
+    #[tokio::test]
+    async fn a_malformed_batch_closes_the_link_and_counts_a_protocol_error() {
+        let (a, mut arrivals) = sinks("a");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_stop, stop) = watch::channel(false);
+        let (_kill, kill) = watch::channel(false);
+        let life = Lifecycle { stop, kill };
+        tokio::spawn(accept_loop(listener, Mechanism::Null, a.clone(), life));
+
+        let (b, _) = sinks("b");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut l = link_up(stream, &Mechanism::Null, &b.members, true).await.expect("linked");
+        let task = frame::header(Kind::Task, b.members.own);
+        let mut out = BytesMut::new();
+        let mut w = batch::Writer::default();
+        let sent = vec![vec![Bytes::from_static(b"t1")], vec![Bytes::from_static(b"t2")]];
+        for m in &sent {
+            w.push(&task, m, &mut out, None).expect("encoding");
+        }
+        w.close(&mut out, None).expect("closing");
+        l.wr.write_all(&out).await.expect("write");
+        let got = tokio::time::timeout(Duration::from_secs(5), arrivals.recv()).await;
+        assert_eq!(got.expect("in time").expect("an arrival").msgs, sent);
+        assert_eq!(a.members.counters.protocol_errors.load(Ordering::Relaxed), 0);
+
+        // One message whose only frame claims 5 bytes and carries 4.
+        out.clear();
+        let bad = Bytes::from_static(b"\0\0\0\x01\0\0\0\x01\0\0\0\x05junk");
+        frame::encode(&task, &[bad], &mut out, None).expect("encoding");
+        l.wr.write_all(&out).await.expect("write");
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match l.rd.read_buf(&mut l.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the receiver closes the link");
+        assert_eq!(a.members.counters.protocol_errors.load(Ordering::Relaxed), 1);
+    }
+}
