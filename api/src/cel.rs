@@ -155,7 +155,7 @@ pub fn socket_rules() -> Vec<CelRule> {
             Role::Capture => format!("!has(self.capture) || ({cond})"),
             _ => cond,
         };
-        let binds = format!("has({s}.port)");
+        let binds = format!("(has({s}.port) || has({s}.ipc))");
         let connects = format!("(has({s}.connect) && size({s}.connect) > 0)");
         let c = format!("{s}.security.curve");
         let sec = format!("!has({s}.security)");
@@ -168,6 +168,11 @@ pub fn socket_rules() -> Vec<CelRule> {
             });
         };
         rule(format!("{binds} || {connects}"), words::binds_or_connects(name), ".port");
+        rule(
+            format!("!has({s}.ipc) || ({s}.ipc.startsWith('/') && !{s}.ipc.endsWith('/'))"),
+            words::IPC_PATH.to_string(),
+            ".ipc",
+        );
         rule(
             format!("{sec} || !{binds} || has({c}.serverKey)"),
             words::server_key_required(name),

@@ -18,10 +18,11 @@ pub const LOCAL_SPEC_FIELDS: [&str; 7] = [
 ];
 
 /// Fields that say where and how Kubernetes runs the pods (`federationPort`: the links between
-/// replicas, of which one process has none). One process on this machine gives them nothing to
-/// act on; `--config` names them in one warning and goes on, so one manifest
-/// serves both places.
-pub const PLACEMENT_FIELDS: [&str; 21] = [
+/// replicas, of which one process has none; `mode: Sidecar`: here the proxy already runs beside
+/// its application). One process on this machine gives them nothing to act on; `--config` names
+/// them in one warning and goes on, so one manifest serves both places.
+pub const PLACEMENT_FIELDS: [&str; 22] = [
+    "mode",
     "image",
     "imagePullPolicy",
     "imagePullSecrets",

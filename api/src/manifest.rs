@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::connect::{self, ConnectTarget, MAX_CONNECT_TARGETS, Target};
 pub use crate::error::SocketSpecError;
 use crate::heartbeat::HeartbeatSpec;
+use crate::ipc::IPC_PATH_MAX_LEN;
 use crate::options::{SocketOptions, SocketOptionsSpec, Spelling};
 use crate::security::SocketSecurity;
 use crate::socket::{Role, SocketType, capture_type_refusal, pair_refusal};
@@ -25,6 +26,12 @@ pub struct SocketSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
+    /// A Unix socket the socket binds too (`ipc://` of this absolute path, at most 107 bytes),
+    /// beside or instead of `port`: how an application in the pod reaches a sidecar proxy
+    /// through a shared `emptyDir`. The path's directory must exist and be writable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = IPC_PATH_MAX_LEN))]
+    pub ipc: Option<String>,
     /// Where the socket connects, at most 16 entries: Services of the namespace, pods chosen by
     /// label, or any `tcp://HOST:PORT`; each name's every address, followed by DNS, unless
     /// `addresses: first`. With `port` too, the socket both binds and connects.
@@ -49,6 +56,7 @@ impl SocketSpec {
         SocketSpec {
             socket_type,
             port: Some(port),
+            ipc: None,
             connect: Vec::new(),
             security: None,
             options: SocketOptionsSpec::default(),
@@ -211,6 +219,16 @@ impl ProxySockets {
 }
 
 impl SocketSpec {
+    /// Whether the socket binds: a TCP `port`, an `ipc` path, or both.
+    pub fn binds(&self) -> bool {
+        self.port.is_some() || self.ipc.is_some()
+    }
+
+    /// `ipc://PATH` of the `ipc` field, the endpoint the socket binds there.
+    pub fn ipc_endpoint(&self) -> Option<String> {
+        self.ipc.as_ref().map(|p| format!("ipc://{p}"))
+    }
+
     /// The rules that tie `port`, `connect` and `security` of one data socket together (CEL:
     /// `cel::socket_rules`), then each connect entry's own; `prefix` is `spec.<socket>`.
     pub fn validate_connects(&self, prefix: &str) -> Result<Vec<Target<'_>>, SocketSpecError> {
@@ -218,9 +236,14 @@ impl SocketSpec {
         let fail = |field: &str, reason: String| {
             Err(SocketSpecError { field: format!("{prefix}.{field}"), reason })
         };
-        let (binds, connects) = (self.port.is_some(), !self.connect.is_empty());
+        let (binds, connects) = (self.binds(), !self.connect.is_empty());
         if !binds && !connects {
             return fail("port", words::binds_or_connects(socket));
+        }
+        if let Some(path) = &self.ipc
+            && let Some(reason) = ipc_path_refusal(path)
+        {
+            return fail("ipc", reason);
         }
         if let Some(curve) = self.security.as_ref().map(|s| &s.curve) {
             let public = curve.server_public_key.is_some() || curve.server_public_key_ref.is_some();
@@ -241,12 +264,32 @@ impl SocketSpec {
     }
 }
 
+/// Why an `ipc` path is refused, or `None`: absolute (the proxy's working directory is no
+/// place both containers of a pod share), not a directory, no NUL, and fits `sun_path`.
+pub fn ipc_path_refusal(path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.ends_with('/') || path.len() < 2 {
+        return Some(words::IPC_PATH.to_string());
+    }
+    if path.contains('\0') {
+        return Some(format!("{}: a NUL byte in the path", words::IPC_PATH));
+    }
+    if path.len() > IPC_PATH_MAX_LEN {
+        return Some(format!(
+            "{} bytes, longer than the {IPC_PATH_MAX_LEN} a Unix socket address holds",
+            path.len()
+        ));
+    }
+    None
+}
+
 /// The words of the rules that tie a socket's binds, connects and CURVE keys together, shared
 /// with their CEL renderings in `cel.rs`.
 pub mod words {
     pub fn binds_or_connects(socket: &str) -> String {
-        format!("{socket} needs port (to bind) or connect (to connect), or both")
+        format!("{socket} needs port or ipc (to bind) or connect (to connect), or both")
     }
+    pub const IPC_PATH: &str =
+        "an absolute path of a Unix socket file, e.g. /zmq/out (bound as ipc:///zmq/out)";
     pub fn server_key_required(socket: &str) -> String {
         format!(
             "required: {socket} binds (port) and is a CURVE socket, so its binds are CURVE servers with this key"

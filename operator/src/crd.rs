@@ -250,6 +250,29 @@ pub struct ZmqProxySpec {
     /// What the operator creates for monitoring the proxy pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<Monitoring>,
+
+    /// `Workload` (unset): the operator runs the proxy as its own pods behind Services.
+    /// `Sidecar`: no pods or Services of its own; the operator's webhook injects this proxy
+    /// into every pod of the namespace labelled `zmqproxy.io/sidecar: <name>` (see
+    /// docs/sidecar.md). Cannot change once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "mode_schema")]
+    pub mode: Option<ProxyMode>,
+}
+
+/// `spec.mode`: whether a `ZmqProxy` is its own workload or a sidecar template.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ProxyMode {
+    #[default]
+    Workload,
+    Sidecar,
+}
+
+impl ZmqProxySpec {
+    /// Whether this object is a sidecar template (no workload of its own).
+    pub fn is_sidecar(&self) -> bool {
+        self.mode == Some(ProxyMode::Sidecar)
+    }
 }
 
 /// Monitoring objects of one `ZmqProxy`.
@@ -466,6 +489,15 @@ fn image_pull_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sche
     })
 }
 
+/// `spec.mode` without the `null` an `Option` of an enum would list (not structural).
+fn mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Workload", "Sidecar"],
+        "description": "Workload (unset): the operator runs the proxy as its own pods behind Services. Sidecar: no pods or Services of its own; the operator's webhook injects this proxy into every pod of the namespace labelled zmqproxy.io/sidecar: <name> (see docs/sidecar.md). Cannot change once set."
+    })
+}
+
 /// Kubernetes image pull policies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ImagePullPolicy {
@@ -521,7 +553,15 @@ pub struct ZmqProxyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CONNECT_ENTRIES))]
     pub connects: Vec<ConnectStatus>,
+    /// `mode: Sidecar`: the pods of the namespace that carry this proxy as their sidecar (the
+    /// first 50 by name; `replicas` counts them all), refreshed about every 30 s.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LISTED_SIDECAR_PODS))]
+    pub sidecar_pods: Vec<String>,
 }
+
+/// Most pod names in `status.sidecarPods`.
+pub const MAX_LISTED_SIDECAR_PODS: usize = 50;
 
 /// Most entries of `status.connects`: every connect entry of the three data sockets.
 pub const MAX_CONNECT_ENTRIES: usize = 3 * zmq_proxy_api::connect::MAX_CONNECT_TARGETS;
@@ -638,8 +678,21 @@ pub fn spec_rules() -> Vec<Rule> {
     rules.extend(cel::distinct_port_rules(&port_fields()));
     let mut rules: Vec<Rule> = rules.into_iter().map(to_rule).collect();
     rules.extend([grace_period_rule(), disruption_budget_rule(), federation_rule()]);
-    rules.extend([ip_family_rule(), distinct_ip_families_rule()]);
+    rules.extend([ip_family_rule(), distinct_ip_families_rule(), mode_rule()]);
     rules
+}
+
+/// Refusal of a change of `spec.mode`.
+pub const MODE_IMMUTABLE: &str = "mode cannot change: a Workload's pods and a Sidecar's injected pods would both outlive the switch; create another ZmqProxy";
+
+/// `spec.mode` is fixed at creation (a transition rule: only updates evaluate it).
+fn mode_rule() -> Rule {
+    Rule::new(
+        "has(self.mode) == has(oldSelf.mode) && (!has(self.mode) || self.mode == oldSelf.mode)",
+    )
+    .message(Message::Message(MODE_IMMUTABLE.to_string()))
+    .field_path(".mode".to_string())
+    .reason(Reason::FieldValueInvalid)
 }
 
 /// Refusal of a grace period shorter than the drain; static, since a number in the message would

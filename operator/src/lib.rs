@@ -5,7 +5,8 @@
 //! replacing what older versions left ([`migration`]) and finding the PodMonitor API
 //! ([`monitoring`]); [`diff`] decides whether a child needs a write; [`controller`] wires the
 //! watches ([`watches`]) to the reconciles; [`leader`] elects one active replica; [`metrics`]
-//! and [`http`] expose what the operator does.
+//! and [`http`] expose what the operator does; [`sidecar`] injects a `ZmqProxy` into the pods
+//! that ask for it, through a mutating admission webhook.
 
 pub mod build;
 pub mod children;
@@ -24,5 +25,6 @@ pub mod migration;
 pub mod monitoring;
 pub mod proxy_http;
 pub mod reconcile;
+pub mod sidecar;
 pub mod status;
 pub mod watches;

@@ -17,6 +17,7 @@ use zmq_proxy_operator::crd::{ImagePullPolicy, ZmqProxy};
 use zmq_proxy_operator::http::{self, HttpState};
 use zmq_proxy_operator::leader::{LeaderElector, LeaseConfig};
 use zmq_proxy_operator::metrics::Metrics;
+use zmq_proxy_operator::sidecar::run::{self as sidecar, WebhookArgs};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -64,6 +65,8 @@ struct Args {
     /// Reconciles running at once (0: unbounded).
     #[arg(long, env = "CONCURRENCY", default_value_t = controller::CONCURRENCY)]
     concurrency: u16,
+    #[command(flatten)]
+    webhook: WebhookArgs,
 }
 
 /// `--http-bind`: the proxy's `HOST:PORT` syntax (`*:8080`, `[::]:8080`, `0.0.0.0:8080`).
@@ -153,17 +156,23 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     probe.list(&ListParams::default().limit(1)).await.map_err(|e| {
         format!("cannot list zmqproxies.zmqproxy.io (is crds/zmqproxy.yaml installed?): {e}")
     })?;
+    let options = BuildOptions {
+        default_image: args.proxy_image.clone(),
+        default_pull_policy: args.proxy_image_pull_policy,
+        pod_monitor_default: args.pod_monitor_default,
+    };
+    // Every replica serves the webhook, leader or not (see sidecar::webhook).
+    let webhook = sidecar::start(
+        &args.webhook,
+        &args.lease_namespace,
+        client.clone(),
+        options.clone(),
+        stop_rx.clone(),
+    )
+    .await?;
     ready.store(true, Ordering::Relaxed);
 
-    let ctx = Context::new(
-        client.clone(),
-        BuildOptions {
-            default_image: args.proxy_image.clone(),
-            default_pull_policy: args.proxy_image_pull_policy,
-            pod_monitor_default: args.pod_monitor_default,
-        },
-        metrics.clone(),
-    );
+    let ctx = Context::new(client.clone(), options, metrics.clone());
 
     if !args.leader_election {
         metrics.set_leader(true);
@@ -221,6 +230,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = elector.await;
     }
     let _ = http_task.await;
+    if let Some(webhook) = webhook {
+        let _ = webhook.await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -67,6 +67,11 @@ pub async fn reconcile(zp: Arc<ZmqProxy>, ctx: Arc<Context>) -> Result<Action, E
         write_status(&zp, &ctx, status::paused(&zp, status::now())).await?;
         return Ok(Action::await_change());
     }
+    if zp.spec.is_sidecar() {
+        let status = crate::sidecar::status::observe(&zp, &ctx).await?;
+        write_status(&zp, &ctx, status).await?;
+        return Ok(Action::requeue(crate::sidecar::status::SIDECAR_RESYNC));
+    }
     let started = Instant::now();
     let mut changes = Vec::new();
     let result = apply_all(&zp, &ctx, &mut changes).await;

@@ -209,6 +209,7 @@ pub fn compute(
         federation: None,
         security: Some(mechanisms(zp)),
         connects: Vec::new(),
+        sidecar_pods: Vec::new(),
     }
 }
 

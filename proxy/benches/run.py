@@ -9,6 +9,7 @@ proxy CPU seconds and peak RSS are read from /proc for the proxy process of that
     python3 proxy/benches/run.py --quick    # fewer messages, one repeat (smoke run)
     python3 proxy/benches/run.py --skip CURVE --other-proxy /tmp/old/zmq-proxy   # two builds, A/B
     python3 proxy/benches/run.py --federation   # federation.py instead: the cross hop, federated vs not
+    python3 proxy/benches/run.py --many-peers   # many_peers.py instead: 10,000 idle peers, RSS and accept
 
 With --other-proxy, a second zmq-proxy build runs as a fourth target in the same alternation,
 with its own columns (rate, ratio to libzmq, CPU per million), so two builds are compared
@@ -229,16 +230,21 @@ def run_once(
         return res
     finally:
         if proc:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_proxy(proc)
         # libzmq leaves its socket files behind; zmq-proxy removes its own.
         for ep in (front, up if target == "ceiling" else None):
             if ep and "ipc://" in ep:
                 Path(ep.split("ipc://", 1)[1]).unlink(missing_ok=True)
+
+
+def stop_proxy(proc: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL if it has not gone within 10 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def median_result(results: list[Result]) -> Result:
@@ -263,6 +269,10 @@ def scenarios(quick: bool) -> list[Scenario]:
         # proxy, so CPU per million counts both.
         Scenario("req/rep 4x2 64 B", "ROUTER", "DEALER", "reqrep", ["4", "2", str(rr), "64"], 8 * rr),
         Scenario("pub/sub 1x4 64 B", "XSUB", "XPUB", "pubsub", ["4", str(ps), "64"], ps, client_io_threads=2),
+        # Fan-out: each publication goes to 16 and to 64 subscribers (all in one client process,
+        # which bounds 1x64 on 2 cores: compare the proxies' loss, and the rates with care).
+        Scenario("pub/sub 1x16 64 B", "XSUB", "XPUB", "pubsub", ["16", str(ps // 4), "64"], ps // 4, client_io_threads=2),
+        Scenario("pub/sub 1x64 64 B", "XSUB", "XPUB", "pubsub", ["64", str(ps // 10), "64"], ps // 10, client_io_threads=2),
         # The same clients with CURVE on every connection: both proxies are CURVE servers on
         # both sides (ours with an allow-list, libzmq's without a ZAP handler).
         Scenario("CURVE pipeline 256 B", "PULL", "PUSH", "pipeline", ["256", str(n // 2)], n // 2, True),
@@ -301,7 +311,19 @@ def main() -> int:
         action="store_true",
         help="run federation.py's scenarios instead (replicas linked to each other)",
     )
+    ap.add_argument(
+        "--many-peers",
+        action="store_true",
+        help="run many_peers.py's scenario instead (idle peers: RSS per peer, accept time)",
+    )
     opts = ap.parse_args()
+    if opts.many_peers:
+        import many_peers
+
+        args = ["--quick"] if opts.quick else ["--repeat", str(opts.repeat)]
+        args += ["--zmq-proxy", str(opts.zmq_proxy)] if opts.zmq_proxy else []
+        args += ["--other-proxy", str(opts.other_proxy)] if opts.other_proxy else []
+        return many_peers.main(args)
     if opts.federation:
         import federation
 

@@ -37,6 +37,7 @@ pub use cli::{
     Cli, Command, LocalManifest, ManifestSets, load_manifest, pairs_table, parse_manifest,
 };
 pub use engine::counters::{Counters, DropReason, Snapshot};
+pub use engine::fd_room::raise_to_hard as raise_fd_limit;
 pub use engine::socket_config::SocketConfig;
 pub use engine::tunables::RUNTIME_WORKER_THREADS;
 pub use federation::{Federation, FederationSnapshot};

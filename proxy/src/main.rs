@@ -60,6 +60,13 @@ fn main() -> ExitCode {
     // Unset, the budget is a share of the container's memory limit (none without one).
     cfg.max_memory = cfg.max_memory.resolve(zmq_proxy::memory_limit());
     init_logging(cfg.log_format);
+    // Before any socket opens: a container's soft limit is often far below its hard one, and
+    // every peer holds a descriptor.
+    let nofile = zmq_proxy::raise_fd_limit();
+    match nofile.error {
+        None => tracing::info!("{}", nofile.describe()),
+        Some(_) => tracing::warn!("{}", nofile.describe()),
+    }
     log_ephemeral_keys(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(RUNTIME_WORKER_THREADS)

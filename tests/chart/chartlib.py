@@ -29,6 +29,8 @@ VALUES_SCHEMA = CHART / "values.schema.json"
 CRD_SOURCE = ROOT / "crds" / "zmqproxy.yaml"
 CRD_COPY = CHART / "crds" / "zmqproxy.yaml"
 OPERATOR_MAIN = ROOT / "operator" / "src" / "main.rs"
+# Args structs main.rs flattens into its own (`#[command(flatten)]`): the sidecar webhook's flags.
+OPERATOR_FLATTENED_ARGS = (ROOT / "operator" / "src" / "sidecar" / "run.rs",)
 RELEASE_NAMESPACE = "zmq-system"
 # Kubernetes versions the rendered objects are validated against: the chart's minimum
 # (kubeVersion in Chart.yaml) and the one the e2e suite's kind node runs. Renders use the last.
@@ -328,9 +330,10 @@ def cel_refusals(doc, crd_path=CRD_SOURCE):
 # ---- the operator's command line -------------------------------------------------------------
 
 
-def operator_flags(main_rs=OPERATOR_MAIN):
-    """Long flags declared by the operator's clap Args (field names, or explicit long = "...")."""
-    text = pathlib.Path(main_rs).read_text()
+def operator_flags(main_rs=OPERATOR_MAIN, flattened=OPERATOR_FLATTENED_ARGS):
+    """Long flags declared by the operator's clap Args (field names, or explicit long = "..."),
+    those of the Args structs it flattens in (`#[command(flatten)]`) included."""
+    text = "\n".join(pathlib.Path(p).read_text() for p in (main_rs, *flattened))
     flags = set()
     for m in re.finditer(r"#\[arg\(([^\]]*)\)\]\s*(?:///[^\n]*\n\s*|#\[[^\n]*\n\s*)*(?:pub\s+)?(\w+)\s*:", text):
         attrs, field = m.group(1), m.group(2)

@@ -53,6 +53,15 @@ EXPECTED_GRANTS = {
 } | {
     ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
 }
+# The sidecar webhook with the operator's own CA (sidecar-webhook-values.yaml) adds these, each
+# narrowed by resourceNames where RBAC can narrow it: its CA Secret (made once, then read and
+# renewed) and the caBundle of its own MutatingWebhookConfiguration.
+WEBHOOK_GRANTS = {
+    ("", "secrets", v) for v in ("create", "get", "update")
+} | {
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", v) for v in ("get", "update")
+}
+WEBHOOK_CASES = {"sidecar-webhook"}
 # Cases whose values turn RBAC off: no rules to compare.
 NO_RBAC = {"no-rbac"}
 # The operator mounts CURVE keys (Secrets) and allow-lists (Secrets, ConfigMaps) into proxy pods
@@ -109,13 +118,15 @@ def test_rbac_grants_exactly_what_the_operator_calls(render_case, case):
     objs = objects(render_case(case))
     all_rules = rules_of(objs)
     expect = Expect(f"{case}: ")
+    expected = EXPECTED_GRANTS | (WEBHOOK_GRANTS if case in WEBHOOK_CASES else set())
     for r in all_rules:
-        expect(not r.get("resourceNames") and "*" not in r["resources"] + r["apiGroups"] + r["verbs"],
-               f"rule {r} uses a wildcard")
+        expect("*" not in r["resources"] + r["apiGroups"] + r["verbs"], f"rule {r} uses a wildcard")
+        webhook = {(g, res, v) for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]} <= WEBHOOK_GRANTS
+        expect(not r.get("resourceNames") or webhook, f"rule {r} names objects it has no need to")
     granted = {(g, res, v) for r in all_rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
-    for extra in sorted(granted - EXPECTED_GRANTS):
+    for extra in sorted(granted - expected):
         expect.fail(f"RBAC grants {extra}, which the operator does not call")
-    for lack in sorted(EXPECTED_GRANTS - granted):
+    for lack in sorted(expected - granted):
         expect.fail(f"RBAC lacks {lack}, which the operator calls")
     lease_roles = [d for (k, _), d in objs.items() if k in {"Role", "ClusterRole"}
                    and any("leases" in r["resources"] for r in d["rules"])]
@@ -169,7 +180,7 @@ def test_every_flag_the_chart_renders_is_declared_by_the_operator(render_case):
 
 def test_every_ci_values_file_has_its_expectations():
     """Each values file of ci/ is there for something one of the checks below asserts."""
-    checked = {"dashboard-alerts", "monitoring-ha", "no-rbac", "watch-namespace"}
+    checked = {"dashboard-alerts", "monitoring-ha", "no-rbac", "sidecar-webhook", "watch-namespace"}
     assert set(CI_VALUES) == checked, f"ci/ values files {sorted(CI_VALUES)}, checked {sorted(checked)}"
 
 
@@ -265,4 +276,61 @@ def test_no_rbac_values_render_no_rbac_service_account_or_service(render_case):
            f"rbac.create/serviceAccount.create/metrics.service false render none of those: {kinds}")
     expect(not rules_of(objs), "no RBAC rules rendered")
     expect(pod["serviceAccountName"] == "existing-operator-sa", "existing ServiceAccount used")
+    expect.check()
+
+
+def test_sidecar_webhook_values_register_the_webhook_for_labelled_pods_only(render_case):
+    """Only pods that ask reach the webhook, so failurePolicy Fail never holds back another pod
+    (nor the operator's own, in the release namespace); the flags name the objects it manages."""
+    objs = objects(render_case("sidecar-webhook"))
+    args = container_of(objs).get("args", [])
+    expect = Expect("sidecar-webhook: ")
+    configs = [d for (k, _), d in objs.items() if k == "MutatingWebhookConfiguration"]
+    assert len(configs) == 1, f"one MutatingWebhookConfiguration: {sorted(objs)}"
+    hook = configs[0]["webhooks"][0]
+    expect(hook["objectSelector"] == {"matchExpressions": [
+        {"key": "zmqproxy.io/sidecar", "operator": "Exists"}]}, f"objectSelector: {hook}")
+    excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"]
+    expect(RELEASE_NAMESPACE in excluded and "kube-system" in excluded, f"namespaceSelector: {excluded}")
+    expect(hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None", f"{hook}")
+    expect(hook["rules"][0]["operations"] == ["CREATE"], "pods are mutated at creation only")
+    service = hook["clientConfig"]["service"]
+    expect(("Service", service["name"]) in objs, f"the webhook Service {service['name']} is rendered")
+    name = configs[0]["metadata"]["name"]
+    expect(f"--webhook-configuration={name}" in args, f"the operator writes this caBundle: {args}")
+    expect(f"--webhook-service={service['name']}" in args, f"{args}")
+    expect("--webhook-bind=*:9443" in args, f"{args}")
+    ports = {p["name"] for p in container_of(objs).get("ports", [])}
+    expect("webhook" in ports, f"container ports {ports}")
+    expect.check()
+
+
+def test_sidecar_webhook_with_cert_manager_mounts_its_certificate(render):
+    objs = objects(render("--set", "sidecarWebhook.enabled=true",
+                          "--set", "sidecarWebhook.certManager.enabled=true"))
+    kinds = {k for k, _ in objs}
+    config = next(d for (k, _), d in objs.items() if k == "MutatingWebhookConfiguration")
+    c = container_of(objs)
+    expect = Expect("cert-manager: ")
+    expect({"Certificate", "Issuer"} <= kinds, f"Certificate and Issuer rendered: {sorted(kinds)}")
+    expect("cert-manager.io/inject-ca-from" in config["metadata"].get("annotations", {}),
+           "cert-manager's CA injector writes the caBundle")
+    expect("--webhook-cert-dir=/etc/zmq-proxy-operator/webhook" in c.get("args", []), f"{c.get('args')}")
+    expect(any(m["mountPath"] == "/etc/zmq-proxy-operator/webhook" for m in c.get("volumeMounts", [])),
+           "the Certificate's Secret is mounted")
+    expect(not any("mutatingwebhookconfigurations" in r["resources"] for r in rules_of(objs)),
+           "no caBundle writes of its own with cert-manager")
+    expect.check()
+
+
+def test_sidecar_webhook_rbac_names_its_secret_and_configuration(render_case):
+    """The webhook's own rules touch the CA Secret and its configuration by name (create, which
+    cannot name its object, aside)."""
+    objs = objects(render_case("sidecar-webhook"))
+    own = [r for (k, name), d in objs.items() if k in {"Role", "ClusterRole"} and name.endswith("-webhook")
+           for r in d["rules"]]
+    expect = Expect("sidecar-webhook: ")
+    expect(len(own) == 3, f"three rules of the webhook's own: {own}")
+    for r in own:
+        expect(r.get("resourceNames") or r["verbs"] == ["create"], f"webhook rule {r} must name its object")
     expect.check()

@@ -14,7 +14,10 @@
 # and resumes the pipeline through spec.paused with pyzmq peers streaming through it, connects a
 # backend by label selector to a Deployment of pyzmq workers and scales them 3, 5, 2 under load
 # (every request answered, new workers answering within 10 s of Ready), replaces an earlier
-# version's StatefulSet (made by hand) by the Deployment with a Ready pod throughout, deletes a
+# version's StatefulSet (made by hand) by the Deployment with a Ready pod throughout, injects the
+# sidecar of examples/sidecar/ into a pyzmq publisher whose ipc:///zmq/out messages must reach a
+# remote subscriber through a CURVE hub in another namespace, and deletes its pod under load
+# (nothing it sent before SIGTERM lost), deletes a
 # ZmqProxy and checks its children are garbage-collected, checks that the invalid example is
 # refused, reads the operator's metrics, uninstalls the chart and deletes the cluster.
 #
@@ -315,6 +318,7 @@ helm --kube-context "$KCTX" install "$RELEASE" "$ROOT/charts/zmq-proxy-operator"
   --set-string proxyImage.repository="$px_repo",proxyImage.tag="$px_tag",proxyImage.digest="$px_digest" \
   --set proxyImage.pullPolicy="$PULL_POLICY" \
   --set logFormat=text \
+  --set sidecarWebhook.enabled=true \
   --wait --timeout 180s
 pass "chart installed and the operator is available"
 
@@ -743,11 +747,15 @@ else
 fi
 operator_sa="$(k -n "$SYSTEM_NS" get deployments -l app.kubernetes.io/name=zmq-proxy-operator \
   -o 'jsonpath={.items[0].spec.template.spec.serviceAccountName}' 2>/dev/null)" || operator_sa=""
-can_read="$(k auth can-i get secrets -n "$NS" --as="system:serviceaccount:${SYSTEM_NS}:${operator_sa}" 2>/dev/null)" || true
-if [[ -n "$operator_sa" && "$can_read" == "no" ]]; then
-  pass "the operator's ServiceAccount ($operator_sa) cannot read Secrets"
+# The operator gets and creates its own federation Secret by name only: it may neither list nor
+# watch Secrets, so it cannot enumerate (or read in bulk) the Secrets users keep beside it.
+sa="system:serviceaccount:${SYSTEM_NS}:${operator_sa}"
+can_list="$(k auth can-i list secrets -n "$NS" --as="$sa" 2>/dev/null)" || true
+can_watch="$(k auth can-i watch secrets -n "$NS" --as="$sa" 2>/dev/null)" || true
+if [[ -n "$operator_sa" && "$can_list" == "no" && "$can_watch" == "no" ]]; then
+  pass "the operator's ServiceAccount ($operator_sa) can neither list nor watch Secrets"
 else
-  fail "the operator's ServiceAccount (${operator_sa:-?}) cannot read Secrets (can-i: ${can_read:-?})"
+  fail "the operator's ServiceAccount (${operator_sa:-?}) can neither list nor watch Secrets (list: ${can_list:-?}, watch: ${can_watch:-?})"
 fi
 
 # ---- changing a port ------------------------------------------------------------------------
@@ -1191,6 +1199,101 @@ else
 fi
 k -n "$NS" delete zmqproxy dispatch --wait=true --timeout=60s >/dev/null 2>&1 || true
 k -n "$NS" delete deployment workers --wait=true --timeout=60s >/dev/null 2>&1 || true
+
+# ---- the sidecar: a pyzmq app's PUB on ipc:///zmq/out reaches a hub in another namespace ----
+# examples/sidecar/: the hub (CURVE frontend) in <ns>-hub, the template events-out and the
+# publisher Deployment in <ns>. The webhook injects the sidecar into the publisher's pod; a
+# remote subscriber on the hub's backend must get the app's messages (the app has no CURVE and
+# no address of the hub), and deleting the app pod under load must lose nothing it sent before
+# SIGTERM: every sequence number from the first the subscriber got to the last the app printed.
+HUB_NS="${NS}-hub"
+sidecar_example() { # sidecar_example FILE: the example with the hub's namespace this run uses
+  sed "s/events-hub\.hub\.svc/events-hub.${HUB_NS}.svc/" "$ROOT/examples/sidecar/$1"
+}
+publisher_pod() { # the Running publisher pod that is not terminating, other than $1
+  k -n "$NS" get pods -l app=publisher --field-selector=status.phase=Running \
+    -o 'jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}' 2>/dev/null |
+    awk -v not="${1:-}" 'NF == 1 && $1 != not {print $1; exit}'
+}
+publisher_running() { [[ -n "$(publisher_pod "${1:-}")" ]]; }
+publisher_injected() {
+  [[ "$(k -n "$NS" get pods -l app=publisher -o 'jsonpath={.items[0].spec.initContainers[0].name}' 2>/dev/null)" == "zmq-proxy" ]]
+}
+sidecar_peers_say() { k -n "$NS" logs job/sidecar-peers 2>/dev/null | grep -q "$1"; }
+sidecar_listed() { [[ "$(k -n "$NS" get zmqproxy events-out -o 'jsonpath={.status.sidecarPods}')" == *"$1"* ]]; }
+sidecar_check() {
+  local keys first second
+  keys="$(mktemp -d)"
+  keygen "$keys" hub || return 1
+  keygen "$keys" publisher || return 1
+  k create namespace "$HUB_NS" >/dev/null || return 1
+  MADE_NAMESPACES=("$HUB_NS" "${MADE_NAMESPACES[@]}")
+  k label namespace "$HUB_NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
+  k -n "$HUB_NS" create secret generic events-hub-curve --from-file=server_secret="$keys/hub_secret" >/dev/null || return 1
+  k -n "$HUB_NS" create configmap events-hub-publishers --from-file="$keys/publisher" >/dev/null || return 1
+  k -n "$HUB_NS" apply -f "$ROOT/examples/sidecar/hub.yaml" >/dev/null || return 1
+  k -n "$NS" create secret generic events-hub-public --from-file=server="$keys/hub" >/dev/null || return 1
+  k -n "$NS" create secret generic events-out-client --from-file=client_secret="$keys/publisher_secret" >/dev/null || return 1
+  rm -rf "$keys"
+  sidecar_example events-out.yaml | k -n "$NS" apply -f - >/dev/null || return 1
+  k -n "$HUB_NS" wait zmqproxy/events-hub --for=condition=Ready --timeout=180s >/dev/null || return 1
+  # The subscriber first, so its subscription is upstream when the app starts.
+  peers_job sidecar-peers 400 sidecar_peers.py --endpoint "tcp://events-hub.${HUB_NS}.svc:5556" --duration 200 || return 1
+  sidecar_example publisher.yaml | k -n "$NS" apply -f - >/dev/null || return 1
+  wait_for "the publisher pod to carry the sidecar" 60 publisher_injected || return 1
+  echo "injected"
+  wait_for "a Running publisher pod" 180 publisher_running || return 1
+  first="$(publisher_pod)"
+  wait_for "the remote subscriber to hear $first" 120 sidecar_peers_say "^first $first " || return 1
+  echo "reached $first"
+  wait_for "status.sidecarPods to list $first" 60 sidecar_listed "$first" || return 1
+  echo "listed $first"
+  # Under load: the app's log (its last sequence number, printed at SIGTERM) read to the end,
+  # then the pod deleted; the Deployment starts another, which must be injected and heard too.
+  k -n "$NS" logs -f "$first" -c app >"$ARTIFACTS_TMP/publisher.log" 2>&1 &
+  local follower=$!
+  sleep 5
+  k -n "$NS" delete pod "$first" --wait=true --timeout=120s >/dev/null || return 1
+  wait "$follower" 2>/dev/null || true
+  echo "app_$(grep '^last ' "$ARTIFACTS_TMP/publisher.log" | tail -1 | tr ' ' '=')"
+  wait_for "a new publisher pod" 180 publisher_running "$first" || return 1
+  second="$(publisher_pod "$first")"
+  wait_for "the remote subscriber to hear $second" 120 sidecar_peers_say "^first $second " || return 1
+  echo "replacement $second"
+  wait_for "job/sidecar-peers to finish" 300 job_finished sidecar-peers || return 1
+  echo "deleted=$first"
+  k -n "$NS" logs job/sidecar-peers | grep '^{' | tail -1
+}
+report="$(sidecar_check 2>&1)" || report="${report:-} (the sidecar check did not complete)"
+log "sidecar check: $(tr '\n' ' ' <<<"$report")"
+if grep -q '^injected' <<<"$report" && grep -q '^reached ' <<<"$report"; then
+  pass "a labelled pod gets the events-out sidecar and its ipc:///zmq/out messages reach a remote subscriber over CURVE"
+else
+  fail "a labelled pod gets the sidecar and its messages reach a remote subscriber: $(tr '\n' ' ' <<<"$report")"
+fi
+if grep -q '^listed ' <<<"$report"; then
+  pass "status.sidecarPods of events-out lists the publisher pod"
+else
+  fail "status.sidecarPods of events-out lists the publisher pod: $(tr '\n' ' ' <<<"$report")"
+fi
+deleted="$(sed -n 's/^deleted=//p' <<<"$report")"
+last_sent="$(sed -n 's/^app_last=//p' <<<"$report")"
+final="$(grep '^{' <<<"$report" | tail -1)"
+got="$(python3 -c 'import json,sys; p=json.loads(sys.argv[1])["pods"].get(sys.argv[2]); print("" if p is None else "%d %d %d" % (p["last"], p["missing"], p["received"]))' "$final" "$deleted" 2>/dev/null)" || got=""
+read -r got_last got_missing got_received <<<"${got:-x x x}"
+if [[ -n "$deleted" && -n "$last_sent" && "$got_last" == "$last_sent" && "$got_missing" == "0" ]]; then
+  pass "deleting the app pod under load lost nothing it sent before SIGTERM ($deleted: $got_received received, up to its last $last_sent, none missing)"
+else
+  fail "deleting the app pod under load loses nothing sent before SIGTERM: pod '$deleted' last sent '$last_sent', received last '$got_last' missing '$got_missing' ($final)"
+fi
+if grep -q '^replacement ' <<<"$report"; then
+  pass "the Deployment's replacement pod is injected too and heard"
+else
+  fail "the Deployment's replacement pod is injected too and heard: $(tr '\n' ' ' <<<"$report")"
+fi
+k -n "$NS" delete deployment publisher --wait=true --timeout=120s >/dev/null 2>&1 || true
+k -n "$NS" delete zmqproxy events-out --wait=true --timeout=60s >/dev/null 2>&1 || true
+k -n "$HUB_NS" delete zmqproxy events-hub --wait=true --timeout=60s >/dev/null 2>&1 || true
 
 # ---- the invalid example is refused by the API server ---------------------------------------
 if out="$(k -n "$NS" apply -f "$ROOT/examples/invalid-pair.yaml" 2>&1)"; then

@@ -23,6 +23,9 @@ pub fn proxy_args(spec: &ZmqProxySpec, connects: &[Connect]) -> Vec<String> {
         if let Some(port) = socket.port {
             args.extend([format!("--{role}-bind"), bind(port)]);
         }
+        if let Some(ipc) = socket.ipc_endpoint() {
+            args.extend([format!("--{role}-bind"), ipc]);
+        }
         let own: Vec<Connect> = connects.iter().filter(|c| c.socket == role).cloned().collect();
         args.extend(connect_args(&own));
     }

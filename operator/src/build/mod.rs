@@ -44,6 +44,7 @@ pub use federation::{
 };
 pub use meta::{BuildError, BuildOptions, child_labels, owner_reference};
 pub use pdb::{pdb_name, pod_disruption_budget_spec};
+pub(crate) use pod::container as proxy_container;
 pub use pod::{
     CONTAINER, GRACE_MARGIN_SECONDS, METRICS_PORT_NAME, PROXY_BINARY, READINESS_PROBE, RUN_AS_USER,
     drain_period, pod_template, termination_grace_period,

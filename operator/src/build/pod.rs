@@ -175,7 +175,12 @@ fn runtime_default() -> SeccompProfile {
     SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None }
 }
 
-fn container(spec: &ZmqProxySpec, opts: &BuildOptions, connects: &[Connect]) -> Container {
+/// The proxy container of `spec`'s pods (also what a sidecar starts from: `crate::sidecar`).
+pub(crate) fn container(
+    spec: &ZmqProxySpec,
+    opts: &BuildOptions,
+    connects: &[Connect],
+) -> Container {
     let mut ports: Vec<ContainerPort> = spec
         .sockets
         .named_ports()

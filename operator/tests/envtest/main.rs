@@ -22,6 +22,7 @@
 //! run everywhere.
 
 mod launcher;
+mod sidecar;
 
 use std::future::Future;
 use std::io::Write;
@@ -681,6 +682,11 @@ fn invalid_specs() -> Vec<(&'static str, Value, Refusal)> {
                 "spec.backend.type",
                 "unsupported socket pair ROUTER/PUSH (frontend/backend); allowed pairs: ROUTER/DEALER, DEALER/ROUTER, XSUB/XPUB, XPUB/XSUB, SUB/PUB, PUB/SUB, PULL/PUSH, PUSH/PULL",
             ),
+        ),
+        (
+            "relative ipc path",
+            q(json!({"backend": {"type": "DEALER", "ipc": "zmq/out"}})),
+            Refusal::at("spec.backend.ipc", socket_words::IPC_PATH),
         ),
         (
             "PAIR capture",
@@ -2190,6 +2196,14 @@ fn trials(shared: &Arc<Shared>) -> Vec<Trial> {
                 pod_monitor_follows_the_monitoring_api(&c.client, "monitoring").await;
             },
         ),
+        scenario(
+            shared,
+            "sidecar_injection_through_the_webhook",
+            Some("sidecar"),
+            |c| async move {
+                sidecar::sidecar_injection_through_the_webhook(&c.client, "sidecar").await;
+            },
+        ),
         scenario(shared, "recovers_from_an_api_server_restart", Some("outage"), |c| async move {
             let mut plane = c.plane.lock().await;
             let plane = plane.as_mut().expect("the control plane runs until the teardown");
@@ -2339,8 +2353,8 @@ fn cel_refusals_expected_from_the_api_server_are_what_the_crd_rules_say() {
     }
     assert_eq!(
         checked,
-        8 + 5 + 3 + 2 + 3 + 13,
-        "every CEL rule of the spec, its security, nodrop and connect entries is exercised"
+        8 + 5 + 3 + 2 + 3 + 13 + 1,
+        "every CEL rule of the spec, its security, nodrop, connect entries and ipc paths is exercised"
     );
     let queue = json!({"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}});
     let errors = cel_verdict("tasks.v2", queue.clone());

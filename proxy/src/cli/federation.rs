@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use zmq_proxy_api::endpoint::{Direction, Endpoint};
+use zmq_proxy_api::federation::federated_pattern;
 use zmq_proxy_api::socket::SocketType;
 
 use crate::engine::curve::{
@@ -13,7 +14,6 @@ use crate::engine::curve::{
 };
 use crate::federation::FederationConfig;
 use crate::federation::frame::ID_MAX_BYTES;
-use crate::federation::request;
 use crate::proxy::config::ConfigError;
 
 /// The federation flags (each also read from `ZMQ_PROXY_<FLAG>`).
@@ -88,21 +88,10 @@ impl FederationFlags {
             }
             return Ok(None);
         };
-        let pattern = match (frontend, backend) {
-            (SocketType::Xsub, SocketType::Xpub) | (SocketType::Xpub, SocketType::Xsub) => {
-                "XSUB/XPUB"
-            }
-            (SocketType::Pull, SocketType::Push) | (SocketType::Push, SocketType::Pull) => {
-                "PULL/PUSH"
-            }
-            (SocketType::Router, SocketType::Dealer) | (SocketType::Dealer, SocketType::Router) => {
-                request::PATTERN
-            }
-            _ => {
-                return err(format!(
-                    "--federation-bind: federation works for XSUB/XPUB, PULL/PUSH and ROUTER/DEALER proxies; this one is {frontend}/{backend}"
-                ));
-            }
+        let Some(pattern) = federated_pattern(frontend, backend) else {
+            return err(format!(
+                "--federation-bind: federation works for XSUB/XPUB, PULL/PUSH and ROUTER/DEALER proxies; this one is {frontend}/{backend}"
+            ));
         };
         let bind = Endpoint::parse(bind, Direction::Bind)
             .map_err(|e| ConfigError(format!("--federation-bind: {e}")))?;

@@ -1221,7 +1221,11 @@ fn read_manifest(text: &str, host: &str) -> Result<LocalManifest, ConfigError> {
     let mut options = options.into_iter();
     let mut sock = |name: &str, s: &SocketSpec| {
         let connects = manifest_connect::local_connects(name, s).map_err(ConfigError)?;
-        let bind = s.port.map(all).unwrap_or_default().into_iter().map(Into::into).collect();
+        let mut bind: Vec<SocketEndpoint> =
+            s.port.map(all).unwrap_or_default().into_iter().map(Into::into).collect();
+        if let Some(ipc) = s.ipc_endpoint() {
+            bind.push(socket_endpoint(&format!("spec.{name}.ipc"), &ipc, Direction::Bind)?);
+        }
         let first = connects.first.into_iter().map(Into::into).collect();
         let mut c = SocketConfig::new(s.socket_type, bind, first);
         c.connect_all = connects.all;
@@ -1350,6 +1354,27 @@ mod tests {
                 .expect_err(bad);
             assert!(e.starts_with(flag), "{bad}: {e}");
         }
+    }
+
+    /// A manifest's `ipc` binds the Unix socket beside (or instead of) the TCP port; a path
+    /// that is not absolute is refused naming the field.
+    #[test]
+    fn manifest_ipc_binds_a_unix_socket_and_refusals_name_the_field() {
+        use zmq_proxy_api::ipc::IpcEndpoint;
+        let head = "apiVersion: zmqproxy.io/v1alpha1\nkind: ZmqProxy\nmetadata: {name: t}\nspec:\n";
+        let yaml = format!(
+            "{head}  frontend: {{type: XSUB, ipc: /zmq/out}}\n  backend: {{type: XPUB, port: 5556, ipc: /zmq/in}}\n"
+        );
+        let c = parse_manifest(&yaml).expect("valid");
+        let path = |p: &str| SocketEndpoint::Ipc(IpcEndpoint::Path(p.into()));
+        assert_eq!(c.frontend.bind, [path("/zmq/out")]);
+        assert_eq!(c.backend.bind.len(), 2, "{:?}", c.backend.bind);
+        assert_eq!(c.backend.bind[1], path("/zmq/in"));
+        let bad = format!(
+            "{head}  frontend: {{type: XSUB, ipc: zmq/out}}\n  backend: {{type: XPUB, port: 1}}\n"
+        );
+        let e = parse_manifest(&bad).expect_err("relative").0;
+        assert!(e.contains("spec.frontend.ipc") && e.contains("absolute"), "{e}");
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub struct Counters {
     /// Connections that closed before sending a byte of the ZMTP greeting (a port check, a TCP
     /// health probe), by socket: no handshake was attempted, so none failed.
     closed_before_greeting_by: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections closed on accept for want of room, by (socket, reason): the labels of
+    /// `zmq_proxy_connections_refused_total` (reason `fd_limit`, see `engine::fd_room`).
+    refused_by: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// A point-in-time copy of [`Counters`], with the contract's names.
@@ -161,6 +164,18 @@ impl Counters {
         self.handshake_failures.fetch_add(1, Relaxed);
         let mut m = self.handshake_by.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((socket, mechanism, reason)).or_insert(0) += 1;
+    }
+
+    /// Counts one connection of `socket` closed on accept (`reason`: fd_limit).
+    pub fn connection_refused(&self, socket: &'static str, reason: &'static str) {
+        let mut m = self.refused_by.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((socket, reason)).or_insert(0) += 1;
+    }
+
+    /// Every (socket, reason) with a connection closed on accept so far, and its count.
+    pub fn connections_refused_by(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let m = self.refused_by.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Every socket with a connection closed before its greeting so far, and their count.

@@ -5,6 +5,7 @@
 pub(crate) mod budget;
 pub(crate) mod counters;
 pub(crate) mod curve;
+pub(crate) mod fd_room;
 pub(crate) mod handshake;
 pub(crate) mod heartbeat;
 pub(crate) mod ipc;

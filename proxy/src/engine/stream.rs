@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixStream, tcp, unix};
 
@@ -196,6 +197,48 @@ impl WriteHalf {
     }
 }
 
+impl ReadHalf {
+    /// Reads into `buf` as `read_buf` does, `chunk` bytes at a time; but when `buf` holds
+    /// nothing (no message half read), waits for data holding no buffer at all. A silent peer
+    /// so costs no read buffer, however many there are; a busy one reads into the room left
+    /// in its buffer first, as before. Cancel-safe: a cancelled wait has read nothing.
+    pub async fn read_lazily(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        if !buf.is_empty() {
+            if buf.capacity() - buf.len() < chunk / 4 {
+                buf.reserve(chunk);
+            }
+            return self.read_buf(buf).await;
+        }
+        // Readiness that turns out spurious goes round again; each round waits for the socket.
+        loop {
+            if buf.capacity() >= chunk / 4 {
+                match self.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    r => return r,
+                }
+            }
+            *buf = BytesMut::new();
+            self.readable().await?;
+            buf.reserve(chunk);
+        }
+    }
+
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            ReadHalf::Tcp(r) => r.try_read_buf(buf),
+            ReadHalf::Ipc(r) => r.try_read_buf(buf),
+        }
+    }
+
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            ReadHalf::Tcp(r) => r.readable().await,
+            ReadHalf::Ipc(r) => r.readable().await,
+        }
+    }
+}
+
 impl AsyncRead for ReadHalf {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -251,5 +294,43 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Tcp(w) => w.is_write_vectored(),
             WriteHalf::Ipc(w) => w.is_write_vectored(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (ReadHalf, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (c, a) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (r, _w) = Stream::Tcp(a.expect("accept").0).into_split();
+        (r, c.expect("connect"))
+    }
+
+    /// A silent peer's connection holds no read buffer while it waits, however large the one
+    /// it read into before; data that comes is read into a buffer taken then.
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_read_buffer() {
+        let (mut rd, mut peer) = pair().await;
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let wait = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            rd.read_lazily(&mut buf, 64 * 1024),
+        );
+        assert!(wait.await.is_err(), "nothing was sent, so nothing was read");
+        assert_eq!(buf.capacity(), 0, "waiting with a buffer of {} bytes", buf.capacity());
+        peer.write_all(b"hello").await.expect("write");
+        let n = rd.read_lazily(&mut buf, 64 * 1024).await.expect("read");
+        assert_eq!(&buf[..n], b"hello");
+        // Half a message read: the rest is read into the same buffer, behind it.
+        peer.write_all(b" world").await.expect("write");
+        let m = rd.read_lazily(&mut buf, 64 * 1024).await.expect("read");
+        assert_eq!(&buf[..n + m], b"hello world");
+        drop(peer);
+        buf.clear();
+        assert_eq!(rd.read_lazily(&mut buf, 64 * 1024).await.expect("end"), 0);
     }
 }

@@ -14,6 +14,10 @@ pub const INBOUND_QUEUE_BATCHES: usize = 256;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Back-off after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// File descriptors kept out of the peers' room below RLIMIT_NOFILE, for the proxy itself:
+/// listeners, the runtime's own, the HTTP endpoint and its scrapes, up to
+/// [`CONTROL_MAX_CONNECTIONS`] control requesters, DNS lookups, files it re-reads.
+pub const FD_HEADROOM: u64 = 160;
 /// Bytes read from a connection per system call, at most.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Bytes encoded per write system call, at most (a larger single message is written whole).

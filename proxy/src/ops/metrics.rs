@@ -21,6 +21,9 @@
 //!   malformed_hello, malformed_initiate, bad_cookie, bad_vouch, bad_nonce,
 //!   message_auth_failed (see `WireError::reason` and `CurveError::reason`). Only series that
 //!   counted something are present.
+//! - `zmq_proxy_connections_refused_total{socket, reason}`: connections closed on accept,
+//!   reason `fd_limit` (no room left below RLIMIT_NOFILE, see `engine::fd_room`). Only series
+//!   that counted something are present.
 //! - `zmq_proxy_protocol_errors_total`.
 //! - `zmq_proxy_heartbeat_timeouts_total{socket, reason}`: connections dropped by heartbeats,
 //!   reason `timeout` (silent past our heartbeat timeout after a PING) or `peer_ttl` (silent past
@@ -254,6 +257,11 @@ impl Collector for ProxyCollector {
         for ((socket, mechanism, reason), v) in o.counters.handshake_failures_by() {
             let labels = [("socket", socket), ("mechanism", mechanism), ("reason", reason)];
             counter(v, m.encode_family(&labels)?)?;
+        }
+        let help = "Connections closed on accept for want of room (fd_limit: RLIMIT_NOFILE), by socket and reason";
+        let mut m = e.encode_descriptor("zmq_proxy_connections_refused", help, None, c)?;
+        for ((socket, reason), v) in o.counters.connections_refused_by() {
+            counter(v, m.encode_family(&[("socket", socket), ("reason", reason)])?)?;
         }
         let help = "Connections dropped for a ZMTP protocol violation";
         single(e, "zmq_proxy_protocol_errors", help, s.protocol_errors)?;

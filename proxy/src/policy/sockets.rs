@@ -29,6 +29,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::engine::budget::{MemoryBudget, Queued};
 use crate::engine::counters::{Counters, DropReason, OncePerPeer};
 use crate::engine::curve::{self, Mechanism, Sealer, Security};
+use crate::engine::fd_room::{self, PeerRoom};
 use crate::engine::heartbeat;
 use crate::engine::ipc;
 use crate::engine::net;
@@ -228,6 +229,8 @@ struct Shared {
     pending: Arc<Queued>,
     /// The whole proxy's memory budget, which every connection's reader publishes to.
     budget: Arc<MemoryBudget>,
+    /// Room for peers below the file-descriptor limit, shared by every socket.
+    room: Arc<PeerRoom>,
     /// Connection writers still running; a timed-out drain counts the backlog only once every
     /// writer has settled what it wrote, or a message could be both delivered and undelivered.
     live_writers: AtomicUsize,
@@ -457,6 +460,7 @@ impl ProxySocket {
         name: &'static str,
         counters: Arc<Counters>,
         budget: &Arc<MemoryBudget>,
+        room: &Arc<PeerRoom>,
         life: &Lifecycle,
         follow: &Follow,
     ) -> Result<ProxySocket, OpenError> {
@@ -497,6 +501,7 @@ impl ProxySocket {
             has_orphans: AtomicBool::new(false),
             pending,
             budget: budget.clone(),
+            room: room.clone(),
             live_writers: AtomicUsize::new(0),
             writers_gone: Notify::new(),
             live_conns: AtomicUsize::new(0),

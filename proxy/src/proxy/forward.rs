@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::engine::budget::MemoryBudget;
 use crate::engine::counters::{Counters, DropReason, Snapshot, SocketCounters};
+use crate::engine::fd_room::PeerRoom;
 use crate::engine::ipc::SocketFile;
 use crate::engine::resolve::Resolver;
 use crate::engine::tunables::{
@@ -112,7 +113,10 @@ impl Proxy {
         let life = Lifecycle { stop: stop_rx, kill: kill_rx.clone() };
         let budget = Arc::new(MemoryBudget::new(cfg.max_memory.bytes()));
         let follow = follow_settings(cfg)?;
-        let open = |c, name| ProxySocket::open(c, name, counters.clone(), &budget, &life, &follow);
+        // Read now: the binary raised the limit before starting the proxy.
+        let room = PeerRoom::of_limit();
+        let open =
+            |c, name| ProxySocket::open(c, name, counters.clone(), &budget, &room, &life, &follow);
         let mut front = open(&cfg.frontend, "frontend").await?;
         let mut back = open(&cfg.backend, "backend").await?;
         let mut cap = match &cfg.capture {

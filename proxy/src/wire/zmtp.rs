@@ -527,7 +527,9 @@ pub fn parse_identity(buf: &mut BytesMut) -> Result<Option<Bytes>, WireError> {
         return Ok(None);
     }
     buf.advance(2);
-    Ok(Some(buf.split_to(len).freeze()))
+    let identity = detached(&buf[..len]);
+    buf.advance(len);
+    Ok(Some(identity))
 }
 
 /// The peer's socket type and identity from its metadata, refused when the types cannot talk;
@@ -546,7 +548,13 @@ pub fn peer_info(
         });
     }
     let identity = props.get("Identity").cloned().unwrap_or_default();
-    Ok(PeerInfo { socket_type, identity, revision })
+    Ok(PeerInfo { socket_type: detached(&socket_type), identity: detached(&identity), revision })
+}
+
+/// A copy of its own of what a handshake read: kept for the connection's life, a slice would
+/// keep the whole read buffer it was read into.
+fn detached(b: &[u8]) -> Bytes {
+    if b.is_empty() { Bytes::new() } else { Bytes::copy_from_slice(b) }
 }
 
 /// A subscription change carried by a message (`\x01topic` / `\x00topic`) or by a ZMTP 3.1

@@ -22,12 +22,26 @@ pub(super) async fn accept_loop(
             _ = raised(&mut life.stop) => break,
             r = listener.accept() => match r {
                 Ok(stream) => {
+                    // Out of room: closed at once (the peer sees its connection end and
+                    // retries), so the descriptors left serve the peers already connected.
+                    let Some(seat) = shared.room.admit(shared.name) else {
+                        shared.counters.connection_refused(shared.name, "fd_limit");
+                        continue;
+                    };
                     let mech = shared.security.accepted.clone();
                     let peer = stream.peer(&shown);
                     let conn = connection(shared.clone(), stream, peer, mech, inbound.clone(), life.clone(), None);
                     tokio::spawn(async move {
                         let _ = conn.await;
+                        drop(seat);
                     });
+                }
+                Err(e) if fd_room::is_exhaustion(&e) => {
+                    shared.room.exhausted(shared.name);
+                    tokio::select! {
+                        _ = raised(&mut life.stop) => break,
+                        _ = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -109,6 +123,7 @@ pub(super) async fn connect_loop(
             // The connection hands the inbound sender back only if the proxy still runs:
             // holding a copy here during a drain would keep the pump from seeing its end.
             Ok(stream) => {
+                let _seat = shared.room.seat();
                 let mech = shared.security.connected.clone();
                 let peer = stream.peer(&target.shown());
                 let out = follow::Outgoing { slot: &slot, retire: retire.clone(), bound };
@@ -190,7 +205,8 @@ async fn serve(
     let _open = drain::OpenConnection::new(&shared);
     stream.tune(&shared.options);
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // The handshake reserves what it reads; the read loop takes a buffer only when data comes.
+    let mut buf = BytesMut::new();
     let max_bytes = shared.options.max_message_bytes();
     let hs = tokio::select! {
         _ = raised(&mut life.stop) => return None,
@@ -460,7 +476,6 @@ async fn read_messages(
     received: &Delivered,
     share: &mut Share,
 ) -> ReadEnd {
-    use tokio::io::AsyncReadExt;
     let router = shared.kind == SocketType::Router;
     let subscriptions = matches!(shared.kind, SocketType::Xpub | SocketType::Pub);
     // The receive high-water mark: at most this many messages of this peer wait for the pump.
@@ -587,14 +602,11 @@ async fn read_messages(
         if window_full {
             continue;
         }
-        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
-            buf.reserve(READ_CHUNK_BYTES);
-        }
         live.waiting();
         tokio::select! {
             biased;
             _ = raised(&mut dead) => return ReadEnd::Closed,
-            r = rd.read_buf(buf) => match r {
+            r = rd.read_lazily(buf, READ_CHUNK_BYTES) => match r {
                 Ok(0) | Err(_) => return ReadEnd::Closed,
                 Ok(_) => live.arrived(),
             },
