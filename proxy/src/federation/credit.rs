@@ -40,8 +40,15 @@ pub enum Place {
 /// credit left that has been sent the fewest tasks per worker (ties: more workers, then the
 /// first), counted in its ledger as sent; `Wait` for the rest. Free room only bounds what a
 /// replica is sent: a busy replica's fuller queues must not cost its workers their share.
-/// Tasks keep their order within each destination.
-pub fn place(n: usize, local_room: usize, ledgers: &mut [Ledger], out: &mut Vec<Place>) {
+/// Tasks keep their order within each destination. Returns `(local, replica, sent)` when the
+/// places are one run each (the first `local` here, the next `sent` to `replica`, the rest
+/// waiting), so the caller can split the batch in three instead of task by task.
+pub fn place(
+    n: usize,
+    local_room: usize,
+    ledgers: &mut [Ledger],
+    out: &mut Vec<Place>,
+) -> Option<(usize, usize, usize)> {
     out.clear();
     let local = n.min(local_room);
     out.resize(local, Place::Local);
@@ -53,6 +60,24 @@ pub fn place(n: usize, local_room: usize, ledgers: &mut [Ledger], out: &mut Vec<
         );
         x < y || (x == y && a.workers > b.workers)
     };
+    // One replica (or none) with credit, the usual case: every task until its credit runs out
+    // goes to it, as the loop below would decide one task at a time.
+    let open = |l: &Ledger| l.credit() > 0 && l.workers > 0;
+    let mut with_credit = ledgers.iter().enumerate().filter(|(_, l)| open(l)).map(|(i, _)| i);
+    if let (first, None) = (with_credit.next(), with_credit.next()) {
+        let (to, k) = match first {
+            Some(i) => {
+                (i, (n - local).min(usize::try_from(ledgers[i].credit()).unwrap_or(usize::MAX)))
+            }
+            None => (0, 0),
+        };
+        if k > 0 {
+            ledgers[to].sent += k as u64;
+        }
+        out.resize(local + k, Place::Replica(to));
+        out.resize(n, Place::Wait);
+        return Some((local, to, k));
+    }
     for _ in local..n {
         let mut best: Option<usize> = None;
         for (i, l) in ledgers.iter().enumerate() {
@@ -68,6 +93,7 @@ pub fn place(n: usize, local_room: usize, ledgers: &mut [Ledger], out: &mut Vec<
             None => out.push(Place::Wait),
         }
     }
+    None
 }
 
 #[cfg(test)]

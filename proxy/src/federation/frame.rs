@@ -1,16 +1,21 @@
 //! The link's message format (see docs/federation.md, "The link"): every message between two
 //! replicas starts with one header frame, `version, kind, origin` (1 + 1 + 8 bytes), naming what
 //! the message is and the replica it entered the federation at. The frames after the header are
-//! the kind's body. No I/O here.
+//! the kind's body. Publications, tasks, requests and replies travel in batches: one body frame
+//! carrying several peers' messages (`batch.rs`), so the link pays its framing once per batch,
+//! not once per message. No I/O here.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::batch;
 use crate::engine::curve::{CurveError, Sealer};
+use crate::policy::sockets::Msg;
 use crate::wire::zmtp::{FLAG_MORE, put_header};
 
 /// The link protocol's version, first byte of every header. A replica refuses a link whose
 /// HELLO carries another, so a rolling update between incompatible versions fails loudly.
-pub const VERSION: u8 = 1;
+/// Version 2 carries messages in batches.
+pub const VERSION: u8 = 2;
 /// Header frame length.
 pub const HEADER_LEN: usize = 10;
 /// Longest federation id a HELLO may carry (a DNS label or pod name fits).
@@ -41,22 +46,22 @@ pub enum Kind {
     Subscribe,
     /// Its cancel: body is the topic.
     Cancel,
-    /// A publication read by the origin from its own publishers: body is the message.
+    /// Publications read by the origin from its own publishers: body is one batch frame.
     Publish,
     /// How many more tasks the origin's own workers can take, how many tasks of the receiver
     /// the origin has handed to them so far, and how many workers it has: body is three
     /// big-endian u64.
     Credit,
-    /// A task read by the origin from its own producers: body is the message.
+    /// Tasks read by the origin from its own producers: body is one batch frame.
     Task,
     /// The origin was paused (body `1`) or resumed (`0`) by its own control socket or pause
     /// file; the receiver follows and tells nobody else.
     State,
-    /// A request read by the origin from its own clients (ROUTER/DEALER): body is the message,
-    /// the client's routing id first.
+    /// Requests read by the origin from its own clients (ROUTER/DEALER): body is one batch
+    /// frame, each message the client's routing id first.
     Request,
-    /// A reply to a request the receiver sent: body is the message, the client's routing id
-    /// first (the routing frame naming the receiver already stripped).
+    /// Replies to requests the receiver sent: body is one batch frame, each message the
+    /// client's routing id first (the routing frame naming the receiver already stripped).
     Reply,
     /// PULL/PUSH: the origin is stopping; the receiver places no more tasks on it and answers
     /// `End`. No body.
@@ -123,6 +128,8 @@ pub enum FrameError {
     Body(Kind, usize),
     #[error("a federation id or pattern that is empty, too long or not UTF-8")]
     Id,
+    #[error("a malformed batch: {0}")]
+    Batch(&'static str),
 }
 
 /// The header frame of `kind` from `origin`. Built once per kind and cloned per message.
@@ -152,12 +159,12 @@ pub fn parse_header(f: &[u8]) -> Result<Header, FrameError> {
 pub enum LinkMessage {
     Hello { origin: MemberTag, id: String, pattern: String },
     Subscription { origin: MemberTag, subscribe: bool, topic: Bytes },
-    Publish { origin: MemberTag, msg: Vec<Bytes> },
+    Publish { origin: MemberTag, msgs: Vec<Msg> },
     Credit { origin: MemberTag, room: u64, taken: u64, workers: u64 },
-    Task { origin: MemberTag, msg: Vec<Bytes> },
+    Task { origin: MemberTag, msgs: Vec<Msg> },
     State { origin: MemberTag, paused: bool },
-    Request { origin: MemberTag, msg: Vec<Bytes> },
-    Reply { origin: MemberTag, msg: Vec<Bytes> },
+    Request { origin: MemberTag, msgs: Vec<Msg> },
+    Reply { origin: MemberTag, msgs: Vec<Msg> },
     Leaving { origin: MemberTag },
     End { origin: MemberTag },
 }
@@ -196,15 +203,16 @@ pub fn parse(mut frames: Vec<Bytes>) -> Result<LinkMessage, FrameError> {
             })
         }
         Kind::Publish | Kind::Task | Kind::Request | Kind::Reply => {
-            if body == 0 {
+            let [_, b] = &frames[..] else {
                 return Err(FrameError::Body(h.kind, body));
-            }
-            frames.remove(0);
+            };
+            let msgs = batch::parse(b)?;
+            let origin = h.origin;
             Ok(match h.kind {
-                Kind::Task => LinkMessage::Task { origin: h.origin, msg: frames },
-                Kind::Request => LinkMessage::Request { origin: h.origin, msg: frames },
-                Kind::Reply => LinkMessage::Reply { origin: h.origin, msg: frames },
-                _ => LinkMessage::Publish { origin: h.origin, msg: frames },
+                Kind::Task => LinkMessage::Task { origin, msgs },
+                Kind::Request => LinkMessage::Request { origin, msgs },
+                Kind::Reply => LinkMessage::Reply { origin, msgs },
+                _ => LinkMessage::Publish { origin, msgs },
             })
         }
         Kind::Credit => match &frames[1..] {
@@ -277,14 +285,19 @@ mod tests {
     #[test]
     fn every_kind_round_trips_through_zmtp_framing_with_its_origin() {
         let me = member_tag("proxy-0");
+        let msgs = |m: &[&'static [u8]]| vec![m.iter().map(|f| Bytes::from_static(f)).collect()];
+        let published = msgs(&[b"a", b"b"]);
+        let tasks = vec![msgs(&[b"t"]).remove(0), msgs(&[b"u", b""]).remove(0)];
+        let requests = msgs(&[b"\0\0\0\0\x01", b"q"]);
+        let replies = msgs(&[b"\0\0\0\0\x01", b"r"]);
         let cases = [
             (Kind::Hello, vec![Bytes::from_static(b"proxy-0"), Bytes::from_static(b"PULL/PUSH")]),
             (Kind::Subscribe, vec![Bytes::from_static(b"weather")]),
             (Kind::Cancel, vec![Bytes::new()]),
-            (Kind::Publish, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]),
-            (Kind::Task, vec![Bytes::from_static(b"t")]),
-            (Kind::Request, vec![Bytes::from_static(b"\0\0\0\0\x01"), Bytes::from_static(b"q")]),
-            (Kind::Reply, vec![Bytes::from_static(b"\0\0\0\0\x01"), Bytes::from_static(b"r")]),
+            (Kind::Publish, vec![batch::body_of(&published)]),
+            (Kind::Task, vec![batch::body_of(&tasks)]),
+            (Kind::Request, vec![batch::body_of(&requests)]),
+            (Kind::Reply, vec![batch::body_of(&replies)]),
             (Kind::Credit, vec![credit_body(1000, 7, 2)]),
             (Kind::State, vec![Bytes::from_static(&[1])]),
             (Kind::Leaving, vec![]),
@@ -306,10 +319,10 @@ mod tests {
                     subscribe: kind == Kind::Subscribe,
                     topic: body[0].clone(),
                 },
-                Kind::Publish => LinkMessage::Publish { origin: me, msg: body.clone() },
-                Kind::Task => LinkMessage::Task { origin: me, msg: body.clone() },
-                Kind::Request => LinkMessage::Request { origin: me, msg: body.clone() },
-                Kind::Reply => LinkMessage::Reply { origin: me, msg: body.clone() },
+                Kind::Publish => LinkMessage::Publish { origin: me, msgs: published.clone() },
+                Kind::Task => LinkMessage::Task { origin: me, msgs: tasks.clone() },
+                Kind::Request => LinkMessage::Request { origin: me, msgs: requests.clone() },
+                Kind::Reply => LinkMessage::Reply { origin: me, msgs: replies.clone() },
                 Kind::State => LinkMessage::State { origin: me, paused: true },
                 Kind::Leaving => LinkMessage::Leaving { origin: me },
                 Kind::End => LinkMessage::End { origin: me },
@@ -327,14 +340,22 @@ mod tests {
         let h = |k| header(k, me);
         assert_eq!(parse(vec![]), Err(FrameError::Empty));
         assert_eq!(parse(vec![Bytes::from_static(b"short")]), Err(FrameError::HeaderLength(5)));
-        let mut v2 = h(Kind::Publish).to_vec();
-        v2[0] = 2;
-        assert_eq!(parse(vec![Bytes::from(v2), Bytes::new()]), Err(FrameError::Version(2)));
+        // A replica of the first version (one message per link message) is refused by name.
+        let mut v1 = h(Kind::Publish).to_vec();
+        v1[0] = 1;
+        assert_eq!(parse(vec![Bytes::from(v1), Bytes::new()]), Err(FrameError::Version(1)));
         let mut k10 = h(Kind::Publish).to_vec();
         k10[1] = 10;
         assert_eq!(parse(vec![Bytes::from(k10)]), Err(FrameError::Kind(10)));
         assert_eq!(parse(vec![h(Kind::Reply)]), Err(FrameError::Body(Kind::Reply, 0)));
         assert_eq!(parse(vec![h(Kind::Publish)]), Err(FrameError::Body(Kind::Publish, 0)));
+        // Version 2's messages are one batch frame: the old multipart body is refused.
+        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
+        assert_eq!(parse(vec![h(Kind::Task), a, b]), Err(FrameError::Body(Kind::Task, 2)));
+        assert_eq!(
+            parse(vec![h(Kind::Task), Bytes::from_static(b"\0\0\0\x01")]),
+            Err(FrameError::Batch("more messages than bytes"))
+        );
         assert_eq!(
             parse(vec![h(Kind::Subscribe), Bytes::new(), Bytes::new()]),
             Err(FrameError::Body(Kind::Subscribe, 2))

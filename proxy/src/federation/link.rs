@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::frame::{self, Kind, LinkMessage, MemberTag};
 use super::members::{self, LinkOut, LinkQueue, MemberCounters, Members, Refused};
 use super::route::LinkId;
-use super::{Arrival, UpEvent, beat, discover, drain, request};
+use super::{Arrival, UpEvent, batch, beat, discover, drain, request};
 use crate::engine::curve::{self, Mechanism, Sealer};
 use crate::engine::heartbeat::Liveness;
 use crate::engine::net;
@@ -34,6 +34,15 @@ use zmq_proxy_api::socket::SocketType;
 /// The link's largest message: what a publication may be, as the sockets' default allows.
 fn max_bytes() -> usize {
     SocketOptions::default().max_message_bytes()
+}
+
+/// What a link's read buffer grows by: several reads' worth and a whole batch.
+const LINK_READ_BYTES: usize = 4 * READ_CHUNK_BYTES;
+
+/// The link's largest body frame: a batch of messages each within [`max_bytes`].
+fn max_batch_bytes() -> usize {
+    let d = SocketOptions::default();
+    batch::max_body(d.max_message_bytes(), d.max_message_frames())
 }
 
 /// What the link tasks hand to the pumps.
@@ -142,7 +151,7 @@ async fn link_up(
             let ours = members.pattern;
             return Err(LinkError::Pattern { id: peer_id, theirs: pattern, ours });
         }
-        dec.set_max(max_bytes());
+        dec.set_max(max_batch_bytes());
         Ok::<_, LinkError>((dec, sealer, peer, peer_id))
     };
     let (dec, sealer, peer, peer_id) =
@@ -287,17 +296,21 @@ async fn read_links(
             };
             match frame::parse(frames) {
                 // The one-hop rule, checked: whatever crosses this link entered at its sender.
-                Ok(LinkMessage::Publish { origin, msg } | LinkMessage::Task { origin, msg })
+                Ok(LinkMessage::Publish { origin, msgs } | LinkMessage::Task { origin, msgs })
                     if origin == l.peer =>
                 {
-                    batch.push(msg)
+                    if batch.is_empty() {
+                        batch = msgs;
+                    } else {
+                        batch.extend(msgs);
+                    }
                 }
                 // A request for this replica's workers gets the routing frame naming its entry
                 // replica, which the reply carries back.
-                Ok(LinkMessage::Request { origin, msg }) if origin == l.peer => {
-                    batch.push(request::enter(&l.route, msg))
+                Ok(LinkMessage::Request { origin, msgs }) if origin == l.peer => {
+                    batch.extend(msgs.into_iter().map(|m| request::enter(&l.route, m)))
                 }
-                Ok(LinkMessage::Reply { origin, msg }) if origin == l.peer => replies.push(msg),
+                Ok(LinkMessage::Reply { origin, msgs }) if origin == l.peer => replies.extend(msgs),
                 Ok(LinkMessage::Credit { origin, room, taken, workers }) if origin == l.peer => {
                     members.credit(origin, room, taken, workers);
                 }
@@ -338,8 +351,11 @@ async fn read_links(
         if !replies.is_empty() && !hand_over(sinks, &sinks.replies, l.whose(), replies).await {
             return "stopped";
         }
+        // Batches are long frames whose messages are sliced out of this buffer: a reserve
+        // while they are held copies the unread tail, so it is made rarely and large, with
+        // room for a whole batch.
         if l.buf.capacity() - l.buf.len() < READ_CHUNK_BYTES / 4 {
-            l.buf.reserve(READ_CHUNK_BYTES);
+            l.buf.reserve(LINK_READ_BYTES);
         }
         live.waiting();
         tokio::select! {
@@ -532,6 +548,7 @@ async fn write_loop(
     mut kill: watch::Receiver<bool>,
 ) -> &'static str {
     let mut out = BytesMut::new();
+    let mut batches = batch::Writer::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -543,29 +560,45 @@ async fn write_loop(
         };
         let mut n = 0usize;
         let mut encode =
-            |batch: Vec<LinkOut>, out: &mut BytesMut| -> Result<(), curve::CurveError> {
-                for o in batch {
+            |items: Vec<LinkOut>, out: &mut BytesMut| -> Result<(), batch::EncodeError> {
+                for o in items {
                     n += 1;
+                    let s = sealer.as_mut();
+                    // Peers' messages join the open batch of their kind; anything else closes it
+                    // first, so the receiver reads everything in the order it was queued.
+                    let msg = match &o {
+                        LinkOut::Publish(m) => Some((&h.publish, &m[..])),
+                        LinkOut::Task(m) => Some((&h.task, &m[..])),
+                        LinkOut::Request(m) => Some((&h.request, &m[..])),
+                        LinkOut::Reply(m) => Some((&h.reply, &m[..])),
+                        _ => None,
+                    };
+                    if let Some((hd, m)) = msg {
+                        batches.push(hd, m, out, s)?;
+                        continue;
+                    }
+                    batches.close(out, s)?;
+                    let s = sealer.as_mut();
                     match o {
-                        LinkOut::Subscription(s, t) => {
-                            let hd = if s { &h.subscribe } else { &h.cancel };
-                            frame::encode(hd, std::slice::from_ref(&t), out, sealer.as_mut())?
+                        LinkOut::Subscription(sub, t) => {
+                            let hd = if sub { &h.subscribe } else { &h.cancel };
+                            frame::encode(hd, std::slice::from_ref(&t), out, s)?
                         }
-                        LinkOut::Publish(m) => frame::encode(&h.publish, &m, out, sealer.as_mut())?,
-                        LinkOut::Task(m) => frame::encode(&h.task, &m, out, sealer.as_mut())?,
-                        LinkOut::Request(m) => frame::encode(&h.request, &m, out, sealer.as_mut())?,
-                        LinkOut::Reply(m) => frame::encode(&h.reply, &m, out, sealer.as_mut())?,
-                        LinkOut::Command(body) => beat::encode(&body, out, sealer.as_mut())?,
+                        LinkOut::Command(body) => beat::encode(&body, out, s)?,
                         LinkOut::State(paused) => {
                             let body = [Bytes::from_static(if paused { &[1] } else { &[0] })];
-                            frame::encode(&h.state, &body, out, sealer.as_mut())?
+                            frame::encode(&h.state, &body, out, s)?
                         }
-                        LinkOut::Leaving => frame::encode(&h.leaving, &[], out, sealer.as_mut())?,
-                        LinkOut::End => frame::encode(&h.end, &[], out, sealer.as_mut())?,
+                        LinkOut::Leaving => frame::encode(&h.leaving, &[], out, s)?,
+                        LinkOut::End => frame::encode(&h.end, &[], out, s)?,
                         LinkOut::Credit(room, taken, workers) => {
                             let body = [frame::credit_body(room, taken, workers)];
-                            frame::encode(&h.credit, &body, out, sealer.as_mut())?
+                            frame::encode(&h.credit, &body, out, s)?
                         }
+                        LinkOut::Publish(_)
+                        | LinkOut::Task(_)
+                        | LinkOut::Request(_)
+                        | LinkOut::Reply(_) => {}
                     }
                 }
                 Ok(())
@@ -577,8 +610,11 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        if sealed.is_ok() {
+            sealed = batches.close(&mut out, sealer.as_mut());
+        }
         if sealed.is_err() {
-            return "sealing failed";
+            return "encoding failed";
         }
         let r = tokio::select! {
             r = wr.write_all(&out) => r,
@@ -593,5 +629,65 @@ async fn write_loop(
         } else {
             out.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sinks(id: &str) -> (Sinks, mpsc::Receiver<Arrival>) {
+        let (publications, arrivals) = mpsc::channel(8);
+        let (events, _) = mpsc::channel(8);
+        let (replies, _) = mpsc::channel(8);
+        let members = Arc::new(Members::new(id, "PULL/PUSH"));
+        (Sinks { members, publications, events, replies }, arrivals)
+    }
+
+    /// A well-formed batch is handed over as its messages; a batch whose lengths do not match
+    /// its bytes closes the link, and the receiver counts a protocol error.
+    #[tokio::test]
+    async fn a_malformed_batch_closes_the_link_and_counts_a_protocol_error() {
+        let (a, mut arrivals) = sinks("a");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_stop, stop) = watch::channel(false);
+        let (_kill, kill) = watch::channel(false);
+        let life = Lifecycle { stop, kill };
+        tokio::spawn(accept_loop(listener, Mechanism::Null, a.clone(), life));
+
+        let (b, _) = sinks("b");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut l = link_up(stream, &Mechanism::Null, &b.members, true).await.expect("linked");
+        let task = frame::header(Kind::Task, b.members.own);
+        let mut out = BytesMut::new();
+        let mut w = batch::Writer::default();
+        let sent = vec![vec![Bytes::from_static(b"t1")], vec![Bytes::from_static(b"t2")]];
+        for m in &sent {
+            w.push(&task, m, &mut out, None).expect("encoding");
+        }
+        w.close(&mut out, None).expect("closing");
+        l.wr.write_all(&out).await.expect("write");
+        let got = tokio::time::timeout(Duration::from_secs(5), arrivals.recv()).await;
+        assert_eq!(got.expect("in time").expect("an arrival").msgs, sent);
+        assert_eq!(a.members.counters.protocol_errors.load(Ordering::Relaxed), 0);
+
+        // One message whose only frame claims 5 bytes and carries 4.
+        out.clear();
+        let bad = Bytes::from_static(b"\0\0\0\x01\0\0\0\x01\0\0\0\x05junk");
+        frame::encode(&task, &[bad], &mut out, None).expect("encoding");
+        l.wr.write_all(&out).await.expect("write");
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match l.rd.read_buf(&mut l.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the receiver closes the link");
+        assert_eq!(a.members.counters.protocol_errors.load(Ordering::Relaxed), 1);
     }
 }

@@ -12,6 +12,7 @@
 //! pumps hold a [`DownSide`] (publications) and an [`UpSide`] (subscriptions), or a
 //! [`TaskSide`] (tasks); a proxy started without a federation holds none and runs as before.
 
+mod batch;
 mod beat;
 pub(crate) mod credit;
 pub mod discover;
@@ -446,17 +447,32 @@ impl TaskSide {
             }
             _ => Ledger::default(),
         }));
-        credit::place(msgs.len(), local_room, &mut self.ledgers, &mut self.places);
-        let (mut local, mut wait) = (Vec::new(), Vec::new());
+        let runs = credit::place(msgs.len(), local_room, &mut self.ledgers, &mut self.places);
         let mut staged: Vec<Vec<LinkOut>> = self.cache.iter().map(|_| Vec::new()).collect();
         let wrap = if self.requests { LinkOut::Request } else { LinkOut::Task };
-        for (m, p) in msgs.into_iter().zip(&self.places) {
-            match p {
-                Place::Local => local.push(m),
-                Place::Replica(i) => staged[*i].push(wrap(m)),
-                Place::Wait => wait.push(m),
+        let (local, wait) = match runs {
+            // Split in three runs, not task by task.
+            Some((here, to, sent)) => {
+                let mut local = msgs;
+                let wait = local.split_off(here + sent);
+                let remote = local.split_off(here);
+                if let (false, Some(s)) = (remote.is_empty(), staged.get_mut(to)) {
+                    *s = remote.into_iter().map(wrap).collect();
+                }
+                (local, wait)
             }
-        }
+            None => {
+                let (mut local, mut wait) = (Vec::new(), Vec::new());
+                for (m, p) in msgs.into_iter().zip(&self.places) {
+                    match p {
+                        Place::Local => local.push(m),
+                        Place::Replica(i) => staged[*i].push(wrap(m)),
+                        Place::Wait => wait.push(m),
+                    }
+                }
+                (local, wait)
+            }
+        };
         let mut relayed = 0u64;
         for (i, batch) in staged.into_iter().enumerate() {
             if let (false, Some(q)) = (batch.is_empty(), &self.cache[i].out) {

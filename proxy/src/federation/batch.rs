@@ -1,0 +1,321 @@
+//! A batch: several peers' messages in one link body frame, so a link message's framing (and,
+//! with CURVE, its box) is paid once per batch, not once per message. The body is
+//! `count: u32`, then per message `frames: u32` and per frame `length: u32` and its bytes, all
+//! big-endian. The reader slices the frames out of the body without copying them. No I/O here.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::frame::FrameError;
+use crate::engine::curve::{CurveError, Sealer};
+use crate::policy::sockets::Msg;
+use crate::wire::zmtp::{FLAG_MORE, put_header};
+
+/// A batch is closed once its body holds this many bytes, so a reader gets a batch it can hand
+/// on while the next one is still on the wire, and the writer's buffer stays bounded.
+pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// The ZMTP long-frame flag: the body frame's length is patched in when the batch closes, so
+/// its header takes the 8-byte length form whatever the body's size.
+const FLAG_LONG: u8 = 0x02;
+const LONG_HEADER: usize = 9;
+
+/// The largest body a batch may have on a link whose messages may be `max` bytes: one message
+/// of that size alone, or many smaller ones up to [`BATCH_BYTES`], plus the lengths of
+/// `max_frames` frames.
+pub fn max_body(max: usize, max_frames: usize) -> usize {
+    max.max(BATCH_BYTES).saturating_add(max_frames.saturating_add(2).saturating_mul(4))
+}
+
+/// Why a batch could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error(transparent)]
+    Curve(#[from] CurveError),
+    #[error("a frame of {0} bytes is longer than a batch can carry")]
+    FrameTooLong(usize),
+}
+
+/// Encoded size of `msg` inside a batch.
+fn encoded_len(msg: &[Bytes]) -> usize {
+    4 + msg.iter().map(|f| 4 + f.len()).sum::<usize>()
+}
+
+fn put_msg(msg: &[Bytes], len: usize, out: &mut BytesMut) -> Result<(), EncodeError> {
+    out.reserve(len);
+    out.extend_from_slice(&len32(msg.len())?.to_be_bytes());
+    for f in msg {
+        out.extend_from_slice(&len32(f.len())?.to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    Ok(())
+}
+
+fn len32(n: usize) -> Result<u32, EncodeError> {
+    u32::try_from(n).map_err(|_| EncodeError::FrameTooLong(n))
+}
+
+/// Writes link messages of one kind as batches, appended to the connection's output buffer:
+/// [`Writer::push`] opens a batch (its header frame) or adds to the open one, [`Writer::close`]
+/// finishes it. Without CURVE the body is written in place and its length patched in; with
+/// CURVE it is gathered aside and sealed as one box.
+#[derive(Default)]
+pub struct Writer {
+    open: Option<Open>,
+    /// The body of a batch to seal (CURVE only), reused.
+    aside: BytesMut,
+}
+
+struct Open {
+    /// The header frame it was opened with: a message with another header (kind) closes it.
+    header: Bytes,
+    count: u32,
+    /// Where the body starts in `out` (plain) or `aside` (CURVE).
+    body: usize,
+}
+
+impl Writer {
+    /// Adds `msg` to the open batch of `header`'s kind, first closing one of another kind or
+    /// one that is full; opens a batch if none is.
+    pub fn push(
+        &mut self,
+        header: &Bytes,
+        msg: &[Bytes],
+        out: &mut BytesMut,
+        mut sealer: Option<&mut Sealer>,
+    ) -> Result<(), EncodeError> {
+        let len = encoded_len(msg);
+        let ends = self.open.as_ref().is_some_and(|o| {
+            let buf = if sealer.is_some() { &self.aside } else { &*out };
+            // Headers are built once per kind per link: the same pointer is the same kind.
+            (o.header.as_ptr() != header.as_ptr() && o.header != *header)
+                || o.count == u32::MAX
+                || buf.len() - o.body + len > BATCH_BYTES
+        });
+        if ends {
+            self.close(out, sealer.as_deref_mut())?;
+        }
+        if self.open.is_none() {
+            self.open = Some(self.begin(header, out, sealer.as_deref_mut())?);
+        }
+        let buf = if sealer.is_some() { &mut self.aside } else { &mut *out };
+        put_msg(msg, len, buf)?;
+        if let Some(o) = &mut self.open {
+            o.count += 1;
+        }
+        Ok(())
+    }
+
+    fn begin(
+        &mut self,
+        header: &Bytes,
+        out: &mut BytesMut,
+        sealer: Option<&mut Sealer>,
+    ) -> Result<Open, EncodeError> {
+        let body = match sealer {
+            Some(s) => {
+                s.seal_frame(true, false, header, out)?;
+                self.aside.clear();
+                self.aside.put_u32(0);
+                0
+            }
+            None => {
+                put_header(out, FLAG_MORE, header.len());
+                out.put_slice(header);
+                out.put_u8(FLAG_LONG);
+                out.put_u64(0);
+                let at = out.len();
+                out.put_u32(0);
+                at
+            }
+        };
+        Ok(Open { header: header.clone(), count: 0, body })
+    }
+
+    /// Finishes the open batch, if any: its count and length filled in, or its body sealed.
+    pub fn close(
+        &mut self,
+        out: &mut BytesMut,
+        sealer: Option<&mut Sealer>,
+    ) -> Result<(), EncodeError> {
+        let Some(o) = self.open.take() else { return Ok(()) };
+        let count = o.count.to_be_bytes();
+        match sealer {
+            Some(s) => {
+                self.aside[..4].copy_from_slice(&count);
+                s.seal_frame(false, false, &self.aside, out)?;
+                if self.aside.capacity() > 4 * BATCH_BYTES {
+                    self.aside = BytesMut::new();
+                }
+            }
+            None => {
+                let len = (out.len() - o.body) as u64;
+                out[o.body - 8..o.body].copy_from_slice(&len.to_be_bytes());
+                out[o.body..o.body + 4].copy_from_slice(&count);
+                debug_assert_eq!(out[o.body - LONG_HEADER], FLAG_LONG);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a batch is open (the writer must close it before other link messages).
+    #[cfg(test)]
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+}
+
+/// The messages of a batch body, each frame a slice of `body`. A count that the bytes do not
+/// bear out, a length past the end, or bytes left over make the whole batch malformed.
+pub fn parse(body: &Bytes) -> Result<Vec<Msg>, FrameError> {
+    let b = &body[..];
+    let mut at = 0usize;
+    // The next u32 and the offset after it; `at + 4 <= b.len()` is checked by the caller.
+    let u32_at = |at: usize| {
+        let mut x = [0u8; 4];
+        x.copy_from_slice(&b[at..at + 4]);
+        u32::from_be_bytes(x) as usize
+    };
+    if b.len() < 4 {
+        return Err(FrameError::Batch("cut short"));
+    }
+    let count = u32_at(0);
+    at += 4;
+    if count == 0 {
+        return Err(FrameError::Batch("no message"));
+    }
+    // Each message takes at least its 4-byte frame count: a count beyond that is a lie, and
+    // refused before anything is allocated for it.
+    if count > (b.len() - at) / 4 {
+        return Err(FrameError::Batch("more messages than bytes"));
+    }
+    let mut msgs = Vec::with_capacity(count);
+    for _ in 0..count {
+        if b.len() - at < 4 {
+            return Err(FrameError::Batch("cut short"));
+        }
+        let frames = u32_at(at);
+        at += 4;
+        if frames == 0 || frames > (b.len() - at) / 4 {
+            return Err(FrameError::Batch("a message's frame count"));
+        }
+        let mut msg = Vec::with_capacity(frames);
+        for _ in 0..frames {
+            if b.len() - at < 4 {
+                return Err(FrameError::Batch("cut short"));
+            }
+            let len = u32_at(at);
+            at += 4;
+            if len > b.len() - at {
+                return Err(FrameError::Batch("a frame past the end"));
+            }
+            msg.push(if len == 0 { Bytes::new() } else { body.slice(at..at + len) });
+            at += len;
+        }
+        msgs.push(msg);
+    }
+    if at != b.len() {
+        return Err(FrameError::Batch("bytes after the last message"));
+    }
+    Ok(msgs)
+}
+
+/// A batch body of `msgs`, for tests that build link messages by hand.
+#[cfg(test)]
+pub fn body_of(msgs: &[Msg]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u32(msgs.len() as u32);
+    for m in msgs {
+        put_msg(m, encoded_len(m), &mut b).expect("a test message fits");
+    }
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::zmtp::{Decoder, Item};
+
+    fn msg(frames: &[&'static [u8]]) -> Msg {
+        frames.iter().map(|f| Bytes::from_static(f)).collect()
+    }
+
+    fn messages(out: &mut BytesMut) -> Vec<Vec<Bytes>> {
+        let mut dec = Decoder::new(1 << 24);
+        let mut all = Vec::new();
+        while let Ok(Some(Item::Message(m))) = dec.decode(out) {
+            all.push(m);
+        }
+        assert!(out.is_empty(), "whole messages only");
+        all
+    }
+
+    #[test]
+    fn a_batch_round_trips_its_messages_in_order() {
+        let h = Bytes::from_static(b"header-ten");
+        let sent = vec![
+            msg(&[b"one"]),
+            msg(&[b"", b"two", b""]),
+            msg(&[&[7u8; 300]]),
+            msg(&[b"\0\0\0\0\x01", b"", b"req"]),
+        ];
+        let mut w = Writer::default();
+        let mut out = BytesMut::new();
+        for m in &sent {
+            w.push(&h, m, &mut out, None).expect("encoding");
+        }
+        assert!(w.is_open());
+        w.close(&mut out, None).expect("closing");
+        assert!(!w.is_open());
+        let got = messages(&mut out);
+        assert_eq!(got.len(), 1, "one link message for the whole batch");
+        assert_eq!(got[0][0], h);
+        assert_eq!(parse(&got[0][1]), Ok(sent));
+    }
+
+    #[test]
+    fn a_new_kind_or_a_full_batch_starts_another_link_message() {
+        let (a, b) = (Bytes::from_static(b"aaaaaaaaaa"), Bytes::from_static(b"bbbbbbbbbb"));
+        let big: Msg = vec![Bytes::from(vec![1u8; BATCH_BYTES / 2])];
+        let mut w = Writer::default();
+        let mut out = BytesMut::new();
+        w.push(&a, &big, &mut out, None).expect("encoding");
+        w.push(&a, &big, &mut out, None).expect("encoding");
+        w.push(&b, &msg(&[b"x"]), &mut out, None).expect("encoding");
+        w.close(&mut out, None).expect("closing");
+        let got = messages(&mut out);
+        let heads: Vec<_> = got.iter().map(|m| m[0].clone()).collect();
+        assert_eq!(heads, vec![a.clone(), a, b]);
+        let counts: Vec<_> = got.iter().map(|m| parse(&m[1]).expect("batch").len()).collect();
+        assert_eq!(counts, vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn malformed_batches_are_refused() {
+        let mut good = BytesMut::new();
+        let m = msg(&[b"ab", b"c"]);
+        put_msg(&m, encoded_len(&m), &mut good).expect("encoding");
+        let body = |count: u32, tail: &[u8]| {
+            let mut b = BytesMut::new();
+            b.put_u32(count);
+            b.put_slice(tail);
+            b.freeze()
+        };
+        assert_eq!(parse(&body(1, &good)).map(|m| m.len()), Ok(1));
+        assert_eq!(parse(&Bytes::from_static(b"\0\0")), Err(FrameError::Batch("cut short")));
+        assert_eq!(parse(&body(0, &[])), Err(FrameError::Batch("no message")));
+        assert_eq!(parse(&body(2, &good)), Err(FrameError::Batch("cut short")));
+        assert_eq!(
+            parse(&body(u32::MAX, &good)),
+            Err(FrameError::Batch("more messages than bytes"))
+        );
+        let mut extra = good.to_vec();
+        extra.push(0);
+        assert_eq!(parse(&body(1, &extra)), Err(FrameError::Batch("bytes after the last message")));
+        let cut = &good[..good.len() - 1];
+        assert_eq!(parse(&body(1, cut)), Err(FrameError::Batch("a frame past the end")));
+        assert_eq!(
+            parse(&body(1, &[0, 0, 0, 0])),
+            Err(FrameError::Batch("a message's frame count"))
+        );
+    }
+}
