@@ -1207,8 +1207,10 @@ k -n "$NS" delete deployment workers --wait=true --timeout=60s >/dev/null 2>&1 |
 # no address of the hub), and deleting the app pod under load must lose nothing it sent before
 # SIGTERM: every sequence number from the first the subscriber got to the last the app printed.
 HUB_NS="${NS}-hub"
-sidecar_example() { # sidecar_example FILE: the example with the hub's namespace this run uses
-  sed "s/events-hub\.hub\.svc/events-hub.${HUB_NS}.svc/" "$ROOT/examples/sidecar/$1"
+sidecar_example() { # sidecar_example FILE: the example with this run's hub namespace and images
+  sed -e "s/events-hub\.hub\.svc/events-hub.${HUB_NS}.svc/" \
+    -e "s|image: python:3.12-slim|image: ${PYTHON_IMAGE}\n          imagePullPolicy: ${PYTHON_PULL_POLICY}|" \
+    "$ROOT/examples/sidecar/$1"
 }
 publisher_pod() { # the Running publisher pod that is not terminating, other than $1
   k -n "$NS" get pods -l app=publisher --field-selector=status.phase=Running \
