@@ -915,6 +915,15 @@ evict() {
   code="$(grep -i 'eviction' <<<"$out" | grep -oE '(status="| )[0-9]{3} [A-Z][a-zA-Z ]+' | grep -oE '[0-9]{3}' | tail -1)"
   echo "${code:-none} $(grep -i '^error' <<<"$out" | tail -1)"
 }
+# Scaling to 3 adds the federation's flags, so the Deployment rolls its pod first: the budget is
+# tried once only the three new pods remain, all Ready.
+tasks_settled() {
+  local pods
+  pods="$(k -n "$NS" get pods -l app.kubernetes.io/instance=tasks \
+    -o 'jsonpath={range .items[*]}{.metadata.deletionTimestamp}/{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null)"
+  [[ "$(grep -c . <<<"$pods")" == "3" && "$(grep -cx '/True' <<<"$pods")" == "3" ]]
+}
+wait_for "the tasks rollout to leave 3 Ready pods" 240 tasks_settled || log "tasks did not settle at 3 Ready pods"
 pdb_spec="$(pdb_field '{.spec.maxUnavailable}/{.spec.selector.matchLabels.app\.kubernetes\.io/instance}')" || pdb_spec=""
 if [[ "$pdb_spec" == "1/tasks" ]] && wait_for "PodDisruptionBudget tasks to allow 1 disruption" 60 pdb_allows_one; then
   pass "PodDisruptionBudget tasks: maxUnavailable 1 over the tasks pods, 1 disruption allowed at 3 Ready replicas"
