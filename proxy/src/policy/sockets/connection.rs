@@ -38,8 +38,8 @@ pub(super) async fn accept_loop(
                     // outside and moved in would be held twice, as the task's capture and as
                     // what it awaits.
                     tokio::spawn(async move {
-                        let _seat = seat;
-                        connection(shared, stream, peer, mech, inbound, life, None).await;
+                        let (_seat, mut served) = (seat, false);
+                        serve(shared, stream, peer, mech, inbound, life, None, &mut served).await;
                     });
                 }
                 Err(e) if fd_room::is_exhaustion(&e) => {
@@ -214,37 +214,42 @@ async fn serve(
     // The handshake reserves what it reads; the read loop takes a buffer only when data comes.
     let mut buf = BytesMut::new();
     let max_bytes = shared.options.max_message_bytes();
-    // Boxed: the handshake's state (CURVE's above all) is freed once it is done, instead of
-    // sizing the connection's task for as long as the connection lasts.
-    let hs = Box::pin(async {
-        tokio::select! {
-            _ = raised(&mut life.stop) => None,
-            r = tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                curve::handshake(&mech, &mut rd, &mut wr, shared.kind, &mut buf, max_bytes),
-            ) => Some(r.unwrap_or(Err(WireError::Timeout(HANDSHAKE_TIMEOUT)))),
-        }
-    })
-    .await?;
-    let (info, session) = match hs {
-        Ok(done) => (done.peer, done.session),
-        Err(e) => {
-            shared.refused(&mech, &e, peer_addr);
+    // In a block of its own: what the handshake returned is not kept beside the connection's
+    // loops once its parts are taken out.
+    let (entry, revision, sealer, opener, listed) = {
+        // Boxed: the handshake's state (CURVE's above all) is freed once it is done, instead
+        // of sizing the connection's task for as long as the connection lasts.
+        let hs = Box::pin(async {
+            tokio::select! {
+                _ = raised(&mut life.stop) => None,
+                r = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    curve::handshake(&mech, &mut rd, &mut wr, shared.kind, &mut buf, max_bytes),
+                ) => Some(r.unwrap_or(Err(WireError::Timeout(HANDSHAKE_TIMEOUT)))),
+            }
+        })
+        .await?;
+        let (info, session) = match hs {
+            Ok(done) => (done.peer, done.session),
+            Err(e) => {
+                shared.refused(&mech, &e, peer_addr);
+                return Some(inbound);
+            }
+        };
+        let Some(entry) = shared.register(&info) else {
+            shared.refused(&mech, &WireError::DuplicateIdentity, peer_addr);
             return Some(inbound);
-        }
-    };
-    let Some(entry) = shared.register(&info) else {
-        shared.refused(&mech, &WireError::DuplicateIdentity, peer_addr);
-        return Some(inbound);
+        };
+        let (sealer, opener, listed) = match session {
+            Some(s) => (Some(s.sealer), Some(s.opener), s.client_key),
+            None => (None, None, None),
+        };
+        (entry, info.revision, sealer, opener, listed)
     };
     *served = true;
     if let Some(o) = &out {
         o.slot.set(follow::AddrState::Connected, peer_addr.as_ref().and_then(Peer::tcp));
     }
-    let (sealer, opener, listed) = match session {
-        Some(s) => (Some(s.sealer), Some(s.opener), s.client_key),
-        None => (None, None, None),
-    };
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer connected");
     let dead = Arc::new(Alarm::default());
     shared.live_writers.fetch_add(1, Ordering::AcqRel);
@@ -260,8 +265,7 @@ async fn serve(
     let mut writer_done = false;
     let mut inbound = Some(inbound);
     // ZMTP 2.0 has no PING: such a peer's connection runs no heartbeat clock.
-    let heartbeat =
-        if info.revision.has_commands() { shared.heartbeat } else { Default::default() };
+    let heartbeat = if revision.has_commands() { shared.heartbeat } else { Default::default() };
     let mut clock = Clock::new(heartbeat, Instant::now());
     // This connection's part of the proxy's memory budget: closing it (`dead`) is how the
     // budget makes the heaviest assembler leave.
