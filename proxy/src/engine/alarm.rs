@@ -1,23 +1,28 @@
 //! A one-way, once-only signal for one connection ("this connection is dead"): raised by
 //! whoever ends it (its reader, its writer, the memory budget) and awaited by the rest of it.
 //! A `watch` channel does the same with a value, a lock and eight wait lists; one of these per
-//! connection is a flag and one wait list, which thousands of idle connections notice.
+//! connection is a flag and a waker, which thousands of idle connections notice.
 
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
+/// Awaited by one task, the connection's own (its reader, writer and read window are polled by
+/// that task): one waker is all it keeps, and a wait that goes on costs two atomics per poll
+/// rather than a lock, which matters as the task polls every wait it has on each wake.
 #[derive(Default)]
 pub struct Alarm {
     raised: AtomicBool,
-    wake: Notify,
+    waker: AtomicWaker,
 }
 
 impl Alarm {
-    /// Raises it for good; every waiter wakes.
+    /// Raises it for good; the waiting task wakes.
     pub fn raise(&self) {
         if !self.raised.swap(true, Ordering::AcqRel) {
-            self.wake.notify_waiters();
+            self.waker.wake();
         }
     }
 
@@ -25,18 +30,17 @@ impl Alarm {
         self.raised.load(Ordering::Acquire)
     }
 
-    /// Resolves once raised (at once if it already is). The waiter is registered before the
-    /// flag is read, so a raise in between is never missed.
+    /// Resolves once raised (at once if it already is). The waker is registered before the
+    /// flag is read again, so a raise in between is never missed.
     pub async fn raised(&self) {
-        loop {
-            let woken = self.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
+        poll_fn(|cx| {
             if self.is_raised() {
-                return;
+                return Poll::Ready(());
             }
-            woken.await;
-        }
+            self.waker.register(cx.waker());
+            if self.is_raised() { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
     }
 }
 
