@@ -1,12 +1,12 @@
 //! The controller's wiring: one watch per kind the operator reads (the `ZmqProxy` objects, each
-//! kind of child by the managed-by label, the proxy pods), each with its own backoff and cache
+//! kind of child by the managed-by label, the proxy pods, and the names of every object of the
+//! kinds it creates, [`crate::names`]), each with its own backoff and cache
 //! ([`crate::watches`]), the caches handed to the reconciles through the [`Context`], and
 //! [`reconcile`] with its [`error_policy`] run at most [`CONCURRENCY`] at once.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::fmt::Debug;
 
 use futures::stream::BoxStream;
 use futures::{Future, StreamExt};
@@ -20,6 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
 use tracing::debug;
 
 use crate::context::Context;
@@ -27,7 +28,6 @@ use crate::crd::{MANAGED_BY, ZmqProxy};
 use crate::names::{NameCaches, slim_names};
 use crate::reconcile::{error_policy, reconcile};
 use crate::watches::{self, ChildCaches, Trigger};
-use serde::de::DeserializeOwned;
 
 /// Reconciles running at once (`--concurrency`). Bounded so that a large cluster's first pass
 /// cannot put thousands of requests in flight at once, which the API server's priority and
