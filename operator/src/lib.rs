@@ -23,6 +23,7 @@ pub mod leader;
 pub mod metrics;
 pub mod migration;
 pub mod monitoring;
+pub mod names;
 pub mod proxy_http;
 pub mod reconcile;
 pub mod sidecar;
