@@ -29,3 +29,4 @@ pub mod reconcile;
 pub mod sidecar;
 pub mod status;
 pub mod watches;
+pub mod written;

@@ -407,11 +407,14 @@ async fn nudge_pods(zp: &ZmqProxy, ctx: &Context, namespace: &str) {
 }
 
 /// Writes `computed` unless the object already carries it (transition times kept) or it only
-/// tells how far a rollout under way has got ([`status::rollout_progress_only`]).
+/// tells how far a rollout under way has got ([`status::rollout_progress_only`]). "Already
+/// carries" counts a write of this operator that the cache does not show yet ([`crate::written`]).
 async fn write_status(zp: &ZmqProxy, ctx: &Context, computed: ZmqProxyStatus) -> Result<(), Error> {
-    let new = status::carry_transition_times(zp.status.as_ref(), computed);
-    if zp.status.as_ref().is_some_and(|old| *old == new || status::rollout_progress_only(old, &new))
-    {
+    let uid = zp.metadata.uid.clone().unwrap_or_default();
+    let based_on = zp.metadata.resource_version.clone();
+    let current = ctx.written.current(&uid, based_on.as_deref(), zp.status.as_ref());
+    let new = status::carry_transition_times(current.as_ref(), computed);
+    if current.as_ref().is_some_and(|old| *old == new || status::rollout_progress_only(old, &new)) {
         return Ok(());
     }
     let namespace = zp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
@@ -422,8 +425,10 @@ async fn write_status(zp: &ZmqProxy, ctx: &Context, computed: ZmqProxyStatus) ->
         "kind": ZmqProxy::kind(&()),
         "status": new,
     });
-    api.patch_status(&zp.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+    let written = api
+        .patch_status(&zp.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(Error::Status)?;
+    ctx.written.remember(&uid, based_on, written.metadata.resource_version, new);
     Ok(())
 }
