@@ -25,7 +25,7 @@ pub struct FederationFlags {
         long,
         env = "ZMQ_PROXY_FEDERATION_BIND",
         value_name = "EP",
-        help_heading = "Federation (experimental)"
+        help_heading = "Federation"
     )]
     pub federation_bind: Option<String>,
     /// tcp://HOST:PORT of another replica's --federation-bind; repeatable, comma-separated in
@@ -35,7 +35,7 @@ pub struct FederationFlags {
         env = "ZMQ_PROXY_FEDERATION_PEERS",
         value_name = "EP",
         value_delimiter = ',',
-        help_heading = "Federation (experimental)"
+        help_heading = "Federation"
     )]
     pub federation_peers: Vec<String>,
     /// This replica's name in the federation, unique among the replicas [default: the host
@@ -44,7 +44,7 @@ pub struct FederationFlags {
         long,
         env = "ZMQ_PROXY_FEDERATION_ID",
         value_name = "NAME",
-        help_heading = "Federation (experimental)"
+        help_heading = "Federation"
     )]
     pub federation_id: Option<String>,
     /// The federation's CURVE secret key file (Z85 or zcert secret), the same on every replica:
@@ -53,7 +53,7 @@ pub struct FederationFlags {
         long,
         env = "ZMQ_PROXY_FEDERATION_CURVE_KEY_FILE",
         value_name = "FILE",
-        help_heading = "Federation (experimental)"
+        help_heading = "Federation"
     )]
     pub federation_curve_key_file: Option<PathBuf>,
 }
