@@ -689,8 +689,9 @@ async fn write_loop(
             wr.cork();
         }
         let mut written = 0usize;
+        let mut released = 0usize;
         let r = tokio::select! {
-            r = write_counting(&mut wr, &out, &mut written) => r,
+            r = write_releasing(&mut wr, &out, &mut written, &ends, &mut released, &shared, &queue) => r,
             _ = raised(&mut dead_rx) => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
         // Written whole: every message on success; on a kill, those the kernel took whole (the
@@ -703,7 +704,8 @@ async fn write_loop(
         let (msgs, frames, bytes) = ends[..done]
             .iter()
             .fold((0usize, 0i64, 0i64), |(m, f, b), e| (m + 1, f + e.frames, b + e.bytes));
-        queue.queued.fetch_sub(msgs, Ordering::AcqRel);
+        // Their room was returned as the kernel took them (see `write_releasing`).
+        queue.queued.fetch_sub(msgs.saturating_sub(released), Ordering::AcqRel);
         delivered.add(frames.max(0) as u64);
         shared.pending.frames.fetch_sub(frames, Ordering::AcqRel);
         shared.pending.bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -727,7 +729,7 @@ async fn write_loop(
         if r.is_err() {
             let (lost_frames, lost_bytes) =
                 ends[done..].iter().fold((0i64, 0i64), |(f, b), e| (f + e.frames, b + e.bytes));
-            queue.queued.fetch_sub(ends.len() - done, Ordering::AcqRel);
+            queue.queued.fetch_sub(ends.len() - done.max(released), Ordering::AcqRel);
             shared.pending.frames.fetch_sub(lost_frames, Ordering::AcqRel);
             shared.pending.bytes.fetch_sub(lost_bytes, Ordering::AcqRel);
             shared.counters.dropped(shared.lost_reason(), lost_frames.max(0) as u64);
@@ -756,17 +758,32 @@ struct WrittenUpTo {
 }
 
 /// `write_all` that records how far it got, so a cancelled or failed write still tells how
-/// many bytes the kernel accepted.
-async fn write_counting(
+/// many bytes the kernel accepted, and that returns each message's room in the peer's queue
+/// as soon as the kernel holds it whole (`released` counts them). The high-water mark then
+/// bounds the messages not yet handed to the kernel, as libzmq's pipe does, and not those
+/// waiting behind the unwritten rest of one large write to a slow peer.
+async fn write_releasing(
     wr: &mut WriteHalf,
     buf: &[u8],
     written: &mut usize,
+    ends: &[WrittenUpTo],
+    released: &mut usize,
+    shared: &Shared,
+    queue: &PeerQueue,
 ) -> std::io::Result<()> {
     while *written < buf.len() {
         match wr.write(&buf[*written..]).await {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => *written += n,
             Err(e) => return Err(e),
+        }
+        if *written < buf.len() {
+            let whole = ends.partition_point(|e| e.end <= *written);
+            if whole > *released {
+                queue.queued.fetch_sub(whole - *released, Ordering::AcqRel);
+                *released = whole;
+                shared.changed.notify_waiters();
+            }
         }
     }
     Ok(())
