@@ -156,7 +156,8 @@ impl Out {
 }
 
 /// One peer's outgoing queue: batches of messages, bounded in messages by the socket's
-/// high-water mark (checked by the sender, released by the writer once written).
+/// high-water mark (checked by the sender, released by the writer as the kernel takes each
+/// message whole).
 struct PeerQueue {
     tx: mpsc::UnboundedSender<Vec<Out>>,
     queued: AtomicUsize,
