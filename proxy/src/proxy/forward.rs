@@ -587,7 +587,7 @@ impl Pump {
                 let n = a.msgs.len();
                 if self.steer_recall() {
                     // Stopping: past this replica's workers to a survivor (a request's reply
-                    // then comes back through here, see `send_replies`).
+                    // then comes back through here, to go on to its entry replica).
                     if let Fed::Tasks(tasks) = &mut self.fed {
                         tasks.taken(a.from, a.link, n);
                         tasks.handing_over(n);

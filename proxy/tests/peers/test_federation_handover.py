@@ -174,6 +174,7 @@ class ReqClients:
         self.errors: list[str] = []
         self.lock = threading.Lock()
         self.silent = threading.Event()
+        self.started = threading.Event()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -189,6 +190,7 @@ class ReqClients:
         for s in self.socks:
             poller.register(s, zmq.POLLIN)
             self._send(s)
+        self.started.set()
         try:
             for _ in until(120, 10_000_000):
                 if self.stop.is_set():
@@ -236,10 +238,10 @@ def test_a_shared_queue_replica_stopped_mid_stream_loses_no_request_it_read(ctx,
     placed = ReqClients(ctx, replicas[1].frontend, 100, size, first=1_000_000)
     try:
         for _ in until(20, 100_000):
-            if reader.count()["a"] >= 20:
+            if own.started.is_set() and placed.started.is_set() and reader.count()["a"] >= 20:
                 break
             time.sleep(0.01)  # the poll interval of a condition with a deadline
-        assert reader.count()["a"] >= 20, reader.count()
+        assert own.started.is_set() and placed.started.is_set() and reader.count()["a"] >= 20, reader.count()
         sent = list(own.quiet()) + list(placed.quiet())
         r0.signal()
         assert r0.wait_for_event("draining", 5), r0.output()
