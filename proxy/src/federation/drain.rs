@@ -74,17 +74,23 @@ pub(super) fn ends_due(cache: &[Member], ended: &mut HashSet<usize>) -> Vec<Arc<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::federation::frame::member_tag;
+    use crate::federation::frame::{MemberTag, member_tag};
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::mpsc;
 
-    #[test]
-    fn a_leaving_replica_is_answered_once_per_connection() {
+    /// Replica a, with its outbound link to b up.
+    fn linked_to_b() -> (Members, MemberTag, Arc<LinkQueue>) {
         let m = Members::new("a", "PULL/PUSH");
         let (tx, _rx) = mpsc::unbounded_channel();
         let q = Arc::new(LinkQueue { tx, queued: AtomicUsize::new(0) });
         let b = member_tag("b");
         assert_eq!(m.outbound_up(b, "b", q.clone()), Ok(()));
+        (m, b, q)
+    }
+
+    #[test]
+    fn a_leaving_replica_is_answered_once_per_connection() {
+        let (m, b, q) = linked_to_b();
         let mut cache = Vec::new();
         let mut ended = HashSet::new();
         m.snapshot(&mut cache);
@@ -105,11 +111,7 @@ mod tests {
     /// not leaving, its link up, workers announced.
     #[test]
     fn work_is_handed_over_only_while_stopping_and_to_a_replica_with_workers() {
-        let m = Members::new("a", "PULL/PUSH");
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let q = Arc::new(LinkQueue { tx, queued: AtomicUsize::new(0) });
-        let b = member_tag("b");
-        assert_eq!(m.outbound_up(b, "b", q), Ok(()));
+        let (m, b, _q) = linked_to_b();
         m.inbound_up(b, "b");
         let mut cache = Vec::new();
         let hands_over = |cache: &mut Vec<Member>| {

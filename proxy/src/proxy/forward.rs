@@ -368,6 +368,11 @@ impl Proxy {
     }
 }
 
+/// Frames and payload bytes of a batch.
+fn sizes(msgs: &[Msg]) -> (u64, u64) {
+    msgs.iter().map(size_of).fold((0, 0), |(f, b), (mf, mb)| (f + mf, b + mb))
+}
+
 const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
 
 /// Resolves once every pump has delivered its input, the capture socket has written its
@@ -482,12 +487,7 @@ impl Pump {
     /// Counts, captures and forwards messages read from the source. On a kill, returns the
     /// messages that were not sent.
     async fn forward(&mut self, msgs: Vec<Msg>) -> Result<(), Vec<Msg>> {
-        let (mut frames, mut bytes) = (0, 0);
-        for m in &msgs {
-            let (f, b) = size_of(m);
-            frames += f;
-            bytes += b;
-        }
+        let (frames, bytes) = sizes(&msgs);
         self.src().add_recv(msgs.len() as u64, frames, bytes);
         if let Fed::Replies(_) = &self.fed {
             return self.send_replies(msgs, frames).await;
@@ -696,12 +696,7 @@ impl Pump {
         }
         if self.steer_recall() {
             // Counted as sent when first queued: counted again where they go now.
-            let (mut frames, mut bytes) = (0, 0);
-            for m in &orphans {
-                let (f, b) = size_of(m);
-                frames += f;
-                bytes += b;
-            }
+            let (frames, bytes) = sizes(&orphans);
             self.dst().take_back_sent(orphans.len() as u64, frames, bytes);
             if let Fed::Tasks(tasks) = &self.fed {
                 tasks.handing_over(orphans.len());
