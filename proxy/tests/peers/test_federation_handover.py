@@ -16,7 +16,7 @@ from test_federation import start_federation
 from zmqpeers import connect_wait, log_fields, until
 
 # Each task or request costs a slow worker this much work: the shape of the load, not a wait.
-WORK = 0.005
+WORK = 0.008
 
 
 class Reader:
@@ -100,10 +100,12 @@ def test_a_pipeline_replica_stopped_mid_stream_loses_no_task_it_read(ctx, start_
     the producer still sends. Every task r0 read (its frontend count) reaches exactly one worker,
     although r0's workers could not have read their queues within its drain timeout: r0 took
     them back and placed them on r1 and r2."""
-    size, drain = 8 * 1024, 8
+    # The kernel holds a few MiB written to each slow worker (theirs to finish); their queues
+    # hold many times that, which they could not finish within the drain timeout.
+    size, drain = 32 * 1024, 10
     replicas = start_federation(
         start_proxy, 3, types=("PULL", "PUSH"),
-        each=lambda i: ("--drain-timeout", str(drain), "--backend-sndhwm", "2000") if i == 0 else (),
+        each=lambda i: ("--drain-timeout", str(drain), "--backend-sndhwm", "1500") if i == 0 else (),
     )
     r0 = replicas[0]
     reader = Reader(workers(ctx, replicas, {"a0": 0, "a1": 0, "b": 1, "c": 2}, zmq.PULL), slow={"a0", "a1"})
@@ -227,14 +229,14 @@ def test_a_shared_queue_replica_stopped_mid_stream_loses_no_request_it_read(ctx,
     to r0's clients through r0, to r1's through r2, r0 and r1. The clients stop sending when r0
     is stopped (a REQ request sent after r0 closed that client could not be answered, see
     docs/federation.md); every request sent is answered exactly once, by one worker."""
-    size, drain = 32 * 1024, 4
+    size, drain = 128 * 1024, 5
     replicas = start_federation(
         start_proxy, 3, types=("ROUTER", "DEALER"),
         each=lambda i: ("--drain-timeout", str(drain), "--backend-sndhwm", "2000") if i == 0 else (),
     )
     r0 = replicas[0]
     reader = Reader(workers(ctx, replicas, {"a": 0, "c": 2}, zmq.DEALER), slow={"a"}, answer=True, work=0.02)
-    own = ReqClients(ctx, r0.frontend, 300, size)
+    own = ReqClients(ctx, r0.frontend, 400, size)
     placed = ReqClients(ctx, replicas[1].frontend, 100, size, first=1_000_000)
     try:
         for _ in until(20, 100_000):
