@@ -4,7 +4,10 @@
 //! leaving replica reads each inbound link to that `END` (or to its close, or the drain
 //! timeout), so no task already on its way is cut off, and keeps reading the others' `CREDIT`
 //! meanwhile, so the tasks its own producers sent and its workers cannot take go to a survivor
-//! with credit. Pub/sub keeps the simpler rule: links stop being read when the drain begins.
+//! with credit. While a survivor with workers is linked ([`hands_over`]), what it queued to its
+//! own workers and did not write yet comes back from their connections' writers and goes to a
+//! survivor too, and so do the tasks the links still bring; its workers finish what was written
+//! to them. Pub/sub keeps the simpler rule: links stop being read when the drain begins.
 
 use std::collections::HashSet;
 use std::sync::Arc;
