@@ -20,10 +20,11 @@ use crate::engine::fd_room::PeerRoom;
 use crate::engine::ipc::SocketFile;
 use crate::engine::resolve::Resolver;
 use crate::engine::tunables::{
-    DRAIN_POLL_INTERVAL, FEDERATION_CREDIT_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT,
+    DRAIN_POLL_INTERVAL, FEDERATION_CREDIT_IDLE_INTERVAL, FEDERATION_CREDIT_INTERVAL, PUMP_BURST,
+    WRITER_SETTLE_TIMEOUT,
 };
 use crate::federation::{
-    self, Arrival, DownSide, Federation, Origin, ReplySide, TaskSide, UpEvent, UpSide,
+    self, Arrival, DownSide, Federation, MembersWatch, Origin, ReplySide, TaskSide, UpEvent, UpSide,
 };
 use crate::policy::sockets::{
     Follow, Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
@@ -549,16 +550,18 @@ impl Pump {
     }
 
     /// Tells the other replicas this replica's workers and their room (PULL/PUSH federated
-    /// only).
-    fn announce_credit(&mut self) {
+    /// only); whether the credit can change before something wakes the pump: it told a
+    /// replica something new, or its workers still have tasks queued (their room grows).
+    fn announce_credit(&mut self) -> bool {
         self.steer_recall();
         if let Fed::Tasks(_) = &self.fed {
             let room = self.dest.room();
             let workers = self.dest.peers();
             if let Fed::Tasks(tasks) = &mut self.fed {
-                tasks.announce(room, workers);
+                return tasks.announce(room, workers) || self.dest.backlog() > 0;
             }
         }
+        false
     }
 
     /// A stopping federated replica takes back what its own workers were queued and not yet
@@ -742,12 +745,19 @@ async fn pump(
 ) {
     let mut p = Pump { dest, capture, counters, front_to_back, kill, fed };
     let mut links_open = !matches!(p.fed, Fed::Off);
-    // A federated PULL/PUSH replica re-announces its workers' room on this tick.
+    // A federated PULL/PUSH replica re-announces its workers' room on this tick. Once its
+    // credit cannot change by itself (nothing new to tell, its workers' queues empty) the tick
+    // sleeps until the pump moves a task, its workers or the member table change.
     let mut credit_tick = matches!(p.fed, Fed::Tasks(_)).then(|| {
         let mut t = tokio::time::interval(FEDERATION_CREDIT_INTERVAL);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    let members = match &p.fed {
+        Fed::Tasks(t) => Some(t.watch()),
+        _ => None,
+    };
+    let mut credit_asleep = false;
     let mut table = SubscriptionTable::default();
     let mut moved = 0usize;
     loop {
@@ -777,13 +787,18 @@ async fn pump(
             // A PAUSE takes effect before the next read, not after it.
             _ = state.changed() => continue,
             it = rx.recv() => it,
-            _ = tick(&mut credit_tick) => {
-                p.announce_credit();
+            _ = tick(&mut credit_tick), if !credit_asleep => {
+                credit_asleep = !p.announce_credit();
+                continue;
+            }
+            _ = credit_wake(&p.dest, members.as_ref()), if credit_asleep => {
+                credit_asleep = false;
                 continue;
             }
             r = p.fed.recv(), if links_open => match r {
                 Some(r) => {
                     moved += 1;
+                    credit_asleep = false;
                     if let Err(held) = p.relayed(r).await {
                         p.abandon(&mut rx, &held);
                         return;
@@ -797,6 +812,7 @@ async fn pump(
             },
         };
         let Some(item) = item else { break };
+        credit_asleep = false;
         // Local input comes first in the select; one batch from the links follows each local
         // one, so neither starves the other.
         if let Some(r) = p.fed.try_recv()
@@ -980,6 +996,18 @@ fn spawn_watched(
         let _guard = guard;
         pump.await;
     })
+}
+
+/// Resolves when a sleeping credit tick may have something to announce: the destination's
+/// workers or the member table changed. A slow tick bounds the sleep, should a change slip
+/// in between the last announcement and this wait.
+async fn credit_wake(dest: &Outlet, members: Option<&MembersWatch>) {
+    let Some(members) = members else { return std::future::pending().await };
+    tokio::select! {
+        _ = dest.changed() => {}
+        _ = members.changed() => {}
+        _ = tokio::time::sleep(FEDERATION_CREDIT_IDLE_INTERVAL) => {}
+    }
 }
 
 /// Resolves at the interval's next tick; never without one.
