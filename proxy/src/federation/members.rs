@@ -140,6 +140,9 @@ pub struct LinkCounters {
     pub connections: AtomicI64,
     /// Link connections closed because the other replica went silent past the heartbeat bound.
     pub heartbeat_timeouts: AtomicU64,
+    /// Tasks or requests a stopping replica took back from its own workers (queued, not yet
+    /// written), or kept from them, and placed on the other replicas (`drain.rs`).
+    pub handed_over: AtomicU64,
 }
 
 pub struct Members {
@@ -165,6 +168,8 @@ pub struct Members {
     remote_state: watch::Sender<Option<bool>>,
     /// Inbound connections up that have not sent `END` (`drain.rs`).
     pub unended: AtomicUsize,
+    /// This replica is stopping: it told the others it is leaving (`drain.rs`).
+    pub stopping: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,6 +202,7 @@ impl Members {
             paused: AtomicBool::new(false),
             remote_state: watch::channel(None).0,
             unended: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
         }
     }
 

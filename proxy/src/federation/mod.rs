@@ -89,6 +89,7 @@ pub struct FederationSnapshot {
     pub dropped_link_down: u64,
     pub protocol_errors: u64,
     pub heartbeat_timeouts: u64,
+    pub handed_over: u64,
 }
 
 impl Federation {
@@ -136,6 +137,7 @@ impl Federation {
             dropped_link_down: r(&c.dropped_link_down),
             protocol_errors: r(&c.protocol_errors),
             heartbeat_timeouts: r(&c.heartbeat_timeouts),
+            handed_over: r(&c.handed_over),
         }
     }
 }
@@ -559,6 +561,22 @@ impl TaskSide {
     /// Inbound links up that have not sent their `END`: a stopping replica reads them to it.
     pub fn links_in(&self) -> usize {
         self.members.unended.load(Ordering::Acquire)
+    }
+
+    /// Whether this replica, stopping, places what its own workers were queued (and what the
+    /// links bring) on the other replicas instead (`drain.rs`).
+    pub fn hands_over(&mut self) -> bool {
+        if !self.members.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        self.refresh();
+        drain::hands_over(&self.members, &self.cache)
+    }
+
+    /// `n` tasks were taken back from this replica's own workers, or kept from them, to be
+    /// placed on the other replicas.
+    pub fn handing_over(&self, n: usize) {
+        self.members.counters.handed_over.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Sends `END` to the replicas that said they are leaving, as placing tasks does; for a

@@ -369,6 +369,11 @@ impl Proxy {
     }
 }
 
+/// Frames and payload bytes of a batch.
+fn sizes(msgs: &[Msg]) -> (u64, u64) {
+    msgs.iter().map(size_of).fold((0, 0), |(f, b), (mf, mb)| (f + mf, b + mb))
+}
+
 const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
 
 /// Resolves once every pump has delivered its input, the capture socket has written its
@@ -483,12 +488,7 @@ impl Pump {
     /// Counts, captures and forwards messages read from the source. On a kill, returns the
     /// messages that were not sent.
     async fn forward(&mut self, msgs: Vec<Msg>) -> Result<(), Vec<Msg>> {
-        let (mut frames, mut bytes) = (0, 0);
-        for m in &msgs {
-            let (f, b) = size_of(m);
-            frames += f;
-            bytes += b;
-        }
+        let (frames, bytes) = sizes(&msgs);
         self.src().add_recv(msgs.len() as u64, frames, bytes);
         if let Fed::Replies(_) = &self.fed {
             return self.send_replies(msgs, frames).await;
@@ -525,8 +525,9 @@ impl Pump {
     /// waits, so the producers are held back at their own high-water mark.
     async fn place_tasks(&mut self, mut msgs: Vec<Msg>) -> Result<(), Vec<Msg>> {
         loop {
+            // A stopping replica that hands over keeps its own workers out of it.
+            let room = if self.steer_recall() { 0 } else { self.dest.room() };
             let Fed::Tasks(tasks) = &mut self.fed else { return self.deliver(msgs).await };
-            let room = self.dest.room();
             let (local, wait) = tasks.place(msgs, room);
             if !local.is_empty() {
                 self.deliver(local).await?;
@@ -552,6 +553,7 @@ impl Pump {
     /// only); whether the credit can change before something wakes the pump: it told a
     /// replica something new, or its workers still have tasks queued (their room grows).
     fn announce_credit(&mut self) -> bool {
+        self.steer_recall();
         if let Fed::Tasks(_) = &self.fed {
             let room = self.dest.room();
             let workers = self.dest.peers();
@@ -560,6 +562,16 @@ impl Pump {
             }
         }
         false
+    }
+
+    /// A stopping federated replica takes back what its own workers were queued and not yet
+    /// written while another replica can take it (`federation/drain.rs`), and says whether it
+    /// does; its workers keep what was written to them.
+    fn steer_recall(&mut self) -> bool {
+        let Fed::Tasks(tasks) = &mut self.fed else { return false };
+        let on = tasks.hands_over();
+        self.dest.recall(on);
+        on
     }
 
     /// Delivers what entered the federation at another replica (or the subscriptions upstream
@@ -576,14 +588,35 @@ impl Pump {
             }
             Relayed::Tasks(a) => {
                 let n = a.msgs.len();
+                if self.steer_recall() {
+                    // Stopping: past this replica's workers to a survivor (a request's reply
+                    // then comes back through here, to go on to its entry replica).
+                    if let Fed::Tasks(tasks) = &mut self.fed {
+                        tasks.taken(a.from, a.link, n);
+                        tasks.handing_over(n);
+                    }
+                    return self.place_tasks(a.msgs).await;
+                }
                 self.deliver(a.msgs).await?;
                 if let Fed::Tasks(tasks) = &mut self.fed {
                     tasks.taken(a.from, a.link, n);
                 }
                 return Ok(());
             }
-            // Captured here, at the replica their requests entered.
+            // Captured here, at the replica their requests entered. A reply to a request that
+            // another replica placed here and this one handed over while stopping goes on to
+            // that replica.
             Relayed::Replies(msgs) => {
+                let msgs = match &mut self.fed {
+                    Fed::Replies(replies) => {
+                        let split = replies.relay(msgs);
+                        if split.unroutable_frames > 0 {
+                            self.counters.dropped(DropReason::Unroutable, split.unroutable_frames);
+                        }
+                        split.local
+                    }
+                    _ => msgs,
+                };
                 let frames = msgs.iter().map(|m| m.len() as u64).sum();
                 self.tee(&msgs, frames);
                 msgs
@@ -628,6 +661,8 @@ impl Pump {
                 }
             }
             Fed::Tasks(tasks) if tasks.unanswered().is_some() => loop {
+                self.resend_orphans().await?;
+                self.steer_recall();
                 let Fed::Tasks(tasks) = &mut self.fed else { return Ok(()) };
                 if tasks.unanswered().unwrap_or(0) <= 0 {
                     return Ok(());
@@ -654,11 +689,22 @@ impl Pump {
         }
     }
 
-    /// Re-sends messages closed PUSH/DEALER peers left queued (already counted as sent).
+    /// Re-sends messages closed PUSH/DEALER peers left queued (already counted as sent), or,
+    /// on a stopping federated replica that hands over, places them (and what its workers'
+    /// writers gave back) on the other replicas.
     async fn resend_orphans(&mut self) -> Result<(), Vec<Msg>> {
         let orphans = self.dest.take_orphans();
         if orphans.is_empty() {
             return Ok(());
+        }
+        if self.steer_recall() {
+            // Counted as sent when first queued: counted again where they go now.
+            let (frames, bytes) = sizes(&orphans);
+            self.dst().take_back_sent(orphans.len() as u64, frames, bytes);
+            if let Fed::Tasks(tasks) = &self.fed {
+                tasks.handing_over(orphans.len());
+            }
+            return self.place_tasks(orphans).await;
         }
         let d = self.dest.send(orphans, &mut self.kill).await;
         if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
@@ -823,6 +869,11 @@ async fn pump(
     // What the links handed over before they stopped is delivered too; a PULL/PUSH replica
     // reads its links to each replica's END (`federation/drain.rs`), until killed.
     loop {
+        if let Err(held) = p.resend_orphans().await {
+            p.abandon(&mut rx, &held);
+            return;
+        }
+        p.steer_recall();
         // Read before the flush: a link that ended has handed over all it read.
         let open = match &mut p.fed {
             Fed::Tasks(t) => {
@@ -867,6 +918,7 @@ async fn pump(
             p.abandon(&mut rx, &held);
             return;
         }
+        p.steer_recall();
         if let Fed::Tasks(t) = &mut p.fed {
             t.answer_leaving();
         }

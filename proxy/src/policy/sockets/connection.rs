@@ -651,6 +651,10 @@ async fn write_loop(
             },
             _ = raised(&mut dead_rx) => break,
         };
+        let first = drain::unrecalled(&shared, &queue, first);
+        if first.is_empty() {
+            continue;
+        }
         // Where each message ends in `out`, so a write cut short by a kill releases exactly the
         // messages the kernel took whole.
         ends.clear();
@@ -679,7 +683,7 @@ async fn write_loop(
         let mut close = encode(first, &mut out);
         while out.len() < WRITE_BATCH_BYTES && !close {
             match rx.try_recv() {
-                Ok(batch) => close = encode(batch, &mut out),
+                Ok(batch) => close = encode(drain::unrecalled(&shared, &queue, batch), &mut out),
                 Err(_) => break,
             }
         }
