@@ -10,7 +10,8 @@
 //!    resourceVersions of all objects and children and the Events are compared with before.
 //! 4. **API-server outage**: kube-apiserver is killed, stays down, comes back; a spec change is
 //!    made as soon as it answers, and the clock runs until the Deployment shows the change.
-//! 5. The operator's peak RSS (VmHWM) and its own count of API requests by kind and verb.
+//! 5. The operator's peak RSS (VmHWM) and its own count of API requests by kind and verb, and
+//!    per object.
 //!
 //! `cargo bench -p zmq-proxy-operator --bench scale [-- --quick | --objects N | --outage S | --cold-only]`
 //! (1000 objects by default, `--quick` 100). Skips with a printed reason without
@@ -19,7 +20,10 @@
 //! Environment: `BENCH_KUBECONFIG` runs it against an existing cluster instead (no outage
 //! phase); `BENCH_OPERATOR_BIN` another operator build; `BENCH_CONCURRENCY` the operator's
 //! `--concurrency`; `BENCH_PROXY_IMAGE` / `BENCH_PROXY_PULL_POLICY` what its pods run (an image
-//! the cluster has, where pods really start); `BENCH_OPERATOR_LOG` its `RUST_LOG`.
+//! the cluster has, where pods really start); `BENCH_OPERATOR_LOG` its `RUST_LOG`;
+//! `BENCH_CPU_PIDS` (`name=pid,...`, e.g. the API server, etcd and the controllers of the
+//! cluster) reports the CPU seconds each of those processes and the operator spent in the raw
+//! client's phase and in the cold start: where a shared machine's time went.
 
 #[path = "../tests/envtest/launcher.rs"]
 #[allow(dead_code)]
@@ -31,8 +35,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -145,7 +149,12 @@ fn manifest(namespace: &str, i: usize) -> Value {
 }
 
 /// Phase 1: the same children the operator writes, applied one after another by one client.
-async fn raw_client(client: &Client, namespace: &str, n: usize) -> Result<Duration, String> {
+/// Returns the time the writes took and the CPU snapshot at their end.
+async fn raw_client(
+    client: &Client,
+    namespace: &str,
+    n: usize,
+) -> Result<(Duration, Vec<(String, f64)>), String> {
     let options = BuildOptions { default_image: IMAGE.into(), ..Default::default() };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
@@ -173,11 +182,25 @@ async fn raw_client(client: &Client, namespace: &str, n: usize) -> Result<Durati
         }
     }
     let took = started.elapsed();
-    // Out of the operator's caches before it starts (no garbage collector runs here).
+    let cpu = cpu_snapshot(None);
+    // Out of the operator's caches before it starts.
     let all = DeleteParams::default();
     deployments.delete_collection(&all, &ListParams::default()).await.map_err(|e| e.to_string())?;
     services.delete_collection(&all, &ListParams::default()).await.map_err(|e| e.to_string())?;
-    Ok(took)
+    // Where a controller-manager runs, its garbage collector then removes the ReplicaSets and
+    // pods of those Deployments: the operator's phase starts once that work is done, so it does
+    // not pay for the raw client's aftermath.
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let one = ListParams::default().limit(1);
+    until("the raw client's ReplicaSets and pods collected", || async {
+        let left = |n: Result<usize, kube::Error>| n.map_or(true, |n| n > 0);
+        let sets = replica_sets.list_metadata(&one).await.map(|l| l.items.len());
+        let pods = pods.list_metadata(&one).await.map(|l| l.items.len());
+        !left(sets) && !left(pods)
+    })
+    .await?;
+    Ok((took, cpu))
 }
 
 async fn create_objects(client: &Client, namespace: &str, n: usize) -> Result<(), String> {
@@ -289,6 +312,64 @@ async fn versions(client: &Client, namespace: &str) -> Result<BTreeMap<String, S
         out.insert(format!("Event/{}", m.name_any()), m.resource_version().unwrap_or_default());
     }
     Ok(out)
+}
+
+/// CPU seconds (user + system) of process `pid` so far, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok());
+    Some((ticks(14)? + ticks(15)?) / clock_ticks())
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 where it cannot be asked).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The processes of `BENCH_CPU_PIDS` (`name=pid,...`) whose CPU time each phase reports.
+fn watched_processes() -> Vec<(String, u32)> {
+    std::env::var("BENCH_CPU_PIDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|entry| {
+            let (name, pid) = entry.split_once('=')?;
+            Some((name.trim().to_string(), pid.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// CPU seconds so far of each watched process (and the operator's, when `operator` is given).
+fn cpu_snapshot(operator: Option<u32>) -> Vec<(String, f64)> {
+    let mut all: Vec<(String, u32)> = watched_processes();
+    all.extend(operator.map(|pid| ("operator".to_string(), pid)));
+    all.into_iter().filter_map(|(name, pid)| Some((name, cpu_seconds(pid)?))).collect()
+}
+
+/// One line: the CPU seconds each process spent between `before` and `after`, and their sum.
+fn cpu_line(before: &[(String, f64)], after: &[(String, f64)]) -> Option<String> {
+    let spent: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, t)| {
+            let start = before.iter().find(|(n, _)| n == name).map_or(0.0, |(_, s)| *s);
+            (name.clone(), t - start)
+        })
+        .collect();
+    if spent.is_empty() {
+        return None;
+    }
+    let total: f64 = spent.iter().map(|(_, t)| t).sum();
+    let parts: Vec<String> = spent.iter().map(|(n, t)| format!("{n} {t:.1}")).collect();
+    Some(format!("{total:.1} CPU s ({})", parts.join(", ")))
 }
 
 /// The operator binary, run as in a cluster but against the benchmark's API server.
@@ -469,23 +550,36 @@ async fn run(args: Args, mut target: Target) -> Result<(), String> {
     let start_operator = || Operator::start(&kubeconfig, &log, scope.as_deref());
 
     create_namespace(&client, raw_ns).await?;
-    let raw = raw_client(&client, raw_ns, n).await?;
-    println!("raw client, sequential:  {:>7.1} s for {} children", raw.as_secs_f64(), 3 * n);
+    let cpu_before = cpu_snapshot(None);
+    let (raw, cpu_raw) = raw_client(&client, raw_ns, n).await?;
+    println!("raw client, sequential:  {:>7.1} s for {} children", raw.as_secs_f64(), 2 * n);
 
     create_namespace(&client, ns).await?;
     create_objects(&client, ns, n).await?;
     let view = Mirror::of(&client, ns);
     until("the benchmark's watches listed", || async { view.zps.len() == n }).await?;
+    let cpu_start = cpu_snapshot(None);
     let operator = start_operator()?;
     let cold = until("every object reconciled", || async { view.all_reconciled(n) }).await?;
+    let cpu_cold = cpu_snapshot(Some(operator.child.id()));
     drop(view);
     println!(
         "operator, cold start:    {:>7.1} s  ({:.2}x the raw client's time; goal <= 30 s and <= 1.0x)",
         cold.as_secs_f64(),
         cold.as_secs_f64() / raw.as_secs_f64()
     );
+    if let (Some(raw), Some(cold)) =
+        (cpu_line(&cpu_before, &cpu_raw), cpu_line(&cpu_start, &cpu_cold))
+    {
+        println!("  raw client's phase:  {raw}\n  cold start:          {cold}");
+    }
     settled(&operator, n as f64).await?;
     println!("  requests: {}", requests_line(&operator).await);
+    let total = operator.counter("zmq_proxy_operator_api_requests_total", "").await.unwrap_or(0.0);
+    println!(
+        "  requests per object:   {:>7.2}  ({total} in all; the raw client's: 2; goal <= 4)",
+        total / n as f64
+    );
     let rss_cold = operator.memory_kb("VmHWM:").unwrap_or(0);
     if args.cold_only {
         report_memory(&operator, rss_cold, n);

@@ -6,7 +6,7 @@
 //! that looks out of date, which is read again before it is written, since the cache may be a
 //! moment behind). A child is written with server-side apply only when it is missing or differs
 //! from what the operator wants ([`crate::diff`]), so a resync of an unchanged object makes no
-//! request at all.
+//! request at all. A child whose name nobody holds ([`crate::names`]) is created without a read.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -24,6 +24,7 @@ use tracing::{debug, info};
 use crate::context::{Context, Error, MANAGER, key};
 use crate::crd::ZmqProxy;
 use crate::diff;
+use crate::names::{self, Names};
 use crate::watches::{self, Cached};
 
 /// One kind of child in one namespace: where to write it and the cache to read it from.
@@ -35,6 +36,8 @@ where
     api: Api<K>,
     dyntype: K::DynamicType,
     cache: Option<Store<K>>,
+    /// Every name taken among objects of this kind ([`crate::names`]), when watched.
+    names: Option<names::Lookup>,
     namespace: &'a str,
 }
 
@@ -44,7 +47,22 @@ where
 {
     /// The children of kind `K` in `namespace`, read from `cache` when there is one.
     pub fn new(ctx: &Context, namespace: &'a str, cache: Option<Store<K>>) -> Self {
-        Child { api: Api::namespaced(ctx.client.clone(), namespace), dyntype: (), cache, namespace }
+        Child {
+            api: Api::namespaced(ctx.client.clone(), namespace),
+            dyntype: (),
+            cache,
+            names: None,
+            namespace,
+        }
+    }
+
+    /// These children, created without a read when `names` shows their name free.
+    pub fn with_names(mut self, names: Option<Names<K>>) -> Self
+    where
+        K: Send + Sync,
+    {
+        self.names = names.map(names::lookup);
+        self
     }
 }
 
@@ -56,6 +74,7 @@ impl<'a> Child<'a, DynamicObject> {
             api: Api::namespaced_with(ctx.client.clone(), namespace, resource),
             dyntype: resource.clone(),
             cache: None,
+            names: None,
             namespace,
         }
     }
@@ -76,6 +95,12 @@ where
             Some(store) => watches::lookup(store, self.namespace, name, &self.dyntype),
             None => Cached::Unknown,
         }
+    }
+
+    /// The name is free by every cache: no object of this kind holds it, the operator's or not.
+    fn free(&self, name: &str) -> bool {
+        matches!(self.cached(name), Cached::NotOwned)
+            && self.names.as_ref().and_then(|taken| taken(self.namespace, name)) == Some(false)
     }
 
     /// `name` as the API server holds it now.
@@ -144,18 +169,41 @@ where
 {
     let kind = child.kind();
     let name = desired_object.meta().name.clone().unwrap_or_default();
+    if let Some(current) = cached_up_to_date(child, desired_object, zp)? {
+        debug!(object = %key(zp), %kind, %name, "child up to date (cache)");
+        return Ok((*current).clone());
+    }
+    let desired = diff::stamp(serde_json::to_value(desired_object)?);
+    if let Some(created) = create_free(child, &desired, zp, ctx, changes).await? {
+        return Ok(created);
+    }
+    // Not cached, or cached but different: the cache may be a moment behind, so decide on what
+    // the API server holds.
+    let observed = child.get(&name, ctx).await?;
+    apply_observed(child, desired_object, observed, zp, ctx, changes).await
+}
+
+/// Applies `desired_object` over `observed`, the child as just read from the API server (None:
+/// there is none), unless it is already as wanted; refuses a child this object does not control.
+pub async fn apply_observed<K>(
+    child: &Child<'_, K>,
+    desired_object: &K,
+    observed: Option<K>,
+    zp: &ZmqProxy,
+    ctx: &Context,
+    changes: &mut Vec<Change>,
+) -> Result<K, Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned + 'static,
+    K::DynamicType: Clone + Eq + Hash,
+{
+    let kind = child.kind();
+    let name = desired_object.meta().name.clone().unwrap_or_default();
     let desired = diff::stamp(serde_json::to_value(desired_object)?);
     let up_to_date = |current: &K| -> Result<bool, Error> {
         Ok(controlled_by(current, zp)
             && !diff::needs_apply(&desired, &serde_json::to_value(current)?))
     };
-    if let Some(current) = cached_up_to_date(child, desired_object, zp)? {
-        debug!(object = %key(zp), %kind, %name, "child up to date (cache)");
-        return Ok((*current).clone());
-    }
-    // Not cached, or cached but different: the cache may be a moment behind, so decide on what
-    // the API server holds.
-    let observed = child.get(&name, ctx).await?;
     let action = match &observed {
         None => Action::Created,
         Some(current) => {
@@ -180,6 +228,45 @@ where
     let reference = Some(applied.object_ref(&child.dyntype));
     changes.push(Change { kind, action, name, reference });
     Ok(applied)
+}
+
+/// Creates the child without reading it first when every cache says its name is free, with a
+/// server-side apply without force: an object of someone else that took the name in between
+/// keeps every value it set (each field the operator also sets is a conflict, and a conflict
+/// refuses the whole apply). None when the name is not known to be free, or on such a conflict:
+/// the caller reads the child and decides on what the API server holds.
+async fn create_free<K>(
+    child: &Child<'_, K>,
+    desired: &serde_json::Value,
+    zp: &ZmqProxy,
+    ctx: &Context,
+    changes: &mut Vec<Change>,
+) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned + 'static,
+    K::DynamicType: Clone + Eq + Hash,
+{
+    let name = desired["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    if !child.free(&name) {
+        return Ok(None);
+    }
+    let kind = child.kind();
+    ctx.metrics.requested(&kind, "apply");
+    let created =
+        match child.api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(desired)).await {
+            Ok(created) => created,
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                debug!(object = %key(zp), %kind, %name, "name taken meanwhile; reading it");
+                return Ok(None);
+            }
+            Err(source) => return Err(Error::Apply { kind, name, source }),
+        };
+    let action = Action::Created;
+    info!(object = %key(zp), %kind, %name, change = action.as_str(), "applied child");
+    ctx.metrics.wrote(&kind, action.as_str());
+    let reference = Some(created.object_ref(&child.dyntype));
+    changes.push(Change { kind, action, name, reference });
+    Ok(Some(created))
 }
 
 /// The cached child that `desired_object` names, when this `ZmqProxy` controls it and it needs

@@ -17,6 +17,7 @@ use crate::crd::ZmqProxy;
 use crate::metrics::Metrics;
 use crate::monitoring::Discovery;
 use crate::watches::ChildCaches;
+use crate::written::Written;
 
 /// The one field manager of every write, so ownership of each field is the operator's alone.
 pub const MANAGER: &str = "zmq-proxy-operator";
@@ -86,6 +87,8 @@ pub struct Context {
     /// The children's caches of the running controller; None outside
     /// [`crate::controller::run`] (every child is then read from the API server).
     caches: RwLock<Option<ChildCaches>>,
+    /// Statuses written that the cache may not show yet.
+    pub written: Written,
 }
 
 impl Context {
@@ -100,6 +103,7 @@ impl Context {
             monitoring: Discovery::default(),
             failures: Mutex::default(),
             caches: RwLock::default(),
+            written: Written::default(),
         })
     }
 

@@ -1,24 +1,31 @@
 //! The controller's wiring: one watch per kind the operator reads (the `ZmqProxy` objects, each
-//! kind of child by the managed-by label, the proxy pods), each with its own backoff and cache
+//! kind of child by the managed-by label, the proxy pods, and the names of every object of the
+//! kinds it creates, [`crate::names`]), each with its own backoff and cache
 //! ([`crate::watches`]), the caches handed to the reconciles through the [`Context`], and
 //! [`reconcile`] with its [`error_policy`] run at most [`CONCURRENCY`] at once.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
 use tracing::debug;
 
 use crate::context::Context;
 use crate::crd::{MANAGED_BY, ZmqProxy};
+use crate::names::{NameCaches, slim_names};
 use crate::reconcile::{error_policy, reconcile};
 use crate::watches::{self, ChildCaches, Trigger};
 
@@ -71,6 +78,9 @@ pub async fn run_with(
     let pod_writer = Writer::<Pod>::default();
     let deployment_writer = Writer::<Deployment>::default();
     let config_map_writer = Writer::<ConfigMap>::default();
+    let config_map_names = Writer::<PartialObjectMeta<ConfigMap>>::default();
+    let service_names = Writer::<PartialObjectMeta<Service>>::default();
+    let deployment_names = Writer::<PartialObjectMeta<Deployment>>::default();
     ctx.use_caches(Some(ChildCaches {
         stateful_sets: stateful_set_writer.as_reader(),
         services: service_writer.as_reader(),
@@ -78,7 +88,18 @@ pub async fn run_with(
         pods: pod_writer.as_reader(),
         deployments: deployment_writer.as_reader(),
         config_maps: config_map_writer.as_reader(),
+        names: Some(NameCaches {
+            config_maps: config_map_names.as_reader(),
+            services: service_names.as_reader(),
+            deployments: deployment_names.as_reader(),
+        }),
     }));
+    // The taken names trigger nothing: they only spare a read before a creation.
+    let names = futures::stream::select_all([
+        names_watch(scoped(&client, &namespace), config_map_names),
+        names_watch(scoped(&client, &namespace), service_names),
+        names_watch(scoped(&client, &namespace), deployment_names),
+    ]);
     let config = controller::Config::default().concurrency(concurrency).debounce(DEBOUNCE);
     let main = watches::watch(zps, watcher::Config::default(), zp_writer, Trigger::Applied);
     Controller::for_stream(main, zp_store)
@@ -108,6 +129,7 @@ pub async fn run_with(
             watches::watch_slimmed(pods, owned, pod_writer, Trigger::Touched, watches::slim_pod),
             |pod| watches::owner_of_pod(&pod),
         )
+        .watches_stream(names, |_: Deployment| None::<ObjectRef<ZmqProxy>>)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -118,6 +140,21 @@ pub async fn run_with(
         })
         .await;
     ctx.use_caches(None);
+}
+
+/// The metadata-only watch of every name of `K` ([`crate::names`]). It triggers nothing (the
+/// stream yields no item): only its cache matters.
+fn names_watch<K>(
+    api: Api<PartialObjectMeta<K>>,
+    writer: Writer<PartialObjectMeta<K>>,
+) -> BoxStream<'static, Result<Deployment, watcher::Error>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let config = watcher::Config::default();
+    watches::watch_slimmed(api, config, writer, Trigger::Applied, slim_names::<K>)
+        .filter_map(|_| std::future::ready(None))
+        .boxed()
 }
 
 /// An Api of `K` in `namespace` (every namespace when None).

@@ -13,7 +13,10 @@
 //! version is replaced on the way, without a gap in service ([`crate::migration`]).
 //!
 //! `spec.paused` reaches the proxies through the steering ConfigMap each pod mounts (why:
-//! the proxy's `--pause-file`); when its value changes, every running pod of the object is
+//! the proxy's `--pause-file`). The ConfigMap is made the first time the object is paused, not
+//! before: the pods mount it as optional, so until it exists their steering directory is empty
+//! and the proxy, finding no pause file, forwards. Once made it stays (a resume writes "false").
+//! When it is created or its value changes, every running pod of the object is
 //! nudged with a `zmqproxy.io/steering-generation` annotation, because a pod update makes the
 //! kubelet sync that pod and refresh its ConfigMap volumes at once instead of on its periodic
 //! sync (up to about a minute). The nudge is best effort: a failure is logged and only makes
@@ -118,10 +121,13 @@ async fn apply_all(
     let namespace = zp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let mut built = build::children(zp, &ctx.options)?;
     let caches = ctx.caches();
+    let names = caches.as_ref().and_then(|c| c.names.clone());
     let deployments =
-        Child::<Deployment>::new(ctx, &namespace, caches.as_ref().map(|c| c.deployments.clone()));
+        Child::<Deployment>::new(ctx, &namespace, caches.as_ref().map(|c| c.deployments.clone()))
+            .with_names(names.as_ref().map(|n| n.deployments.clone()));
     let services =
-        Child::<Service>::new(ctx, &namespace, caches.as_ref().map(|c| c.services.clone()));
+        Child::<Service>::new(ctx, &namespace, caches.as_ref().map(|c| c.services.clone()))
+            .with_names(names.as_ref().map(|n| n.services.clone()));
     let pdbs = Child::<PodDisruptionBudget>::new(
         ctx,
         &namespace,
@@ -132,12 +138,16 @@ async fn apply_all(
     let pods = caches.as_ref().and_then(|c| watches::pods_of(&c.pods, &namespace, &name));
     let pods: Option<Vec<&Pod>> = pods.as_ref().map(|p| p.iter().map(|pod| &**pod).collect());
     let config_maps =
-        Child::<ConfigMap>::new(ctx, &namespace, caches.as_ref().map(|c| c.config_maps.clone()));
+        Child::<ConfigMap>::new(ctx, &namespace, caches.as_ref().map(|c| c.config_maps.clone()))
+            .with_names(names.as_ref().map(|n| n.config_maps.clone()));
 
-    // Before the Deployment, so a new pod mounts the current value and starts in it.
+    // Before the Deployment, so a new pod mounts the current value and starts in it. Only an
+    // object that is paused, or was, has one: a pod mounts it as optional, and without it the
+    // proxy is not paused (see the module docs).
     let before = changes.len();
-    children::apply(&config_maps, &built.steering, zp, ctx, changes).await?;
-    if changes[before..].iter().any(|c| c.action == children::Action::Updated) {
+    apply_steering(zp, &config_maps, &built.steering, ctx, changes).await?;
+    let deployment_known = !matches!(deployments.cached(&name), watches::Cached::NotOwned);
+    if deployment_known && changes.len() > before {
         nudge_pods(zp, ctx, &namespace).await;
     }
 
@@ -245,6 +255,36 @@ async fn apply_all(
     };
     write_status(zp, ctx, status).await?;
     Ok(Action::requeue(retry.map_or(RESYNC, |r| r.min(RESYNC))))
+}
+
+/// Applies the steering ConfigMap while `spec.paused` is true, and once the object has one
+/// (kept with "false" after a resume, so the pods' mounted file says so); an object never paused
+/// gets none.
+async fn apply_steering(
+    zp: &ZmqProxy,
+    config_maps: &Child<'_, ConfigMap>,
+    steering: &ConfigMap,
+    ctx: &Context,
+    changes: &mut Vec<Change>,
+) -> Result<(), Error> {
+    if zp.spec.paused {
+        children::apply(config_maps, steering, zp, ctx, changes).await?;
+        return Ok(());
+    }
+    let name = steering.metadata.name.clone().unwrap_or_default();
+    match config_maps.cached(&name) {
+        watches::Cached::NotOwned => {}
+        watches::Cached::Found(_) => {
+            children::apply(config_maps, steering, zp, ctx, changes).await?;
+        }
+        watches::Cached::Unknown => {
+            if let Some(current) = children::owned(config_maps, &name, zp, ctx).await? {
+                children::apply_observed(config_maps, steering, Some(current), zp, ctx, changes)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies, keeps or deletes the PodMonitor of `zp` where the cluster serves the API. Returns
@@ -366,10 +406,15 @@ async fn nudge_pods(zp: &ZmqProxy, ctx: &Context, namespace: &str) {
     }
 }
 
-/// Writes `computed` unless the object already carries it (transition times kept).
+/// Writes `computed` unless the object already carries it (transition times kept) or it only
+/// tells how far a rollout under way has got ([`status::rollout_progress_only`]). "Already
+/// carries" counts a write of this operator that the cache does not show yet ([`crate::written`]).
 async fn write_status(zp: &ZmqProxy, ctx: &Context, computed: ZmqProxyStatus) -> Result<(), Error> {
-    let new = status::carry_transition_times(zp.status.as_ref(), computed);
-    if zp.status.as_ref() == Some(&new) {
+    let uid = zp.metadata.uid.clone().unwrap_or_default();
+    let based_on = zp.metadata.resource_version.clone();
+    let current = ctx.written.current(&uid, based_on.as_deref(), zp.status.as_ref());
+    let new = status::carry_transition_times(current.as_ref(), computed);
+    if current.as_ref().is_some_and(|old| *old == new || status::rollout_progress_only(old, &new)) {
         return Ok(());
     }
     let namespace = zp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
@@ -380,8 +425,10 @@ async fn write_status(zp: &ZmqProxy, ctx: &Context, computed: ZmqProxyStatus) ->
         "kind": ZmqProxy::kind(&()),
         "status": new,
     });
-    api.patch_status(&zp.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+    let written = api
+        .patch_status(&zp.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(Error::Status)?;
+    ctx.written.remember(&uid, based_on, written.metadata.resource_version, new);
     Ok(())
 }

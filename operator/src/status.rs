@@ -213,6 +213,30 @@ pub fn compute(
     }
 }
 
+/// Whether `new` differs from `old` only in how far a rollout that both describe as under way
+/// has got (pods created, pods updated, the words of Ready and Progressing), with the same ready
+/// count. Such a status is not written: the Deployment's status moves several times before its
+/// pods are ready, and what the object reports then is the count of ready replicas. A pod
+/// turning ready, the rollout completing or getting stuck, a new generation or a failure is
+/// written at once.
+pub fn rollout_progress_only(old: &ZmqProxyStatus, new: &ZmqProxyStatus) -> bool {
+    let rolling = |s: &ZmqProxyStatus| {
+        condition(s, PROGRESSING).is_some_and(|c| {
+            c.status == "True" && (c.reason == "Creating" || c.reason == "RollingOut")
+        })
+    };
+    let masked = |s: &ZmqProxyStatus| {
+        let mut s = s.clone();
+        s.replicas = 0;
+        for c in s.conditions.iter_mut().filter(|c| c.type_ == READY || c.type_ == PROGRESSING) {
+            c.reason.clear();
+            c.message.clear();
+        }
+        s
+    };
+    rolling(old) && rolling(new) && masked(old) == masked(new)
+}
+
 /// Paused: True with `spec.paused` (PauseRequested); False otherwise, reason Resumed once the
 /// object has been paused before (NotPaused if never), so a resume is visible in the reason.
 fn paused_condition(zp: &ZmqProxy, now: Timestamp) -> Condition {

@@ -239,6 +239,9 @@ pub struct ChildCaches {
     /// The proxy pods (slimmed, [`slim_pod`]).
     pub pods: Store<Pod>,
     pub deployments: Store<Deployment>,
+    /// Every name taken among the kinds the operator creates without reading first (None:
+    /// every creation reads first, [`crate::names`]).
+    pub names: Option<crate::names::NameCaches>,
 }
 
 /// The cached pods of the `ZmqProxy` `name` in `namespace` (by its instance label); None while

@@ -1432,7 +1432,11 @@ fn paused_reaches_the_pods_through_the_steering_config_map_without_changing_the_
     let pod = pod(&paused.deployment);
     let steering = volume(pod, "steering").config_map.clone().expect("a ConfigMap volume");
     assert_eq!(steering.name, "jobs-steering");
-    assert_eq!(steering.optional, None, "required: a pod never starts not knowing it is paused");
+    assert_eq!(
+        steering.optional,
+        Some(true),
+        "optional: made at the first pause, no pause file (forwarding) until then"
+    );
     assert_eq!(steering.items, None, "the whole ConfigMap: the file name is the key");
     let mount = proxy(&paused.deployment)
         .volume_mounts

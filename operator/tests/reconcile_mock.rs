@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::client::Body;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::watcher;
@@ -27,6 +28,7 @@ use zmq_proxy_operator::context::{Context, Error, MANAGER};
 use zmq_proxy_operator::crd::{Monitoring, PodDisruptionBudgetSpec, ZmqProxy};
 use zmq_proxy_operator::diff;
 use zmq_proxy_operator::metrics::Metrics;
+use zmq_proxy_operator::names::NameCaches;
 use zmq_proxy_operator::reconcile::{RESYNC, STEERING_GENERATION, error_policy, reconcile};
 use zmq_proxy_operator::status;
 use zmq_proxy_operator::watches::ChildCaches;
@@ -138,9 +140,9 @@ impl Script {
         self.found(steering_path(zp), server_view(&children(zp).steering))
     }
 
-    /// `zp`'s steering ConfigMap read, missing, and created.
-    fn steering_created(self, zp: &ZmqProxy) -> Self {
-        self.create(steering_path(zp))
+    /// `zp`'s steering ConfigMap read and missing: an object never paused gets none.
+    fn steering_missing(self, zp: &ZmqProxy) -> Self {
+        self.missing(steering_path(zp))
     }
 
     /// Without caches and with one replica: the federation's Service, not wanted, is looked up
@@ -315,6 +317,10 @@ async fn serve(mut handle: Handle, script: Script) -> (Handle, Requests) {
             Reply::StatusOf(zp) => {
                 let mut v = serde_json::to_value(&*zp).expect("object serializes");
                 v["status"] = body["status"].clone();
+                // A write gives the object a new resourceVersion.
+                if let Some(version) = v["metadata"]["resourceVersion"].as_str() {
+                    v["metadata"]["resourceVersion"] = json!(format!("{version}1"));
+                }
                 respond(200, &v)
             }
         };
@@ -422,6 +428,31 @@ fn caches_all(
         deployments: listed(deployments),
         pod_disruption_budgets: listed(pdbs),
         config_maps: listed(config_maps),
+        names: None,
+    }
+}
+
+/// The taken names as the metadata-only watches list them: `taken` of each kind, in `q`.
+fn names(config_maps: &[&str], services: &[&str], deployments: &[&str]) -> NameCaches {
+    fn listed<K>(names: &[&str]) -> Store<PartialObjectMeta<K>>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + Default + 'static,
+    {
+        let mut writer = Writer::<PartialObjectMeta<K>>::default();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for name in names {
+            let mut object = PartialObjectMeta::<K>::default();
+            object.metadata.name = Some(name.to_string());
+            object.metadata.namespace = Some("q".to_string());
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        writer.as_reader()
+    }
+    NameCaches {
+        config_maps: listed(config_maps),
+        services: listed(services),
+        deployments: listed(deployments),
     }
 }
 
@@ -539,7 +570,7 @@ fn reconciled(mut zp: ZmqProxy, generation: i64) -> (ZmqProxy, Value, build::Chi
 async fn create_path_applies_the_deployment_and_the_service_then_status() {
     let zp = fixture("minimal.yaml");
     let script = Script::new()
-        .steering_created(&zp)
+        .steering_missing(&zp)
         .no_old_deployment()
         .create(at(DEPLOYMENTS, "tasks"))
         .create(at(SERVICES, "tasks"))
@@ -551,10 +582,10 @@ async fn create_path_applies_the_deployment_and_the_service_then_status() {
     let (result, seen, ctx) = run(zp, script).await;
     assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
 
-    let steering = seen.applied(&at(CONFIGMAPS, "tasks-steering"));
-    assert_eq!(steering["kind"], "ConfigMap");
-    assert_eq!(steering["data"], json!({"paused": "false"}));
-    assert_eq!(steering["metadata"]["ownerReferences"][0]["kind"], "ZmqProxy");
+    assert!(!seen.iter().any(|s| is_apply(s) && s.path.starts_with(CONFIGMAPS)), "{seen:?}");
+    let volumes = &seen.applied(&at(DEPLOYMENTS, "tasks"))["spec"]["template"]["spec"]["volumes"];
+    let steering = volumes.as_array().and_then(|v| v.iter().find(|v| v["name"] == "steering"));
+    assert_eq!(steering.map(|v| &v["configMap"]["optional"]), Some(&json!(true)), "{volumes}");
 
     let deployment = seen.applied(&at(DEPLOYMENTS, "tasks"));
     assert_eq!(deployment["kind"], "Deployment");
@@ -573,7 +604,7 @@ async fn create_path_applies_the_deployment_and_the_service_then_status() {
     assert_eq!(event["reason"], "Created");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["regarding"]["kind"], "ZmqProxy");
-    assert_eq!(event["note"], "Created ConfigMap tasks-steering, Deployment tasks, Service tasks");
+    assert_eq!(event["note"], "Created Deployment tasks, Service tasks");
 
     let status = seen.status();
     assert_eq!(status["kind"], "ZmqProxy");
@@ -1008,15 +1039,14 @@ async fn a_foreign_federation_secret_is_refused_and_not_overwritten() {
     let mut foreign = federation_secret(&zp);
     foreign["metadata"]["ownerReferences"] = json!([]);
     let script = Script::new()
-        .steering_created(&zp)
+        .steering_missing(&zp)
         .found(at(SECRETS, "tasks-federation"), foreign)
-        // The steering ConfigMap's creation, then the refusal.
-        .event()
+        // The refusal.
         .event()
         .status(&zp);
     let (result, seen, _) = run(zp, script).await;
     assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
-    let refusal = seen.events()[1];
+    let refusal = seen.events()[0];
     assert_eq!(refusal["type"], "Warning");
     assert!(refusal["note"].as_str().is_some_and(|n| n.contains("Secret tasks-federation")));
     let degraded = seen.condition("Degraded");
@@ -1122,21 +1152,106 @@ async fn a_federation_is_reported_from_its_pods_and_an_unchanged_one_writes_noth
 #[tokio::test]
 async fn cold_start_with_listed_caches_reads_only_what_it_creates() {
     let zp = fixture("minimal.yaml");
-    // A complete, empty cache: each child is read once before it is created (an object of that
-    // name without the operator's label would not be in the cache), and no StatefulSet is asked
-    // for (the cache of labelled StatefulSets is empty).
+    // Complete, empty caches of the operator's children but no watch of every name: each child
+    // is read once before it is created (an object of that name without the operator's label
+    // would not be in the cache). No steering ConfigMap (never paused) and no StatefulSet is
+    // asked for.
     let script = Script::new()
-        .steering_created(&zp)
         .create(at(DEPLOYMENTS, "tasks"))
         .create(at(SERVICES, "tasks"))
         .status(&zp)
         .event();
     let (result, seen, _) = run_cached(zp, Some(caches(&[], &[], &[])), script).await;
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(
-        seen.event()["note"],
-        "Created ConfigMap tasks-steering, Deployment tasks, Service tasks"
-    );
+    assert_eq!(seen.event()["note"], "Created Deployment tasks, Service tasks");
+}
+
+#[tokio::test]
+async fn cold_start_with_every_name_watched_creates_without_reading() {
+    let zp = fixture("minimal.yaml");
+    let mut cached = caches(&[], &[], &[]);
+    cached.names = Some(names(&["unrelated"], &[], &[]));
+    // Two applies, the status and the event: nothing is read.
+    let script = Script::new()
+        .patch(at(DEPLOYMENTS, "tasks"))
+        .patch(at(SERVICES, "tasks"))
+        .status(&zp)
+        .event();
+    let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(ctx.metrics.request_count("get"), 0);
+    // Without force: an object of someone else that took the name meanwhile is not overwritten.
+    let creations: Vec<&Seen> = seen.iter().filter(|s| s.path.starts_with("/apis/apps")).collect();
+    assert!(creations.iter().all(|s| !s.query.contains("force")), "{creations:?}");
+    assert_eq!(seen.event()["note"], "Created Deployment tasks, Service tasks");
+}
+
+#[tokio::test]
+async fn a_reconcile_on_a_cache_behind_the_last_status_write_does_not_write_it_again() {
+    let mut zp = fixture("minimal.yaml");
+    zp.metadata.resource_version = Some("7".into());
+    let (ctx, handle) = context();
+    let mut cached = caches(&[], &[], &[]);
+    cached.names = Some(names(&[], &[], &[]));
+    ctx.use_caches(Some(cached));
+    let script = Script::new()
+        .patch(at(DEPLOYMENTS, "tasks"))
+        .patch(at(SERVICES, "tasks"))
+        .status(&zp)
+        .event();
+    let (result, seen, handle) = run_on(&ctx, handle, zp.clone(), script).await;
+    assert!(result.is_ok(), "{result:?}");
+    let written = seen.status()["status"].clone();
+    // The children's watch events arrived and trigger the object again, but the cache still
+    // holds it as it was before the status write: nothing is written a second time.
+    let c = children(&zp);
+    let mut cached = caches(&[server_view(&c.deployment)], &[server_view(&c.service)], &[]);
+    cached.names = Some(names(&[], &["tasks"], &["tasks"]));
+    ctx.use_caches(Some(cached.clone()));
+    let (result, seen, handle) = run_on(&ctx, handle, zp.clone(), Script::new()).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(seen.is_empty(), "{seen:?}");
+    // Once the cache shows the write, the cache is the truth again: a status of someone else's
+    // making there (here: the write lost) is overwritten with the one computed.
+    let mut moved_on = zp.clone();
+    moved_on.metadata.resource_version = Some("9".into());
+    ctx.use_caches(Some(cached));
+    let (result, seen, _) =
+        run_on(&ctx, handle, moved_on.clone(), Script::new().status(&moved_on)).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen.status()["status"]["observedGeneration"], written["observedGeneration"]);
+}
+
+#[tokio::test]
+async fn a_name_taken_by_someone_else_is_read_and_refused_not_applied() {
+    let zp = fixture("minimal.yaml");
+    let mut cached = caches(&[], &[], &[]);
+    cached.names = Some(names(&[], &[], &["tasks"]));
+    let mut foreign = server_view(&children(&zp).deployment);
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    let script = Script::new().found(at(DEPLOYMENTS, "tasks"), foreign).event().status(&zp);
+    let (result, seen, ctx) = run_cached(zp, Some(cached), script).await;
+    assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
+    assert_eq!(ctx.metrics.request_count("apply"), 0, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_conflict_on_creation_reads_the_child_and_never_forces() {
+    let zp = fixture("minimal.yaml");
+    let mut cached = caches(&[], &[], &[]);
+    cached.names = Some(names(&[], &[], &[]));
+    let mut foreign = server_view(&children(&zp).deployment);
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    // Someone created it after the watch listed: the apply without force conflicts.
+    let script = Script::new()
+        .patch_reply(at(DEPLOYMENTS, "tasks"), Reply::Fail(409, "Conflict"))
+        .found(at(DEPLOYMENTS, "tasks"), foreign)
+        .event()
+        .status(&zp);
+    let (result, seen, _) = run_cached(zp, Some(cached), script).await;
+    assert_eq!(result.expect_err("refused").reason(), "ChildNotOwned");
+    let forced = |s: &&Seen| s.path.starts_with(DEPLOYMENTS) && s.query.contains("force=true");
+    assert!(!seen.iter().any(|s| forced(&s)), "{seen:?}");
 }
 
 #[tokio::test]

@@ -8,7 +8,12 @@
  *   zmqbench proxy    FRONT_TYPE FRONT_EP BACK_TYPE BACK_EP
  *   zmqbench pipeline PUSH_EPS PULL_EPS SIZE COUNT
  *   zmqbench reqrep   CLIENT_EPS WORKER_EPS CLIENTS WORKERS COUNT_PER_CLIENT SIZE
- *   zmqbench pubsub   PUB_EPS SUB_EPS SUBSCRIBERS COUNT SIZE
+ *   zmqbench pubsub   PUB_EPS SUB_EPS SUBSCRIBERS COUNT SIZE [PROCS]
+ *
+ * pubsub without PROCS runs each subscriber in a thread of this process (64 at most); with
+ * PROCS it forks that many subscriber processes, each running its share of the subscribers
+ * (one thread each) on a context of its own, so a large fan-out is not bounded by one client
+ * process's I/O threads (or by libzmq's sockets per context).
  *
  * With ZMQBENCH_CURVE_SERVER_PUBLIC/_SECRET and ZMQBENCH_CURVE_CLIENT_PUBLIC/_SECRET set (Z85),
  * every socket is CURVE: a socket that binds is a CURVE server, one that connects a client of
@@ -25,8 +30,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define DEADLINE_MS 20000
+/* Subscribers connecting and seeing their first message (1000 of them on a busy machine). */
+#define WARMUP_MS 60000
+/* A subscriber that has seen nothing for this long after the warm-up ends its run (its end
+ * marker may have been dropped); 1000 subscribers on one busy I/O thread can wait seconds. */
+#define QUIET_MS 5000
 
 static void *ctx;
 
@@ -92,6 +105,10 @@ static void *open_socket_hwm(int type, const char *list, int index, int hwm) {
         zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     }
+    /* libzmq listens with a backlog of 100 and zmq-proxy with more: the same for both, so 1000
+     * subscribers connecting at once do not meet SYN retries at libzmq's proxy only. */
+    int backlog = 1024;
+    zmq_setsockopt(s, ZMQ_BACKLOG, &backlog, sizeof backlog);
     int linger = 0, timeout = DEADLINE_MS;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
@@ -266,20 +283,25 @@ static long subs_ready;
 static void *subscriber(void *arg) {
     struct sub *s = arg;
     void *sub = open_socket_hwm(ZMQ_SUB, s->eps, -1, 0);
-    int quiet = 2000;
+    int quiet = QUIET_MS;
     zmq_setsockopt(sub, ZMQ_RCVTIMEO, &quiet, sizeof quiet);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
     char *buf = malloc(s->size + 2);
     int warm = 0;
-    double deadline = now_s() + DEADLINE_MS / 1000.0;
+    double deadline = now_s() + WARMUP_MS / 1000.0;
     while (now_s() < deadline) {
         int n = zmq_recv(sub, buf, s->size + 2, 0);
         if (n < 0) {
-            if (warm) break; /* quiet for 2 s after traffic: the run is over */
+            if (warm) break; /* quiet after traffic: the run is over */
             continue;
         }
         if (n == 1 && buf[0] == 'w') {
-            if (!warm) __atomic_add_fetch(&subs_ready, 1, __ATOMIC_ACQ_REL);
+            if (!warm) {
+                __atomic_add_fetch(&subs_ready, 1, __ATOMIC_ACQ_REL);
+                /* The run's deadline starts once the subscriber is in: 1000 of them on a busy
+                 * machine can take longer than one deadline to connect. */
+                deadline = now_s() + DEADLINE_MS / 1000.0;
+            }
             warm = 1;
             continue;
         }
@@ -292,30 +314,104 @@ static void *subscriber(void *arg) {
     return NULL;
 }
 
-static int run_pubsub(char **a) {
+/* The context of this process: ZMQBENCH_IO_THREADS I/O threads. */
+static void *new_ctx(void) {
+    void *c = zmq_ctx_new();
+    if (!c) die("zmq_ctx_new");
+    const char *io_threads = getenv("ZMQBENCH_IO_THREADS");
+    if (io_threads && zmq_ctx_set(c, ZMQ_IO_THREADS, atoi(io_threads)) != 0) die("ZMQ_IO_THREADS");
+    if (zmq_ctx_set(c, ZMQ_MAX_SOCKETS, 4096) != 0) die("ZMQ_MAX_SOCKETS");
+    return c;
+}
+
+/* What one subscriber process reports through the result pipe (one write, below PIPE_BUF). */
+struct tally { long received; double last; };
+
+/* A subscriber process: n subscriber threads on a context of its own. It writes one byte to
+ * ready_fd once every one of them has seen a warm-up message, and its tally to result_fd once
+ * they have all ended. */
+static void sub_process(const char *eps, int n, size_t size, int ready_fd, int result_fd) {
+    ctx = new_ctx();
+    struct sub *s = calloc(n, sizeof *s);
+    pthread_t *t = calloc(n, sizeof *t);
+    for (int i = 0; i < n; i++) {
+        s[i] = (struct sub){eps, size, 0, 0, 0};
+        if (pthread_create(&t[i], NULL, subscriber, &s[i]) != 0) die("pthread_create");
+    }
+    double deadline = now_s() + WARMUP_MS / 1000.0;
+    struct timespec pause = {0, 1000000};
+    while (__atomic_load_n(&subs_ready, __ATOMIC_ACQUIRE) < n && now_s() < deadline)
+        nanosleep(&pause, NULL);
+    if (subs_ready == n && write(ready_fd, "r", 1) != 1) die("ready pipe");
+    struct tally r = {0, 0};
+    for (int i = 0; i < n; i++) {
+        pthread_join(t[i], NULL);
+        r.received += s[i].received;
+        if (s[i].last > r.last) r.last = s[i].last;
+    }
+    if (write(result_fd, &r, sizeof r) != (ssize_t)sizeof r) die("result pipe");
+}
+
+/* Forks procs subscriber processes sharing subs subscribers; returns the read ends of the
+ * ready and result pipes. */
+static void fork_subscribers(const char *eps, int subs, int procs, size_t size, int *ready_rd,
+                             int *result_rd) {
+    int ready[2], result[2];
+    if (pipe(ready) != 0 || pipe(result) != 0) die("pipe");
+    fflush(stdout);
+    for (int p = 0; p < procs; p++) {
+        int n = subs / procs + (p < subs % procs);
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            close(ready[0]);
+            close(result[0]);
+            sub_process(eps, n, size, ready[1], result[1]);
+            _exit(0);
+        }
+    }
+    close(ready[1]);
+    close(result[1]);
+    fcntl(ready[0], F_SETFL, O_NONBLOCK);
+    *ready_rd = ready[0];
+    *result_rd = result[0];
+}
+
+static int run_pubsub(char **a, int procs) {
     int subs = atoi(a[2]);
     long count = strtol(a[3], NULL, 10);
     size_t size = strtoul(a[4], NULL, 10);
-    if (subs > 64) return 2;
+    if (procs < 0 || (procs == 0 && subs > 64) || procs > subs) return 2;
+    int ready_rd = -1, result_rd = -1;
+    if (procs > 0) fork_subscribers(a[1], subs, procs, size, &ready_rd, &result_rd);
+    ctx = new_ctx();
     /* Clients never drop (HWM 0 = unlimited; set before connecting), so loss measures the device. */
     void *pub = open_socket_hwm(ZMQ_PUB, a[0], -1, 0);
     int linger = DEADLINE_MS;
     zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
     struct sub s[64];
     pthread_t t[64];
-    for (int i = 0; i < subs; i++) {
+    for (int i = 0; i < subs && procs == 0; i++) {
         s[i] = (struct sub){a[1], size, 0, 0, 0};
         pthread_create(&t[i], NULL, subscriber, &s[i]);
     }
+    /* Subscriber processes report readiness as a process, not per subscriber. */
+    long ready_target = procs > 0 ? procs : subs;
     /* Subscriptions propagate asynchronously (slow joiner): publish warm-up messages until every
      * subscriber has seen one, bounded by the deadline. */
-    double deadline = now_s() + DEADLINE_MS / 1000.0;
+    double deadline = now_s() + WARMUP_MS / 1000.0;
     struct timespec pause = {0, 1000000};
-    while (__atomic_load_n(&subs_ready, __ATOMIC_ACQUIRE) < subs && now_s() < deadline) {
+    while (__atomic_load_n(&subs_ready, __ATOMIC_ACQUIRE) < ready_target && now_s() < deadline) {
         zmq_send(pub, "w", 1, ZMQ_DONTWAIT);
         nanosleep(&pause, NULL);
+        char r[64];
+        ssize_t got = procs > 0 ? read(ready_rd, r, sizeof r) : 0;
+        if (got > 0) subs_ready += got;
     }
-    if (subs_ready < subs) die("pubsub warm-up");
+    if (subs_ready < ready_target) {
+        fprintf(stderr, "zmqbench: %ld of %ld subscriber groups ready\n", subs_ready, ready_target);
+        die("pubsub warm-up");
+    }
     char *payload = calloc(1, size + 1);
     memset(payload, 'x', size);
     double start = now_s();
@@ -326,11 +422,20 @@ static int run_pubsub(char **a) {
     }
     long total = 0;
     double last = start;
-    for (int i = 0; i < subs; i++) {
+    for (int i = 0; i < subs && procs == 0; i++) {
         pthread_join(t[i], NULL);
         total += s[i].received;
         if (s[i].last > last) last = s[i].last;
     }
+    int reported = 0;
+    for (struct tally r; procs > 0 && reported < procs; reported++) {
+        /* Each tally is one write below PIPE_BUF, so it arrives whole; EOF: a process died. */
+        if (read(result_rd, &r, sizeof r) != (ssize_t)sizeof r) break;
+        total += r.received;
+        if (r.last > last) last = r.last;
+    }
+    for (int p = 0; p < procs; p++) wait(NULL);
+    if (procs > 0 && reported < procs) die("a subscriber process failed");
     double secs = last - start;
     printf("{\"sent\":%ld,\"received\":%ld,\"seconds\":%.6f,\"rate\":%.1f,\"loss\":%.4f}\n",
            count * subs, total, secs, secs > 0 ? total / secs : 0,
@@ -341,13 +446,13 @@ static int run_pubsub(char **a) {
 }
 
 int main(int argc, char **argv) {
-    ctx = zmq_ctx_new();
-    const char *io_threads = getenv("ZMQBENCH_IO_THREADS");
-    if (io_threads && zmq_ctx_set(ctx, ZMQ_IO_THREADS, atoi(io_threads)) != 0) die("ZMQ_IO_THREADS");
+    /* pubsub makes its own after forking any subscriber processes. */
+    if ((argc == 7 || argc == 8) && strcmp(argv[1], "pubsub") == 0)
+        return run_pubsub(argv + 2, argc == 8 ? atoi(argv[7]) : 0);
+    ctx = new_ctx();
     if (argc == 6 && strcmp(argv[1], "proxy") == 0) return run_proxy(argv + 2);
     if (argc == 6 && strcmp(argv[1], "pipeline") == 0) return run_pipeline(argv + 2);
     if (argc == 8 && strcmp(argv[1], "reqrep") == 0) return run_reqrep(argv + 2);
-    if (argc == 7 && strcmp(argv[1], "pubsub") == 0) return run_pubsub(argv + 2);
     fprintf(stderr, "usage: see the comment at the top of zmqbench.c\n");
     return 2;
 }

@@ -246,6 +246,7 @@ async fn run(cfg: ProxyConfig) -> u8 {
             dropped_link_down = f.dropped_link_down,
             protocol_errors = f.protocol_errors,
             heartbeat_timeouts = f.heartbeat_timeouts,
+            handed_over = f.handed_over,
             "federation stopped"
         );
     }

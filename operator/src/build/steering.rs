@@ -35,13 +35,16 @@ pub fn steering_name(name: &str) -> String {
     format!("{name}{STEERING_SUFFIX}")
 }
 
-/// The steering volume: the whole ConfigMap, required (a pod never starts without knowing
-/// whether it is paused).
+/// The steering volume: the whole ConfigMap, optional. The operator makes the ConfigMap only
+/// once the object is paused; until then the directory is empty and the proxy, without a pause
+/// file, forwards. The kubelet fills the directory once the ConfigMap exists (at once when the
+/// operator nudges the pod), so a later pause needs no restart.
 pub(super) fn steering_volume(name: &str) -> Volume {
     Volume {
         name: STEERING_VOLUME.to_string(),
         config_map: Some(ConfigMapVolumeSource {
             name: steering_name(name),
+            optional: Some(true),
             ..ConfigMapVolumeSource::default()
         }),
         ..Volume::default()

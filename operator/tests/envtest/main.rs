@@ -1628,6 +1628,42 @@ async fn paused_is_delivered_through_the_steering_config_map(client: &Client, na
             .is_some_and(|(s, r, g, _)| s == "False" && r == "Resumed" && g == generation)
     })
     .await;
+
+    // An object never paused has no steering ConfigMap (its pods mount it as optional); its
+    // first pause makes one and nudges the running pods, which need no restart.
+    let mut later = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "later", "namespace": namespace},
+        "spec": {"frontend": {"type": "PULL", "port": 5555},
+                 "backend": {"type": "PUSH", "port": 5556}},
+    });
+    let zp = zps.patch("later", &field_manager(), &Patch::Apply(&later)).await.expect("applied");
+    let generation = zp.metadata.generation;
+    wait_for_status(&zps, "later", "observed", |zp| {
+        zp.status.as_ref().and_then(|s| s.observed_generation) == generation
+    })
+    .await;
+    assert!(config_maps.get_opt("later-steering").await.expect("read").is_none());
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "later-abc", "labels": selector_labels("later")},
+        "spec": {"containers": [{"name": "proxy", "image": IMAGE}]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod).await.expect("pod created");
+    later["spec"]["paused"] = json!(true);
+    let zp = zps.patch("later", &field_manager(), &Patch::Apply(&later)).await.expect("paused");
+    let generation = zp.metadata.generation.map(|g| g.to_string());
+    let cm = eventually("the steering ConfigMap of the first pause", || async {
+        config_maps.get_opt("later-steering").await.map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(paused_value(&cm).as_deref(), Some("true"));
+    eventually("the pod nudged at the first pause", || async {
+        let p = pods.get("later-abc").await.map_err(|e| e.to_string())?;
+        let value = p.annotations().get(STEERING_GENERATION).cloned();
+        Ok(value.filter(|v| Some(v) == generation.as_ref()))
+    })
+    .await;
 }
 
 /// A free TCP port on loopback (bound, then released for whoever binds it next).

@@ -21,12 +21,7 @@ use crate::proxy::config::ConfigError;
 pub struct FederationFlags {
     /// tcp://HOST:PORT this replica accepts the other replicas' links on; turns federation on
     /// (XSUB/XPUB, PULL/PUSH and ROUTER/DEALER proxies) [default: none, no federation]
-    #[arg(
-        long,
-        env = "ZMQ_PROXY_FEDERATION_BIND",
-        value_name = "EP",
-        help_heading = "Federation (experimental)"
-    )]
+    #[arg(long, env = "ZMQ_PROXY_FEDERATION_BIND", value_name = "EP", help_heading = "Federation")]
     pub federation_bind: Option<String>,
     /// tcp://HOST:PORT of another replica's --federation-bind; repeatable, comma-separated in
     /// the variable; an address that leads back to this replica is skipped [default: none]
@@ -35,17 +30,12 @@ pub struct FederationFlags {
         env = "ZMQ_PROXY_FEDERATION_PEERS",
         value_name = "EP",
         value_delimiter = ',',
-        help_heading = "Federation (experimental)"
+        help_heading = "Federation"
     )]
     pub federation_peers: Vec<String>,
     /// This replica's name in the federation, unique among the replicas [default: the host
     /// name: $HOSTNAME, else the kernel's]
-    #[arg(
-        long,
-        env = "ZMQ_PROXY_FEDERATION_ID",
-        value_name = "NAME",
-        help_heading = "Federation (experimental)"
-    )]
+    #[arg(long, env = "ZMQ_PROXY_FEDERATION_ID", value_name = "NAME", help_heading = "Federation")]
     pub federation_id: Option<String>,
     /// The federation's CURVE secret key file (Z85 or zcert secret), the same on every replica:
     /// links are CURVE and only a holder of that key can join [default: none, NULL links]
@@ -53,7 +43,7 @@ pub struct FederationFlags {
         long,
         env = "ZMQ_PROXY_FEDERATION_CURVE_KEY_FILE",
         value_name = "FILE",
-        help_heading = "Federation (experimental)"
+        help_heading = "Federation"
     )]
     pub federation_curve_key_file: Option<PathBuf>,
 }

@@ -64,6 +64,9 @@ pub const FEDERATION_RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// How often a federated PULL/PUSH replica re-announces its workers' room (credit) to the
 /// other replicas, when it changed: short, so an idle worker elsewhere is fed soon.
 pub const FEDERATION_CREDIT_INTERVAL: Duration = Duration::from_millis(2);
+/// The longest a federated PULL/PUSH replica whose credit did not change sleeps before it
+/// looks again (it wakes at once when a task moves or its workers or links change).
+pub const FEDERATION_CREDIT_IDLE_INTERVAL: Duration = Duration::from_millis(100);
 /// How often each federation link connection is sent a PING (ZMTP 3.1), both ways.
 pub const FEDERATION_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Silence after a PING that closes a federation link connection (then it is dialed again): a

@@ -42,10 +42,25 @@ fn encoded_len(msg: &[Bytes]) -> usize {
 
 fn put_msg(msg: &[Bytes], len: usize, out: &mut BytesMut) -> Result<(), EncodeError> {
     out.reserve(len);
-    out.extend_from_slice(&len32(msg.len())?.to_be_bytes());
-    for f in msg {
-        out.extend_from_slice(&len32(f.len())?.to_be_bytes());
-        out.extend_from_slice(f);
+    write_msg(msg, out)
+}
+
+/// Appends `msg` to `out`, whose room the caller reserved: no step grows the buffer. The frame
+/// count and the first frame's length go in one write.
+#[inline(always)]
+fn write_msg(msg: &[Bytes], out: &mut BytesMut) -> Result<(), EncodeError> {
+    let Some((first, more)) = msg.split_first() else {
+        out.put_u32(0);
+        return Ok(());
+    };
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&len32(msg.len())?.to_be_bytes());
+    head[4..].copy_from_slice(&len32(first.len())?.to_be_bytes());
+    out.put_slice(&head);
+    out.put_slice(first);
+    for f in more {
+        out.put_u32(len32(f.len())?);
+        out.put_slice(f);
     }
     Ok(())
 }
@@ -65,12 +80,22 @@ pub struct Writer {
     aside: BytesMut,
 }
 
+/// The most messages a batch counts (its count is a u32).
+const MAX_COUNT: usize = u32::MAX as usize;
+
 struct Open {
     /// The header frame it was opened with: a message with another header (kind) closes it.
     header: Bytes,
     count: u32,
     /// Where the body starts in `out` (plain) or `aside` (CURVE).
     body: usize,
+}
+
+impl Open {
+    fn is_kind(&self, header: &Bytes) -> bool {
+        // Headers are built once per kind per link: the same pointer is the same kind.
+        self.header.as_ptr() == header.as_ptr() || self.header == *header
+    }
 }
 
 impl Writer {
@@ -86,9 +111,8 @@ impl Writer {
         let len = encoded_len(msg);
         let ends = self.open.as_ref().is_some_and(|o| {
             let buf = if sealer.is_some() { &self.aside } else { &*out };
-            // Headers are built once per kind per link: the same pointer is the same kind.
-            (o.header.as_ptr() != header.as_ptr() && o.header != *header)
-                || o.count == u32::MAX
+            !o.is_kind(header)
+                || o.count as usize >= MAX_COUNT
                 || buf.len() - o.body + len > BATCH_BYTES
         });
         if ends {
@@ -101,6 +125,49 @@ impl Writer {
         put_msg(msg, len, buf)?;
         if let Some(o) = &mut self.open {
             o.count += 1;
+        }
+        Ok(())
+    }
+
+    /// Adds `msgs` in order, as [`Writer::push`] would one by one: the messages that fit in the
+    /// open batch are written after one reserve, without a kind or size check per message.
+    pub fn push_run(
+        &mut self,
+        header: &Bytes,
+        msgs: &[Msg],
+        out: &mut BytesMut,
+        mut sealer: Option<&mut Sealer>,
+    ) -> Result<(), EncodeError> {
+        if self.open.as_ref().is_some_and(|o| !o.is_kind(header)) {
+            self.close(out, sealer.as_deref_mut())?;
+        }
+        let mut rest = msgs;
+        while !rest.is_empty() {
+            if self.open.is_none() {
+                self.open = Some(self.begin(header, out, sealer.as_deref_mut())?);
+            }
+            let buf = if sealer.is_some() { &mut self.aside } else { &mut *out };
+            let Some(o) = &mut self.open else { break };
+            // The next messages that fit, each written as it is measured: at least one in a
+            // batch just opened, as `push` puts a message longer than a batch alone in its own.
+            let mut used = buf.len() - o.body;
+            let mut take = 0usize;
+            for m in rest {
+                let l = encoded_len(m);
+                let empty = o.count == 0 && take == 0;
+                if !empty && (used + l > BATCH_BYTES || o.count as usize + take >= MAX_COUNT) {
+                    break;
+                }
+                buf.reserve(l);
+                write_msg(m, buf)?;
+                used += l;
+                take += 1;
+            }
+            o.count += take as u32;
+            rest = &rest[take..];
+            if !rest.is_empty() {
+                self.close(out, sealer.as_deref_mut())?;
+            }
         }
         Ok(())
     }
@@ -168,55 +235,46 @@ impl Writer {
 /// bear out, a length past the end, or bytes left over make the whole batch malformed.
 pub fn parse(body: &Bytes) -> Result<Vec<Msg>, FrameError> {
     let b = &body[..];
-    let mut at = 0usize;
-    // The next u32 and the offset after it; `at + 4 <= b.len()` is checked by the caller.
-    let u32_at = |at: usize| {
-        let mut x = [0u8; 4];
-        x.copy_from_slice(&b[at..at + 4]);
-        u32::from_be_bytes(x) as usize
-    };
-    if b.len() < 4 {
-        return Err(FrameError::Batch("cut short"));
-    }
-    let count = u32_at(0);
-    at += 4;
+    let mut rest = b;
+    let count = next_u32(&mut rest).ok_or(FrameError::Batch("cut short"))?;
     if count == 0 {
         return Err(FrameError::Batch("no message"));
     }
     // Each message takes at least its 4-byte frame count: a count beyond that is a lie, and
     // refused before anything is allocated for it.
-    if count > (b.len() - at) / 4 {
+    if count > rest.len() / 4 {
         return Err(FrameError::Batch("more messages than bytes"));
     }
     let mut msgs = Vec::with_capacity(count);
     for _ in 0..count {
-        if b.len() - at < 4 {
-            return Err(FrameError::Batch("cut short"));
-        }
-        let frames = u32_at(at);
-        at += 4;
-        if frames == 0 || frames > (b.len() - at) / 4 {
+        let frames = next_u32(&mut rest).ok_or(FrameError::Batch("cut short"))?;
+        if frames == 0 || frames > rest.len() / 4 {
             return Err(FrameError::Batch("a message's frame count"));
         }
         let mut msg = Vec::with_capacity(frames);
         for _ in 0..frames {
-            if b.len() - at < 4 {
-                return Err(FrameError::Batch("cut short"));
-            }
-            let len = u32_at(at);
-            at += 4;
-            if len > b.len() - at {
+            let len = next_u32(&mut rest).ok_or(FrameError::Batch("cut short"))?;
+            let Some((_, after)) = rest.split_at_checked(len) else {
                 return Err(FrameError::Batch("a frame past the end"));
-            }
+            };
+            let at = b.len() - rest.len();
             msg.push(if len == 0 { Bytes::new() } else { body.slice(at..at + len) });
-            at += len;
+            rest = after;
         }
         msgs.push(msg);
     }
-    if at != b.len() {
+    if !rest.is_empty() {
         return Err(FrameError::Batch("bytes after the last message"));
     }
     Ok(msgs)
+}
+
+/// The big-endian u32 `rest` starts with, and `rest` moved past it.
+#[inline(always)]
+fn next_u32(rest: &mut &[u8]) -> Option<usize> {
+    let (x, after) = rest.split_first_chunk::<4>()?;
+    *rest = after;
+    Some(u32::from_be_bytes(*x) as usize)
 }
 
 /// A batch body of `msgs`, for tests that build link messages by hand.
@@ -287,6 +345,32 @@ mod tests {
         assert_eq!(heads, vec![a.clone(), a, b]);
         let counts: Vec<_> = got.iter().map(|m| parse(&m[1]).expect("batch").len()).collect();
         assert_eq!(counts, vec![1, 1, 1]);
+    }
+
+    /// A run is written as pushing its messages one by one would: the same link messages, split
+    /// where a batch is full, after a batch of another kind is closed.
+    #[test]
+    fn a_run_writes_the_same_bytes_as_its_messages_pushed_one_by_one() {
+        let (a, b) = (Bytes::from_static(b"aaaaaaaaaa"), Bytes::from_static(b"bbbbbbbbbb"));
+        let mut run: Vec<Msg> = (0..600u32)
+            .map(|i| vec![Bytes::from(vec![i as u8; 200 + i as usize % 7]), Bytes::new()])
+            .collect();
+        run.insert(300, vec![Bytes::from(vec![9u8; BATCH_BYTES + 10])]);
+        let (mut one, mut all) = (Writer::default(), Writer::default());
+        let (mut by_one, mut by_run) = (BytesMut::new(), BytesMut::new());
+        one.push(&b, &msg(&[b"first"]), &mut by_one, None).expect("encoding");
+        all.push(&b, &msg(&[b"first"]), &mut by_run, None).expect("encoding");
+        for m in &run {
+            one.push(&a, m, &mut by_one, None).expect("encoding");
+        }
+        all.push_run(&a, &run, &mut by_run, None).expect("encoding");
+        one.close(&mut by_one, None).expect("closing");
+        all.close(&mut by_run, None).expect("closing");
+        assert_eq!(by_one, by_run);
+        let got = messages(&mut by_run);
+        assert!(got.len() > 3, "split in several batches: {}", got.len());
+        let read: Vec<Msg> = got[1..].iter().flat_map(|m| parse(&m[1]).expect("batch")).collect();
+        assert_eq!(read, run);
     }
 
     #[test]

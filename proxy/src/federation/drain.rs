@@ -4,7 +4,10 @@
 //! leaving replica reads each inbound link to that `END` (or to its close, or the drain
 //! timeout), so no task already on its way is cut off, and keeps reading the others' `CREDIT`
 //! meanwhile, so the tasks its own producers sent and its workers cannot take go to a survivor
-//! with credit. Pub/sub keeps the simpler rule: links stop being read when the drain begins.
+//! with credit. While a survivor with workers is linked ([`hands_over`]), what it queued to its
+//! own workers and did not write yet comes back from their connections' writers and goes to a
+//! survivor too, and so do the tasks the links still bring; its workers finish what was written
+//! to them. Pub/sub keeps the simpler rule: links stop being read when the drain begins.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,12 +45,26 @@ pub(super) async fn leave_on_stop(members: Arc<Members>, mut life: Lifecycle) {
     if !reads_to_end(&members) || life.stop.wait_for(|v| *v).await.is_err() {
         return;
     }
+    members.stopping.store(true, Ordering::Release);
     let mut all = Vec::new();
     members.snapshot(&mut all);
     for q in all.iter().filter_map(|m| m.out.as_ref()) {
         members::send(q, vec![LinkOut::Leaving]);
     }
     tracing::info!(members = all.len(), "federation: leaving; told the other replicas");
+}
+
+/// Whether a stopping replica hands what its own workers have not been written yet to the
+/// other replicas (and keeps from its workers what the links bring): while one of them is not
+/// leaving, has its link up and announced workers. Without such a replica its own workers are
+/// the only way out, and they keep their queues.
+pub(super) fn hands_over(members: &Members, cache: &[Member]) -> bool {
+    members.stopping.load(Ordering::Acquire) && cache.iter().any(survives)
+}
+
+/// Another replica that can take the work of a stopping one.
+fn survives(m: &Member) -> bool {
+    !m.leaving && m.out.is_some() && m.credit.is_some_and(|(_, _, workers)| workers > 0)
 }
 
 /// The outbound queues that owe their leaving replica an `END`: once per queue (`ended` holds
@@ -60,17 +77,23 @@ pub(super) fn ends_due(cache: &[Member], ended: &mut HashSet<usize>) -> Vec<Arc<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::federation::frame::member_tag;
+    use crate::federation::frame::{MemberTag, member_tag};
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::mpsc;
 
-    #[test]
-    fn a_leaving_replica_is_answered_once_per_connection() {
+    /// Replica a, with its outbound link to b up.
+    fn linked_to_b() -> (Members, MemberTag, Arc<LinkQueue>) {
         let m = Members::new("a", "PULL/PUSH");
         let (tx, _rx) = mpsc::unbounded_channel();
         let q = Arc::new(LinkQueue { tx, queued: AtomicUsize::new(0) });
         let b = member_tag("b");
         assert_eq!(m.outbound_up(b, "b", q.clone()), Ok(()));
+        (m, b, q)
+    }
+
+    #[test]
+    fn a_leaving_replica_is_answered_once_per_connection() {
+        let (m, b, q) = linked_to_b();
         let mut cache = Vec::new();
         let mut ended = HashSet::new();
         m.snapshot(&mut cache);
@@ -85,5 +108,28 @@ mod tests {
         m.inbound_up(b, "b");
         m.snapshot(&mut cache);
         assert!(!cache[0].leaving);
+    }
+
+    /// A stopping replica hands its workers' queues over only to a replica that can take them:
+    /// not leaving, its link up, workers announced.
+    #[test]
+    fn work_is_handed_over_only_while_stopping_and_to_a_replica_with_workers() {
+        let (m, b, _q) = linked_to_b();
+        m.inbound_up(b, "b");
+        let mut cache = Vec::new();
+        let hands_over = |cache: &mut Vec<Member>| {
+            m.snapshot(cache);
+            super::hands_over(&m, cache)
+        };
+        m.credit(b, 10, 0, 1);
+        assert!(!hands_over(&mut cache), "not stopping");
+        m.stopping.store(true, Ordering::Release);
+        assert!(hands_over(&mut cache));
+        m.credit(b, 10, 0, 0);
+        assert!(!hands_over(&mut cache), "b has no workers");
+        m.credit(b, 0, 0, 2);
+        assert!(hands_over(&mut cache), "no room now is no reason to keep the work: it waits");
+        m.leaving(b);
+        assert!(!hands_over(&mut cache), "b is leaving too");
     }
 }

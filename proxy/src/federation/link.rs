@@ -518,7 +518,7 @@ async fn outbound(l: Linked, sinks: &Sinks, life: &mut Lifecycle) -> Result<(), 
     rx.close();
     let mut lost = 0u64;
     while let Ok(batch) = rx.try_recv() {
-        lost += batch.iter().filter(|o| o.is_message()).count() as u64;
+        lost += batch.iter().map(LinkOut::messages).sum::<usize>() as u64;
     }
     members.counters.dropped_link_down.fetch_add(lost, Ordering::Relaxed);
     MemberCounters::add(&counters.dropped_link_down, lost);
@@ -562,20 +562,28 @@ async fn write_loop(
         let mut encode =
             |items: Vec<LinkOut>, out: &mut BytesMut| -> Result<(), batch::EncodeError> {
                 for o in items {
-                    n += 1;
+                    n += o.queued();
                     let s = sealer.as_mut();
                     // Peers' messages join the open batch of their kind; anything else closes it
                     // first, so the receiver reads everything in the order it was queued.
-                    let msg = match &o {
-                        LinkOut::Publish(m) => Some((&h.publish, &m[..])),
-                        LinkOut::Task(m) => Some((&h.task, &m[..])),
-                        LinkOut::Request(m) => Some((&h.request, &m[..])),
-                        LinkOut::Reply(m) => Some((&h.reply, &m[..])),
-                        _ => None,
-                    };
-                    if let Some((hd, m)) = msg {
-                        batches.push(hd, m, out, s)?;
-                        continue;
+                    match &o {
+                        LinkOut::Tasks(ms) => {
+                            batches.push_run(&h.task, ms, out, s)?;
+                            continue;
+                        }
+                        LinkOut::Requests(ms) => {
+                            batches.push_run(&h.request, ms, out, s)?;
+                            continue;
+                        }
+                        LinkOut::Publish(m) => {
+                            batches.push(&h.publish, m, out, s)?;
+                            continue;
+                        }
+                        LinkOut::Reply(m) => {
+                            batches.push(&h.reply, m, out, s)?;
+                            continue;
+                        }
+                        _ => {}
                     }
                     batches.close(out, s)?;
                     let s = sealer.as_mut();
@@ -596,8 +604,8 @@ async fn write_loop(
                             frame::encode(&h.credit, &body, out, s)?
                         }
                         LinkOut::Publish(_)
-                        | LinkOut::Task(_)
-                        | LinkOut::Request(_)
+                        | LinkOut::Tasks(_)
+                        | LinkOut::Requests(_)
                         | LinkOut::Reply(_) => {}
                     }
                 }

@@ -19,8 +19,9 @@ pub enum LinkOut {
     Subscription(bool, Bytes),
     /// A publication read from this replica's own publishers (shared by every link it goes to).
     Publish(Arc<Msg>),
-    /// A task read from this replica's own producers.
-    Task(Msg),
+    /// Tasks read from this replica's own producers, in order: a run of one read batch is one
+    /// item, so the link writes it into its batch without a step per task.
+    Tasks(Vec<Msg>),
     /// This replica's credit for the receiver: its own workers' room, how many of the
     /// receiver's tasks it has handed to them, and how many workers it has.
     Credit(u64, u64, u64),
@@ -30,8 +31,8 @@ pub enum LinkOut {
     Leaving,
     /// No task follows on this connection (the answer to `Leaving`).
     End,
-    /// A request read from this replica's own clients (ROUTER/DEALER).
-    Request(Msg),
+    /// Requests read from this replica's own clients (ROUTER/DEALER), in order, as tasks are.
+    Requests(Vec<Msg>),
     /// A reply for the receiver's client, read from this replica's own workers.
     Reply(Msg),
     /// A ZMTP command (the link's heartbeat PING or PONG), its body unframed.
@@ -39,12 +40,18 @@ pub enum LinkOut {
 }
 
 impl LinkOut {
-    /// Whether it is a peer's message (counted when lost), not link control.
-    pub fn is_message(&self) -> bool {
-        matches!(
-            self,
-            LinkOut::Publish(_) | LinkOut::Task(_) | LinkOut::Request(_) | LinkOut::Reply(_)
-        )
+    /// How many peers' messages it carries (counted when lost); none for link control.
+    pub fn messages(&self) -> usize {
+        match self {
+            LinkOut::Publish(_) | LinkOut::Reply(_) => 1,
+            LinkOut::Tasks(m) | LinkOut::Requests(m) => m.len(),
+            _ => 0,
+        }
+    }
+
+    /// What it adds to its queue's count: its messages, or one for link control.
+    pub fn queued(&self) -> usize {
+        self.messages().max(1)
     }
 }
 
@@ -133,6 +140,9 @@ pub struct LinkCounters {
     pub connections: AtomicI64,
     /// Link connections closed because the other replica went silent past the heartbeat bound.
     pub heartbeat_timeouts: AtomicU64,
+    /// Tasks or requests a stopping replica took back from its own workers (queued, not yet
+    /// written), or kept from them, and placed on the other replicas (`drain.rs`).
+    pub handed_over: AtomicU64,
 }
 
 pub struct Members {
@@ -146,6 +156,9 @@ pub struct Members {
     pub counters: LinkCounters,
     /// A replica announced credit: a task pump waiting for room may place its tasks now.
     pub credited: Notify,
+    /// The member table changed (a link up or down, a replica leaving): a task pump whose
+    /// credit tick sleeps wakes to announce over a new link or answer a leaving replica.
+    pub changed: Notify,
     /// ROUTER/DEALER: requests other replicas sent that this replica's workers took and have
     /// not answered yet; a draining replica keeps its workers until it is zero.
     pub unanswered: AtomicI64,
@@ -155,6 +168,8 @@ pub struct Members {
     remote_state: watch::Sender<Option<bool>>,
     /// Inbound connections up that have not sent `END` (`drain.rs`).
     pub unended: AtomicUsize,
+    /// This replica is stopping: it told the others it is leaving (`drain.rs`).
+    pub stopping: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,10 +197,12 @@ impl Members {
             next_link: AtomicU64::new(1),
             counters: LinkCounters::default(),
             credited: Notify::new(),
+            changed: Notify::new(),
             unanswered: AtomicI64::new(0),
             paused: AtomicBool::new(false),
             remote_state: watch::channel(None).0,
             unended: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -199,6 +216,7 @@ impl Members {
 
     fn bump(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
     }
 
     fn with_member<R>(&self, tag: MemberTag, id: &str, f: impl FnOnce(&mut Member) -> R) -> R {
@@ -387,7 +405,7 @@ fn union(by_link: &HashMap<LinkId, HashSet<Bytes>>) -> Vec<Bytes> {
 /// Queues a batch to one outbound connection; a closed one drops it (the connection's end
 /// counts what it held).
 pub fn send(q: &LinkQueue, batch: Vec<LinkOut>) {
-    let n = batch.len();
+    let n = batch.iter().map(LinkOut::queued).sum();
     q.queued.fetch_add(n, Ordering::AcqRel);
     if q.tx.send(batch).is_err() {
         q.queued.fetch_sub(n, Ordering::AcqRel);

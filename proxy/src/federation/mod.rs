@@ -89,6 +89,7 @@ pub struct FederationSnapshot {
     pub dropped_link_down: u64,
     pub protocol_errors: u64,
     pub heartbeat_timeouts: u64,
+    pub handed_over: u64,
 }
 
 impl Federation {
@@ -136,6 +137,7 @@ impl Federation {
             dropped_link_down: r(&c.dropped_link_down),
             protocol_errors: r(&c.protocol_errors),
             heartbeat_timeouts: r(&c.heartbeat_timeouts),
+            handed_over: r(&c.handed_over),
         }
     }
 }
@@ -391,6 +393,15 @@ impl UpSide {
     }
 }
 
+/// Changes to the member table, watched from outside the task pump's half.
+pub struct MembersWatch(Arc<Members>);
+
+impl MembersWatch {
+    pub async fn changed(&self) {
+        self.0.changed.notified().await;
+    }
+}
+
 /// The task pump's half (PULL/PUSH): places what this replica's producers sent on its own
 /// workers first, then on the replicas with credit; yields what replicas placed here; and
 /// announces this replica's own credit to every replica.
@@ -448,8 +459,7 @@ impl TaskSide {
             _ => Ledger::default(),
         }));
         let runs = credit::place(msgs.len(), local_room, &mut self.ledgers, &mut self.places);
-        let mut staged: Vec<Vec<LinkOut>> = self.cache.iter().map(|_| Vec::new()).collect();
-        let wrap = if self.requests { LinkOut::Request } else { LinkOut::Task };
+        let mut staged: Vec<Vec<Msg>> = self.cache.iter().map(|_| Vec::new()).collect();
         let (local, wait) = match runs {
             // Split in three runs, not task by task.
             Some((here, to, sent)) => {
@@ -457,7 +467,7 @@ impl TaskSide {
                 let wait = local.split_off(here + sent);
                 let remote = local.split_off(here);
                 if let (false, Some(s)) = (remote.is_empty(), staged.get_mut(to)) {
-                    *s = remote.into_iter().map(wrap).collect();
+                    *s = remote;
                 }
                 (local, wait)
             }
@@ -466,19 +476,21 @@ impl TaskSide {
                 for (m, p) in msgs.into_iter().zip(&self.places) {
                     match p {
                         Place::Local => local.push(m),
-                        Place::Replica(i) => staged[*i].push(wrap(m)),
+                        Place::Replica(i) => staged[*i].push(m),
                         Place::Wait => wait.push(m),
                     }
                 }
                 (local, wait)
             }
         };
+        // Each replica's tasks go as one run, written into the link's batch in one step.
+        let wrap = if self.requests { LinkOut::Requests } else { LinkOut::Tasks };
         let mut relayed = 0u64;
-        for (i, batch) in staged.into_iter().enumerate() {
-            if let (false, Some(q)) = (batch.is_empty(), &self.cache[i].out) {
-                relayed += batch.len() as u64;
-                MemberCounters::add(&self.cache[i].counters.relayed_out, batch.len() as u64);
-                members::send(q, batch);
+        for (i, run) in staged.into_iter().enumerate() {
+            if let (false, Some(q)) = (run.is_empty(), &self.cache[i].out) {
+                relayed += run.len() as u64;
+                MemberCounters::add(&self.cache[i].counters.relayed_out, run.len() as u64);
+                members::send(q, vec![wrap(run)]);
                 self.sent.insert(self.cache[i].tag, (queue_key(q), self.ledgers[i].sent));
             }
         }
@@ -499,9 +511,10 @@ impl TaskSide {
     }
 
     /// Tells every replica this replica's credit, `room` tasks for its `workers`, where it
-    /// changed since the last announcement over the same connection.
-    pub fn announce(&mut self, room: usize, workers: usize) {
+    /// changed since the last announcement over the same connection; whether it told any.
+    pub fn announce(&mut self, room: usize, workers: usize) -> bool {
         self.refresh();
+        let mut told = false;
         let (room, workers) = (room as u64, workers as u64);
         for m in &self.cache {
             let Some(q) = &m.out else { continue };
@@ -510,8 +523,15 @@ impl TaskSide {
             if self.announced.get(&m.tag) != Some(&now) {
                 members::send(q, vec![LinkOut::Credit(room, taken, workers)]);
                 self.announced.insert(m.tag, now);
+                told = true;
             }
         }
+        told
+    }
+
+    /// What wakes a pump whose credit tick sleeps: changes to the member table.
+    pub fn watch(&self) -> MembersWatch {
+        MembersWatch(self.members.clone())
     }
 
     /// ROUTER/DEALER: requests from other replicas this replica's workers have not answered
@@ -541,6 +561,22 @@ impl TaskSide {
     /// Inbound links up that have not sent their `END`: a stopping replica reads them to it.
     pub fn links_in(&self) -> usize {
         self.members.unended.load(Ordering::Acquire)
+    }
+
+    /// Whether this replica, stopping, places what its own workers were queued (and what the
+    /// links bring) on the other replicas instead (`drain.rs`).
+    pub fn hands_over(&mut self) -> bool {
+        if !self.members.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        self.refresh();
+        drain::hands_over(&self.members, &self.cache)
+    }
+
+    /// `n` tasks were taken back from this replica's own workers, or kept from them, to be
+    /// placed on the other replicas.
+    pub fn handing_over(&self, n: usize) {
+        self.members.counters.handed_over.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Sends `END` to the replicas that said they are leaving, as placing tasks does; for a

@@ -157,7 +157,8 @@ impl Out {
 }
 
 /// One peer's outgoing queue: batches of messages, bounded in messages by the socket's
-/// high-water mark (checked by the sender, released by the writer once written).
+/// high-water mark (checked by the sender, released by the writer as the kernel takes each
+/// message whole).
 struct PeerQueue {
     /// Batches for the connection's writer; allocates nothing until the first one.
     inbox: Inbox<Vec<Out>>,
@@ -246,6 +247,9 @@ struct Shared {
     input_ended: AtomicBool,
     /// A drain has begun: a ROUTER peer whose last reply is routed closes right behind it.
     draining: AtomicBool,
+    /// PUSH/DEALER of a stopping federated replica: what is queued to a peer and not yet
+    /// written goes back to the pump, to be placed on another replica (`drain::recall`).
+    recalling: AtomicBool,
     next_peer: AtomicU64,
     next_routing: AtomicU32,
     /// Every connect endpoint's addresses and their states, in the order given.
@@ -506,6 +510,7 @@ impl ProxySocket {
             conns_gone: Notify::new(),
             input_ended: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            recalling: AtomicBool::new(false),
             next_peer: AtomicU64::new(1),
             next_routing: AtomicU32::new(rand_u32()),
             connects: connect_statuses(cfg, name),

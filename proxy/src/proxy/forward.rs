@@ -20,10 +20,11 @@ use crate::engine::fd_room::PeerRoom;
 use crate::engine::ipc::SocketFile;
 use crate::engine::resolve::Resolver;
 use crate::engine::tunables::{
-    DRAIN_POLL_INTERVAL, FEDERATION_CREDIT_INTERVAL, PUMP_BURST, WRITER_SETTLE_TIMEOUT,
+    DRAIN_POLL_INTERVAL, FEDERATION_CREDIT_IDLE_INTERVAL, FEDERATION_CREDIT_INTERVAL, PUMP_BURST,
+    WRITER_SETTLE_TIMEOUT,
 };
 use crate::federation::{
-    self, Arrival, DownSide, Federation, Origin, ReplySide, TaskSide, UpEvent, UpSide,
+    self, Arrival, DownSide, Federation, MembersWatch, Origin, ReplySide, TaskSide, UpEvent, UpSide,
 };
 use crate::policy::sockets::{
     Follow, Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
@@ -368,6 +369,11 @@ impl Proxy {
     }
 }
 
+/// Frames and payload bytes of a batch.
+fn sizes(msgs: &[Msg]) -> (u64, u64) {
+    msgs.iter().map(size_of).fold((0, 0), |(f, b), (mf, mb)| (f + mf, b + mb))
+}
+
 const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
 
 /// Resolves once every pump has delivered its input, the capture socket has written its
@@ -482,12 +488,7 @@ impl Pump {
     /// Counts, captures and forwards messages read from the source. On a kill, returns the
     /// messages that were not sent.
     async fn forward(&mut self, msgs: Vec<Msg>) -> Result<(), Vec<Msg>> {
-        let (mut frames, mut bytes) = (0, 0);
-        for m in &msgs {
-            let (f, b) = size_of(m);
-            frames += f;
-            bytes += b;
-        }
+        let (frames, bytes) = sizes(&msgs);
         self.src().add_recv(msgs.len() as u64, frames, bytes);
         if let Fed::Replies(_) = &self.fed {
             return self.send_replies(msgs, frames).await;
@@ -524,8 +525,9 @@ impl Pump {
     /// waits, so the producers are held back at their own high-water mark.
     async fn place_tasks(&mut self, mut msgs: Vec<Msg>) -> Result<(), Vec<Msg>> {
         loop {
+            // A stopping replica that hands over keeps its own workers out of it.
+            let room = if self.steer_recall() { 0 } else { self.dest.room() };
             let Fed::Tasks(tasks) = &mut self.fed else { return self.deliver(msgs).await };
-            let room = self.dest.room();
             let (local, wait) = tasks.place(msgs, room);
             if !local.is_empty() {
                 self.deliver(local).await?;
@@ -548,15 +550,28 @@ impl Pump {
     }
 
     /// Tells the other replicas this replica's workers and their room (PULL/PUSH federated
-    /// only).
-    fn announce_credit(&mut self) {
+    /// only); whether the credit can change before something wakes the pump: it told a
+    /// replica something new, or its workers still have tasks queued (their room grows).
+    fn announce_credit(&mut self) -> bool {
+        self.steer_recall();
         if let Fed::Tasks(_) = &self.fed {
             let room = self.dest.room();
             let workers = self.dest.peers();
             if let Fed::Tasks(tasks) = &mut self.fed {
-                tasks.announce(room, workers);
+                return tasks.announce(room, workers) || self.dest.backlog() > 0;
             }
         }
+        false
+    }
+
+    /// A stopping federated replica takes back what its own workers were queued and not yet
+    /// written while another replica can take it (`federation/drain.rs`), and says whether it
+    /// does; its workers keep what was written to them.
+    fn steer_recall(&mut self) -> bool {
+        let Fed::Tasks(tasks) = &mut self.fed else { return false };
+        let on = tasks.hands_over();
+        self.dest.recall(on);
+        on
     }
 
     /// Delivers what entered the federation at another replica (or the subscriptions upstream
@@ -573,14 +588,35 @@ impl Pump {
             }
             Relayed::Tasks(a) => {
                 let n = a.msgs.len();
+                if self.steer_recall() {
+                    // Stopping: past this replica's workers to a survivor (a request's reply
+                    // then comes back through here, to go on to its entry replica).
+                    if let Fed::Tasks(tasks) = &mut self.fed {
+                        tasks.taken(a.from, a.link, n);
+                        tasks.handing_over(n);
+                    }
+                    return self.place_tasks(a.msgs).await;
+                }
                 self.deliver(a.msgs).await?;
                 if let Fed::Tasks(tasks) = &mut self.fed {
                     tasks.taken(a.from, a.link, n);
                 }
                 return Ok(());
             }
-            // Captured here, at the replica their requests entered.
+            // Captured here, at the replica their requests entered. A reply to a request that
+            // another replica placed here and this one handed over while stopping goes on to
+            // that replica.
             Relayed::Replies(msgs) => {
+                let msgs = match &mut self.fed {
+                    Fed::Replies(replies) => {
+                        let split = replies.relay(msgs);
+                        if split.unroutable_frames > 0 {
+                            self.counters.dropped(DropReason::Unroutable, split.unroutable_frames);
+                        }
+                        split.local
+                    }
+                    _ => msgs,
+                };
                 let frames = msgs.iter().map(|m| m.len() as u64).sum();
                 self.tee(&msgs, frames);
                 msgs
@@ -625,6 +661,8 @@ impl Pump {
                 }
             }
             Fed::Tasks(tasks) if tasks.unanswered().is_some() => loop {
+                self.resend_orphans().await?;
+                self.steer_recall();
                 let Fed::Tasks(tasks) = &mut self.fed else { return Ok(()) };
                 if tasks.unanswered().unwrap_or(0) <= 0 {
                     return Ok(());
@@ -651,11 +689,22 @@ impl Pump {
         }
     }
 
-    /// Re-sends messages closed PUSH/DEALER peers left queued (already counted as sent).
+    /// Re-sends messages closed PUSH/DEALER peers left queued (already counted as sent), or,
+    /// on a stopping federated replica that hands over, places them (and what its workers'
+    /// writers gave back) on the other replicas.
     async fn resend_orphans(&mut self) -> Result<(), Vec<Msg>> {
         let orphans = self.dest.take_orphans();
         if orphans.is_empty() {
             return Ok(());
+        }
+        if self.steer_recall() {
+            // Counted as sent when first queued: counted again where they go now.
+            let (frames, bytes) = sizes(&orphans);
+            self.dst().take_back_sent(orphans.len() as u64, frames, bytes);
+            if let Fed::Tasks(tasks) = &self.fed {
+                tasks.handing_over(orphans.len());
+            }
+            return self.place_tasks(orphans).await;
         }
         let d = self.dest.send(orphans, &mut self.kill).await;
         if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
@@ -696,12 +745,19 @@ async fn pump(
 ) {
     let mut p = Pump { dest, capture, counters, front_to_back, kill, fed };
     let mut links_open = !matches!(p.fed, Fed::Off);
-    // A federated PULL/PUSH replica re-announces its workers' room on this tick.
+    // A federated PULL/PUSH replica re-announces its workers' room on this tick. Once its
+    // credit cannot change by itself (nothing new to tell, its workers' queues empty) the tick
+    // sleeps until the pump moves a task, its workers or the member table change.
     let mut credit_tick = matches!(p.fed, Fed::Tasks(_)).then(|| {
         let mut t = tokio::time::interval(FEDERATION_CREDIT_INTERVAL);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    let members = match &p.fed {
+        Fed::Tasks(t) => Some(t.watch()),
+        _ => None,
+    };
+    let mut credit_asleep = false;
     let mut table = SubscriptionTable::default();
     let mut moved = 0usize;
     loop {
@@ -731,13 +787,18 @@ async fn pump(
             // A PAUSE takes effect before the next read, not after it.
             _ = state.changed() => continue,
             it = rx.recv() => it,
-            _ = tick(&mut credit_tick) => {
-                p.announce_credit();
+            _ = tick(&mut credit_tick), if !credit_asleep => {
+                credit_asleep = !p.announce_credit();
+                continue;
+            }
+            _ = credit_wake(&p.dest, members.as_ref()), if credit_asleep => {
+                credit_asleep = false;
                 continue;
             }
             r = p.fed.recv(), if links_open => match r {
                 Some(r) => {
                     moved += 1;
+                    credit_asleep = false;
                     if let Err(held) = p.relayed(r).await {
                         p.abandon(&mut rx, &held);
                         return;
@@ -751,6 +812,7 @@ async fn pump(
             },
         };
         let Some(item) = item else { break };
+        credit_asleep = false;
         // Local input comes first in the select; one batch from the links follows each local
         // one, so neither starves the other.
         if let Some(r) = p.fed.try_recv()
@@ -807,6 +869,11 @@ async fn pump(
     // What the links handed over before they stopped is delivered too; a PULL/PUSH replica
     // reads its links to each replica's END (`federation/drain.rs`), until killed.
     loop {
+        if let Err(held) = p.resend_orphans().await {
+            p.abandon(&mut rx, &held);
+            return;
+        }
+        p.steer_recall();
         // Read before the flush: a link that ended has handed over all it read.
         let open = match &mut p.fed {
             Fed::Tasks(t) => {
@@ -851,6 +918,7 @@ async fn pump(
             p.abandon(&mut rx, &held);
             return;
         }
+        p.steer_recall();
         if let Fed::Tasks(t) = &mut p.fed {
             t.answer_leaving();
         }
@@ -928,6 +996,18 @@ fn spawn_watched(
         let _guard = guard;
         pump.await;
     })
+}
+
+/// Resolves when a sleeping credit tick may have something to announce: the destination's
+/// workers or the member table changed. A slow tick bounds the sleep, should a change slip
+/// in between the last announcement and this wait.
+async fn credit_wake(dest: &Outlet, members: Option<&MembersWatch>) {
+    let Some(members) = members else { return std::future::pending().await };
+    tokio::select! {
+        _ = dest.changed() => {}
+        _ = members.changed() => {}
+        _ = tokio::time::sleep(FEDERATION_CREDIT_IDLE_INTERVAL) => {}
+    }
 }
 
 /// Resolves at the interval's next tick; never without one.

@@ -680,6 +680,10 @@ async fn write_loop(
             m = queue.inbox.recv() => m,
             _ = dead.raised() => break,
         };
+        let first = drain::unrecalled(shared, queue, first);
+        if first.is_empty() {
+            continue;
+        }
         // Where each message ends in `out`, so a write cut short by a kill releases exactly the
         // messages the kernel took whole.
         ends.clear();
@@ -708,7 +712,7 @@ async fn write_loop(
         let mut close = encode(first, &mut out);
         while out.len() < WRITE_BATCH_BYTES && !close {
             match queue.inbox.try_recv() {
-                Some(batch) => close = encode(batch, &mut out),
+                Some(batch) => close = encode(drain::unrecalled(shared, queue, batch), &mut out),
                 None => break,
             }
         }
@@ -718,24 +722,39 @@ async fn write_loop(
             wr.cork();
         }
         let mut written = 0usize;
+        // Messages of this write already settled as the kernel took them whole.
+        let mut settled = 0usize;
+        let settle = |upto: usize, settled: &mut usize| {
+            let (msgs, frames, bytes) = ends[*settled..upto.max(*settled)]
+                .iter()
+                .fold((0usize, 0i64, 0i64), |(m, f, b), e| (m + 1, f + e.frames, b + e.bytes));
+            *settled = upto.max(*settled);
+            queue.queued.fetch_sub(msgs, Ordering::AcqRel);
+            delivered.add(frames.max(0) as u64);
+            shared.pending.frames.fetch_sub(frames, Ordering::AcqRel);
+            shared.pending.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            msgs
+        };
         let r = tokio::select! {
-            r = write_counting(&mut wr, &out, &mut written) => r,
+            r = write_settling(&mut wr, &out, &mut written, |w| {
+                // Room for the messages the kernel holds whole: the high-water mark bounds the
+                // messages not yet handed to the kernel, as libzmq's pipe does, and not those
+                // behind the unwritten rest of one large write to a slow peer.
+                if settle(ends.partition_point(|e| e.end <= w), &mut settled) > 0 {
+                    shared.changed.notify_waiters();
+                }
+            }) => r,
             _ = dead.raised() => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
-        // Written whole: every message on success; on a kill, those the kernel took whole (the
-        // live peer still reads them); when the peer died, none: the batch went down with it.
+        // Written whole: every message on success; on a kill or when the peer died, those the
+        // kernel took whole (a live peer still reads them; a dead one went down with them, as
+        // with any write before).
         let done = match &r {
             Ok(()) => ends.len(),
-            Err(_) if *kill.borrow() => ends.partition_point(|e| e.end <= written),
-            Err(_) => 0,
+            Err(_) => ends.partition_point(|e| e.end <= written),
         };
-        let (msgs, frames, bytes) = ends[..done]
-            .iter()
-            .fold((0usize, 0i64, 0i64), |(m, f, b), e| (m + 1, f + e.frames, b + e.bytes));
-        queue.queued.fetch_sub(msgs, Ordering::AcqRel);
-        delivered.add(frames.max(0) as u64);
-        shared.pending.frames.fetch_sub(frames, Ordering::AcqRel);
-        shared.pending.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        settle(done, &mut settled);
+        let done = settled;
         if r.is_err() && *kill.borrow() {
             // Killed mid-write: the messages not fully written stay in the backlog that the
             // shutdown counts as undelivered.
@@ -784,17 +803,22 @@ struct WrittenUpTo {
 }
 
 /// `write_all` that records how far it got, so a cancelled or failed write still tells how
-/// many bytes the kernel accepted.
-async fn write_counting(
+/// many bytes the kernel accepted, and reports each partial write to `progress` (the bytes
+/// written so far).
+async fn write_settling(
     wr: &mut WriteHalf,
     buf: &[u8],
     written: &mut usize,
+    mut progress: impl FnMut(usize),
 ) -> std::io::Result<()> {
     while *written < buf.len() {
         match wr.write(&buf[*written..]).await {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => *written += n,
             Err(e) => return Err(e),
+        }
+        if *written < buf.len() {
+            progress(*written);
         }
     }
     Ok(())

@@ -118,6 +118,45 @@ pub(super) fn after_reply(shared: &Shared, entry: &PeerEntry, outstanding_now: i
     }
 }
 
+/// A stopping federated replica takes back what its PUSH or DEALER peers were queued and not
+/// yet written, while another replica can take it (`federation/drain.rs`): each connection's
+/// writer hands it back as orphans before its next write, and the pump places them elsewhere.
+/// What a writer already handed to the kernel stays with its peer.
+pub(super) fn recall(shared: &Shared, on: bool) {
+    let kind = matches!(shared.kind, SocketType::Push | SocketType::Dealer);
+    if kind && !shared.capture && shared.recalling.load(Ordering::Acquire) != on {
+        shared.recalling.store(on, Ordering::Release);
+        shared.changed.notify_waiters();
+    }
+}
+
+/// The writer's part of [`recall`]: while the socket recalls, the messages of `batch` go back
+/// as orphans; commands and the drain's `Close` stay, to be written.
+pub(super) fn unrecalled(shared: &Shared, queue: &PeerQueue, batch: Vec<Out>) -> Vec<Out> {
+    if !shared.recalling.load(Ordering::Acquire) {
+        return batch;
+    }
+    let (mut keep, mut back) = (Vec::new(), Vec::new());
+    let (mut frames, mut bytes) = (0i64, 0i64);
+    for o in batch {
+        match o {
+            Out::Owned(_) | Out::Shared(_) => {
+                frames += o.frames().len() as i64;
+                bytes += o.payload_len() as i64;
+                back.extend(o.into_msg());
+            }
+            _ => keep.push(o),
+        }
+    }
+    if !back.is_empty() {
+        queue.queued.fetch_sub(back.len(), Ordering::AcqRel);
+        shared.pending.frames.fetch_sub(frames, Ordering::AcqRel);
+        shared.pending.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        shared.undeliverable(back);
+    }
+    keep
+}
+
 /// Counts one open connection for [`SocketHandle::connections_closed`]; dropping it (any
 /// return of the connection task) counts it closed.
 pub(super) struct OpenConnection(Arc<Shared>);

@@ -136,6 +136,12 @@ impl Outlet {
         o.drain(..).collect()
     }
 
+    /// While `on`, what is queued to this socket's peers and not yet written comes back as
+    /// orphans (PUSH/DEALER of a stopping federated replica; see `sockets/drain.rs`).
+    pub fn recall(&self, on: bool) {
+        drain::recall(&self.shared, on);
+    }
+
     /// Resolves when the peer set or a queue's fill level may have changed.
     pub async fn changed(&self) {
         self.shared.changed.notified().await;
