@@ -14,8 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::sync::watch;
-
+use super::alarm::Alarm;
 use crate::wire::zmtp::FRAME_OVERHEAD;
 
 /// A socket's counters of what is queued to its peers: frames and their payload bytes.
@@ -39,7 +38,7 @@ struct Holder {
     bytes: AtomicI64,
     evicted: AtomicBool,
     /// The connection's "dead" signal: raising it ends its reader and writer.
-    close: Arc<watch::Sender<bool>>,
+    close: Arc<Alarm>,
 }
 
 /// The proxy-wide budget, shared by every socket.
@@ -85,7 +84,7 @@ impl MemoryBudget {
 
     /// A connection's share; `close` is raised if it has to leave. Dropping the share takes
     /// its bytes out of the total.
-    pub fn join(self: &Arc<Self>, close: Arc<watch::Sender<bool>>) -> Share {
+    pub fn join(self: &Arc<Self>, close: Arc<Alarm>) -> Share {
         let holder =
             Arc::new(Holder { bytes: AtomicI64::new(0), evicted: AtomicBool::new(false), close });
         if self.limit.is_some() {
@@ -110,7 +109,7 @@ impl MemoryBudget {
         }
         let gone = v.bytes.swap(0, Ordering::AcqRel);
         self.assembling.fetch_sub(gone, Ordering::Relaxed);
-        v.close.send_replace(true);
+        v.close.raise();
         true
     }
 }
@@ -160,9 +159,9 @@ impl Drop for Share {
 mod tests {
     use super::*;
 
-    fn share(b: &Arc<MemoryBudget>) -> (Share, watch::Receiver<bool>) {
-        let (tx, rx) = watch::channel(false);
-        (b.join(Arc::new(tx)), rx)
+    fn share(b: &Arc<MemoryBudget>) -> (Share, Arc<Alarm>) {
+        let close = Arc::new(Alarm::default());
+        (b.join(close.clone()), close)
     }
 
     /// Many connections each below their own bound, together over the limit: the heaviest one
@@ -176,11 +175,11 @@ mod tests {
         heavy.assembling(600);
         light.assembling(300);
         assert_eq!(b.held(), 900);
-        assert!(!*heavy_rx.borrow() && !*light_rx.borrow());
+        assert!(!heavy_rx.is_raised() && !light_rx.is_raised());
         light.assembling(450);
-        assert!(*heavy_rx.borrow(), "the heaviest connection is closed");
+        assert!(heavy_rx.is_raised(), "the heaviest connection is closed");
         assert!(heavy.evicted() && !light.evicted());
-        assert!(!*light_rx.borrow());
+        assert!(!light_rx.is_raised());
         assert_eq!(b.held(), 450);
         // The evicted reader's later publications are ignored; dropping it changes nothing.
         heavy.assembling(700);
@@ -203,9 +202,9 @@ mod tests {
         assert!(!b.evict(), "nothing assembling: nobody to close");
         let (mut s, rx) = share(&b);
         s.assembling(300);
-        assert!(!*rx.borrow(), "9940 bytes held: within the limit");
+        assert!(!rx.is_raised(), "9940 bytes held: within the limit");
         s.assembling(400);
-        assert!(*rx.borrow() && s.evicted(), "the assembler pushed the total past the limit");
+        assert!(rx.is_raised() && s.evicted(), "the assembler pushed the total past the limit");
         assert_eq!(b.held(), 9_000 + 10 * FRAME_OVERHEAD as i64);
     }
 
@@ -216,6 +215,6 @@ mod tests {
         let (mut s, rx) = share(&b);
         s.assembling(usize::MAX);
         assert_eq!(b.held(), 0);
-        assert!(!*rx.borrow() && !s.evicted());
+        assert!(!rx.is_raised() && !s.evicted());
     }
 }

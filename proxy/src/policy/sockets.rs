@@ -13,7 +13,7 @@
 //!   each subscribe/unsubscribe and when a subscriber left (see `subscriptions.rs`).
 //!
 //! This file holds a socket's shared state (peer registry, per-peer queues, backlog counts) and
-//! its opening; `sockets/connection.rs` runs each peer's tasks, `sockets/outlet.rs` applies the
+//! its opening; `sockets/connection.rs` runs each peer's task, `sockets/outlet.rs` applies the
 //! send policy and `sockets/window.rs` bounds what is read from each peer (the rcvhwm).
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -31,6 +31,7 @@ use crate::engine::counters::{Counters, DropReason, OncePerPeer};
 use crate::engine::curve::{self, Mechanism, Sealer, Security};
 use crate::engine::fd_room::{self, PeerRoom};
 use crate::engine::heartbeat;
+use crate::engine::inbox::Inbox;
 use crate::engine::ipc;
 use crate::engine::net;
 use crate::engine::socket_config::SocketConfig;
@@ -159,7 +160,8 @@ impl Out {
 /// high-water mark (checked by the sender, released by the writer as the kernel takes each
 /// message whole).
 struct PeerQueue {
-    tx: mpsc::UnboundedSender<Vec<Out>>,
+    /// Batches for the connection's writer; allocates nothing until the first one.
+    inbox: Inbox<Vec<Out>>,
     queued: AtomicUsize,
     /// ROUTER: messages read from this peer minus messages routed back to it. A draining
     /// ROUTER keeps a peer's connection open while this is above zero, so every request the
@@ -279,10 +281,7 @@ impl Shared {
         self.changed.notify_waiters();
     }
 
-    fn register(
-        &self,
-        info: &zmtp::PeerInfo,
-    ) -> Option<(PeerEntry, mpsc::UnboundedReceiver<Vec<Out>>)> {
+    fn register(&self, info: &zmtp::PeerInfo) -> Option<PeerEntry> {
         let mut reg = lock(&self.registry);
         let routing_id = if self.kind == SocketType::Router {
             if info.identity.is_empty() {
@@ -299,9 +298,8 @@ impl Shared {
         } else {
             Bytes::new()
         };
-        let (tx, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(PeerQueue {
-            tx,
+            inbox: Inbox::default(),
             queued: AtomicUsize::new(0),
             outstanding: AtomicI64::new(0),
             closing: AtomicBool::new(false),
@@ -315,7 +313,7 @@ impl Shared {
             .map(|t| Out::subscription(zmtp::subscription_message(true, t), info.revision))
             .collect();
         if !replay.is_empty() {
-            // The receiver is alive (it was created just above).
+            // The queue is open (it was created just above).
             let _ = self.enqueue(&queue, replay, 1);
         }
         let entry = PeerEntry {
@@ -331,7 +329,7 @@ impl Shared {
         }
         drop(reg);
         self.bump();
-        Some((entry, rx))
+        Some(entry)
     }
 
     /// Queues a batch to a peer; `frames_each` is exact for single-frame control messages
@@ -345,9 +343,9 @@ impl Shared {
         q.queued.fetch_add(n, Ordering::AcqRel);
         self.pending.frames.fetch_add(frames as i64, Ordering::AcqRel);
         self.pending.bytes.fetch_add(bytes as i64, Ordering::AcqRel);
-        match q.tx.send(batch) {
+        match q.inbox.send(batch) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(batch)) => {
+            Err(batch) => {
                 q.queued.fetch_sub(n, Ordering::AcqRel);
                 self.pending.frames.fetch_sub(frames as i64, Ordering::AcqRel);
                 self.pending.bytes.fetch_sub(bytes as i64, Ordering::AcqRel);

@@ -1,11 +1,14 @@
-//! One task per connection: accepting and connecting (with retries), the ZMTP handshake, the
-//! read loop that hands messages and subscription changes to the pump, and the write loop that
-//! drains the peer's queue in batches, and the heartbeat clock beside them (see
-//! [`crate::engine::heartbeat`]). Whatever a peer does costs only its own connection.
+//! One task per connection: accepting and connecting (with retries), the ZMTP handshake, then
+//! the read loop that hands messages and subscription changes to the pump, the write loop that
+//! drains the peer's queue in batches, and the heartbeat clock, all three polled by that one
+//! task (see [`crate::engine::heartbeat`]). Whatever a peer does costs only its own connection;
+//! an idle one holds its task, its registry entry and nothing else (no buffer, no queue block).
 
 use super::*;
+use crate::engine::alarm::Alarm;
 use crate::engine::budget::Share;
 use heartbeat::{Clock, Delivered, Expiry, Liveness, PeerTtl, TtlDue};
+use std::future::Future;
 use std::pin::Pin;
 use tokio::time::{Instant, Sleep};
 
@@ -30,10 +33,13 @@ pub(super) async fn accept_loop(
                     };
                     let mech = shared.security.accepted.clone();
                     let peer = stream.peer(&shown);
-                    let conn = connection(shared.clone(), stream, peer, mech, inbound.clone(), life.clone(), None);
+                    let (shared, inbound, life) = (shared.clone(), inbound.clone(), life.clone());
+                    // The connection's future is made inside the task's: a future made
+                    // outside and moved in would be held twice, as the task's capture and as
+                    // what it awaits.
                     tokio::spawn(async move {
-                        let _ = conn.await;
-                        drop(seat);
+                        let (_seat, mut served) = (seat, false);
+                        serve(shared, stream, peer, mech, inbound, life, None, &mut served).await;
                     });
                 }
                 Err(e) if fd_room::is_exhaustion(&e) => {
@@ -208,122 +214,150 @@ async fn serve(
     // The handshake reserves what it reads; the read loop takes a buffer only when data comes.
     let mut buf = BytesMut::new();
     let max_bytes = shared.options.max_message_bytes();
-    let hs = tokio::select! {
-        _ = raised(&mut life.stop) => return None,
-        r = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            curve::handshake(&mech, &mut rd, &mut wr, shared.kind, &mut buf, max_bytes),
-        ) => r.unwrap_or(Err(WireError::Timeout(HANDSHAKE_TIMEOUT))),
-    };
-    let (info, session) = match hs {
-        Ok(done) => (done.peer, done.session),
-        Err(e) => {
-            shared.refused(&mech, &e, peer_addr);
+    // In a block of its own: what the handshake returned is not kept beside the connection's
+    // loops once its parts are taken out.
+    let (entry, revision, sealer, opener, listed) = {
+        // Boxed: the handshake's state (CURVE's above all) is freed once it is done, instead
+        // of sizing the connection's task for as long as the connection lasts.
+        let hs = Box::pin(async {
+            tokio::select! {
+                _ = raised(&mut life.stop) => None,
+                r = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    curve::handshake(&mech, &mut rd, &mut wr, shared.kind, &mut buf, max_bytes),
+                ) => Some(r.unwrap_or(Err(WireError::Timeout(HANDSHAKE_TIMEOUT)))),
+            }
+        })
+        .await?;
+        let (info, session) = match hs {
+            Ok(done) => (done.peer, done.session),
+            Err(e) => {
+                shared.refused(&mech, &e, peer_addr);
+                return Some(inbound);
+            }
+        };
+        let Some(entry) = shared.register(&info) else {
+            shared.refused(&mech, &WireError::DuplicateIdentity, peer_addr);
             return Some(inbound);
-        }
-    };
-    let Some((entry, out_rx)) = shared.register(&info) else {
-        shared.refused(&mech, &WireError::DuplicateIdentity, peer_addr);
-        return Some(inbound);
+        };
+        let (sealer, opener, listed) = match session {
+            Some(s) => (Some(s.sealer), Some(s.opener), s.client_key),
+            None => (None, None, None),
+        };
+        (entry, info.revision, sealer, opener, listed)
     };
     *served = true;
     if let Some(o) = &out {
         o.slot.set(follow::AddrState::Connected, peer_addr.as_ref().and_then(Peer::tcp));
     }
-    let (sealer, opener, listed) = match session {
-        Some(s) => (Some(s.sealer), Some(s.opener), s.client_key),
-        None => (None, None, None),
-    };
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer connected");
-    let dead = Arc::new(watch::channel(false).0);
+    let dead = Arc::new(Alarm::default());
     shared.live_writers.fetch_add(1, Ordering::AcqRel);
     let live = Liveness::default();
     // Frames written to the peer whole, and frames read from it: what a worker dropped by a
     // heartbeat left unanswered.
     let delivered = Delivered::default();
     let received = Delivered::default();
-    let writer = tokio::spawn(write_loop(
-        shared.clone(),
-        entry.queue.clone(),
-        wr,
-        delivered.clone(),
-        sealer,
-        out_rx,
-        dead.clone(),
-        life.kill.clone(),
-    ));
+    // The writer runs in this task, beside the reader: one task per connection.
+    let writer =
+        write_loop(&shared, &entry.queue, wr, &delivered, sealer, &dead, life.kill.clone());
+    tokio::pin!(writer);
+    let mut writer_done = false;
     let mut inbound = Some(inbound);
     // ZMTP 2.0 has no PING: such a peer's connection runs no heartbeat clock.
-    let heartbeat =
-        if info.revision.has_commands() { shared.heartbeat } else { Default::default() };
+    let heartbeat = if revision.has_commands() { shared.heartbeat } else { Default::default() };
     let mut clock = Clock::new(heartbeat, Instant::now());
     // This connection's part of the proxy's memory budget: closing it (`dead`) is how the
     // budget makes the heaviest assembler leave.
     let mut share = shared.budget.join(dead.clone());
     let end = {
         let tx = inbound.as_ref()?;
-        let (dead_rx, live) = (dead.subscribe(), &live);
         let read = read_loop(
-            &shared, &entry, &mech, &mut rd, &peer_addr, &mut buf, opener, tx, dead_rx, live,
+            &shared, &entry, &mech, &mut rd, &peer_addr, &mut buf, opener, tx, &dead, &live,
             &received, &mut share,
         );
         tokio::pin!(read);
-        let revoked = curve::revoked(listed);
-        tokio::pin!(revoked);
+        // What only some connections wait for is boxed when they start waiting, so an idle
+        // connection's task holds none of it: the allow-list watch (CURVE with one), the
+        // retirement of an address (connections a connect loop made), the drain (once the
+        // proxy stops) and the timers.
+        let mut revoked = listed.map(|l| Box::pin(curve::revoked(Some(l))));
         let fin_bound = out.as_ref().map(|o| o.bound).unwrap_or_default();
-        let retire = follow::retire_due(&shared, &entry, out, &delivered, &received);
-        tokio::pin!(retire);
+        let mut retire = out
+            .map(|o| Box::pin(follow::retire_due(&shared, &entry, Some(o), &delivered, &received)));
+        let mut close_due: Option<Pin<Box<_>>> = None;
+        let mut beat: Option<Pin<Box<Sleep>>> = None;
         // Set once a retired address sent its FIN: the connection ends then at the latest.
-        let mut retired_until: Option<Instant> = None;
+        let mut fin_due: Option<Pin<Box<Sleep>>> = None;
+        let mut stopping = false;
         let mut closing = false;
         // Reading goes on through a drain until the peer closes (see `sockets/drain.rs`).
         loop {
-            let wake = clock.wake_at();
+            match (clock.wake_at(), &mut beat) {
+                (None, _) => beat = None,
+                (Some(at), Some(t)) if t.deadline() != at => t.as_mut().reset(at),
+                (Some(_), Some(_)) => {}
+                (Some(at), None) => beat = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
             tokio::select! {
                 end = &mut read => break Some(end),
+                () = &mut writer, if !writer_done => writer_done = true,
                 _ = raised(&mut life.kill) => break None,
-                _ = &mut revoked => {
+                _ = unless_none(&mut revoked) => {
                     tracing::info!(socket = shared.name, peer = ?peer_addr, id = entry.id, "CURVE client key removed from the allow-list; disconnecting");
                     break Some(ReadEnd::Closed);
                 }
-                _ = &mut retire, if retired_until.is_none() => {
+                _ = unless_none(&mut retire) => {
                     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "retired address: closing the write side");
-                    retired_until = Some(Instant::now() + fin_bound);
+                    retire = None;
+                    fin_due = Some(Box::pin(tokio::time::sleep(fin_bound)));
                     closing = true;
                     drain::begin_close(&shared, &entry);
                 }
-                _ = tokio::time::sleep_until(retired_until.unwrap_or_else(Instant::now)), if retired_until.is_some() => {
-                    break Some(ReadEnd::Closed);
+                _ = unless_none(&mut fin_due) => break Some(ReadEnd::Closed),
+                _ = raised(&mut life.stop), if !stopping => {
+                    stopping = true;
+                    if !closing {
+                        close_due = Some(Box::pin(drain::close_due(&shared, &entry)));
+                    }
                 }
-                _ = drain::close_due(&shared, &entry, &mut life.stop), if !closing => {
-                    closing = true;
-                    tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: closing the write side");
-                    drain::begin_close(&shared, &entry);
+                _ = unless_none(&mut close_due) => {
+                    close_due = None;
+                    if !closing {
+                        closing = true;
+                        tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "drain: closing the write side");
+                        drain::begin_close(&shared, &entry);
+                    }
                 }
-                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
-                    if let Some(expiry) = heartbeat_due(&shared, &entry, &mut clock, live) {
+                _ = unless_none(&mut beat) => {
+                    if let Some(expiry) = heartbeat_due(&shared, &entry, &mut clock, &live) {
                         break Some(ReadEnd::Silent(expiry));
                     }
                 }
             }
         }
     };
-    match end {
-        None => {
-            dead.send_replace(true);
-            return None;
+    dead.raise();
+    let Some(end) = end else {
+        // Killed: the writer settles what the kernel took of its last write, at once.
+        if !writer_done {
+            writer.await;
         }
-        Some(ReadEnd::Stopped) => inbound = None,
-        Some(ReadEnd::Closed | ReadEnd::Silent(_)) => {}
+        return None;
+    };
+    if let ReadEnd::Stopped = end {
+        inbound = None;
     }
-    dead.send_replace(true);
     shared.deregister(&entry);
     // Counted once its routing id is free again, so whoever sees the count may reuse it.
-    if let Some(ReadEnd::Silent(expiry)) = end {
+    if let ReadEnd::Silent(expiry) = end {
         silent(&shared, &entry, expiry, peer_addr.clone());
     }
-    let writer = writer.await;
-    if let Some(ReadEnd::Silent(_)) = end
+    // Ends at once: `dead` is raised.
+    if !writer_done {
+        writer.await;
+    }
+    if let ReadEnd::Silent(_) = end
         && shared.kind == SocketType::Dealer
         && !shared.capture
     {
@@ -335,13 +369,12 @@ async fn serve(
         shared.counters.dropped(DropReason::Unanswered, unanswered);
     }
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer disconnected");
-    let Ok(mut out_rx) = writer else { return None };
     if *life.kill.borrow() {
         return None;
     }
-    out_rx.close();
+    entry.queue.inbox.close();
     let mut left: Vec<Msg> = Vec::new();
-    while let Ok(batch) = out_rx.try_recv() {
+    while let Some(batch) = entry.queue.inbox.try_recv() {
         for m in batch {
             shared.pending.frames.fetch_sub(m.frames().len() as i64, Ordering::AcqRel);
             shared.pending.bytes.fetch_sub(m.payload_len() as i64, Ordering::AcqRel);
@@ -432,7 +465,7 @@ async fn read_loop(
     buf: &mut BytesMut,
     opener: Option<curve::Opener>,
     inbound: &mpsc::Sender<Inbound>,
-    dead: watch::Receiver<bool>,
+    dead: &Alarm,
     live: &Liveness,
     received: &Delivered,
     share: &mut Share,
@@ -453,10 +486,10 @@ async fn read_loop(
     end
 }
 
-/// Resolves when the timer is set and has elapsed; never without one.
-async fn elapsed(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(t) => t.as_mut().await,
+/// Resolves as `f` does when there is one (a timer, a rarely needed wait); never without one.
+async fn unless_none<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
         None => std::future::pending().await,
     }
 }
@@ -471,7 +504,7 @@ async fn read_messages(
     buf: &mut BytesMut,
     dec: &mut zmtp::Decoder,
     inbound: &mpsc::Sender<Inbound>,
-    mut dead: watch::Receiver<bool>,
+    dead: &Alarm,
     live: &Liveness,
     received: &Delivered,
     share: &mut Share,
@@ -489,7 +522,7 @@ async fn read_messages(
     let mut peer_ttl = PeerTtl::default();
     let mut ttl_due: Option<Pin<Box<Sleep>>> = None;
     loop {
-        if !window.wait_room(limit, &mut dead).await {
+        if !window.wait_room(limit, dead).await {
             return ReadEnd::Closed;
         }
         let mut budget = window.room(limit);
@@ -605,12 +638,12 @@ async fn read_messages(
         live.waiting();
         tokio::select! {
             biased;
-            _ = raised(&mut dead) => return ReadEnd::Closed,
+            _ = dead.raised() => return ReadEnd::Closed,
             r = rd.read_lazily(buf, READ_CHUNK_BYTES) => match r {
                 Ok(0) | Err(_) => return ReadEnd::Closed,
                 Ok(_) => live.arrived(),
             },
-            _ = elapsed(&mut ttl_due), if peer_ttl.armed() => {
+            _ = unless_none(&mut ttl_due), if peer_ttl.armed() => {
                 match peer_ttl.due(Instant::now(), live.seen()) {
                     TtlDue::Expired => return ReadEnd::Silent(Expiry::PeerTtl),
                     TtlDue::Again(at) => {
@@ -625,19 +658,18 @@ async fn read_messages(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Writes the peer's queue in batches until the connection is dead, the write fails, or the
+/// drain's Close was written; what it leaves queued, the connection takes back.
 async fn write_loop(
-    shared: Arc<Shared>,
-    queue: Arc<PeerQueue>,
+    shared: &Shared,
+    queue: &PeerQueue,
     mut wr: WriteHalf,
-    delivered: Delivered,
+    delivered: &Delivered,
     mut sealer: Option<Sealer>,
-    mut rx: mpsc::UnboundedReceiver<Vec<Out>>,
-    dead: Arc<watch::Sender<bool>>,
+    dead: &Alarm,
     kill: watch::Receiver<bool>,
-) -> mpsc::UnboundedReceiver<Vec<Out>> {
-    let _live = LiveWriter(shared.clone());
-    let mut dead_rx = dead.subscribe();
+) {
+    let _live = LiveWriter(shared);
     // Grown on demand: reserving a full batch per connection up front cost idle and
     // short-lived peers 256 KiB each and fragmented the heap under connection churn.
     let mut out = BytesMut::new();
@@ -645,13 +677,10 @@ async fn write_loop(
     loop {
         let first = tokio::select! {
             biased;
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => break,
-            },
-            _ = raised(&mut dead_rx) => break,
+            m = queue.inbox.recv() => m,
+            _ = dead.raised() => break,
         };
-        let first = drain::unrecalled(&shared, &queue, first);
+        let first = drain::unrecalled(shared, queue, first);
         if first.is_empty() {
             continue;
         }
@@ -682,9 +711,9 @@ async fn write_loop(
         };
         let mut close = encode(first, &mut out);
         while out.len() < WRITE_BATCH_BYTES && !close {
-            match rx.try_recv() {
-                Ok(batch) => close = encode(drain::unrecalled(&shared, &queue, batch), &mut out),
-                Err(_) => break,
+            match queue.inbox.try_recv() {
+                Some(batch) => close = encode(drain::unrecalled(shared, queue, batch), &mut out),
+                None => break,
             }
         }
         if close {
@@ -715,7 +744,7 @@ async fn write_loop(
                     shared.changed.notify_waiters();
                 }
             }) => r,
-            _ = raised(&mut dead_rx) => Err(std::io::ErrorKind::ConnectionAborted.into()),
+            _ = dead.raised() => Err(std::io::ErrorKind::ConnectionAborted.into()),
         };
         // Written whole: every message on success; on a kill or when the peer died, those the
         // kernel took whole (a live peer still reads them; a dead one went down with them, as
@@ -750,17 +779,16 @@ async fn write_loop(
             shared.pending.frames.fetch_sub(lost_frames, Ordering::AcqRel);
             shared.pending.bytes.fetch_sub(lost_bytes, Ordering::AcqRel);
             shared.counters.dropped(shared.lost_reason(), lost_frames.max(0) as u64);
-            dead.send_replace(true);
+            dead.raise();
             break;
         }
     }
-    rx
 }
 
 /// Counts a running writer; dropping it (return, panic or abort) signals the drain.
-struct LiveWriter(Arc<Shared>);
+struct LiveWriter<'a>(&'a Shared);
 
-impl Drop for LiveWriter {
+impl Drop for LiveWriter<'_> {
     fn drop(&mut self) {
         self.0.live_writers.fetch_sub(1, Ordering::AcqRel);
         self.0.writers_gone.notify_waiters();

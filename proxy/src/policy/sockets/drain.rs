@@ -59,13 +59,8 @@ fn may_close(shared: &Shared, entry: &PeerEntry) -> bool {
     }
 }
 
-/// Resolves once the drain has begun (`stop`) and this connection may close.
-pub(super) async fn close_due(
-    shared: &Shared,
-    entry: &PeerEntry,
-    stop: &mut watch::Receiver<bool>,
-) {
-    raised(stop).await;
+/// Once the drain has begun: resolves when this connection may close.
+pub(super) async fn close_due(shared: &Shared, entry: &PeerEntry) {
     if shared.kind == SocketType::Router && !shared.capture {
         return router_idle(entry).await;
     }

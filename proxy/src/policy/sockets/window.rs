@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+
+use crate::engine::alarm::Alarm;
 
 /// One peer's messages in flight between its connection and the pump.
 #[derive(Default)]
@@ -31,7 +33,7 @@ impl ReadWindow {
     }
 
     /// Resolves once there is room under `limit`, or when `dead` is raised (then `false`).
-    pub(super) async fn wait_room(&self, limit: usize, dead: &mut watch::Receiver<bool>) -> bool {
+    pub(super) async fn wait_room(&self, limit: usize, dead: &Alarm) -> bool {
         // The usual case, checked before registering a waiter (which takes the Notify's lock).
         if self.room(limit) > 0 {
             return true;
@@ -43,12 +45,12 @@ impl ReadWindow {
             if self.room(limit) > 0 {
                 return true;
             }
-            if *dead.borrow() {
+            if dead.is_raised() {
                 return false;
             }
             tokio::select! {
                 _ = &mut freed => {}
-                _ = dead.changed() => return false,
+                _ = dead.raised() => return false,
             }
         }
     }
@@ -81,13 +83,13 @@ mod tests {
     #[tokio::test]
     async fn credit_fills_the_window_and_dropping_it_wakes_the_reader() {
         let w = Arc::new(ReadWindow::default());
-        let (_alive, mut dead) = watch::channel(false);
+        let dead = Arc::new(Alarm::default());
         let c = w.take(10);
         assert_eq!(w.room(10), 0);
         assert_eq!(w.room(usize::MAX), usize::MAX - 10);
         let waiter = {
             let w = w.clone();
-            tokio::spawn(async move { w.wait_room(10, &mut dead).await })
+            tokio::spawn(async move { w.wait_room(10, &dead).await })
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "no room yet");
@@ -100,9 +102,9 @@ mod tests {
     #[tokio::test]
     async fn a_dead_connection_stops_waiting() {
         let w = Arc::new(ReadWindow::default());
-        let (kill, mut dead) = watch::channel(false);
+        let dead = Alarm::default();
         let _c = w.take(1);
-        kill.send_replace(true);
-        assert!(!w.wait_room(1, &mut dead).await);
+        dead.raise();
+        assert!(!w.wait_room(1, &dead).await);
     }
 }
