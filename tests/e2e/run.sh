@@ -1233,7 +1233,7 @@ publisher_injected() {
 sidecar_peers_say() { k -n "$NS" logs job/sidecar-peers 2>/dev/null | grep -q "$1"; }
 sidecar_listed() { [[ "$(k -n "$NS" get zmqproxy events-out -o 'jsonpath={.status.sidecarPods}')" == *"$1"* ]]; }
 sidecar_check() {
-  local keys first second
+  local keys first second applog
   keys="$(mktemp -d)"
   keygen "$keys" hub || return 1
   keygen "$keys" publisher || return 1
@@ -1261,12 +1261,15 @@ sidecar_check() {
   echo "listed $first"
   # Under load: the app's log (its last sequence number, printed at SIGTERM) read to the end,
   # then the pod deleted; the Deployment starts another, which must be injected and heard too.
-  k -n "$NS" logs -f "$first" -c app >"$ARTIFACTS_TMP/publisher.log" 2>&1 &
+  # (Its own file: the suite's artifacts directory is gone by now.)
+  applog="$(mktemp)"
+  k -n "$NS" logs -f "$first" -c app >"$applog" 2>&1 &
   local follower=$!
-  sleep 5
+  wait_for "the app's log to be followed" 30 test -s "$applog" || return 1
   k -n "$NS" delete pod "$first" --wait=true --timeout=120s >/dev/null || return 1
   wait "$follower" 2>/dev/null || true
-  echo "app_$(grep '^last ' "$ARTIFACTS_TMP/publisher.log" | tail -1 | tr ' ' '=')"
+  echo "app_$(grep '^last ' "$applog" | tail -1 | tr ' ' '=')"
+  rm -f "$applog"
   wait_for "a new publisher pod" 180 publisher_running "$first" || return 1
   second="$(publisher_pod "$first")"
   wait_for "the remote subscriber to hear $second" 120 sidecar_peers_say "^first $second " || return 1
