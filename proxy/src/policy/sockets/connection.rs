@@ -2,7 +2,8 @@
 //! the read loop that hands messages and subscription changes to the pump, the write loop that
 //! drains the peer's queue in batches, and the heartbeat clock, all three polled by that one
 //! task (see [`crate::engine::heartbeat`]). Whatever a peer does costs only its own connection;
-//! an idle one holds its task, its registry entry and nothing else (no buffer, no queue block).
+//! an idle one holds its task, its registry entry and nothing else (no buffer, no queue block,
+//! and no read or write loop: each starts, boxed, once it has work).
 
 use super::*;
 use crate::engine::alarm::Alarm;
@@ -677,6 +678,7 @@ async fn read_messages(
 
 /// Writes the peer's queue in batches until the connection is dead, the write fails, or the
 /// drain's Close was written; what it leaves queued, the connection takes back.
+#[allow(clippy::too_many_arguments)]
 async fn write_loop(
     shared: &Shared,
     queue: &PeerQueue,
