@@ -26,7 +26,6 @@
 //! deadline that falls then is not a drop: what the peer sent meanwhile sits in the socket
 //! buffer and is read next.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -49,8 +48,8 @@ pub struct Liveness {
 /// Frames of messages written to a peer whole, counted by the connection's writer task (once
 /// per write batch): beside the frames read from it, what a worker dropped by a heartbeat left
 /// unanswered.
-#[derive(Clone, Default)]
-pub struct Delivered(Arc<AtomicU64>);
+#[derive(Default)]
+pub struct Delivered(AtomicU64);
 
 impl Delivered {
     /// `frames` more were written whole.
@@ -363,7 +362,7 @@ mod tests {
         live.arrived();
         assert_eq!(live.seen(), Seen { arrivals: 1, waiting: false });
         let delivered = Delivered::default();
-        delivered.clone().add(3);
+        delivered.add(3);
         assert_eq!(delivered.frames(), 3);
     }
 

@@ -78,6 +78,19 @@ impl<T> Inbox<T> {
         .await
     }
 
+    /// Resolves once the queue holds an item, taking none. Cancel-safe.
+    pub async fn filled(&self) {
+        poll_fn(|cx| {
+            if !self.lock().items.is_empty() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A send between the first look and the registration woke nobody: look again.
+            if self.lock().items.is_empty() { Poll::Pending } else { Poll::Ready(()) }
+        })
+        .await
+    }
+
     /// Refuses every later send; what was queued before stays for [`Inbox::try_recv`].
     pub fn close(&self) {
         self.lock().closed = true;

@@ -231,6 +231,37 @@ impl ReadHalf {
         }
     }
 
+    /// Ready once the socket holds something to read (data or its end) or failed; reads
+    /// nothing. Readiness left over from reads that emptied the socket without being told so
+    /// is checked with a one-byte peek and cleared, so a silent peer stays pending. Registers
+    /// the one reader waker the socket keeps for poll-based reads rather than a waiter of its
+    /// own: polling it again and again, or dropping it, costs no list bookkeeping.
+    pub fn poll_data(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        use tokio::io::Interest;
+        let mut one = [std::mem::MaybeUninit::<u8>::uninit()];
+        // Each round either returns or found the readiness spurious and cleared it, so the
+        // next poll registers the waker; a socket is not readable without end.
+        loop {
+            let peeked = match self {
+                ReadHalf::Tcp(r) => {
+                    let s = r.as_ref();
+                    std::task::ready!(s.poll_read_ready(cx))?;
+                    s.try_io(Interest::READABLE, || socket2::SockRef::from(s).peek(&mut one))
+                }
+                ReadHalf::Ipc(r) => {
+                    let s = r.as_ref();
+                    std::task::ready!(s.poll_read_ready(cx))?;
+                    s.try_io(Interest::READABLE, || socket2::SockRef::from(s).peek(&mut one))
+                }
+            };
+            match peeked {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(_) => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+
     async fn readable(&self) -> io::Result<()> {
         match self {
             ReadHalf::Tcp(r) => r.readable().await,
@@ -308,6 +339,31 @@ mod tests {
         let (c, a) = tokio::join!(TcpStream::connect(addr), l.accept());
         let (r, _w) = Stream::Tcp(a.expect("accept").0).into_split();
         (r, c.expect("connect"))
+    }
+
+    /// Data read to the end of what came leaves the socket looking readable until a read
+    /// says otherwise; waiting for data sees through that, and wakes once more comes.
+    #[tokio::test]
+    async fn waiting_for_data_ignores_readiness_left_from_earlier_reads() {
+        use std::future::poll_fn;
+        use std::time::Duration;
+        use tokio::io::AsyncReadExt;
+        let (mut rd, mut peer) = pair().await;
+        peer.write_all(b"ab").await.expect("write");
+        let mut two = [0u8; 2];
+        rd.read_exact(&mut two).await.expect("read");
+        let wait = tokio::time::timeout(Duration::from_millis(50), poll_fn(|cx| rd.poll_data(cx)));
+        assert!(wait.await.is_err(), "everything sent was read, so nothing is waiting");
+        peer.write_all(b"c").await.expect("write");
+        let ready = tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| rd.poll_data(cx)));
+        assert!(matches!(ready.await, Ok(Ok(()))), "data came");
+        // Peeked, not read: the byte is still there.
+        let mut one = [0u8; 1];
+        rd.read_exact(&mut one).await.expect("read");
+        assert_eq!(&one, b"c");
+        drop(peer);
+        let end = tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| rd.poll_data(cx)));
+        assert!(matches!(end.await, Ok(Ok(()))), "the end is something to read too");
     }
 
     /// A silent peer's connection holds no read buffer while it waits, however large the one

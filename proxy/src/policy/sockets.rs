@@ -206,6 +206,9 @@ struct Registry {
     /// PUB/XPUB: each subscriber's topics as a set, so a subscribe or cancel costs the same
     /// whether the subscriber holds ten topics or a hundred thousand.
     topic_sets: HashMap<PeerId, HashSet<Bytes>>,
+    /// The topics of a peer that has none, shared by all of them: a peer's own list is made
+    /// by its first subscription (`Arc::make_mut`), so a ROUTER's or a PUSH's peers hold none.
+    no_topics: Arc<Vec<Bytes>>,
 }
 
 struct Shared {
@@ -326,7 +329,7 @@ impl Shared {
             id: self.next_peer.fetch_add(1, Ordering::Relaxed),
             routing_id: routing_id.clone(),
             queue,
-            topics: Arc::new(Vec::new()),
+            topics: reg.no_topics.clone(),
             revision: info.revision,
         };
         reg.peers.push(entry.clone());
@@ -445,7 +448,13 @@ pub struct Lifecycle {
 }
 
 async fn raised(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
+    // `changed` rather than `wait_for`: the same wait in a smaller future, and every
+    // connection's task holds two of them.
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// An open proxy socket: the pump's outlet for sending, and its inbound queue for reading.

@@ -2,7 +2,8 @@
 //! the read loop that hands messages and subscription changes to the pump, the write loop that
 //! drains the peer's queue in batches, and the heartbeat clock, all three polled by that one
 //! task (see [`crate::engine::heartbeat`]). Whatever a peer does costs only its own connection;
-//! an idle one holds its task, its registry entry and nothing else (no buffer, no queue block).
+//! an idle one holds its task, its registry entry and nothing else (no buffer, no queue block,
+//! and no read or write loop: each starts, boxed, once it has work).
 
 use super::*;
 use crate::engine::alarm::Alarm;
@@ -34,13 +35,9 @@ pub(super) async fn accept_loop(
                     let mech = shared.security.accepted.clone();
                     let peer = stream.peer(&shown);
                     let (shared, inbound, life) = (shared.clone(), inbound.clone(), life.clone());
-                    // The connection's future is made inside the task's: a future made
-                    // outside and moved in would be held twice, as the task's capture and as
-                    // what it awaits.
-                    tokio::spawn(async move {
-                        let (_seat, mut served) = (seat, false);
-                        serve(shared, stream, peer, mech, inbound, life, None, &mut served).await;
-                    });
+                    // The connection's future is the task's: one held by a wrapper would
+                    // keep the wrapper's copies of its arguments as long as it lasts.
+                    tokio::spawn(serve(seat, shared, stream, peer, mech, inbound, life, None));
                 }
                 Err(e) if fd_room::is_exhaustion(&e) => {
                     shared.room.exhausted(shared.name);
@@ -129,20 +126,12 @@ pub(super) async fn connect_loop(
             // The connection hands the inbound sender back only if the proxy still runs:
             // holding a copy here during a drain would keep the pump from seeing its end.
             Ok(stream) => {
-                let _seat = shared.room.seat();
+                let seat = shared.room.seat();
                 let mech = shared.security.connected.clone();
                 let peer = stream.peer(&target.shown());
-                let out = follow::Outgoing { slot: &slot, retire: retire.clone(), bound };
-                let end = connection(
-                    shared.clone(),
-                    stream,
-                    peer,
-                    mech,
-                    inbound,
-                    life.clone(),
-                    Some(out),
-                )
-                .await;
+                let out = Box::new(follow::Outgoing { slot: &slot, retire: retire.clone(), bound });
+                let (shared, life) = (shared.clone(), life.clone());
+                let end = serve(seat, shared, stream, peer, mech, inbound, life, Some(out)).await;
                 let Some(tx) = end.inbound else { return };
                 inbound = tx;
                 if *retire.borrow() {
@@ -182,32 +171,21 @@ enum ReadEnd {
     Silent(Expiry),
 }
 
-async fn connection(
-    shared: Arc<Shared>,
-    stream: Stream,
-    peer: Option<Peer>,
-    mech: Mechanism,
-    inbound: mpsc::Sender<Inbound>,
-    life: Lifecycle,
-    out: Option<follow::Outgoing<'_>>,
-) -> ConnectionEnd {
-    let mut served = false;
-    let inbound = serve(shared, stream, peer, mech, inbound, life, out, &mut served).await;
-    ConnectionEnd { inbound, served }
-}
-
-/// One connection from handshake to close; `served` is set once the handshake completed.
+/// One connection from handshake to close, holding its seat (its file descriptor's place in
+/// the room) throughout.
 #[allow(clippy::too_many_arguments)]
 async fn serve(
+    _seat: fd_room::Seat,
     shared: Arc<Shared>,
     stream: Stream,
     peer_addr: Option<Peer>,
     mech: Mechanism,
     inbound: mpsc::Sender<Inbound>,
     mut life: Lifecycle,
-    out: Option<follow::Outgoing<'_>>,
-    served: &mut bool,
-) -> Option<mpsc::Sender<Inbound>> {
+    // Boxed: only connections a connect loop made have one, and every task holds the room
+    // of its arguments for as long as it runs.
+    out: Option<Box<follow::Outgoing<'_>>>,
+) -> ConnectionEnd {
     let _open = drain::OpenConnection::new(&shared);
     stream.tune(&shared.options);
     let (mut rd, mut wr) = stream.into_split();
@@ -228,25 +206,26 @@ async fn serve(
                 ) => Some(r.unwrap_or(Err(WireError::Timeout(HANDSHAKE_TIMEOUT)))),
             }
         })
-        .await?;
+        .await;
+        let Some(hs) = hs else { return ConnectionEnd { inbound: None, served: false } };
         let (info, session) = match hs {
             Ok(done) => (done.peer, done.session),
             Err(e) => {
                 shared.refused(&mech, &e, peer_addr);
-                return Some(inbound);
+                return ConnectionEnd { inbound: Some(inbound), served: false };
             }
         };
         let Some(entry) = shared.register(&info) else {
             shared.refused(&mech, &WireError::DuplicateIdentity, peer_addr);
-            return Some(inbound);
+            return ConnectionEnd { inbound: Some(inbound), served: false };
         };
         let (sealer, opener, listed) = match session {
-            Some(s) => (Some(s.sealer), Some(s.opener), s.client_key),
+            // Boxed: a NULL connection's task holds two empty pointers, not their room.
+            Some(s) => (Some(Box::new(s.sealer)), Some(Box::new(s.opener)), s.client_key),
             None => (None, None, None),
         };
         (entry, info.revision, sealer, opener, listed)
     };
-    *served = true;
     if let Some(o) = &out {
         o.slot.set(follow::AddrState::Connected, peer_addr.as_ref().and_then(Peer::tcp));
     }
@@ -254,37 +233,44 @@ async fn serve(
     let dead = Arc::new(Alarm::default());
     shared.live_writers.fetch_add(1, Ordering::AcqRel);
     let live = Liveness::default();
+    // A reader not started yet is waiting for bytes: the heartbeat clock may judge silence.
+    live.waiting();
     // Frames written to the peer whole, and frames read from it: what a worker dropped by a
     // heartbeat left unanswered.
     let delivered = Delivered::default();
     let received = Delivered::default();
-    // The writer runs in this task, beside the reader: one task per connection.
-    let writer =
-        write_loop(&shared, &entry.queue, wr, &delivered, sealer, &dead, life.kill.clone());
-    tokio::pin!(writer);
+    // The reader and the writer run in this task, one task per connection, and each starts
+    // (boxed) once it has work: the reader when the peer sends (or sent behind its handshake),
+    // the writer when its queue fills. An idle connection's task so holds neither loop's
+    // state, only what starts them. Once started, a loop lasts as long as the connection.
+    let mut idle_writer = Some((wr, sealer, LiveWriter(&shared)));
+    let mut writer = None;
     let mut writer_done = false;
     let mut inbound = Some(inbound);
     // ZMTP 2.0 has no PING: such a peer's connection runs no heartbeat clock.
     let heartbeat = if revision.has_commands() { shared.heartbeat } else { Default::default() };
     let mut clock = Clock::new(heartbeat, Instant::now());
-    // This connection's part of the proxy's memory budget: closing it (`dead`) is how the
-    // budget makes the heaviest assembler leave.
-    let mut share = shared.budget.join(dead.clone());
     let end = {
-        let tx = inbound.as_ref()?;
-        let read = read_loop(
-            &shared, &entry, &mech, &mut rd, &peer_addr, &mut buf, opener, tx, &dead, &live,
-            &received, &mut share,
-        );
-        tokio::pin!(read);
+        let Some(tx) = inbound.as_ref() else {
+            return ConnectionEnd { inbound: None, served: true };
+        };
+        // Bytes the peer sent behind its handshake start the reader at once; an empty
+        // buffer is given back (the handshake reserved one for its own reads).
+        let mut start_reader = !buf.is_empty();
+        if !start_reader {
+            buf = BytesMut::new();
+        }
+        let mut idle_reader = Some((rd, opener, buf));
+        let mut reader = None;
         // What only some connections wait for is boxed when they start waiting, so an idle
         // connection's task holds none of it: the allow-list watch (CURVE with one), the
         // retirement of an address (connections a connect loop made), the drain (once the
         // proxy stops) and the timers.
         let mut revoked = listed.map(|l| Box::pin(curve::revoked(Some(l))));
         let fin_bound = out.as_ref().map(|o| o.bound).unwrap_or_default();
-        let mut retire = out
-            .map(|o| Box::pin(follow::retire_due(&shared, &entry, Some(o), &delivered, &received)));
+        let mut retire = out.map(|o| {
+            Box::pin(follow::retire_due(&shared, &entry, Some(*o), &delivered, &received))
+        });
         let mut close_due: Option<Pin<Box<_>>> = None;
         let mut beat: Option<Pin<Box<Sleep>>> = None;
         // Set once a retired address sent its FIN: the connection ends then at the latest.
@@ -293,6 +279,13 @@ async fn serve(
         let mut closing = false;
         // Reading goes on through a drain until the peer closes (see `sockets/drain.rs`).
         loop {
+            if start_reader && let Some((rd, opener, buf)) = idle_reader.take() {
+                let read = read_loop(
+                    &shared, &entry, &mech, rd, &peer_addr, buf, opener, tx, &dead, &live,
+                    &received,
+                );
+                reader = Some(Box::pin(read));
+            }
             match (clock.wake_at(), &mut beat) {
                 (None, _) => beat = None,
                 (Some(at), Some(t)) if t.deadline() != at => t.as_mut().reset(at),
@@ -300,8 +293,16 @@ async fn serve(
                 (Some(at), None) => beat = Some(Box::pin(tokio::time::sleep_until(at))),
             }
             tokio::select! {
-                end = &mut read => break Some(end),
-                () = &mut writer, if !writer_done => writer_done = true,
+                end = unless_none(&mut reader) => break Some(end),
+                _ = readable(&idle_reader) => start_reader = true,
+                () = unless_none(&mut writer), if !writer_done => writer_done = true,
+                _ = entry.queue.inbox.filled(), if idle_writer.is_some() => {
+                    if let Some((wr, sealer, running)) = idle_writer.take() {
+                        let kill = life.kill.clone();
+                        let w = write_loop(&shared, &entry.queue, wr, &delivered, sealer, &dead, kill, running);
+                        writer = Some(Box::pin(w));
+                    }
+                }
                 _ = raised(&mut life.kill) => break None,
                 _ = unless_none(&mut revoked) => {
                     tracing::info!(socket = shared.name, peer = ?peer_addr, id = entry.id, "CURVE client key removed from the allow-list; disconnecting");
@@ -338,12 +339,14 @@ async fn serve(
         }
     };
     dead.raise();
+    // A writer that never started wrote nothing: it ends here, its write half with it.
+    drop(idle_writer);
     let Some(end) = end else {
         // Killed: the writer settles what the kernel took of its last write, at once.
-        if !writer_done {
-            writer.await;
+        if let Some(w) = writer.as_mut().filter(|_| !writer_done) {
+            w.await;
         }
-        return None;
+        return ConnectionEnd { inbound: None, served: true };
     };
     if let ReadEnd::Stopped = end {
         inbound = None;
@@ -354,8 +357,8 @@ async fn serve(
         silent(&shared, &entry, expiry, peer_addr.clone());
     }
     // Ends at once: `dead` is raised.
-    if !writer_done {
-        writer.await;
+    if let Some(w) = writer.as_mut().filter(|_| !writer_done) {
+        w.await;
     }
     if let ReadEnd::Silent(_) = end
         && shared.kind == SocketType::Dealer
@@ -370,7 +373,7 @@ async fn serve(
     }
     tracing::debug!(socket = shared.label(), peer = ?peer_addr, id = entry.id, "peer disconnected");
     if *life.kill.borrow() {
-        return None;
+        return ConnectionEnd { inbound: None, served: true };
     }
     entry.queue.inbox.close();
     let mut left: Vec<Msg> = Vec::new();
@@ -395,7 +398,7 @@ async fn serve(
             _ = raised(&mut life.kill) => {}
         }
     }
-    inbound
+    ConnectionEnd { inbound, served: true }
 }
 
 /// The connection's heartbeat clock is due: sends the PING, or tells that the peer was silent
@@ -460,23 +463,27 @@ async fn read_loop(
     shared: &Shared,
     entry: &PeerEntry,
     mech: &Mechanism,
-    rd: &mut ReadHalf,
+    mut rd: ReadHalf,
     peer: &Option<Peer>,
-    buf: &mut BytesMut,
-    opener: Option<curve::Opener>,
+    mut buf: BytesMut,
+    opener: Option<Box<curve::Opener>>,
     inbound: &mpsc::Sender<Inbound>,
-    dead: &Alarm,
+    dead: &Arc<Alarm>,
     live: &Liveness,
     received: &Delivered,
-    share: &mut Share,
 ) -> ReadEnd {
+    // This connection's part of the proxy's memory budget: closing it (`dead`) is how the
+    // budget makes the heaviest assembler leave. Joined by the reader, as only a reader
+    // assembles messages.
+    let mut share = shared.budget.join(dead.clone());
     let mut dec = zmtp::Decoder::for_revision(shared.options.max_message_bytes(), entry.revision)
         .with_max_frames(shared.options.max_message_frames());
     if let Some(o) = opener {
-        dec.set_opener(Box::new(o));
+        dec.set_opener(o);
     }
     let end = read_messages(
-        shared, entry, mech, rd, peer, buf, &mut dec, inbound, dead, live, received, share,
+        shared, entry, mech, &mut rd, peer, &mut buf, &mut dec, inbound, dead, live, received,
+        &mut share,
     )
     .await;
     if share.evicted() {
@@ -484,6 +491,17 @@ async fn read_loop(
         over_budget(shared, entry, &why, dec.frames(), peer.clone());
     }
     end
+}
+
+/// Resolves once the socket of a reader not started yet turns readable; never once started.
+async fn readable(idle: &Option<(ReadHalf, Option<Box<curve::Opener>>, BytesMut)>) {
+    match idle {
+        // An error is the reader's to find: it starts either way.
+        Some((rd, ..)) => {
+            let _ = std::future::poll_fn(|cx| rd.poll_data(cx)).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves as `f` does when there is one (a timer, a rarely needed wait); never without one.
@@ -660,16 +678,17 @@ async fn read_messages(
 
 /// Writes the peer's queue in batches until the connection is dead, the write fails, or the
 /// drain's Close was written; what it leaves queued, the connection takes back.
+#[allow(clippy::too_many_arguments)]
 async fn write_loop(
     shared: &Shared,
     queue: &PeerQueue,
     mut wr: WriteHalf,
     delivered: &Delivered,
-    mut sealer: Option<Sealer>,
+    mut sealer: Option<Box<Sealer>>,
     dead: &Alarm,
     kill: watch::Receiver<bool>,
+    _running: LiveWriter<'_>,
 ) {
-    let _live = LiveWriter(shared);
     // Grown on demand: reserving a full batch per connection up front cost idle and
     // short-lived peers 256 KiB each and fragmented the heap under connection churn.
     let mut out = BytesMut::new();
@@ -824,4 +843,35 @@ async fn write_settling(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `f` returns (a future, here), without calling it.
+    fn returned<A, R>(_: impl FnOnce(A) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    type ServeArgs = (
+        fd_room::Seat,
+        Arc<Shared>,
+        Stream,
+        Option<Peer>,
+        Mechanism,
+        mpsc::Sender<Inbound>,
+        Lifecycle,
+        Option<Box<follow::Outgoing<'static>>>,
+    );
+
+    /// An idle connection costs its task, whose size is that of this future (the runtime
+    /// rounds the task up to whole cache lines, the allocator to its size classes): the
+    /// reader's and the writer's state are boxed when they start, and what stays must not
+    /// grow back unnoticed. A debug build's future, which is larger than a release build's.
+    #[test]
+    fn an_idle_connections_task_stays_small() {
+        let task = returned(|a: ServeArgs| serve(a.0, a.1, a.2, a.3, a.4, a.5, a.6, a.7));
+        assert!(task <= 1344, "a connection's future takes {task} bytes");
+    }
 }
