@@ -38,7 +38,7 @@ use crate::engine::socket_config::SocketConfig;
 use crate::engine::stream::{Listener, Peer, ReadHalf, Stream, WriteHalf};
 use crate::engine::tunables::{
     ACCEPT_ERROR_BACKOFF, ALLOW_LIST_POLL_INTERVAL, HANDSHAKE_TIMEOUT, INBOUND_QUEUE_BATCHES,
-    READ_CHUNK_BYTES, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET, WRITE_BATCH_BYTES,
+    READ_CHUNK_BYTES, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET, write_batch_bytes,
 };
 use crate::policy::subscriptions::{PeerId, Shrink};
 use crate::wire::zmtp::{self, Item, WireError};
@@ -52,6 +52,7 @@ mod connection;
 mod drain;
 mod follow;
 mod outlet;
+mod pace;
 mod window;
 
 pub use crate::engine::stream::tune;
@@ -171,6 +172,9 @@ struct PeerQueue {
     closing: AtomicBool,
     /// ROUTER: messages read from this peer, ever (a draining proxy's idleness test).
     reads: AtomicU64,
+    /// PUB/XPUB: nanoseconds the pump waited for this full subscriber since its queue was last
+    /// at its low-water mark (see `sockets/pace.rs`); written by the pump only.
+    paced_ns: AtomicU64,
 }
 
 impl PeerQueue {
@@ -304,6 +308,7 @@ impl Shared {
             outstanding: AtomicI64::new(0),
             closing: AtomicBool::new(false),
             reads: AtomicU64::new(0),
+            paced_ns: AtomicU64::new(0),
         });
         // A publisher that connects later gets every current subscription first. This is
         // done under the registry lock, so no subscription change can slip in between.
