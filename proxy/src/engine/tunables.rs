@@ -75,7 +75,7 @@ pub const CONTROL_MAX_BYTES: usize = 64 * 1024;
 /// Control requesters connected at once; more are closed on accept.
 pub const CONTROL_MAX_CONNECTIONS: usize = 64;
 /// Publications queued to one other replica and not yet written, at most; beyond it that
-/// replica's copies are dropped and counted, as a PUB drops at a full subscriber. Subscription
+/// replica's copies are dropped and counted at once (a link is not waited for). Subscription
 /// changes are never dropped.
 pub const FEDERATION_LINK_HWM: usize = 100_000;
 /// First delay before a federation link is dialed again; it doubles while dials fail.

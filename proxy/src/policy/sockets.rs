@@ -4,9 +4,10 @@
 //! - every connection is read continuously, so a peer that closes (even a PULL worker the
 //!   proxy only writes to) is noticed at once, and garbage or a stalled handshake only ever
 //!   costs that one connection;
-//! - every peer has its own bounded queue (the high-water mark): ROUTER replies and PUB/XPUB
-//!   publications to a full peer are dropped and counted, PUSH/DEALER round-robin skips full
-//!   peers and waits only when no peer can take the message (or none is connected yet);
+//! - every peer has its own bounded queue (the high-water mark): ROUTER replies to a full peer
+//!   are dropped and counted, PUB/XPUB publications to a full subscriber too once a bounded wait
+//!   for its room is over (`sockets/pace.rs`), PUSH/DEALER round-robin skips full peers and waits
+//!   only when no peer can take the message (or none is connected yet);
 //! - messages still queued to a PUSH/DEALER peer whose connection died are handed back and
 //!   re-sent to the remaining peers instead of being lost;
 //! - XPUB/PUB keep each subscriber's own topics, and XPUB tells the pump which subscriber sent
