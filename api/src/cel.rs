@@ -1,8 +1,9 @@
 //! The proxy's rules on a manifest's socket section (`socket.rs`, `manifest.rs`, `options.rs`)
-//! rendered as Kubernetes CEL validation rules (`x-kubernetes-validations`) for a
-//! schema whose `self` is a manifest's `spec`. The operator's CRD carries these strings, so the API
+//! rendered as Kubernetes CEL validation rules (`x-kubernetes-validations`): rules across
+//! sockets for a schema whose `self` is a manifest's `spec`, rules of one socket for that
+//! socket's schema ([`socket_rules`]). The operator's CRD carries these strings, so the API
 //! server refuses what `ProxySockets::validate` refuses, with the same words, and a rule is never
-//! written twice. Each rule comes with the spec-relative `fieldPath` it blames.
+//! written twice. Each rule comes with the `fieldPath` it blames, relative to its `self`.
 
 use crate::manifest::{port_clash_text, words};
 use crate::options::{NODROP_CAPTURE_REFUSAL, NODROP_TYPES, nodrop_type_refusal};
@@ -64,9 +65,10 @@ pub fn pair_rule() -> CelRule {
     }
 }
 
-/// The capture type, when there is a capture socket, must be one of [`CAPTURE_TYPES`]; the
-/// message is [`capture_type_refusal`]'s for the type given (PAIR gets its own reason).
-pub fn capture_rule() -> CelRule {
+/// The capture socket's type must be one of [`CAPTURE_TYPES`]; the message is
+/// [`capture_type_refusal`]'s for the type given (PAIR gets its own reason). `self` is the
+/// capture socket.
+fn capture_type_rule() -> CelRule {
     let allowed = string_list(CAPTURE_TYPES.iter().map(|t| t.to_string()));
     let refusals: Vec<String> = SocketType::ALL
         .into_iter()
@@ -75,39 +77,32 @@ pub fn capture_rule() -> CelRule {
         })
         .collect();
     CelRule {
-        rule: format!("!has(self.capture) || self.capture.type in {allowed}"),
-        message_expression: format!("{{{}}}[self.capture.type]", refusals.join(", ")),
-        field_path: ".capture.type".to_string(),
+        rule: format!("self.type in {allowed}"),
+        message_expression: format!("{{{}}}[self.type]", refusals.join(", ")),
+        field_path: ".type".to_string(),
     }
 }
 
 /// `nodrop` only on a PUB/XPUB frontend or backend and never on the capture socket, with
-/// the words of `SocketOptionsSpec::resolve`.
-pub fn nodrop_rules() -> Vec<CelRule> {
+/// the words of `SocketOptionsSpec::resolve`. `self` is the socket.
+fn nodrop_rule(role: Role) -> CelRule {
+    if role == Role::Capture {
+        return CelRule {
+            rule: "!has(self.nodrop) || !self.nodrop".to_string(),
+            message_expression: quote(NODROP_CAPTURE_REFUSAL),
+            field_path: ".nodrop".to_string(),
+        };
+    }
     let types = string_list(NODROP_TYPES.iter().map(|t| t.to_string()));
     const PLACEHOLDER: &str = "\u{0}";
-    let mut rules: Vec<CelRule> = [Role::Frontend, Role::Backend]
-        .into_iter()
-        .map(|role| {
-            let name = role.as_str();
-            let s = format!("self.{name}");
-            let ty = format!("{s}.type");
-            CelRule {
-                rule: format!("!has({s}.nodrop) || !{s}.nodrop || {ty} in {types}"),
-                message_expression: splice(
-                    &nodrop_type_refusal(PLACEHOLDER),
-                    &[(PLACEHOLDER, ty.as_str())],
-                ),
-                field_path: format!(".{name}.nodrop"),
-            }
-        })
-        .collect();
-    rules.push(CelRule {
-        rule: "!has(self.capture) || !has(self.capture.nodrop) || !self.capture.nodrop".to_string(),
-        message_expression: quote(NODROP_CAPTURE_REFUSAL),
-        field_path: ".capture.nodrop".to_string(),
-    });
-    rules
+    CelRule {
+        rule: format!("!has(self.nodrop) || !self.nodrop || self.type in {types}"),
+        message_expression: splice(
+            &nodrop_type_refusal(PLACEHOLDER),
+            &[(PLACEHOLDER, "self.type")],
+        ),
+        field_path: ".nodrop".to_string(),
+    }
 }
 
 /// A port-carrying field of the spec: its name as errors say it, the CEL expression of its
@@ -143,71 +138,76 @@ pub fn socket_port_fields() -> Vec<PortField> {
         .collect()
 }
 
-/// The rules that tie each data socket's `port`, `connect` and CURVE keys together, and keep
-/// the control socket a CURVE server only, with the words of `SocketSpec::validate_connects`.
-/// Only `has()` and `size()` of a bounded list: the cost estimate stays small.
-pub fn socket_rules() -> Vec<CelRule> {
+/// The rules whose `self` is one socket (`field_path` relative to it): they sit on that
+/// socket's schema, not on the spec's. The API server evaluates every rule of an object on
+/// each write, status writes included, and a field looked up on the spec costs it a copy of
+/// every one of the spec's property schemas; on the socket it costs the socket's only.
+///
+/// For a data socket: the capture type, `nodrop`, and the rules that tie `port`, `connect` and
+/// the CURVE keys together, with the words of `SocketSpec::validate_connects`; for the control
+/// socket: a CURVE server only. Only `has()` and `size()` of a bounded list: the cost estimate
+/// stays small.
+pub fn socket_rules(role: Role) -> Vec<CelRule> {
+    let name = role.as_str();
     let mut rules = Vec::new();
-    for role in Role::DATA {
-        let name = role.as_str();
-        let s = format!("self.{name}");
-        let guard = |cond: String| match role {
-            Role::Capture => format!("!has(self.capture) || ({cond})"),
-            _ => cond,
-        };
-        let binds = format!("(has({s}.port) || has({s}.ipc))");
-        let connects = format!("(has({s}.connect) && size({s}.connect) > 0)");
-        let c = format!("{s}.security.curve");
-        let sec = format!("!has({s}.security)");
-        let public = format!("(has({c}.serverPublicKey) || has({c}.serverPublicKeyRef))");
-        let mut rule = |cond: String, message: String, field: &str| {
-            rules.push(CelRule {
-                rule: guard(cond),
-                message_expression: quote(&message),
-                field_path: format!(".{name}{field}"),
-            });
-        };
-        rule(format!("{binds} || {connects}"), words::binds_or_connects(name), ".port");
-        rule(
-            format!("!has({s}.ipc) || ({s}.ipc.startsWith('/') && !{s}.ipc.endsWith('/'))"),
-            words::IPC_PATH.to_string(),
-            ".ipc",
-        );
-        rule(
-            format!("{sec} || !{binds} || has({c}.serverKey)"),
-            words::server_key_required(name),
-            ".security.curve.serverKey",
-        );
-        rule(
-            format!("{sec} || {binds} || !has({c}.serverKey)"),
-            words::server_key_without_bind(name),
-            ".security.curve.serverKey",
-        );
-        rule(
-            format!("{sec} || !{connects} || {public}"),
-            words::public_key_required(name),
-            ".security.curve.serverPublicKey",
-        );
-        rule(
-            format!("{sec} || {connects} || !({public} || has({c}.clientKey))"),
-            words::client_without_connect(name),
-            ".security.curve",
-        );
+    let c = "self.security.curve";
+    if role == Role::Control {
+        let guard = "!has(self.security)";
+        rules.push(CelRule {
+            rule: format!("{guard} || has({c}.serverKey)"),
+            message_expression: quote(words::CONTROL_SERVER_KEY),
+            field_path: ".security.curve.serverKey".to_string(),
+        });
+        rules.push(CelRule {
+            rule: format!(
+                "{guard} || !(has({c}.serverPublicKey) || has({c}.serverPublicKeyRef) || has({c}.clientKey))"
+            ),
+            message_expression: quote(words::CONTROL_CLIENT),
+            field_path: ".security.curve".to_string(),
+        });
+        return rules;
     }
-    let c = "self.control.security.curve";
-    let guard = "!has(self.control) || !has(self.control.security)";
-    rules.push(CelRule {
-        rule: format!("{guard} || has({c}.serverKey)"),
-        message_expression: quote(words::CONTROL_SERVER_KEY),
-        field_path: ".control.security.curve.serverKey".to_string(),
-    });
-    rules.push(CelRule {
-        rule: format!(
-            "{guard} || !(has({c}.serverPublicKey) || has({c}.serverPublicKeyRef) || has({c}.clientKey))"
-        ),
-        message_expression: quote(words::CONTROL_CLIENT),
-        field_path: ".control.security.curve".to_string(),
-    });
+    if role == Role::Capture {
+        rules.push(capture_type_rule());
+    }
+    rules.push(nodrop_rule(role));
+    let binds = "(has(self.port) || has(self.ipc))";
+    let connects = "(has(self.connect) && size(self.connect) > 0)";
+    let sec = "!has(self.security)";
+    let public = format!("(has({c}.serverPublicKey) || has({c}.serverPublicKeyRef))");
+    let mut rule = |rule: String, message: String, field: &str| {
+        rules.push(CelRule {
+            rule,
+            message_expression: quote(&message),
+            field_path: field.to_string(),
+        });
+    };
+    rule(format!("{binds} || {connects}"), words::binds_or_connects(name), ".port");
+    rule(
+        "!has(self.ipc) || (self.ipc.startsWith('/') && !self.ipc.endsWith('/'))".to_string(),
+        words::IPC_PATH.to_string(),
+        ".ipc",
+    );
+    rule(
+        format!("{sec} || !{binds} || has({c}.serverKey)"),
+        words::server_key_required(name),
+        ".security.curve.serverKey",
+    );
+    rule(
+        format!("{sec} || {binds} || !has({c}.serverKey)"),
+        words::server_key_without_bind(name),
+        ".security.curve.serverKey",
+    );
+    rule(
+        format!("{sec} || !{connects} || {public}"),
+        words::public_key_required(name),
+        ".security.curve.serverPublicKey",
+    );
+    rule(
+        format!("{sec} || {connects} || !({public} || has({c}.clientKey))"),
+        words::client_without_connect(name),
+        ".security.curve",
+    );
     rules
 }
 
@@ -258,7 +258,7 @@ mod tests {
         let words = pair_refusal(SocketType::Router, SocketType::Push).unwrap_or_default();
         let allowed = words.split("; ").nth(1).unwrap_or_default();
         assert!(pair.message_expression.contains(allowed), "{}", pair.message_expression);
-        let capture = capture_rule();
+        let capture = capture_type_rule();
         let pair_words = capture_type_refusal(SocketType::Pair).unwrap_or_default();
         assert!(capture.message_expression.contains(&pair_words));
         assert!(!capture.message_expression.contains("'PUB':"), "accepted types need no message");

@@ -16,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use zmq_proxy_api::cel::{self, CelRule, PortField};
 use zmq_proxy_api::manifest::ProxySockets;
+use zmq_proxy_api::socket::Role;
 
 /// API group of the resource.
 pub const GROUP: &str = "zmqproxy.io";
@@ -672,9 +673,7 @@ fn port_fields() -> Vec<PortField> {
 
 /// Every CEL rule of the spec (`self` is `spec`), in the order they are written to the schema.
 pub fn spec_rules() -> Vec<Rule> {
-    let mut rules = vec![cel::pair_rule(), cel::capture_rule()];
-    rules.extend(cel::nodrop_rules());
-    rules.extend(cel::socket_rules());
+    let mut rules = vec![cel::pair_rule()];
     rules.extend(cel::distinct_port_rules(&port_fields()));
     let mut rules: Vec<Rule> = rules.into_iter().map(to_rule).collect();
     rules.extend([grace_period_rule(), disruption_budget_rule(), federation_rule()]);
@@ -769,11 +768,29 @@ fn to_rule(r: CelRule) -> Rule {
         .reason(Reason::FieldValueInvalid)
 }
 
+/// The CEL rules on one socket's schema (`self` is the socket; see [`cel::socket_rules`]).
+pub fn socket_rules(role: Role) -> Vec<Rule> {
+    cel::socket_rules(role).into_iter().map(to_rule).collect()
+}
+
 fn add_spec_rules(schema: &mut schemars::Schema) {
+    // Serialising a Rule cannot fail (strings and enums only); a failure would leave the rule
+    // out, which the CRD tests catch by counting the rules.
     for rule in spec_rules() {
-        // Serialising a Rule cannot fail (strings and enums only); a failure would leave the
-        // rule out, which the CRD tests catch by counting the rules.
         let _ = kube::core::validate(schema, rule);
+    }
+    for role in Role::ALL {
+        let socket = schema
+            .get_mut("properties")
+            .and_then(|p| p.get_mut(role.as_str()))
+            .and_then(|s| schemars::Schema::try_from(s.take()).ok());
+        let Some(mut socket) = socket else { continue };
+        for rule in socket_rules(role) {
+            let _ = kube::core::validate(&mut socket, rule);
+        }
+        if let Some(slot) = schema.get_mut("properties").and_then(|p| p.get_mut(role.as_str())) {
+            *slot = socket.into();
+        }
     }
 }
 

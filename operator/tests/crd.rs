@@ -5,8 +5,8 @@
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use serde_json::{Value, json};
-use zmq_proxy_api::socket::{SocketType, allowed_pairs};
-use zmq_proxy_operator::crd::{ZmqProxy, spec_rules};
+use zmq_proxy_api::socket::{Role, SocketType, allowed_pairs};
+use zmq_proxy_operator::crd::{ZmqProxy, socket_rules, spec_rules};
 
 fn committed_crd() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/zmqproxy.yaml");
@@ -164,6 +164,22 @@ fn schema_types_ports_replicas_and_socket_types() {
     let rules = spec["x-kubernetes-validations"].as_array().expect("CEL rules on spec");
     assert_eq!(rules.len(), spec_rules().len());
     assert!(rules.iter().all(|r| r["fieldPath"].as_str().is_some_and(|p| p.starts_with('.'))));
+    // A socket's own rules sit on its schema, where a status write costs the API server a
+    // lookup among the socket's fields rather than the spec's.
+    for role in Role::ALL {
+        let on_socket = spec["properties"][role.as_str()]["x-kubernetes-validations"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert_eq!(on_socket, socket_rules(role).len(), "{role}");
+        assert!(on_socket > 0, "{role}");
+    }
+    let socket_local = rules.iter().filter_map(|r| r["rule"].as_str()).filter(|r| {
+        r.contains(".security")
+            || r.contains(".nodrop")
+            || r.contains(".ipc.")
+            || r.contains("connect)")
+    });
+    assert_eq!(socket_local.count(), 0, "a rule of one socket left on the spec");
     let status = &s["properties"]["status"]["properties"]["conditions"];
     assert_eq!(status["x-kubernetes-list-type"], json!("map"));
     assert_eq!(status["x-kubernetes-list-map-keys"], json!(["type"]));
