@@ -90,3 +90,59 @@ impl Pace {
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscriber(id: PeerId, queued: usize) -> PeerEntry {
+        PeerEntry {
+            id,
+            routing_id: Bytes::new(),
+            queue: Arc::new(PeerQueue {
+                inbox: Inbox::default(),
+                queued: AtomicUsize::new(queued),
+                outstanding: AtomicI64::new(0),
+                closing: AtomicBool::new(false),
+                reads: AtomicU64::new(0),
+                paced_ns: AtomicU64::new(0),
+            }),
+            topics: Arc::new(vec![Bytes::new()]),
+            revision: zmtp::Revision::V3_1,
+        }
+    }
+
+    fn rooms(peers: &[PeerEntry], hwm: usize) -> Vec<usize> {
+        peers.iter().map(|p| p.queue.room(hwm)).collect()
+    }
+
+    /// A full subscriber is waited for until its charge reaches the bound; then it lags (its
+    /// room is hidden, so routing drops for it) until it has drained to half the high-water
+    /// mark, which clears the charge. Draining only a little does not end the lag.
+    #[test]
+    fn a_subscriber_lags_at_the_bound_until_it_drains_to_half_its_queue() {
+        let hwm = 10;
+        let peers = vec![subscriber(1, hwm), subscriber(2, 0)];
+        let mut pace = Pace::default();
+        let half = SUBSCRIBER_STALL / 2;
+        assert!(!pace.charge(&peers, &[0], half), "below the bound");
+        let mut room = rooms(&peers, hwm);
+        pace.refresh(&peers, &mut room, hwm);
+        assert!(!pace.lagging(0), "still waited for");
+        assert!(pace.left(&peers, &[0]) <= SUBSCRIBER_STALL - half);
+        assert!(pace.charge(&peers, &[0], half), "the bound is reached");
+        // Drained a little: still lagging, and its room is hidden from routing.
+        peers[0].queue.queued.store(hwm - 2, Ordering::Relaxed);
+        let mut room = rooms(&peers, hwm);
+        pace.refresh(&peers, &mut room, hwm);
+        assert!(pace.lagging(0) && !pace.lagging(1));
+        assert_eq!(room, vec![0, hwm]);
+        // Drained to half: caught up, and charged nothing any more.
+        peers[0].queue.queued.store(hwm / 2, Ordering::Relaxed);
+        let mut room = rooms(&peers, hwm);
+        pace.refresh(&peers, &mut room, hwm);
+        assert!(!pace.lagging(0));
+        assert_eq!(room, vec![hwm - hwm / 2, hwm]);
+        assert_eq!(pace.left(&peers, &[0]), SUBSCRIBER_STALL);
+    }
+}
