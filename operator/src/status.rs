@@ -252,8 +252,12 @@ fn paused_condition(zp: &ZmqProxy, now: Timestamp) -> Condition {
     } else {
         let was = zp.status.as_ref().and_then(|s| condition(s, PAUSED));
         let resumed = was.is_some_and(|c| c.reason == "PauseRequested" || c.reason == "Resumed");
-        let reason = if resumed { "Resumed" } else { "NotPaused" };
-        (false, reason, format!("spec.paused is false: forwarding; {delivery}"))
+        if resumed {
+            (false, "Resumed", format!("spec.paused is false: forwarding; {delivery}"))
+        } else {
+            // Never paused: there is no steering ConfigMap yet, and none is needed to forward.
+            (false, "NotPaused", "spec.paused is false: forwarding".to_string())
+        }
     };
     condition_of(zp, PAUSED, ok, reason, message, now)
 }
@@ -522,6 +526,8 @@ mod tests {
         let mut zp = proxy(1);
         let s = compute(&zp, None, None, at(1));
         assert_eq!(get(&s, PAUSED), ("False", "NotPaused"));
+        let message = condition(&s, PAUSED).map(|c| c.message.clone()).unwrap_or_default();
+        assert!(!message.contains("ConfigMap"), "never paused, no steering ConfigMap: {message}");
         zp.spec.paused = true;
         zp.status = Some(s);
         let s = carry_transition_times(zp.status.as_ref(), compute(&zp, None, None, at(2)));

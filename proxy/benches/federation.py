@@ -109,7 +109,12 @@ class Replica:
 def pair(proxy: Path, sc: Scenario, grind: bool = False) -> list[Replica]:
     """Two replicas linked both ways (waits for /federation to say so, bounded)."""
     f0, f1 = free_port(), free_port()
-    rs = [Replica(proxy, sc, f0, [f1], "bench-0", grind), Replica(proxy, sc, f1, [f0], "bench-1", grind)]
+    first = Replica(proxy, sc, f0, [f1], "bench-0", grind)
+    try:
+        rs = [first, Replica(proxy, sc, f1, [f0], "bench-1", grind)]
+    except RuntimeError:
+        first.stop()  # the second failed to start: the first is not left running
+        raise
     deadline = time.monotonic() + 60
     while not all(r.linked(1) for r in rs):
         if time.monotonic() > deadline:

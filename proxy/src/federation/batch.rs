@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::frame::FrameError;
 use crate::engine::curve::{CurveError, Sealer};
-use crate::policy::sockets::Msg;
+use crate::policy::sockets::{Batch, Msg};
 use crate::wire::zmtp::{FLAG_MORE, put_header};
 
 /// A batch is closed once its body holds this many bytes, so a reader gets a batch it can hand
@@ -231,11 +231,12 @@ impl Writer {
     }
 }
 
-/// The messages of a batch body, each frame a slice of `body`. A count that the bytes do not
-/// bear out, a length past the end, or bytes left over make the whole batch malformed.
-pub fn parse(body: &Bytes) -> Result<Vec<Msg>, FrameError> {
-    let b = &body[..];
-    let mut rest = b;
+/// The messages of a batch body, each frame a slice of `body`: in the one-frame form while
+/// every message has one frame, so those reach a peer's queue without a frame list each. A
+/// count that the bytes do not bear out, a length past the end, or bytes left over make the
+/// whole batch malformed.
+pub fn parse(body: &Bytes) -> Result<Batch, FrameError> {
+    let mut rest = &body[..];
     let count = next_u32(&mut rest).ok_or(FrameError::Batch("cut short"))?;
     if count == 0 {
         return Err(FrameError::Batch("no message"));
@@ -245,28 +246,45 @@ pub fn parse(body: &Bytes) -> Result<Vec<Msg>, FrameError> {
     if count > rest.len() / 4 {
         return Err(FrameError::Batch("more messages than bytes"));
     }
-    let mut msgs = Vec::with_capacity(count);
+    let mut frames = Vec::with_capacity(count);
+    // Empty until a message has more than one frame; from then on every message goes here.
+    let mut msgs: Vec<Msg> = Vec::new();
     for _ in 0..count {
-        let frames = next_u32(&mut rest).ok_or(FrameError::Batch("cut short"))?;
-        if frames == 0 || frames > rest.len() / 4 {
+        let n = next_u32(&mut rest).ok_or(FrameError::Batch("cut short"))?;
+        if n == 0 || n > rest.len() / 4 {
             return Err(FrameError::Batch("a message's frame count"));
         }
-        let mut msg = Vec::with_capacity(frames);
-        for _ in 0..frames {
-            let len = next_u32(&mut rest).ok_or(FrameError::Batch("cut short"))?;
-            let Some((_, after)) = rest.split_at_checked(len) else {
-                return Err(FrameError::Batch("a frame past the end"));
-            };
-            let at = b.len() - rest.len();
-            msg.push(if len == 0 { Bytes::new() } else { body.slice(at..at + len) });
-            rest = after;
+        if n == 1 && msgs.is_empty() {
+            frames.push(next_frame(body, &mut rest)?);
+            continue;
+        }
+        if msgs.is_empty() {
+            msgs.reserve(count);
+            msgs.extend(frames.drain(..).map(|f| vec![f]));
+        }
+        let mut msg = Vec::with_capacity(n);
+        for _ in 0..n {
+            msg.push(next_frame(body, &mut rest)?);
         }
         msgs.push(msg);
     }
     if !rest.is_empty() {
         return Err(FrameError::Batch("bytes after the last message"));
     }
-    Ok(msgs)
+    Ok(if msgs.is_empty() { Batch::Frames(frames) } else { Batch::Msgs(msgs) })
+}
+
+/// The frame `rest` (a tail of `body`) starts with, as a slice of `body`, and `rest` moved
+/// past it.
+#[inline(always)]
+fn next_frame(body: &Bytes, rest: &mut &[u8]) -> Result<Bytes, FrameError> {
+    let len = next_u32(rest).ok_or(FrameError::Batch("cut short"))?;
+    let Some((_, after)) = rest.split_at_checked(len) else {
+        return Err(FrameError::Batch("a frame past the end"));
+    };
+    let at = body.len() - rest.len();
+    *rest = after;
+    Ok(if len == 0 { Bytes::new() } else { body.slice(at..at + len) })
 }
 
 /// The big-endian u32 `rest` starts with, and `rest` moved past it.
@@ -327,7 +345,7 @@ mod tests {
         let got = messages(&mut out);
         assert_eq!(got.len(), 1, "one link message for the whole batch");
         assert_eq!(got[0][0], h);
-        assert_eq!(parse(&got[0][1]), Ok(sent));
+        assert_eq!(parse(&got[0][1]).map(Batch::into_msgs), Ok(sent));
     }
 
     #[test]
@@ -369,8 +387,22 @@ mod tests {
         assert_eq!(by_one, by_run);
         let got = messages(&mut by_run);
         assert!(got.len() > 3, "split in several batches: {}", got.len());
-        let read: Vec<Msg> = got[1..].iter().flat_map(|m| parse(&m[1]).expect("batch")).collect();
+        let read: Vec<Msg> =
+            got[1..].iter().flat_map(|m| parse(&m[1]).expect("batch").into_msgs()).collect();
         assert_eq!(read, run);
+    }
+
+    /// One-frame messages come out as their frames alone until a message has more frames; from
+    /// there on, the whole batch as frame lists, in order.
+    #[test]
+    fn one_frame_messages_parse_without_a_frame_list_each() {
+        let ones = vec![msg(&[b"a"]), msg(&[b""]), msg(&[b"ccc"])];
+        let frames = ones.iter().map(|m| m[0].clone()).collect();
+        assert_eq!(parse(&body_of(&ones)), Ok(Batch::Frames(frames)));
+        let mut mixed = ones.clone();
+        mixed.insert(2, msg(&[b"d", b"e"]));
+        mixed.push(msg(&[b"f"]));
+        assert_eq!(parse(&body_of(&mixed)), Ok(Batch::Msgs(mixed)));
     }
 
     #[test]

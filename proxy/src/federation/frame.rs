@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::batch;
 use crate::engine::curve::{CurveError, Sealer};
-use crate::policy::sockets::Msg;
+use crate::policy::sockets::{Batch, Msg};
 use crate::wire::zmtp::{FLAG_MORE, put_header};
 
 /// The link protocol's version, first byte of every header. A replica refuses a link whose
@@ -161,7 +161,7 @@ pub enum LinkMessage {
     Subscription { origin: MemberTag, subscribe: bool, topic: Bytes },
     Publish { origin: MemberTag, msgs: Vec<Msg> },
     Credit { origin: MemberTag, room: u64, taken: u64, workers: u64 },
-    Task { origin: MemberTag, msgs: Vec<Msg> },
+    Task { origin: MemberTag, msgs: Batch },
     State { origin: MemberTag, paused: bool },
     Request { origin: MemberTag, msgs: Vec<Msg> },
     Reply { origin: MemberTag, msgs: Vec<Msg> },
@@ -210,9 +210,9 @@ pub fn parse(mut frames: Vec<Bytes>) -> Result<LinkMessage, FrameError> {
             let origin = h.origin;
             Ok(match h.kind {
                 Kind::Task => LinkMessage::Task { origin, msgs },
-                Kind::Request => LinkMessage::Request { origin, msgs },
-                Kind::Reply => LinkMessage::Reply { origin, msgs },
-                _ => LinkMessage::Publish { origin, msgs },
+                Kind::Request => LinkMessage::Request { origin, msgs: msgs.into_msgs() },
+                Kind::Reply => LinkMessage::Reply { origin, msgs: msgs.into_msgs() },
+                _ => LinkMessage::Publish { origin, msgs: msgs.into_msgs() },
             })
         }
         Kind::Credit => match &frames[1..] {
@@ -320,7 +320,7 @@ mod tests {
                     topic: body[0].clone(),
                 },
                 Kind::Publish => LinkMessage::Publish { origin: me, msgs: published.clone() },
-                Kind::Task => LinkMessage::Task { origin: me, msgs: tasks.clone() },
+                Kind::Task => LinkMessage::Task { origin: me, msgs: Batch::Msgs(tasks.clone()) },
                 Kind::Request => LinkMessage::Request { origin: me, msgs: requests.clone() },
                 Kind::Reply => LinkMessage::Reply { origin: me, msgs: replies.clone() },
                 Kind::State => LinkMessage::State { origin: me, paused: true },

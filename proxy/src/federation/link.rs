@@ -26,7 +26,7 @@ use crate::engine::tunables::{
     FEDERATION_RECONNECT_MAX, FEDERATION_RECONNECT_MIN, HANDSHAKE_TIMEOUT, READ_CHUNK_BYTES,
     WRITE_BATCH_BYTES,
 };
-use crate::policy::sockets::{Lifecycle, Msg, tune};
+use crate::policy::sockets::{Batch, Lifecycle, Msg, tune};
 use crate::wire::zmtp::{Decoder, HANDSHAKE_MAX_BYTES, Item, WireError};
 use zmq_proxy_api::options::SocketOptions;
 use zmq_proxy_api::socket::SocketType;
@@ -280,7 +280,7 @@ async fn read_links(
     let members = &sinks.members;
     let link = l.link;
     loop {
-        let mut batch: Vec<Msg> = Vec::new();
+        let mut batch = Batch::default();
         let mut replies: Vec<Msg> = Vec::new();
         loop {
             let frames = match l.dec.decode(&mut l.buf) {
@@ -296,20 +296,15 @@ async fn read_links(
             };
             match frame::parse(frames) {
                 // The one-hop rule, checked: whatever crosses this link entered at its sender.
-                Ok(LinkMessage::Publish { origin, msgs } | LinkMessage::Task { origin, msgs })
-                    if origin == l.peer =>
-                {
-                    if batch.is_empty() {
-                        batch = msgs;
-                    } else {
-                        batch.extend(msgs);
-                    }
+                Ok(LinkMessage::Publish { origin, msgs }) if origin == l.peer => {
+                    batch.extend(Batch::Msgs(msgs))
                 }
+                Ok(LinkMessage::Task { origin, msgs }) if origin == l.peer => batch.extend(msgs),
                 // A request for this replica's workers gets the routing frame naming its entry
                 // replica, which the reply carries back.
-                Ok(LinkMessage::Request { origin, msgs }) if origin == l.peer => {
-                    batch.extend(msgs.into_iter().map(|m| request::enter(&l.route, m)))
-                }
+                Ok(LinkMessage::Request { origin, msgs }) if origin == l.peer => batch.extend(
+                    Batch::Msgs(msgs.into_iter().map(|m| request::enter(&l.route, m)).collect()),
+                ),
                 Ok(LinkMessage::Reply { origin, msgs }) if origin == l.peer => replies.extend(msgs),
                 Ok(LinkMessage::Credit { origin, room, taken, workers }) if origin == l.peer => {
                     members.credit(origin, room, taken, workers);
@@ -348,7 +343,9 @@ async fn read_links(
         if !batch.is_empty() && !hand_over(sinks, &sinks.publications, l.whose(), batch).await {
             return "stopped";
         }
-        if !replies.is_empty() && !hand_over(sinks, &sinks.replies, l.whose(), replies).await {
+        if !replies.is_empty()
+            && !hand_over(sinks, &sinks.replies, l.whose(), Batch::Msgs(replies)).await
+        {
             return "stopped";
         }
         // Batches are long frames whose messages are sliced out of this buffer: a reserve
@@ -380,7 +377,7 @@ async fn hand_over(
     sinks: &Sinks,
     to: &mpsc::Sender<Arrival>,
     (from, link, counters): (MemberTag, LinkId, &MemberCounters),
-    msgs: Vec<Msg>,
+    msgs: Batch,
 ) -> bool {
     sinks.members.counters.relayed_in.fetch_add(msgs.len() as u64, Ordering::Relaxed);
     MemberCounters::add(&counters.relayed_in, msgs.len() as u64);
@@ -678,7 +675,7 @@ mod tests {
         w.close(&mut out, None).expect("closing");
         l.wr.write_all(&out).await.expect("write");
         let got = tokio::time::timeout(Duration::from_secs(5), arrivals.recv()).await;
-        assert_eq!(got.expect("in time").expect("an arrival").msgs, sent);
+        assert_eq!(got.expect("in time").expect("an arrival").msgs.into_msgs(), sent);
         assert_eq!(a.members.counters.protocol_errors.load(Ordering::Relaxed), 0);
 
         // One message whose only frame claims 5 bytes and carries 4.

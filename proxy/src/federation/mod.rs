@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use crate::engine::curve::Security;
 use crate::engine::net;
 use crate::engine::tunables::{FEDERATION_LINK_HWM, INBOUND_QUEUE_BATCHES};
-use crate::policy::sockets::{Lifecycle, Msg, OpenError};
+use crate::policy::sockets::{Batch, Lifecycle, Msg, OpenError};
 use crate::policy::subscriptions::PeerId;
 use crate::wire::zmtp::subscription_message;
 use credit::{Ledger, Place};
@@ -147,7 +147,7 @@ pub struct Arrival {
     pub from: MemberTag,
     /// The inbound connection they came over (a reconnect starts the counts over).
     pub link: LinkId,
-    pub msgs: Vec<Msg>,
+    pub msgs: Batch,
 }
 
 /// A started federation; its pumps take the halves for their pattern.
@@ -316,11 +316,11 @@ impl DownSide {
 
     /// The next batch relayed by a replica; `None` once no link task is left.
     pub async fn recv(&mut self) -> Option<Vec<Msg>> {
-        self.rx.recv().await.map(|a| a.msgs)
+        self.rx.recv().await.map(|a| a.msgs.into_msgs())
     }
 
     pub fn try_recv(&mut self) -> Option<Vec<Msg>> {
-        self.rx.try_recv().ok().map(|a| a.msgs)
+        self.rx.try_recv().ok().map(|a| a.msgs.into_msgs())
     }
 
     /// Publications queued to other replicas and not yet written.

@@ -153,11 +153,11 @@ impl ReplySide {
 
     /// Replies other replicas sent for this replica's clients.
     pub async fn recv(&mut self) -> Option<Vec<Msg>> {
-        self.rx.recv().await.map(|a| a.msgs)
+        self.rx.recv().await.map(|a| a.msgs.into_msgs())
     }
 
     pub fn try_recv(&mut self) -> Option<Vec<Msg>> {
-        self.rx.try_recv().ok().map(|a| a.msgs)
+        self.rx.try_recv().ok().map(|a| a.msgs.into_msgs())
     }
 
     /// Replies queued to other replicas and not yet written.

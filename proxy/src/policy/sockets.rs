@@ -49,6 +49,7 @@ use zmq_proxy_api::options::SocketOptions;
 use zmq_proxy_api::socket::SocketType;
 use zmq_proxy_api::transport::SocketEndpoint;
 
+mod batch;
 mod connection;
 mod drain;
 mod follow;
@@ -57,8 +58,9 @@ mod pace;
 mod window;
 
 pub use crate::engine::stream::tune;
+pub use batch::Batch;
 pub use follow::{AddrState, ConnectReport, Follow};
-pub use outlet::Outlet;
+pub use outlet::{Delivery, Outlet};
 pub use window::Credit;
 
 use connection::{Target, accept_loop, connect_loop};
@@ -91,6 +93,8 @@ pub fn size_of(msg: &Msg) -> (u64, u64) {
 /// A message queued to one peer. Fan-out shares one allocation between subscribers.
 pub enum Out {
     Owned(Msg),
+    /// A message of one frame, held without a frame list (see [`Batch::Frames`]).
+    Frame(Bytes),
     Shared(Arc<Msg>),
     /// A ZMTP command's body (PING, PONG: name length, name, data), framed (or sealed) when
     /// written; not a message.
@@ -108,6 +112,7 @@ impl Out {
     fn frames(&self) -> &[Bytes] {
         match self {
             Out::Owned(m) | Out::Subscription(m) => m,
+            Out::Frame(f) => std::slice::from_ref(f),
             Out::Shared(m) => m,
             Out::Command(_) | Out::Close => &[],
         }
@@ -152,6 +157,7 @@ impl Out {
     fn into_msg(self) -> Option<Msg> {
         match self {
             Out::Owned(m) | Out::Subscription(m) => Some(m),
+            Out::Frame(f) => Some(vec![f]),
             Out::Shared(m) => Some(Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone())),
             Out::Command(_) | Out::Close => None,
         }

@@ -27,7 +27,8 @@ use crate::federation::{
     self, Arrival, DownSide, Federation, MembersWatch, Origin, ReplySide, TaskSide, UpEvent, UpSide,
 };
 use crate::policy::sockets::{
-    Follow, Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle, size_of,
+    Batch, Delivery, Follow, Inbound, Lifecycle, Msg, OpenError, Outlet, ProxySocket, SocketHandle,
+    size_of,
 };
 use crate::policy::subscriptions::SubscriptionTable;
 use crate::proxy::config::ProxyConfig;
@@ -595,9 +596,9 @@ impl Pump {
                         tasks.taken(a.from, a.link, n);
                         tasks.handing_over(n);
                     }
-                    return self.place_tasks(a.msgs).await;
+                    return self.place_tasks(a.msgs.into_msgs()).await;
                 }
-                self.deliver(a.msgs).await?;
+                self.deliver_batch(a.msgs).await?;
                 if let Fed::Tasks(tasks) = &mut self.fed {
                     tasks.taken(a.from, a.link, n);
                 }
@@ -634,6 +635,16 @@ impl Pump {
 
     async fn deliver(&mut self, msgs: Vec<Msg>) -> Result<(), Vec<Msg>> {
         let d = self.dest.send(msgs, &mut self.kill).await;
+        self.delivered(d)
+    }
+
+    /// [`Pump::deliver`] for a batch in either form (tasks from a link).
+    async fn deliver_batch(&mut self, batch: Batch) -> Result<(), Vec<Msg>> {
+        let d = self.dest.send_batch(batch, &mut self.kill).await;
+        self.delivered(d)
+    }
+
+    fn delivered(&self, d: Delivery) -> Result<(), Vec<Msg>> {
         self.dst().add_sent(d.sent_messages, d.sent_frames, d.sent_bytes);
         if d.cancelled.is_empty() { Ok(()) } else { Err(d.cancelled) }
     }

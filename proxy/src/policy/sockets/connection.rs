@@ -701,10 +701,12 @@ async fn write_loop(
                         }
                     }
                 }
+                // One look at the message's form for both counts.
+                let frames = m.frames();
                 ends.push(WrittenUpTo {
                     end: out.len(),
-                    frames: m.frames().len() as i64,
-                    bytes: m.payload_len() as i64,
+                    frames: frames.len() as i64,
+                    bytes: frames.iter().map(Bytes::len).sum::<usize>() as i64,
                 });
             }
             close

@@ -140,7 +140,7 @@ pub(super) fn unrecalled(shared: &Shared, queue: &PeerQueue, batch: Vec<Out>) ->
     let (mut frames, mut bytes) = (0i64, 0i64);
     for o in batch {
         match o {
-            Out::Owned(_) | Out::Shared(_) => {
+            Out::Owned(_) | Out::Frame(_) | Out::Shared(_) => {
                 frames += o.frames().len() as i64;
                 bytes += o.payload_len() as i64;
                 back.extend(o.into_msg());

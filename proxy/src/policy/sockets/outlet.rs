@@ -28,10 +28,44 @@ pub struct Delivery {
 
 impl Delivery {
     fn sent(&mut self, m: &Msg) {
-        let (f, b) = size_of(m);
+        self.sent_sized(size_of(m));
+    }
+
+    fn sent_sized(&mut self, (f, b): (u64, u64)) {
         self.sent_messages += 1;
         self.sent_frames += f;
         self.sent_bytes += b;
+    }
+}
+
+/// A message as PUSH/DEALER's balanced send takes it: in either form of a [`Batch`].
+trait Balanced {
+    fn sizes(&self) -> (u64, u64);
+    fn into_out(self) -> Out;
+    fn into_msg(self) -> Msg;
+}
+
+impl Balanced for Msg {
+    fn sizes(&self) -> (u64, u64) {
+        size_of(self)
+    }
+    fn into_out(self) -> Out {
+        Out::Owned(self)
+    }
+    fn into_msg(self) -> Msg {
+        self
+    }
+}
+
+impl Balanced for Bytes {
+    fn sizes(&self) -> (u64, u64) {
+        (1, self.len() as u64)
+    }
+    fn into_out(self) -> Out {
+        Out::Frame(self)
+    }
+    fn into_msg(self) -> Msg {
+        vec![self]
     }
 }
 
@@ -188,6 +222,28 @@ impl Outlet {
             _ => self.send_balanced(msgs, &mut d, kill).await,
         }
         d
+    }
+
+    /// [`Outlet::send`] for a batch in either form: PUSH/DEALER queue the one-frame form to
+    /// their peers as it is, without a frame list per message.
+    pub async fn send_batch(&mut self, batch: Batch, kill: &mut watch::Receiver<bool>) -> Delivery {
+        let balanced = !matches!(
+            self.shared.kind,
+            SocketType::Router
+                | SocketType::Pub
+                | SocketType::Xpub
+                | SocketType::Xsub
+                | SocketType::Sub
+        );
+        match batch {
+            Batch::Frames(frames) if balanced => {
+                self.refresh();
+                let mut d = Delivery::default();
+                self.send_balanced(frames, &mut d, kill).await;
+                d
+            }
+            b => self.send(b.into_msgs(), kill).await,
+        }
     }
 
     /// Copies `msgs` to the capture peers without waiting; returns the messages, frames and
@@ -385,9 +441,9 @@ impl Outlet {
         None
     }
 
-    async fn send_balanced(
+    async fn send_balanced<M: Balanced>(
         &mut self,
-        msgs: Vec<Msg>,
+        msgs: Vec<M>,
         d: &mut Delivery,
         kill: &mut watch::Receiver<bool>,
     ) {
@@ -396,8 +452,8 @@ impl Outlet {
         loop {
             let Some(m) = held.take().or_else(|| it.next()) else { break };
             if let Some(i) = self.pick_balanced() {
-                d.sent(&m);
-                self.staged[i].push(Out::Owned(m));
+                d.sent_sized(m.sizes());
+                self.staged[i].push(m.into_out());
                 continue;
             }
             // Nobody can take it: hand over what is staged, then wait for room or a peer.
@@ -414,8 +470,8 @@ impl Outlet {
             tokio::select! {
                 _ = &mut notified => held = Some(m),
                 _ = raised(kill) => {
-                    d.cancelled.push(m);
-                    d.cancelled.extend(it);
+                    d.cancelled.push(m.into_msg());
+                    d.cancelled.extend(it.map(M::into_msg));
                     return;
                 }
             }
