@@ -22,6 +22,27 @@ pub const FD_HEADROOM: u64 = 160;
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Bytes encoded per write system call, at most (a larger single message is written whole).
 pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// What the write batches of one socket's connections may encode at once, all together: with
+/// many peers each batch is cut down to its share (not below [`WRITE_BATCH_MIN_BYTES`]), so a
+/// thousand subscribers paced at their high-water mark do not each hold a full batch of bytes
+/// already encoded from messages that are queued to them anyway.
+pub const WRITE_BATCHES_PER_SOCKET_BYTES: usize = 16 * 1024 * 1024;
+/// The smallest write batch (libzmq's encoder writes 8 KiB at a time).
+pub const WRITE_BATCH_MIN_BYTES: usize = 16 * 1024;
+
+/// The write batch of one of a socket's `writers` connections: [`WRITE_BATCH_BYTES`], or its
+/// share of [`WRITE_BATCHES_PER_SOCKET_BYTES`] when that is smaller.
+pub fn write_batch_bytes(writers: usize) -> usize {
+    (WRITE_BATCHES_PER_SOCKET_BYTES / writers.max(1))
+        .clamp(WRITE_BATCH_MIN_BYTES, WRITE_BATCH_BYTES)
+}
+/// Longest a PUB/XPUB pump waits in all for one full subscriber between two times it has
+/// caught up (drained to half its sndhwm); past it that subscriber's copies are dropped until it
+/// catches up (see `policy/sockets/pace.rs`). Short enough that a subscriber that stops reading
+/// holds the others up for a moment, once; long enough that subscriber processes serving many
+/// connections on a busy node, each of them full between two turns of their I/O thread, are
+/// waited for rather than dropped for.
+pub const SUBSCRIBER_STALL: Duration = Duration::from_millis(500);
 /// Messages a pump moves per wake-up before it yields.
 pub const PUMP_BURST: usize = 512;
 /// Runtime threads. libzmq's proxy uses two (its I/O thread and the proxy's own); more
@@ -54,7 +75,7 @@ pub const CONTROL_MAX_BYTES: usize = 64 * 1024;
 /// Control requesters connected at once; more are closed on accept.
 pub const CONTROL_MAX_CONNECTIONS: usize = 64;
 /// Publications queued to one other replica and not yet written, at most; beyond it that
-/// replica's copies are dropped and counted, as a PUB drops at a full subscriber. Subscription
+/// replica's copies are dropped and counted at once (a link is not waited for). Subscription
 /// changes are never dropped.
 pub const FEDERATION_LINK_HWM: usize = 100_000;
 /// First delay before a federation link is dialed again; it doubles while dials fail.

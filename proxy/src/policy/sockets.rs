@@ -4,9 +4,10 @@
 //! - every connection is read continuously, so a peer that closes (even a PULL worker the
 //!   proxy only writes to) is noticed at once, and garbage or a stalled handshake only ever
 //!   costs that one connection;
-//! - every peer has its own bounded queue (the high-water mark): ROUTER replies and PUB/XPUB
-//!   publications to a full peer are dropped and counted, PUSH/DEALER round-robin skips full
-//!   peers and waits only when no peer can take the message (or none is connected yet);
+//! - every peer has its own bounded queue (the high-water mark): ROUTER replies to a full peer
+//!   are dropped and counted, PUB/XPUB publications to a full subscriber too once a bounded wait
+//!   for its room is over (`sockets/pace.rs`), PUSH/DEALER round-robin skips full peers and waits
+//!   only when no peer can take the message (or none is connected yet);
 //! - messages still queued to a PUSH/DEALER peer whose connection died are handed back and
 //!   re-sent to the remaining peers instead of being lost;
 //! - XPUB/PUB keep each subscriber's own topics, and XPUB tells the pump which subscriber sent
@@ -38,7 +39,7 @@ use crate::engine::socket_config::SocketConfig;
 use crate::engine::stream::{Listener, Peer, ReadHalf, Stream, WriteHalf};
 use crate::engine::tunables::{
     ACCEPT_ERROR_BACKOFF, ALLOW_LIST_POLL_INTERVAL, HANDSHAKE_TIMEOUT, INBOUND_QUEUE_BATCHES,
-    READ_CHUNK_BYTES, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET, WRITE_BATCH_BYTES,
+    READ_CHUNK_BYTES, REFUSAL_LOG_PEERS, REFUSAL_LOG_QUIET, write_batch_bytes,
 };
 use crate::policy::subscriptions::{PeerId, Shrink};
 use crate::wire::zmtp::{self, Item, WireError};
@@ -53,6 +54,7 @@ mod connection;
 mod drain;
 mod follow;
 mod outlet;
+mod pace;
 mod window;
 
 pub use crate::engine::stream::tune;
@@ -177,6 +179,9 @@ struct PeerQueue {
     closing: AtomicBool,
     /// ROUTER: messages read from this peer, ever (a draining proxy's idleness test).
     reads: AtomicU64,
+    /// PUB/XPUB: nanoseconds the pump waited for this full subscriber since its queue was last
+    /// at its low-water mark (see `sockets/pace.rs`); written by the pump only.
+    paced_ns: AtomicU64,
 }
 
 impl PeerQueue {
@@ -313,6 +318,7 @@ impl Shared {
             outstanding: AtomicI64::new(0),
             closing: AtomicBool::new(false),
             reads: AtomicU64::new(0),
+            paced_ns: AtomicU64::new(0),
         });
         // A publisher that connects later gets every current subscription first. This is
         // done under the registry lock, so no subscription change can slip in between.

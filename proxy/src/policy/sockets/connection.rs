@@ -731,7 +731,8 @@ async fn write_loop(
             close
         };
         let mut close = encode(first, &mut out);
-        while out.len() < WRITE_BATCH_BYTES && !close {
+        let limit = write_batch_bytes(shared.live_writers.load(Ordering::Relaxed));
+        while out.len() < limit && !close {
             match queue.inbox.try_recv() {
                 Some(batch) => close = encode(drain::unrecalled(shared, queue, batch), &mut out),
                 None => break,
@@ -781,7 +782,7 @@ async fn write_loop(
             // shutdown counts as undelivered.
             break;
         }
-        if out.capacity() > 4 * WRITE_BATCH_BYTES {
+        if out.capacity() > 4 * limit {
             out = BytesMut::new();
         } else {
             out.clear();

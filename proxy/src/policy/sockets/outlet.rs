@@ -3,15 +3,17 @@
 //! subscriptions to every publisher, each in the form its ZMTP revision speaks) and what became
 //! of each batch.
 //!
-//! PUB/XPUB wait, instead of dropping, in two cases: with `nodrop` (ZMQ_XPUB_NODROP) at any
-//! full subscriber the message is for; and always when every subscriber is full. In the second
-//! case nobody would get the message, so the pump stops taking from the frontend, the
-//! publishers' connections stop being read at their rcvhwm, and the backlog stays in the
-//! publishers (whose own high-water mark drops before they encode or encrypt anything, as
-//! behind a libzmq proxy) rather than being read, decoded and dropped here. A subscriber
-//! that stalls while another still has room never makes the pump wait.
+//! PUB/XPUB wait, instead of dropping, for a full subscriber the message is for: for as long as
+//! it takes with `nodrop` (ZMQ_XPUB_NODROP) or when every subscriber is full (nobody would get
+//! the message); otherwise for a bounded time per subscriber (see `sockets/pace.rs`), after
+//! which that subscriber loses its copies until it catches up. While the pump waits it stops
+//! taking from the frontend, the publishers' connections stop being read at their rcvhwm, and
+//! the backlog stays in the publishers (whose own high-water mark drops before they encode or
+//! encrypt anything, as behind a libzmq proxy) rather than being read, decoded and dropped here.
 
+use super::pace::Pace;
 use super::*;
+use tokio::time::Instant;
 
 /// What became of a batch handed to a socket.
 #[derive(Debug, Default)]
@@ -79,6 +81,18 @@ pub struct Outlet {
     staged: Vec<Vec<Out>>,
     room: Vec<usize>,
     next: usize,
+    /// PUB/XPUB: which subscribers lag, and the full ones a publication waits for.
+    pace: Pace,
+    pacing: Vec<usize>,
+}
+
+/// Where one publication goes, besides its targets: how many matching subscribers are full,
+/// how many of those it may wait for (not lagging), and whether any subscriber has room.
+#[derive(Clone, Copy)]
+struct Routed {
+    full: usize,
+    paced: usize,
+    any_room: bool,
 }
 
 impl Outlet {
@@ -91,6 +105,8 @@ impl Outlet {
             staged: Vec::new(),
             room: Vec::new(),
             next: 0,
+            pace: Pace::default(),
+            pacing: Vec::new(),
         };
         o.refresh();
         o
@@ -117,6 +133,9 @@ impl Outlet {
         let hwm = self.shared.options.send_limit().max(1);
         self.room.clear();
         self.room.extend(self.peers.iter().map(|p| p.queue.room(hwm)));
+        if matches!(self.shared.kind, SocketType::Pub | SocketType::Xpub) {
+            self.pace.refresh(&self.peers, &mut self.room, hwm);
+        }
     }
 
     /// Hands every staged message to its peer's queue.
@@ -275,25 +294,30 @@ impl Outlet {
         self.flush();
     }
 
-    /// Where one publication goes: the matching subscribers with room into `targets`; returns
-    /// how many matching subscribers are full and whether any subscriber at all has room.
-    fn route(&self, first: &Bytes, targets: &mut Vec<usize>) -> (usize, bool) {
+    /// Where one publication goes: the matching subscribers with room into `targets`, the full
+    /// ones it may wait for into `self.pacing`.
+    fn route(&mut self, first: &Bytes, targets: &mut Vec<usize>) -> Routed {
         targets.clear();
-        let (mut full, mut any_room) = (0, false);
+        self.pacing.clear();
+        let mut r = Routed { full: 0, paced: 0, any_room: false };
         for (i, p) in self.peers.iter().enumerate() {
             if p.topics.is_empty() {
                 continue;
             }
-            any_room |= self.room[i] > 0;
+            r.any_room |= self.room[i] > 0;
             if p.topics.iter().any(|t| first.starts_with(t)) {
                 if self.room[i] > 0 {
                     targets.push(i);
                 } else {
-                    full += 1;
+                    r.full += 1;
+                    if !self.pace.lagging(i) {
+                        self.pacing.push(i);
+                    }
                 }
             }
         }
-        (full, any_room)
+        r.paced = self.pacing.len();
+        r
     }
 
     /// Stages one publication for `targets` (one subscriber takes the message itself; more
@@ -322,7 +346,7 @@ impl Outlet {
         for m in msgs {
             d.sent(&m);
             let Some(first) = m.first() else { continue };
-            let (n, _) = self.route(first, &mut targets);
+            let n = self.route(first, &mut targets).full;
             full += (n * m.len()) as u64;
             self.stage(m, &targets);
         }
@@ -332,9 +356,10 @@ impl Outlet {
         self.flush();
     }
 
-    /// PUB/XPUB fan-out of proxy traffic: full subscribers lose the message, except that the
-    /// pump waits (see the module doc) with `nodrop` at any full subscriber it is for, and
-    /// whenever every subscriber is full.
+    /// PUB/XPUB fan-out of proxy traffic: the pump waits (see the module doc) for a full
+    /// subscriber the message is for, as long as it takes with `nodrop` or while every
+    /// subscriber is full, else for a bounded time per subscriber ([`Pace`]); the full
+    /// subscribers it no longer waits for lose the message.
     async fn publish(
         &mut self,
         msgs: Vec<Msg>,
@@ -344,7 +369,9 @@ impl Outlet {
         let nodrop = self.shared.options.nodrop;
         let mut full = 0u64;
         let mut targets: Vec<usize> = Vec::with_capacity(self.peers.len());
-        let must_wait = |(full, any_room): (usize, bool)| full > 0 && (nodrop || !any_room);
+        // Only a wait that holds up a subscriber with room is charged to the full ones.
+        let charged = |r: Routed| !nodrop && r.any_room && r.paced > 0;
+        let must_wait = |r: Routed| r.full > 0 && (nodrop || !r.any_room || r.paced > 0);
         let mut it = msgs.into_iter();
         while let Some(m) = it.next() {
             if m.is_empty() {
@@ -353,10 +380,11 @@ impl Outlet {
             }
             let mut routed = self.route(&m[0], &mut targets);
             if must_wait(routed) {
-                // Hand over what is staged, then wait for a subscriber to make room (or leave,
-                // or unsubscribe). The waiter is registered before the room is re-read, so a
-                // write in between is not missed.
+                // Hand over what is staged, then wait for the full subscribers to make room
+                // (or leave, or unsubscribe, or lag). The waiter is registered before the room
+                // is re-read, so a write in between is not missed.
                 self.flush();
+                let mut since = Instant::now();
                 loop {
                     let shared = self.shared.clone();
                     let notified = shared.changed.notified();
@@ -364,11 +392,21 @@ impl Outlet {
                     notified.as_mut().enable();
                     self.refresh();
                     routed = self.route(&m[0], &mut targets);
+                    let now = Instant::now();
+                    if charged(routed) && self.pace.charge(&self.peers, &self.pacing, now - since) {
+                        // One of them lags from now on: route without it.
+                        since = now;
+                        continue;
+                    }
+                    since = now;
                     if !must_wait(routed) {
                         break;
                     }
+                    let bound =
+                        charged(routed).then(|| now + self.pace.left(&self.peers, &self.pacing));
                     tokio::select! {
                         _ = &mut notified => {}
+                        _ = sleep_until_some(bound) => {}
                         _ = raised(kill) => {
                             d.cancelled.push(m);
                             d.cancelled.extend(it);
@@ -380,7 +418,7 @@ impl Outlet {
                     }
                 }
             }
-            full += (routed.0 * m.len()) as u64;
+            full += (routed.full * m.len()) as u64;
             d.sent(&m);
             self.stage(m, &targets);
         }
@@ -479,5 +517,13 @@ impl Outlet {
             }
         }
         self.flush();
+    }
+}
+
+/// Resolves at `at` when there is one; never without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
