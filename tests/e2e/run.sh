@@ -1238,7 +1238,6 @@ sidecar_check() {
   keygen "$keys" hub || return 1
   keygen "$keys" publisher || return 1
   k create namespace "$HUB_NS" >/dev/null || return 1
-  MADE_NAMESPACES=("$HUB_NS" "${MADE_NAMESPACES[@]}")
   k label namespace "$HUB_NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
   k -n "$HUB_NS" create secret generic events-hub-curve --from-file=server_secret="$keys/hub_secret" >/dev/null || return 1
   k -n "$HUB_NS" create configmap events-hub-publishers --from-file="$keys/publisher" >/dev/null || return 1
@@ -1278,6 +1277,9 @@ sidecar_check() {
   echo "deleted=$first"
   k -n "$NS" logs job/sidecar-peers | grep '^{' | tail -1
 }
+# The check runs in a subshell (its output is the report), so the hub namespace it creates is
+# recorded for the teardown here.
+MADE_NAMESPACES=("$HUB_NS" "${MADE_NAMESPACES[@]}")
 report="$(sidecar_check 2>&1)" || report="${report:-} (the sidecar check did not complete)"
 log "sidecar check: $(tr '\n' ' ' <<<"$report")"
 if grep -q '^injected' <<<"$report" && grep -q '^reached ' <<<"$report"; then
