@@ -553,18 +553,70 @@ async fn run(args: Args, mut target: Target) -> Result<(), String> {
             }
         }
     }
-    let log = std::env::temp_dir().join(format!("zmq-proxy-operator-bench-{stamp}.log"));
-    let (raw_ns, ns) = (raw_ns.as_str(), ns.as_str());
-    let start_operator = || Operator::start(&kubeconfig, &log, scope.as_deref());
+    if let Target::Existing { .. } = &target {
+        clear_earlier_runs(&client).await?;
+    }
+    let result = phases(&args, &mut target, &client, &kubeconfig, (&raw_ns, &ns), scope).await;
+    if let Target::Existing { .. } = &target {
+        // Left behind, each run's pending pods keep the scheduler and the controllers busy
+        // and weigh on every later measurement.
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        for name in [&raw_ns, &ns] {
+            let _ = namespaces.delete(name, &DeleteParams::background()).await;
+        }
+    }
+    result
+}
 
-    create_namespace(&client, raw_ns).await?;
+/// Deletes the namespaces an earlier run left on an existing cluster (its own prefixes only)
+/// and waits until they are gone, so every run starts on the same empty cluster.
+async fn clear_earlier_runs(client: &Client) -> Result<(), String> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let left = |list: kube::core::ObjectList<Namespace>| -> Vec<String> {
+        list.items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .filter(|n| n.starts_with("bench-raw-") || n.starts_with("bench-scale-"))
+            .collect()
+    };
+    let earlier = left(namespaces.list(&ListParams::default()).await.map_err(|e| e.to_string())?);
+    if earlier.is_empty() {
+        return Ok(());
+    }
+    println!("deleting what earlier runs left: {}", earlier.join(", "));
+    for name in &earlier {
+        let _ = namespaces.delete(name, &DeleteParams::background()).await;
+    }
+    let waited = until("the earlier runs' namespaces gone", || async {
+        namespaces.list(&ListParams::default()).await.map(|l| left(l).is_empty()).unwrap_or(false)
+    })
+    .await?;
+    println!("  gone after {:.1} s", waited.as_secs_f64());
+    Ok(())
+}
+
+/// The phases of one run, in the namespaces `raw_ns` (the raw client's) and `ns`.
+async fn phases(
+    args: &Args,
+    target: &mut Target,
+    client: &Client,
+    kubeconfig: &Path,
+    (raw_ns, ns): (&str, &str),
+    scope: Option<String>,
+) -> Result<(), String> {
+    let n = args.objects;
+    let stamp = std::process::id();
+    let log = std::env::temp_dir().join(format!("zmq-proxy-operator-bench-{stamp}.log"));
+    let start_operator = || Operator::start(kubeconfig, &log, scope.as_deref());
+
+    create_namespace(client, raw_ns).await?;
     let cpu_before = cpu_snapshot(None);
-    let (raw, cpu_raw) = raw_client(&client, raw_ns, n).await?;
+    let (raw, cpu_raw) = raw_client(client, raw_ns, n).await?;
     println!("raw client, sequential:  {:>7.1} s for {} children", raw.as_secs_f64(), 2 * n);
 
-    create_namespace(&client, ns).await?;
-    create_objects(&client, ns, n).await?;
-    let view = Mirror::of(&client, ns);
+    create_namespace(client, ns).await?;
+    create_objects(client, ns, n).await?;
+    let view = Mirror::of(client, ns);
     until("the benchmark's watches listed", || async { view.zps.len() == n }).await?;
     let cpu_start = cpu_snapshot(None);
     let operator = start_operator()?;
@@ -594,11 +646,11 @@ async fn run(args: Args, mut target: Target) -> Result<(), String> {
         return operator.stop();
     }
 
-    let before = versions(&client, ns).await?;
+    let before = versions(client, ns).await?;
     operator.stop()?;
     let operator = start_operator()?;
     let reconciles = settled(&operator, n as f64).await?;
-    let after = versions(&client, ns).await?;
+    let after = versions(client, ns).await?;
     let changed: Vec<&String> =
         after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, _)| k).collect();
     println!(
@@ -612,14 +664,10 @@ async fn run(args: Args, mut target: Target) -> Result<(), String> {
     }
     println!("  requests: {}", requests_line(&operator).await);
 
-    let Target::Launched(plane) = &mut target else {
+    let Target::Launched(plane) = target else {
         report_memory(&operator, rss_cold, n);
         operator.stop()?;
         println!("existing cluster: no API-server outage phase; operator log: {}", log.display());
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        for name in [raw_ns, ns] {
-            let _ = namespaces.delete(name, &DeleteParams::background()).await;
-        }
         return Ok(());
     };
     let outage = args.outage;
