@@ -142,8 +142,10 @@ pub async fn run_with(
     ctx.use_caches(None);
 }
 
-/// The metadata-only watch of every name of `K` ([`crate::names`]). It triggers nothing (the
-/// stream yields no item): only its cache matters.
+/// The metadata-only watch of every name of `K` that the operator's label does not mark
+/// ([`crate::names`]); its own children are in the labelled caches already, and leaving them
+/// out spares the API server and the operator a second copy of each of their changes. It
+/// triggers nothing (the stream yields no item): only its cache matters.
 fn names_watch<K>(
     api: Api<PartialObjectMeta<K>>,
     writer: Writer<PartialObjectMeta<K>>,
@@ -151,7 +153,7 @@ fn names_watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let config = watcher::Config::default();
+    let config = watcher::Config::default().labels(&format!("{}!={}", MANAGED_BY.0, MANAGED_BY.1));
     watches::watch_slimmed(api, config, writer, Trigger::Applied, slim_names::<K>)
         .filter_map(|_| std::future::ready(None))
         .boxed()

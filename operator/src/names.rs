@@ -1,7 +1,8 @@
-//! Which names are taken, by anyone: a metadata-only watch per kind of child the operator
+//! Which names are taken by others: a metadata-only watch per kind of child the operator
 //! creates (ConfigMaps, Services, Deployments), of every object of that kind in the watched
-//! namespaces, not only the operator's labelled ones. Each cached object keeps only its name,
-//! namespace and uid ([`slim_names`]).
+//! namespaces that the operator's label does not mark (its own are in the labelled caches of
+//! [`crate::watches`]). Each cached object keeps only its name, namespace and uid
+//! ([`slim_names`]).
 //!
 //! Why: the labelled caches of [`crate::watches`] cannot tell "no such object" from "an object
 //! of someone else by that name", so a missing child used to be read from the API server before
@@ -28,8 +29,8 @@ pub struct NameCaches {
     pub deployments: Names<Deployment>,
 }
 
-/// Whether an object `name` of kind `K` exists in `namespace`; None while the watch has not
-/// finished its first list.
+/// Whether an object `name` of kind `K` without the operator's label exists in `namespace`;
+/// None while the watch has not finished its first list.
 pub fn taken<K>(names: &Names<K>, namespace: &str, name: &str) -> Option<bool>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,

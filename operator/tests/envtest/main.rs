@@ -1567,6 +1567,37 @@ async fn foreign_federation_secret_is_refused(client: &Client, namespace: &str) 
     assert!(deployments.get_opt("jobs").await.expect("get").is_none(), "no Deployment mounts it");
 }
 
+/// A Service of the object's name made by someone else, without the operator's label, is never
+/// written: the metadata-only watch of names the operator's label does not mark holds it, so the
+/// operator reads it instead of creating over it, and reports ChildNotOwned.
+async fn foreign_service_is_refused(client: &Client, namespace: &str) {
+    let zps: Api<ZmqProxy> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let planted: Service = serde_json::from_value(json!({
+        "metadata": {"name": "queue", "labels": {"app": "someone-else"}},
+        "spec": {"ports": [{"name": "web", "port": 8080}], "selector": {"app": "someone-else"}},
+    }))
+    .expect("service");
+    services.create(&PostParams::default(), &planted).await.expect("planted Service");
+    let before = services.get("queue").await.expect("planted");
+    let manifest = json!({
+        "apiVersion": "zmqproxy.io/v1alpha1", "kind": "ZmqProxy",
+        "metadata": {"name": "queue", "namespace": namespace},
+        "spec": {"frontend": {"type": "ROUTER", "port": 5555}, "backend": {"type": "DEALER", "port": 5556}},
+    });
+    zps.patch("queue", &field_manager(), &Patch::Apply(&manifest)).await.expect("applied");
+    wait_for_status(&zps, "queue", "Degraded=True/ChildNotOwned", |zp| {
+        condition(zp, DEGRADED).is_some_and(|(s, r, _, m)| {
+            s == "True" && r == "ChildNotOwned" && m.contains("Service queue")
+        })
+    })
+    .await;
+    let after = services.get("queue").await.expect("still there");
+    assert_eq!(after.resource_version(), before.resource_version(), "the Service was written");
+    assert_eq!(after.spec, before.spec);
+    assert_eq!(after.labels(), before.labels());
+}
+
 /// `spec.paused` is written into the ConfigMap `<name>-steering` every pod mounts, reported in
 /// the Paused condition at the object's generation, and each existing pod of the object is
 /// nudged with the generation (no kubelet here: the pod is created by hand, never runs).
@@ -2208,6 +2239,9 @@ fn trials(shared: &Arc<Shared>) -> Vec<Trial> {
                 foreign_federation_secret_is_refused(&c.client, "foreign-secret").await;
             },
         ),
+        scenario(shared, "foreign_service_is_refused", Some("foreign-service"), |c| async move {
+            foreign_service_is_refused(&c.client, "foreign-service").await;
+        }),
         scenario(
             shared,
             "paused_is_delivered_through_the_steering_config_map",
