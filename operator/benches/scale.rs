@@ -57,6 +57,9 @@ const IMAGE: &str = "ghcr.io/zmq-proxy-operator/zmq-proxy:bench";
 /// Every wait of the benchmark gives up after this long.
 const PHASE_LIMIT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(50);
+/// Namespaces of a run on an existing cluster: these prefixes and the bench's process id.
+const RAW_NS_PREFIX: &str = "bench-raw-";
+const SCALE_NS_PREFIX: &str = "bench-scale-";
 
 struct Args {
     objects: usize,
@@ -540,8 +543,8 @@ async fn run(args: Args, mut target: Target) -> Result<(), String> {
     let (raw_ns, ns, scope) = match &target {
         Target::Launched(_) => ("raw".to_string(), "scale".to_string(), None),
         Target::Existing { .. } => {
-            let ns = format!("bench-scale-{stamp}");
-            (format!("bench-raw-{stamp}"), ns.clone(), Some(ns))
+            let ns = format!("{SCALE_NS_PREFIX}{stamp}");
+            (format!("{RAW_NS_PREFIX}{stamp}"), ns.clone(), Some(ns))
         }
     };
     match &target {
@@ -576,7 +579,7 @@ async fn clear_earlier_runs(client: &Client) -> Result<(), String> {
         list.items
             .into_iter()
             .filter_map(|n| n.metadata.name)
-            .filter(|n| n.starts_with("bench-raw-") || n.starts_with("bench-scale-"))
+            .filter(|n| n.starts_with(RAW_NS_PREFIX) || n.starts_with(SCALE_NS_PREFIX))
             .collect()
     };
     let earlier = left(namespaces.list(&ListParams::default()).await.map_err(|e| e.to_string())?);
